@@ -1,0 +1,112 @@
+"""Registries: components chosen by name in a config.
+
+Every pluggable kind (models, optimizers, losses, PDE problems, dataset recipes) keeps one
+`Registry`. Entries are registered explicitly under a chosen string; a user's own object plugs
+in as ``"package.module:Attribute"``. Unknown names fail with the list of known ones and the
+closest matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def close_matches(name: str, candidates) -> str:
+    """A ``" (did you mean 'x'?)"`` suffix for an error message, or ``""``."""
+    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=3, cutoff=0.6)
+    if not matches:
+        return ""
+    return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)"
+
+
+def load_object(path: str) -> Any:
+    """Import ``"package.module:Attribute"`` (the attribute may be dotted)."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{path!r} is not of the form 'package.module:Attribute'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ValueError(f"cannot import module {module_name!r} named in {path!r}: {err}") from err
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as err:
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})") from err
+    return obj
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    description: str = ""
+    source: str = ""  # paper or library the entry comes from, shown by `sciml list`
+
+
+class Registry(Generic[T]):
+    """A name -> object table for one kind of component.
+
+    >>> MODELS = Registry("model")
+    >>> @MODELS.register("fno", description="Fourier neural operator", source="Li et al. 2021")
+    ... class FNO: ...
+    >>> MODELS.build("fno")
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, *, description: str = "", source: str = "") -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            self.add(name, obj, description=description, source=source)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T, *, description: str = "", source: str = "") -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} already registered by {self._entries[name].obj!r}")
+        if not description:
+            doc = (getattr(obj, "__doc__", None) or "").strip()
+            description = doc.splitlines()[0] if doc else ""
+        self._entries[name] = Entry(name, obj, description, source)
+
+    def get(self, name: str) -> T:
+        """The object registered as `name`, or imported from ``"module:Attribute"``."""
+        if not isinstance(name, str):
+            raise TypeError(f"{self.kind} name must be a string, got {type(name).__name__}")
+        if ":" in name:
+            return load_object(name)
+        try:
+            return self._entries[name].obj
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "(none)"
+            raise ValueError(
+                f"unknown {self.kind} {name!r}{close_matches(name, self._entries)}; known: {known}; "
+                f"or give your own as 'package.module:Attribute'"
+            ) from None
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the registered object (usually a class) with the given arguments."""
+        return self.get(name)(*args, **kwargs)
+
+    def entries(self) -> list[Entry[T]]:
+        return [self._entries[k] for k in sorted(self._entries)]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
