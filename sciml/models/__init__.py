@@ -1,1 +1,23 @@
+"""Neural operators and their registry: FNO family, DeepONet, any ``neuralop`` model by name.
 
+``build_model(name, in_channels=..., out_channels=..., n_dims=..., **options)`` is the one way a
+config builds a model; see `sciml.models._registry` for the contract and the optional
+``prepare(train_inputs, train_outputs)`` hook.
+"""
+
+from functools import partial
+
+from ._registry import MODELS, build_model, neuralop_model
+from .fno import FNO, FNO2dTime, FNO3dSpaceTime, count_parameters
+from .spectral import SpectralConv
+
+MODELS.add("fno", FNO, source="Li et al., ICLR 2021")
+MODELS.add("fno2d_time", FNO2dTime, source="Li et al., ICLR 2021 (FNO-2D, autoregressive)")
+MODELS.add("fno3d", FNO3dSpaceTime, source="Li et al., ICLR 2021 (FNO-3D, space-time)")
+for _name in ("FNO", "TFNO"):
+    MODELS.add(f"neuralop.{_name}", partial(neuralop_model, _name),
+               description=f"neuralop.models.{_name} (any neuralop.models class works as 'neuralop.<Class>')",
+               source="neuraloperator 2.0")
+
+__all__ = ["FNO", "FNO2dTime", "FNO3dSpaceTime", "MODELS", "SpectralConv", "build_model", "count_parameters",
+           "neuralop_model"]

@@ -1,0 +1,204 @@
+"""Fourier neural operator (Li et al., ICLR 2021), one N-d implementation, and its named variants."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._validate import activation as check_activation
+from ._validate import check_input, per_dim_ints, positive_int
+from .spectral import SpectralConv
+
+GRID_EMBEDDINGS = {True: "periodic", False: None, "periodic": "periodic", "closed": "closed", None: None}
+
+
+class Pointwise(nn.Module):
+    """A 1x1 convolution: the same affine map of the channels at every grid point."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (batch, in, *grid) -> (batch, out, *grid)."""
+        return self.conv(x.flatten(2)).unflatten(2, x.shape[2:])
+
+
+class PointwiseMLP(nn.Module):
+    """Pointwise two-layer MLP ``in -> hidden -> out`` (one linear map when hidden is 0)."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, act):
+        super().__init__()
+        self.act = act
+        self.layers = nn.ModuleList(
+            [Pointwise(in_channels, out_channels)] if hidden == 0
+            else [Pointwise(in_channels, hidden), Pointwise(hidden, out_channels)]
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == 0 else layer(self.act(x))
+        return x
+
+
+def grid_coordinates(grid: Sequence[int], kind: str, *, device=None, dtype=None) -> Tensor:
+    """(1, len(grid), *grid) coordinates in [0, 1): ``i/n`` ("periodic") or ``i/(n-1)`` ("closed")."""
+    axes = []
+    for n in grid:
+        if kind == "periodic":
+            axes.append(torch.arange(n, device=device, dtype=dtype) / n)
+        else:
+            axes.append(torch.linspace(0.0, 1.0, n, device=device, dtype=dtype))
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
+
+
+class FNO(nn.Module):
+    r"""Fourier neural operator :math:`u = Q \circ \sigma(W_L + K_L) \circ \dots \circ \sigma(W_1 + K_1) \circ P\,(a, x)`.
+
+    Lifting ``P`` and projection ``Q`` are pointwise MLPs; each of the `n_layers` blocks adds a
+    spectral convolution ``K`` (:class:`SpectralConv`, lowest `modes`) and a pointwise linear
+    map ``W``, followed by the activation except after the last block (Li et al.'s code, GELU,
+    no normalisation). Works on 1, 2 or 3 (any) grid dimensions.
+
+    Args:
+        in_channels, out_channels: channels of the input and output fields.
+        n_dims: number of grid dimensions.
+        modes: kept Fourier modes per dimension (int or one per dim). Paper: 16 (Burgers),
+            12 (Darcy, NS-2D), 8 (NS-3D); note ``neuralop``'s ``n_modes`` counts both signs.
+        width: channels inside the blocks (paper: 64 Burgers, 32 Darcy, 20 NS).
+        n_layers: number of Fourier blocks.
+        lifting_channels, projection_channels: hidden size of ``P`` / ``Q``; ``None`` means
+            ``2 * width``, 0 a single linear map.
+        activation: "gelu", "relu", "tanh", "silu", "elu" or a callable.
+        padding: zero padding appended after the lifting on the right of each grid dim, removed
+            before the projection, so non-periodic data need not look periodic. A float is a
+            fraction of the grid size (resolution-invariant), an int a number of points; one value
+            or one per dim. 0 (default) for periodic data.
+        grid_embedding: append the grid coordinates as input channels: True/"periodic" uses
+            ``i/n`` (periodic nodes), "closed" uses ``i/(n-1)`` (nodes including the right end, for
+            non-periodic data), False none.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n_dims: int = 1, *, modes: int | Sequence[int] = 16,
+                 width: int = 64, n_layers: int = 4, lifting_channels: int | None = None,
+                 projection_channels: int | None = None, activation: Any = "gelu",
+                 padding: float | int | Sequence[float | int] = 0, grid_embedding: bool | str = True):
+        super().__init__()
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.n_dims = positive_int("n_dims", n_dims)
+        self.modes = per_dim_ints("modes", modes, self.n_dims)
+        self.width = positive_int("width", width)
+        self.n_layers = positive_int("n_layers", n_layers)
+        lifting = 2 * width if lifting_channels is None else positive_int("lifting_channels", lifting_channels, allow_zero=True)
+        projection = 2 * width if projection_channels is None else positive_int("projection_channels", projection_channels, allow_zero=True)
+        self.act = check_activation("activation", activation)
+        self.padding = _check_padding(padding, self.n_dims)
+        if grid_embedding not in GRID_EMBEDDINGS or isinstance(grid_embedding, (int, float)) and not isinstance(grid_embedding, bool):
+            raise ValueError(f"grid_embedding must be True, False, 'periodic' or 'closed', got {grid_embedding!r}")
+        self.grid_embedding = GRID_EMBEDDINGS[grid_embedding]
+        n_in = in_channels + (self.n_dims if self.grid_embedding else 0)
+        self.lifting = PointwiseMLP(n_in, width, lifting, self.act)
+        self.spectral = nn.ModuleList(SpectralConv(width, width, self.modes) for _ in range(n_layers))
+        self.pointwise = nn.ModuleList(Pointwise(width, width) for _ in range(n_layers))
+        self.projection = PointwiseMLP(width, out_channels, projection, self.act)
+
+    def pad_sizes(self, grid: Sequence[int]) -> tuple[int, ...]:
+        return tuple(p if isinstance(p, int) else int(round(p * n)) for p, n in zip(self.padding, grid))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (batch, in_channels, *grid) -> (batch, out_channels, *grid).
+
+        1. append grid coordinates (batch, in + n_dims, *grid); 2. lift to (batch, width, *grid);
+        3. pad each grid dim on the right; 4. n_layers blocks ``act(K x + W x)`` (no act after the
+        last); 5. crop the padding; 6. project to (batch, out_channels, *grid).
+        """
+        check_input(type(self).__name__, x, self.in_channels, self.n_dims)
+        grid = x.shape[2:]
+        if self.grid_embedding:
+            coords = grid_coordinates(grid, self.grid_embedding, device=x.device, dtype=x.dtype)
+            x = torch.cat([x, coords.expand(x.shape[0], *coords.shape[1:])], dim=1)
+        x = self.lifting(x)
+        pads = self.pad_sizes(grid)
+        if any(pads):
+            x = F.pad(x, [v for p in reversed(pads) for v in (0, p)])
+        for i, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):
+            x = spectral(x) + pointwise(x)
+            if i < self.n_layers - 1:
+                x = self.act(x)
+        if any(pads):
+            x = x[(slice(None), slice(None), *(slice(0, n) for n in grid))]
+        return self.projection(x)
+
+
+def _check_padding(padding, n_dims: int) -> tuple[float | int, ...]:
+    values = padding if isinstance(padding, Sequence) and not isinstance(padding, str) else (padding,) * n_dims
+    if len(values) != n_dims:
+        raise ValueError(f"padding must be one value or {n_dims} (one per grid dim), got {padding!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (isinstance(v, float) and v >= 1):
+            raise ValueError(
+                f"padding must be >= 0: an int (points) or a float in [0, 1) (fraction of the grid), got {padding!r}"
+            )
+    return tuple(values)
+
+
+class FNO2dTime(FNO):
+    """FNO-2D for Navier-Stokes, autoregressive in time (paper's "FNO-2D"): the last `history`
+    steps as channels -> the next step; :meth:`rollout` feeds predictions back.
+
+    Defaults from Li et al.'s ``fourier_2d_time.py``: 10 input steps, modes 12, width 20, linear
+    lifting, projection 128.
+    """
+
+    def __init__(self, in_channels: int = 10, out_channels: int = 1, n_dims: int = 2, *, modes=12, width=20,
+                 lifting_channels=0, projection_channels=128, **kwargs):
+        super().__init__(in_channels, out_channels, n_dims, modes=modes, width=width,
+                         lifting_channels=lifting_channels, projection_channels=projection_channels, **kwargs)
+        if in_channels % out_channels:
+            raise ValueError(f"in_channels={in_channels} must be history * out_channels (out_channels={out_channels})")
+
+    @property
+    def history(self) -> int:
+        return self.in_channels // self.out_channels
+
+    def rollout(self, x: Tensor, n_steps: int) -> Tensor:
+        """x: (batch, history * C, *grid), oldest step first -> (batch, n_steps, C, *grid)."""
+        n_steps = positive_int("n_steps", n_steps)
+        steps = []
+        for _ in range(n_steps):
+            y = self(x)
+            steps.append(y)
+            x = torch.cat([x[:, self.out_channels:], y], dim=1)
+        return torch.stack(steps, dim=1)
+
+
+class FNO3dSpaceTime(FNO):
+    """FNO-3D over (x, y, t) for Navier-Stokes (paper's "FNO-3D"): input (batch, C_in, X, Y, T), the
+    first steps repeated along t (see :meth:`expand_time`), output (batch, C_out, X, Y, T).
+
+    Defaults from Li et al.'s ``fourier_3d.py``: modes 8, width 20, linear lifting, projection 128,
+    6 points of zero padding in t (time is not periodic), none in space.
+    """
+
+    def __init__(self, in_channels: int = 10, out_channels: int = 1, n_dims: int = 3, *, modes=8, width=20,
+                 lifting_channels=0, projection_channels=128, padding=(0, 0, 6), **kwargs):
+        super().__init__(in_channels, out_channels, n_dims, modes=modes, width=width, lifting_channels=lifting_channels,
+                         projection_channels=projection_channels, padding=padding, **kwargs)
+
+    @staticmethod
+    def expand_time(x: Tensor, n_t: int) -> Tensor:
+        """(batch, C, X, Y) -> (batch, C, X, Y, n_t): the input steps repeated along the time axis."""
+        return x[..., None].expand(*x.shape, positive_int("n_t", n_t))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Real parameters (a complex one counts twice)."""
+    return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
+
+
+__all__ = ["FNO", "FNO2dTime", "FNO3dSpaceTime", "Pointwise", "PointwiseMLP", "SpectralConv", "count_parameters",
+           "grid_coordinates"]

@@ -1,0 +1,160 @@
+"""FNO family: shapes, the build_model contract, validation, padding, variants, the neuralop adapter."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sciml.models import MODELS, FNO, FNO2dTime, FNO3dSpaceTime, build_model, count_parameters
+
+
+@pytest.mark.parametrize(
+    "n_dims,grid,modes", [(1, (64,), 16), (1, (85,), 16), (2, (21, 21), (5, 5)), (2, (16, 17), 4), (3, (8, 9, 10), 2)]
+)
+def test_shapes_and_grad(n_dims, grid, modes):
+    torch.manual_seed(0)
+    model = build_model("fno", in_channels=2, out_channels=3, n_dims=n_dims, modes=modes, width=8).double()
+    x = torch.randn(2, 2, *grid, dtype=torch.float64)
+    y = model(x)
+    assert y.shape == (2, 3, *grid) and y.dtype == torch.float64
+    y.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(float(p.grad.abs().sum()) > 0 for p in model.parameters())
+
+
+def test_paper_burgers_architecture():
+    model = build_model("fno", in_channels=1, out_channels=1, n_dims=1, modes=16, width=64, n_layers=4)
+    spectral = sum(p.numel() for m in model.spectral for p in m.parameters())
+    assert spectral == 4 * 16 * 64 * 64 * 2, "4 layers x 16 complex 64x64 matrices"
+    assert count_parameters(model) == 558017
+
+
+def test_batch_independence_and_determinism():
+    torch.manual_seed(0)
+    model = FNO(1, 1, 2, modes=4, width=8).double()
+    x = torch.randn(3, 1, 16, 16, dtype=torch.float64)
+    y = model(x)
+    assert torch.allclose(model(x[1:2]), y[1:2], rtol=0, atol=1e-13)
+    assert torch.equal(model(x), y)
+
+
+def test_grid_embedding_kinds():
+    torch.manual_seed(0)
+    base = dict(modes=4, width=8)
+    periodic = FNO(1, 1, 1, **base)
+    torch.manual_seed(0)
+    closed = FNO(1, 1, 1, grid_embedding="closed", **base)
+    x = torch.randn(1, 1, 16)
+    assert not torch.allclose(periodic(x), closed(x)), "coordinates differ (i/n vs i/(n-1))"
+    none = FNO(1, 1, 1, grid_embedding=False, **base)
+    assert none.lifting.layers[0].conv.in_channels == 1 and periodic.lifting.layers[0].conv.in_channels == 2
+
+
+def test_padding_is_cropped_and_changes_result():
+    torch.manual_seed(0)
+    plain = FNO(1, 1, 2, modes=4, width=8).double()
+    padded = FNO(1, 1, 2, modes=4, width=8, padding=(5, 0.25)).double()
+    padded.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 17, 16, dtype=torch.float64)
+    assert padded.pad_sizes((17, 16)) == (5, 4)
+    y = padded(x)
+    assert y.shape == (2, 1, 17, 16)
+    assert not torch.allclose(y, plain(x)), "padding must change the (non-periodic) convolution"
+
+
+def test_fno_evaluates_at_finer_grid():
+    torch.manual_seed(0)
+    model = FNO(1, 1, 1, modes=8, width=8).double()
+    s = 64
+    xs = torch.linspace(0, 1, 2 * s + 1, dtype=torch.float64)[:-1]
+    u = torch.sin(2 * torch.pi * xs) + 0.5 * torch.cos(6 * torch.pi * xs)
+    y_coarse = model(u[::2][None, None])
+    y_fine = model(u[None, None])
+    assert y_fine.shape == (1, 1, 2 * s)
+    # pointwise nonlinearities alias a little between grids; the nodes shared by both grids agree closely
+    rel = (y_fine[..., ::2] - y_coarse).norm() / y_coarse.norm()
+    assert rel < 1e-3, f"relative difference at shared nodes {rel:.2e}"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(modes=0), "modes"),
+        (dict(modes=(4, 4)), "one per grid dimension"),
+        (dict(width=0), "width"),
+        (dict(n_layers=1.5), "n_layers"),
+        (dict(activation="swish"), "activation must be one of"),
+        (dict(padding=-1), "padding"),
+        (dict(padding=1.5), "padding"),
+        (dict(grid_embedding="yes"), "grid_embedding"),
+        (dict(lifting_channels=-2), "lifting_channels"),
+    ],
+)
+def test_invalid_options_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FNO(1, 1, 1, **kwargs)
+
+
+def test_unknown_option_rejected():
+    with pytest.raises(TypeError, match="hidden_channels"):
+        build_model("fno", in_channels=1, out_channels=1, n_dims=1, hidden_channels=3)
+
+
+def test_wrong_input_shape_message():
+    model = FNO(2, 1, 2, modes=4, width=8)
+    with pytest.raises(ValueError, match=r"\(batch, 2, \*grid\) with 2 grid"):
+        model(torch.randn(1, 1, 16, 16))
+
+
+def test_autoregressive_rollout_feeds_predictions_back():
+    torch.manual_seed(0)
+    model = build_model("fno2d_time", in_channels=4, out_channels=1, n_dims=2, modes=3, width=6).double()
+    assert isinstance(model, FNO2dTime) and model.history == 4 and model.modes == (3, 3)
+    x = torch.randn(2, 4, 12, 12, dtype=torch.float64)
+    out = model.rollout(x, 3)
+    assert out.shape == (2, 3, 1, 12, 12)
+    y1 = model(x)
+    y2 = model(torch.cat([x[:, 1:], y1], 1))
+    y3 = model(torch.cat([x[:, 2:], y1, y2], 1))
+    assert torch.equal(out[:, 0], y1) and torch.equal(out[:, 1], y2) and torch.equal(out[:, 2], y3)
+
+
+def test_space_time_variant_defaults():
+    model = build_model("fno3d", in_channels=10, out_channels=1, n_dims=3)
+    assert isinstance(model, FNO3dSpaceTime)
+    assert model.modes == (8, 8, 8) and model.width == 20 and model.padding == (0, 0, 6)
+    x = FNO3dSpaceTime.expand_time(torch.randn(1, 10, 16, 16), 10)
+    assert x.shape == (1, 10, 16, 16, 10)
+    assert model(x).shape == (1, 1, 16, 16, 10)
+
+
+def test_registry_names_all_build():
+    shapes = {"fno": (1, 1, 1), "fno2d_time": (10, 1, 2), "fno3d": (10, 1, 3)}
+    for name in MODELS.names():
+        if name.startswith("neuralop."):
+            continue
+        cin, cout, d = shapes.get(name, (1, 1, 1))
+        model = build_model(name, in_channels=cin, out_channels=cout, n_dims=d)
+        assert isinstance(model, torch.nn.Module), name
+
+
+def test_unknown_model_lists_known():
+    with pytest.raises(ValueError, match="did you mean 'fno'"):
+        build_model("fnoo", in_channels=1, out_channels=1, n_dims=1)
+
+
+def test_neuralop_adapter():
+    model = build_model("neuralop.FNO", in_channels=1, out_channels=2, n_dims=2, n_modes=[8, 7], hidden_channels=8)
+    assert model(torch.randn(1, 1, 16, 16)).shape == (1, 2, 16, 16)
+    with pytest.raises(ValueError, match="n_dims=1"):
+        build_model("neuralop.FNO", in_channels=1, out_channels=1, n_dims=1, n_modes=(8, 8), hidden_channels=8)
+    with pytest.raises(ValueError, match="no model 'NotAModel'"):
+        build_model("neuralop.NotAModel", in_channels=1, out_channels=1, n_dims=1)
+
+
+def test_import_is_lazy_and_quiet():
+    code = "import sys, sciml.models; assert 'neuralop' not in sys.modules and 'tensorly' not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
