@@ -1,1 +1,16 @@
+"""Stability-aware optimizers by name, the training guard, and second-order PINN phases.
 
+>>> from sciml.optim import build_optimizer, Guard
+>>> opt = build_optimizer(model.parameters(), "adam", lr=1e-3)
+>>> guard = Guard(model, opt)            # loss.backward(); guard.step(loss)
+
+`OPTIMIZERS.entries()` lists every name with its description and source paper.
+pytorch-optimizer is imported only when one of its optimizers is built.
+"""
+
+from ._registry import OPTIMIZERS, OptimizerSpec, build_optimizer, optimizer_spec
+from ._complex import complex_as_real
+from . import _catalog  # noqa: F401  (registers the entries)
+from .guard import Guard, GuardError
+
+__all__ = ["OPTIMIZERS", "OptimizerSpec", "build_optimizer", "optimizer_spec", "complex_as_real", "Guard", "GuardError"]

@@ -1,0 +1,75 @@
+"""A thin `torch.optim.Optimizer` over a per-parameter functional update.
+
+Each of our optimizers supplies `init_state(p, group) -> dict` and a functional
+`update(p, grad, state, group)` that changes `p` and `state` in place. The per-parameter loop
+here is the reference path (there is no foreach path to drift from it). Complex parameters are
+handled by presenting real views (`torch.view_as_real`): a complex entry is two reals, the
+convention torch.optim uses, so FNO spectral weights train with every optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+
+def check_range(name: str, value: Any, lo: float, hi: float = math.inf, *, lo_open=False, hi_open=False, fix: str = "") -> None:
+    """Raise a ValueError naming the argument, its value, the allowed range and a fix."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    ok_lo = v > lo if lo_open else v >= lo
+    ok_hi = v < hi if hi_open else v <= hi
+    if not (ok_lo and ok_hi and math.isfinite(v) or (v == hi == math.inf)):
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise ValueError(f"{name}={value!r} is outside {interval}" + (f"; {fix}" if fix else ""))
+
+
+def check_betas(name: str, betas: Any, n: int = 2) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != n:
+        raise ValueError(f"{name} must be a sequence of {n} numbers in [0, 1), got {betas!r}")
+    for i, b in enumerate(betas):
+        check_range(f"{name}[{i}]", b, 0.0, 1.0, hi_open=True, fix="use e.g. 0.9 or 0.999")
+
+
+def real_view(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+class FunctionalOptimizer(torch.optim.Optimizer):
+    """Base class: subclasses define `init_state` and `update`; `step` loops over parameters."""
+
+    def init_state(self, p: Tensor, group: dict) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def update(self, p: Tensor, grad: Tensor, state: dict, group: dict) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _prepare_group(self, group: dict) -> None:
+        """Hook for per-group work before the parameter loop (e.g. a shared norm)."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._prepare_group(group)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                pr, gr = real_view(p), real_view(p.grad)
+                if not state:
+                    state.update(self.init_state(pr, group))
+                    state["step"] = 0
+                state["step"] += 1
+                self.update(pr, gr, state, group)
+        return loss

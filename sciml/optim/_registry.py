@@ -1,0 +1,117 @@
+"""The optimizer registry and `build_optimizer`.
+
+An entry is an `OptimizerSpec`: the class (or a lazy ``"module:Class"`` path, so
+pytorch-optimizer is imported only when one of its optimizers is built), the keyword
+arguments a config may set (anything else is an error: pytorch-optimizer silently swallows
+misspelt keywords), sciml's defaults where the library drifted from the paper, and whether the
+class handles complex parameters itself or needs the complex-as-real adapter.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sciml.registry import Registry, close_matches, load_object
+
+from ._complex import complex_as_real
+
+OPTIMIZERS: Registry = Registry("optimizer")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """How to build one registered optimizer.
+
+    target: the class, or ``"module:Class"`` imported on first build.
+    allowed: keyword arguments a config may pass; None means "the class signature".
+    defaults: sciml's defaults, applied before the user's keywords (paper values where the
+        library drifted).
+    fixed: keywords always passed and not settable (e.g. ``foreach=False`` where the library's
+        foreach path is untested against its per-parameter path).
+    complex_native: the class trains complex parameters itself; otherwise complex parameters
+        go through `complex_as_real`.
+    needs_closure: ``step`` must be given a closure (L-BFGS, Newton-CG).
+    """
+
+    target: Any
+    allowed: tuple[str, ...] | None = None
+    defaults: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    complex_native: bool = False
+    needs_closure: bool = False
+
+    def resolve(self) -> type:
+        if isinstance(self.target, str):
+            try:
+                return load_object(self.target)
+            except ValueError as err:
+                if "pytorch_optimizer" in self.target:
+                    raise ValueError(f"{err}; install the pinned extra: pip install 'pytorch-optimizer==4.1.0'") from None
+                raise
+        return self.target
+
+    def valid_kwargs(self) -> list[str]:
+        if self.allowed is not None:
+            return sorted(self.allowed)
+        return signature_kwargs(self.resolve())
+
+    def __call__(self, params, _name: str | None = None, **kwargs):
+        cls = self.resolve()
+        check_kwargs(repr(_name) if _name else cls.__name__, kwargs, self.valid_kwargs())
+        params = list(params)
+        kw = {**self.defaults, **kwargs, **self.fixed}
+        if not self.complex_native and _has_complex(params):
+            cls = complex_as_real(cls)
+        return cls(params, **kw)
+
+
+def signature_kwargs(cls) -> list[str]:
+    sig = inspect.signature(cls.__init__)
+    return sorted(n for n, p in sig.parameters.items()
+                  if n not in ("self", "params") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def check_kwargs(what: str, kwargs: dict, valid: list[str]) -> None:
+    for key in kwargs:
+        if key not in valid:
+            raise ValueError(f"optimizer {what} got an unknown keyword argument {key!r}{close_matches(key, valid)}; "
+                             f"valid: {', '.join(valid)}")
+
+
+def _has_complex(params) -> bool:
+    for p in params:
+        if isinstance(p, dict):
+            ps = p["params"]
+            ps = [ps] if isinstance(ps, torch.Tensor) else ps
+            if any(t.is_complex() for t in ps):
+                return True
+        elif p.is_complex():
+            return True
+    return False
+
+
+def build_optimizer(params, name: str, **kwargs) -> torch.optim.Optimizer:
+    """Build the optimizer registered as `name` (or ``"module:Class"``) over `params`.
+
+    `name` and `kwargs` come straight from a config's ``optimizer:`` mapping, e.g.
+    ``build_optimizer(model.parameters(), "adam", lr=1e-3)``. Unknown names list the known
+    ones; misspelt keyword arguments raise a ValueError naming the valid ones. A user class
+    given as ``"module:Class"`` is called as ``Class(params, **kwargs)`` after the same check
+    against its signature.
+    """
+    obj = OPTIMIZERS.get(name)
+    if isinstance(obj, OptimizerSpec):
+        return obj(params, _name=name, **kwargs)
+    if isinstance(obj, type):
+        check_kwargs(repr(name), kwargs, signature_kwargs(obj))
+    return obj(params, **kwargs)
+
+
+def optimizer_spec(name: str) -> OptimizerSpec | None:
+    """The registered spec of `name` (None for a ``module:Class`` user optimizer)."""
+    obj = OPTIMIZERS.get(name)
+    return obj if isinstance(obj, OptimizerSpec) else None

@@ -1,0 +1,360 @@
+"""The training guard: non-finite skips, adaptive clipping, spike detection, rollback.
+
+Trainer loop::
+
+    optimizer.zero_grad(set_to_none=True); loss.backward(); guard.step(loss)
+    # closure methods (L-BFGS, Newton-CG):  guard.step(loss_or_None, closure=closure)
+    for event in guard.pop_events(): metrics.write(event)
+
+Per step ``guard.step`` does, in order:
+
+1. global gradient norm ``n = ‖g‖₂`` (one fused reduction, stays on device);
+2. non-finite check: if the loss or ``n`` is NaN/Inf the update is skipped (event
+   ``skip_nonfinite``); `max_consecutive_skips` skips in a row raise `GuardError`;
+3. adaptive clipping (ZClip, Kumar et al. 2025, arXiv:2504.02507): EMA mean μ and variance σ²
+   of ``n`` (initialised over `clip_warmup` steps); when ``n > μ + z·σ`` the gradient is scaled
+   to ``μ + z·σ`` (event ``clip``); ``clip="norm"`` clips to a fixed `max_norm` instead;
+4. spike detection against a running estimate: an EMA ``ℓ̄`` of log(loss) over healthy steps;
+   ``loss > spike_factor · exp(ℓ̄)`` is a spike (event ``spike``) and its update is skipped;
+5. `max_spikes` spikes within `spike_window` steps roll the model and optimizer back to the last
+   good snapshot (taken every `snapshot_every` healthy steps, in memory) and multiply the
+   effective learning rate by `lr_factor` (events ``rollback``, ``lr_lowered``).
+
+The learning-rate reduction is kept as ``guard.lr_scale`` and applied around each
+``optimizer.step`` (lr ← lr·scale, step, lr ← lr/scale), so it composes with any LR schedule
+the trainer sets in ``param_groups`` and never fights it.
+
+Host synchronisation: with ``check_every=1`` (default) each step costs one device→host copy
+of three scalars (loss, norm, clip threshold), which decides the skip exactly. With
+``check_every=k>1`` nothing syncs between polls: a non-finite gradient is zeroed on device
+(``nan_to_num`` then ×0), so parameters stay finite but the optimizer still takes a step with
+g = 0 (momentum keeps moving the weights and Adam's moments decay); the buffered losses are
+inspected every k steps, so a spike is acted upon (rollback) up to k−1 steps late and its
+update is not skipped. Trade-off: exact skipping vs one sync per step.
+
+Snapshots are not part of ``state_dict`` (they would double a checkpoint); after a resume the
+first healthy step takes a new one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Callable
+
+import torch
+
+from ._base import check_range
+
+_CLIP_MODES = ("zclip", "norm", None)
+
+
+class GuardError(RuntimeError):
+    """Training cannot continue: repeated non-finite steps or too many rollbacks."""
+
+
+class Guard:
+    """Protects an optimizer's steps; see the module docstring for the rules.
+
+    Args (all keyword, from the config's ``guard:`` mapping):
+        enabled: False makes ``step`` a plain ``optimizer.step``.
+        clip: ``"zclip"`` (adaptive, default), ``"norm"`` (fixed `max_norm`) or None.
+        max_norm: threshold for ``clip="norm"``.
+        clip_alpha, clip_z, clip_warmup: ZClip EMA factor, z threshold, warm-up steps.
+        spike_factor: a loss above this multiple of the running estimate is a spike.
+        spike_beta: EMA factor of the running log-loss estimate.
+        spike_warmup: healthy steps before spikes are detected.
+        max_spikes, spike_window: rollback after this many spikes within the window.
+        lr_factor: multiply the effective LR by this at each rollback.
+        snapshot_every: healthy steps between in-memory snapshots.
+        max_consecutive_skips: raise after this many non-finite steps in a row.
+        max_rollbacks: raise after this many rollbacks.
+        check_every: host poll interval (1 = exact per-step decisions; see module doc).
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, enabled: bool = True,
+                 clip: str | None = "zclip", max_norm: float = 1.0, clip_alpha: float = 0.97,
+                 clip_z: float = 2.5, clip_warmup: int = 25, spike_factor: float = 10.0,
+                 spike_beta: float = 0.9, spike_warmup: int = 10, max_spikes: int = 3,
+                 spike_window: int = 50, lr_factor: float = 0.5, snapshot_every: int = 50,
+                 max_consecutive_skips: int = 20, max_rollbacks: int = 10, check_every: int = 1):
+        if clip not in _CLIP_MODES:
+            raise ValueError(f"guard clip={clip!r} is not one of {_CLIP_MODES}; use 'zclip', 'norm' or null")
+        check_range("guard max_norm", max_norm, 0.0, lo_open=True)
+        check_range("guard clip_alpha", clip_alpha, 0.0, 1.0, hi_open=True)
+        check_range("guard clip_z", clip_z, 0.0, lo_open=True)
+        check_range("guard spike_factor", spike_factor, 1.0, lo_open=True, fix="a spike is a jump above the running loss, e.g. 10")
+        check_range("guard spike_beta", spike_beta, 0.0, 1.0, hi_open=True)
+        check_range("guard lr_factor", lr_factor, 0.0, 1.0, lo_open=True)
+        for name, v, lo in (("clip_warmup", clip_warmup, 1), ("spike_warmup", spike_warmup, 0),
+                            ("max_spikes", max_spikes, 1), ("spike_window", spike_window, 1),
+                            ("snapshot_every", snapshot_every, 1), ("max_consecutive_skips", max_consecutive_skips, 1),
+                            ("max_rollbacks", max_rollbacks, 0), ("check_every", check_every, 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"guard {name}={v!r} must be an integer >= {lo}")
+        self.model, self.optimizer, self.enabled = model, optimizer, bool(enabled)
+        self.clip, self.max_norm, self.clip_alpha, self.clip_z, self.clip_warmup = clip, max_norm, clip_alpha, clip_z, clip_warmup
+        self.spike_factor, self.spike_beta, self.spike_warmup = spike_factor, spike_beta, spike_warmup
+        self.max_spikes, self.spike_window, self.lr_factor = max_spikes, spike_window, lr_factor
+        self.snapshot_every, self.max_consecutive_skips, self.max_rollbacks = snapshot_every, max_consecutive_skips, max_rollbacks
+        self.check_every = check_every
+        # persistent state (state_dict)
+        self.step_count = 0
+        self.lr_scale = 1.0
+        self.log_loss_ema: float | None = None
+        self.healthy_steps = 0
+        self.spike_steps: list[int] = []
+        self.consecutive_skips = 0
+        self.rollbacks = 0
+        self.counts = {"skip_nonfinite": 0, "spike": 0, "rollback": 0, "clip": 0}
+        self._clip_mean: torch.Tensor | None = None  # ZClip statistics, on device
+        self._clip_var: torch.Tensor | None = None
+        self._warm_norms: list[torch.Tensor] = []
+        # transient
+        self._events: list[dict[str, Any]] = []
+        self._snapshot: dict | None = None
+        self._since_snapshot = 0
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, [loss, norm, thr, finite]) awaiting a poll
+
+    # ------------------------------------------------------------------ public API
+    def step(self, loss: torch.Tensor | float | None = None, closure: Callable[[], torch.Tensor] | None = None):
+        """Check, clip and (unless skipped) call ``optimizer.step(closure)``; returns its value."""
+        if not self.enabled:
+            return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+        self.step_count += 1
+        if closure is not None:
+            return self._closure_step(loss, closure)
+        if loss is None:
+            raise ValueError("guard.step(loss) needs the loss of this step (or a closure for L-BFGS-type optimizers)")
+        loss_t = torch.as_tensor(loss).detach().reshape(()).to(torch.float64)
+        grads = self._grads()
+        norm = self._grad_norm(grads, loss_t.device)
+        finite = torch.isfinite(loss_t) & torch.isfinite(norm)
+        coef, thr = self._clip_coef(norm, finite)
+        record = torch.stack([loss_t, norm.to(loss_t.device, torch.float64), thr.to(loss_t.device, torch.float64),
+                              finite.to(loss_t.device, torch.float64)])
+        if self.check_every == 1:
+            lval, nval, tval, fval = record.tolist()  # the one host sync of this step
+            if not fval:
+                self._skip_nonfinite(self.step_count, lval, nval)
+                return loss
+            if self._is_spike(lval):
+                self._spike(self.step_count, lval)
+                return loss
+            if coef is not None:
+                torch._foreach_mul_(grads, coef.to(grads[0].dtype) if not grads[0].is_complex() else coef)
+                if nval > tval:
+                    self._emit(self.step_count, "clip", grad_norm=nval, threshold=tval)
+                    self.counts["clip"] += 1
+            self._scaled_step(None)
+            self._healthy(lval)
+            return loss
+        # polled mode: no sync; sanitise on device and judge later
+        for g in grads:
+            g.nan_to_num_(0.0, 0.0, 0.0)
+        mult = finite.to(norm.dtype) if coef is None else torch.where(finite, coef, torch.zeros_like(coef))
+        if grads:
+            torch._foreach_mul_(grads, mult)
+        self._scaled_step(None)
+        self._pending.append((self.step_count, record))
+        if self.step_count % self.check_every == 0:
+            self.poll()
+        return loss
+
+    def poll(self) -> None:
+        """Judge buffered steps (polled mode): events, spike counting, rollback."""
+        if not self._pending:
+            return
+        steps = [s for s, _ in self._pending]
+        values = torch.stack([r for _, r in self._pending]).tolist()
+        self._pending = []
+        for step, (lval, nval, tval, fval) in zip(steps, values):
+            if not fval:
+                self._skip_nonfinite(step, lval, nval, zeroed=True)
+                continue
+            if self._is_spike(lval):
+                self._spike(step, lval)
+                continue
+            if self.clip is not None and nval > tval:
+                self._emit(step, "clip", grad_norm=nval, threshold=tval)
+                self.counts["clip"] += 1
+            self._healthy(lval)
+
+    def pop_events(self) -> list[dict[str, Any]]:
+        """Events since the last call, each ``{"step", "event", ...details}``; clears them."""
+        if self.check_every > 1:
+            self.poll()
+        events, self._events = self._events, []
+        return events
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step_count": self.step_count, "lr_scale": self.lr_scale, "log_loss_ema": self.log_loss_ema,
+            "healthy_steps": self.healthy_steps, "spike_steps": list(self.spike_steps),
+            "consecutive_skips": self.consecutive_skips, "rollbacks": self.rollbacks, "counts": dict(self.counts),
+            "clip_mean": None if self._clip_mean is None else self._clip_mean.detach().cpu().clone(),
+            "clip_var": None if self._clip_var is None else self._clip_var.detach().cpu().clone(),
+            "warm_norms": [n.detach().cpu().clone() for n in self._warm_norms],
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        dev = self._device()
+        self.step_count, self.lr_scale, self.log_loss_ema = sd["step_count"], sd["lr_scale"], sd["log_loss_ema"]
+        self.healthy_steps, self.spike_steps = sd["healthy_steps"], list(sd["spike_steps"])
+        self.consecutive_skips, self.rollbacks, self.counts = sd["consecutive_skips"], sd["rollbacks"], dict(sd["counts"])
+        self._clip_mean = None if sd["clip_mean"] is None else sd["clip_mean"].to(dev)
+        self._clip_var = None if sd["clip_var"] is None else sd["clip_var"].to(dev)
+        self._warm_norms = [n.to(dev) for n in sd["warm_norms"]]
+        self._snapshot, self._since_snapshot, self._pending = None, 0, []
+
+    # ------------------------------------------------------------------ internals
+    def _device(self) -> torch.device:
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                return p.device
+        return torch.device("cpu")
+
+    def _grads(self) -> list[torch.Tensor]:
+        return [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+    def _grad_norm(self, grads, device) -> torch.Tensor:
+        if not grads:
+            return torch.zeros((), dtype=torch.float64, device=device)
+        reals = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
+        return torch.linalg.vector_norm(torch.stack([n.to(torch.float64) for n in torch._foreach_norm(reals)]))
+
+    def _clip_coef(self, norm: torch.Tensor, finite: torch.Tensor):
+        """(coefficient or None, threshold); updates ZClip statistics on device."""
+        inf = torch.full_like(norm, math.inf)
+        if self.clip is None:
+            return None, inf
+        if self.clip == "norm":
+            thr = torch.full_like(norm, self.max_norm)
+            return torch.clamp(thr / (norm + 1e-12), max=1.0), thr
+        safe = torch.where(finite, norm, torch.zeros_like(norm))
+        if self._clip_mean is None:  # warm-up: collect, do not clip
+            self._warm_norms.append(safe)
+            if len(self._warm_norms) >= self.clip_warmup:
+                w = torch.stack(self._warm_norms)
+                self._clip_mean, self._clip_var = w.mean(), w.var(unbiased=False)
+                self._warm_norms = []
+            return None, inf
+        thr = self._clip_mean + self.clip_z * self._clip_var.clamp_min(0).sqrt()
+        clipped = torch.minimum(safe, thr)
+        a = self.clip_alpha
+        # statistics follow the clipped norm so an outlier does not inflate them (ZClip);
+        # a non-finite step leaves them unchanged
+        new_mean = a * self._clip_mean + (1 - a) * clipped
+        new_var = a * self._clip_var + (1 - a) * (clipped - new_mean) ** 2
+        self._clip_mean = torch.where(finite, new_mean, self._clip_mean)
+        self._clip_var = torch.where(finite, new_var, self._clip_var)
+        return torch.clamp(thr / (norm + 1e-12), max=1.0), thr
+
+    def _scaled_step(self, closure):
+        groups = self.optimizer.param_groups
+        if self.lr_scale != 1.0:
+            for g in groups:
+                g["lr"] = g["lr"] * self.lr_scale
+        try:
+            return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+        finally:
+            if self.lr_scale != 1.0:
+                for g in groups:
+                    g["lr"] = g["lr"] / self.lr_scale
+
+    def _is_spike(self, lval: float) -> bool:
+        if self.log_loss_ema is None or self.healthy_steps < self.spike_warmup or lval <= 0:
+            return False
+        return math.log(lval) > self.log_loss_ema + math.log(self.spike_factor)
+
+    def _healthy(self, lval: float) -> None:
+        self.consecutive_skips = 0
+        self.healthy_steps += 1
+        if lval > 0:
+            ll = math.log(lval)
+            b = self.spike_beta
+            self.log_loss_ema = ll if self.log_loss_ema is None else b * self.log_loss_ema + (1 - b) * ll
+        self._since_snapshot += 1
+        recent_spike = self.spike_steps and self.step_count - self.spike_steps[-1] < self.spike_window
+        if self._snapshot is None or (self._since_snapshot >= self.snapshot_every and not recent_spike):
+            self._take_snapshot()
+
+    def _take_snapshot(self) -> None:
+        self._snapshot = {
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "step": self.step_count, "log_loss_ema": self.log_loss_ema,
+        }
+        self._since_snapshot = 0
+
+    def _skip_nonfinite(self, step: int, lval: float, nval: float, zeroed: bool = False) -> None:
+        self.counts["skip_nonfinite"] += 1
+        self.consecutive_skips += 1
+        self._emit(step, "skip_nonfinite", loss=lval, grad_norm=nval,
+                   **({"note": "polled mode: gradient was zeroed, the optimizer still stepped"} if zeroed else {}))
+        if self.consecutive_skips >= self.max_consecutive_skips:
+            if self._snapshot is not None and self.rollbacks < self.max_rollbacks:
+                self._rollback(step, reason="nonfinite")
+                self.consecutive_skips = 0
+                return
+            raise GuardError(
+                f"{self.consecutive_skips} consecutive steps had a non-finite loss or gradient (step {step}); "
+                "lower the learning rate, enable clipping (guard.clip), or train in float64")
+
+    def _spike(self, step: int, lval: float) -> None:
+        self.counts["spike"] += 1
+        self.spike_steps = [s for s in self.spike_steps if step - s < self.spike_window] + [step]
+        self._emit(step, "spike", loss=lval, running=math.exp(self.log_loss_ema))
+        if len(self.spike_steps) >= self.max_spikes:
+            self._rollback(step, reason="spikes")
+
+    def _rollback(self, step: int, reason: str) -> None:
+        if self.rollbacks >= self.max_rollbacks:
+            raise GuardError(f"guard rolled back {self.rollbacks} times (limit max_rollbacks={self.max_rollbacks}) "
+                             f"and training still {'spikes' if reason == 'spikes' else 'diverges'} at step {step}; "
+                             "lower the learning rate or use a more stable optimizer")
+        snap = self._snapshot
+        if snap is not None:
+            with torch.no_grad():
+                self.model.load_state_dict(snap["model"])
+            self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+            self.log_loss_ema = snap["log_loss_ema"]
+        self.rollbacks += 1
+        self.counts["rollback"] += 1
+        self.spike_steps = []
+        old = self.lr_scale
+        self.lr_scale *= self.lr_factor
+        self._emit(step, "rollback", reason=reason, to_step=None if snap is None else snap["step"])
+        self._emit(step, "lr_lowered", lr_scale=self.lr_scale, previous=old,
+                   lr=[g["lr"] * self.lr_scale for g in self.optimizer.param_groups])
+
+    def _closure_step(self, loss, closure):
+        # closure methods take several inner evaluations; clipping is not applied to them.
+        before = self._snapshot_light()
+        ret = self._scaled_step(closure)
+        val = ret if ret is not None else loss
+        params_ok = torch.stack([torch.isfinite(p).all() for g in self.optimizer.param_groups for p in g["params"]]).all()
+        lval, ok = torch.stack([torch.as_tensor(val).detach().reshape(()).to(torch.float64).cpu(),
+                                params_ok.to(torch.float64).cpu()]).tolist() if val is not None else (float("nan"), 0.0)
+        if not (ok and math.isfinite(lval)):
+            with torch.no_grad():
+                self.model.load_state_dict(before["model"])
+            self.optimizer.load_state_dict(before["optimizer"])
+            self._skip_nonfinite(self.step_count, lval, float("nan"))
+            old = self.lr_scale
+            self.lr_scale *= self.lr_factor
+            self._emit(self.step_count, "lr_lowered", lr_scale=self.lr_scale, previous=old,
+                       lr=[g["lr"] * self.lr_scale for g in self.optimizer.param_groups])
+            return ret
+        if self._is_spike(lval):
+            self._spike(self.step_count, lval)
+        else:
+            self._healthy(lval)
+        return ret
+
+    def _snapshot_light(self) -> dict:
+        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def _emit(self, step: int, event: str, **details) -> None:
+        self._events.append({"step": step, "event": event, **details})

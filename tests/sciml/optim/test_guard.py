@@ -1,0 +1,262 @@
+"""The guard: NaN skips, spike detection, rollback with LR reduction, clipping, events, resume."""
+
+import math
+
+import pytest
+import torch
+
+from sciml.optim import Guard, GuardError, build_optimizer
+
+
+def _problem(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 3, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 1)
+    return model, x, y
+
+
+def _loss(model, x, y):
+    return ((model(x) - y) ** 2).mean()
+
+
+def _train(model, opt, guard, x, y, steps, inject=None):
+    losses = []
+    for k in range(1, steps + 1):
+        opt.zero_grad(set_to_none=True)
+        loss = _loss(model, x, y)
+        if inject is not None:
+            loss = inject(k, loss)
+        loss.backward()
+        guard.step(loss)
+        losses.append(_loss(model, x, y).item())
+    return losses
+
+
+def test_nan_loss_is_skipped_and_training_recovers():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=3e-2)
+    guard = Guard(model, opt, clip=None)
+    nan_steps = {5, 6, 20}
+
+    def inject(k, loss):
+        return loss * float("nan") if k in nan_steps else loss
+
+    before = None
+    losses = []
+    for k in range(1, 301):
+        opt.zero_grad(set_to_none=True)
+        loss = inject(k, _loss(model, x, y))
+        loss.backward()
+        if k == 5:
+            before = [p.detach().clone() for p in model.parameters()]
+        guard.step(loss)
+        if k == 5:
+            assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "skipped step must not move"
+        losses.append(_loss(model, x, y).item())
+    events = guard.pop_events()
+    skipped = [e["step"] for e in events if e["event"] == "skip_nonfinite"]
+    assert skipped == sorted(nan_steps)
+    assert all(math.isfinite(p.abs().max().item()) for p in model.parameters())
+    # training continues to converge after the skipped steps
+    assert losses[-1] < 1e-2 * losses[25] and losses[-1] < 1e-3 * losses[0]
+    assert guard.pop_events() == []
+
+
+def test_inf_gradient_is_skipped():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "sgd", lr=1e-2)
+    guard = Guard(model, opt, clip=None)
+    opt.zero_grad()
+    _loss(model, x, y).backward()
+    model.weight.grad[0, 0] = float("inf")
+    w = model.weight.detach().clone()
+    guard.step(torch.tensor(1.0))
+    assert torch.equal(w, model.weight)
+    assert [e["event"] for e in guard.pop_events()] == ["skip_nonfinite"]
+
+
+def test_repeated_nonfinite_raises_clear_error():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "sgd", lr=1e-2)
+    guard = Guard(model, opt, max_consecutive_skips=3)
+    with pytest.raises(GuardError, match="lower the learning rate"):
+        for _ in range(3):
+            opt.zero_grad()
+            loss = _loss(model, x, y) * float("nan")
+            loss.backward()
+            guard.step(loss)
+
+
+def test_spikes_roll_back_and_lower_lr():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=5e-2)
+    guard = Guard(model, opt, clip=None, snapshot_every=10, max_spikes=3, spike_window=20, lr_factor=0.5)
+    spikes = {40, 41, 42}
+    snap_params = {}
+
+    def inject(k, loss):
+        if k in spikes:  # a loss and gradient 1000x larger, as from a bad batch
+            return loss * 1e3
+        return loss
+
+    losses = []
+    for k in range(1, 401):
+        opt.zero_grad(set_to_none=True)
+        loss = inject(k, _loss(model, x, y))
+        loss.backward()
+        guard.step(loss)
+        if k == 31:  # snapshots at healthy steps 1, 11, 21, 31: the last before the spikes
+            snap_params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        if k == 42:
+            for n, p in model.named_parameters():
+                assert torch.equal(p, snap_params[n]), "rollback restores the snapshot parameters"
+        losses.append(_loss(model, x, y).item())
+    events = guard.pop_events()
+    kinds = [(e["step"], e["event"]) for e in events]
+    assert (40, "spike") in kinds and (41, "spike") in kinds and (42, "spike") in kinds
+    rb = [e for e in events if e["event"] == "rollback"]
+    assert len(rb) == 1 and rb[0]["step"] == 42 and rb[0]["to_step"] == 31
+    low = [e for e in events if e["event"] == "lr_lowered"]
+    assert low[0]["lr_scale"] == 0.5 and low[0]["lr"] == [0.025]
+    assert guard.lr_scale == 0.5
+    assert opt.param_groups[0]["lr"] == 5e-2, "schedule-visible LR untouched; the scale applies around step"
+    assert losses[-1] < losses[41] and losses[-1] < 1e-2 * losses[0]
+
+
+def test_effective_lr_is_scaled_during_step():
+    p = torch.nn.Parameter(torch.tensor([1.0]))
+    model = torch.nn.Module()
+    model.p = p
+    opt = build_optimizer([p], "sgd", lr=0.1)
+    guard = Guard(model, opt, clip=None)
+    guard.lr_scale = 0.25
+    p.grad = torch.tensor([1.0])
+    guard.step(torch.tensor(1.0))
+    assert p.item() == pytest.approx(1.0 - 0.1 * 0.25, abs=1e-15)
+
+
+def test_zclip_clips_an_outlier_gradient_norm():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "sgd", lr=1e-3)
+    guard = Guard(model, opt, clip="zclip", clip_warmup=5, spike_factor=1e9)
+    for k in range(1, 12):
+        opt.zero_grad()
+        loss = _loss(model, x, y)
+        loss.backward()
+        if k == 11:
+            for p in model.parameters():
+                p.grad.mul_(100.0)
+            w = {n: q.detach().clone() for n, q in model.named_parameters()}
+            g = {n: q.grad.detach().clone() for n, q in model.named_parameters()}
+            norm = torch.sqrt(sum((q.grad ** 2).sum() for q in model.parameters())).item()
+        guard.step(loss)
+    ev = [e for e in guard.pop_events() if e["event"] == "clip"]
+    assert [e["step"] for e in ev] == [11]
+    thr = ev[0]["threshold"]
+    assert ev[0]["grad_norm"] == pytest.approx(norm, rel=1e-12) and thr < norm / 10
+    # SGD step used the clipped gradient: Δθ = -lr * g * thr / ‖g‖
+    for n, q in model.named_parameters():
+        torch.testing.assert_close(q.detach(), w[n] - 1e-3 * g[n] * thr / norm, rtol=0, atol=1e-12)
+
+
+def test_fixed_norm_clip():
+    p = torch.nn.Parameter(torch.zeros(2))
+    model = torch.nn.Module()
+    model.p = p
+    opt = build_optimizer([p], "sgd", lr=1.0)
+    guard = Guard(model, opt, clip="norm", max_norm=1.0)
+    p.grad = torch.tensor([3.0, 4.0])
+    guard.step(torch.tensor(1.0))
+    torch.testing.assert_close(p.detach(), torch.tensor([-0.6, -0.8]), rtol=0, atol=1e-12)
+
+
+def test_polled_mode_zeroes_nonfinite_and_reports_at_poll():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "sgd", lr=1e-2)
+    guard = Guard(model, opt, clip=None, check_every=4)
+    for k in range(1, 9):
+        opt.zero_grad()
+        loss = _loss(model, x, y)
+        if k == 2:
+            loss = loss * float("nan")
+        loss.backward()
+        if k == 2:
+            w = [q.detach().clone() for q in model.parameters()]
+        guard.step(loss)
+        if k == 2:  # plain SGD with a zeroed gradient does not move
+            assert all(torch.equal(a, b) for a, b in zip(w, model.parameters()))
+            assert guard._events == [], "no host sync before the poll"
+    ev = guard.pop_events()
+    assert [(e["step"], e["event"]) for e in ev] == [(2, "skip_nonfinite")]
+    assert all(torch.isfinite(q).all() for q in model.parameters())
+
+
+def test_closure_path_lbfgs_and_nan_revert():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "lbfgs", lr=1.0, line_search_fn="strong_wolfe")
+    guard = Guard(model, opt)
+
+    def closure():
+        opt.zero_grad()
+        loss = _loss(model, x, y)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        guard.step(None, closure=closure)
+    assert _loss(model, x, y).item() < 1e-10  # from ~5
+    w = [q.detach().clone() for q in model.parameters()]
+
+    def bad():
+        opt.zero_grad()
+        loss = _loss(model, x, y) * float("nan")
+        loss.backward()
+        return loss
+
+    guard.step(None, closure=bad)
+    assert all(torch.equal(a, b) for a, b in zip(w, model.parameters()))
+    assert [e["event"] for e in guard.pop_events()] == ["skip_nonfinite", "lr_lowered"]
+
+
+def test_state_dict_round_trip_resumes_identically():
+    def run(split):
+        model, x, y = _problem(1)
+        opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+        guard = Guard(model, opt, clip_warmup=3)
+        _train(model, opt, guard, x, y, 10)
+        if split:
+            sd_m, sd_o, sd_g = model.state_dict(), opt.state_dict(), guard.state_dict()
+            model, _, _ = _problem(2)
+            model.load_state_dict(sd_m)
+            opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+            opt.load_state_dict(sd_o)
+            guard = Guard(model, opt, clip_warmup=3)
+            guard.load_state_dict(sd_g)
+        _train(model, opt, guard, x, y, 10)
+        return [p.detach().clone() for p in model.parameters()], guard.state_dict()
+
+    (a, ga), (b, gb) = run(False), run(True)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert ga["step_count"] == gb["step_count"] == 20 and ga["log_loss_ema"] == gb["log_loss_ema"]
+
+
+def test_disabled_guard_is_plain_step():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "sgd", lr=1e-2)
+    guard = Guard(model, opt, enabled=False)
+    opt.zero_grad()
+    loss = _loss(model, x, y) * float("nan")
+    loss.backward()
+    guard.step(loss)
+    assert torch.isnan(model.weight).all() and guard.pop_events() == []
+
+
+@pytest.mark.parametrize("kw, match", [({"clip": "zlip"}, "clip='zlip'"), ({"lr_factor": 2.0}, "lr_factor"),
+                                       ({"check_every": 0}, "check_every")])
+def test_guard_validates(kw, match):
+    model, _, _ = _problem()
+    opt = build_optimizer(model.parameters(), "sgd", lr=1e-2)
+    with pytest.raises(ValueError, match=match):
+        Guard(model, opt, **kw)

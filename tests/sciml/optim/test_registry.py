@@ -1,0 +1,44 @@
+"""Every registered name builds, rejects misspelt keywords, lists its source, trains complex weights."""
+
+import pytest
+import torch
+
+from sciml.optim import OPTIMIZERS, build_optimizer, optimizer_spec
+
+TORCH_NAMES = ["adam", "adamw", "radam", "nadam", "sgd", "lbfgs"]
+
+
+def test_torch_optimizers_registered():
+    for name in TORCH_NAMES:
+        assert name in OPTIMIZERS
+
+
+def test_every_entry_has_description_and_source():
+    for e in OPTIMIZERS.entries():
+        assert e.description and e.source, e.name
+
+
+def test_misspelt_kwarg_names_the_valid_ones():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match=r"'adam'.*'wieght_decay' \(did you mean 'weight_decay'\?\); valid: .*lr"):
+        build_optimizer(p, "adam", lr=1e-3, wieght_decay=0.0)
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ValueError, match=r"did you mean 'adam'"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], "adma")
+
+
+def test_user_class_by_path():
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], "torch.optim:Adagrad", lr=0.1)
+    assert isinstance(opt, torch.optim.Adagrad)
+    with pytest.raises(ValueError, match="lr_decay"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], "torch.optim:Adagrad", lr_decya=0.1)
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", "import sys, sciml.optim; print('pytorch_optimizer' in sys.modules, "
+                          "'matplotlib' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert out.stdout == "False False\n" and out.stderr == ""
