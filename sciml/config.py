@@ -1,0 +1,121 @@
+"""Configs: YAML files plus ``key=value`` overrides, validated by strict typed schemas.
+
+A config is read in three steps: `load_yaml` (a mapping), `apply_overrides` (dotted
+``key=value`` strings, values parsed as YAML scalars), `validate` (a pydantic schema whose
+models forbid unknown keys). Any problem raises `ConfigError` naming the key, the bad value and
+the close matches, before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sciml.registry import close_matches
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; configs mean a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+class ConfigError(ValueError):
+    """A config key or value a user can fix."""
+
+
+class StrictModel(BaseModel):
+    """Base of every config schema: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. training.epochs=10)")
+    value = yaml_load(raw) if raw.strip() else None
+    return key.strip().split("."), value
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of `config` with dotted ``key=value`` overrides applied (the caller's dict is untouched)."""
+    result = copy.deepcopy(config)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        model: Any = schema
+        for part in loc[:-1]:  # walk down to the model that owns the unknown key
+            field = getattr(model, "model_fields", {}).get(part)
+            annotation = getattr(field, "annotation", None)
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            if model is None:
+                break
+        known = list(getattr(model, "model_fields", {})) if model is not None else []
+        hint = close_matches(loc[-1], known)
+        allowed = f"; allowed here: {', '.join(known)}" if known else ""
+        return f"unknown key {key!r}{hint}{allowed}"
+    if error["type"] == "missing":
+        return f"missing required key {key!r}"
+    return f"bad value for {key!r}: {error['msg']} (got {error.get('input')!r})"
+
+
+def validate(schema: type[M], data: dict[str, Any], *, source: str = "config") -> M:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        problems = "\n  ".join(_describe(e, schema) for e in err.errors())
+        raise ConfigError(f"{source} has errors:\n  {problems}") from None
+
+
+def load_config(schema: type[M], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> M:
+    return validate(schema, apply_overrides(load_yaml(path), overrides), source=str(path))
+
+
+def dump(model: BaseModel) -> str:
+    """The fully resolved config as YAML (defaults included), as saved in a run folder."""
+    return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,246 @@
+"""sciml's HDF5 dataset files: layout, crash-safe writer, validating reader.
+
+Layout (documented for users in ``datasets/README.md``)::
+
+    /                 attrs: schema="sciml.dataset", schema_version, name, family, equation,
+                      n_samples, spatial_shape, grid_kind, domain (JSON), boundary_conditions (JSON),
+                      params (JSON), recipe_yaml, seed, batch_size, rng, solver, solver_options (JSON),
+                      sciml_version, git_commit, torch, device, created_utc, wall_time_s,
+                      complete (False until the last write), batches_done
+    /grid/<axis>      float64 coordinates: x, y, ... and t (exactly as long as the time axis)
+    /inputs/<field>   float32 [N, (T,) *grid]   (dims attribute names the axes)
+    /outputs/<field>  float32 [N, (T,) *grid]
+    /diagnostics/<name>  per-sample solver health [N] (residuals, iterations, ...)
+
+Files are written as ``<name>.h5.partial`` and renamed when complete; an interrupted write is
+resumed batch by batch (`batches_done`), and readers refuse incomplete files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+SCHEMA = "sciml.dataset"
+SCHEMA_VERSION = "1.0"
+GRID_KINDS = ("periodic", "nodes")  # periodic: linspace(0,1,s+1)[:-1]; nodes: linspace(0,1,s) incl. boundary
+GROUPS = ("inputs", "outputs")
+
+
+class DatasetError(ValueError):
+    """A missing, incomplete or malformed dataset file."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One stored field: its group, axes and per-sample shape."""
+
+    group: str
+    name: str
+    dims: tuple[str, ...]  # axes after the sample axis, e.g. ("t", "x") or ("x", "y")
+    shape: tuple[int, ...]
+    description: str = ""
+
+    @property
+    def time_varying(self) -> bool:
+        return "t" in self.dims
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Everything a reader needs to know about a file, read once from its attributes."""
+
+    path: Path
+    name: str
+    family: str
+    n_samples: int
+    spatial_shape: tuple[int, ...]
+    grid_kind: str
+    fields: dict[str, FieldSpec]
+    grid: dict[str, np.ndarray]
+    attrs: dict[str, Any] = field(repr=False)
+
+    @property
+    def n_spatial_dims(self) -> int:
+        return len(self.spatial_shape)
+
+    def field(self, name: str) -> FieldSpec:
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise DatasetError(f"{self.path} has no field {name!r}; fields: {', '.join(self.fields)}") from None
+
+    def resolutions(self) -> list[int]:
+        """The grid sizes this file can be subsampled to (per axis, same stride on every axis)."""
+        s = self.spatial_shape[0]
+        if self.grid_kind == "periodic":
+            return [s // k for k in range(1, s + 1) if s % k == 0 and s // k >= 4]
+        return [(s - 1) // k + 1 for k in range(1, s) if (s - 1) % k == 0 and (s - 1) // k >= 3]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=float)
+
+
+def _attr(key: str, value: Any) -> Any:
+    """An HDF5-storable attribute: mappings and lists as JSON text, str subclasses as plain str."""
+    if key == "spatial_shape":
+        return np.asarray(value, dtype=np.int64)
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        return _json(value)
+    if isinstance(value, str):
+        return str(value)  # e.g. torch.__version__ is a str subclass h5py cannot map
+    return value
+
+
+class Writer:
+    """Streams batches into ``<path>.partial``; `finish` marks it complete and renames it to `path`.
+
+    Re-opening a partial file written with the same recipe resumes after its last finished batch.
+    """
+
+    def __init__(self, path: str | Path, *, attrs: Mapping[str, Any], fields: Sequence[FieldSpec],
+                 grid: Mapping[str, np.ndarray], n_samples: int, batch_size: int, resume_key: str):
+        import h5py
+
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.n_samples, self.batch_size = n_samples, batch_size
+        if self.partial.exists():
+            try:
+                self.file = h5py.File(self.partial, "a")
+                if self.file.attrs.get("resume_key") != resume_key:
+                    self.file.close()
+                    raise OSError("recipe changed")
+            except OSError:  # unreadable or from another recipe: start over
+                self.partial.unlink()
+        if not self.partial.exists():
+            self._create(h5py, attrs, fields, grid, resume_key)
+        self.batches_done = int(self.file.attrs["batches_done"])
+
+    def _create(self, h5py, attrs, fields, grid, resume_key) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = f = h5py.File(self.partial, "w")
+        f.attrs.update({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "complete": False,
+                        "batches_done": 0, "resume_key": resume_key, "n_samples": self.n_samples,
+                        "batch_size": self.batch_size})
+        for key, value in attrs.items():
+            f.attrs[key] = _attr(key, value)
+        for axis, coords in grid.items():
+            f.create_dataset(f"grid/{axis}", data=np.asarray(coords, dtype=np.float64))
+        for spec in fields:
+            # One sample per chunk: the loader reads contiguous sample ranges.
+            dset = f.create_dataset(f"{spec.group}/{spec.name}", shape=(self.n_samples, *spec.shape),
+                                    dtype=np.float32, chunks=(1, *spec.shape))
+            dset.attrs["dims"] = _json(["sample", *spec.dims])
+            dset.attrs["description"] = spec.description
+        f.flush()
+
+    def write_batch(self, index: int, arrays: Mapping[str, np.ndarray], diagnostics: Mapping[str, np.ndarray]) -> None:
+        """Write batch `index` (all its fields), then record it as done."""
+        if index != self.batches_done:
+            raise RuntimeError(f"batch {index} written out of order (next is {self.batches_done})")
+        start = index * self.batch_size
+        for key, value in arrays.items():
+            dset = self.file[key]
+            dset[start:start + len(value)] = value
+        for name, value in diagnostics.items():
+            key = f"diagnostics/{name}"
+            if key not in self.file:
+                self.file.create_dataset(key, shape=(self.n_samples,), dtype=np.float64)
+            self.file[key][start:start + len(value)] = value
+        self.batches_done = index + 1
+        self.file.attrs["batches_done"] = self.batches_done
+        self.file.flush()
+
+    def finish(self, final_attrs: Mapping[str, Any]) -> Path:
+        for key, value in final_attrs.items():
+            self.file.attrs[key] = _attr(key, value)
+        self.file.attrs["complete"] = True
+        self.file.close()
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def close(self) -> None:
+        """Close without completing (the partial file stays for a later resume)."""
+        if self.file.id.valid:
+            self.file.close()
+
+
+def read_info(path: str | Path) -> DatasetInfo:
+    """Open and validate a dataset file; errors name the HDF5 path and what was expected."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        partial = path.with_name(path.name + ".partial")
+        hint = " (an interrupted generation left a .partial file: run `sciml generate` again to resume it)" if partial.exists() else ""
+        raise DatasetError(f"dataset {str(path)!r} does not exist{hint}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DatasetError(f"{path} is not a readable HDF5 file ({err}); delete it and generate it again") from err
+    with f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        if attrs.get("schema") != SCHEMA:
+            raise DatasetError(f"{path} is not a sciml dataset (root attribute schema={attrs.get('schema')!r}, expected {SCHEMA!r})")
+        if not attrs.get("complete", False):
+            raise DatasetError(f"{path} is incomplete (its generation did not finish); run `sciml generate` again")
+        n = int(attrs["n_samples"])
+        spatial_shape = tuple(int(s) for s in np.atleast_1d(attrs["spatial_shape"]))
+        grid = {axis: f[f"grid/{axis}"][()] for axis in f.get("grid", {})}
+        fields: dict[str, FieldSpec] = {}
+        for group in GROUPS:
+            for name, dset in f.get(group, {}).items():
+                dims = tuple(json.loads(dset.attrs["dims"]))[1:]
+                if dset.shape[0] != n:
+                    raise DatasetError(f"{path}:/{group}/{name} has {dset.shape[0]} samples, root says n_samples={n}")
+                spatial = tuple(s for d, s in zip(dims, dset.shape[1:]) if d != "t")
+                if spatial != spatial_shape:
+                    raise DatasetError(f"{path}:/{group}/{name} has grid {spatial}, expected {spatial_shape}")
+                if "t" in dims and "t" in grid and dset.shape[1 + dims.index("t")] != len(grid["t"]):
+                    raise DatasetError(f"{path}:/{group}/{name} has {dset.shape[1 + dims.index('t')]} times, /grid/t has {len(grid['t'])}")
+                if name in fields:
+                    raise DatasetError(f"{path}: field name {name!r} appears in both inputs and outputs")
+                fields[name] = FieldSpec(group, name, dims, tuple(dset.shape[1:]), str(dset.attrs.get("description", "")))
+    grid_kind = attrs.get("grid_kind", "periodic")
+    if grid_kind not in GRID_KINDS:
+        raise DatasetError(f"{path}: grid_kind={grid_kind!r}, expected one of {GRID_KINDS}")
+    return DatasetInfo(path, str(attrs.get("name", path.stem)), str(attrs.get("family", "")), n, spatial_shape,
+                       grid_kind, fields, grid, attrs)
+
+
+def subsample_stride(info: DatasetInfo, resolution: int | None) -> int:
+    """The stride that takes the stored grid to `resolution` points per axis (1 for None)."""
+    s = info.spatial_shape[0]
+    if resolution is None or resolution == s:
+        return 1
+    if len(set(info.spatial_shape)) != 1:
+        raise DatasetError(f"{info.path}: subsampling needs a square grid, got {info.spatial_shape}")
+    ok = (info.grid_kind == "periodic" and s % resolution == 0) or (
+        info.grid_kind == "nodes" and resolution > 1 and (s - 1) % (resolution - 1) == 0)
+    if not ok or resolution > s:
+        raise DatasetError(f"{info.path} is stored at {s} points per axis and cannot be subsampled to {resolution}; "
+                           f"available: {info.resolutions()}")
+    return s // resolution if info.grid_kind == "periodic" else (s - 1) // (resolution - 1)
+
+
+def read_field(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,
+               time: int | slice | None = None) -> np.ndarray:
+    """Samples `samples` of one field as float32 [n, (T,) *grid], strided in space, optionally one time index/window."""
+    import h5py
+
+    spec = info.field(name)
+    index: list[Any] = [samples]
+    for dim in spec.dims:
+        if dim == "t":
+            index.append(slice(None) if time is None else time)
+        else:
+            index.append(slice(None, None, stride))
+    with h5py.File(info.path, "r") as f:
+        return np.asarray(f[f"{spec.group}/{name}"][tuple(index)], dtype=np.float32)

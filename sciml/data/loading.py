@@ -1,0 +1,103 @@
+"""From a dataset file to training tensors: field selection, subsampling, splits, normalisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sciml.data.h5 import DatasetError, DatasetInfo, read_field, read_info, subsample_stride
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (n, in_channels, *grid)
+    y: torch.Tensor  # (n, out_channels, *grid)
+
+
+def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, time: int | slice | None) -> torch.Tensor:
+    """Fields as channels: a time window of a time-varying field contributes one channel per step."""
+    channels = []
+    for name in fields:
+        arr = read_field(info, name, samples=samples, stride=stride,
+                         time=time if info.field(name).time_varying else None)
+        if info.field(name).time_varying and arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid)
+            channels.extend(np.moveaxis(arr, 1, 0))
+        else:
+            channels.append(arr)
+    return torch.from_numpy(np.stack(channels, axis=1))
+
+
+def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_train: int, n_test: int,
+                resolution: int | None = None, time_index: int | None = -1) -> tuple[DatasetInfo, Split, Split]:
+    """The first `n_train` samples for training and the last `n_test` for testing (disjoint, fixed).
+
+    `resolution` subsamples the stored grid (e.g. 8192 -> 1024 by stride 8); `time_index` picks one
+    saved time of time-varying fields (None keeps them all, as channels).
+    """
+    info = read_info(path)
+    if n_train < 1 or n_test < 1:
+        raise DatasetError(f"n_train={n_train} and n_test={n_test} must both be at least 1")
+    if n_train + n_test > info.n_samples:
+        raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_train + n_test = {n_train + n_test}: "
+                           f"lower them or generate a larger dataset")
+    stride = subsample_stride(info, resolution)
+    train_rows = slice(0, n_train)
+    test_rows = slice(info.n_samples - n_test, info.n_samples)
+    train = Split(_stack(info, inputs, train_rows, stride, time_index), _stack(info, outputs, train_rows, stride, time_index))
+    test = Split(_stack(info, inputs, test_rows, stride, time_index), _stack(info, outputs, test_rows, stride, time_index))
+    return info, train, test
+
+
+def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test: int,
+              resolution: int | None = None, time_index: int | None = -1) -> Split:
+    """Only the test split (the last `n_test` samples), e.g. for evaluation at another resolution."""
+    info = read_info(path)
+    if n_test > info.n_samples:
+        raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_test = {n_test}")
+    stride = subsample_stride(info, resolution)
+    rows = slice(info.n_samples - n_test, info.n_samples)
+    return Split(_stack(info, inputs, rows, stride, time_index), _stack(info, outputs, rows, stride, time_index))
+
+
+class Normalizer(torch.nn.Module):
+    """z-scoring with train-split statistics: per channel (any resolution) or per grid point.
+
+    ``kind="channel"`` keeps one mean/std per channel, so a model trained at one resolution can be
+    evaluated at another; ``"pointwise"`` (the FNO scripts' UnitGaussianNormalizer) keeps one per
+    grid point and only applies at the training resolution; ``"none"`` is the identity.
+    """
+
+    KINDS = ("none", "channel", "pointwise")
+
+    def __init__(self, kind: str, data: torch.Tensor | None = None, *, eps: float = 1e-6, shape: tuple[int, ...] | None = None):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"normalizer kind {kind!r} is not one of {self.KINDS}")
+        self.kind = kind
+        self.eps = eps
+        if data is not None:
+            dims = (0,) + tuple(range(2, data.ndim)) if kind == "channel" else (0,)
+            mean, std = data.double().mean(dims, keepdim=True), data.double().std(dims, keepdim=True)
+        else:  # shapes for load_state_dict
+            mean = torch.zeros(shape or (1,), dtype=torch.float64)
+            std = torch.ones_like(mean)
+        if kind == "none":
+            mean, std = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+
+    def _check(self, x: torch.Tensor) -> None:
+        if self.kind == "pointwise" and x.shape[1:] != self.mean.shape[1:]:
+            raise ValueError(f"pointwise normalizer fitted on grid {tuple(self.mean.shape[2:])} cannot apply to "
+                             f"{tuple(x.shape[2:])}: use normalize: channel to evaluate at other resolutions")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return (x - self.mean) / (self.std + self.eps)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return x * (self.std + self.eps) + self.mean

@@ -1,0 +1,98 @@
+"""Run folders: everything a training run leaves behind, written so that nothing is half-written.
+
+    runs/<name>/
+        config.yaml        the resolved config (defaults included)
+        environment.json   versions, device, git commit, command
+        metrics.jsonl      one JSON object per line: evaluations, guard events, final metrics
+        checkpoints/last.pt, checkpoints/best.pt   (each written to a temporary name, then renamed)
+        predictions.png    a few test samples, prediction vs truth
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sciml.utils import atomic_path, atomic_write_text, environment
+
+
+class RunDir:
+    """Paths and writers of one run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, root: str | Path, name: str | None, *, prefix: str = "run") -> "RunDir":
+        """A new folder under `root`; a timestamped name when `name` is None. Never reuses a folder."""
+        root = Path(root)
+        if name is None:
+            name = f"{prefix}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        path = root / name
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = root / f"{name}-{suffix}"
+        path.mkdir(parents=True)
+        return cls(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def checkpoint_path(self, which: str = "last") -> Path:
+        return self.path / "checkpoints" / f"{which}.pt"
+
+    def write_config(self, text: str) -> None:
+        atomic_write_text(self.config_path, text)
+
+    def write_environment(self, device: torch.device | None = None) -> None:
+        atomic_write_text(self.path / "environment.json", json.dumps(environment(device), indent=2))
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one JSON line (non-finite floats are written as strings so the file stays JSON)."""
+        clean = {k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps(clean, default=_to_builtin) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, keep: int) -> None:
+        """Keep the first `keep` metric lines: a resumed run drops what was logged after its checkpoint."""
+        lines = self.metrics_path.read_text().splitlines(keepends=True) if self.metrics_path.exists() else []
+        atomic_write_text(self.metrics_path, "".join(lines[:keep]))
+
+    def save_checkpoint(self, state: dict[str, Any], which: str = "last") -> Path:
+        return save_checkpoint(state, self.checkpoint_path(which))
+
+    def load_checkpoint(self, which: str = "last", map_location: Any = "cpu") -> dict[str, Any]:
+        path = self.checkpoint_path(which)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint {path}: the run stopped before its first checkpoint; start it again")
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def _to_builtin(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to metrics")

@@ -1,0 +1,119 @@
+"""Generate -> HDF5 -> load round trips on small Burgers sets, and the file's failure modes."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from sciml.config import ConfigError
+from sciml.data.generate import dataset_path, generate
+from sciml.data.h5 import DatasetError, read_info
+from sciml.data.loading import Normalizer, load_splits
+from sciml.data.recipes import load_recipe
+
+TINY = ["n_samples=12", "batch_size=4", "params.resolution=64"]
+
+
+def test_generate_writes_schema_and_provenance(data_root):
+    recipe = load_recipe("burgers", overrides=TINY)
+    path = generate(recipe, root=data_root, progress=False)
+    assert path.name.startswith("burgers_s64_n12_seed0_") and path.suffix == ".h5"
+    assert not path.with_name(path.name + ".partial").exists()
+    info = read_info(path)
+    assert info.n_samples == 12 and info.spatial_shape == (64,) and info.grid_kind == "periodic"
+    assert set(info.fields) == {"u0", "u"} and info.fields["u"].dims == ("t", "x")
+    for key in ("recipe_yaml", "seed", "solver", "sciml_version", "git_commit", "torch", "created_utc", "equation"):
+        assert key in info.attrs, key
+    np.testing.assert_allclose(info.grid["x"], np.arange(64) / 64)
+    np.testing.assert_allclose(info.grid["t"], [1.0])
+    with h5py.File(path) as f:
+        assert f["diagnostics/mean_drift"][()].max() < 1e-12  # Burgers conserves the mean
+        u0 = f["inputs/u0"][()]
+    # pointwise variance of the GRF: sum over k != 0 of sigma^2 (4 pi^2 k^2 + tau^2)^(-alpha) = 0.352;
+    # 12 samples (seed 0) give 0.324, well inside this band
+    k = np.arange(1, 32)
+    exact = 2 * np.sum(625.0 / (4 * np.pi**2 * k**2 + 25.0) ** 2)
+    assert 0.7 * exact < u0.var() < 1.3 * exact
+
+
+def test_same_seed_same_file_other_seed_differs(data_root):
+    a = generate(load_recipe("burgers", overrides=TINY), root=data_root / "a", progress=False)
+    b = generate(load_recipe("burgers", overrides=TINY), root=data_root / "b", progress=False)
+    c = generate(load_recipe("burgers", overrides=[*TINY, "seed=1"]), root=data_root / "c", progress=False)
+    with h5py.File(a) as fa, h5py.File(b) as fb, h5py.File(c) as fc:
+        assert np.array_equal(fa["outputs/u"][()], fb["outputs/u"][()])
+        assert not np.allclose(fa["inputs/u0"][()], fc["inputs/u0"][()])
+
+
+def test_interrupted_generation_resumes_to_the_same_file(data_root):
+    recipe = load_recipe("burgers", overrides=TINY)
+    partial = generate(recipe, root=data_root / "r", progress=False, max_batches=2)
+    assert partial.name.endswith(".partial") and not dataset_path(recipe, data_root / "r").exists()
+    with pytest.raises(DatasetError, match="interrupted generation"):
+        read_info(dataset_path(recipe, data_root / "r"))
+    resumed = generate(recipe, root=data_root / "r", progress=False)
+    straight = generate(recipe, root=data_root / "s", progress=False)
+    with h5py.File(resumed) as f, h5py.File(straight) as g:
+        assert f.attrs["batches_done"] == 3
+        assert np.array_equal(f["inputs/u0"][()], g["inputs/u0"][()])
+        assert np.array_equal(f["outputs/u"][()], g["outputs/u"][()])
+
+
+def test_load_subsamples_and_splits(data_root):
+    path = generate(load_recipe("burgers", overrides=TINY), root=data_root, progress=False)
+    info, train, test = load_splits(path, inputs=["u0"], outputs=["u"], n_train=8, n_test=4, resolution=16)
+    assert train.x.shape == (8, 1, 16) and train.y.shape == (8, 1, 16) and test.x.shape == (4, 1, 16)
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(train.x[:, 0].numpy(), f["inputs/u0"][:8, ::4])
+        np.testing.assert_array_equal(test.y[:, 0].numpy(), f["outputs/u"][8:, -1, ::4])
+    assert 16 in info.resolutions() and 64 in info.resolutions()
+    with pytest.raises(DatasetError, match="cannot be subsampled to 24; available"):
+        load_splits(path, inputs=["u0"], outputs=["u"], n_train=8, n_test=4, resolution=24)
+    with pytest.raises(DatasetError, match="fewer than n_train \\+ n_test = 13"):
+        load_splits(path, inputs=["u0"], outputs=["u"], n_train=9, n_test=4)
+    with pytest.raises(DatasetError, match="has no field 'v'; fields: u0, u"):
+        load_splits(path, inputs=["v"], outputs=["u"], n_train=8, n_test=4)
+
+
+def test_reader_refuses_incomplete_foreign_and_missing_files(data_root):
+    foreign = data_root / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["a"] = np.zeros(3)
+    with pytest.raises(DatasetError, match="not a sciml dataset"):
+        read_info(foreign)
+    garbage = data_root / "garbage.h5"
+    garbage.write_bytes(b"not hdf5")
+    with pytest.raises(DatasetError, match="not a readable HDF5 file"):
+        read_info(garbage)
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_info(data_root / "missing.h5")
+    path = generate(load_recipe("burgers", overrides=TINY), root=data_root, progress=False)
+    with h5py.File(path, "a") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(DatasetError, match="incomplete"):
+        read_info(path)
+
+
+def test_recipe_errors_name_the_fix():
+    with pytest.raises(ConfigError, match=r"unknown dataset recipe 'burger' \(did you mean 'burgers'\?\)"):
+        load_recipe("burger")
+    with pytest.raises(ConfigError, match=r"has no preset 'smal' \(did you mean 'small'\?\)"):
+        load_recipe("burgers", preset="smal")
+    with pytest.raises(ConfigError, match=r"unknown key 'nuu' \(did you mean 'nu'\?\)"):
+        load_recipe("burgers", overrides=["params.nuu=0.1"])
+    assert load_recipe("burgers", preset="small").typed_params().resolution == 1024
+
+
+@pytest.mark.parametrize("kind", ["none", "channel", "pointwise"])
+def test_normalizer_round_trip(kind):
+    data = torch.randn(20, 2, 8, dtype=torch.float32) * torch.tensor([3.0, 0.1])[None, :, None] + 5
+    norm = Normalizer(kind, data)
+    z = norm.encode(data)
+    torch.testing.assert_close(norm.decode(z), data, rtol=1e-5, atol=1e-5)
+    if kind != "none":
+        assert z.mean().abs() < 1e-5 and abs(z.std().item() - 1) < 0.05
+    if kind == "pointwise":
+        with pytest.raises(ValueError, match="use normalize: channel"):
+            norm.encode(torch.zeros(1, 2, 16))
+    else:
+        norm.encode(torch.zeros(1, 2, 16))  # per-channel statistics apply at any resolution

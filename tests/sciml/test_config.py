@@ -1,0 +1,64 @@
+import pytest
+
+from sciml.config import ConfigError, apply_overrides, load_config, validate
+from sciml.registry import Registry
+from sciml.train.schema import OperatorConfig
+
+BASE = {"model": {"name": "fno", "modes": 8}}
+
+
+def test_unknown_key_names_key_and_close_match():
+    with pytest.raises(ConfigError, match=r"unknown key 'training.epochz' \(did you mean 'epochs'\?\)"):
+        validate(OperatorConfig, {**BASE, "training": {"epochz": 3}})
+
+
+def test_unknown_top_level_section():
+    with pytest.raises(ConfigError, match=r"unknown key 'optimiser' \(did you mean 'optimizer'\?\)"):
+        validate(OperatorConfig, {**BASE, "optimiser": {"name": "adam"}})
+
+
+def test_bad_value_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"bad value for 'training.batch_size'.*got -3"):
+        validate(OperatorConfig, {**BASE, "training": {"batch_size": -3}})
+    with pytest.raises(ConfigError, match=r"bad value for 'training.precision'"):
+        validate(OperatorConfig, {**BASE, "training": {"precision": "fp8"}})
+
+
+def test_missing_required_section():
+    with pytest.raises(ConfigError, match=r"missing required key 'model'"):
+        validate(OperatorConfig, {})
+
+
+def test_overrides_parse_yaml_scalars_and_do_not_mutate():
+    base = {"training": {"epochs": 5}}
+    out = apply_overrides(base, ["training.epochs=7", "optimizer.lr=1e-4", "data.resolution=null", "x.flag=true"])
+    assert out["training"]["epochs"] == 7 and out["optimizer"]["lr"] == 1e-4
+    assert out["data"]["resolution"] is None and out["x"]["flag"] is True
+    assert base == {"training": {"epochs": 5}}
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(base, ["training.epochs"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides(base, ["training.epochs.x=1"])
+
+
+def test_model_and_optimizer_kwargs_pass_through():
+    cfg = validate(OperatorConfig, {**BASE, "optimizer": {"name": "adamw", "lr": 3e-4, "betas": [0.9, 0.99]}})
+    assert cfg.model.kwargs() == {"modes": 8}
+    assert cfg.optimizer.kwargs() == {"lr": 3e-4, "betas": [0.9, 0.99]}
+
+
+def test_shipped_configs_validate():
+    cfg = load_config(OperatorConfig, "configs/burgers/fno.yaml")
+    assert cfg.model.name == "fno" and cfg.data.resolution == 1024 and cfg.training.epochs == 500
+
+
+def test_registry_unknown_name_lists_known_and_close():
+    reg = Registry("widget")
+    reg.add("spectral", object)
+    with pytest.raises(ValueError, match=r"unknown widget 'spectrl' \(did you mean 'spectral'\?\); known: spectral"):
+        reg.get("spectrl")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.add("spectral", int)
+    assert reg.get("collections:OrderedDict").__name__ == "OrderedDict"
+    with pytest.raises(ValueError, match="has no attribute"):
+        reg.get("collections:Nope")
