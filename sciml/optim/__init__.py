@@ -14,3 +14,10 @@ from . import _catalog  # noqa: F401  (registers the entries)
 from .guard import Guard, GuardError
 
 __all__ = ["OPTIMIZERS", "OptimizerSpec", "build_optimizer", "optimizer_spec", "complex_as_real", "Guard", "GuardError"]
+
+from ._adaptive import MARS, SPAM, AdaBelief, AdEMAMix, ClipRAdaGradD, FAdam, SubsetNorm  # noqa: E402
+from ._newton import NysNewtonCG  # noqa: E402
+from .phases import PhaseSchedule  # noqa: E402
+
+__all__ += ["AdaBelief", "SPAM", "AdEMAMix", "MARS", "FAdam", "SubsetNorm", "ClipRAdaGradD", "NysNewtonCG",
+            "PhaseSchedule"]

@@ -67,7 +67,7 @@ class FunctionalOptimizer(torch.optim.Optimizer):
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 state = self.state[p]
                 pr, gr = real_view(p), real_view(p.grad)
-                if not state:
+                if "step" not in state:  # a group hook may already have put group-level state here
                     state.update(self.init_state(pr, group))
                     state["step"] = 0
                 state["step"] += 1

@@ -104,7 +104,7 @@ def build_optimizer(params, name: str, **kwargs) -> torch.optim.Optimizer:
     against its signature.
     """
     obj = OPTIMIZERS.get(name)
-    if isinstance(obj, OptimizerSpec):
+    if isinstance(obj, OptimizerSpec) or getattr(obj, "__module__", "").startswith("sciml.optim"):
         return obj(params, _name=name, **kwargs)
     if isinstance(obj, type):
         check_kwargs(repr(name), kwargs, signature_kwargs(obj))

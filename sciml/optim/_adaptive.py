@@ -1,0 +1,331 @@
+"""Our implementations of adaptive optimizers whose library versions drift or reject complex.
+
+Each is a thin `FunctionalOptimizer` over a per-parameter update written from the paper (and the
+official code where one exists). Notation: g gradient, m / v first / second moments,
+t step (from 1), η learning rate, λ weight decay (decoupled, AdamW-style: θ ← θ − ηλθ).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._base import FunctionalOptimizer, check_betas, check_range
+
+
+def _decay(p: Tensor, group: dict) -> None:
+    if group["weight_decay"]:
+        p.mul_(1.0 - group["lr"] * group["weight_decay"])
+
+
+def _common(lr, eps, weight_decay) -> None:
+    check_range("lr", lr, 0.0, fix="use a positive learning rate, e.g. 1e-3")
+    check_range("eps", eps, 0.0)
+    check_range("weight_decay", weight_decay, 0.0)
+
+
+class AdaBelief(FunctionalOptimizer):
+    """AdaBelief: Adam whose second moment tracks the gradient's deviation from its EMA.
+
+    m ← β₁m + (1−β₁)g;  s ← β₂s + (1−β₂)(g−m)² + ε;
+    θ ← θ − η·(m/(1−β₁ᵗ)) / (√(s/(1−β₂ᵗ)) + ε)   (decoupled decay).
+
+    Zhuang et al., NeurIPS 2020, arXiv:2010.07468 (defaults of the official code: ε = 1e-16,
+    no rectification). Single per-parameter path: pytorch-optimizer's foreach path omits a bias
+    correction (5.27× off after 3 steps), ours has no second path to drift.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-16, weight_decay: float = 0.0):
+        _common(lr, eps, weight_decay)
+        check_betas("betas", betas)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def init_state(self, p, group):
+        return {"exp_avg": torch.zeros_like(p), "exp_avg_var": torch.zeros_like(p)}
+
+    def update(self, p, g, state, group):
+        (b1, b2), eps, t = group["betas"], group["eps"], state["step"]
+        m, s = state["exp_avg"], state["exp_avg_var"]
+        _decay(p, group)
+        m.lerp_(g, 1 - b1)
+        d = g - m
+        s.mul_(b2).addcmul_(d, d, value=1 - b2).add_(eps)
+        denom = (s / (1 - b2 ** t)).sqrt_().add_(eps)
+        p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1 ** t))
+
+
+class SPAM(FunctionalOptimizer):
+    """SPAM: Adam with spike-aware clipping and periodic momentum reset.
+
+    Clip (after `clip_delay` steps since a reset): where g² > θ·v (v before this update),
+    g ← sign(g)·√(θ·v). Every `reset_interval` steps m and v are zeroed; the step is scaled by
+    a cosine warm-up s_k = 1 − 0.99·(1 + cos(π·min(k, N)/N))/2, k = steps since the start or the
+    last reset (s goes 0.01 → 1 over N = `warmup_steps`). Then Adam:
+    θ ← θ − η·s_k·m̂/(√v̂ + ε), with the bias-correction step t counted across resets (as the
+    authors' code does).
+
+    Huang et al., ICLR 2025, arXiv:2501.06842. Defaults of the authors' code: θ = 5000,
+    ΔT = 500, N = 150 (pytorch-optimizer drifted to N = 50), ε = 1e-6. The sparse-momentum
+    option (density < 1) is not implemented: at density 1 it is the identity.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0,
+                 threshold: float = 5000.0, reset_interval: int = 500, warmup_steps: int = 150, clip_delay: int = 20):
+        _common(lr, eps, weight_decay)
+        check_betas("betas", betas)
+        check_range("threshold", threshold, 0.0, lo_open=True, fix="the paper uses 5000")
+        for name, v in (("reset_interval", reset_interval), ("warmup_steps", warmup_steps), ("clip_delay", clip_delay)):
+            if not isinstance(v, int) or v < (1 if name == "reset_interval" else 0):
+                raise ValueError(f"{name}={v!r} must be a non-negative integer (reset_interval >= 1)")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, threshold=threshold,
+                                      reset_interval=reset_interval, warmup_steps=warmup_steps, clip_delay=clip_delay))
+
+    def init_state(self, p, group):
+        return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+
+    def update(self, p, g, state, group):
+        (b1, b2), t = group["betas"], state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if t > 1 and (t - 1) % group["reset_interval"] == 0:  # reset before update t = kΔT + 1
+            m.zero_()
+            v.zero_()
+        since = (t - 1) % group["reset_interval"]  # steps since the start or the last reset
+        if since >= group["clip_delay"]:
+            bound = (group["threshold"] * v).sqrt()
+            g = torch.where(g * g > group["threshold"] * v, g.sign() * bound, g)
+        n = group["warmup_steps"]
+        scale = 1.0 if n == 0 else 1.0 - 0.99 * (1.0 + math.cos(math.pi * min(since, n) / n)) / 2.0
+        _decay(p, group)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
+        p.addcdiv_(m, denom, value=-group["lr"] * scale / (1 - b1 ** t))
+
+
+def _linear_warmup(step: int, end: float, start: float, warmup: int | None) -> float:
+    if not warmup or step >= warmup:
+        return end
+    a = step / warmup
+    return (1 - a) * start + a * end
+
+
+def _half_life_warmup(step: int, end: float, start: float, warmup: int | None) -> float:
+    """β₃ scheduler of the official code: linear in the half-life log(0.5)/log(β) − 1."""
+    if not warmup or step >= warmup:
+        return end
+    f = lambda b: math.log(0.5) / math.log(b + 1e-8) - 1  # noqa: E731
+    a = step / warmup
+    return math.pow(0.5, 1.0 / ((1 - a) * f(start) + a * f(end) + 1))
+
+
+class AdEMAMix(FunctionalOptimizer):
+    """AdEMAMix: Adam plus a slow EMA of gradients mixed in with weight α.
+
+    m₁ ← β₁m₁ + (1−β₁)g;  m₂ ← β₃m₂ + (1−β₃)g;  v ← β₂v + (1−β₂)g²;
+    θ ← θ − η·[(m₁/(1−β₁ᵗ) + α·m₂) / (√(v/(1−β₂ᵗ)) + ε) + λθ].
+    With `alpha_warmup` = T_α, α rises linearly from 0; with `beta3_warmup` = T_β₃, β₃ rises
+    from β₁ linearly in half-life (the official schedulers; the paper sets both to the run
+    length — without them early training is unstable).
+
+    Pagliardini et al. 2024, arXiv:2409.03137; defaults of apple/ml-ademamix: α = 2 (the
+    library drifted to 5), decay decoupled (the library defaults to coupled L2).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999, 0.9999), alpha: float = 2.0, eps: float = 1e-8,
+                 weight_decay: float = 0.0, alpha_warmup: int | None = None, beta3_warmup: int | None = None):
+        _common(lr, eps, weight_decay)
+        check_betas("betas", betas, 3)
+        check_range("alpha", alpha, 0.0)
+        for name, v in (("alpha_warmup", alpha_warmup), ("beta3_warmup", beta3_warmup)):
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name}={v!r} must be a positive integer (steps) or None; the paper uses the run length")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      alpha_warmup=alpha_warmup, beta3_warmup=beta3_warmup))
+
+    def init_state(self, p, group):
+        return {"exp_avg_fast": torch.zeros_like(p), "exp_avg_slow": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+
+    def update(self, p, g, state, group):
+        (b1, b2, b3_end), t = group["betas"], state["step"]
+        alpha = _linear_warmup(t, group["alpha"], 0.0, group["alpha_warmup"])
+        b3 = _half_life_warmup(t, b3_end, b1, group["beta3_warmup"])
+        m1, m2, v = state["exp_avg_fast"], state["exp_avg_slow"], state["exp_avg_sq"]
+        m1.lerp_(g, 1 - b1)
+        m2.lerp_(g, 1 - b3)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
+        upd = (m1 / (1 - b1 ** t)).add_(m2, alpha=alpha).div_(denom)
+        if group["weight_decay"]:
+            upd.add_(p, alpha=group["weight_decay"])
+        p.add_(upd, alpha=-group["lr"])
+
+
+class MARS(FunctionalOptimizer):
+    """MARS-AdamW (approximate): variance-reduced, norm-clipped gradient fed to AdamW.
+
+    c = g_t + γ·β₁/(1−β₁)·(g_t − g_{t−1})  (g₀ = 0);  c ← c/‖c‖ if ‖c‖ > 1 (per tensor);
+    m ← β₁m + (1−β₁)c;  v ← β₂v + (1−β₂)c²;  θ ← θ − η·(m̂/(√v̂ + ε)) (decoupled decay).
+
+    Yuan et al. 2024, arXiv:2411.10438; defaults of the official code (lr 3e-3, β = (0.95, 0.99),
+    γ = 0.025). Applied to every tensor (the official `optimize_1d=True`): the library routes
+    1-D tensors to a separate AdamW with weight decay 0.1 by default, which decays PINN biases.
+    """
+
+    def __init__(self, params, lr: float = 3e-3, betas=(0.95, 0.99), gamma: float = 0.025, eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        _common(lr, eps, weight_decay)
+        check_betas("betas", betas)
+        check_range("gamma", gamma, 0.0)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), gamma=gamma, eps=eps, weight_decay=weight_decay))
+
+    def init_state(self, p, group):
+        return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p), "last_grad": torch.zeros_like(p)}
+
+    def update(self, p, g, state, group):
+        (b1, b2), t = group["betas"], state["step"]
+        m, v, last = state["exp_avg"], state["exp_avg_sq"], state["last_grad"]
+        c = (g - last).mul_(group["gamma"] * b1 / (1 - b1)).add_(g)
+        norm = torch.linalg.vector_norm(c)
+        c.div_(torch.clamp(norm, min=1.0))  # unit-norm clip without a host sync
+        last.copy_(g)
+        _decay(p, group)
+        m.lerp_(c, 1 - b1)
+        v.mul_(b2).addcmul_(c, c, value=1 - b2)
+        denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
+        p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1 ** t))
+
+
+class FAdam(FunctionalOptimizer):
+    """FAdam: Adam as a diagonal natural gradient with momentum on the natural gradient.
+
+    β̂₂ = β₂(1−β₂ᵗ⁻¹)/(1−β₂ᵗ);  F ← β̂₂F + (1−β̂₂)g²;  ḡ = g/(F^p + ε);
+    ḡ ← ḡ / max(1, RMS(ḡ)/c);  m ← β₁m + (1−β₁)ḡ;
+    ḡ_w = θ/(F^p + ε), clipped the same way;  θ ← θ − η·(m + λ·ḡ_w).
+
+    Hwang 2024, arXiv:2405.12807 (Algorithm 1; defaults λ = 0.1, c = 1, p = 0.5, ε = 1e-8; set
+    weight_decay=0 for PINNs). The library adds an adaptive ε' = min(ε, 0.01·RMS(g)) that the
+    paper does not have, and rejects complex parameters.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, clip: float = 1.0,
+                 p: float = 0.5, weight_decay: float = 0.1):
+        _common(lr, eps, weight_decay)
+        check_betas("betas", betas)
+        check_range("clip", clip, 0.0, lo_open=True)
+        check_range("p", p, 0.0, 1.0, lo_open=True)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, clip=clip, p=p, weight_decay=weight_decay))
+
+    def init_state(self, p, group):
+        return {"momentum": torch.zeros_like(p), "fim": torch.zeros_like(p)}
+
+    def update(self, p, g, state, group):
+        (b1, b2), t = group["betas"], state["step"]
+        b2_hat = b2 * (1 - b2 ** (t - 1)) / (1 - b2 ** t)
+        fim, mom = state["fim"], state["momentum"]
+        fim.mul_(b2_hat).addcmul_(g, g, value=1 - b2_hat)
+        denom = fim.pow(group["p"]).add_(group["eps"])
+
+        def clipped(x):
+            rms = x.pow(2).mean().sqrt()
+            return x.div_(torch.clamp(rms / group["clip"], min=1.0))
+
+        mom.lerp_(clipped(g / denom), 1 - b1)
+        step = mom.clone()
+        if group["weight_decay"]:
+            step.add_(clipped(p / denom), alpha=group["weight_decay"])
+        p.add_(step, alpha=-group["lr"])
+
+
+class SubsetNorm(FunctionalOptimizer):
+    """AdamW with Subset-Norm step sizes: one second moment per coordinate subset.
+
+    A tensor viewed as a matrix (rows = first dim) is split into subsets along its larger
+    dimension: one adaptive step size per index of the smaller dimension,
+    v_j ← β₂v_j + (1−β₂)‖g_{S_j}‖²;  θ_{S_j} ← θ_{S_j} − η·m̂_{S_j}/(√v̂_j + ε). 1-D tensors
+    and scalars keep per-coordinate moments (plain AdamW).
+
+    Nguyen et al. 2024, arXiv:2411.07120 (AdamSN; the subspace-momentum half is not
+    implemented). Memory for v: O(min(rows, cols)) per matrix.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        _common(lr, eps, weight_decay)
+        check_betas("betas", betas)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @staticmethod
+    def _reduce_dim(p: Tensor) -> int | None:
+        if p.dim() < 2:
+            return None
+        rows, cols = p.shape[0], p[0].numel()
+        return 1 if cols >= rows else 0  # sum over the larger dimension
+
+    def init_state(self, p, group):
+        d = self._reduce_dim(p)
+        if d is None:
+            v = torch.zeros_like(p)
+        else:
+            v = torch.zeros((p.shape[0], 1) if d == 1 else (1, p[0].numel()), dtype=p.dtype, device=p.device)
+        return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": v}
+
+    def update(self, p, g, state, group):
+        (b1, b2), t = group["betas"], state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        d = self._reduce_dim(p)
+        g2 = g * g if d is None else (g * g).reshape(p.shape[0], -1).sum(dim=d, keepdim=True)
+        _decay(p, group)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).add_(g2, alpha=1 - b2)
+        denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
+        if d is not None:
+            denom = denom.expand(p.shape[0], p[0].numel()).reshape(p.shape)
+        p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1 ** t))
+
+
+class ClipRAdaGradD(FunctionalOptimizer):
+    """Clip-RAdaGradD: clipped, reweighted AdaGrad-Norm with a delayed step size.
+
+    Over each parameter group as one vector x: ĝ = min(1, λ/‖g‖)·g;
+    x ← x − (γ/b_t)·ĝ;  b²_{t+1} = b²_t + η·‖ĝ‖²  (b_t does not see g_t: the delay).
+
+    Chezhegov et al. 2024, arXiv:2406.04443 (v1 naming). No reference code was found; our
+    defaults: γ = lr = 1e-2, λ = clip = 1, η = reweight = 1, b₀ = 1e-1 (first step length
+    ≤ γλ/b₀ = 0.1). Group-level state (b²) lives with the group's first parameter.
+    """
+
+    def __init__(self, params, lr: float = 1e-2, clip: float = 1.0, reweight: float = 1.0, b0: float = 1e-1):
+        check_range("lr", lr, 0.0, fix="γ in the paper")
+        check_range("clip", clip, 0.0, lo_open=True, fix="λ, the clipping level")
+        check_range("reweight", reweight, 0.0, lo_open=True)
+        check_range("b0", b0, 0.0, lo_open=True, fix="the initial step-size denominator must be positive")
+        super().__init__(params, dict(lr=lr, clip=clip, reweight=reweight, b0=b0))
+
+    def _prepare_group(self, group):
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            group["_coef"] = None
+            return
+        norms = torch.stack([torch.linalg.vector_norm(torch.view_as_real(p.grad) if p.grad.is_complex() else p.grad)
+                             for p in params])
+        norm = torch.linalg.vector_norm(norms)
+        coef = torch.clamp(group["clip"] / (norm + 1e-300), max=1.0)
+        first = self.state[params[0]]
+        if "b2" not in first:
+            first["b2"] = torch.full((), group["b0"] ** 2, dtype=norm.dtype, device=norm.device)
+        b = first["b2"].sqrt()
+        group["_coef"] = coef * group["lr"] / b  # step multiplier with the delayed b_t
+        first["b2"].add_(group["reweight"] * (coef * norm) ** 2)
+
+    def init_state(self, p, group):
+        return {}
+
+    def update(self, p, g, state, group):
+        p.sub_(g * group["_coef"].to(g.dtype))
+
+    def state_dict(self):
+        sd = super().state_dict()
+        for g in sd["param_groups"]:
+            g.pop("_coef", None)
+        return sd

@@ -1,0 +1,180 @@
+"""Nyström-preconditioned Newton-CG (NysNewton-CG) for small, ill-conditioned losses (PINNs).
+
+Per step, with x all parameters as one real vector, g = ∇L(x), H = ∇²L(x):
+
+1. every `update_freq` steps, a rank-r Nyström sketch of H: Ω (n×r) orthonormal Gaussian,
+   Y = HΩ (r Hessian-vector products), ν = eps·‖Y‖, Y_ν = Y + νΩ, C = chol(ΩᵀY_ν),
+   B = Y_ν C⁻ᵀ = UΣVᵀ, Λ = max(Σ² − ν, 0): H ≈ U Λ Uᵀ;
+2. d solves (H + μI) d = g by preconditioned CG (warm-started from the previous d) with
+   P⁻¹ = (λ_r + μ) U (Λ + μI)⁻¹ Uᵀ + (I − UUᵀ);
+3. if dᵀg ≤ 0 (H indefinite) the gradient is used instead; Armijo backtracking from t = lr:
+   L(x − t d) ≤ L(x) − c·t·gᵀd, t ← βt (at most `max_line_search` halvings);
+4. x ← x − t d.
+
+Rathore, Lei, Frangella, Lu & Udell, "Challenges in Training PINNs: A Loss Landscape
+Perspective", ICML 2024, arXiv:2402.01868 (code: pratikrathore8/opt_for_pinns; defaults lr 1,
+Armijo c = 0.1, β = 0.5; rank 60 and precond_update_freq 20 as in their PINN runs).
+
+Closure contract: ``step(closure)`` where ``closure()`` returns the loss **without** calling
+``backward()`` — Hessian-vector products differentiate the gradient a second time. The line
+search calls the closure again under ``torch.no_grad()``. Expensive per step (r + CG
+iterations HVPs): a final polishing phase after Adam → L-BFGS (see `sciml.optim.phases`).
+Complex parameters are handled as (real, imag) pairs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._base import check_range
+
+
+class NysNewtonCG(torch.optim.Optimizer):
+    """Nyström-preconditioned Newton-CG with Armijo line search; see the module docstring."""
+
+    closure_returns_loss_only = True  # the closure must not call backward()
+
+    def __init__(self, params, lr: float = 1.0, rank: int = 60, mu: float = 1e-4, update_freq: int = 20,
+                 cg_tol: float = 1e-16, cg_max_iters: int = 100, line_search: str | None = "armijo",
+                 armijo_c: float = 0.1, armijo_beta: float = 0.5, max_line_search: int = 30):
+        check_range("lr", lr, 0.0, lo_open=True)
+        check_range("mu", mu, 0.0, fix="the damping of H + mu*I, e.g. 1e-4 .. 1e-1")
+        check_range("cg_tol", cg_tol, 0.0)
+        check_range("armijo_c", armijo_c, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_range("armijo_beta", armijo_beta, 0.0, 1.0, lo_open=True, hi_open=True)
+        for name, v in (("rank", rank), ("update_freq", update_freq), ("cg_max_iters", cg_max_iters),
+                        ("max_line_search", max_line_search)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive integer")
+        if line_search not in ("armijo", None):
+            raise ValueError(f"line_search={line_search!r} must be 'armijo' or None (fixed step lr)")
+        super().__init__(params, dict(lr=lr, rank=rank, mu=mu, update_freq=update_freq, cg_tol=cg_tol,
+                                      cg_max_iters=cg_max_iters, line_search=line_search, armijo_c=armijo_c,
+                                      armijo_beta=armijo_beta, max_line_search=max_line_search))
+        if len(self.param_groups) != 1:
+            raise ValueError("nys_newton_cg treats all parameters as one vector: pass a single parameter group")
+
+    # -- flat-vector helpers (complex parameters as real pairs)
+    def _params(self) -> list[Tensor]:
+        return self.param_groups[0]["params"]
+
+    @staticmethod
+    def _flat(ts) -> Tensor:
+        return torch.cat([(torch.view_as_real(t) if t.is_complex() else t).reshape(-1) for t in ts])
+
+    def _split(self, v: Tensor) -> list[Tensor]:
+        out, i = [], 0
+        for p in self._params():
+            n = p.numel() * (2 if p.is_complex() else 1)
+            c = v[i:i + n]
+            # view_as_complex needs an even storage offset: copy the slice
+            out.append(torch.view_as_complex(c.clone().view(*p.shape, 2)) if p.is_complex() else c.view_as(p))
+            i += n
+        return out
+
+    def _add(self, v: Tensor, t: float) -> None:
+        with torch.no_grad():
+            for p, d in zip(self._params(), self._split(v)):
+                p.add_(d, alpha=t)
+
+    @torch.no_grad()
+    def step(self, closure):
+        if closure is None:
+            raise ValueError("nys_newton_cg needs step(closure) with closure() returning the loss (no backward())")
+        group = self.param_groups[0]
+        params = self._params()
+        state = self.state[params[0]]
+        with torch.enable_grad():
+            loss = closure()
+            try:
+                grads = torch.autograd.grad(loss, params, create_graph=True)
+            except RuntimeError as err:
+                raise RuntimeError(
+                    "nys_newton_cg differentiates the gradient again: its closure must return the loss without "
+                    f"calling backward() (original error: {err})") from err
+        g_graph = self._flat(grads)
+        g = g_graph.detach()
+
+        def hvp(v: Tensor) -> Tensor:
+            with torch.enable_grad():
+                hv = torch.autograd.grad(grads, params, grad_outputs=self._split(v), retain_graph=True)
+            return self._flat(hv).detach()
+
+        k = state.get("n_iters", 0)
+        if k % group["update_freq"] == 0 or "U" not in state:
+            state["U"], state["S"] = self._nystrom(hvp, g, min(group["rank"], g.numel()))
+        U, S = state["U"], state["S"]
+        mu = group["mu"]
+        d = self._pcg(hvp, g, state.get("d", torch.zeros_like(g)), U, S, mu, group["cg_tol"], group["cg_max_iters"])
+        descent = torch.dot(d, g)
+        # an indefinite H can give an ascent direction; fall back to the gradient (one host sync)
+        if not bool(descent > 0):
+            d, descent = g.clone(), torch.dot(g, g)
+            state["gradient_fallbacks"] = state.get("gradient_fallbacks", 0) + 1
+        state["d"] = d
+        t = group["lr"]
+        if group["line_search"] == "armijo":
+            f0 = float(loss)
+            slope = float(descent)
+            for _ in range(group["max_line_search"]):
+                self._add(d, -t)
+                f1 = float(closure())
+                self._add(d, t)
+                if math.isfinite(f1) and f1 <= f0 - group["armijo_c"] * t * slope:
+                    break
+                t *= group["armijo_beta"]
+            else:
+                t = 0.0  # no acceptable step: stay put (the loss is at its numerical floor)
+        self._add(d, -t)
+        state["t"] = t
+        state["n_iters"] = k + 1
+        return loss.detach()
+
+    @staticmethod
+    def _nystrom(hvp, g: Tensor, r: int):
+        n = g.numel()
+        gen = torch.Generator(device=g.device).manual_seed(n)  # deterministic sketch per problem size
+        omega = torch.linalg.qr(torch.randn(n, r, dtype=g.dtype, device=g.device, generator=gen))[0]
+        Y = torch.stack([hvp(omega[:, j]) for j in range(r)], dim=1)
+        nu = torch.finfo(g.dtype).eps * torch.linalg.matrix_norm(Y)
+        Yn = Y + nu * omega
+        M = omega.T @ Yn
+        M = (M + M.T) / 2
+        C, info = torch.linalg.cholesky_ex(M)
+        if int(info) != 0:  # indefinite H: shift by the most negative eigenvalue
+            shift = torch.linalg.eigvalsh(M)[0].abs()
+            nu = nu + shift
+            Yn = Yn + shift * omega
+            C = torch.linalg.cholesky(omega.T @ Yn + (omega.T @ Yn).T) / math.sqrt(2)
+        B = torch.linalg.solve_triangular(C, Yn.T, upper=False).T  # Y_ν C⁻ᵀ
+        U, sigma, _ = torch.linalg.svd(B, full_matrices=False)
+        return U, torch.clamp(sigma ** 2 - nu, min=0.0)
+
+    @staticmethod
+    def _pcg(hvp, b, x0, U, S, mu, tol, max_iters):
+        lam_r = S[-1]
+
+        def precond(r):
+            z = U.T @ r
+            return (lam_r + mu) * (U @ (z / (S + mu))) + (r - U @ z)
+
+        x = x0.clone()
+        r = b - (hvp(x) + mu * x)
+        z = precond(r)
+        p = z.clone()
+        rz = torch.dot(r, z)
+        for _ in range(max_iters):
+            if float(torch.linalg.vector_norm(r)) <= tol:
+                break
+            v = hvp(p) + mu * p
+            alpha = rz / torch.dot(p, v)
+            x.add_(alpha * p)
+            r.sub_(alpha * v)
+            z = precond(r)
+            rz_new = torch.dot(r, z)
+            p = z + (rz_new / rz) * p
+            rz = rz_new
+        return x
