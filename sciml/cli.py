@@ -1,0 +1,180 @@
+"""The `sciml` command: generate | train | eval | list.
+
+    sciml generate datasets/burgers.yaml [--preset small] [key=value ...]
+    sciml train configs/burgers/fno.yaml [key=value ...]
+    sciml train --resume runs/fno-20261125-120000 [key=value ...]
+    sciml eval runs/fno-20261125-120000 [--resolution 256 1024 ...]
+    sciml list [models|optimizers|datasets|families|problems|losses]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from sciml.config import ConfigError
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from sciml.data.generate import generate
+    from sciml.data.h5 import read_info
+    from sciml.data.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, preset=args.preset, overrides=args.overrides)
+    path = generate(recipe, root=args.root, device=args.device, progress=not args.quiet)
+    info = read_info(path)
+    print(f"{path}: {info.n_samples} samples on a {'x'.join(map(str, info.spatial_shape))} grid, "
+          f"fields {', '.join(info.fields)}")
+    return 0
+
+
+def _task_of(config: dict[str, Any]) -> str:
+    task = config.get("task", "operator")
+    if task not in ("operator", "pinn"):
+        raise ConfigError(f"bad value for 'task': {task!r}; use 'operator' (datasets) or 'pinn' (physics-informed)")
+    return task
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from sciml.config import apply_overrides, load_yaml, validate
+    from sciml.train.run import RunDir
+
+    if args.resume:
+        run = RunDir(args.resume)
+        if not run.config_path.exists():
+            raise ConfigError(f"{args.resume} is not a run folder (no config.yaml); give the folder `sciml train` made")
+        overrides = ([args.config] if args.config else []) + list(args.overrides)  # `--resume DIR k=v` parses k=v as config
+        raw = apply_overrides(load_yaml(run.config_path), overrides)
+    else:
+        if not args.config:
+            raise ConfigError("give a config file (e.g. configs/burgers/fno.yaml) or --resume RUN_DIR")
+        raw = apply_overrides(load_yaml(args.config), args.overrides)
+        run = None
+    source = str(run.config_path if run else args.config)
+
+    if _task_of(raw) == "pinn":
+        from sciml.train.pinn import run_pinn
+
+        if run is None:
+            out = raw.get("output", {}) or {}
+            run = RunDir.create(out.get("root", "runs"), out.get("name"), prefix=f"pinn-{raw.get('problem', 'custom')}".replace(":", "_"))
+        final = run_pinn(raw, run_dir=run.path, resume=bool(args.resume))
+    else:
+        from sciml.train.schema import OperatorConfig
+        from sciml.train.trainer import train
+
+        cfg = validate(OperatorConfig, raw, source=source)
+        run, final = train(cfg, run=run, resume=bool(args.resume))
+    print(f"run folder: {run.path}")
+    if "test_rel_l2" in final:
+        print(f"test relative L2: {final['test_rel_l2']:.5f}")
+    elif "rel_l2" in final:
+        print(f"relative L2 vs reference: {final['rel_l2']:.5e}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from sciml.config import load_yaml
+
+    raw = load_yaml(Path(args.run) / "config.yaml")
+    if _task_of(raw) == "pinn":
+        from sciml.train.pinn import evaluate_pinn_run
+
+        rows = [evaluate_pinn_run(Path(args.run), which=args.checkpoint)]
+    else:
+        from sciml.train.trainer import evaluate_run
+
+        rows = evaluate_run(args.run, resolutions=args.resolution or [None], which=args.checkpoint, device=args.device)
+    for row in rows:
+        print(json.dumps(row))
+    out = Path(args.run) / "eval.json"
+    out.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _registry_rows(kind: str) -> list[tuple[str, str, str]]:
+    if kind == "models":
+        from sciml.models import MODELS as reg
+    elif kind == "optimizers":
+        from sciml.optim import OPTIMIZERS as reg
+    elif kind == "losses":
+        from sciml.train.losses import LOSSES as reg
+    elif kind == "families":
+        from sciml.data.recipes import FAMILIES as reg
+    elif kind == "problems":
+        from sciml.pde import PROBLEMS as reg
+    else:
+        from sciml.data.recipes import list_recipes
+
+        return [(name, desc, "datasets/" + name + ".yaml") for name, desc in list_recipes()]
+    return [(e.name, e.description, e.source) for e in reg.entries()]
+
+
+LIST_KINDS = ("models", "optimizers", "datasets", "problems", "families", "losses")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for kind in args.kinds or LIST_KINDS:
+        rows = _registry_rows(kind)
+        print(f"{kind}:")
+        width = max((len(r[0]) for r in rows), default=0)
+        for name, desc, source in rows:
+            print(f"  {name:<{width}}  {desc}" + (f"  [{source}]" if source else ""))
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sciml", description="PDE surrogates: generate data, train, evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="make a dataset file from a recipe")
+    p.add_argument("recipe", help="recipe name (e.g. burgers) or path to a recipe .yaml")
+    p.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. n_samples=64 params.resolution=512)")
+    p.add_argument("--preset", help="a preset defined in the recipe (e.g. small)")
+    p.add_argument("--root", help="folder for the file (default: datasets/)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("train", help="train from a YAML config")
+    p.add_argument("config", nargs="?", help="config .yaml (omit with --resume)")
+    p.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. training.epochs=20)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test split")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--resolution", type=int, nargs="*", help="grid sizes to evaluate at (default: the training one)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("list", help="show registered components")
+    p.add_argument("kinds", nargs="*", choices=[*LIST_KINDS, []], help="what to list (default: all)")
+    p.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sciml.data.h5 import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetError, ValueError, FileNotFoundError) as err:
+        if os.environ.get("SCIML_DEBUG"):
+            raise
+        print(f"sciml {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint / finished batches are kept; resume to go on", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

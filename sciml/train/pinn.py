@@ -1,0 +1,365 @@
+"""PINN training: minimise Σ_k λ_k mean r_k² over collocation points, phase by phase (Adam → L-BFGS).
+
+From Python::
+
+    from sciml.train.pinn import fit
+    result = fit(problem, {"phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 5000}]})
+    result.metrics["rel_l2"], result.model
+
+From the CLI: ``sciml train configs/burgers/pinn.yaml`` calls `run_pinn` (``task: pinn``).
+
+Each step: (optionally) redraw or RAD-resample the interior points, evaluate the loss terms
+(`sciml.pde.losses.loss_terms`; causal weights on the residual for time-dependent problems),
+update adaptive loss weights every few steps, and step the phase's optimizer (closure for L-BFGS),
+under the optional `sciml.optim.guard.Guard`. Phases use the ``sciml.optim.phases`` format
+(``{optimizer: {name, ...}, steps, dtype, guard}``) but run in this loop, which also resamples,
+evaluates and checkpoints mid-phase so that ``--resume`` continues exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from sciml.config import ConfigError, StrictModel, dump, validate
+from sciml.pde.geometry import METHODS
+from sciml.pde.losses import CausalWeights, CollocationSet, LossWeights, loss_terms, residual_magnitude, sample_collocation
+from sciml.pde.nets import MLP
+from sciml.pde.problem import PINNModel, Problem
+from sciml.pde.problems import get_problem
+from sciml.pde.sampling import rad_sample, rar_add
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# ----------------------------------------------------------------------------------------------
+# config
+class NetConfig(StrictModel):
+    width: int = Field(20, ge=1)
+    depth: int = Field(3, ge=1)
+    activation: str = "tanh"
+    fourier_features: int = Field(0, ge=0)
+    fourier_scale: float = Field(1.0, gt=0)
+    harmonics: int = Field(1, ge=1)
+
+
+class PointsConfig(StrictModel):
+    interior: int = Field(2540, ge=1)
+    boundary: int = Field(80, ge=1)
+    initial: int = Field(160, ge=1)
+    method: Literal["uniform", "pseudo", "sobol", "lhs", "halton"] = "sobol"
+    resample_every: int = Field(0, ge=0)  # redraw / RAD-resample interior points every k steps; 0: fixed
+    adaptive: Literal["none", "rad", "rar"] = "none"
+    rad_k: float = Field(1.0, ge=0)
+    rad_c: float = Field(1.0, ge=0)
+    candidates: int = Field(20000, ge=1)
+    rar_add: int = Field(10, ge=1)
+
+
+class CausalConfig(StrictModel):
+    enabled: bool = False
+    eps: float = Field(1.0, ge=0)
+    bins: int = Field(32, ge=2)
+
+
+class LossConfig(StrictModel):
+    weights: dict[str, float] = {}  # by term name: residual, dirichlet_0, initial_1, ...
+    adaptive: Literal["fixed", "grad_norm", "ntk"] = "fixed"
+    update_every: int = Field(100, ge=1)
+    alpha: float = Field(0.9, ge=0, lt=1)
+    causal: CausalConfig = CausalConfig()
+
+
+class PhaseConfig(StrictModel):
+    optimizer: dict[str, Any]
+    steps: int = Field(ge=1)
+    dtype: Literal["float32", "float64"] | None = None
+    guard: dict[str, Any] | None = None
+    decay_every: int = Field(0, ge=0)  # exponential LR decay: lr · rate^(step / decay_every)
+    decay_rate: float = Field(1.0, gt=0, le=1)
+
+
+class OutputConfig(StrictModel):
+    root: str = "runs"
+    name: str | None = None
+
+
+def _default_phases() -> list[PhaseConfig]:
+    return [PhaseConfig(optimizer={"name": "adam", "lr": 1e-3}, steps=10000),
+            PhaseConfig(optimizer={"name": "lbfgs", "lr": 1.0, "max_iter": 20, "history_size": 100,
+                                   "line_search_fn": "strong_wolfe", "tolerance_grad": 1e-9, "tolerance_change": 0.0},
+                        steps=500)]
+
+
+class PINNConfig(StrictModel):
+    """A PINN run: ``task: pinn`` + problem + net + points + loss + phases."""
+
+    task: Literal["pinn"] = "pinn"
+    problem: str
+    problem_args: dict[str, Any] = {}
+    seed: int = 0
+    device: str = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    constraints: Literal["soft", "hard"] = "soft"
+    derivatives: Literal["reverse", "forward"] = "reverse"
+    net: NetConfig = NetConfig()
+    points: PointsConfig = PointsConfig()
+    loss: LossConfig = LossConfig()
+    phases: list[PhaseConfig] = Field(default_factory=_default_phases)
+    log_every: int = Field(100, ge=1)
+    eval_every: int = Field(1000, ge=0)
+    checkpoint_every: int = Field(1000, ge=0)
+    output: OutputConfig = OutputConfig()
+
+
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    model: PINNModel
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def build_model(problem: Problem, cfg: PINNConfig) -> tuple[PINNModel, tuple[int, ...]]:
+    """The network + transform + unknowns for a problem, and the conditions made exact (not trained)."""
+    net_kw = cfg.net.model_dump()
+    transform, covered = (None, ())
+    if problem.network is not None:
+        net = problem.network(**net_kw, seed=cfg.seed)
+    else:
+        periodic = {}
+        if cfg.constraints == "hard":
+            transform, covered = problem.hard_transform()
+            periodic = problem.periodic_inputs()
+            covered = tuple(sorted(set(covered) | {i for i, c in enumerate(problem.conditions) if type(c).__name__ == "Periodic"}))
+        elif problem.output_transform is not None:
+            transform, covered = problem.hard_transform()
+        net = MLP(problem.domain.dim, len(problem.outputs), periodic=periodic, seed=cfg.seed, **net_kw)
+    model = PINNModel(net, transform, problem.unknowns)
+    return model, covered
+
+
+class _Evaluator:
+    """Relative L2 vs the reference on the problem's eval points (reference computed once)."""
+
+    def __init__(self, problem: Problem, device):
+        self.problem = problem
+        self.x = problem.default_eval_points() if problem.reference is not None else None
+        self.ref = problem.reference_values(self.x).to(device) if self.x is not None else None
+        if self.x is not None:
+            self.x = self.x.to(device)
+        names = problem.eval_outputs or problem.outputs
+        self.cols = [problem.outputs.index(n) for n in names]
+
+    @torch.no_grad()
+    def __call__(self, model: PINNModel) -> dict[str, float]:
+        if self.x is None:
+            return {}
+        dtype = next(model.parameters()).dtype
+        pred = torch.cat([model(self.x[s:s + 65536].to(dtype)) for s in range(0, len(self.x), 65536)]).to(torch.float64)
+        out = {}
+        for k, name in enumerate(self.problem.outputs):
+            if k < self.ref.shape[1]:
+                out[f"rel_l2_{name}"] = float((pred[:, k] - self.ref[:, k]).norm() / self.ref[:, k].norm().clamp_min(1e-300))
+        sel = self.cols
+        out["rel_l2"] = float((pred[:, sel] - self.ref[:, sel]).norm() / self.ref[:, sel].norm().clamp_min(1e-300))
+        return out
+
+
+def _lr_schedule(opt, base_lrs, ph: PhaseConfig, step: int):
+    if ph.decay_every:
+        f = ph.decay_rate ** (step / ph.decay_every)
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * f
+
+
+def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
+    """Train a PINN for ``problem``; see the module docstring. ``run``: a `RunDir` for logs and checkpoints."""
+    cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
+    from sciml.optim import build_optimizer
+    from sciml.optim.guard import Guard
+    from sciml.utils import resolve_device
+
+    device = resolve_device(cfg.device)
+    dtype = _DTYPES[cfg.dtype]
+    if cfg.loss.causal.enabled and not problem.is_time_dependent:
+        raise ConfigError("loss.causal.enabled needs a time-dependent problem (a SpaceTime domain); set it to false")
+    model, covered = build_model(problem, cfg)
+    model.to(device=device, dtype=dtype)
+    cpu_points = sample_collocation(problem, interior=cfg.points.interior, boundary=cfg.points.boundary,
+                                    initial=cfg.points.initial, method=cfg.points.method, seed=cfg.seed, skip=covered)
+    cond_weights = {f"{type(c).__name__.lower()}_{i}": c.weight for i, c, _ in cpu_points.conditions}
+    weights = LossWeights(cfg.loss.weights, method=cfg.loss.adaptive, every=cfg.loss.update_every, alpha=cfg.loss.alpha, seed=cfg.seed)
+    causal = None
+    if cfg.loss.causal.enabled:
+        causal = CausalWeights(problem.domain.t0, problem.domain.t1, bins=cfg.loss.causal.bins, eps=cfg.loss.causal.eps)
+    evaluate = _Evaluator(problem, device)
+
+    start_phase, start_step, elapsed, history = 0, 0, 0.0, []
+    opt_state = None
+    if resume:
+        if run is None:
+            raise ValueError("resume=True needs the run folder")
+        state = run.load_checkpoint("last", map_location=device)
+        model.to(_DTYPES[state["dtype"]])
+        model.load_state_dict(state["model"])
+        cpu_points.interior = state["interior"].cpu()
+        weights.load_state_dict(state["weights"])
+        start_phase, start_step, elapsed, history = state["phase"], state["step"], state["elapsed"], state["history"]
+        opt_state = state["optimizer"]
+        run.truncate_metrics(state["metric_lines"])
+    elif run is not None:
+        run.write_config(dump(cfg))
+        run.write_environment(device)
+
+    def log(record):
+        if run is not None:
+            run.log(record)
+
+    metric_lines = len(run.read_metrics()) if run is not None else 0
+    total_steps = 0
+    for i, ph in enumerate(cfg.phases):
+        if i < start_phase:
+            continue
+        if ph.dtype:
+            model.to(_DTYPES[ph.dtype])
+        cur_dtype = next(model.parameters()).dtype
+        points = cpu_points.to(device, cur_dtype)
+        opt_kw = dict(ph.optimizer)
+        if "name" not in opt_kw:
+            raise ConfigError(f"phases[{i}].optimizer needs a name (e.g. adam, lbfgs)")
+        name = opt_kw.pop("name")
+        opt = build_optimizer(model.parameters(), name, **opt_kw)
+        closure_kind = name == "lbfgs" or "lbfgs" in name.lower()
+        guard = Guard(model, opt, **ph.guard) if ph.guard else None
+        first = start_step + 1 if i == start_phase else 1
+        if i == start_phase and opt_state is not None:
+            opt.load_state_dict(opt_state)
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        t_phase = time.perf_counter()
+        loss = torch.tensor(float("nan"))
+        step = first - 1
+        for step in range(first, ph.steps + 1):
+            if not closure_kind and cfg.points.resample_every and step % cfg.points.resample_every == 0:
+                points = _resample(problem, model, cfg, points, step, covered, cur_dtype, device)
+                cpu_points.interior = points.interior.detach().cpu()
+            _lr_schedule(opt, base_lrs, ph, step)
+
+            def closure():
+                opt.zero_grad(set_to_none=True)
+                terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
+                total = weights.total(terms, cond_weights)
+                total.backward()
+                closure.terms = terms
+                return total
+
+            if closure_kind:
+                loss = guard.step(None, closure=closure) if guard else opt.step(closure)
+            else:
+                opt.zero_grad(set_to_none=True)
+                if weights.method != "fixed" and step % weights.every == 0:
+                    terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
+                    weights.maybe_update(step, model, terms, residuals)
+                else:
+                    terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
+                loss = weights.total(terms, cond_weights)
+                loss.backward()
+                closure.terms = terms
+                guard.step(loss) if guard else opt.step()
+            if guard is not None:
+                for ev in guard.pop_events():
+                    log({"event": "guard", "phase": i, "step": step, **{k: v for k, v in ev.items() if isinstance(v, (int, float, str))}})
+            if step % cfg.log_every == 0 or step == ph.steps:
+                lval = float(loss)
+                if not math.isfinite(lval) and guard is None:
+                    raise FloatingPointError(f"non-finite loss at phase {i} ({name}) step {step}: lower the learning rate, "
+                                             "use dtype=float64, or add a guard: {} to the phase")
+                rec = {"phase": i, "optimizer": name, "step": step, "loss": lval,
+                       **{f"loss_{k}": float(v) for k, v in closure.terms.items()},
+                       **{f"weight_{k}": weights.weight(k) for k in closure.terms if weights.method != "fixed"},
+                       **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
+                if causal is not None:
+                    rec["causal_min_weight"] = float(causal.last_min_weight.min())
+                if cfg.eval_every and (step % cfg.eval_every == 0 or step == ph.steps):
+                    rec.update(evaluate(model))
+                rec["seconds"] = elapsed + time.perf_counter() - t_phase
+                log(rec)
+                metric_lines += 1
+                if progress:
+                    progress(rec)
+            if run is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < ph.steps:
+                _save(run, model, opt, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
+        seconds = time.perf_counter() - t_phase
+        elapsed += seconds
+        total_steps += step - first + 1
+        history.append({"phase": i, "optimizer": name, "steps": step, "loss": float(loss), "seconds": seconds})
+        opt_state = None
+        if run is not None:  # phase boundary: the next phase starts fresh
+            _save(run, model, None, weights, cpu_points, i + 1, 0, elapsed, history, metric_lines)
+
+    final = {"event": "final", **evaluate(model), "loss": history[-1]["loss"] if history else float("nan"),
+             "seconds": elapsed, **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
+    for k, u in problem.unknowns.items():
+        if u.true is not None:
+            final[f"param_{k}_rel_error"] = abs(float(model.unknowns[k]) - u.true) / max(abs(u.true), 1e-300)
+    log(final)
+    return FitResult(model=model, metrics=final, history=history)
+
+
+def _resample(problem, model, cfg, points, step, covered, dtype, device) -> CollocationSet:
+    n, seed = cfg.points.interior, cfg.seed + 7919 * step
+    if cfg.points.adaptive == "rad":
+        score = lambda x: residual_magnitude(model, problem, x.to(device=device, dtype=dtype), mode=cfg.derivatives)
+        x = rad_sample(problem, score, n, k=cfg.points.rad_k, c=cfg.points.rad_c, candidates=max(cfg.points.candidates, n), seed=seed)
+    elif cfg.points.adaptive == "rar":
+        score = lambda x: residual_magnitude(model, problem, x.to(device=device, dtype=dtype), mode=cfg.derivatives)
+        x = rar_add(problem, score, points.interior.detach().cpu().to(torch.float64), cfg.points.rar_add, candidates=cfg.points.candidates, seed=seed)
+    else:
+        x = problem.sample_interior(n, "pseudo", seed)  # a fresh draw (a QMC sequence would repeat itself)
+    return CollocationSet(x.to(device=device, dtype=dtype), points.conditions)
+
+
+def _save(run, model, opt, weights, cpu_points, phase, step, elapsed, history, metric_lines):
+    run.save_checkpoint({
+        "model": model.state_dict(), "optimizer": None if opt is None else opt.state_dict(), "weights": weights.state_dict(),
+        "interior": cpu_points.interior, "phase": phase, "step": step, "elapsed": elapsed, "history": list(history),
+        "metric_lines": metric_lines, "dtype": str(next(model.parameters()).dtype).replace("torch.", "")})
+
+
+# ----------------------------------------------------------------------------------------------
+def load_problem(cfg: PINNConfig) -> Problem:
+    try:
+        return get_problem(cfg.problem, **cfg.problem_args)
+    except TypeError as err:
+        raise ConfigError(f"problem {cfg.problem!r} rejected problem_args {cfg.problem_args}: {err}") from None
+
+
+def run_pinn(config: dict, *, run_dir: Path, resume: bool = False) -> dict:
+    """Train the PINN a config describes into ``run_dir``; returns final metrics incl. ``rel_l2``."""
+    from sciml.train.run import RunDir
+
+    cfg = validate(PINNConfig, config, source="PINN config")
+    problem = load_problem(cfg)
+    result = fit(problem, cfg, run=RunDir(run_dir), resume=resume)
+    return result.metrics
+
+
+def evaluate_pinn_run(run_path: Path, *, which: str = "last") -> dict:
+    """Reload a PINN run folder's checkpoint and measure its relative L2 vs the reference."""
+    from sciml.config import load_yaml
+    from sciml.train.run import RunDir
+
+    run = RunDir(run_path)
+    cfg = validate(PINNConfig, load_yaml(run.config_path), source=str(run.config_path))
+    problem = load_problem(cfg)
+    model, _ = build_model(problem, cfg)
+    state = run.load_checkpoint(which if run.checkpoint_path(which).exists() else "last")
+    model.to(_DTYPES[state["dtype"]])
+    model.load_state_dict(state["model"])
+    return {"run": str(run_path), "problem": cfg.problem, **_Evaluator(problem, "cpu")(model)}

@@ -1,0 +1,74 @@
+"""The typed schema of an operator-learning config (``task: operator``, e.g. configs/burgers/fno.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+from sciml.config import StrictModel
+
+
+class DataConfig(StrictModel):
+    recipe: str | None = Field("burgers", description="recipe name in datasets/ or a path to a recipe .yaml")
+    preset: str | None = None
+    recipe_overrides: list[str] = Field(default_factory=list, description="key=value overrides of the recipe")
+    path: str | None = Field(None, description="an existing dataset file; replaces recipe")
+    root: str | None = Field(None, description="folder for generated files (default: datasets/)")
+    inputs: list[str] | None = None  # default: every input field
+    outputs: list[str] | None = None  # default: every output field
+    n_train: PositiveInt = 1000
+    n_test: PositiveInt = 200
+    resolution: PositiveInt | None = None  # subsample the stored grid to this many points per axis
+    time_index: int | None = -1  # which saved time of time-varying fields; None keeps all as channels
+    normalize_inputs: Literal["none", "channel", "pointwise"] = "channel"
+    normalize_outputs: Literal["none", "channel", "pointwise"] = "channel"
+
+
+class NamedConfig(StrictModel):
+    """``{name: ..., **kwargs}``: the kwargs are checked by the component's own constructor."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    name: str
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ScheduleConfig(StrictModel):
+    name: Literal["none", "step", "cosine"] = "step"
+    step_size: PositiveInt = 100  # epochs between halvings ("step")
+    gamma: PositiveFloat = 0.5
+    warmup_steps: NonNegativeInt = 0  # linear warm-up (optimizer steps) before either schedule
+
+
+class TrainingConfig(StrictModel):
+    epochs: PositiveInt = 500
+    batch_size: PositiveInt = 20
+    loss: str = "rel_l2"
+    eval_every: PositiveInt = 10  # epochs
+    checkpoint_every: PositiveInt = 10  # epochs
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    compile: bool = False
+    max_minutes: PositiveFloat | None = None  # stop (with a checkpoint) after this wall time; resume to go on
+    progress: bool = True
+    plot: bool = True
+    n_plot: PositiveInt = 4
+
+
+class OutputConfig(StrictModel):
+    root: str = "runs"
+    name: str | None = None
+
+
+class OperatorConfig(StrictModel):
+    task: Literal["operator"] = "operator"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: NamedConfig
+    optimizer: NamedConfig = Field(default_factory=lambda: NamedConfig(name="adam", lr=1e-3))
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    guard: dict[str, Any] = Field(default_factory=dict)  # options of sciml.optim.guard.Guard
+    output: OutputConfig = Field(default_factory=OutputConfig)

@@ -1,0 +1,276 @@
+"""The operator-learning trainer: dataset -> model -> optimizer/guard -> run folder.
+
+One `Trainer` per run. It resolves the dataset (generating it from its recipe when missing),
+normalises with train-split statistics, builds model, optimizer, schedule, loss and guard by name,
+trains in epochs over a seeded, stateless shuffle (epoch e's order depends only on seed and e, so a
+resumed run replays exactly), evaluates on the test split, and checkpoints atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sciml.config import ConfigError, dump
+from sciml.data.loading import Normalizer, Split, load_splits, load_test
+from sciml.train.losses import LOSSES, relative_l2_per_sample
+from sciml.train.run import RunDir
+from sciml.train.schema import OperatorConfig
+from sciml.utils import resolve_device
+
+
+def resolve_dataset(cfg: OperatorConfig, *, device: str | torch.device = "auto", progress: bool = True) -> Path:
+    """The dataset file a config trains on; generated from its recipe when it does not exist yet."""
+    from sciml.data.generate import dataset_path, generate
+    from sciml.data.recipes import load_recipe
+
+    data = cfg.data
+    if data.path is not None:
+        return Path(data.path)
+    if data.recipe is None:
+        raise ConfigError("data needs either `path` (a dataset file) or `recipe` (a recipe to generate)")
+    recipe = load_recipe(data.recipe, preset=data.preset, overrides=data.recipe_overrides)
+    path = dataset_path(recipe, data.root)
+    if not path.exists():
+        print(f"dataset {path} not found: generating it from recipe {data.recipe!r}", flush=True)
+        generate(recipe, root=data.root, device=device, progress=progress)
+    return path
+
+
+def _precision_context(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class Trainer:
+    def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
+        from sciml.models import build_model
+        from sciml.optim import build_optimizer
+        from sciml.optim.guard import Guard
+
+        self.cfg, self.run = cfg, run
+        self.device = resolve_device(device or cfg.device)
+        torch.manual_seed(cfg.seed)
+        if cfg.training.precision == "tf32" and self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.loss_fn = LOSSES.get(cfg.training.loss)
+
+        self.dataset_path = resolve_dataset(cfg, device=self.device, progress=cfg.training.progress)
+        self.info, train, test = self._load(self.dataset_path)
+        self.x_norm = Normalizer(cfg.data.normalize_inputs, train.x).to(self.device)
+        self.y_norm = Normalizer(cfg.data.normalize_outputs, train.y).to(self.device)
+        self.train_split = Split(train.x.to(self.device), train.y.to(self.device))
+        self.test_split = Split(test.x.to(self.device), test.y.to(self.device))
+
+        self.model = build_model(cfg.model.name, in_channels=train.x.shape[1], out_channels=train.y.shape[1],
+                                 n_dims=train.x.ndim - 2, **cfg.model.kwargs()).to(self.device)
+        if hasattr(self.model, "prepare"):  # e.g. a POD trunk fitted on the training outputs
+            self.model.prepare(self.x_norm.encode(self.train_split.x), self.y_norm.encode(self.train_split.y))
+        self.forward = torch.compile(self.model) if cfg.training.compile else self.model
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer.name, **cfg.optimizer.kwargs())
+        self.steps_per_epoch = math.ceil(cfg.data.n_train / cfg.training.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.guard = Guard(self.model, self.optimizer, **cfg.guard)
+        self.epoch = 0  # epochs finished
+        self.best = math.inf
+        self.started = time.perf_counter()
+
+    # -- setup helpers -------------------------------------------------------------------------
+    def _fields(self, info) -> tuple[list[str], list[str]]:
+        inputs = self.cfg.data.inputs or [n for n, s in info.fields.items() if s.group == "inputs"]
+        outputs = self.cfg.data.outputs or [n for n, s in info.fields.items() if s.group == "outputs"]
+        return inputs, outputs
+
+    def _load(self, path: Path):
+        from sciml.data.h5 import read_info
+
+        inputs, outputs = self._fields(read_info(path))
+        d = self.cfg.data
+        return load_splits(path, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test,
+                           resolution=d.resolution, time_index=d.time_index)
+
+    def _lr_factor(self, step: int) -> float:
+        s = self.cfg.schedule
+        warm = min(1.0, (step + 1) / s.warmup_steps) if s.warmup_steps else 1.0
+        if s.name == "step":
+            return warm * s.gamma ** ((step // self.steps_per_epoch) // s.step_size)
+        if s.name == "cosine":
+            total = self.cfg.training.epochs * self.steps_per_epoch
+            return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        return warm
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "best": self.best,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict(),
+            "x_norm": {"kind": self.x_norm.kind, **self.x_norm.state_dict()},
+            "y_norm": {"kind": self.y_norm.kind, **self.y_norm.state_dict()},
+            "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "metrics_lines": len(self.run.read_metrics()),
+            "dataset": str(self.dataset_path), "config": dump(self.cfg),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.best = state["epoch"], state["best"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.guard.load_state_dict(state["guard"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.run.truncate_metrics(state["metrics_lines"])  # drop what a crashed run logged after it
+
+    def checkpoint(self, which: str = "last") -> None:
+        self.run.save_checkpoint(self.state_dict(), which)
+
+    # -- training ------------------------------------------------------------------------------
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch)
+        return torch.randperm(self.cfg.data.n_train, generator=gen).to(self.device)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Model output in physical units for physical inputs x (batch, in_channels, *grid)."""
+        with _precision_context(self.cfg.training.precision, self.device):
+            out = self.forward(self.x_norm.encode(x))
+        return self.y_norm.decode(out.float())
+
+    def train_epoch(self, epoch: int) -> torch.Tensor:
+        self.model.train()
+        order = self._epoch_order(epoch)
+        total = torch.zeros((), device=self.device)
+        bs = self.cfg.training.batch_size
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            x, y = self.train_split.x[idx], self.train_split.y[idx]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.predict(x), y)
+            loss.backward()
+            self.guard.step(loss)
+            self.scheduler.step()
+            total += loss.detach() * len(idx)  # summed on device: no host sync per step
+        return total / len(order)
+
+    @torch.no_grad()
+    def evaluate(self, split: Split | None = None, batch_size: int | None = None) -> dict[str, float]:
+        split = split or self.test_split
+        self.model.eval()
+        errors = []
+        bs = batch_size or max(self.cfg.training.batch_size, 50)
+        for start in range(0, len(split.x), bs):
+            pred = self.predict(split.x[start:start + bs].to(self.device))
+            errors.append(relative_l2_per_sample(pred, split.y[start:start + bs].to(self.device)))
+        err = torch.cat(errors)
+        return {"rel_l2": err.mean().item(), "rel_l2_median": err.median().item(), "rel_l2_max": err.max().item()}
+
+    def fit(self) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        t = self.cfg.training
+        bar = tqdm(range(self.epoch, t.epochs), desc="train", unit="epoch", disable=not t.progress,
+                   initial=self.epoch, total=t.epochs)
+        stopped_early = False
+        for epoch in bar:
+            train_loss = self.train_epoch(epoch)
+            self.epoch = epoch + 1
+            for event in self.guard.pop_events():
+                self.run.log({"kind": "guard", "epoch": self.epoch, **event})
+            last = self.epoch == t.epochs
+            if self.epoch % t.eval_every == 0 or last:
+                record = {"kind": "eval", "epoch": self.epoch, "train_loss": train_loss.item(),
+                          "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - self.started,
+                          **{f"test_{k}": v for k, v in self.evaluate().items()}}
+                self.run.log(record)
+                bar.set_postfix(train=f"{record['train_loss']:.4f}", test=f"{record['test_rel_l2']:.4f}")
+                # "best" is chosen on the training loss: the test split stays untouched by model selection.
+                if record["train_loss"] < self.best:
+                    self.best = record["train_loss"]
+                    self.checkpoint("best")
+            if self.epoch % t.checkpoint_every == 0 or last:
+                self.checkpoint("last")
+            if t.max_minutes is not None and time.perf_counter() - self.started > 60 * t.max_minutes and not last:
+                self.checkpoint("last")
+                stopped_early = True
+                break
+        bar.close()
+        final = {"kind": "final", "epoch": self.epoch, "stopped_early": stopped_early,
+                 "wall_time_s": time.perf_counter() - self.started,
+                 **{f"test_{k}": v for k, v in self.evaluate().items()}}
+        self.run.log(final)
+        if t.plot:
+            self.plot(self.run.path / "predictions.png")
+        return final
+
+    @torch.no_grad()
+    def plot(self, path: Path) -> None:
+        from sciml.train.plots import plot_predictions
+
+        n = min(self.cfg.training.n_plot, len(self.test_split.x))
+        self.model.eval()
+        pred = self.predict(self.test_split.x[:n]).cpu()
+        plot_predictions(self.test_split.x[:n].cpu(), self.test_split.y[:n].cpu(), pred, path)
+
+
+def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,), which: str = "best",
+                 device: str = "auto") -> list[dict[str, Any]]:
+    """Reload a run and evaluate its checkpoint on the test split at each resolution."""
+    from sciml.config import load_config
+    from sciml.data.h5 import read_info
+
+    run = RunDir(run_path)
+    cfg = load_config(OperatorConfig, run.config_path)
+    dev = resolve_device(device)
+    state = run.load_checkpoint(which, map_location=dev)
+    dataset = Path(state["dataset"])
+    info = read_info(dataset)
+    inputs = cfg.data.inputs or [n for n, s in info.fields.items() if s.group == "inputs"]
+    outputs = cfg.data.outputs or [n for n, s in info.fields.items() if s.group == "outputs"]
+    from sciml.models import build_model
+
+    x_norm = _normalizer_from_state(state["x_norm"]).to(dev)
+    y_norm = _normalizer_from_state(state["y_norm"]).to(dev)
+    rows = []
+    for resolution in resolutions:
+        split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=cfg.data.n_test,
+                          resolution=resolution, time_index=cfg.data.time_index)
+        model = build_model(cfg.model.name, in_channels=split.x.shape[1], out_channels=split.y.shape[1],
+                            n_dims=split.x.ndim - 2, **cfg.model.kwargs()).to(dev)
+        model.load_state_dict(state["model"])
+        model.eval()
+        errs = []
+        with torch.no_grad():
+            for start in range(0, len(split.x), 50):
+                x = split.x[start:start + 50].to(dev)
+                pred = y_norm.decode(model(x_norm.encode(x)).float())
+                errs.append(relative_l2_per_sample(pred, split.y[start:start + 50].to(dev)))
+        err = torch.cat(errs)
+        rows.append({"resolution": int(split.x.shape[-1]), "checkpoint": which, "epoch": state["epoch"],
+                     "rel_l2": err.mean().item(), "rel_l2_median": err.median().item()})
+    return rows
+
+
+def _normalizer_from_state(state: dict[str, Any]) -> Normalizer:
+    norm = Normalizer(state["kind"], shape=tuple(state["mean"].shape))
+    norm.load_state_dict({"mean": state["mean"], "std": state["std"]})
+    return norm
+
+
+def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = False) -> tuple[RunDir, dict[str, float]]:
+    """Train `cfg` into a new run folder, or continue `run` from its last checkpoint."""
+    if run is None:
+        run = RunDir.create(cfg.output.root, cfg.output.name, prefix=f"{cfg.model.name.replace(':', '_')}")
+    trainer = Trainer(cfg, run)
+    if resume:
+        trainer.load_state_dict(run.load_checkpoint("last", map_location=trainer.device))
+    run.write_config(dump(cfg))
+    run.write_environment(trainer.device)
+    return run, trainer.fit()

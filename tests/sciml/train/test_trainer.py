@@ -1,0 +1,96 @@
+"""The operator trainer and the CLI on a tiny Burgers set: run folders, resume, eval, errors."""
+
+import json
+
+import pytest
+import torch
+
+from sciml.cli import main
+from sciml.config import validate
+from sciml.train.run import RunDir
+from sciml.train.schema import OperatorConfig
+from sciml.train.trainer import evaluate_run, train
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    raw = {
+        "seed": 3,
+        "data": {"recipe": "burgers", "recipe_overrides": ["n_samples=24", "batch_size=12", "params.resolution=64"],
+                 "root": str(root / "data"), "n_train": 16, "n_test": 8, "resolution": 32},
+        "model": {"name": "fno", "modes": 6, "width": 8, "n_layers": 2},
+        "optimizer": {"name": "adam", "lr": 5e-3},
+        "schedule": {"name": "step", "step_size": 10, "gamma": 0.5},
+        "training": {"epochs": 20, "batch_size": 4, "eval_every": 5, "checkpoint_every": 5, "progress": False,
+                     "plot": False},
+        "output": {"root": str(root / "runs")},
+    }
+    return raw
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_cfg):
+    """One uninterrupted run, shared by the tests below."""
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "plot": True}}
+    return train(validate(OperatorConfig, raw))
+
+
+def _params(run: RunDir, which="last"):
+    return run.load_checkpoint(which)["model"]
+
+
+def test_run_folder_contents_and_learning(straight_run):
+    run, final = straight_run
+    for name in ("config.yaml", "environment.json", "metrics.jsonl", "predictions.png",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run.path / name).exists(), name
+    evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
+    assert [r["epoch"] for r in evals] == [5, 10, 15, 20]
+    assert evals[-1]["train_loss"] < 0.5 * evals[0]["train_loss"], "training must reduce the loss"
+    assert final["test_rel_l2"] < 0.6
+    # "lr" is what the next step uses: halved once 10 epochs are done
+    assert [r["lr"] for r in evals] == pytest.approx([5e-3, 2.5e-3, 2.5e-3, 1.25e-3])
+    env = json.loads((run.path / "environment.json").read_text())
+    assert {"torch", "git_commit", "device"} <= set(env)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tiny_cfg, straight_run):
+    cfg = validate(OperatorConfig, tiny_cfg)
+    straight, _ = straight_run
+    half = validate(OperatorConfig, {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 10}})
+    interrupted, _ = train(half)
+    resumed, final = train(cfg, run=interrupted, resume=True)
+    a, b = _params(straight), _params(resumed)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    epochs = [r["epoch"] for r in resumed.read_metrics() if r["kind"] == "eval"]
+    assert epochs == [5, 10, 15, 20], "the resumed run's metrics continue, without repeats"
+
+
+def test_eval_at_other_resolutions(straight_run):
+    run, final = straight_run
+    rows = evaluate_run(run.path, resolutions=[32, 64, 16], which="last", device="cpu")
+    by_res = {r["resolution"]: r["rel_l2"] for r in rows}
+    assert by_res[32] == pytest.approx(final["test_rel_l2"], rel=1e-5)
+    # FNO's resolution invariance: the finer grid is about as good as the training grid
+    assert by_res[64] < 1.5 * by_res[32] + 0.02
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model: {name: fno}\ntraining: {epochz: 3}\n")
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'training.epochz' (did you mean 'epochs'?)" in err
+    assert main(["train", "configs/burgers/fno.yaml", "model.name=fnoo", "data.path=/nonexistent.h5"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert main(["generate", "burger"]) == 2
+    assert "did you mean 'burgers'" in capsys.readouterr().err
+
+
+def test_cli_list_shows_registries(capsys):
+    assert main(["list", "models", "datasets", "losses", "families"]) == 0
+    out = capsys.readouterr().out
+    assert "fno" in out and "burgers" in out and "rel_l2" in out and "burgers1d" in out
