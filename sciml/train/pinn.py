@@ -276,7 +276,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 for ev in guard.pop_events():
                     log({"event": "guard", "phase": i, "step": step, **{k: v for k, v in ev.items() if isinstance(v, (int, float, str))}})
             if step % cfg.log_every == 0 or step == ph.steps:
-                lval = float(loss)
+                lval = float(loss.detach())
                 if not math.isfinite(lval) and guard is None:
                     raise FloatingPointError(f"non-finite loss at phase {i} ({name}) step {step}: lower the learning rate, "
                                              "use dtype=float64, or add a guard: {} to the phase")

@@ -1,0 +1,159 @@
+"""Boundary, initial and data conditions, each a residual r(x) that training drives to zero.
+
+=============  ===========================================  ==========================
+condition      residual at its points                       points
+=============  ===========================================  ==========================
+Dirichlet      u(x) − g(x)                                  ∂Ω (× time), filtered by ``where``
+Neumann        ∂u/∂n(x) − g(x) = n·∇u − g                   ∂Ω (× time), filtered by ``where``
+Robin          ∂u/∂n + a u − g                              ∂Ω (× time)
+Periodic       ∂^k u(x_lo) − ∂^k u(x_hi), k = 0…order       pairs on the two faces of one coordinate
+Initial        ∂_t^k u(x, t0) − g(x)                        Ω × {t0}
+Data           u(x_i) − u_i                                 given observations
+=============  ===========================================  ==========================
+
+Values g are a float or a function of the points ``x: (n, d) -> (n,)`` (columns in coordinate
+order, time last). ``where`` is a predicate ``x -> (n,) bool`` or a box-face string such as
+``"x=lo"`` / ``"y=hi"``; None means the whole boundary. ``component`` names the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Callable, Union
+
+import torch
+
+from sciml.pde.derivatives import Derivatives
+
+Value = Union[float, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def evaluate_value(g: Value, x: torch.Tensor) -> torch.Tensor:
+    """g at points x ``(n, d)`` as an ``(n,)`` tensor of x's dtype."""
+    if callable(g):
+        v = torch.as_tensor(g(x))
+        if v.ndim == 2 and v.shape[1] == 1:
+            v = v[:, 0]
+        if v.shape != (x.shape[0],):
+            raise ValueError(f"a condition's value function must map (n, d) points to (n,) values; got shape {tuple(v.shape)} for n={x.shape[0]}")
+        return v.to(x)
+    return torch.full((x.shape[0],), float(g), dtype=x.dtype, device=x.device)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Base: ``component`` output, ``weight`` of its loss, ``n`` points (None: the trainer's default).
+
+    These three are keyword-only; a subclass's own fields come first and may be positional.
+    """
+
+    _: KW_ONLY
+    component: str = "u"
+    weight: float = 1.0
+    n: int | None = None
+
+    kind = "condition"
+
+    def residual(self, d: Derivatives, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def face_predicate(where: str, coords: tuple[str, ...], lo: torch.Tensor, hi: torch.Tensor) -> Callable:
+    """``"x=lo"`` -> x ↦ |x_col − lo| ≈ 0 (a box face)."""
+    name, _, side = where.partition("=")
+    if name not in coords or side not in ("lo", "hi"):
+        raise ValueError(f"face {where!r} must look like '<coord>=lo' or '<coord>=hi' with coord in {coords}")
+    j = coords.index(name)
+    target = float((lo if side == "lo" else hi)[j])
+    scale = float(hi[j] - lo[j])
+    return lambda x: (x[:, j] - target).abs() <= 1e-9 * max(1.0, abs(scale))
+
+
+@dataclass(frozen=True)
+class Dirichlet(Condition):
+    """u(x) = g(x) on the boundary part ``where``."""
+
+    value: Value = 0.0
+    where: Union[str, Callable, None] = None
+    kind = "boundary"
+
+    def residual(self, d, batch):
+        return d(self.component) - evaluate_value(self.value, batch["x"])
+
+
+@dataclass(frozen=True)
+class Neumann(Condition):
+    """∂u/∂n = n·∇u = g(x) on ``where`` (n: outward unit normal)."""
+
+    value: Value = 0.0
+    where: Union[str, Callable, None] = None
+    kind = "boundary"
+
+    def residual(self, d, batch):
+        n = batch["normal"]
+        du_dn = sum(n[:, j] * d(self.component, c) for j, c in enumerate(d.coords) if bool(n[:, j].ne(0).any()))
+        return du_dn - evaluate_value(self.value, batch["x"])
+
+
+@dataclass(frozen=True)
+class Robin(Condition):
+    """∂u/∂n + a u = g(x) on ``where``."""
+
+    a: float = 1.0
+    value: Value = 0.0
+    where: Union[str, Callable, None] = None
+    kind = "boundary"
+
+    def residual(self, d, batch):
+        n = batch["normal"]
+        du_dn = sum(n[:, j] * d(self.component, c) for j, c in enumerate(d.coords) if bool(n[:, j].ne(0).any()))
+        return du_dn + self.a * d(self.component) - evaluate_value(self.value, batch["x"])
+
+
+@dataclass(frozen=True)
+class Periodic(Condition):
+    """u and its first ``order`` derivatives in ``coord`` agree on the faces coord = lo and coord = hi."""
+
+    coord: str = "x"
+    order: int = 1
+    kind = "periodic"
+
+    def residual(self, d, batch):
+        # batch["x"] stacks the lo-face points then their hi-face images: (2n, dim)
+        n = batch["x"].shape[0] // 2
+        parts = []
+        for k in range(self.order + 1):
+            v = d(self.component, *([self.coord] * k))
+            parts.append(v[:n] - v[n:])
+        return torch.cat(parts)
+
+
+@dataclass(frozen=True)
+class Initial(Condition):
+    """∂_t^k u(x, t0) = g(x) with k = ``derivative`` (0: the value, 1: the velocity)."""
+
+    value: Value = 0.0
+    derivative: int = 0
+    kind = "initial"
+
+    def residual(self, d, batch):
+        return d(self.component, *(["t"] * self.derivative)) - evaluate_value(self.value, batch["x"])
+
+
+@dataclass(frozen=True)
+class Data(Condition):
+    """u(x_i) = u_i at observed points ``points (n, d)`` with ``values (n,)``."""
+
+    points: torch.Tensor = field(default=None)
+    values: torch.Tensor = field(default=None)
+    kind = "data"
+
+    def __post_init__(self):
+        if self.points is None or self.values is None:
+            raise ValueError("Data needs points (n, d) and values (n,)")
+        p, v = torch.as_tensor(self.points), torch.as_tensor(self.values)
+        if p.ndim != 2 or v.reshape(-1).shape[0] != p.shape[0]:
+            raise ValueError(f"Data points must be (n, d) and values (n,); got {tuple(p.shape)} and {tuple(v.shape)}")
+
+    def residual(self, d, batch):
+        return d(self.component) - batch["values"]

@@ -1,0 +1,167 @@
+"""PINN loss terms, causal weighting and adaptive loss weights.
+
+L(θ) = Σ_k λ_k L_k,  L_k = mean_i r_k(x_i)²  over the term's points, for the PDE residual terms
+and every soft condition. λ_k are fixed, or adapted every few steps:
+
+- ``grad_norm`` (learning-rate annealing, Wang, Teng & Perdikaris 2021, in the form of the jaxpi
+  guide, Wang et al. 2023): λ̂_k = Σ_j ‖∇_θ L_j‖ / ‖∇_θ L_k‖, λ ← α λ + (1 − α) λ̂;
+- ``ntk`` (Wang, Yu & Perdikaris 2022): λ̂_k = Σ_j tr K_j / tr K_k with tr K_k = Σ_i ‖∇_θ r_k(x_i)‖² / n_k,
+  estimated without per-sample gradients by Hutchinson's identity tr(J Jᵀ) = E‖Jᵀ v‖²,
+  v Rademacher (one backward pass per probe).
+
+Causal weighting (Wang, Sankaran & Perdikaris, "Respecting causality", 2022): the time axis is
+cut into M bins with losses L_1 … L_M; bin i gets w_i = exp(−ε Σ_{j<i} L_j) (no gradient), so
+later times are fitted only once earlier times are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from sciml.pde.conditions import Condition
+from sciml.pde.problem import PINNModel, Problem
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class CollocationSet:
+    """Training points on one device/dtype: ``interior (n, d)`` and one batch dict per soft condition."""
+
+    interior: Tensor
+    conditions: list[tuple[int, Condition, dict[str, Tensor]]]
+
+    def to(self, device=None, dtype=None) -> "CollocationSet":
+        cast = lambda t: t.to(device=device, dtype=dtype)
+        return CollocationSet(cast(self.interior), [(i, c, {k: cast(v) for k, v in b.items()}) for i, c, b in self.conditions])
+
+
+def sample_collocation(problem: Problem, *, interior: int, boundary: int, initial: int, method: str = "sobol",
+                       seed: int = 0, skip: Sequence[int] = ()) -> CollocationSet:
+    """Draw the interior points and the points of every condition not in ``skip`` (float64, CPU)."""
+    batches = []
+    for i, c in enumerate(problem.conditions):
+        if i in skip:
+            continue
+        n = c.n or (initial if c.kind == "initial" else boundary)
+        batches.append((i, c, problem.sample_condition(c, n, method, seed + 17 * (i + 1))))
+    return CollocationSet(problem.sample_interior(interior, method, seed), batches)
+
+
+class CausalWeights:
+    """w_i = exp(−ε Σ_{j<i} L_j) over ``bins`` time bins of [t0, t1] (Wang et al. 2022)."""
+
+    def __init__(self, t0: float, t1: float, *, bins: int = 32, eps: float = 1.0):
+        if bins < 2 or eps < 0:
+            raise ValueError(f"causal weighting needs bins >= 2 and eps >= 0, got bins={bins}, eps={eps}")
+        self.t0, self.t1, self.bins, self.eps = t0, t1, bins, eps
+        self.last_min_weight = 1.0
+
+    def loss(self, r2: Tensor, t: Tensor) -> Tensor:
+        """Causally weighted mean of r² ``(n,)`` at times t ``(n,)``."""
+        idx = ((t - self.t0) / (self.t1 - self.t0) * self.bins).long().clamp(0, self.bins - 1)
+        count = torch.zeros(self.bins, dtype=r2.dtype, device=r2.device).index_add_(0, idx, torch.ones_like(r2))
+        per_bin = torch.zeros(self.bins, dtype=r2.dtype, device=r2.device).index_add_(0, idx, r2) / count.clamp_min(1)
+        with torch.no_grad():
+            prefix = torch.cat([per_bin.new_zeros(1), torch.cumsum(per_bin, 0)[:-1]])
+            w = torch.exp(-self.eps * prefix)
+            self.last_min_weight = w  # a tensor; read lazily so training does not sync every step
+        return (w * per_bin).mean()
+
+
+def loss_terms(model: PINNModel, problem: Problem, points: CollocationSet, *, mode: str = "reverse",
+               causal: CausalWeights | None = None, return_residuals: bool = False):
+    """``{term name: mean-square loss}`` (and, optionally, the residual vectors per term)."""
+    p = model.params(problem)
+    d = problem.derivatives(model, points.interior, mode)
+    terms, residuals = {}, {}
+    res = problem.residual_terms(d, p)
+    for j, r in enumerate(res):
+        name = "residual" if len(res) == 1 else f"residual_{j}"
+        if r.shape != points.interior.shape[:1]:
+            raise ValueError(f"residual term {j} has shape {tuple(r.shape)}; it must be (n,) for n={points.interior.shape[0]} points")
+        r2 = r.square()
+        terms[name] = causal.loss(r2, points.interior[:, -1]) if causal is not None else r2.mean()
+        residuals[name] = r
+    for i, c, batch in points.conditions:
+        dc = problem.derivatives(model, batch["x"], mode)
+        r = c.residual(dc, batch)
+        name = f"{type(c).__name__.lower()}_{i}"
+        terms[name] = r.square().mean()
+        residuals[name] = r
+    return (terms, residuals) if return_residuals else terms
+
+
+class LossWeights:
+    """λ per loss term: fixed, ``grad_norm`` or ``ntk`` (see the module docstring).
+
+    Args:
+        fixed: ``{term: λ}`` starting (and, for "fixed", final) weights; default 1; a condition's
+            own ``weight`` multiplies in.
+        method: "fixed" | "grad_norm" | "ntk".
+        every: update period in steps; alpha: moving-average factor; probes: Hutchinson probes.
+    """
+
+    METHODS = ("fixed", "grad_norm", "ntk")
+
+    def __init__(self, fixed: dict[str, float] | None = None, *, method: str = "fixed", every: int = 100,
+                 alpha: float = 0.9, probes: int = 2, seed: int = 0):
+        if method not in self.METHODS:
+            raise ValueError(f"loss weighting {method!r} is unknown; use one of {self.METHODS}")
+        if every < 1 or not 0 <= alpha < 1:
+            raise ValueError(f"need every >= 1 and 0 <= alpha < 1, got every={every}, alpha={alpha}")
+        self.fixed, self.method, self.every, self.alpha, self.probes = dict(fixed or {}), method, every, alpha, probes
+        self.adaptive: dict[str, float] = {}
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def weight(self, name: str) -> float:
+        return self.fixed.get(name, 1.0) * self.adaptive.get(name, 1.0)
+
+    def total(self, terms: dict[str, Tensor], condition_weights: dict[str, float]) -> Tensor:
+        return sum(self.weight(k) * condition_weights.get(k, 1.0) * v for k, v in terms.items())
+
+    def maybe_update(self, step: int, model: torch.nn.Module, terms: dict[str, Tensor], residuals: dict[str, Tensor]) -> bool:
+        """Recompute λ at ``step % every == 0`` (needs the terms' graphs); True when updated."""
+        if self.method == "fixed" or step % self.every != 0:
+            return False
+        params = [q for q in model.parameters() if q.requires_grad]
+        scores = {}
+        for name, loss in terms.items():
+            if self.method == "grad_norm":
+                grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+                scores[name] = math.sqrt(sum(float(g.square().sum()) for g in grads if g is not None))
+            else:
+                r = residuals[name].reshape(-1)
+                acc = 0.0
+                for _ in range(self.probes):
+                    v = (torch.randint(0, 2, r.shape, generator=self._gen) * 2 - 1).to(r)
+                    grads = torch.autograd.grad((v * r).sum(), params, retain_graph=True, allow_unused=True)
+                    acc += sum(float(g.square().sum()) for g in grads if g is not None)
+                scores[name] = acc / self.probes / max(r.numel(), 1)
+        total = sum(scores.values())
+        for name, s in scores.items():
+            new = total / max(s, 1e-30)
+            self.adaptive[name] = self.alpha * self.adaptive.get(name, new) + (1 - self.alpha) * new if name in self.adaptive else new
+        return True
+
+    def state_dict(self) -> dict:
+        return {"adaptive": dict(self.adaptive), "gen": self._gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.adaptive = dict(state["adaptive"])
+        self._gen.set_state(state["gen"])
+
+
+def residual_magnitude(model: PINNModel, problem: Problem, x: Tensor, *, mode: str = "reverse", chunk: int = 8192) -> Tensor:
+    """|R[u](x)| = sqrt(Σ_terms r²) at points x ``(n, d)``, detached, in chunks."""
+    out = []
+    p = model.params(problem)
+    for s in range(0, x.shape[0], chunk):
+        d = problem.derivatives(model, x[s:s + chunk], mode)
+        r = sum(t.square() for t in problem.residual_terms(d, p))
+        out.append(r.detach().sqrt())
+    return torch.cat(out)

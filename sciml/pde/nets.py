@@ -1,0 +1,93 @@
+"""Pointwise networks for PINNs: an MLP with optional periodic and Fourier-feature input embeddings.
+
+u(x) = W_L σ(… σ(W_1 φ(x) + b_1) …) + b_L, with the input embedding φ:
+
+- periodic: a coordinate x_i of period P_i becomes [cos(2πk x_i / P_i), sin(2πk x_i / P_i)],
+  k = 1…K, so u is exactly P_i-periodic (a hard periodic boundary condition; Dong & Ni 2021);
+- Fourier features: [cos(B φ), sin(B φ)] with B_ij ~ N(0, σ²) fixed (Tancik et al. 2020; Wang,
+  Wang & Perdikaris 2021), which counters the spectral bias on multiscale solutions.
+
+Lives in `sciml.pde` because `sciml.models` is owned separately; register it there as "pinn_mlp".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from sciml.registry import close_matches
+
+ACTIVATIONS = {"tanh": torch.tanh, "sin": torch.sin, "gelu": nn.functional.gelu, "silu": nn.functional.silu,
+               "softplus": nn.functional.softplus}
+
+
+class MLP(nn.Module):
+    """Fully connected net ``(n, in_dim) -> (n, out_dim)``, Glorot-normal weights, zero biases.
+
+    Args:
+        in_dim, out_dim: number of input coordinates and outputs.
+        width, depth: hidden layer width and number of hidden layers (3 × 20 is DeepXDE's Burgers).
+        activation: one of ``ACTIVATIONS``.
+        periodic: ``{input column: period}`` embedded as K harmonics (``harmonics``).
+        fourier_features: number m of random features (0 disables), scale σ = ``fourier_scale``.
+        seed: seeds the weights and B so a net is reproducible without touching global RNG state.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, width: int = 20, depth: int = 3, activation: str = "tanh",
+                 periodic: Mapping[int, float] | None = None, harmonics: int = 1, fourier_features: int = 0,
+                 fourier_scale: float = 1.0, seed: int | None = 0, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}{close_matches(activation, ACTIVATIONS)} is unknown; use one of {sorted(ACTIVATIONS)}")
+        if width < 1 or depth < 1 or in_dim < 1 or out_dim < 1:
+            raise ValueError(f"MLP needs positive in_dim, out_dim, width, depth; got {in_dim}, {out_dim}, {width}, {depth}")
+        periodic = {int(k): float(v) for k, v in (periodic or {}).items()}
+        bad = [k for k in periodic if not 0 <= k < in_dim] + [k for k, v in periodic.items() if v <= 0]
+        if bad:
+            raise ValueError(f"periodic must map input columns in [0, {in_dim}) to positive periods, got {periodic}")
+        g = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
+        self.periodic_cols = sorted(periodic)
+        self.plain_cols = [i for i in range(in_dim) if i not in periodic]
+        k = torch.arange(1, harmonics + 1, dtype=torch.float64)
+        omega = torch.stack([2 * math.pi * k / periodic[c] for c in self.periodic_cols]) if periodic else torch.zeros(0, harmonics)
+        self.register_buffer("omega", omega.to(dtype))  # (n_periodic, K)
+        emb = len(self.plain_cols) + 2 * harmonics * len(self.periodic_cols)
+        if fourier_features:
+            B = torch.randn(emb, fourier_features, generator=g, dtype=torch.float64) * fourier_scale
+            self.register_buffer("B", B.to(dtype))
+            emb = 2 * fourier_features
+        else:
+            self.B = None
+        sizes = [emb] + [width] * depth + [out_dim]
+        self.layers = nn.ModuleList()
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            lin = nn.Linear(a, b, dtype=dtype)
+            with torch.no_grad():
+                lin.weight.copy_(torch.randn(b, a, generator=g, dtype=torch.float64) * math.sqrt(2.0 / (a + b)))
+                lin.bias.zero_()
+            self.layers.append(lin)
+        self._act = ACTIVATIONS[activation]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x): ``(n, in_dim) -> (n, embedding)``."""
+        if x.ndim != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(f"MLP expects input (n, {self.in_dim}), got {tuple(x.shape)}")
+        parts = [x[:, self.plain_cols]] if self.plain_cols else []
+        if self.periodic_cols:
+            a = x[:, self.periodic_cols, None] * self.omega  # (n, n_periodic, K)
+            parts += [a.cos().flatten(1), a.sin().flatten(1)]
+        h = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        if self.B is not None:
+            a = h @ self.B
+            h = torch.cat([a.cos(), a.sin()], -1)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for lin in self.layers[:-1]:
+            h = self._act(lin(h))
+        return self.layers[-1](h)

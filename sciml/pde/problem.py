@@ -1,0 +1,338 @@
+"""A PDE problem: R[u](x; p) = 0 in Ω (× time), its conditions, parameters and reference solution.
+
+    problem = Problem(
+        domain=Interval(-1, 1).with_time(0, 1),
+        residual=lambda d, p: d.u_t + d.u * d.u_x - p.nu * d.u_xx,
+        conditions=[Dirichlet(0.0), Initial(lambda x: -torch.sin(math.pi * x[:, 0]))],
+        params={"nu": 0.01 / math.pi},
+    )
+
+`PINNModel` wraps a pointwise network with the output transform (hard constraints) and the
+problem's unknown parameters, so one ``model.parameters()`` trains both (inverse problems).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from sciml.pde.conditions import Condition, Data, Dirichlet, Initial, Periodic, evaluate_value, face_predicate
+from sciml.pde.derivatives import Derivatives, ForwardDerivatives, Params, ReverseDerivatives, default_coords
+from sciml.pde.geometry import Box, Geometry, SpaceTime, unit_samples
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """An unknown PDE parameter, learned with the network (inverse problem).
+
+    Args: init: starting value; true: the value used to make synthetic data, if known (reported).
+    """
+
+    init: float = 0.0
+    true: float | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """R[u](x; p) = 0 in the domain, with conditions.
+
+    Args:
+        domain: a `Geometry` (steady) or `SpaceTime` (time last).
+        residual: ``f(d, p) -> Tensor | tuple | dict`` of residual terms (or ``f(d)``), where d is
+            a `Derivatives` and p a `Params`.
+        conditions: `Condition` objects (Dirichlet, Neumann, Robin, Periodic, Initial, Data).
+        outputs: output field names (network output columns in order).
+        coords: coordinate names (default x, y, z[:d] then t).
+        params: ``{name: float | Unknown}``.
+        reference: exact or reference solution, ``x (n, d) float64 -> (n, m)`` or ``(n,)``.
+        eval_points: points ``(n, d)`` where the relative L2 error is measured.
+        output_transform: a user hard constraint ``(x, y) -> y`` (net output to solution);
+            when given, the trainer does not build the automatic one.
+        network: a builder ``(**net options) -> nn.Module`` replacing the default MLP (e.g. the
+            two-branch Lagrangian PINN); it then owns its hard constraints.
+        eval_outputs: outputs compared with the reference for ``rel_l2`` (default: all).
+        name: label used in logs.
+    """
+
+    domain: Geometry | SpaceTime
+    residual: Callable[..., Any]
+    conditions: Sequence[Condition] = ()
+    outputs: tuple[str, ...] = ("u",)
+    coords: tuple[str, ...] | None = None
+    params: Mapping[str, float | Unknown] = field(default_factory=dict)
+    reference: Callable[[Tensor], Tensor] | None = None
+    eval_points: Tensor | None = None
+    output_transform: Callable[[Tensor, Tensor], Tensor] | None = None
+    network: Callable[..., nn.Module] | None = None
+    eval_outputs: tuple[str, ...] | None = None
+    name: str = "custom"
+
+    def __post_init__(self):
+        if not isinstance(self.domain, (Geometry, SpaceTime)):
+            raise TypeError(f"domain must be a Geometry or SpaceTime, got {type(self.domain).__name__}")
+        if not callable(self.residual):
+            raise TypeError("residual must be a function f(d, p) of a Derivatives object and the parameters")
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "conditions", tuple(self.conditions))
+        coords = self.coords or default_coords(self.space_dim, self.is_time_dependent)
+        if len(coords) != self.domain.dim:
+            raise ValueError(f"coords {tuple(coords)} must name all {self.domain.dim} domain columns")
+        if self.is_time_dependent and coords[-1] != "t":
+            raise ValueError(f"time must be the last coordinate and named 't', got coords {tuple(coords)}")
+        object.__setattr__(self, "coords", tuple(coords))
+        for c in self.conditions:
+            if not isinstance(c, Condition):
+                raise TypeError(f"conditions must be Condition objects (Dirichlet, Initial, ...), got {c!r}")
+            if c.component not in self.outputs:
+                raise ValueError(f"{type(c).__name__} is on component {c.component!r}, but outputs are {self.outputs}")
+            if isinstance(c, Initial) and not self.is_time_dependent:
+                raise ValueError("an Initial condition needs a SpaceTime domain (e.g. Interval(-1, 1).with_time(0, 1))")
+            if isinstance(c, Periodic) and c.coord not in self.coords:
+                raise ValueError(f"Periodic coord {c.coord!r} is not among {self.coords}")
+        n_args = len(inspect.signature(self.residual).parameters) if _has_signature(self.residual) else 2
+        object.__setattr__(self, "_residual_takes_params", n_args >= 2)
+
+    @property
+    def is_time_dependent(self) -> bool:
+        return isinstance(self.domain, SpaceTime)
+
+    @property
+    def space_dim(self) -> int:
+        return self.domain.dim - (1 if self.is_time_dependent else 0)
+
+    @property
+    def unknowns(self) -> dict[str, Unknown]:
+        return {k: v for k, v in self.params.items() if isinstance(v, Unknown)}
+
+    def with_params(self, **params) -> "Problem":
+        """A copy with some parameters replaced."""
+        return replace(self, params={**self.params, **params})
+
+    # --- residual ---------------------------------------------------------------------------
+    def residual_terms(self, d: Derivatives, p: Params) -> list[Tensor]:
+        out = self.residual(d, p) if self._residual_takes_params else self.residual(d)
+        if isinstance(out, Mapping):
+            out = list(out.values())
+        elif isinstance(out, (tuple, list)):
+            out = list(out)
+        else:
+            out = [out]
+        return [torch.as_tensor(r) for r in out]
+
+    def derivatives(self, fn: Callable[[Tensor], Tensor], x: Tensor, mode: str = "reverse") -> Derivatives:
+        """A pointwise `Derivatives` of ``fn`` at x, by ``mode`` ∈ {"reverse", "forward"}."""
+        if mode == "reverse":
+            return ReverseDerivatives(fn, x, self.outputs, self.coords)
+        if mode == "forward":
+            return ForwardDerivatives(fn, x, self.outputs, self.coords)
+        raise ValueError(f"derivative mode {mode!r} is unknown; use 'reverse' or 'forward'")
+
+    # --- points -------------------------------------------------------------------------------
+    def box(self) -> tuple[Tensor, Tensor]:
+        return self.domain.lo, self.domain.hi
+
+    def sample_interior(self, n: int, method: str = "sobol", seed: int | None = 0) -> Tensor:
+        return self.domain.sample_interior(n, method, seed)
+
+    def sample_condition(self, c: Condition, n: int, method: str = "sobol", seed: int | None = 0) -> dict[str, Tensor]:
+        """Points (and normals / values) for one condition: a dict with at least ``"x"``."""
+        if isinstance(c, Data):
+            return {"x": torch.as_tensor(c.points, dtype=torch.float64), "values": torch.as_tensor(c.values, dtype=torch.float64).reshape(-1)}
+        if isinstance(c, Initial):
+            return {"x": self.domain.sample_initial(n, method, seed)}
+        lo, hi = self.box()
+        if isinstance(c, Periodic):
+            j = self.coords.index(c.coord)
+            x = self._box_points(n, method, seed)
+            x_lo, x_hi = x.clone(), x.clone()
+            x_lo[:, j], x_hi[:, j] = lo[j], hi[j]
+            return {"x": torch.cat([x_lo, x_hi])}
+        where = getattr(c, "where", None)
+        pred = face_predicate(where, self.coords, lo, hi) if isinstance(where, str) else where
+        got_x, got_n, k = [], [], 0
+        while sum(len(g) for g in got_x) < n:
+            m = n if pred is None else 4 * n + 32
+            x, nrm = self.domain.sample_boundary(m, method, None if seed is None else seed + 1009 * k)
+            if pred is not None:
+                keep = torch.as_tensor(pred(x), dtype=torch.bool)
+                x, nrm = x[keep], nrm[keep]
+            got_x.append(x)
+            got_n.append(nrm)
+            k += 1
+            if k > 20:
+                raise ValueError(f"{type(c).__name__}(where={where!r}) selects (almost) no boundary points; check the predicate")
+        return {"x": torch.cat(got_x)[:n], "normal": torch.cat(got_n)[:n]}
+
+    def _box_points(self, n, method, seed):
+        lo, hi = self.box()
+        return lo + unit_samples(n, self.domain.dim, method, seed) * (hi - lo)
+
+    def default_eval_points(self, n_per_axis: int = 101) -> Tensor:
+        if self.eval_points is not None:
+            return torch.as_tensor(self.eval_points, dtype=torch.float64)
+        return self.sample_interior(n_per_axis ** min(self.domain.dim, 2), "sobol", seed=12345)
+
+    def reference_values(self, x: Tensor) -> Tensor:
+        """The reference solution at x as ``(n, m)`` float64."""
+        if self.reference is None:
+            raise ValueError(f"problem {self.name!r} has no reference solution; give Problem(reference=...) to measure errors")
+        v = torch.as_tensor(self.reference(x.to(torch.float64)), dtype=torch.float64)
+        return v.reshape(x.shape[0], -1)
+
+    # --- hard constraints --------------------------------------------------------------------
+    def periodic_inputs(self) -> dict[int, float]:
+        """``{column: period}`` for every Periodic condition (for a periodic input embedding)."""
+        lo, hi = self.box()
+        return {self.coords.index(c.coord): float(hi[j] - lo[j]) for c in self.conditions if isinstance(c, Periodic)
+                for j in [self.coords.index(c.coord)]}
+
+    def hard_transform(self) -> tuple[Callable[[Tensor, Tensor], Tensor] | None, tuple[int, ...]]:
+        """The output transform that makes the conditions exact, and which conditions it covers.
+
+        The user's ``output_transform`` covers every Dirichlet/Initial condition. Otherwise, on a
+        box (× time), for each output u_k with one Dirichlet value g on whole faces
+        (``where`` None or "coord=lo|hi") and/or an Initial value u0 (and velocity v0):
+
+            u_k = g + (u0 − g|_{t0}) + (t − t0)(v0 − ∂_t g|_{t0}) + D(x, t) N_k(x, t),
+            D = Π_faces ℓ_f(x) · τ^q,  ℓ_f = distance to the face / half the box width,
+            τ = (t − t0)/(t1 − t0), q = 1 (value) or 2 (value and velocity),
+
+        which holds for compatible data (u0 = g on the faces at t0). Periodic conditions are made
+        exact by the periodic input embedding instead. Conditions not covered stay soft.
+        """
+        soft_kinds = (Dirichlet, Initial)
+        if self.output_transform is not None:
+            covered = tuple(i for i, c in enumerate(self.conditions) if isinstance(c, soft_kinds))
+            return self.output_transform, covered
+        space = self.domain.space if self.is_time_dependent else self.domain
+        if not isinstance(space, Box):
+            return None, ()
+        lo, hi = self.box()
+        periodic_coords = {c.coord for c in self.conditions if isinstance(c, Periodic)}
+        spatial = [c for c in self.coords if c != "t"]
+        plans, covered = {}, []
+        for k, name in enumerate(self.outputs):
+            dirichlet = [(i, c) for i, c in enumerate(self.conditions) if isinstance(c, Dirichlet) and c.component == name]
+            init = [(i, c) for i, c in enumerate(self.conditions) if isinstance(c, Initial) and c.component == name]
+            faces, values, ok = [], [], True
+            for i, c in dirichlet:
+                if c.where is None:
+                    faces += [f"{s}={side}" for s in spatial if s not in periodic_coords for side in ("lo", "hi")]
+                elif isinstance(c.where, str):
+                    faces.append(c.where)
+                else:
+                    ok = False
+                values.append(c.value)
+            if not ok or len({_value_key(v) for v in values}) > 1 or len(init) > 2 or \
+                    len({c.derivative for _, c in init}) != len(init):
+                continue  # not expressible automatically: stays soft
+            v0 = next((c.value for _, c in init if c.derivative == 1), None)
+            g = values[0] if values else None
+            if v0 is not None and g is not None and callable(g):
+                continue  # ∂_t g would be needed; keep soft
+            plans[k] = (sorted(set(faces)), g, next((c.value for _, c in init if c.derivative == 0), None), v0,
+                        any(c.derivative == 0 for _, c in init))
+            if v0 is not None and plans[k][2] is None:
+                del plans[k]
+                continue
+            covered += [i for i, _ in dirichlet] + [i for i, _ in init]
+        if not plans:
+            return None, ()
+        coords, t_col = self.coords, (self.coords.index("t") if self.is_time_dependent else None)
+        t0 = float(lo[-1]) if t_col is not None else 0.0
+        t1 = float(hi[-1]) if t_col is not None else 1.0
+
+        def transform(x: Tensor, y: Tensor) -> Tensor:
+            cols = []
+            for k in range(y.shape[1]):
+                if k not in plans:
+                    cols.append(y[:, k])
+                    continue
+                faces, g, u0, v0, has_u0 = plans[k]
+                D = torch.ones_like(x[:, 0])
+                for f in faces:
+                    name, _, side = f.partition("=")
+                    j = coords.index(name)
+                    half = float(hi[j] - lo[j]) / 2
+                    D = D * ((x[:, j] - float(lo[j])) if side == "lo" else (float(hi[j]) - x[:, j])) / half
+                A = evaluate_value(g, x) if g is not None else torch.zeros_like(x[:, 0])
+                if has_u0:
+                    xt0 = x.clone()
+                    xt0[:, t_col] = t0
+                    A = A + evaluate_value(u0, xt0) - (evaluate_value(g, xt0) if g is not None else 0)
+                    tau = (x[:, t_col] - t0) / (t1 - t0)
+                    D = D * tau
+                    if v0 is not None:
+                        A = A + (x[:, t_col] - t0) * evaluate_value(v0, xt0)
+                        D = D * tau
+                cols.append(A + D * y[:, k])
+            return torch.stack(cols, -1)
+
+        self._check_compatible(plans)
+        return transform, tuple(sorted(set(covered)))
+
+    def _check_compatible(self, plans):
+        if not self.is_time_dependent:
+            return
+        for k, (faces, g, u0, _, has_u0) in plans.items():
+            if not (faces and has_u0 and g is not None):
+                continue
+            lo, hi = self.box()
+            for f in faces:
+                name, _, side = f.partition("=")
+                j = self.coords.index(name)
+                x = self._box_points(16, "sobol", 3)
+                x[:, j] = lo[j] if side == "lo" else hi[j]
+                x[:, -1] = lo[-1]
+                gap = (evaluate_value(u0, x) - evaluate_value(g, x)).abs().max()
+                if gap > 1e-6:
+                    warnings.warn(f"initial value and Dirichlet value of {self.outputs[k]!r} differ by {float(gap):.2e} on face {f} "
+                                  "at t0; the automatic hard constraint then satisfies the Dirichlet condition only approximately",
+                                  stacklevel=3)
+
+
+def _has_signature(fn) -> bool:
+    try:
+        inspect.signature(fn)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _value_key(v):
+    return ("f", id(v)) if callable(v) else ("c", float(v))
+
+
+class PINNModel(nn.Module):
+    """u(x) = T(x, N(x)): a pointwise net N, an optional output transform T, unknown parameters.
+
+    Args:
+        net: ``(n, d) -> (n, m)`` module.
+        transform: hard-constraint transform ``(x, y) -> y`` or None.
+        unknowns: ``{name: Unknown}`` learned alongside the weights.
+    """
+
+    def __init__(self, net: nn.Module, transform: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 unknowns: Mapping[str, Unknown] | None = None):
+        super().__init__()
+        self.net, self.transform = net, transform
+        dtype = next(net.parameters()).dtype
+        self.unknowns = nn.ParameterDict({k: nn.Parameter(torch.tensor(float(u.init), dtype=dtype)) for k, u in (unknowns or {}).items()})
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.net(x)
+        return self.transform(x, y) if self.transform is not None else y
+
+    def params(self, problem: Problem) -> Params:
+        """Known values from the problem, unknowns from this model."""
+        values = {k: v for k, v in problem.params.items() if not isinstance(v, Unknown)}
+        values.update({k: p for k, p in self.unknowns.items()})
+        return Params(values)
