@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Sequence
 
 import torch
@@ -16,15 +18,24 @@ GRID_EMBEDDINGS = {True: "periodic", False: None, "periodic": "periodic", "close
 
 
 class Pointwise(nn.Module):
-    """A 1x1 convolution: the same affine map of the channels at every grid point."""
+    """A 1x1 convolution: the same affine map of the channels at every grid point.
+
+    A matmul, not ``nn.Conv1d``: oneDNN's 1x1 convolution is ~4x slower than GEMM on CPU.
+    Initialised as ``nn.Linear`` (uniform, bound ``1/sqrt(in)``).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True):
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, 1, bias=bias)
+        bound = 1.0 / math.sqrt(in_channels)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, in, *grid) -> (batch, out, *grid)."""
-        return self.conv(x.flatten(2)).unflatten(2, x.shape[2:])
+        y = torch.matmul(self.weight, x.flatten(2))
+        if self.bias is not None:
+            y = y + self.bias[:, None]
+        return y.view(*y.shape[:2], *x.shape[2:])
 
 
 class PointwiseMLP(nn.Module):
@@ -80,12 +91,15 @@ class FNO(nn.Module):
         grid_embedding: append the grid coordinates as input channels: True/"periodic" uses
             ``i/n`` (periodic nodes), "closed" uses ``i/(n-1)`` (nodes including the right end, for
             non-periodic data), False none.
+        transform: how the spectral layers reach the kept modes, "dft" (truncated DFT matrices)
+            or "fft" (pruned FFTs); same result to rounding, see :class:`SpectralConv`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_dims: int = 1, *, modes: int | Sequence[int] = 16,
                  width: int = 64, n_layers: int = 4, lifting_channels: int | None = None,
                  projection_channels: int | None = None, activation: Any = "gelu",
-                 padding: float | int | Sequence[float | int] = 0, grid_embedding: bool | str = True):
+                 padding: float | int | Sequence[float | int] = 0, grid_embedding: bool | str = True,
+                 transform: str = "dft"):
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
@@ -102,7 +116,7 @@ class FNO(nn.Module):
         self.grid_embedding = GRID_EMBEDDINGS[grid_embedding]
         n_in = in_channels + (self.n_dims if self.grid_embedding else 0)
         self.lifting = PointwiseMLP(n_in, width, lifting, self.act)
-        self.spectral = nn.ModuleList(SpectralConv(width, width, self.modes) for _ in range(n_layers))
+        self.spectral = nn.ModuleList(SpectralConv(width, width, self.modes, transform=transform) for _ in range(n_layers))
         self.pointwise = nn.ModuleList(Pointwise(width, width) for _ in range(n_layers))
         self.projection = PointwiseMLP(width, out_channels, projection, self.act)
 

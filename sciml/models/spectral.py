@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -9,6 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from ._validate import per_dim_ints, positive_int
+
+TRANSFORMS = ("dft", "fft")
 
 
 def kept_shape(modes: Sequence[int]) -> tuple[int, ...]:
@@ -26,23 +29,30 @@ class SpectralConv(nn.Module):
     and 2 elsewhere. That needs ``2 m_i <= n_i`` and ``m_d <= ceil(n_d / 2)`` (no Nyquist bin),
     checked per call since the grid may change (resolution invariance).
 
-    Only the kept modes are ever computed on: the last dimension is transformed with ``rfft`` and
-    cut to ``m_d`` before the other dimensions are transformed (a pruned FFT), the contraction is
-    one batched complex matmul over modes, and the inverse pads each non-last dimension back with
-    zeros between the two frequency blocks (no ``fftshift``, so odd grids are right) and lets
-    ``irfft(n=...)`` zero-pad the last one implicitly.
+    Only the kept modes are ever computed on, by one of two transforms (same result to rounding):
+    "dft" (default) multiplies by truncated DFT matrices that hold only the kept frequencies (GEMMs,
+    no spectrum beyond the kept modes, any grid size at the same cost); "fft" runs pruned FFTs
+    (``rfft`` on the last dim, cut to ``m_d``, then ``fft`` on the others) and an inverse that
+    puts zeros between the two frequency blocks (no ``fftshift``, so odd grids are right). The
+    contraction is one real batched matmul over modes.
 
     Args:
         in_channels, out_channels: channel counts.
         modes: kept modes per grid dimension (int: the same for all); its length sets the dimension
             unless `n_dims` is given.
+        transform: "dft" or "fft" (see above); pick by measurement (benchmarks/bench_fno_speed.py).
 
     Weights: ``(prod(kept), in, out, 2)`` real (re, im), initialised ``U[0,1) / (in*out)`` for both
-    parts as in Li et al.'s code.
+    parts as in Li et al.'s code. The layer runs in float32 (float64 when its weights are) even
+    under autocast.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, modes: int | Sequence[int], *, n_dims: int | None = None):
+    def __init__(self, in_channels: int, out_channels: int, modes: int | Sequence[int], *, n_dims: int | None = None,
+                 transform: str = "dft"):
         super().__init__()
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        self.transform = transform
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
         if n_dims is None:
@@ -54,7 +64,7 @@ class SpectralConv(nn.Module):
         self.weight = nn.Parameter(scale * torch.rand(math.prod(self.kept), in_channels, out_channels, 2))
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, modes={self.modes}"
+        return f"{self.in_channels}, {self.out_channels}, modes={self.modes}, transform={self.transform!r}"
 
     def check_grid(self, grid: Sequence[int]) -> None:
         *lead, last = grid
@@ -68,29 +78,47 @@ class SpectralConv(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (batch, in_channels, *grid) real -> (batch, out_channels, *grid), same dtype as x
-        (half-precision inputs are transformed in float32: cuFFT half needs power-of-two sizes)."""
-        d, grid = self.n_dims, x.shape[-self.n_dims:]
+        """x: (batch, in_channels, *grid) real -> (batch, out_channels, *grid), same dtype as x.
+
+        1. transform to the kept modes (batch, in, *kept) complex; 2. per-mode channel contraction
+        -> (batch, out, *kept); 3. inverse transform to the grid. Runs in float32 (float64 when the
+        weights are) with autocast off: half-precision spectra lose the small modes' accuracy.
+        """
+        d, grid = self.n_dims, tuple(x.shape[-self.n_dims:])
         self.check_grid(grid)
         in_dtype = x.dtype
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        batch = x.shape[0]
-        # 1. forward transform, pruned: rfft on the last dim, cut, then fft on the others, cut.
+        with torch.autocast(x.device.type, enabled=False):
+            w = self.weight if self.weight.dtype == torch.float64 else self.weight.float()
+            x = x.to(w.dtype)
+            xf = (self._forward_dft if self.transform == "dft" else self._forward_fft)(x, grid)
+            yf = self._contract(xf, w)
+            y = (self._inverse_dft if self.transform == "dft" else self._inverse_fft)(yf, grid)
+        return y.to(in_dtype)
+
+    def _contract(self, xf: Tensor, w: Tensor) -> Tensor:
+        # per mode (batch, in) @ (in, out), as one real batched matmul on interleaved (re, im)
+        # pairs: [xr xi] @ [[Wr Wi], [-Wi Wr]]. Real, not complex: complex bmm on strided input is
+        # ~30x slower on CPU, and real GEMMs take TF32 on GPU when it is enabled.
+        batch, n_kept = xf.shape[0], w.shape[0]
+        xr = torch.view_as_real(xf).reshape(batch, self.in_channels, n_kept, 2)
+        xr = xr.permute(2, 0, 1, 3).reshape(n_kept, batch, 2 * self.in_channels)
+        w2 = torch.stack([w, torch.stack([-w[..., 1], w[..., 0]], dim=-1)], dim=2)
+        yr = torch.bmm(xr, w2.reshape(n_kept, 2 * self.in_channels, 2 * self.out_channels))
+        yr = yr.view(n_kept, batch, self.out_channels, 2).permute(1, 2, 0, 3)
+        return torch.view_as_complex(yr.reshape(batch, self.out_channels, *self.kept, 2))
+
+    # -- "fft": pruned FFTs. rfft on the last dim, cut, then fft on the others, cut; the inverse
+    # puts zeros between the +/- blocks of each non-last dim (no fftshift: odd grids are right).
+    def _forward_fft(self, x: Tensor, grid) -> Tensor:
         xf = torch.fft.rfft(x, dim=-1)[..., : self.modes[-1]]
-        for i in range(d - 1):
+        for i in range(self.n_dims - 1):
             dim, n, m = 2 + i, grid[i], self.modes[i]
             xf = torch.fft.fft(xf, dim=dim)
             xf = torch.cat([xf.narrow(dim, 0, m), xf.narrow(dim, n - m, m)], dim=dim)
-        # 2. contraction: per mode (batch, in) @ (in, out), as one batched complex matmul.
-        weight = torch.view_as_complex(self.weight if self.weight.dtype == torch.float64 else self.weight.float())
-        if weight.dtype != xf.dtype:
-            xf = xf.to(weight.dtype)
-        n_kept = weight.shape[0]
-        xm = xf.reshape(batch, self.in_channels, n_kept).permute(2, 0, 1)  # (modes, batch, in)
-        yf = torch.bmm(xm, weight).permute(1, 2, 0).reshape(batch, self.out_channels, *self.kept)
-        # 3. inverse: zeros between the +/- blocks on each non-last dim, ifft; irfft pads the last dim.
-        for i in reversed(range(d - 1)):
+        return xf
+
+    def _inverse_fft(self, yf: Tensor, grid) -> Tensor:
+        for i in reversed(range(self.n_dims - 1)):
             dim, n, m = 2 + i, grid[i], self.modes[i]
             if n > 2 * m:
                 shape = list(yf.shape)
@@ -99,5 +127,56 @@ class SpectralConv(nn.Module):
             yf = torch.fft.ifft(yf, dim=dim)
         # c2r transforms may not ignore the DC column's imaginary part (cuFFT), so drop it explicitly.
         yf = torch.cat([torch.complex(yf[..., :1].real, torch.zeros_like(yf[..., :1].real)), yf[..., 1:]], dim=-1)
-        y = torch.fft.irfft(yf, n=grid[-1], dim=-1)
-        return y.to(in_dtype)
+        return torch.fft.irfft(yf, n=grid[-1], dim=-1)
+
+    # -- "dft": truncated DFTs as matrix products with only the kept frequencies. Memory-bound
+    # GEMMs that never form a spectrum larger than the kept modes; prime sizes (85, 421) cost
+    # no more than powers of two.
+    def _forward_dft(self, x: Tensor, grid) -> Tensor:
+        n, m = grid[-1], self.modes[-1]
+        last, _ = dft_matrices(n, m, True, x.device, x.dtype)
+        z = torch.view_as_complex((x.reshape(-1, n) @ last).view(*x.shape[:-1], m, 2))
+        for i in range(self.n_dims - 1):
+            z = _apply_along(dft_matrices(grid[i], self.modes[i], False, x.device, x.dtype)[0], z, 2 + i)
+        return z
+
+    def _inverse_dft(self, yf: Tensor, grid) -> Tensor:
+        yf = yf.contiguous()
+        for i in range(self.n_dims - 1):
+            yf = _apply_along(dft_matrices(grid[i], self.modes[i], False, yf.device, yf.real.dtype)[1], yf, 2 + i)
+        n, m = grid[-1], self.modes[-1]
+        _, last = dft_matrices(n, m, True, yf.device, yf.real.dtype)
+        return (torch.view_as_real(yf).reshape(-1, 2 * m) @ last).view(*yf.shape[:-1], n)
+
+
+def _apply_along(mat: Tensor, z: Tensor, dim: int) -> Tensor:
+    """``mat @ z`` along dimension `dim` of a contiguous z: (..., n, ...) -> (..., mat.shape[0], ...)."""
+    shape = z.shape
+    lead, rest = math.prod(shape[:dim]), math.prod(shape[dim + 1:])
+    out = torch.matmul(mat, z.reshape(lead, shape[dim], rest))
+    return out.view(*shape[:dim], mat.shape[0], *shape[dim + 1:])
+
+
+@functools.lru_cache(maxsize=128)
+def dft_matrices(n: int, m: int, last: bool, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Truncated DFT matrices for one grid dim of `n` points keeping `m` modes (see SpectralConv).
+
+    last=True (real <-> half spectrum, (re, im) interleaved): forward (n, 2m) real,
+    inverse (2m, n) real with the Hermitian weights c_k and 1/n. last=False (complex, frequencies
+    0..m-1, -m..-1): forward (2m, n), inverse (n, 2m) with 1/n. Phases from exact integer
+    ``k*j mod n`` in float64, so large n lose no accuracy.
+    """
+    with torch.inference_mode(False), torch.no_grad():  # cached: must be usable by autograd later
+        j = torch.arange(n, dtype=torch.float64)
+        k = torch.arange(m, dtype=torch.float64) if last else torch.cat([torch.arange(m), torch.arange(-m, 0)]).double()
+        theta = 2 * math.pi * torch.remainder(torch.outer(k, j), n) / n  # (modes, n)
+        if last:
+            fwd = torch.stack([torch.cos(theta), -torch.sin(theta)], dim=1).reshape(2 * m, n).T
+            c = torch.full((m, 1), 2.0, dtype=torch.float64)
+            c[0] = 1.0
+            inv = (torch.stack([c * torch.cos(theta), -c * torch.sin(theta)], dim=1) / n).reshape(2 * m, n)
+            return fwd.contiguous().to(device, dtype), inv.contiguous().to(device, dtype)
+        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        fwd = torch.polar(torch.ones_like(theta), -theta)
+        inv = torch.polar(torch.ones_like(theta), theta).T / n
+        return fwd.to(device, cdtype), inv.contiguous().to(device, cdtype)

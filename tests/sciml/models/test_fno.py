@@ -48,7 +48,7 @@ def test_grid_embedding_kinds():
     x = torch.randn(1, 1, 16)
     assert not torch.allclose(periodic(x), closed(x)), "coordinates differ (i/n vs i/(n-1))"
     none = FNO(1, 1, 1, grid_embedding=False, **base)
-    assert none.lifting.layers[0].conv.in_channels == 1 and periodic.lifting.layers[0].conv.in_channels == 2
+    assert none.lifting.layers[0].weight.shape[1] == 1 and periodic.lifting.layers[0].weight.shape[1] == 2
 
 
 def test_padding_is_cropped_and_changes_result():

@@ -12,7 +12,7 @@ def _freqs(n: int, m: int, last: bool) -> torch.Tensor:
     return torch.arange(m, dtype=torch.float64) if last else torch.cat([torch.arange(m), torch.arange(-m, 0)]).double()
 
 
-def dense_reference(layer: SpectralConv, x: torch.Tensor) -> torch.Tensor:
+def dense_reference(layer: SpectralConv, x: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
     """y(n) = (1/N) sum_k c_k Re(W(k) X(k) e^{2 pi i k.n/N}), X by explicit DFT matrices."""
     d = layer.n_dims
     grid = x.shape[2:]
@@ -27,7 +27,8 @@ def dense_reference(layer: SpectralConv, x: torch.Tensor) -> torch.Tensor:
         inv.append(torch.exp(1j * phase))
     xc = x.to(torch.complex128)
     X = torch.einsum(f"bc{letters}," + ",".join(f"{kl}{l}" for kl, l in zip(kletters, letters)) + f"->bc{kletters}", xc, *fwd)
-    W = torch.view_as_complex(layer.weight.detach().double()).reshape(*layer.kept, layer.in_channels, layer.out_channels)
+    w = layer.weight if differentiable else layer.weight.detach()
+    W = torch.view_as_complex(w.double()).reshape(*layer.kept, layer.in_channels, layer.out_channels)
     Y = torch.einsum(f"bi{kletters},{kletters}io->bo{kletters}", X, W)
     c = torch.full(layer.kept, 2.0, dtype=torch.float64)
     c[..., 0] = 1.0  # k_d = 0 appears once in the half spectrum
@@ -43,10 +44,11 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("transform", ["dft", "fft"])
 @pytest.mark.parametrize("grid,modes", CASES)
-def test_matches_dense_dft(grid, modes):
+def test_matches_dense_dft(grid, modes, transform):
     torch.manual_seed(0)
-    layer = SpectralConv(3, 2, modes).double()
+    layer = SpectralConv(3, 2, modes, transform=transform).double()
     with torch.no_grad():  # random complex weights, not just the U[0,1) init, so signs and phases matter
         layer.weight.normal_()
     x = torch.randn(2, 3, *grid, dtype=torch.float64)
@@ -57,14 +59,18 @@ def test_matches_dense_dft(grid, modes):
     assert err < 1e-12, f"max relative deviation from the dense DFT {err:.2e}"
 
 
-def test_gradient_matches_dense_dft():
+@pytest.mark.parametrize("transform", ["dft", "fft"])
+def test_gradient_matches_dense_dft(transform):
     torch.manual_seed(1)
-    layer = SpectralConv(2, 2, (3, 4)).double()
+    layer = SpectralConv(2, 2, (3, 4), transform=transform).double()
     x = torch.randn(1, 2, 11, 9, dtype=torch.float64, requires_grad=True)
     v = torch.randn(1, 2, 11, 9, dtype=torch.float64)
     (gx,) = torch.autograd.grad((layer(x) * v).sum(), x)
     (gx_ref,) = torch.autograd.grad((dense_reference(layer, x) * v).sum(), x)
-    assert torch.allclose(gx, gx_ref, rtol=0, atol=1e-12 * gx_ref.abs().max())
+    assert (gx - gx_ref).abs().max() < 1e-12 * gx_ref.abs().max()
+    (gw,) = torch.autograd.grad((layer(x) * v).sum(), layer.weight)
+    (gw_ref,) = torch.autograd.grad((dense_reference(layer, x, differentiable=True) * v).sum(), layer.weight)
+    assert (gw - gw_ref).abs().max() < 1e-12 * gw_ref.abs().max()
 
 
 def _band_limited(kmax, kept, seed):
@@ -100,11 +106,12 @@ def trig_interpolate(y: torch.Tensor, shape) -> torch.Tensor:
     return torch.fft.ifftn(Y, dim=tuple(range(-d, 0))).real * (math.prod(shape) / math.prod(y.shape[-d:]))
 
 
+@pytest.mark.parametrize("transform", ["dft", "fft"])
 @pytest.mark.parametrize("grid,modes", [((33,), (8,)), ((64,), (16,)), ((21, 16), (5, 6)), ((11, 12, 9), (2, 3, 3))])
-def test_resolution_invariance(grid, modes):
+def test_resolution_invariance(grid, modes, transform):
     """For band-limited input, the output at 2s equals the trigonometric interpolation of the output at s."""
     torch.manual_seed(2)
-    layer = SpectralConv(1, 1, modes).double()
+    layer = SpectralConv(1, 1, modes, transform=transform).double()
     kmax = [(n - 1) // 2 for n in grid]  # below Nyquist of the coarse grid
     f = _band_limited(kmax, modes, seed=3)
     fine = tuple(2 * n for n in grid)
@@ -128,6 +135,18 @@ def test_bad_modes_rejected():
         SpectralConv(1, 1, (4, 0))
     with pytest.raises(ValueError, match="one per grid dimension"):
         SpectralConv(1, 1, (4, 4, 4), n_dims=2)
+
+
+def test_transforms_agree_in_float32():
+    torch.manual_seed(4)
+    dft, fft = SpectralConv(4, 4, (6, 5), transform="dft"), SpectralConv(4, 4, (6, 5), transform="fft")
+    fft.load_state_dict(dft.state_dict())
+    x = torch.randn(2, 4, 85, 43)
+    y = dft(x)
+    assert y.dtype == torch.float32
+    assert (y - fft(x)).abs().max() < 1e-5 * y.abs().max()
+    with pytest.raises(ValueError, match="transform must be one of"):
+        SpectralConv(1, 1, 4, transform="fast")
 
 
 def test_half_precision_input_keeps_dtype():
