@@ -1,0 +1,410 @@
+"""Implicit differentiation: any root, fixed-point or least-squares solve as a differentiable layer.
+
+Given an optimality condition F(x, *params) = 0 and any forward solver, the solution x*(params)
+has, by the implicit function theorem,
+
+    dx*/dparams = -(dF/dx)^{-1} dF/dparams,   so for a cotangent v = dL/dx*:
+    solve (dF/dx)^T u = -v,   then dL/dparams = u^T dF/dparams.
+
+The forward solve runs without building a graph; the backward is one linear solve with VJPs of
+F (matrix-free Krylov, or a dense factorisation of the materialised Jacobian) plus one VJP in the
+params.  Memory is independent of the number of forward iterations.
+
+How to differentiate is an object (as optimistix's adjoints):
+
+  * `Implicit(backward_solve=..., on_failure="raise")`  the IFT rule above
+  * `Unrolled()`                     backpropagate through the solver's iterations
+  * `Phantom(steps, damping)`        fixed points only: backprop through `steps` damped steps
+                                     z <- (1 - damping) z + damping T(z) started at x*.detach()
+                                     (Geng et al. 2021); `OneStep()` = Phantom(1, 1), the
+                                     Jacobian-free backprop of Fung et al. 2022.
+
+Contract (kept positional on purpose: keyword binding cost jaxopt a layer of bugs):
+``F(x, *params)``; the solver is called ``solver(x0, *params)`` and returns a
+`solvers.solution.Solution` (or a tensor).  Every tensor the solution depends on must be passed
+in ``params``: a tensor reached through a closure gets no gradient, so `Implicit` refuses a
+closure over a tensor that requires grad.  x: (batch, *shape) with independent samples when
+``batched=True`` (the default); ``batched=False`` treats the whole x (any shape, 0-d included)
+as one problem.
+
+Failures are never turned into zero gradients: a forward sample whose status is not SUCCESS, or
+a failed backward linear solve, raises `SolveError` (``on_failure="raise"``) or warns and
+returns the inexact gradient (``"warn"``).  `Implicit.last_backward` keeps the last backward
+`Solution` for inspection.
+
+Works with ``torch.autograd`` (``backward``, ``grad``, ``gradcheck``) and with
+``torch.func.grad`` / ``torch.func.vjp``; ``torch.func.vmap`` over the wrapper is not supported
+(the forward polls convergence on the host).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .linear import BiCGSTAB, CG, GMRES, Dense
+from .solution import Solution, SolveError, Status, describe
+
+__all__ = ["Implicit", "Unrolled", "Phantom", "OneStep", "custom_root", "custom_fixed_point",
+           "custom_least_squares", "root", "fixed_point", "least_squares"]
+
+_DENSE = ("lu", "cholesky", "lstsq")
+_KRYLOV = {"gmres": lambda: GMRES(rtol=1e-10, restart=50), "cg": lambda: CG(rtol=1e-10),
+           "bicgstab": lambda: BiCGSTAB(rtol=1e-10)}
+_POLICIES = ("raise", "warn")
+
+
+def _check_policy(on_failure: str) -> None:
+    if on_failure not in _POLICIES:
+        raise ValueError(f"on_failure={on_failure!r} is not valid; use one of {list(_POLICIES)}")
+
+
+class Implicit:
+    """Differentiate through the implicit function theorem.
+
+    backward_solve: how to solve (dF/dx)^T u = -v.
+      "gmres" (default), "cg" (only when dF/dx is symmetric positive definite, e.g. the Hessian at
+      a strict minimum), "bicgstab": matrix-free with rtol 1e-10, one VJP per iteration;
+      "lu", "cholesky", "lstsq": materialise dF/dx^T with n VJPs under torch.func.vmap (F must be
+      vmappable) and factorise -- exact and fastest for small n;
+      or any callable ``(matvec, b) -> Solution`` such as ``GMRES(rtol=1e-12, restart=80)`` or
+      ``solvers.hypergrad.Neumann(steps=20, alpha=0.1)``; matvec and b are (batch, n).
+    on_failure: "raise" (SolveError) or "warn" for a failed forward sample or backward solve.
+    hessian: least squares only -- "full" (default, exact) or "gauss-newton" (replaces the
+      Hessian by J^T J in the linear system: biased whenever the residual is non-zero at x*).
+    """
+
+    def __init__(self, backward_solve: Union[str, Callable[..., Solution]] = "gmres", *,
+                 on_failure: str = "raise", hessian: str = "full"):
+        if isinstance(backward_solve, str) and backward_solve not in _DENSE and backward_solve not in _KRYLOV:
+            raise ValueError(f"Implicit: backward_solve={backward_solve!r} is not valid; use one of "
+                             f"{sorted(_KRYLOV) + list(_DENSE)} or a callable (matvec, b) -> Solution")
+        if not isinstance(backward_solve, str) and not callable(backward_solve):
+            raise TypeError(f"Implicit: backward_solve must be a name or a callable, got {type(backward_solve).__name__}")
+        _check_policy(on_failure)
+        if hessian not in ("full", "gauss-newton"):
+            raise ValueError(f"Implicit: hessian={hessian!r} is not valid; use 'full' or 'gauss-newton'")
+        self.backward_solve, self.on_failure, self.hessian = backward_solve, on_failure, hessian
+        self.last_backward: Optional[Solution] = None
+
+    def solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor) -> Solution:
+        bs = self.backward_solve
+        if isinstance(bs, str) and bs in _DENSE:
+            B, n = b.shape
+            eye = torch.eye(n, dtype=b.dtype, device=b.device).expand(B, n, n)
+            At = torch.func.vmap(matvec, in_dims=2, out_dims=2)(eye)  # At[:, :, j] = A^T e_j
+            return Dense(bs)(At, b, throw=False)
+        solver = _KRYLOV[bs]() if isinstance(bs, str) else bs
+        return solver(matvec, b, throw=False) if _accepts_throw(solver) else solver(matvec, b)
+
+    def __repr__(self) -> str:
+        return f"Implicit(backward_solve={self.backward_solve!r}, on_failure={self.on_failure!r}, hessian={self.hessian!r})"
+
+
+def _accepts_throw(fn: Callable) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return "throw" in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+class Unrolled:
+    """Differentiate by backpropagating through every solver iteration (memory grows with them)."""
+
+    def __init__(self, *, on_failure: str = "raise"):
+        _check_policy(on_failure)
+        self.on_failure = on_failure
+
+    def __repr__(self) -> str:
+        return "Unrolled()"
+
+
+class Phantom:
+    """Fixed points only: gradient of `steps` damped steps z <- (1-damping) z + damping T(z) from x*.
+
+    The returned value is exactly the forward solution; only the gradient is approximate
+    (Geng et al., "On training implicit models", NeurIPS 2021).  Cheap: `steps` VJPs of T.
+    """
+
+    def __init__(self, steps: int = 5, damping: float = 0.5, *, on_failure: str = "raise"):
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"Phantom: steps={steps!r} must be a positive int")
+        if not (0.0 < float(damping) <= 1.0):
+            raise ValueError(f"Phantom: damping={damping!r} must be in (0, 1]")
+        _check_policy(on_failure)
+        self.steps, self.damping, self.on_failure = steps, float(damping), on_failure
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(steps={self.steps}, damping={self.damping})"
+
+
+class OneStep(Phantom):
+    """Jacobian-free backprop (Fung et al., AAAI 2022): one undamped step, i.e. (I - J_T)^{-1} ~ I."""
+
+    def __init__(self, *, on_failure: str = "raise"):
+        super().__init__(1, 1.0, on_failure=on_failure)
+
+
+Adjoint = Union[Implicit, Unrolled, Phantom]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _closure_tensors(fn: Any, params: tuple) -> list[str]:
+    """Names of tensors requiring grad that `fn` reaches through closures/modules but not params."""
+    passed = {id(p) for p in params if isinstance(p, Tensor)}
+    found: list[str] = []
+    seen: set[int] = set()
+
+    def visit(name: str, obj: Any, depth: int) -> None:
+        if id(obj) in seen or depth > 4:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, Tensor):
+            if obj.requires_grad and id(obj) not in passed:
+                found.append(name)
+            return
+        if isinstance(obj, nn.Module):
+            found.extend(f"{name}.{k}" for k, p in obj.named_parameters() if p.requires_grad and id(p) not in passed)
+            return
+        if isinstance(obj, functools.partial):
+            visit(f"{name}.func", obj.func, depth + 1)
+            for i, a in enumerate(obj.args):
+                visit(f"{name}.args[{i}]", a, depth + 1)
+            return
+        self_obj = getattr(obj, "__self__", None)
+        if isinstance(self_obj, nn.Module):
+            visit(f"{name}.__self__", self_obj, depth + 1)
+        code, cells = getattr(obj, "__code__", None), getattr(obj, "__closure__", None)
+        if code is not None and cells:
+            for var, cell in zip(code.co_freevars, cells):
+                try:
+                    visit(var, cell.cell_contents, depth + 1)
+                except ValueError:  # empty cell
+                    pass
+
+    visit("F", fn, 0)
+    return found
+
+
+def _report(on_failure: str, message: str, sol: Optional[Solution]) -> None:
+    if on_failure == "raise":
+        raise SolveError(message, sol)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+class _Spec:
+    """Everything the backward needs that is not a tensor."""
+
+    def __init__(self, F, adjoint: Implicit, batched: bool, x_shape, matvec_factory=None):
+        self.F, self.adjoint, self.batched, self.x_shape = F, adjoint, batched, x_shape
+        self.B = x_shape[0] if batched else 1
+        n = 1
+        for s in x_shape:
+            n *= s
+        self.n = n // self.B if self.B else 0
+        self.matvec_factory = matvec_factory
+
+
+class _ImplicitRoot(torch.autograd.Function):
+    """Identity on the precomputed solution x*; the backward is the IFT adjoint solve."""
+
+    @staticmethod
+    def forward(x_star: Tensor, spec: _Spec, *params):
+        return x_star.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x_star, spec, *params = inputs
+        ctx.spec = spec
+        ctx.is_tensor = [isinstance(p, Tensor) for p in params]
+        ctx.others = [None if t else p for p, t in zip(params, ctx.is_tensor)]
+        ctx.save_for_backward(x_star, *[p for p, t in zip(params, ctx.is_tensor) if t])
+
+    @staticmethod
+    def backward(ctx, v: Tensor):
+        spec: _Spec = ctx.spec
+        x, *tensors = ctx.saved_tensors
+        it = iter(tensors)
+        params = [next(it) if t else o for t, o in zip(ctx.is_tensor, ctx.others)]
+        want = [i for i, t in enumerate(ctx.is_tensor) if t and ctx.needs_input_grad[2 + i]]
+        grads: list = [None] * len(params)
+        if not want:
+            return (None, None, *grads)
+        x = x.detach()
+        params = [p.detach() if isinstance(p, Tensor) else p for p in params]
+        B, n = spec.B, spec.n
+        if spec.matvec_factory is not None:
+            matvec_x = spec.matvec_factory(x, params)
+        else:
+            _, vjp_x = torch.func.vjp(lambda x_: spec.F(x_, *params), x)
+            matvec_x = lambda u: vjp_x(u.reshape(x.shape))[0]
+        matvec = lambda u: matvec_x(u).reshape(B, n)
+        b = -v.detach().reshape(B, n).to(x.dtype)
+        sol = spec.adjoint.solve(matvec, b)
+        spec.adjoint.last_backward = sol
+        if bool((sol.status != Status.SUCCESS).any()):
+            _report(spec.adjoint.on_failure,
+                    describe(sol.status, "implicit backward: the adjoint linear solve (dF/dx)^T u = -v") +
+                    f"\n  ({spec.adjoint!r}; residual_norm {sol.stats.get('residual_norm')})", sol)
+        u = sol.value.reshape(x.shape)
+
+        def F_params(*dp):
+            full = list(params)
+            for i, t in zip(want, dp):
+                full[i] = t
+            return spec.F(x, *full)
+
+        _, vjp_p = torch.func.vjp(F_params, *[params[i] for i in want])
+        for i, gi in zip(want, vjp_p(u)):
+            grads[i] = gi
+        return (None, None, *grads)
+
+
+def _as_solution(out: Any, where: str) -> tuple[Tensor, Optional[Solution]]:
+    if isinstance(out, Solution):
+        return out.value, out
+    if isinstance(out, Tensor):
+        return out, None
+    raise TypeError(f"{where}: the forward solver must return a Solution or a Tensor, got {type(out).__name__}")
+
+
+def _check_forward(sol: Optional[Solution], on_failure: str, name: str) -> None:
+    if sol is not None and bool((sol.status != Status.SUCCESS).any()):
+        _report(on_failure, describe(sol.status, f"{name} forward solve") +
+                "\n  (gradients of a non-converged solution are not those of the solution)", sol)
+
+
+def _wrap(F: Callable, adjoint: Adjoint, batched: bool, name: str, T: Optional[Callable] = None,
+          matvec_factory=None) -> Callable:
+    if not isinstance(adjoint, (Implicit, Unrolled, Phantom)):
+        raise TypeError(f"{name}: adjoint must be Implicit(), Unrolled(), Phantom() or OneStep(), got {adjoint!r}")
+    if isinstance(adjoint, Phantom) and T is None:
+        raise ValueError(f"{name}: {adjoint!r} needs a fixed-point map T; use custom_fixed_point / fixed_point, "
+                         f"or Implicit() / Unrolled() here")
+
+    def decorate(solver: Callable) -> Callable:
+        @functools.wraps(solver)
+        def solve(x0: Tensor, *params):
+            if isinstance(adjoint, Unrolled):
+                with torch.enable_grad():
+                    value, sol = _as_solution(solver(x0, *params), name)
+                _check_forward(sol, adjoint.on_failure, name)
+                return sol if sol is not None else value
+            with torch.no_grad():
+                value, sol = _as_solution(solver(x0.detach(), *[p.detach() if isinstance(p, Tensor) else p
+                                                                 for p in params]), name)
+            value = value.detach()
+            _check_forward(sol, adjoint.on_failure, name)
+            if batched and value.dim() == 0:
+                raise ValueError(f"{name}: the solution is 0-d; pass batched=False for a single scalar problem")
+            if isinstance(adjoint, Phantom):
+                z = value
+                for _ in range(adjoint.steps):
+                    z = (1 - adjoint.damping) * z + adjoint.damping * T(z, *params)
+                out = value + (z - z.detach())  # exact forward value, phantom gradient
+            else:
+                if torch.is_grad_enabled():
+                    missing = _closure_tensors(F, params)
+                    if missing:
+                        raise ValueError(f"{name}: F reaches tensors that require grad through a closure or module: "
+                                         f"{missing}; implicit differentiation only returns gradients for "
+                                         f"tensors passed positionally -- call it as solve(x0, *params) with them "
+                                         f"in params (for a module use torch.func.functional_call)")
+                spec = _Spec(F, adjoint, batched, tuple(value.shape), matvec_factory)
+                out = _ImplicitRoot.apply(value, spec, *params)
+            return Solution(out, sol.status, sol.stats) if sol is not None else out
+
+        return solve
+
+    return decorate
+
+
+# ---------------------------------------------------------------- public wrappers
+
+
+def custom_root(F: Callable, *, adjoint: Optional[Adjoint] = None, backward_solve: Any = None,
+                batched: bool = True) -> Callable:
+    """Decorator: ``custom_root(F)(solver)(x0, *params)`` differentiates x* with F(x*, *params) = 0.
+
+    F(x, *params) -> same shape as x; solver(x0, *params) -> Solution | Tensor.
+    adjoint: `Implicit()` (default), `Unrolled()`; backward_solve is a shortcut for
+    ``Implicit(backward_solve)``.  The returned function gives what the solver gives (a Solution
+    with a differentiable ``value``, or a tensor); the gradient w.r.t. x0 is None (x* does not
+    depend on the initial guess).
+    """
+    return _wrap(F, _adjoint(adjoint, backward_solve), batched, "custom_root")
+
+
+def custom_fixed_point(T: Callable, *, adjoint: Optional[Adjoint] = None, backward_solve: Any = None,
+                       batched: bool = True) -> Callable:
+    """Decorator for x* = T(x*, *params): the root rule on F = T(x) - x; Phantom/OneStep allowed."""
+    F = lambda x, *p: T(x, *p) - x
+    return _wrap(F, _adjoint(adjoint, backward_solve), batched, "custom_fixed_point", T=T)
+
+
+def _ls_gradient(residual: Callable) -> Callable:
+    """F(x, *params) = grad_x 1/2 ||r(x, *params)||^2 = J^T r, as one VJP (differentiable again)."""
+    def F(x, *params):
+        r, vjp = torch.func.vjp(lambda x_: residual(x_, *params), x)
+        return vjp(r)[0]
+    return F
+
+
+def custom_least_squares(residual: Callable, *, adjoint: Optional[Adjoint] = None, backward_solve: Any = None,
+                         batched: bool = True) -> Callable:
+    """Decorator for x* = argmin 1/2 ||r(x, *params)||^2: the root rule on F = J^T r.
+
+    The adjoint system matrix is the full Hessian J^T J + sum_i r_i d2 r_i (applied by HVPs);
+    ``Implicit(hessian="gauss-newton")`` uses J^T J only (biased when r(x*) != 0).  The default
+    backward_solve here is "lu" (dense n x n, as optimistix); pass "cg" for large n at a minimum.
+    """
+    adj = _adjoint(adjoint, backward_solve if (backward_solve is not None or adjoint is not None) else "lu")
+    F = _ls_gradient(residual)
+    factory = None
+    if isinstance(adj, Implicit) and adj.hessian == "gauss-newton":
+        def factory(x, params):
+            f = lambda x_: residual(x_, *params)
+            _, vjp = torch.func.vjp(f, x)
+            return lambda u: vjp(torch.func.jvp(f, (x,), (u,))[1])[0]  # J^T (J u)
+    return _wrap(F, adj, batched, "custom_least_squares", matvec_factory=factory)
+
+
+def _adjoint(adjoint: Optional[Adjoint], backward_solve: Any) -> Adjoint:
+    if adjoint is not None and backward_solve is not None:
+        raise ValueError("give either adjoint=Implicit(backward_solve=...) or backward_solve=..., not both")
+    if adjoint is None:
+        return Implicit(backward_solve if backward_solve is not None else "gmres")
+    return adjoint
+
+
+def root(F: Callable, x0: Tensor, *params, solver: Any = None, adjoint: Optional[Adjoint] = None,
+         batched: bool = True) -> Solution:
+    """Differentiable root of F(x, *params) = 0; solver defaults to `solvers.nonlinear.Newton()`."""
+    from .nonlinear import Newton
+    solver = solver if solver is not None else Newton()
+    return custom_root(F, adjoint=adjoint, batched=batched)(lambda x, *p: solver(F, x, *p, throw=False))(x0, *params)
+
+
+def fixed_point(T: Callable, x0: Tensor, *params, solver: Any = None, adjoint: Optional[Adjoint] = None,
+                batched: bool = True) -> Solution:
+    """Differentiable fixed point x = T(x, *params); solver defaults to `solvers.nonlinear.Anderson()`."""
+    from .nonlinear import Anderson
+    solver = solver if solver is not None else Anderson()
+    return custom_fixed_point(T, adjoint=adjoint, batched=batched)(lambda x, *p: solver(T, x, *p, throw=False))(x0, *params)
+
+
+def least_squares(residual: Callable, x0: Tensor, *params, solver: Any = None, adjoint: Optional[Adjoint] = None,
+                  batched: bool = True) -> Solution:
+    """Differentiable argmin 1/2 ||r(x, *params)||^2; solver defaults to `LevenbergMarquardt()`."""
+    from .nonlinear import LevenbergMarquardt
+    solver = solver if solver is not None else LevenbergMarquardt()
+    return custom_least_squares(residual, adjoint=adjoint, batched=batched)(
+        lambda x, *p: solver(residual, x, *p, throw=False))(x0, *params)

@@ -1,0 +1,324 @@
+"""Implicit differentiation: implicit vs unrolled vs central finite differences (float64).
+
+Independent truths: closed forms where they exist, central differences with step
+sqrt(eps) * scale around tightly converged forward solves, and unrolled autograd through a
+tightly converged solver.  A bisection forward solver has a zero autograd derivative, so a
+broken custom rule cannot pass by falling back on autograd.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+from solvers.implicit import (Implicit, OneStep, Phantom, Unrolled, custom_fixed_point, custom_least_squares,
+                              custom_root, fixed_point, least_squares, root)
+from solvers.linear import GMRES
+from solvers.nonlinear import Anderson, FixedPointIteration, LevenbergMarquardt, Newton
+from solvers.solution import SolveError, Status
+
+DT = torch.float64
+EPS = torch.finfo(DT).eps
+TIGHT_NEWTON = Newton(rtol=0.0, atol=1e-15, max_steps=60)
+TIGHT_LM = LevenbergMarquardt(rtol=1e-15, atol=1e-16, max_steps=200)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def directional_fd(loss, params, directions):
+    """Central difference of loss(*params) along `directions`, step sqrt(eps) * scale."""
+    scale = max(1.0, max(p.abs().max().item() for p in params))
+    h = EPS ** 0.5 * scale
+    with torch.no_grad():
+        plus = loss(*[p + h * d for p, d in zip(params, directions)])
+        minus = loss(*[p - h * d for p, d in zip(params, directions)])
+    return ((plus - minus) / (2 * h)).item()
+
+
+def check_fd(loss, params, grads, seeds=(100, 101), tol=1e-6):
+    for s in seeds:
+        dirs = [torch.randn(p.shape, generator=gen(s + i), dtype=DT) for i, p in enumerate(params)]
+        fd = directional_fd(loss, params, dirs)
+        an = sum((g * d).sum() for g, d in zip(grads, dirs)).item()
+        assert abs(fd - an) <= tol * abs(an), (fd, an, abs(fd - an) / abs(an))
+
+
+# ---------------------------------------------------------------- scalar problem: x^2 = theta
+
+
+def bisection(x0, theta):
+    """Root of x^2 - theta on [0, max(theta, 1)]; built from comparisons, so d/dtheta by autograd is 0."""
+    lo, hi = torch.zeros_like(theta), theta.detach().clamp_min(1.0)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        above = mid * mid > theta
+        hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
+    return (lo + hi) / 2 + 0.0 * theta  # connected to theta in the graph, with derivative exactly 0
+
+
+def square(x, theta):
+    return x * x - theta
+
+
+def test_scalar_bisection_has_zero_autograd_derivative_but_correct_implicit_gradient():
+    theta = torch.tensor(2.0, dtype=DT, requires_grad=True)
+    (plain,) = torch.autograd.grad(bisection(None, theta), theta)
+    assert plain.item() == 0.0, "the control: autograd through bisection gives a zero derivative"
+    for bs in ("lu", "gmres", "cg"):
+        x = custom_root(square, batched=False, backward_solve=bs)(bisection)(torch.tensor(1.0, dtype=DT), theta)
+        (g,) = torch.autograd.grad(x, theta)
+        assert x.shape == () and abs(x.item() - 2 ** 0.5) < 1e-15
+        assert abs(g.item() - 1 / (2 * 2 ** 0.5)) < 1e-15, bs
+
+
+def test_scalar_implicit_matches_fd_and_unrolled_newton():
+    theta = torch.tensor(3.0, dtype=DT, requires_grad=True)
+    x0 = torch.tensor(1.0, dtype=DT)
+    newton_scalar = lambda x0, th: TIGHT_NEWTON(square, x0.reshape(1, 1), th, throw=False)
+
+    def solve(th, adjoint):
+        sol = custom_root(lambda x, t: square(x, t), batched=False, adjoint=adjoint)(
+            lambda x0, t: _squeeze(newton_scalar(x0, t)))(x0, th)
+        return sol.value
+
+    (gi,) = torch.autograd.grad(solve(theta, Implicit("lu")), theta)
+    (gu,) = torch.autograd.grad(solve(theta, Unrolled()), theta)
+    fd = directional_fd(lambda t: bisection(None, t), [theta.detach()], [torch.ones((), dtype=DT)])
+    exact = 1 / (2 * 3 ** 0.5)
+    assert abs(gi.item() - exact) <= 1e-14 and abs(gu.item() - exact) <= 1e-6 * exact
+    assert abs(fd - exact) <= 1e-6 * exact
+
+
+def _squeeze(sol):
+    return type(sol)(sol.value.reshape(()), sol.status, sol.stats)
+
+
+# ---------------------------------------------------------------- batched root: A x + c x^3 = b
+
+
+def batched_problem():
+    n, B = 4, 3
+    A = torch.eye(n, dtype=DT) * 3 + torch.randn(B, n, n, generator=gen(1), dtype=DT) * 0.3
+    b = torch.randn(B, n, generator=gen(2), dtype=DT)
+    c = torch.tensor(0.2, dtype=DT)
+    w = torch.randn(B, n, generator=gen(3), dtype=DT)
+    return A, b, c, w
+
+
+def cubic(x, A, b, c):
+    return (A @ x[..., None])[..., 0] + c * x ** 3 - b
+
+
+@pytest.mark.parametrize("adjoint", [Implicit("lu"), Implicit("gmres"), Implicit(GMRES(rtol=1e-12, restart=4)),
+                                     Implicit("bicgstab")])
+def test_batched_root_implicit_matches_unrolled_and_fd(adjoint):
+    A, b, c, w = batched_problem()
+    params = [p.clone().requires_grad_() for p in (A, b, c)]
+
+    def loss(*p, adj=adjoint):
+        sol = root(cubic, torch.zeros_like(b), *p, solver=TIGHT_NEWTON, adjoint=adj)
+        assert (sol.status == Status.SUCCESS).all()
+        return (w * sol.value).sum() + (sol.value ** 2).sum()
+
+    gi = torch.autograd.grad(loss(*params), params)
+    gu = torch.autograd.grad(loss(*params, adj=Unrolled()), params)
+    for a, u in zip(gi, gu):
+        assert rel(a, u) <= 1e-6
+    check_fd(loss, [p.detach() for p in params], gi)
+    # the initial guess gets no gradient: x* does not depend on it
+    x0 = torch.zeros_like(b, requires_grad=True)
+    out = root(cubic, x0, *params, solver=TIGHT_NEWTON, adjoint=adjoint).value.sum()
+    assert torch.autograd.grad(out, x0, allow_unused=True)[0] is None
+
+
+def test_gradcheck_root_and_torch_func_grad():
+    A, b, c, _ = batched_problem()
+    A, b = A[:2, :3, :3], b[:2, :3]
+    f = lambda A, b, c: root(cubic, torch.zeros_like(b), A, b, c, solver=TIGHT_NEWTON, adjoint=Implicit("lu")).value
+    assert torch.autograd.gradcheck(f, (A.requires_grad_(), b.requires_grad_(), c.requires_grad_()))
+    g_func = torch.func.grad(lambda b: (f(A.detach(), b, c.detach()) ** 2).sum())(b.detach())
+    (g_ag,) = torch.autograd.grad((f(A.detach(), b, c.detach()) ** 2).sum(), b)
+    assert rel(g_func, g_ag) < 1e-12
+
+
+# ---------------------------------------------------------------- least squares with r(x*) != 0
+
+
+def ls_problem(B=2, m=40, N=3):
+    basis = torch.randn(B, m, N, generator=gen(10), dtype=DT) / N ** 0.5
+    y = torch.randn(B, m, generator=gen(11), dtype=DT)
+    return basis, y
+
+
+def ls_residual(w, basis, y):
+    u = (basis @ w[..., None])[..., 0]
+    return torch.cat([u + 0.3 * u ** 3 - y, 1e-2 * w], dim=1)
+
+
+def ls_loss(adjoint):
+    def loss(basis, y):
+        sol = least_squares(ls_residual, torch.zeros(basis.shape[0], basis.shape[2], dtype=DT), basis, y,
+                            solver=TIGHT_LM, adjoint=adjoint)
+        assert (sol.status == Status.SUCCESS).all()
+        u = (basis @ sol.value[..., None])[..., 0]
+        return 0.5 * (u ** 2).sum(), sol
+    return loss
+
+
+def test_least_squares_full_hessian_exact_gauss_newton_biased():
+    basis, y = ls_problem()
+    params = [basis.clone().requires_grad_(), y.clone().requires_grad_()]
+    L, sol = ls_loss(Implicit("lu"))(*params)
+    assert (sol.stats["residual_norm"] > 1.0).all(), "the residual is far from zero at the optimum"
+    full = torch.autograd.grad(L, params)
+    unrolled = torch.autograd.grad(ls_loss(Unrolled())(*params)[0], params)
+    for a, u in zip(full, unrolled):
+        assert rel(a, u) <= 1e-6
+    for bs in ("cg", "gmres"):
+        other = torch.autograd.grad(ls_loss(Implicit(bs))(*params)[0], params)
+        assert all(rel(a, o) <= 1e-8 for a, o in zip(full, other)), bs
+    check_fd(lambda *p: ls_loss(Implicit("lu"))(*p)[0], [p.detach() for p in params], full)
+    gn = torch.autograd.grad(ls_loss(Implicit("lu", hessian="gauss-newton"))(*params)[0], params)
+    bias = rel(gn[0], full[0])
+    assert bias > 1e-2, f"Gauss-Newton gradients should be visibly biased here, got {bias:.2e}"
+
+
+def test_least_squares_zero_residual_gauss_newton_exact():
+    # With r(x*) = 0 the Gauss-Newton matrix is the Hessian: both rules agree.
+    basis, _ = ls_problem()
+    w_true = torch.tensor([[0.3, -0.2, 0.1], [0.1, 0.2, -0.4]], dtype=DT)
+    u = (basis @ w_true[..., None])[..., 0]
+    y = u + 0.3 * u ** 3
+    res = lambda w, basis, y: ls_residual(w, basis, y)[:, :-3]
+    basis.requires_grad_()
+    out = {}
+    for h in ("full", "gauss-newton"):
+        sol = least_squares(res, torch.zeros(2, 3, dtype=DT), basis, y, solver=TIGHT_LM, adjoint=Implicit("lu", hessian=h))
+        out[h] = torch.autograd.grad((sol.value ** 2).sum(), basis)[0]
+    assert rel(out["gauss-newton"], out["full"]) < 1e-8
+
+
+def test_gradcheck_least_squares():
+    basis, y = ls_problem(B=2, m=6, N=2)
+    f = lambda basis, y: least_squares(ls_residual, torch.zeros(2, 2, dtype=DT), basis, y, solver=TIGHT_LM,
+                                       adjoint=Implicit("lu")).value
+    # fast_mode: one random projection per input (each probe is a full LM solve)
+    assert torch.autograd.gradcheck(f, (basis.requires_grad_(), y.requires_grad_()), fast_mode=True)
+
+
+# ---------------------------------------------------------------- fixed point z = tanh(W z + U x)
+
+
+def fp_problem(B=3, d=6, k=2):
+    W = torch.randn(d, d, generator=gen(20), dtype=DT) * 0.5 / d ** 0.5
+    U = torch.randn(d, k, generator=gen(21), dtype=DT)
+    x = torch.randn(B, k, generator=gen(22), dtype=DT)
+    return W, U, x
+
+
+def cell(z, W, U, x):
+    return torch.tanh(z @ W.T + x @ U.T)
+
+
+def fp_loss(adjoint, solver):
+    def loss(W, U, x):
+        sol = fixed_point(cell, torch.zeros(x.shape[0], W.shape[0], dtype=DT), W, U, x, solver=solver, adjoint=adjoint)
+        assert (sol.status == Status.SUCCESS).all()
+        return (sol.value ** 3).sum()
+    return loss
+
+
+def test_fixed_point_implicit_matches_unrolled_fd_and_phantom_limit():
+    params = [p.clone().requires_grad_() for p in fp_problem()]
+    aa = Anderson(rtol=1e-15, atol=1e-15, max_steps=200)
+    gi = torch.autograd.grad(fp_loss(Implicit("gmres"), aa)(*params), params)
+    gu = torch.autograd.grad(fp_loss(Unrolled(), FixedPointIteration(rtol=1e-15, atol=1e-15, max_steps=400))(*params),
+                             params)
+    for a, u in zip(gi, gu):
+        assert rel(a, u) <= 1e-6
+    check_fd(fp_loss(Implicit("gmres"), aa), [p.detach() for p in params], gi)
+    # Phantom gradients with many undamped steps approach the IFT (Neumann series); one step does not.
+    errs = [rel(torch.autograd.grad(fp_loss(Phantom(k, 1.0), aa)(*params), params)[0], gi[0]) for k in (1, 5, 40)]
+    assert errs[0] > 1e-2 and errs[1] < errs[0] and errs[2] < 1e-8, errs
+    g1 = torch.autograd.grad(fp_loss(OneStep(), aa)(*params), params)[0]
+    assert rel(g1, gi[0]) == pytest.approx(errs[0], rel=1e-12)
+
+
+def test_gradcheck_fixed_point():
+    W, U, x = fp_problem(B=2, d=3, k=2)
+    aa = Anderson(rtol=1e-15, atol=1e-15)
+    f = lambda W, U, x: fixed_point(cell, torch.zeros(2, 3, dtype=DT), W, U, x, solver=aa, adjoint=Implicit("lu")).value
+    assert torch.autograd.gradcheck(f, (W.requires_grad_(), U.requires_grad_(), x.requires_grad_()), fast_mode=True)
+
+
+def test_custom_fixed_point_decorator_returns_tensor_when_solver_does():
+    W, U, x = fp_problem()
+    W.requires_grad_()
+
+    @custom_fixed_point(cell, backward_solve="lu")
+    def picard(z0, W, U, x):
+        z = z0
+        for _ in range(200):
+            z = cell(z, W, U, x)
+        return z
+
+    z = picard(torch.zeros(3, 6, dtype=DT), W, U, x)
+    assert isinstance(z, torch.Tensor) and z.requires_grad
+    ref = fixed_point(cell, torch.zeros(3, 6, dtype=DT), W, U, x, adjoint=Implicit("lu"),
+                      solver=Anderson(rtol=1e-15, atol=1e-15)).value
+    assert rel(torch.autograd.grad(z.sum(), W)[0], torch.autograd.grad(ref.sum(), W)[0]) < 1e-10
+
+
+# ---------------------------------------------------------------- failures are reported, never zeroed
+
+
+def test_non_converging_forward_is_reported():
+    theta = torch.tensor([[2.0], [3.0]], dtype=DT, requires_grad=True)
+    with pytest.raises(SolveError, match="custom_root forward solve: 2 of 2 samples did not converge"):
+        root(square, torch.ones(2, 1, dtype=DT), theta, solver=Newton(max_steps=1))
+    with pytest.warns(RuntimeWarning, match="MAX_STEPS"):
+        sol = root(square, torch.ones(2, 1, dtype=DT), theta, solver=Newton(max_steps=1),
+                   adjoint=Implicit("lu", on_failure="warn"))
+    assert (sol.status == Status.MAX_STEPS).all()
+
+
+def test_failing_backward_is_reported_not_zeroed():
+    # theta = 0: the root x* = 0 has dF/dx = 2x* = 0, so the adjoint system is singular.
+    theta = torch.tensor([[0.0]], dtype=DT, requires_grad=True)
+    x = custom_root(square, backward_solve="lu")(lambda x0, th: torch.zeros_like(th))(torch.ones(1, 1, dtype=DT), theta)
+    with pytest.raises(SolveError, match="(?s)implicit backward.*BREAKDOWN"):
+        x.sum().backward()
+    # An iterative backward solve that cannot converge in its budget.
+    A, b, c, _ = batched_problem()
+    b.requires_grad_()
+    adj = Implicit(GMRES(rtol=1e-14, max_steps=1, restart=1))
+    x = root(cubic, torch.zeros_like(b), A, b, c, solver=TIGHT_NEWTON, adjoint=adj).value
+    with pytest.raises(SolveError, match="MAX_STEPS"):
+        x.sum().backward()
+    assert adj.last_backward is not None and (adj.last_backward.status == Status.MAX_STEPS).all()
+    warn = Implicit(GMRES(rtol=1e-14, max_steps=1, restart=1), on_failure="warn")
+    x = root(cubic, torch.zeros_like(b), A, b, c, solver=TIGHT_NEWTON, adjoint=warn).value
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        (g,) = torch.autograd.grad(x.sum(), b)
+    assert any("MAX_STEPS" in str(r.message) for r in rec) and g.abs().sum() > 0
+
+
+def test_closure_over_a_grad_tensor_is_refused_and_options_validated():
+    theta = torch.tensor([[2.0]], dtype=DT, requires_grad=True)
+    with pytest.raises(ValueError, match="through a closure.*'theta'"):
+        root(lambda x: x * x - theta, torch.ones(1, 1, dtype=DT), solver=TIGHT_NEWTON)
+    with pytest.raises(ValueError, match="backward_solve='qr' is not valid"):
+        Implicit("qr")
+    with pytest.raises(ValueError, match="needs a fixed-point map"):
+        custom_root(square, adjoint=OneStep())
+    with pytest.raises(ValueError, match="on_failure='ignore'"):
+        Implicit(on_failure="ignore")
+    with pytest.raises(ValueError, match="hessian='bfgs'"):
+        custom_least_squares(ls_residual, adjoint=Implicit(hessian="bfgs"))
