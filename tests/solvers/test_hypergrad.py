@@ -1,0 +1,103 @@
+"""Neumann-series hypergradients against closed-form ridge regression and unrolled descent."""
+
+import pytest
+import torch
+
+from solvers.hypergrad import Neumann, hypergradient, neumann
+from solvers.implicit import Implicit, fixed_point
+from solvers.nonlinear import Anderson
+from solvers.solution import SolveError, Status
+
+DT = torch.float64
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def ridge_problem(n=40, p=5):
+    X = torch.randn(n, p, generator=gen(0), dtype=DT) / n ** 0.5
+    y = torch.randn(n, generator=gen(1), dtype=DT)
+    Xv = torch.randn(n, p, generator=gen(2), dtype=DT) / n ** 0.5
+    yv = torch.randn(n, generator=gen(3), dtype=DT)
+    return X, y, Xv, yv
+
+
+def losses(X, y, Xv, yv):
+    train = lambda w, h: 0.5 * ((X @ w[0] - y) ** 2).sum() + 0.5 * torch.exp(h[0]) * (w[0] ** 2).sum()
+    val = lambda w, h: 0.5 * ((Xv @ w[0] - yv) ** 2).sum()
+    return train, val
+
+
+def exact_hypergradient(X, y, Xv, yv, loglam):
+    lam = loglam.detach().clone().requires_grad_()
+    w = torch.linalg.solve(X.T @ X + torch.exp(lam) * torch.eye(X.shape[1], dtype=DT), X.T @ y)
+    (g,) = torch.autograd.grad(0.5 * ((Xv @ w - yv) ** 2).sum(), lam)
+    return g, w.detach()
+
+
+def test_neumann_hypergradient_converges_to_closed_form():
+    X, y, Xv, yv = ridge_problem()
+    loglam = torch.tensor(0.0, dtype=DT)
+    exact, w_star = exact_hypergradient(X, y, Xv, yv, loglam)
+    train, val = losses(X, y, Xv, yv)
+    H = X.T @ X + torch.eye(5, dtype=DT)
+    alpha = 1.0 / torch.linalg.eigvalsh(H).max().item()
+    errs = []
+    for steps in (0, 5, 20, 200):
+        (g,), sol = hypergradient(train, val, [w_star], [loglam], solve=Neumann(steps, alpha))
+        assert (sol.status == Status.SUCCESS).all()
+        errs.append(abs(g.item() - exact.item()) / abs(exact.item()))
+    assert errs[0] > errs[1] > errs[2] > errs[3] and errs[3] < 1e-10, errs
+    (g_cg,), _ = hypergradient(train, val, [w_star], [loglam], solve="cg")
+    assert abs(g_cg.item() - exact.item()) < 1e-10 * abs(exact.item())
+
+
+def test_neumann_equals_unrolled_descent_from_the_optimum():
+    # Lorraine et al. Thm 2: K Neumann steps == differentiating K + 1 gradient steps started at w*.
+    X, y, Xv, yv = ridge_problem()
+    loglam = torch.tensor(-1.0, dtype=DT)
+    _, w_star = exact_hypergradient(X, y, Xv, yv, loglam)
+    train, val = losses(X, y, Xv, yv)
+    alpha, K = 0.3, 7
+    (g_neu,), _ = hypergradient(train, val, [w_star], [loglam], solve=Neumann(K, alpha))
+    lam = loglam.clone().requires_grad_()
+    w = w_star.clone().requires_grad_()
+    for _ in range(K + 1):
+        (gw,) = torch.autograd.grad(train([w], [lam]), w, create_graph=True)
+        w = w - alpha * gw
+    (g_unr,) = torch.autograd.grad(val([w], [lam]), lam)
+    assert abs(g_neu.item() - g_unr.item()) < 1e-12 * abs(g_unr.item())
+
+
+def test_neumann_solver_contract_and_divergence_reported():
+    A = torch.diag(torch.tensor([[1.0, 2.0, 4.0]], dtype=DT)[0]).expand(2, 3, 3)
+    b = torch.ones(2, 3, dtype=DT)
+    mv = lambda v: (A @ v[..., None])[..., 0]
+    sol = neumann(mv, b, steps=400, alpha=0.4)
+    assert rel(sol.value, b / torch.tensor([1.0, 2.0, 4.0], dtype=DT)) < 1e-12
+    assert sol.stats["residual_norm"].max() < 1e-12
+    with pytest.raises(SolveError, match="BREAKDOWN"):
+        neumann(mv, b, steps=400, alpha=0.6)  # |1 - 0.6 * 4| > 1: the series diverges
+    early = Neumann(400, 0.4, rtol=1e-14)(mv, b)
+    assert (early.stats["num_steps"] < 400).all()
+    with pytest.raises(ValueError, match="alpha=0.0"):
+        Neumann(5, 0.0)
+
+
+def test_neumann_as_implicit_backward_solve():
+    # For F = T(x) - x the adjoint matrix is J_T^T - I (negative definite for a contraction T);
+    # Neumann with alpha = -1 is the classic DEQ backward iteration u <- J_T^T u + v.
+    W = torch.randn(6, 6, generator=gen(5), dtype=DT) * 0.3 / 6 ** 0.5
+    x = torch.randn(3, 6, generator=gen(6), dtype=DT, requires_grad=True)
+    cell = lambda z, W, x: torch.tanh(z @ W.T + x)
+    aa = Anderson(rtol=1e-15, atol=1e-15)
+    grads = []
+    for bs in ("lu", Neumann(60, -1.0)):
+        z = fixed_point(cell, torch.zeros(3, 6, dtype=DT), W, x, solver=aa, adjoint=Implicit(bs)).value
+        grads.append(torch.autograd.grad((z ** 2).sum(), x)[0])
+    assert rel(grads[1], grads[0]) < 1e-12
