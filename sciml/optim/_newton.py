@@ -7,7 +7,9 @@ Per step, with x all parameters as one real vector, g = ∇L(x), H = ∇²L(x):
    B = Y_ν C⁻ᵀ = UΣVᵀ, Λ = max(Σ² − ν, 0): H ≈ U Λ Uᵀ;
 2. d solves (H + μI) d = g by preconditioned CG (warm-started from the previous d) with
    P⁻¹ = (λ_r + μ) U (Λ + μI)⁻¹ Uᵀ + (I − UUᵀ);
-3. if dᵀg ≤ 0 (H indefinite) the gradient is used instead; Armijo backtracking from t = lr:
+   CG stops early at negative curvature (pᵀ(H+μI)p ≤ 0, truncated Newton-CG: the Hessian of
+   a PINN loss is indefinite away from a minimum);
+3. if dᵀg ≤ 0 the gradient is used instead; Armijo backtracking from t = lr:
    L(x − t d) ≤ L(x) − c·t·gᵀd, t ← βt (at most `max_line_search` halvings);
 4. x ← x − t d.
 
@@ -142,14 +144,13 @@ class NysNewtonCG(torch.optim.Optimizer):
         nu = torch.finfo(g.dtype).eps * torch.linalg.matrix_norm(Y)
         Yn = Y + nu * omega
         M = omega.T @ Yn
-        M = (M + M.T) / 2
-        C, info = torch.linalg.cholesky_ex(M)
-        if int(info) != 0:  # indefinite H: shift by the most negative eigenvalue
-            shift = torch.linalg.eigvalsh(M)[0].abs()
-            nu = nu + shift
-            Yn = Yn + shift * omega
-            C = torch.linalg.cholesky(omega.T @ Yn + (omega.T @ Yn).T) / math.sqrt(2)
-        B = torch.linalg.solve_triangular(C, Yn.T, upper=False).T  # Y_ν C⁻ᵀ
+        d, V = torch.linalg.eigh((M + M.T) / 2)
+        # an indefinite H (saddle regions) makes ΩᵀHΩ indefinite: shift it positive, as the
+        # reference code does, and remember the shift so it is subtracted from the eigenvalues
+        extra = torch.clamp(-d[0], min=0.0) + torch.where(d[0] <= 0, nu + torch.finfo(g.dtype).eps * d[-1].abs(), 0.0)
+        Yn = Yn + extra * omega
+        d, nu = d + extra, nu + extra
+        B = (Yn @ V) / d.clamp_min(torch.finfo(g.dtype).tiny).sqrt()  # = Y_ν C⁻ᵀ up to a rotation
         U, sigma, _ = torch.linalg.svd(B, full_matrices=False)
         return U, torch.clamp(sigma ** 2 - nu, min=0.0)
 
@@ -166,11 +167,18 @@ class NysNewtonCG(torch.optim.Optimizer):
         z = precond(r)
         p = z.clone()
         rz = torch.dot(r, z)
-        for _ in range(max_iters):
+        for it in range(max_iters):
             if float(torch.linalg.vector_norm(r)) <= tol:
                 break
             v = hvp(p) + mu * p
-            alpha = rz / torch.dot(p, v)
+            curv = torch.dot(p, v)
+            # negative curvature: H + μI is indefinite along p; stop (truncated Newton-CG,
+            # Nocedal & Wright Alg. 7.1) — continuing would produce an ascent direction
+            if not bool(curv > 0):
+                if it == 0:  # no usable curvature at all: the preconditioned gradient
+                    x = z.clone() if not bool(torch.dot(x0, b) > 0) else x
+                break
+            alpha = rz / curv
             x.add_(alpha * p)
             r.sub_(alpha * v)
             z = precond(r)

@@ -116,8 +116,8 @@ class PhaseSchedule:
                 last = loss
                 if guard:
                     events += guard.pop_events()
-                if callback is not None and callback(i, k, float(loss)):
+                if callback is not None and callback(i, k, float(loss.detach())):
                     break
-            history.append({"name": name, "steps": k, "loss": None if last is None else float(last),
+            history.append({"name": name, "steps": k, "loss": None if last is None else float(last.detach()),
                             "evaluations": evals[0], "seconds": time.perf_counter() - start, "events": events})
         return history
