@@ -184,7 +184,9 @@ class GMRES(_Krylov):
     Arnoldi uses modified Gram-Schmidt; Givens rotations track the residual per sample inside
     a cycle, and a sample whose estimate meets the tolerance is frozen for the rest of the cycle
     (its remaining Hessenberg columns are replaced by identity columns, so it adds nothing).
-    One driver step is one cycle of ``restart`` matvecs; the host is polled after each cycle.
+    One driver step is one cycle of at most ``restart`` matvecs; the host is polled every
+    ``check_every`` inner steps (the cycle ends early once every sample is frozen) and after
+    each cycle.  Uses in-place work buffers: not for autograd unrolling (use solvers.implicit).
     ``max_steps`` caps the total inner iterations (default 10 * prod(shape));
     ``stats["num_steps"]`` counts inner iterations per sample.  A nonlinear or changing
     preconditioner is allowed (the preconditioned vectors are stored: flexible GMRES).
@@ -228,10 +230,13 @@ class GMRES(_Krylov):
         R = x.new_zeros(B, m, m)
         g = x.new_zeros(B, m + 1)
         g[:, 0] = beta
-        cs, sn = [], []
+        # Q accumulates the Givens rotations (Q H = R), so rotating a new Hessenberg column is one
+        # small bmm instead of j sequential 2x2 updates.
+        Q = torch.eye(m + 1, dtype=x.dtype, device=x.device).repeat(B, 1, 1)
         frozen = ~active | (beta <= tol)
         broke = torch.zeros_like(frozen)
         inner = s["inner"]
+        used = m
         for j in range(m):
             inner = inner + (~frozen).to(inner.dtype)
             z = M(V[:, j].reshape(shape))
@@ -243,42 +248,40 @@ class GMRES(_Krylov):
             w = w - torch.einsum("bkn,bk->bn", Vj, h)
             h2 = torch.einsum("bkn,bn->bk", Vj, w)
             w = w - torch.einsum("bkn,bk->bn", Vj, h2)
-            h = list((h + h2).unbind(1))
             hnext = torch.linalg.vector_norm(w, dim=1)
             V[:, j + 1] = w * _safe_div(torch.ones_like(hnext), hnext, hnext > 0)[:, None]
             Z.append(z)
-            for i in range(j):  # earlier Givens rotations
-                hi, hi1 = h[i], h[i + 1]
-                h[i], h[i + 1] = cs[i] * hi + sn[i] * hi1, -sn[i] * hi + cs[i] * hi1
-            den = torch.hypot(h[j], hnext)
+            hr = (Q[:, : j + 1, : j + 1] @ (h + h2)[..., None])[..., 0]  # earlier rotations applied
+            den = torch.hypot(hr[:, j], hnext)
             good = den > 0
-            c = _safe_div(h[j], den, good)
-            sgn = _safe_div(hnext, den, good)
             # A frozen (or broken) sample gets an identity column and zero right-hand side: y_j = 0.
             broke = broke | (~frozen & ~good)
             stop = frozen | ~good
-            c = torch.where(stop, torch.ones_like(c), c)
-            sgn = torch.where(stop, torch.zeros_like(sgn), sgn)
-            col = torch.stack(h[:j] + [den], dim=1)
-            col = torch.where(stop[:, None], torch.zeros_like(col), col)
+            c = torch.where(stop, torch.ones_like(den), _safe_div(hr[:, j], den, good))
+            sgn = torch.where(stop, torch.zeros_like(den), _safe_div(hnext, den, good))
+            col = torch.where(stop[:, None], torch.zeros_like(hr), hr)
             col[:, j] = torch.where(stop, torch.ones_like(den), den)
             R[:, : j + 1, j] = col
-            cs.append(c)
-            sn.append(sgn)
+            qj, qj1 = Q[:, j, : j + 2].clone(), Q[:, j + 1, : j + 2].clone()
+            Q[:, j, : j + 2] = c[:, None] * qj + sgn[:, None] * qj1
+            Q[:, j + 1, : j + 2] = -sgn[:, None] * qj + c[:, None] * qj1
             gj = torch.where(stop, torch.zeros_like(g[:, j]), g[:, j])
-            g = g.clone()
             g[:, j + 1] = -sgn * gj
             g[:, j] = c * gj
             frozen = stop | (g[:, j + 1].abs() <= tol)
-        y = torch.linalg.solve_triangular(R, g[:, :m, None], upper=True)[..., 0]
-        dx = sum(_col(y[:, j], x) * Z[j] for j in range(m))
+            # Poll (one host sync) every check_every inner steps: stop the cycle once all are frozen.
+            if (j + 1) % self.check_every == 0 and j + 1 < m and bool(frozen.all()):
+                used = j + 1
+                break
+        y = torch.linalg.solve_triangular(R[:, :used, :used], g[:, :used, None], upper=True)[..., 0]
+        dx = sum(_col(y[:, j], x) * Z[j] for j in range(used))
         x = torch.where(_col(active, x), x + dx, x)
         r = torch.where(_col(active, r), s["b"] - A(x), r)  # true residual: restarts never drift
         rn = _norm(r)
         status = mark(status, active & (rn <= tol), Status.SUCCESS)
         status = mark(status, active & ~torch.isfinite(rn), Status.NONFINITE)
         status = mark(status, active & broke, Status.BREAKDOWN)
-        return {**s, "x": x, "r": r, "status": status, "inner": inner, "left": s["left"] - m}
+        return {**s, "x": x, "r": r, "status": status, "inner": inner, "left": s["left"] - used}
 
     def postprocess(self, state: dict) -> tuple[Tensor, dict]:
         x, stats = self._finish(state)
