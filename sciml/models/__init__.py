@@ -8,16 +8,18 @@ config builds a model; see `sciml.models._registry` for the contract and the opt
 from functools import partial
 
 from ._registry import MODELS, build_model, neuralop_model
+from .deeponet import DeepONet
 from .fno import FNO, FNO2dTime, FNO3dSpaceTime, count_parameters
 from .spectral import SpectralConv
 
 MODELS.add("fno", FNO, source="Li et al., ICLR 2021")
 MODELS.add("fno2d_time", FNO2dTime, source="Li et al., ICLR 2021 (FNO-2D, autoregressive)")
+MODELS.add("deeponet", DeepONet, source="Lu et al., Nat. Mach. Intell. 2021; POD trunk: Lu et al., CMAME 2022")
 MODELS.add("fno3d", FNO3dSpaceTime, source="Li et al., ICLR 2021 (FNO-3D, space-time)")
 for _name in ("FNO", "TFNO"):
     MODELS.add(f"neuralop.{_name}", partial(neuralop_model, _name),
                description=f"neuralop.models.{_name} (any neuralop.models class works as 'neuralop.<Class>')",
                source="neuraloperator 2.0")
 
-__all__ = ["FNO", "FNO2dTime", "FNO3dSpaceTime", "MODELS", "SpectralConv", "build_model", "count_parameters",
+__all__ = ["DeepONet", "FNO", "FNO2dTime", "FNO3dSpaceTime", "MODELS", "SpectralConv", "build_model", "count_parameters",
            "neuralop_model"]

@@ -1,0 +1,161 @@
+"""DeepONet (Lu et al., Nat. Mach. Intell. 2021) in the Cartesian-product form for grid data, with an
+optional POD trunk (Lu et al., CMAME 2022)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._validate import activation as check_activation
+from ._validate import check_input, per_dim_ints, positive_int
+from .fno import grid_coordinates
+
+BRANCHES = ("mlp", "cnn")
+TRUNKS = ("mlp", "pod")
+COORDINATES = ("periodic", "closed")
+
+
+class MLP(nn.Module):
+    """``in -> width (x depth, activated) -> out``; the last layer is activated only if `last_act`."""
+
+    def __init__(self, n_in: int, n_out: int, width: int, depth: int, act, *, last_act: bool = False):
+        super().__init__()
+        sizes = [n_in] + [width] * depth + [n_out]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.act, self.last_act = act, last_act
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1 or self.last_act:
+                x = self.act(x)
+        return x
+
+
+class CNNBranch(nn.Module):
+    """Strided convolutions (kernel 5, stride 2, channels 32, 64, 128, ...) halving the grid until it
+    is at most 8 points per dim (at most 4 of them), then an MLP on the flattened features."""
+
+    def __init__(self, in_channels: int, sensors: Sequence[int], n_out: int, width: int, depth: int, act):
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}.get(len(sensors))
+        if conv is None:
+            raise ValueError(f"branch='cnn' supports 1 to 3 grid dims, got {len(sensors)}; use branch='mlp'")
+        self.act = act
+        layers, size, channels = [], list(sensors), in_channels
+        while max(size) > 8 and len(layers) < 4:
+            layers.append(conv(channels, 32 * 2 ** len(layers), 5, stride=2, padding=2))
+            channels = 32 * 2 ** (len(layers) - 1)
+            size = [(n - 1) // 2 + 1 for n in size]
+        self.convs = nn.ModuleList(layers)
+        self.mlp = MLP(channels * math.prod(size), n_out, width, depth, act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = self.act(conv(x))
+        return self.mlp(x.flatten(1))
+
+
+class DeepONet(nn.Module):
+    r"""Unstacked DeepONet :math:`G(a)(y)_c = \sum_{k=1}^{p} b_{c,k}(a)\, t_{c,k}(y) + \beta_c`.
+
+    The branch net sees the input field at fixed sensors; the trunk net maps a coordinate ``y`` to
+    ``p`` basis values per output channel. For grid data the output is the Cartesian product: one
+    einsum of the branch coefficients ``(batch, C_out, p)`` with the trunk basis evaluated once at
+    all grid points ``(points, C_out, p)``.
+
+    Args:
+        in_channels, out_channels, n_dims: as for every model (see `sciml.models.build_model`).
+        sensors: branch input grid, int or one per dim. A data grid of a different size is
+            average-pooled onto it (``adaptive_avg_pool``), an equal one is used as is.
+        basis: ``p``, basis functions per output channel.
+        width, depth: hidden width and number of hidden layers of the branch and trunk MLPs.
+        branch: "mlp" (on the flattened field) or "cnn" (strided convolutions, then an MLP).
+        trunk: "mlp" (on the coordinates, last layer activated) or "pod": the leading `basis`
+            principal components of the training outputs, computed by :meth:`prepare` (POD-DeepONet;
+            the output is then defined on the training grid only).
+        activation: "gelu", "relu", "tanh", "silu", "elu" or a callable.
+        coordinates: trunk inputs ``i/n`` ("periodic") or ``i/(n-1)`` ("closed").
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n_dims: int = 1, *, sensors: int | Sequence[int] = 128,
+                 basis: int = 128, width: int = 128, depth: int = 3, branch: str = "mlp", trunk: str = "mlp",
+                 activation: Any = "gelu", coordinates: str = "periodic"):
+        super().__init__()
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.n_dims = positive_int("n_dims", n_dims)
+        self.sensors = per_dim_ints("sensors", sensors, self.n_dims)
+        self.basis = positive_int("basis", basis)
+        width, depth = positive_int("width", width), positive_int("depth", depth, allow_zero=True)
+        for name, value, allowed in (("branch", branch, BRANCHES), ("trunk", trunk, TRUNKS), ("coordinates", coordinates, COORDINATES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        self.trunk_kind, self.coordinates = trunk, coordinates
+        act = check_activation("activation", activation)
+        n_coef = out_channels * basis
+        if branch == "mlp":
+            self.branch = MLP(in_channels * math.prod(self.sensors), n_coef, width, depth, act)
+        else:
+            self.branch = CNNBranch(in_channels, self.sensors, n_coef, width, depth, act)
+        self.trunk = MLP(n_dims, n_coef, width, depth, act, last_act=True) if trunk == "mlp" else None
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        # POD trunk, set by prepare(): mean (C_out, points) and scaled modes (C_out, p, points).
+        self.register_buffer("pod_mean", torch.zeros(0))
+        self.register_buffer("pod_basis", torch.zeros(0))
+
+    @torch.no_grad()
+    def prepare(self, train_inputs: Tensor, train_outputs: Tensor) -> None:
+        """POD trunk: per output channel, the mean of the training outputs and their `basis` leading
+        principal directions scaled by ``singular value / sqrt(N)`` (so the branch learns O(1)
+        coefficients). train_outputs: (N, C_out, *grid). Does nothing for an MLP trunk."""
+        if self.trunk_kind != "pod":
+            return
+        if train_outputs.ndim != self.n_dims + 2 or train_outputs.shape[1] != self.out_channels:
+            raise ValueError(f"prepare expects train_outputs (N, {self.out_channels}, *grid), got {tuple(train_outputs.shape)}")
+        n = train_outputs.shape[0]
+        if n < self.basis:
+            raise ValueError(f"POD trunk with basis={self.basis} needs at least that many training samples, got {n}; lower basis")
+        y = train_outputs.flatten(2).transpose(0, 1).double()  # (C_out, N, points)
+        mean = y.mean(dim=1)
+        _, s, vh = torch.linalg.svd(y - mean[:, None], full_matrices=False)
+        modes = vh[:, : self.basis] * (s[:, : self.basis, None] / math.sqrt(n))
+        dtype = self.bias.dtype
+        self.pod_mean = mean.to(self.bias.device, dtype)
+        self.pod_basis = modes.to(self.bias.device, dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("pod_mean", "pod_basis"):  # sized by prepare(): take the checkpoint's shape
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.bias.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (batch, in_channels, *grid) -> (batch, out_channels, *grid).
+
+        1. branch input: x pooled onto the sensors, (batch, in, *sensors); 2. branch coefficients
+        (batch, C_out, p); 3. trunk basis at the grid points (points, C_out, p) (MLP) or the POD
+        modes; 4. output ``einsum(coefficients, basis) + bias`` (+ POD mean), reshaped to the grid.
+        """
+        check_input("DeepONet", x, self.in_channels, self.n_dims)
+        batch, grid = x.shape[0], tuple(x.shape[2:])
+        if grid != self.sensors:
+            x = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[self.n_dims](x, self.sensors)
+        if isinstance(self.branch, MLP):
+            x = x.flatten(1)
+        coef = self.branch(x).view(batch, self.out_channels, self.basis)
+        if self.trunk is None:
+            if self.pod_basis.numel() == 0:
+                raise RuntimeError("DeepONet(trunk='pod') has no basis yet: call model.prepare(train_inputs, train_outputs) first")
+            if self.pod_basis.shape[-1] != math.prod(grid):
+                raise ValueError(f"the POD trunk is defined on the training grid ({self.pod_basis.shape[-1]} points), got grid {grid}")
+            y = torch.einsum("bck,ckn->bcn", coef, self.pod_basis) + self.pod_mean
+        else:
+            coords = grid_coordinates(grid, self.coordinates, device=x.device, dtype=coef.dtype)
+            basis = self.trunk(coords.flatten(2)[0].T).view(-1, self.out_channels, self.basis)  # (points, C_out, p)
+            y = torch.einsum("bck,nck->bcn", coef, basis)
+        return (y + self.bias[:, None]).view(batch, self.out_channels, *grid)
