@@ -182,25 +182,26 @@ class _LeastSquares(_Iterative):
     """
 
     def __init__(self, *, rtol: float, atol: float, gtol: float, max_steps: int, check_every: int,
-                 jac: JacSpec, chunk_size: Optional[int], normal_chunk: Optional[int]):
+                 jac: JacSpec, chunk_size: Optional[int], normal: str):
         super().__init__(rtol=rtol, atol=atol, max_steps=max_steps, check_every=check_every)
         _check_jac(self.name, jac, chunk_size)
         if not (float(gtol) >= 0):
             raise ValueError(f"{self.name}: gtol={gtol!r} must be >= 0 (0 disables the gradient test)")
-        if normal_chunk is not None and (not isinstance(normal_chunk, int) or normal_chunk < 1):
-            raise ValueError(f"{self.name}: normal_chunk={normal_chunk!r} must be a positive int or None")
-        if normal_chunk is not None and jac != "fwd":
-            raise ValueError(f"{self.name}: normal_chunk needs jac='fwd' (got jac={jac!r}); drop normal_chunk")
-        self.gtol, self.jac, self.chunk_size, self.normal_chunk = float(gtol), jac, chunk_size, normal_chunk
+        if normal not in ("materialize", "columns"):
+            raise ValueError(f"{self.name}: normal={normal!r} is not valid; use 'materialize' or 'columns'")
+        if normal == "columns" and callable(jac):
+            raise ValueError(f"{self.name}: normal='columns' builds J column by column with JVPs; with a callable "
+                             f"jac use normal='materialize'")
+        self.gtol, self.jac, self.chunk_size, self.normal = float(gtol), jac, chunk_size, normal
 
     def normal_equations(self, r_fn: Fn, x: Tensor, args: tuple) -> tuple[Tensor, Tensor, Tensor]:
         """Returns r (batch, m), J^T J (batch, n, n), J^T r (batch, n).
 
-        normal_chunk=None materialises J (batch, m, n).  normal_chunk=k never holds more than k
-        Jacobian columns: J^T J[:, :, c] = vjp(J[:, :, c]) per chunk c of k columns -- memory
-        O(batch m k) instead of O(batch m n), at the price of k extra VJPs per chunk.
+        normal="materialize" forms J (batch, m, n) (see `jacobian` for jac / chunk_size) and
+        J^T J by one bmm.  normal="columns" never holds more than one Jacobian column: for each
+        unknown j, J e_j by a JVP and J^T (J e_j) by a VJP -- memory O(batch m), 2n passes.
         """
-        if self.normal_chunk is None:
+        if self.normal == "materialize":
             r, J = jacobian(r_fn, x, *args, mode=self.jac, chunk_size=self.chunk_size)
             Jt = J.transpose(-1, -2)
             return r, Jt @ J, (Jt @ r[..., None])[..., 0]
@@ -210,13 +211,10 @@ class _LeastSquares(_Iterative):
         r, vjp_fn = torch.func.vjp(f, xf)
         g = vjp_fn(r)[0]
         eye = torch.eye(n, dtype=x.dtype, device=x.device)
-        blocks = []
-        for c0 in range(0, n, self.normal_chunk):
-            tang = eye[c0:c0 + self.normal_chunk, None, :].expand(-1, B, n)
-            Jc = torch.func.vmap(lambda t: torch.func.jvp(f, (xf,), (t,))[1])(tang)  # (k, B, m)
-            blocks.append(torch.func.vmap(lambda c: vjp_fn(c)[0])(Jc))  # (k, B, n): rows of J^T J
-        JtJ = torch.cat(blocks).permute(1, 2, 0)
-        return r.detach(), JtJ, g
+        # A Python loop, not vmap: vmap's batching rule for a matmul with an unbatched operand
+        # (e.g. basis @ w) copies that operand once per tangent.
+        cols = [vjp_fn(torch.func.jvp(f, (xf,), (eye[j].expand(B, n),))[1])[0] for j in range(n)]
+        return r.detach(), torch.stack(cols, dim=2), g
 
     def _init(self, r_fn: Fn, x0: Tensor, args: tuple, throw: bool, **extra) -> Solution:
         _check_x0(self.name, r_fn, x0)
@@ -269,9 +267,9 @@ class GaussNewton(_LeastSquares):
 
     def __init__(self, *, rtol: float = 1e-10, atol: float = 1e-12, gtol: float = 0.0, max_steps: int = 100,
                  check_every: int = 1, max_backtracks: int = 20, jac: JacSpec = "fwd",
-                 chunk_size: Optional[int] = None, normal_chunk: Optional[int] = None):
+                 chunk_size: Optional[int] = None, normal: str = "materialize"):
         super().__init__(rtol=rtol, atol=atol, gtol=gtol, max_steps=max_steps, check_every=check_every, jac=jac,
-                         chunk_size=chunk_size, normal_chunk=normal_chunk)
+                         chunk_size=chunk_size, normal=normal)
         self.max_backtracks = max_backtracks
 
     def __call__(self, residual: Fn, x0: Tensor, *args, throw: bool = True) -> Solution:
@@ -312,9 +310,12 @@ class LevenbergMarquardt(_LeastSquares):
 
     Arguments: rtol, atol (Cauchy step/cost test), gtol (||J^T r||_2 test, 0 = off), max_steps,
     check_every, tau, scaled, jac ("fwd" | "loop" | callable), chunk_size (tangents per vmap
-    chunk), normal_chunk (Jacobian columns held at once when forming J^T J; None = all).
-    Hard-constraint sizes (batch*experts 1024, n 64, m 20 000, float64): J is 10 GB; set
-    normal_chunk=8 to hold 1.3 GB.
+    chunk), normal ("materialize": J then J^T J by bmm; "columns": one column at a time).
+    Sizes: at the hard-constraint shape (batch*experts 1024, n 64, m 20 000, float64) J is
+    10 GB.  jac="fwd" vmaps the n tangents, and torch.func.vmap copies an unbatched matmul
+    operand (e.g. a basis B in u = B w) once per tangent -- 64 x 10 GB there: use jac="loop"
+    (n JVPs), normal="columns" (O(batch m) memory), or best a callable jac(x, *args) that
+    returns J directly (for u = B w: J = diag(dr/du) B, one elementwise product).
 
     Call: ``LevenbergMarquardt(...)(residual, x0, *args, throw=True) -> Solution``;
     stats: "num_steps", "residual_norm" ||r||, "cost", "grad_norm" ||J^T r|| at the solution.
@@ -324,9 +325,9 @@ class LevenbergMarquardt(_LeastSquares):
 
     def __init__(self, *, rtol: float = 1e-10, atol: float = 1e-12, gtol: float = 0.0, max_steps: int = 100,
                  check_every: int = 1, tau: float = 1e-3, scaled: bool = False, jac: JacSpec = "fwd",
-                 chunk_size: Optional[int] = None, normal_chunk: Optional[int] = None):
+                 chunk_size: Optional[int] = None, normal: str = "materialize"):
         super().__init__(rtol=rtol, atol=atol, gtol=gtol, max_steps=max_steps, check_every=check_every, jac=jac,
-                         chunk_size=chunk_size, normal_chunk=normal_chunk)
+                         chunk_size=chunk_size, normal=normal)
         if not (float(tau) > 0):
             raise ValueError(f"levenberg_marquardt: tau={tau!r} must be > 0 (initial damping mu0 = tau max diag J^T J)")
         self.tau, self.scaled = float(tau), bool(scaled)

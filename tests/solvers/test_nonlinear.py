@@ -71,8 +71,11 @@ def test_least_squares_rosenbrock_zero_residual(solver):
     assert (sol.value - 1).abs().max() < 1e-10
 
 
+T = torch.linspace(0, 1, 60, dtype=DT)
+
+
 def exp_problem(batch=4, m=60):
-    t = torch.linspace(0, 1, m, dtype=DT)
+    t = T[:m]
     y = 2 * torch.exp(-1.3 * t)[None] + 0.05 * torch.randn(batch, m, generator=gen(2), dtype=DT)
     res = lambda p, y: p[:, 0:1] * torch.exp(-p[:, 1:2] * t) - y
     return res, y
@@ -87,7 +90,8 @@ def test_least_squares_nonzero_residual_stationary_and_paths_agree():
     gn = gauss_newton(res, x0, y)
     assert (lm.value - gn.value).abs().max() < 1e-9
     # equal paths: chunked normal equations, scaled damping, loop Jacobian
-    for kw in ({"normal_chunk": 1}, {"jac": "loop"}, {"scaled": True}):
+    analytic = lambda p, y: torch.stack([torch.exp(-p[:, 1:2] * T), -p[:, 0:1] * T * torch.exp(-p[:, 1:2] * T)], 2)
+    for kw in ({"normal": "columns"}, {"jac": "loop"}, {"scaled": True}, {"jac": analytic}):
         other = levenberg_marquardt(res, x0, y, **kw)
         assert (other.value - lm.value).abs().max() < 1e-9, kw
 
@@ -154,6 +158,8 @@ def test_validation_messages():
         newton(lambda x: x, torch.ones(3, dtype=DT))
     with pytest.raises(ValueError, match="a root problem must be square"):
         newton(lambda x: torch.cat([x, x], 1), torch.ones(2, 3, dtype=DT))
+    with pytest.raises(ValueError, match="normal='qr' is not valid"):
+        LevenbergMarquardt(normal="qr")
     with pytest.raises(ValueError, match="jac='bwd' is not valid"):
         LevenbergMarquardt(jac="bwd")
     with pytest.raises(ValueError, match="memory=0"):
