@@ -27,11 +27,18 @@ def grokfast_ema(grad: torch.Tensor, state: dict, alpha: float, lamb: float) -> 
 
 
 def perpgrad(grad: torch.Tensor, param: torch.Tensor, eps: float = 1e-30) -> None:
-    """⊥Grad (Prieto et al. 2025, arXiv:2501.04697): g⊥ = g − (θ·g/θ·θ)θ, rescaled to ‖g‖."""
+    """⊥Grad (Prieto et al. 2025, arXiv:2501.04697): g⊥ = g − (θ·g/θ·θ)θ, rescaled to ‖g‖.
+
+    Where g⊥ vanishes to rounding (‖g⊥‖ ≤ √eps_mach·‖g‖: a one-element tensor, or g ∥ θ) the
+    filtered gradient is 0, its exact value; the reference code would rescale the rounding
+    noise to ‖g‖, a step in a random direction.
+    """
     w, g = param.reshape(-1), grad.reshape(-1)
     proj = torch.dot(w, g) / (torch.dot(w, w) + eps)
     g_orth = g - proj * w
-    g_orth.mul_(torch.linalg.vector_norm(g) / (torch.linalg.vector_norm(g_orth) + eps))
+    g_norm, o_norm = torch.linalg.vector_norm(g), torch.linalg.vector_norm(g_orth)
+    tiny = o_norm <= torch.finfo(g.dtype).eps ** 0.5 * g_norm
+    g_orth.mul_(torch.where(tiny, torch.zeros_like(o_norm), g_norm / (o_norm + eps)))
     grad.copy_(g_orth.view_as(grad))
 
 

@@ -19,7 +19,7 @@ Armijo c = 0.1, β = 0.5; rank 60 and precond_update_freq 20 as in their PINN ru
 
 Closure contract: ``step(closure)`` where ``closure()`` returns the loss **without** calling
 ``backward()`` — Hessian-vector products differentiate the gradient a second time. The line
-search calls the closure again under ``torch.no_grad()``. Expensive per step (r + CG
+search calls the closure again (grad mode on: PINN losses differentiate w.r.t. their inputs). Expensive per step (r + CG
 iterations HVPs): a final polishing phase after Adam → L-BFGS (see `sciml.optim.phases`).
 Complex parameters are handled as (real, imag) pairs.
 """
@@ -101,6 +101,7 @@ class NysNewtonCG(torch.optim.Optimizer):
         g = g_graph.detach()
 
         def hvp(v: Tensor) -> Tensor:
+            state["hvps"] = state.get("hvps", 0) + 1  # cost accounting (benchmarks count it)
             with torch.enable_grad():
                 hv = torch.autograd.grad(grads, params, grad_outputs=self._split(v), retain_graph=True)
             return self._flat(hv).detach()
@@ -123,7 +124,8 @@ class NysNewtonCG(torch.optim.Optimizer):
             slope = float(descent)
             for _ in range(group["max_line_search"]):
                 self._add(d, -t)
-                f1 = float(closure())
+                with torch.enable_grad():  # PINN losses differentiate w.r.t. their inputs
+                    f1 = float(closure().detach())
                 self._add(d, t)
                 if math.isfinite(f1) and f1 <= f0 - group["armijo_c"] * t * slope:
                     break

@@ -1,0 +1,545 @@
+"""Optimizer benchmark: every registered optimizer x PDE tasks x seeds x a small LR grid.
+
+    python benchmarks/bench_optimizers.py            # full scale (GPU)
+    python benchmarks/bench_optimizers.py --small    # reduced scale, runs on a CPU in minutes
+    python benchmarks/bench_optimizers.py --small --tasks pinn_convection --optimizers adam,soap
+
+Protocol (research/optimizers.md §5.3, reduced): for each optimizer, learning rates
+``default_lr x LR_FACTORS`` and seeds 0..n-1; every run of a task gets the same budget of
+gradient evaluations (``steps``; L-BFGS counts every closure call, Newton-CG every loss, gradient
+and Hessian-vector evaluation); the same seed gives the same initial weights for every
+optimizer; no guard, no schedule, weight decay 0 (the raw optimizer is measured). Per run:
+final relative L2 error against the reference, divergence (non-finite, or final loss above the
+initial loss), spike count (log10 loss more than 1 above the median of the previous 50 steps),
+wall time. Reported per (task, optimizer, lr): median, min, max and IQR over seeds.
+
+Batched ensembles: the seeds x LRs of one optimizer train together as one ensemble. Every
+member has its own leaf tensors (so per-tensor rules — FAdam's RMS clip, MARS's norm clip,
+Gravity's max|g|, SOAP's preconditioners, Subset-Norm, ⊥Grad — stay per member) and its own
+param group (its LR; Clip-RAdaGradD's group-level norm stays per member); the forward pass
+stacks the members' tensors and evaluates all members with one ``torch.func.vmap`` of
+``functional_call``. This equals separate runs for every first-order rule here. It does NOT
+hold for L-BFGS and NysNewton-CG (their line searches and curvature pairs treat all
+parameters as one vector: members would share step lengths), so those run member by member.
+Wall time is the ensemble's time divided by its members (or the member's own time).
+
+Tasks are functions ``task(cfg) -> TaskSpec``; add one to TASKS. A task whose dependencies
+are missing is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
+from sciml.optim import OPTIMIZERS, build_optimizer, optimizer_spec  # noqa: E402
+
+LR_FACTORS = {"full": (1 / 3, 1.0, 3.0), "small": (1.0, 3.0)}
+# default LRs where the constructor's default is not a training LR for these tasks
+LR_OVERRIDE = {"sgd": 1e-2, "lbfgs": 1.0, "nys_newton_cg": 1.0}
+SECOND_ORDER = ("lbfgs", "nys_newton_cg")
+
+
+# ------------------------------------------------------------------------------------ tasks
+@dataclass
+class TaskSpec:
+    """What the harness needs from a task.
+
+    make_model(): a fresh module (called after torch.manual_seed(seed)).
+    loss(f): training loss per member, shape (E,), where ``f(*inputs, in_dims)`` evaluates the
+        stacked ensemble (see `Ensemble.__call__`).
+    error(f): relative L2 error per member, shape (E,).
+    steps: gradient-evaluation budget per run.
+    """
+
+    name: str
+    make_model: Callable[[], nn.Module]
+    loss: Callable[[Callable], Tensor]
+    error: Callable[[Callable], Tensor]
+    steps: int
+    notes: str = ""
+    deterministic: bool = True  # full-batch loss: L-BFGS / Newton-CG apply
+    next_batch: Callable[[], None] = lambda: None  # called once per optimizer step
+
+
+class MLP(nn.Module):
+    """tanh MLP with Xavier-normal weights (the PINN nets of Rathore et al. 2024)."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        for lin in self.layers:
+            nn.init.xavier_normal_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x):
+        for lin in self.layers[:-1]:
+            x = torch.tanh(lin(x))
+        return self.layers[-1](x)
+
+
+def _grad(y: Tensor, x: Tensor) -> Tensor:
+    return torch.autograd.grad(y.sum(), x, create_graph=True)[0]
+
+
+def _members_input(x: Tensor, e: int) -> Tensor:
+    # one copy of the points per member, so d u_e / d x_e is each member's own derivative
+    return x.expand(e, *x.shape).clone().requires_grad_(True)
+
+
+def task_pinn_convection(cfg) -> TaskSpec:
+    """u_t + β u_x = 0 on x ∈ [0, 2π), t ∈ [0, 1], u(x, 0) = sin x, periodic; β = 30.
+    Exact u = sin(x − βt). Loss: residual MSE + initial MSE + periodic-boundary MSE."""
+    beta, dev, dt = 30.0, cfg.device, cfg.dtype
+    small = cfg.small
+    g = torch.Generator().manual_seed(1234)
+    n_res, n_ic, n_bc = (512, 64, 32) if small else (2048, 257, 101)
+    xt = torch.rand(n_res, 2, generator=g, dtype=torch.float64) * torch.tensor([2 * math.pi, 1.0], dtype=torch.float64)
+    x0 = torch.linspace(0, 2 * math.pi, n_ic, dtype=torch.float64)
+    ic = torch.stack([x0, torch.zeros_like(x0)], -1)
+    tb = torch.linspace(0, 1, n_bc, dtype=torch.float64)
+    left = torch.stack([torch.zeros_like(tb), tb], -1)
+    right = torch.stack([torch.full_like(tb, 2 * math.pi), tb], -1)
+    nx, nt = (128, 50) if small else (256, 100)
+    X, T = torch.meshgrid(torch.linspace(0, 2 * math.pi, nx, dtype=torch.float64),
+                          torch.linspace(0, 1, nt, dtype=torch.float64), indexing="ij")
+    grid = torch.stack([X.reshape(-1), T.reshape(-1)], -1)
+    exact = torch.sin(grid[:, 0] - beta * grid[:, 1])
+    xt, ic, left, right, grid, exact, u_ic = (t.to(dev, dt) for t in (xt, ic, left, right, grid, exact, torch.sin(x0)))
+    width, depth = (32, 3) if small else (64, 4)
+
+    def loss(f):
+        e = f.members
+        pts = _members_input(xt, e)
+        u = f(pts)[..., 0]
+        du = _grad(u, pts)
+        res = du[..., 1] + beta * du[..., 0]
+        l_ic = ((f(ic.expand(e, *ic.shape))[..., 0] - u_ic) ** 2).mean(-1)
+        l_bc = ((f(left.expand(e, *left.shape)) - f(right.expand(e, *right.shape)))[..., 0] ** 2).mean(-1)
+        return (res ** 2).mean(-1) + l_ic + l_bc
+
+    def error(f):
+        with torch.no_grad():
+            u = f(grid.expand(f.members, *grid.shape))[..., 0]
+        return (u - exact).norm(dim=-1) / exact.norm()
+
+    return TaskSpec("pinn_convection", lambda: MLP([2] + [width] * depth + [1]), loss, error,
+                    steps=cfg.steps or (300 if small else 4000),
+                    notes=f"beta=30, MLP {depth}x{width} tanh, {n_res} residual points (fixed), "
+                          f"{n_ic} IC, {n_bc} periodic pairs, rel. L2 on a {nx}x{nt} grid")
+
+
+def task_pinn_burgers(cfg) -> TaskSpec:
+    """Raissi's Burgers PINN: u_t + u u_x = (0.01/π) u_xx, x ∈ [−1, 1], t ∈ [0, 1],
+    u(x, 0) = −sin πx, u(±1, t) = 0; reference from the Hopf formula (solvers.pde.burgers)."""
+    from solvers.pde.burgers import RAISSI_NU, burgers_raissi_reference
+
+    dev, dt, small = cfg.device, cfg.dtype, cfg.small
+    g = torch.Generator().manual_seed(4321)
+    n_res, n_ic, n_bc = (512, 64, 32) if small else (2048, 256, 100)
+    xt = torch.rand(n_res, 2, generator=g, dtype=torch.float64) * torch.tensor([2.0, 1.0], dtype=torch.float64)
+    xt[:, 0] -= 1
+    x0 = torch.linspace(-1, 1, n_ic, dtype=torch.float64)
+    ic = torch.stack([x0, torch.zeros_like(x0)], -1)
+    tb = torch.linspace(0, 1, n_bc, dtype=torch.float64)
+    bc = torch.cat([torch.stack([-torch.ones_like(tb), tb], -1), torch.stack([torch.ones_like(tb), tb], -1)])
+    nx, nt = (64, 26) if small else (256, 100)
+    X, T = torch.meshgrid(torch.linspace(-1, 1, nx, dtype=torch.float64), torch.linspace(0, 1, nt, dtype=torch.float64),
+                          indexing="ij")
+    grid = torch.stack([X.reshape(-1), T.reshape(-1)], -1)
+    exact = burgers_raissi_reference(grid[:, 0], grid[:, 1]).to(torch.float64).reshape(-1)
+    xt, ic, bc, grid, exact, u_ic = (t.to(dev, dt) for t in (xt, ic, bc, grid, exact, -torch.sin(math.pi * x0)))
+    width, depth = (32, 3) if small else (64, 4)
+
+    def loss(f):
+        e = f.members
+        pts = _members_input(xt, e)
+        u = f(pts)[..., 0]
+        du = _grad(u, pts)
+        u_xx = _grad(du[..., 0], pts)[..., 0]
+        res = du[..., 1] + u * du[..., 0] - RAISSI_NU * u_xx
+        l_ic = ((f(ic.expand(e, *ic.shape))[..., 0] - u_ic) ** 2).mean(-1)
+        l_bc = (f(bc.expand(e, *bc.shape))[..., 0] ** 2).mean(-1)
+        return (res ** 2).mean(-1) + l_ic + l_bc
+
+    def error(f):
+        with torch.no_grad():
+            u = f(grid.expand(f.members, *grid.shape))[..., 0]
+        return (u - exact).norm(dim=-1) / exact.norm()
+
+    return TaskSpec("pinn_burgers", lambda: MLP([2] + [width] * depth + [1]), loss, error,
+                    steps=cfg.steps or (300 if small else 4000),
+                    notes=f"nu=0.01/pi, MLP {depth}x{width} tanh, {n_res} residual points, rel. L2 on {nx}x{nt} grid")
+
+
+def _operator_task(name, make_model, a_train, u_train, a_test, u_test, cfg, batch, steps, notes):
+    """Supervised operator learning: per-step minibatch (same order for every member),
+    relative L2 training loss, rel. L2 on the test set."""
+    dev, dt = cfg.device, cfg.dtype
+    a_train, u_train, a_test, u_test = (t.to(dev, dt) for t in (a_train, u_train, a_test, u_test))
+    n = a_train.shape[0]
+    perm = torch.Generator().manual_seed(99)
+    order = torch.cat([torch.randperm(n, generator=perm) for _ in range(steps * batch // n + 1)])
+    counter = {"k": -1}
+
+    def next_batch():
+        counter["k"] += 1
+
+    def rel(pred, true):  # (E, B, ...) vs (B, ...)
+        d = (pred - true).flatten(2).norm(dim=-1)
+        return d / true.flatten(1).norm(dim=-1)
+
+    def loss(f):
+        k = max(counter["k"], 0)
+        idx = order[(k * batch) % (len(order) - batch):][:batch]
+        a, u = a_train[idx], u_train[idx]
+        return rel(f(a.expand(f.members, *a.shape), in_dims=0), u).mean(-1)
+
+    def error(f):
+        with torch.no_grad():
+            out = []
+            for i in range(0, a_test.shape[0], 32):
+                a = a_test[i:i + 32]
+                out.append(rel(f(a.expand(f.members, *a.shape), in_dims=0), u_test[i:i + 32]))
+            return torch.cat(out, dim=1).mean(-1)
+
+    return TaskSpec(name, make_model, loss, error, steps=steps, notes=notes, deterministic=False,
+                    next_batch=next_batch)
+
+
+def task_fno_darcy(cfg) -> TaskSpec:
+    """FNO on Darcy flow, FNO's 12/3 coefficient, f = 1, s = 85 (small: s = 29, fewer samples)."""
+    from sciml.models.fno import FNO
+    from solvers.pde.darcy import darcy_coefficient, solve_darcy
+
+    s, n_train, n_test = (29, 64, 32) if cfg.small else (85, 1000, 200)
+    g = torch.Generator().manual_seed(7)
+    a = darcy_coefficient(n_train + n_test, s, generator=g)
+    u = torch.cat([solve_darcy(a[i:i + 64]) for i in range(0, a.shape[0], 64)])
+    a, u = a[:, None].float() / 12.0, u[:, None].float()
+    width, modes = (12, 6) if cfg.small else (32, 12)
+    return _operator_task("fno_darcy", lambda: FNO(1, 1, 2, modes=modes, width=width, grid_embedding="closed"),
+                          a[:n_train], u[:n_train], a[n_train:], u[n_train:], cfg, batch=16 if cfg.small else 20,
+                          steps=cfg.steps or (100 if cfg.small else 5000),
+                          notes=f"s={s}, {n_train}/{n_test} train/test, FNO width {width} modes {modes}, batch of relative L2")
+
+
+def task_deeponet_burgers(cfg) -> TaskSpec:
+    """DeepONet: Burgers u0 -> u(t=1), ν = 0.1, GRF initial data, n = 128 (small: 64) nodes."""
+    from sciml.models.deeponet import DeepONet
+    from solvers.pde.burgers import solve_burgers
+    from solvers.pde.grf import GaussianRandomField
+
+    n, n_train, n_test = (64, 128, 64) if cfg.small else (128, 1000, 200)
+    g = torch.Generator().manual_seed(11)
+    grf = GaussianRandomField((n,), alpha=2.5, tau=7.0, dtype=torch.float64)
+    u0 = grf.sample(n_train + n_test, generator=g)
+    u1 = solve_burgers(u0, nu=0.1, times=[1.0])[:, 0]
+    a, u = u0[:, None].float(), u1[:, None].float()
+    width = 64 if cfg.small else 128
+    return _operator_task("deeponet_burgers",
+                          lambda: DeepONet(1, 1, 1, sensors=n, basis=width // 2, width=width, depth=3),
+                          a[:n_train], u[:n_train], a[n_train:], u[n_train:], cfg, batch=32,
+                          steps=cfg.steps or (200 if cfg.small else 5000),
+                          notes=f"nu=0.1, n={n}, {n_train}/{n_test} train/test, GRF(alpha=2.5, tau=7) u0, MLP branch/trunk width {width}")
+
+
+TASKS: dict[str, Callable[[Any], TaskSpec]] = {
+    "pinn_convection": task_pinn_convection,
+    "pinn_burgers": task_pinn_burgers,
+    "fno_darcy": task_fno_darcy,
+    "deeponet_burgers": task_deeponet_burgers,
+}
+
+
+# ------------------------------------------------------------------------------- ensembles
+class Ensemble:
+    """Members (seed, lr) with their own leaf tensors; ``self(*inputs)`` runs them all at once.
+
+    Inputs carry a leading member axis (E, ...) by default (``in_dims=0``)."""
+
+    def __init__(self, make_model, seeds, device, dtype):
+        self.template = None
+        self.leaves: list[dict[str, nn.Parameter]] = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            m = make_model().to(device=device, dtype=dtype)
+            if self.template is None:
+                self.template = m
+            self.leaves.append({k: nn.Parameter(v.detach().clone()) for k, v in m.named_parameters()})
+        self.members = len(self.leaves)
+        self.buffers = {k: v for k, v in self.template.named_buffers()}
+
+    def params(self, e: int) -> list[nn.Parameter]:
+        return list(self.leaves[e].values())
+
+    def __call__(self, *inputs, in_dims=0):
+        stacked = {k: torch.stack([lv[k] for lv in self.leaves]) for k in self.leaves[0]}
+
+        def one(p, *xs):
+            return functional_call(self.template, {**p, **self.buffers}, xs)
+
+        return vmap(one, in_dims=(0,) + (in_dims,) * len(inputs))(stacked, *inputs)
+
+
+def default_lr(name: str) -> float:
+    if name in LR_OVERRIDE:
+        return LR_OVERRIDE[name]
+    spec = optimizer_spec(name)
+    if spec is None:  # filters: the base default
+        return 1e-3
+    cls = spec.resolve()
+    lr = {**{k: v.default for k, v in inspect.signature(cls.__init__).parameters.items()}, **spec.defaults}.get("lr", 1e-3)
+    return float(lr)
+
+
+def _opt_kwargs(name: str) -> dict:
+    # weight decay off everywhere (FAdam's paper default is 0.1, SOAP's 1e-2): the raw update is compared
+    kw = {}
+    if name in ("fadam", "soap"):
+        kw["weight_decay"] = 0.0
+    if name == "lbfgs":
+        kw.update(line_search_fn="strong_wolfe", history_size=50)
+    return kw
+
+
+def _spikes(losses: Tensor) -> Tensor:
+    """losses (steps, E) -> spike count per member: log10 L > 1 + median of the previous 50."""
+    lg = torch.log10(losses.clamp_min(1e-300))
+    count = torch.zeros(losses.shape[1], dtype=torch.long)
+    for k in range(10, lg.shape[0]):
+        med = lg[max(0, k - 50):k].median(dim=0).values
+        count += (lg[k] > med + 1).long()
+    return count
+
+
+def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
+    members = [(s, lr) for lr in lrs for s in seeds]
+    ens = Ensemble(task.make_model, [s for s, _ in members], cfg.device, cfg.dtype)
+    groups = [{"params": ens.params(e), "lr": lr} for e, (_, lr) in enumerate(members)]
+    opt = build_optimizer(groups, name, **_opt_kwargs(name))
+    hist = []
+    start = time.perf_counter()
+    for _ in range(task.steps):
+        task.next_batch()
+        opt.zero_grad(set_to_none=True)
+        per = task.loss(ens)
+        per.sum().backward()
+        opt.step()
+        hist.append(per.detach())
+    final = task.loss(ens).detach()
+    err = task.error(ens).detach()
+    if cfg.device.type == "cuda":
+        torch.cuda.synchronize()
+    wall = (time.perf_counter() - start) / len(members)
+    losses = torch.stack(hist).double().cpu()
+    spikes = _spikes(losses)
+    out = []
+    for e, (seed, lr) in enumerate(members):
+        finite = bool(torch.isfinite(final[e])) and all(bool(torch.isfinite(p).all()) for p in ens.params(e))
+        out.append({"seed": seed, "lr": lr, "rel_l2": float(err[e]) if finite else float("nan"),
+                    "loss": float(final[e]), "diverged": (not finite) or float(final[e]) > float(losses[0, e]),
+                    "spikes": int(spikes[e]), "wall_s": wall, "evals": task.steps})
+    return out
+
+
+def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tuple[str, float]] | None = None) -> list[dict]:
+    """Member by member. `phases`: [(optimizer, fraction of the budget)], e.g. Adam → L-BFGS.
+    The budget counts gradient evaluations: L-BFGS closure calls; for Newton-CG the loss
+    evaluations (gradient + line search) plus Hessian-vector products."""
+    out = []
+    phases = phases or [(name, 1.0)]
+    for lr in lrs:
+        for seed in seeds:
+            ens = Ensemble(task.make_model, [seed], cfg.device, cfg.dtype)
+            params = ens.params(0)
+            count = {"evals": 0}
+            hist: list[Tensor] = []
+            start = time.perf_counter()
+            spent = 0
+            for ph_name, frac in phases:
+                budget = int(round(frac * task.steps))
+                ph_lr = lr if ph_name == name else default_lr(ph_name)
+
+                def loss_only():
+                    count["evals"] += 1
+                    return task.loss(ens).sum()
+
+                if ph_name == "lbfgs":
+                    opt = build_optimizer(params, "lbfgs", lr=ph_lr, max_iter=budget, max_eval=budget,
+                                          tolerance_grad=0.0, tolerance_change=0.0, **_opt_kwargs("lbfgs"))
+
+                    def closure():
+                        opt.zero_grad(set_to_none=True)
+                        loss = loss_only()
+                        loss.backward()
+                        hist.append(loss.detach())
+                        return loss
+
+                    opt.step(closure)
+                elif ph_name == "nys_newton_cg":
+                    opt = build_optimizer(params, "nys_newton_cg", lr=ph_lr, rank=min(60, max(1, budget // 4)),
+                                          mu=1e-4, cg_max_iters=20, update_freq=20)
+                    while count["evals"] + opt.state[params[0]].get("hvps", 0) - spent < budget:
+                        hist.append(opt.step(loss_only).detach())
+                    spent += opt.state[params[0]].get("hvps", 0)
+                else:
+                    opt = build_optimizer(params, ph_name, lr=ph_lr, **_opt_kwargs(ph_name))
+                    for _ in range(budget):
+                        opt.zero_grad(set_to_none=True)
+                        loss = loss_only()
+                        loss.backward()
+                        opt.step()
+                        hist.append(loss.detach())
+            final = task.loss(ens).detach()
+            err = task.error(ens).detach()
+            wall = time.perf_counter() - start
+            losses = torch.stack(hist).double().cpu()[:, None]
+            finite = bool(torch.isfinite(final).all()) and all(bool(torch.isfinite(p).all()) for p in params)
+            out.append({"seed": seed, "lr": lr, "rel_l2": float(err[0]) if finite else float("nan"),
+                        "loss": float(final[0]), "diverged": (not finite) or float(final[0]) > float(losses[0, 0]),
+                        "spikes": int(_spikes(losses)[0]), "wall_s": wall, "evals": count["evals"] + spent})
+    return out
+
+
+# second-order recipes compared with Rathore et al. (Adam → L-BFGS → NysNewton-CG)
+RECIPES = {
+    "adam+lbfgs": ("lbfgs", [("adam", 0.8), ("lbfgs", 0.2)]),
+    "adam+lbfgs+nys_newton_cg": ("nys_newton_cg", [("adam", 0.7), ("lbfgs", 0.2), ("nys_newton_cg", 0.1)]),
+}
+
+
+def _quantile(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    pos = q * (len(xs) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarise(task: str, optimizer: str, runs: list[dict]) -> list[dict]:
+    rows = []
+    for lr in sorted({r["lr"] for r in runs}):
+        rs = [r for r in runs if r["lr"] == lr]
+        errs = [r["rel_l2"] for r in rs if not r["diverged"] and math.isfinite(r["rel_l2"])]
+        rows.append({
+            "task": task, "optimizer": optimizer, "lr": lr, "seeds": len(rs),
+            "rel_l2_median": statistics.median(errs) if errs else float("nan"),
+            "rel_l2_min": min(errs) if errs else float("nan"), "rel_l2_max": max(errs) if errs else float("nan"),
+            "rel_l2_iqr": _quantile(errs, 0.75) - _quantile(errs, 0.25) if errs else float("nan"),
+            "diverged": sum(r["diverged"] for r in rs),
+            "spikes_median": statistics.median([r["spikes"] for r in rs]),
+            "wall_s_per_run": statistics.median([r["wall_s"] for r in rs]),
+            "grad_evals": max(r["evals"] for r in rs),
+        })
+    return rows
+
+
+def plot_task(task: str, rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r["task"] != task or not math.isfinite(r["rel_l2_median"]):
+            continue
+        if r["optimizer"] not in best or r["rel_l2_median"] < best[r["optimizer"]]["rel_l2_median"]:
+            best[r["optimizer"]] = r
+    items = sorted(best.values(), key=lambda r: r["rel_l2_median"])
+    fig, ax = plt.subplots(figsize=(7, 0.32 * max(len(items), 4) + 1.2))
+    ys = range(len(items))
+    med = [r["rel_l2_median"] for r in items]
+    lo = [r["rel_l2_median"] - r["rel_l2_min"] for r in items]
+    hi = [r["rel_l2_max"] - r["rel_l2_median"] for r in items]
+    ax.errorbar(med, list(ys), xerr=[lo, hi], fmt="o", capsize=3)
+    ax.set_yticks(list(ys), [f"{r['optimizer']} (lr {r['lr']:.2g})" for r in items])
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("final relative L2 (median, min-max over seeds; best LR)")
+    ax.set_title(task)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--small", action="store_true", help="reduced scale for a CPU")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--optimizers", default="all", help="comma list, 'all' (registry + recipes)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=None, help="override every task's budget")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (small tasks: 1 is fastest)")
+    ap.add_argument("--name", default="optimizers")
+    cfg = ap.parse_args(argv)
+    cfg.device = torch.device(cfg.device)
+    cfg.dtype = torch.float32
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    names = (OPTIMIZERS.names() + list(RECIPES)) if cfg.optimizers == "all" else cfg.optimizers.split(",")
+    factors = LR_FACTORS["small" if cfg.small else "full"]
+    seeds = list(range(cfg.seeds))
+    rows, skipped, notes = [], {}, {}
+    for tname in cfg.tasks.split(","):
+        try:
+            task = TASKS[tname](cfg)
+        except (ImportError, ModuleNotFoundError, AttributeError) as err:
+            skipped[tname] = f"{type(err).__name__}: {err}"
+            print(f"[skip] {tname}: {skipped[tname]}", flush=True)
+            continue
+        notes[tname] = task.notes + f"; budget {task.steps} gradient evaluations" + (
+            "" if task.deterministic else "; minibatch training, so no L-BFGS / Newton-CG rows")
+        for name in names:
+            t0 = time.perf_counter()
+            if (name in RECIPES or name in SECOND_ORDER) and not task.deterministic:
+                print(f"{tname:18s} {name:26s} n/a: minibatch loss (L-BFGS / Newton-CG need a fixed loss)", flush=True)
+                continue
+            if name in RECIPES:
+                opt_name, phases = RECIPES[name]
+                runs = run_second_order(task, opt_name, [default_lr(opt_name)], seeds, cfg, phases)
+            elif name in SECOND_ORDER:
+                runs = run_second_order(task, name, [default_lr(name)], seeds, cfg)
+            else:
+                lrs = [default_lr(name) * f for f in factors]
+                runs = run_first_order(task, name, lrs, seeds, cfg)
+            new = summarise(tname, name, runs)
+            rows += new
+            best = min(new, key=lambda r: r["rel_l2_median"] if math.isfinite(r["rel_l2_median"]) else math.inf)
+            print(f"{tname:18s} {name:26s} best lr {best['lr']:.3g}: rel L2 {best['rel_l2_median']:.3e} "
+                  f"[{best['rel_l2_min']:.2e}-{best['rel_l2_max']:.2e}] div {best['diverged']} "
+                  f"spikes {best['spikes_median']} ({time.perf_counter() - t0:.1f}s)", flush=True)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        plot_task(tname, rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
+    write_result(cfg.name, title="Optimizers x PDE tasks" + (" (reduced CPU scale)" if cfg.small else ""),
+                 rows=rows, device=cfg.device,
+                 notes=("Median/min/max/IQR of final rel. L2 over seeds per (task, optimizer, lr); no guard, "
+                        "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
+                        "L-BFGS / NysNewton-CG rows member by member."),
+                 extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
+                        "scale": "small" if cfg.small else "full"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The optimizer benchmark's vmap ensemble equals separate runs (so its figures are per-run figures)."""
+
+import types
+
+import pytest
+import torch
+
+bench = pytest.importorskip("benchmarks.bench_optimizers")
+
+
+def _data():
+    # no symmetry: a gradient entry that is zero up to rounding would let Adam-type rules
+    # amplify 1e-16 differences between the batched and the plain forward into ±lr steps
+    x = torch.linspace(-1, 1.3, 16)[:, None]
+    return x, torch.sin(3 * x) + 0.5 * x ** 2 + 0.2
+
+
+def _task(steps=15):
+    x, y = _data()
+
+    def loss(f):
+        return ((f(x.expand(f.members, *x.shape)) - y) ** 2).mean(dim=(-1, -2))
+
+    def error(f):
+        with torch.no_grad():
+            u = f(x.expand(f.members, *x.shape))
+        return (u - y).flatten(1).norm(dim=-1) / y.norm()
+
+    return bench.TaskSpec("toy", lambda: bench.MLP([1, 6, 6, 1]), loss, error, steps=steps)
+
+
+@pytest.mark.parametrize("name", ["adam", "fadam", "mars", "clip_radagradd", "perpgrad"])
+def test_ensemble_equals_separate_runs(name):
+    cfg = types.SimpleNamespace(device=torch.device("cpu"), dtype=torch.float64)
+    task = _task()
+    lrs = [1e-2, 3e-2]
+    runs = bench.run_first_order(task, name, lrs, [0, 1], cfg)
+    for r in runs:
+        torch.manual_seed(r["seed"])
+        model = bench.MLP([1, 6, 6, 1])
+        opt = bench.build_optimizer(model.parameters(), name, lr=r["lr"], **bench._opt_kwargs(name))
+        x, y = _data()
+        for _ in range(task.steps):
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+        with torch.no_grad():
+            err = ((model(x) - y).norm() / y.norm()).item()
+        assert r["rel_l2"] == pytest.approx(err, rel=1e-10, abs=1e-13), (name, r)
