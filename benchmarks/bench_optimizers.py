@@ -109,7 +109,7 @@ def task_pinn_convection(cfg) -> TaskSpec:
     beta, dev, dt = 30.0, cfg.device, cfg.dtype
     small = cfg.small
     g = torch.Generator().manual_seed(1234)
-    n_res, n_ic, n_bc = (512, 64, 32) if small else (2048, 257, 101)
+    n_res, n_ic, n_bc = (256, 64, 32) if small else (2048, 257, 101)
     xt = torch.rand(n_res, 2, generator=g, dtype=torch.float64) * torch.tensor([2 * math.pi, 1.0], dtype=torch.float64)
     x0 = torch.linspace(0, 2 * math.pi, n_ic, dtype=torch.float64)
     ic = torch.stack([x0, torch.zeros_like(x0)], -1)
@@ -140,7 +140,7 @@ def task_pinn_convection(cfg) -> TaskSpec:
         return (u - exact).norm(dim=-1) / exact.norm()
 
     return TaskSpec("pinn_convection", lambda: MLP([2] + [width] * depth + [1]), loss, error,
-                    steps=cfg.steps or (300 if small else 4000),
+                    steps=cfg.steps or (200 if small else 4000),
                     notes=f"beta=30, MLP {depth}x{width} tanh, {n_res} residual points (fixed), "
                           f"{n_ic} IC, {n_bc} periodic pairs, rel. L2 on a {nx}x{nt} grid")
 
@@ -152,7 +152,7 @@ def task_pinn_burgers(cfg) -> TaskSpec:
 
     dev, dt, small = cfg.device, cfg.dtype, cfg.small
     g = torch.Generator().manual_seed(4321)
-    n_res, n_ic, n_bc = (512, 64, 32) if small else (2048, 256, 100)
+    n_res, n_ic, n_bc = (256, 64, 32) if small else (2048, 256, 100)
     xt = torch.rand(n_res, 2, generator=g, dtype=torch.float64) * torch.tensor([2.0, 1.0], dtype=torch.float64)
     xt[:, 0] -= 1
     x0 = torch.linspace(-1, 1, n_ic, dtype=torch.float64)
@@ -184,7 +184,7 @@ def task_pinn_burgers(cfg) -> TaskSpec:
         return (u - exact).norm(dim=-1) / exact.norm()
 
     return TaskSpec("pinn_burgers", lambda: MLP([2] + [width] * depth + [1]), loss, error,
-                    steps=cfg.steps or (300 if small else 4000),
+                    steps=cfg.steps or (200 if small else 4000),
                     notes=f"nu=0.01/pi, MLP {depth}x{width} tanh, {n_res} residual points, rel. L2 on {nx}x{nt} grid")
 
 
@@ -236,7 +236,7 @@ def task_fno_darcy(cfg) -> TaskSpec:
     width, modes = (12, 6) if cfg.small else (32, 12)
     return _operator_task("fno_darcy", lambda: FNO(1, 1, 2, modes=modes, width=width, grid_embedding="closed"),
                           a[:n_train], u[:n_train], a[n_train:], u[n_train:], cfg, batch=16 if cfg.small else 20,
-                          steps=cfg.steps or (100 if cfg.small else 5000),
+                          steps=cfg.steps or (60 if cfg.small else 5000),
                           notes=f"s={s}, {n_train}/{n_test} train/test, FNO width {width} modes {modes}, batch of relative L2")
 
 
@@ -256,7 +256,7 @@ def task_deeponet_burgers(cfg) -> TaskSpec:
     return _operator_task("deeponet_burgers",
                           lambda: DeepONet(1, 1, 1, sensors=n, basis=width // 2, width=width, depth=3),
                           a[:n_train], u[:n_train], a[n_train:], u[n_train:], cfg, batch=32,
-                          steps=cfg.steps or (200 if cfg.small else 5000),
+                          steps=cfg.steps or (150 if cfg.small else 5000),
                           notes=f"nu=0.1, n={n}, {n_train}/{n_test} train/test, GRF(alpha=2.5, tau=7) u0, MLP branch/trunk width {width}")
 
 

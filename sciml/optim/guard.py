@@ -142,7 +142,7 @@ class Guard:
                 self._spike(self.step_count, lval)
                 return loss
             if coef is not None:
-                torch._foreach_mul_(grads, coef.to(grads[0].dtype) if not grads[0].is_complex() else coef)
+                self._scale(grads, coef)
                 if nval > tval:
                     self._emit(self.step_count, "clip", grad_norm=nval, threshold=tval)
                     self.counts["clip"] += 1
@@ -153,8 +153,7 @@ class Guard:
         for g in grads:
             g.nan_to_num_(0.0, 0.0, 0.0)
         mult = finite.to(norm.dtype) if coef is None else torch.where(finite, coef, torch.zeros_like(coef))
-        if grads:
-            torch._foreach_mul_(grads, mult)
+        self._scale(grads, mult)
         self._scaled_step(None)
         self._pending.append((self.step_count, record))
         if self.step_count % self.check_every == 0:
@@ -215,7 +214,14 @@ class Guard:
         return torch.device("cpu")
 
     def _grads(self) -> list[torch.Tensor]:
-        return [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        # the model's own parameters, not the optimizer's: the complex-as-real adapter hands the
+        # optimizer real views whose .grad is only attached inside step()
+        return [p.grad for p in self.model.parameters() if p.grad is not None]
+
+    @staticmethod
+    def _scale(grads, factor: torch.Tensor) -> None:
+        for g in grads:
+            g.mul_(factor.to(g.real.dtype if g.is_complex() else g.dtype))
 
     def _grad_norm(self, grads, device) -> torch.Tensor:
         if not grads:

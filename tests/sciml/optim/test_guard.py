@@ -260,3 +260,20 @@ def test_guard_validates(kw, match):
     opt = build_optimizer(model.parameters(), "sgd", lr=1e-2)
     with pytest.raises(ValueError, match=match):
         Guard(model, opt, **kw)
+
+
+def test_complex_parameter_through_the_adapter_is_checked_and_clipped():
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.complex128))
+    model = torch.nn.Module()
+    model.w = w
+    opt = build_optimizer([w], "diffgrad", lr=0.1)  # pytorch-optimizer class behind the complex adapter
+    guard = Guard(model, opt, clip="norm", max_norm=1.0)
+    w.grad = torch.full((3,), complex(float("nan"), 0.0), dtype=torch.complex128)
+    guard.step(torch.tensor(1.0))
+    assert torch.equal(w.detach(), torch.ones(3, dtype=torch.complex128))
+    assert [e["event"] for e in guard.pop_events()] == ["skip_nonfinite"]
+    opt.zero_grad()
+    w.grad = torch.full((3,), complex(30.0, 40.0), dtype=torch.complex128)  # norm 50*sqrt(3)
+    guard.step(torch.tensor(1.0))
+    torch.testing.assert_close(w.grad.abs().pow(2).sum().sqrt(), torch.tensor(1.0), rtol=0, atol=1e-12)
+    assert not torch.equal(w.detach(), torch.ones(3, dtype=torch.complex128))
