@@ -1,0 +1,210 @@
+"""FNO training-step speed: sciml vs neuraloperator 2.0, side by side in one process.
+
+One optimizer step = forward, relative-L2 loss, backward, Adam step; batch 20, same architecture
+(modes, width, 4 layers, lifting/projection 2*width, linear skips, no channel MLP: parameter counts
+are printed and must agree within 1%), same precision policy. Rows (issue 5, point 5): Burgers 1D
+s = 1024, 8192; Darcy s = 85, 421; NS 2D s = 64, 256 (10 input steps). `--small` runs reduced
+sizes (CPU). Inference latency per sample (batch 1) is measured for both models, and for the
+Burgers rows also for our Burgers solver (one sample, T = 1).
+
+sciml variants timed per row, the fastest is `sciml_ms`: eager with each spectral transform
+("dft", "fft"); on CUDA also the whole step captured in a CUDA graph; with `--compile` also
+`torch.compile(model)`. Adam is fused on CUDA (capturable inside a graph), foreach on CPU;
+neuralop gets torch's default Adam as its own Trainer does.
+
+    python benchmarks/bench_fno_speed.py            # paper sizes (GPU); writes results/fno_speed_paper.json
+    python benchmarks/bench_fno_speed.py --small    # reduced sizes (CPU); writes results/fno_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import sync, time_call, write_result  # noqa: E402
+from sciml.models import FNO, count_parameters  # noqa: E402
+
+# name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
+CASES = [
+    ("burgers", 1, 1024, 16, 64, 1, 8.8),
+    ("burgers", 1, 8192, 16, 64, 1, 12.0),
+    ("darcy", 2, 85, 12, 32, 1, 12.6),
+    ("darcy", 2, 421, 12, 32, 1, 151.0),
+    ("ns2d", 2, 64, 12, 20, 10, 9.1),
+    ("ns2d", 2, 256, 12, 20, 10, 44.0),
+]
+SMALL = {1024: 256, 8192: 1024, 85: 43, 421: 85, 64: 32, 256: 64}
+
+
+def rel_l2(pred, y):
+    return ((pred - y).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)).mean()
+
+
+def neuralop_fno(n_dims, modes, width, in_channels):
+    """neuralop.models.FNO with sciml's architecture: ``n_modes`` counts both signs, and an odd
+    last entry ``2m - 1`` keeps the same ``m`` rfft modes (so the weights have the same shape)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from neuralop.models import FNO as NeuralopFNO
+    n_modes = tuple([2 * modes] * (n_dims - 1) + [2 * modes - 1])
+    return NeuralopFNO(n_modes=n_modes, in_channels=in_channels, out_channels=1, hidden_channels=width, n_layers=4,
+                       lifting_channel_ratio=2, projection_channel_ratio=2, use_channel_mlp=False, fno_skip="linear")
+
+
+def make_step(model, x, y, *, device, fused, graph=False, autocast=None):
+    """A zero-argument callable doing one training step (graph: the whole step replayed)."""
+    kw = {"fused": True} if fused else {"foreach": True}
+    if graph:
+        kw["capturable"] = True
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, **kw)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        if autocast:
+            with torch.autocast(device.type, dtype=autocast):
+                loss = rel_l2(model(x), y)
+        else:
+            loss = rel_l2(model(x), y)
+        loss.backward()
+        opt.step()
+
+    if not graph:
+        return step
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    g = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(g):  # whole-step capture: grads and Adam state live in the graph's pool
+        step()
+    return g.replay
+
+
+def peak_mb(fn, device) -> float | None:
+    """Transient memory of one call above what was allocated before it (CUDA only)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def interleaved(fns: dict, *, device, rounds: int, repeat: int) -> dict:
+    """Median over `rounds` of each callable's median time (ms), alternating them against drift."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(1e3 * time_call(fn, device=device, warmup=1, repeat=repeat))
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+def solver_latency(s: int, device) -> float | None:
+    try:
+        from solvers.pde.burgers import solve_burgers
+    except ImportError:
+        return None
+    xs = torch.arange(s, device=device, dtype=torch.float64) / s
+    u0 = (torch.sin(2 * torch.pi * xs) + 0.5 * torch.cos(4 * torch.pi * xs))[None]
+    return 1e3 * time_call(lambda: solve_burgers(u0, nu=0.1, times=[1.0]), device=device, warmup=1, repeat=3)
+
+
+def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch):
+    name, n_dims, s, modes, width, cin, published = case
+    s = SMALL[s] if small else s
+    grid = (s,) * n_dims
+    torch.manual_seed(0)
+    x = torch.randn(batch, cin, *grid, device=device)
+    y = torch.randn(batch, 1, *grid, device=device)
+    neu = neuralop_fno(n_dims, modes, width, cin).to(device)
+    models = {t: FNO(cin, 1, n_dims, modes=modes, width=width, transform=t).to(device) for t in ("dft", "fft")}
+    p_neu, p_sci = count_parameters(neu), count_parameters(models["dft"])
+    print(f"{name} s={s}: parameters sciml {p_sci:,} neuralop {p_neu:,}", flush=True)
+    assert abs(p_sci - p_neu) <= 0.01 * p_neu, "architectures differ"
+    cuda = device.type == "cuda"
+    autocast = torch.bfloat16 if precision == "bf16" else None
+    steps = {"neuralop": make_step(neu, x, y, device=device, fused=False)}
+    for t, m in models.items():
+        steps[f"sciml_eager_{t}"] = make_step(m, x, y, device=device, fused=cuda, autocast=autocast)
+    if cuda:
+        steps["sciml_graph_dft"] = make_step(models["dft"], x, y, device=device, fused=True, graph=True, autocast=autocast)
+    if compile_:
+        compiled = torch.compile(models["dft"])
+        steps["sciml_compile_dft"] = make_step(compiled, x, y, device=device, fused=cuda, autocast=autocast)
+        steps["sciml_compile_dft"]()  # compile outside the timing
+    times = interleaved(steps, device=device, rounds=rounds, repeat=repeat)
+    best = min((k for k in times if k.startswith("sciml")), key=times.get)
+    row = {"case": name, "s": s, "params_sciml": p_sci, "params_neuralop": p_neu,
+           "neuralop_ms": round(times["neuralop"], 3), "sciml_ms": round(times[best], 3), "sciml_best": best,
+           "ratio": round(times[best] / times["neuralop"], 3)}
+    row.update({f"{k}_ms": round(v, 3) for k, v in times.items() if k.startswith("sciml")})
+    if cuda:
+        row["neuralop_peak_mb"] = round(peak_mb(steps["neuralop"], device), 1)
+        row["sciml_peak_mb"] = round(peak_mb(steps[best], device), 1)
+        row["published_neuralop_h100_ms"] = published
+    # inference latency per sample (batch 1)
+    x1 = x[:1]
+    with torch.inference_mode():
+        inf = interleaved({"neuralop": lambda: neu(x1), "sciml": lambda: models["dft"](x1)}, device=device,
+                          rounds=rounds, repeat=repeat)
+    row["infer_neuralop_ms"] = round(inf["neuralop"], 3)
+    row["infer_sciml_ms"] = round(inf["sciml"], 3)
+    if name == "burgers":
+        solver = solver_latency(s, device)
+        if solver is not None:
+            row["infer_solver_ms"] = round(solver, 3)
+    print("  ", {k: v for k, v in row.items() if k not in ("case", "s")}, flush=True)
+    del steps, models, neu
+    if cuda:
+        torch.cuda.empty_cache()
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="reduced grid sizes (CPU)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=None, help="timed steps per round (default 20 on CUDA, 3 on CPU)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile(model)")
+    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+                        help="tf32: TF32 matmuls for both libraries; bf16: autocast for sciml (neuralop stays fp32)")
+    parser.add_argument("--cases", default="", help="comma-separated case indices (default: all)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default 1: on a shared CPU, OpenMP oversubscription is 10x slower)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    repeat = args.repeat or (20 if device.type == "cuda" else 3)
+    if args.precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
+    rows = [run_case(c, small=args.small, device=device, rounds=args.rounds, repeat=repeat, compile_=args.compile,
+                     precision=args.precision, batch=args.batch) for c in cases]
+    notes = (f"batch {args.batch}, {args.precision}, {'reduced sizes (--small)' if args.small else 'paper sizes'}; "
+             "ms = median step time (forward + rel-L2 loss + backward + Adam); ratio = sciml_ms / neuralop_ms "
+             "(bar: <= 0.333 on GPU); peak_mb = transient CUDA memory of one step; infer_* = batch-1 forward; "
+             "infer_solver_ms = sciml's Burgers solver (ETDRK4) for one sample to T = 1.")
+    if not args.no_write:
+        path = write_result("fno_speed" if args.small else "fno_speed_paper", title="FNO step time: sciml vs neuraloperator 2.0",
+                            rows=rows, notes=notes, device=device)
+        print("wrote", path)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
