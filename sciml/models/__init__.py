@@ -16,6 +16,16 @@ MODELS.add("fno", FNO, source="Li et al., ICLR 2021")
 MODELS.add("fno2d_time", FNO2dTime, source="Li et al., ICLR 2021 (FNO-2D, autoregressive)")
 MODELS.add("deeponet", DeepONet, source="Lu et al., Nat. Mach. Intell. 2021; POD trunk: Lu et al., CMAME 2022")
 MODELS.add("fno3d", FNO3dSpaceTime, source="Li et al., ICLR 2021 (FNO-3D, space-time)")
+
+
+def _deq_net(**kwargs):
+    from .deq import DEQNet  # imported on use: it pulls in the solvers package
+
+    return DEQNet(**kwargs)
+
+
+MODELS.add("deq", _deq_net, description="Convolutional deep-equilibrium operator (sciml.models.deq.DEQNet)",
+           source="Bai et al., NeurIPS 2019")
 for _name in ("FNO", "TFNO"):
     MODELS.add(f"neuralop.{_name}", partial(neuralop_model, _name),
                description=f"neuralop.models.{_name} (any neuralop.models class works as 'neuralop.<Class>')",

@@ -158,3 +158,15 @@ def test_import_is_lazy_and_quiet():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr == ""
+
+
+def test_bf16_autocast_keeps_spectral_layers_in_float32():
+    torch.manual_seed(0)
+    model = FNO(1, 1, 2, modes=4, width=8)
+    x = torch.randn(2, 1, 16, 16)
+    ref = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    assert y.shape == ref.shape
+    rel = float(((y.float() - ref).norm() / ref.norm()).detach())
+    assert rel < 2e-2, f"bf16 pointwise layers, fp32 spectral layers: relative deviation {rel:.1e}"
