@@ -98,6 +98,8 @@ def filtered(base_cls: type, kind: str) -> type:
 class FilterSpec:
     """Registry entry for a gradient filter over a base optimizer chosen by name."""
 
+    takes_registry_name = True  # build_optimizer passes the name for error messages
+
     def __init__(self, kind: str):
         self.kind = kind
 

@@ -104,7 +104,7 @@ def build_optimizer(params, name: str, **kwargs) -> torch.optim.Optimizer:
     against its signature.
     """
     obj = OPTIMIZERS.get(name)
-    if isinstance(obj, OptimizerSpec) or getattr(obj, "__module__", "").startswith("sciml.optim"):
+    if isinstance(obj, OptimizerSpec) or getattr(obj, "takes_registry_name", False):
         return obj(params, _name=name, **kwargs)
     if isinstance(obj, type):
         check_kwargs(repr(name), kwargs, signature_kwargs(obj))
@@ -115,3 +115,20 @@ def optimizer_spec(name: str) -> OptimizerSpec | None:
     """The registered spec of `name` (None for a ``module:Class`` user optimizer)."""
     obj = OPTIMIZERS.get(name)
     return obj if isinstance(obj, OptimizerSpec) else None
+
+
+def closure_kind(name: str) -> str:
+    """How a trainer must step the optimizer registered as `name`.
+
+    ``"none"``: ``loss.backward(); optimizer.step()`` (first-order);
+    ``"backward"``: ``optimizer.step(closure)``, closure = zero_grad + loss + backward + return
+    loss (L-BFGS);
+    ``"loss"``: ``optimizer.step(closure)``, closure returns the loss and does *not* call
+    backward (NysNewton-CG differentiates the gradient again).
+    """
+    spec = optimizer_spec(name)
+    if spec is None:
+        return "none"
+    if getattr(spec.resolve(), "closure_returns_loss_only", False):
+        return "loss"
+    return "backward" if spec.needs_closure else "none"

@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._registry import OPTIMIZERS, build_optimizer, optimizer_spec
+from ._registry import OPTIMIZERS, build_optimizer, closure_kind
 from .guard import Guard
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, None: None}
@@ -86,12 +86,7 @@ class PhaseSchedule:
             kw = dict(ph["optimizer"])
             name = kw.pop("name")
             opt = build_optimizer(model.parameters(), name, **kw)
-            spec = optimizer_spec(name)
-            kind = "first_order"
-            if getattr(opt, "closure_returns_loss_only", False):
-                kind = "loss_closure"
-            elif spec is not None and spec.needs_closure:
-                kind = "backward_closure"
+            kind = {"none": "first_order", "loss": "loss_closure", "backward": "backward_closure"}[closure_kind(name)]
             guard = Guard(model, opt, **ph["guard"]) if ph["guard"] else None
             evals = [0]
 

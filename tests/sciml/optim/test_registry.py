@@ -42,3 +42,9 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", "import sys, sciml.optim; print('pytorch_optimizer' in sys.modules, "
                           "'matplotlib' in sys.modules)"], capture_output=True, text=True, check=True)
     assert out.stdout == "False False\n" and out.stderr == ""
+
+
+def test_closure_kind():
+    from sciml.optim import closure_kind
+
+    assert [closure_kind(n) for n in ("adam", "grokfast", "lbfgs", "nys_newton_cg")] == ["none", "none", "backward", "loss"]
