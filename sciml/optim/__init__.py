@@ -6,6 +6,12 @@
 
 `OPTIMIZERS.entries()` lists every name with its description and source paper.
 pytorch-optimizer is imported only when one of its optimizers is built.
+
+Stepping: ``closure_kind(name)`` says how — ``"none"`` (``loss.backward(); guard.step(loss)``),
+``"backward"`` (L-BFGS: ``guard.step(None, closure=closure)`` with a closure that calls
+backward) or ``"loss"`` (``nys_newton_cg``: the closure returns the loss without backward).
+Complex parameters work with every entry (real views where an implementation needs them).
+Adam → L-BFGS → Newton-CG schedules for PINNs: `sciml.optim.phases.PhaseSchedule`.
 """
 
 from ._registry import OPTIMIZERS, OptimizerSpec, build_optimizer, closure_kind, optimizer_spec

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sciml.optim import OPTIMIZERS, build_optimizer, optimizer_spec
+from sciml.optim import OPTIMIZERS, build_optimizer
 
 TORCH_NAMES = ["adam", "adamw", "radam", "nadam", "sgd", "lbfgs"]
 
