@@ -142,14 +142,14 @@ class ReverseDerivatives(Derivatives):
         super().__init__(outputs, coords, spatial)
         if x.ndim != 2 or x.shape[1] != len(self.coords):
             raise ValueError(f"points must have shape (n, {len(self.coords)}) for coordinates {self.coords}, got {tuple(x.shape)}")
-        self.x = x if x.requires_grad else x.detach().requires_grad_(True)
+        self._pts = x if x.requires_grad else x.detach().requires_grad_(True)
         with torch.enable_grad():  # derivatives need a graph even when called under no_grad
-            self.y = _check_output(fn(self.x), self.x, len(self.outputs))
+            self._out = _check_output(fn(self._pts), self._pts, len(self.outputs))
             for k in range(len(self.outputs)):
-                self._cache[(k, ())] = self.y[:, k]
+                self._cache[(k, ())] = self._out[:, k]
 
     def coordinate(self, j):
-        return self.x[:, j]
+        return self._pts[:, j]
 
     def _compute(self, k, path):
         parent_path = path[:-1]
@@ -157,10 +157,10 @@ class ReverseDerivatives(Derivatives):
         if not parent.requires_grad:  # a constant (e.g. a derivative that vanished identically)
             return torch.zeros_like(parent)
         with torch.enable_grad():
-            (row,) = torch.autograd.grad(parent.sum(), self.x, create_graph=True, allow_unused=True)
+            (row,) = torch.autograd.grad(parent.sum(), self._pts, create_graph=True, allow_unused=True)
             if row is None:
-                row = torch.zeros_like(self.x)
-            for j in range(self.x.shape[1]):  # cache the siblings: one grad call gives the whole row
+                row = torch.zeros_like(self._pts)
+            for j in range(self._pts.shape[1]):  # cache the siblings: one grad call gives the whole row
                 self._cache.setdefault((k, tuple(sorted(parent_path + (j,)))), row[:, j])
         return self._cache[(k, path)]
 
@@ -177,15 +177,15 @@ class ForwardDerivatives(Derivatives):
         super().__init__(outputs, coords, spatial)
         if x.ndim != 2 or x.shape[1] != len(self.coords):
             raise ValueError(f"points must have shape (n, {len(self.coords)}) for coordinates {self.coords}, got {tuple(x.shape)}")
-        self.fn, self.x = fn, x.detach()
+        self.fn, self._pts = fn, x.detach()
         self._full: dict[tuple[int, ...], Tensor] = {}
         self._y: Tensor | None = None
 
     def coordinate(self, j):
-        return self.x[:, j]
+        return self._pts[:, j]
 
     def _tangent(self, j):
-        e = torch.zeros_like(self.x)
+        e = torch.zeros_like(self._pts)
         e[:, j] = 1
         return e
 
@@ -207,17 +207,17 @@ class ForwardDerivatives(Derivatives):
             if not path and self._y is not None:
                 self._full[()] = self._y
             else:
-                values = self._nested(path)(self.x)
-                _check_output(values[0], self.x, len(self.outputs))
+                values = self._nested(path)(self._pts)
+                _check_output(values[0], self._pts, len(self.outputs))
                 for i, v in enumerate(values):
                     self._full.setdefault(path[:i], v)
         return self._full[path][:, k]
 
     def jacobian(self) -> Tensor:
         """All first derivatives at once, ``(n, m, d)``: one vmap over the d tangents."""
-        basis = torch.eye(self.x.shape[1], dtype=self.x.dtype, device=self.x.device)
-        tangents = basis[:, None, :].expand(-1, self.x.shape[0], -1)
-        jac = torch.func.vmap(lambda v: torch.func.jvp(self.fn, (self.x,), (v,))[1])(tangents)  # (d, n, m)
+        basis = torch.eye(self._pts.shape[1], dtype=self._pts.dtype, device=self._pts.device)
+        tangents = basis[:, None, :].expand(-1, self._pts.shape[0], -1)
+        jac = torch.func.vmap(lambda v: torch.func.jvp(self.fn, (self._pts,), (v,))[1])(tangents)  # (d, n, m)
         return jac.permute(1, 2, 0)
 
 

@@ -77,7 +77,10 @@ def loss_terms(model: PINNModel, problem: Problem, points: CollocationSet, *, mo
                causal: CausalWeights | None = None, return_residuals: bool = False):
     """``{term name: mean-square loss}`` (and, optionally, the residual vectors per term)."""
     p = model.params(problem)
-    d = problem.derivatives(model, points.interior, mode)
+    if mode == "jet":
+        d = _jet(model, problem, points.interior, p)
+    else:
+        d = problem.derivatives(model, points.interior, mode)
     terms, residuals = {}, {}
     res = problem.residual_terms(d, p)
     for j, r in enumerate(res):
@@ -88,7 +91,7 @@ def loss_terms(model: PINNModel, problem: Problem, points: CollocationSet, *, mo
         terms[name] = causal.loss(r2, points.interior[:, -1]) if causal is not None else r2.mean()
         residuals[name] = r
     for i, c, batch in points.conditions:
-        dc = problem.derivatives(model, batch["x"], mode)
+        dc = problem.derivatives(model, batch["x"], "reverse" if mode == "jet" else mode)
         r = c.residual(dc, batch)
         name = f"{type(c).__name__.lower()}_{i}"
         terms[name] = r.square().mean()
@@ -156,12 +159,28 @@ class LossWeights:
         self._gen.set_state(state["gen"])
 
 
+_PATHS: dict[int, list] = {}
+
+
+def _jet(model, problem, x, p):
+    from sciml.pde.jet import JET_ACTIVATIONS, JetDerivatives, needed_paths
+    from sciml.pde.nets import MLP
+
+    if not isinstance(model.net, MLP) or model.net.activation not in JET_ACTIVATIONS:
+        return problem.derivatives(model, x, "reverse")  # custom nets: the generic backend
+    key = id(problem.residual)  # the residual's requests do not change between calls
+    if key not in _PATHS:
+        _PATHS[key] = needed_paths(problem, p, dtype=x.dtype, device=x.device)
+    return JetDerivatives(model, x, problem.outputs, problem.coords, _PATHS[key])
+
+
 def residual_magnitude(model: PINNModel, problem: Problem, x: Tensor, *, mode: str = "reverse", chunk: int = 8192) -> Tensor:
     """|R[u](x)| = sqrt(Σ_terms r²) at points x ``(n, d)``, detached, in chunks."""
     out = []
     p = model.params(problem)
     for s in range(0, x.shape[0], chunk):
-        d = problem.derivatives(model, x[s:s + chunk], mode)
+        xs = x[s:s + chunk]
+        d = _jet(model, problem, xs, p) if mode == "jet" else problem.derivatives(model, xs, mode)
         r = sum(t.square() for t in problem.residual_terms(d, p))
         out.append(r.detach().sqrt())
     return torch.cat(out)
