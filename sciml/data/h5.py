@@ -28,7 +28,8 @@ import numpy as np
 
 SCHEMA = "sciml.dataset"
 SCHEMA_VERSION = "1.0"
-GRID_KINDS = ("periodic", "nodes")  # periodic: linspace(0,1,s+1)[:-1]; nodes: linspace(0,1,s) incl. boundary
+# periodic: x_j = j/s (right end excluded); nodes: x_j = j/(s-1) (both ends); cells: x_j = (j + 1/2)/s
+GRID_KINDS = ("periodic", "nodes", "cells")
 GROUPS = ("inputs", "outputs")
 
 
@@ -78,7 +79,7 @@ class DatasetInfo:
     def resolutions(self) -> list[int]:
         """The grid sizes this file can be subsampled to (per axis, same stride on every axis)."""
         s = self.spatial_shape[0]
-        if self.grid_kind == "periodic":
+        if self.grid_kind in ("periodic", "cells"):
             return [s // k for k in range(1, s + 1) if s % k == 0 and s // k >= 4]
         return [(s - 1) // k + 1 for k in range(1, s) if (s - 1) % k == 0 and (s - 1) // k >= 3]
 
@@ -222,12 +223,12 @@ def subsample_stride(info: DatasetInfo, resolution: int | None) -> int:
         return 1
     if len(set(info.spatial_shape)) != 1:
         raise DatasetError(f"{info.path}: subsampling needs a square grid, got {info.spatial_shape}")
-    ok = (info.grid_kind == "periodic" and s % resolution == 0) or (
+    ok = (info.grid_kind in ("periodic", "cells") and s % resolution == 0) or (
         info.grid_kind == "nodes" and resolution > 1 and (s - 1) % (resolution - 1) == 0)
     if not ok or resolution > s:
         raise DatasetError(f"{info.path} is stored at {s} points per axis and cannot be subsampled to {resolution}; "
                            f"available: {info.resolutions()}")
-    return s // resolution if info.grid_kind == "periodic" else (s - 1) // (resolution - 1)
+    return s // resolution if info.grid_kind in ("periodic", "cells") else (s - 1) // (resolution - 1)
 
 
 def read_field(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,

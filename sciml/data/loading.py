@@ -23,19 +23,34 @@ def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, ti
     for name in fields:
         arr = read_field(info, name, samples=samples, stride=stride,
                          time=time if info.field(name).time_varying else None)
-        if info.field(name).time_varying and arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid)
+        if arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid): a time window
             channels.extend(np.moveaxis(arr, 1, 0))
         else:
             channels.append(arr)
     return torch.from_numpy(np.stack(channels, axis=1))
 
 
+TimeSelect = int | tuple[int, int] | list[int] | None
+
+
+def time_selector(select: TimeSelect) -> int | slice | None:
+    """An index (one saved time), ``[start, stop)`` (a window, one channel per time) or None (all)."""
+    if select is None or isinstance(select, int):
+        return select
+    if len(select) != 2:
+        raise DatasetError(f"time window {select!r} must be [start, stop)")
+    return slice(int(select[0]), int(select[1]))
+
+
 def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_train: int, n_test: int,
-                resolution: int | None = None, time_index: int | None = -1) -> tuple[DatasetInfo, Split, Split]:
+                resolution: int | None = None, input_time: TimeSelect = -1,
+                output_time: TimeSelect = -1) -> tuple[DatasetInfo, Split, Split]:
     """The first `n_train` samples for training and the last `n_test` for testing (disjoint, fixed).
 
-    `resolution` subsamples the stored grid (e.g. 8192 -> 1024 by stride 8); `time_index` picks one
-    saved time of time-varying fields (None keeps them all, as channels).
+    `resolution` subsamples the stored grid (e.g. 8192 -> 1024 by stride 8). `input_time` and
+    `output_time` select saved times of time-varying fields: one index, a window ``[start, stop)``
+    whose times become channels (e.g. Navier-Stokes: inputs [0, 10), outputs [10, 50)), or None
+    for all.
     """
     info = read_info(path)
     if n_train < 1 or n_test < 1:
@@ -46,20 +61,22 @@ def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_tr
     stride = subsample_stride(info, resolution)
     train_rows = slice(0, n_train)
     test_rows = slice(info.n_samples - n_test, info.n_samples)
-    train = Split(_stack(info, inputs, train_rows, stride, time_index), _stack(info, outputs, train_rows, stride, time_index))
-    test = Split(_stack(info, inputs, test_rows, stride, time_index), _stack(info, outputs, test_rows, stride, time_index))
+    tin, tout = time_selector(input_time), time_selector(output_time)
+    train = Split(_stack(info, inputs, train_rows, stride, tin), _stack(info, outputs, train_rows, stride, tout))
+    test = Split(_stack(info, inputs, test_rows, stride, tin), _stack(info, outputs, test_rows, stride, tout))
     return info, train, test
 
 
 def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test: int,
-              resolution: int | None = None, time_index: int | None = -1) -> Split:
+              resolution: int | None = None, input_time: TimeSelect = -1, output_time: TimeSelect = -1) -> Split:
     """Only the test split (the last `n_test` samples), e.g. for evaluation at another resolution."""
     info = read_info(path)
     if n_test > info.n_samples:
         raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_test = {n_test}")
     stride = subsample_stride(info, resolution)
     rows = slice(info.n_samples - n_test, info.n_samples)
-    return Split(_stack(info, inputs, rows, stride, time_index), _stack(info, outputs, rows, stride, time_index))
+    return Split(_stack(info, inputs, rows, stride, time_selector(input_time)),
+                 _stack(info, outputs, rows, stride, time_selector(output_time)))
 
 
 class Normalizer(torch.nn.Module):

@@ -20,7 +20,9 @@ class DataConfig(StrictModel):
     n_train: PositiveInt = 1000
     n_test: PositiveInt = 200
     resolution: PositiveInt | None = None  # subsample the stored grid to this many points per axis
-    time_index: int | None = -1  # which saved time of time-varying fields; None keeps all as channels
+    # Saved times of time-varying fields: an index, a window [start, stop) (one channel per time), or null (all)
+    input_time: int | tuple[int, int] | None = -1
+    output_time: int | tuple[int, int] | None = -1
     normalize_inputs: Literal["none", "channel", "pointwise"] = "channel"
     normalize_outputs: Literal["none", "channel", "pointwise"] = "channel"
 

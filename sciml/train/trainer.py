@@ -94,7 +94,7 @@ class Trainer:
         inputs, outputs = self._fields(read_info(path))
         d = self.cfg.data
         return load_splits(path, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test,
-                           resolution=d.resolution, time_index=d.time_index)
+                           resolution=d.resolution, input_time=d.input_time, output_time=d.output_time)
 
     def _lr_factor(self, step: int) -> float:
         s = self.cfg.schedule
@@ -241,7 +241,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     rows = []
     for resolution in resolutions:
         split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=cfg.data.n_test,
-                          resolution=resolution, time_index=cfg.data.time_index)
+                          resolution=resolution, input_time=cfg.data.input_time, output_time=cfg.data.output_time)
         model = build_model(cfg.model.name, in_channels=split.x.shape[1], out_channels=split.y.shape[1],
                             n_dims=split.x.ndim - 2, **cfg.model.kwargs()).to(dev)
         model.load_state_dict(state["model"])
