@@ -30,11 +30,12 @@ class Pointwise(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (batch, in, *grid) -> (batch, out, *grid)."""
+    def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
+        """x: (batch, in, *grid) -> (batch, out, *grid); ``add + W x + b`` in one GEMM when `add` is given."""
         flat = x.flatten(2)
         # bmm against the expanded weight: matmul would transpose x and copy it (2x slower on CPU)
-        y = torch.bmm(self.weight.expand(flat.shape[0], *self.weight.shape), flat)
+        weight = self.weight.expand(flat.shape[0], *self.weight.shape)
+        y = torch.bmm(weight, flat) if add is None else torch.baddbmm(add.flatten(2), weight, flat)
         if self.bias is not None:
             y = y + self.bias[:, None]
         return y.view(*y.shape[:2], *x.shape[2:])
@@ -119,7 +120,8 @@ class FNO(nn.Module):
         n_in = in_channels + (self.n_dims if self.grid_embedding else 0)
         self.lifting = PointwiseMLP(n_in, width, lifting, self.act)
         self.spectral = nn.ModuleList(SpectralConv(width, width, self.modes, transform=transform) for _ in range(n_layers))
-        self.pointwise = nn.ModuleList(Pointwise(width, width) for _ in range(n_layers))
+        # the block's bias lives in the spectral layer (folded into its zero mode)
+        self.pointwise = nn.ModuleList(Pointwise(width, width, bias=False) for _ in range(n_layers))
         self.projection = PointwiseMLP(width, out_channels, projection, self.act)
 
     def pad_sizes(self, grid: Sequence[int]) -> tuple[int, ...]:
@@ -142,7 +144,7 @@ class FNO(nn.Module):
         if any(pads):
             x = F.pad(x, [v for p in reversed(pads) for v in (0, p)])
         for i, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):
-            x = spectral(x) + pointwise(x)
+            x = pointwise(x, add=spectral(x))  # K x + W x + b
             if i < self.n_layers - 1:
                 x = self.act(x)
         if any(pads):
@@ -163,52 +165,76 @@ def _check_padding(padding, n_dims: int) -> tuple[float | int, ...]:
 
 
 class FNO2dTime(FNO):
-    """FNO-2D for Navier-Stokes, autoregressive in time (paper's "FNO-2D"): the last `history`
-    steps as channels -> the next step; :meth:`rollout` feeds predictions back.
+    """FNO-2D for Navier-Stokes, autoregressive in time (the paper's "FNO-2D"): the last `history`
+    states as channels -> the next state, fed back to predict every later step.
 
-    Defaults from Li et al.'s ``fourier_2d_time.py``: 10 input steps, modes 12, width 20, linear
-    lifting, projection 128.
+    Contract (the trainer's): (batch, history * C, *grid) -> (batch, n_steps * C, *grid), with C =
+    `state_channels`, history = in_channels / C, n_steps = out_channels / C: the whole rollout, so
+    the loss and its gradient run through all steps as in Li et al.'s ``fourier_2d_time.py``
+    (defaults from it: 10 input steps, modes 12, width 20, linear lifting, projection 128). Feeding
+    predictions back needs inputs and outputs on one scale (normalise both the same way, or not).
     """
 
-    def __init__(self, in_channels: int = 10, out_channels: int = 1, n_dims: int = 2, *, modes=12, width=20,
-                 lifting_channels=0, projection_channels=128, **kwargs):
-        super().__init__(in_channels, out_channels, n_dims, modes=modes, width=width,
+    def __init__(self, in_channels: int = 10, out_channels: int = 1, n_dims: int = 2, *, state_channels: int = 1,
+                 modes=12, width=20, lifting_channels=0, projection_channels=128, **kwargs):
+        state_channels = positive_int("state_channels", state_channels)
+        super().__init__(in_channels, state_channels, n_dims, modes=modes, width=width,
                          lifting_channels=lifting_channels, projection_channels=projection_channels, **kwargs)
-        if in_channels % out_channels:
-            raise ValueError(f"in_channels={in_channels} must be history * out_channels (out_channels={out_channels})")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if value % state_channels:
+                raise ValueError(f"{name}={value} must be a multiple of state_channels={state_channels} (steps x state)")
+        self.state_channels, self.out_channels = state_channels, out_channels
+        self.history, self.n_steps = in_channels // state_channels, out_channels // state_channels
 
-    @property
-    def history(self) -> int:
-        return self.in_channels // self.out_channels
+    def step(self, x: Tensor) -> Tensor:
+        """One step: (batch, history * C, *grid) -> (batch, C, *grid)."""
+        return super().forward(x)
 
     def rollout(self, x: Tensor, n_steps: int) -> Tensor:
         """x: (batch, history * C, *grid), oldest step first -> (batch, n_steps, C, *grid)."""
         n_steps = positive_int("n_steps", n_steps)
         steps = []
         for _ in range(n_steps):
-            y = self(x)
+            y = self.step(x)
             steps.append(y)
-            x = torch.cat([x[:, self.out_channels:], y], dim=1)
+            x = torch.cat([x[:, self.state_channels:], y], dim=1)
         return torch.stack(steps, dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (batch, history * C, *grid) -> (batch, n_steps * C, *grid): :meth:`rollout`, steps as channels."""
+        return self.rollout(x, self.n_steps).flatten(1, 2)
 
 
 class FNO3dSpaceTime(FNO):
-    """FNO-3D over (x, y, t) for Navier-Stokes (paper's "FNO-3D"): input (batch, C_in, X, Y, T), the
-    first steps repeated along t (see :meth:`expand_time`), output (batch, C_out, X, Y, T).
+    """FNO-3D over (x, y, t) for Navier-Stokes (the paper's "FNO-3D"): the input steps are repeated
+    along a new time axis of length n_steps (:meth:`expand_time`), a 3D FNO maps them to one state
+    per time, and all later steps come out at once.
 
-    Defaults from Li et al.'s ``fourier_3d.py``: modes 8, width 20, linear lifting, projection 128,
-    6 points of zero padding in t (time is not periodic), none in space.
+    Contract (the trainer's): (batch, in_channels, *grid) -> (batch, out_channels, *grid), with
+    out_channels = n_steps predicted steps (one state channel); the FNO itself runs on n_dims + 1
+    dims. Defaults from Li et al.'s ``fourier_3d.py``: modes 8, width 20, linear lifting,
+    projection 128, 6 points of zero padding in t only (time is not periodic).
     """
 
-    def __init__(self, in_channels: int = 10, out_channels: int = 1, n_dims: int = 3, *, modes=8, width=20,
-                 lifting_channels=0, projection_channels=128, padding=(0, 0, 6), **kwargs):
-        super().__init__(in_channels, out_channels, n_dims, modes=modes, width=width, lifting_channels=lifting_channels,
+    def __init__(self, in_channels: int = 10, out_channels: int = 40, n_dims: int = 2, *, modes=8, width=20,
+                 lifting_channels=0, projection_channels=128, padding=None, **kwargs):
+        n_dims = positive_int("n_dims", n_dims)
+        padding = (0,) * n_dims + (6,) if padding is None else padding
+        super().__init__(in_channels, 1, n_dims + 1, modes=modes, width=width, lifting_channels=lifting_channels,
                          projection_channels=projection_channels, padding=padding, **kwargs)
+        self.n_steps = self.out_channels = positive_int("out_channels", out_channels)
+        self.space_dims = n_dims
 
     @staticmethod
     def expand_time(x: Tensor, n_t: int) -> Tensor:
-        """(batch, C, X, Y) -> (batch, C, X, Y, n_t): the input steps repeated along the time axis."""
+        """(batch, C, *grid) -> (batch, C, *grid, n_t): the input steps repeated along a time axis."""
         return x[..., None].expand(*x.shape, positive_int("n_t", n_t))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (batch, in, *grid) -> (batch, n_steps, *grid): expand in t, 3D FNO, time back to channels."""
+        check_input(type(self).__name__, x, self.in_channels, self.space_dims)
+        y = super().forward(self.expand_time(x, self.n_steps))  # (batch, 1, *grid, n_steps)
+        return y[:, 0].movedim(-1, 1)
 
 
 def count_parameters(model: nn.Module) -> int:

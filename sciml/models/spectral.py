@@ -43,12 +43,13 @@ class SpectralConv(nn.Module):
         transform: "dft" or "fft" (see above); pick by measurement (benchmarks/bench_fno_speed.py).
 
     Weights: ``(prod(kept), in, out, 2)`` real (re, im), initialised ``U[0,1) / (in*out)`` for both
-    parts as in Li et al.'s code. The layer runs in float32 (float64 when its weights are) even
+    parts as in Li et al.'s code; `bias` (default on) adds a per-channel constant ``b`` to ``y``
+    (folded into the zero mode, so it costs no pass over the grid). The layer runs in float32 (float64 when its weights are) even
     under autocast.
     """
 
     def __init__(self, in_channels: int, out_channels: int, modes: int | Sequence[int], *, n_dims: int | None = None,
-                 transform: str = "dft"):
+                 transform: str = "dft", bias: bool = True):
         super().__init__()
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
@@ -62,6 +63,8 @@ class SpectralConv(nn.Module):
         self.kept = kept_shape(self.modes)
         scale = 1.0 / (in_channels * out_channels)
         self.weight = nn.Parameter(scale * torch.rand(math.prod(self.kept), in_channels, out_channels, 2))
+        bound = 1.0 / math.sqrt(in_channels)  # as nn.Linear's bias
+        self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, modes={self.modes}, transform={self.transform!r}"
@@ -91,11 +94,11 @@ class SpectralConv(nn.Module):
             w = self.weight if self.weight.dtype == torch.float64 else self.weight.float()
             x = x.to(w.dtype)
             xf = (self._forward_dft if self.transform == "dft" else self._forward_fft)(x, grid)
-            yf = self._contract(xf, w)
+            yf = self._contract(xf, w, math.prod(grid))
             y = (self._inverse_dft if self.transform == "dft" else self._inverse_fft)(yf, grid)
         return y.to(in_dtype)
 
-    def _contract(self, xf: Tensor, w: Tensor) -> Tensor:
+    def _contract(self, xf: Tensor, w: Tensor, n_points: int) -> Tensor:
         # per mode (batch, in) @ (in, out), as one real batched matmul on interleaved (re, im)
         # pairs: [xr xi] @ [[Wr Wi], [-Wi Wr]]. Real, not complex: complex bmm on strided input is
         # ~30x slower on CPU, and real GEMMs take TF32 on GPU when it is enabled.
@@ -104,6 +107,8 @@ class SpectralConv(nn.Module):
         xr = xr.permute(2, 0, 1, 3).reshape(n_kept, batch, 2 * self.in_channels)
         w2 = torch.stack([w, torch.stack([-w[..., 1], w[..., 0]], dim=-1)], dim=2)
         yr = torch.bmm(xr, w2.reshape(n_kept, 2 * self.in_channels, 2 * self.out_channels))
+        if self.bias is not None:  # a constant is the zero mode times 1/N: adding it there is free
+            yr[0, :, 0::2] += n_points * self.bias.to(yr.dtype)
         yr = yr.view(n_kept, batch, self.out_channels, 2).permute(1, 2, 0, 3)
         return torch.view_as_complex(yr.reshape(batch, self.out_channels, *self.kept, 2))
 

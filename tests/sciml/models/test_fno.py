@@ -25,7 +25,7 @@ def test_shapes_and_grad(n_dims, grid, modes):
 
 def test_paper_burgers_architecture():
     model = build_model("fno", in_channels=1, out_channels=1, n_dims=1, modes=16, width=64, n_layers=4)
-    spectral = sum(p.numel() for m in model.spectral for p in m.parameters())
+    spectral = sum(m.weight.numel() for m in model.spectral)
     assert spectral == 4 * 16 * 64 * 64 * 2, "4 layers x 16 complex 64x64 matrices"
     assert count_parameters(model) == 558017
 
@@ -109,28 +109,35 @@ def test_wrong_input_shape_message():
 
 def test_autoregressive_rollout_feeds_predictions_back():
     torch.manual_seed(0)
-    model = build_model("fno2d_time", in_channels=4, out_channels=1, n_dims=2, modes=3, width=6).double()
-    assert isinstance(model, FNO2dTime) and model.history == 4 and model.modes == (3, 3)
+    model = build_model("fno2d_time", in_channels=4, out_channels=3, n_dims=2, modes=3, width=6).double()
+    assert isinstance(model, FNO2dTime) and model.history == 4 and model.n_steps == 3 and model.modes == (3, 3)
     x = torch.randn(2, 4, 12, 12, dtype=torch.float64)
     out = model.rollout(x, 3)
     assert out.shape == (2, 3, 1, 12, 12)
-    y1 = model(x)
-    y2 = model(torch.cat([x[:, 1:], y1], 1))
-    y3 = model(torch.cat([x[:, 2:], y1, y2], 1))
+    y1 = model.step(x)
+    y2 = model.step(torch.cat([x[:, 1:], y1], 1))
+    y3 = model.step(torch.cat([x[:, 2:], y1, y2], 1))
     assert torch.equal(out[:, 0], y1) and torch.equal(out[:, 1], y2) and torch.equal(out[:, 2], y3)
+    assert torch.equal(model(x), torch.cat([y1, y2, y3], 1)), "forward = the rollout, steps as channels"
+    with pytest.raises(ValueError, match="multiple of state_channels=2"):
+        FNO2dTime(10, 3, 2, state_channels=2)
 
 
 def test_space_time_variant_defaults():
-    model = build_model("fno3d", in_channels=10, out_channels=1, n_dims=3)
+    torch.manual_seed(0)
+    model = build_model("fno3d", in_channels=10, out_channels=12, n_dims=2)
     assert isinstance(model, FNO3dSpaceTime)
-    assert model.modes == (8, 8, 8) and model.width == 20 and model.padding == (0, 0, 6)
-    x = FNO3dSpaceTime.expand_time(torch.randn(1, 10, 16, 16), 10)
-    assert x.shape == (1, 10, 16, 16, 10)
-    assert model(x).shape == (1, 1, 16, 16, 10)
+    assert model.modes == (8, 8, 8) and model.width == 20 and model.padding == (0, 0, 6) and model.n_steps == 12
+    x = torch.randn(1, 10, 16, 16)
+    y = model(x)
+    assert y.shape == (1, 12, 16, 16)
+    # the same as the 3D FNO on the input repeated along t, time moved to channels
+    y3 = FNO.forward(model, FNO3dSpaceTime.expand_time(x, 12))
+    assert torch.equal(y, y3[:, 0].permute(0, 3, 1, 2))
 
 
 def test_registry_names_all_build():
-    shapes = {"fno": (1, 1, 1), "fno2d_time": (10, 1, 2), "fno3d": (10, 1, 3)}
+    shapes = {"fno": (1, 1, 1), "fno2d_time": (10, 1, 2), "fno3d": (10, 40, 2)}
     for name in MODELS.names():
         if name.startswith("neuralop."):
             continue

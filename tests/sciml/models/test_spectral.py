@@ -34,7 +34,8 @@ def dense_reference(layer: SpectralConv, x: torch.Tensor, differentiable: bool =
     c[..., 0] = 1.0  # k_d = 0 appears once in the half spectrum
     Y = Y * c
     y = torch.einsum(f"bo{kletters}," + ",".join(f"{kl}{l}" for kl, l in zip(kletters, letters)) + f"->bo{letters}", Y, *inv)
-    return y.real / math.prod(grid)
+    bias = 0.0 if layer.bias is None else layer.bias.detach().double().view(-1, *([1] * d))
+    return y.real / math.prod(grid) + bias
 
 
 CASES = [
