@@ -115,6 +115,9 @@ class BurgersSolver:
                 u_now = torch.fft.irfft(v, n=n)
             out[:, i] = u_now
             t_now = t
+        if not bool(torch.isfinite(out).all()):  # one sync, after the loop
+            raise FloatingPointError(f"Burgers solution became non-finite (dt={dt:.3g}, nu={self.nu}, n={n}): "
+                                     f"lower dt or cfl, or raise n to resolve the fronts")
         return out
 
 

@@ -188,6 +188,8 @@ class DiffusionSorption:
                     u = step(u, h)
             out[:, i] = u
             t_now = t
+        if not bool(torch.isfinite(out).all()):  # one sync, after the loop
+            raise FloatingPointError(f"diffusion-sorption solution became non-finite (dt={self.dt}): lower dt")
         return out
 
 

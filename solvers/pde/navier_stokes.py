@@ -199,6 +199,9 @@ class NavierStokes2D:
                 else self._snapshot(w_hat, s)
             t_now = t
         self.last_steps = steps_total
+        if not bool(torch.isfinite(result).all()):  # one sync, after the loop
+            raise FloatingPointError(f"vorticity became non-finite ({self.integrator}, nu={self.nu}, s={s}): "
+                                     f"lower dt or cfl, or raise the resolution")
         return result
 
 

@@ -131,3 +131,9 @@ def test_raissi_reference_basdevant_slope_and_boundaries():
     # odd symmetry u(-x, t) = -u(x, t)
     u = burgers_raissi_reference(x, 0.7)
     torch.testing.assert_close(u, -u.flip(0), rtol=0, atol=1e-12)
+
+
+def test_unstable_step_raises_clear_error():
+    x = grid(64)
+    with pytest.raises(FloatingPointError, match="lower dt"):
+        solve_burgers((10 * torch.sin(2 * math.pi * x))[None], nu=0.0, times=[20.0], dt=0.5)
