@@ -54,8 +54,9 @@ __all__ = ["Implicit", "Unrolled", "Phantom", "OneStep", "custom_root", "custom_
            "custom_least_squares", "root", "fixed_point", "least_squares"]
 
 _DENSE = ("lu", "cholesky", "lstsq")
-_KRYLOV = {"gmres": lambda: GMRES(rtol=1e-10, restart=50), "cg": lambda: CG(rtol=1e-10),
-           "bicgstab": lambda: BiCGSTAB(rtol=1e-10)}
+# Default Krylov tolerance: 1e-10 in float64, 50 eps in lower precision (1e-10 is out of reach there).
+_KRYLOV = {"gmres": lambda rtol: GMRES(rtol=rtol, restart=50), "cg": lambda rtol: CG(rtol=rtol),
+           "bicgstab": lambda rtol: BiCGSTAB(rtol=rtol)}
 _POLICIES = ("raise", "warn")
 
 
@@ -69,7 +70,8 @@ class Implicit:
 
     backward_solve: how to solve (dF/dx)^T u = -v.
       "gmres" (default), "cg" (only when dF/dx is symmetric positive definite, e.g. the Hessian at
-      a strict minimum), "bicgstab": matrix-free with rtol 1e-10, one VJP per iteration;
+      a strict minimum), "bicgstab": matrix-free with rtol 1e-10 in float64 (50 eps otherwise),
+      one VJP per iteration;
       "lu", "cholesky", "lstsq": materialise dF/dx^T with n VJPs under torch.func.vmap (F must be
       vmappable) and factorise -- exact and fastest for small n;
       or any callable ``(matvec, b) -> Solution`` such as ``GMRES(rtol=1e-12, restart=80)`` or
@@ -99,7 +101,7 @@ class Implicit:
             eye = torch.eye(n, dtype=b.dtype, device=b.device).expand(B, n, n)
             At = torch.func.vmap(matvec, in_dims=2, out_dims=2)(eye)  # At[:, :, j] = A^T e_j
             return Dense(bs)(At, b, throw=False)
-        solver = _KRYLOV[bs]() if isinstance(bs, str) else bs
+        solver = _KRYLOV[bs](max(1e-10, 50 * torch.finfo(b.dtype).eps)) if isinstance(bs, str) else bs
         return solver(matvec, b, throw=False) if _accepts_throw(solver) else solver(matvec, b)
 
     def __repr__(self) -> str:
@@ -251,9 +253,12 @@ class _ImplicitRoot(torch.autograd.Function):
         sol = spec.adjoint.solve(matvec, b)
         spec.adjoint.last_backward = sol
         if bool((sol.status != Status.SUCCESS).any()):
+            res = sol.stats.get("residual_norm")
+            worst = f"; largest residual_norm {res.max().item():.3e} vs |v| {b.norm(dim=1).max().item():.3e}" \
+                if isinstance(res, Tensor) else ""
             _report(spec.adjoint.on_failure,
                     describe(sol.status, "implicit backward: the adjoint linear solve (dF/dx)^T u = -v") +
-                    f"\n  ({spec.adjoint!r}; residual_norm {sol.stats.get('residual_norm')})", sol)
+                    f"\n  ({spec.adjoint!r}{worst})", sol)
         u = sol.value.reshape(x.shape)
 
         def F_params(*dp):

@@ -458,7 +458,10 @@ class Anderson(FixedPointIteration):
         X[:, slot], FX[:, slot] = x.reshape(B, -1), fx.reshape(B, -1)
         G = (FX - X)[:, :n]
         H = G @ G.transpose(-1, -2)
-        lam = self.ridge * torch.diagonal(H, dim1=-2, dim2=-1).amax(1).clamp_min(torch.finfo(x.dtype).tiny)
+        # Relative ridge, never below ~sqrt(eps): the Gram matrix of nearly collinear residual
+        # differences is numerically singular well before the method converges (float32 above all).
+        ridge = max(self.ridge, torch.finfo(x.dtype).eps ** 0.5 * 1e-2)
+        lam = ridge * torch.diagonal(H, dim1=-2, dim2=-1).amax(1).clamp_min(torch.finfo(x.dtype).tiny)
         H = H + torch.diag_embed(lam[:, None].expand(B, n))
         L, info = torch.linalg.cholesky_ex(H)
         go = status == RUNNING
