@@ -17,6 +17,7 @@ later times are fitted only once earlier times are.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -159,7 +160,7 @@ class LossWeights:
         self._gen.set_state(state["gen"])
 
 
-_PATHS: dict[int, list] = {}
+_PATHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # residual function -> derivative paths
 
 
 def _jet(model, problem, x, p):
@@ -168,7 +169,7 @@ def _jet(model, problem, x, p):
 
     if not isinstance(model.net, MLP) or model.net.activation not in JET_ACTIVATIONS:
         return problem.derivatives(model, x, "reverse")  # custom nets: the generic backend
-    key = id(problem.residual)  # the residual's requests do not change between calls
+    key = problem.residual  # the residual's requests do not change between calls (ids could be reused)
     if key not in _PATHS:
         _PATHS[key] = needed_paths(problem, p, dtype=x.dtype, device=x.device)
     return JetDerivatives(model, x, problem.outputs, problem.coords, _PATHS[key])

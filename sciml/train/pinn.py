@@ -107,7 +107,7 @@ class PINNConfig(StrictModel):
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     constraints: Literal["soft", "hard"] = "soft"
-    derivatives: Literal["reverse", "forward"] = "reverse"
+    derivatives: Literal["reverse", "forward", "jet"] = "reverse"
     net: NetConfig = NetConfig()
     points: PointsConfig = PointsConfig()
     loss: LossConfig = LossConfig()
@@ -281,11 +281,11 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     raise FloatingPointError(f"non-finite loss at phase {i} ({name}) step {step}: lower the learning rate, "
                                              "use dtype=float64, or add a guard: {} to the phase")
                 rec = {"phase": i, "optimizer": name, "step": step, "loss": lval,
-                       **{f"loss_{k}": float(v) for k, v in closure.terms.items()},
+                       **{f"loss_{k}": float(v.detach()) for k, v in closure.terms.items()},
                        **{f"weight_{k}": weights.weight(k) for k in closure.terms if weights.method != "fixed"},
                        **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
                 if causal is not None:
-                    rec["causal_min_weight"] = float(causal.last_min_weight.min())
+                    rec["causal_min_weight"] = float(torch.as_tensor(causal.last_min_weight).min())
                 if cfg.eval_every and (step % cfg.eval_every == 0 or step == ph.steps):
                     rec.update(evaluate(model))
                 rec["seconds"] = elapsed + time.perf_counter() - t_phase

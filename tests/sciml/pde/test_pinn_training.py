@@ -1,0 +1,103 @@
+"""PINN loss machinery and trainer: backends agree, weights behave, adaptive sampling, exact resume."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from sciml.config import ConfigError
+from sciml.pde import (MLP, CausalWeights, LossWeights, PINNModel, get_problem, loss_terms, rad_sample, rar_add,
+                       sample_collocation)
+from sciml.train.pinn import PINNConfig, build_model, fit, run_pinn
+from sciml.train.run import RunDir
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("name,constraints", [("burgers", "hard"), ("burgers", "soft"), ("wave", "hard"), ("allen_cahn", "hard")])
+def test_jet_forward_and_reverse_losses_agree(name, constraints):
+    problem = get_problem(name)
+    cfg = PINNConfig(problem=name, constraints=constraints, net={"width": 8, "depth": 2, "fourier_features": 4})
+    model, covered = build_model(problem, cfg)
+    model.to(F64)
+    pts = sample_collocation(problem, interior=64, boundary=16, initial=16, seed=0, skip=covered).to(dtype=F64)
+    ref = loss_terms(model, problem, pts, mode="reverse")
+    for mode in ("forward", "jet"):
+        got = loss_terms(model, problem, pts, mode=mode)
+        assert got.keys() == ref.keys()
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-11, atol=1e-13, msg=f"{mode} {k}")
+
+
+def test_causal_weights_decay_in_time_and_reduce_to_mean():
+    t = torch.linspace(0, 1, 400, dtype=F64)
+    r2 = torch.ones_like(t)
+    cw = CausalWeights(0.0, 1.0, bins=8, eps=1.0)
+    cw.loss(r2, t)
+    w = cw.last_min_weight
+    assert bool((w[1:] < w[:-1]).all()) and w[0] == 1.0
+    torch.testing.assert_close(w, torch.exp(-torch.arange(8, dtype=F64)))  # prefix sums of bin losses 1
+    assert CausalWeights(0.0, 1.0, bins=8, eps=0.0).loss(r2 * 3, t).item() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("method", ["grad_norm", "ntk"])
+def test_adaptive_loss_weights_are_positive_and_balance(method):
+    problem = get_problem("burgers")
+    model = PINNModel(MLP(2, 1, width=8, depth=2, dtype=F64))
+    pts = sample_collocation(problem, interior=64, boundary=16, initial=16, seed=0).to(dtype=F64)
+    lw = LossWeights(method=method, every=1)
+    terms, res = loss_terms(model, problem, pts, return_residuals=True)
+    assert lw.maybe_update(1, model, terms, res)
+    w = {k: lw.weight(k) for k in terms}
+    assert all(v > 0 and math.isfinite(v) for v in w.values()) and len(w) == 3
+    # the term with the largest gradient (or NTK trace) gets the smallest weight
+    assert min(w, key=w.get) != max(w, key=w.get)
+
+
+def test_rad_concentrates_where_the_residual_is_large_and_rar_appends():
+    problem = get_problem("convection")
+    score = lambda x: (x[:, 0] < 1.0).double() * 100.0  # residual lives in x < 1 (a sixth of the domain)
+    x = rad_sample(problem, score, 500, k=1.0, c=1.0, candidates=5000, seed=0)
+    assert x.shape == (500, 2) and (x[:, 0] < 1.0).double().mean() > 0.5
+    y = rar_add(problem, score, x, 20, candidates=2000, seed=0)
+    assert y.shape == (520, 2) and bool((y[500:, 0] < 1.0).all())
+
+
+TINY = {"problem": "diffusion_reaction", "task": "pinn", "device": "cpu", "dtype": "float64", "constraints": "hard",
+        "net": {"width": 8, "depth": 2}, "points": {"interior": 64, "resample_every": 2, "adaptive": "rad", "candidates": 256},
+        "log_every": 1, "eval_every": 2, "checkpoint_every": 3,
+        "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 6},
+                   {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}, "steps": 2}]}
+
+
+def test_run_pinn_writes_run_folder_and_resumes_exactly(tmp_path):
+    full = run_pinn(TINY, run_dir=RunDir.create(tmp_path, "a").path)
+    a = tmp_path / "a"
+    assert (a / "config.yaml").exists() and (a / "checkpoints" / "last.pt").exists()
+    lines = [json.loads(s) for s in (a / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["event"] == "final" and lines[-1]["rel_l2"] == full["rel_l2"] and "rel_l2" in lines[1]
+
+    class Stop(Exception):
+        pass
+
+    def crash(rec):
+        if rec["phase"] == 0 and rec["step"] == 5:
+            raise Stop
+
+    from sciml.config import validate
+    cfg = validate(PINNConfig, TINY)
+    run_b = RunDir.create(tmp_path, "b")
+    with pytest.raises(Stop):
+        fit(get_problem("diffusion_reaction"), cfg, run=run_b, progress=crash)
+    resumed = fit(get_problem("diffusion_reaction"), cfg, run=run_b, resume=True)
+    assert resumed.metrics["rel_l2"] == pytest.approx(full["rel_l2"], rel=1e-10)
+    steps = [(r["phase"], r["step"]) for r in run_b.read_metrics() if "step" in r]
+    assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]  # no duplicates after the resume
+
+
+def test_config_errors_name_the_fix():
+    with pytest.raises(ConfigError, match="did you mean 'points'"):
+        run_pinn({**TINY, "pionts": {}}, run_dir=None)
+    with pytest.raises(ConfigError, match="causal"):
+        fit(get_problem("poisson_lshape"), {"loss": {"causal": {"enabled": True}}, "phases": [{"optimizer": {"name": "adam"}, "steps": 1}]})
