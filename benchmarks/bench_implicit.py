@@ -7,8 +7,10 @@ Part 1 (fixed-point layer z = tanh(W z + U x + b), forced to exactly K in {25, 5
 iterations): forward time, backward time, backward / forward, and on CUDA the peak memory of
 forward + backward above the resident tensors (torch.cuda.max_memory_allocated).  "implicit"
 runs the forward under no_grad and solves the adjoint with GMRES; "unrolled" keeps the graph of
-all K iterations.  On CPU the memory columns are null: tracemalloc does not see torch's
-allocator, so memory is a GPU-only figure.
+all K iterations.  saved_for_backward_MiB (every device) sums the storages autograd keeps
+for the backward (torch.autograd.graph.saved_tensors_hooks) -- the part that grows with K
+when unrolling; it excludes the implicit backward's own workspace (the Krylov basis).  On CPU
+peak_mem_MiB is null: tracemalloc does not see torch's allocator, so peak memory is GPU-only.
 
 Part 2: LM on the hard-constraint shape -- batch*experts problems of N unknowns and m residuals
 r(w) = [u + 0.3 u^3 - y; 1e-2 w], u = B w, B: (batch, m, N), float64, rtol = atol = 1e-4,
@@ -37,6 +39,19 @@ def cell(z, W, U, x, b):
     return torch.tanh(z @ W.T + x @ U.T + b)
 
 
+def saved_for_backward_bytes(fn):
+    """Bytes of distinct storages autograd saves for backward while running fn() (any device)."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.device, t.untyped_storage().data_ptr())] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
 def fixed_point_rows(device, batch, width, iters, repeat):
     g = torch.Generator(device="cpu").manual_seed(0)
     W = (torch.randn(width, width, generator=g) * 0.9 / width ** 0.5).to(device).requires_grad_()
@@ -62,6 +77,7 @@ def fixed_point_rows(device, batch, width, iters, repeat):
                 warnings.simplefilter("ignore", RuntimeWarning)  # MAX_STEPS is intended here
                 t_f = time_call(fwd, device=device, warmup=1, repeat=repeat)
                 t_fb = time_call(fwd_bwd, device=device, warmup=1, repeat=repeat)
+                saved = saved_for_backward_bytes(fwd) / 2 ** 20
                 peak = None
                 if device.type == "cuda":
                     sync(device)
@@ -73,7 +89,7 @@ def fixed_point_rows(device, batch, width, iters, repeat):
             rows.append({"part": "fixed_point", "mode": mode, "iterations": K, "batch": batch, "width": width,
                          "forward_ms": 1e3 * t_f, "backward_ms": 1e3 * max(t_fb - t_f, 0.0),
                          "backward_over_forward": max(t_fb - t_f, 0.0) / t_f,
-                         "peak_mem_MiB": peak})
+                         "saved_for_backward_MiB": saved, "peak_mem_MiB": peak})
             print(rows[-1], flush=True)
     return rows
 
@@ -129,6 +145,7 @@ def main() -> None:
                               (1024, 16, 20000, ("analytic",)), (1024, 64, 20000, ("analytic",))], repeat=3)
     mem_note = ("peak_mem_MiB: torch.cuda.max_memory_allocated above resident tensors" if device.type == "cuda"
                 else "peak_mem_MiB is null on CPU (GPU-only figure: tracemalloc does not see torch's allocator)")
+    mem_note += "; saved_for_backward_MiB: storages saved by autograd during the forward (saved_tensors_hooks)"
     path = write_result("implicit", title="Implicit vs unrolled backward; batched LM throughput",
                         rows=fp + lm, device=device,
                         notes=f"{'--small (CPU sizes); ' if args.small else ''}{mem_note}. Fixed point: forced to "

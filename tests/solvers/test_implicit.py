@@ -322,3 +322,29 @@ def test_closure_over_a_grad_tensor_is_refused_and_options_validated():
         Implicit(on_failure="ignore")
     with pytest.raises(ValueError, match="hessian='bfgs'"):
         custom_least_squares(ls_residual, adjoint=Implicit(hessian="bfgs"))
+
+
+def test_implicit_saved_memory_does_not_grow_with_iterations():
+    # Bytes autograd saves for backward during the forward: constant for the implicit rule,
+    # proportional to the iteration count when unrolling.
+    W, U, x = fp_problem(B=4, d=16, k=2)
+    W.requires_grad_()
+
+    def saved(adjoint, K):
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        solver = FixedPointIteration(rtol=1e-30, atol=1e-30, max_steps=K, check_every=K)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # MAX_STEPS is intended: exactly K iterations
+            fixed_point(cell, torch.zeros(4, 16, dtype=DT), W, U, x, solver=solver,
+                        adjoint=type(adjoint)(on_failure="warn"))
+        return sum(seen.values())
+
+    imp = [saved(Implicit(), K) for K in (10, 40)]
+    unr = [saved(Unrolled(), K) for K in (10, 40)]
+    assert imp[0] == imp[1] and imp[0] > 0
+    assert unr[1] > 3.5 * unr[0] and unr[0] > 5 * imp[0], (imp, unr)
