@@ -5,7 +5,7 @@ One optimizer step = forward, relative-L2 loss, backward, Adam step; batch 20, s
 are printed and must agree within 1%), same precision policy. Rows (issue 5, point 5): Burgers 1D
 s = 1024, 8192; Darcy s = 85, 421; NS 2D s = 64, 256 (10 input steps). `--small` runs reduced
 sizes (CPU). Inference latency per sample (batch 1) is measured for both models, and for the
-Burgers rows also for our Burgers solver (one sample, T = 1).
+Burgers and NS rows also for our own solver (one sample over one model call's horizon).
 
 sciml variants timed per row, the fastest is `sciml_ms`: eager with each spectral transform
 ("dft", "fft"); on CUDA also the whole step captured in a CUDA graph; with `--compile` also
@@ -109,14 +109,23 @@ def interleaved(fns: dict, *, device, rounds: int, repeat: int) -> dict:
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
-def solver_latency(s: int, device) -> float | None:
-    try:
+def solver_latency(problem: str, s: int, device) -> float | None:
+    """Our numerical solver for one sample over what one model call predicts: Burgers to T = 1
+    (nu = 0.1, float64); Navier-Stokes one time unit (nu = 1e-3, the FNO-2D's step, float32)."""
+    if problem == "burgers":
         from solvers.pde.burgers import solve_burgers
-    except ImportError:
-        return None
-    xs = torch.arange(s, device=device, dtype=torch.float64) / s
-    u0 = (torch.sin(2 * torch.pi * xs) + 0.5 * torch.cos(4 * torch.pi * xs))[None]
-    return 1e3 * time_call(lambda: solve_burgers(u0, nu=0.1, times=[1.0]), device=device, warmup=1, repeat=3)
+
+        xs = torch.arange(s, device=device, dtype=torch.float64) / s
+        u0 = (torch.sin(2 * torch.pi * xs) + 0.5 * torch.cos(4 * torch.pi * xs))[None]
+        return 1e3 * time_call(lambda: solve_burgers(u0, nu=0.1, times=[1.0]), device=device, warmup=1, repeat=3)
+    if problem == "ns2d":
+        from solvers.pde.navier_stokes import solve_navier_stokes
+
+        xs = torch.arange(s, device=device, dtype=torch.float32) / s
+        x, y = torch.meshgrid(xs, xs, indexing="ij")
+        w0 = (torch.sin(2 * torch.pi * x) * torch.cos(2 * torch.pi * y) + 0.5 * torch.sin(4 * torch.pi * (x + y)))[None]
+        return 1e3 * time_call(lambda: solve_navier_stokes(w0, nu=1e-3, times=[1.0]), device=device, warmup=1, repeat=3)
+    return None
 
 
 def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch):
@@ -159,10 +168,12 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch)
                           rounds=rounds, repeat=repeat)
     row["infer_neuralop_ms"] = round(inf["neuralop"], 3)
     row["infer_sciml_ms"] = round(inf["sciml"], 3)
-    if name == "burgers":
-        solver = solver_latency(s, device)
-        if solver is not None:
-            row["infer_solver_ms"] = round(solver, 3)
+    try:
+        solver = solver_latency(name, s, device)
+    except ImportError:
+        solver = None
+    if solver is not None:
+        row["infer_solver_ms"] = round(solver, 3)
     print("  ", {k: v for k, v in row.items() if k not in ("case", "s")}, flush=True)
     del steps, models, neu
     if cuda:
@@ -198,7 +209,8 @@ def main(argv=None):
     notes = (f"batch {args.batch}, {args.precision}, {'reduced sizes (--small)' if args.small else 'paper sizes'}; "
              "ms = median step time (forward + rel-L2 loss + backward + Adam); ratio = sciml_ms / neuralop_ms "
              "(bar: <= 0.333 on GPU); peak_mb = transient CUDA memory of one step; infer_* = batch-1 forward; "
-             "infer_solver_ms = sciml's Burgers solver (ETDRK4) for one sample to T = 1.")
+             "infer_solver_ms = sciml's solver for one sample over one model call's horizon "
+             "(Burgers: T = 1, float64; NS: one time unit at nu = 1e-3, float32; the model's output is one step).")
     if not args.no_write:
         path = write_result("fno_speed" if args.small else "fno_speed_paper", title="FNO step time: sciml vs neuraloperator 2.0",
                             rows=rows, notes=notes, device=device)
