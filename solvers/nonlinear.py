@@ -13,7 +13,8 @@ forward-mode JVP per unknown, each JVP pushing the same unit tangent through eve
 
 Each returns ``Solution(value, status, stats)`` (per-sample int64 status, see
 `solvers.solution.Status`) from the shared driver; no host synchronisation happens inside the
-loop except the "all done?" poll every ``check_every`` steps.  Line searches are spread over
+loop except the "all done?" poll every ``check_every`` steps (default 1 for Newton / GN / LM,
+whose steps each cost a Jacobian, so a poll is cheap next to a wasted step; 5 for fixed points).  Line searches are spread over
 iterations (a rejected trial halves that sample's step and costs one iteration) so no sample
 ever waits on a host-side loop.  Dense linear algebra is N x N per sample: use float64 for
 ill-conditioned problems -- the solvers keep the caller's dtype.
