@@ -72,17 +72,20 @@ class Implicit:
       "gmres" (default), "cg" (only when dF/dx is symmetric positive definite, e.g. the Hessian at
       a strict minimum), "bicgstab": matrix-free with rtol 1e-10 in float64 (50 eps otherwise),
       one VJP per iteration;
-      "lu", "cholesky", "lstsq": materialise dF/dx^T with n VJPs under torch.func.vmap (F must be
-      vmappable) and factorise -- exact and fastest for small n;
+      "lu", "cholesky", "lstsq": materialise dF/dx^T with n VJPs and factorise -- exact and
+      fastest for small n;
       or any callable ``(matvec, b) -> Solution`` such as ``GMRES(rtol=1e-12, restart=80)`` or
       ``solvers.hypergrad.Neumann(steps=20, alpha=0.1)``; matvec and b are (batch, n).
     on_failure: "raise" (SolveError) or "warn" for a failed forward sample or backward solve.
     hessian: least squares only -- "full" (default, exact) or "gauss-newton" (replaces the
       Hessian by J^T J in the linear system: biased whenever the residual is non-zero at x*).
+    materialize: for the dense solves -- "loop" (default: n VJPs one after another) or "vmap"
+      (one batched call; F must be vmappable, and torch.func.vmap copies an unbatched matmul
+      operand such as a basis in u = B x once per column: n-fold memory at large sizes).
     """
 
     def __init__(self, backward_solve: Union[str, Callable[..., Solution]] = "gmres", *,
-                 on_failure: str = "raise", hessian: str = "full"):
+                 on_failure: str = "raise", hessian: str = "full", materialize: str = "loop"):
         if isinstance(backward_solve, str) and backward_solve not in _DENSE and backward_solve not in _KRYLOV:
             raise ValueError(f"Implicit: backward_solve={backward_solve!r} is not valid; use one of "
                              f"{sorted(_KRYLOV) + list(_DENSE)} or a callable (matvec, b) -> Solution")
@@ -91,7 +94,10 @@ class Implicit:
         _check_policy(on_failure)
         if hessian not in ("full", "gauss-newton"):
             raise ValueError(f"Implicit: hessian={hessian!r} is not valid; use 'full' or 'gauss-newton'")
+        if materialize not in ("loop", "vmap"):
+            raise ValueError(f"Implicit: materialize={materialize!r} is not valid; use 'loop' or 'vmap'")
         self.backward_solve, self.on_failure, self.hessian = backward_solve, on_failure, hessian
+        self.materialize = materialize
         self.last_backward: Optional[Solution] = None
 
     def solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor) -> Solution:
@@ -99,13 +105,17 @@ class Implicit:
         if isinstance(bs, str) and bs in _DENSE:
             B, n = b.shape
             eye = torch.eye(n, dtype=b.dtype, device=b.device).expand(B, n, n)
-            At = torch.func.vmap(matvec, in_dims=2, out_dims=2)(eye)  # At[:, :, j] = A^T e_j
+            if self.materialize == "vmap":
+                At = torch.func.vmap(matvec, in_dims=2, out_dims=2)(eye)  # At[:, :, j] = A^T e_j
+            else:
+                At = torch.stack([matvec(eye[:, :, j]) for j in range(n)], dim=2)
             return Dense(bs)(At, b, throw=False)
         solver = _KRYLOV[bs](max(1e-10, 50 * torch.finfo(b.dtype).eps)) if isinstance(bs, str) else bs
         return solver(matvec, b, throw=False) if _accepts_throw(solver) else solver(matvec, b)
 
     def __repr__(self) -> str:
-        return f"Implicit(backward_solve={self.backward_solve!r}, on_failure={self.on_failure!r}, hessian={self.hessian!r})"
+        return (f"Implicit(backward_solve={self.backward_solve!r}, on_failure={self.on_failure!r}, "
+                f"hessian={self.hessian!r}, materialize={self.materialize!r})")
 
 
 def _accepts_throw(fn: Callable) -> bool:

@@ -115,8 +115,8 @@ def cubic(x, A, b, c):
     return (A @ x[..., None])[..., 0] + c * x ** 3 - b
 
 
-@pytest.mark.parametrize("adjoint", [Implicit("lu"), Implicit("gmres"), Implicit(GMRES(rtol=1e-12, restart=4)),
-                                     Implicit("bicgstab")])
+@pytest.mark.parametrize("adjoint", [Implicit("lu"), Implicit("lu", materialize="vmap"), Implicit("gmres"),
+                                     Implicit(GMRES(rtol=1e-12, restart=4)), Implicit("bicgstab")])
 def test_batched_root_implicit_matches_unrolled_and_fd(adjoint):
     A, b, c, w = batched_problem()
     params = [p.clone().requires_grad_() for p in (A, b, c)]
@@ -320,6 +320,8 @@ def test_closure_over_a_grad_tensor_is_refused_and_options_validated():
         custom_root(square, adjoint=OneStep())
     with pytest.raises(ValueError, match="on_failure='ignore'"):
         Implicit(on_failure="ignore")
+    with pytest.raises(ValueError, match="materialize='jit'"):
+        Implicit("lu", materialize="jit")
     with pytest.raises(ValueError, match="hessian='bfgs'"):
         custom_least_squares(ls_residual, adjoint=Implicit(hessian="bfgs"))
 
