@@ -41,14 +41,15 @@ def _flat(fn: Fn, x: Tensor, args: tuple) -> Callable[[Tensor], Tensor]:
     return lambda xf: fn(xf.reshape(shape), *args).reshape(B, -1)
 
 
-def jacobian(fn: Fn, x: Tensor, *args, mode: JacSpec = "fwd", chunk_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
+def jacobian(fn: Fn, x: Tensor, *args, mode: JacSpec = "loop", chunk_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Per-sample dense Jacobian of a batched function.
 
     J[b] = d fn(x)[b] / d x[b];  x: (batch, *shape) with n = prod(shape) unknowns,
     fn(x, *args): (batch, *out) with m = prod(out) outputs.  Returns (f (batch, m), J (batch, m, n)).
-    mode: "fwd" (n JVPs under torch.func.vmap, optionally in chunks of ``chunk_size`` tangents),
-    "loop" (n sequential JVPs, for functions torch.func.vmap cannot batch), or a callable
-    ``jac(x, *args) -> (batch, m, n)``.
+    mode: "loop" (default: n JVPs one after another; memory of one JVP), "fwd" (the n JVPs in
+    one torch.func.vmap call, optionally in chunks of ``chunk_size`` tangents: fewer kernel
+    launches, but vmap copies an unbatched matmul operand -- e.g. a basis B in u = B x -- once
+    per tangent), or a callable ``jac(x, *args) -> (batch, m, n)``.
     """
     B, n = x.shape[0], x[0].numel()
     f = _flat(fn, x, args)
@@ -130,7 +131,7 @@ class Newton(_Iterative):
     name = "newton"
 
     def __init__(self, *, rtol: float = 1e-10, atol: float = 1e-12, max_steps: int = 50, check_every: int = 1,
-                 max_backtracks: int = 20, jac: JacSpec = "fwd", chunk_size: Optional[int] = None):
+                 max_backtracks: int = 20, jac: JacSpec = "loop", chunk_size: Optional[int] = None):
         super().__init__(rtol=rtol, atol=atol, max_steps=max_steps, check_every=check_every)
         _check_jac(self.name, jac, chunk_size)
         if not isinstance(max_backtracks, int) or max_backtracks < 0:
@@ -267,7 +268,7 @@ class GaussNewton(_LeastSquares):
     name = "gauss_newton"
 
     def __init__(self, *, rtol: float = 1e-10, atol: float = 1e-12, gtol: float = 0.0, max_steps: int = 100,
-                 check_every: int = 1, max_backtracks: int = 20, jac: JacSpec = "fwd",
+                 check_every: int = 1, max_backtracks: int = 20, jac: JacSpec = "loop",
                  chunk_size: Optional[int] = None, normal: str = "materialize"):
         super().__init__(rtol=rtol, atol=atol, gtol=gtol, max_steps=max_steps, check_every=check_every, jac=jac,
                          chunk_size=chunk_size, normal=normal)
@@ -314,9 +315,9 @@ class LevenbergMarquardt(_LeastSquares):
     chunk), normal ("materialize": J then J^T J by bmm; "columns": one column at a time).
     Sizes: at the hard-constraint shape (batch*experts 1024, n 64, m 20 000, float64) J is
     10 GB.  jac="fwd" vmaps the n tangents, and torch.func.vmap copies an unbatched matmul
-    operand (e.g. a basis B in u = B w) once per tangent -- 64 x 10 GB there: use jac="loop"
-    (n JVPs), normal="columns" (O(batch m) memory), or best a callable jac(x, *args) that
-    returns J directly (for u = B w: J = diag(dr/du) B, one elementwise product).
+    operand (e.g. a basis B in u = B w) once per tangent -- 64 x 10 GB there; the default
+    jac="loop" (n JVPs) does not; normal="columns" bounds memory by O(batch m); best is a
+    callable jac(x, *args) that returns J directly (for u = B w: J = diag(dr/du) B).
 
     Call: ``LevenbergMarquardt(...)(residual, x0, *args, throw=True) -> Solution``;
     stats: "num_steps", "residual_norm" ||r||, "cost", "grad_norm" ||J^T r|| at the solution.
@@ -325,7 +326,7 @@ class LevenbergMarquardt(_LeastSquares):
     name = "levenberg_marquardt"
 
     def __init__(self, *, rtol: float = 1e-10, atol: float = 1e-12, gtol: float = 0.0, max_steps: int = 100,
-                 check_every: int = 1, tau: float = 1e-3, scaled: bool = False, jac: JacSpec = "fwd",
+                 check_every: int = 1, tau: float = 1e-3, scaled: bool = False, jac: JacSpec = "loop",
                  chunk_size: Optional[int] = None, normal: str = "materialize"):
         super().__init__(rtol=rtol, atol=atol, gtol=gtol, max_steps=max_steps, check_every=check_every, jac=jac,
                          chunk_size=chunk_size, normal=normal)

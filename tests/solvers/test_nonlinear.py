@@ -91,7 +91,7 @@ def test_least_squares_nonzero_residual_stationary_and_paths_agree():
     assert (lm.value - gn.value).abs().max() < 1e-9
     # equal paths: chunked normal equations, scaled damping, loop Jacobian
     analytic = lambda p, y: torch.stack([torch.exp(-p[:, 1:2] * T), -p[:, 0:1] * T * torch.exp(-p[:, 1:2] * T)], 2)
-    for kw in ({"normal": "columns"}, {"jac": "loop"}, {"scaled": True}, {"jac": analytic}):
+    for kw in ({"normal": "columns"}, {"jac": "fwd"}, {"scaled": True}, {"jac": analytic}):
         other = levenberg_marquardt(res, x0, y, **kw)
         assert (other.value - lm.value).abs().max() < 1e-9, kw
 
