@@ -298,7 +298,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         seconds = time.perf_counter() - t_phase
         elapsed += seconds
         total_steps += step - first + 1
-        history.append({"phase": i, "optimizer": name, "steps": step, "loss": float(loss), "seconds": seconds})
+        history.append({"phase": i, "optimizer": name, "steps": step, "loss": float(loss.detach()), "seconds": seconds})
         opt_state = None
         if run is not None:  # phase boundary: the next phase starts fresh
             _save(run, model, None, weights, cpu_points, i + 1, 0, elapsed, history, metric_lines)
