@@ -59,7 +59,7 @@ class PointwiseMLP(nn.Module):
 
 
 def grid_coordinates(grid: Sequence[int], kind: str, *, device=None, dtype=None) -> Tensor:
-    """(1, len(grid), *grid) coordinates in [0, 1): ``i/n`` ("periodic") or ``i/(n-1)`` ("closed")."""
+    """(1, len(grid), *grid) coordinates: ``i/n`` in [0, 1) ("periodic") or ``i/(n-1)`` in [0, 1] ("closed")."""
     axes = []
     for n in grid:
         if kind == "periodic":

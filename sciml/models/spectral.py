@@ -139,19 +139,24 @@ class SpectralConv(nn.Module):
     # no more than powers of two.
     def _forward_dft(self, x: Tensor, grid) -> Tensor:
         n, m = grid[-1], self.modes[-1]
-        last, _ = dft_matrices(n, m, True, x.device, x.dtype)
+        last, _ = _matrices(n, m, True, x.device, x.dtype)
         z = torch.view_as_complex((x.reshape(-1, n) @ last).view(*x.shape[:-1], m, 2))
         for i in range(self.n_dims - 1):
-            z = _apply_along(dft_matrices(grid[i], self.modes[i], False, x.device, x.dtype)[0], z, 2 + i)
+            z = _apply_along(_matrices(grid[i], self.modes[i], False, x.device, x.dtype)[0], z, 2 + i)
         return z
 
     def _inverse_dft(self, yf: Tensor, grid) -> Tensor:
         yf = yf.contiguous()
         for i in range(self.n_dims - 1):
-            yf = _apply_along(dft_matrices(grid[i], self.modes[i], False, yf.device, yf.real.dtype)[1], yf, 2 + i)
+            yf = _apply_along(_matrices(grid[i], self.modes[i], False, yf.device, yf.real.dtype)[1], yf, 2 + i)
         n, m = grid[-1], self.modes[-1]
-        _, last = dft_matrices(n, m, True, yf.device, yf.real.dtype)
+        _, last = _matrices(n, m, True, yf.device, yf.real.dtype)
         return (torch.view_as_real(yf).reshape(-1, 2 * m) @ last).view(*yf.shape[:-1], n)
+
+
+def _matrices(*key):
+    # under torch.compile the matrices are traced (constants of the graph), not looked up in the cache
+    return dft_matrices.__wrapped__(*key) if torch.compiler.is_compiling() else dft_matrices(*key)
 
 
 def _apply_along(mat: Tensor, z: Tensor, dim: int) -> Tensor:
