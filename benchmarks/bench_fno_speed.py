@@ -2,7 +2,9 @@
 
 One optimizer step = forward, relative-L2 loss, backward, Adam step; batch 20, same architecture
 (modes, width, 4 layers, lifting/projection 2*width, linear skips, no channel MLP: parameter counts
-are printed and must agree within 1%), same precision policy. Rows (issue 5, point 5): Burgers 1D
+are printed and must agree within 1%; with weights copied the outputs agree on even grids,
+tests/sciml/models/test_neuralop_equivalence.py; neuralop's blocks apply GELU twice without a
+channel MLP, one extra elementwise pass per block), same precision policy. Rows (issue 5, point 5): Burgers 1D
 s = 1024, 8192; Darcy s = 85, 421; NS 2D s = 64, 256 (10 input steps). `--small` runs reduced
 sizes (CPU). Inference latency per sample (batch 1) is measured for both models, and for the
 Burgers and NS rows also for our own solver (one sample over one model call's horizon).
