@@ -101,7 +101,7 @@ def test_recipe_errors_name_the_fix():
         load_recipe("burgers", preset="smal")
     with pytest.raises(ConfigError, match=r"unknown key 'nuu' \(did you mean 'nu'\?\)"):
         load_recipe("burgers", overrides=["params.nuu=0.1"])
-    assert load_recipe("burgers", preset="small").typed_params().resolution == 512
+    assert load_recipe("burgers", preset="small").typed_params().resolution == 256
 
 
 @pytest.mark.parametrize("kind", ["none", "channel", "pointwise"])
