@@ -120,7 +120,7 @@ def mlp_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
     X = {p: (x if not p else (eye[p[0]].expand(n, d) if len(p) == 1 else x.new_zeros(n, d))) for p in paths}
     parts = []
     if net.plain_cols:
-        parts.append({p: v[:, net.plain_cols] for p, v in X.items()})
+        parts.append(X if len(net.plain_cols) == d else {p: v[:, net.plain_cols] for p, v in X.items()})
     if net.periodic_cols:
         A = {p: (v[:, net.periodic_cols, None] * net.omega).flatten(1) for p, v in X.items()}  # ω x_c, (n, P·K)
         parts.append(_elementwise(A, _derivs_cos, paths))

@@ -76,7 +76,8 @@ class MLP(nn.Module):
         """φ(x): ``(n, in_dim) -> (n, embedding)``."""
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"MLP expects input (n, {self.in_dim}), got {tuple(x.shape)}")
-        parts = [x[:, self.plain_cols]] if self.plain_cols else []
+        plain = x if len(self.plain_cols) == self.in_dim else x[:, self.plain_cols]  # skip a gather when nothing is embedded
+        parts = [plain] if self.plain_cols else []
         if self.periodic_cols:
             a = x[:, self.periodic_cols, None] * self.omega  # (n, n_periodic, K)
             parts += [a.cos().flatten(1), a.sin().flatten(1)]
