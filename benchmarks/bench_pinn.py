@@ -179,8 +179,11 @@ def main(argv=None):
             for r in accuracy(name, seeds, args.small, str(device)):
                 print(json.dumps(r), flush=True)
                 rows.append(r)
-    notes = (f"{threads} torch threads. DeepXDE in a subprocess with DDE_BACKEND=pytorch, interleaved with sciml runs. "
-             "Accuracy rows: configs/<problem>/pinn.yaml on GPU; --small uses the CPU regression budgets and 1 seed. "
+    accuracy_note = ("no accuracy rows in this run (--skip-accuracy); the CPU small-budget figures are pinned in "
+                     "tests/regression/test_pinn_*.py. " if args.skip_accuracy else
+                     "Accuracy rows: configs/<problem>/pinn.yaml on GPU; --small uses the CPU regression budgets and 1 seed. ")
+    notes = (f"{threads} torch threads. DeepXDE in a subprocess with DDE_BACKEND=pytorch, interleaved with sciml runs; "
+             f"machine load average {os.getloadavg()[0]:.1f} at the end. " + accuracy_note +
              "Still to measure on an H100: GPU step times and the 1/10 bar, wall time to rel. L2 1e-2 on Burgers, "
              "3-seed accuracy of all six configs.")
     path = write_result("pinn", title="PINN: speed vs DeepXDE and accuracy vs reference" + (" (CPU, --small)" if args.small else ""),
