@@ -8,7 +8,8 @@ Speed (issue 6, point 8): DeepXDE 1.15's Burgers example (`examples/pinn_forward
 1e-3) against sciml with the same net, points and optimizer, time per Adam step. DeepXDE runs
 in a subprocess (``DDE_BACKEND=pytorch``, a private HOME so ``~/.deepxde`` is untouched, its
 default-device change confined to that process), interleaved with ours so both see the same
-machine load. Accuracy (point 7): ``configs/<problem>/pinn.yaml`` per seed (--small: the CPU
+machine load. Wall time to rel. L2 1e-2 on Burgers (``--time-to-target``, default on GPU): DeepXDE's
+recipe (Adam, checked every 500 steps, then L-BFGS) against ``configs/burgers/pinn.yaml``. Accuracy (point 7): ``configs/<problem>/pinn.yaml`` per seed (--small: the CPU
 regression budgets). Results: ``benchmarks/results/pinn.json`` via `write_result`.
 """
 
@@ -67,6 +68,78 @@ def deepxde_ms_per_step(n_steps: int, warm: int, threads: int, gpu: bool) -> flo
     if out.returncode != 0 or not line:
         raise RuntimeError(f"DeepXDE subprocess failed:\n{out.stderr[-2000:]}")
     return json.loads(line[0][6:])["ms_per_step"]
+
+
+DDE_TARGET_SCRIPT = r"""
+import json, sys, time, numpy as np
+import deepxde as dde
+import torch
+target, max_adam, chunk = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+ref = np.load(sys.argv[4]); X, U = ref["x"], ref["u"]
+def pde(x, y):
+    dy_x = dde.grad.jacobian(y, x, i=0, j=0); dy_t = dde.grad.jacobian(y, x, i=0, j=1)
+    dy_xx = dde.grad.hessian(y, x, i=0, j=0)
+    return dy_t + y * dy_x - 0.01 / np.pi * dy_xx
+geomtime = dde.geometry.GeometryXTime(dde.geometry.Interval(-1, 1), dde.geometry.TimeDomain(0, 0.99))
+bc = dde.icbc.DirichletBC(geomtime, lambda x: 0, lambda _, on_boundary: on_boundary)
+ic = dde.icbc.IC(geomtime, lambda x: -np.sin(np.pi * x[:, 0:1]), lambda _, on_initial: on_initial)
+data = dde.data.TimePDE(geomtime, pde, [bc, ic], num_domain=2540, num_boundary=80, num_initial=160)
+model = dde.Model(data, dde.nn.FNN([2] + [20] * 3 + [1], "tanh", "Glorot normal"))
+err = lambda: float(np.linalg.norm(model.predict(X)[:, 0] - U) / np.linalg.norm(U))
+model.compile("adam", lr=1e-3, verbose=0)
+t0, steps, e = time.perf_counter(), 0, 1.0
+while steps < max_adam:
+    model.train(iterations=chunk, display_every=10**9, verbose=0); steps += chunk; e = err()
+    if e <= target: break
+if e > target:  # DeepXDE's recipe: L-BFGS after Adam
+    model.compile("L-BFGS", verbose=0); model.train(display_every=10**9, verbose=0); e = err()
+print("RESULT", json.dumps({"seconds": time.perf_counter() - t0, "rel_l2": e, "adam_steps": steps}))
+"""
+
+
+def deepxde_time_to_target(target: float, max_adam: int, gpu: bool) -> dict:
+    """Wall time of DeepXDE's Burgers recipe until rel. L2 <= target (checked every 500 Adam steps)."""
+    from sciml.pde import get_problem
+
+    problem = get_problem("burgers")
+    x = problem.default_eval_points()
+    import numpy as np
+
+    ref = Path(tempfile.mkdtemp(prefix="dde-ref-")) / "ref.npz"
+    np.savez(ref, x=x.numpy(), u=problem.reference_values(x)[:, 0].numpy())
+    env = {**os.environ, "DDE_BACKEND": "pytorch", "HOME": tempfile.mkdtemp(prefix="dde-home-")}
+    if not gpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    out = subprocess.run([sys.executable, "-c", DDE_TARGET_SCRIPT, str(target), str(max_adam), "500", str(ref)], env=env,
+                         capture_output=True, text=True, timeout=3600)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
+    if out.returncode != 0 or not line:
+        raise RuntimeError(f"DeepXDE subprocess failed:\n{out.stderr[-2000:]}")
+    return json.loads(line[0][6:])
+
+
+def sciml_time_to_target(target: float, device: str) -> dict:
+    """Wall time of configs/burgers/pinn.yaml until rel. L2 <= target (evaluated every 100 steps)."""
+    from sciml.config import load_yaml, validate
+    from sciml.train.pinn import PINNConfig, fit, load_problem
+
+    cfg = validate(PINNConfig, {**load_yaml("configs/burgers/pinn.yaml"), "device": device, "eval_every": 100, "log_every": 100})
+    hit = {}
+
+    def watch(rec):
+        if "rel_l2" in rec and rec["rel_l2"] <= target and not hit:
+            hit.update(seconds=rec["seconds"], rel_l2=rec["rel_l2"], phase=rec["phase"], step=rec["step"])
+            raise _Reached
+
+    try:
+        res = fit(load_problem(cfg), cfg, progress=watch)
+        return {"seconds": res.metrics["seconds"], "rel_l2": res.metrics["rel_l2"], "reached": False}
+    except _Reached:
+        return {**hit, "reached": True}
+
+
+class _Reached(Exception):
+    pass
 
 
 def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, compile_step: bool = False) -> float:
@@ -142,10 +215,15 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads for both libraries (default: torch's)")
+    ap.add_argument("--time-to-target", action=argparse.BooleanOptionalAction, default=None,
+                    help="wall time to reach --target rel. L2 on Burgers, both libraries (default: on GPU only)")
+    ap.add_argument("--target", type=float, default=1e-2)
     ap.add_argument("--compile", action="store_true", help="also time sciml's jet step under torch.compile")
     args = ap.parse_args(argv)
     gpu = torch.cuda.is_available() and not args.small
     device = torch.device("cuda" if gpu else "cpu")
+    if args.time_to_target is None:
+        args.time_to_target = not args.small
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -171,6 +249,14 @@ def main(argv=None):
                      "ms_per_step": v, "ms_runs": [round(v, 2)], "speedup_vs_deepxde": statistics.fmean(dde) / v})
     for r in rows:
         print(json.dumps(r), flush=True)
+
+    if args.time_to_target:
+        ours_t = sciml_time_to_target(args.target, str(device))
+        dde_t = deepxde_time_to_target(args.target, 15000, gpu)
+        for lib, r in (("DeepXDE 1.15 (pytorch), its Burgers recipe", dde_t), ("sciml, configs/burgers/pinn.yaml", ours_t)):
+            row = {"benchmark": f"Burgers wall time to rel. L2 <= {args.target:g}", "library": lib, **r}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
 
     if not args.skip_accuracy:
         problems = list(SMALL_OVERRIDES) if args.small else ["burgers", "allen_cahn", "convection", "diffusion_reaction", "poisson_lshape", "wave"]
