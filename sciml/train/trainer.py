@@ -51,7 +51,7 @@ def _precision_context(precision: str, device: torch.device):
 class Trainer:
     def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
         from sciml.models import build_model
-        from sciml.optim import build_optimizer
+        from sciml.optim import build_optimizer, closure_kind
         from sciml.optim.guard import Guard
 
         self.cfg, self.run = cfg, run
@@ -75,6 +75,7 @@ class Trainer:
             self.model.prepare(self.x_norm.encode(self.train_split.x), self.y_norm.encode(self.train_split.y))
         self.forward = torch.compile(self.model) if cfg.training.compile else self.model
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer.name, **cfg.optimizer.kwargs())
+        self.closure_kind = closure_kind(cfg.optimizer.name)  # "none" | "backward" (L-BFGS) | "loss" (Newton-CG)
         self.steps_per_epoch = math.ceil(cfg.data.n_train / cfg.training.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.guard = Guard(self.model, self.optimizer, **cfg.guard)
@@ -152,13 +153,32 @@ class Trainer:
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]
             x, y = self.train_split.x[idx], self.train_split.y[idx]
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.predict(x), y)
-            loss.backward()
-            self.guard.step(loss)
+            loss = self._step(x, y)
             self.scheduler.step()
             total += loss.detach() * len(idx)  # summed on device: no host sync per step
         return total / len(order)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a batch, stepped the way the optimizer needs; returns the loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.predict(x), y)
+        if self.closure_kind == "none":
+            loss.backward()
+            self.guard.step(loss)
+            return loss
+
+        def closure() -> torch.Tensor:
+            if self.closure_kind == "loss":  # the optimizer differentiates the loss itself
+                return self.loss_fn(self.predict(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            value = self.loss_fn(self.predict(x), y)
+            value.backward()
+            return value
+
+        if self.closure_kind == "backward":
+            loss.backward()
+        self.guard.step(loss, closure=closure)
+        return loss
 
     @torch.no_grad()
     def evaluate(self, split: Split | None = None, batch_size: int | None = None) -> dict[str, float]:

@@ -94,3 +94,12 @@ def test_cli_list_shows_registries(capsys):
     assert main(["list", "models", "datasets", "losses", "families"]) == 0
     out = capsys.readouterr().out
     assert "fno" in out and "burgers" in out and "rel_l2" in out and "burgers1d" in out
+
+
+@pytest.mark.parametrize("optimizer", [{"name": "lbfgs", "lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}, {"name": "adabelief", "lr": 5e-3}])
+def test_closure_and_registry_optimizers_train_the_fno(tiny_cfg, optimizer):
+    raw = {**tiny_cfg, "optimizer": optimizer, "schedule": {"name": "none"},
+           "training": {**tiny_cfg["training"], "epochs": 5}}
+    run, final = train(validate(OperatorConfig, raw))
+    evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
+    assert final["test_rel_l2"] < 0.9 and evals[-1]["train_loss"] < 0.9, optimizer["name"]
