@@ -398,7 +398,8 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                 elif ph_name == "nys_newton_cg":
                     opt = build_optimizer(params, "nys_newton_cg", lr=ph_lr, rank=min(60, max(1, budget // 4)),
                                           mu=1e-4, cg_max_iters=20, update_freq=20)
-                    while count["evals"] + opt.state[params[0]].get("hvps", 0) - spent < budget:
+                    start_evals = count["evals"]  # this phase's budget, not the run's
+                    while count["evals"] - start_evals + opt.state[params[0]].get("hvps", 0) < budget:
                         hist.append(opt.step(loss_only).detach())
                     spent += opt.state[params[0]].get("hvps", 0)
                 else:
@@ -495,7 +496,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (small tasks: 1 is fastest)")
     ap.add_argument("--name", default="optimizers")
-    ap.add_argument("--merge", action="store_true", help="keep other tasks' rows already in results/<name>.json")
+    ap.add_argument("--merge", action="store_true", help="keep the rows of other (task, optimizer) pairs already in results/<name>.json")
     cfg = ap.parse_args(argv)
     cfg.device = torch.device(cfg.device)
     cfg.dtype = torch.float32
@@ -533,16 +534,17 @@ def main(argv=None) -> None:
             print(f"{tname:18s} {name:26s} best lr {best['lr']:.3g}: rel L2 {best['rel_l2_median']:.3e} "
                   f"[{best['rel_l2_min']:.2e}-{best['rel_l2_max']:.2e}] div {best['diverged']} "
                   f"spikes {best['spikes_median']} ({time.perf_counter() - t0:.1f}s)", flush=True)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        plot_task(tname, rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
     if cfg.merge and (RESULTS_DIR / f"{cfg.name}.json").exists():
         import json
 
         old = json.loads((RESULTS_DIR / f"{cfg.name}.json").read_text())
-        done = {r["task"] for r in rows}
-        rows = [r for r in old.get("rows", []) if r["task"] not in done] + rows
-        notes = {**{k: v for k, v in old.get("tasks", {}).items() if k not in done}, **notes}
-        skipped = {**{k: v for k, v in old.get("skipped", {}).items() if k not in done}, **skipped}
+        done = {(r["task"], r["optimizer"]) for r in rows}  # replace only the (task, optimizer) rows rerun
+        rows = [r for r in old.get("rows", []) if (r["task"], r["optimizer"]) not in done] + rows
+        notes = {**old.get("tasks", {}), **notes}
+        skipped = {**old.get("skipped", {}), **skipped}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    for tname in sorted({r["task"] for r in rows}):  # after the merge: plots show every row
+        plot_task(tname, rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
     write_result(cfg.name, title="Optimizers x PDE tasks" + (" (reduced CPU scale)" if cfg.small else ""),
                  rows=rows, device=cfg.device,
                  notes=("Median/min/max/IQR of final rel. L2 over seeds per (task, optimizer, lr); no guard, "
