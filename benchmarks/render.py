@@ -14,6 +14,19 @@ HEADER = """# Benchmarks
 Rendered by `python benchmarks/render.py` from `benchmarks/results/*.json`; each table says how
 it was measured (command, device, date, commit). Do not edit by hand: rerun the script named in
 the table and render again.
+
+**Status (2026-11-25):** every table below was measured on a shared 2-core CPU at reduced scale
+(`--small`); they show the scripts work and give CPU ratios, not the issues' GPU bars. Still to be
+measured on one H100, each in one device command:
+
+| issue | command | bar |
+|---|---|---|
+| 3 | `python -m benchmarks.bench_burgers` | rel L2 <= 0.003 at s = 1024, generation + training < 10 min |
+| 4 | `PYTHONPATH=. python benchmarks/bench_datagen.py` | Darcy 1024 x 421^2 <= 10 s; NS 1200 x T50 at 256^2 <= 15 min; NS vs CN dt=1e-4 <= 1e-3 |
+| 5 | `python benchmarks/bench_fno_speed.py`, `python benchmarks/bench_operators.py` | step time <= 1/3 of neuralop's; the FNO paper's accuracy rows in <= 10 min each |
+| 6 | `PYTHONPATH=. python benchmarks/bench_pinn.py` | Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2; step time <= 1/10 of DeepXDE's |
+| 7 | `PYTHONPATH=. python benchmarks/bench_implicit.py` | implicit backward memory flat in iterations; LM throughput at hard-constraint sizes |
+| 8 | `PYTHONPATH=. python benchmarks/bench_optimizers.py` | full grid in one session; best convection <= 1.94e-3 |
 """
 
 
