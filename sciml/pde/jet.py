@@ -152,7 +152,7 @@ def transform_jets(transform: Callable[[Tensor, Tensor], Tensor], x: Tensor, N: 
         def f(xx, *Ns):
             sub = dict(zip(subs, Ns))
             args = (xx, *[sub[s] for s in inner_subs])
-            tang = (eye[j].expand(n, d), *[sub[tuple(sorted(s + (j,)))] for s in inner_subs])
+            tang = (eye[j].expand(n, d).contiguous(), *[sub[tuple(sorted(s + (j,)))] for s in inner_subs])
             return torch.func.jvp(inner, args, tang)[1]
 
         return f

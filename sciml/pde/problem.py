@@ -246,6 +246,7 @@ class Problem:
             covered += [i for i, _ in dirichlet] + [i for i, _ in init]
         if not plans:
             return None, ()
+        lo, hi = lo.tolist(), hi.tolist()  # Python floats: no host syncs or graph breaks inside the transform
         coords, t_col = self.coords, (self.coords.index("t") if self.is_time_dependent else None)
         t0 = float(lo[-1]) if t_col is not None else 0.0
         t1 = float(hi[-1]) if t_col is not None else 1.0
@@ -257,21 +258,20 @@ class Problem:
                     cols.append(y[:, k])
                     continue
                 faces, g, u0, v0, has_u0 = plans[k]
-                D = torch.ones_like(x[:, 0])
+                D = 1.0  # Python scalars, not ones/zeros tensors: keeps jvp tangents dense under torch.compile
                 for f in faces:
                     name, _, side = f.partition("=")
                     j = coords.index(name)
-                    half = float(hi[j] - lo[j]) / 2
-                    D = D * ((x[:, j] - float(lo[j])) if side == "lo" else (float(hi[j]) - x[:, j])) / half
-                A = evaluate_value(g, x) if g is not None else torch.zeros_like(x[:, 0])
+                    half = (hi[j] - lo[j]) / 2
+                    D = D * ((x[:, j] - lo[j]) if side == "lo" else (hi[j] - x[:, j])) / half
+                A = (evaluate_value(g, x) if callable(g) else float(g)) if g is not None else 0.0
                 if has_u0:
-                    xt0 = x.clone()
-                    xt0[:, t_col] = t0
-                    A = A + evaluate_value(u0, xt0) - (evaluate_value(g, xt0) if g is not None else 0)
+                    xt0 = torch.cat([x[:, :t_col], torch.full_like(x[:, t_col:t_col + 1], t0), x[:, t_col + 1:]], -1)
+                    A = A + evaluate_value(u0, xt0) - ((evaluate_value(g, xt0) if callable(g) else float(g)) if g is not None else 0.0)
                     tau = (x[:, t_col] - t0) / (t1 - t0)
                     D = D * tau
                     if v0 is not None:
-                        A = A + (x[:, t_col] - t0) * evaluate_value(v0, xt0)
+                        A = A + (x[:, t_col] - t0) * (evaluate_value(v0, xt0) if callable(v0) else float(v0))
                         D = D * tau
                 cols.append(A + D * y[:, k])
             return torch.stack(cols, -1)

@@ -108,6 +108,7 @@ class PINNConfig(StrictModel):
     dtype: Literal["float32", "float64"] = "float32"
     constraints: Literal["soft", "hard"] = "soft"
     derivatives: Literal["reverse", "forward", "jet"] = "reverse"
+    compile: bool = False  # torch.compile the loss of first-order steps (derivatives: jet only; for GPU)
     net: NetConfig = NetConfig()
     points: PointsConfig = PointsConfig()
     loss: LossConfig = LossConfig()
@@ -200,6 +201,11 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     if cfg.loss.causal.enabled:
         causal = CausalWeights(problem.domain.t0, problem.domain.t1, bins=cfg.loss.causal.bins, eps=cfg.loss.causal.eps)
     evaluate = _Evaluator(problem, device)
+    if cfg.compile and cfg.derivatives != "jet":
+        raise ConfigError("compile: true needs derivatives: jet (reverse/forward modes call autograd inside the loss, "
+                          "which torch.compile cannot capture)")
+    terms_fn = lambda pts: loss_terms(model, problem, pts, mode=cfg.derivatives, causal=causal)
+    compiled_terms = torch.compile(terms_fn) if cfg.compile else terms_fn
 
     start_phase, start_step, elapsed, history = 0, 0, 0.0, []
     opt_state = None
@@ -267,7 +273,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
                     weights.maybe_update(step, model, terms, residuals)
                 else:
-                    terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
+                    terms = compiled_terms(points)
                 loss = weights.total(terms, cond_weights)
                 loss.backward()
                 closure.terms = terms
