@@ -183,7 +183,7 @@ def _lr_schedule(opt, base_lrs, ph: PhaseConfig, step: int):
 def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
     """Train a PINN for ``problem``; see the module docstring. ``run``: a `RunDir` for logs and checkpoints."""
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
-    from sciml.optim import build_optimizer
+    from sciml.optim import build_optimizer, closure_kind
     from sciml.optim.guard import Guard
     from sciml.utils import resolve_device
 
@@ -242,7 +242,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             raise ConfigError(f"phases[{i}].optimizer needs a name (e.g. adam, lbfgs)")
         name = opt_kw.pop("name")
         opt = build_optimizer(model.parameters(), name, **opt_kw)
-        closure_kind = name == "lbfgs" or "lbfgs" in name.lower()
+        kind = closure_kind(name)  # "none" | "backward" (L-BFGS) | "loss" (NysNewton-CG differentiates itself)
+        needs_closure = kind != "none"
         guard = Guard(model, opt, **ph.guard) if ph.guard else None
         first = start_step + 1 if i == start_phase else 1
         if i == start_phase and opt_state is not None:
@@ -252,20 +253,22 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         loss = torch.tensor(float("nan"))
         step = first - 1
         for step in range(first, ph.steps + 1):
-            if not closure_kind and cfg.points.resample_every and step % cfg.points.resample_every == 0:
+            if not needs_closure and cfg.points.resample_every and step % cfg.points.resample_every == 0:
                 points = _resample(problem, model, cfg, points, step, covered, cur_dtype, device)
                 cpu_points.interior = points.interior.detach().cpu()
             _lr_schedule(opt, base_lrs, ph, step)
 
             def closure():
-                opt.zero_grad(set_to_none=True)
+                if kind == "backward":
+                    opt.zero_grad(set_to_none=True)
                 terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
                 total = weights.total(terms, cond_weights)
-                total.backward()
+                if kind == "backward":
+                    total.backward()
                 closure.terms = terms
                 return total
 
-            if closure_kind:
+            if needs_closure:
                 loss = guard.step(None, closure=closure) if guard else opt.step(closure)
             else:
                 opt.zero_grad(set_to_none=True)
