@@ -103,6 +103,19 @@ class _Krylov:
     def _precond(self) -> MatVec:
         return self.preconditioner if self.preconditioner is not None else (lambda v: v)
 
+    def _start(self, matvec: MatVec, b: Tensor, x0: Optional[Tensor]) -> dict:
+        """The state every method begins from: operator (with ridge), preconditioner, x0, r0, M r0,
+        the per-sample tolerance and a status with already-converged samples marked."""
+        _check_rhs(self.name, matvec, b, x0)
+        A, M = _with_ridge(matvec, self.ridge), self._precond()
+        x = torch.zeros_like(b) if x0 is None else x0.clone()
+        r = b - _apply_checked(self.name, "matvec", A, x)
+        z = _apply_checked(self.name, "preconditioner", M, r)
+        tol = _tolerance(b, self.rtol, self.atol)
+        status = torch.full(b.shape[:1], RUNNING, dtype=torch.int64, device=b.device)
+        status = mark(status, _norm(r) <= tol, Status.SUCCESS)
+        return {"x": x, "r": r, "z": z, "tol": tol, "status": status, "b": b, "A": A, "M": M}
+
     def _finish(self, state: dict) -> tuple[Tensor, dict]:
         x = state["x"]
         r = state["b"] - state["A"](x)
@@ -123,15 +136,9 @@ class CG(_Krylov):
     name = "cg"
 
     def __call__(self, matvec: MatVec, b: Tensor, *, x0: Optional[Tensor] = None, throw: bool = True) -> Solution:
-        _check_rhs(self.name, matvec, b, x0)
-        A, M = _with_ridge(matvec, self.ridge), self._precond()
-        x = torch.zeros_like(b) if x0 is None else x0.clone()
-        r = b - _apply_checked(self.name, "matvec", A, x)
-        z = _apply_checked(self.name, "preconditioner", M, r)
-        tol = _tolerance(b, self.rtol, self.atol)
-        status = torch.full(b.shape[:1], RUNNING, dtype=torch.int64, device=b.device)
-        status = mark(status, _norm(r) <= tol, Status.SUCCESS)
-        state = {"x": x, "r": r, "p": z, "rz": _dot(r, z), "tol": tol, "status": status, "b": b, "A": A, "M": M}
+        state = self._start(matvec, b, x0)
+        z = state.pop("z")
+        state.update(p=z, rz=_dot(state["r"], z))
         return iterate(self, state, max_steps=self._default_steps(b), check_every=self.check_every,
                        throw=throw, name=self.name)
 
@@ -203,18 +210,11 @@ class GMRES(_Krylov):
         self.restart = restart
 
     def __call__(self, matvec: MatVec, b: Tensor, *, x0: Optional[Tensor] = None, throw: bool = True) -> Solution:
-        _check_rhs(self.name, matvec, b, x0)
-        A, M = _with_ridge(matvec, self.ridge), self._precond()
-        x = torch.zeros_like(b) if x0 is None else x0.clone()
-        r = b - _apply_checked(self.name, "matvec", A, x)
-        _apply_checked(self.name, "preconditioner", M, r)
-        tol = _tolerance(b, self.rtol, self.atol)
-        status = torch.full(b.shape[:1], RUNNING, dtype=torch.int64, device=b.device)
-        status = mark(status, _norm(r) <= tol, Status.SUCCESS)
+        state = self._start(matvec, b, x0)
+        del state["z"]
         total = self._default_steps(b)
         m = min(self.restart, total)
-        state = {"x": x, "r": r, "tol": tol, "status": status, "b": b, "A": A, "M": M, "m": m,
-                 "left": total, "inner": torch.zeros_like(status)}
+        state.update(m=m, left=total, inner=torch.zeros_like(state["status"]))
         return iterate(self, state, max_steps=math.ceil(total / m), check_every=1, throw=throw, name=self.name)
 
     def step(self, s: dict) -> dict:
@@ -301,17 +301,10 @@ class BiCGSTAB(_Krylov):
     name = "bicgstab"
 
     def __call__(self, matvec: MatVec, b: Tensor, *, x0: Optional[Tensor] = None, throw: bool = True) -> Solution:
-        _check_rhs(self.name, matvec, b, x0)
-        A, M = _with_ridge(matvec, self.ridge), self._precond()
-        x = torch.zeros_like(b) if x0 is None else x0.clone()
-        r = b - _apply_checked(self.name, "matvec", A, x)
-        _apply_checked(self.name, "preconditioner", M, r)
-        tol = _tolerance(b, self.rtol, self.atol)
-        status = torch.full(b.shape[:1], RUNNING, dtype=torch.int64, device=b.device)
-        status = mark(status, _norm(r) <= tol, Status.SUCCESS)
-        one = torch.ones_like(tol)
-        state = {"x": x, "r": r, "rhat": r.clone(), "p": torch.zeros_like(r), "v": torch.zeros_like(r),
-                 "rho": one, "alpha": one, "omega": one, "tol": tol, "status": status, "b": b, "A": A, "M": M}
+        state = self._start(matvec, b, x0)
+        del state["z"]
+        r, one = state["r"], torch.ones_like(state["tol"])
+        state.update(rhat=r.clone(), p=torch.zeros_like(r), v=torch.zeros_like(r), rho=one, alpha=one, omega=one)
         return iterate(self, state, max_steps=self._default_steps(b), check_every=self.check_every,
                        throw=throw, name=self.name)
 
