@@ -42,6 +42,27 @@ def resolve_dataset(cfg: OperatorConfig, *, device: str | torch.device = "auto",
     return path
 
 
+def dataset_fields(cfg: OperatorConfig, info) -> tuple[list[str], list[str]]:
+    """The config's input/output fields, or by default every input and every output field of the file."""
+    inputs = cfg.data.inputs or [n for n, s in info.fields.items() if s.group == "inputs"]
+    outputs = cfg.data.outputs or [n for n, s in info.fields.items() if s.group == "outputs"]
+    return inputs, outputs
+
+
+def relative_errors(predict, split: Split, *, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Per-sample relative L2 of `predict(x)` on a split, in batches, without gradients: (n,)."""
+    errors = []
+    with torch.no_grad():
+        for start in range(0, len(split.x), batch_size):
+            pred = predict(split.x[start:start + batch_size].to(device))
+            errors.append(relative_l2_per_sample(pred, split.y[start:start + batch_size].to(device)))
+    return torch.cat(errors)
+
+
+def error_summary(err: torch.Tensor) -> dict[str, float]:
+    return {"rel_l2": err.mean().item(), "rel_l2_median": err.median().item(), "rel_l2_max": err.max().item()}
+
+
 def _precision_context(precision: str, device: torch.device):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -84,15 +105,10 @@ class Trainer:
         self.started = time.perf_counter()
 
     # -- setup helpers -------------------------------------------------------------------------
-    def _fields(self, info) -> tuple[list[str], list[str]]:
-        inputs = self.cfg.data.inputs or [n for n, s in info.fields.items() if s.group == "inputs"]
-        outputs = self.cfg.data.outputs or [n for n, s in info.fields.items() if s.group == "outputs"]
-        return inputs, outputs
-
     def _load(self, path: Path):
         from sciml.data.h5 import read_info
 
-        inputs, outputs = self._fields(read_info(path))
+        inputs, outputs = dataset_fields(self.cfg, read_info(path))
         d = self.cfg.data
         return load_splits(path, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test,
                            resolution=d.resolution, input_time=d.input_time, output_time=d.output_time)
@@ -180,17 +196,10 @@ class Trainer:
         self.guard.step(loss, closure=closure)
         return loss
 
-    @torch.no_grad()
     def evaluate(self, split: Split | None = None, batch_size: int | None = None) -> dict[str, float]:
-        split = split or self.test_split
         self.model.eval()
-        errors = []
         bs = batch_size or max(self.cfg.training.batch_size, 50)
-        for start in range(0, len(split.x), bs):
-            pred = self.predict(split.x[start:start + bs].to(self.device))
-            errors.append(relative_l2_per_sample(pred, split.y[start:start + bs].to(self.device)))
-        err = torch.cat(errors)
-        return {"rel_l2": err.mean().item(), "rel_l2_median": err.median().item(), "rel_l2_max": err.max().item()}
+        return error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device))
 
     def fit(self) -> dict[str, float]:
         from tqdm.auto import tqdm
@@ -252,8 +261,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     state = run.load_checkpoint(which, map_location=dev)
     dataset = Path(state["dataset"])
     info = read_info(dataset)
-    inputs = cfg.data.inputs or [n for n, s in info.fields.items() if s.group == "inputs"]
-    outputs = cfg.data.outputs or [n for n, s in info.fields.items() if s.group == "outputs"]
+    inputs, outputs = dataset_fields(cfg, info)
     from sciml.models import build_model
 
     x_norm = _normalizer_from_state(state["x_norm"]).to(dev)
@@ -266,15 +274,9 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
                             n_dims=split.x.ndim - 2, **cfg.model.kwargs()).to(dev)
         model.load_state_dict(state["model"])
         model.eval()
-        errs = []
-        with torch.no_grad():
-            for start in range(0, len(split.x), 50):
-                x = split.x[start:start + 50].to(dev)
-                pred = y_norm.decode(model(x_norm.encode(x)).float())
-                errs.append(relative_l2_per_sample(pred, split.y[start:start + 50].to(dev)))
-        err = torch.cat(errs)
+        err = relative_errors(lambda x: y_norm.decode(model(x_norm.encode(x)).float()), split, batch_size=50, device=dev)
         rows.append({"resolution": int(split.x.shape[-1]), "checkpoint": which, "epoch": state["epoch"],
-                     "rel_l2": err.mean().item(), "rel_l2_median": err.median().item()})
+                     **error_summary(err)})
     return rows
 
 
