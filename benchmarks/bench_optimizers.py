@@ -103,6 +103,17 @@ def _members_input(x: Tensor, e: int) -> Tensor:
     return x.expand(e, *x.shape).clone().requires_grad_(True)
 
 
+def _grid_error(grid: Tensor, exact: Tensor) -> Callable[[Callable], Tensor]:
+    """A PINN task's `error`: relative L2 of u (output 0) against `exact` on the points `grid`."""
+
+    def error(f):
+        with torch.no_grad():
+            u = f(grid.expand(f.members, *grid.shape))[..., 0]
+        return (u - exact).norm(dim=-1) / exact.norm()
+
+    return error
+
+
 def task_pinn_convection(cfg) -> TaskSpec:
     """u_t + β u_x = 0 on x ∈ [0, 2π), t ∈ [0, 1], u(x, 0) = sin x, periodic; β = 30.
     Exact u = sin(x − βt). Loss: residual MSE + initial MSE + periodic-boundary MSE."""
@@ -134,12 +145,7 @@ def task_pinn_convection(cfg) -> TaskSpec:
         l_bc = ((f(left.expand(e, *left.shape)) - f(right.expand(e, *right.shape)))[..., 0] ** 2).mean(-1)
         return (res ** 2).mean(-1) + l_ic + l_bc
 
-    def error(f):
-        with torch.no_grad():
-            u = f(grid.expand(f.members, *grid.shape))[..., 0]
-        return (u - exact).norm(dim=-1) / exact.norm()
-
-    return TaskSpec("pinn_convection", lambda: MLP([2] + [width] * depth + [1]), loss, error,
+    return TaskSpec("pinn_convection", lambda: MLP([2] + [width] * depth + [1]), loss, _grid_error(grid, exact),
                     steps=cfg.steps or (200 if small else 4000),
                     notes=f"beta=30, MLP {depth}x{width} tanh, {n_res} residual points (fixed), "
                           f"{n_ic} IC, {n_bc} periodic pairs, rel. L2 on a {nx}x{nt} grid")
@@ -178,12 +184,7 @@ def task_pinn_burgers(cfg) -> TaskSpec:
         l_bc = (f(bc.expand(e, *bc.shape))[..., 0] ** 2).mean(-1)
         return (res ** 2).mean(-1) + l_ic + l_bc
 
-    def error(f):
-        with torch.no_grad():
-            u = f(grid.expand(f.members, *grid.shape))[..., 0]
-        return (u - exact).norm(dim=-1) / exact.norm()
-
-    return TaskSpec("pinn_burgers", lambda: MLP([2] + [width] * depth + [1]), loss, error,
+    return TaskSpec("pinn_burgers", lambda: MLP([2] + [width] * depth + [1]), loss, _grid_error(grid, exact),
                     steps=cfg.steps or (200 if small else 4000),
                     notes=f"nu=0.01/pi, MLP {depth}x{width} tanh, {n_res} residual points, rel. L2 on {nx}x{nt} grid")
 
