@@ -26,6 +26,13 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._n_metrics: int | None = None  # lines in metrics.jsonl, counted once, then kept by log()
+
+    @property
+    def n_metrics(self) -> int:
+        if self._n_metrics is None:
+            self._n_metrics = len(self.read_metrics())
+        return self._n_metrics
 
     @classmethod
     def create(cls, root: str | Path, name: str | None, *, prefix: str = "run") -> "RunDir":
@@ -63,6 +70,8 @@ class RunDir:
         clean = {k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(clean, default=_to_builtin) + "\n")
+        if self._n_metrics is not None:
+            self._n_metrics += 1
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
@@ -73,6 +82,7 @@ class RunDir:
         """Keep the first `keep` metric lines: a resumed run drops what was logged after its checkpoint."""
         lines = self.metrics_path.read_text().splitlines(keepends=True) if self.metrics_path.exists() else []
         atomic_write_text(self.metrics_path, "".join(lines[:keep]))
+        self._n_metrics = min(keep, len(lines))
 
     def save_checkpoint(self, state: dict[str, Any], which: str = "last") -> Path:
         return save_checkpoint(state, self.checkpoint_path(which))

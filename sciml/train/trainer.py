@@ -132,7 +132,7 @@ class Trainer:
             "x_norm": {"kind": self.x_norm.kind, **self.x_norm.state_dict()},
             "y_norm": {"kind": self.y_norm.kind, **self.y_norm.state_dict()},
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-            "metrics_lines": len(self.run.read_metrics()),
+            "metrics_lines": self.run.n_metrics,
             "dataset": str(self.dataset_path), "config": dump(self.cfg),
         }
 
