@@ -41,7 +41,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from solvers.pde._spectral import output_times
+from solvers.pde._spectral import output_times, substeps
 
 __all__ = ["DiffusionSorption", "solve_diffusion_sorption", "tridiagonal_solve", "PDEBENCH_TIMES"]
 
@@ -179,7 +179,7 @@ class DiffusionSorption:
         for i, t in enumerate(ts):
             interval = t - t_now
             if interval > 0:
-                m = max(1, math.ceil(interval / self.dt * (1 - 1e-12)))
+                m, _ = substeps(interval, self.dt)
                 if t_now == 0.0:  # graded: resolve the initial boundary layer and front
                     marks = [interval * (j / (4 * m)) ** 3 for j in range(4 * m + 1)]
                 else:
