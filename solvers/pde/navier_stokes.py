@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from solvers.pde._spectral import (complex_dtype, etdrk4_coefficients, etdrk4_step, fft_wavenumbers,
+from solvers.pde._spectral import (complex_dtype, dealias_mask, etdrk4_coefficients, etdrk4_step, fft_wavenumbers,
                                    output_times, rfft_wavenumbers, substeps)
 
 __all__ = ["NavierStokes2D", "solve_navier_stokes", "fno_forcing", "INTEGRATORS"]
@@ -103,7 +103,7 @@ class NavierStokes2D:
         ky = rfft_wavenumbers(s, device=device)[None, :]      # axis -1 (y), half spectrum
         lap = 4 * math.pi ** 2 * (kx ** 2 + ky ** 2)          # symbol of -Lap, float64
         inv_lap = torch.where(lap > 0, 1 / torch.where(lap > 0, lap, 1.0), 0.0)
-        mask = (kx.abs() <= s / 3) & (ky <= s / 3)
+        mask = dealias_mask(kx, s) & dealias_mask(ky, s)  # square 2/3 rule
         ops = {
             "ikx": (2j * math.pi * kx).to(cdtype) * torch.ones_like(ky, dtype=cdtype),
             "iky": (2j * math.pi * ky).to(cdtype) * torch.ones_like(kx, dtype=cdtype),
