@@ -340,8 +340,11 @@ class Guard:
         ret = self._scaled_step(closure)
         val = ret if ret is not None else loss
         params_ok = torch.stack([torch.isfinite(p).all() for g in self.optimizer.param_groups for p in g["params"]]).all()
-        lval, ok = torch.stack([torch.as_tensor(val).detach().reshape(()).to(torch.float64).cpu(),
-                                params_ok.to(torch.float64).cpu()]).tolist() if val is not None else (float("nan"), 0.0)
+        if val is None:
+            lval, ok = float("nan"), 0.0
+        else:  # one device→host copy for both (was one .cpu() each)
+            lval, ok = torch.stack([torch.as_tensor(val).detach().reshape(()).to(params_ok.device, torch.float64),
+                                    params_ok.to(torch.float64)]).tolist()
         if not (ok and math.isfinite(lval)):
             with torch.no_grad():
                 self.model.load_state_dict(before["model"])
