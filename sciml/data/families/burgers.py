@@ -60,6 +60,5 @@ class Burgers1D:
         diagnostics = {
             "mean_drift": (u[:, -1].mean(-1) - u0.mean(-1)).abs(),  # the mean is conserved exactly
             "max_abs": u.abs().amax(dim=(1, 2)),
-            "nonfinite": (~torch.isfinite(u)).flatten(1).any(1).double(),
         }
         return {"inputs/u0": u0, "outputs/u": u}, diagnostics

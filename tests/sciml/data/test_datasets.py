@@ -150,3 +150,11 @@ def test_every_recipe_round_trips(data_root, recipe, inputs, outputs):
         u0 = train.x[:, 0]
         assert torch.allclose(u0[:, 32], u0[:, 10]) and 0 <= u0.min() and u0.max() <= 0.2  # constant in x
         assert train.y.shape == (4, 10, 64)
+
+
+def test_diverging_solve_fails_clearly_and_writes_no_dataset(data_root):
+    recipe = load_recipe("burgers", overrides=["n_samples=4", "batch_size=4", "params.resolution=64",
+                                                "params.nu=1e-4", "params.dt=0.2", "params.t_end=5.0"])
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        generate(recipe, root=data_root, progress=False)
+    assert not dataset_path(recipe, data_root).exists()
