@@ -286,11 +286,7 @@ class Guard:
             self._take_snapshot()
 
     def _take_snapshot(self) -> None:
-        self._snapshot = {
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "step": self.step_count, "log_loss_ema": self.log_loss_ema,
-        }
+        self._snapshot = {**self._snapshot_light(), "step": self.step_count, "log_loss_ema": self.log_loss_ema}
         self._since_snapshot = 0
 
     def _skip_nonfinite(self, step: int, lval: float, nval: float, zeroed: bool = False) -> None:
@@ -328,9 +324,12 @@ class Guard:
         self.rollbacks += 1
         self.counts["rollback"] += 1
         self.spike_steps = []
+        self._emit(step, "rollback", reason=reason, to_step=None if snap is None else snap["step"])
+        self._lower_lr(step)
+
+    def _lower_lr(self, step: int) -> None:
         old = self.lr_scale
         self.lr_scale *= self.lr_factor
-        self._emit(step, "rollback", reason=reason, to_step=None if snap is None else snap["step"])
         self._emit(step, "lr_lowered", lr_scale=self.lr_scale, previous=old,
                    lr=[g["lr"] * self.lr_scale for g in self.optimizer.param_groups])
 
@@ -350,10 +349,7 @@ class Guard:
                 self.model.load_state_dict(before["model"])
             self.optimizer.load_state_dict(before["optimizer"])
             self._skip_nonfinite(self.step_count, lval, float("nan"))
-            old = self.lr_scale
-            self.lr_scale *= self.lr_factor
-            self._emit(self.step_count, "lr_lowered", lr_scale=self.lr_scale, previous=old,
-                       lr=[g["lr"] * self.lr_scale for g in self.optimizer.param_groups])
+            self._lower_lr(self.step_count)
             return ret
         if self._is_spike(lval):
             self._spike(self.step_count, lval)
