@@ -26,14 +26,10 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .linear import CG, GMRES
+from .linear import CG, GMRES, _col, _norm
 from .solution import RUNNING, Solution, Status, SolveError, check_options, describe, iterate, mark
 
 __all__ = ["Neumann", "neumann", "hypergradient"]
-
-
-def _norm(a: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(a.reshape(a.shape[0], -1), dim=1)
 
 
 class Neumann:
@@ -80,7 +76,7 @@ class Neumann:
 
     def step(self, s: dict) -> dict:
         active = s["status"] == RUNNING
-        go = active.reshape(-1, *([1] * (s["v"].dim() - 1)))
+        go = _col(active, s["v"])
         v = torch.where(go, s["v"] - self.alpha * s["A"](s["v"]), s["v"])  # next term (I - alpha A)^j b
         x = torch.where(go, s["x"] + v, s["x"])
         vn = _norm(v)

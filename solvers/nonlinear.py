@@ -27,6 +27,7 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor
 
+from .linear import _col, _norm
 from .solution import RUNNING, Solution, Status, check_options, iterate, mark
 
 __all__ = ["jacobian", "Newton", "GaussNewton", "LevenbergMarquardt", "FixedPointIteration", "Anderson",
@@ -74,14 +75,6 @@ def jacobian(fn: Fn, x: Tensor, *args, mode: JacSpec = "loop", chunk_size: Optio
 
 def _inf_norm(a: Tensor) -> Tensor:
     return a.reshape(a.shape[0], -1).abs().amax(dim=1)
-
-
-def _norm(a: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(a.reshape(a.shape[0], -1), dim=1)
-
-
-def _col(s: Tensor, like: Tensor) -> Tensor:
-    return s.reshape(s.shape[0], *([1] * (like.dim() - 1)))
 
 
 def _check_x0(name: str, fn, x0) -> None:
