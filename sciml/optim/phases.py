@@ -86,7 +86,7 @@ class PhaseSchedule:
             kw = dict(ph["optimizer"])
             name = kw.pop("name")
             opt = build_optimizer(model.parameters(), name, **kw)
-            kind = {"none": "first_order", "loss": "loss_closure", "backward": "backward_closure"}[closure_kind(name)]
+            kind = closure_kind(name)
             guard = Guard(model, opt, **ph["guard"]) if ph["guard"] else None
             evals = [0]
 
@@ -102,11 +102,11 @@ class PhaseSchedule:
 
             start, last, events, k = time.perf_counter(), None, [], 0
             for k in range(1, ph["steps"] + 1):
-                if kind == "first_order":
+                if kind == "none":
                     loss = backward_closure()
                     guard.step(loss) if guard else opt.step()
                 else:
-                    closure = counted_loss if kind == "loss_closure" else backward_closure
+                    closure = counted_loss if kind == "loss" else backward_closure
                     loss = guard.step(None, closure=closure) if guard else opt.step(closure)
                 last = loss
                 if guard:
