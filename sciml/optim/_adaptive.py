@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._base import FunctionalOptimizer, check_betas, check_range
+from ._base import FunctionalOptimizer, check_betas, check_range, real_view
 
 
 def _decay(p: Tensor, group: dict) -> None:
@@ -307,8 +307,7 @@ class ClipRAdaGradD(FunctionalOptimizer):
         if not params:
             group["_coef"] = None
             return
-        norms = torch.stack([torch.linalg.vector_norm(torch.view_as_real(p.grad) if p.grad.is_complex() else p.grad)
-                             for p in params])
+        norms = torch.stack([torch.linalg.vector_norm(real_view(p.grad)) for p in params])
         norm = torch.linalg.vector_norm(norms)
         coef = torch.clamp(group["clip"] / (norm + 1e-300), max=1.0)
         first = self.state[params[0]]
