@@ -20,13 +20,13 @@ w* (Lorraine et al., Thm. 2) -- the test suite checks this identity.
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .linear import CG, GMRES, _col, _norm
+from .implicit import _KRYLOV, _report
+from .linear import _col, _norm
 from .solution import RUNNING, Solution, Status, SolveError, check_options, describe, iterate, mark
 
 __all__ = ["Neumann", "neumann", "hypergradient"]
@@ -127,7 +127,7 @@ def hypergradient(train_loss: Callable[..., Tensor], val_loss: Callable[..., Ten
         if solve not in ("cg", "gmres"):
             raise ValueError(f"hypergradient: solve={solve!r} is not valid; use 'cg', 'gmres', a Neumann(...) "
                              f"or a callable (matvec, b) -> Solution")
-        solve = CG(rtol=1e-10) if solve == "cg" else GMRES(rtol=1e-10, restart=50)
+        solve = _KRYLOV[solve](1e-10)
     w = [p.detach().requires_grad_(True) for p in params]
     lam = [h if h.requires_grad else h.detach().requires_grad_(True) for h in hparams]
     with torch.enable_grad():
@@ -143,10 +143,7 @@ def hypergradient(train_loss: Callable[..., Tensor], val_loss: Callable[..., Ten
 
         sol = solve(hvp, _flat(v_w), throw=False)
         if bool((sol.status != Status.SUCCESS).any()):
-            msg = describe(sol.status, "hypergradient inverse-Hessian solve")
-            if on_failure == "raise":
-                raise SolveError(msg, sol)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            _report(on_failure, describe(sol.status, "hypergradient inverse-Hessian solve"), sol)
         mixed = torch.autograd.grad(g_w, lam, grad_outputs=_unflat(sol.value.detach(), w), allow_unused=True,
                                     materialize_grads=True)
     return [d - m for d, m in zip(direct, mixed)], sol
