@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from sciml.optim import OPTIMIZERS, build_optimizer, optimizer_spec
+from sciml.optim import OPTIMIZERS, build_optimizer, closure_kind
 
 NAMES = OPTIMIZERS.names()
 # learning rates that make 40 steps meaningful on this toy problem (defaults where they suffice)
@@ -35,15 +35,8 @@ def _data():
     return x, (x @ w_true).real + 0.1
 
 
-def _kind(name):
-    spec = optimizer_spec(name)
-    if name == "nys_newton_cg":
-        return "loss"
-    return "backward" if spec is not None and spec.needs_closure else "plain"
-
-
 def _steps(model, opt, name, x, y, n):
-    kind = _kind(name)
+    kind = closure_kind(name)
     loss_fn = lambda: ((model(x) - y) ** 2).mean()  # noqa: E731
 
     def closure():
@@ -53,7 +46,7 @@ def _steps(model, opt, name, x, y, n):
         return loss
 
     for _ in range(n):
-        if kind == "plain":
+        if kind == "none":
             closure()
             opt.step()
         elif kind == "backward":
@@ -75,7 +68,7 @@ def test_trains_complex_parameters(name):
     w0 = model.w.detach().clone()
     opt = _build(name, model)
     first = ((model(x) - y) ** 2).mean().item()
-    n = 5 if _kind(name) != "plain" else 40
+    n = 5 if closure_kind(name) != "none" else 40
     last = _steps(model, opt, name, x, y, n)
     assert model.w.dtype == torch.complex128 and model.w.imag.abs().sum() > 0
     assert not torch.equal(model.w.detach().imag, w0.imag), "the imaginary part is trained too"
@@ -85,7 +78,7 @@ def test_trains_complex_parameters(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_round_trip_resumes_identically(name):
     x, y = _data()
-    n = 2 if _kind(name) != "plain" else 4
+    n = 2 if closure_kind(name) != "none" else 4
     a = Spectral()
     opt_a = _build(name, a)
     _steps(a, opt_a, name, x, y, n)
