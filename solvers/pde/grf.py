@@ -89,7 +89,7 @@ class GaussianRandomField:
             freqs = [torch.arange(s, dtype=torch.float64) for s in shape]
             scale = math.pi ** 2
         k2 = sum(torch.meshgrid(*[f ** 2 for f in freqs], indexing="ij"))
-        self._k_squared = k2  # integer |k|^2 on the stored (half-)spectrum, float64, CPU
+        self._k_squared, self._scale = k2, scale  # integer |k|^2 on the stored (half-)spectrum, float64, CPU
         sqrt_eig = self.sigma * (scale * k2 + self.tau ** 2) ** (-self.alpha / 2)
         sqrt_eig[(0,) * d] = 0.0  # zero mean mode
         if boundary == "periodic":
@@ -119,8 +119,7 @@ class GaussianRandomField:
         Periodic: on the ``rfftn`` half spectrum (shape ``(*shape[:-1], shape[-1]//2 + 1)``,
         fftfreq order), c = 4 pi^2. Neumann: shape ``shape``, k_j = 0..s_j-1, c = pi^2.
         """
-        scale = 4 * math.pi ** 2 if self.boundary == "periodic" else math.pi ** 2
-        lam = self.sigma ** 2 * (scale * self._k_squared + self.tau ** 2) ** (-self.alpha)
+        lam = self.sigma ** 2 * (self._scale * self._k_squared + self.tau ** 2) ** (-self.alpha)
         lam[(0,) * self.ndim] = 0.0
         return lam
 
