@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import warnings
 from typing import Any, Callable, Optional, Union
 
@@ -218,10 +219,7 @@ class _Spec:
     def __init__(self, F, adjoint: Implicit, batched: bool, x_shape, matvec_factory=None):
         self.F, self.adjoint, self.batched, self.x_shape = F, adjoint, batched, x_shape
         self.B = x_shape[0] if batched else 1
-        n = 1
-        for s in x_shape:
-            n *= s
-        self.n = n // self.B if self.B else 0
+        self.n = math.prod(x_shape) // self.B if self.B else 0
         self.matvec_factory = matvec_factory
 
 
