@@ -31,12 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import device_name, sync, write_result  # noqa: E402
 
-DDE_SCRIPT = r"""
+DDE_BURGERS = r"""
 import json, sys, time, numpy as np
 import deepxde as dde
 import torch
-n_steps, warm = int(sys.argv[1]), int(sys.argv[2])
-torch.set_num_threads(int(sys.argv[3]))
 def pde(x, y):
     dy_x = dde.grad.jacobian(y, x, i=0, j=0); dy_t = dde.grad.jacobian(y, x, i=0, j=1)
     dy_xx = dde.grad.hessian(y, x, i=0, j=0)
@@ -45,6 +43,11 @@ geomtime = dde.geometry.GeometryXTime(dde.geometry.Interval(-1, 1), dde.geometry
 bc = dde.icbc.DirichletBC(geomtime, lambda x: 0, lambda _, on_boundary: on_boundary)
 ic = dde.icbc.IC(geomtime, lambda x: -np.sin(np.pi * x[:, 0:1]), lambda _, on_initial: on_initial)
 data = dde.data.TimePDE(geomtime, pde, [bc, ic], num_domain=2540, num_boundary=80, num_initial=160)
+"""  # DeepXDE's Burgers example, shared by both scripts below
+
+DDE_SCRIPT = DDE_BURGERS + r"""
+n_steps, warm = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(int(sys.argv[3]))
 net = dde.nn.FNN([2] + [20] * 3 + [1], "tanh", "Glorot normal")
 model = dde.Model(data, net)
 model.compile("adam", lr=1e-3, verbose=0)
@@ -58,32 +61,25 @@ print("RESULT", json.dumps({"ms_per_step": (time.perf_counter() - t0) / n_steps 
 """
 
 
-def deepxde_ms_per_step(n_steps: int, warm: int, threads: int, gpu: bool) -> float:
+def _run_deepxde(script: str, args: list, gpu: bool, timeout: int) -> dict:
+    """Run a DeepXDE script in a subprocess (pytorch backend, private HOME); its RESULT line as a dict."""
     env = {**os.environ, "DDE_BACKEND": "pytorch", "HOME": tempfile.mkdtemp(prefix="dde-home-")}
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
-    out = subprocess.run([sys.executable, "-c", DDE_SCRIPT, str(n_steps), str(warm), str(threads)], env=env,
-                         capture_output=True, text=True, timeout=1800)
+    out = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
     if out.returncode != 0 or not line:
         raise RuntimeError(f"DeepXDE subprocess failed:\n{out.stderr[-2000:]}")
-    return json.loads(line[0][6:])["ms_per_step"]
+    return json.loads(line[0][6:])
 
 
-DDE_TARGET_SCRIPT = r"""
-import json, sys, time, numpy as np
-import deepxde as dde
-import torch
+def deepxde_ms_per_step(n_steps: int, warm: int, threads: int, gpu: bool) -> float:
+    return _run_deepxde(DDE_SCRIPT, [n_steps, warm, threads], gpu, timeout=1800)["ms_per_step"]
+
+
+DDE_TARGET_SCRIPT = DDE_BURGERS + r"""
 target, max_adam, chunk = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 ref = np.load(sys.argv[4]); X, U = ref["x"], ref["u"]
-def pde(x, y):
-    dy_x = dde.grad.jacobian(y, x, i=0, j=0); dy_t = dde.grad.jacobian(y, x, i=0, j=1)
-    dy_xx = dde.grad.hessian(y, x, i=0, j=0)
-    return dy_t + y * dy_x - 0.01 / np.pi * dy_xx
-geomtime = dde.geometry.GeometryXTime(dde.geometry.Interval(-1, 1), dde.geometry.TimeDomain(0, 0.99))
-bc = dde.icbc.DirichletBC(geomtime, lambda x: 0, lambda _, on_boundary: on_boundary)
-ic = dde.icbc.IC(geomtime, lambda x: -np.sin(np.pi * x[:, 0:1]), lambda _, on_initial: on_initial)
-data = dde.data.TimePDE(geomtime, pde, [bc, ic], num_domain=2540, num_boundary=80, num_initial=160)
 model = dde.Model(data, dde.nn.FNN([2] + [20] * 3 + [1], "tanh", "Glorot normal"))
 err = lambda: float(np.linalg.norm(model.predict(X)[:, 0] - U) / np.linalg.norm(U))
 model.compile("adam", lr=1e-3, verbose=0)
@@ -107,15 +103,7 @@ def deepxde_time_to_target(target: float, max_adam: int, gpu: bool) -> dict:
 
     ref = Path(tempfile.mkdtemp(prefix="dde-ref-")) / "ref.npz"
     np.savez(ref, x=x.numpy(), u=problem.reference_values(x)[:, 0].numpy())
-    env = {**os.environ, "DDE_BACKEND": "pytorch", "HOME": tempfile.mkdtemp(prefix="dde-home-")}
-    if not gpu:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    out = subprocess.run([sys.executable, "-c", DDE_TARGET_SCRIPT, str(target), str(max_adam), "500", str(ref)], env=env,
-                         capture_output=True, text=True, timeout=3600)
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
-    if out.returncode != 0 or not line:
-        raise RuntimeError(f"DeepXDE subprocess failed:\n{out.stderr[-2000:]}")
-    return json.loads(line[0][6:])
+    return _run_deepxde(DDE_TARGET_SCRIPT, [target, max_adam, 500, ref], gpu, timeout=3600)
 
 
 def sciml_time_to_target(target: float, device: str) -> dict:
