@@ -23,6 +23,7 @@ from sciml.pde.conditions import Initial, Periodic
 from sciml.pde.geometry import Interval
 from sciml.pde.nets import MLP
 from sciml.pde.problem import Problem
+from sciml.pde.problems import _grid_xt
 
 TWO_PI = 2 * math.pi
 
@@ -63,8 +64,7 @@ def convection_diffusion(beta: float = 30.0, nu: float = 0.0, frame: str = "lagr
     Errors are measured on u (for the Lagrangian frame, at (ξ, t): u(ξ, t) vs e^{−νt} sin ξ,
     with the characteristic's own error logged as X).
     """
-    grid = torch.stack(torch.meshgrid(torch.linspace(0, TWO_PI, 257, dtype=torch.float64)[:-1],
-                                      torch.linspace(0, 1, 101, dtype=torch.float64), indexing="ij"), -1).reshape(-1, 2)
+    grid = _grid_xt(0, TWO_PI, 256, 0, 1, 101, periodic=True)
     if frame == "eulerian":
         return Problem(
             domain=Interval(0, TWO_PI).with_time(0, 1),
