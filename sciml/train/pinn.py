@@ -116,6 +116,7 @@ class PINNConfig(StrictModel):
     log_every: int = Field(100, ge=1)
     eval_every: int = Field(1000, ge=0)
     checkpoint_every: int = Field(1000, ge=0)
+    max_minutes: float | None = Field(None, gt=0)  # stop (with a checkpoint) after this wall time; --resume goes on
     output: OutputConfig = OutputConfig()
 
 
@@ -230,6 +231,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
 
     metric_lines = len(run.read_metrics()) if run is not None else 0
     total_steps = 0
+    deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
+    stopped_early = False
     for i, ph in enumerate(cfg.phases):
         if i < start_phase:
             continue
@@ -304,16 +307,26 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     progress(rec)
             if run is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < ph.steps:
                 _save(run, model, opt, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
+            if deadline is not None and time.perf_counter() > deadline and (step < ph.steps or i + 1 < len(cfg.phases)):
+                stopped_early = True
+                break
         seconds = time.perf_counter() - t_phase
         elapsed += seconds
+        if stopped_early and step < ph.steps:  # mid-phase: resume continues with this optimizer's state
+            if run is not None:
+                _save(run, model, opt, weights, cpu_points, i, step, elapsed, history, metric_lines)
+            break
         total_steps += step - first + 1
         history.append({"phase": i, "optimizer": name, "steps": step, "loss": float(loss.detach()), "seconds": seconds})
         opt_state = None
         if run is not None:  # phase boundary: the next phase starts fresh
             _save(run, model, None, weights, cpu_points, i + 1, 0, elapsed, history, metric_lines)
+        if stopped_early:
+            break
 
-    final = {"event": "final", **evaluate(model), "loss": history[-1]["loss"] if history else float("nan"),
-             "seconds": elapsed, **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
+    last_loss = float(loss.detach()) if stopped_early else (history[-1]["loss"] if history else float("nan"))
+    final = {"event": "final", **evaluate(model), "loss": last_loss,
+             "seconds": elapsed, "stopped_early": stopped_early, **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
     for k, u in problem.unknowns.items():
         if u.true is not None:
             final[f"param_{k}_rel_error"] = abs(float(model.unknowns[k]) - u.true) / max(abs(u.true), 1e-300)

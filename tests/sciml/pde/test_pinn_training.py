@@ -96,6 +96,20 @@ def test_run_pinn_writes_run_folder_and_resumes_exactly(tmp_path):
     assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]  # no duplicates after the resume
 
 
+def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes_the_run(tmp_path):
+    from sciml.config import validate
+    full = run_pinn(TINY, run_dir=RunDir.create(tmp_path, "a").path)
+    run = RunDir.create(tmp_path, "b")
+    stopped = fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**TINY, "max_minutes": 1e-9}), run=run)
+    assert stopped.metrics["stopped_early"] is True
+    assert [(r["phase"], r["step"]) for r in run.read_metrics() if "step" in r] == [(0, 1)]
+    resumed = fit(get_problem("diffusion_reaction"), validate(PINNConfig, TINY), run=run, resume=True)
+    assert resumed.metrics["stopped_early"] is False
+    assert resumed.metrics["rel_l2"] == pytest.approx(full["rel_l2"], rel=1e-10)
+    steps = [(r["phase"], r["step"]) for r in run.read_metrics() if "step" in r]
+    assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]
+
+
 def test_config_errors_name_the_fix():
     with pytest.raises(ConfigError, match="did you mean 'points'"):
         run_pinn({**TINY, "pionts": {}}, run_dir=None)
