@@ -25,7 +25,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from sciml.data.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, preset=args.preset, overrides=args.overrides)
-    path = generate(recipe, root=args.root, device=args.device, progress=not args.quiet)
+    path = generate(recipe, root=args.root, device=args.device, progress=not args.quiet, max_minutes=args.max_minutes)
+    if path.suffix == ".partial":
+        print(f"{path}: stopped after --max-minutes {args.max_minutes:g}; run the same command again to go on")
+        return 0
     info = read_info(path)
     print(f"{path}: {info.n_samples} samples on a {'x'.join(map(str, info.spatial_shape))} grid, "
           f"fields {', '.join(info.fields)}")
@@ -139,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="folder for the file (default: datasets/)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--max-minutes", type=float, help="stop after the batch that passes this wall time (resumable)")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("train", help="train from a YAML config")

@@ -23,11 +23,12 @@ def batch_generator(device: torch.device, seed: int, batch: int) -> torch.Genera
 
 
 def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | torch.device = "auto",
-             progress: bool = True, max_batches: int | None = None) -> Path:
+             progress: bool = True, max_batches: int | None = None, max_minutes: float | None = None) -> Path:
     """Make (or finish) the file for `recipe` and return its path; a complete file is reused.
 
-    `max_batches` stops after that many new batches, leaving a resumable partial file (for tests
-    and for splitting a long generation across runs).
+    `max_batches` (new batches) or `max_minutes` (wall time; checked after each batch) stop early,
+    leaving a resumable ``.partial`` file, which is returned: a long generation split across runs.
+    The complete file's ``wall_time_s`` attribute sums the time of every run that wrote to it.
     """
     from tqdm.auto import tqdm
 
@@ -51,7 +52,7 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
     }
     writer = Writer(path, attrs=attrs, fields=layout.fields, grid=layout.grid, n_samples=recipe.n_samples,
                     batch_size=recipe.batch_size, resume_key=f"{recipe.fingerprint()}-{device.type}")
-    start = time.perf_counter()
+    deadline = None if max_minutes is None else time.perf_counter() + 60 * max_minutes
     try:
         todo = range(writer.batches_done, n_batches if max_batches is None else min(n_batches, writer.batches_done + max_batches))
         for b in tqdm(todo, desc=f"generate {recipe.name}", unit="batch", disable=not progress,
@@ -64,10 +65,12 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
                                          f"the solver diverged: reduce dt or check the parameters")
             writer.write_batch(b, {k: v.float().cpu().numpy() for k, v in arrays.items()},
                                {k: v.double().cpu().numpy() for k, v in diagnostics.items()})
+            if deadline is not None and time.perf_counter() > deadline:
+                break
         if writer.batches_done < n_batches:
             writer.close()
             return writer.partial
-        return writer.finish({"wall_time_s": time.perf_counter() - start})
+        return writer.finish({"wall_time_s": writer.seconds})
     except BaseException:
         writer.close()  # keep the finished batches for a resume
         raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -123,6 +124,12 @@ class Writer:
         if not self.partial.exists():
             self._create(h5py, attrs, fields, grid, resume_key)
         self.batches_done = int(self.file.attrs["batches_done"])
+        self._clock = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Wall time spent on the finished batches, summed over every run that wrote to this file."""
+        return float(self.file.attrs.get("generation_seconds", 0.0))
 
     def _create(self, h5py, attrs, fields, grid, resume_key) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +164,9 @@ class Writer:
             self.file[key][start:start + len(value)] = value
         self.batches_done = index + 1
         self.file.attrs["batches_done"] = self.batches_done
+        now = time.perf_counter()  # this batch's share: since the file was opened or the last batch
+        self.file.attrs["generation_seconds"] = self.seconds + (now - self._clock)
+        self._clock = now
         self.file.flush()
 
     def finish(self, final_attrs: Mapping[str, Any]) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from typing import Literal
+
 from pydantic import PositiveFloat, PositiveInt
 
 from sciml.config import StrictModel
@@ -20,6 +22,9 @@ class NavierStokesParams(StrictModel):
     tau: PositiveFloat = 7.0
     integrator: str = "etdrk4"
     dt: PositiveFloat | None = None
+    # Solver arithmetic. float32 halves the bytes an FFT moves (the GPU step is bandwidth-bound);
+    # measured vs float64 at 64^2, T = 50: rel. L2 2.4e-5, far below the CN comparison's 1e-3.
+    precision: Literal["float32", "float64"] = "float32"
 
 
 @FAMILIES.register("navier_stokes2d", description="2D incompressible Navier-Stokes, vorticity form on the torus, "
@@ -45,7 +50,7 @@ class NavierStokes2DFamily:
                                "sigma": "tau^(alpha - 1)", "resolution": p.sim_resolution},
                 "solver": f"solvers.pde.navier_stokes (pseudo-spectral, 2/3 dealiasing, {p.integrator}), "
                           f"simulated at {p.sim_resolution}^2, stored by stride",
-                "solver_options": {"integrator": p.integrator, "dt": p.dt},
+                "solver_options": {"integrator": p.integrator, "dt": p.dt, "precision": p.precision},
             })
 
     def generate(self, p: NavierStokesParams, n: int, *, generator: torch.Generator, device: torch.device):
@@ -56,7 +61,7 @@ class NavierStokes2DFamily:
         # FNO's sigma = tau^(alpha - d/2) with d = 2
         grf = GaussianRandomField((s, s), alpha=p.alpha, tau=p.tau, boundary="periodic", device=device,
                                   dtype=torch.float64)
-        w0 = grf.sample(n, generator=generator)
+        w0 = grf.sample(n, generator=generator).to(getattr(torch, p.precision))  # drawn in float64 either way
         w = solve_navier_stokes(w0, nu=p.nu, times=list(range(1, p.t_end + 1)), integrator=p.integrator, dt=p.dt,
                                 out_resolution=p.resolution)
         stride = s // p.resolution

@@ -59,6 +59,18 @@ def test_interrupted_generation_resumes_to_the_same_file(data_root):
         assert np.array_equal(f["outputs/u"][()], g["outputs/u"][()])
 
 
+def test_max_minutes_splits_a_generation_and_the_wall_time_sums_over_runs(data_root):
+    recipe = load_recipe("burgers", overrides=TINY)
+    partial = generate(recipe, root=data_root, progress=False, max_minutes=1e-9)  # stops after one batch
+    with h5py.File(partial) as f:
+        assert f.attrs["batches_done"] == 1
+        first = float(f.attrs["generation_seconds"])
+    assert first > 0
+    done = generate(recipe, root=data_root, progress=False)
+    with h5py.File(done) as f:
+        assert f.attrs["batches_done"] == 3 and f.attrs["wall_time_s"] > first
+
+
 def test_load_subsamples_and_splits(data_root):
     path = generate(load_recipe("burgers", overrides=TINY), root=data_root, progress=False)
     info, train, test = load_splits(path, inputs=["u0"], outputs=["u"], n_train=8, n_test=4, resolution=16)
