@@ -1,10 +1,12 @@
 """Data-generation speed and accuracy of the reference PDE solvers (solvers/pde).
 
-Run from the repository root:
-    PYTHONPATH=. python benchmarks/bench_datagen.py            # full sizes (GPU)
-    PYTHONPATH=. python benchmarks/bench_datagen.py --small    # reduced sizes, CPU smoke run
+Run from the repository root, in parts that each fit one 10-minute device command:
+    PYTHONPATH=. python benchmarks/bench_datagen.py --parts darcy,ns_step,burgers,ns_accuracy
+    PYTHONPATH=. python benchmarks/bench_datagen.py --parts ns_generate   # repeat until "complete"
+    PYTHONPATH=. python benchmarks/bench_datagen.py --small               # every part, CPU sizes
 
-Writes benchmarks/results/datagen.json (and $OUT/results/datagen.json when $OUT is set).
+Writes benchmarks/results/datagen.json (and $OUT/results/datagen.json when $OUT is set); a run
+of some parts keeps the other parts' rows measured on the same device.
 
 Rows:
 * darcy: FNO's set, coefficient sampling (Neumann GRF 12/3) + DST-PCG solve (fp64,
@@ -12,11 +14,13 @@ Rows:
   Full: 1024 x 421^2 (target <= 10 s on one GPU).
 * ns_step / ns_fft_floor: ETDRK4 vorticity step (float32) at 256^2 for a batch, ms per step, and
   the time of its FFTs alone (4 stages x (one stacked irfft2 of 4 fields + one rfft2)).
-* ns_total_estimate: 1200 trajectories, nu = 1e-3, T = 50 at 256^2 (target <= 15 min), from the
-  measured ms/step and the number of CFL-adaptive steps a T = 50 trajectory took
-  (ns_accuracy run), i.e. ceil(1200/B) x steps x ms/step; likewise the FFT-only floor.
 * ns_accuracy: relative L2 at T between ETDRK4 (adaptive, cfl 0.5) and FNO's cn_euler at
   dt = 1e-4, same ICs (FNO GRF), FNO forcing, float64, at full and at 64^2 (stride) resolution.
+* ns_generate: the real thing, `sciml generate navier_stokes` (1200 trajectories, nu = 1e-3,
+  T = 50, 256^2 simulated, 64^2 stored, HDF5 included; target <= 15 min), with a wall-time
+  budget per command (--max-minutes); the partial file resumes and the row sums every command's
+  time (the file's wall_time_s). --small: the extrapolation ceil(1200/B) x steps x ms/step from
+  a measured T = 50 trajectory instead.
 * burgers: FNO's Burgers set (GRF sigma 25, tau 5, alpha 2; nu = 0.1; T = 1), fp64,
   automatic step; full: 2048 x 8192.
 """
@@ -34,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import sync, write_result  # noqa: E402
+from benchmarks.common import merge_rows, sync, write_result  # noqa: E402
 from solvers.pde._spectral import etdrk4_coefficients, etdrk4_step  # noqa: E402
 from solvers.pde.burgers import burgers_step_size, solve_burgers  # noqa: E402
 from solvers.pde.darcy import DarcySolver, darcy_coefficient  # noqa: E402
@@ -153,38 +157,86 @@ def burgers_rows(device, n_samples, n, batch):
                  note=f"ETDRK4, automatic dt ~ {dt:.2e} ({math.ceil(1 / dt)} steps)")]
 
 
+def ns_generate_rows(device, root: Path, max_minutes: float) -> list[dict]:
+    import h5py
+
+    from sciml.data.generate import generate
+    from sciml.data.recipes import load_recipe
+
+    recipe = load_recipe("navier_stokes")
+    path = generate(recipe, root=root, device=device, progress=True, max_minutes=max_minutes)
+    with h5py.File(path, "r") as f:
+        done, seconds = int(f.attrs["batches_done"]), float(f.attrs["generation_seconds"])
+        size = path.stat().st_size
+    n_batches = -(-recipe.n_samples // recipe.batch_size)
+    complete = done == n_batches
+    p = recipe.typed_params()
+    return [dict(task="ns_generate", size=f"{recipe.n_samples} x T={p.t_end} at {p.sim_resolution}^2 -> "
+                 f"{p.resolution}^2 (batch {recipe.batch_size}, {p.precision})",
+                 metric="sciml generate, incl. GRF + HDF5" + ("" if complete else f" (partial: {done}/{n_batches} batches)"),
+                 value=seconds, unit="s", target="<= 900 s (stretch 600 s)",
+                 note=("complete" if complete else "rerun --parts ns_generate to resume") +
+                      f"; file {size / 2**20:.0f} MiB; {path.name}")]
+
+
+def ns_estimate_rows(device, s, batch, ms, ms_fft) -> list[dict]:
+    """CPU stand-in for ns_generate: a real T = 50 trajectory's CFL step count x the timed step."""
+    w0 = GaussianRandomField((s, s), alpha=2.5, tau=7.0, device=device).sample(
+        2, generator=torch.Generator(device=device).manual_seed(0)).float()
+    solver = NavierStokes2D(nu=1e-3)
+    _, seconds = timed(lambda: solver.solve(w0, list(range(1, 51))), device)
+    steps = solver.last_steps
+    batches = math.ceil(1200 / batch)
+    return [dict(task="ns_total_estimate", size=f"1200 x T=50 at {s}^2 (batch {batch})",
+                 metric="extrapolated total", value=batches * steps * ms / 1e3, unit="s",
+                 target="<= 900 s (256^2, GPU)",
+                 note=f"{steps} CFL steps in a measured T=50 trajectory ({seconds:.0f} s, batch 2); at 256^2 "
+                      f"expect {steps * 256 // s} steps; FFT floor {batches * steps * ms_fft / 1e3:.0f} s")]
+
+
+PARTS = ("darcy", "ns_step", "ns_accuracy", "burgers", "ns_generate")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="reduced sizes for a CPU smoke run")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
+    parser.add_argument("--max-minutes", type=float, default=9.0, help="ns_generate: stop (resumably) after this")
+    parser.add_argument("--root", default="runs/bench_datagen", help="ns_generate: where the dataset file goes")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: on a loaded 2-core machine, 2 threads ran the NS step 70x slower)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    parts = args.parts.split(",")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown parts {unknown}; known: {list(PARTS)}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.small:
         cfg = dict(darcy=(32, 65, 32), ns_step=(64, 4, 20), ns_acc=(32, 2, 1.0, 16), burgers=(64, 1024, 64))
     else:
         cfg = dict(darcy=(1024, 421, 256), ns_step=(256, 64, 200), ns_acc=(256, 4, 50.0, 64), burgers=(2048, 8192, 1024))
     rows = []
-    rows += darcy_rows(device, *cfg["darcy"])
-    s_step, b_step, n_step = cfg["ns_step"]
-    ms, ms_fft, step_rows = ns_step_rows(device, s_step, b_step, n_step)
-    rows += step_rows
-    steps, acc_rows = ns_accuracy_rows(device, *cfg["ns_acc"])
-    rows += acc_rows
-    s_acc, _, T, _ = cfg["ns_acc"]
-    # steps for T = 50 at the step-timing grid: CFL steps scale with s (and T)
-    steps_50 = steps * (50.0 / T) * (s_step / s_acc)
-    batches = math.ceil(1200 / b_step)
-    total, floor = batches * steps_50 * ms / 1e3, batches * steps_50 * ms_fft / 1e3
-    rows.append(dict(task="ns_total_estimate", size=f"1200 x T=50 at {s_step}^2 (batch {b_step})",
-                     metric="extrapolated total", value=total, unit="s", target="<= 900 s (256^2)",
-                     note=f"{steps_50:.0f} steps/trajectory (from ns_accuracy, scaled by grid and T); "
-                          f"FFT floor {floor:.0f} s"))
-    rows += burgers_rows(device, *cfg["burgers"])
+    if "darcy" in parts:
+        rows += darcy_rows(device, *cfg["darcy"])
+    if "ns_step" in parts or ("ns_generate" in parts and args.small):
+        ms, ms_fft, step_rows = ns_step_rows(device, *cfg["ns_step"])
+        rows += step_rows
+    if "ns_accuracy" in parts:
+        rows += ns_accuracy_rows(device, *cfg["ns_acc"])[1]
+    if "burgers" in parts:
+        rows += burgers_rows(device, *cfg["burgers"])
+    if "ns_generate" in parts:
+        rows += (ns_estimate_rows(device, cfg["ns_step"][0], cfg["ns_step"][1], ms, ms_fft) if args.small
+                 else ns_generate_rows(device, Path(args.root), args.max_minutes))
     mode = "small (CPU smoke sizes)" if args.small else "full"
-    path = write_result("datagen", title=f"Data generation: reference PDE solvers ({mode})", rows=rows,
-                        device=device,
-                        notes="Darcy includes coefficient sampling and the HDF5 write; NS total is extrapolated "
-                              "from timed steps; the accuracy row compares against FNO's own scheme.")
+    name = "datagen"
+    path = write_result(name, title=f"Data generation: reference PDE solvers ({mode})",
+                        rows=merge_rows(name, rows, key=lambda r: r["task"], device=device), device=device,
+                        notes="Darcy includes coefficient sampling and the HDF5 write; ns_generate is the recipe's "
+                              "own generation (CPU: extrapolated from timed steps); the accuracy row compares "
+                              "against FNO's own scheme.")
     for row in rows:
         print(f"{row['task']:>18} | {row['size']:>36} | {row['metric']:>32} | {row['value']:.4g} {row['unit']} "
               f"| {row['target']} | {row['note']}")

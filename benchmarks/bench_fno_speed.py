@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import sync, time_call, write_result  # noqa: E402
+from benchmarks.common import cuda_graph, sync, time_call, write_result  # noqa: E402
 from sciml.models import FNO, count_parameters  # noqa: E402
 
 # name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
@@ -75,19 +75,7 @@ def make_step(model, x, y, *, device, fused, graph=False, autocast=None):
         loss.backward()
         opt.step()
 
-    if not graph:
-        return step
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
-    g = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with torch.cuda.graph(g):  # whole-step capture: grads and Adam state live in the graph's pool
-        step()
-    return g.replay
+    return cuda_graph(step) if graph else step
 
 
 def peak_mb(fn, device) -> float | None:

@@ -1,16 +1,24 @@
 """PINN benchmark: speed side by side with DeepXDE, and accuracy vs reference over seeds.
 
-    python benchmarks/bench_pinn.py            # GPU: speed + accuracy, 3 seeds x 6 problems
-    python benchmarks/bench_pinn.py --small    # CPU: speed + small-budget accuracy
+    python benchmarks/bench_pinn.py --parts speed,time_to_target          # GPU, about 3 min
+    python benchmarks/bench_pinn.py --parts accuracy --jobs 9             # GPU: 6 problems x 3 seeds
+    python benchmarks/bench_pinn.py --small                               # CPU: speed + small budgets
 
 Speed (issue 6, point 8): DeepXDE 1.15's Burgers example (`examples/pinn_forward/Burgers.py`:
 3 x 20 tanh, Glorot normal, 2540 domain + 80 boundary + 160 initial points, soft BC/IC, Adam
-1e-3) against sciml with the same net, points and optimizer, time per Adam step. DeepXDE runs
-in a subprocess (``DDE_BACKEND=pytorch``, a private HOME so ``~/.deepxde`` is untouched, its
+1e-3) against sciml with the same net, points and optimizer, time per Adam step (eager reverse and
+jet modes; on GPU also the jet step under torch.compile and replayed as one CUDA graph). DeepXDE
+runs in a subprocess (``DDE_BACKEND=pytorch``, a private HOME so ``~/.deepxde`` is untouched, its
 default-device change confined to that process), interleaved with ours so both see the same
-machine load. Wall time to rel. L2 1e-2 on Burgers (``--time-to-target``, default on GPU): DeepXDE's
-recipe (Adam, checked every 500 steps, then L-BFGS) against ``configs/burgers/pinn.yaml``. Accuracy (point 7): ``configs/<problem>/pinn.yaml`` per seed (--small: the CPU
-regression budgets). Results: ``benchmarks/results/pinn.json`` via `write_result`.
+machine load. Wall time to rel. L2 1e-2 on Burgers (part time_to_target): DeepXDE's recipe (Adam,
+checked every 500 steps, then L-BFGS) against ``configs/burgers/pinn.yaml``.
+
+Accuracy (point 7): ``configs/<problem>/pinn.yaml`` per seed (--small: the CPU regression
+budgets), each run capped at --max-minutes (default 10) and run --jobs at a time in separate
+processes (a PINN step leaves an H100 mostly idle). Every run has its folder under --out; running
+the same command again reuses finished runs and resumes the ones the cap stopped, so a longer run
+is "rerun with a larger --max-minutes". Results: ``benchmarks/results/pinn.json``; a run of some
+parts or problems keeps the other rows measured on the same device.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import device_name, sync, write_result  # noqa: E402
+from benchmarks.common import cuda_graph, device_name, merge_rows, sync, write_result  # noqa: E402
 
 DDE_BURGERS = r"""
 import json, sys, time, numpy as np
@@ -130,14 +138,15 @@ class _Reached(Exception):
     pass
 
 
-def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, compile_step: bool = False) -> float:
+def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, *, compile_step: bool = False,
+                      graph: bool = False) -> float:
     from sciml.pde import MLP, PINNModel, get_problem, loss_terms, sample_collocation
 
     problem = get_problem("burgers")
     # DeepXDE's counts: 2540 domain, 80 boundary, 160 initial points, soft constraints
     pts = sample_collocation(problem, interior=2540, boundary=80, initial=160, method="sobol", seed=0).to(device, torch.float32)
     model = PINNModel(MLP(2, 1, width=20, depth=3, seed=0)).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, **({"fused": True, "capturable": True} if graph else {}))
 
     def loss_fn():
         return sum(loss_terms(model, problem, pts, mode=mode).values())
@@ -149,6 +158,8 @@ def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, 
         fn().backward()
         opt.step()
 
+    if graph:
+        step = cuda_graph(step)
     for _ in range(warm):
         step()
     sync(device)
@@ -173,95 +184,143 @@ PUBLISHED = {
 }
 
 
-def accuracy(problem_name: str, seeds: list[int], small: bool, device: str) -> list[dict]:
-    from sciml.config import load_yaml, validate
-    from sciml.train.pinn import PINNConfig, fit, load_problem
+def accuracy_run(problem_name: str, seed: int, small: bool, device: str, max_minutes: float, out: str) -> dict:
+    """One (problem, seed) run in its folder: reused when finished, resumed when the cap stopped it."""
+    from sciml.config import load_yaml
+    from sciml.train.pinn import run_pinn
+    from sciml.train.run import RunDir
 
+    torch.set_num_threads(1)  # the runs share the machine
+    if small:
+        ns: dict = {}
+        exec(compile(Path(SMALL_OVERRIDES[problem_name]).read_text(), SMALL_OVERRIDES[problem_name], "exec"), ns)
+        raw = {**ns["CONFIG"], "problem": problem_name}
+    else:
+        raw = load_yaml(f"configs/{problem_name}/pinn.yaml")
+    raw = {**raw, "seed": seed, "device": device, "max_minutes": max_minutes}
+    run = RunDir(Path(out) / (f"{problem_name}-seed{seed}" + ("-small" if small else "")))
+    final = [r for r in run.read_metrics() if r.get("event") == "final"] if run.path.exists() else []
+    if final and not final[-1].get("stopped_early"):
+        return {"problem": problem_name, "seed": seed, **final[-1]}
+    resume = (run.path / "checkpoints" / "last.pt").exists()
+    run.path.mkdir(parents=True, exist_ok=True)
+    metrics = run_pinn(raw, run_dir=run.path, resume=resume)
+    return {"problem": problem_name, "seed": seed, **metrics}
+
+
+def accuracy(problems: list[str], seeds: list[int], *, small: bool, device: str, max_minutes: float, jobs: int,
+             out: str) -> list[dict]:
+    """Every (problem, seed) run, `jobs` at a time in spawned processes; one row per problem."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    tasks = [(name, seed) for name in problems for seed in seeds]
+    args = lambda t: (*t, small, device, max_minutes, out)  # noqa: E731
+    if jobs <= 1:
+        runs = [accuracy_run(*args(t)) for t in tasks]
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(accuracy_run, *zip(*map(args, tasks))))
     rows = []
-    for seed in seeds:
-        if small:
-            ns: dict = {}
-            exec(compile(Path(SMALL_OVERRIDES[problem_name]).read_text(), SMALL_OVERRIDES[problem_name], "exec"), ns)
-            raw = {**ns["CONFIG"], "problem": problem_name, "seed": seed}
-        else:
-            raw = {**load_yaml(f"configs/{problem_name}/pinn.yaml"), "seed": seed, "device": device}
-        cfg = validate(PINNConfig, raw, source=problem_name)
-        t0 = time.perf_counter()
-        res = fit(load_problem(cfg), cfg)
-        rows.append({"rel_l2": res.metrics["rel_l2"], "seconds": time.perf_counter() - t0})
-    vals = [r["rel_l2"] for r in rows]
-    return [{"benchmark": f"accuracy: {problem_name}" + (" (CPU small budget)" if small else ""),
-             "seeds": len(seeds), "rel_l2_mean": statistics.fmean(vals),
-             "rel_l2_min": min(vals), "rel_l2_max": max(vals),
-             "seconds_per_run": statistics.fmean(r["seconds"] for r in rows), "published": PUBLISHED.get(problem_name, "")}]
+    for name in problems:
+        mine = [r for r in runs if r["problem"] == name]
+        vals = [r["rel_l2"] for r in mine]
+        rows.append({"benchmark": f"accuracy: {name}" + (" (CPU small budget)" if small else ""),
+                     "seeds": len(mine), "rel_l2_mean": statistics.fmean(vals),
+                     "rel_l2_min": min(vals), "rel_l2_max": max(vals),
+                     "seconds_per_run": statistics.fmean(r["seconds"] for r in mine),
+                     "stopped_by_cap": sum(bool(r.get("stopped_early")) for r in mine),
+                     "concurrent_runs": min(jobs, len(tasks)), "published": PUBLISHED.get(name, "")})
+    return rows
+
+
+PARTS = ("speed", "time_to_target", "accuracy")
+PROBLEMS = ("burgers", "allen_cahn", "convection", "diffusion_reaction", "poisson_lshape", "wave")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="CPU mode: speed + small-budget accuracy on burgers and poisson_lshape")
+    ap.add_argument("--parts", default=None, help=f"comma-separated subset of {PARTS} (default: all; --small: no time_to_target)")
+    ap.add_argument("--problems", default=None, help=f"accuracy problems (default: {PROBLEMS}; --small: {tuple(SMALL_OVERRIDES)})")
     ap.add_argument("--steps", type=int, default=None, help="timed Adam steps per measurement")
     ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="accuracy runs at a time (separate processes)")
+    ap.add_argument("--max-minutes", type=float, default=10.0, help="wall-time cap of one accuracy run")
+    ap.add_argument("--out", default="runs/bench_pinn", help="run folders of the accuracy runs")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads for both libraries (default: torch's)")
-    ap.add_argument("--time-to-target", action=argparse.BooleanOptionalAction, default=None,
-                    help="wall time to reach --target rel. L2 on Burgers, both libraries (default: on GPU only)")
     ap.add_argument("--target", type=float, default=1e-2)
-    ap.add_argument("--compile", action="store_true", help="also time sciml's jet step under torch.compile")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time sciml's jet step under torch.compile (default: on GPU only)")
     args = ap.parse_args(argv)
     gpu = torch.cuda.is_available() and not args.small
     device = torch.device("cuda" if gpu else "cpu")
-    if args.time_to_target is None:
-        args.time_to_target = not args.small
+    parts = (args.parts or ",".join(p for p in PARTS if not (args.small and p == "time_to_target"))).split(",")
+    problems = (args.problems or ",".join(SMALL_OVERRIDES if args.small else PROBLEMS)).split(",")
+    for given, known, what in ((parts, PARTS, "parts"), (problems, PROBLEMS, "problems")):
+        if set(given) - set(known):
+            ap.error(f"unknown {what} {sorted(set(given) - set(known))}; known: {list(known)}")
+    if args.small and set(problems) - set(SMALL_OVERRIDES):
+        ap.error(f"--small has budgets for {list(SMALL_OVERRIDES)} only")
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     n_steps = args.steps or (200 if args.small else 1000)
     warm = 20 if args.small else 100
+    rows = []
 
-    # interleave: ours, DeepXDE, ours again, so a change in machine load shows up as spread
-    ours = {m: [] for m in ("reverse", "jet")}
-    dde = []
-    for _ in range(2):
-        for m in ours:
-            ours[m].append(sciml_ms_per_step(n_steps, warm, device, m))
-        dde.append(deepxde_ms_per_step(n_steps, warm, threads, gpu))
-    rows = [{"benchmark": "Burgers Adam step, 3x20 tanh, 2540+80+160 points", "library": "DeepXDE 1.15 (pytorch)",
-             "ms_per_step": statistics.fmean(dde), "ms_runs": [round(v, 2) for v in dde], "speedup_vs_deepxde": 1.0}]
-    for m, v in ours.items():
-        rows.append({"benchmark": "Burgers Adam step, 3x20 tanh, 2540+80+160 points", "library": f"sciml ({m})",
-                     "ms_per_step": statistics.fmean(v), "ms_runs": [round(x, 2) for x in v],
-                     "speedup_vs_deepxde": statistics.fmean(dde) / statistics.fmean(v)})
-    if args.compile:
-        v = sciml_ms_per_step(n_steps, warm, device, "jet", compile_step=True)
-        rows.append({"benchmark": "Burgers Adam step, 3x20 tanh, 2540+80+160 points", "library": "sciml (jet + torch.compile)",
-                     "ms_per_step": v, "ms_runs": [round(v, 2)], "speedup_vs_deepxde": statistics.fmean(dde) / v})
-    for r in rows:
-        print(json.dumps(r), flush=True)
+    def emit(row):
+        print(json.dumps(row), flush=True)
+        rows.append(row)
 
-    if args.time_to_target:
+    if "speed" in parts:
+        # interleave: ours, DeepXDE, ours again, so a change in machine load shows up as spread
+        ours = {m: [] for m in ("reverse", "jet")}
+        dde = []
+        for _ in range(2):
+            for m in ours:
+                ours[m].append(sciml_ms_per_step(n_steps, warm, device, m))
+            dde.append(deepxde_ms_per_step(n_steps, warm, threads, gpu))
+        bench = "Burgers Adam step, 3x20 tanh, 2540+80+160 points"
+        dde_ms = statistics.fmean(dde)
+        emit({"benchmark": bench, "library": "DeepXDE 1.15 (pytorch)", "ms_per_step": dde_ms,
+              "ms_runs": [round(v, 3) for v in dde], "speedup_vs_deepxde": 1.0})
+        for m, v in ours.items():
+            emit({"benchmark": bench, "library": f"sciml ({m})", "ms_per_step": statistics.fmean(v),
+                  "ms_runs": [round(x, 3) for x in v], "speedup_vs_deepxde": dde_ms / statistics.fmean(v)})
+        variants = []
+        if args.compile if args.compile is not None else gpu:
+            variants.append(("sciml (jet + torch.compile)", dict(compile_step=True)))
+        if gpu:
+            variants.append(("sciml (jet, whole step as one CUDA graph)", dict(graph=True)))
+        for label, kw in variants:
+            try:
+                v = sciml_ms_per_step(n_steps, warm, device, "jet", **kw)
+                emit({"benchmark": bench, "library": label, "ms_per_step": v, "ms_runs": [round(v, 3)],
+                      "speedup_vs_deepxde": dde_ms / v})
+            except Exception as err:  # noqa: BLE001 - record why a lever failed, keep the other rows
+                emit({"benchmark": bench, "library": label, "error": f"{type(err).__name__}: {err}"[:300]})
+
+    if "time_to_target" in parts:
         ours_t = sciml_time_to_target(args.target, str(device))
         dde_t = deepxde_time_to_target(args.target, 15000, gpu)
         for lib, r in (("DeepXDE 1.15 (pytorch), its Burgers recipe", dde_t), ("sciml, configs/burgers/pinn.yaml", ours_t)):
-            row = {"benchmark": f"Burgers wall time to rel. L2 <= {args.target:g}", "library": lib, **r}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+            emit({"benchmark": f"Burgers wall time to rel. L2 <= {args.target:g}", "library": lib, **r})
 
-    if not args.skip_accuracy:
-        problems = list(SMALL_OVERRIDES) if args.small else ["burgers", "allen_cahn", "convection", "diffusion_reaction", "poisson_lshape", "wave"]
+    if "accuracy" in parts:
         seeds = list(range(args.seeds or (1 if args.small else 3)))
-        for name in problems:
-            for r in accuracy(name, seeds, args.small, str(device)):
-                print(json.dumps(r), flush=True)
-                rows.append(r)
-    accuracy_note = ("no accuracy rows in this run (--skip-accuracy); the CPU small-budget figures are pinned in "
-                     "tests/regression/test_pinn_*.py. " if args.skip_accuracy else
-                     "Accuracy rows: configs/<problem>/pinn.yaml on GPU; --small uses the CPU regression budgets and 1 seed. ")
+        for r in accuracy(problems, seeds, small=args.small, device=str(device), max_minutes=args.max_minutes,
+                          jobs=args.jobs, out=args.out):
+            emit(r)
+
     notes = (f"{threads} torch threads. DeepXDE in a subprocess with DDE_BACKEND=pytorch, interleaved with sciml runs; "
-             f"machine load average {os.getloadavg()[0]:.1f} at the end. " + accuracy_note +
-             "Still to measure on an H100: GPU step times and the 1/10 bar, wall time to rel. L2 1e-2 on Burgers, "
-             "3-seed accuracy of all six configs.")
-    path = write_result("pinn", title="PINN: speed vs DeepXDE and accuracy vs reference" + (" (CPU, --small)" if args.small else ""),
-                        rows=rows, notes=notes, device=device)
+             f"machine load average {os.getloadavg()[0]:.1f} at the end. Accuracy rows: configs/<problem>/pinn.yaml "
+             f"(--small: the CPU regression budgets, 1 seed), each run capped at --max-minutes, "
+             f"concurrent_runs at a time on one device.")
+    name = "pinn_small" if args.small else "pinn"
+    path = write_result(name, title="PINN: speed vs DeepXDE and accuracy vs reference" + (" (CPU, --small)" if args.small else ""),
+                        rows=merge_rows(name, rows, key=lambda r: (r["benchmark"], r.get("library")), device=device),
+                        notes=notes, device=device)
     print(f"wrote {path}")
 
 

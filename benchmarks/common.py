@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,28 @@ def time_call(fn: Callable[[], Any], *, device=None, warmup: int = 3, repeat: in
     return times[len(times) // 2]
 
 
+def merge_rows(name: str, rows: list[dict[str, Any]], key: Callable[[dict], Any], device=None) -> list[dict[str, Any]]:
+    """`rows` plus the rows of the existing `results/<name>.json` whose key they do not replace.
+
+    For a benchmark run in parts (one device command each). Only rows measured on the same device
+    are kept, each stamped with the date and commit it was measured at.
+    """
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.exists():
+        return rows
+    old = json.loads(path.read_text())
+    same_machine = lambda name: re.sub(r", \d+ threads", "", str(name))  # noqa: E731 - CPU thread counts vary per part
+    if same_machine(old.get("device")) != same_machine(device_name(device)):
+        return rows
+    here = provenance(device)
+    replaced = {key(r) for r in rows}
+    kept = [{**r, "measured": r.get("measured", f"{old['date']} {str(old['commit'])[:10]}")}
+            for r in old.get("rows", []) if key(r) not in replaced]
+    if not kept:
+        return rows
+    return kept + [{**r, "measured": f"{here['date']} {str(here['commit'])[:10]}"} for r in rows]
+
+
 def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: str = "",
                  device=None, extra: dict[str, Any] | None = None) -> Path:
     """Write `results/<name>.json` atomically (and a copy under $OUT when set)."""
@@ -75,3 +98,22 @@ def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: st
         tmp.write_text(text)
         os.replace(tmp, path)
     return targets[0]
+
+
+def cuda_graph(step: Callable[[], Any], warmup: int = 3) -> Callable[[], None]:
+    """Capture a zero-argument training step in a CUDA graph; returns its replay.
+
+    `step` must zero the gradients (set_to_none), run forward and backward, and step an optimizer
+    built with ``capturable=True``: gradients and optimizer state then live in the graph's pool.
+    Warm-up runs on a side stream, as capture requires.
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay

@@ -1,0 +1,35 @@
+"""Every paper-scale benchmark row resolves before a GPU minute is spent on it."""
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench_operators import ROOT, ROWS
+from sciml.config import load_config
+from sciml.data.recipes import load_recipe
+from sciml.train.schema import OperatorConfig
+
+
+def _stop(window, default):
+    if window is None:
+        return default
+    return window[1] if isinstance(window, (tuple, list)) else (window % default) + 1
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_operator_row_config_and_recipe_resolve(row):
+    config, overrides, *_ = ROWS[row]
+    cfg = load_config(OperatorConfig, ROOT / "configs" / config, [*overrides, "training.max_minutes=10"])
+    recipe = load_recipe(cfg.data.recipe, preset=cfg.data.preset, overrides=cfg.data.recipe_overrides)
+    assert recipe.n_samples >= cfg.data.n_train + cfg.data.n_test, (recipe.n_samples, cfg.data.n_train, cfg.data.n_test)
+    t_end = recipe.typed_params().model_dump().get("t_end")
+    if t_end is not None:  # trajectories: the time windows must lie inside the saved times
+        for window in (cfg.data.input_time, cfg.data.output_time):
+            assert _stop(window, t_end) <= t_end, (row, window, t_end)
+
+
+def test_nu_1e5_row_generates_the_nu_1e5_set():
+    config, overrides, *_ = ROWS["ns_fno2d_nu1e-5"]
+    cfg = load_config(OperatorConfig, Path(ROOT) / "configs" / config, overrides)
+    params = load_recipe(cfg.data.recipe, overrides=cfg.data.recipe_overrides).typed_params()
+    assert (params.nu, params.t_end) == (1e-5, 20)
