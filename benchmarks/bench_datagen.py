@@ -157,7 +157,7 @@ def burgers_rows(device, n_samples, n, batch):
                  note=f"ETDRK4, automatic dt ~ {dt:.2e} ({math.ceil(1 / dt)} steps)")]
 
 
-def ns_generate_rows(device, root: Path, max_minutes: float) -> list[dict]:
+def ns_generate_rows(device, root: str | None, max_minutes: float) -> list[dict]:
     import h5py
 
     from sciml.data.generate import generate
@@ -203,7 +203,8 @@ def main(argv=None):
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
     parser.add_argument("--max-minutes", type=float, default=9.0, help="ns_generate: stop (resumably) after this")
-    parser.add_argument("--root", default="runs/bench_datagen", help="ns_generate: where the dataset file goes")
+    parser.add_argument("--root", default=None,
+                        help="ns_generate: where the dataset goes (default datasets/, where the NS operator rows look)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: on a loaded 2-core machine, 2 threads ran the NS step 70x slower)")
     args = parser.parse_args(argv)
@@ -229,7 +230,7 @@ def main(argv=None):
         rows += burgers_rows(device, *cfg["burgers"])
     if "ns_generate" in parts:
         rows += (ns_estimate_rows(device, cfg["ns_step"][0], cfg["ns_step"][1], ms, ms_fft) if args.small
-                 else ns_generate_rows(device, Path(args.root), args.max_minutes))
+                 else ns_generate_rows(device, args.root, args.max_minutes))
     mode = "small (CPU smoke sizes)" if args.small else "full"
     name = "datagen"
     path = write_result(name, title=f"Data generation: reference PDE solvers ({mode})",
