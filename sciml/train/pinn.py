@@ -11,7 +11,7 @@ From the CLI: ``sciml train configs/burgers/pinn.yaml`` calls `run_pinn` (``task
 Each step: (optionally) redraw or RAD-resample the interior points, evaluate the loss terms
 (`sciml.pde.losses.loss_terms`; causal weights on the residual for time-dependent problems),
 update adaptive loss weights every few steps, and step the phase's optimizer (closure for L-BFGS),
-under the optional `sciml.optim.guard.Guard`. Phases use the ``sciml.optim.phases`` format
+under `sciml.optim.guard.Guard` (on by default, see `PINN_GUARD`). Phases use the ``sciml.optim.phases`` format
 (``{optimizer: {name, ...}, steps, dtype, guard}``) but run in this loop, which also resamples,
 evaluates and checkpoints mid-phase so that ``--resume`` continues exactly where a run stopped.
 """
@@ -76,11 +76,18 @@ class LossConfig(StrictModel):
     causal: CausalConfig = CausalConfig()
 
 
+# The guard is on by default, as in the operator trainer, with PINN defaults: no clipping (a healthy
+# run is bit-identical to an unguarded one) and a poll every 10 steps (no host sync per step; a
+# non-finite gradient is zeroed on device). A phase's `guard:` mapping overrides these keys;
+# `guard: null` turns it off.
+PINN_GUARD = {"clip": None, "check_every": 10}
+
+
 class PhaseConfig(StrictModel):
     optimizer: dict[str, Any]
     steps: int = Field(ge=1)
     dtype: Literal["float32", "float64"] | None = None
-    guard: dict[str, Any] | None = None
+    guard: dict[str, Any] | None = {}
     decay_every: int = Field(0, ge=0)  # exponential LR decay: lr · rate^(step / decay_every)
     decay_rate: float = Field(1.0, gt=0, le=1)
 
@@ -247,8 +254,10 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         opt = build_optimizer(model.parameters(), name, **opt_kw)
         kind = closure_kind(name)  # "none" | "backward" (L-BFGS) | "loss" (NysNewton-CG differentiates itself)
         needs_closure = kind != "none"
-        guard = Guard(model, opt, **ph.guard) if ph.guard else None
+        guard = None if ph.guard is None else Guard(model, opt, **{**PINN_GUARD, **ph.guard})
         first = start_step + 1 if i == start_phase else 1
+        if guard is not None:
+            guard.step_count = first - 1  # its events then carry the phase's step numbers
         if i == start_phase and opt_state is not None:
             opt.load_state_dict(opt_state)
         base_lrs = [g["lr"] for g in opt.param_groups]
@@ -284,14 +293,15 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 loss.backward()
                 closure.terms = terms
                 guard.step(loss) if guard else opt.step()
-            if guard is not None:
+            if guard is not None and (step % cfg.log_every == 0 or step == ph.steps):  # polls: a sync
                 for ev in guard.pop_events():
-                    log({"event": "guard", "phase": i, "step": step, **{k: v for k, v in ev.items() if isinstance(v, (int, float, str))}})
+                    details = {k: v for k, v in ev.items() if k not in ("step", "event") and isinstance(v, (int, float, str))}
+                    log({"event": "guard", "guard_event": ev["event"], "phase": i, "at_step": ev["step"], **details})
             if step % cfg.log_every == 0 or step == ph.steps:
                 lval = float(loss.detach())
                 if not math.isfinite(lval) and guard is None:
                     raise FloatingPointError(f"non-finite loss at phase {i} ({name}) step {step}: lower the learning rate, "
-                                             "use dtype=float64, or add a guard: {} to the phase")
+                                             "use dtype=float64, or drop the phase's guard: null")
                 rec = {"phase": i, "optimizer": name, "step": step, "loss": lval,
                        **{f"loss_{k}": float(v.detach()) for k, v in closure.terms.items()},
                        **{f"weight_{k}": weights.weight(k) for k in closure.terms if weights.method != "fixed"},

@@ -110,6 +110,32 @@ def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes_the_run(tmp_pat
     assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]
 
 
+def test_guard_is_on_by_default_and_survives_a_nan_step(monkeypatch, tmp_path):
+    import sciml.train.pinn as pinn
+
+    calls = {"n": 0}
+    real = pinn.loss_terms
+
+    def nan_at_third_call(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        calls["n"] += 1
+        return {k: v * float("nan") for k, v in terms.items()} if calls["n"] == 3 else terms
+
+    monkeypatch.setattr(pinn, "loss_terms", nan_at_third_call)
+    cfg = {**TINY, "points": {"interior": 64}, "log_every": 2, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 6}]}
+    run = RunDir.create(tmp_path, "g")
+    metrics = run_pinn(cfg, run_dir=run.path)
+    assert math.isfinite(metrics["rel_l2"])
+    assert all(torch.isfinite(v).all() for v in torch.load(run.path / "checkpoints" / "last.pt")["model"].values())
+    events = [r for r in run.read_metrics() if r.get("event") == "guard"]
+    assert [(e["at_step"], e["guard_event"]) for e in events] == [(3, "skip_nonfinite")], events
+
+    calls["n"] = 0  # the same run unguarded: the NaN reaches the weights
+    unguarded = {**cfg, "phases": [{**cfg["phases"][0], "guard": None}]}
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        run_pinn(unguarded, run_dir=RunDir.create(tmp_path, "u").path)
+
+
 def test_config_errors_name_the_fix():
     with pytest.raises(ConfigError, match="did you mean 'points'"):
         run_pinn({**TINY, "pionts": {}}, run_dir=None)
