@@ -290,12 +290,12 @@ def main(argv=None):
                   "ms_runs": [round(x, 3) for x in v], "speedup_vs_deepxde": dde_ms / statistics.fmean(v)})
         variants = []
         if args.compile if args.compile is not None else gpu:
-            variants.append(("sciml (jet + torch.compile)", dict(compile_step=True)))
+            variants.append(("sciml (jet + torch.compile)", "jet", dict(compile_step=True)))
         if gpu:
-            variants.append(("sciml (jet, whole step as one CUDA graph)", dict(graph=True)))
-        for label, kw in variants:
+            variants += [(f"sciml ({m}, whole step as one CUDA graph)", m, dict(graph=True)) for m in ("jet", "reverse")]
+        for label, mode, kw in variants:
             try:
-                v = sciml_ms_per_step(n_steps, warm, device, "jet", **kw)
+                v = sciml_ms_per_step(n_steps, warm, device, mode, **kw)
                 emit({"benchmark": bench, "library": label, "ms_per_step": v, "ms_runs": [round(v, 3)],
                       "speedup_vs_deepxde": dde_ms / v})
             except Exception as err:  # noqa: BLE001 - record why a lever failed, keep the other rows
