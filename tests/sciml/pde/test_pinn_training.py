@@ -1,6 +1,7 @@
 """PINN loss machinery and trainer: backends agree, weights behave, adaptive sampling, exact resume."""
 
 import json
+from pathlib import Path
 import math
 
 import pytest
@@ -134,6 +135,23 @@ def test_guard_is_on_by_default_and_survives_a_nan_step(monkeypatch, tmp_path):
     unguarded = {**cfg, "phases": [{**cfg["phases"][0], "guard": None}]}
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         run_pinn(unguarded, run_dir=RunDir.create(tmp_path, "u").path)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[3] / "configs").glob("*/pinn.yaml")),
+                         ids=lambda p: p.parent.name)
+def test_every_pinn_config_validates_and_builds_its_model_and_optimizers(path):
+    """A misspelt key or optimizer keyword fails here, not after a GPU run has started."""
+    from sciml.config import load_yaml, validate
+    from sciml.optim import build_optimizer
+    from sciml.train.pinn import load_problem
+
+    cfg = validate(PINNConfig, load_yaml(path), source=str(path))
+    problem = load_problem(cfg)
+    model, _ = build_model(problem, cfg)
+    for ph in cfg.phases:
+        kw = dict(ph.optimizer)
+        build_optimizer(model.parameters(), kw.pop("name"), **kw)
+    assert problem.reference_values(problem.default_eval_points()[:4]).shape[0] == 4
 
 
 def test_config_errors_name_the_fix():
