@@ -7,7 +7,7 @@ u(x) = W_L σ(… σ(W_1 φ(x) + b_1) …) + b_L, with the input embedding φ:
 - Fourier features: [cos(B φ), sin(B φ)] with B_ij ~ N(0, σ²) fixed (Tancik et al. 2020; Wang,
   Wang & Perdikaris 2021), which counters the spectral bias on multiscale solutions.
 
-Lives in `sciml.pde` because `sciml.models` is owned separately; register it there as "pinn_mlp".
+Registered in `sciml.models` as "pinn_mlp" (``build_model("pinn_mlp", in_channels=2, out_channels=1, n_dims=1, width=20)``).
 """
 
 from __future__ import annotations

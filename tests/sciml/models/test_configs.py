@@ -33,3 +33,12 @@ def test_config_builds_its_model(name):
     if hasattr(model, "prepare"):
         model.prepare(torch.randn(130, cin, *grid), torch.randn(130, cout, *grid))
     assert model(x).shape == (1, cout, *grid)
+
+
+def test_pinn_mlp_is_built_by_name_and_equals_the_pinn_net():
+    from sciml.pde.nets import MLP
+
+    model = build_model("pinn_mlp", in_channels=2, out_channels=1, n_dims=1, width=16, depth=2, seed=3)
+    ref = MLP(2, 1, width=16, depth=2, seed=3)
+    x = torch.rand(5, 2)
+    torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
