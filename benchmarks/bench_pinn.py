@@ -177,7 +177,7 @@ SMALL_OVERRIDES = {  # the CPU regression budgets (tests/regression/test_pinn_*.
 PUBLISHED = {
     "burgers": "6.7e-4 (Raissi et al. 2019)",
     "allen_cahn": "5.37e-5 (jaxpi, Wang et al. 2023)",
-    "convection": "4.19e-3 at beta=30, Adam+L-BFGS (Rathore et al. 2024)",
+    "convection": "4.19e-3 Adam+L-BFGS, 1.94e-3 +NysNewton-CG, at beta=40 (Rathore et al. 2024)",
     "diffusion_reaction": "none found for this exact setup (gPINN paper reports ~1e-2, recalled, unverified)",
     "poisson_lshape": "none published (DeepXDE example)",
     "wave": "~1.7e-3 with NTK weights (Wang, Yu & Perdikaris 2022, recalled, unverified)",
