@@ -32,6 +32,7 @@ them back to back.
 | A | `python benchmarks/bench_fno_speed.py --compile` | 4 | 5: step <= 1/3 of neuralop's, peak memory no higher |
 | A | `PYTHONPATH=. python benchmarks/bench_datagen.py --parts darcy,ns_step,burgers,ns_accuracy` | 6 | 4: Darcy 1024 x 421^2 <= 10 s; NS vs CN dt=1e-4 <= 1e-3 at T = 50 |
 | A | `PYTHONPATH=. python benchmarks/bench_implicit.py` | 3 | 7: implicit memory flat in iterations; LM throughput |
+| A | `python benchmarks/bench_precision.py` | 2 | 5: bf16 / TF32 accuracy equal to fp32's (Darcy FNO, same seed and epochs) |
 | A | `PYTHONPATH=. python benchmarks/bench_pinn.py --parts speed,time_to_target` | 6 | 6: step <= 1/10 of DeepXDE's; time to 1e-2 |
 | B | `PYTHONPATH=. python benchmarks/bench_datagen.py --parts ns_generate` (repeat until "complete") | 5-10 | 4: NS 1200 x T50 at 256^2 <= 15 min (stretch 10) |
 | B (warm) | `python benchmarks/bench_operators.py --rows ns_fno2d_nu1e-3 --max-minutes 9` | 10 | 5: FNO-2D <= 0.0128 |
