@@ -157,13 +157,14 @@ def burgers_rows(device, n_samples, n, batch):
                  note=f"ETDRK4, automatic dt ~ {dt:.2e} ({math.ceil(1 / dt)} steps)")]
 
 
-def ns_generate_rows(device, root: str | None, max_minutes: float) -> list[dict]:
+def ns_generate_rows(device, root: str | None, max_minutes: float, preset: str | None = None,
+                     overrides: tuple[str, ...] = ()) -> list[dict]:
     import h5py
 
     from sciml.data.generate import generate
     from sciml.data.recipes import load_recipe
 
-    recipe = load_recipe("navier_stokes")
+    recipe = load_recipe("navier_stokes", preset=preset, overrides=list(overrides))
     path = generate(recipe, root=root, device=device, progress=True, max_minutes=max_minutes)
     with h5py.File(path, "r") as f:
         done, seconds = int(f.attrs["batches_done"]), float(f.attrs["generation_seconds"])

@@ -33,3 +33,13 @@ def test_nu_1e5_row_generates_the_nu_1e5_set():
     cfg = load_config(OperatorConfig, Path(ROOT) / "configs" / config, overrides)
     params = load_recipe(cfg.data.recipe, overrides=cfg.data.recipe_overrides).typed_params()
     assert (params.nu, params.t_end) == (1e-5, 20)
+
+
+def test_ns_generate_row_reports_partial_then_complete(tmp_path):
+    from benchmarks.bench_datagen import ns_generate_rows
+
+    tiny = dict(preset="tiny", overrides=("batch_size=4",))  # two batches
+    first = ns_generate_rows("cpu", str(tmp_path), max_minutes=1e-9, **tiny)[0]
+    assert "partial: 1/2" in first["metric"] and first["value"] > 0
+    done = ns_generate_rows("cpu", str(tmp_path), max_minutes=60, **tiny)[0]
+    assert done["note"].startswith("complete") and done["value"] > first["value"]
