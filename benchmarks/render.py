@@ -29,10 +29,8 @@ them back to back.
 | session | command | est. min | issue: bar |
 |---|---|---|---|
 | A | `python -m benchmarks.bench_burgers` | 6 | 3: rel L2 <= 0.003 at s = 1024; generation + training < 10 min |
-| A | `python benchmarks/bench_fno_speed.py --compile` | 4 | 5: step <= 1/3 of neuralop's, peak memory no higher |
+| A | `python benchmarks/bench_fno_speed.py --compile` | 8 | 5: step <= 1/3 of neuralop's, peak memory no higher |
 | A | `PYTHONPATH=. python benchmarks/bench_datagen.py --parts darcy,ns_step,burgers,ns_accuracy` | 6 | 4: Darcy 1024 x 421^2 <= 10 s; NS vs CN dt=1e-4 <= 1e-3 at T = 50 |
-| A | `PYTHONPATH=. python benchmarks/bench_implicit.py` | 3 | 7: implicit memory flat in iterations; LM throughput |
-| A | `python benchmarks/bench_precision.py` | 2 | 5: bf16 / TF32 accuracy equal to fp32's (Darcy FNO, same seed and epochs) |
 | A | `PYTHONPATH=. python benchmarks/bench_pinn.py --parts speed,time_to_target` | 6 | 6: step <= 1/10 of DeepXDE's; time to 1e-2 |
 | B | `PYTHONPATH=. python benchmarks/bench_datagen.py --parts ns_generate` (repeat until "complete") | 5-10 | 4: NS 1200 x T50 at 256^2 <= 15 min (stretch 10) |
 | B (warm) | `python benchmarks/bench_operators.py --rows ns_fno2d_nu1e-3 --max-minutes 9` | 10 | 5: FNO-2D <= 0.0128 |
@@ -42,9 +40,11 @@ them back to back.
 | C | `python benchmarks/bench_operators.py --rows darcy_deeponet --max-minutes 9` | 10 | 5: DeepONet beside FNO |
 | D | `PYTHONPATH=. python benchmarks/bench_pinn.py --parts accuracy --jobs 9 --max-minutes 9` | 10 | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
 | D | `python benchmarks/bench_operators.py --rows burgers_deeponet --max-minutes 9` | 10 | 5: DeepONet beside FNO |
-| D | `sciml generate navier_stokes params.nu=1e-5 params.t_end=20 --max-minutes 9` (repeat until done) | 5-10 | 5: the nu = 1e-5 set |
-| D (warm) | `python benchmarks/bench_operators.py --rows ns_fno2d_nu1e-5 --max-minutes 9` | 10 | 5: FNO-2D <= 0.1556 |
-| E | `PYTHONPATH=. python benchmarks/bench_optimizers.py --merge --tasks pinn_convection` (then the other tasks, one call each) | 25 | 8: full grid; best convection <= 1.94e-3 |
+| D | `PYTHONPATH=. python benchmarks/bench_implicit.py` | 3 | 7: implicit memory flat in iterations; LM throughput |
+| D | `python benchmarks/bench_precision.py` | 2 | 5: bf16 / TF32 accuracy equal to fp32's (Darcy FNO, same seed and epochs) |
+| E | `sciml generate navier_stokes params.nu=1e-5 params.t_end=20 --max-minutes 9` (repeat until done) | 5-10 | 5: the nu = 1e-5 set |
+| E (warm) | `python benchmarks/bench_operators.py --rows ns_fno2d_nu1e-5 --max-minutes 9` | 10 | 5: FNO-2D <= 0.1556 |
+| F | `PYTHONPATH=. python benchmarks/bench_optimizers.py --merge --tasks pinn_convection` (then the other tasks, one call each) | 25 | 8: full grid; best convection <= 1.94e-3 |
 
 Operator rows are capped at 9 minutes of training so that loading, evaluation and start-up fit the
 command's 10; a row that misses its bar records what a longer run reaches by resuming. A row stopped by its cap resumes: rerun the same command (PINN runs and `sciml train --resume`
