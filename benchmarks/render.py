@@ -20,6 +20,9 @@ the table and render again.
 
 ### GPU run plan (one H100; 30 device-minutes per session, 10 per command)
 
+PINN accuracy runs share the GPU 9 at a time (a PINN step leaves an H100 mostly idle); a run the
+cap stops is reported as such and resumes on the next call.
+
 Each line is one device command, prefixed with `pip install -q --no-deps -e . &&`. After each
 call, copy the returned `results/*.json` into `benchmarks/results/` (a later part of the same
 script merges with it), then `python benchmarks/render.py`. The machine stays warm only 30 s
@@ -38,12 +41,13 @@ them back to back.
 | C | `python benchmarks/bench_operators.py --rows burgers_fno --max-minutes 9` | 10 | 5: Burgers <= 0.003 |
 | C | `python benchmarks/bench_operators.py --rows darcy_fno --max-minutes 9` | 10 | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
 | C | `python benchmarks/bench_operators.py --rows darcy_deeponet --max-minutes 9` | 10 | 5: DeepONet beside FNO |
-| D | `PYTHONPATH=. python benchmarks/bench_pinn.py --parts accuracy --jobs 9 --max-minutes 9` | 10 | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
+| D | `PYTHONPATH=. python benchmarks/bench_pinn.py --parts accuracy --problems burgers,allen_cahn,convection --jobs 9 --max-minutes 9` | 10 | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
+| D | `PYTHONPATH=. python benchmarks/bench_pinn.py --parts accuracy --problems diffusion_reaction,poisson_lshape,wave --jobs 9 --max-minutes 9` | 10 | 6: the others, beside published figures |
 | D | `python benchmarks/bench_operators.py --rows burgers_deeponet --max-minutes 9` | 10 | 5: DeepONet beside FNO |
-| D | `PYTHONPATH=. python benchmarks/bench_implicit.py` | 3 | 7: implicit memory flat in iterations; LM throughput |
-| D | `python benchmarks/bench_precision.py` | 2 | 5: bf16 / TF32 accuracy equal to fp32's (Darcy FNO, same seed and epochs) |
 | E | `sciml generate navier_stokes params.nu=1e-5 params.t_end=20 --max-minutes 9` (repeat until done) | 5-10 | 5: the nu = 1e-5 set |
 | E (warm) | `python benchmarks/bench_operators.py --rows ns_fno2d_nu1e-5 --max-minutes 9` | 10 | 5: FNO-2D <= 0.1556 |
+| E | `PYTHONPATH=. python benchmarks/bench_implicit.py` | 3 | 7: implicit memory flat in iterations; LM throughput |
+| E | `python benchmarks/bench_precision.py` | 2 | 5: bf16 / TF32 accuracy equal to fp32's (Darcy FNO, same seed and epochs) |
 | F | `PYTHONPATH=. python benchmarks/bench_optimizers.py --merge --tasks pinn_convection` (then the other tasks, one call each) | 25 | 8: full grid; best convection <= 1.94e-3 |
 
 Operator rows are capped at 9 minutes of training so that loading, evaluation and start-up fit the
