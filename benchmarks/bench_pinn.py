@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import cuda_graph, device_name, merge_rows, sync, write_result  # noqa: E402
+from sciml.utils import compile_jet_loss  # noqa: E402
 
 DDE_BURGERS = r"""
 import json, sys, time, numpy as np
@@ -151,7 +152,7 @@ def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, 
     def loss_fn():
         return sum(loss_terms(model, problem, pts, mode=mode).values())
 
-    fn = torch.compile(loss_fn) if compile_step else loss_fn
+    fn = compile_jet_loss(loss_fn) if compile_step else loss_fn
 
     def step():
         opt.zero_grad(set_to_none=True)

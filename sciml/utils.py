@@ -32,6 +32,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def compile_jet_loss(fn):
+    """``torch.compile(fn)`` for a PINN loss built on jet derivatives, with AOT autograd's cache off.
+
+    torch 2.13 replays a warm cache entry for this graph (its outputs are views of its inputs)
+    with corrupt view metadata: the second run of the same compiled PINN on a machine failed with
+    garbage shapes ("shape '[94772623364408, ...]' is invalid"). The flag is process-wide and
+    only costs the warm-start speed-up of that cache; Inductor's own caches stay on.
+    """
+    import torch._functorch.config as functorch_config
+
+    functorch_config.enable_autograd_cache = False
+    return torch.compile(fn)
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ".partial") -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""

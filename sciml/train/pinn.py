@@ -193,7 +193,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
     from sciml.optim import build_optimizer, closure_kind
     from sciml.optim.guard import Guard
-    from sciml.utils import resolve_device
+    from sciml.utils import compile_jet_loss, resolve_device
 
     device = resolve_device(cfg.device)
     dtype = _DTYPES[cfg.dtype]
@@ -213,7 +213,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         raise ConfigError("compile: true needs derivatives: jet (reverse/forward modes call autograd inside the loss, "
                           "which torch.compile cannot capture)")
     terms_fn = lambda pts: loss_terms(model, problem, pts, mode=cfg.derivatives, causal=causal)
-    compiled_terms = torch.compile(terms_fn) if cfg.compile else terms_fn
+    compiled_terms = compile_jet_loss(terms_fn) if cfg.compile else terms_fn
 
     start_phase, start_step, elapsed, history = 0, 0, 0.0, []
     opt_state = None

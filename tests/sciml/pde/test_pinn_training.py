@@ -154,6 +154,27 @@ def test_every_pinn_config_validates_and_builds_its_model_and_optimizers(path):
     assert problem.reference_values(problem.default_eval_points()[:4]).shape[0] == 4
 
 
+def test_compiled_pinn_runs_again_from_a_warm_compile_cache(tmp_path):
+    """torch 2.13's AOT-autograd cache corrupted the jet graph's warm start (see compile_jet_loss)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import json, torch; torch.set_num_threads(1)\n"
+              "from sciml.pde import get_problem\nfrom sciml.train.pinn import fit\n"
+              "cfg = {'derivatives': 'jet', 'compile': True, 'device': 'cpu', 'net': {'width': 8, 'depth': 2},\n"
+              "       'points': {'interior': 64}, 'eval_every': 0, 'log_every': 5,\n"
+              "       'phases': [{'optimizer': {'name': 'adam', 'lr': 1e-2}, 'steps': 5}]}\n"
+              "print(json.dumps(fit(get_problem('burgers'), cfg).metrics['loss']))\n")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    losses = []
+    for _ in range(2):  # cold cache, then warm
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-1500:]
+        losses.append(float(out.stdout.strip().splitlines()[-1]))
+    assert losses[0] == losses[1]
+
+
 def test_config_errors_name_the_fix():
     with pytest.raises(ConfigError, match="did you mean 'points'"):
         run_pinn({**TINY, "pionts": {}}, run_dir=None)
