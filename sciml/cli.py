@@ -77,6 +77,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"test relative L2: {final['test_rel_l2']:.5f}")
     elif "rel_l2" in final:
         print(f"relative L2 vs reference: {final['rel_l2']:.5e}")
+    if final.get("stopped_early"):
+        print(f"stopped by the max_minutes cap, with a checkpoint: go on with `sciml train --resume {run.path}` "
+              f"(add max_minutes=... to change the cap for that run)")
     return 0
 
 

@@ -175,6 +175,20 @@ def test_compiled_pinn_runs_again_from_a_warm_compile_cache(tmp_path):
     assert losses[0] == losses[1]
 
 
+def test_cli_says_how_to_go_on_after_the_cap_and_resume_with_a_new_cap_finishes(tmp_path, capsys):
+    import yaml
+
+    from sciml.cli import main
+    cfg = tmp_path / "pinn.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "output": {"root": str(tmp_path), "name": "r"}}))
+    assert main(["train", str(cfg), "max_minutes=1e-9"]) == 0
+    assert f"sciml train --resume {tmp_path / 'r'}" in capsys.readouterr().out
+    assert main(["train", "--resume", str(tmp_path / "r"), "max_minutes=null"]) == 0
+    assert "stopped by the max_minutes cap" not in capsys.readouterr().out
+    final = [r for r in RunDir(tmp_path / "r").read_metrics() if r.get("event") == "final"]
+    assert len(final) == 1 and final[0]["stopped_early"] is False
+
+
 def test_config_errors_name_the_fix():
     with pytest.raises(ConfigError, match="did you mean 'points'"):
         run_pinn({**TINY, "pionts": {}}, run_dir=None)
