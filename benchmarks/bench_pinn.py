@@ -171,10 +171,7 @@ def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, 
     return (time.perf_counter() - t0) / n_steps * 1e3
 
 
-SMALL_OVERRIDES = {  # the CPU regression budgets (tests/regression/test_pinn_*.py)
-    "burgers": "tests/regression/test_pinn_burgers.py",
-    "poisson_lshape": "tests/regression/test_pinn_poisson_lshape.py",
-}
+SMALL = ("burgers", "poisson_lshape")  # problems with a CPU budget: configs/<problem>/pinn_small.yaml
 PUBLISHED = {
     "burgers": "6.7e-4 (Raissi et al. 2019)",
     "allen_cahn": "5.37e-5 (jaxpi, Wang et al. 2023)",
@@ -192,12 +189,7 @@ def accuracy_run(problem_name: str, seed: int, small: bool, device: str, max_min
     from sciml.train.run import RunDir
 
     torch.set_num_threads(1)  # the runs share the machine
-    if small:
-        ns: dict = {}
-        exec(compile(Path(SMALL_OVERRIDES[problem_name]).read_text(), SMALL_OVERRIDES[problem_name], "exec"), ns)
-        raw = {**ns["CONFIG"], "problem": problem_name}
-    else:
-        raw = load_yaml(f"configs/{problem_name}/pinn.yaml")
+    raw = load_yaml(f"configs/{problem_name}/pinn{'_small' if small else ''}.yaml")
     raw = {**raw, "seed": seed, "device": device, "max_minutes": max_minutes}
     run = RunDir(Path(out) / (f"{problem_name}-seed{seed}" + ("-small" if small else "")))
     final = [r for r in run.read_metrics() if r.get("event") == "final"] if run.path.exists() else []
@@ -243,7 +235,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="CPU mode: speed + small-budget accuracy on burgers and poisson_lshape")
     ap.add_argument("--parts", default=None, help=f"comma-separated subset of {PARTS} (default: all; --small: no time_to_target)")
-    ap.add_argument("--problems", default=None, help=f"accuracy problems (default: {PROBLEMS}; --small: {tuple(SMALL_OVERRIDES)})")
+    ap.add_argument("--problems", default=None, help=f"accuracy problems (default: {PROBLEMS}; --small: {tuple(SMALL)})")
     ap.add_argument("--steps", type=int, default=None, help="timed Adam steps per measurement")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1, help="accuracy runs at a time (separate processes)")
@@ -257,12 +249,12 @@ def main(argv=None):
     gpu = torch.cuda.is_available() and not args.small
     device = torch.device("cuda" if gpu else "cpu")
     parts = (args.parts or ",".join(p for p in PARTS if not (args.small and p == "time_to_target"))).split(",")
-    problems = (args.problems or ",".join(SMALL_OVERRIDES if args.small else PROBLEMS)).split(",")
+    problems = (args.problems or ",".join(SMALL if args.small else PROBLEMS)).split(",")
     for given, known, what in ((parts, PARTS, "parts"), (problems, PROBLEMS, "problems")):
         if set(given) - set(known):
             ap.error(f"unknown {what} {sorted(set(given) - set(known))}; known: {list(known)}")
-    if args.small and set(problems) - set(SMALL_OVERRIDES):
-        ap.error(f"--small has budgets for {list(SMALL_OVERRIDES)} only")
+    if args.small and set(problems) - set(SMALL):
+        ap.error(f"--small has budgets for {list(SMALL)} only")
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()

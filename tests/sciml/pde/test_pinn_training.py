@@ -137,8 +137,8 @@ def test_guard_is_on_by_default_and_survives_a_nan_step(monkeypatch, tmp_path):
         run_pinn(unguarded, run_dir=RunDir.create(tmp_path, "u").path)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[3] / "configs").glob("*/pinn.yaml")),
-                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[3] / "configs").glob("*/pinn*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_pinn_config_validates_and_builds_its_model_and_optimizers(path):
     """A misspelt key or optimizer keyword fails here, not after a GPU run has started."""
     from sciml.config import load_yaml, validate
