@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS_DIR, write_result  # noqa: E402
+from benchmarks.common import RESULTS_DIR, merge_rows, write_result  # noqa: E402
 from sciml.optim import OPTIMIZERS, build_optimizer, optimizer_spec  # noqa: E402
 
 LR_FACTORS = {"full": (1 / 3, 1.0, 3.0), "small": (1.0, 3.0)}
@@ -539,14 +539,15 @@ def main(argv=None) -> None:
             print(f"{tname:18s} {name:26s} best lr {best['lr']:.3g}: rel L2 {best['rel_l2_median']:.3e} "
                   f"[{best['rel_l2_min']:.2e}-{best['rel_l2_max']:.2e}] div {best['diverged']} "
                   f"spikes {best['spikes_median']} ({time.perf_counter() - t0:.1f}s)", flush=True)
-    if cfg.merge and (RESULTS_DIR / f"{cfg.name}.json").exists():
-        import json
+    if cfg.merge:  # replace only the (task, optimizer) rows rerun, and only rows from this machine
+        merged = merge_rows(cfg.name, rows, key=lambda r: (r["task"], r["optimizer"]), device=cfg.device)
+        if len(merged) > len(rows):  # rows were kept: keep their tasks' notes too
+            import json
 
-        old = json.loads((RESULTS_DIR / f"{cfg.name}.json").read_text())
-        done = {(r["task"], r["optimizer"]) for r in rows}  # replace only the (task, optimizer) rows rerun
-        rows = [r for r in old.get("rows", []) if (r["task"], r["optimizer"]) not in done] + rows
-        notes = {**old.get("tasks", {}), **notes}
-        skipped = {**old.get("skipped", {}), **skipped}
+            old = json.loads((RESULTS_DIR / f"{cfg.name}.json").read_text())
+            notes = {**old.get("tasks", {}), **notes}
+            skipped = {**old.get("skipped", {}), **skipped}
+        rows = merged
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     for tname in sorted({r["task"] for r in rows}):  # after the merge: plots show every row
         plot_task(tname, rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
