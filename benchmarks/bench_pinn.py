@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import cuda_graph, device_name, merge_rows, sync, write_result  # noqa: E402
+from benchmarks.common import cuda_graph, merge_rows, sync, write_result  # noqa: E402
 from sciml.utils import compile_jet_loss  # noqa: E402
 
 DDE_BURGERS = r"""

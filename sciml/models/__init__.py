@@ -26,6 +26,8 @@ def _deq_net(**kwargs):
 
 MODELS.add("deq", _deq_net, description="Convolutional deep-equilibrium operator (sciml.models.deq.DEQNet)",
            source="Bai et al., NeurIPS 2019")
+
+
 def _pinn_mlp(*, in_channels: int, out_channels: int, n_dims: int | None = None, **kwargs):
     """Pointwise MLP over coordinates (n, in_channels) -> (n, out_channels); n_dims is unused."""
     from sciml.pde.nets import MLP  # imported on use: sciml.pde is a sibling package
@@ -35,6 +37,7 @@ def _pinn_mlp(*, in_channels: int, out_channels: int, n_dims: int | None = None,
 
 MODELS.add("pinn_mlp", _pinn_mlp, description="PINN MLP with periodic / Fourier-feature embeddings (sciml.pde.nets.MLP)",
            source="Raissi et al. 2019; Tancik et al. 2020; Dong & Ni 2021")
+
 for _name in ("FNO", "TFNO"):
     MODELS.add(f"neuralop.{_name}", partial(neuralop_model, _name),
                description=f"neuralop.models.{_name} (any neuralop.models class works as 'neuralop.<Class>')",

@@ -87,7 +87,7 @@ class SpectralConv(nn.Module):
         -> (batch, out, *kept); 3. inverse transform to the grid. Runs in float32 (float64 when the
         weights are) with autocast off: half-precision spectra lose the small modes' accuracy.
         """
-        d, grid = self.n_dims, tuple(x.shape[-self.n_dims:])
+        grid = tuple(x.shape[-self.n_dims:])
         self.check_grid(grid)
         in_dtype = x.dtype
         with torch.autocast(x.device.type, enabled=False):

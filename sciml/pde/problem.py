@@ -14,7 +14,6 @@ problem's unknown parameters, so one ``model.parameters()`` trains both (inverse
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence

@@ -28,7 +28,6 @@ import torch
 from pydantic import Field
 
 from sciml.config import ConfigError, StrictModel, dump, validate
-from sciml.pde.geometry import METHODS
 from sciml.pde.losses import CausalWeights, CollocationSet, LossWeights, loss_terms, residual_magnitude, sample_collocation
 from sciml.pde.nets import MLP
 from sciml.pde.problem import PINNModel, Problem

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from typing import Literal
 
+import numpy as np
+import torch
 from pydantic import PositiveFloat, PositiveInt
 
 from sciml.config import StrictModel
