@@ -68,19 +68,31 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """A copy of `config` with dotted ``key=value`` overrides applied (the caller's dict is untouched)."""
+    """A copy of `config` with dotted ``key=value`` overrides applied (the caller's dict is untouched).
+
+    A numeric part indexes a list, e.g. ``phases.1.steps=300`` for a PINN's second training phase."""
     result = copy.deepcopy(config)
     for text in overrides:
         path, value = parse_override(text)
-        node = result
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])!r} is a value, not a section")
+        node: Any = result
+        for i, part in enumerate(path):
+            where = ".".join(path[: i + 1])
+            last = i == len(path) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {text!r}: {'.'.join(path[:i])!r} is a list of {len(node)}; "
+                                      f"index it with 0..{len(node) - 1}, not {part!r}")
+                part = int(part)
+                child = node[part]
+            else:
+                child = node.get(part)
+                if child is None and not last:
+                    child = node[part] = {}
+            if last:
+                node[part] = value
+            elif not isinstance(child, (dict, list)):
+                raise ConfigError(f"override {text!r}: {where!r} is a value, not a section")
             node = child
-        node[path[-1]] = value
     return result
 
 

@@ -41,6 +41,20 @@ def test_overrides_parse_yaml_scalars_and_do_not_mutate():
         apply_overrides(base, ["training.epochs.x=1"])
 
 
+def test_overrides_index_lists_such_as_training_phases():
+    base = {"phases": [{"optimizer": {"name": "adam"}, "steps": 100}, {"steps": 5}]}
+    out = apply_overrides(base, ["phases.0.steps=3000", "phases.1.optimizer.name=lbfgs", "phases.0.optimizer.lr=0.01"])
+    assert out["phases"] == [{"optimizer": {"name": "adam", "lr": 0.01}, "steps": 3000},
+                             {"steps": 5, "optimizer": {"name": "lbfgs"}}]
+    assert base["phases"][0]["steps"] == 100
+    with pytest.raises(ConfigError, match=r"'phases' is a list of 2; index it with 0..1, not '2'"):
+        apply_overrides(base, ["phases.2.steps=1"])
+    with pytest.raises(ConfigError, match="not 'steps'"):
+        apply_overrides(base, ["phases.steps=1"])
+    with pytest.raises(ConfigError, match="'phases.0.steps' is a value, not a section"):
+        apply_overrides(base, ["phases.0.steps.x=1"])
+
+
 def test_model_and_optimizer_kwargs_pass_through():
     cfg = validate(OperatorConfig, {**BASE, "optimizer": {"name": "adamw", "lr": 3e-4, "betas": [0.9, 0.99]}})
     assert cfg.model.kwargs() == {"modes": 8}
