@@ -114,23 +114,30 @@ def _grid_error(grid: Tensor, exact: Tensor) -> Callable[[Callable], Tensor]:
     return error
 
 
+def _space_time_points(x0: float, x1: float, n_res: int, n_ic: int, n_bc: int, nx: int, nt: int, seed: int):
+    """Points of a PINN on [x0, x1] x [0, 1] (float64, CPU): uniform random residual points,
+    the initial line, the left and right boundary lines, and an nx x nt evaluation grid."""
+    g = torch.Generator().manual_seed(seed)
+    f64 = dict(dtype=torch.float64)
+    xt = torch.rand(n_res, 2, generator=g, **f64) * torch.tensor([x1 - x0, 1.0], **f64) + torch.tensor([x0, 0.0], **f64)
+    xs = torch.linspace(x0, x1, n_ic, **f64)
+    ic = torch.stack([xs, torch.zeros_like(xs)], -1)
+    tb = torch.linspace(0, 1, n_bc, **f64)
+    left = torch.stack([torch.full_like(tb, x0), tb], -1)
+    right = torch.stack([torch.full_like(tb, x1), tb], -1)
+    X, T = torch.meshgrid(torch.linspace(x0, x1, nx, **f64), torch.linspace(0, 1, nt, **f64), indexing="ij")
+    return xt, ic, left, right, torch.stack([X.reshape(-1), T.reshape(-1)], -1)
+
+
 def task_pinn_convection(cfg) -> TaskSpec:
     """u_t + β u_x = 0 on x ∈ [0, 2π), t ∈ [0, 1], u(x, 0) = sin x, periodic; β = 30.
     Exact u = sin(x − βt). Loss: residual MSE + initial MSE + periodic-boundary MSE."""
     beta, dev, dt = 30.0, cfg.device, cfg.dtype
     small = cfg.small
-    g = torch.Generator().manual_seed(1234)
     n_res, n_ic, n_bc = (256, 64, 32) if small else (2048, 257, 101)
-    xt = torch.rand(n_res, 2, generator=g, dtype=torch.float64) * torch.tensor([2 * math.pi, 1.0], dtype=torch.float64)
-    x0 = torch.linspace(0, 2 * math.pi, n_ic, dtype=torch.float64)
-    ic = torch.stack([x0, torch.zeros_like(x0)], -1)
-    tb = torch.linspace(0, 1, n_bc, dtype=torch.float64)
-    left = torch.stack([torch.zeros_like(tb), tb], -1)
-    right = torch.stack([torch.full_like(tb, 2 * math.pi), tb], -1)
     nx, nt = (128, 50) if small else (256, 100)
-    X, T = torch.meshgrid(torch.linspace(0, 2 * math.pi, nx, dtype=torch.float64),
-                          torch.linspace(0, 1, nt, dtype=torch.float64), indexing="ij")
-    grid = torch.stack([X.reshape(-1), T.reshape(-1)], -1)
+    xt, ic, left, right, grid = _space_time_points(0.0, 2 * math.pi, n_res, n_ic, n_bc, nx, nt, seed=1234)
+    x0 = ic[:, 0]
     exact = torch.sin(grid[:, 0] - beta * grid[:, 1])
     xt, ic, left, right, grid, exact, u_ic = (t.to(dev, dt) for t in (xt, ic, left, right, grid, exact, torch.sin(x0)))
     width, depth = (32, 3) if small else (64, 4)
@@ -157,18 +164,10 @@ def task_pinn_burgers(cfg) -> TaskSpec:
     from solvers.pde.burgers import RAISSI_NU, burgers_raissi_reference
 
     dev, dt, small = cfg.device, cfg.dtype, cfg.small
-    g = torch.Generator().manual_seed(4321)
     n_res, n_ic, n_bc = (256, 64, 32) if small else (2048, 256, 100)
-    xt = torch.rand(n_res, 2, generator=g, dtype=torch.float64) * torch.tensor([2.0, 1.0], dtype=torch.float64)
-    xt[:, 0] -= 1
-    x0 = torch.linspace(-1, 1, n_ic, dtype=torch.float64)
-    ic = torch.stack([x0, torch.zeros_like(x0)], -1)
-    tb = torch.linspace(0, 1, n_bc, dtype=torch.float64)
-    bc = torch.cat([torch.stack([-torch.ones_like(tb), tb], -1), torch.stack([torch.ones_like(tb), tb], -1)])
     nx, nt = (64, 26) if small else (256, 100)
-    X, T = torch.meshgrid(torch.linspace(-1, 1, nx, dtype=torch.float64), torch.linspace(0, 1, nt, dtype=torch.float64),
-                          indexing="ij")
-    grid = torch.stack([X.reshape(-1), T.reshape(-1)], -1)
+    xt, ic, left, right, grid = _space_time_points(-1.0, 1.0, n_res, n_ic, n_bc, nx, nt, seed=4321)
+    bc, x0 = torch.cat([left, right]), ic[:, 0]
     exact = burgers_raissi_reference(grid[:, 0], grid[:, 1]).to(torch.float64).reshape(-1)
     xt, ic, bc, grid, exact, u_ic = (t.to(dev, dt) for t in (xt, ic, bc, grid, exact, -torch.sin(math.pi * x0)))
     width, depth = (32, 3) if small else (64, 4)
