@@ -169,11 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from sciml.data.h5 import DatasetError
+    from sciml.optim.guard import GuardError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, DatasetError, GuardError, ValueError, FileNotFoundError) as err:
         if os.environ.get("SCIML_DEBUG"):
             raise
         print(f"sciml {args.command}: error: {err}", file=sys.stderr)

@@ -18,7 +18,13 @@ Per step ``guard.step`` does, in order:
    ``loss > spike_factor · exp(ℓ̄)`` is a spike (event ``spike``) and its update is skipped;
 5. `max_spikes` spikes within `spike_window` steps roll the model and optimizer back to the last
    good snapshot (taken every `snapshot_every` healthy steps, in memory) and multiply the
-   effective learning rate by `lr_factor` (events ``rollback``, ``lr_lowered``).
+   effective learning rate by `lr_factor` (events ``rollback``, ``lr_lowered``). The running
+   estimate then restarts from the restored state's losses: a level that persists after a
+   rollback is the objective's, not a spike, and must not roll back again and again.
+
+When the objective itself changes (a PINN resamples its collocation points, adaptive loss
+weights move) the loss may jump for no fault of the optimizer: the trainer calls
+``guard.rebase()``, which forgets the running estimate and relearns it over `spike_warmup` steps.
 
 The learning-rate reduction is kept as ``guard.lr_scale`` and applied around each
 ``optimizer.step`` (lr ← lr·scale, step, lr ← lr/scale), so it composes with any LR schedule
@@ -167,7 +173,10 @@ class Guard:
         steps = [s for s, _ in self._pending]
         values = torch.stack([r for _, r in self._pending]).tolist()
         self._pending = []
+        rollbacks = self.rollbacks
         for step, (lval, nval, tval, fval) in zip(steps, values):
+            if self.rollbacks != rollbacks:  # the steps after a rollback belong to the undone trajectory
+                break
             if not fval:
                 self._skip_nonfinite(step, lval, nval, zeroed=True)
                 continue
@@ -179,9 +188,16 @@ class Guard:
                 self.counts["clip"] += 1
             self._healthy(lval)
 
-    def pop_events(self) -> list[dict[str, Any]]:
-        """Events since the last call, each ``{"step", "event", ...details}``; clears them."""
-        if self.check_every > 1:
+    def rebase(self) -> None:
+        """The objective changed (new training points, new loss weights): judge the buffered steps
+        against the old running loss, then relearn it over `spike_warmup` healthy steps."""
+        self.poll()
+        self._forget_loss_level()
+
+    def pop_events(self, judge_pending: bool = True) -> list[dict[str, Any]]:
+        """Events since the last call, each ``{"step", "event", ...details}``; clears them.
+        ``judge_pending=False`` leaves buffered steps unjudged (after a `GuardError`)."""
+        if self.check_every > 1 and judge_pending:
             self.poll()
         events, self._events = self._events, []
         return events
@@ -286,8 +302,11 @@ class Guard:
             self._take_snapshot()
 
     def _take_snapshot(self) -> None:
-        self._snapshot = {**self._snapshot_light(), "step": self.step_count, "log_loss_ema": self.log_loss_ema}
+        self._snapshot = {**self._snapshot_light(), "step": self.step_count}
         self._since_snapshot = 0
+
+    def _forget_loss_level(self) -> None:
+        self.log_loss_ema, self.healthy_steps, self.spike_steps = None, 0, []
 
     def _skip_nonfinite(self, step: int, lval: float, nval: float, zeroed: bool = False) -> None:
         self.counts["skip_nonfinite"] += 1
@@ -311,19 +330,19 @@ class Guard:
             self._rollback(step, reason="spikes")
 
     def _rollback(self, step: int, reason: str) -> None:
-        if self.rollbacks >= self.max_rollbacks:
-            raise GuardError(f"guard rolled back {self.rollbacks} times (limit max_rollbacks={self.max_rollbacks}) "
-                             f"and training still {'spikes' if reason == 'spikes' else 'diverges'} at step {step}; "
-                             "lower the learning rate or use a more stable optimizer")
         snap = self._snapshot
-        if snap is not None:
+        if snap is not None:  # also when giving up: the caller may then save the last good state
             with torch.no_grad():
                 self.model.load_state_dict(snap["model"])
             self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
-            self.log_loss_ema = snap["log_loss_ema"]
+        if self.rollbacks >= self.max_rollbacks:
+            self._emit(step, "gave_up", reason=reason, to_step=None if snap is None else snap["step"])
+            raise GuardError(f"guard rolled back {self.rollbacks} times (limit max_rollbacks={self.max_rollbacks}) "
+                             f"and training still {'spikes' if reason == 'spikes' else 'diverges'} at step {step}; "
+                             "lower the learning rate or use a more stable optimizer")
         self.rollbacks += 1
         self.counts["rollback"] += 1
-        self.spike_steps = []
+        self._forget_loss_level()
         self._emit(step, "rollback", reason=reason, to_step=None if snap is None else snap["step"])
         self._lower_lr(step)
 

@@ -100,6 +100,12 @@ def loss_terms(model: PINNModel, problem: Problem, points: CollocationSet, *, mo
     return (terms, residuals) if return_residuals else terms
 
 
+def _square_sum(grads) -> float:
+    """Σ‖g‖² over the tensors autograd returned (None for unused ones), with one host copy."""
+    found = [g for g in grads if g is not None]
+    return float(torch.stack([g.square().sum() for g in found]).double().sum()) if found else 0.0
+
+
 class LossWeights:
     """λ per loss term: fixed, ``grad_norm`` or ``ntk`` (see the module docstring).
 
@@ -137,14 +143,14 @@ class LossWeights:
         for name, loss in terms.items():
             if self.method == "grad_norm":
                 grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-                scores[name] = math.sqrt(sum(float(g.square().sum()) for g in grads if g is not None))
+                scores[name] = math.sqrt(_square_sum(grads))
             else:
                 r = residuals[name].reshape(-1)
                 acc = 0.0
                 for _ in range(self.probes):
                     v = (torch.randint(0, 2, r.shape, generator=self._gen) * 2 - 1).to(r)
                     grads = torch.autograd.grad((v * r).sum(), params, retain_graph=True, allow_unused=True)
-                    acc += sum(float(g.square().sum()) for g in grads if g is not None)
+                    acc += _square_sum(grads)
                 scores[name] = acc / self.probes / max(r.numel(), 1)
         total = sum(scores.values())
         for name, s in scores.items():

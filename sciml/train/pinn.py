@@ -191,7 +191,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     """Train a PINN for ``problem``; see the module docstring. ``run``: a `RunDir` for logs and checkpoints."""
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
     from sciml.optim import build_optimizer, closure_kind
-    from sciml.optim.guard import Guard
+    from sciml.optim.guard import Guard, GuardError
     from sciml.utils import compile_jet_loss, resolve_device
 
     device = resolve_device(cfg.device)
@@ -231,9 +231,16 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         run.write_config(dump(cfg))
         run.write_environment(device)
 
-    def log(record):
+    def log(record):  # counts every line, so a checkpoint knows where its metrics end
+        nonlocal metric_lines
         if run is not None:
             run.log(record)
+            metric_lines += 1
+
+    def log_guard_events(guard, phase, judge_pending=True):
+        for ev in guard.pop_events(judge_pending):
+            details = {k: v for k, v in ev.items() if k not in ("step", "event") and isinstance(v, (int, float, str))}
+            log({"event": "guard", "guard_event": ev["event"], "phase": phase, "at_step": ev["step"], **details})
 
     metric_lines = len(run.read_metrics()) if run is not None else 0
     total_steps = 0
@@ -263,62 +270,70 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         t_phase = time.perf_counter()
         loss = torch.tensor(float("nan"))
         step = first - 1
-        for step in range(first, ph.steps + 1):
-            if not needs_closure and cfg.points.resample_every and step % cfg.points.resample_every == 0:
-                points = _resample(problem, model, cfg, points, step, covered, cur_dtype, device)
-                cpu_points.interior = points.interior.detach().cpu()
-            _lr_schedule(opt, base_lrs, ph, step)
+        try:
+            for step in range(first, ph.steps + 1):
+                if not needs_closure and cfg.points.resample_every and step % cfg.points.resample_every == 0:
+                    points = _resample(problem, model, cfg, points, step, covered, cur_dtype, device)
+                    cpu_points.interior = points.interior.detach().cpu()
+                    if guard is not None:  # new points, new loss level: not a spike
+                        guard.rebase()
+                _lr_schedule(opt, base_lrs, ph, step)
 
-            def closure():
-                if kind == "backward":
-                    opt.zero_grad(set_to_none=True)
-                terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
-                total = weights.total(terms, cond_weights)
-                if kind == "backward":
-                    total.backward()
-                closure.terms = terms
-                return total
+                def closure():
+                    if kind == "backward":
+                        opt.zero_grad(set_to_none=True)
+                    terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
+                    total = weights.total(terms, cond_weights)
+                    if kind == "backward":
+                        total.backward()
+                    closure.terms = terms
+                    return total
 
-            if needs_closure:
-                loss = guard.step(None, closure=closure) if guard else opt.step(closure)
-            else:
-                opt.zero_grad(set_to_none=True)
-                if weights.method != "fixed" and step % weights.every == 0:
-                    terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
-                    weights.maybe_update(step, model, terms, residuals)
+                if needs_closure:
+                    loss = guard.step(None, closure=closure) if guard else opt.step(closure)
                 else:
-                    terms = compiled_terms(points)
-                loss = weights.total(terms, cond_weights)
-                loss.backward()
-                closure.terms = terms
-                guard.step(loss) if guard else opt.step()
-            if guard is not None and (step % cfg.log_every == 0 or step == ph.steps):  # polls: a sync
-                for ev in guard.pop_events():
-                    details = {k: v for k, v in ev.items() if k not in ("step", "event") and isinstance(v, (int, float, str))}
-                    log({"event": "guard", "guard_event": ev["event"], "phase": i, "at_step": ev["step"], **details})
-            if step % cfg.log_every == 0 or step == ph.steps:
-                lval = float(loss.detach())
-                if not math.isfinite(lval) and guard is None:
-                    raise FloatingPointError(f"non-finite loss at phase {i} ({name}) step {step}: lower the learning rate, "
-                                             "use dtype=float64, or drop the phase's guard: null")
-                rec = {"phase": i, "optimizer": name, "step": step, "loss": lval,
-                       **{f"loss_{k}": float(v.detach()) for k, v in closure.terms.items()},
-                       **{f"weight_{k}": weights.weight(k) for k in closure.terms if weights.method != "fixed"},
-                       **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
-                if causal is not None:
-                    rec["causal_min_weight"] = float(torch.as_tensor(causal.last_min_weight).min())
-                if cfg.eval_every and (step % cfg.eval_every == 0 or step == ph.steps):
-                    rec.update(evaluate(model))
-                rec["seconds"] = elapsed + time.perf_counter() - t_phase
-                log(rec)
-                metric_lines += 1
-                if progress:
-                    progress(rec)
-            if run is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < ph.steps:
+                    opt.zero_grad(set_to_none=True)
+                    if weights.method != "fixed" and step % weights.every == 0:
+                        terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
+                        if weights.maybe_update(step, model, terms, residuals) and guard is not None:
+                            guard.rebase()
+                    else:
+                        terms = compiled_terms(points)
+                    loss = weights.total(terms, cond_weights)
+                    loss.backward()
+                    closure.terms = terms
+                    guard.step(loss) if guard else opt.step()
+                if guard is not None and (step % cfg.log_every == 0 or step == ph.steps):  # polls: a sync
+                    log_guard_events(guard, i)
+                if step % cfg.log_every == 0 or step == ph.steps:
+                    lval = float(loss.detach())
+                    if not math.isfinite(lval) and guard is None:
+                        raise FloatingPointError(f"non-finite loss at phase {i} ({name}) step {step}: lower the learning rate, "
+                                                 "use dtype=float64, or drop the phase's guard: null")
+                    rec = {"phase": i, "optimizer": name, "step": step, "loss": lval,
+                           **{f"loss_{k}": float(v.detach()) for k, v in closure.terms.items()},
+                           **{f"weight_{k}": weights.weight(k) for k in closure.terms if weights.method != "fixed"},
+                           **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
+                    if causal is not None:
+                        rec["causal_min_weight"] = float(torch.as_tensor(causal.last_min_weight).min())
+                    if cfg.eval_every and (step % cfg.eval_every == 0 or step == ph.steps):
+                        rec.update(evaluate(model))
+                    rec["seconds"] = elapsed + time.perf_counter() - t_phase
+                    log(rec)
+                    if progress:
+                        progress(rec)
+                if run is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < ph.steps:
+                    _save(run, model, opt, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
+                if deadline is not None and time.perf_counter() > deadline and (step < ph.steps or i + 1 < len(cfg.phases)):
+                    stopped_early = True
+                    break
+        except GuardError as err:  # keep the events and the last good state (the guard restored it)
+            log_guard_events(guard, i, judge_pending=False)
+            if run is not None:
                 _save(run, model, opt, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
-            if deadline is not None and time.perf_counter() > deadline and (step < ph.steps or i + 1 < len(cfg.phases)):
-                stopped_early = True
-                break
+            where = f"sciml train --resume {run.path} " if run is not None else "resume "
+            raise GuardError(f"{err} (phase {i}, {name}). The last good state is saved; continue with a lower rate, "
+                             f"e.g. `{where}phases.{i}.optimizer.lr=...`") from err
         seconds = time.perf_counter() - t_phase
         elapsed += seconds
         if stopped_early and step < ph.steps:  # mid-phase: resume continues with this optimizer's state

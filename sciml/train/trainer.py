@@ -18,6 +18,7 @@ import torch
 
 from sciml.config import ConfigError, dump
 from sciml.data.loading import Normalizer, Split, load_splits, load_test
+from sciml.optim.guard import Guard, GuardError
 from sciml.train.losses import LOSSES, relative_l2_per_sample
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
@@ -73,7 +74,6 @@ class Trainer:
     def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
         from sciml.models import build_model
         from sciml.optim import build_optimizer, closure_kind
-        from sciml.optim.guard import Guard
 
         self.cfg, self.run = cfg, run
         self.device = resolve_device(device or cfg.device)
@@ -196,6 +196,10 @@ class Trainer:
         self.guard.step(loss, closure=closure)
         return loss
 
+    def _log_guard_events(self, epoch: int, judge_pending: bool = True) -> None:
+        for event in self.guard.pop_events(judge_pending):
+            self.run.log({"kind": "guard", "epoch": epoch, **event})
+
     def evaluate(self, split: Split | None = None, batch_size: int | None = None) -> dict[str, float]:
         self.model.eval()
         bs = batch_size or max(self.cfg.training.batch_size, 50)
@@ -209,10 +213,14 @@ class Trainer:
                    initial=self.epoch, total=t.epochs)
         stopped_early = False
         for epoch in bar:
-            train_loss = self.train_epoch(epoch)
+            try:
+                train_loss = self.train_epoch(epoch)
+            except GuardError as err:  # keep its events; the last checkpoint stays the resume point
+                self._log_guard_events(epoch + 1, judge_pending=False)
+                raise GuardError(f"{err} (epoch {epoch + 1}). Continue from the last checkpoint with a lower rate, e.g. "
+                                 f"`sciml train --resume {self.run.path} optimizer.lr=...`") from err
             self.epoch = epoch + 1
-            for event in self.guard.pop_events():
-                self.run.log({"kind": "guard", "epoch": self.epoch, **event})
+            self._log_guard_events(self.epoch)
             last = self.epoch == t.epochs
             if self.epoch % t.eval_every == 0 or last:
                 record = {"kind": "eval", "epoch": self.epoch, "train_loss": train_loss.item(),

@@ -125,6 +125,57 @@ def test_spikes_roll_back_and_lower_lr():
     assert losses[-1] < losses[41] and losses[-1] < 1e-2 * losses[0]
 
 
+def _shifted(at, factor=1e3):
+    """The objective changes for good at step `at`: loss and gradient `factor` times larger."""
+    return lambda k, loss: loss * factor if k >= at else loss
+
+
+def test_a_lasting_loss_level_costs_one_rollback_not_an_endless_series():
+    # a level that outlives a rollback belongs to the objective: the running estimate restarts
+    # from the restored state's losses instead of flagging every later step as a spike
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt, clip=None, snapshot_every=10, max_rollbacks=3)
+    _train(model, opt, guard, x, y, 300, inject=_shifted(40))
+    kinds = [e["event"] for e in guard.pop_events()]
+    assert kinds.count("rollback") == 1 and kinds.count("spike") == 3, kinds
+    assert guard.lr_scale == 0.5
+
+
+def test_rebase_takes_a_new_objective_without_spikes():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt, clip=None, snapshot_every=10)
+    shift = _shifted(40)
+    for k in range(1, 301):
+        if k == 40:
+            guard.rebase()  # what a PINN trainer does when it resamples its points
+            at_shift = _loss(model, x, y).item()
+        opt.zero_grad(set_to_none=True)
+        loss = shift(k, _loss(model, x, y))
+        loss.backward()
+        guard.step(loss)
+    assert guard.pop_events() == [] and guard.lr_scale == 1.0
+    assert _loss(model, x, y).item() < 0.1 * at_shift  # every step after the shift was taken
+
+
+def test_giving_up_restores_the_last_good_state_before_raising():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=5e-2)
+    guard = Guard(model, opt, clip=None, snapshot_every=10, max_rollbacks=0)
+    snap = {}
+    with pytest.raises(GuardError, match="rolled back 0 times"):
+        for k in range(1, 100):
+            opt.zero_grad(set_to_none=True)
+            loss = _shifted(40)(k, _loss(model, x, y))
+            loss.backward()
+            guard.step(loss)
+            if k == 31:  # the last snapshot before the shift
+                snap = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert all(torch.equal(p, snap[n]) for n, p in model.named_parameters())
+    assert [(e["step"], e["event"], e["to_step"]) for e in guard.pop_events() if e["event"] == "gave_up"] == [(42, "gave_up", 31)]
+
+
 def test_effective_lr_is_scaled_during_step():
     p = torch.nn.Parameter(torch.tensor([1.0]))
     model = torch.nn.Module()

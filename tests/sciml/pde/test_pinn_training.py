@@ -137,6 +137,62 @@ def test_guard_is_on_by_default_and_survives_a_nan_step(monkeypatch, tmp_path):
         run_pinn(unguarded, run_dir=RunDir.create(tmp_path, "u").path)
 
 
+def _loss_jumps_after(monkeypatch, step_of_call, factor=1e3):
+    """Make the PINN loss `factor` times larger from the `step_of_call`-th loss evaluation on, as
+    when new collocation points expose a residual the net never saw."""
+    import sciml.train.pinn as pinn
+
+    calls = {"n": 0}
+    real = pinn.loss_terms
+
+    def jumped(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        calls["n"] += 1
+        return {k: v * factor for k, v in terms.items()} if calls["n"] >= step_of_call else terms
+
+    monkeypatch.setattr(pinn, "loss_terms", jumped)
+
+
+def test_resampling_resets_the_guard_so_a_new_loss_level_is_not_a_spike(monkeypatch, tmp_path):
+    _loss_jumps_after(monkeypatch, 40)  # step 40's loss, the first on the points resampled at step 40
+    cfg = {**TINY, "points": {"interior": 64, "resample_every": 40}, "log_every": 20, "eval_every": 0,
+           "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 80}]}
+    run = RunDir.create(tmp_path, "r")
+    run_pinn(cfg, run_dir=run.path)
+    assert [r for r in run.read_metrics() if r.get("event") == "guard"] == []
+
+    # without a resample at the jump the same run sees spikes and rolls back
+    monkeypatch.undo()
+    _loss_jumps_after(monkeypatch, 40)
+    run = RunDir.create(tmp_path, "s")
+    run_pinn({**cfg, "points": {"interior": 64, "resample_every": 50}}, run_dir=run.path)
+    events = [r["guard_event"] for r in run.read_metrics() if r.get("event") == "guard"]
+    assert "spike" in events and events.count("rollback") == 1, events
+
+
+def test_a_guard_that_gives_up_saves_the_last_good_state_and_says_how_to_resume(monkeypatch, tmp_path):
+    from sciml.optim import GuardError
+
+    _loss_jumps_after(monkeypatch, 31)
+    guard = {"max_rollbacks": 0, "check_every": 1, "snapshot_every": 5}
+    cfg = {**TINY, "points": {"interior": 64}, "log_every": 10, "eval_every": 0, "checkpoint_every": 0,
+           "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 60, "guard": guard}]}
+    run = RunDir.create(tmp_path, "g")
+    with pytest.raises(GuardError, match=rf"sciml train --resume {run.path} phases\.0\.optimizer\.lr="):
+        run_pinn(cfg, run_dir=run.path)
+    state = torch.load(run.path / "checkpoints" / "last.pt", weights_only=False)
+    assert state["phase"] == 0 and state["step"] == 33  # three spikes: 31, 32, 33
+    events = [(r["at_step"], r["guard_event"]) for r in run.read_metrics() if r.get("event") == "guard"]
+    assert events[-1] == (33, "gave_up") and [e for _, e in events].count("spike") == 3
+
+    monkeypatch.undo()  # the objective is healthy again: the run finishes from its checkpoint
+    run_pinn(cfg, run_dir=run.path, resume=True)
+    lines = run.read_metrics()
+    steps = [r["step"] for r in lines if "step" in r]
+    assert steps == [10, 20, 30, 40, 50, 60] and lines[-1]["event"] == "final"
+    assert [(r["at_step"], r["guard_event"]) for r in lines if r.get("event") == "guard"] == events
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[3] / "configs").glob("*/pinn*.yaml")),
                          ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_pinn_config_validates_and_builds_its_model_and_optimizers(path):

@@ -103,3 +103,23 @@ def test_closure_and_registry_optimizers_train_the_fno(tiny_cfg, optimizer):
     run, final = train(validate(OperatorConfig, raw))
     evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
     assert final["test_rel_l2"] < 0.9 and evals[-1]["train_loss"] < 0.9, optimizer["name"]
+
+
+def test_a_guard_that_gives_up_logs_its_events_and_names_the_resume_command(tiny_cfg, tmp_path, capsys):
+    from sciml.optim import GuardError
+
+    raw = {**tiny_cfg, "optimizer": {"name": "adam", "lr": 30.0},  # diverges within the first epochs
+           "guard": {"clip": None, "max_spikes": 1, "max_rollbacks": 0, "spike_warmup": 2},
+           "output": {**tiny_cfg["output"], "name": "gives_up"}}
+    with pytest.raises(GuardError, match=r"sciml train --resume \S+gives_up optimizer\.lr="):
+        train(validate(OperatorConfig, raw))
+    run = RunDir(raw["output"]["root"] + "/gives_up")
+    events = [r["event"] for r in run.read_metrics() if r["kind"] == "guard"]
+    assert events[-2:] == ["spike", "gave_up"], events
+
+    import yaml  # the CLI says the same in one line, without a traceback
+
+    path = tmp_path / "gives_up.yaml"
+    path.write_text(yaml.safe_dump({**raw, "output": {**raw["output"], "name": "gives_up_cli"}}))
+    assert main(["train", str(path)]) == 2
+    assert "--resume" in capsys.readouterr().err
