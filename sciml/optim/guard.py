@@ -173,20 +173,24 @@ class Guard:
         steps = [s for s, _ in self._pending]
         values = torch.stack([r for _, r in self._pending]).tolist()
         self._pending = []
-        rollbacks = self.rollbacks
+        rollbacks, clean = self.rollbacks, True
         for step, (lval, nval, tval, fval) in zip(steps, values):
             if self.rollbacks != rollbacks:  # the steps after a rollback belong to the undone trajectory
                 break
             if not fval:
                 self._skip_nonfinite(step, lval, nval, zeroed=True)
+                clean = False
                 continue
             if self._is_spike(lval):
                 self._spike(step, lval)
+                clean = False
                 continue
             if self.clip is not None and nval > tval:
                 self._emit(step, "clip", grad_norm=nval, threshold=tval)
                 self.counts["clip"] += 1
-            self._healthy(lval)
+            self._healthy(lval, snapshot=False)
+        if clean:  # the weights hold every buffered update: snapshot them only when all were healthy
+            self._maybe_snapshot()
 
     def rebase(self) -> None:
         """The objective changed (new training points, new loss weights): judge the buffered steps
@@ -289,7 +293,8 @@ class Guard:
             return False
         return math.log(lval) > self.log_loss_ema + math.log(self.spike_factor)
 
-    def _healthy(self, lval: float) -> None:
+    def _healthy(self, lval: float, snapshot: bool = True) -> None:
+        """A step judged healthy; `snapshot=False` while polling (the weights already hold later steps)."""
         self.consecutive_skips = 0
         self.healthy_steps += 1
         if lval > 0:
@@ -297,6 +302,10 @@ class Guard:
             b = self.spike_beta
             self.log_loss_ema = ll if self.log_loss_ema is None else b * self.log_loss_ema + (1 - b) * ll
         self._since_snapshot += 1
+        if snapshot:
+            self._maybe_snapshot()
+
+    def _maybe_snapshot(self) -> None:
         recent_spike = self.spike_steps and self.step_count - self.spike_steps[-1] < self.spike_window
         if self._snapshot is None or (self._since_snapshot >= self.snapshot_every and not recent_spike):
             self._take_snapshot()

@@ -244,6 +244,27 @@ def test_polled_mode_zeroes_nonfinite_and_reports_at_poll():
     assert all(torch.isfinite(q).all() for q in model.parameters())
 
 
+def test_polled_mode_rolls_back_to_weights_taken_before_the_spike():
+    # the weights at a poll already hold every buffered update: a window with a spike in it must
+    # not become the snapshot the rollback returns to
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "sgd", lr=1e-2)
+    guard = Guard(model, opt, clip=None, check_every=5, snapshot_every=1, max_spikes=1)
+    clean = {}
+    for k in range(1, 41):
+        opt.zero_grad()
+        loss = _loss(model, x, y)
+        if k == 40:  # the last step of a poll window
+            loss = loss * 1e4
+        loss.backward()
+        guard.step(loss)
+        if k == 35:
+            clean = {n: q.detach().clone() for n, q in model.named_parameters()}
+    rollback = [e for e in guard.pop_events() if e["event"] == "rollback"]
+    assert [(e["step"], e["to_step"]) for e in rollback] == [(40, 35)]
+    assert all(torch.equal(q, clean[n]) for n, q in model.named_parameters())
+
+
 def test_closure_path_lbfgs_and_nan_revert():
     model, x, y = _problem()
     opt = build_optimizer(model.parameters(), "lbfgs", lr=1.0, line_search_fn="strong_wolfe")
