@@ -94,10 +94,15 @@ def loss_terms(model: PINNModel, problem: Problem, points: CollocationSet, *, mo
     for i, c, batch in points.conditions:
         dc = problem.derivatives(model, batch["x"], "reverse" if mode == "jet" else mode)
         r = c.residual(dc, batch)
-        name = f"{type(c).__name__.lower()}_{i}"
+        name = condition_name(i, c)
         terms[name] = r.square().mean()
         residuals[name] = r
     return (terms, residuals) if return_residuals else terms
+
+
+def condition_name(i: int, condition) -> str:
+    """A condition's loss-term name, as in metrics and ``loss.weights``: dirichlet_0, initial_2, ..."""
+    return f"{type(condition).__name__.lower()}_{i}"
 
 
 def _square_sum(grads) -> float:

@@ -193,8 +193,9 @@ class Problem:
         return {self.coords.index(c.coord): float(hi[j] - lo[j]) for c in self.conditions if isinstance(c, Periodic)
                 for j in [self.coords.index(c.coord)]}
 
-    def hard_transform(self) -> tuple[Callable[[Tensor, Tensor], Tensor] | None, tuple[int, ...]]:
+    def hard_transform(self, keep_soft: tuple[int, ...] = ()) -> tuple[Callable[[Tensor, Tensor], Tensor] | None, tuple[int, ...]]:
         """The output transform that makes the conditions exact, and which conditions it covers.
+        Conditions whose indices are in `keep_soft` are left out (they stay loss terms).
 
         The user's ``output_transform`` covers every Dirichlet/Initial condition. Otherwise, on a
         box (× time), for each output u_k with one Dirichlet value g on whole faces
@@ -219,8 +220,10 @@ class Problem:
         spatial = [c for c in self.coords if c != "t"]
         plans, covered = {}, []
         for k, name in enumerate(self.outputs):
-            dirichlet = [(i, c) for i, c in enumerate(self.conditions) if isinstance(c, Dirichlet) and c.component == name]
-            init = [(i, c) for i, c in enumerate(self.conditions) if isinstance(c, Initial) and c.component == name]
+            dirichlet = [(i, c) for i, c in enumerate(self.conditions)
+                         if isinstance(c, Dirichlet) and c.component == name and i not in keep_soft]
+            init = [(i, c) for i, c in enumerate(self.conditions)
+                    if isinstance(c, Initial) and c.component == name and i not in keep_soft]
             faces, values, ok = [], [], True
             for i, c in dirichlet:
                 if c.where is None:

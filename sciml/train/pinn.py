@@ -28,11 +28,13 @@ import torch
 from pydantic import Field
 
 from sciml.config import ConfigError, StrictModel, dump, validate
-from sciml.pde.losses import CausalWeights, CollocationSet, LossWeights, loss_terms, residual_magnitude, sample_collocation
+from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
+                              sample_collocation)
 from sciml.pde.nets import MLP
 from sciml.pde.problem import PINNModel, Problem
 from sciml.pde.problems import get_problem
 from sciml.pde.sampling import rad_sample, rar_add
+from sciml.registry import close_matches
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -113,6 +115,9 @@ class PINNConfig(StrictModel):
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     constraints: Literal["soft", "hard"] = "soft"
+    # with constraints: hard, conditions (by loss-term name, e.g. initial_2) left as loss terms: a hard
+    # initial velocity makes the net fit (u − u0 − t·v0)/t², which is ill-scaled for fast waves
+    keep_soft: list[str] = []
     derivatives: Literal["reverse", "forward", "jet"] = "reverse"
     compile: bool = False  # torch.compile the loss of first-order steps (derivatives: jet only; for GPU)
     net: NetConfig = NetConfig()
@@ -134,6 +139,15 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
+def _condition_indices(problem: Problem, names: list[str]) -> tuple[int, ...]:
+    known = {condition_name(i, c): i for i, c in enumerate(problem.conditions)}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"keep_soft names {unknown}{close_matches(unknown[0], known)}, not conditions of "
+                          f"{problem.name!r}; its conditions are {sorted(known)}")
+    return tuple(known[n] for n in names)
+
+
 def build_model(problem: Problem, cfg: PINNConfig) -> tuple[PINNModel, tuple[int, ...]]:
     """The network + transform + unknowns for a problem, and the conditions made exact (not trained)."""
     net_kw = cfg.net.model_dump()
@@ -143,7 +157,7 @@ def build_model(problem: Problem, cfg: PINNConfig) -> tuple[PINNModel, tuple[int
     else:
         periodic = {}
         if cfg.constraints == "hard":
-            transform, covered = problem.hard_transform()
+            transform, covered = problem.hard_transform(keep_soft=_condition_indices(problem, cfg.keep_soft))
             periodic = problem.periodic_inputs()
             covered = tuple(sorted(set(covered) | {i for i, c in enumerate(problem.conditions) if type(c).__name__ == "Periodic"}))
         elif problem.output_transform is not None:
@@ -202,7 +216,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     model.to(device=device, dtype=dtype)
     cpu_points = sample_collocation(problem, interior=cfg.points.interior, boundary=cfg.points.boundary,
                                     initial=cfg.points.initial, method=cfg.points.method, seed=cfg.seed, skip=covered)
-    cond_weights = {f"{type(c).__name__.lower()}_{i}": c.weight for i, c, _ in cpu_points.conditions}
+    cond_weights = {condition_name(i, c): c.weight for i, c, _ in cpu_points.conditions}
     weights = LossWeights(cfg.loss.weights, method=cfg.loss.adaptive, every=cfg.loss.update_every, alpha=cfg.loss.alpha, seed=cfg.seed)
     causal = None
     if cfg.loss.causal.enabled:

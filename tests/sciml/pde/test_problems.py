@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from sciml.config import ConfigError
 from sciml.pde import (PROBLEMS, Dirichlet, Disk, GridDerivatives, Initial, Interval, Neumann, Params, Periodic, Problem,
                        ReverseDerivatives, get_problem)
 from sciml.pde.problems import allen_cahn_reference, poisson_lshape_fd
@@ -70,6 +71,26 @@ def test_automatic_hard_constraints_are_exact(name):
         b = p.sample_condition(c, 64, seed=1)
         r = c.residual(ReverseDerivatives(u, b["x"], p.outputs, p.coords), b)
         assert r.abs().max() < 1e-12, (name, c)
+
+
+def test_conditions_kept_soft_are_left_out_of_the_hard_transform():
+    from sciml.train.pinn import PINNConfig, build_model
+
+    p = get_problem("wave")  # conditions: Dirichlet 0, Initial value 1, Initial velocity 2
+    transform, covered = p.hard_transform(keep_soft=(2,))
+    assert covered == (0, 1)
+    net = lambda z: torch.sin(3 * z[:, :1] + z[:, 1:]) + 2.0
+    u = lambda z: transform(z, net(z))
+    residual = {}
+    for i, c in enumerate(p.conditions):
+        b = p.sample_condition(c, 64, seed=1)
+        residual[i] = c.residual(ReverseDerivatives(u, b["x"], p.outputs, p.coords), b).abs().max()
+    assert residual[0] < 1e-12 and residual[1] < 1e-12 and residual[2] > 1e-2  # the velocity is now a loss term
+
+    cfg = PINNConfig(problem="wave", constraints="hard", keep_soft=["initial_2"])
+    assert build_model(p, cfg)[1] == (0, 1)
+    with pytest.raises(ConfigError, match=r"keep_soft names \['inital_2'\] \(did you mean 'initial_2'.*its conditions are \['dirichlet_0"):
+        build_model(p, PINNConfig(problem="wave", constraints="hard", keep_soft=["inital_2"]))
 
 
 def test_neumann_on_disk_and_periodic_residuals_vanish_for_exact_fields():
