@@ -81,7 +81,7 @@ class LossConfig(StrictModel):
 # run is bit-identical to an unguarded one), a poll every 10 steps (no host sync per step; a
 # non-finite gradient is zeroed on device) and a spike only at 100x the running loss: a PINN loss
 # on freshly drawn points can climb 10-30x for a few steps (Allen-Cahn, 2048 points redrawn every
-# 100 steps: five climbs in 15000 Adam steps; at factor 10 each was rolled back and the rate halved).
+# 100 steps: seven climbs in 15000 Adam steps; at factor 10 four were rolled back, each halving the rate).
 # A phase's `guard:` mapping overrides these keys; `guard: null` turns it off.
 PINN_GUARD = {"clip": None, "check_every": 10, "spike_factor": 100.0}
 
