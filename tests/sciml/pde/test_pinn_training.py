@@ -111,35 +111,9 @@ def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes_the_run(tmp_pat
     assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]
 
 
-def test_guard_is_on_by_default_and_survives_a_nan_step(monkeypatch, tmp_path):
-    import sciml.train.pinn as pinn
-
-    calls = {"n": 0}
-    real = pinn.loss_terms
-
-    def nan_at_third_call(*args, **kwargs):
-        terms = real(*args, **kwargs)
-        calls["n"] += 1
-        return {k: v * float("nan") for k, v in terms.items()} if calls["n"] == 3 else terms
-
-    monkeypatch.setattr(pinn, "loss_terms", nan_at_third_call)
-    cfg = {**TINY, "points": {"interior": 64}, "log_every": 2, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 6}]}
-    run = RunDir.create(tmp_path, "g")
-    metrics = run_pinn(cfg, run_dir=run.path)
-    assert math.isfinite(metrics["rel_l2"])
-    assert all(torch.isfinite(v).all() for v in torch.load(run.path / "checkpoints" / "last.pt")["model"].values())
-    events = [r for r in run.read_metrics() if r.get("event") == "guard"]
-    assert [(e["at_step"], e["guard_event"]) for e in events] == [(3, "skip_nonfinite")], events
-
-    calls["n"] = 0  # the same run unguarded: the NaN reaches the weights
-    unguarded = {**cfg, "phases": [{**cfg["phases"][0], "guard": None}]}
-    with pytest.raises(FloatingPointError, match="non-finite loss"):
-        run_pinn(unguarded, run_dir=RunDir.create(tmp_path, "u").path)
-
-
-def _loss_jumps_after(monkeypatch, step_of_call, factor=1e3, lasting=10**9):
-    """Make the PINN loss `factor` times larger for `lasting` loss evaluations from the
-    `step_of_call`-th on, as when new collocation points expose a residual the net never saw."""
+def _scale_loss_terms(monkeypatch, from_call, factor=1e3, lasting=10**9):
+    """Multiply the PINN loss terms by `factor` for `lasting` loss evaluations from the
+    `from_call`-th on: a NaN step, or new collocation points exposing a residual the net never saw."""
     import sciml.train.pinn as pinn
 
     calls = {"n": 0}
@@ -148,13 +122,30 @@ def _loss_jumps_after(monkeypatch, step_of_call, factor=1e3, lasting=10**9):
     def jumped(*args, **kwargs):
         terms = real(*args, **kwargs)
         calls["n"] += 1
-        return {k: v * factor for k, v in terms.items()} if 0 <= calls["n"] - step_of_call < lasting else terms
+        return {k: v * factor for k, v in terms.items()} if 0 <= calls["n"] - from_call < lasting else terms
 
     monkeypatch.setattr(pinn, "loss_terms", jumped)
 
 
+def test_guard_is_on_by_default_and_survives_a_nan_step(monkeypatch, tmp_path):
+    _scale_loss_terms(monkeypatch, 3, factor=float("nan"), lasting=1)
+    cfg = {**TINY, "points": {"interior": 64}, "log_every": 2, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 6}]}
+    run = RunDir.create(tmp_path, "g")
+    metrics = run_pinn(cfg, run_dir=run.path)
+    assert math.isfinite(metrics["rel_l2"])
+    assert all(torch.isfinite(v).all() for v in torch.load(run.path / "checkpoints" / "last.pt")["model"].values())
+    events = [r for r in run.read_metrics() if r.get("event") == "guard"]
+    assert [(e["at_step"], e["guard_event"]) for e in events] == [(3, "skip_nonfinite")], events
+
+    monkeypatch.undo()  # the same run unguarded: the NaN reaches the weights
+    _scale_loss_terms(monkeypatch, 3, factor=float("nan"), lasting=1)
+    unguarded = {**cfg, "phases": [{**cfg["phases"][0], "guard": None}]}
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        run_pinn(unguarded, run_dir=RunDir.create(tmp_path, "u").path)
+
+
 def test_resampling_resets_the_guard_so_a_new_loss_level_is_not_a_spike(monkeypatch, tmp_path):
-    _loss_jumps_after(monkeypatch, 40)  # step 40's loss, the first on the points resampled at step 40
+    _scale_loss_terms(monkeypatch, 40)  # step 40's loss, the first on the points resampled at step 40
     cfg = {**TINY, "points": {"interior": 64, "resample_every": 40}, "log_every": 20, "eval_every": 0,
            "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 80}]}
     run = RunDir.create(tmp_path, "r")
@@ -163,14 +154,14 @@ def test_resampling_resets_the_guard_so_a_new_loss_level_is_not_a_spike(monkeypa
 
     # a PINN loss may climb tens of times for a few steps: that is not a spike either
     monkeypatch.undo()
-    _loss_jumps_after(monkeypatch, 55, factor=30.0, lasting=5)
+    _scale_loss_terms(monkeypatch, 55, factor=30.0, lasting=5)
     run = RunDir.create(tmp_path, "t")
     run_pinn(cfg, run_dir=run.path)
     assert [r for r in run.read_metrics() if r.get("event") == "guard"] == []
 
     # without a resample at the jump the same run sees spikes and rolls back
     monkeypatch.undo()
-    _loss_jumps_after(monkeypatch, 40)
+    _scale_loss_terms(monkeypatch, 40)
     run = RunDir.create(tmp_path, "s")
     run_pinn({**cfg, "points": {"interior": 64, "resample_every": 50}}, run_dir=run.path)
     events = [r["guard_event"] for r in run.read_metrics() if r.get("event") == "guard"]
@@ -180,7 +171,7 @@ def test_resampling_resets_the_guard_so_a_new_loss_level_is_not_a_spike(monkeypa
 def test_a_guard_that_gives_up_saves_the_last_good_state_and_says_how_to_resume(monkeypatch, tmp_path):
     from sciml.optim import GuardError
 
-    _loss_jumps_after(monkeypatch, 31)
+    _scale_loss_terms(monkeypatch, 31)
     guard = {"max_rollbacks": 0, "check_every": 1, "snapshot_every": 5}
     cfg = {**TINY, "points": {"interior": 64}, "log_every": 10, "eval_every": 0, "checkpoint_every": 0,
            "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 60, "guard": guard}]}
