@@ -154,12 +154,16 @@ def build_model(problem: Problem, cfg: PINNConfig) -> tuple[PINNModel, tuple[int
     """The network + transform + unknowns for a problem, and the conditions made exact (not trained)."""
     net_kw = cfg.net.model_dump()
     transform, covered = (None, ())
+    keep_soft = _condition_indices(problem, cfg.keep_soft)
+    if keep_soft and cfg.constraints != "hard":
+        raise ConfigError("keep_soft only applies with constraints: hard (with soft constraints every condition "
+                          "is already a loss term); remove keep_soft or set constraints: hard")
     if problem.network is not None:
         net = problem.network(**net_kw, seed=cfg.seed)
     else:
         periodic = {}
         if cfg.constraints == "hard":
-            transform, covered = problem.hard_transform(keep_soft=_condition_indices(problem, cfg.keep_soft))
+            transform, covered = problem.hard_transform(keep_soft=keep_soft)
             periodic = problem.periodic_inputs()
             covered = tuple(sorted(set(covered) | {i for i, c in enumerate(problem.conditions) if type(c).__name__ == "Periodic"}))
         elif problem.output_transform is not None:

@@ -91,6 +91,8 @@ def test_conditions_kept_soft_are_left_out_of_the_hard_transform():
     assert build_model(p, cfg)[1] == (0, 1)
     with pytest.raises(ConfigError, match=r"keep_soft names \['inital_2'\] \(did you mean 'initial_2'.*its conditions are \['dirichlet_0"):
         build_model(p, PINNConfig(problem="wave", constraints="hard", keep_soft=["inital_2"]))
+    with pytest.raises(ConfigError, match="keep_soft only applies with constraints: hard"):
+        build_model(p, PINNConfig(problem="wave", constraints="soft", keep_soft=["initial_2"]))
 
 
 def test_neumann_on_disk_and_periodic_residuals_vanish_for_exact_fields():
