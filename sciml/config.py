@@ -76,7 +76,6 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | tuple[str, ..
         path, value = parse_override(text)
         node: Any = result
         for i, part in enumerate(path):
-            where = ".".join(path[: i + 1])
             last = i == len(path) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
@@ -91,7 +90,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | tuple[str, ..
             if last:
                 node[part] = value
             elif not isinstance(child, (dict, list)):
-                raise ConfigError(f"override {text!r}: {where!r} is a value, not a section")
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])!r} is a value, not a section")
             node = child
     return result
 
