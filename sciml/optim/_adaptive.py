@@ -66,31 +66,69 @@ class SPAM(FunctionalOptimizer):
     θ ← θ − η·s_k·m̂/(√v̂ + ε), with the bias-correction step t counted across resets (as the
     authors' code does).
 
+    Sparse momentum (`density` d < 1, the paper's memory saver): in every tensor of two or more
+    dimensions only a random ⌊d·numel⌋ coordinates keep moments and move; the subset is redrawn
+    at every reset (the moments are zeroed there anyway) from `seed`. Decoupled decay then
+    applies to the chosen coordinates only, as the authors intend. d = 1 (default) is dense SPAM.
+
     Huang et al., ICLR 2025, arXiv:2501.06842. Defaults of the authors' code: θ = 5000,
-    ΔT = 500, N = 150 (pytorch-optimizer drifted to N = 50), ε = 1e-6. The sparse-momentum
-    option (density < 1) is not implemented: at density 1 it is the identity.
+    ΔT = 500, N = 150 (pytorch-optimizer drifted to N = 50), ε = 1e-6, d = 1.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0,
-                 threshold: float = 5000.0, reset_interval: int = 500, warmup_steps: int = 150, clip_delay: int = 20):
+                 threshold: float = 5000.0, reset_interval: int = 500, warmup_steps: int = 150, clip_delay: int = 20,
+                 density: float = 1.0, seed: int = 0):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas)
         check_range("threshold", threshold, 0.0, lo_open=True, fix="the paper uses 5000")
+        check_range("density", density, 0.0, 1.0, lo_open=True, fix="the fraction of coordinates with momentum, e.g. 0.25")
         for name, v in (("reset_interval", reset_interval), ("warmup_steps", warmup_steps), ("clip_delay", clip_delay)):
             if not isinstance(v, int) or v < (1 if name == "reset_interval" else 0):
                 raise ValueError(f"{name}={v!r} must be a non-negative integer (reset_interval >= 1)")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, threshold=threshold,
-                                      reset_interval=reset_interval, warmup_steps=warmup_steps, clip_delay=clip_delay))
+                                      reset_interval=reset_interval, warmup_steps=warmup_steps, clip_delay=clip_delay,
+                                      density=density, seed=seed))
+        self._sparse_tensors = 0  # numbers the tensors with a momentum subset (part of each draw's seed)
+
+    @staticmethod
+    def _draw_subset(p: Tensor, group: dict, key: int, step: int) -> Tensor:
+        """Sorted flat indices of the coordinates of tensor number `key` that keep momentum.
+
+        The draw depends only on (seed, tensor, step), never on torch's global generator, so
+        sparse momentum leaves data order untouched and a state_dict resumes bit for bit.
+        """
+        k = max(1, int(group["density"] * p.numel()))
+        gen = torch.Generator().manual_seed((group["seed"] * 1_000_003 + key) * 1_000_033 + step)
+        return torch.randperm(p.numel(), generator=gen)[:k].sort().values.to(p.device)
 
     def init_state(self, p, group):
-        return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+        if group["density"] >= 1.0 or p.dim() < 2:
+            return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+        self._sparse_tensors += 1
+        key = self._sparse_tensors
+        index = self._draw_subset(p, group, key, 1)
+        return {"subset_key": key, "index": index,
+                "exp_avg": torch.zeros(index.numel(), dtype=p.dtype, device=p.device),
+                "exp_avg_sq": torch.zeros(index.numel(), dtype=p.dtype, device=p.device)}
 
     def update(self, p, g, state, group):
-        (b1, b2), t = group["betas"], state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
+        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
         if t > 1 and (t - 1) % group["reset_interval"] == 0:  # reset before update t = kΔT + 1
             m.zero_()
             v.zero_()
+            if "index" in state:
+                state["index"] = self._draw_subset(p, group, state["subset_key"], t)
+        index = state.get("index")
+        if index is None:
+            self._adam_step(p, g, m, v, t, group)
+        else:  # sparse momentum: gather the chosen coordinates, step them, scatter back
+            chosen = p.view(-1)[index]
+            self._adam_step(chosen, g.reshape(-1)[index], m, v, t, group)
+            p.view(-1)[index] = chosen
+
+    @staticmethod
+    def _adam_step(p, g, m, v, t, group):
+        b1, b2 = group["betas"]
         since = (t - 1) % group["reset_interval"]  # steps since the start or the last reset
         if since >= group["clip_delay"]:
             bound = (group["threshold"] * v).sqrt()
@@ -239,21 +277,36 @@ class FAdam(FunctionalOptimizer):
 
 
 class SubsetNorm(FunctionalOptimizer):
-    """AdamW with Subset-Norm step sizes: one second moment per coordinate subset.
+    """AdamW with Subset-Norm step sizes, optionally with Subspace-Momentum.
 
-    A tensor viewed as a matrix (rows = first dim) is split into subsets along its larger
-    dimension: one adaptive step size per index of the smaller dimension,
+    Subset-Norm: a tensor viewed as a matrix G (rows = first dim) is split into subsets along
+    its larger dimension: one adaptive step size per index of the smaller dimension,
     v_j ← β₂v_j + (1−β₂)‖g_{S_j}‖²;  θ_{S_j} ← θ_{S_j} − η·m̂_{S_j}/(√v̂_j + ε). 1-D tensors
-    and scalars keep per-coordinate moments (plain AdamW).
+    and scalars keep per-coordinate moments (plain AdamW). Memory for v: O(min(rows, cols)).
 
-    Nguyen et al. 2024, arXiv:2411.07120 (AdamSN; the subspace-momentum half is not
-    implemented). Memory for v: O(min(rows, cols)) per matrix.
+    Subspace-Momentum (`momentum_rank` r): for matrices whose smaller side exceeds r, momentum
+    lives in the span P of G's top-r singular vectors on the smaller side, recomputed from the
+    gradient every `proj_every` steps (the momentum restarts there):
+    M ← β₁M + (1−β₁)·proj(G);  direction = back(M)/(1−β₁ᵏ) + (G − back(proj(G))),
+    k = steps since the subspace was drawn; the direction replaces m̂ above. Memory for m:
+    O(r·max(rows, cols)). The authors' code divides the whole direction, the momentum-free
+    orthogonal part included, by 1−β₁ᵗ with t counted from the start; we correct the momentum
+    part only, by its own age, so the first step after each refresh is the gradient step.
+
+    Nguyen et al. 2024, arXiv:2411.07120 (AdamSN / AdamSNSM; authors' defaults r = 256 for
+    language models, subspace every 200 steps).
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum_rank: int | None = None, proj_every: int = 200):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        if momentum_rank is not None and (not isinstance(momentum_rank, int) or momentum_rank < 1):
+            raise ValueError(f"momentum_rank={momentum_rank!r} must be a positive integer, or None for full momentum")
+        if not isinstance(proj_every, int) or proj_every < 1:
+            raise ValueError(f"proj_every={proj_every!r} must be a positive integer (the paper uses 200)")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      momentum_rank=momentum_rank, proj_every=proj_every))
 
     @staticmethod
     def _reduce_dim(p: Tensor) -> int | None:
@@ -262,26 +315,55 @@ class SubsetNorm(FunctionalOptimizer):
         rows, cols = p.shape[0], p[0].numel()
         return 1 if cols >= rows else 0  # sum over the larger dimension
 
+    @staticmethod
+    def _subspace(p: Tensor, group: dict) -> bool:
+        r = group["momentum_rank"]
+        return r is not None and p.dim() >= 2 and min(p.shape[0], p[0].numel()) > r
+
     def init_state(self, p, group):
         d = self._reduce_dim(p)
         if d is None:
             v = torch.zeros_like(p)
         else:
             v = torch.zeros((p.shape[0], 1) if d == 1 else (1, p[0].numel()), dtype=p.dtype, device=p.device)
+        if self._subspace(p, group):
+            return {"exp_avg_sq": v}  # basis and low-rank momentum are made at the first step
         return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": v}
+
+    @staticmethod
+    def _subspace_direction(g: Tensor, state: dict, group: dict) -> Tensor:
+        """back(M)/(1−β₁ᵏ) + (G − back(proj(G))) for G = g as a matrix; redraws P every proj_every steps."""
+        b1, r, t = group["betas"][0], group["momentum_rank"], state["step"]
+        G = g.reshape(g.shape[0], -1)
+        left = G.shape[0] < G.shape[1]  # project the smaller side
+        if (t - 1) % group["proj_every"] == 0:
+            U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+            state["basis"] = U[:, :r].contiguous() if left else Vh[:r].contiguous()
+            state["exp_avg"] = torch.zeros((r, G.shape[1]) if left else (G.shape[0], r), dtype=g.dtype, device=g.device)
+        P, M = state["basis"], state["exp_avg"]
+        proj = P.T @ G if left else G @ P.T
+        back = (lambda x: P @ x) if left else (lambda x: x @ P)
+        M.lerp_(proj, 1 - b1)
+        k = (t - 1) % group["proj_every"] + 1
+        return (back(M) / (1 - b1 ** k) + (G - back(proj))).reshape(g.shape)
 
     def update(self, p, g, state, group):
         (b1, b2), t = group["betas"], state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
+        v = state["exp_avg_sq"]
         d = self._reduce_dim(p)
         g2 = g * g if d is None else (g * g).reshape(p.shape[0], -1).sum(dim=d, keepdim=True)
         _decay(p, group)
-        m.lerp_(g, 1 - b1)
+        if self._subspace(p, group):
+            direction = self._subspace_direction(g, state, group)
+        else:
+            m = state["exp_avg"]
+            m.lerp_(g, 1 - b1)
+            direction = m / (1 - b1 ** t)
         v.mul_(b2).add_(g2, alpha=1 - b2)
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
         if d is not None:
             denom = denom.expand(p.shape[0], p[0].numel()).reshape(p.shape)
-        p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1 ** t))
+        p.addcdiv_(direction, denom, value=-group["lr"])
 
 
 class ClipRAdaGradD(FunctionalOptimizer):

@@ -31,7 +31,7 @@ from ._adaptive import MARS, SPAM, AdaBelief, AdEMAMix, ClipRAdaGradD, FAdam, Su
 _add("adabelief", OptimizerSpec(AdaBelief, complex_native=True),
      "AdaBelief: step size from the belief in the gradient (EMA of (g-m)^2)", "Zhuang et al., NeurIPS 2020, arXiv:2010.07468")
 _add("spam", OptimizerSpec(SPAM, complex_native=True),
-     "SPAM: Adam + spike-aware clipping, momentum reset every 500 steps, cosine re-warm-up",
+     "SPAM: Adam + spike-aware clipping, momentum reset every 500 steps, cosine re-warm-up; density<1: sparse momentum",
      "Huang et al., ICLR 2025, arXiv:2501.06842")
 _add("ademamix", OptimizerSpec(AdEMAMix, complex_native=True),
      "AdEMAMix: Adam + slow EMA mixed with weight alpha (alpha=2, decoupled decay, optional warm-ups)",
@@ -41,7 +41,7 @@ _add("mars", OptimizerSpec(MARS, complex_native=True),
 _add("fadam", OptimizerSpec(FAdam, complex_native=True),
      "FAdam: Fisher (natural-gradient) Adam with RMS clipping", "Hwang 2024, arXiv:2405.12807")
 _add("subset_norm", OptimizerSpec(SubsetNorm, complex_native=True),
-     "AdamW with Subset-Norm step sizes (one second moment per row/column subset)",
+     "AdamW with Subset-Norm step sizes (one second moment per row/column subset); momentum_rank: Subspace-Momentum",
      "Nguyen et al. 2024, arXiv:2411.07120")
 _add("clip_radagradd", OptimizerSpec(ClipRAdaGradD, complex_native=True),
      "Clip-RAdaGradD: clipped, reweighted AdaGrad-Norm with delayed step size",

@@ -56,17 +56,23 @@ def _steps(model, opt, name, x, y, n):
     return loss_fn().item()
 
 
-def _build(name, model):
-    kw = {"lr": LR.get(name, 1e-2), **EXTRA.get(name, {})}
+# options that change the update's structure, each run through the same two tests
+VARIANTS = {"spam": {"density": 0.5, "reset_interval": 6, "warmup_steps": 2}, "subset_norm": {"momentum_rank": 1, "proj_every": 3}}
+CASES = [(n, {}) for n in NAMES] + list(VARIANTS.items())
+IDS = NAMES + [f"{n}-{'-'.join(kw)}" for n, kw in VARIANTS.items()]
+
+
+def _build(name, model, **options):
+    kw = {"lr": LR.get(name, 1e-2), **EXTRA.get(name, {}), **options}
     return build_optimizer(model.parameters(), name, **kw)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_trains_complex_parameters(name):
+@pytest.mark.parametrize("name, options", CASES, ids=IDS)
+def test_trains_complex_parameters(name, options):
     x, y = _data()
     model = Spectral()
     w0 = model.w.detach().clone()
-    opt = _build(name, model)
+    opt = _build(name, model, **options)
     first = ((model(x) - y) ** 2).mean().item()
     n = 5 if closure_kind(name) != "none" else 40
     last = _steps(model, opt, name, x, y, n)
@@ -75,17 +81,17 @@ def test_trains_complex_parameters(name):
     assert last < 0.7 * first, f"{name}: loss {first:.4g} -> {last:.4g}"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_state_dict_round_trip_resumes_identically(name):
+@pytest.mark.parametrize("name, options", CASES, ids=IDS)
+def test_state_dict_round_trip_resumes_identically(name, options):
     x, y = _data()
     n = 2 if closure_kind(name) != "none" else 4
     a = Spectral()
-    opt_a = _build(name, a)
+    opt_a = _build(name, a, **options)
     _steps(a, opt_a, name, x, y, n)
     b = copy.deepcopy(a)
     sd = copy.deepcopy(opt_a.state_dict())
     _steps(a, opt_a, name, x, y, n)
-    opt_b = _build(name, b)
+    opt_b = _build(name, b, **options)
     opt_b.load_state_dict(sd)
     _steps(b, opt_b, name, x, y, n)
     for (k, p), q in zip(a.named_parameters(), b.parameters()):

@@ -364,3 +364,122 @@ def test_adabelief_both_library_paths_and_ours_equal_the_rule():
     assert ran_foreach == [True] * 3 + [False] * 3, "both library code paths were exercised"
     for a, b in zip(_run("adabelief", params, grads), want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def _run_recording(name, params, grads, key, **kw):
+    """Like _run, and also return state[key] of the first parameter after every step."""
+    ps = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = build_optimizer(ps, name, **kw)
+    seen = []
+    for gs in grads:
+        for p, g in zip(ps, gs):
+            p.grad = g.clone()
+        opt.step()
+        seen.append(opt.state[ps[0]][key].clone())
+    return [p.detach() for p in ps], seen
+
+
+def test_spam_sparse_momentum_steps_only_its_subset_by_the_spam_rule():
+    kw = {"threshold": 2.0, "reset_interval": 3, "warmup_steps": 2, "clip_delay": 1, "weight_decay": 0.1}
+    lr, (b1, b2), eps = 1e-3, (0.9, 0.999), 1e-6
+    params, grads = _setup(((4, 5), (3,)))
+    got, subsets = _run_recording("spam", params, grads, "index", density=0.4, **kw)
+
+    # 40% of 20 coordinates, kept for an interval and redrawn at each reset (before steps 4 and 7)
+    assert all(s.numel() == 8 and torch.equal(s, s.unique()) for s in subsets)
+    assert torch.equal(subsets[0], subsets[2]) and torch.equal(subsets[3], subsets[5])
+    assert not torch.equal(subsets[2], subsets[3]) and not torch.equal(subsets[5], subsets[6])
+
+    p = params[0].clone().reshape(-1)
+    for t, gs in enumerate(grads, 1):
+        idx, k = subsets[t - 1], (t - 1) % 3
+        if k == 0:
+            m = v = torch.zeros(8, dtype=torch.float64)
+        g = gs[0].reshape(-1)[idx]
+        if k >= 1:
+            g = torch.where(g ** 2 > 2.0 * v, torch.sign(g) * torch.sqrt(2.0 * v), g)
+        s = 1 - 0.99 * (1 + math.cos(math.pi * min(k, 2) / 2)) / 2
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g ** 2
+        p[idx] = p[idx] * (1 - lr * 0.1) - lr * s * _adam_like(b1, b2, t, m, v, eps)
+    torch.testing.assert_close(got[0].reshape(-1), p, rtol=1e-12, atol=1e-14)
+    never = torch.ones(20, dtype=torch.bool)
+    never[torch.cat(subsets)] = False
+    assert never.any() and torch.equal(got[0].reshape(-1)[never], params[0].reshape(-1)[never])
+    # a vector keeps dense SPAM
+    torch.testing.assert_close(got[1], ref_spam([params[1].clone()], [[gs[1]] for gs in grads], **kw)[0],
+                               rtol=1e-12, atol=1e-14)
+
+
+def ref_subset_norm_subspace(p, grads, rank, proj_every, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    """AdamSNSM on one matrix: momentum in the span of the top-`rank` singular vectors of the
+    gradient on its smaller side, redrawn every `proj_every` steps; subset norms over the larger side."""
+    b1, b2 = betas
+    rows, cols = p.shape
+    left = rows < cols
+    v = torch.zeros(rows, 1) if cols >= rows else torch.zeros(1, cols)
+    for t, g in enumerate(grads, 1):
+        if (t - 1) % proj_every == 0:
+            U, _, Vh = torch.linalg.svd(g, full_matrices=False)
+            Q = U[:, :rank] if left else Vh[:rank].T  # orthonormal basis of the momentum subspace
+            M = torch.zeros(rank, cols) if left else torch.zeros(rows, rank)
+        low = Q.T @ g if left else g @ Q
+        lift = (lambda x: Q @ x) if left else (lambda x: x @ Q.T)  # noqa: E731
+        M = b1 * M + (1 - b1) * low
+        k = (t - 1) % proj_every + 1
+        direction = lift(M) / (1 - b1 ** k) + (g - lift(low))
+        v = b2 * v + (1 - b2) * (g ** 2).sum(dim=1 if cols >= rows else 0, keepdim=True)
+        p = p * (1 - lr * weight_decay) - lr * direction / ((v / (1 - b2 ** t)).sqrt() + eps)
+    return p
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 7)])
+def test_subset_norm_subspace_momentum_matches_the_rule(shape):
+    params, grads = _setup((shape, (3,)))
+    kw = {"momentum_rank": 2, "proj_every": 3, "weight_decay": 0.1, "lr": 1e-2}
+    got, moments = _run_recording("subset_norm", params, grads, "exp_avg", **kw)
+    want = ref_subset_norm_subspace(params[0].clone(), [gs[0] for gs in grads], 2, 3, lr=1e-2, weight_decay=0.1)
+    torch.testing.assert_close(got[0], want, rtol=1e-12, atol=1e-14)
+    assert moments[0].shape == ((2, shape[1]) if shape[0] < shape[1] else (shape[0], 2)), "momentum is rank 2"
+    # vectors, and matrices whose smaller side is not above the rank, keep full momentum
+    plain = ref_subset_norm([params[1].clone()], [[gs[1]] for gs in grads], lr=1e-2, weight_decay=0.1)[0]
+    torch.testing.assert_close(got[1], plain, rtol=1e-12, atol=1e-14)
+    full_rank, _ = _run_recording("subset_norm", params, grads, "exp_avg", **{**kw, "momentum_rank": min(shape)})
+    torch.testing.assert_close(full_rank[0], _run("subset_norm", params, grads, lr=1e-2, weight_decay=0.1)[0],
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_subspace_momentum_restarts_with_a_plain_gradient_step():
+    """Right after each new subspace the direction is the gradient itself (bias-corrected
+    momentum of one step), so the first step equals Subset-Norm's first step."""
+    params, grads = _setup(((6, 4),))
+    sub = _run("subset_norm", params, grads[:1], momentum_rank=1)
+    plain = _run("subset_norm", params, grads[:1])
+    torch.testing.assert_close(sub[0], plain[0], rtol=1e-12, atol=1e-14)
+    assert not torch.equal(_run("subset_norm", params, grads, momentum_rank=1)[0], _run("subset_norm", params, grads)[0])
+
+
+def _state_numel(opt, key):
+    return sum(s[key].numel() for s in opt.state.values() if key in s)
+
+
+def test_memory_savers_shrink_the_fno_optimizer_state():
+    """The point of both options: on an FNO (complex spectral weights) SPAM at density 1/4
+    keeps a quarter of the moments of the matrices, Subspace-Momentum rank 4 a fraction of m."""
+    from sciml.models.fno import FNO
+
+    model = FNO(in_channels=1, out_channels=1, n_dims=2, modes=6, width=16, n_layers=2)
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    model = model.double()
+    sizes = {}
+    for label, name, kw in [("adam-like", "spam", {}), ("sparse", "spam", {"density": 0.25}),
+                            ("full m", "subset_norm", {}), ("subspace m", "subset_norm", {"momentum_rank": 4})]:
+        opt = build_optimizer(model.parameters(), name, **kw)
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+        sizes[label] = _state_numel(opt, "exp_avg")
+    dense_vectors = sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters() if p.dim() < 2)
+    assert sizes["adam-like"] == sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
+    assert sizes["sparse"] - dense_vectors < 0.26 * (sizes["adam-like"] - dense_vectors)
+    assert sizes["subspace m"] < 0.5 * sizes["full m"], sizes
