@@ -82,7 +82,8 @@ class SPAM(FunctionalOptimizer):
         check_betas("betas", betas)
         check_range("threshold", threshold, 0.0, lo_open=True, fix="the paper uses 5000")
         check_range("density", density, 0.0, 1.0, lo_open=True, fix="the fraction of coordinates with momentum, e.g. 0.25")
-        for name, v in (("reset_interval", reset_interval), ("warmup_steps", warmup_steps), ("clip_delay", clip_delay)):
+        for name, v in (("reset_interval", reset_interval), ("warmup_steps", warmup_steps), ("clip_delay", clip_delay),
+                        ("seed", seed)):
             if not isinstance(v, int) or v < (1 if name == "reset_interval" else 0):
                 raise ValueError(f"{name}={v!r} must be a non-negative integer (reset_interval >= 1)")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, threshold=threshold,

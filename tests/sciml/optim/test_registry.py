@@ -48,3 +48,14 @@ def test_closure_kind():
     from sciml.optim import closure_kind
 
     assert [closure_kind(n) for n in ("adam", "grokfast", "lbfgs", "nys_newton_cg")] == ["none", "none", "backward", "loss"]
+
+
+@pytest.mark.parametrize("name, kw, message", [
+    ("spam", {"density": 0.0}, r"density=0.0 is outside \(0.0, 1.0\]; the fraction of coordinates"),
+    ("spam", {"seed": -1}, r"seed=-1 must be a non-negative integer"),
+    ("subset_norm", {"momentum_rank": 0}, r"momentum_rank=0 must be a positive integer, or None"),
+    ("subset_norm", {"proj_every": 0}, r"proj_every=0 must be a positive integer"),
+])
+def test_memory_saver_options_refuse_bad_values_with_the_fix(name, kw, message):
+    with pytest.raises(ValueError, match=message):
+        build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], name, **kw)
