@@ -89,37 +89,55 @@ class SPAM(FunctionalOptimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, threshold=threshold,
                                       reset_interval=reset_interval, warmup_steps=warmup_steps, clip_delay=clip_delay,
                                       density=density, seed=seed))
-        self._sparse_tensors = 0  # numbers the tensors with a momentum subset (part of each draw's seed)
+        self._subsets: dict[int, tuple[int, Tensor]] = {}  # storage pointer -> (step drawn, indices)
+
+    def _subset(self, p: Tensor, group: dict, t: int) -> Tensor | None:
+        """Sorted flat indices of the coordinates of `p` (a parameter or its real view) that keep
+        momentum at step t; None where momentum is dense.
+
+        The subset is drawn at step 1 and at every reset from (seed, the parameter's position in the
+        optimizer, the step of the draw), never from torch's global generator: it is derivable, so it
+        is cached here rather than kept in the state (a resume draws it again, bit for bit, and
+        data order is untouched).
+        """
+        if group["density"] >= 1.0 or p.dim() < 2:
+            return None
+        drawn_at = (t - 1) // group["reset_interval"] * group["reset_interval"] + 1
+        cached = self._subsets.get(p.data_ptr())
+        if cached is None or cached[0] != drawn_at:
+            position = next(i for i, q in enumerate(q for g in self.param_groups for q in g["params"])
+                            if q.data_ptr() == p.data_ptr())  # a real view shares its parameter's storage
+            gen = torch.Generator().manual_seed((group["seed"] * 1_000_003 + position) * 1_000_033 + drawn_at)
+            index = torch.randperm(p.numel(), generator=gen)[:self._subset_size(p, group)].sort().values
+            cached = self._subsets[p.data_ptr()] = (drawn_at, index.to(p.device))
+        return cached[1]
+
+    def momentum_subset(self, param: Tensor) -> Tensor | None:
+        """The flat indices (into ``torch.view_as_real(param)`` for a complex one) that keep momentum
+        and move in the current interval; None for dense momentum or before the first step."""
+        state = self.state.get(param)
+        if not state:
+            return None
+        group = next(g for g in self.param_groups if any(q is param for q in g["params"]))
+        return self._subset(real_view(param), group, state["step"])
 
     @staticmethod
-    def _draw_subset(p: Tensor, group: dict, key: int, step: int) -> Tensor:
-        """Sorted flat indices of the coordinates of tensor number `key` that keep momentum.
-
-        The draw depends only on (seed, tensor, step), never on torch's global generator, so
-        sparse momentum leaves data order untouched and a state_dict resumes bit for bit.
-        """
-        k = max(1, int(group["density"] * p.numel()))
-        gen = torch.Generator().manual_seed((group["seed"] * 1_000_003 + key) * 1_000_033 + step)
-        return torch.randperm(p.numel(), generator=gen)[:k].sort().values.to(p.device)
+    def _subset_size(p: Tensor, group: dict) -> int:
+        return max(1, int(group["density"] * p.numel()))
 
     def init_state(self, p, group):
         if group["density"] >= 1.0 or p.dim() < 2:
             return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
-        self._sparse_tensors += 1
-        key = self._sparse_tensors
-        index = self._draw_subset(p, group, key, 1)
-        return {"subset_key": key, "index": index,
-                "exp_avg": torch.zeros(index.numel(), dtype=p.dtype, device=p.device),
-                "exp_avg_sq": torch.zeros(index.numel(), dtype=p.dtype, device=p.device)}
+        n = self._subset_size(p, group)
+        return {"exp_avg": torch.zeros(n, dtype=p.dtype, device=p.device),
+                "exp_avg_sq": torch.zeros(n, dtype=p.dtype, device=p.device)}
 
     def update(self, p, g, state, group):
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
         if t > 1 and (t - 1) % group["reset_interval"] == 0:  # reset before update t = kΔT + 1
             m.zero_()
             v.zero_()
-            if "index" in state:
-                state["index"] = self._draw_subset(p, group, state["subset_key"], t)
-        index = state.get("index")
+        index = self._subset(p, group, t)
         if index is None:
             self._adam_step(p, g, m, v, t, group)
         else:  # sparse momentum: gather the chosen coordinates, step them, scatter back

@@ -96,3 +96,25 @@ def test_state_dict_round_trip_resumes_identically(name, options):
     _steps(b, opt_b, name, x, y, n)
     for (k, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(p, q), f"{name}: parameter {k} differs after resume"
+
+
+def test_sparse_spam_resumes_identically_when_a_tensor_first_gets_a_gradient_after_the_resume():
+    """Each tensor's momentum subset is tied to its place in the optimizer, not to the order in
+    which tensors first got gradients, which a resumed optimizer would see differently."""
+    def run(resume_at):
+        torch.manual_seed(0)
+        a, b = torch.nn.Parameter(torch.randn(6, 5)), torch.nn.Parameter(torch.randn(4, 7))
+        opt = build_optimizer([a, b], "spam", density=0.3, reset_interval=3, warmup_steps=0)
+        for step in range(8):
+            if step == resume_at:
+                sd = copy.deepcopy(opt.state_dict())
+                opt = build_optimizer([a, b], "spam", density=0.3, reset_interval=3, warmup_steps=0)
+                opt.load_state_dict(sd)
+            a.grad = torch.full_like(a, 0.1 * (step + 1))
+            b.grad = torch.full_like(b, -0.2) if step >= 2 else None  # b joins at step 2
+            opt.step()
+        return a.detach().clone(), b.detach().clone()
+
+    straight = run(resume_at=None)
+    resumed = run(resume_at=2)
+    assert all(torch.equal(x, y) for x, y in zip(straight, resumed))

@@ -22,14 +22,22 @@ def _setup(shapes=((3, 3), (3,))):
     return params, grads
 
 
-def _run(name, params, grads, **kw):
+def _run_watching(name, params, grads, watch, **kw):
+    """Step the optimizer through `grads`; also return watch(opt, first parameter) after every step."""
     ps = [torch.nn.Parameter(p.clone()) for p in params]
     opt = build_optimizer(ps, name, **kw)
+    seen = []
     for gs in grads:
         for p, g in zip(ps, gs):
             p.grad = g.clone()
         opt.step()
-    return [p.detach() for p in ps]
+        if watch is not None:
+            seen.append(watch(opt, ps[0]))
+    return [p.detach() for p in ps], seen
+
+
+def _run(name, params, grads, **kw):
+    return _run_watching(name, params, grads, None, **kw)[0]
 
 
 def _check(name, ref, params, grads, **kw):
@@ -366,24 +374,11 @@ def test_adabelief_both_library_paths_and_ours_equal_the_rule():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
-def _run_recording(name, params, grads, key, **kw):
-    """Like _run, and also return state[key] of the first parameter after every step."""
-    ps = [torch.nn.Parameter(p.clone()) for p in params]
-    opt = build_optimizer(ps, name, **kw)
-    seen = []
-    for gs in grads:
-        for p, g in zip(ps, gs):
-            p.grad = g.clone()
-        opt.step()
-        seen.append(opt.state[ps[0]][key].clone())
-    return [p.detach() for p in ps], seen
-
-
 def test_spam_sparse_momentum_steps_only_its_subset_by_the_spam_rule():
     kw = {"threshold": 2.0, "reset_interval": 3, "warmup_steps": 2, "clip_delay": 1, "weight_decay": 0.1}
     lr, (b1, b2), eps = 1e-3, (0.9, 0.999), 1e-6
     params, grads = _setup(((4, 5), (3,)))
-    got, subsets = _run_recording("spam", params, grads, "index", density=0.4, **kw)
+    got, subsets = _run_watching("spam", params, grads, lambda opt, p: opt.momentum_subset(p).clone(), density=0.4, **kw)
 
     # 40% of 20 coordinates, kept for an interval and redrawn at each reset (before steps 4 and 7)
     assert all(s.numel() == 8 and torch.equal(s, s.unique()) for s in subsets)
@@ -437,14 +432,14 @@ def ref_subset_norm_subspace(p, grads, rank, proj_every, lr=1e-3, betas=(0.9, 0.
 def test_subset_norm_subspace_momentum_matches_the_rule(shape):
     params, grads = _setup((shape, (3,)))
     kw = {"momentum_rank": 2, "proj_every": 3, "weight_decay": 0.1, "lr": 1e-2}
-    got, moments = _run_recording("subset_norm", params, grads, "exp_avg", **kw)
+    got, moments = _run_watching("subset_norm", params, grads, lambda opt, p: opt.state[p]["exp_avg"].clone(), **kw)
     want = ref_subset_norm_subspace(params[0].clone(), [gs[0] for gs in grads], 2, 3, lr=1e-2, weight_decay=0.1)
     torch.testing.assert_close(got[0], want, rtol=1e-12, atol=1e-14)
     assert moments[0].shape == ((2, shape[1]) if shape[0] < shape[1] else (shape[0], 2)), "momentum is rank 2"
     # vectors, and matrices whose smaller side is not above the rank, keep full momentum
     plain = ref_subset_norm([params[1].clone()], [[gs[1]] for gs in grads], lr=1e-2, weight_decay=0.1)[0]
     torch.testing.assert_close(got[1], plain, rtol=1e-12, atol=1e-14)
-    full_rank, _ = _run_recording("subset_norm", params, grads, "exp_avg", **{**kw, "momentum_rank": min(shape)})
+    full_rank = _run("subset_norm", params, grads, **{**kw, "momentum_rank": min(shape)})
     torch.testing.assert_close(full_rank[0], _run("subset_norm", params, grads, lr=1e-2, weight_decay=0.1)[0],
                                rtol=1e-12, atol=1e-14)
 
