@@ -372,17 +372,15 @@ class SubsetNorm(FunctionalOptimizer):
         d = self._reduce_dim(p)
         g2 = g * g if d is None else (g * g).reshape(p.shape[0], -1).sum(dim=d, keepdim=True)
         _decay(p, group)
-        if self._subspace(p, group):
-            direction = self._subspace_direction(g, state, group)
-        else:
-            m = state["exp_avg"]
-            m.lerp_(g, 1 - b1)
-            direction = m / (1 - b1 ** t)
+        if self._subspace(p, group):  # already bias-corrected
+            direction, correction = self._subspace_direction(g, state, group), 1.0
+        else:  # the moment itself; its bias correction folds into the step's scalar
+            direction, correction = state["exp_avg"].lerp_(g, 1 - b1), 1 - b1 ** t
         v.mul_(b2).add_(g2, alpha=1 - b2)
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
         if d is not None:
             denom = denom.expand(p.shape[0], p[0].numel()).reshape(p.shape)
-        p.addcdiv_(direction, denom, value=-group["lr"])
+        p.addcdiv_(direction, denom, value=-group["lr"] / correction)
 
 
 class ClipRAdaGradD(FunctionalOptimizer):
