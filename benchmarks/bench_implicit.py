@@ -94,8 +94,10 @@ def fixed_point_rows(device, batch, width, iters, repeat):
     return rows
 
 
-def lm_rows(device, sizes, repeat):
-    """sizes: (problems, N, m, variants); variants from "fwd", "loop", "analytic", "loop+columns"."""
+def lm_rows(device, sizes, repeat, on_row=lambda rows: None):
+    """sizes: (problems, N, m, variants); variants from "fwd", "loop", "analytic", "loop+columns".
+
+    on_row(rows) runs after each row, so a run stopped by a time limit keeps what it measured."""
     rows = []
     for batch, N, m, variants in sizes:
         g = torch.Generator(device="cpu").manual_seed(1)
@@ -126,6 +128,7 @@ def lm_rows(device, sizes, repeat):
                          "steps_max": steps.max().item(), "ms_per_step": 1e3 * t / max(steps.max().item(), 1.0),
                          "converged_fraction": (sol.status == 0).double().mean().item()})
             print(rows[-1], flush=True)
+            on_row(rows)
     return rows
 
 
@@ -135,22 +138,30 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     args = ap.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.small:
-        fp = fixed_point_rows(device, batch=32, width=128, iters=(25, 50, 100), repeat=3)
-        lm = lm_rows(device, [(16, 16, 2000, ("fwd", "loop", "analytic")), (64, 16, 2000, ("analytic",)),
-                              (16, 64, 2000, ("analytic", "loop+columns"))], repeat=2)
-    else:
-        fp = fixed_point_rows(device, batch=256, width=1024, iters=(25, 50, 100), repeat=5)
-        lm = lm_rows(device, [(64, 16, 20000, ("fwd", "loop", "analytic")), (256, 64, 20000, ("analytic", "loop")),
-                              (1024, 16, 20000, ("analytic",)), (1024, 64, 20000, ("analytic",))], repeat=3)
     mem_note = ("peak_mem_MiB: torch.cuda.max_memory_allocated above resident tensors" if device.type == "cuda"
                 else "peak_mem_MiB is null on CPU (GPU-only figure: tracemalloc does not see torch's allocator)")
     mem_note += "; saved_for_backward_MiB: storages saved by autograd during the forward (saved_tensors_hooks)"
-    path = write_result("implicit", title="Implicit vs unrolled backward; batched LM throughput",
-                        rows=fp + lm, device=device,
-                        notes=f"{'--small (CPU sizes); ' if args.small else ''}{mem_note}. Fixed point: forced to "
-                              f"exactly K iterations; implicit backward = GMRES(rtol 1e-6, restart 30). "
-                              f"LM: float64, rtol=atol=1e-4, max_steps 50, residual [u + 0.3u^3 - y; 1e-2 w].")
+
+    def write(rows):
+        return write_result("implicit", title="Implicit vs unrolled backward; batched LM throughput",
+                            rows=rows, device=device,
+                            notes=f"{'--small (CPU sizes); ' if args.small else ''}{mem_note}. Fixed point: forced to "
+                                  f"exactly K iterations; implicit backward = GMRES(rtol 1e-6, restart 30). "
+                                  f"LM: float64, rtol=atol=1e-4, max_steps 50, residual [u + 0.3u^3 - y; 1e-2 w].")
+
+    if args.small:
+        fp = fixed_point_rows(device, batch=32, width=128, iters=(25, 50, 100), repeat=3)
+        sizes = [(16, 16, 2000, ("fwd", "loop", "analytic")), (64, 16, 2000, ("analytic",)),
+                 (16, 64, 2000, ("analytic", "loop+columns"))]
+        repeat = 2
+    else:
+        fp = fixed_point_rows(device, batch=256, width=1024, iters=(25, 50, 100), repeat=5)
+        # the hard-constraint layer's largest shape first: a run cut short by a time limit still has it
+        sizes = [(1024, 64, 20000, ("analytic",)), (1024, 16, 20000, ("analytic",)),
+                 (256, 64, 20000, ("analytic", "loop")), (64, 16, 20000, ("fwd", "loop", "analytic"))]
+        repeat = 3
+    write(fp)
+    path = write(fp + lm_rows(device, sizes, repeat=repeat, on_row=lambda lm: write(fp + lm)))
     print(f"wrote {path}")
 
 
