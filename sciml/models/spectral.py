@@ -176,13 +176,16 @@ def dft_matrices(n: int, m: int, last: bool, device: torch.device, dtype: torch.
     0..m-1, -m..-1): forward (2m, n), inverse (n, 2m) with 1/n. Phases from exact integer
     ``k*j mod n`` in float64, so large n lose no accuracy.
     """
+    # Built on `device` itself: under torch.compile these ops are traced into the model's graph, and
+    # CPU ops there would become CPU kernels plus a host-to-device copy in every step.
     with torch.inference_mode(False), torch.no_grad():  # cached: must be usable by autograd later
-        j = torch.arange(n, dtype=torch.float64)
-        k = torch.arange(m, dtype=torch.float64) if last else torch.cat([torch.arange(m), torch.arange(-m, 0)]).double()
+        f64 = {"dtype": torch.float64, "device": device}
+        j = torch.arange(n, **f64)
+        k = torch.arange(m, **f64) if last else torch.cat([torch.arange(m, **f64), torch.arange(-m, 0, **f64)])
         theta = 2 * math.pi * torch.remainder(torch.outer(k, j), n) / n  # (modes, n)
         if last:
             fwd = torch.stack([torch.cos(theta), -torch.sin(theta)], dim=1).reshape(2 * m, n).T
-            c = torch.full((m, 1), 2.0, dtype=torch.float64)
+            c = torch.full((m, 1), 2.0, **f64)
             c[0] = 1.0
             inv = (torch.stack([c * torch.cos(theta), -c * torch.sin(theta)], dim=1) / n).reshape(2 * m, n)
             return fwd.contiguous().to(device, dtype), inv.contiguous().to(device, dtype)
