@@ -104,7 +104,7 @@ def _elementwise(J: dict[Path, Tensor], derivs: Callable[[Tensor, int], list[Ten
 def _linear(J: dict[Path, Tensor], weight: Tensor, bias: Tensor | None, paths: Sequence[Path]) -> dict[Path, Tensor]:
     stacked = torch.stack([J[p] for p in paths])  # (P, n, in): one matmul for every partial
     Z = stacked @ weight.T
-    out = {p: Z[i] for i, p in enumerate(paths)}
+    out = dict(zip(paths, Z.unbind(0)))  # unbind: one stack in the backward, not a zero-fill per path
     if bias is not None:
         out[()] = out[()] + bias
     return out
