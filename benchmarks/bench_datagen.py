@@ -177,15 +177,26 @@ def ns_generate_rows(device, root: str | None, max_minutes: float, preset: str |
     with h5py.File(path, "r") as f:
         done, seconds = int(f.attrs["batches_done"]), float(f.attrs["generation_seconds"])
         size = path.stat().st_size
+        # one count per batch (every sample of a batch records its batch's); absent in files made before it was kept
+        steps = f["diagnostics/time_steps"][: done * recipe.batch_size: recipe.batch_size] \
+            if "diagnostics/time_steps" in f else None
     n_batches = -(-recipe.n_samples // recipe.batch_size)
     complete = done == n_batches
     p = recipe.typed_params()
-    return [dict(task="ns_generate", size=f"{recipe.n_samples} x T={p.t_end} at {p.sim_resolution}^2 -> "
-                 f"{p.resolution}^2 (batch {recipe.batch_size}, {p.precision})",
+    size_text = f"{recipe.n_samples} x T={p.t_end} at {p.sim_resolution}^2 -> {p.resolution}^2 (batch {recipe.batch_size}, {p.precision})"
+    rows = [dict(task="ns_generate", size=size_text,
                  metric="sciml generate, incl. GRF + HDF5" + ("" if complete else f" (partial: {done}/{n_batches} batches)"),
                  value=seconds, unit="s", target="<= 900 s (stretch 600 s)",
                  note=("complete" if complete else "rerun --parts ns_generate to resume") +
                       f"; file {size / 2**20:.0f} MiB; {path.name}")]
+    if steps is not None and p.precision == "float32" and p.integrator == "etdrk4":
+        # floor: the FFTs of every step the generation took, timed at the generation's batch and grid
+        _, ms_fft, _ = ns_step_rows(device, p.sim_resolution, recipe.batch_size, steps=5)
+        rows.append(dict(task="ns_generate_floor", size=size_text, metric="ETDRK4 steps taken x FFTs of one step",
+                         value=float(steps.sum()) * ms_fft / 1e3, unit="s", target="",
+                         note=f"{steps.mean():.0f} CFL steps per batch (mean of {len(steps)}); "
+                              f"{ms_fft:.2f} ms of FFTs per step at batch {recipe.batch_size}"))
+    return rows
 
 
 def ns_estimate_rows(device, s, batch, ms, ms_fft) -> list[dict]:

@@ -41,5 +41,12 @@ def test_ns_generate_row_reports_partial_then_complete(tmp_path):
     tiny = dict(preset="tiny", overrides=("batch_size=4",))  # two batches
     first = ns_generate_rows("cpu", str(tmp_path), max_minutes=1e-9, **tiny)[0]
     assert "partial: 1/2" in first["metric"] and first["value"] > 0
-    done = ns_generate_rows("cpu", str(tmp_path), max_minutes=60, **tiny)[0]
+    done, floor = ns_generate_rows("cpu", str(tmp_path), max_minutes=60, **tiny)
     assert done["note"].startswith("complete") and done["value"] > first["value"]
+    # the floor counts the steps each batch took (recorded per sample in the file's diagnostics)
+    import h5py
+    with h5py.File(next(tmp_path.glob("*.h5")), "r") as f:
+        steps = f["diagnostics/time_steps"][:]
+    assert len(steps) == 8 and (steps[:4] == steps[0]).all() and (steps[4:] == steps[4]).all() and steps.min() > 0
+    assert floor["task"] == "ns_generate_floor" and f"{(steps[0] + steps[4]) / 2:.0f} CFL steps per batch" in floor["note"]
+    assert 0 < floor["value"] < done["value"]

@@ -55,16 +55,18 @@ class NavierStokes2DFamily:
 
     def generate(self, p: NavierStokesParams, n: int, *, generator: torch.Generator, device: torch.device):
         from solvers.pde.grf import GaussianRandomField
-        from solvers.pde.navier_stokes import solve_navier_stokes
+        from solvers.pde.navier_stokes import NavierStokes2D
 
         s = p.sim_resolution
         # FNO's sigma = tau^(alpha - d/2) with d = 2
         grf = GaussianRandomField((s, s), alpha=p.alpha, tau=p.tau, boundary="periodic", device=device,
                                   dtype=torch.float64)
         w0 = grf.sample(n, generator=generator).to(getattr(torch, p.precision))  # drawn in float64 either way
-        w = solve_navier_stokes(w0, nu=p.nu, times=list(range(1, p.t_end + 1)), integrator=p.integrator, dt=p.dt,
-                                out_resolution=p.resolution)
+        solver = NavierStokes2D(nu=p.nu, integrator=p.integrator, dt=p.dt, out_resolution=p.resolution)
+        w = solver.solve(w0, list(range(1, p.t_end + 1)))
         stride = s // p.resolution
         return {"inputs/w0": w0[:, ::stride, ::stride], "outputs/w": w}, {
             "mean_vorticity": w[:, -1].mean((-1, -2)).abs(),
-            "enstrophy_final": w[:, -1].square().mean((-1, -2))}
+            "enstrophy_final": w[:, -1].square().mean((-1, -2)),
+            # the batch steps together (one CFL step for all): each sample records its batch's count
+            "time_steps": torch.full((n,), float(solver.last_steps), device=w.device)}
