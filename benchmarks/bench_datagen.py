@@ -19,8 +19,10 @@ Rows:
 * ns_generate: the real thing, `sciml generate navier_stokes` (1200 trajectories, nu = 1e-3,
   T = 50, 256^2 simulated, 64^2 stored, HDF5 included; target <= 15 min), with a wall-time
   budget per command (--max-minutes); the partial file resumes and the row sums every command's
-  time (the file's wall_time_s). --small: the extrapolation ceil(1200/B) x steps x ms/step from
-  a measured T = 50 trajectory instead.
+  time (the file's wall_time_s). ns_generate_floor: the CFL steps the batches took (the file's
+  diagnostics/time_steps) x the FFT time of one step at the generation's batch and grid.
+  --small: the extrapolation ceil(1200/B) x steps x ms/step from a measured T = 50 trajectory
+  instead.
 * burgers: FNO's Burgers set (GRF sigma 25, tau 5, alpha 2; nu = 0.1; T = 1), fp64,
   automatic step; full: 2048 x 8192.
 """

@@ -15,44 +15,42 @@ Rendered by `python benchmarks/render.py` from `benchmarks/results/*.json`; each
 it was measured (command, device, date, commit). Do not edit by hand: rerun the script named in
 the table and render again.
 
-**Status (2026-11-25):** every table below was measured on a shared 2-core CPU at reduced scale
-(`--small`); they show the scripts work and give CPU ratios, not the issues' GPU bars.
+**Status (2026-11-25):** tables whose line names an H100 were measured on one (first GPU lease,
+15 device-minutes, torch 2.11): Burgers FNO end to end, data generation (Darcy, NS accuracy and
+NS generation), implicit vs unrolled backward with LM throughput, PINN step speed. Every other
+table was measured on a shared 2-core CPU at reduced scale (`--small`): those show the scripts
+work and give CPU ratios, not the issues' GPU bars.
 
-### GPU run plan (one H100; 30 device-minutes per session, 10 per command)
+### GPU run plan (one H100; 15 device-minutes per session, 10 per command)
 
-PINN accuracy runs share the GPU 9 at a time (a PINN step leaves an H100 mostly idle); a run the
-cap stops is reported as such and resumes on the next call.
+A session's device time counts from the machine's start (about a minute) to its return, and the
+machine goes back 30 s after a call. So a session is one prepared call of up to ~9.5 minutes and,
+issued at once, one follow-up of ~3. `benchmarks/gpu_session.sh SECONDS 'step' ...` runs steps in
+order to a deadline, each bounded by the time left, and installs the wheels carried in `.whl/`
+(pydantic, pydantic-core, annotated-types, typing-inspection, pytorch-optimizer, neuraloperator,
+tensorly, tensorly-torch, deepxde, scikit-optimize, pyaml: the GPU image lacks them; see
+`/work/.library/device/README.md`). Call `run` with `carry: [".whl"]`, copy the returned
+`results/*.json` into `benchmarks/results/` (merge rows by hand where two calls wrote the same
+file), then `python benchmarks/render.py`. Steps run as `python3 benchmarks/<script>.py ...`.
 
-Each line is one device command, prefixed with `pip install -q --no-deps -e . &&`. After each
-call, copy the returned `results/*.json` into `benchmarks/results/` (a later part of the same
-script merges with it), then `python benchmarks/render.py`. The machine stays warm only 30 s
-after a call: lines marked "warm" need the file the previous line left in `datasets/`, so issue
-them back to back.
+| session | steps (device minutes) | issue: bar |
+|---|---|---|
+| done 2026-11-25 | `bench_burgers` (3.3), `bench_implicit` (1.1), `bench_datagen --parts darcy` (0.2), `--parts ns_accuracy` (1.4), `--parts ns_generate` (5.1), `bench_pinn --parts speed` (1.4) | 3, 7 met; 4: the NS floor is still to measure; 6: 7.5x, bar 10x |
+| 1 | `bench_fno_speed --compile` (~8); follow-up: `bench_precision` (~2) | 5: step <= 1/3 of neuralop's, peak memory no higher; bf16/TF32 accuracy equal to fp32's |
+| 2 | `bench_datagen --parts ns_step,burgers,ns_generate` (~6: NS time and its floor); follow-up: `bench_pinn --parts speed,time_to_target` (~3) | 4: floor beside NS; 6: step <= 1/10 of DeepXDE's (new row: compiled jet step as one CUDA graph), time to 1e-2 |
+| 3 | `bench_operators --rows darcy_fno --max-minutes 8.5` | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
+| 4 | `bench_datagen --parts ns_generate --root datasets` (~5.5); follow-up at once: `bench_operators --rows ns_fno2d_nu1e-3 --max-minutes 7` | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
+| 5 | as 4, with `ns_fno3d_nu1e-3` | 5: FNO-3D <= 0.0086 |
+| 6 | `bench_pinn --parts accuracy --problems burgers,allen_cahn,convection --jobs 9 --max-minutes 9` | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
+| 7 | `bench_pinn --parts accuracy --problems diffusion_reaction,poisson_lshape,wave --jobs 9 --max-minutes 9` | 6: the others, beside published figures |
+| 8 | `bench_operators --rows burgers_fno,burgers_deeponet,darcy_deeponet --max-minutes 3` | 5: Burgers <= 0.003; DeepONet beside FNO |
+| 9 | `sciml generate navier_stokes params.nu=1e-5 params.t_end=20 --max-minutes 6`; follow-up: `bench_operators --rows ns_fno2d_nu1e-5 --max-minutes 7` | 5: FNO-2D <= 0.1556 |
+| 10-11 | `bench_optimizers --merge --tasks pinn_convection` (then the other tasks, one session each) | 8: full grid; best convection <= 1.94e-3 |
 
-| session | command | est. min | issue: bar |
-|---|---|---|---|
-| A | `python -m benchmarks.bench_burgers` | 6 | 3: rel L2 <= 0.003 at s = 1024; generation + training < 10 min |
-| A | `python benchmarks/bench_fno_speed.py --compile` | 8 | 5: step <= 1/3 of neuralop's, peak memory no higher |
-| A | `PYTHONPATH=. python benchmarks/bench_datagen.py --parts darcy,ns_step,burgers,ns_accuracy` | 6 | 4: Darcy 1024 x 421^2 <= 10 s; NS vs CN dt=1e-4 <= 1e-3 at T = 50 |
-| A | `PYTHONPATH=. python benchmarks/bench_pinn.py --parts speed,time_to_target` | 6 | 6: step <= 1/10 of DeepXDE's; time to 1e-2 |
-| B | `PYTHONPATH=. python benchmarks/bench_datagen.py --parts ns_generate` (repeat until "complete") | 5-10 | 4: NS 1200 x T50 at 256^2 <= 15 min (stretch 10) |
-| B (warm) | `python benchmarks/bench_operators.py --rows ns_fno2d_nu1e-3 --max-minutes 9` | 10 | 5: FNO-2D <= 0.0128 |
-| B (warm) | `python benchmarks/bench_operators.py --rows ns_fno3d_nu1e-3 --max-minutes 9` | 10 | 5: FNO-3D <= 0.0086 |
-| C | `python benchmarks/bench_operators.py --rows burgers_fno --max-minutes 9` | 10 | 5: Burgers <= 0.003 |
-| C | `python benchmarks/bench_operators.py --rows darcy_fno --max-minutes 9` | 10 | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
-| C | `python benchmarks/bench_operators.py --rows darcy_deeponet --max-minutes 9` | 10 | 5: DeepONet beside FNO |
-| D | `PYTHONPATH=. python benchmarks/bench_pinn.py --parts accuracy --problems burgers,allen_cahn,convection --jobs 9 --max-minutes 9` | 10 | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
-| D | `PYTHONPATH=. python benchmarks/bench_pinn.py --parts accuracy --problems diffusion_reaction,poisson_lshape,wave --jobs 9 --max-minutes 9` | 10 | 6: the others, beside published figures |
-| D | `python benchmarks/bench_operators.py --rows burgers_deeponet --max-minutes 9` | 10 | 5: DeepONet beside FNO |
-| E | `sciml generate navier_stokes params.nu=1e-5 params.t_end=20 --max-minutes 9` (repeat until done) | 5-10 | 5: the nu = 1e-5 set |
-| E (warm) | `python benchmarks/bench_operators.py --rows ns_fno2d_nu1e-5 --max-minutes 9` | 10 | 5: FNO-2D <= 0.1556 |
-| E | `PYTHONPATH=. python benchmarks/bench_implicit.py` | 3 | 7: implicit memory flat in iterations; LM throughput |
-| E | `python benchmarks/bench_precision.py` | 2 | 5: bf16 / TF32 accuracy equal to fp32's (Darcy FNO, same seed and epochs) |
-| F | `PYTHONPATH=. python benchmarks/bench_optimizers.py --merge --tasks pinn_convection` (then the other tasks, one call each) | 25 | 8: full grid; best convection <= 1.94e-3 |
-
-Operator rows are capped at 9 minutes of training so that loading, evaluation and start-up fit the
-command's 10; a row that misses its bar records what a longer run reaches by resuming. A row stopped by its cap resumes: rerun the same command (PINN runs and `sciml train --resume`
-continue from their checkpoints; `ns_generate` from its last finished batch).
+Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
+fit the command; a row that misses its bar records what a longer run reaches by resuming: rerun the
+same command (PINN runs and `sciml train --resume` continue from their checkpoints;
+`ns_generate` from its last finished batch, on the same machine only).
 """
 
 
