@@ -191,7 +191,7 @@ def accuracy_run(problem_name: str, seed: int, small: bool, device: str, max_min
     raw = load_yaml(f"configs/{problem_name}/pinn{'_small' if small else ''}.yaml")
     raw = {**raw, "seed": seed, "device": device, "max_minutes": max_minutes}
     run = RunDir(Path(out) / (f"{problem_name}-seed{seed}" + ("-small" if small else "")))
-    final = [r for r in run.read_metrics() if r.get("event") == "final"] if run.path.exists() else []
+    final = [r for r in run.read_metrics() if r.get("kind") == "final"] if run.path.exists() else []
     if final and not final[-1].get("stopped_early"):
         return {"problem": problem_name, "seed": seed, **final[-1]}
     resume = (run.path / "checkpoints" / "last.pt").exists()

@@ -259,8 +259,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
 
     def log_guard_events(guard, phase, judge_pending=True):
         for ev in guard.pop_events(judge_pending):
-            details = {k: v for k, v in ev.items() if k not in ("step", "event") and isinstance(v, (int, float, str))}
-            log({"event": "guard", "guard_event": ev["event"], "phase": phase, "at_step": ev["step"], **details})
+            details = {k: v for k, v in ev.items() if isinstance(v, (int, float, str))}
+            log({"kind": "guard", "phase": phase, **details})  # the operator trainer's shape, phase for epoch
 
     metric_lines = len(run.read_metrics()) if run is not None else 0
     total_steps = 0
@@ -330,7 +330,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     if not math.isfinite(lval) and guard is None:
                         raise FloatingPointError(f"non-finite loss at phase {i} ({name}) step {step}: lower the learning rate, "
                                                  "use dtype=float64, or drop the phase's guard: null")
-                    rec = {"phase": i, "optimizer": name, "step": step, "loss": lval,
+                    rec = {"kind": "step", "phase": i, "optimizer": name, "step": step, "loss": lval,
                            **{f"loss_{k}": float(v.detach()) for k, v in closure.terms.items()},
                            **{f"weight_{k}": weights.weight(k) for k in closure.terms if weights.method != "fixed"},
                            **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
@@ -369,7 +369,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             break
 
     last_loss = float(loss.detach()) if stopped_early else (history[-1]["loss"] if history else float("nan"))
-    final = {"event": "final", **evaluate(model), "loss": last_loss,
+    final = {"kind": "final", **evaluate(model), "loss": last_loss,
              "seconds": elapsed, "stopped_early": stopped_early, **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
     for k, u in problem.unknowns.items():
         if u.true is not None:

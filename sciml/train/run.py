@@ -3,7 +3,9 @@
     runs/<name>/
         config.yaml        the resolved config (defaults included)
         environment.json   versions, device, git commit, command
-        metrics.jsonl      one JSON object per line: evaluations, guard events, final metrics
+        metrics.jsonl      one JSON object per line, each with a "kind": "eval" (operators, per
+                           evaluation), "step" (PINNs, per logged step), "guard" (a guard event:
+                           "event", "step" and its details), "final"
         checkpoints/last.pt, checkpoints/best.pt   (each written to a temporary name, then renamed)
         predictions.png    a few test samples, prediction vs truth
 """

@@ -77,7 +77,7 @@ def test_run_pinn_writes_run_folder_and_resumes_exactly(tmp_path):
     a = tmp_path / "a"
     assert (a / "config.yaml").exists() and (a / "checkpoints" / "last.pt").exists()
     lines = [json.loads(s) for s in (a / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["event"] == "final" and lines[-1]["rel_l2"] == full["rel_l2"] and "rel_l2" in lines[1]
+    assert lines[-1]["kind"] == "final" and lines[-1]["rel_l2"] == full["rel_l2"] and "rel_l2" in lines[1]
 
     class Stop(Exception):
         pass
@@ -93,7 +93,7 @@ def test_run_pinn_writes_run_folder_and_resumes_exactly(tmp_path):
         fit(get_problem("diffusion_reaction"), cfg, run=run_b, progress=crash)
     resumed = fit(get_problem("diffusion_reaction"), cfg, run=run_b, resume=True)
     assert resumed.metrics["rel_l2"] == pytest.approx(full["rel_l2"], rel=1e-10)
-    steps = [(r["phase"], r["step"]) for r in run_b.read_metrics() if "step" in r]
+    steps = [(r["phase"], r["step"]) for r in run_b.read_metrics() if r.get("kind") == "step"]
     assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]  # no duplicates after the resume
 
 
@@ -103,11 +103,11 @@ def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes_the_run(tmp_pat
     run = RunDir.create(tmp_path, "b")
     stopped = fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**TINY, "max_minutes": 1e-9}), run=run)
     assert stopped.metrics["stopped_early"] is True
-    assert [(r["phase"], r["step"]) for r in run.read_metrics() if "step" in r] == [(0, 1)]
+    assert [(r["phase"], r["step"]) for r in run.read_metrics() if r.get("kind") == "step"] == [(0, 1)]
     resumed = fit(get_problem("diffusion_reaction"), validate(PINNConfig, TINY), run=run, resume=True)
     assert resumed.metrics["stopped_early"] is False
     assert resumed.metrics["rel_l2"] == pytest.approx(full["rel_l2"], rel=1e-10)
-    steps = [(r["phase"], r["step"]) for r in run.read_metrics() if "step" in r]
+    steps = [(r["phase"], r["step"]) for r in run.read_metrics() if r.get("kind") == "step"]
     assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]
 
 
@@ -134,8 +134,8 @@ def test_guard_is_on_by_default_and_survives_a_nan_step(monkeypatch, tmp_path):
     metrics = run_pinn(cfg, run_dir=run.path)
     assert math.isfinite(metrics["rel_l2"])
     assert all(torch.isfinite(v).all() for v in torch.load(run.path / "checkpoints" / "last.pt")["model"].values())
-    events = [r for r in run.read_metrics() if r.get("event") == "guard"]
-    assert [(e["at_step"], e["guard_event"]) for e in events] == [(3, "skip_nonfinite")], events
+    events = [r for r in run.read_metrics() if r.get("kind") == "guard"]
+    assert [(e["step"], e["event"]) for e in events] == [(3, "skip_nonfinite")], events
 
     monkeypatch.undo()  # the same run unguarded: the NaN reaches the weights
     _scale_loss_terms(monkeypatch, 3, factor=float("nan"), lasting=1)
@@ -150,21 +150,21 @@ def test_resampling_resets_the_guard_so_a_new_loss_level_is_not_a_spike(monkeypa
            "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 80}]}
     run = RunDir.create(tmp_path, "r")
     run_pinn(cfg, run_dir=run.path)
-    assert [r for r in run.read_metrics() if r.get("event") == "guard"] == []
+    assert [r for r in run.read_metrics() if r.get("kind") == "guard"] == []
 
     # a PINN loss may climb tens of times for a few steps: that is not a spike either
     monkeypatch.undo()
     _scale_loss_terms(monkeypatch, 55, factor=30.0, lasting=5)
     run = RunDir.create(tmp_path, "t")
     run_pinn(cfg, run_dir=run.path)
-    assert [r for r in run.read_metrics() if r.get("event") == "guard"] == []
+    assert [r for r in run.read_metrics() if r.get("kind") == "guard"] == []
 
     # without a resample at the jump the same run sees spikes and rolls back
     monkeypatch.undo()
     _scale_loss_terms(monkeypatch, 40)
     run = RunDir.create(tmp_path, "s")
     run_pinn({**cfg, "points": {"interior": 64, "resample_every": 50}}, run_dir=run.path)
-    events = [r["guard_event"] for r in run.read_metrics() if r.get("event") == "guard"]
+    events = [r["event"] for r in run.read_metrics() if r.get("kind") == "guard"]
     assert "spike" in events and events.count("rollback") == 1, events
 
 
@@ -180,15 +180,15 @@ def test_a_guard_that_gives_up_saves_the_last_good_state_and_says_how_to_resume(
         run_pinn(cfg, run_dir=run.path)
     state = torch.load(run.path / "checkpoints" / "last.pt", weights_only=False)
     assert state["phase"] == 0 and state["step"] == 33  # three spikes: 31, 32, 33
-    events = [(r["at_step"], r["guard_event"]) for r in run.read_metrics() if r.get("event") == "guard"]
+    events = [(r["step"], r["event"]) for r in run.read_metrics() if r.get("kind") == "guard"]
     assert events[-1] == (33, "gave_up") and [e for _, e in events].count("spike") == 3
 
     monkeypatch.undo()  # the objective is healthy again: the run finishes from its checkpoint
     run_pinn(cfg, run_dir=run.path, resume=True)
     lines = run.read_metrics()
-    steps = [r["step"] for r in lines if "step" in r]
-    assert steps == [10, 20, 30, 40, 50, 60] and lines[-1]["event"] == "final"
-    assert [(r["at_step"], r["guard_event"]) for r in lines if r.get("event") == "guard"] == events
+    steps = [r["step"] for r in lines if r.get("kind") == "step"]
+    assert steps == [10, 20, 30, 40, 50, 60] and lines[-1]["kind"] == "final"
+    assert [(r["step"], r["event"]) for r in lines if r.get("kind") == "guard"] == events
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[3] / "configs").glob("*/pinn*.yaml")),
@@ -239,7 +239,7 @@ def test_cli_says_how_to_go_on_after_the_cap_and_resume_with_a_new_cap_finishes(
     assert f"sciml train --resume {tmp_path / 'r'}" in capsys.readouterr().out
     assert main(["train", "--resume", str(tmp_path / "r"), "max_minutes=null"]) == 0
     assert "stopped by the max_minutes cap" not in capsys.readouterr().out
-    final = [r for r in RunDir(tmp_path / "r").read_metrics() if r.get("event") == "final"]
+    final = [r for r in RunDir(tmp_path / "r").read_metrics() if r.get("kind") == "final"]
     assert len(final) == 1 and final[0]["stopped_early"] is False
 
 
@@ -257,6 +257,6 @@ def test_nys_newton_cg_phase_runs_from_a_pinn_config_and_lowers_the_loss(tmp_pat
                       {"optimizer": {"name": "nys_newton_cg"}, "steps": 30}]}
     run = RunDir.create(tmp_path, "n")
     run_pinn(cfg, run_dir=run.path)
-    losses = {(r["phase"], r["step"]): r["loss"] for r in run.read_metrics() if "loss" in r and "step" in r}
+    losses = {(r["phase"], r["step"]): r["loss"] for r in run.read_metrics() if r.get("kind") == "step"}
     # measured 2026-11-25: 5.646 after Adam -> 2.501 after 30 Newton-CG steps (ratio 0.44)
     assert losses[(1, 30)] < 0.6 * losses[(0, 20)], losses
