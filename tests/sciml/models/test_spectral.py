@@ -180,3 +180,16 @@ def test_dft_matrices_are_built_on_the_requested_device(last):
     assert devices == {"meta"}
     assert fwd.device.type == inv.device.type == "meta"
     assert fwd.shape == ((85, 24) if last else (24, 85))
+
+
+def test_compiled_layer_equals_eager():
+    """The path `training.compile: true` takes: the DFT matrices are traced into the graph."""
+    torch.manual_seed(0)
+    layer = SpectralConv(3, 4, modes=(6,), transform="dft")
+    compiled = torch.compile(layer)
+    x = torch.randn(2, 3, 32)
+    y, y_compiled = layer(x), compiled(x)
+    torch.testing.assert_close(y_compiled, y, rtol=1e-5, atol=1e-6)
+    g = torch.autograd.grad(y.square().sum(), layer.weight)[0]
+    g_compiled = torch.autograd.grad(compiled(x).square().sum(), layer.weight)[0]
+    torch.testing.assert_close(g_compiled, g, rtol=1e-5, atol=1e-6)
