@@ -6,8 +6,6 @@
 Run: python examples/custom_pde.py   (CPU, ~1 min)
 """
 
-import math
-
 import torch
 
 from sciml.pde import Dirichlet, Disk, Problem
