@@ -247,7 +247,10 @@ class Guard:
         if not grads:
             return torch.zeros((), dtype=torch.float64, device=device)
         reals = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
-        return torch.linalg.vector_norm(torch.stack([n.to(torch.float64) for n in torch._foreach_norm(reals)]))
+        norms = torch._foreach_norm(reals)
+        if len({n.dtype for n in norms}) > 1:  # torch.stack needs one dtype; one cast per tensor only then
+            norms = [n.to(torch.float64) for n in norms]
+        return torch.linalg.vector_norm(torch.stack(norms).to(torch.float64))
 
     def _clip_coef(self, norm: torch.Tensor, finite: torch.Tensor):
         """(coefficient or None, threshold); updates ZClip statistics on device."""

@@ -349,3 +349,16 @@ def test_complex_parameter_through_the_adapter_is_checked_and_clipped():
     guard.step(torch.tensor(1.0))
     torch.testing.assert_close(w.grad.abs().pow(2).sum().sqrt(), torch.tensor(1.0), rtol=0, atol=1e-12)
     assert not torch.equal(w.detach(), torch.ones(3, dtype=torch.complex128))
+
+
+def test_gradient_norm_over_mixed_dtypes_and_complex_parameters():
+    """The guard's global norm: one fused reduction per dtype, exact over float32/float64/complex."""
+    params = [torch.nn.Parameter(torch.zeros(3, dtype=dtype)) for dtype in (torch.float32, torch.float64, torch.complex64)]
+    grads = [torch.tensor([3.0, 0.0, 4.0]), torch.tensor([0.0, 12.0, 0.0], dtype=torch.float64),
+             torch.tensor([1 + 2j, 2 + 0j, 0 + 2j], dtype=torch.complex64)]
+    guard = Guard(torch.nn.Linear(1, 1), torch.optim.SGD(params, lr=0.1))
+    norm = guard._grad_norm(grads, torch.device("cpu"))
+    assert norm.dtype == torch.float64
+    assert norm.item() == pytest.approx(math.sqrt(9 + 16 + 144 + 1 + 4 + 4 + 4), rel=1e-6)  # float32 parts
+    same_dtype = guard._grad_norm(grads[:1] + [torch.tensor([12.0, 0.0])], torch.device("cpu"))
+    assert same_dtype.item() == pytest.approx(13.0, rel=1e-12)
