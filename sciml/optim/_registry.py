@@ -35,6 +35,9 @@ class OptimizerSpec:
     complex_native: the class trains complex parameters itself; otherwise complex parameters
         go through `complex_as_real`.
     needs_closure: ``step`` must be given a closure (L-BFGS, Newton-CG).
+    fused_on_cuda: pass ``fused=True`` when every parameter is a real floating CUDA tensor and
+        the config chose neither ``fused`` nor ``foreach`` (torch's one-kernel step; its default
+        there is the multi-kernel foreach path).
     """
 
     target: Any
@@ -43,6 +46,7 @@ class OptimizerSpec:
     fixed: dict = field(default_factory=dict)
     complex_native: bool = False
     needs_closure: bool = False
+    fused_on_cuda: bool = False
 
     def resolve(self) -> type:
         if isinstance(self.target, str):
@@ -64,6 +68,8 @@ class OptimizerSpec:
         check_kwargs(repr(_name) if _name else cls.__name__, kwargs, self.valid_kwargs())
         params = list(params)
         kw = {**self.defaults, **kwargs, **self.fixed}
+        if self.fused_on_cuda and "fused" not in kw and "foreach" not in kw and _all_real_cuda(params):
+            kw["fused"] = True
         if not self.complex_native and _has_complex(params):
             cls = complex_as_real(cls)
         return cls(params, **kw)
@@ -92,6 +98,11 @@ def _has_complex(params) -> bool:
         elif p.is_complex():
             return True
     return False
+
+
+def _all_real_cuda(params) -> bool:
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return bool(tensors) and all(t.device.type == "cuda" and t.is_floating_point() for t in tensors)
 
 
 def build_optimizer(params, name: str, **kwargs) -> torch.optim.Optimizer:
