@@ -68,7 +68,8 @@ class OptimizerSpec:
         check_kwargs(repr(_name) if _name else cls.__name__, kwargs, self.valid_kwargs())
         params = list(params)
         kw = {**self.defaults, **kwargs, **self.fixed}
-        if self.fused_on_cuda and "fused" not in kw and "foreach" not in kw and _all_real_cuda(params):
+        if (self.fused_on_cuda and "fused" not in kw and "foreach" not in kw and not kw.get("differentiable")
+                and _all_real_cuda(params)):  # torch's fused step refuses differentiable=True
             kw["fused"] = True
         if not self.complex_native and _has_complex(params):
             cls = complex_as_real(cls)
