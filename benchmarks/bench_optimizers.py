@@ -3,6 +3,7 @@
     python benchmarks/bench_optimizers.py            # full scale (GPU)
     python benchmarks/bench_optimizers.py --small    # reduced scale, runs on a CPU in minutes
     python benchmarks/bench_optimizers.py --small --tasks pinn_convection --optimizers adam,soap
+    python benchmarks/bench_optimizers.py --merge --skip-done --max-minutes 8.5   # the grid in parts
 
 Protocol (research/optimizers.md §5.3, reduced): for each optimizer, learning rates
 ``default_lr x LR_FACTORS`` and seeds 0..n-1; every run of a task gets the same budget of
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import math
 import statistics
 import sys
@@ -47,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS_DIR, merge_rows, write_result  # noqa: E402
+from benchmarks.common import RESULTS_DIR, device_name, merge_rows, same_device, write_result  # noqa: E402
 from sciml.optim import OPTIMIZERS, build_optimizer, optimizer_spec  # noqa: E402
 
 LR_FACTORS = {"full": (1 / 3, 1.0, 3.0), "small": (1.0, 3.0)}
@@ -502,7 +504,14 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (small tasks: 1 is fastest)")
     ap.add_argument("--name", default="optimizers")
     ap.add_argument("--merge", action="store_true", help="keep the rows of other (task, optimizer) pairs already in results/<name>.json")
+    ap.add_argument("--skip-done", action="store_true",
+                    help="with --merge: skip (task, optimizer) pairs results/<name>.json already holds from this device and scale")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="start no new (task, optimizer) pair after this; results are written after every pair, "
+                         "so a rerun with --merge --skip-done continues the grid")
     cfg = ap.parse_args(argv)
+    if cfg.skip_done and not cfg.merge:
+        ap.error("--skip-done needs --merge (it continues the grid in results/<name>.json)")
     cfg.device = torch.device(cfg.device)
     cfg.dtype = torch.float32
     if cfg.threads:
@@ -510,8 +519,35 @@ def main(argv=None) -> None:
     names = (OPTIMIZERS.names() + list(RECIPES)) if cfg.optimizers == "all" else cfg.optimizers.split(",")
     factors = LR_FACTORS["small" if cfg.small else "full"]
     seeds = list(range(cfg.seeds))
+    scale = "small" if cfg.small else "full"
     rows, skipped, notes = [], {}, {}
+    done = done_pairs(cfg.name, cfg.device, scale) if cfg.skip_done else set()
+    deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
+    stopped = False
+
+    def save(plots: bool) -> None:
+        out_rows, out_notes, out_skipped = rows, notes, skipped
+        if cfg.merge:  # replace only the (task, optimizer) rows rerun, and only rows from this machine
+            out_rows = merge_rows(cfg.name, rows, key=lambda r: (r["task"], r["optimizer"]), device=cfg.device)
+            if len(out_rows) > len(rows):  # rows were kept: keep their tasks' notes too
+                old = json.loads((RESULTS_DIR / f"{cfg.name}.json").read_text())
+                out_notes = {**old.get("tasks", {}), **notes}
+                out_skipped = {**old.get("skipped", {}), **skipped}
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        if plots:
+            for tname in sorted({r["task"] for r in out_rows}):  # after the merge: plots show every row
+                plot_task(tname, out_rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
+        write_result(cfg.name, title="Optimizers x PDE tasks" + (" (reduced CPU scale)" if cfg.small else ""),
+                     rows=out_rows, device=cfg.device,
+                     notes=("Median/min/max/IQR of final rel. L2 over seeds per (task, optimizer, lr); no guard, "
+                            "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
+                            "L-BFGS / NysNewton-CG rows member by member."),
+                     extra={"tasks": out_notes, "skipped": out_skipped, "lr_factors": list(factors), "seeds": seeds,
+                            "scale": scale})
+
     for tname in cfg.tasks.split(","):
+        if stopped:
+            break
         try:
             task = TASKS[tname](cfg)
         except (ImportError, ModuleNotFoundError, AttributeError) as err:
@@ -521,6 +557,14 @@ def main(argv=None) -> None:
         notes[tname] = task.notes + f"; budget {task.steps} gradient evaluations" + (
             "" if task.deterministic else "; minibatch training, so no L-BFGS / Newton-CG rows")
         for name in names:
+            if (tname, name) in done:
+                print(f"{tname:18s} {name:26s} already in results/{cfg.name}.json (--skip-done)", flush=True)
+                continue
+            if deadline is not None and time.perf_counter() > deadline:
+                print(f"stopped by --max-minutes before {tname} / {name}; rerun with --merge --skip-done to go on",
+                      flush=True)
+                stopped = True
+                break
             t0 = time.perf_counter()
             if (name in RECIPES or name in SECOND_ORDER) and not task.deterministic:
                 print(f"{tname:18s} {name:26s} n/a: minibatch loss (L-BFGS / Newton-CG need a fixed loss)", flush=True)
@@ -539,25 +583,19 @@ def main(argv=None) -> None:
             print(f"{tname:18s} {name:26s} best lr {best['lr']:.3g}: rel L2 {best['rel_l2_median']:.3e} "
                   f"[{best['rel_l2_min']:.2e}-{best['rel_l2_max']:.2e}] div {best['diverged']} "
                   f"spikes {best['spikes_median']} ({time.perf_counter() - t0:.1f}s)", flush=True)
-    if cfg.merge:  # replace only the (task, optimizer) rows rerun, and only rows from this machine
-        merged = merge_rows(cfg.name, rows, key=lambda r: (r["task"], r["optimizer"]), device=cfg.device)
-        if len(merged) > len(rows):  # rows were kept: keep their tasks' notes too
-            import json
+            save(plots=False)  # a command stopped by its time limit keeps every finished pair
+    save(plots=True)
 
-            old = json.loads((RESULTS_DIR / f"{cfg.name}.json").read_text())
-            notes = {**old.get("tasks", {}), **notes}
-            skipped = {**old.get("skipped", {}), **skipped}
-        rows = merged
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    for tname in sorted({r["task"] for r in rows}):  # after the merge: plots show every row
-        plot_task(tname, rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
-    write_result(cfg.name, title="Optimizers x PDE tasks" + (" (reduced CPU scale)" if cfg.small else ""),
-                 rows=rows, device=cfg.device,
-                 notes=("Median/min/max/IQR of final rel. L2 over seeds per (task, optimizer, lr); no guard, "
-                        "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
-                        "L-BFGS / NysNewton-CG rows member by member."),
-                 extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
-                        "scale": "small" if cfg.small else "full"})
+
+def done_pairs(name: str, device, scale: str) -> set[tuple[str, str]]:
+    """(task, optimizer) pairs in results/<name>.json measured on this device at this scale."""
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.exists():
+        return set()
+    old = json.loads(path.read_text())
+    if old.get("scale") != scale or not same_device(old.get("device"), device_name(device)):
+        return set()
+    return {(r["task"], r["optimizer"]) for r in old.get("rows", [])}
 
 
 if __name__ == "__main__":

@@ -62,6 +62,12 @@ def time_call(fn: Callable[[], Any], *, device=None, warmup: int = 3, repeat: in
     return times[len(times) // 2]
 
 
+def same_device(a, b) -> bool:
+    """Two device names from `device_name`, ignoring CPU thread counts (they vary per part of a run)."""
+    strip = lambda name: re.sub(r", \d+ threads", "", str(name))  # noqa: E731
+    return strip(a) == strip(b)
+
+
 def merge_rows(name: str, rows: list[dict[str, Any]], key: Callable[[dict], Any], device=None) -> list[dict[str, Any]]:
     """`rows` plus the rows of the existing `results/<name>.json` whose key they do not replace.
 
@@ -72,8 +78,7 @@ def merge_rows(name: str, rows: list[dict[str, Any]], key: Callable[[dict], Any]
     if not path.exists():
         return rows
     old = json.loads(path.read_text())
-    same_machine = lambda name: re.sub(r", \d+ threads", "", str(name))  # noqa: E731 - CPU thread counts vary per part
-    if same_machine(old.get("device")) != same_machine(device_name(device)):
+    if not same_device(old.get("device"), device_name(device)):
         return rows
     here = provenance(device)
     replaced = {key(r) for r in rows}

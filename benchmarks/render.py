@@ -45,7 +45,7 @@ file), then `python benchmarks/render.py`. Steps run as `python3 benchmarks/<scr
 | 7 | `bench_pinn --parts accuracy --problems diffusion_reaction,poisson_lshape,wave --jobs 9 --max-minutes 9` | 6: the others, beside published figures |
 | 8 | `bench_operators --rows burgers_fno,burgers_deeponet,darcy_deeponet --max-minutes 3` | 5: Burgers <= 0.003; DeepONet beside FNO |
 | 9 | `sciml generate navier_stokes params.nu=1e-5 params.t_end=20 --max-minutes 6`; follow-up: `bench_operators --rows ns_fno2d_nu1e-5 --max-minutes 7` | 5: FNO-2D <= 0.1556 |
-| 10-11 | `bench_optimizers --merge --tasks pinn_convection` (then the other tasks, one session each) | 8: full grid; best convection <= 1.94e-3 |
+| 10+ | `bench_optimizers --merge --skip-done --max-minutes 8.5` (repeat until no pair is left; results are written after every task x optimizer pair) | 8: full grid; best convection <= 1.94e-3 |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
 fit the command; a row that misses its bar records what a longer run reaches by resuming: rerun the
