@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import cuda_graph, sync, time_call, write_result  # noqa: E402
+from benchmarks.common import cuda_graph, merge_rows, sync, time_call, write_result  # noqa: E402
 from sciml.models import FNO, count_parameters  # noqa: E402
 
 # name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
@@ -195,17 +195,21 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
-    rows = [run_case(c, small=args.small, device=device, rounds=args.rounds, repeat=repeat, compile_=args.compile,
-                     precision=args.precision, batch=args.batch) for c in cases]
+    name = ("fno_speed" if args.small else "fno_speed_paper") + ("" if args.precision == "fp32" else f"_{args.precision}")
     notes = (f"batch {args.batch}, {args.precision}, {'reduced sizes (--small)' if args.small else 'paper sizes'}; "
              "ms = median step time (forward + rel-L2 loss + backward + Adam); ratio = sciml_ms / neuralop_ms "
              "(bar: <= 0.333 on GPU); peak_mb = transient CUDA memory of one eager step; infer_* = batch-1 forward; "
              "infer_solver_ms = sciml's solver for one sample over one model call's horizon "
              "(Burgers: T = 1, float64; NS: one time unit at nu = 1e-3, float32; the model's output is one step).")
-    if not args.no_write:
-        path = write_result("fno_speed" if args.small else "fno_speed_paper", title="FNO step time: sciml vs neuraloperator 2.0",
-                            rows=rows, notes=notes, device=device)
-        print("wrote", path)
+    rows = []
+    for case in cases:
+        rows.append(run_case(case, small=args.small, device=device, rounds=args.rounds, repeat=repeat,
+                             compile_=args.compile, precision=args.precision, batch=args.batch))
+        if not args.no_write:  # after every case: a command stopped by its time limit keeps the finished ones,
+            # and --cases runs on the same device add up
+            path = write_result(name, title="FNO step time: sciml vs neuraloperator 2.0", notes=notes, device=device,
+                                rows=merge_rows(name, rows, key=lambda r: (r["case"], r["s"]), device=device))
+            print("wrote", path, flush=True)
     return rows
 
 
