@@ -260,6 +260,16 @@ def main(argv=None):
     n_steps = args.steps or (200 if args.small else 1000)
     warm = 20 if args.small else 100
     rows = []
+    name = "pinn_small" if args.small else "pinn"
+
+    def save():  # after every part too: a command stopped by its time limit keeps the finished parts
+        notes = (f"{threads} torch threads. DeepXDE in a subprocess with DDE_BACKEND=pytorch, interleaved with sciml "
+                 f"runs; machine load average {os.getloadavg()[0]:.1f} at the end. Accuracy rows: "
+                 f"configs/<problem>/pinn.yaml (--small: the CPU regression budgets, 1 seed), each run capped at "
+                 f"--max-minutes, concurrent_runs at a time on one device.")
+        write_result(name, title="PINN: speed vs DeepXDE and accuracy vs reference" + (" (CPU, --small)" if args.small else ""),
+                     rows=merge_rows(name, rows, key=lambda r: (r["benchmark"], r.get("library")), device=device),
+                     notes=notes, device=device)
 
     def emit(row):
         print(json.dumps(row), flush=True)
@@ -295,12 +305,14 @@ def main(argv=None):
                       "speedup_vs_deepxde": dde_ms / v})
             except Exception as err:  # noqa: BLE001 - record why a lever failed, keep the other rows
                 emit({"benchmark": bench, "library": label, "error": f"{type(err).__name__}: {err}"[:300]})
+        save()
 
     if "time_to_target" in parts:
         ours_t = sciml_time_to_target(args.target, str(device))
         dde_t = deepxde_time_to_target(args.target, 15000, gpu)
         for lib, r in (("DeepXDE 1.15 (pytorch), its Burgers recipe", dde_t), ("sciml, configs/burgers/pinn.yaml", ours_t)):
             emit({"benchmark": f"Burgers wall time to rel. L2 <= {args.target:g}", "library": lib, **r})
+        save()
 
     if "accuracy" in parts:
         seeds = list(range(args.seeds or (1 if args.small else 3)))
@@ -308,15 +320,8 @@ def main(argv=None):
                           jobs=args.jobs, out=args.out):
             emit(r)
 
-    notes = (f"{threads} torch threads. DeepXDE in a subprocess with DDE_BACKEND=pytorch, interleaved with sciml runs; "
-             f"machine load average {os.getloadavg()[0]:.1f} at the end. Accuracy rows: configs/<problem>/pinn.yaml "
-             f"(--small: the CPU regression budgets, 1 seed), each run capped at --max-minutes, "
-             f"concurrent_runs at a time on one device.")
-    name = "pinn_small" if args.small else "pinn"
-    path = write_result(name, title="PINN: speed vs DeepXDE and accuracy vs reference" + (" (CPU, --small)" if args.small else ""),
-                        rows=merge_rows(name, rows, key=lambda r: (r["benchmark"], r.get("library")), device=device),
-                        notes=notes, device=device)
-    print(f"wrote {path}")
+    save()
+    print(f"wrote results/{name}.json")
 
 
 if __name__ == "__main__":
