@@ -93,6 +93,9 @@ def main(argv=None):
     unknown = [r for r in args.rows.split(",") if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; known: {list(ROWS)}")
+    out_name = "operators_small" if args.small else "operators"
+    notes = ("relative L2 on the test split; bar = issue 5's target on one H100 within 10 min of training; "
+             "paper = Li et al. 2021 (FNO) tables. " + ("CPU smoke run with tiny data: not a paper-scale figure." if args.small else ""))
     rows = []
     for name in args.rows.split(","):
         try:
@@ -100,15 +103,11 @@ def main(argv=None):
         except Exception as err:  # noqa: BLE001 - e.g. a recipe that does not exist yet; keep the other rows
             rows.append({"row": name, "error": f"{type(err).__name__}: {err}"[:300]})
             print(rows[-1], flush=True)
-    if not args.no_write:
-        from benchmarks.common import merge_rows, write_result
+        if not args.no_write:  # after every row: a command stopped by its time limit keeps the finished rows
+            from benchmarks.common import merge_rows, write_result
 
-        name = "operators_small" if args.small else "operators"
-        rows = merge_rows(name, rows, key=lambda r: r["row"])  # a run of some rows keeps the others
-        notes = ("relative L2 on the test split; bar = issue 5's target on one H100 within 10 min of training; "
-                 "paper = Li et al. 2021 (FNO) tables. " + ("CPU smoke run with tiny data: not a paper-scale figure." if args.small else ""))
-        print("wrote", write_result(name, title="Neural operators at paper scale", rows=rows, notes=notes))
-
+            merged = merge_rows(out_name, rows, key=lambda r: r["row"])  # a run of some rows keeps the others
+            print("wrote", write_result(out_name, title="Neural operators at paper scale", rows=merged, notes=notes))
 
 if __name__ == "__main__":
     main()
