@@ -240,31 +240,34 @@ def main(argv=None):
         cfg = dict(darcy=(32, 65, 32), ns_step=(64, 4, 20), ns_acc=(32, 2, 1.0, 16), burgers=(64, 1024, 64))
     else:
         cfg = dict(darcy=(1024, 421, 256), ns_step=(256, 64, 200), ns_acc=(256, 4, 50.0, 64), burgers=(2048, 8192, 1024))
+    mode = "small (CPU smoke sizes)" if args.small else "full"
+    name = "datagen_small" if args.small else "datagen"  # a CPU smoke run never replaces the GPU table
     rows = []
+
+    def save(new_rows):  # after every part: a command stopped by its time limit keeps the finished parts
+        rows.extend(new_rows)
+        for row in new_rows:
+            print(f"{row['task']:>18} | {row['size']:>36} | {row['metric']:>32} | {row['value']:.4g} {row['unit']} "
+                  f"| {row['target']} | {row['note']}", flush=True)
+        return write_result(name, title=f"Data generation: reference PDE solvers ({mode})",
+                            rows=merge_rows(name, rows, key=lambda r: r["task"], device=device), device=device,
+                            notes="Darcy includes coefficient sampling and the HDF5 write; ns_generate is the recipe's "
+                                  "own generation (CPU: extrapolated from timed steps); the accuracy row compares "
+                                  "against FNO's own scheme.")
+
     if "darcy" in parts:
-        rows += darcy_rows(device, *cfg["darcy"])
+        save(darcy_rows(device, *cfg["darcy"]))
     if "ns_step" in parts or ("ns_generate" in parts and args.small):
         ms, ms_fft, step_rows = ns_step_rows(device, *cfg["ns_step"])
-        rows += step_rows
+        save(step_rows)
     if "ns_accuracy" in parts:
-        rows += ns_accuracy_rows(device, *cfg["ns_acc"])[1]
+        save(ns_accuracy_rows(device, *cfg["ns_acc"])[1])
     if "burgers" in parts:
-        rows += burgers_rows(device, *cfg["burgers"])
+        save(burgers_rows(device, *cfg["burgers"]))
     if "ns_generate" in parts:
-        rows += (ns_estimate_rows(device, cfg["ns_step"][0], cfg["ns_step"][1], ms, ms_fft) if args.small
-                 else ns_generate_rows(device, args.root, args.max_minutes))
-    mode = "small (CPU smoke sizes)" if args.small else "full"
-    name = "datagen"
-    path = write_result(name, title=f"Data generation: reference PDE solvers ({mode})",
-                        rows=merge_rows(name, rows, key=lambda r: r["task"], device=device), device=device,
-                        notes="Darcy includes coefficient sampling and the HDF5 write; ns_generate is the recipe's "
-                              "own generation (CPU: extrapolated from timed steps); the accuracy row compares "
-                              "against FNO's own scheme.")
-    for row in rows:
-        print(f"{row['task']:>18} | {row['size']:>36} | {row['metric']:>32} | {row['value']:.4g} {row['unit']} "
-              f"| {row['target']} | {row['note']}")
-    print(f"wrote {path}")
-
+        save(ns_estimate_rows(device, cfg["ns_step"][0], cfg["ns_step"][1], ms, ms_fft) if args.small
+             else ns_generate_rows(device, args.root, args.max_minutes))
+    print(f"wrote results/{name}.json")
 
 if __name__ == "__main__":
     main()

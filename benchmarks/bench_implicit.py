@@ -143,7 +143,7 @@ def main() -> None:
     mem_note += "; saved_for_backward_MiB: storages saved by autograd during the forward (saved_tensors_hooks)"
 
     def write(rows):
-        return write_result("implicit", title="Implicit vs unrolled backward; batched LM throughput",
+        return write_result("implicit_small" if args.small else "implicit", title="Implicit vs unrolled backward; batched LM throughput",
                             rows=rows, device=device,
                             notes=f"{'--small (CPU sizes); ' if args.small else ''}{mem_note}. Fixed point: forced to "
                                   f"exactly K iterations; implicit backward = GMRES(rtol 1e-6, restart 30). "

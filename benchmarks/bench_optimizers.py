@@ -502,7 +502,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="override every task's budget")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (small tasks: 1 is fastest)")
-    ap.add_argument("--name", default="optimizers")
+    ap.add_argument("--name", default=None, help="results/<name>.json (default: optimizers, or optimizers_small with --small)")
     ap.add_argument("--merge", action="store_true", help="keep the rows of other (task, optimizer) pairs already in results/<name>.json")
     ap.add_argument("--skip-done", action="store_true",
                     help="with --merge: skip (task, optimizer) pairs results/<name>.json already holds from this device and scale")
@@ -510,6 +510,7 @@ def main(argv=None) -> None:
                     help="start no new (task, optimizer) pair after this; results are written after every pair, "
                          "so a rerun with --merge --skip-done continues the grid")
     cfg = ap.parse_args(argv)
+    cfg.name = cfg.name or ("optimizers_small" if cfg.small else "optimizers")  # a CPU run never replaces the GPU table
     if cfg.skip_done and not cfg.merge:
         ap.error("--skip-done needs --merge (it continues the grid in results/<name>.json)")
     cfg.device = torch.device(cfg.device)

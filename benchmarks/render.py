@@ -25,27 +25,30 @@ work and give CPU ratios, not the issues' GPU bars.
 
 A session's device time counts from the machine's start (about a minute) to its return, and the
 machine goes back 30 s after a call. So a session is one prepared call of up to ~9.5 minutes and,
-issued at once, one follow-up of ~3. `benchmarks/gpu_session.sh SECONDS 'step' ...` runs steps in
-order to a deadline, each bounded by the time left, and installs the wheels carried in `.whl/`
-(pydantic, pydantic-core, annotated-types, typing-inspection, pytorch-optimizer, neuraloperator,
-tensorly, tensorly-torch, deepxde, scikit-optimize, pyaml: the GPU image lacks them; see
+for the NS rows, one follow-up on the warm machine. `bash benchmarks/gpu_plan.sh PART` holds each part's exact steps;
+it calls `benchmarks/gpu_session.sh SECONDS 'step' ...`, which runs steps in order to a deadline,
+each bounded by the time left, and installs the wheels carried in `.whl/` (pydantic,
+pydantic-core, annotated-types, typing-inspection, pytorch-optimizer, neuraloperator, tensorly,
+tensorly-torch, deepxde, scikit-optimize, pyaml: the GPU image lacks them; see
 `/work/.library/device/README.md`). Call `run` with `carry: [".whl"]`, copy the returned
 `results/*.json` into `benchmarks/results/` (merge rows by hand where two calls wrote the same
-file), then `python benchmarks/render.py`. Steps run as `python3 benchmarks/<script>.py ...`.
+file), then `python benchmarks/render.py`. Every benchmark writes its JSON after each row, case or
+part, so a step stopped by its time limit keeps what it finished.
 
-| session | steps (device minutes) | issue: bar |
+| session | `gpu_plan.sh` parts | issue: bar |
 |---|---|---|
-| done 2026-11-25 | `bench_burgers` (3.3), `bench_implicit` (1.1), `bench_datagen --parts darcy` (0.2), `--parts ns_accuracy` (1.4), `--parts ns_generate` (5.1), `bench_pinn --parts speed` (1.4) | 3, 7 met; 4: the NS floor is still to measure; 6: 7.5x, bar 10x |
-| 1 | `bench_fno_speed --compile` (~8); follow-up: `bench_precision` (~2) | 5: step <= 1/3 of neuralop's, peak memory no higher; bf16/TF32 accuracy equal to fp32's |
-| 2 | `bench_datagen --parts ns_step,burgers,ns_generate` (~6: NS time and its floor); follow-up: `bench_pinn --parts speed,time_to_target` (~3) | 4: floor beside NS; 6: step <= 1/10 of DeepXDE's (new row: compiled jet step as one CUDA graph), time to 1e-2 |
-| 3 | `bench_operators --rows darcy_fno --max-minutes 8.5` | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
-| 4 | `bench_datagen --parts ns_generate --root datasets` (~5.5); follow-up at once: `bench_operators --rows ns_fno2d_nu1e-3 --max-minutes 7` | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
-| 5 | as 4, with `ns_fno3d_nu1e-3` | 5: FNO-3D <= 0.0086 |
-| 6 | `bench_pinn --parts accuracy --problems burgers,allen_cahn,convection --jobs 9 --max-minutes 9` | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
-| 7 | `bench_pinn --parts accuracy --problems diffusion_reaction,poisson_lshape,wave --jobs 9 --max-minutes 9` | 6: the others, beside published figures |
-| 8 | `bench_operators --rows burgers_fno,burgers_deeponet,darcy_deeponet --max-minutes 3` | 5: Burgers <= 0.003; DeepONet beside FNO |
-| 9 | `sciml generate navier_stokes params.nu=1e-5 params.t_end=20 --max-minutes 6`; follow-up: `bench_operators --rows ns_fno2d_nu1e-5 --max-minutes 7` | 5: FNO-2D <= 0.1556 |
-| 10+ | `bench_optimizers --merge --skip-done --max-minutes 8.5` (repeat until no pair is left; results are written after every task x optimizer pair) | 8: full grid; best convection <= 1.94e-3 |
+| done 2026-11-25 | `bench_burgers` (3.3 min), `bench_implicit` (1.1), `bench_datagen --parts darcy` (0.2), `--parts ns_accuracy` (1.4), `--parts ns_generate` (5.1), `bench_pinn --parts speed` (1.4) | 3, 7 met; 4: the NS floor is still to measure; 6: 7.5x, bar 10x |
+| 1 | `1`: `bench_fno_speed --compile` (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher |
+| 2 | `2`: `bench_datagen --parts ns_step,burgers,ns_generate` (~6: NS time and its floor) | 4: the floor beside NS |
+| 3 | `3`: `bench_pinn --parts speed,time_to_target`, then `bench_precision` | 6: step <= 1/10 of DeepXDE's (new row: the compiled jet step as one CUDA graph), time to 1e-2; 5: bf16/TF32 accuracy equal to fp32's |
+| 4 | `4`: `bench_operators --rows darcy_fno --max-minutes 8` | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
+| 5 | `5`: NS generation into `datasets/` (~5.5); `5b` at once: `ns_fno2d_nu1e-3`, 6 minutes of training | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
+| 6 | `6`, `6b`: as 5, with `ns_fno3d_nu1e-3` | 5: FNO-3D <= 0.0086 |
+| 7 | `7`: PINN accuracy, burgers / allen_cahn / convection, 3 seeds, 9 runs at once | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
+| 8 | `8`: PINN accuracy, diffusion_reaction / poisson_lshape / wave | 6: the others, beside published figures |
+| 9 | `9`: `bench_operators --rows burgers_fno,burgers_deeponet,darcy_deeponet --max-minutes 2.5` | 5: Burgers <= 0.003; DeepONet beside FNO |
+| 10 | `10`: the nu = 1e-5 set (T = 20); `10b`: `ns_fno2d_nu1e-5`, 6 minutes of training | 5: FNO-2D <= 0.1556 |
+| 11+ | `11`: `bench_optimizers --merge --skip-done --max-minutes 8` (repeat, committing results between sessions, until no pair is left) | 8: full grid; best convection <= 1.94e-3 |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
 fit the command; a row that misses its bar records what a longer run reaches by resuming: rerun the

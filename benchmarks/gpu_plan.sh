@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU run plan of BENCHMARKS.md as commands: one device `run` per part, `carry: [".whl"]`.
+#
+#   bash benchmarks/gpu_plan.sh 5      # then, issued at once on the warm machine:
+#   bash benchmarks/gpu_plan.sh 5b
+#
+# A session has 15 device-minutes, about a minute of which goes to the machine's start. Parts 5b,
+# 6b and 10b need the dataset their first part left on that machine, so they must follow it
+# within 30 s (the machine goes back after that).
+set -u
+here=$(dirname "$0")
+s() { bash "$here/gpu_session.sh" "$@"; }
+case "${1:-}" in
+  1)   s 560 'python3 benchmarks/bench_fno_speed.py --compile' ;;
+  2)   s 560 'python3 benchmarks/bench_datagen.py --parts ns_step,burgers,ns_generate --max-minutes 7' ;;
+  3)   s 560 'python3 benchmarks/bench_pinn.py --parts speed,time_to_target' 'python3 benchmarks/bench_precision.py' ;;
+  4)   s 560 'python3 benchmarks/bench_operators.py --rows darcy_fno --max-minutes 8' ;;
+  5|6) s 360 'python3 benchmarks/bench_datagen.py --parts ns_generate --root datasets' ;;
+  5b)  s 470 'python3 benchmarks/bench_operators.py --rows ns_fno2d_nu1e-3 --max-minutes 6' ;;
+  6b)  s 470 'python3 benchmarks/bench_operators.py --rows ns_fno3d_nu1e-3 --max-minutes 6' ;;
+  7)   s 560 'python3 benchmarks/bench_pinn.py --parts accuracy --problems burgers,allen_cahn,convection --jobs 9 --max-minutes 8.5' ;;
+  8)   s 560 'python3 benchmarks/bench_pinn.py --parts accuracy --problems diffusion_reaction,poisson_lshape,wave --jobs 9 --max-minutes 8.5' ;;
+  9)   s 560 'python3 benchmarks/bench_operators.py --rows burgers_fno,burgers_deeponet,darcy_deeponet --max-minutes 2.5' ;;
+  10)  s 330 'python3 -m sciml.cli generate navier_stokes params.nu=1e-5 params.t_end=20 --max-minutes 5' ;;
+  10b) s 470 'python3 benchmarks/bench_operators.py --rows ns_fno2d_nu1e-5 --max-minutes 6' ;;
+  11)  s 560 'python3 benchmarks/bench_optimizers.py --merge --skip-done --max-minutes 8' ;;
+  *)   echo "usage: bash benchmarks/gpu_plan.sh {1,2,3,4,5,5b,6,6b,7,8,9,10,10b,11}" >&2; exit 2 ;;
+esac
