@@ -29,8 +29,8 @@ for the NS rows, one follow-up on the warm machine. `bash benchmarks/gpu_plan.sh
 it calls `benchmarks/gpu_session.sh SECONDS 'step' ...`, which runs steps in order to a deadline,
 each bounded by the time left, and installs the wheels carried in `.whl/` (pydantic,
 pydantic-core, annotated-types, typing-inspection, pytorch-optimizer, neuraloperator, tensorly,
-tensorly-torch, deepxde, scikit-optimize, pyaml: the GPU image lacks them; see
-`/work/.library/device/README.md`). Call `run` with `carry: [".whl"]`, copy the returned
+tensorly-torch, deepxde, scikit-optimize, pyaml: the GPU image lacks them; `bash
+benchmarks/fetch_wheels.sh` downloads them here). Call `run` with `carry: [".whl"]`, copy the returned
 `results/*.json` into `benchmarks/results/` (merge rows by hand where two calls wrote the same
 file), then `python benchmarks/render.py`. Every benchmark writes its JSON after each row, case or
 part, so a step stopped by its time limit keeps what it finished.
