@@ -66,7 +66,7 @@ class OptimizerSpec:
     def __call__(self, params, _name: str | None = None, **kwargs):
         cls = self.resolve()
         check_kwargs(repr(_name) if _name else cls.__name__, kwargs, self.valid_kwargs())
-        params = list(params)
+        params = [_listed(p) for p in params]  # read below, then passed on: no generator may be spent
         kw = {**self.defaults, **kwargs, **self.fixed}
         if (self.fused_on_cuda and "fused" not in kw and "foreach" not in kw and not kw.get("differentiable")
                 and _all_real_cuda(params)):  # torch's fused step refuses differentiable=True
@@ -89,20 +89,25 @@ def check_kwargs(what: str, kwargs: dict, valid: list[str]) -> None:
                              f"valid: {', '.join(valid)}")
 
 
+def _listed(p):
+    """A parameter, or a param group with its "params" (a tensor or any iterable) as a list."""
+    if not isinstance(p, dict):
+        return p
+    ps = p["params"]
+    return {**p, "params": [ps] if isinstance(ps, torch.Tensor) else list(ps)}
+
+
+def _param_tensors(params) -> list:
+    """The tensors of `params` as `_listed` leaves them."""
+    return [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+
+
 def _has_complex(params) -> bool:
-    for p in params:
-        if isinstance(p, dict):
-            ps = p["params"]
-            ps = [ps] if isinstance(ps, torch.Tensor) else ps
-            if any(t.is_complex() for t in ps):
-                return True
-        elif p.is_complex():
-            return True
-    return False
+    return any(t.is_complex() for t in _param_tensors(params))
 
 
 def _all_real_cuda(params) -> bool:
-    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    tensors = _param_tensors(params)
     return bool(tensors) and all(t.device.type == "cuda" and t.is_floating_point() for t in tensors)
 
 

@@ -70,6 +70,7 @@ def test_torch_adam_adamw_sgd_take_the_fused_step_on_cuda_only_when_the_config_l
         return SimpleNamespace(device=torch.device(device), is_floating_point=lambda: floating)
 
     assert _all_real_cuda([fake("cuda"), {"params": [fake("cuda")]}])
+    assert not _all_real_cuda([{"params": [fake("cuda"), fake("cpu")]}])
     assert not _all_real_cuda([fake("cuda"), fake("cpu")])  # mixed devices: torch's fused step refuses them
     assert not _all_real_cuda([fake("cuda", floating=False)])  # complex parameters
     assert not _all_real_cuda([])
@@ -77,3 +78,14 @@ def test_torch_adam_adamw_sgd_take_the_fused_step_on_cuda_only_when_the_config_l
     for name in ("adam", "adamw", "sgd"):
         assert not build_optimizer([w], name, lr=0.1).defaults.get("fused")  # CPU: torch's default path
     assert build_optimizer([w], "adam", lr=0.1, foreach=True).defaults["foreach"] is True
+
+
+def test_param_groups_given_as_generators_or_single_tensors_reach_the_optimizer_whole():
+    """The registry inspects the parameters (complex? all on CUDA?) before building: that must
+    not spend a generator or split a group that holds one tensor."""
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer([{"params": (p for p in model.parameters()), "lr": 0.1}], "adam", lr=1.0)
+    assert [len(g["params"]) for g in opt.param_groups] == [2]
+    w = torch.nn.Parameter(torch.zeros(4, 3, dtype=torch.complex64))
+    opt = build_optimizer([{"params": w}], "adabelief", lr=0.1)
+    assert opt.param_groups[0]["params"] == [w]
