@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import merge_rows, sync, time_call, write_result  # noqa: E402
+from benchmarks.common import sync, time_call, write_result  # noqa: E402
 from solvers.pde._spectral import etdrk4_coefficients, etdrk4_step  # noqa: E402
 from solvers.pde.burgers import burgers_step_size, solve_burgers  # noqa: E402
 from solvers.pde.darcy import DarcySolver, darcy_coefficient  # noqa: E402
@@ -250,7 +250,7 @@ def main(argv=None):
             print(f"{row['task']:>18} | {row['size']:>36} | {row['metric']:>32} | {row['value']:.4g} {row['unit']} "
                   f"| {row['target']} | {row['note']}", flush=True)
         return write_result(name, title=f"Data generation: reference PDE solvers ({mode})",
-                            rows=merge_rows(name, rows, key=lambda r: r["task"], device=device), device=device,
+                            rows=rows, merge_key=lambda r: r["task"], device=device,
                             notes="Darcy includes coefficient sampling and the HDF5 write; ns_generate is the recipe's "
                                   "own generation (CPU: extrapolated from timed steps); the accuracy row compares "
                                   "against FNO's own scheme.")
@@ -268,6 +268,7 @@ def main(argv=None):
         save(ns_estimate_rows(device, cfg["ns_step"][0], cfg["ns_step"][1], ms, ms_fft) if args.small
              else ns_generate_rows(device, args.root, args.max_minutes))
     print(f"wrote results/{name}.json")
+
 
 if __name__ == "__main__":
     main()

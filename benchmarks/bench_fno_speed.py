@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import cuda_graph, merge_rows, sync, time_call, write_result  # noqa: E402
+from benchmarks.common import cuda_graph, sync, time_call, write_result  # noqa: E402
 from sciml.models import FNO, count_parameters  # noqa: E402
 
 # name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
@@ -208,7 +208,7 @@ def main(argv=None):
         if not args.no_write:  # after every case: a command stopped by its time limit keeps the finished ones,
             # and --cases runs on the same device add up
             path = write_result(name, title="FNO step time: sciml vs neuraloperator 2.0", notes=notes, device=device,
-                                rows=merge_rows(name, rows, key=lambda r: (r["case"], r["s"]), device=device))
+                                rows=rows, merge_key=lambda r: (r["case"], r["s"]))
             print("wrote", path, flush=True)
     return rows
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import write_result  # noqa: E402
 
 # name: (config, overrides, resolutions to evaluate at, bar on rel. L2 or None, published FNO-paper value)
 ROWS = {
@@ -104,10 +105,9 @@ def main(argv=None):
             rows.append({"row": name, "error": f"{type(err).__name__}: {err}"[:300]})
             print(rows[-1], flush=True)
         if not args.no_write:  # after every row: a command stopped by its time limit keeps the finished rows
-            from benchmarks.common import merge_rows, write_result
+            print("wrote", write_result(out_name, title="Neural operators at paper scale", rows=rows, notes=notes,
+                                        merge_key=lambda r: r["row"]))  # a run of some rows keeps the others
 
-            merged = merge_rows(out_name, rows, key=lambda r: r["row"])  # a run of some rows keeps the others
-            print("wrote", write_result(out_name, title="Neural operators at paper scale", rows=merged, notes=notes))
 
 if __name__ == "__main__":
     main()

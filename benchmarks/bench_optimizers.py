@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS_DIR, device_name, merge_rows, same_device, write_result  # noqa: E402
+from benchmarks.common import RESULTS_DIR, previous_result, write_result  # noqa: E402
 from sciml.optim import OPTIMIZERS, build_optimizer, optimizer_spec  # noqa: E402
 
 LR_FACTORS = {"full": (1 / 3, 1.0, 3.0), "small": (1.0, 3.0)}
@@ -527,24 +527,18 @@ def main(argv=None) -> None:
     stopped = False
 
     def save(plots: bool) -> None:
-        out_rows, out_notes, out_skipped = rows, notes, skipped
-        if cfg.merge:  # replace only the (task, optimizer) rows rerun, and only rows from this machine
-            out_rows = merge_rows(cfg.name, rows, key=lambda r: (r["task"], r["optimizer"]), device=cfg.device)
-            if len(out_rows) > len(rows):  # rows were kept: keep their tasks' notes too
-                old = json.loads((RESULTS_DIR / f"{cfg.name}.json").read_text())
-                out_notes = {**old.get("tasks", {}), **notes}
-                out_skipped = {**old.get("skipped", {}), **skipped}
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        # --merge: replace only the (task, optimizer) rows rerun, and only rows from this machine
+        path = write_result(cfg.name, title="Optimizers x PDE tasks" + (" (reduced CPU scale)" if cfg.small else ""),
+                            rows=rows, device=cfg.device, merge_key=(lambda r: (r["task"], r["optimizer"])) if cfg.merge else None,
+                            notes=("Median/min/max/IQR of final rel. L2 over seeds per (task, optimizer, lr); no guard, "
+                                   "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
+                                   "L-BFGS / NysNewton-CG rows member by member."),
+                            extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
+                                   "scale": scale})
         if plots:
-            for tname in sorted({r["task"] for r in out_rows}):  # after the merge: plots show every row
-                plot_task(tname, out_rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
-        write_result(cfg.name, title="Optimizers x PDE tasks" + (" (reduced CPU scale)" if cfg.small else ""),
-                     rows=out_rows, device=cfg.device,
-                     notes=("Median/min/max/IQR of final rel. L2 over seeds per (task, optimizer, lr); no guard, "
-                            "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
-                            "L-BFGS / NysNewton-CG rows member by member."),
-                     extra={"tasks": out_notes, "skipped": out_skipped, "lr_factors": list(factors), "seeds": seeds,
-                            "scale": scale})
+            all_rows = json.loads(path.read_text())["rows"]  # after the merge: plots show every row
+            for tname in sorted({r["task"] for r in all_rows}):
+                plot_task(tname, all_rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
 
     for tname in cfg.tasks.split(","):
         if stopped:
@@ -590,14 +584,10 @@ def main(argv=None) -> None:
 
 def done_pairs(name: str, device, scale: str) -> set[tuple[str, str]]:
     """(task, optimizer) pairs in results/<name>.json measured on this device at this scale."""
-    path = RESULTS_DIR / f"{name}.json"
-    if not path.exists():
-        return set()
-    old = json.loads(path.read_text())
-    if old.get("scale") != scale or not same_device(old.get("device"), device_name(device)):
+    old = previous_result(name, device)
+    if old is None or old.get("scale") != scale:
         return set()
     return {(r["task"], r["optimizer"]) for r in old.get("rows", [])}
-
 
 if __name__ == "__main__":
     main()

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import cuda_graph, merge_rows, sync, write_result  # noqa: E402
+from benchmarks.common import cuda_graph, sync, write_result  # noqa: E402
 from sciml.utils import compile_jet_loss  # noqa: E402
 
 DDE_BURGERS = r"""
@@ -268,7 +268,7 @@ def main(argv=None):
                  f"configs/<problem>/pinn.yaml (--small: the CPU regression budgets, 1 seed), each run capped at "
                  f"--max-minutes, concurrent_runs at a time on one device.")
         write_result(name, title="PINN: speed vs DeepXDE and accuracy vs reference" + (" (CPU, --small)" if args.small else ""),
-                     rows=merge_rows(name, rows, key=lambda r: (r["benchmark"], r.get("library")), device=device),
+                     rows=rows, merge_key=lambda r: (r["benchmark"], r.get("library")),
                      notes=notes, device=device)
 
     def emit(row):

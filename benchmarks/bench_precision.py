@@ -63,5 +63,6 @@ def main(argv=None):
                                   + (" CPU smoke run on the tiny preset." if args.small else ""))
     print("wrote", path)
 
+
 if __name__ == "__main__":
     main()

@@ -68,31 +68,35 @@ def same_device(a, b) -> bool:
     return strip(a) == strip(b)
 
 
-def merge_rows(name: str, rows: list[dict[str, Any]], key: Callable[[dict], Any], device=None) -> list[dict[str, Any]]:
-    """`rows` plus the rows of the existing `results/<name>.json` whose key they do not replace.
-
-    For a benchmark run in parts (one device command each). Only rows measured on the same device
-    are kept, each stamped with the date and commit it was measured at.
-    """
+def previous_result(name: str, device=None) -> dict[str, Any] | None:
+    """The existing `results/<name>.json` if it was measured on this device, else None."""
     path = RESULTS_DIR / f"{name}.json"
     if not path.exists():
-        return rows
+        return None
     old = json.loads(path.read_text())
-    if not same_device(old.get("device"), device_name(device)):
-        return rows
-    here = provenance(device)
-    replaced = {key(r) for r in rows}
-    kept = [{**r, "measured": r.get("measured", f"{old['date']} {str(old['commit'])[:10]}")}
-            for r in old.get("rows", []) if key(r) not in replaced]
-    if not kept:
-        return rows
-    return kept + [{**r, "measured": f"{here['date']} {str(here['commit'])[:10]}"} for r in rows]
+    return old if same_device(old.get("device"), device_name(device)) else None
 
 
 def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: str = "",
-                 device=None, extra: dict[str, Any] | None = None) -> Path:
-    """Write `results/<name>.json` atomically (and a copy under $OUT when set)."""
-    payload = {"name": name, "title": title, **provenance(device), "rows": rows, "notes": notes, **(extra or {})}
+                 device=None, extra: dict[str, Any] | None = None,
+                 merge_key: Callable[[dict], Any] | None = None) -> Path:
+    """Write `results/<name>.json` atomically (and a copy under $OUT when set).
+
+    merge_key: for a benchmark run in parts (one device command each, or a write after every
+    row): rows of the existing file measured on this device whose key `rows` do not replace are
+    kept, each stamped with the date and commit it was measured at, and so are the entries of
+    its dict-valued extras that `extra` does not replace.
+    """
+    here = provenance(device)
+    old = previous_result(name, device) if merge_key is not None else None
+    if old is not None:
+        replaced = {merge_key(r) for r in rows}
+        kept = [{**r, "measured": r.get("measured", f"{old['date']} {str(old['commit'])[:10]}")}
+                for r in old.get("rows", []) if merge_key(r) not in replaced]
+        if kept:
+            rows = kept + [{**r, "measured": f"{here['date']} {str(here['commit'])[:10]}"} for r in rows]
+            extra = {k: ({**old.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in (extra or {}).items()}
+    payload = {"name": name, "title": title, **here, "rows": rows, "notes": notes, **(extra or {})}
     text = json.dumps(payload, indent=2, default=float)
     targets = [RESULTS_DIR / f"{name}.json"]
     if os.environ.get("OUT"):
