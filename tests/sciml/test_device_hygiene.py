@@ -35,6 +35,19 @@ def no_autocast_on_meta(monkeypatch):
     monkeypatch.setattr(torch, "autocast", lambda *args, **kwargs: contextlib.nullcontext())
 
 
+@pytest.mark.parametrize("last", [True, False])
+def test_dft_matrices_are_built_on_the_requested_device(last):
+    """Under torch.compile the builder is traced into the graph (the cache is bypassed there), so
+    it is checked itself: the operator test below may find the matrices already cached."""
+    from sciml.models.spectral import dft_matrices
+
+    with RecordCPUOps() as rec:
+        fwd, inv = dft_matrices.__wrapped__(85, 12, last, torch.device("meta"), torch.float32)
+    assert rec.cpu_ops == set()
+    assert fwd.device.type == inv.device.type == "meta"
+    assert fwd.shape == ((85, 24) if last else (24, 85))
+
+
 @pytest.mark.parametrize("name, options, shape", [
     ("fno", dict(modes=16, width=32), (4, 1, 256)),
     ("fno", dict(modes=8, width=16), (2, 1, 85, 85)),

@@ -159,29 +159,6 @@ def test_half_precision_input_keeps_dtype():
     assert (y16.float() - ref).abs().max() < 1e-2 * ref.abs().max(), "only the final cast to bfloat16 differs"
 
 
-@pytest.mark.parametrize("last", [True, False])
-def test_dft_matrices_are_built_on_the_requested_device(last):
-    """Under torch.compile the builder is traced into the graph: an op on the CPU there becomes a CPU
-    kernel and a host-to-device copy in every training step on a GPU. "meta" stands in for the GPU."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from sciml.models.spectral import dft_matrices
-
-    devices = set()
-
-    class RecordDevices(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            devices.update(t.device.type for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor))
-            return out
-
-    with RecordDevices():
-        fwd, inv = dft_matrices.__wrapped__(85, 12, last, torch.device("meta"), torch.float32)
-    assert devices == {"meta"}
-    assert fwd.device.type == inv.device.type == "meta"
-    assert fwd.shape == ((85, 24) if last else (24, 85))
-
-
 def test_compiled_layer_equals_eager():
     """The path `training.compile: true` takes: the DFT matrices are traced into the graph."""
     torch.manual_seed(0)
