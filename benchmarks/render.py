@@ -25,7 +25,7 @@ work and give CPU ratios, not the issues' GPU bars.
 
 A session's device time counts from the machine's start (about a minute) to its return, and the
 machine goes back 30 s after a call. So a session is one prepared call of up to ~9.5 minutes and,
-for the NS rows, one follow-up on the warm machine. `bash benchmarks/gpu_plan.sh PART` holds each part's exact steps;
+for the NS rows, one follow-up on the warm machine. `bash benchmarks/gpu_plan.sh PART` holds each part's exact steps (the table below only names them);
 it calls `benchmarks/gpu_session.sh SECONDS 'step' ...`, which runs steps in order to a deadline,
 each bounded by the time left, and installs the wheels carried in `.whl/` (pydantic,
 pydantic-core, annotated-types, typing-inspection, pytorch-optimizer, neuraloperator, tensorly,
@@ -38,17 +38,17 @@ part, so a step stopped by its time limit keeps what it finished.
 | session | `gpu_plan.sh` parts | issue: bar |
 |---|---|---|
 | done 2026-11-25 | `bench_burgers` (3.3 min), `bench_implicit` (1.1), `bench_datagen --parts darcy` (0.2), `--parts ns_accuracy` (1.4), `--parts ns_generate` (5.1), `bench_pinn --parts speed` (1.4) | 3, 7 met; 4: the NS floor is still to measure; 6: 7.5x, bar 10x |
-| 1 | `1`: `bench_fno_speed --compile` (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher |
-| 2 | `2`: `bench_datagen --parts ns_step,burgers,ns_generate` (~6: NS time and its floor) | 4: the floor beside NS |
-| 3 | `3`: `bench_pinn --parts speed,time_to_target`, then `bench_precision` | 6: step <= 1/10 of DeepXDE's (new row: the compiled jet step as one CUDA graph), time to 1e-2; 5: bf16/TF32 accuracy equal to fp32's |
-| 4 | `4`: `bench_operators --rows darcy_fno --max-minutes 8` | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
+| 1 | `1`: FNO step times against neuralop, compiled too (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher |
+| 2 | `2`: NS step and Burgers timings, NS generation and its floor (~6) | 4: the floor beside NS |
+| 3 | `3`: PINN speed and time to target, then the precision policies | 6: step <= 1/10 of DeepXDE's (new row: the compiled jet step as one CUDA graph), time to 1e-2; 5: bf16/TF32 accuracy equal to fp32's |
+| 4 | `4`: the Darcy FNO row | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
 | 5 | `5`: NS generation into `datasets/` (~5.5); `5b` at once: `ns_fno2d_nu1e-3`, 6 minutes of training | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
 | 6 | `6`, `6b`: as 5, with `ns_fno3d_nu1e-3` | 5: FNO-3D <= 0.0086 |
 | 7 | `7`: PINN accuracy, burgers / allen_cahn / convection, 3 seeds, 9 runs at once | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
 | 8 | `8`: PINN accuracy, diffusion_reaction / poisson_lshape / wave | 6: the others, beside published figures |
-| 9 | `9`: `bench_operators --rows burgers_fno,burgers_deeponet,darcy_deeponet --max-minutes 2.5` | 5: Burgers <= 0.003; DeepONet beside FNO |
+| 9 | `9`: the Burgers FNO, Burgers DeepONet and Darcy DeepONet rows | 5: Burgers <= 0.003; DeepONet beside FNO |
 | 10 | `10`: the nu = 1e-5 set (T = 20); `10b`: `ns_fno2d_nu1e-5`, 6 minutes of training | 5: FNO-2D <= 0.1556 |
-| 11+ | `11`: `bench_optimizers --merge --skip-done --max-minutes 8` (repeat, committing results between sessions, until no pair is left) | 8: full grid; best convection <= 1.94e-3 |
+| 11+ | `11`: the optimizer grid in parts (repeat, committing results between sessions, until no pair is left) | 8: full grid; best convection <= 1.94e-3 |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
 fit the command; a row that misses its bar records what a longer run reaches by resuming: rerun the
