@@ -259,8 +259,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
 
     def log_guard_events(guard, phase, judge_pending=True):
         for ev in guard.pop_events(judge_pending):
-            details = {k: v for k, v in ev.items() if isinstance(v, (int, float, str))}
-            log({"kind": "guard", "phase": phase, **details})  # the operator trainer's shape, phase for epoch
+            log({"kind": "guard", "phase": phase, **ev})  # the operator trainer's shape, phase for epoch
 
     metric_lines = len(run.read_metrics()) if run is not None else 0
     total_steps = 0

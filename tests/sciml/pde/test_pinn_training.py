@@ -182,6 +182,9 @@ def test_a_guard_that_gives_up_saves_the_last_good_state_and_says_how_to_resume(
     assert state["phase"] == 0 and state["step"] == 33  # three spikes: 31, 32, 33
     events = [(r["step"], r["event"]) for r in run.read_metrics() if r.get("kind") == "guard"]
     assert events[-1] == (33, "gave_up") and [e for _, e in events].count("spike") == 3
+    gave_up = [r for r in run.read_metrics() if r.get("event") == "gave_up"][0]
+    # every detail the guard reports is logged; snapshots every 5 healthy steps from step 1: the last at 26
+    assert gave_up["to_step"] == 26 and gave_up["phase"] == 0
 
     monkeypatch.undo()  # the objective is healthy again: the run finishes from its checkpoint
     run_pinn(cfg, run_dir=run.path, resume=True)
