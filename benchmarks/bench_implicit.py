@@ -160,8 +160,8 @@ def main() -> None:
         sizes = [(1024, 64, 20000, ("analytic",)), (1024, 16, 20000, ("analytic",)),
                  (256, 64, 20000, ("analytic", "loop")), (64, 16, 20000, ("fwd", "loop", "analytic"))]
         repeat = 3
-    write(fp)
-    path = write(fp + lm_rows(device, sizes, repeat=repeat, on_row=lambda lm: write(fp + lm)))
+    path = write(fp)
+    lm_rows(device, sizes, repeat=repeat, on_row=lambda lm: write(fp + lm))  # writes after every row itself
     print(f"wrote {path}")
 
 
