@@ -128,6 +128,19 @@ def build_optimizer(params, name: str, **kwargs) -> torch.optim.Optimizer:
     return obj(params, **kwargs)
 
 
+_HOW_TO_STEP = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this optimizer's own choice of step
+    implementation (fused, foreach, capturable): a checkpoint carries the flags of the run that
+    wrote it, and torch would adopt them (an eager CPU run's checkpoint would turn a resumed
+    fused CUDA run into a multi-kernel one)."""
+    groups = [{**saved, **{k: own[k] for k in _HOW_TO_STEP if k in own}}
+              for saved, own in zip(state["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
+
+
 def optimizer_spec(name: str) -> OptimizerSpec | None:
     """The registered spec of `name` (None for a ``module:Class`` user optimizer)."""
     obj = OPTIMIZERS.get(name)

@@ -210,7 +210,7 @@ def _lr_schedule(opt, base_lrs, ph: PhaseConfig, step: int):
 def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
     """Train a PINN for ``problem``; see the module docstring. ``run``: a `RunDir` for logs and checkpoints."""
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
-    from sciml.optim import build_optimizer, closure_kind
+    from sciml.optim import build_optimizer, closure_kind, load_optimizer_state
     from sciml.optim.guard import Guard, GuardError
     from sciml.utils import compile_jet_loss, resolve_device
 
@@ -283,9 +283,9 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         first = start_step + 1 if i == start_phase else 1
         if guard is not None:
             guard.step_count = first - 1  # its events then carry the phase's step numbers
+        base_lrs = [float(g["lr"]) for g in opt.param_groups]  # the config's: a checkpoint holds decayed ones
         if i == start_phase and opt_state is not None:
-            opt.load_state_dict(opt_state)
-        base_lrs = [g["lr"] for g in opt.param_groups]
+            load_optimizer_state(opt, opt_state)
         t_phase = time.perf_counter()
         loss = torch.tensor(float("nan"))
         step = first - 1

@@ -18,6 +18,7 @@ import torch
 
 from sciml.config import ConfigError, dump
 from sciml.data.loading import Normalizer, Split, load_splits, load_test
+from sciml.optim import load_optimizer_state
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.losses import LOSSES, relative_l2_per_sample
 from sciml.train.run import RunDir
@@ -139,7 +140,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.best = state["epoch"], state["best"]
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.guard.load_state_dict(state["guard"])
         torch.set_rng_state(state["rng"])

@@ -111,6 +111,17 @@ def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes_the_run(tmp_pat
     assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]
 
 
+def test_a_resumed_run_decays_the_learning_rate_from_the_config_not_twice(tmp_path):
+    # the checkpoint holds the decayed lr; taking it as the base decayed it again on resume
+    from sciml.config import validate
+    cfg = {**TINY, "phases": [{**TINY["phases"][0], "steps": 12, "decay_every": 4, "decay_rate": 0.5}]}
+    full = run_pinn(cfg, run_dir=RunDir.create(tmp_path, "a").path)
+    run = RunDir.create(tmp_path, "b")
+    fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**cfg, "max_minutes": 1e-9}), run=run)
+    resumed = fit(get_problem("diffusion_reaction"), validate(PINNConfig, cfg), run=run, resume=True)
+    assert resumed.metrics["rel_l2"] == pytest.approx(full["rel_l2"], rel=1e-10)
+
+
 def _scale_loss_terms(monkeypatch, from_call, factor=1e3, lasting=10**9):
     """Multiply the PINN loss terms by `factor` for `lasting` loss evaluations from the
     `from_call`-th on: a NaN step, or new collocation points exposing a residual the net never saw."""
