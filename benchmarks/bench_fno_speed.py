@@ -75,7 +75,7 @@ def make_step(model, x, y, *, device, fused, graph=False, autocast=None):
         loss.backward()
         opt.step()
 
-    return cuda_graph(step) if graph else step
+    return cuda_graph(step, device) if graph else step
 
 
 def peak_mb(fn, device) -> float | None:

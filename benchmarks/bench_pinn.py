@@ -7,11 +7,13 @@
 Speed (issue 6, point 8): DeepXDE 1.15's Burgers example (`examples/pinn_forward/Burgers.py`:
 3 x 20 tanh, Glorot normal, 2540 domain + 80 boundary + 160 initial points, soft BC/IC, Adam
 1e-3) against sciml with the same net, points and optimizer, time per Adam step (eager reverse and
-jet modes; on GPU also the jet step under torch.compile, replayed as one CUDA graph, and both). DeepXDE
+jet modes; on GPU also the jet step under torch.compile, replayed as one CUDA graph, and both), and
+the trainer `fit` itself per step (on GPU also with ``cuda_graph: true``, and with compile). DeepXDE
 runs in a subprocess (``DDE_BACKEND=pytorch``, a private HOME so ``~/.deepxde`` is untouched, its
 default-device change confined to that process), interleaved with ours so both see the same
 machine load. Wall time to rel. L2 1e-2 on Burgers (part time_to_target): DeepXDE's recipe (Adam,
-checked every 500 steps, then L-BFGS) against ``configs/burgers/pinn.yaml``.
+checked every 500 steps, then L-BFGS) against ``configs/burgers/pinn.yaml`` (on GPU also with
+``cuda_graph: true``, and with compile).
 
 Accuracy (point 7): ``configs/<problem>/pinn.yaml`` per seed (--small: the CPU regression
 budgets), each run capped at --max-minutes (default 10) and run --jobs at a time in separate
@@ -114,12 +116,14 @@ def deepxde_time_to_target(target: float, max_adam: int, gpu: bool) -> dict:
     return _run_deepxde(DDE_TARGET_SCRIPT, [target, max_adam, 500, ref], gpu, timeout=3600)
 
 
-def sciml_time_to_target(target: float, device: str) -> dict:
-    """Wall time of configs/burgers/pinn.yaml until rel. L2 <= target (evaluated every 100 steps)."""
+def sciml_time_to_target(target: float, device: str, **overrides) -> dict:
+    """Wall time of configs/burgers/pinn.yaml (with `overrides`, e.g. cuda_graph=True) until
+    rel. L2 <= target (evaluated every 100 steps), through the trainer as a user runs it."""
     from sciml.config import load_yaml, validate
     from sciml.train.pinn import PINNConfig, fit, load_problem
 
-    cfg = validate(PINNConfig, {**load_yaml("configs/burgers/pinn.yaml"), "device": device, "eval_every": 100, "log_every": 100})
+    cfg = validate(PINNConfig, {**load_yaml("configs/burgers/pinn.yaml"), "device": device, "eval_every": 100,
+                                "log_every": 100, **overrides})
     hit = {}
 
     def watch(rec):
@@ -136,6 +140,22 @@ def sciml_time_to_target(target: float, device: str) -> dict:
 
 class _Reached(Exception):
     pass
+
+
+def sciml_trainer_ms_per_step(n_steps: int, device: torch.device, mode: str, **overrides) -> float:
+    """Per-step time of `fit` itself, the trainer a user runs, on the setup of `sciml_ms_per_step`
+    (soft constraints, Sobol points, Adam), guard and logging included. Timed over the second half
+    of the steps, so warm-up, capture and compilation are left out."""
+    from sciml.pde import get_problem
+    from sciml.train.pinn import fit
+
+    half = n_steps // 2
+    cfg = {"problem": "burgers", "device": str(device), "dtype": "float32", "derivatives": mode, "constraints": "soft",
+           "points": {"method": "sobol"}, "eval_every": 0, "log_every": half, "checkpoint_every": 0,
+           "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 2 * half}], **overrides}
+    seconds = []
+    fit(get_problem("burgers"), cfg, progress=lambda rec: seconds.append(rec["seconds"]))
+    return (seconds[-1] - seconds[-2]) / half * 1e3
 
 
 def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, *, compile_step: bool = False,
@@ -159,7 +179,7 @@ def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, 
         opt.step()
 
     if graph:
-        step = cuda_graph(step)
+        step = cuda_graph(step, device)
     for _ in range(warm):
         step()
     sync(device)
@@ -298,9 +318,17 @@ def main(argv=None):
             # replay is bound by kernel count (~240 small kernels in the eager jet step); Inductor fuses them
             variants.append(("sciml (jet + torch.compile, whole step as one CUDA graph)", "jet",
                              dict(compile_step=True, graph=True)))
-        for label, mode, kw in variants:
+        # the trainer itself (`fit`): what `sciml train` costs per step, guard and logging included
+        trainer = [("sciml trainer (jet)", "jet", dict(trainer=True))]
+        if gpu:
+            trainer += [("sciml trainer (jet, cuda_graph: true)", "jet", dict(trainer=True, cuda_graph=True)),
+                        ("sciml trainer (jet, compile + cuda_graph)", "jet", dict(trainer=True, cuda_graph=True, compile=True))]
+        for label, mode, kw in variants + trainer:
             try:
-                v = sciml_ms_per_step(n_steps, warm, device, mode, **kw)
+                if kw.pop("trainer", False):
+                    v = sciml_trainer_ms_per_step(n_steps, device, mode, **kw)
+                else:
+                    v = sciml_ms_per_step(n_steps, warm, device, mode, **kw)
                 emit({"benchmark": bench, "library": label, "ms_per_step": v, "ms_runs": [round(v, 3)],
                       "speedup_vs_deepxde": dde_ms / v})
             except Exception as err:  # noqa: BLE001 - record why a lever failed, keep the other rows
@@ -308,11 +336,20 @@ def main(argv=None):
         save()
 
     if "time_to_target" in parts:
-        ours_t = sciml_time_to_target(args.target, str(device))
-        dde_t = deepxde_time_to_target(args.target, 15000, gpu)
-        for lib, r in (("DeepXDE 1.15 (pytorch), its Burgers recipe", dde_t), ("sciml, configs/burgers/pinn.yaml", ours_t)):
-            emit({"benchmark": f"Burgers wall time to rel. L2 <= {args.target:g}", "library": lib, **r})
+        bench = f"Burgers wall time to rel. L2 <= {args.target:g}"
+        emit({"benchmark": bench, "library": "DeepXDE 1.15 (pytorch), its Burgers recipe",
+              **deepxde_time_to_target(args.target, 15000, gpu)})
         save()
+        variants = [("sciml, configs/burgers/pinn.yaml", {})]
+        if gpu:  # the trainer's graph mode: what a user gets from `cuda_graph: true`
+            variants += [("sciml, configs/burgers/pinn.yaml + cuda_graph", {"cuda_graph": True}),
+                         ("sciml, configs/burgers/pinn.yaml + compile + cuda_graph", {"cuda_graph": True, "compile": True})]
+        for lib, overrides in variants:
+            try:
+                emit({"benchmark": bench, "library": lib, **sciml_time_to_target(args.target, str(device), **overrides)})
+            except Exception as err:  # noqa: BLE001 - record why a variant failed, keep the other rows
+                emit({"benchmark": bench, "library": lib, "error": f"{type(err).__name__}: {err}"[:300]})
+            save()
 
     if "accuracy" in parts:
         seeds = list(range(args.seeds or (1 if args.small else 3)))

@@ -109,20 +109,14 @@ def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: st
     return targets[0]
 
 
-def cuda_graph(step: Callable[[], Any], warmup: int = 3) -> Callable[[], None]:
-    """Capture a zero-argument training step in a CUDA graph; returns its replay.
+def cuda_graph(step: Callable[[], Any], device, warmup: int = 3) -> Callable[[], Any]:
+    """`step` captured as one CUDA graph by the trainers' own `CapturedStep`, already warmed up
+    and captured, so that every timed call is a replay. `step` zeroes the gradients
+    (set_to_none), runs forward and backward and steps an optimizer built with
+    ``capturable=True``."""
+    from sciml.train.graphs import CapturedStep
 
-    `step` must zero the gradients (set_to_none), run forward and backward, and step an optimizer
-    built with ``capturable=True``: gradients and optimizer state then live in the graph's pool.
-    Warm-up runs on a side stream, as capture requires.
-    """
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
+    captured = CapturedStep(step, device, warmup=warmup)
+    while not captured.captured:
+        captured()
+    return captured

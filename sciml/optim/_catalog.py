@@ -12,9 +12,9 @@ def _add(name: str, spec: OptimizerSpec, description: str, source: str) -> None:
 
 
 # torch.optim: reference quality and complex-aware (except L-BFGS's flat-vector algebra).
-_add("adam", OptimizerSpec(torch.optim.Adam, complex_native=True, fused_on_cuda=True),
+_add("adam", OptimizerSpec(torch.optim.Adam, complex_native=True, fused_on_cuda=True, graph_safe=True),
      "Adam (torch.optim)", "Kingma & Ba 2015, arXiv:1412.6980")
-_add("adamw", OptimizerSpec(torch.optim.AdamW, complex_native=True, fused_on_cuda=True),
+_add("adamw", OptimizerSpec(torch.optim.AdamW, complex_native=True, fused_on_cuda=True, graph_safe=True),
      "AdamW, decoupled weight decay (torch.optim)", "Loshchilov & Hutter 2019, arXiv:1711.05101")
 _add("radam", OptimizerSpec(torch.optim.RAdam, complex_native=True),
      "Rectified Adam (torch.optim)", "Liu et al. 2020, arXiv:1908.03265")

@@ -38,6 +38,9 @@ class OptimizerSpec:
     fused_on_cuda: pass ``fused=True`` when every parameter is a real floating CUDA tensor and
         the config chose neither ``fused`` nor ``foreach`` (torch's one-kernel step; its default
         there is the multi-kernel foreach path).
+    graph_safe: the fused step, with ``capturable=True`` on CUDA and a tensor lr, keeps all its
+        state on device, so a training step can be captured in a CUDA graph
+        (`sciml.train.graphs`).
     """
 
     target: Any
@@ -47,6 +50,7 @@ class OptimizerSpec:
     complex_native: bool = False
     needs_closure: bool = False
     fused_on_cuda: bool = False
+    graph_safe: bool = False
 
     def resolve(self) -> type:
         if isinstance(self.target, str):
@@ -135,7 +139,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """``optimizer.load_state_dict(state)``, keeping this optimizer's own choice of step
     implementation (fused, foreach, capturable): a checkpoint carries the flags of the run that
     wrote it, and torch would adopt them (an eager CPU run's checkpoint would turn a resumed
-    fused CUDA run into a multi-kernel one)."""
+    CUDA-graph run's fused, capturable step into one that reads the host)."""
     groups = [{**saved, **{k: own[k] for k in _HOW_TO_STEP if k in own}}
               for saved, own in zip(state["param_groups"], optimizer.param_groups)]
     optimizer.load_state_dict({**state, "param_groups": groups})

@@ -36,7 +36,9 @@ of three scalars (loss, norm, clip threshold), which decides the skip exactly. W
 (``nan_to_num`` then ×0), so parameters stay finite but the optimizer still takes a step with
 g = 0 (momentum keeps moving the weights and Adam's moments decay); the buffered losses are
 inspected every k steps, so a spike is acted upon (rollback) up to k−1 steps late and its
-update is not skipped. Trade-off: exact skipping vs one sync per step.
+update is not skipped. Trade-off: exact skipping vs one sync per step. Polled mode is also what
+a CUDA-graph trainer captures: `update_on_device` is the device part of a step (captured with the
+forward and backward), `record_step` the host part, run after each replay.
 
 Snapshots are not part of ``state_dict`` (they would double a checkpoint); after a resume the
 first healthy step takes a new one.
@@ -53,6 +55,16 @@ import torch
 from ._base import check_range
 
 _CLIP_MODES = ("zclip", "norm", None)
+
+
+def _scale_lr(group: dict, factor: float, undo: bool = False) -> None:
+    """lr ← lr·factor (or lr/factor to undo); a tensor lr (CUDA-graph training) in place, so that
+    a captured step sees it."""
+    lr = group["lr"]
+    if isinstance(lr, torch.Tensor):
+        lr.div_(factor) if undo else lr.mul_(factor)
+    else:
+        group["lr"] = lr / factor if undo else lr * factor
 
 
 class GuardError(RuntimeError):
@@ -127,44 +139,59 @@ class Guard:
         """Check, clip and (unless skipped) call ``optimizer.step(closure)``; returns its value."""
         if not self.enabled:
             return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
-        self.step_count += 1
         if closure is not None:
+            self.step_count += 1
             return self._closure_step(loss, closure)
         if loss is None:
             raise ValueError("guard.step(loss) needs the loss of this step (or a closure for L-BFGS-type optimizers)")
-        loss_t = torch.as_tensor(loss).detach().reshape(()).to(torch.float64)
-        grads = self._grads()
-        norm = self._grad_norm(grads, loss_t.device)
-        finite = torch.isfinite(loss_t) & torch.isfinite(norm)
-        coef, thr = self._clip_coef(norm, finite)
-        record = torch.stack([loss_t, norm.to(loss_t.device, torch.float64), thr.to(loss_t.device, torch.float64),
-                              finite.to(loss_t.device, torch.float64)])
-        if self.check_every == 1:
-            lval, nval, tval, fval = record.tolist()  # the one host sync of this step
-            if not fval:
-                self._skip_nonfinite(self.step_count, lval, nval)
-                return loss
-            if self._is_spike(lval):
-                self._spike(self.step_count, lval)
-                return loss
-            if coef is not None:
-                self._scale(grads, coef)
-                if nval > tval:
-                    self._emit(self.step_count, "clip", grad_norm=nval, threshold=tval)
-                    self.counts["clip"] += 1
-            self._scaled_step(None)
-            self._healthy(lval)
+        if self.check_every > 1:
+            self.record_step(self.update_on_device(loss))
             return loss
-        # polled mode: no sync; sanitise on device and judge later
+        self.step_count += 1
+        grads, finite, coef, record = self._measure(loss)
+        lval, nval, tval, fval = record.tolist()  # the one host sync of this step
+        if not fval:
+            self._skip_nonfinite(self.step_count, lval, nval)
+            return loss
+        if self._is_spike(lval):
+            self._spike(self.step_count, lval)
+            return loss
+        if coef is not None:
+            self._scale(grads, coef)
+            if nval > tval:
+                self._emit(self.step_count, "clip", grad_norm=nval, threshold=tval)
+                self.counts["clip"] += 1
+        self._scaled_step(None)
+        self._healthy(lval)
+        return loss
+
+    def update_on_device(self, loss: torch.Tensor) -> torch.Tensor:
+        """Polled mode's step, on device only: sanitise, clip, ``optimizer.step``; returns the step's
+        record (loss, grad norm, clip threshold, finite) for `record_step`, which judges it later.
+
+        Once `capturable` holds, this changes no host state, so a trainer may capture it (with the
+        forward and backward) in a CUDA graph and call ``record_step(record.clone())`` per replay.
+        """
+        grads, finite, coef, record = self._measure(loss)
         for g in grads:
             g.nan_to_num_(0.0, 0.0, 0.0)
-        mult = finite.to(norm.dtype) if coef is None else torch.where(finite, coef, torch.zeros_like(coef))
+        mult = finite.to(record.dtype) if coef is None else torch.where(finite, coef, torch.zeros_like(coef))
         self._scale(grads, mult)
         self._scaled_step(None)
+        return record
+
+    def record_step(self, record: torch.Tensor) -> None:
+        """Count a step `update_on_device` took and buffer its record; polls every `check_every` steps."""
+        self.step_count += 1
         self._pending.append((self.step_count, record))
         if self.step_count % self.check_every == 0:
             self.poll()
-        return loss
+
+    @property
+    def capturable(self) -> bool:
+        """Whether `update_on_device` may be captured in a CUDA graph now: polled mode (no host
+        sync per step) with ZClip's warm-up over (the warm-up collects norms in a host list)."""
+        return self.enabled and self.check_every > 1 and (self.clip != "zclip" or self._clip_mean is not None)
 
     def poll(self) -> None:
         """Judge buffered steps (polled mode): events, spike counting, rollback."""
@@ -252,6 +279,17 @@ class Guard:
             norms = [n.to(torch.float64) for n in norms]
         return torch.linalg.vector_norm(torch.stack(norms).to(torch.float64))
 
+    def _measure(self, loss):
+        """(grads, finite, clip coefficient or None, record [loss, norm, threshold, finite] in float64)."""
+        loss_t = torch.as_tensor(loss).detach().reshape(()).to(torch.float64)
+        grads = self._grads()
+        norm = self._grad_norm(grads, loss_t.device)
+        finite = torch.isfinite(loss_t) & torch.isfinite(norm)
+        coef, thr = self._clip_coef(norm, finite)
+        record = torch.stack([loss_t, norm.to(loss_t.device, torch.float64), thr.to(loss_t.device, torch.float64),
+                              finite.to(loss_t.device, torch.float64)])
+        return grads, finite, coef, record
+
     def _clip_coef(self, norm: torch.Tensor, finite: torch.Tensor):
         """(coefficient or None, threshold); updates ZClip statistics on device."""
         inf = torch.full_like(norm, math.inf)
@@ -275,21 +313,22 @@ class Guard:
         # a non-finite step leaves them unchanged
         new_mean = a * self._clip_mean + (1 - a) * clipped
         new_var = a * self._clip_var + (1 - a) * (clipped - new_mean) ** 2
-        self._clip_mean = torch.where(finite, new_mean, self._clip_mean)
-        self._clip_var = torch.where(finite, new_var, self._clip_var)
+        # in place: a captured step must write the tensors the next replay reads
+        self._clip_mean.copy_(torch.where(finite, new_mean, self._clip_mean))
+        self._clip_var.copy_(torch.where(finite, new_var, self._clip_var))
         return torch.clamp(thr / (norm + 1e-12), max=1.0), thr
 
     def _scaled_step(self, closure):
-        groups = self.optimizer.param_groups
-        if self.lr_scale != 1.0:
+        groups, scale = self.optimizer.param_groups, self.lr_scale
+        if scale != 1.0:
             for g in groups:
-                g["lr"] = g["lr"] * self.lr_scale
+                _scale_lr(g, scale)
         try:
             return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
         finally:
-            if self.lr_scale != 1.0:
+            if scale != 1.0:
                 for g in groups:
-                    g["lr"] = g["lr"] / self.lr_scale
+                    _scale_lr(g, scale, undo=True)
 
     def _is_spike(self, lval: float) -> bool:
         if self.log_loss_ema is None or self.healthy_steps < self.spike_warmup or lval <= 0:

@@ -11,7 +11,10 @@ From the CLI: ``sciml train configs/burgers/pinn.yaml`` calls `run_pinn` (``task
 Each step: (optionally) redraw or RAD-resample the interior points, evaluate the loss terms
 (`sciml.pde.losses.loss_terms`; causal weights on the residual for time-dependent problems),
 update adaptive loss weights every few steps, and step the phase's optimizer (closure for L-BFGS),
-under `sciml.optim.guard.Guard` (on by default, see `PINN_GUARD`). Phases use the ``sciml.optim.phases`` format
+under `sciml.optim.guard.Guard` (on by default, see `PINN_GUARD`). With ``cuda_graph: true`` a
+first-order step is captured once and replayed (`sciml.train.graphs.CapturedStep`); resampling
+copies the new points into the captured ones, and a rollback, new loss weights or a new number of
+points trigger a fresh capture. Phases use the ``sciml.optim.phases`` format
 (``{optimizer: {name, ...}, steps, dtype, guard}``) but run in this loop, which also resamples,
 evaluates and checkpoints mid-phase so that ``--resume`` continues exactly where a run stopped.
 """
@@ -28,6 +31,7 @@ import torch
 from pydantic import Field
 
 from sciml.config import ConfigError, StrictModel, dump, validate
+from sciml.train.graphs import CapturedStep, graph_optimizer_kwargs, lrs_as_tensors, set_lr
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
                               sample_collocation)
 from sciml.pde.nets import MLP
@@ -122,6 +126,9 @@ class PINNConfig(StrictModel):
     keep_soft: list[str] = []
     derivatives: Literal["reverse", "forward", "jet"] = "reverse"
     compile: bool = False  # torch.compile the loss of first-order steps (derivatives: jet only; for GPU)
+    # first-order steps (forward, backward, guard, optimizer) captured as one CUDA graph and replayed;
+    # adam/adamw phases, the guard polled; off CUDA the same step runs eagerly (`sciml.train.graphs`)
+    cuda_graph: bool = False
     net: NetConfig = NetConfig()
     points: PointsConfig = PointsConfig()
     loss: LossConfig = LossConfig()
@@ -204,7 +211,7 @@ def _lr_schedule(opt, base_lrs, ph: PhaseConfig, step: int):
     if ph.decay_every:
         f = ph.decay_rate ** (step / ph.decay_every)
         for g, lr in zip(opt.param_groups, base_lrs):
-            g["lr"] = lr * f
+            set_lr(g, lr * f)
 
 
 def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
@@ -276,26 +283,58 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         if "name" not in opt_kw:
             raise ConfigError(f"phases[{i}].optimizer needs a name (e.g. adam, lbfgs)")
         name = opt_kw.pop("name")
-        opt = build_optimizer(model.parameters(), name, **opt_kw)
         kind = closure_kind(name)  # "none" | "backward" (L-BFGS) | "loss" (NysNewton-CG differentiates itself)
         needs_closure = kind != "none"
+        graphed = cfg.cuda_graph and not needs_closure  # closure methods (L-BFGS, Newton-CG) run eagerly
+        if graphed:
+            try:
+                opt_kw.update(graph_optimizer_kwargs(name, device))
+            except ValueError as err:
+                raise ConfigError(f"phases[{i}]: {err}") from None
+        opt = build_optimizer(model.parameters(), name, **opt_kw)
         guard = None if ph.guard is None else Guard(model, opt, **{**PINN_GUARD, **ph.guard})
+        if graphed and guard is not None and guard.check_every == 1:
+            raise ConfigError(f"phases[{i}]: cuda_graph needs the guard's polled mode (a host check every step cannot "
+                              "be captured): set guard.check_every > 1 (the PINN default is 10) or guard: null")
         first = start_step + 1 if i == start_phase else 1
         if guard is not None:
             guard.step_count = first - 1  # its events then carry the phase's step numbers
         base_lrs = [float(g["lr"]) for g in opt.param_groups]  # the config's: a checkpoint holds decayed ones
         if i == start_phase and opt_state is not None:
             load_optimizer_state(opt, opt_state)
+        lrs_as_tensors(opt, graphed)  # also undoes a resumed graph run's tensor lrs for an eager one
+        captured, seen_rollbacks = None, 0
+        if graphed:
+            def graph_step():
+                opt.zero_grad(set_to_none=True)
+                terms = compiled_terms(points)
+                loss = weights.total(terms, cond_weights)
+                loss.backward()
+                if guard is None:
+                    opt.step()
+                return loss.detach(), {k: v.detach() for k, v in terms.items()}, guard and guard.update_on_device(loss)
+
+            captured = CapturedStep(graph_step, device)
         t_phase = time.perf_counter()
         loss = torch.tensor(float("nan"))
         step = first - 1
         try:
             for step in range(first, ph.steps + 1):
                 if not needs_closure and cfg.points.resample_every and step % cfg.points.resample_every == 0:
-                    points = _resample(problem, model, cfg, points, step, covered, cur_dtype, device)
+                    fresh = _resample(problem, model, cfg, points, step, covered, cur_dtype, device)
+                    if captured is not None and fresh.interior.shape == points.interior.shape:
+                        with torch.no_grad():
+                            points.interior.copy_(fresh.interior)  # where the captured step reads them
+                    else:
+                        points = fresh
+                        if captured is not None:
+                            captured.invalidate()
                     cpu_points.interior = points.interior.detach().cpu()
                     if guard is not None:  # new points, new loss level: not a spike
                         guard.rebase()
+                if captured is not None and guard is not None and guard.rollbacks != seen_rollbacks:
+                    seen_rollbacks = guard.rollbacks  # the rollback loaded new optimizer state and lr scale
+                    captured.invalidate()
                 _lr_schedule(opt, base_lrs, ph, step)
 
                 def closure():
@@ -308,14 +347,23 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     closure.terms = terms
                     return total
 
+                adapt_weights = weights.method != "fixed" and step % weights.every == 0
                 if needs_closure:
                     loss = guard.step(None, closure=closure) if guard else opt.step(closure)
+                elif captured is not None and not adapt_weights:
+                    # eager until the guard's ZClip warm-up is over (it keeps host state)
+                    loss, closure.terms, record = captured() if guard is None or guard.capturable else graph_step()
+                    if guard is not None:
+                        guard.record_step(record.clone() if captured.captured else record)  # the next replay overwrites it
                 else:
                     opt.zero_grad(set_to_none=True)
-                    if weights.method != "fixed" and step % weights.every == 0:
+                    if adapt_weights:
                         terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
-                        if weights.maybe_update(step, model, terms, residuals) and guard is not None:
-                            guard.rebase()
+                        if weights.maybe_update(step, model, terms, residuals):
+                            if guard is not None:
+                                guard.rebase()
+                            if captured is not None:  # the weights are numbers baked into the captured step
+                                captured.invalidate()
                     else:
                         terms = compiled_terms(points)
                     loss = weights.total(terms, cond_weights)

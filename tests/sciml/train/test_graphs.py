@@ -1,0 +1,202 @@
+"""CUDA-graph training steps, checked off CUDA: `sciml.train.graphs.SIMULATE` runs each step eagerly
+and fails when a replay of the first captured step would differ from it (stale tensors, changed
+numbers, host reads). With it on, graph-mode PINN training must equal eager training."""
+
+import pytest
+import torch
+
+import sciml.train.pinn as pinn
+from sciml.config import ConfigError
+from sciml.optim.guard import Guard
+from sciml.pde import get_problem
+from sciml.train import graphs
+from sciml.train.graphs import CapturedStep, StaleGraphError, graph_optimizer_kwargs, lrs_as_tensors
+from sciml.train.pinn import fit
+
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+
+
+@pytest.fixture
+def simulate(monkeypatch):
+    monkeypatch.setattr(graphs, "SIMULATE", True)
+
+
+def _quadratic_step(opt, p, scale=1.0):
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = (scale * p.square()).sum()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+    return step
+
+
+def _adam(p):
+    opt = torch.optim.Adam([p], lr=1e-2, **graph_optimizer_kwargs("adam", "cpu"))
+    lrs_as_tensors(opt, True)
+    return opt
+
+
+def test_captured_step_warms_up_captures_once_and_replays(simulate):
+    p = torch.nn.Parameter(torch.arange(1.0, 4.0))
+    ref = p.detach().clone().requires_grad_()
+    ref_opt = torch.optim.Adam([ref], lr=1e-2)
+    step = CapturedStep(_quadratic_step(_adam(p), p), "cpu", warmup=2)
+    for i in range(6):
+        step()
+        _quadratic_step(ref_opt, ref)()
+        assert step.captured == (i >= 2)
+    assert step.captures == 1
+    torch.testing.assert_close(p.detach(), ref.detach(), rtol=1e-6, atol=0)
+
+
+def test_simulated_replay_catches_what_a_real_graph_would_get_wrong(simulate):
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = _adam(p)
+    step = CapturedStep(_quadratic_step(opt, p), "cpu", warmup=1)
+    step()
+    step()
+    opt.param_groups[0]["lr"].fill_(1e-3)  # in place: the graph reads it
+    step()
+    opt.param_groups[0]["lr"] = torch.tensor(1e-3)  # rebound: the graph would read the old tensor
+    with pytest.raises(StaleGraphError, match="lives elsewhere"):
+        step()
+    step.invalidate()
+    step()
+    step()
+
+    opt.load_state_dict(opt.state_dict())  # a rollback's reload makes new state tensors
+    with pytest.raises(StaleGraphError, match="lives elsewhere"):
+        step()
+
+    holder = {"scale": 1.0}  # a Python number baked into a kernel
+    fresh = CapturedStep(lambda: _quadratic_step(opt, p, holder["scale"])(), "cpu", warmup=1)
+    fresh()
+    fresh()
+    holder["scale"] = 2.0
+    with pytest.raises(StaleGraphError, match="baked"):
+        fresh()
+
+    host = CapturedStep(lambda: _quadratic_step(opt, p, float(p.sum()))(), "cpu", warmup=1)
+    host()  # the warm-up runs eagerly, anything goes
+    with pytest.raises(StaleGraphError, match="host"):
+        host()
+
+
+def test_only_graph_safe_optimizers_and_a_polled_guard_may_run_in_a_graph():
+    with pytest.raises(ValueError, match="adam, adamw"):
+        graph_optimizer_kwargs("soap", "cpu")
+    assert graph_optimizer_kwargs("adamw", "cuda") == {"fused": True, "capturable": True}
+    base = {**TINY, "cuda_graph": True}
+    with pytest.raises(ConfigError, match="phases\\[0\\].*soap"):
+        fit(get_problem("diffusion_reaction"), {**base, "phases": [{"optimizer": {"name": "soap", "lr": 1e-3}, "steps": 2}]})
+    with pytest.raises(ConfigError, match="check_every"):
+        fit(get_problem("diffusion_reaction"), {**base, "phases": [{**base["phases"][0], "guard": {"check_every": 1}}]})
+
+
+def test_a_zclip_guard_is_captured_once_its_warm_up_is_over(simulate):
+    def train(capture):
+        net = torch.nn.Linear(3, 1)
+        torch.nn.init.ones_(net.weight), torch.nn.init.zeros_(net.bias)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2, **graph_optimizer_kwargs("adam", "cpu"))
+        lrs_as_tensors(opt, True)
+        guard = Guard(net, opt, clip="zclip", clip_warmup=3, check_every=4)
+        x = torch.linspace(-1, 1, 24).reshape(8, 3)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = (net(x) - 1).square().mean()
+            loss.backward()
+            return guard.update_on_device(loss)
+
+        captured = CapturedStep(step, "cpu")
+        for _ in range(12):  # the ZClip statistics are updated in place, where a replay writes them
+            record = captured() if capture and guard.capturable else step()
+            guard.record_step(record.clone())
+        return net.weight.detach(), captured.captures
+
+    (captured_w, captures), (eager_w, _) = train(True), train(False)
+    assert captures == 1
+    torch.testing.assert_close(captured_w, eager_w, rtol=0, atol=0)
+
+
+TINY = {"problem": "diffusion_reaction", "task": "pinn", "device": "cpu", "dtype": "float64", "constraints": "hard",
+        "net": {"width": 8, "depth": 2}, "points": {"interior": 64, "resample_every": 4, "adaptive": "rad", "candidates": 256},
+        "log_every": 5, "eval_every": 0, "checkpoint_every": 0,
+        "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 40, "decay_every": 10, "decay_rate": 0.5},
+                   {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}, "steps": 2}]}
+
+
+def _trajectories(cfg):
+    """Final weights and logged losses of the config trained eagerly and in graph mode."""
+    out = []
+    for graph in (False, True):
+        res = fit(get_problem(cfg["problem"]), {**cfg, "cuda_graph": graph})
+        out.append((res.model.state_dict(), [h["loss"] for h in res.history]))
+    return out
+
+
+def _loss_factor(monkeypatch, factor_at):
+    factor = torch.ones((), dtype=torch.float64)
+    real_terms, real_schedule = pinn.loss_terms, pinn._lr_schedule
+
+    def scaled_terms(*args, **kwargs):
+        return {k: v * factor for k, v in real_terms(*args, **kwargs).items()}
+
+    def schedule(opt, base_lrs, ph, step):
+        factor.fill_(factor_at(step))
+        real_schedule(opt, base_lrs, ph, step)
+
+    monkeypatch.setattr(pinn, "loss_terms", scaled_terms)
+    monkeypatch.setattr(pinn, "_lr_schedule", schedule)
+
+
+def _assert_same(eager, graph):
+    # not bit-equal: graph mode steps with a float32 lr tensor (what fused CUDA Adam reads), ~1e-8 off
+    for k in eager[0]:
+        torch.testing.assert_close(graph[0][k], eager[0][k], rtol=1e-6, atol=1e-7, msg=k)
+    assert graph[1] == pytest.approx(eager[1], rel=1e-6)
+
+
+def test_graph_mode_trains_like_eager_mode_through_decay_and_resampling(simulate):
+    eager, graph = _trajectories(TINY)
+    _assert_same(eager, graph)
+
+
+@pytest.mark.parametrize("change", [
+    {"points": {"interior": 64, "resample_every": 4, "adaptive": "rar", "rar_add": 8, "candidates": 256}},  # more points
+    {"constraints": "soft", "points": {"interior": 64}, "loss": {"adaptive": "grad_norm", "update_every": 6}},  # new weights
+])
+def test_graph_mode_recaptures_after_new_points_count_or_new_loss_weights(simulate, change):
+    eager, graph = _trajectories({**TINY, **change})
+    _assert_same(eager, graph)
+
+
+def test_graph_mode_rolls_back_after_spikes_like_eager_mode(simulate, monkeypatch):
+    cfg = {**TINY, "points": {"interior": 64}, "phases": TINY["phases"][:1]}
+    _loss_factor(monkeypatch, lambda step: 1e4 if 21 <= step <= 26 else 1.0)
+    events = []
+    real_pop = Guard.pop_events
+
+    def keep(self, *args, **kwargs):
+        popped = real_pop(self, *args, **kwargs)
+        events.extend(e["event"] for e in popped)
+        return popped
+
+    monkeypatch.setattr(Guard, "pop_events", keep)
+    eager, graph = _trajectories(cfg)
+    assert events.count("rollback") == 2, events  # one in each mode
+    _assert_same(eager, graph)
+
+
+@pytest.mark.parametrize("first,then", [(True, False), (False, True), (True, True)])
+def test_a_run_stopped_in_one_mode_resumes_in_the_other(simulate, tmp_path, first, then):
+    from sciml.train.run import RunDir
+
+    cfg = {**TINY, "checkpoint_every": 3}
+    full = fit(get_problem("diffusion_reaction"), {**cfg, "cuda_graph": then})
+    run = RunDir.create(tmp_path, "r")
+    stopped = fit(get_problem("diffusion_reaction"), {**cfg, "cuda_graph": first, "max_minutes": 1e-9}, run=run)
+    assert stopped.metrics["stopped_early"]
+    resumed = fit(get_problem("diffusion_reaction"), {**cfg, "cuda_graph": then}, run=run, resume=True)
+    assert resumed.metrics["rel_l2"] == pytest.approx(full.metrics["rel_l2"], rel=1e-6)
