@@ -341,9 +341,9 @@ def main(argv=None):
               **deepxde_time_to_target(args.target, 15000, gpu)})
         save()
         variants = [("sciml, configs/burgers/pinn.yaml", {})]
-        if gpu:  # the trainer's graph mode: what a user gets from `cuda_graph: true`
-            variants += [("sciml, configs/burgers/pinn.yaml + cuda_graph", {"cuda_graph": True}),
-                         ("sciml, configs/burgers/pinn.yaml + compile + cuda_graph", {"cuda_graph": True, "compile": True})]
+        if gpu:  # the trainer's graph mode, what a user gets from `cuda_graph: true`, first: a part cut short keeps it
+            variants = [("sciml, configs/burgers/pinn.yaml + cuda_graph", {"cuda_graph": True})] + variants + [
+                ("sciml, configs/burgers/pinn.yaml + compile + cuda_graph", {"cuda_graph": True, "compile": True})]
         for lib, overrides in variants:
             try:
                 emit({"benchmark": bench, "library": lib, **sciml_time_to_target(args.target, str(device), **overrides)})
