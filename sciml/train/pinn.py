@@ -242,7 +242,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     compiled_terms = compile_jet_loss(terms_fn) if cfg.compile else terms_fn
 
     start_phase, start_step, elapsed, history = 0, 0, 0.0, []
-    opt_state = None
+    opt_state = guard_state = None
     if resume:
         if run is None:
             raise ValueError("resume=True needs the run folder")
@@ -252,7 +252,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         cpu_points.interior = state["interior"].cpu()
         weights.load_state_dict(state["weights"])
         start_phase, start_step, elapsed, history = state["phase"], state["step"], state["elapsed"], state["history"]
-        opt_state = state["optimizer"]
+        opt_state, guard_state = state["optimizer"], state.get("guard")
         run.truncate_metrics(state["metric_lines"])
     elif run is not None:
         run.write_config(dump(cfg))
@@ -299,11 +299,13 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         first = start_step + 1 if i == start_phase else 1
         if guard is not None:
             guard.step_count = first - 1  # its events then carry the phase's step numbers
+            if i == start_phase and guard_state is not None:  # its lr scale, running loss, spike history
+                guard.load_state_dict(guard_state)
         base_lrs = [float(g["lr"]) for g in opt.param_groups]  # the config's: a checkpoint holds decayed ones
         if i == start_phase and opt_state is not None:
             load_optimizer_state(opt, opt_state)
         lrs_as_tensors(opt, graphed)  # also undoes a resumed graph run's tensor lrs for an eager one
-        captured, seen_rollbacks = None, 0
+        captured, seen_rollbacks = None, guard.rollbacks if guard is not None else 0
         if graphed:
             def graph_step():
                 opt.zero_grad(set_to_none=True)
@@ -390,28 +392,32 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     if progress:
                         progress(rec)
                 if run is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < ph.steps:
-                    _save(run, model, opt, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
+                    if guard is not None:  # judge the buffered steps: the checkpoint holds no unjudged ones
+                        log_guard_events(guard, i)
+                    _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
                 if deadline is not None and time.perf_counter() > deadline and (step < ph.steps or i + 1 < len(cfg.phases)):
                     stopped_early = True
                     break
         except GuardError as err:  # keep the events and the last good state (the guard restored it)
             log_guard_events(guard, i, judge_pending=False)
             if run is not None:
-                _save(run, model, opt, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
+                _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
             where = f"sciml train --resume {run.path} " if run is not None else "resume "
             raise GuardError(f"{err} (phase {i}, {name}). The last good state is saved; continue with a lower rate, "
                              f"e.g. `{where}phases.{i}.optimizer.lr=...`") from err
         seconds = time.perf_counter() - t_phase
         elapsed += seconds
         if stopped_early and step < ph.steps:  # mid-phase: resume continues with this optimizer's state
+            if guard is not None:
+                log_guard_events(guard, i)
             if run is not None:
-                _save(run, model, opt, weights, cpu_points, i, step, elapsed, history, metric_lines)
+                _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed, history, metric_lines)
             break
         total_steps += step - first + 1
         history.append({"phase": i, "optimizer": name, "steps": step, "loss": float(loss.detach()), "seconds": seconds})
         opt_state = None
         if run is not None:  # phase boundary: the next phase starts fresh
-            _save(run, model, None, weights, cpu_points, i + 1, 0, elapsed, history, metric_lines)
+            _save(run, model, None, None, weights, cpu_points, i + 1, 0, elapsed, history, metric_lines)
         if stopped_early:
             break
 
@@ -438,9 +444,10 @@ def _resample(problem, model, cfg, points, step, covered, dtype, device) -> Coll
     return CollocationSet(x.to(device=device, dtype=dtype), points.conditions)
 
 
-def _save(run, model, opt, weights, cpu_points, phase, step, elapsed, history, metric_lines):
+def _save(run, model, opt, guard, weights, cpu_points, phase, step, elapsed, history, metric_lines):
     run.save_checkpoint({
-        "model": model.state_dict(), "optimizer": None if opt is None else opt.state_dict(), "weights": weights.state_dict(),
+        "model": model.state_dict(), "optimizer": None if opt is None else opt.state_dict(),
+        "guard": None if guard is None else guard.state_dict(), "weights": weights.state_dict(),
         "interior": cpu_points.interior, "phase": phase, "step": step, "elapsed": elapsed, "history": list(history),
         "metric_lines": metric_lines, "dtype": str(next(model.parameters()).dtype).replace("torch.", "")})
 

@@ -155,6 +155,33 @@ def test_guard_is_on_by_default_and_survives_a_nan_step(monkeypatch, tmp_path):
         run_pinn(unguarded, run_dir=RunDir.create(tmp_path, "u").path)
 
 
+def test_a_run_resumed_after_a_rollback_keeps_the_guards_lowered_rate(monkeypatch, tmp_path):
+    cfg = {**TINY, "points": {"interior": 64}, "log_every": 1, "eval_every": 0, "checkpoint_every": 5,
+           "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 40}]}
+    _scale_loss_terms(monkeypatch, 20, lasting=5)
+    full = run_pinn(cfg, run_dir=RunDir.create(tmp_path, "a").path)
+    assert [r["event"] for r in RunDir(tmp_path / "a").read_metrics() if r.get("kind") == "guard"].count("rollback") == 1
+
+    class Stop(Exception):
+        pass
+
+    def crash(rec):
+        if rec["step"] == 32:
+            raise Stop
+
+    from sciml.config import validate
+    monkeypatch.undo()
+    _scale_loss_terms(monkeypatch, 20, lasting=5)
+    run = RunDir.create(tmp_path, "b")
+    with pytest.raises(Stop):
+        fit(get_problem("diffusion_reaction"), validate(PINNConfig, cfg), run=run, progress=crash)
+    saved = torch.load(run.path / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["step"] == 30 and saved["guard"]["lr_scale"] == 0.5
+    monkeypatch.undo()  # the steps after 30 are unscaled in the full run too
+    resumed = fit(get_problem("diffusion_reaction"), validate(PINNConfig, cfg), run=run, resume=True)
+    assert resumed.metrics["rel_l2"] == pytest.approx(full["rel_l2"], rel=1e-10)
+
+
 def test_resampling_resets_the_guard_so_a_new_loss_level_is_not_a_spike(monkeypatch, tmp_path):
     _scale_loss_terms(monkeypatch, 40)  # step 40's loss, the first on the points resampled at step 40
     cfg = {**TINY, "points": {"interior": 64, "resample_every": 40}, "log_every": 20, "eval_every": 0,
