@@ -52,6 +52,9 @@ class TrainingConfig(StrictModel):
     checkpoint_every: PositiveInt = 10  # epochs
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     compile: bool = False
+    # each full-batch step (forward, backward, guard, fused Adam) captured as one CUDA graph and
+    # replayed; adam/adamw, the guard polled (every 10 steps unless guard.check_every says otherwise)
+    cuda_graph: bool = False
     max_minutes: PositiveFloat | None = None  # stop (with a checkpoint) after this wall time; resume to go on
     progress: bool = True
     plot: bool = True

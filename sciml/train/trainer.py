@@ -20,6 +20,7 @@ from sciml.config import ConfigError, dump
 from sciml.data.loading import Normalizer, Split, load_splits, load_test
 from sciml.optim import load_optimizer_state
 from sciml.optim.guard import Guard, GuardError
+from sciml.train.graphs import CapturedStep, graph_optimizer_kwargs, lrs_as_tensors
 from sciml.train.losses import LOSSES, relative_l2_per_sample
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
@@ -65,9 +66,9 @@ def error_summary(err: torch.Tensor) -> dict[str, float]:
     return {"rel_l2": err.mean().item(), "rel_l2_median": err.median().item(), "rel_l2_max": err.max().item()}
 
 
-def _precision_context(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+def _precision_context(precision: str, device: torch.device, *, cache: bool = True):
+    if precision == "bf16":  # autocast's cast cache must be off inside a CUDA-graph capture
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return nullcontext()
 
 
@@ -96,11 +97,29 @@ class Trainer:
         if hasattr(self.model, "prepare"):  # e.g. a POD trunk fitted on the training outputs
             self.model.prepare(self.x_norm.encode(self.train_split.x), self.y_norm.encode(self.train_split.y))
         self.forward = torch.compile(self.model) if cfg.training.compile else self.model
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer.name, **cfg.optimizer.kwargs())
         self.closure_kind = closure_kind(cfg.optimizer.name)  # "none" | "backward" (L-BFGS) | "loss" (Newton-CG)
+        self.graphed, opt_kw, guard_kw = cfg.training.cuda_graph, cfg.optimizer.kwargs(), dict(cfg.guard)
+        if self.graphed:
+            if self.closure_kind != "none":
+                raise ConfigError(f"training.cuda_graph needs a first-order optimizer; {cfg.optimizer.name!r} steps with a "
+                                  "closure. Use adam or adamw, or set training.cuda_graph: false")
+            try:
+                opt_kw.update(graph_optimizer_kwargs(cfg.optimizer.name, self.device))
+            except ValueError as err:
+                raise ConfigError(str(err).replace("cuda_graph", "training.cuda_graph")) from None
+            guard_kw.setdefault("check_every", 10)  # a host check every step cannot be captured
+            if guard_kw["check_every"] == 1:
+                raise ConfigError("training.cuda_graph needs the guard's polled mode: set guard.check_every > 1 "
+                                  "(10 when unset) or training.cuda_graph: false")
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer.name, **opt_kw)
         self.steps_per_epoch = math.ceil(cfg.data.n_train / cfg.training.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.guard = Guard(self.model, self.optimizer, **cfg.guard)
+        # after the scheduler: its base lrs stay floats, so setting the lr tensor never reads the device
+        lrs_as_tensors(self.optimizer, self.graphed)
+        self.guard = Guard(self.model, self.optimizer, **guard_kw)
+        self._captured = CapturedStep(self._graph_step, self.device) if self.graphed else None
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None  # the captured step's inputs
+        self._seen_rollbacks = 0
         self.epoch = 0  # epochs finished
         self.best = math.inf
         self.started = time.perf_counter()
@@ -141,8 +160,12 @@ class Trainer:
         self.epoch, self.best = state["epoch"], state["best"]
         self.model.load_state_dict(state["model"])
         load_optimizer_state(self.optimizer, state["optimizer"])
+        lrs_as_tensors(self.optimizer, self.graphed)
         self.scheduler.load_state_dict(state["scheduler"])
         self.guard.load_state_dict(state["guard"])
+        self._seen_rollbacks = self.guard.rollbacks
+        if self._captured is not None:
+            self._captured.invalidate()
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -158,7 +181,7 @@ class Trainer:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Model output in physical units for physical inputs x (batch, in_channels, *grid)."""
-        with _precision_context(self.cfg.training.precision, self.device):
+        with _precision_context(self.cfg.training.precision, self.device, cache=not self.graphed):
             out = self.forward(self.x_norm.encode(x))
         return self.y_norm.decode(out.float())
 
@@ -169,8 +192,10 @@ class Trainer:
         bs = self.cfg.training.batch_size
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]
-            x, y = self.train_split.x[idx], self.train_split.y[idx]
-            loss = self._step(x, y)
+            if self._captured is not None and len(idx) == bs:  # a partial last batch runs eagerly
+                loss = self._replayed_step(idx)
+            else:
+                loss = self._step(self.train_split.x[idx], self.train_split.y[idx])
             self.scheduler.step()
             total += loss.detach() * len(idx)  # summed on device: no host sync per step
         return total / len(order)
@@ -195,6 +220,29 @@ class Trainer:
         if self.closure_kind == "backward":
             loss.backward()
         self.guard.step(loss, closure=closure)
+        return loss
+
+    def _graph_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step `CapturedStep` captures: on the batch buffers, the guard's device part only."""
+        x, y = self._batch
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.predict(x), y)
+        loss.backward()
+        return loss.detach(), self.guard.update_on_device(loss)
+
+    def _replayed_step(self, idx: torch.Tensor) -> torch.Tensor:
+        """Gather the batch into the captured step's buffers, replay it (eager while the guard's
+        ZClip warm-up runs), then the guard's host part."""
+        if self._batch is None:
+            self._batch = (self.train_split.x[idx], self.train_split.y[idx])
+        else:
+            torch.index_select(self.train_split.x, 0, idx, out=self._batch[0])
+            torch.index_select(self.train_split.y, 0, idx, out=self._batch[1])
+        if self.guard.rollbacks != self._seen_rollbacks:  # it loaded new optimizer state and lr scale
+            self._seen_rollbacks = self.guard.rollbacks
+            self._captured.invalidate()
+        loss, record = self._captured() if self.guard.capturable else self._graph_step()
+        self.guard.record_step(record.clone())  # the next replay overwrites it
         return loss
 
     def _log_guard_events(self, epoch: int, judge_pending: bool = True) -> None:
@@ -225,7 +273,7 @@ class Trainer:
             last = self.epoch == t.epochs
             if self.epoch % t.eval_every == 0 or last:
                 record = {"kind": "eval", "epoch": self.epoch, "train_loss": train_loss.item(),
-                          "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - self.started,
+                          "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.perf_counter() - self.started,
                           **{f"test_{k}": v for k, v in self.evaluate().items()}}
                 self.run.log(record)
                 bar.set_postfix(train=f"{record['train_loss']:.4f}", test=f"{record['test_rel_l2']:.4f}")

@@ -14,6 +14,8 @@ from sciml.train.graphs import CapturedStep, StaleGraphError, graph_optimizer_kw
 from sciml.train.pinn import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+# on a GPU machine the trainer tests also capture and replay real CUDA graphs
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture
@@ -127,17 +129,17 @@ TINY = {"problem": "diffusion_reaction", "task": "pinn", "device": "cpu", "dtype
                    {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}, "steps": 2}]}
 
 
-def _trajectories(cfg):
+def _trajectories(cfg, device="cpu"):
     """Final weights and logged losses of the config trained eagerly and in graph mode."""
     out = []
     for graph in (False, True):
-        res = fit(get_problem(cfg["problem"]), {**cfg, "cuda_graph": graph})
-        out.append((res.model.state_dict(), [h["loss"] for h in res.history]))
+        res = fit(get_problem(cfg["problem"]), {**cfg, "device": device, "cuda_graph": graph})
+        out.append(({k: v.cpu() for k, v in res.model.state_dict().items()}, [h["loss"] for h in res.history]))
     return out
 
 
-def _loss_factor(monkeypatch, factor_at):
-    factor = torch.ones((), dtype=torch.float64)
+def _loss_factor(monkeypatch, factor_at, device="cpu"):
+    factor = torch.ones((), dtype=torch.float64, device=device)  # on the device: a CPU scalar would be baked in
     real_terms, real_schedule = pinn.loss_terms, pinn._lr_schedule
 
     def scaled_terms(*args, **kwargs):
@@ -158,8 +160,9 @@ def _assert_same(eager, graph):
     assert graph[1] == pytest.approx(eager[1], rel=1e-6)
 
 
-def test_graph_mode_trains_like_eager_mode_through_decay_and_resampling(simulate):
-    eager, graph = _trajectories(TINY)
+@pytest.mark.parametrize("device", DEVICES)
+def test_graph_mode_trains_like_eager_mode_through_decay_and_resampling(simulate, device):
+    eager, graph = _trajectories(TINY, device)
     _assert_same(eager, graph)
 
 
@@ -167,14 +170,16 @@ def test_graph_mode_trains_like_eager_mode_through_decay_and_resampling(simulate
     {"points": {"interior": 64, "resample_every": 4, "adaptive": "rar", "rar_add": 8, "candidates": 256}},  # more points
     {"constraints": "soft", "points": {"interior": 64}, "loss": {"adaptive": "grad_norm", "update_every": 6}},  # new weights
 ])
-def test_graph_mode_recaptures_after_new_points_count_or_new_loss_weights(simulate, change):
-    eager, graph = _trajectories({**TINY, **change})
+@pytest.mark.parametrize("device", DEVICES)
+def test_graph_mode_recaptures_after_new_points_count_or_new_loss_weights(simulate, change, device):
+    eager, graph = _trajectories({**TINY, **change}, device)
     _assert_same(eager, graph)
 
 
-def test_graph_mode_rolls_back_after_spikes_like_eager_mode(simulate, monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_graph_mode_rolls_back_after_spikes_like_eager_mode(simulate, monkeypatch, device):
     cfg = {**TINY, "points": {"interior": 64}, "phases": TINY["phases"][:1]}
-    _loss_factor(monkeypatch, lambda step: 1e4 if 21 <= step <= 26 else 1.0)
+    _loss_factor(monkeypatch, lambda step: 1e4 if 21 <= step <= 26 else 1.0, device)
     events = []
     real_pop = Guard.pop_events
 
@@ -184,7 +189,7 @@ def test_graph_mode_rolls_back_after_spikes_like_eager_mode(simulate, monkeypatc
         return popped
 
     monkeypatch.setattr(Guard, "pop_events", keep)
-    eager, graph = _trajectories(cfg)
+    eager, graph = _trajectories(cfg, device)
     assert events.count("rollback") == 2, events  # one in each mode
     _assert_same(eager, graph)
 

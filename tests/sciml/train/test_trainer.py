@@ -123,3 +123,80 @@ def test_a_guard_that_gives_up_logs_its_events_and_names_the_resume_command(tiny
     path.write_text(yaml.safe_dump({**raw, "output": {**raw["output"], "name": "gives_up_cli"}}))
     assert main(["train", str(path)]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def _graph_cfg(tiny_cfg, name, graph, schedule="cosine", **training):
+    # 16 samples in batches of 5: three replayed steps and one eager partial batch per epoch
+    return validate(OperatorConfig, {
+        **tiny_cfg, "schedule": {"name": schedule, "warmup_steps": 6}, "guard": {"check_every": 4, "clip_warmup": 5},
+        "training": {**tiny_cfg["training"], "batch_size": 5, "epochs": 8, "eval_every": 4, "checkpoint_every": 4,
+                     "cuda_graph": graph, **training},
+        "output": {**tiny_cfg["output"], "name": name}})
+
+
+def _assert_close_params(a: RunDir, b: RunDir):
+    # graph mode steps with fused Adam and a float32 lr tensor: equal to rounding, not bitwise
+    pa, pb = _params(a), _params(b)
+    for key in pa:
+        torch.testing.assert_close(pb[key], pa[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def _spike_the_loss(monkeypatch, steps):
+    """Scale the loss by 1e3 at the given optimizer steps, through a tensor the captured step reads."""
+    from sciml.train.trainer import Trainer
+
+    factors = []  # one per trainer, on its device: a CPU scalar would be baked into a CUDA graph
+    real_init, real_step = Trainer.__init__, torch.optim.lr_scheduler.LambdaLR.step
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        here = torch.ones((), device=self.device)
+        factors.append(here)
+        loss_fn = self.loss_fn
+        self.loss_fn = lambda pred, y: loss_fn(pred, y) * here
+
+    def step(self, *args, **kwargs):  # the scheduler steps after every optimizer step, outside the captured one
+        real_step(self, *args, **kwargs)
+        if factors:  # (LambdaLR also steps once while it is built)
+            factors[-1].fill_(1e3 if self.last_epoch in steps else 1.0)
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    monkeypatch.setattr(torch.optim.lr_scheduler.LambdaLR, "step", step)
+
+
+def test_graph_mode_trains_the_fno_like_eager_mode(tiny_cfg, monkeypatch):
+    from sciml.train import graphs
+
+    monkeypatch.setattr(graphs, "SIMULATE", True)  # every replay is checked against the captured step
+    eager, _ = train(_graph_cfg(tiny_cfg, "eager", False))
+    graph, _ = train(_graph_cfg(tiny_cfg, "graph", True))
+    _assert_close_params(eager, graph)
+
+    _spike_the_loss(monkeypatch, steps=range(14, 18))  # spikes, a rollback, a new capture
+    eager, _ = train(_graph_cfg(tiny_cfg, "eager_spiky", False))
+    graph, _ = train(_graph_cfg(tiny_cfg, "graph_spiky", True))
+    for run in (eager, graph):
+        assert [r["event"] for r in run.read_metrics() if r["kind"] == "guard"].count("rollback") == 1
+    _assert_close_params(eager, graph)
+
+
+def test_graph_mode_resumes_where_it_stopped(tiny_cfg, monkeypatch):
+    from sciml.train import graphs
+
+    monkeypatch.setattr(graphs, "SIMULATE", True)
+    # a step schedule: a cosine one would end with the shortened run
+    straight, _ = train(_graph_cfg(tiny_cfg, "graph_straight", True, "step"))
+    half, _ = train(_graph_cfg(tiny_cfg, "graph_half", True, "step", epochs=4))
+    resumed, _ = train(_graph_cfg(tiny_cfg, "graph_half", True, "step"), run=half, resume=True)
+    _assert_close_params(straight, resumed)
+
+
+def test_graph_mode_refuses_what_it_cannot_capture(tiny_cfg):
+    from sciml.config import ConfigError
+
+    with pytest.raises(ConfigError, match="adam, adamw"):
+        train(validate(OperatorConfig, {**tiny_cfg, "optimizer": {"name": "soap", "lr": 1e-3},
+                                        "training": {**tiny_cfg["training"], "cuda_graph": True}}))
+    with pytest.raises(ConfigError, match="check_every"):
+        train(validate(OperatorConfig, {**tiny_cfg, "guard": {"check_every": 1},
+                                        "training": {**tiny_cfg["training"], "cuda_graph": True}}))
