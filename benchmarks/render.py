@@ -38,9 +38,9 @@ part, so a step stopped by its time limit keeps what it finished.
 | session | `gpu_plan.sh` parts | issue: bar |
 |---|---|---|
 | done 2026-11-25 | `bench_burgers` (3.3 min), `bench_implicit` (1.1), `bench_datagen --parts darcy` (0.2), `--parts ns_accuracy` (1.4), `--parts ns_generate` (5.1), `bench_pinn --parts speed` (1.4) | 3, 7 met; 4: the NS floor is still to measure; 6: 7.5x, bar 10x |
-| 1 | `1`: FNO step times against neuralop, compiled too (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher |
-| 2 | `2`: NS step and Burgers timings, NS generation and its floor (~6) | 4: the floor beside NS |
-| 3 | `3`: the CUDA-graph trainer tests on the GPU (~1 min), PINN speed (now also the trainer's own step, eager and `cuda_graph`) and time to target (`cuda_graph` first), then the precision policies | 6: step <= 1/10 of DeepXDE's, time to 1e-2; 5: bf16/TF32 accuracy equal to fp32's; the graph modes' first run on CUDA |
+| 1 | `2`: NS step and Burgers timings, NS generation and its floor (~6 min), then the CUDA-graph trainer tests on the GPU (~1) | 4: the floor beside NS (closes issue 4); the graph modes' first run on CUDA |
+| 2 | `3`: PINN speed (now also the trainer's own step, eager and `cuda_graph`) and time to target (`cuda_graph` first), then the precision policies | 6: step <= 1/10 of DeepXDE's, time to 1e-2; 5: bf16/TF32 accuracy equal to fp32's |
+| 3 | `1`: FNO step times against neuralop, compiled too (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher |
 | 4 | `4`: the Darcy FNO row | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
 | 5 | `5`: NS generation into `datasets/` (~5.5); `5b` at once: `ns_fno2d_nu1e-3`, 6 minutes of training | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
 | 6 | `6`, `6b`: as 5, with `ns_fno3d_nu1e-3` | 5: FNO-3D <= 0.0086 |
