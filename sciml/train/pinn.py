@@ -31,7 +31,6 @@ import torch
 from pydantic import Field
 
 from sciml.config import ConfigError, StrictModel, dump, validate
-from sciml.train.graphs import CapturedStep, graph_optimizer_kwargs, lrs_as_tensors, set_lr
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
                               sample_collocation)
 from sciml.pde.nets import MLP
@@ -39,6 +38,7 @@ from sciml.pde.problem import PINNModel, Problem
 from sciml.pde.problems import get_problem
 from sciml.pde.sampling import rad_sample, rar_add
 from sciml.registry import close_matches
+from sciml.train.graphs import CapturedStep, graph_optimizer_kwargs, lrs_as_tensors, set_lr
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
