@@ -121,15 +121,18 @@ class NavierStokes2D:
         return ops
 
     def _nonlinear(self, ops):
-        ikx, iky, inv_lap, mask, f_hat, s = ops["ikx"], ops["iky"], ops["inv_lap"], ops["mask"], ops["f_hat"], ops["s"]
+        ikx, iky, inv_lap, f_hat, s = ops["ikx"], ops["iky"], ops["inv_lap"], ops["f_hat"], ops["s"]
+        neg_ikx, neg_mask = -ikx, -ops["mask"]
 
         def N(w_hat: Tensor) -> Tensor:
             psi = w_hat * inv_lap
-            # one batched inverse transform for u = psi_y, v = -psi_x, w_x, w_y
-            u, v, wx, wy = torch.fft.irfft2(torch.stack((iky * psi, -ikx * psi, ikx * w_hat, iky * w_hat)),
-                                            s=(s, s))
-            out = -mask * torch.fft.rfft2(u * wx + v * wy)
-            return out if f_hat is None else out + f_hat
+            # one batched inverse transform for u = psi_y, v = -psi_x, w_x, w_y, its input written in place
+            spectra = w_hat.new_empty((4, *w_hat.shape))
+            for k, (factor, field) in enumerate(((iky, psi), (neg_ikx, psi), (ikx, w_hat), (iky, w_hat))):
+                torch.mul(factor, field, out=spectra[k])
+            u, v, wx, wy = torch.fft.irfft2(spectra, s=(s, s))
+            out = torch.fft.rfft2(torch.addcmul(u * wx, v, wy)).mul_(neg_mask)
+            return out if f_hat is None else out.add_(f_hat)
         return N
 
     @staticmethod
