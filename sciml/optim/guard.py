@@ -248,8 +248,8 @@ class Guard:
         self.step_count, self.lr_scale, self.log_loss_ema = sd["step_count"], sd["lr_scale"], sd["log_loss_ema"]
         self.healthy_steps, self.spike_steps = sd["healthy_steps"], list(sd["spike_steps"])
         self.consecutive_skips, self.rollbacks, self.counts = sd["consecutive_skips"], sd["rollbacks"], dict(sd["counts"])
-        self._clip_mean = None if sd["clip_mean"] is None else sd["clip_mean"].to(dev)
-        self._clip_var = None if sd["clip_var"] is None else sd["clip_var"].to(dev)
+        self._clip_mean = None if sd["clip_mean"] is None else sd["clip_mean"].to(dev, copy=True)  # updated in place
+        self._clip_var = None if sd["clip_var"] is None else sd["clip_var"].to(dev, copy=True)
         self._warm_norms = [n.to(dev) for n in sd["warm_norms"]]
         self._snapshot, self._since_snapshot, self._pending = None, 0, []
 

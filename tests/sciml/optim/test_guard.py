@@ -314,6 +314,20 @@ def test_state_dict_round_trip_resumes_identically():
     assert ga["step_count"] == gb["step_count"] == 20 and ga["log_loss_ema"] == gb["log_loss_ema"]
 
 
+def test_a_loaded_state_dict_is_copied_not_updated_in_place():
+    # the ZClip statistics are updated in place (a CUDA graph must see them): never in the caller's dict
+    model, x, y = _problem(1)
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt, clip_warmup=3)
+    _train(model, opt, guard, x, y, 5)
+    sd = guard.state_dict()
+    kept = sd["clip_mean"].clone(), sd["clip_var"].clone()
+    guard.load_state_dict(sd)
+    _train(model, opt, guard, x, y, 5)
+    assert not torch.equal(guard.state_dict()["clip_mean"], kept[0])  # the statistics moved ...
+    assert torch.equal(sd["clip_mean"], kept[0]) and torch.equal(sd["clip_var"], kept[1])  # ... the dict did not
+
+
 def test_disabled_guard_is_plain_step():
     model, x, y = _problem()
     opt = build_optimizer(model.parameters(), "sgd", lr=1e-2)
