@@ -293,6 +293,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 raise ConfigError(f"phases[{i}]: {err}") from None
         opt = build_optimizer(model.parameters(), name, **opt_kw)
         guard = None if ph.guard is None else Guard(model, opt, **{**PINN_GUARD, **ph.guard})
+        if guard is not None and not guard.enabled:  # `guard: {enabled: false}` means no guard
+            guard = None
         if graphed and guard is not None and guard.check_every == 1:
             raise ConfigError(f"phases[{i}]: cuda_graph needs the guard's polled mode (a host check every step cannot "
                               "be captured): set guard.check_every > 1 (the PINN default is 10) or guard: null")

@@ -228,6 +228,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.predict(x), y)
         loss.backward()
+        if not self.guard.enabled:
+            self.optimizer.step()
+            return loss.detach(), None
         return loss.detach(), self.guard.update_on_device(loss)
 
     def _replayed_step(self, idx: torch.Tensor) -> torch.Tensor:
@@ -241,8 +244,10 @@ class Trainer:
         if self.guard.rollbacks != self._seen_rollbacks:  # it loaded new optimizer state and lr scale
             self._seen_rollbacks = self.guard.rollbacks
             self._captured.invalidate()
-        loss, record = self._captured() if self.guard.capturable else self._graph_step()
-        self.guard.record_step(record.clone())  # the next replay overwrites it
+        guarded = self.guard.enabled
+        loss, record = self._captured() if not guarded or self.guard.capturable else self._graph_step()
+        if guarded:
+            self.guard.record_step(record.clone())  # the next replay overwrites it
         return loss
 
     def _log_guard_events(self, epoch: int, judge_pending: bool = True) -> None:

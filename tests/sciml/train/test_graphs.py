@@ -205,3 +205,14 @@ def test_a_run_stopped_in_one_mode_resumes_in_the_other(simulate, tmp_path, firs
     assert stopped.metrics["stopped_early"]
     resumed = fit(get_problem("diffusion_reaction"), {**cfg, "cuda_graph": then}, run=run, resume=True)
     assert resumed.metrics["rel_l2"] == pytest.approx(full.metrics["rel_l2"], rel=1e-6)
+
+
+@pytest.mark.parametrize("guard", [None, {"enabled": False}])
+def test_graph_mode_without_a_guard_captures_and_trains_like_eager_mode(simulate, monkeypatch, guard):
+    captures = []
+    real = CapturedStep._capture
+    monkeypatch.setattr(CapturedStep, "_capture", lambda self: captures.append(1) or real(self))
+    cfg = {**TINY, "points": {"interior": 64}, "phases": [{**TINY["phases"][0], "guard": guard}]}
+    eager, graph = _trajectories(cfg)
+    assert len(captures) == 1  # captured once, then replayed
+    _assert_same(eager, graph)

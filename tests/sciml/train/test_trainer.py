@@ -191,6 +191,20 @@ def test_graph_mode_resumes_where_it_stopped(tiny_cfg, monkeypatch):
     _assert_close_params(straight, resumed)
 
 
+def test_graph_mode_without_a_guard_still_captures(tiny_cfg, monkeypatch):
+    from sciml.train import graphs
+    from sciml.train.graphs import CapturedStep
+
+    monkeypatch.setattr(graphs, "SIMULATE", True)
+    captures = []
+    real = CapturedStep._capture
+    monkeypatch.setattr(CapturedStep, "_capture", lambda self: captures.append(1) or real(self))
+    raw = {**tiny_cfg, "guard": {"enabled": False}, "output": {**tiny_cfg["output"], "name": "unguarded_graph"},
+           "training": {**tiny_cfg["training"], "epochs": 3, "cuda_graph": True}}
+    run, final = train(validate(OperatorConfig, raw))
+    assert len(captures) == 1 and final["test_rel_l2"] < 1.0
+
+
 def test_graph_mode_refuses_what_it_cannot_capture(tiny_cfg):
     from sciml.config import ConfigError
 
