@@ -267,8 +267,11 @@ class Guard:
 
     @staticmethod
     def _scale(grads, factor: torch.Tensor) -> None:
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         for g in grads:
-            g.mul_(factor.to(g.real.dtype if g.is_complex() else g.dtype))
+            by_dtype.setdefault(g.dtype, []).append(g)
+        for dtype, group in by_dtype.items():  # one cast and one multi-tensor kernel per dtype
+            torch._foreach_mul_(group, factor.to(group[0].real.dtype if dtype.is_complex else dtype))
 
     def _grad_norm(self, grads, device) -> torch.Tensor:
         if not grads:

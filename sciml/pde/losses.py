@@ -137,7 +137,12 @@ class LossWeights:
         return self.fixed.get(name, 1.0) * self.adaptive.get(name, 1.0)
 
     def total(self, terms: dict[str, Tensor], condition_weights: dict[str, float]) -> Tensor:
-        return sum(self.weight(k) * condition_weights.get(k, 1.0) * v for k, v in terms.items())
+        out = None
+        for k, v in terms.items():
+            w = self.weight(k) * condition_weights.get(k, 1.0)
+            term = v if w == 1.0 else w * v  # no kernel (forward and backward) for a unit weight
+            out = term if out is None else out + term
+        return out
 
     def maybe_update(self, step: int, model: torch.nn.Module, terms: dict[str, Tensor], residuals: dict[str, Tensor]) -> bool:
         """Recompute λ at ``step % every == 0`` (needs the terms' graphs); True when updated."""
