@@ -135,8 +135,8 @@ class CapturedStep:
             graph.replay()  # capture only recorded this step: run it
             return self._outputs
         if not SIMULATE:  # off CUDA there is nothing to capture: every call runs eagerly
-            self._graph = _Eager(self.fn)
-            return self._graph()
+            self._graph = self.fn
+            return self.fn()
         self._graph = _Simulated(self.fn)
         return self._graph.first()
 
@@ -145,14 +145,6 @@ class CapturedStep:
             self._graph.replay()
             return self._outputs
         return self._graph()
-
-
-class _Eager:
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self):
-        return self.fn()
 
 
 class _Simulated:
