@@ -133,6 +133,7 @@ class Guard:
         self._snapshot: dict | None = None
         self._since_snapshot = 0
         self._pending: list[tuple[int, torch.Tensor]] = []  # (step, [loss, norm, thr, finite]) awaiting a poll
+        self._on_restore: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ public API
     def step(self, loss: torch.Tensor | float | None = None, closure: Callable[[], torch.Tensor] | None = None):
@@ -165,13 +166,17 @@ class Guard:
         self._healthy(lval)
         return loss
 
-    def update_on_device(self, loss: torch.Tensor) -> torch.Tensor:
+    def update_on_device(self, loss: torch.Tensor) -> torch.Tensor | None:
         """Polled mode's step, on device only: sanitise, clip, ``optimizer.step``; returns the step's
         record (loss, grad norm, clip threshold, finite) for `record_step`, which judges it later.
+        A disabled guard just steps the optimizer (record None).
 
         Once `capturable` holds, this changes no host state, so a trainer may capture it (with the
-        forward and backward) in a CUDA graph and call ``record_step(record.clone())`` per replay.
+        forward and backward) in a CUDA graph and call ``record_step(record, replayed=True)`` per replay.
         """
+        if not self.enabled:
+            self.optimizer.step()
+            return None
         grads, finite, coef, record = self._measure(loss)
         for g in grads:
             g.nan_to_num_(0.0, 0.0, 0.0)
@@ -180,18 +185,31 @@ class Guard:
         self._scaled_step(None)
         return record
 
-    def record_step(self, record: torch.Tensor) -> None:
-        """Count a step `update_on_device` took and buffer its record; polls every `check_every` steps."""
+    def record_step(self, record: torch.Tensor | None, *, replayed: bool = False) -> None:
+        """Count a step `update_on_device` took and buffer its record; polls every `check_every` steps.
+        ``replayed``: the record is a CUDA graph's output, which the next replay overwrites: copy it."""
+        if not self.enabled:
+            return
         self.step_count += 1
-        self._pending.append((self.step_count, record))
+        self._pending.append((self.step_count, record.clone() if replayed else record))
         if self.step_count % self.check_every == 0:
             self.poll()
 
     @property
+    def syncs_every_step(self) -> bool:
+        """Exact mode (``check_every=1``): every step reads the host, so none can be captured."""
+        return self.enabled and self.check_every == 1
+
+    @property
     def capturable(self) -> bool:
-        """Whether `update_on_device` may be captured in a CUDA graph now: polled mode (no host
-        sync per step) with ZClip's warm-up over (the warm-up collects norms in a host list)."""
-        return self.enabled and self.check_every > 1 and (self.clip != "zclip" or self._clip_mean is not None)
+        """Whether `update_on_device` may be captured in a CUDA graph now: disabled, or polled
+        with ZClip's warm-up over (the warm-up collects norms in a host list)."""
+        return not self.enabled or (self.check_every > 1 and (self.clip != "zclip" or self._clip_mean is not None))
+
+    def on_restore(self, hook: Callable[[], None]) -> None:
+        """Call `hook` whenever the guard loads earlier model and optimizer state (a rollback, a
+        reverted closure step): e.g. a captured step whose optimizer tensors were replaced."""
+        self._on_restore.append(hook)
 
     def poll(self) -> None:
         """Judge buffered steps (polled mode): events, spike counting, rollback."""
@@ -386,9 +404,7 @@ class Guard:
     def _rollback(self, step: int, reason: str) -> None:
         snap = self._snapshot
         if snap is not None:  # also when giving up: the caller may then save the last good state
-            with torch.no_grad():
-                self.model.load_state_dict(snap["model"])
-            self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+            self._restore(snap["model"], copy.deepcopy(snap["optimizer"]))
         if self.rollbacks >= self.max_rollbacks:
             self._emit(step, "gave_up", reason=reason, to_step=None if snap is None else snap["step"])
             raise GuardError(f"guard rolled back {self.rollbacks} times (limit max_rollbacks={self.max_rollbacks}) "
@@ -418,9 +434,7 @@ class Guard:
             lval, ok = torch.stack([torch.as_tensor(val).detach().reshape(()).to(params_ok.device, torch.float64),
                                     params_ok.to(torch.float64)]).tolist()
         if not (ok and math.isfinite(lval)):
-            with torch.no_grad():
-                self.model.load_state_dict(before["model"])
-            self.optimizer.load_state_dict(before["optimizer"])
+            self._restore(before["model"], before["optimizer"])
             self._skip_nonfinite(self.step_count, lval, float("nan"))
             self._lower_lr(self.step_count)
             return ret
@@ -429,6 +443,13 @@ class Guard:
         else:
             self._healthy(lval)
         return ret
+
+    def _restore(self, model_state: dict, optimizer_state: dict) -> None:
+        with torch.no_grad():
+            self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optimizer_state)
+        for hook in self._on_restore:
+            hook()
 
     def _snapshot_light(self) -> dict:
         return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},

@@ -293,9 +293,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 raise ConfigError(f"phases[{i}]: {err}") from None
         opt = build_optimizer(model.parameters(), name, **opt_kw)
         guard = None if ph.guard is None else Guard(model, opt, **{**PINN_GUARD, **ph.guard})
-        if guard is not None and not guard.enabled:  # `guard: {enabled: false}` means no guard
-            guard = None
-        if graphed and guard is not None and guard.check_every == 1:
+        if graphed and guard is not None and guard.syncs_every_step:
             raise ConfigError(f"phases[{i}]: cuda_graph needs the guard's polled mode (a host check every step cannot "
                               "be captured): set guard.check_every > 1 (the PINN default is 10) or guard: null")
         first = start_step + 1 if i == start_phase else 1
@@ -307,7 +305,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         if i == start_phase and opt_state is not None:
             load_optimizer_state(opt, opt_state)
         lrs_as_tensors(opt, graphed)  # also undoes a resumed graph run's tensor lrs for an eager one
-        captured, seen_rollbacks = None, guard.rollbacks if guard is not None else 0
+        captured = None
         if graphed:
             def graph_step():
                 opt.zero_grad(set_to_none=True)
@@ -319,6 +317,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 return loss.detach(), {k: v.detach() for k, v in terms.items()}, guard and guard.update_on_device(loss)
 
             captured = CapturedStep(graph_step, device)
+            if guard is not None:  # a rollback replaces the optimizer's tensors and the lr scale
+                guard.on_restore(captured.invalidate)
         t_phase = time.perf_counter()
         loss = torch.tensor(float("nan"))
         step = first - 1
@@ -336,9 +336,6 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     cpu_points.interior = points.interior.detach().cpu()
                     if guard is not None:  # new points, new loss level: not a spike
                         guard.rebase()
-                if captured is not None and guard is not None and guard.rollbacks != seen_rollbacks:
-                    seen_rollbacks = guard.rollbacks  # the rollback loaded new optimizer state and lr scale
-                    captured.invalidate()
                 _lr_schedule(opt, base_lrs, ph, step)
 
                 def closure():
@@ -357,8 +354,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 elif captured is not None and not adapt_weights:
                     # eager until the guard's ZClip warm-up is over (it keeps host state)
                     loss, closure.terms, record = captured() if guard is None or guard.capturable else graph_step()
-                    if guard is not None:
-                        guard.record_step(record.clone() if captured.captured else record)  # the next replay overwrites it
+                    if record is not None:
+                        guard.record_step(record, replayed=captured.captured)
                 else:
                     opt.zero_grad(set_to_none=True)
                     if adapt_weights:

@@ -108,18 +108,19 @@ class Trainer:
             except ValueError as err:
                 raise ConfigError(str(err).replace("cuda_graph", "training.cuda_graph")) from None
             guard_kw.setdefault("check_every", 10)  # a host check every step cannot be captured
-            if guard_kw["check_every"] == 1:
-                raise ConfigError("training.cuda_graph needs the guard's polled mode: set guard.check_every > 1 "
-                                  "(10 when unset) or training.cuda_graph: false")
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer.name, **opt_kw)
         self.steps_per_epoch = math.ceil(cfg.data.n_train / cfg.training.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         # after the scheduler: its base lrs stay floats, so setting the lr tensor never reads the device
         lrs_as_tensors(self.optimizer, self.graphed)
         self.guard = Guard(self.model, self.optimizer, **guard_kw)
+        if self.graphed and self.guard.syncs_every_step:
+            raise ConfigError("training.cuda_graph needs the guard's polled mode: set guard.check_every > 1 "
+                              "(10 when unset) or training.cuda_graph: false")
         self._captured = CapturedStep(self._graph_step, self.device) if self.graphed else None
+        if self._captured is not None:  # a rollback replaces the optimizer's tensors and the lr scale
+            self.guard.on_restore(self._captured.invalidate)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None  # the captured step's inputs
-        self._seen_rollbacks = 0
         self.epoch = 0  # epochs finished
         self.best = math.inf
         self.started = time.perf_counter()
@@ -163,7 +164,6 @@ class Trainer:
         lrs_as_tensors(self.optimizer, self.graphed)
         self.scheduler.load_state_dict(state["scheduler"])
         self.guard.load_state_dict(state["guard"])
-        self._seen_rollbacks = self.guard.rollbacks
         if self._captured is not None:
             self._captured.invalidate()
         torch.set_rng_state(state["rng"])
@@ -228,9 +228,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.predict(x), y)
         loss.backward()
-        if not self.guard.enabled:
-            self.optimizer.step()
-            return loss.detach(), None
         return loss.detach(), self.guard.update_on_device(loss)
 
     def _replayed_step(self, idx: torch.Tensor) -> torch.Tensor:
@@ -241,13 +238,8 @@ class Trainer:
         else:
             torch.index_select(self.train_split.x, 0, idx, out=self._batch[0])
             torch.index_select(self.train_split.y, 0, idx, out=self._batch[1])
-        if self.guard.rollbacks != self._seen_rollbacks:  # it loaded new optimizer state and lr scale
-            self._seen_rollbacks = self.guard.rollbacks
-            self._captured.invalidate()
-        guarded = self.guard.enabled
-        loss, record = self._captured() if not guarded or self.guard.capturable else self._graph_step()
-        if guarded:
-            self.guard.record_step(record.clone())  # the next replay overwrites it
+        loss, record = self._captured() if self.guard.capturable else self._graph_step()
+        self.guard.record_step(record, replayed=self._captured.captured)
         return loss
 
     def _log_guard_events(self, epoch: int, judge_pending: bool = True) -> None:

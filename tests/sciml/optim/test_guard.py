@@ -328,6 +328,31 @@ def test_a_loaded_state_dict_is_copied_not_updated_in_place():
     assert torch.equal(sd["clip_mean"], kept[0]) and torch.equal(sd["clip_var"], kept[1])  # ... the dict did not
 
 
+def test_restore_hooks_run_when_a_rollback_loads_earlier_state():
+    # a trainer's captured CUDA-graph step reads the optimizer's tensors: a rollback replaces them
+    model, x, y = _problem(0)
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt, clip=None, spike_warmup=3, max_spikes=2, snapshot_every=2)
+    restored = []
+    guard.on_restore(lambda: restored.append(guard.step_count))
+    _train(model, opt, guard, x, y, 8)
+    assert restored == []
+    _train(model, opt, guard, x, y, 4, inject=lambda k, loss: loss * 1e4)  # two spikes: one rollback
+    assert guard.counts["rollback"] == 1 and restored == [10]
+
+
+def test_a_disabled_guard_steps_on_device_without_records():
+    model, x, y = _problem(0)
+    opt = build_optimizer(model.parameters(), "sgd", lr=0.1)
+    guard = Guard(model, opt, enabled=False)
+    before = model.weight.detach().clone()
+    _loss(model, x, y).backward()
+    assert guard.capturable and not guard.syncs_every_step
+    assert guard.update_on_device(_loss(model, x, y)) is None and not torch.equal(model.weight, before)
+    guard.record_step(None)
+    assert guard.step_count == 0 and guard.pop_events() == []
+
+
 def test_disabled_guard_is_plain_step():
     model, x, y = _problem()
     opt = build_optimizer(model.parameters(), "sgd", lr=1e-2)
