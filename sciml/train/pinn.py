@@ -305,20 +305,25 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         if i == start_phase and opt_state is not None:
             load_optimizer_state(opt, opt_state)
         lrs_as_tensors(opt, graphed)  # also undoes a resumed graph run's tensor lrs for an eager one
-        captured = None
-        if graphed:
-            def graph_step():
-                opt.zero_grad(set_to_none=True)
-                terms = compiled_terms(points)
-                loss = weights.total(terms, cond_weights)
-                loss.backward()
-                if guard is None:
-                    opt.step()
-                return loss.detach(), {k: v.detach() for k, v in terms.items()}, guard and guard.update_on_device(loss)
 
-            captured = CapturedStep(graph_step, device)
-            if guard is not None:  # a rollback replaces the optimizer's tensors and the lr scale
-                guard.on_restore(captured.invalidate)
+        def first_order_step():
+            """One step of a first-order phase; graph mode captures exactly this (the guard's device part)."""
+            opt.zero_grad(set_to_none=True)
+            terms = compiled_terms(points)
+            loss = weights.total(terms, cond_weights)
+            loss.backward()
+            record = None
+            if guard is None:
+                opt.step()
+            elif graphed:
+                record = guard.update_on_device(loss)
+            else:
+                guard.step(loss)
+            return loss.detach(), {k: v.detach() for k, v in terms.items()}, record
+
+        captured = CapturedStep(first_order_step, device) if graphed else None
+        if captured is not None and guard is not None:  # a rollback replaces the optimizer's tensors and lr scale
+            guard.on_restore(captured.invalidate)
         t_phase = time.perf_counter()
         loss = torch.tensor(float("nan"))
         step = first - 1
@@ -351,22 +356,20 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 adapt_weights = weights.method != "fixed" and step % weights.every == 0
                 if needs_closure:
                     loss = guard.step(None, closure=closure) if guard else opt.step(closure)
-                elif captured is not None and not adapt_weights:
-                    # eager until the guard's ZClip warm-up is over (it keeps host state)
-                    loss, closure.terms, record = captured() if guard is None or guard.capturable else graph_step()
+                elif not adapt_weights:
+                    # graph mode: eager until the guard's ZClip warm-up is over (it keeps host state)
+                    replay = captured is not None and (guard is None or guard.capturable)
+                    loss, closure.terms, record = captured() if replay else first_order_step()
                     if record is not None:
-                        guard.record_step(record, replayed=captured.captured)
-                else:
+                        guard.record_step(record, replayed=replay and captured.captured)
+                else:  # the loss with its residuals, for the new weights
                     opt.zero_grad(set_to_none=True)
-                    if adapt_weights:
-                        terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
-                        if weights.maybe_update(step, model, terms, residuals):
-                            if guard is not None:
-                                guard.rebase()
-                            if captured is not None:  # the weights are numbers baked into the captured step
-                                captured.invalidate()
-                    else:
-                        terms = compiled_terms(points)
+                    terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
+                    if weights.maybe_update(step, model, terms, residuals):
+                        if guard is not None:
+                            guard.rebase()
+                        if captured is not None:  # the weights are numbers baked into the captured step
+                            captured.invalidate()
                     loss = weights.total(terms, cond_weights)
                     loss.backward()
                     closure.terms = terms
