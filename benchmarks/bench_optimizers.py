@@ -589,5 +589,6 @@ def done_pairs(name: str, device, scale: str) -> set[tuple[str, str]]:
         return set()
     return {(r["task"], r["optimizer"]) for r in old.get("rows", [])}
 
+
 if __name__ == "__main__":
     main()

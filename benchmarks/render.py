@@ -27,10 +27,8 @@ A session's device time counts from the machine's start (about a minute) to its 
 machine goes back 30 s after a call. So a session is one prepared call of up to ~9.5 minutes and,
 for the NS rows, one follow-up on the warm machine. `bash benchmarks/gpu_plan.sh PART` holds each part's exact steps (the table below only names them);
 it calls `benchmarks/gpu_session.sh SECONDS 'step' ...`, which runs steps in order to a deadline,
-each bounded by the time left, and installs the wheels carried in `.whl/` (pydantic,
-pydantic-core, annotated-types, typing-inspection, pytorch-optimizer, neuraloperator, tensorly,
-tensorly-torch, deepxde, scikit-optimize, pyaml: the GPU image lacks them; `bash
-benchmarks/fetch_wheels.sh` downloads them here). Call `run` with `carry: [".whl"]`, copy the returned
+each bounded by the time left, and installs the wheels carried in `.whl/` (the packages the GPU
+image lacks; `bash benchmarks/fetch_wheels.sh` lists and downloads them here). Call `run` with `carry: [".whl"]`, copy the returned
 `results/*.json` into `benchmarks/results/` (merge rows by hand where two calls wrote the same
 file), then `python benchmarks/render.py`. Every benchmark writes its JSON after each row, case or
 part, so a step stopped by its time limit keeps what it finished.
