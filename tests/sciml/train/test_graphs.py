@@ -9,18 +9,12 @@ import sciml.train.pinn as pinn
 from sciml.config import ConfigError
 from sciml.optim.guard import Guard
 from sciml.pde import get_problem
-from sciml.train import graphs
 from sciml.train.graphs import CapturedStep, StaleGraphError, graph_optimizer_kwargs, lrs_as_tensors
 from sciml.train.pinn import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 # on a GPU machine the trainer tests also capture and replay real CUDA graphs
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture
-def simulate(monkeypatch):
-    monkeypatch.setattr(graphs, "SIMULATE", True)
 
 
 def _quadratic_step(opt, p, scale=1.0):
@@ -208,10 +202,7 @@ def test_a_run_stopped_in_one_mode_resumes_in_the_other(simulate, tmp_path, firs
 
 
 @pytest.mark.parametrize("guard", [None, {"enabled": False}])
-def test_graph_mode_without_a_guard_captures_and_trains_like_eager_mode(simulate, monkeypatch, guard):
-    captures = []
-    real = CapturedStep._capture
-    monkeypatch.setattr(CapturedStep, "_capture", lambda self: captures.append(1) or real(self))
+def test_graph_mode_without_a_guard_captures_and_trains_like_eager_mode(simulate, captures, guard):
     cfg = {**TINY, "points": {"interior": 64}, "phases": [{**TINY["phases"][0], "guard": guard}]}
     eager, graph = _trajectories(cfg)
     assert len(captures) == 1  # captured once, then replayed

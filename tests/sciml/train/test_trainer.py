@@ -164,10 +164,7 @@ def _spike_the_loss(monkeypatch, steps):
     monkeypatch.setattr(torch.optim.lr_scheduler.LambdaLR, "step", step)
 
 
-def test_graph_mode_trains_the_fno_like_eager_mode(tiny_cfg, monkeypatch):
-    from sciml.train import graphs
-
-    monkeypatch.setattr(graphs, "SIMULATE", True)  # every replay is checked against the captured step
+def test_graph_mode_trains_the_fno_like_eager_mode(tiny_cfg, simulate, monkeypatch):
     eager, _ = train(_graph_cfg(tiny_cfg, "eager", False))
     graph, _ = train(_graph_cfg(tiny_cfg, "graph", True))
     _assert_close_params(eager, graph)
@@ -180,10 +177,7 @@ def test_graph_mode_trains_the_fno_like_eager_mode(tiny_cfg, monkeypatch):
     _assert_close_params(eager, graph)
 
 
-def test_graph_mode_resumes_where_it_stopped(tiny_cfg, monkeypatch):
-    from sciml.train import graphs
-
-    monkeypatch.setattr(graphs, "SIMULATE", True)
+def test_graph_mode_resumes_where_it_stopped(tiny_cfg, simulate):
     # a step schedule: a cosine one would end with the shortened run
     straight, _ = train(_graph_cfg(tiny_cfg, "graph_straight", True, "step"))
     half, _ = train(_graph_cfg(tiny_cfg, "graph_half", True, "step", epochs=4))
@@ -191,14 +185,7 @@ def test_graph_mode_resumes_where_it_stopped(tiny_cfg, monkeypatch):
     _assert_close_params(straight, resumed)
 
 
-def test_graph_mode_without_a_guard_still_captures(tiny_cfg, monkeypatch):
-    from sciml.train import graphs
-    from sciml.train.graphs import CapturedStep
-
-    monkeypatch.setattr(graphs, "SIMULATE", True)
-    captures = []
-    real = CapturedStep._capture
-    monkeypatch.setattr(CapturedStep, "_capture", lambda self: captures.append(1) or real(self))
+def test_graph_mode_without_a_guard_still_captures(tiny_cfg, simulate, captures):
     raw = {**tiny_cfg, "guard": {"enabled": False}, "output": {**tiny_cfg["output"], "name": "unguarded_graph"},
            "training": {**tiny_cfg["training"], "epochs": 3, "cuda_graph": True}}
     run, final = train(validate(OperatorConfig, raw))
