@@ -151,6 +151,18 @@ def optimizer_spec(name: str) -> OptimizerSpec | None:
     return obj if isinstance(obj, OptimizerSpec) else None
 
 
+def graph_optimizer_kwargs(name: str, device: torch.device | str) -> dict:
+    """Keywords that make optimizer `name` capturable: its fused step, with the step count on
+    device (``capturable``) on CUDA. Raises ValueError for an optimizer whose step cannot be
+    captured (a Python step counter or host-side branches would be frozen at capture)."""
+    spec = optimizer_spec(name)
+    if spec is None or not spec.graph_safe:
+        safe = [n for n in OPTIMIZERS.names() if getattr(optimizer_spec(n), "graph_safe", False)]
+        raise ValueError(f"optimizer {name!r} cannot run inside a CUDA graph (its step keeps Python-side state that a "
+                         f"replay would freeze); use one of {', '.join(safe)} for this phase, or set cuda_graph: false")
+    return {"fused": True, **({"capturable": True} if torch.device(device).type == "cuda" else {})}
+
+
 def closure_kind(name: str) -> str:
     """How a trainer must step the optimizer registered as `name`.
 

@@ -53,18 +53,9 @@ from typing import Any, Callable
 import torch
 
 from ._base import check_range
+from ._lr import scale_lr
 
 _CLIP_MODES = ("zclip", "norm", None)
-
-
-def _scale_lr(group: dict, factor: float, undo: bool = False) -> None:
-    """lr ← lr·factor (or lr/factor to undo); a tensor lr (CUDA-graph training) in place, so that
-    a captured step sees it."""
-    lr = group["lr"]
-    if isinstance(lr, torch.Tensor):
-        lr.div_(factor) if undo else lr.mul_(factor)
-    else:
-        group["lr"] = lr / factor if undo else lr * factor
 
 
 class GuardError(RuntimeError):
@@ -343,13 +334,13 @@ class Guard:
         groups, scale = self.optimizer.param_groups, self.lr_scale
         if scale != 1.0:
             for g in groups:
-                _scale_lr(g, scale)
+                scale_lr(g, scale)
         try:
             return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
         finally:
             if scale != 1.0:
                 for g in groups:
-                    _scale_lr(g, scale, undo=True)
+                    scale_lr(g, scale, undo=True)
 
     def _is_spike(self, lval: float) -> bool:
         if self.log_loss_ema is None or self.healthy_steps < self.spike_warmup or lval <= 0:

@@ -33,47 +33,6 @@ from torch.utils._pytree import tree_flatten
 SIMULATE = False  # tests: check replay-equivalence off CUDA (see the module docstring)
 
 
-def graph_optimizer_kwargs(name: str, device: torch.device | str) -> dict:
-    """Keywords that make optimizer `name` capturable: its fused step, with the step count on
-    device (``capturable``) on CUDA. Raises ValueError for an optimizer whose step cannot be
-    captured (a Python step counter or host-side branches would be frozen at capture)."""
-    from sciml.optim import optimizer_spec
-
-    spec = optimizer_spec(name)
-    if spec is None or not spec.graph_safe:
-        from sciml.optim._registry import OPTIMIZERS
-
-        safe = [n for n in OPTIMIZERS.names() if getattr(optimizer_spec(n), "graph_safe", False)]
-        raise ValueError(f"optimizer {name!r} cannot run inside a CUDA graph (its step keeps Python-side state that a "
-                         f"replay would freeze); use one of {', '.join(safe)} for this phase, or set cuda_graph: false")
-    return {"fused": True, **({"capturable": True} if torch.device(device).type == "cuda" else {})}
-
-
-def lrs_as_tensors(optimizer: torch.optim.Optimizer, as_tensors: bool) -> None:
-    """Each group's lr as a 0-d tensor on the parameters' device (a captured step reads it, and
-    a schedule fills it in place), or back to a float (eager steps; e.g. a resumed checkpoint).
-
-    The tensor is float32 whatever the parameters' precision: torch's fused CUDA Adam reads it
-    through a float pointer. A float64 run then steps with lr rounded to float32 (~1e-8 relative).
-    """
-    for g in optimizer.param_groups:
-        lr = g["lr"]
-        if as_tensors and not isinstance(lr, torch.Tensor):
-            g["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=g["params"][0].device)
-        elif as_tensors and (lr.dtype != torch.float32 or lr.device != g["params"][0].device):
-            g["lr"] = lr.to(device=g["params"][0].device, dtype=torch.float32)
-        elif not as_tensors and isinstance(lr, torch.Tensor):
-            g["lr"] = float(lr)
-
-
-def set_lr(group: dict, value: float) -> None:
-    """Set a group's lr; a tensor lr in place, so that a captured step sees it."""
-    if isinstance(group["lr"], torch.Tensor):
-        group["lr"].fill_(value)
-    else:
-        group["lr"] = value
-
-
 class StaleGraphError(RuntimeError):
     """A replayed graph would differ from running the step now: something changed without `invalidate()`."""
 

@@ -31,6 +31,9 @@ import torch
 from pydantic import Field
 
 from sciml.config import ConfigError, StrictModel, dump, validate
+from sciml.optim import (build_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors,
+                         set_lr)
+from sciml.optim.guard import Guard, GuardError
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
                               sample_collocation)
 from sciml.pde.nets import MLP
@@ -38,7 +41,7 @@ from sciml.pde.problem import PINNModel, Problem
 from sciml.pde.problems import get_problem
 from sciml.pde.sampling import rad_sample, rar_add
 from sciml.registry import close_matches
-from sciml.train.graphs import CapturedStep, graph_optimizer_kwargs, lrs_as_tensors, set_lr
+from sciml.train.graphs import CapturedStep
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -217,8 +220,6 @@ def _lr_schedule(opt, base_lrs, ph: PhaseConfig, step: int):
 def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
     """Train a PINN for ``problem``; see the module docstring. ``run``: a `RunDir` for logs and checkpoints."""
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
-    from sciml.optim import build_optimizer, closure_kind, load_optimizer_state
-    from sciml.optim.guard import Guard, GuardError
     from sciml.utils import compile_jet_loss, resolve_device
 
     device = resolve_device(cfg.device)

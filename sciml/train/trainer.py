@@ -18,9 +18,9 @@ import torch
 
 from sciml.config import ConfigError, dump
 from sciml.data.loading import Normalizer, Split, load_splits, load_test
-from sciml.optim import load_optimizer_state
+from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors
 from sciml.optim.guard import Guard, GuardError
-from sciml.train.graphs import CapturedStep, graph_optimizer_kwargs, lrs_as_tensors
+from sciml.train.graphs import CapturedStep
 from sciml.train.losses import LOSSES, relative_l2_per_sample
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig

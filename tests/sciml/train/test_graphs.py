@@ -9,7 +9,8 @@ import sciml.train.pinn as pinn
 from sciml.config import ConfigError
 from sciml.optim.guard import Guard
 from sciml.pde import get_problem
-from sciml.train.graphs import CapturedStep, StaleGraphError, graph_optimizer_kwargs, lrs_as_tensors
+from sciml.optim import graph_optimizer_kwargs, lrs_as_tensors
+from sciml.train.graphs import CapturedStep, StaleGraphError
 from sciml.train.pinn import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
