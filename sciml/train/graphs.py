@@ -51,7 +51,6 @@ class CapturedStep:
         if warmup < 1:
             raise ValueError(f"CapturedStep needs warmup >= 1 eager steps before capture, got {warmup}")
         self.fn, self.device, self.warmup = fn, torch.device(device), warmup
-        self.captures = 0  # how many times the step was captured (the cost of invalidations)
         self._graph: Any = None
         self._outputs: Any = None
         self._warm = 0
@@ -85,7 +84,6 @@ class CapturedStep:
         return out
 
     def _capture(self):
-        self.captures += 1
         if self.device.type == "cuda":
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
