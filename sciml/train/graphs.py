@@ -19,7 +19,11 @@ next call warms up and captures afresh. Host synchronisation inside the step is 
 Off CUDA the step simply runs eagerly. With ``SIMULATE = True`` (tests) it also checks, on
 every call after a "capture", what a replay would get wrong: a different operator sequence, a
 different Python number in any operator, an input tensor outside the step that now lives
-elsewhere (a rebound tensor the graph would not see), or a host read of a tensor.
+elsewhere (a rebound tensor the graph would not see), or a host read of a tensor. At the
+"capture" it also checks that no autograd graph made before it is still alive and reaches a
+tensor the step reads: the parameters' gradient accumulators would then belong to the default
+stream, and a real capture fails ("operation would make the legacy stream depend on a capturing
+blocking stream"). Whatever runs between steps keeps only detached tensors.
 """
 
 from __future__ import annotations
@@ -111,7 +115,14 @@ class _Simulated:
         self.fn, self.trace = fn, None
 
     def first(self):
+        held = _leaves_held_by_live_graphs()
         self.trace, out = _trace(self.fn)
+        read = {ptr for op in self.trace for ptr in op[2]}
+        if held & read:
+            raise StaleGraphError("an autograd graph made before the capture is still alive and reaches a tensor the "
+                                  "step reads (a loss or loss term kept undetached between steps): on CUDA its "
+                                  "gradient accumulators stay on the default stream and capture fails; keep "
+                                  "only .detach()ed tensors between steps")
         return out
 
     def __call__(self):
@@ -128,6 +139,25 @@ class _Simulated:
                 raise StaleGraphError(f"operator {i} ({now[0]}) reads a tensor made outside the step that now lives "
                                       "elsewhere (rebound or reloaded): the graph would read the old one")
         return out
+
+
+def _leaves_held_by_live_graphs() -> set[int]:
+    """Storages of the leaf tensors that some live tensor's autograd graph accumulates into."""
+    import gc
+
+    held, seen = set(), set()
+    # type(), not isinstance: isinstance reads __class__, which some lazy module objects warn on
+    stack = [o.grad_fn for o in gc.get_objects() if issubclass(type(o), torch.Tensor) and o.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        leaf = getattr(node, "variable", None)  # an AccumulateGrad node
+        if isinstance(leaf, torch.Tensor):
+            held.add(leaf.untyped_storage().data_ptr())
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return held
 
 
 def _trace(fn):

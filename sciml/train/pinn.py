@@ -373,8 +373,11 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                             captured.invalidate()
                     loss = weights.total(terms, cond_weights)
                     loss.backward()
-                    closure.terms = terms
                     guard.step(loss) if guard else opt.step()
+                    # only detached values outlive the step: a live autograd graph would pin the parameters'
+                    # gradient accumulators to this stream, and a later CUDA-graph capture fails
+                    loss, closure.terms = loss.detach(), {k: v.detach() for k, v in terms.items()}
+                    del terms, residuals
                 if guard is not None and (step % cfg.log_every == 0 or step == ph.steps):  # polls: a sync
                     log_guard_events(guard, i)
                 if step % cfg.log_every == 0 or step == ph.steps:
