@@ -173,7 +173,7 @@ class LossWeights:
 
     def load_state_dict(self, state: dict) -> None:
         self.adaptive = dict(state["adaptive"])
-        self._gen.set_state(state["gen"])
+        self._gen.set_state(state["gen"].cpu())  # a CPU generator; checkpoints load onto the device
 
 
 _PATHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # residual function -> derivative paths

@@ -166,9 +166,10 @@ class Trainer:
         self.guard.load_state_dict(state["guard"])
         if self._captured is not None:
             self._captured.invalidate()
-        torch.set_rng_state(state["rng"])
+        # generator states are CPU byte tensors; the checkpoint was loaded with map_location=device
+        torch.set_rng_state(state["rng"].cpu())
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self.run.truncate_metrics(state["metrics_lines"])  # drop what a crashed run logged after it
 
     def checkpoint(self, which: str = "last") -> None:

@@ -191,10 +191,11 @@ def test_graph_mode_rolls_back_after_spikes_like_eager_mode(simulate, monkeypatc
 
 
 @pytest.mark.parametrize("first,then", [(True, False), (False, True), (True, True)])
-def test_a_run_stopped_in_one_mode_resumes_in_the_other(simulate, tmp_path, first, then):
+@pytest.mark.parametrize("device", DEVICES)  # on CUDA the checkpoint loads onto the device, CPU generator states too
+def test_a_run_stopped_in_one_mode_resumes_in_the_other(simulate, tmp_path, first, then, device):
     from sciml.train.run import RunDir
 
-    cfg = {**TINY, "checkpoint_every": 3}
+    cfg = {**TINY, "checkpoint_every": 3, "device": device}
     full = fit(get_problem("diffusion_reaction"), {**cfg, "cuda_graph": then})
     run = RunDir.create(tmp_path, "r")
     stopped = fit(get_problem("diffusion_reaction"), {**cfg, "cuda_graph": first, "max_minutes": 1e-9}, run=run)
