@@ -15,13 +15,15 @@ Rendered by `python benchmarks/render.py` from `benchmarks/results/*.json`; each
 it was measured (command, device, date, commit). Do not edit by hand: rerun the script named in
 the table and render again.
 
-**Status (2026-11-25):** tables whose line names an H100 were measured on one (first GPU lease,
-15 device-minutes, torch 2.11): Burgers FNO end to end, data generation (Darcy, NS accuracy and
-NS generation), implicit vs unrolled backward with LM throughput, PINN step speed. Every other
+**Status (2026-11-26):** tables whose line names a GPU were measured on one, in two leases of
+15 device-minutes each (torch 2.11): on an H100 on 2026-11-25 (Burgers FNO end to end, Darcy and
+NS-accuracy data generation, implicit vs unrolled backward with LM throughput, the first PINN
+step speeds: the `*_h100` tables) and on an H200 on 2026-11-26 (NS step, NS generation with its
+FFT floor, PINN step speed with the trainer's own CUDA-graph and compiled modes). Every other
 table was measured on a shared 2-core CPU at reduced scale (`--small`): those show the scripts
 work and give CPU ratios, not the issues' GPU bars.
 
-### GPU run plan (one H100; 15 device-minutes per session, 10 per command)
+### GPU run plan (one H100 or H200; 15 device-minutes per session, 10 per command)
 
 A session's device time counts from the machine's start (about a minute) to its return, and the
 machine goes back 30 s after a call. So a session is one prepared call of up to ~9.5 minutes and,
@@ -30,14 +32,15 @@ it calls `benchmarks/gpu_session.sh SECONDS 'step' ...`, which runs steps in ord
 each bounded by the time left, and installs the wheels carried in `.whl/` (the packages the GPU
 image lacks; `bash benchmarks/fetch_wheels.sh` lists and downloads them here). Call `run` with `carry: [".whl"]`, copy the returned
 `results/*.json` into `benchmarks/results/` (merge rows by hand where two calls wrote the same
-file), then `python benchmarks/render.py`. Every benchmark writes its JSON after each row, case or
+file; a run on another GPU kind replaces a file's rows, so first keep the old file as
+`<name>_<gpu>.json` with that name inside), then `python benchmarks/render.py`. Every benchmark writes its JSON after each row, case or
 part, so a step stopped by its time limit keeps what it finished.
 
 | session | `gpu_plan.sh` parts | issue: bar |
 |---|---|---|
-| done 2026-11-25 | `bench_burgers` (3.3 min), `bench_implicit` (1.1), `bench_datagen --parts darcy` (0.2), `--parts ns_accuracy` (1.4), `--parts ns_generate` (5.1), `bench_pinn --parts speed` (1.4) | 3, 7 met; 4: the NS floor is still to measure; 6: 7.5x, bar 10x |
-| 1 | `2`: NS step and Burgers timings, NS generation and its floor (~6 min), then the CUDA-graph trainer tests on the GPU (~1) | 4: the floor beside NS (closes issue 4); the graph modes' first run on CUDA |
-| 2 | `3`: PINN speed (now also the trainer's own step, eager and `cuda_graph`) and time to target (`cuda_graph` first), then the precision policies | 6: step <= 1/10 of DeepXDE's, time to 1e-2; 5: bf16/TF32 accuracy equal to fp32's |
+| done 2026-11-25 (H100) | `bench_burgers` (3.3 min), `bench_implicit` (1.1), `bench_datagen --parts darcy` (0.2), `--parts ns_accuracy` (1.4), `--parts ns_generate` (5.1), `bench_pinn --parts speed` (1.4) | 3, 7 met; 4: the NS floor is still to measure; 6: 7.5x, bar 10x |
+| done 2026-11-26 (H200) | `2` without its Burgers timing: `bench_datagen --parts ns_step,ns_generate` (3.4), the graph-mode tests (0.4); `bench_pinn --parts speed` (1.6); the README job with `training.cuda_graph` on and off, fp32 and bf16 (1.1); `--parts time_to_target` stopped (DeepXDE's recipe ran past the 196 s left) | 4 met (198 s, floor 108 s); 6: trainer step 14.3x with compile + `cuda_graph` (8.8x `cuda_graph` alone); two CUDA-only defects found and fixed |
+| 2 | `3`: PINN time to rel. L2 1e-2 (sciml's trainer modes first, then DeepXDE's recipe capped at 240 s: a cap is a lower bound), then the precision policies | 6: time to 1e-2 beside DeepXDE's; 5: bf16/TF32 accuracy equal to fp32's |
 | 3 | `1`: FNO step times against neuralop, compiled too (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher |
 | 4 | `4`: the Darcy FNO row | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
 | 5 | `5`: NS generation into `datasets/` (~5.5); `5b` at once: `ns_fno2d_nu1e-3`, 6 minutes of training | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
