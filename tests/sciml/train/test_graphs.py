@@ -79,6 +79,19 @@ def test_simulated_replay_catches_what_a_real_graph_would_get_wrong(simulate):
     with pytest.raises(StaleGraphError, match="host"):
         host()
 
+    # a loss kept undetached from an eager step: on CUDA its graph pins p's gradient accumulator
+    # to the default stream, and the capture fails
+    kept = (p * p).sum()
+    pinned = CapturedStep(_quadratic_step(opt, p), "cpu", warmup=1)
+    pinned()
+    with pytest.raises(StaleGraphError, match="still alive"):
+        pinned()
+    del kept
+    pinned.invalidate()
+    pinned()
+    pinned()  # captured with no live graph: fine
+    pinned()
+
 
 def test_only_graph_safe_optimizers_and_a_polled_guard_may_run_in_a_graph():
     with pytest.raises(ValueError, match="adam, adamw"):
