@@ -146,15 +146,16 @@ def _leaves_held_by_live_graphs() -> set[int]:
     import gc
 
     held, seen = set(), set()
-    # type(), not isinstance: isinstance reads __class__, which some lazy module objects warn on
-    stack = [o.grad_fn for o in gc.get_objects() if issubclass(type(o), torch.Tensor) and o.grad_fn is not None]
+    # plain tensors only (not the fake ones compiled code leaves behind); type(), not isinstance, which
+    # reads __class__ and makes some lazy module objects warn
+    stack = [o.grad_fn for o in gc.get_objects() if type(o) is torch.Tensor and o.grad_fn is not None]
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
         leaf = getattr(node, "variable", None)  # an AccumulateGrad node
-        if isinstance(leaf, torch.Tensor):
+        if type(leaf) in (torch.Tensor, torch.nn.Parameter):
             held.add(leaf.untyped_storage().data_ptr())
         stack.extend(next_node for next_node, _ in node.next_functions)
     return held
