@@ -1,6 +1,7 @@
 """The operator trainer and the CLI on a tiny Burgers set: run folders, resume, eval, errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,6 +191,38 @@ def test_graph_mode_without_a_guard_still_captures(tiny_cfg, simulate, captures)
            "training": {**tiny_cfg["training"], "epochs": 3, "cuda_graph": True}}
     run, final = train(validate(OperatorConfig, raw))
     assert len(captures) == 1 and final["test_rel_l2"] < 1.0
+
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+# every model the operator benchmarks train, on tiny data, small enough to capture after a few steps
+_TINY_NS = ["data.preset=tiny", "data.n_train=6", "data.n_test=2", "data.resolution=null", "training.epochs=4",
+            "data.input_time=[0,2]", "data.output_time=[2,4]"]
+_BENCH_MODELS = {
+    "darcy/fno.yaml": ["data.preset=tiny", "data.n_train=8", "data.n_test=2", "data.resolution=null", "model.modes=4",
+                       "model.width=8"],
+    "darcy/deeponet.yaml": ["data.preset=tiny", "data.n_train=8", "data.n_test=2", "data.resolution=null",
+                            "model.basis=8"],
+    "burgers/deeponet.yaml": ["data.preset=tiny", "data.n_train=8", "data.n_test=2", "data.resolution=64",
+                              "model.basis=8"],
+    "navier_stokes/fno2d.yaml": [*_TINY_NS, "model.modes=4", "model.width=8"],
+    "navier_stokes/fno3d.yaml": [*_TINY_NS, "model.modes=[4,4,4]", "model.width=8"],
+}
+
+
+@pytest.mark.parametrize("config", list(_BENCH_MODELS))
+def test_every_benchmarked_model_trains_in_graph_mode_like_eager_mode(config, tmp_path_factory, simulate, captures):
+    from sciml.config import load_config
+
+    root = tmp_path_factory.getbasetemp() / "bench_models"  # one dataset per recipe for all cases
+    common = [f"data.root={root / 'data'}", f"output.root={root / 'runs'}", "training.epochs=3", "training.batch_size=2",
+              "training.progress=false", "training.plot=false", "training.eval_every=3", "guard.check_every=4",
+              "guard.clip_warmup=3", "schedule.name=cosine", *_BENCH_MODELS[config]]
+    runs = [train(load_config(OperatorConfig, CONFIGS / config,
+                              [*common, f"training.cuda_graph={graph}", f"output.name={config.replace('/', '_')}_{graph}"]))[0]
+            for graph in (False, True)]
+    assert len(captures) == 1  # 12 steps: warm-up, one capture, replays checked by the simulation
+    _assert_close_params(*runs)
 
 
 def test_graph_mode_refuses_what_it_cannot_capture(tiny_cfg):
