@@ -112,6 +112,8 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
         return f"unknown key {key!r}{hint}{allowed}"
     if error["type"] == "missing":
         return f"missing required key {key!r}"
+    if not loc and error["type"] == "value_error":  # a check across keys: its message names them
+        return str(error["ctx"]["error"]) if "error" in error.get("ctx", {}) else error["msg"]
     return f"bad value for {key!r}: {error['msg']} (got {error.get('input')!r})"
 
 

@@ -189,7 +189,12 @@ class Guard:
     @property
     def syncs_every_step(self) -> bool:
         """Exact mode (``check_every=1``): every step reads the host, so none can be captured."""
-        return self.enabled and self.check_every == 1
+        return self.syncs_with(enabled=self.enabled, check_every=self.check_every)
+
+    @staticmethod
+    def syncs_with(*, enabled: bool = True, check_every: int = 1, **_other_settings) -> bool:
+        """`syncs_every_step` of a guard built with these settings (a config can be checked before one is)."""
+        return bool(enabled) and check_every == 1
 
     @property
     def capturable(self) -> bool:

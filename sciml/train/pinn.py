@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sciml.config import ConfigError, StrictModel, dump, validate
-from sciml.optim import (build_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors,
+from sciml.optim import (OPTIMIZERS, build_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors,
                          set_lr)
 from sciml.optim.guard import Guard, GuardError
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
@@ -141,6 +141,26 @@ class PINNConfig(StrictModel):
     checkpoint_every: int = Field(1000, ge=0)
     max_minutes: float | None = Field(None, gt=0)  # stop (with a checkpoint) after this wall time; --resume goes on
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _phases_can_run(self) -> "PINNConfig":
+        """Every phase's optimizer exists and, with cuda_graph, can be captured: checked before any
+        training, not when a later phase starts after hours of the earlier ones."""
+        for i, ph in enumerate(self.phases):
+            name = ph.optimizer.get("name")
+            if name is None:
+                raise ValueError(f"phases[{i}].optimizer needs a name (e.g. adam, lbfgs)")
+            try:
+                OPTIMIZERS.get(name)
+                if not self.cuda_graph or closure_kind(name) != "none":  # closure methods run eagerly
+                    continue
+                graph_optimizer_kwargs(name, "cpu")
+            except ValueError as err:
+                raise ValueError(f"phases[{i}]: {err}") from None
+            if ph.guard is not None and Guard.syncs_with(**{**PINN_GUARD, **ph.guard}):
+                raise ValueError(f"phases[{i}]: cuda_graph needs the guard's polled mode (a host check every step "
+                                 "cannot be captured): set guard.check_every > 1 (the PINN default is 10) or guard: null")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,22 +301,14 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         cur_dtype = next(model.parameters()).dtype
         points = cpu_points.to(device, cur_dtype)
         opt_kw = dict(ph.optimizer)
-        if "name" not in opt_kw:
-            raise ConfigError(f"phases[{i}].optimizer needs a name (e.g. adam, lbfgs)")
-        name = opt_kw.pop("name")
+        name = opt_kw.pop("name")  # PINNConfig checked the names, and the phases cuda_graph captures
         kind = closure_kind(name)  # "none" | "backward" (L-BFGS) | "loss" (NysNewton-CG differentiates itself)
         needs_closure = kind != "none"
         graphed = cfg.cuda_graph and not needs_closure  # closure methods (L-BFGS, Newton-CG) run eagerly
         if graphed:
-            try:
-                opt_kw.update(graph_optimizer_kwargs(name, device))
-            except ValueError as err:
-                raise ConfigError(f"phases[{i}]: {err}") from None
+            opt_kw.update(graph_optimizer_kwargs(name, device))
         opt = build_optimizer(model.parameters(), name, **opt_kw)
         guard = None if ph.guard is None else Guard(model, opt, **{**PINN_GUARD, **ph.guard})
-        if graphed and guard is not None and guard.syncs_every_step:
-            raise ConfigError(f"phases[{i}]: cuda_graph needs the guard's polled mode (a host check every step cannot "
-                              "be captured): set guard.check_every > 1 (the PINN default is 10) or guard: null")
         first = start_step + 1 if i == start_phase else 1
         if guard is not None:
             guard.step_count = first - 1  # its events then carry the phase's step numbers

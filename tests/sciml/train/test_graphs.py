@@ -104,6 +104,20 @@ def test_only_graph_safe_optimizers_and_a_polled_guard_may_run_in_a_graph():
         fit(get_problem("diffusion_reaction"), {**base, "phases": [{**base["phases"][0], "guard": {"check_every": 1}}]})
 
 
+def test_a_phase_that_cannot_run_fails_before_any_training(monkeypatch):
+    import sciml.train.pinn as pinn
+
+    steps = []
+    monkeypatch.setattr(pinn, "loss_terms", lambda *a, **k: steps.append(1) or pytest.fail("trained"))
+    adam_first = {"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 5}
+    with pytest.raises(ConfigError, match=r"phases\[1\]: optimizer 'soap' cannot run inside a CUDA graph"):
+        fit(get_problem("diffusion_reaction"), {**TINY, "cuda_graph": True,
+                                               "phases": [adam_first, {"optimizer": {"name": "soap"}, "steps": 5}]})
+    with pytest.raises(ConfigError, match=r"phases\[1\]: unknown optimizer 'soapp' \(did you mean 'soap'"):
+        fit(get_problem("diffusion_reaction"), {**TINY, "phases": [adam_first, {"optimizer": {"name": "soapp"}, "steps": 5}]})
+    assert not steps
+
+
 def test_a_zclip_guard_is_captured_once_its_warm_up_is_over(simulate, captures):
     def train(capture):
         net = torch.nn.Linear(3, 1)
