@@ -50,3 +50,19 @@ def test_ns_generate_row_reports_partial_then_complete(tmp_path):
     assert len(steps) == 8 and (steps[:4] == steps[0]).all() and (steps[4:] == steps[4]).all() and steps.min() > 0
     assert floor["task"] == "ns_generate_floor" and f"{(steps[0] + steps[4]) / 2:.0f} CFL steps per batch" in floor["note"]
     assert 0 < floor["value"] < done["value"]
+
+
+@pytest.mark.parametrize("problem", ["burgers", "allen_cahn", "convection", "diffusion_reaction", "poisson_lshape", "wave"])
+def test_gpu_accuracy_runs_replay_only_the_configs_whose_first_order_phases_can_be_captured(problem):
+    from benchmarks.bench_pinn import _graph_capturable
+    from sciml.config import ConfigError, load_yaml, validate
+    from sciml.train.pinn import PINNConfig
+
+    raw = load_yaml(ROOT / "configs" / problem / "pinn.yaml")
+    try:
+        validate(PINNConfig, {**raw, "cuda_graph": True})
+        accepted = True
+    except ConfigError:
+        accepted = False
+    assert _graph_capturable(raw) == accepted
+    assert accepted == (problem in ("burgers", "diffusion_reaction", "poisson_lshape"))  # the Adam configs
