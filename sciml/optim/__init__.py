@@ -14,14 +14,14 @@ Complex parameters work with every entry (real views where an implementation nee
 Adam → L-BFGS → Newton-CG schedules for PINNs: `sciml.optim.phases.PhaseSchedule`.
 """
 
-from ._registry import (OPTIMIZERS, OptimizerSpec, build_optimizer, closure_kind, graph_optimizer_kwargs,
+from ._registry import (OPTIMIZERS, OptimizerSpec, build_optimizer, check_optimizer, closure_kind, graph_optimizer_kwargs,
                         load_optimizer_state, optimizer_spec)
 from ._lr import lrs_as_tensors, set_lr
 from ._complex import complex_as_real
 from . import _catalog  # noqa: F401  (registers the entries)
 from .guard import Guard, GuardError
 
-__all__ = ["OPTIMIZERS", "OptimizerSpec", "build_optimizer", "closure_kind", "graph_optimizer_kwargs", "load_optimizer_state",
+__all__ = ["OPTIMIZERS", "OptimizerSpec", "build_optimizer", "check_optimizer", "closure_kind", "graph_optimizer_kwargs", "load_optimizer_state",
            "lrs_as_tensors", "optimizer_spec", "set_lr", "complex_as_real", "Guard", "GuardError"]
 
 from ._adaptive import MARS, SPAM, AdaBelief, AdEMAMix, ClipRAdaGradD, FAdam, SubsetNorm  # noqa: E402

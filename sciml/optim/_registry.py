@@ -163,6 +163,16 @@ def graph_optimizer_kwargs(name: str, device: torch.device | str) -> dict:
     return {"fused": True, **({"capturable": True} if torch.device(device).type == "cuda" else {})}
 
 
+def check_optimizer(name: str, kwargs: dict, *, graph: bool = False) -> None:
+    """Build optimizer `name` with `kwargs` on a probe parameter, so that an unknown name, a misspelt
+    keyword or a bad value fails before a run spends anything on data or earlier phases. With
+    `graph`, its step must also be capturable (`graph_optimizer_kwargs`). Raises ValueError."""
+    kw = dict(kwargs)
+    if graph:
+        kw.update(graph_optimizer_kwargs(name, "cpu"))
+    build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], name, **kw)
+
+
 def closure_kind(name: str) -> str:
     """How a trainer must step the optimizer registered as `name`.
 

@@ -47,10 +47,13 @@ first healthy step takes a new one.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from typing import Any, Callable
 
 import torch
+
+from sciml.registry import close_matches
 
 from ._base import check_range
 from ._lr import scale_lr
@@ -190,6 +193,18 @@ class Guard:
     def syncs_every_step(self) -> bool:
         """Exact mode (``check_every=1``): every step reads the host, so none can be captured."""
         return self.syncs_with(enabled=self.enabled, check_every=self.check_every)
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        """Raise a ValueError naming the fix for an unknown or out-of-range guard setting, so a config
+        fails before a run spends anything on data or training."""
+        valid = [n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        for key in settings:
+            if key not in valid:
+                raise ValueError(f"the guard has no setting {key!r}{close_matches(key, valid)}; its settings: "
+                                 f"{', '.join(valid)}")
+        probe = torch.nn.Linear(1, 1)
+        cls(probe, torch.optim.SGD(probe.parameters(), lr=0.0), **settings)  # the constructor's range checks
 
     @staticmethod
     def syncs_with(*, enabled: bool = True, check_every: int = 1, **_other_settings) -> bool:

@@ -31,7 +31,7 @@ import torch
 from pydantic import Field, model_validator
 
 from sciml.config import ConfigError, StrictModel, dump, validate
-from sciml.optim import (OPTIMIZERS, build_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors,
+from sciml.optim import (build_optimizer, check_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors,
                          set_lr)
 from sciml.optim.guard import Guard, GuardError
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
@@ -144,22 +144,25 @@ class PINNConfig(StrictModel):
 
     @model_validator(mode="after")
     def _phases_can_run(self) -> "PINNConfig":
-        """Every phase's optimizer exists and, with cuda_graph, can be captured: checked before any
-        training, not when a later phase starts after hours of the earlier ones."""
+        """Every phase's optimizer and guard settings build, and with cuda_graph its step can be
+        captured: checked before any training, not when a later phase starts after hours of the
+        earlier ones."""
         for i, ph in enumerate(self.phases):
-            name = ph.optimizer.get("name")
-            if name is None:
-                raise ValueError(f"phases[{i}].optimizer needs a name (e.g. adam, lbfgs)")
+            kwargs = dict(ph.optimizer)
+            name = kwargs.pop("name", None)
             try:
-                OPTIMIZERS.get(name)
-                if not self.cuda_graph or closure_kind(name) != "none":  # closure methods run eagerly
-                    continue
-                graph_optimizer_kwargs(name, "cpu")
+                if name is None:
+                    raise ValueError("the optimizer needs a name (e.g. adam, lbfgs)")
+                graphed = self.cuda_graph and closure_kind(name) == "none"  # closure methods run eagerly
+                check_optimizer(name, kwargs, graph=graphed)
+                if ph.guard is not None:
+                    guard = {**PINN_GUARD, **ph.guard}
+                    Guard.check_settings(guard)
+                    if graphed and Guard.syncs_with(**guard):
+                        raise ValueError("cuda_graph needs the guard's polled mode (a host check every step cannot be "
+                                         "captured): set guard.check_every > 1 (the PINN default is 10) or guard: null")
             except ValueError as err:
                 raise ValueError(f"phases[{i}]: {err}") from None
-            if ph.guard is not None and Guard.syncs_with(**{**PINN_GUARD, **ph.guard}):
-                raise ValueError(f"phases[{i}]: cuda_graph needs the guard's polled mode (a host check every step "
-                                 "cannot be captured): set guard.check_every > 1 (the PINN default is 10) or guard: null")
         return self
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from sciml.config import StrictModel
 
@@ -77,3 +77,32 @@ class OperatorConfig(StrictModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     guard: dict[str, Any] = Field(default_factory=dict)  # options of sciml.optim.guard.Guard
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def guard_settings(self) -> dict[str, Any]:
+        """The guard's settings: the config's, polled every 10 steps in graph mode unless it says otherwise."""
+        return {"check_every": 10, **self.guard} if self.training.cuda_graph else dict(self.guard)
+
+    @model_validator(mode="after")
+    def _optimizer_and_guard_can_run(self) -> "OperatorConfig":
+        """The optimizer and guard build, and with training.cuda_graph the step can be captured:
+        checked before the dataset is generated or loaded."""
+        from sciml.optim import Guard, check_optimizer, closure_kind
+
+        name, graph = self.optimizer.name, self.training.cuda_graph
+        try:
+            if graph and closure_kind(name) != "none":
+                raise ValueError(f"training.cuda_graph needs a first-order optimizer; {name!r} steps with a closure. "
+                                 "Use adam or adamw, or set training.cuda_graph: false")
+            check_optimizer(name, self.optimizer.kwargs(), graph=graph)
+        except ValueError as err:
+            message = str(err).replace(" cuda_graph:", " training.cuda_graph:")
+            raise ValueError(message if message.startswith("optimizer") else f"optimizer: {message}") from None
+        guard = self.guard_settings()
+        try:
+            Guard.check_settings(guard)
+        except ValueError as err:
+            raise ValueError(f"guard: {err}") from None
+        if graph and Guard.syncs_with(**guard):
+            raise ValueError("training.cuda_graph needs the guard's polled mode: set guard.check_every > 1 "
+                             "(10 when unset) or training.cuda_graph: false")
+        return self

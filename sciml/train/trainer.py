@@ -98,25 +98,16 @@ class Trainer:
             self.model.prepare(self.x_norm.encode(self.train_split.x), self.y_norm.encode(self.train_split.y))
         self.forward = torch.compile(self.model) if cfg.training.compile else self.model
         self.closure_kind = closure_kind(cfg.optimizer.name)  # "none" | "backward" (L-BFGS) | "loss" (Newton-CG)
-        self.graphed, opt_kw, guard_kw = cfg.training.cuda_graph, cfg.optimizer.kwargs(), dict(cfg.guard)
+        # OperatorConfig checked the optimizer, the guard and graph mode before the data was made
+        self.graphed, opt_kw = cfg.training.cuda_graph, cfg.optimizer.kwargs()
         if self.graphed:
-            if self.closure_kind != "none":
-                raise ConfigError(f"training.cuda_graph needs a first-order optimizer; {cfg.optimizer.name!r} steps with a "
-                                  "closure. Use adam or adamw, or set training.cuda_graph: false")
-            try:
-                opt_kw.update(graph_optimizer_kwargs(cfg.optimizer.name, self.device))
-            except ValueError as err:
-                raise ConfigError(str(err).replace("cuda_graph", "training.cuda_graph")) from None
-            guard_kw.setdefault("check_every", 10)  # a host check every step cannot be captured
+            opt_kw.update(graph_optimizer_kwargs(cfg.optimizer.name, self.device))
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer.name, **opt_kw)
         self.steps_per_epoch = math.ceil(cfg.data.n_train / cfg.training.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         # after the scheduler: its base lrs stay floats, so setting the lr tensor never reads the device
         lrs_as_tensors(self.optimizer, self.graphed)
-        self.guard = Guard(self.model, self.optimizer, **guard_kw)
-        if self.graphed and self.guard.syncs_every_step:
-            raise ConfigError("training.cuda_graph needs the guard's polled mode: set guard.check_every > 1 "
-                              "(10 when unset) or training.cuda_graph: false")
+        self.guard = Guard(self.model, self.optimizer, **cfg.guard_settings())
         self._captured = CapturedStep(self._graph_step, self.device) if self.graphed else None
         if self._captured is not None:  # a rollback replaces the optimizer's tensors and the lr scale
             self.guard.on_restore(self._captured.invalidate)

@@ -113,8 +113,11 @@ def test_a_phase_that_cannot_run_fails_before_any_training(monkeypatch):
     with pytest.raises(ConfigError, match=r"phases\[1\]: optimizer 'soap' cannot run inside a CUDA graph"):
         fit(get_problem("diffusion_reaction"), {**TINY, "cuda_graph": True,
                                                "phases": [adam_first, {"optimizer": {"name": "soap"}, "steps": 5}]})
-    with pytest.raises(ConfigError, match=r"phases\[1\]: unknown optimizer 'soapp' \(did you mean 'soap'"):
-        fit(get_problem("diffusion_reaction"), {**TINY, "phases": [adam_first, {"optimizer": {"name": "soapp"}, "steps": 5}]})
+    for second, message in [({"optimizer": {"name": "soapp"}}, r"unknown optimizer 'soapp' \(did you mean 'soap'"),
+                            ({"optimizer": {"name": "lbfgs", "max_iters": 5}}, r"'max_iters' \(did you mean 'max_iter'"),
+                            ({"optimizer": {"name": "lbfgs"}, "guard": {"spike_factr": 5}}, r"no setting 'spike_factr'")]:
+        with pytest.raises(ConfigError, match=r"phases\[1\]: .*" + message):
+            fit(get_problem("diffusion_reaction"), {**TINY, "phases": [adam_first, {**second, "steps": 5}]})
     assert not steps
 
 

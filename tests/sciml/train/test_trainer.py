@@ -225,6 +225,20 @@ def test_every_benchmarked_model_trains_in_graph_mode_like_eager_mode(config, tm
     _assert_close_params(*runs)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"optimizer": {"name": "adam", "betaz": [0.9, 0.99]}}, "unknown keyword argument 'betaz' \\(did you mean 'betas'"),
+    ({"guard": {"chek_every": 5}}, "no setting 'chek_every' \\(did you mean 'check_every'"),
+    ({"guard": {"spike_factor": 0.5}}, "spike_factor=0.5 is outside"),
+])
+def test_bad_optimizer_or_guard_settings_fail_before_the_data_is_made(tiny_cfg, tmp_path, change, message):
+    from sciml.config import ConfigError
+
+    raw = {**tiny_cfg, **change, "data": {**tiny_cfg["data"], "root": str(tmp_path / "data")}}
+    with pytest.raises(ConfigError, match=message):
+        train(validate(OperatorConfig, raw))
+    assert not (tmp_path / "data").exists()
+
+
 def test_graph_mode_refuses_what_it_cannot_capture(tiny_cfg):
     from sciml.config import ConfigError
 
