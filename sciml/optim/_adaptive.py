@@ -1,7 +1,10 @@
 """Our implementations of adaptive optimizers whose library versions drift or reject complex.
 
 Each is a thin `FunctionalOptimizer` over a per-parameter update written from the paper (and the
-official code where one exists). Notation: g gradient, m / v first / second moments,
+official code where one exists). The step t is a 0-dim tensor, so whatever depends on it is
+computed with tensor operations (see `FunctionalOptimizer`): the steps can be captured in a
+CUDA graph, except in the two modes that choose coordinates on the host (SPAM's sparse momentum,
+Subset-Norm's Subspace-Momentum). Notation: g gradient, m / v first / second moments,
 t step (from 1), η learning rate, λ weight decay (decoupled, AdamW-style: θ ← θ − ηλθ).
 """
 
@@ -13,6 +16,11 @@ import torch
 from torch import Tensor
 
 from ._base import FunctionalOptimizer, check_betas, check_range, real_view
+
+
+def _weight(w: Tensor | float, like: Tensor) -> Tensor | float:
+    """A lerp weight: a tensor one must have the tensor's dtype."""
+    return w.to(like.dtype) if isinstance(w, Tensor) else w
 
 
 def _decay(p: Tensor, group: dict) -> None:
@@ -53,7 +61,7 @@ class AdaBelief(FunctionalOptimizer):
         d = g - m
         s.mul_(b2).addcmul_(d, d, value=1 - b2).add_(eps)
         denom = (s / (1 - b2 ** t)).sqrt_().add_(eps)
-        p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1 ** t))
+        p.add_((m / denom).mul_(-group["lr"] / (1 - b1 ** t)))
 
 
 class SPAM(FunctionalOptimizer):
@@ -91,6 +99,11 @@ class SPAM(FunctionalOptimizer):
                                       density=density, seed=seed))
         self._subsets: dict[int, tuple[int, Tensor]] = {}  # storage pointer -> (step drawn, indices)
 
+    @property
+    def graph_capturable(self) -> bool:
+        """Dense SPAM only: sparse momentum draws its coordinates on the host at every reset."""
+        return all(group["density"] >= 1.0 for group in self.param_groups)
+
     def _subset(self, p: Tensor, group: dict, t: int) -> Tensor | None:
         """Sorted flat indices of the coordinates of `p` (a parameter or its real view) that keep
         momentum at step t; None where momentum is dense.
@@ -102,6 +115,7 @@ class SPAM(FunctionalOptimizer):
         """
         if group["density"] >= 1.0 or p.dim() < 2:
             return None
+        t = int(t)  # reads the host: sparse momentum is not capturable
         drawn_at = (t - 1) // group["reset_interval"] * group["reset_interval"] + 1
         cached = self._subsets.get(p.data_ptr())
         if cached is None or cached[0] != drawn_at:
@@ -134,47 +148,47 @@ class SPAM(FunctionalOptimizer):
 
     def update(self, p, g, state, group):
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        if t > 1 and (t - 1) % group["reset_interval"] == 0:  # reset before update t = kΔT + 1
-            m.zero_()
-            v.zero_()
+        since = torch.remainder(t - 1, group["reset_interval"])  # steps since the start or the last reset
+        reset = (t > 1) & (since == 0)  # reset before update t = kΔT + 1
+        m.masked_fill_(reset, 0.0)
+        v.masked_fill_(reset, 0.0)
         index = self._subset(p, group, t)
         if index is None:
-            self._adam_step(p, g, m, v, t, group)
+            self._adam_step(p, g, m, v, t, since, group)
         else:  # sparse momentum: gather the chosen coordinates, step them, scatter back
             chosen = p.view(-1)[index]
-            self._adam_step(chosen, g.reshape(-1)[index], m, v, t, group)
+            self._adam_step(chosen, g.reshape(-1)[index], m, v, t, since, group)
             p.view(-1)[index] = chosen
 
     @staticmethod
-    def _adam_step(p, g, m, v, t, group):
+    def _adam_step(p, g, m, v, t, since, group):
         b1, b2 = group["betas"]
-        since = (t - 1) % group["reset_interval"]  # steps since the start or the last reset
-        if since >= group["clip_delay"]:
-            bound = (group["threshold"] * v).sqrt()
-            g = torch.where(g * g > group["threshold"] * v, g.sign() * bound, g)
+        bound_sq = group["threshold"] * v  # v before this update
+        clip = (since >= group["clip_delay"]) & (g * g > bound_sq)
+        g = torch.where(clip, g.sign() * bound_sq.sqrt(), g)
         n = group["warmup_steps"]
-        scale = 1.0 if n == 0 else 1.0 - 0.99 * (1.0 + math.cos(math.pi * min(since, n) / n)) / 2.0
+        scale = 1.0 if n == 0 else 1.0 - 0.99 * (1.0 + torch.cos(torch.clamp(since, max=n) * (math.pi / n))) / 2.0
         _decay(p, group)
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
-        p.addcdiv_(m, denom, value=-group["lr"] * scale / (1 - b1 ** t))
+        p.add_((m / denom).mul_(-group["lr"] * scale / (1 - b1 ** t)))
 
 
-def _linear_warmup(step: int, end: float, start: float, warmup: int | None) -> float:
-    if not warmup or step >= warmup:
+def _linear_warmup(step: Tensor, end: float, start: float, warmup: int | None) -> Tensor | float:
+    if not warmup:
         return end
     a = step / warmup
-    return (1 - a) * start + a * end
+    return torch.where(step >= warmup, end, (1 - a) * start + a * end)
 
 
-def _half_life_warmup(step: int, end: float, start: float, warmup: int | None) -> float:
+def _half_life_warmup(step: Tensor, end: float, start: float, warmup: int | None) -> Tensor | float:
     """β₃ scheduler of the official code: linear in the half-life log(0.5)/log(β) − 1."""
-    if not warmup or step >= warmup:
+    if not warmup:
         return end
     f = lambda b: math.log(0.5) / math.log(b + 1e-8) - 1  # noqa: E731
     a = step / warmup
-    return math.pow(0.5, 1.0 / ((1 - a) * f(start) + a * f(end) + 1))
+    return torch.where(step >= warmup, end, torch.pow(0.5, 1.0 / ((1 - a) * f(start) + a * f(end) + 1)))
 
 
 class AdEMAMix(FunctionalOptimizer):
@@ -210,13 +224,13 @@ class AdEMAMix(FunctionalOptimizer):
         b3 = _half_life_warmup(t, b3_end, b1, group["beta3_warmup"])
         m1, m2, v = state["exp_avg_fast"], state["exp_avg_slow"], state["exp_avg_sq"]
         m1.lerp_(g, 1 - b1)
-        m2.lerp_(g, 1 - b3)
+        m2.lerp_(g, _weight(1 - b3, m2))
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
-        upd = (m1 / (1 - b1 ** t)).add_(m2, alpha=alpha).div_(denom)
+        upd = (m1 / (1 - b1 ** t)).add_(m2 * alpha).div_(denom)
         if group["weight_decay"]:
             upd.add_(p, alpha=group["weight_decay"])
-        p.add_(upd, alpha=-group["lr"])
+        p.add_(upd.mul_(-group["lr"]))
 
 
 class MARS(FunctionalOptimizer):
@@ -251,7 +265,7 @@ class MARS(FunctionalOptimizer):
         m.lerp_(c, 1 - b1)
         v.mul_(b2).addcmul_(c, c, value=1 - b2)
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
-        p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1 ** t))
+        p.add_((m / denom).mul_(-group["lr"] / (1 - b1 ** t)))
 
 
 class FAdam(FunctionalOptimizer):
@@ -281,7 +295,7 @@ class FAdam(FunctionalOptimizer):
         (b1, b2), t = group["betas"], state["step"]
         b2_hat = b2 * (1 - b2 ** (t - 1)) / (1 - b2 ** t)
         fim, mom = state["fim"], state["momentum"]
-        fim.mul_(b2_hat).addcmul_(g, g, value=1 - b2_hat)
+        fim.mul_(b2_hat).add_(g * g * (1 - b2_hat))
         denom = fim.pow(group["p"]).add_(group["eps"])
 
         def clipped(x):
@@ -292,7 +306,7 @@ class FAdam(FunctionalOptimizer):
         step = mom.clone()
         if group["weight_decay"]:
             step.add_(clipped(p / denom), alpha=group["weight_decay"])
-        p.add_(step, alpha=-group["lr"])
+        p.add_(step.mul_(-group["lr"]))
 
 
 class SubsetNorm(FunctionalOptimizer):
@@ -327,6 +341,11 @@ class SubsetNorm(FunctionalOptimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       momentum_rank=momentum_rank, proj_every=proj_every))
 
+    @property
+    def graph_capturable(self) -> bool:
+        """Without Subspace-Momentum only: the subspace is redrawn on the host every proj_every steps."""
+        return all(group["momentum_rank"] is None for group in self.param_groups)
+
     @staticmethod
     def _reduce_dim(p: Tensor) -> int | None:
         if p.dim() < 2:
@@ -352,7 +371,7 @@ class SubsetNorm(FunctionalOptimizer):
     @staticmethod
     def _subspace_direction(g: Tensor, state: dict, group: dict) -> Tensor:
         """back(M)/(1−β₁ᵏ) + (G − back(proj(G))) for G = g as a matrix; redraws P every proj_every steps."""
-        b1, r, t = group["betas"][0], group["momentum_rank"], state["step"]
+        b1, r, t = group["betas"][0], group["momentum_rank"], int(state["step"])  # reads the host
         G = g.reshape(g.shape[0], -1)
         left = G.shape[0] < G.shape[1]  # project the smaller side
         if (t - 1) % group["proj_every"] == 0:
@@ -380,7 +399,7 @@ class SubsetNorm(FunctionalOptimizer):
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
         if d is not None:
             denom = denom.expand(p.shape[0], p[0].numel()).reshape(p.shape)
-        p.addcdiv_(direction, denom, value=-group["lr"] / correction)
+        p.add_((direction / denom).mul_(-group["lr"] / correction))
 
 
 class ClipRAdaGradD(FunctionalOptimizer):

@@ -41,7 +41,19 @@ def real_view(t: Tensor) -> Tensor:
 
 
 class FunctionalOptimizer(torch.optim.Optimizer):
-    """Base class: subclasses define `init_state` and `update`; `step` loops over parameters."""
+    """Base class: subclasses define `init_state` and `update`; `step` loops over parameters.
+
+    The step count ``state["step"]`` is a 0-dim float64 tensor on the parameter's device, and
+    `update` computes everything that depends on it (bias corrections, warm-ups, resets) with
+    tensor operations: no number that changes from step to step reaches a kernel as a Python
+    scalar and no step reads the host, so a CUDA graph can capture the step and replay it
+    (`graph_capturable`). The learning rate may be a float or a 0-dim tensor (the trainers' graph mode).
+    """
+
+    @property
+    def graph_capturable(self) -> bool:
+        """Whether `step` may be captured in a CUDA graph; subclasses with host-side modes say when not."""
+        return True
 
     def init_state(self, p: Tensor, group: dict) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -69,7 +81,10 @@ class FunctionalOptimizer(torch.optim.Optimizer):
                 pr, gr = real_view(p), real_view(p.grad)
                 if "step" not in state:  # a group hook may already have put group-level state here
                     state.update(self.init_state(pr, group))
-                    state["step"] = 0
-                state["step"] += 1
+                    state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
+                elif not isinstance(state["step"], Tensor) or state["step"].device != p.device:
+                    # a checkpoint written when the count was an int, or loaded onto another device
+                    state["step"] = torch.as_tensor(state["step"], dtype=torch.float64).to(p.device)
+                state["step"].add_(1)
                 self.update(pr, gr, state, group)
         return loss

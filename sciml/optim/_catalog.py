@@ -25,25 +25,26 @@ _add("sgd", OptimizerSpec(torch.optim.SGD, complex_native=True, fused_on_cuda=Tr
 _add("lbfgs", OptimizerSpec(torch.optim.LBFGS, needs_closure=True),
      "L-BFGS, optional strong-Wolfe line search (torch.optim); step(closure)", "Liu & Nocedal 1989")
 
-# ours (sciml.optim._adaptive): library versions drift from the papers or reject complex tensors.
+# ours (sciml.optim._adaptive): library versions drift from the papers or reject complex tensors;
+# their steps keep the count on device, so they can be captured in a CUDA graph (`graph_safe`).
 from ._adaptive import MARS, SPAM, AdaBelief, AdEMAMix, ClipRAdaGradD, FAdam, SubsetNorm  # noqa: E402
 
-_add("adabelief", OptimizerSpec(AdaBelief, complex_native=True),
+_add("adabelief", OptimizerSpec(AdaBelief, complex_native=True, graph_safe=True),
      "AdaBelief: step size from the belief in the gradient (EMA of (g-m)^2)", "Zhuang et al., NeurIPS 2020, arXiv:2010.07468")
-_add("spam", OptimizerSpec(SPAM, complex_native=True),
+_add("spam", OptimizerSpec(SPAM, complex_native=True, graph_safe=True),
      "SPAM: Adam + spike-aware clipping, momentum reset every 500 steps, cosine re-warm-up; density<1: sparse momentum",
      "Huang et al., ICLR 2025, arXiv:2501.06842")
-_add("ademamix", OptimizerSpec(AdEMAMix, complex_native=True),
+_add("ademamix", OptimizerSpec(AdEMAMix, complex_native=True, graph_safe=True),
      "AdEMAMix: Adam + slow EMA mixed with weight alpha (alpha=2, decoupled decay, optional warm-ups)",
      "Pagliardini et al. 2024, arXiv:2409.03137")
-_add("mars", OptimizerSpec(MARS, complex_native=True),
+_add("mars", OptimizerSpec(MARS, complex_native=True, graph_safe=True),
      "MARS-AdamW: variance-reduced, unit-norm-clipped gradient into AdamW", "Yuan et al. 2024, arXiv:2411.10438")
-_add("fadam", OptimizerSpec(FAdam, complex_native=True),
+_add("fadam", OptimizerSpec(FAdam, complex_native=True, graph_safe=True),
      "FAdam: Fisher (natural-gradient) Adam with RMS clipping", "Hwang 2024, arXiv:2405.12807")
-_add("subset_norm", OptimizerSpec(SubsetNorm, complex_native=True),
+_add("subset_norm", OptimizerSpec(SubsetNorm, complex_native=True, graph_safe=True),
      "AdamW with Subset-Norm step sizes (one second moment per row/column subset); momentum_rank: Subspace-Momentum",
      "Nguyen et al. 2024, arXiv:2411.07120")
-_add("clip_radagradd", OptimizerSpec(ClipRAdaGradD, complex_native=True),
+_add("clip_radagradd", OptimizerSpec(ClipRAdaGradD, complex_native=True, graph_safe=True),
      "Clip-RAdaGradD: clipped, reweighted AdaGrad-Norm with delayed step size",
      "Chezhegov et al. 2024, arXiv:2406.04443")
 

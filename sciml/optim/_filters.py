@@ -106,6 +106,12 @@ class FilterSpec:
     def __repr__(self):
         return f"FilterSpec({self.kind!r})"
 
+    @staticmethod
+    def base_name(kwargs: dict) -> str:
+        """The name of the base optimizer that `kwargs` (a config's) choose."""
+        base = kwargs.get("base", "adam")
+        return base.get("name", "") if isinstance(base, dict) else base
+
     def __call__(self, params, _name: str | None = None, base="adam", **kwargs):
         opts = dict(_FILTERS[self.kind])
         for k in list(kwargs):

@@ -38,9 +38,9 @@ class OptimizerSpec:
     fused_on_cuda: pass ``fused=True`` when every parameter is a real floating CUDA tensor and
         the config chose neither ``fused`` nor ``foreach`` (torch's one-kernel step; its default
         there is the multi-kernel foreach path).
-    graph_safe: the fused step, with ``capturable=True`` on CUDA and a tensor lr, keeps all its
-        state on device, so a training step can be captured in a CUDA graph
-        (`sciml.train.graphs`).
+    graph_safe: the step keeps all its state on device and reads no host value (torch's fused
+        Adam with ``capturable=True`` on CUDA; our `FunctionalOptimizer` family), so a training
+        step can be captured in a CUDA graph (`sciml.train.graphs`); see `graph_optimizer_kwargs`.
     """
 
     target: Any
@@ -151,26 +151,38 @@ def optimizer_spec(name: str) -> OptimizerSpec | None:
     return obj if isinstance(obj, OptimizerSpec) else None
 
 
-def graph_optimizer_kwargs(name: str, device: torch.device | str) -> dict:
-    """Keywords that make optimizer `name` capturable: its fused step, with the step count on
-    device (``capturable``) on CUDA. Raises ValueError for an optimizer whose step cannot be
-    captured (a Python step counter or host-side branches would be frozen at capture)."""
-    spec = optimizer_spec(name)
+def graph_optimizer_kwargs(name: str, device: torch.device | str, kwargs: dict | None = None) -> dict:
+    """Keywords that make optimizer `name` (configured with `kwargs`) capturable in a CUDA graph:
+    torch's Adam/AdamW take their fused step with the step count on device (``capturable``) on
+    CUDA; ours (`FunctionalOptimizer`) need none; a gradient filter needs its base's. Raises
+    ValueError for an optimizer whose step cannot be captured (a Python step counter or host-side
+    branches would be frozen at capture)."""
+    obj = OPTIMIZERS.get(name)
+    if hasattr(obj, "base_name"):  # a gradient filter: capturable when its base is
+        return graph_optimizer_kwargs(obj.base_name(kwargs or {}), device)
+    spec = obj if isinstance(obj, OptimizerSpec) else None
     if spec is None or not spec.graph_safe:
         safe = [n for n in OPTIMIZERS.names() if getattr(optimizer_spec(n), "graph_safe", False)]
         raise ValueError(f"optimizer {name!r} cannot run inside a CUDA graph (its step keeps Python-side state that a "
-                         f"replay would freeze); use one of {', '.join(safe)} for this phase, or set cuda_graph: false")
+                         f"replay would freeze); use one of {', '.join(safe)} (or grokfast / perpgrad over one of them) "
+                         "for this phase, or set cuda_graph: false")
+    if not spec.fused_on_cuda:
+        return {}
     return {"fused": True, **({"capturable": True} if torch.device(device).type == "cuda" else {})}
 
 
 def check_optimizer(name: str, kwargs: dict, *, graph: bool = False) -> None:
     """Build optimizer `name` with `kwargs` on a probe parameter, so that an unknown name, a misspelt
     keyword or a bad value fails before a run spends anything on data or earlier phases. With
-    `graph`, its step must also be capturable (`graph_optimizer_kwargs`). Raises ValueError."""
+    `graph`, its step must also be capturable (`graph_optimizer_kwargs`; some optimizers only in
+    some modes). Raises ValueError."""
     kw = dict(kwargs)
     if graph:
-        kw.update(graph_optimizer_kwargs(name, "cpu"))
-    build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], name, **kw)
+        kw.update(graph_optimizer_kwargs(name, "cpu", kwargs))
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], name, **kw)
+    if graph and not getattr(optimizer, "graph_capturable", True):
+        raise ValueError(f"optimizer {name!r} cannot run inside a CUDA graph with these settings ({kwargs}): "
+                         f"{type(optimizer).graph_capturable.__doc__.strip()}; change them or set cuda_graph: false")
 
 
 def closure_kind(name: str) -> str:

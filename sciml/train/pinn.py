@@ -31,8 +31,8 @@ import torch
 from pydantic import Field, model_validator
 
 from sciml.config import ConfigError, StrictModel, dump, validate
-from sciml.optim import (build_optimizer, check_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors,
-                         set_lr)
+from sciml.optim import (build_optimizer, check_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state,
+                         lrs_as_tensors, set_lr)
 from sciml.optim.guard import Guard, GuardError
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
                               sample_collocation)
@@ -130,7 +130,8 @@ class PINNConfig(StrictModel):
     derivatives: Literal["reverse", "forward", "jet"] = "reverse"
     compile: bool = False  # torch.compile the loss of first-order steps (derivatives: jet only; for GPU)
     # first-order steps (forward, backward, guard, optimizer) captured as one CUDA graph and replayed;
-    # adam/adamw phases, the guard polled; off CUDA the same step runs eagerly (`sciml.train.graphs`)
+    # graph_safe optimizers (adam, adamw, ours), the guard polled; off CUDA the same step runs eagerly
+    # (`sciml.train.graphs`)
     cuda_graph: bool = False
     net: NetConfig = NetConfig()
     points: PointsConfig = PointsConfig()
@@ -309,7 +310,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         needs_closure = kind != "none"
         graphed = cfg.cuda_graph and not needs_closure  # closure methods (L-BFGS, Newton-CG) run eagerly
         if graphed:
-            opt_kw.update(graph_optimizer_kwargs(name, device))
+            opt_kw.update(graph_optimizer_kwargs(name, device, opt_kw))
         opt = build_optimizer(model.parameters(), name, **opt_kw)
         guard = None if ph.guard is None else Guard(model, opt, **{**PINN_GUARD, **ph.guard})
         first = start_step + 1 if i == start_phase else 1

@@ -52,8 +52,9 @@ class TrainingConfig(StrictModel):
     checkpoint_every: PositiveInt = 10  # epochs
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     compile: bool = False
-    # each full-batch step (forward, backward, guard, fused Adam) captured as one CUDA graph and
-    # replayed; adam/adamw, the guard polled (every 10 steps unless guard.check_every says otherwise)
+    # each full-batch step (forward, backward, guard, optimizer) captured as one CUDA graph and
+    # replayed; graph_safe optimizers (adam, adamw, ours), the guard polled (every 10 steps unless
+    # guard.check_every says otherwise)
     cuda_graph: bool = False
     max_minutes: PositiveFloat | None = None  # stop (with a checkpoint) after this wall time; resume to go on
     progress: bool = True
@@ -92,7 +93,7 @@ class OperatorConfig(StrictModel):
         try:
             if graph and closure_kind(name) != "none":
                 raise ValueError(f"training.cuda_graph needs a first-order optimizer; {name!r} steps with a closure. "
-                                 "Use adam or adamw, or set training.cuda_graph: false")
+                                 "Use a first-order one such as adam, or set training.cuda_graph: false")
             check_optimizer(name, self.optimizer.kwargs(), graph=graph)
         except ValueError as err:
             message = str(err).replace(" cuda_graph:", " training.cuda_graph:")

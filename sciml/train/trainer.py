@@ -101,7 +101,7 @@ class Trainer:
         # OperatorConfig checked the optimizer, the guard and graph mode before the data was made
         self.graphed, opt_kw = cfg.training.cuda_graph, cfg.optimizer.kwargs()
         if self.graphed:
-            opt_kw.update(graph_optimizer_kwargs(cfg.optimizer.name, self.device))
+            opt_kw.update(graph_optimizer_kwargs(cfg.optimizer.name, self.device, opt_kw))
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer.name, **opt_kw)
         self.steps_per_epoch = math.ceil(cfg.data.n_train / cfg.training.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)

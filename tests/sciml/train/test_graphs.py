@@ -93,6 +93,68 @@ def test_simulated_replay_catches_what_a_real_graph_would_get_wrong(simulate):
     pinned()
 
 
+# settings that cross every step-dependent branch within 30 steps: SPAM's resets, clip delay and
+# re-warm-ups, AdEMAMix's alpha and beta3 warm-ups
+_GRAPH_SAFE = {
+    "adabelief": {}, "mars": {}, "fadam": {}, "subset_norm": {}, "clip_radagradd": {},
+    "spam": {"reset_interval": 8, "warmup_steps": 3, "clip_delay": 2, "threshold": 1.5},
+    "ademamix": {"alpha_warmup": 12, "beta3_warmup": 12},
+    "grokfast": {"base": "adabelief"}, "perpgrad": {"base": "spam", "reset_interval": 8},
+}
+
+
+@pytest.mark.parametrize("tensor_lr", [False, True], ids=["float_lr", "tensor_lr"])
+@pytest.mark.parametrize("name", list(_GRAPH_SAFE))
+def test_our_optimizers_replay_their_steps_like_eager_steps(simulate, captures, name, tensor_lr):
+    from sciml.optim import build_optimizer, check_optimizer
+
+    kwargs = {"lr": 1e-2, **_GRAPH_SAFE[name]}
+    check_optimizer(name, kwargs, graph=True)
+    x = torch.linspace(-1, 1, 30, dtype=torch.float64).reshape(10, 3)
+    runs = []
+    for capture in (False, True):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
+        opt = build_optimizer(net.parameters(), name, **kwargs, **graph_optimizer_kwargs(name, "cpu", kwargs))
+        lrs_as_tensors(opt, tensor_lr)  # the trainers' graph mode steps with a tensor lr
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = (net(x) - x[:, :2].sin()).square().mean() * 1e3  # large gradients: SPAM clips
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        run = CapturedStep(step, "cpu") if capture else step
+        losses = torch.stack([run().clone() for _ in range(30)])
+        runs.append((losses, [q.detach().clone() for q in net.parameters()]))
+    assert len(captures) == 1  # captured once, then 27 replays checked
+    torch.testing.assert_close(runs[1][0], runs[0][0], rtol=1e-12, atol=0)
+    for captured_w, eager_w in zip(runs[1][1], runs[0][1]):
+        torch.testing.assert_close(captured_w, eager_w, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name, kwargs, reason", [
+    ("spam", {"density": 0.5}, "sparse momentum"),
+    ("subset_norm", {"momentum_rank": 1}, "subspace"),
+    ("grokfast", {"base": "soap"}, "'soap' cannot run inside a CUDA graph"),
+    ("diffgrad", {}, "cannot run inside a CUDA graph"),
+])
+def test_steps_that_read_the_host_are_refused_in_graph_mode(name, kwargs, reason):
+    from sciml.optim import check_optimizer
+
+    check_optimizer(name, kwargs)  # fine eagerly
+    with pytest.raises(ValueError, match=reason):
+        check_optimizer(name, kwargs, graph=True)
+
+
+def test_graph_mode_trains_a_pinn_with_spam_like_eager_mode(simulate):
+    cfg = {**TINY, "phases": [{"optimizer": {"name": "spam", "lr": 1e-2, "reset_interval": 9, "warmup_steps": 3},
+                               "steps": 30, "decay_every": 10, "decay_rate": 0.5}]}
+    eager, graph = _trajectories(cfg)
+    _assert_same(eager, graph)
+
+
 def test_only_graph_safe_optimizers_and_a_polled_guard_may_run_in_a_graph():
     with pytest.raises(ValueError, match="adam, adamw"):
         graph_optimizer_kwargs("soap", "cpu")
