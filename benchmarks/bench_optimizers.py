@@ -50,7 +50,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS_DIR, previous_result, write_result  # noqa: E402
-from sciml.optim import OPTIMIZERS, build_optimizer, optimizer_spec  # noqa: E402
+from sciml.optim import OPTIMIZERS, build_optimizer, graph_optimizer_kwargs, optimizer_spec  # noqa: E402
+from sciml.train.graphs import CapturedStep  # noqa: E402
 
 LR_FACTORS = {"full": (1 / 3, 1.0, 3.0), "small": (1.0, 3.0)}
 # default LRs where the constructor's default is not a training LR for these tasks
@@ -198,21 +199,24 @@ def _operator_task(name, make_model, a_train, u_train, a_test, u_test, cfg, batc
     a_train, u_train, a_test, u_test = (t.to(dev, dt) for t in (a_train, u_train, a_test, u_test))
     n = a_train.shape[0]
     perm = torch.Generator().manual_seed(99)
-    order = torch.cat([torch.randperm(n, generator=perm) for _ in range(steps * batch // n + 1)])
+    order = torch.cat([torch.randperm(n, generator=perm) for _ in range(steps * batch // n + 1)]).to(dev)
     counter = {"k": -1}
+    # the batch lives in buffers filled in place, so a step captured in a CUDA graph reads each new one
+    batch_a, batch_u = a_train[order[:batch]], u_train[order[:batch]]
 
     def next_batch():
         counter["k"] += 1
+        k = counter["k"]
+        idx = order[(k * batch) % (len(order) - batch):][:batch]
+        torch.index_select(a_train, 0, idx, out=batch_a)
+        torch.index_select(u_train, 0, idx, out=batch_u)
 
     def rel(pred, true):  # (E, B, ...) vs (B, ...)
         d = (pred - true).flatten(2).norm(dim=-1)
         return d / true.flatten(1).norm(dim=-1)
 
     def loss(f):
-        k = max(counter["k"], 0)
-        idx = order[(k * batch) % (len(order) - batch):][:batch]
-        a, u = a_train[idx], u_train[idx]
-        return rel(f(a.expand(f.members, *a.shape), in_dims=0), u).mean(-1)
+        return rel(f(batch_a.expand(f.members, *batch_a.shape), in_dims=0), batch_u).mean(-1)
 
     def error(f):
         with torch.no_grad():
@@ -332,21 +336,39 @@ def _spikes(losses: Tensor) -> Tensor:
     return count
 
 
+def _graph_kwargs(name: str, device: torch.device) -> dict | None:
+    """Keywords that let optimizer `name` step inside a CUDA graph, or None where it cannot."""
+    try:
+        return graph_optimizer_kwargs(name, device, _opt_kwargs(name))
+    except ValueError:
+        return None
+
+
 def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
+    """The seeds x LRs of `name` as one ensemble. On CUDA (or with ``cfg.graph``), where the
+    optimizer allows it, every step replays as one CUDA graph (`sciml.train.graphs`): the same
+    arithmetic in one launch instead of hundreds of small ones per step."""
     members = [(s, lr) for lr in lrs for s in seeds]
     ens = Ensemble(task.make_model, [s for s, _ in members], cfg.device, cfg.dtype)
     groups = [{"params": ens.params(e), "lr": lr} for e, (_, lr) in enumerate(members)]
-    opt = build_optimizer(groups, name, **_opt_kwargs(name))
+    graph_kw = _graph_kwargs(name, cfg.device) if getattr(cfg, "graph", cfg.device.type == "cuda") else None
+    opt = build_optimizer(groups, name, **_opt_kwargs(name), **(graph_kw or {}))
+    graphed = graph_kw is not None and getattr(opt, "graph_capturable", True)
     err0 = task.error(ens).detach()
-    hist = []
-    start = time.perf_counter()
-    for _ in range(task.steps):
-        task.next_batch()
+
+    def step():
         opt.zero_grad(set_to_none=True)
         per = task.loss(ens)
         per.sum().backward()
         opt.step()
-        hist.append(per.detach())
+        return per.detach()
+
+    run = CapturedStep(step, cfg.device) if graphed else step
+    hist = []
+    start = time.perf_counter()
+    for _ in range(task.steps):
+        task.next_batch()
+        hist.append(run().clone())  # a replay returns the same output tensor every time
     final = task.loss(ens).detach()
     err = task.error(ens).detach()
     if cfg.device.type == "cuda":
@@ -360,7 +382,7 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
         grew = float(final[e]) > float(losses[0, e]) if task.deterministic else float(err[e]) > float(err0[e])
         out.append({"seed": seed, "lr": lr, "rel_l2": float(err[e]) if finite else float("nan"),
                     "loss": float(final[e]), "diverged": (not finite) or grew,
-                    "spikes": int(spikes[e]), "wall_s": wall, "evals": task.steps})
+                    "spikes": int(spikes[e]), "wall_s": wall, "evals": task.steps, "cuda_graph": graphed})
     return out
 
 
@@ -458,6 +480,7 @@ def summarise(task: str, optimizer: str, runs: list[dict]) -> list[dict]:
             "spikes_median": statistics.median([r["spikes"] for r in rs]),
             "wall_s_per_run": statistics.median([r["wall_s"] for r in rs]),
             "grad_evals": max(r["evals"] for r in rs),
+            "cuda_graph": any(r.get("cuda_graph", False) for r in rs),
         })
     return rows
 

@@ -12,3 +12,22 @@ def data_root(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     return root
+
+
+@pytest.fixture
+def simulate(monkeypatch):
+    """Off CUDA, check every replay of a captured step against the captured call (`graphs.SIMULATE`)."""
+    from sciml.train import graphs
+
+    monkeypatch.setattr(graphs, "SIMULATE", True)
+
+
+@pytest.fixture
+def captures(monkeypatch) -> list:
+    """One entry per capture of any `CapturedStep` during the test (trainers and benchmarks keep theirs private)."""
+    from sciml.train import graphs
+
+    seen = []
+    real = graphs.CapturedStep._capture
+    monkeypatch.setattr(graphs.CapturedStep, "_capture", lambda self: seen.append(self) or real(self))
+    return seen
