@@ -389,9 +389,12 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
 def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tuple[str, float]] | None = None) -> list[dict]:
     """Member by member. `phases`: [(optimizer, fraction of the budget)], e.g. Adam → L-BFGS.
     The budget counts gradient evaluations: L-BFGS closure calls; for Newton-CG the loss
-    evaluations (gradient + line search) plus Hessian-vector products."""
+    evaluations (gradient + line search) plus Hessian-vector products. On CUDA (or with
+    ``cfg.graph``) the L-BFGS closure's loss and gradient, and each step of a first-order phase,
+    replay as CUDA graphs; Newton-CG differentiates its loss again and runs eagerly."""
     out = []
     phases = phases or [(name, 1.0)]
+    graph = getattr(cfg, "graph", cfg.device.type == "cuda")
     for lr in lrs:
         for seed in seeds:
             ens = Ensemble(task.make_model, [seed], cfg.device, cfg.dtype)
@@ -412,11 +415,18 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                     opt = build_optimizer(params, "lbfgs", lr=ph_lr, max_iter=budget, max_eval=budget,
                                           tolerance_grad=0.0, tolerance_change=0.0, **_opt_kwargs("lbfgs"))
 
-                    def closure():
+                    def loss_and_grad():  # L-BFGS moves the weights in place: a replay sees each new point
                         opt.zero_grad(set_to_none=True)
-                        loss = loss_only()
+                        loss = task.loss(ens).sum()
                         loss.backward()
-                        hist.append(loss.detach())
+                        return loss.detach()
+
+                    evaluate = CapturedStep(loss_and_grad, cfg.device) if graph else loss_and_grad
+
+                    def closure():
+                        count["evals"] += 1
+                        loss = evaluate().clone()  # a replay returns the same output tensor every time
+                        hist.append(loss)
                         return loss
 
                     opt.step(closure)
@@ -428,13 +438,20 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                         hist.append(opt.step(loss_only).detach())
                     spent += opt.state[params[0]].get("hvps", 0)
                 else:
-                    opt = build_optimizer(params, ph_name, lr=ph_lr, **_opt_kwargs(ph_name))
-                    for _ in range(budget):
+                    graph_kw = _graph_kwargs(ph_name, cfg.device) if graph else None
+                    opt = build_optimizer(params, ph_name, lr=ph_lr, **_opt_kwargs(ph_name), **(graph_kw or {}))
+
+                    def first_order_step():  # counted outside: a replay runs no Python
                         opt.zero_grad(set_to_none=True)
-                        loss = loss_only()
+                        loss = task.loss(ens).sum()
                         loss.backward()
                         opt.step()
-                        hist.append(loss.detach())
+                        return loss.detach()
+
+                    run = CapturedStep(first_order_step, cfg.device) if graph_kw is not None else first_order_step
+                    for _ in range(budget):
+                        count["evals"] += 1
+                        hist.append(run().clone())
             final = task.loss(ens).detach()
             err = task.error(ens).detach()
             wall = time.perf_counter() - start
