@@ -546,6 +546,8 @@ def main(argv=None) -> None:
     ap.add_argument("--merge", action="store_true", help="keep the rows of other (task, optimizer) pairs already in results/<name>.json")
     ap.add_argument("--skip-done", action="store_true",
                     help="with --merge: skip (task, optimizer) pairs results/<name>.json already holds from this device and scale")
+    ap.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
+                    help="replay each step as a CUDA graph where the optimizer allows it (default: on CUDA)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="start no new (task, optimizer) pair after this; results are written after every pair, "
                          "so a rerun with --merge --skip-done continues the grid")
@@ -554,6 +556,7 @@ def main(argv=None) -> None:
     if cfg.skip_done and not cfg.merge:
         ap.error("--skip-done needs --merge (it continues the grid in results/<name>.json)")
     cfg.device = torch.device(cfg.device)
+    cfg.graph = cfg.device.type == "cuda" if cfg.graph is None else cfg.graph
     cfg.dtype = torch.float32
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -604,14 +607,14 @@ def main(argv=None) -> None:
             if (name in RECIPES or name in SECOND_ORDER) and not task.deterministic:
                 print(f"{tname:18s} {name:26s} n/a: minibatch loss (L-BFGS / Newton-CG need a fixed loss)", flush=True)
                 continue
-            if name in RECIPES:
-                opt_name, phases = RECIPES[name]
-                runs = run_second_order(task, opt_name, [default_lr(opt_name)], seeds, cfg, phases)
-            elif name in SECOND_ORDER:
-                runs = run_second_order(task, name, [default_lr(name)], seeds, cfg)
-            else:
-                lrs = [default_lr(name) * f for f in factors]
-                runs = run_first_order(task, name, lrs, seeds, cfg)
+            try:
+                runs = run_pair(task, name, factors, seeds, cfg)
+            except Exception as err:  # noqa: BLE001 - a failed capture must not cost the rest of the grid
+                if not cfg.graph:
+                    raise
+                print(f"{tname:18s} {name:26s} CUDA-graph run failed ({type(err).__name__}: {str(err)[:200]}); "
+                      "running it eagerly", flush=True)
+                runs = run_pair(task, name, factors, seeds, argparse.Namespace(**{**vars(cfg), "graph": False}))
             new = summarise(tname, name, runs)
             rows += new
             best = min(new, key=lambda r: r["rel_l2_median"] if math.isfinite(r["rel_l2_median"]) else math.inf)
@@ -620,6 +623,16 @@ def main(argv=None) -> None:
                   f"spikes {best['spikes_median']} ({time.perf_counter() - t0:.1f}s)", flush=True)
             save(plots=False)  # a command stopped by its time limit keeps every finished pair
     save(plots=True)
+
+
+def run_pair(task: TaskSpec, name: str, factors, seeds, cfg) -> list[dict]:
+    """Every run of one (task, optimizer or recipe) pair."""
+    if name in RECIPES:
+        opt_name, phases = RECIPES[name]
+        return run_second_order(task, opt_name, [default_lr(opt_name)], seeds, cfg, phases)
+    if name in SECOND_ORDER:
+        return run_second_order(task, name, [default_lr(name)], seeds, cfg)
+    return run_first_order(task, name, [default_lr(name) * f for f in factors], seeds, cfg)
 
 
 def done_pairs(name: str, device, scale: str) -> set[tuple[str, str]]:

@@ -64,3 +64,18 @@ def test_max_minutes_starts_no_new_pair_after_the_deadline(results, capsys):
 def test_skip_done_needs_merge(results):
     with pytest.raises(SystemExit):
         _run("--skip-done")
+
+
+def test_a_pair_whose_capture_fails_is_run_eagerly_and_the_grid_goes_on(results, capsys, monkeypatch):
+    from sciml.train import graphs
+
+    def broken_capture(self):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs.CapturedStep, "_capture", broken_capture)
+    _run("--graph", "--optimizers", "adabelief,soap")
+    out = capsys.readouterr().out
+    assert "toy                adabelief                  CUDA-graph run failed (RuntimeError" in out
+    rows = _pairs(results)
+    assert {k[1] for k in rows} == {"adabelief", "soap"}
+    assert not any(r["cuda_graph"] for r in rows.values())  # the eager rerun's rows; soap never captures
