@@ -49,7 +49,7 @@ part, so a step stopped by its time limit keeps what it finished.
 | 8 | `8`: PINN accuracy, diffusion_reaction / poisson_lshape / wave | 6: the others, beside published figures |
 | 9 | `9`: the Burgers FNO, Burgers DeepONet and Darcy DeepONet rows | 5: Burgers <= 0.003; DeepONet beside FNO |
 | 10 | `10`: the nu = 1e-5 set (T = 20); `10b`: `ns_fno2d_nu1e-5`, 6 minutes of training | 5: FNO-2D <= 0.1556 |
-| 11+ | `11`: the optimizer grid in parts (repeat, committing results between sessions, until no pair is left) | 8: full grid; best convection <= 1.94e-3 |
+| 11+ | `11`: the optimizer grid in parts (repeat, committing results between sessions, until no pair is left); first-order ensembles and L-BFGS closures now replay as CUDA graphs, so fewer parts should do | 8: full grid; best convection <= 1.94e-3 |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
 fit the command; a row that misses its bar records what a longer run reaches by resuming: rerun the
