@@ -1,10 +1,10 @@
 """Our implementations of adaptive optimizers whose library versions drift or reject complex.
 
 Each is a thin `FunctionalOptimizer` over a per-parameter update written from the paper (and the
-official code where one exists). The step t is a 0-dim tensor, so whatever depends on it is
-computed with tensor operations (see `FunctionalOptimizer`): the steps can be captured in a
-CUDA graph, except in the two modes that choose coordinates on the host (SPAM's sparse momentum,
-Subset-Norm's Subspace-Momentum). Notation: g gradient, m / v first / second moments,
+official code where one exists). Each update is written once for both kinds of step count (see
+`FunctionalOptimizer`): a Python int (eager, the default) or, with ``capturable=True``, a 0-dim
+device tensor, so that the step can be captured in a CUDA graph; the two modes that choose
+coordinates on the host (SPAM's sparse momentum, Subset-Norm's Subspace-Momentum) cannot be. Notation: g gradient, m / v first / second moments,
 t step (from 1), η learning rate, λ weight decay (decoupled, AdamW-style: θ ← θ − ηλθ).
 """
 
@@ -21,6 +21,23 @@ from ._base import FunctionalOptimizer, check_betas, check_range, real_view
 def _weight(w: Tensor | float, like: Tensor) -> Tensor | float:
     """A lerp weight: a tensor one must have the tensor's dtype."""
     return w.to(like.dtype) if isinstance(w, Tensor) else w
+
+
+def _add_scaled(x: Tensor, y: Tensor, scale: Tensor | float) -> Tensor:
+    """x += scale·y; the scale a number (one kernel) or a 0-dim tensor (capturable)."""
+    return x.add_(y * scale) if isinstance(scale, Tensor) else x.add_(y, alpha=scale)
+
+
+def _add_quotient(x: Tensor, num: Tensor, den: Tensor, scale: Tensor | float) -> Tensor:
+    """x += scale·num/den, likewise."""
+    return x.add_((num / den).mul_(scale)) if isinstance(scale, Tensor) else x.addcdiv_(num, den, value=scale)
+
+
+def _zero_where(x: Tensor, condition: Tensor | bool) -> None:
+    if isinstance(condition, Tensor):
+        x.masked_fill_(condition, 0.0)
+    elif condition:
+        x.zero_()
 
 
 def _decay(p: Tensor, group: dict) -> None:
@@ -45,10 +62,11 @@ class AdaBelief(FunctionalOptimizer):
     correction (5.27× off after 3 steps), ours has no second path to drift.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-16, weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-16, weight_decay: float = 0.0,
+                 capturable: bool = False):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def init_state(self, p, group):
         return {"exp_avg": torch.zeros_like(p), "exp_avg_var": torch.zeros_like(p)}
@@ -61,7 +79,7 @@ class AdaBelief(FunctionalOptimizer):
         d = g - m
         s.mul_(b2).addcmul_(d, d, value=1 - b2).add_(eps)
         denom = (s / (1 - b2 ** t)).sqrt_().add_(eps)
-        p.add_((m / denom).mul_(-group["lr"] / (1 - b1 ** t)))
+        _add_quotient(p, m, denom, -group["lr"] / (1 - b1 ** t))
 
 
 class SPAM(FunctionalOptimizer):
@@ -85,7 +103,7 @@ class SPAM(FunctionalOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0,
                  threshold: float = 5000.0, reset_interval: int = 500, warmup_steps: int = 150, clip_delay: int = 20,
-                 density: float = 1.0, seed: int = 0):
+                 density: float = 1.0, seed: int = 0, capturable: bool = False):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas)
         check_range("threshold", threshold, 0.0, lo_open=True, fix="the paper uses 5000")
@@ -94,7 +112,7 @@ class SPAM(FunctionalOptimizer):
                         ("seed", seed)):
             if not isinstance(v, int) or v < (1 if name == "reset_interval" else 0):
                 raise ValueError(f"{name}={v!r} must be a non-negative integer (reset_interval >= 1)")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, threshold=threshold,
+        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, threshold=threshold,
                                       reset_interval=reset_interval, warmup_steps=warmup_steps, clip_delay=clip_delay,
                                       density=density, seed=seed))
         self._subsets: dict[int, tuple[int, Tensor]] = {}  # storage pointer -> (step drawn, indices)
@@ -102,7 +120,7 @@ class SPAM(FunctionalOptimizer):
     @property
     def graph_capturable(self) -> bool:
         """Dense SPAM only: sparse momentum draws its coordinates on the host at every reset."""
-        return all(group["density"] >= 1.0 for group in self.param_groups)
+        return super().graph_capturable and all(group["density"] >= 1.0 for group in self.param_groups)
 
     def _subset(self, p: Tensor, group: dict, t: int) -> Tensor | None:
         """Sorted flat indices of the coordinates of `p` (a parameter or its real view) that keep
@@ -148,10 +166,10 @@ class SPAM(FunctionalOptimizer):
 
     def update(self, p, g, state, group):
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        since = torch.remainder(t - 1, group["reset_interval"])  # steps since the start or the last reset
+        since = (t - 1) % group["reset_interval"]  # steps since the start or the last reset
         reset = (t > 1) & (since == 0)  # reset before update t = kΔT + 1
-        m.masked_fill_(reset, 0.0)
-        v.masked_fill_(reset, 0.0)
+        _zero_where(m, reset)
+        _zero_where(v, reset)
         index = self._subset(p, group, t)
         if index is None:
             self._adam_step(p, g, m, v, t, since, group)
@@ -163,32 +181,42 @@ class SPAM(FunctionalOptimizer):
     @staticmethod
     def _adam_step(p, g, m, v, t, since, group):
         b1, b2 = group["betas"]
-        bound_sq = group["threshold"] * v  # v before this update
-        clip = (since >= group["clip_delay"]) & (g * g > bound_sq)
-        g = torch.where(clip, g.sign() * bound_sq.sqrt(), g)
+        clipping = since >= group["clip_delay"]
+        if isinstance(clipping, Tensor) or clipping:
+            bound_sq = group["threshold"] * v  # v before this update
+            g = torch.where((g * g > bound_sq) & clipping, g.sign() * bound_sq.sqrt(), g)
         n = group["warmup_steps"]
-        scale = 1.0 if n == 0 else 1.0 - 0.99 * (1.0 + torch.cos(torch.clamp(since, max=n) * (math.pi / n))) / 2.0
+        if n == 0:
+            scale = 1.0
+        elif isinstance(since, Tensor):
+            scale = 1.0 - 0.99 * (1.0 + torch.cos(torch.clamp(since, max=n) * (math.pi / n))) / 2.0
+        else:
+            scale = 1.0 - 0.99 * (1.0 + math.cos(math.pi * min(since, n) / n)) / 2.0
         _decay(p, group)
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
-        p.add_((m / denom).mul_(-group["lr"] * scale / (1 - b1 ** t)))
+        _add_quotient(p, m, denom, -group["lr"] * scale / (1 - b1 ** t))
 
 
-def _linear_warmup(step: Tensor, end: float, start: float, warmup: int | None) -> Tensor | float:
+def _linear_warmup(step: Tensor | int, end: float, start: float, warmup: int | None) -> Tensor | float:
     if not warmup:
         return end
     a = step / warmup
-    return torch.where(step >= warmup, end, (1 - a) * start + a * end)
+    if isinstance(step, Tensor):
+        return torch.where(step >= warmup, end, (1 - a) * start + a * end)
+    return end if step >= warmup else (1 - a) * start + a * end
 
 
-def _half_life_warmup(step: Tensor, end: float, start: float, warmup: int | None) -> Tensor | float:
+def _half_life_warmup(step: Tensor | int, end: float, start: float, warmup: int | None) -> Tensor | float:
     """β₃ scheduler of the official code: linear in the half-life log(0.5)/log(β) − 1."""
     if not warmup:
         return end
     f = lambda b: math.log(0.5) / math.log(b + 1e-8) - 1  # noqa: E731
     a = step / warmup
-    return torch.where(step >= warmup, end, torch.pow(0.5, 1.0 / ((1 - a) * f(start) + a * f(end) + 1)))
+    if isinstance(step, Tensor):
+        return torch.where(step >= warmup, end, torch.pow(0.5, 1.0 / ((1 - a) * f(start) + a * f(end) + 1)))
+    return end if step >= warmup else math.pow(0.5, 1.0 / ((1 - a) * f(start) + a * f(end) + 1))
 
 
 class AdEMAMix(FunctionalOptimizer):
@@ -205,14 +233,15 @@ class AdEMAMix(FunctionalOptimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999, 0.9999), alpha: float = 2.0, eps: float = 1e-8,
-                 weight_decay: float = 0.0, alpha_warmup: int | None = None, beta3_warmup: int | None = None):
+                 weight_decay: float = 0.0, alpha_warmup: int | None = None, beta3_warmup: int | None = None,
+                 capturable: bool = False):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas, 3)
         check_range("alpha", alpha, 0.0)
         for name, v in (("alpha_warmup", alpha_warmup), ("beta3_warmup", beta3_warmup)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name}={v!r} must be a positive integer (steps) or None; the paper uses the run length")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       alpha_warmup=alpha_warmup, beta3_warmup=beta3_warmup))
 
     def init_state(self, p, group):
@@ -227,10 +256,10 @@ class AdEMAMix(FunctionalOptimizer):
         m2.lerp_(g, _weight(1 - b3, m2))
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
-        upd = (m1 / (1 - b1 ** t)).add_(m2 * alpha).div_(denom)
+        upd = _add_scaled(m1 / (1 - b1 ** t), m2, alpha).div_(denom)
         if group["weight_decay"]:
             upd.add_(p, alpha=group["weight_decay"])
-        p.add_(upd.mul_(-group["lr"]))
+        _add_scaled(p, upd, -group["lr"])
 
 
 class MARS(FunctionalOptimizer):
@@ -245,11 +274,11 @@ class MARS(FunctionalOptimizer):
     """
 
     def __init__(self, params, lr: float = 3e-3, betas=(0.95, 0.99), gamma: float = 0.025, eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, capturable: bool = False):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas)
         check_range("gamma", gamma, 0.0)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), gamma=gamma, eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), gamma=gamma, eps=eps, weight_decay=weight_decay))
 
     def init_state(self, p, group):
         return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p), "last_grad": torch.zeros_like(p)}
@@ -265,7 +294,7 @@ class MARS(FunctionalOptimizer):
         m.lerp_(c, 1 - b1)
         v.mul_(b2).addcmul_(c, c, value=1 - b2)
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
-        p.add_((m / denom).mul_(-group["lr"] / (1 - b1 ** t)))
+        _add_quotient(p, m, denom, -group["lr"] / (1 - b1 ** t))
 
 
 class FAdam(FunctionalOptimizer):
@@ -281,12 +310,12 @@ class FAdam(FunctionalOptimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, clip: float = 1.0,
-                 p: float = 0.5, weight_decay: float = 0.1):
+                 p: float = 0.5, weight_decay: float = 0.1, capturable: bool = False):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas)
         check_range("clip", clip, 0.0, lo_open=True)
         check_range("p", p, 0.0, 1.0, lo_open=True)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, clip=clip, p=p, weight_decay=weight_decay))
+        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), eps=eps, clip=clip, p=p, weight_decay=weight_decay))
 
     def init_state(self, p, group):
         return {"momentum": torch.zeros_like(p), "fim": torch.zeros_like(p)}
@@ -295,7 +324,8 @@ class FAdam(FunctionalOptimizer):
         (b1, b2), t = group["betas"], state["step"]
         b2_hat = b2 * (1 - b2 ** (t - 1)) / (1 - b2 ** t)
         fim, mom = state["fim"], state["momentum"]
-        fim.mul_(b2_hat).add_(g * g * (1 - b2_hat))
+        fim.mul_(b2_hat)
+        _add_scaled(fim, g * g, 1 - b2_hat)
         denom = fim.pow(group["p"]).add_(group["eps"])
 
         def clipped(x):
@@ -306,7 +336,7 @@ class FAdam(FunctionalOptimizer):
         step = mom.clone()
         if group["weight_decay"]:
             step.add_(clipped(p / denom), alpha=group["weight_decay"])
-        p.add_(step.mul_(-group["lr"]))
+        _add_scaled(p, step, -group["lr"])
 
 
 class SubsetNorm(FunctionalOptimizer):
@@ -331,20 +361,20 @@ class SubsetNorm(FunctionalOptimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
-                 momentum_rank: int | None = None, proj_every: int = 200):
+                 momentum_rank: int | None = None, proj_every: int = 200, capturable: bool = False):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas)
         if momentum_rank is not None and (not isinstance(momentum_rank, int) or momentum_rank < 1):
             raise ValueError(f"momentum_rank={momentum_rank!r} must be a positive integer, or None for full momentum")
         if not isinstance(proj_every, int) or proj_every < 1:
             raise ValueError(f"proj_every={proj_every!r} must be a positive integer (the paper uses 200)")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       momentum_rank=momentum_rank, proj_every=proj_every))
 
     @property
     def graph_capturable(self) -> bool:
         """Without Subspace-Momentum only: the subspace is redrawn on the host every proj_every steps."""
-        return all(group["momentum_rank"] is None for group in self.param_groups)
+        return super().graph_capturable and all(group["momentum_rank"] is None for group in self.param_groups)
 
     @staticmethod
     def _reduce_dim(p: Tensor) -> int | None:
@@ -399,7 +429,7 @@ class SubsetNorm(FunctionalOptimizer):
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
         if d is not None:
             denom = denom.expand(p.shape[0], p[0].numel()).reshape(p.shape)
-        p.add_((direction / denom).mul_(-group["lr"] / correction))
+        _add_quotient(p, direction, denom, -group["lr"] / correction)
 
 
 class ClipRAdaGradD(FunctionalOptimizer):
@@ -413,12 +443,13 @@ class ClipRAdaGradD(FunctionalOptimizer):
     ≤ γλ/b₀ = 0.1). Group-level state (b²) lives with the group's first parameter.
     """
 
-    def __init__(self, params, lr: float = 1e-2, clip: float = 1.0, reweight: float = 1.0, b0: float = 1e-1):
+    def __init__(self, params, lr: float = 1e-2, clip: float = 1.0, reweight: float = 1.0, b0: float = 1e-1,
+                 capturable: bool = False):
         check_range("lr", lr, 0.0, fix="γ in the paper")
         check_range("clip", clip, 0.0, lo_open=True, fix="λ, the clipping level")
         check_range("reweight", reweight, 0.0, lo_open=True)
         check_range("b0", b0, 0.0, lo_open=True, fix="the initial step-size denominator must be positive")
-        super().__init__(params, dict(lr=lr, clip=clip, reweight=reweight, b0=b0))
+        super().__init__(params, dict(capturable=capturable, lr=lr, clip=clip, reweight=reweight, b0=b0))
 
     def _prepare_group(self, group):
         params = [p for p in group["params"] if p.grad is not None]

@@ -43,17 +43,19 @@ def real_view(t: Tensor) -> Tensor:
 class FunctionalOptimizer(torch.optim.Optimizer):
     """Base class: subclasses define `init_state` and `update`; `step` loops over parameters.
 
-    The step count ``state["step"]`` is a 0-dim float64 tensor on the parameter's device, and
-    `update` computes everything that depends on it (bias corrections, warm-ups, resets) with
-    tensor operations: no number that changes from step to step reaches a kernel as a Python
-    scalar and no step reads the host, so a CUDA graph can capture the step and replay it
-    (`graph_capturable`). The learning rate may be a float or a 0-dim tensor (the trainers' graph mode).
+    The step count ``state["step"]`` is a Python int, or with ``capturable=True`` (a keyword of
+    every subclass, as in torch's optimizers) a 0-dim float64 tensor on the parameter's device.
+    `update` is written once for both: with the tensor, everything that depends on the step (bias
+    corrections, warm-ups, resets) is tensor arithmetic, no number that changes from step to step
+    reaches a kernel as a Python scalar and no step reads the host, so a CUDA graph can capture
+    the step and replay it (`graph_capturable`); with the int, those are Python numbers and the
+    eager step launches no extra kernels. The learning rate may be a float or a 0-dim tensor.
     """
 
     @property
     def graph_capturable(self) -> bool:
-        """Whether `step` may be captured in a CUDA graph; subclasses with host-side modes say when not."""
-        return True
+        """Built with capturable=True; subclasses with host-side modes also say when not."""
+        return all(group.get("capturable", False) for group in self.param_groups)
 
     def init_state(self, p: Tensor, group: dict) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -81,10 +83,13 @@ class FunctionalOptimizer(torch.optim.Optimizer):
                 pr, gr = real_view(p), real_view(p.grad)
                 if "step" not in state:  # a group hook may already have put group-level state here
                     state.update(self.init_state(pr, group))
-                    state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
-                elif not isinstance(state["step"], Tensor) or state["step"].device != p.device:
-                    # a checkpoint written when the count was an int, or loaded onto another device
-                    state["step"] = torch.as_tensor(state["step"], dtype=torch.float64).to(p.device)
-                state["step"].add_(1)
+                    state["step"] = 0
+                if group.get("capturable", False):
+                    if not isinstance(state["step"], Tensor) or state["step"].device != p.device:
+                        # the first step, an eager run's checkpoint, or one loaded onto another device
+                        state["step"] = torch.as_tensor(state["step"], dtype=torch.float64).to(p.device)
+                    state["step"].add_(1)
+                else:
+                    state["step"] = int(state["step"]) + 1  # int() of a capturable run's tensor: a resume
                 self.update(pr, gr, state, group)
         return loss

@@ -154,7 +154,7 @@ def optimizer_spec(name: str) -> OptimizerSpec | None:
 def graph_optimizer_kwargs(name: str, device: torch.device | str, kwargs: dict | None = None) -> dict:
     """Keywords that make optimizer `name` (configured with `kwargs`) capturable in a CUDA graph:
     torch's Adam/AdamW take their fused step with the step count on device (``capturable``) on
-    CUDA; ours (`FunctionalOptimizer`) need none; a gradient filter needs its base's. Raises
+    CUDA; ours (`FunctionalOptimizer`) take ``capturable``; a gradient filter needs its base's. Raises
     ValueError for an optimizer whose step cannot be captured (a Python step counter or host-side
     branches would be frozen at capture)."""
     obj = OPTIMIZERS.get(name)
@@ -166,8 +166,8 @@ def graph_optimizer_kwargs(name: str, device: torch.device | str, kwargs: dict |
         raise ValueError(f"optimizer {name!r} cannot run inside a CUDA graph (its step keeps Python-side state that a "
                          f"replay would freeze); use one of {', '.join(safe)} (or grokfast / perpgrad over one of them) "
                          "for this phase, or set cuda_graph: false")
-    if not spec.fused_on_cuda:
-        return {}
+    if not spec.fused_on_cuda:  # ours: the step count on the device on every device (the CPU simulation runs it)
+        return {"capturable": True}
     return {"fused": True, **({"capturable": True} if torch.device(device).type == "cuda" else {})}
 
 

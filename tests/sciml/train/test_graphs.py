@@ -134,6 +134,27 @@ def test_our_optimizers_replay_their_steps_like_eager_steps(simulate, captures, 
         torch.testing.assert_close(captured_w, eager_w, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("name", list(_GRAPH_SAFE))
+def test_the_capturable_step_follows_the_same_rule_as_the_eager_one(name):
+    # the paper-rule tests check the default (int step count) path; this ties the tensor path to it
+    from sciml.optim import build_optimizer
+
+    x = torch.linspace(-1, 1, 30, dtype=torch.float64).reshape(10, 3)
+    weights = []
+    for capturable in (False, True):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
+        opt = build_optimizer(net.parameters(), name, lr=1e-2, **_GRAPH_SAFE[name], capturable=capturable)
+        assert opt.graph_capturable == capturable
+        for _ in range(30):
+            opt.zero_grad()
+            ((net(x) - x[:, :2].sin()).square().mean() * 1e3).backward()
+            opt.step()
+        weights.append([q.detach().clone() for q in net.parameters()])
+    for tensor_path, int_path in zip(*weights[::-1]):
+        torch.testing.assert_close(tensor_path, int_path, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("name, kwargs, reason", [
     ("spam", {"density": 0.5}, "sparse momentum"),
     ("subset_norm", {"momentum_rank": 1}, "subspace"),
