@@ -169,10 +169,11 @@ def test_steps_that_read_the_host_are_refused_in_graph_mode(name, kwargs, reason
         check_optimizer(name, kwargs, graph=True)
 
 
-def test_graph_mode_trains_a_pinn_with_spam_like_eager_mode(simulate):
+@pytest.mark.parametrize("device", DEVICES)
+def test_graph_mode_trains_a_pinn_with_spam_like_eager_mode(simulate, device):
     cfg = {**TINY, "phases": [{"optimizer": {"name": "spam", "lr": 1e-2, "reset_interval": 9, "warmup_steps": 3},
                                "steps": 30, "decay_every": 10, "decay_rate": 0.5}]}
-    eager, graph = _trajectories(cfg)
+    eager, graph = _trajectories(cfg, device)
     _assert_same(eager, graph)
 
 
