@@ -89,3 +89,12 @@ def test_param_groups_given_as_generators_or_single_tensors_reach_the_optimizer_
     w = torch.nn.Parameter(torch.zeros(4, 3, dtype=torch.complex64))
     opt = build_optimizer([{"params": w}], "adabelief", lr=0.1)
     assert opt.param_groups[0]["params"] == [w]
+
+
+def test_sciml_list_marks_the_optimizers_cuda_graph_can_capture(capsys):
+    from sciml.cli import main
+
+    assert main(["list", "optimizers"]) == 0
+    marked = {line.split()[0] for line in capsys.readouterr().out.splitlines() if "(cuda_graph)" in line}
+    assert marked == {"adam", "adamw", "adabelief", "spam", "ademamix", "mars", "fadam", "subset_norm", "clip_radagradd",
+                      "grokfast", "perpgrad"}
