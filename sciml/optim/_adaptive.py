@@ -4,8 +4,9 @@ Each is a thin `FunctionalOptimizer` over a per-parameter update written from th
 official code where one exists). Each update is written once for both kinds of step count (see
 `FunctionalOptimizer`): a Python int (eager, the default) or, with ``capturable=True``, a 0-dim
 device tensor, so that the step can be captured in a CUDA graph; the two modes that choose
-coordinates on the host (SPAM's sparse momentum, Subset-Norm's Subspace-Momentum) cannot be. Notation: g gradient, m / v first / second moments,
-t step (from 1), η learning rate, λ weight decay (decoupled, AdamW-style: θ ← θ − ηλθ).
+coordinates on the host (SPAM's sparse momentum, Subset-Norm's Subspace-Momentum) cannot be.
+Notation: g gradient, m / v first / second moments, t step (from 1), η learning rate, λ weight
+decay (decoupled, AdamW-style: θ ← θ − ηλθ).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def _add_scaled(x: Tensor, y: Tensor, scale: Tensor | float) -> Tensor:
 def _add_quotient(x: Tensor, num: Tensor, den: Tensor, scale: Tensor | float) -> Tensor:
     """x += scale·num/den, likewise."""
     return x.add_((num / den).mul_(scale)) if isinstance(scale, Tensor) else x.addcdiv_(num, den, value=scale)
+
+
+def _add_product(x: Tensor, a: Tensor, b: Tensor, scale: Tensor | float) -> Tensor:
+    """x += scale·a·b, likewise."""
+    return x.add_(a * b * scale) if isinstance(scale, Tensor) else x.addcmul_(a, b, value=scale)
 
 
 def _zero_where(x: Tensor, condition: Tensor | bool) -> None:
@@ -66,7 +72,8 @@ class AdaBelief(FunctionalOptimizer):
                  capturable: bool = False):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas)
-        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      capturable=capturable))
 
     def init_state(self, p, group):
         return {"exp_avg": torch.zeros_like(p), "exp_avg_var": torch.zeros_like(p)}
@@ -112,9 +119,9 @@ class SPAM(FunctionalOptimizer):
                         ("seed", seed)):
             if not isinstance(v, int) or v < (1 if name == "reset_interval" else 0):
                 raise ValueError(f"{name}={v!r} must be a non-negative integer (reset_interval >= 1)")
-        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, threshold=threshold,
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, threshold=threshold,
                                       reset_interval=reset_interval, warmup_steps=warmup_steps, clip_delay=clip_delay,
-                                      density=density, seed=seed))
+                                      density=density, seed=seed, capturable=capturable))
         self._subsets: dict[int, tuple[int, Tensor]] = {}  # storage pointer -> (step drawn, indices)
 
     @property
@@ -241,8 +248,8 @@ class AdEMAMix(FunctionalOptimizer):
         for name, v in (("alpha_warmup", alpha_warmup), ("beta3_warmup", beta3_warmup)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name}={v!r} must be a positive integer (steps) or None; the paper uses the run length")
-        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      alpha_warmup=alpha_warmup, beta3_warmup=beta3_warmup))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      alpha_warmup=alpha_warmup, beta3_warmup=beta3_warmup, capturable=capturable))
 
     def init_state(self, p, group):
         return {"exp_avg_fast": torch.zeros_like(p), "exp_avg_slow": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
@@ -278,7 +285,8 @@ class MARS(FunctionalOptimizer):
         _common(lr, eps, weight_decay)
         check_betas("betas", betas)
         check_range("gamma", gamma, 0.0)
-        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), gamma=gamma, eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), gamma=gamma, eps=eps, weight_decay=weight_decay,
+                                      capturable=capturable))
 
     def init_state(self, p, group):
         return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p), "last_grad": torch.zeros_like(p)}
@@ -315,7 +323,8 @@ class FAdam(FunctionalOptimizer):
         check_betas("betas", betas)
         check_range("clip", clip, 0.0, lo_open=True)
         check_range("p", p, 0.0, 1.0, lo_open=True)
-        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), eps=eps, clip=clip, p=p, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, clip=clip, p=p, weight_decay=weight_decay,
+                                      capturable=capturable))
 
     def init_state(self, p, group):
         return {"momentum": torch.zeros_like(p), "fim": torch.zeros_like(p)}
@@ -324,8 +333,7 @@ class FAdam(FunctionalOptimizer):
         (b1, b2), t = group["betas"], state["step"]
         b2_hat = b2 * (1 - b2 ** (t - 1)) / (1 - b2 ** t)
         fim, mom = state["fim"], state["momentum"]
-        fim.mul_(b2_hat)
-        _add_scaled(fim, g * g, 1 - b2_hat)
+        _add_product(fim.mul_(b2_hat), g, g, 1 - b2_hat)
         denom = fim.pow(group["p"]).add_(group["eps"])
 
         def clipped(x):
@@ -368,8 +376,8 @@ class SubsetNorm(FunctionalOptimizer):
             raise ValueError(f"momentum_rank={momentum_rank!r} must be a positive integer, or None for full momentum")
         if not isinstance(proj_every, int) or proj_every < 1:
             raise ValueError(f"proj_every={proj_every!r} must be a positive integer (the paper uses 200)")
-        super().__init__(params, dict(capturable=capturable, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      momentum_rank=momentum_rank, proj_every=proj_every))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      momentum_rank=momentum_rank, proj_every=proj_every, capturable=capturable))
 
     @property
     def graph_capturable(self) -> bool:
@@ -449,7 +457,7 @@ class ClipRAdaGradD(FunctionalOptimizer):
         check_range("clip", clip, 0.0, lo_open=True, fix="λ, the clipping level")
         check_range("reweight", reweight, 0.0, lo_open=True)
         check_range("b0", b0, 0.0, lo_open=True, fix="the initial step-size denominator must be positive")
-        super().__init__(params, dict(capturable=capturable, lr=lr, clip=clip, reweight=reweight, b0=b0))
+        super().__init__(params, dict(lr=lr, clip=clip, reweight=reweight, b0=b0, capturable=capturable))
 
     def _prepare_group(self, group):
         params = [p for p in group["params"] if p.grad is not None]
