@@ -338,6 +338,17 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 guard.step(loss)
             return loss.detach(), {k: v.detach() for k, v in terms.items()}, record
 
+        def update_loss_weights():
+            """New adaptive loss weights from this step's terms and residuals, before the step takes them.
+            Their graphs die here: a live one would pin the parameters' gradient accumulators to this
+            stream, and a later CUDA-graph capture would fail."""
+            terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
+            if weights.maybe_update(step, model, terms, residuals):
+                if guard is not None:
+                    guard.rebase()
+                if captured is not None:  # the weights are numbers baked into the captured step
+                    captured.invalidate()
+
         captured = CapturedStep(first_order_step, device) if graphed else None
         if captured is not None and guard is not None:  # a rollback replaces the optimizer's tensors and lr scale
             guard.on_restore(captured.invalidate)
@@ -370,30 +381,16 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     closure.terms = terms
                     return total
 
-                adapt_weights = weights.method != "fixed" and step % weights.every == 0
                 if needs_closure:
                     loss = guard.step(None, closure=closure) if guard else opt.step(closure)
-                elif not adapt_weights:
+                else:
+                    if weights.method != "fixed" and step % weights.every == 0:
+                        update_loss_weights()
                     # graph mode: eager until the guard's ZClip warm-up is over (it keeps host state)
                     replay = captured is not None and (guard is None or guard.capturable)
                     loss, closure.terms, record = captured() if replay else first_order_step()
                     if record is not None:
                         guard.record_step(record, replayed=replay and captured.captured)
-                else:  # the loss with its residuals, for the new weights
-                    opt.zero_grad(set_to_none=True)
-                    terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
-                    if weights.maybe_update(step, model, terms, residuals):
-                        if guard is not None:
-                            guard.rebase()
-                        if captured is not None:  # the weights are numbers baked into the captured step
-                            captured.invalidate()
-                    loss = weights.total(terms, cond_weights)
-                    loss.backward()
-                    guard.step(loss) if guard else opt.step()
-                    # only detached values outlive the step: a live autograd graph would pin the parameters'
-                    # gradient accumulators to this stream, and a later CUDA-graph capture fails
-                    loss, closure.terms = loss.detach(), {k: v.detach() for k, v in terms.items()}
-                    del terms, residuals
                 if guard is not None and (step % cfg.log_every == 0 or step == ph.steps):  # polls: a sync
                     log_guard_events(guard, i)
                 if step % cfg.log_every == 0 or step == ph.steps:
