@@ -232,12 +232,15 @@ def accuracy_run(problem_name: str, seed: int, small: bool, device: str, max_min
 
 
 def _graph_capturable(raw: dict) -> bool:
-    """Whether every first-order phase of a PINN config may run as a CUDA graph (adam / adamw)."""
-    from sciml.optim import closure_kind, optimizer_spec
+    """Whether the PINN config accepts ``cuda_graph: true`` (PINNConfig checks every phase)."""
+    from sciml.config import ConfigError, validate
+    from sciml.train.pinn import PINNConfig
 
-    names = [phase["optimizer"]["name"] for phase in raw.get("phases", [])]
-    return bool(names) and all(closure_kind(n) != "none" or getattr(optimizer_spec(n), "graph_safe", False)
-                               for n in names)
+    try:
+        validate(PINNConfig, {**raw, "cuda_graph": True})
+        return True
+    except ConfigError:
+        return False
 
 
 def accuracy(problems: list[str], seeds: list[int], *, small: bool, device: str, max_minutes: float, jobs: int,
