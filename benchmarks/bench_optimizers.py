@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS_DIR, previous_result, write_result  # noqa: E402
-from sciml.optim import OPTIMIZERS, build_optimizer, graph_optimizer_kwargs, optimizer_spec  # noqa: E402
+from sciml.optim import OPTIMIZERS, build_optimizer, graph_optimizer_kwargs, graph_safe, optimizer_spec  # noqa: E402
 from sciml.train.graphs import CapturedStep  # noqa: E402
 
 LR_FACTORS = {"full": (1 / 3, 1.0, 3.0), "small": (1.0, 3.0)}
@@ -338,10 +338,7 @@ def _spikes(losses: Tensor) -> Tensor:
 
 def _graph_kwargs(name: str, device: torch.device) -> dict | None:
     """Keywords that let optimizer `name` step inside a CUDA graph, or None where it cannot."""
-    try:
-        return graph_optimizer_kwargs(name, device, _opt_kwargs(name))
-    except ValueError:
-        return None
+    return graph_optimizer_kwargs(name, device, _opt_kwargs(name)) if graph_safe(name, _opt_kwargs(name)) else None
 
 
 def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:

@@ -118,19 +118,11 @@ def _registry_rows(kind: str) -> list[tuple[str, str, str]]:
 
         return [(name, desc, "datasets/" + name + ".yaml") for name, desc in list_recipes()]
     rows = [(e.name, e.description, e.source) for e in reg.entries()]
-    if kind == "optimizers":  # which ones cuda_graph: true can capture
-        rows = [(name, desc + ("  (cuda_graph)" if _graph_safe(name) else ""), source) for name, desc, source in rows]
+    if kind == "optimizers":  # which ones cuda_graph: true can capture (a filter: over its default base)
+        from sciml.optim import graph_safe
+
+        rows = [(name, desc + ("  (cuda_graph)" if graph_safe(name) else ""), source) for name, desc, source in rows]
     return rows
-
-
-def _graph_safe(name: str) -> bool:
-    from sciml.optim import graph_optimizer_kwargs
-
-    try:
-        graph_optimizer_kwargs(name, "cpu")  # a filter: over its default base
-        return True
-    except ValueError:
-        return False
 
 
 LIST_KINDS = ("models", "optimizers", "datasets", "problems", "families", "losses")

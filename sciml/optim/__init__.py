@@ -15,14 +15,14 @@ Adam → L-BFGS → Newton-CG schedules for PINNs: `sciml.optim.phases.PhaseSche
 """
 
 from ._registry import (OPTIMIZERS, OptimizerSpec, build_optimizer, check_optimizer, closure_kind, graph_optimizer_kwargs,
-                        load_optimizer_state, optimizer_spec)
+                        graph_safe, load_optimizer_state, optimizer_spec)
 from ._lr import lrs_as_tensors, set_lr
 from ._complex import complex_as_real
 from . import _catalog  # noqa: F401  (registers the entries)
 from .guard import Guard, GuardError
 
-__all__ = ["OPTIMIZERS", "OptimizerSpec", "build_optimizer", "check_optimizer", "closure_kind", "graph_optimizer_kwargs", "load_optimizer_state",
-           "lrs_as_tensors", "optimizer_spec", "set_lr", "complex_as_real", "Guard", "GuardError"]
+__all__ = ["OPTIMIZERS", "OptimizerSpec", "build_optimizer", "check_optimizer", "closure_kind", "graph_optimizer_kwargs",
+           "graph_safe", "load_optimizer_state", "lrs_as_tensors", "optimizer_spec", "set_lr", "complex_as_real", "Guard", "GuardError"]
 
 from ._adaptive import MARS, SPAM, AdaBelief, AdEMAMix, ClipRAdaGradD, FAdam, SubsetNorm  # noqa: E402
 from ._newton import NysNewtonCG  # noqa: E402

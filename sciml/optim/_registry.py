@@ -164,11 +164,20 @@ def graph_optimizer_kwargs(name: str, device: torch.device | str, kwargs: dict |
     if spec is None or not spec.graph_safe:
         safe = [n for n in OPTIMIZERS.names() if getattr(optimizer_spec(n), "graph_safe", False)]
         raise ValueError(f"optimizer {name!r} cannot run inside a CUDA graph (its step keeps Python-side state that a "
-                         f"replay would freeze); use one of {', '.join(safe)} (or grokfast / perpgrad over one of them) "
-                         "for this phase, or set cuda_graph: false")
+                         f"replay would freeze); use one of {', '.join(safe)} (or grokfast / perpgrad over one of them), "
+                         "or set cuda_graph: false")
     if not spec.fused_on_cuda:  # ours: the step count on the device on every device (the CPU simulation runs it)
         return {"capturable": True}
     return {"fused": True, **({"capturable": True} if torch.device(device).type == "cuda" else {})}
+
+
+def graph_safe(name: str, kwargs: dict | None = None) -> bool:
+    """Whether `graph_optimizer_kwargs` accepts optimizer `name` (a filter: over the base `kwargs` name)."""
+    try:
+        graph_optimizer_kwargs(name, "cpu", kwargs)
+        return True
+    except ValueError:
+        return False
 
 
 def check_optimizer(name: str, kwargs: dict, *, graph: bool = False) -> None:
