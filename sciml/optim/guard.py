@@ -189,11 +189,6 @@ class Guard:
         if self.step_count % self.check_every == 0:
             self.poll()
 
-    @property
-    def syncs_every_step(self) -> bool:
-        """Exact mode (``check_every=1``): every step reads the host, so none can be captured."""
-        return self.syncs_with(enabled=self.enabled, check_every=self.check_every)
-
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
         """Raise a ValueError naming the fix for an unknown or out-of-range guard setting, so a config
@@ -208,7 +203,8 @@ class Guard:
 
     @staticmethod
     def syncs_with(*, enabled: bool = True, check_every: int = 1, **_other_settings) -> bool:
-        """`syncs_every_step` of a guard built with these settings (a config can be checked before one is)."""
+        """Whether a guard with these settings reads the host every step (exact mode, ``check_every=1``),
+        so that no step can be captured; a config is checked before any guard is built."""
         return bool(enabled) and check_every == 1
 
     @property

@@ -347,7 +347,7 @@ def test_a_disabled_guard_steps_on_device_without_records():
     guard = Guard(model, opt, enabled=False)
     before = model.weight.detach().clone()
     _loss(model, x, y).backward()
-    assert guard.capturable and not guard.syncs_every_step
+    assert guard.capturable and not Guard.syncs_with(enabled=False) and Guard.syncs_with(enabled=True)
     assert guard.update_on_device(_loss(model, x, y)) is None and not torch.equal(model.weight, before)
     guard.record_step(None)
     assert guard.step_count == 0 and guard.pop_events() == []
