@@ -103,56 +103,47 @@ _GRAPH_SAFE = {
 }
 
 
+def _regression_run(name, *, capture=False, tensor_lr=False, **optimizer_kwargs):
+    """30 steps of a tiny float64 regression whose large gradients make SPAM clip: (losses, weights)."""
+    from sciml.optim import build_optimizer
+
+    torch.manual_seed(0)
+    x = torch.linspace(-1, 1, 30, dtype=torch.float64).reshape(10, 3)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
+    opt = build_optimizer(net.parameters(), name, lr=1e-2, **_GRAPH_SAFE[name], **optimizer_kwargs)
+    lrs_as_tensors(opt, tensor_lr)  # the trainers' graph mode steps with a tensor lr
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = (net(x) - x[:, :2].sin()).square().mean() * 1e3
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    run = CapturedStep(step, "cpu") if capture else step
+    losses = torch.stack([run().clone() for _ in range(30)])
+    return losses, [q.detach().clone() for q in net.parameters()], opt
+
+
 @pytest.mark.parametrize("tensor_lr", [False, True], ids=["float_lr", "tensor_lr"])
 @pytest.mark.parametrize("name", list(_GRAPH_SAFE))
 def test_our_optimizers_replay_their_steps_like_eager_steps(simulate, captures, name, tensor_lr):
-    from sciml.optim import build_optimizer, check_optimizer
-
-    kwargs = {"lr": 1e-2, **_GRAPH_SAFE[name]}
-    check_optimizer(name, kwargs, graph=True)
-    x = torch.linspace(-1, 1, 30, dtype=torch.float64).reshape(10, 3)
-    runs = []
-    for capture in (False, True):
-        torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
-        opt = build_optimizer(net.parameters(), name, **kwargs, **graph_optimizer_kwargs(name, "cpu", kwargs))
-        lrs_as_tensors(opt, tensor_lr)  # the trainers' graph mode steps with a tensor lr
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss = (net(x) - x[:, :2].sin()).square().mean() * 1e3  # large gradients: SPAM clips
-            loss.backward()
-            opt.step()
-            return loss.detach()
-
-        run = CapturedStep(step, "cpu") if capture else step
-        losses = torch.stack([run().clone() for _ in range(30)])
-        runs.append((losses, [q.detach().clone() for q in net.parameters()]))
-    assert len(captures) == 1  # captured once, then 27 replays checked
-    torch.testing.assert_close(runs[1][0], runs[0][0], rtol=1e-12, atol=0)
-    for captured_w, eager_w in zip(runs[1][1], runs[0][1]):
+    graph_kwargs = graph_optimizer_kwargs(name, "cpu", _GRAPH_SAFE[name])
+    eager, captured = (_regression_run(name, capture=capture, tensor_lr=tensor_lr, **graph_kwargs)
+                       for capture in (False, True))
+    assert captured[2].graph_capturable and len(captures) == 1  # captured once, then 27 replays checked
+    torch.testing.assert_close(captured[0], eager[0], rtol=1e-12, atol=0)
+    for captured_w, eager_w in zip(captured[1], eager[1]):
         torch.testing.assert_close(captured_w, eager_w, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("name", list(_GRAPH_SAFE))
 def test_the_capturable_step_follows_the_same_rule_as_the_eager_one(name):
     # the paper-rule tests check the default (int step count) path; this ties the tensor path to it
-    from sciml.optim import build_optimizer
-
-    x = torch.linspace(-1, 1, 30, dtype=torch.float64).reshape(10, 3)
-    weights = []
-    for capturable in (False, True):
-        torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
-        opt = build_optimizer(net.parameters(), name, lr=1e-2, **_GRAPH_SAFE[name], capturable=capturable)
-        assert opt.graph_capturable == capturable
-        for _ in range(30):
-            opt.zero_grad()
-            ((net(x) - x[:, :2].sin()).square().mean() * 1e3).backward()
-            opt.step()
-        weights.append([q.detach().clone() for q in net.parameters()])
-    for tensor_path, int_path in zip(*weights[::-1]):
-        torch.testing.assert_close(tensor_path, int_path, rtol=1e-12, atol=1e-15)
+    int_path, tensor_path = (_regression_run(name, capturable=capturable) for capturable in (False, True))
+    assert not int_path[2].graph_capturable and tensor_path[2].graph_capturable
+    for tensor_w, int_w in zip(tensor_path[1], int_path[1]):
+        torch.testing.assert_close(tensor_w, int_w, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("name, kwargs, reason", [
