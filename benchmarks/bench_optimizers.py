@@ -78,7 +78,7 @@ class TaskSpec:
     steps: int
     notes: str = ""
     deterministic: bool = True  # full-batch loss: L-BFGS / Newton-CG apply
-    next_batch: Callable[[], None] = lambda: None  # called once per optimizer step
+    next_batch: Callable[[int], None] = lambda k: None  # called with k before optimizer step k of every run
 
 
 class MLP(nn.Module):
@@ -200,13 +200,10 @@ def _operator_task(name, make_model, a_train, u_train, a_test, u_test, cfg, batc
     n = a_train.shape[0]
     perm = torch.Generator().manual_seed(99)
     order = torch.cat([torch.randperm(n, generator=perm) for _ in range(steps * batch // n + 1)]).to(dev)
-    counter = {"k": -1}
     # the batch lives in buffers filled in place, so a step captured in a CUDA graph reads each new one
     batch_a, batch_u = a_train[order[:batch]], u_train[order[:batch]]
 
-    def next_batch():
-        counter["k"] += 1
-        k = counter["k"]
+    def next_batch(k: int):  # batch k of the same sequence for every optimizer and every run
         idx = order[(k * batch) % (len(order) - batch):][:batch]
         torch.index_select(a_train, 0, idx, out=batch_a)
         torch.index_select(u_train, 0, idx, out=batch_u)
@@ -361,17 +358,17 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
         return per.detach()
 
     run = CapturedStep(step, cfg.device) if graphed else step
-    hist = []
+    hist = torch.empty(task.steps, len(members), dtype=torch.float64, device=cfg.device)
     start = time.perf_counter()
-    for _ in range(task.steps):
-        task.next_batch()
-        hist.append(run().clone())  # a replay returns the same output tensor every time
+    for k in range(task.steps):
+        task.next_batch(k)
+        hist[k] = run()  # copied: a replay returns the same output tensor every time
     final = task.loss(ens).detach()
     err = task.error(ens).detach()
     if cfg.device.type == "cuda":
         torch.cuda.synchronize()
     wall = (time.perf_counter() - start) / len(members)
-    losses = torch.stack(hist).double().cpu()
+    losses = hist.cpu()
     spikes = _spikes(losses)
     out = []
     for e, (seed, lr) in enumerate(members):

@@ -89,3 +89,13 @@ def test_second_order_runs_replayed_as_graphs_equal_eager_runs(simulate, capture
         assert graph["evals"] == eager["evals"]
         # Adam's fused step in graph mode rounds apart from the eager one; L-BFGS continues from there
         assert graph["rel_l2"] == pytest.approx(eager["rel_l2"], rel=1e-6 if phases else 1e-12), (recipe, eager, graph)
+
+
+def test_a_minibatch_run_sees_the_same_batches_whatever_ran_before_it():
+    # the grid runs optimizers one after another on one task object, and in parts (--skip-done)
+    cfg = types.SimpleNamespace(device=torch.device("cpu"), dtype=torch.float64)
+    task = _minibatch_task(cfg)
+    first = bench.run_first_order(task, "adabelief", [1e-2], [0], cfg)
+    bench.run_first_order(task, "adam", [1e-2], [0], cfg)
+    again = bench.run_first_order(task, "adabelief", [1e-2], [0], cfg)
+    assert again[0]["rel_l2"] == first[0]["rel_l2"] and again[0]["loss"] == first[0]["loss"]
