@@ -50,7 +50,6 @@ def main(argv=None):
     rows = []
     for p in policies:
         rows.append(train_policy(p, epochs=epochs, small=args.small, out=args.out))
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # the trainer sets them for tf32
         print(rows[-1], flush=True)
         for r in rows:  # against fp32, the first policy
             r["vs_fp32"] = r["rel_l2"] / rows[0]["rel_l2"]

@@ -115,10 +115,11 @@ class _Simulated:
         self.fn, self.trace = fn, None
 
     def first(self):
-        held = _leaves_held_by_live_graphs()
-        self.trace, out = _trace(self.fn)
-        read = {ptr for op in self.trace for ptr in op[2]}
-        if held & read:
+        mode = _OpTrace()
+        with mode:
+            out = self.fn()
+        self.trace = mode.ops
+        if any(_held_by_live_graph(t) for t in mode.leaves.values()):
             raise StaleGraphError("an autograd graph made before the capture is still alive and reaches a tensor the "
                                   "step reads (a loss or loss term kept undetached between steps): on CUDA its "
                                   "gradient accumulators stay on the default stream and capture fails; keep "
@@ -141,24 +142,20 @@ class _Simulated:
         return out
 
 
-def _leaves_held_by_live_graphs() -> set[int]:
-    """Storages of the leaf tensors that some live tensor's autograd graph accumulates into."""
-    import gc
+def _held_by_live_graph(leaf: torch.Tensor) -> bool:
+    """Whether some autograd graph still alive accumulates into `leaf`.
 
-    held, seen = set(), set()
-    # plain tensors only (not the fake ones compiled code leaves behind); type(), not isinstance, which
-    # reads __class__ and makes some lazy module objects warn
-    stack = [o.grad_fn for o in gc.get_objects() if type(o) is torch.Tensor and o.grad_fn is not None]
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        leaf = getattr(node, "variable", None)  # an AccumulateGrad node
-        if type(leaf) in (torch.Tensor, torch.nn.Parameter):
-            held.add(leaf.untyped_storage().data_ptr())
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return held
+    A leaf's gradient accumulator lives only as long as a graph (or someone) holds it: tag the one
+    we get, let ours go, and ask again; the tag survives only if another holder kept it alive.
+    (Not a scan of gc.get_objects(): whether tensors are gc-tracked differs between torch builds.)"""
+    def accumulator():
+        with torch.enable_grad():
+            return leaf.view_as(leaf).grad_fn.next_functions[0][0]
+
+    node = accumulator()
+    node.metadata["sciml_probe"] = True
+    del node
+    return accumulator().metadata.pop("sciml_probe", False)
 
 
 def _trace(fn):
@@ -178,6 +175,7 @@ class _OpTrace(TorchDispatchMode):
         super().__init__()
         self.ops: list[tuple] = []
         self._made: set[int] = set()  # storages the step itself allocated
+        self.leaves: dict[int, torch.Tensor] = {}  # leaves needing grad that the step reads, by storage
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -193,6 +191,8 @@ class _OpTrace(TorchDispatchMode):
                 read.add(ptr)
                 if ptr not in self._made:
                     outside.append(ptr)
+                    if a.requires_grad and a.is_leaf:
+                        self.leaves.setdefault(ptr, a)
             elif isinstance(a, _VALUES):
                 numbers.append(a)
             else:  # an opaque object (e.g. a profiler record): its identity means nothing to a replay

@@ -12,9 +12,10 @@ Each step: (optionally) redraw or RAD-resample the interior points, evaluate the
 (`sciml.pde.losses.loss_terms`; causal weights on the residual for time-dependent problems),
 update adaptive loss weights every few steps, and step the phase's optimizer (closure for L-BFGS),
 under `sciml.optim.guard.Guard` (on by default, see `PINN_GUARD`). With ``cuda_graph: true`` a
-first-order step is captured once and replayed (`sciml.train.graphs.CapturedStep`); resampling
-copies the new points into the captured ones, and a rollback, new loss weights or a new number of
-points trigger a fresh capture. Phases use the ``sciml.optim.phases`` format
+first-order step is captured once and replayed (`sciml.train.graphs.CapturedStep`), and so is each
+L-BFGS evaluation (loss and gradient; the line search stays on the host); resampling copies the new
+points into the captured ones, and a rollback, new loss weights or a new number of points trigger a
+fresh capture. Phases use the ``sciml.optim.phases`` format
 (``{optimizer: {name, ...}, steps, dtype, guard}``) but run in this loop, which also resamples,
 evaluates and checkpoints mid-phase so that ``--resume`` continues exactly where a run stopped.
 """
@@ -130,7 +131,8 @@ class PINNConfig(StrictModel):
     derivatives: Literal["reverse", "forward", "jet"] = "reverse"
     compile: bool = False  # torch.compile the loss of first-order steps (derivatives: jet only; for GPU)
     # first-order steps (forward, backward, guard, optimizer) captured as one CUDA graph and replayed;
-    # graph_safe optimizers (adam, adamw, ours), the guard polled; off CUDA the same step runs eagerly
+    # graph_safe optimizers (adam, adamw, ours), the guard polled; L-BFGS's loss-and-gradient
+    # evaluations replayed too (Newton-CG runs eagerly); off CUDA the same steps run eagerly
     # (`sciml.train.graphs`)
     cuda_graph: bool = False
     net: NetConfig = NetConfig()
@@ -308,7 +310,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         name = opt_kw.pop("name")  # PINNConfig checked the names, and the phases cuda_graph captures
         kind = closure_kind(name)  # "none" | "backward" (L-BFGS) | "loss" (NysNewton-CG differentiates itself)
         needs_closure = kind != "none"
-        graphed = cfg.cuda_graph and not needs_closure  # closure methods (L-BFGS, Newton-CG) run eagerly
+        graphed = cfg.cuda_graph and not needs_closure  # the optimizer inside the graph: first-order only
         if graphed:
             opt_kw.update(graph_optimizer_kwargs(name, device, opt_kw))
         opt = build_optimizer(model.parameters(), name, **opt_kw)
@@ -349,7 +351,21 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 if captured is not None:  # the weights are numbers baked into the captured step
                     captured.invalidate()
 
-        captured = CapturedStep(first_order_step, device) if graphed else None
+        def loss_and_grad():
+            """One L-BFGS evaluation: loss terms, total and gradient, detached. Graph mode captures
+            exactly this; L-BFGS moves the weights in place, so each replay sees the new point."""
+            opt.zero_grad(set_to_none=True)
+            terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
+            total = weights.total(terms, cond_weights)
+            total.backward()
+            return total.detach(), {k: v.detach() for k, v in terms.items()}
+
+        captured = None
+        if graphed:
+            captured = CapturedStep(first_order_step, device)
+        elif cfg.cuda_graph and kind == "backward":  # L-BFGS's steps are host-driven; its evaluations replay
+            captured = CapturedStep(loss_and_grad, device)
+        evaluate_loss_and_grad = captured if kind == "backward" and captured is not None else loss_and_grad
         if captured is not None and guard is not None:  # a rollback replaces the optimizer's tensors and lr scale
             guard.on_restore(captured.invalidate)
         t_phase = time.perf_counter()
@@ -373,13 +389,11 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
 
                 def closure():
                     if kind == "backward":
-                        opt.zero_grad(set_to_none=True)
+                        total, closure.terms = evaluate_loss_and_grad()
+                        return total.clone()  # a replay writes the same output tensor every time
                     terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
-                    total = weights.total(terms, cond_weights)
-                    if kind == "backward":
-                        total.backward()
-                    closure.terms = terms
-                    return total
+                    closure.terms = {k: v.detach() for k, v in terms.items()}
+                    return weights.total(terms, cond_weights)  # the optimizer differentiates it itself
 
                 if needs_closure:
                     loss = guard.step(None, closure=closure) if guard else opt.step(closure)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,18 @@ def _precision_context(precision: str, device: torch.device, *, cache: bool = Tr
     return nullcontext()
 
 
+@contextmanager
+def tf32_matmuls(enabled: bool):
+    """TF32 for CUDA matmuls and cuDNN convolutions while inside, restored on exit. "fp32" must
+    turn cuDNN's off: torch enables it by default, so convolutions would silently run in TF32."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 class Trainer:
     def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
         from sciml.models import build_model
@@ -80,9 +92,6 @@ class Trainer:
         self.cfg, self.run = cfg, run
         self.device = resolve_device(device or cfg.device)
         torch.manual_seed(cfg.seed)
-        if cfg.training.precision == "tf32" and self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         self.loss_fn = LOSSES.get(cfg.training.loss)
 
         self.dataset_path = resolve_dataset(cfg, device=self.device, progress=cfg.training.progress)
@@ -241,9 +250,15 @@ class Trainer:
     def evaluate(self, split: Split | None = None, batch_size: int | None = None) -> dict[str, float]:
         self.model.eval()
         bs = batch_size or max(self.cfg.training.batch_size, 50)
-        return error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device))
+        with tf32_matmuls(self.cfg.training.precision == "tf32"):
+            return error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device))
 
     def fit(self) -> dict[str, float]:
+        """Train to `training.epochs` (or `max_minutes`); TF32 on exactly when the policy is "tf32"."""
+        with tf32_matmuls(self.cfg.training.precision == "tf32"):
+            return self._fit()
+
+    def _fit(self) -> dict[str, float]:
         from tqdm.auto import tqdm
 
         t = self.cfg.training

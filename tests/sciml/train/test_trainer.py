@@ -248,3 +248,26 @@ def test_graph_mode_refuses_what_it_cannot_capture(tiny_cfg):
     with pytest.raises(ConfigError, match="check_every"):
         train(validate(OperatorConfig, {**tiny_cfg, "guard": {"check_every": 1},
                                         "training": {**tiny_cfg["training"], "cuda_graph": True}}))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_precision_policy_sets_tf32_for_matmuls_and_convolutions_while_training_only(tiny_cfg, monkeypatch, precision):
+    # torch turns cuDNN's TF32 on by default: "fp32" must turn it off, or convolutions run in TF32
+    from sciml.train.trainer import Trainer
+
+    seen = []
+    real_epoch = Trainer.train_epoch
+
+    def train_epoch(self, epoch):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    before = (not (precision == "tf32"), True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", before[0])
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", before[1])
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 2, "precision": precision},
+           "output": {**tiny_cfg["output"], "name": f"policy_{precision}"}}
+    train(validate(OperatorConfig, raw))
+    assert set(seen) == {(precision == "tf32",) * 2}
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before  # restored
