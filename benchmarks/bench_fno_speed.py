@@ -10,8 +10,9 @@ sizes (CPU). Inference latency per sample (batch 1) is measured for both models,
 Burgers and NS rows also for our own solver (one sample over one model call's horizon).
 
 sciml variants timed per row, the fastest is `sciml_ms`: eager with each spectral transform
-("dft", "fft"); on CUDA also the whole step captured in a CUDA graph; with `--compile` also
-`torch.compile(model)`. Adam is fused on CUDA (capturable inside a graph), foreach on CPU;
+("dft", "fft") and with the pointwise maps as 1x1 convolutions ("dft_conv"); on CUDA also each
+of these with the whole step captured in a CUDA graph; with `--compile` also
+`torch.compile(model)`. `--profile` writes where each step's time goes, kernel by kernel. Adam is fused on CUDA (capturable inside a graph), foreach on CPU;
 neuralop gets torch's default Adam as its own Trainer does.
 
     python benchmarks/bench_fno_speed.py            # paper sizes (GPU); writes results/fno_speed_paper.json
@@ -118,7 +119,34 @@ def solver_latency(problem: str, s: int, device) -> float | None:
     return None
 
 
-def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch):
+def write_profile(label: str, steps: dict, device, n_steps: int = 5) -> None:
+    """Where each step's time goes, kernel by kernel: `results/fno_profile_<label>.txt` (and under $OUT)."""
+    import os
+
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    parts = []
+    for key, step in steps.items():
+        step()
+        sync(device)
+        with profile(activities=activities) as prof:
+            for _ in range(n_steps):
+                step()
+            sync(device)
+        parts.append(f"== {key}: {n_steps} steps\n" + prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70))
+    text = "\n\n".join(parts)
+    targets = [Path(__file__).resolve().parent / "results" / f"fno_profile_{label}.txt"]
+    if os.environ.get("OUT"):
+        targets.append(Path(os.environ["OUT"]) / "results" / f"fno_profile_{label}.txt")
+    for path in targets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print("wrote", targets[-1], flush=True)
+
+
+def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch, profile=False):
     name, n_dims, s, modes, width, cin, published = case
     s = SMALL[s] if small else s
     grid = (s,) * n_dims
@@ -126,7 +154,9 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch)
     x = torch.randn(batch, cin, *grid, device=device)
     y = torch.randn(batch, 1, *grid, device=device)
     neu = neuralop_fno(n_dims, modes, width, cin).to(device)
-    models = {t: FNO(cin, 1, n_dims, modes=modes, width=width, transform=t).to(device) for t in ("dft", "fft")}
+    variants = {"dft": {"transform": "dft"}, "fft": {"transform": "fft"},
+                "dft_conv": {"transform": "dft", "pointwise_kernel": "conv"}}
+    models = {k: FNO(cin, 1, n_dims, modes=modes, width=width, **kw).to(device) for k, kw in variants.items()}
     p_neu, p_sci = count_parameters(neu), count_parameters(models["dft"])
     print(f"{name} s={s}: parameters sciml {p_sci:,} neuralop {p_neu:,}", flush=True)
     assert abs(p_sci - p_neu) <= 0.01 * p_neu, "architectures differ"
@@ -136,7 +166,8 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch)
     for t, m in models.items():
         steps[f"sciml_eager_{t}"] = make_step(m, x, y, device=device, fused=cuda, autocast=autocast)
     if cuda:
-        steps["sciml_graph_dft"] = make_step(models["dft"], x, y, device=device, fused=True, graph=True, autocast=autocast)
+        for t, m in models.items():
+            steps[f"sciml_graph_{t}"] = make_step(m, x, y, device=device, fused=True, graph=True, autocast=autocast)
     if compile_:
         compiled = torch.compile(models["dft"])
         steps["sciml_compile_dft"] = make_step(compiled, x, y, device=device, fused=cuda, autocast=autocast)
@@ -152,6 +183,9 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch)
         # eager steps: a replayed CUDA graph keeps its memory in a private pool, invisible to the peak
         row["sciml_peak_mb"] = round(peak_mb(steps["sciml_eager_dft"], device), 1)
         row["published_neuralop_h100_ms"] = published
+    if profile:
+        write_profile(f"{name}_{s}", {"neuralop": steps["neuralop"], "sciml_eager_dft": steps["sciml_eager_dft"],
+                                      "sciml_eager_dft_conv": steps["sciml_eager_dft_conv"]}, device)
     # inference latency per sample (batch 1)
     x1 = x[:1]
     with torch.inference_mode():
@@ -186,6 +220,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (default 1: on a shared CPU, OpenMP oversubscription is 10x slower)")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="also write a kernel-by-kernel profile per case (results/fno_profile_<case>_<s>.txt)")
     args = parser.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cpu":
@@ -204,7 +240,7 @@ def main(argv=None):
     rows = []
     for case in cases:
         rows.append(run_case(case, small=args.small, device=device, rounds=args.rounds, repeat=repeat,
-                             compile_=args.compile, precision=args.precision, batch=args.batch))
+                             compile_=args.compile, precision=args.precision, batch=args.batch, profile=args.profile))
         if not args.no_write:  # after every case: a command stopped by its time limit keeps the finished ones,
             # and --cases runs on the same device add up
             path = write_result(name, title="FNO step time: sciml vs neuraloperator 2.0", notes=notes, device=device,

@@ -13,10 +13,12 @@ set -u
 here=$(dirname "$0")
 s() { bash "$here/gpu_session.sh" "$@"; }
 case "${1:-}" in
-  1)   s 560 'python3 benchmarks/bench_fno_speed.py --compile' ;;
+  1)   s 560 'python3 benchmarks/bench_fno_speed.py --compile --profile --cases 5,3,1,2,4,0' ;;
   2)   s 560 'python3 benchmarks/bench_datagen.py --parts ns_step,burgers,ns_generate --max-minutes 7' \
              'python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' ;;
-  3)   s 560 'python3 benchmarks/bench_pinn.py --parts time_to_target --dde-cap 240' 'python3 benchmarks/bench_precision.py' ;;
+  3)   s 560 'timeout 120 python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' \
+             'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt graph,deepxde --dde-cap 240' \
+             'python3 benchmarks/bench_precision.py' 'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
   4)   s 560 'python3 benchmarks/bench_operators.py --rows darcy_fno --max-minutes 8 training.cuda_graph=true' ;;
   5|6) s 360 'python3 benchmarks/bench_datagen.py --parts ns_generate --root datasets' ;;
   5b)  s 470 'python3 benchmarks/bench_operators.py --rows ns_fno2d_nu1e-3 --max-minutes 6 training.cuda_graph=true' ;;

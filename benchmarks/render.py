@@ -15,11 +15,12 @@ Rendered by `python benchmarks/render.py` from `benchmarks/results/*.json`; each
 it was measured (command, device, date, commit). Do not edit by hand: rerun the script named in
 the table and render again.
 
-**Status (2026-11-26):** tables whose line names a GPU were measured on one, in two leases of
+**Status (2026-11-26):** tables whose line names a GPU were measured on one, in three leases of
 15 device-minutes each (torch 2.11): on an H100 on 2026-11-25 (Burgers FNO end to end, Darcy and
 NS-accuracy data generation, implicit vs unrolled backward with LM throughput, the first PINN
-step speeds: the `*_h100` tables) and on an H200 on 2026-11-26 (NS step, NS generation with its
-FFT floor, PINN step speed with the trainer's own CUDA-graph and compiled modes). Every other
+step speeds: the `*_h100` tables) and on an H200 twice on 2026-11-26 (NS step, NS generation with its
+FFT floor, PINN step speed with the trainer's own CUDA-graph and compiled modes; then the FNO
+step times against neuralop at paper sizes and the PINN time to rel. L2 1e-2 of sciml's trainer). Every other
 table was measured on a shared 2-core CPU at reduced scale (`--small`): those show the scripts
 work and give CPU ratios, not the issues' GPU bars.
 
@@ -40,8 +41,9 @@ part, so a step stopped by its time limit keeps what it finished.
 |---|---|---|
 | done 2026-11-25 (H100) | `bench_burgers` (3.3 min), `bench_implicit` (1.1), `bench_datagen --parts darcy` (0.2), `--parts ns_accuracy` (1.4), `--parts ns_generate` (5.1), `bench_pinn --parts speed` (1.4) | 3, 7 met; 4: the NS floor is still to measure; 6: 7.5x, bar 10x |
 | done 2026-11-26 (H200) | `2` without its Burgers timing: `bench_datagen --parts ns_step,ns_generate` (3.4), the graph-mode tests (0.4); `bench_pinn --parts speed` (1.6); the README job with `training.cuda_graph` on and off, fp32 and bf16 (1.1); `--parts time_to_target` stopped (DeepXDE's recipe ran past the 196 s left) | 4 met (198 s, floor 108 s); 6: trainer step 14.3x with compile + `cuda_graph` (8.8x `cuda_graph` alone); two CUDA-only defects found and fixed |
-| 2 | `3`: PINN time to rel. L2 1e-2 (sciml's trainer modes first, then DeepXDE's recipe capped at 240 s: a cap is a lower bound), then the precision policies | 6: time to 1e-2 beside DeepXDE's; 5: bf16/TF32 accuracy equal to fp32's |
-| 3 | `1`: FNO step times against neuralop, compiled too (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher |
+| done 2026-11-26 (H200, 2nd) | the graph-mode tests on CUDA (0.8; 2 failed, both fixed since on CPU, to confirm); the README job with `compile` + `cuda_graph` (0.5); `3` stopped in its third variant: time to 1e-2 for sciml's graph and eager modes (8.2); `1` with `--compile` in two calls, all six rows (2.9) | 5: step <= 1/3 of neuralop's on 2 of 6 rows (Burgers 1024 0.112, NS 64 0.284), missed on 4 (0.49 to 1.46); 6: time to 1e-2 for sciml (97.6 s graph, 343.8 s eager), DeepXDE's not reached |
+| 2 | `3`: the graph-mode tests (the two fixes), PINN time to rel. L2 1e-2 for sciml's graph mode and DeepXDE's recipe (capped at 240 s: a cap is a lower bound), the precision policies, then sciml's eager and compiled modes | 6: time to 1e-2 beside DeepXDE's; 5: bf16/TF32 accuracy equal to fp32's |
+| 3 | `1`: FNO step times against neuralop with the pointwise-as-convolution variants and a kernel-by-kernel profile of each row (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher (4 rows short) |
 | 4 | `4`: the Darcy FNO row | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
 | 5 | `5`: NS generation into `datasets/` (~5.5); `5b` at once: `ns_fno2d_nu1e-3`, 6 minutes of training | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
 | 6 | `6`, `6b`: as 5, with `ns_fno3d_nu1e-3` | 5: FNO-3D <= 0.0086 |

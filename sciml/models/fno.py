@@ -17,15 +17,23 @@ from .spectral import SpectralConv
 GRID_EMBEDDINGS = {True: "periodic", False: None, "periodic": "periodic", "closed": "closed", None: None}
 
 
+KERNELS = ("gemm", "conv")
+
+
 class Pointwise(nn.Module):
     """A 1x1 convolution: the same affine map of the channels at every grid point.
 
-    A matmul, not ``nn.Conv1d``: oneDNN's 1x1 convolution is ~4x slower than GEMM on CPU.
+    kernel: "gemm" (default), a batched matmul: oneDNN's 1x1 convolution is ~4x slower on CPU;
+    "conv", ``conv1d`` (cuDNN on GPU, as neuralop's skips), whose weight gradient is one reduction
+    over batch and grid rather than a batch of long thin GEMMs (bench_fno_speed.py times both).
     Initialised as ``nn.Linear`` (uniform, bound ``1/sqrt(in)``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True, kernel: str = "gemm"):
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        self.kernel = kernel
         bound = 1.0 / math.sqrt(in_channels)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
@@ -33,6 +41,9 @@ class Pointwise(nn.Module):
     def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         """x: (batch, in, *grid) -> (batch, out, *grid); ``add + W x + b`` in one GEMM when `add` is given."""
         flat = x.flatten(2)
+        if self.kernel == "conv":
+            y = F.conv1d(flat, self.weight[:, :, None], self.bias)
+            return (y if add is None else y + add.flatten(2)).view(*y.shape[:2], *x.shape[2:])
         # bmm against the expanded weight: matmul would transpose x and copy it (2x slower on CPU)
         weight = self.weight.expand(flat.shape[0], *self.weight.shape)
         y = torch.bmm(weight, flat) if add is None else torch.baddbmm(add.flatten(2), weight, flat)
@@ -44,12 +55,12 @@ class Pointwise(nn.Module):
 class PointwiseMLP(nn.Module):
     """Pointwise two-layer MLP ``in -> hidden -> out`` (one linear map when hidden is 0)."""
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int, act):
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, act, *, kernel: str = "gemm"):
         super().__init__()
         self.act = act
         self.layers = nn.ModuleList(
-            [Pointwise(in_channels, out_channels)] if hidden == 0
-            else [Pointwise(in_channels, hidden), Pointwise(hidden, out_channels)]
+            [Pointwise(in_channels, out_channels, kernel=kernel)] if hidden == 0
+            else [Pointwise(in_channels, hidden, kernel=kernel), Pointwise(hidden, out_channels, kernel=kernel)]
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -96,13 +107,15 @@ class FNO(nn.Module):
             non-periodic data), False none.
         transform: how the spectral layers reach the kept modes, "dft" (truncated DFT matrices)
             or "fft" (pruned FFTs); same result to rounding, see :class:`SpectralConv`.
+        pointwise_kernel: how the lifting, skips and projection run, "gemm" or "conv" (see
+            :class:`Pointwise`); same result to rounding.
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_dims: int = 1, *, modes: int | Sequence[int] = 16,
                  width: int = 64, n_layers: int = 4, lifting_channels: int | None = None,
                  projection_channels: int | None = None, activation: Any = "gelu",
                  padding: float | int | Sequence[float | int] = 0, grid_embedding: bool | str = True,
-                 transform: str = "dft"):
+                 transform: str = "dft", pointwise_kernel: str = "gemm"):
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
@@ -118,11 +131,11 @@ class FNO(nn.Module):
             raise ValueError(f"grid_embedding must be True, False, 'periodic' or 'closed', got {grid_embedding!r}")
         self.grid_embedding = GRID_EMBEDDINGS[grid_embedding]
         n_in = in_channels + (self.n_dims if self.grid_embedding else 0)
-        self.lifting = PointwiseMLP(n_in, width, lifting, self.act)
+        self.lifting = PointwiseMLP(n_in, width, lifting, self.act, kernel=pointwise_kernel)
         self.spectral = nn.ModuleList(SpectralConv(width, width, self.modes, transform=transform) for _ in range(n_layers))
         # the block's bias lives in the spectral layer (folded into its zero mode)
-        self.pointwise = nn.ModuleList(Pointwise(width, width, bias=False) for _ in range(n_layers))
-        self.projection = PointwiseMLP(width, out_channels, projection, self.act)
+        self.pointwise = nn.ModuleList(Pointwise(width, width, bias=False, kernel=pointwise_kernel) for _ in range(n_layers))
+        self.projection = PointwiseMLP(width, out_channels, projection, self.act, kernel=pointwise_kernel)
 
     def pad_sizes(self, grid: Sequence[int]) -> tuple[int, ...]:
         return tuple(p if isinstance(p, int) else int(round(p * n)) for p, n in zip(self.padding, grid))

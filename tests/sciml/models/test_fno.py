@@ -89,11 +89,28 @@ def test_fno_evaluates_at_finer_grid():
         (dict(padding=1.5), "padding"),
         (dict(grid_embedding="yes"), "grid_embedding"),
         (dict(lifting_channels=-2), "lifting_channels"),
+        (dict(pointwise_kernel="cudnn"), "kernel must be one of"),
     ],
 )
 def test_invalid_options_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FNO(1, 1, 1, **kwargs)
+
+
+@pytest.mark.parametrize("n_dims,grid", [(1, (40,)), (2, (12, 13))])
+def test_pointwise_kernels_agree(n_dims, grid):
+    # the same weights (same seed, same shapes) through batched GEMMs and through conv1d
+    x = torch.randn(3, 2, *grid, dtype=torch.float64)
+    outs = []
+    for kernel in ("gemm", "conv"):
+        torch.manual_seed(0)
+        model = FNO(2, 1, n_dims, modes=4, width=6, pointwise_kernel=kernel).double()
+        y = model(x)
+        y.square().sum().backward()
+        outs.append((y.detach(), {k: p.grad for k, p in model.named_parameters()}))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-12, atol=1e-12)
+    for k, g in outs[0][1].items():
+        torch.testing.assert_close(outs[1][1][k], g, rtol=1e-10, atol=1e-12, msg=k)
 
 
 def test_unknown_option_rejected():
