@@ -10,7 +10,8 @@ sizes (CPU). Inference latency per sample (batch 1) is measured for both models,
 Burgers and NS rows also for our own solver (one sample over one model call's horizon).
 
 sciml variants timed per row, the fastest is `sciml_ms`: eager with each spectral transform
-("dft", "fft") and with the pointwise maps as 1x1 convolutions ("dft_conv"); on CUDA also each
+("dft", "fft": the default pointwise maps, 1x1 convolutions on CUDA and GEMMs on CPU) and "dft"
+with the other pointwise kernel ("dft_gemm" on CUDA, "dft_conv" on CPU); on CUDA also each
 of these with the whole step captured in a CUDA graph; with `--compile` also
 `torch.compile(model)`. `--profile` writes where each step's time goes, kernel by kernel. Adam is fused on CUDA (capturable inside a graph), foreach on CPU;
 neuralop gets torch's default Adam as its own Trainer does.
@@ -154,8 +155,10 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch,
     x = torch.randn(batch, cin, *grid, device=device)
     y = torch.randn(batch, 1, *grid, device=device)
     neu = neuralop_fno(n_dims, modes, width, cin).to(device)
+    # "dft" / "fft": the defaults ("auto" pointwise maps: 1x1 convolutions on CUDA, GEMMs elsewhere)
+    other = "gemm" if device.type == "cuda" else "conv"
     variants = {"dft": {"transform": "dft"}, "fft": {"transform": "fft"},
-                "dft_conv": {"transform": "dft", "pointwise_kernel": "conv"}}
+                f"dft_{other}": {"transform": "dft", "pointwise_kernel": other}}
     models = {k: FNO(cin, 1, n_dims, modes=modes, width=width, **kw).to(device) for k, kw in variants.items()}
     p_neu, p_sci = count_parameters(neu), count_parameters(models["dft"])
     print(f"{name} s={s}: parameters sciml {p_sci:,} neuralop {p_neu:,}", flush=True)
@@ -184,8 +187,8 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch,
         row["sciml_peak_mb"] = round(peak_mb(steps["sciml_eager_dft"], device), 1)
         row["published_neuralop_h100_ms"] = published
     if profile:
-        write_profile(f"{name}_{s}", {"neuralop": steps["neuralop"], "sciml_eager_dft": steps["sciml_eager_dft"],
-                                      "sciml_eager_dft_conv": steps["sciml_eager_dft_conv"]}, device)
+        write_profile(f"{name}_{s}", {k: v for k, v in steps.items() if k == "neuralop" or k.startswith("sciml_eager_dft")},
+                      device)
     # inference latency per sample (batch 1)
     x1 = x[:1]
     with torch.inference_mode():

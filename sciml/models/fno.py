@@ -17,19 +17,21 @@ from .spectral import SpectralConv
 GRID_EMBEDDINGS = {True: "periodic", False: None, "periodic": "periodic", "closed": "closed", None: None}
 
 
-KERNELS = ("gemm", "conv")
+KERNELS = ("auto", "gemm", "conv")
 
 
 class Pointwise(nn.Module):
     """A 1x1 convolution: the same affine map of the channels at every grid point.
 
-    kernel: "gemm" (default), a batched matmul: oneDNN's 1x1 convolution is ~4x slower on CPU;
-    "conv", ``conv1d`` (cuDNN on GPU, as neuralop's skips), whose weight gradient is one reduction
-    over batch and grid rather than a batch of long thin GEMMs (bench_fno_speed.py times both).
-    Initialised as ``nn.Linear`` (uniform, bound ``1/sqrt(in)``).
+    kernel: "gemm", a batched matmul (oneDNN's 1x1 convolution is ~4x slower on CPU); "conv",
+    ``conv1d`` (cuDNN on GPU, as neuralop's skips and channel MLPs), whose weight gradient is one
+    reduction over batch and grid instead of a batch of long thin GEMMs; "auto" (default): "conv"
+    on CUDA, "gemm" elsewhere. Why "conv" on CUDA: on an H200 at NS 256², our FFT variant with
+    GEMM pointwise maps took 25.0 ms a step against neuralop's FFT + 1x1 convolutions at 14.4 ms.
+    bench_fno_speed.py times both kernels. Initialised as ``nn.Linear`` (uniform, bound ``1/sqrt(in)``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True, kernel: str = "gemm"):
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True, kernel: str = "auto"):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -41,9 +43,11 @@ class Pointwise(nn.Module):
     def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         """x: (batch, in, *grid) -> (batch, out, *grid); ``add + W x + b`` in one GEMM when `add` is given."""
         flat = x.flatten(2)
-        if self.kernel == "conv":
+        if self.kernel == "conv" or self.kernel == "auto" and x.is_cuda:
             y = F.conv1d(flat, self.weight[:, :, None], self.bias)
-            return (y if add is None else y + add.flatten(2)).view(*y.shape[:2], *x.shape[2:])
+            if add is not None:
+                y = y.add_(add.flatten(2))  # in place: conv1d's backward does not need its output
+            return y.view(*y.shape[:2], *x.shape[2:])
         # bmm against the expanded weight: matmul would transpose x and copy it (2x slower on CPU)
         weight = self.weight.expand(flat.shape[0], *self.weight.shape)
         y = torch.bmm(weight, flat) if add is None else torch.baddbmm(add.flatten(2), weight, flat)
@@ -55,7 +59,7 @@ class Pointwise(nn.Module):
 class PointwiseMLP(nn.Module):
     """Pointwise two-layer MLP ``in -> hidden -> out`` (one linear map when hidden is 0)."""
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int, act, *, kernel: str = "gemm"):
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, act, *, kernel: str = "auto"):
         super().__init__()
         self.act = act
         self.layers = nn.ModuleList(
@@ -107,15 +111,15 @@ class FNO(nn.Module):
             non-periodic data), False none.
         transform: how the spectral layers reach the kept modes, "dft" (truncated DFT matrices)
             or "fft" (pruned FFTs); same result to rounding, see :class:`SpectralConv`.
-        pointwise_kernel: how the lifting, skips and projection run, "gemm" or "conv" (see
-            :class:`Pointwise`); same result to rounding.
+        pointwise_kernel: how the lifting, skips and projection run: "auto" (conv on CUDA, gemm
+            elsewhere), "gemm" or "conv" (see :class:`Pointwise`); same result to rounding.
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_dims: int = 1, *, modes: int | Sequence[int] = 16,
                  width: int = 64, n_layers: int = 4, lifting_channels: int | None = None,
                  projection_channels: int | None = None, activation: Any = "gelu",
                  padding: float | int | Sequence[float | int] = 0, grid_embedding: bool | str = True,
-                 transform: str = "dft", pointwise_kernel: str = "gemm"):
+                 transform: str = "dft", pointwise_kernel: str = "auto"):
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
