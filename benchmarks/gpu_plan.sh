@@ -17,7 +17,7 @@ case "${1:-}" in
   2)   s 560 'python3 benchmarks/bench_datagen.py --parts ns_step,burgers,ns_generate --max-minutes 7' \
              'python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' ;;
   3)   s 560 'timeout 120 python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' \
-             'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt graph,deepxde --dde-cap 240' \
+             'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt graph,dde_setup,deepxde --dde-cap 240' \
              'python3 benchmarks/bench_precision.py' 'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
   4)   s 560 'python3 benchmarks/bench_operators.py --rows darcy_fno --max-minutes 8 training.cuda_graph=true' ;;
   5|6) s 360 'python3 benchmarks/bench_datagen.py --parts ns_generate --root datasets' ;;
