@@ -360,12 +360,9 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             total.backward()
             return total.detach(), {k: v.detach() for k, v in terms.items()}
 
-        captured = None
-        if graphed:
-            captured = CapturedStep(first_order_step, device)
-        elif cfg.cuda_graph and kind == "backward":  # L-BFGS's steps are host-driven; its evaluations replay
-            captured = CapturedStep(loss_and_grad, device)
-        evaluate_loss_and_grad = captured if kind == "backward" and captured is not None else loss_and_grad
+        lbfgs_graphed = cfg.cuda_graph and kind == "backward"  # L-BFGS's steps are host-driven; its evaluations replay
+        captured = CapturedStep(first_order_step if graphed else loss_and_grad, device) if graphed or lbfgs_graphed else None
+        evaluate_loss_and_grad = captured if lbfgs_graphed else loss_and_grad
         if captured is not None and guard is not None:  # a rollback replaces the optimizer's tensors and lr scale
             guard.on_restore(captured.invalidate)
         t_phase = time.perf_counter()
