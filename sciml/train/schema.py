@@ -57,9 +57,19 @@ class TrainingConfig(StrictModel):
     # guard.check_every says otherwise)
     cuda_graph: bool = False
     max_minutes: PositiveFloat | None = None  # stop (with a checkpoint) after this wall time; resume to go on
+    # with max_minutes: after a few timed epochs, shorten `epochs` to what the budget affords and
+    # compress the schedule to match, so a capped run ends annealed instead of cut off mid-schedule
+    fit_to_budget: bool = False
     progress: bool = True
     plot: bool = True
     n_plot: PositiveInt = 4
+
+
+    @model_validator(mode="after")
+    def _budget_needs_a_cap(self) -> "TrainingConfig":
+        if self.fit_to_budget and self.max_minutes is None:
+            raise ValueError("fit_to_budget needs a budget: set training.max_minutes too")
+        return self
 
 
 class OutputConfig(StrictModel):

@@ -84,6 +84,17 @@ def tf32_matmuls(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+PLAN_AFTER = 3  # epochs run before fitting the schedule to the budget (the first one is not timed)
+
+
+def epochs_within_budget(done: int, seconds_per_epoch: float, seconds_left: float, planned: int) -> int:
+    """Epochs a run that has finished `done` can plan in all: what `seconds_left` affords at
+    `seconds_per_epoch`, less one epoch and 3% for the final evaluation and noise, never more
+    than `planned` and never fewer than `done + 1`."""
+    affordable = done + int(0.97 * seconds_left / seconds_per_epoch) - 1
+    return max(done + 1, min(planned, affordable))
+
+
 class Trainer:
     def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
         from sciml.models import build_model
@@ -113,6 +124,7 @@ class Trainer:
             opt_kw.update(graph_optimizer_kwargs(cfg.optimizer.name, self.device, opt_kw))
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer.name, **opt_kw)
         self.steps_per_epoch = math.ceil(cfg.data.n_train / cfg.training.batch_size)
+        self.planned_epochs = cfg.training.epochs  # fewer when fit to the time budget; the schedule follows it
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         # after the scheduler: its base lrs stay floats, so setting the lr tensor never reads the device
         lrs_as_tensors(self.optimizer, self.graphed)
@@ -135,19 +147,32 @@ class Trainer:
                            resolution=d.resolution, input_time=d.input_time, output_time=d.output_time)
 
     def _lr_factor(self, step: int) -> float:
+        """The schedule over `planned_epochs`: the config's epochs, or fewer when fit to a budget
+        (the step schedule's interval shrinks in proportion, the cosine ends at the new last step)."""
         s = self.cfg.schedule
         warm = min(1.0, (step + 1) / s.warmup_steps) if s.warmup_steps else 1.0
         if s.name == "step":
-            return warm * s.gamma ** ((step // self.steps_per_epoch) // s.step_size)
+            step_size = max(1, round(s.step_size * self.planned_epochs / self.cfg.training.epochs))
+            return warm * s.gamma ** ((step // self.steps_per_epoch) // step_size)
         if s.name == "cosine":
-            total = self.cfg.training.epochs * self.steps_per_epoch
+            total = self.planned_epochs * self.steps_per_epoch
             return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
         return warm
+
+    def _plan_to_budget(self, first_epoch_end: float, epochs_timed: int) -> None:
+        """Shorten `planned_epochs` to what is left of `max_minutes` at the pace of the epochs timed
+        since `first_epoch_end` (the first epoch of a process holds capture and compilation)."""
+        now = time.perf_counter()
+        per_epoch = (now - first_epoch_end) / epochs_timed
+        left = 60 * self.cfg.training.max_minutes - (now - self.started)
+        self.planned_epochs = epochs_within_budget(self.epoch, per_epoch, left, self.planned_epochs)
+        self.run.log({"kind": "plan", "epoch": self.epoch, "s_per_epoch": per_epoch, "planned_epochs": self.planned_epochs})
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch, "best": self.best,
+            "budget_epochs": self.planned_epochs if self.planned_epochs != self.cfg.training.epochs else None,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict(),
             "x_norm": {"kind": self.x_norm.kind, **self.x_norm.state_dict()},
@@ -159,6 +184,10 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.best = state["epoch"], state["best"]
+        # a run resumed with fit_to_budget keeps the plan it made; otherwise the config's epochs rule
+        planned = state.get("budget_epochs")
+        if planned is not None and self.cfg.training.fit_to_budget:
+            self.planned_epochs = min(planned, self.cfg.training.epochs)
         self.model.load_state_dict(state["model"])
         load_optimizer_state(self.optimizer, state["optimizer"])
         lrs_as_tensors(self.optimizer, self.graphed)
@@ -262,10 +291,13 @@ class Trainer:
         from tqdm.auto import tqdm
 
         t = self.cfg.training
-        bar = tqdm(range(self.epoch, t.epochs), desc="train", unit="epoch", disable=not t.progress,
-                   initial=self.epoch, total=t.epochs)
+        bar = tqdm(desc="train", unit="epoch", disable=not t.progress, initial=self.epoch, total=self.planned_epochs)
         stopped_early = False
-        for epoch in bar:
+        # fit to the budget once, after PLAN_AFTER epochs of this process (a resumed run keeps its plan)
+        plan = t.fit_to_budget and self.planned_epochs == t.epochs and self.epoch + PLAN_AFTER < t.epochs
+        start_epoch, first_epoch_end = self.epoch, None
+        while self.epoch < self.planned_epochs:
+            epoch = self.epoch
             try:
                 train_loss = self.train_epoch(epoch)
             except GuardError as err:  # keep its events; the last checkpoint stays the resume point
@@ -273,8 +305,14 @@ class Trainer:
                 raise GuardError(f"{err} (epoch {epoch + 1}). Continue from the last checkpoint with a lower rate, e.g. "
                                  f"`sciml train --resume {self.run.path} optimizer.lr=...`") from err
             self.epoch = epoch + 1
+            bar.update()
             self._log_guard_events(self.epoch)
-            last = self.epoch == t.epochs
+            if plan and self.epoch == start_epoch + 1:
+                first_epoch_end = time.perf_counter()
+            elif plan and self.epoch == start_epoch + PLAN_AFTER:
+                self._plan_to_budget(first_epoch_end, PLAN_AFTER - 1)
+                bar.total, plan = self.planned_epochs, False
+            last = self.epoch == self.planned_epochs
             if self.epoch % t.eval_every == 0 or last:
                 record = {"kind": "eval", "epoch": self.epoch, "train_loss": train_loss.item(),
                           "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.perf_counter() - self.started,

@@ -276,3 +276,54 @@ def test_precision_policy_sets_tf32_for_matmuls_and_convolutions_while_training_
     train(validate(OperatorConfig, raw))
     assert set(seen) == {(precision == "tf32",) * 2}
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before  # restored
+
+
+def test_epochs_within_budget_arithmetic():
+    from sciml.train.trainer import epochs_within_budget
+
+    assert epochs_within_budget(3, 1.0, 10.0, 20) == 3 + 9 - 1  # 97% of 10 s at 1 s an epoch, one held back
+    assert epochs_within_budget(3, 1.0, 1000.0, 20) == 20  # never more than the config's
+    assert epochs_within_budget(3, 5.0, 1.0, 20) == 4  # never fewer than one more
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_fit_to_budget_ends_annealed_within_the_budget(tiny_cfg, monkeypatch, schedule):
+    # a fake clock: every epoch takes 1 s; after 3 of them a 10 s budget affords 8 of the config's 20 epochs
+    import sciml.train.trainer as trainer_mod
+
+    clock = [0.0]
+    real_epoch = trainer_mod.Trainer.train_epoch
+
+    def train_epoch(self, epoch):
+        clock[0] += 1.0
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(trainer_mod.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(trainer_mod.Trainer, "train_epoch", train_epoch)
+    raw = {**tiny_cfg, "schedule": {"name": schedule, "step_size": 8, "gamma": 0.5},
+           "training": {**tiny_cfg["training"], "epochs": 20, "eval_every": 1, "max_minutes": 10 / 60,
+                        "fit_to_budget": True},
+           "output": {**tiny_cfg["output"], "name": f"budget_{schedule}"}}
+    run, final = train(validate(OperatorConfig, raw))
+    records = run.read_metrics()
+    plan = [r for r in records if r["kind"] == "plan"]
+    assert len(plan) == 1 and plan[0]["epoch"] == 3 and plan[0]["s_per_epoch"] == pytest.approx(1.0)
+    planned = plan[0]["planned_epochs"]
+    assert 8 <= planned < 20 and final["epoch"] == planned and not final["stopped_early"]
+    lrs = [r["lr"] for r in records if r["kind"] == "eval"]
+    if schedule == "cosine":  # the cosine reaches its end at the planned last epoch, not at 20
+        assert lrs[-1] < 0.05 * lrs[0]
+    else:  # step_size 8 of 20 epochs becomes round(8 * planned / 20): two halvings within the plan
+        assert lrs[-1] == pytest.approx(lrs[0] * 0.25)
+    # the plan is in the checkpoint, and a resume keeps it instead of making a new one
+    assert run.load_checkpoint("last")["budget_epochs"] == planned
+    _, again = train(validate(OperatorConfig, raw), run=run, resume=True)
+    assert again["epoch"] == planned and len([r for r in run.read_metrics() if r["kind"] == "plan"]) == 1
+
+
+def test_fit_to_budget_needs_max_minutes(tiny_cfg):
+    from sciml.config import ConfigError
+
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "fit_to_budget": True}}
+    with pytest.raises(ConfigError, match="max_minutes"):
+        validate(OperatorConfig, raw)
