@@ -20,6 +20,7 @@ case "${1:-}" in
              'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt graph,dde_setup,deepxde --dde-cap 240' \
              'python3 benchmarks/bench_precision.py' 'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
   4)   s 560 'python3 benchmarks/bench_operators.py --rows darcy_fno --max-minutes 8 training.cuda_graph=true' ;;
+  4b)  s 560 'python3 benchmarks/bench_operators.py --rows darcy_fno_421 --max-minutes 8 training.cuda_graph=true' ;;
   5|6) s 360 'python3 benchmarks/bench_datagen.py --parts ns_generate --root datasets' ;;
   5b)  s 470 'python3 benchmarks/bench_operators.py --rows ns_fno2d_nu1e-3 --max-minutes 6 training.cuda_graph=true' ;;
   6b)  s 470 'python3 benchmarks/bench_operators.py --rows ns_fno3d_nu1e-3 --max-minutes 6 training.cuda_graph=true' ;;
@@ -29,5 +30,5 @@ case "${1:-}" in
   10)  s 330 'python3 -m sciml.cli generate navier_stokes params.nu=1e-5 params.t_end=20 --max-minutes 5' ;;
   10b) s 470 'python3 benchmarks/bench_operators.py --rows ns_fno2d_nu1e-5 --max-minutes 6 training.cuda_graph=true' ;;
   11)  s 560 'python3 benchmarks/bench_optimizers.py --merge --skip-done --max-minutes 8' ;;
-  *)   echo "usage: bash benchmarks/gpu_plan.sh {1,2,3,4,5,5b,6,6b,7,8,9,10,10b,11}" >&2; exit 2 ;;
+  *)   echo "usage: bash benchmarks/gpu_plan.sh {1,2,3,4,4b,5,5b,6,6b,7,8,9,10,10b,11}" >&2; exit 2 ;;
 esac
