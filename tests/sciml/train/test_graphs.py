@@ -267,7 +267,8 @@ def test_graph_mode_trains_like_eager_mode_through_decay_and_resampling(simulate
     _assert_same(eager, graph)
 
 
-def test_graph_mode_replays_the_lbfgs_evaluations_like_eager_mode(simulate, captures):
+@pytest.mark.parametrize("device", DEVICES)
+def test_graph_mode_replays_the_lbfgs_evaluations_like_eager_mode(simulate, captures, device):
     # an L-BFGS phase alone, float64, 3 steps of up to 8 evaluations: one capture, the rest replays
     cfg = {**TINY, "points": {"interior": 64}, "phases": [
         {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 8, "line_search_fn": "strong_wolfe"}, "steps": 3}]}
@@ -275,7 +276,7 @@ def test_graph_mode_replays_the_lbfgs_evaluations_like_eager_mode(simulate, capt
     real_step = torch.optim.LBFGS.step
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.optim.LBFGS, "step", lambda self, closure: real_step(self, lambda: calls.append(1) or closure()))
-        eager, graph = _trajectories(cfg)
+        eager, graph = _trajectories(cfg, device)
     assert len(captures) == 1 and len(calls) > 2 * 6  # both runs evaluated many times, graph mode captured once
     _assert_same(eager, graph)
 
