@@ -44,12 +44,13 @@ part, so a step stopped by its time limit keeps what it finished.
 | done 2026-11-26 (H200, 2nd) | the graph-mode tests on CUDA (0.8; 2 failed, both fixed since on CPU, to confirm); the README job with `compile` + `cuda_graph` (0.5); `3` stopped in its third variant: time to 1e-2 for sciml's graph and eager modes (8.2); `1` with `--compile` in two calls, all six rows (2.9) | 5: step <= 1/3 of neuralop's on 2 of 6 rows (Burgers 1024 0.112, NS 64 0.284), missed on 4 (0.49 to 1.46); 6: time to 1e-2 for sciml (97.6 s graph, 343.8 s eager), DeepXDE's not reached |
 | 2 | `3`: the graph-mode tests (the two fixes), PINN time to rel. L2 1e-2 for sciml's graph mode and DeepXDE's recipe (capped at 240 s: a cap is a lower bound), the precision policies, then sciml's eager and compiled modes | 6: time to 1e-2 beside DeepXDE's; 5: bf16/TF32 accuracy equal to fp32's |
 | 3 | `1`: FNO step times against neuralop with the pointwise-as-convolution variants and a kernel-by-kernel profile of each row (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher (4 rows short) |
-| 4 | `4`: the Darcy FNO row (trained at 85, evaluated at 85 and 421); `4b` in a later session: trained at 421 | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098 |
+| 4 | `4`: the Darcy FNO (trained at 85, evaluated at 85 and 421) and both DeepONet rows, 2-3 minutes each | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098; DeepONet beside FNO |
+| 4b | `4b`: the Darcy FNO trained at 421 (8 minutes) | 5: Darcy at 421 <= 0.0098 |
 | 5 | `5`: NS generation into `datasets/` (~5.5); `5b` at once: `ns_fno2d_nu1e-3`, 6 minutes of training | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
 | 6 | `6`, `6b`: as 5, with `ns_fno3d_nu1e-3` | 5: FNO-3D <= 0.0086 |
 | 7 | `7`: PINN accuracy, burgers / allen_cahn / convection, 3 seeds, 9 runs at once (Adam configs replay as CUDA graphs) | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
 | 8 | `8`: PINN accuracy, diffusion_reaction / poisson_lshape / wave | 6: the others, beside published figures |
-| 9 | `9`: the Burgers FNO, Burgers DeepONet and Darcy DeepONet rows | 5: Burgers <= 0.003; DeepONet beside FNO |
+| 9 | `9`: the Burgers FNO row through `bench_operators` (the same protocol already gave 3.6e-4 in `bench_burgers` on the H100) | 5: Burgers <= 0.003 |
 | 10 | `10`: the nu = 1e-5 set (T = 20); `10b`: `ns_fno2d_nu1e-5`, 6 minutes of training | 5: FNO-2D <= 0.1556 |
 | 11+ | `11`: the optimizer grid in parts (repeat, committing results between sessions, until no pair is left); first-order ensembles and L-BFGS closures now replay as CUDA graphs, so fewer parts should do | 8: full grid; best convection <= 1.94e-3 |
 
