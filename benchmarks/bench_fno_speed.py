@@ -230,9 +230,9 @@ def main(argv=None):
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     repeat = args.repeat or (20 if device.type == "cuda" else 3)
-    if args.precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    # the policy for both libraries, both flags: torch's default leaves cuDNN's TF32 on, which under "fp32"
+    # would run neuralop's 1x1-convolution skips (and our conv kernel) in TF32 and its matmuls in FP32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
     cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
     name = ("fno_speed" if args.small else "fno_speed_paper") + ("" if args.precision == "fp32" else f"_{args.precision}")
     notes = (f"batch {args.batch}, {args.precision}, {'reduced sizes (--small)' if args.small else 'paper sizes'}; "

@@ -15,7 +15,8 @@ set -u
 here=$(dirname "$0")
 s() { bash "$here/gpu_session.sh" "$@"; }
 case "${1:-}" in
-  1)   s 560 'python3 benchmarks/bench_fno_speed.py --compile --profile --cases 5,3,1,2,4,0' ;;
+  1)   s 560 'python3 benchmarks/bench_fno_speed.py --compile --profile --cases 5,3,1,2,4,0' \
+             'python3 benchmarks/bench_fno_speed.py --precision tf32 --cases 5,3,1,2,4,0' ;;
   2)   s 560 'python3 benchmarks/bench_datagen.py --parts ns_step,burgers,ns_generate --max-minutes 7' \
              'python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' ;;
   3)   s 560 'timeout 120 python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' \
