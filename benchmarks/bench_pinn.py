@@ -234,9 +234,10 @@ def accuracy_run(problem_name: str, seed: int, small: bool, device: str, max_min
 
     torch.set_num_threads(1)  # the runs share the machine
     raw = load_yaml(f"configs/{problem_name}/pinn{'_small' if small else ''}.yaml")
-    # on a GPU, Adam phases replay as CUDA graphs (9 runs share the device: fewer launches each)
-    graph = device.startswith("cuda") and _graph_capturable(raw)
-    raw = {**raw, "seed": seed, "device": device, "max_minutes": max_minutes, "cuda_graph": graph}
+    # on a GPU, every phase that can replays as CUDA graphs (9 runs share the device: fewer launches each)
+    graph = _graph_phases(raw) if device.startswith("cuda") else [False] * len(raw["phases"])
+    raw = {**raw, "seed": seed, "device": device, "max_minutes": max_minutes,
+           "phases": [{**ph, "cuda_graph": g} for ph, g in zip(raw["phases"], graph)]}
     run = RunDir(Path(out) / (f"{problem_name}-seed{seed}" + ("-small" if small else "")))
     final = [r for r in run.read_metrics() if r.get("kind") == "final"] if run.path.exists() else []
     if final and not final[-1].get("stopped_early"):
@@ -247,16 +248,21 @@ def accuracy_run(problem_name: str, seed: int, small: bool, device: str, max_min
     return {"problem": problem_name, "seed": seed, **metrics, "cuda_graph": graph}
 
 
-def _graph_capturable(raw: dict) -> bool:
-    """Whether the PINN config accepts ``cuda_graph: true`` (PINNConfig checks every phase)."""
+def _graph_phases(raw: dict) -> list[bool]:
+    """Per phase, whether PINNConfig accepts ``cuda_graph: true`` for it (a graph-safe first-order
+    optimizer with a polled guard, or L-BFGS, whose evaluations replay)."""
     from sciml.config import ConfigError, validate
     from sciml.train.pinn import PINNConfig
 
-    try:
-        validate(PINNConfig, {**raw, "cuda_graph": True})
-        return True
-    except ConfigError:
-        return False
+    def accepted(i: int) -> bool:
+        phases = [{**ph, "cuda_graph": j == i} for j, ph in enumerate(raw["phases"])]
+        try:
+            validate(PINNConfig, {**raw, "phases": phases})
+            return True
+        except ConfigError:
+            return False
+
+    return [accepted(i) for i in range(len(raw.get("phases", [])))]
 
 
 def accuracy(problems: list[str], seeds: list[int], *, small: bool, device: str, max_minutes: float, jobs: int,

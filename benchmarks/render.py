@@ -48,7 +48,7 @@ part, so a step stopped by its time limit keeps what it finished.
 | 4b | `4b`: the Darcy FNO trained at 421 (8 minutes) | 5: Darcy at 421 <= 0.0098 |
 | 5 | `5`: NS generation into `datasets/` (~5.5); `5b` at once: `ns_fno2d_nu1e-3`, 6 minutes of training | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
 | 6 | `6`, `6b`: as 5, with `ns_fno3d_nu1e-3` | 5: FNO-3D <= 0.0086 |
-| 7 | `7`: PINN accuracy, burgers / allen_cahn / convection, 3 seeds, 9 runs at once (Adam configs replay as CUDA graphs) | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
+| 7 | `7`: PINN accuracy, burgers / allen_cahn / convection, 3 seeds, 9 runs at once (every phase but SOAP's replays as CUDA graphs) | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
 | 8 | `8`: PINN accuracy, diffusion_reaction / poisson_lshape / wave | 6: the others, beside published figures |
 | 9 | `9`: the Burgers FNO row through `bench_operators` (the same protocol already gave 3.6e-4 in `bench_burgers` on the H100) | 5: Burgers <= 0.003 |
 | 10 | `10`: the nu = 1e-5 set (T = 20); `10b`: `ns_fno2d_nu1e-5`, 6 minutes of training | 5: FNO-2D <= 0.1556 |

@@ -101,6 +101,7 @@ class PhaseConfig(StrictModel):
     guard: dict[str, Any] | None = {}
     decay_every: int = Field(0, ge=0)  # exponential LR decay: lr · rate^(step / decay_every)
     decay_rate: float = Field(1.0, gt=0, le=1)
+    cuda_graph: bool | None = None  # this phase's graph mode; None: the run's `cuda_graph`
 
 
 class OutputConfig(StrictModel):
@@ -133,7 +134,7 @@ class PINNConfig(StrictModel):
     # first-order steps (forward, backward, guard, optimizer) captured as one CUDA graph and replayed;
     # graph_safe optimizers (adam, adamw, ours), the guard polled; L-BFGS's loss-and-gradient
     # evaluations replayed too (Newton-CG runs eagerly); off CUDA the same steps run eagerly
-    # (`sciml.train.graphs`)
+    # (`sciml.train.graphs`). A phase's own `cuda_graph` overrides it (e.g. SOAP eager, then L-BFGS replayed).
     cuda_graph: bool = False
     net: NetConfig = NetConfig()
     points: PointsConfig = PointsConfig()
@@ -144,6 +145,10 @@ class PINNConfig(StrictModel):
     checkpoint_every: int = Field(1000, ge=0)
     max_minutes: float | None = Field(None, gt=0)  # stop (with a checkpoint) after this wall time; --resume goes on
     output: OutputConfig = OutputConfig()
+
+    def phase_graph(self, phase: PhaseConfig) -> bool:
+        """Whether `phase` runs in graph mode: its own `cuda_graph`, else the run's."""
+        return self.cuda_graph if phase.cuda_graph is None else phase.cuda_graph
 
     @model_validator(mode="after")
     def _phases_can_run(self) -> "PINNConfig":
@@ -156,7 +161,7 @@ class PINNConfig(StrictModel):
             try:
                 if name is None:
                     raise ValueError("the optimizer needs a name (e.g. adam, lbfgs)")
-                graphed = self.cuda_graph and closure_kind(name) == "none"  # closure methods run eagerly
+                graphed = self.phase_graph(ph) and closure_kind(name) == "none"  # the optimizer inside the graph
                 check_optimizer(name, kwargs, graph=graphed)
                 if ph.guard is not None:
                     guard = {**PINN_GUARD, **ph.guard}
@@ -310,7 +315,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         name = opt_kw.pop("name")  # PINNConfig checked the names, and the phases cuda_graph captures
         kind = closure_kind(name)  # "none" | "backward" (L-BFGS) | "loss" (NysNewton-CG differentiates itself)
         needs_closure = kind != "none"
-        graphed = cfg.cuda_graph and not needs_closure  # the optimizer inside the graph: first-order only
+        phase_graph = cfg.phase_graph(ph)
+        graphed = phase_graph and not needs_closure  # the optimizer inside the graph: first-order only
         if graphed:
             opt_kw.update(graph_optimizer_kwargs(name, device, opt_kw))
         opt = build_optimizer(model.parameters(), name, **opt_kw)
@@ -360,7 +366,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             total.backward()
             return total.detach(), {k: v.detach() for k, v in terms.items()}
 
-        lbfgs_graphed = cfg.cuda_graph and kind == "backward"  # L-BFGS's steps are host-driven; its evaluations replay
+        lbfgs_graphed = phase_graph and kind == "backward"  # L-BFGS's steps are host-driven; its evaluations replay
         captured = CapturedStep(first_order_step if graphed else loss_and_grad, device) if graphed or lbfgs_graphed else None
         evaluate_loss_and_grad = captured if lbfgs_graphed else loss_and_grad
         if captured is not None and guard is not None:  # a rollback replaces the optimizer's tensors and lr scale

@@ -281,6 +281,21 @@ def test_graph_mode_replays_the_lbfgs_evaluations_like_eager_mode(simulate, capt
     _assert_same(eager, graph)
 
 
+def test_a_phase_chooses_its_own_graph_mode(simulate, captures):
+    from sciml.config import ConfigError, validate
+    from sciml.train.pinn import PINNConfig
+
+    soap_then_lbfgs = [{"optimizer": {"name": "soap", "lr": 1e-3}, "steps": 6},
+                       {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}, "steps": 2}]
+    with pytest.raises(ConfigError, match="phases.0"):  # SOAP steps on the host: the run's flag cannot cover it
+        validate(PINNConfig, {**TINY, "cuda_graph": True, "phases": soap_then_lbfgs})
+    cfg = {**TINY, "points": {"interior": 64},
+           "phases": [{**soap_then_lbfgs[0], "cuda_graph": False}, {**soap_then_lbfgs[1], "cuda_graph": True}]}
+    validate(PINNConfig, {**cfg, "cuda_graph": True})
+    fit(get_problem(cfg["problem"]), cfg)  # the run's flag off, the L-BFGS phase's on
+    assert len(captures) == 1
+
+
 @pytest.mark.parametrize("change", [
     {"points": {"interior": 64, "resample_every": 4, "adaptive": "rar", "rar_add": 8, "candidates": 256}},  # more points
     {"constraints": "soft", "points": {"interior": 64}, "loss": {"adaptive": "grad_norm", "update_every": 6}},  # new weights
