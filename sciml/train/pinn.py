@@ -158,6 +158,7 @@ class PINNConfig(StrictModel):
         for i, ph in enumerate(self.phases):
             kwargs = dict(ph.optimizer)
             name = kwargs.pop("name", None)
+            graphed = False
             try:
                 if name is None:
                     raise ValueError("the optimizer needs a name (e.g. adam, lbfgs)")
@@ -170,7 +171,9 @@ class PINNConfig(StrictModel):
                         raise ValueError("cuda_graph needs the guard's polled mode (a host check every step cannot be "
                                          "captured): set guard.check_every > 1 (the PINN default is 10) or guard: null")
             except ValueError as err:
-                raise ValueError(f"phases[{i}]: {err}") from None
+                hint = (f" (or keep graph mode for the other phases and set phases.{i}.cuda_graph: false for this one)"
+                        if graphed and ph.cuda_graph is None and len(self.phases) > 1 else "")
+                raise ValueError(f"phases[{i}]: {err}{hint}") from None
         return self
 
 
