@@ -21,7 +21,7 @@ case "${1:-}" in
              'python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' ;;
   3)   s 560 'timeout 120 python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' \
              'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt graph,dde_setup,deepxde --dde-cap 240' \
-             'python3 benchmarks/bench_precision.py' 'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
+             'python3 benchmarks/bench_precision.py --epochs 60' 'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
   4)   s 560 'python3 benchmarks/bench_operators.py --rows darcy_fno,darcy_deeponet --max-minutes 3 training.cuda_graph=true' \
              'python3 benchmarks/bench_operators.py --rows burgers_deeponet --max-minutes 2 training.cuda_graph=true' ;;
   4b)  s 560 'python3 benchmarks/bench_operators.py --rows darcy_fno_421 --max-minutes 8 training.cuda_graph=true' ;;
