@@ -8,6 +8,8 @@ import torch
 
 from sciml.models import MODELS, FNO, FNO2dTime, FNO3dSpaceTime, build_model, count_parameters
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 @pytest.mark.parametrize(
     "n_dims,grid,modes", [(1, (64,), 16), (1, (85,), 16), (2, (21, 21), (5, 5)), (2, (16, 17), 4), (3, (8, 9, 10), 2)]
@@ -97,14 +99,15 @@ def test_invalid_options_name_the_argument(kwargs, match):
         FNO(1, 1, 1, **kwargs)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n_dims,grid", [(1, (40,)), (2, (12, 13))])
-def test_pointwise_kernels_agree(n_dims, grid):
-    # the same weights (same seed, same shapes) through batched GEMMs and through conv1d
-    x = torch.randn(3, 2, *grid, dtype=torch.float64)
+def test_pointwise_kernels_agree(n_dims, grid, device):
+    # the same weights (same seed, same shapes) through batched GEMMs and through conv1d (cuDNN on CUDA)
+    x = torch.randn(3, 2, *grid, dtype=torch.float64, device=device)
     outs = []
     for kernel in ("gemm", "conv"):
         torch.manual_seed(0)
-        model = FNO(2, 1, n_dims, modes=4, width=6, pointwise_kernel=kernel).double()
+        model = FNO(2, 1, n_dims, modes=4, width=6, pointwise_kernel=kernel).double().to(device)
         y = model(x)
         y.square().sum().backward()
         outs.append((y.detach(), {k: p.grad for k, p in model.named_parameters()}))
@@ -184,12 +187,14 @@ def test_import_is_lazy_and_quiet():
     assert proc.stdout == "" and proc.stderr == ""
 
 
-def test_bf16_autocast_keeps_spectral_layers_in_float32():
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kernel", ["gemm", "conv"])
+def test_bf16_autocast_keeps_spectral_layers_in_float32(device, kernel):
     torch.manual_seed(0)
-    model = FNO(1, 1, 2, modes=4, width=8)
-    x = torch.randn(2, 1, 16, 16)
+    model = FNO(1, 1, 2, modes=4, width=8, pointwise_kernel=kernel).to(device)
+    x = torch.randn(2, 1, 16, 16, device=device)
     ref = model(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device, dtype=torch.bfloat16):
         y = model(x)
     assert y.shape == ref.shape
     rel = float(((y.float() - ref).norm() / ref.norm()).detach())
