@@ -103,13 +103,13 @@ _GRAPH_SAFE = {
 }
 
 
-def _regression_run(name, *, capture=False, tensor_lr=False, **optimizer_kwargs):
+def _regression_run(name, *, capture=False, tensor_lr=False, device="cpu", **optimizer_kwargs):
     """30 steps of a tiny float64 regression whose large gradients make SPAM clip: (losses, weights)."""
     from sciml.optim import build_optimizer
 
     torch.manual_seed(0)
-    x = torch.linspace(-1, 1, 30, dtype=torch.float64).reshape(10, 3)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
+    x = torch.linspace(-1, 1, 30, dtype=torch.float64, device=device).reshape(10, 3)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double().to(device)
     opt = build_optimizer(net.parameters(), name, lr=1e-2, **_GRAPH_SAFE[name], **optimizer_kwargs)
     lrs_as_tensors(opt, tensor_lr)  # the trainers' graph mode steps with a tensor lr
 
@@ -120,16 +120,17 @@ def _regression_run(name, *, capture=False, tensor_lr=False, **optimizer_kwargs)
         opt.step()
         return loss.detach()
 
-    run = CapturedStep(step, "cpu") if capture else step
+    run = CapturedStep(step, device) if capture else step
     losses = torch.stack([run().clone() for _ in range(30)])
     return losses, [q.detach().clone() for q in net.parameters()], opt
 
 
+@pytest.mark.parametrize("device", DEVICES)  # on CUDA: real CUDA graphs
 @pytest.mark.parametrize("tensor_lr", [False, True], ids=["float_lr", "tensor_lr"])
 @pytest.mark.parametrize("name", list(_GRAPH_SAFE))
-def test_our_optimizers_replay_their_steps_like_eager_steps(simulate, captures, name, tensor_lr):
-    graph_kwargs = graph_optimizer_kwargs(name, "cpu", _GRAPH_SAFE[name])
-    eager, captured = (_regression_run(name, capture=capture, tensor_lr=tensor_lr, **graph_kwargs)
+def test_our_optimizers_replay_their_steps_like_eager_steps(simulate, captures, name, tensor_lr, device):
+    graph_kwargs = graph_optimizer_kwargs(name, device, _GRAPH_SAFE[name])
+    eager, captured = (_regression_run(name, capture=capture, tensor_lr=tensor_lr, device=device, **graph_kwargs)
                        for capture in (False, True))
     assert captured[2].graph_capturable and len(captures) == 1  # captured once, then 27 replays checked
     torch.testing.assert_close(captured[0], eager[0], rtol=1e-12, atol=0)
