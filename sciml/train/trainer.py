@@ -159,10 +159,16 @@ class Trainer:
             return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
         return warm
 
+    def _device_clock(self) -> float:
+        """The wall clock once the device has finished what was queued (the steps run asynchronously)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def _plan_to_budget(self, first_epoch_end: float, epochs_timed: int) -> None:
         """Shorten `planned_epochs` to what is left of `max_minutes` at the pace of the epochs timed
         since `first_epoch_end` (the first epoch of a process holds capture and compilation)."""
-        now = time.perf_counter()
+        now = self._device_clock()
         per_epoch = (now - first_epoch_end) / epochs_timed
         left = 60 * self.cfg.training.max_minutes - (now - self.started)
         self.planned_epochs = epochs_within_budget(self.epoch, per_epoch, left, self.planned_epochs)
@@ -308,7 +314,7 @@ class Trainer:
             bar.update()
             self._log_guard_events(self.epoch)
             if plan and self.epoch == start_epoch + 1:
-                first_epoch_end = time.perf_counter()
+                first_epoch_end = self._device_clock()
             elif plan and self.epoch == start_epoch + PLAN_AFTER:
                 self._plan_to_budget(first_epoch_end, PLAN_AFTER - 1)
                 bar.total, plan = self.planned_epochs, False
