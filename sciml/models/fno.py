@@ -23,12 +23,13 @@ KERNELS = ("auto", "gemm", "conv")
 class Pointwise(nn.Module):
     """A 1x1 convolution: the same affine map of the channels at every grid point.
 
-    kernel: "gemm", a batched matmul (oneDNN's 1x1 convolution is ~4x slower on CPU); "conv",
+    kernel: "gemm", a batched matmul (on CPU it beats oneDNN's 1x1 convolution on 4 of the 6 reduced
+    rows of bench_fno_speed, by 11-32%, and loses the two Darcy rows by 7-15%); "conv",
     ``conv1d`` (cuDNN on GPU, as neuralop's skips and channel MLPs), whose weight gradient is one
     reduction over batch and grid instead of a batch of long thin GEMMs; "auto" (default): "conv"
     on CUDA, "gemm" elsewhere. Why "conv" on CUDA: on an H200 at NS 256², our FFT variant with
-    GEMM pointwise maps took 25.0 ms a step against neuralop's FFT + 1x1 convolutions at 14.4 ms.
-    bench_fno_speed.py times both kernels. Initialised as ``nn.Linear`` (uniform, bound ``1/sqrt(in)``).
+    GEMM pointwise maps took 25.0 ms a step against neuralop's FFT + 1x1 convolutions at 14.4 ms
+    (its convolutions in cuDNN's default TF32, ours in FP32); bench_fno_speed.py times both kernels. Initialised as ``nn.Linear`` (uniform, bound ``1/sqrt(in)``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True, kernel: str = "auto"):
