@@ -321,6 +321,17 @@ def test_fit_to_budget_ends_annealed_within_the_budget(tiny_cfg, monkeypatch, sc
     assert again["epoch"] == planned and len([r for r in run.read_metrics() if r["kind"] == "plan"]) == 1
 
 
+def test_cli_says_when_the_schedule_was_fit_to_the_budget(tiny_cfg, tmp_path, capsys):
+    import yaml
+
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 6, "max_minutes": 60, "fit_to_budget": True},
+           "output": {**tiny_cfg["output"], "name": "budget_cli"}}
+    path = tmp_path / "budget.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(path)]) == 0
+    assert "fit to the time budget: 6 of 6 epochs" in capsys.readouterr().out  # an hour affords all six
+
+
 def test_fit_to_budget_needs_max_minutes(tiny_cfg):
     from sciml.config import ConfigError
 
