@@ -333,9 +333,22 @@ def _spikes(losses: Tensor) -> Tensor:
     return count
 
 
-def _graph_kwargs(name: str, device: torch.device) -> dict | None:
-    """Keywords that let optimizer `name` step inside a CUDA graph, or None where it cannot."""
-    return graph_optimizer_kwargs(name, device, _opt_kwargs(name)) if graph_safe(name, _opt_kwargs(name)) else None
+def _build(params, name: str, cfg, **kwargs) -> tuple[torch.optim.Optimizer, bool]:
+    """Optimizer `name` with the benchmark's keywords, and whether its steps replay as CUDA graphs:
+    with ``cfg.graph`` (default on CUDA) where the optimizer, in these settings, can be captured."""
+    kw = {**_opt_kwargs(name), **kwargs}
+    graph_kw = graph_optimizer_kwargs(name, cfg.device, kw) if getattr(cfg, "graph", cfg.device.type == "cuda") \
+        and graph_safe(name, kw) else None
+    opt = build_optimizer(params, name, **kw, **(graph_kw or {}))
+    return opt, graph_kw is not None and getattr(opt, "graph_capturable", True)
+
+
+def _backward(opt: torch.optim.Optimizer, task: TaskSpec, ens) -> Tensor:
+    """Gradients of the members' summed losses into .grad; the per-member losses, detached."""
+    opt.zero_grad(set_to_none=True)
+    per = task.loss(ens)
+    per.sum().backward()
+    return per.detach()
 
 
 def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
@@ -345,17 +358,13 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
     members = [(s, lr) for lr in lrs for s in seeds]
     ens = Ensemble(task.make_model, [s for s, _ in members], cfg.device, cfg.dtype)
     groups = [{"params": ens.params(e), "lr": lr} for e, (_, lr) in enumerate(members)]
-    graph_kw = _graph_kwargs(name, cfg.device) if getattr(cfg, "graph", cfg.device.type == "cuda") else None
-    opt = build_optimizer(groups, name, **_opt_kwargs(name), **(graph_kw or {}))
-    graphed = graph_kw is not None and getattr(opt, "graph_capturable", True)
+    opt, graphed = _build(groups, name, cfg)
     err0 = task.error(ens).detach()
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        per = task.loss(ens)
-        per.sum().backward()
+        per = _backward(opt, task, ens)
         opt.step()
-        return per.detach()
+        return per
 
     run = CapturedStep(step, cfg.device) if graphed else step
     hist = torch.empty(task.steps, len(members), dtype=torch.float64, device=cfg.device)
@@ -388,7 +397,7 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
     replay as CUDA graphs; Newton-CG differentiates its loss again and runs eagerly."""
     out = []
     phases = phases or [(name, 1.0)]
-    graph = getattr(cfg, "graph", cfg.device.type == "cuda")
+    graph = getattr(cfg, "graph", cfg.device.type == "cuda")  # for L-BFGS's evaluations (_build decides the rest)
     for lr in lrs:
         for seed in seeds:
             ens = Ensemble(task.make_model, [seed], cfg.device, cfg.dtype)
@@ -410,10 +419,7 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                                           tolerance_grad=0.0, tolerance_change=0.0, **_opt_kwargs("lbfgs"))
 
                     def loss_and_grad():  # L-BFGS moves the weights in place: a replay sees each new point
-                        opt.zero_grad(set_to_none=True)
-                        loss = task.loss(ens).sum()
-                        loss.backward()
-                        return loss.detach()
+                        return _backward(opt, task, ens).sum()
 
                     evaluate = CapturedStep(loss_and_grad, cfg.device) if graph else loss_and_grad
 
@@ -432,17 +438,14 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                         hist.append(opt.step(loss_only).detach())
                     spent += opt.state[params[0]].get("hvps", 0)
                 else:
-                    graph_kw = _graph_kwargs(ph_name, cfg.device) if graph else None
-                    opt = build_optimizer(params, ph_name, lr=ph_lr, **_opt_kwargs(ph_name), **(graph_kw or {}))
+                    opt, graphed = _build(params, ph_name, cfg, lr=ph_lr)
 
                     def first_order_step():  # counted outside: a replay runs no Python
-                        opt.zero_grad(set_to_none=True)
-                        loss = task.loss(ens).sum()
-                        loss.backward()
+                        loss = _backward(opt, task, ens).sum()
                         opt.step()
-                        return loss.detach()
+                        return loss
 
-                    run = CapturedStep(first_order_step, cfg.device) if graph_kw is not None else first_order_step
+                    run = CapturedStep(first_order_step, cfg.device) if graphed else first_order_step
                     for _ in range(budget):
                         count["evals"] += 1
                         hist.append(run().clone())
