@@ -273,8 +273,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     if cfg.compile and cfg.derivatives != "jet":
         raise ConfigError("compile: true needs derivatives: jet (reverse/forward modes call autograd inside the loss, "
                           "which torch.compile cannot capture)")
-    terms_fn = lambda pts: loss_terms(model, problem, pts, mode=cfg.derivatives, causal=causal)
-    compiled_terms = compile_jet_loss(terms_fn) if cfg.compile else terms_fn
+    terms_fn = lambda pts, **kw: loss_terms(model, problem, pts, mode=cfg.derivatives, causal=causal, **kw)
+    compiled_terms = compile_jet_loss(terms_fn) if cfg.compile else terms_fn  # first-order steps only
 
     start_phase, start_step, elapsed, history = 0, 0, 0.0, []
     opt_state = guard_state = None
@@ -334,12 +334,17 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             load_optimizer_state(opt, opt_state)
         lrs_as_tensors(opt, graphed)  # also undoes a resumed graph run's tensor lrs for an eager one
 
-        def first_order_step():
-            """One step of a first-order phase; graph mode captures exactly this (the guard's device part)."""
+        def backward_loss(terms_of):
+            """Fresh gradients of the weighted loss, its terms from `terms_of(points)`: (loss, terms)."""
             opt.zero_grad(set_to_none=True)
-            terms = compiled_terms(points)
+            terms = terms_of(points)
             loss = weights.total(terms, cond_weights)
             loss.backward()
+            return loss, terms
+
+        def first_order_step():
+            """One step of a first-order phase; graph mode captures exactly this (the guard's device part)."""
+            loss, terms = backward_loss(compiled_terms)
             record = None
             if guard is None:
                 opt.step()
@@ -347,13 +352,13 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 record = guard.update_on_device(loss)
             else:
                 guard.step(loss)
-            return loss.detach(), {k: v.detach() for k, v in terms.items()}, record
+            return loss.detach(), _detached(terms), record
 
         def update_loss_weights():
             """New adaptive loss weights from this step's terms and residuals, before the step takes them.
             Their graphs die here: a live one would pin the parameters' gradient accumulators to this
             stream, and a later CUDA-graph capture would fail."""
-            terms, residuals = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal, return_residuals=True)
+            terms, residuals = terms_fn(points, return_residuals=True)
             if weights.maybe_update(step, model, terms, residuals):
                 if guard is not None:
                     guard.rebase()
@@ -363,11 +368,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         def loss_and_grad():
             """One L-BFGS evaluation: loss terms, total and gradient, detached. Graph mode captures
             exactly this; L-BFGS moves the weights in place, so each replay sees the new point."""
-            opt.zero_grad(set_to_none=True)
-            terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
-            total = weights.total(terms, cond_weights)
-            total.backward()
-            return total.detach(), {k: v.detach() for k, v in terms.items()}
+            loss, terms = backward_loss(terms_fn)
+            return loss.detach(), _detached(terms)
 
         lbfgs_graphed = phase_graph and kind == "backward"  # L-BFGS's steps are host-driven; its evaluations replay
         captured = CapturedStep(first_order_step if graphed else loss_and_grad, device) if graphed or lbfgs_graphed else None
@@ -397,8 +399,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     if kind == "backward":
                         total, closure.terms = evaluate_loss_and_grad()
                         return total.clone()  # a replay writes the same output tensor every time
-                    terms = loss_terms(model, problem, points, mode=cfg.derivatives, causal=causal)
-                    closure.terms = {k: v.detach() for k, v in terms.items()}
+                    terms = terms_fn(points)
+                    closure.terms = _detached(terms)
                     return weights.total(terms, cond_weights)  # the optimizer differentiates it itself
 
                 if needs_closure:
@@ -468,6 +470,10 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             final[f"param_{k}_rel_error"] = abs(float(model.unknowns[k]) - u.true) / max(abs(u.true), 1e-300)
     log(final)
     return FitResult(model=model, metrics=final, history=history)
+
+
+def _detached(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in terms.items()}
 
 
 def _resample(problem, model, cfg, points, step, covered, dtype, device) -> CollocationSet:
