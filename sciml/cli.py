@@ -72,9 +72,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         cfg = validate(OperatorConfig, raw, source=source)
         run, final = train(cfg, run=run, resume=bool(args.resume))
-        plans = [r for r in run.read_metrics() if r.get("kind") == "plan"]
-        if plans:
-            print(f"fit to the time budget: {plans[-1]['planned_epochs']} of {cfg.training.epochs} epochs, "
+        if "planned_epochs" in final:
+            print(f"fit to the time budget: {final['planned_epochs']} of {cfg.training.epochs} epochs, "
                   "the schedule compressed to them")
     print(f"run folder: {run.path}")
     if "test_rel_l2" in final:

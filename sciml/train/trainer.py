@@ -337,6 +337,7 @@ class Trainer:
                 break
         bar.close()
         final = {"kind": "final", "epoch": self.epoch, "stopped_early": stopped_early,
+                 **({"planned_epochs": self.planned_epochs} if t.fit_to_budget else {}),
                  "wall_time_s": time.perf_counter() - self.started,
                  **{f"test_{k}": v for k, v in self.evaluate().items()}}
         self.run.log(final)
