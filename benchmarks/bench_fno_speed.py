@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import cuda_graph, sync, time_call, write_result  # noqa: E402
+from benchmarks.common import cuda_graph, sync, time_call, write_result, write_result_file  # noqa: E402
 from sciml.models import FNO, count_parameters  # noqa: E402
 
 # name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
@@ -122,8 +122,6 @@ def solver_latency(problem: str, s: int, device) -> float | None:
 
 def write_profile(label: str, steps: dict, device, n_steps: int = 5) -> None:
     """Where each step's time goes, kernel by kernel: `results/fno_profile_<label>.txt` (and under $OUT)."""
-    import os
-
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -137,14 +135,7 @@ def write_profile(label: str, steps: dict, device, n_steps: int = 5) -> None:
                 step()
             sync(device)
         parts.append(f"== {key}: {n_steps} steps\n" + prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70))
-    text = "\n\n".join(parts)
-    targets = [Path(__file__).resolve().parent / "results" / f"fno_profile_{label}.txt"]
-    if os.environ.get("OUT"):
-        targets.append(Path(os.environ["OUT"]) / "results" / f"fno_profile_{label}.txt")
-    for path in targets:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    print("wrote", targets[-1], flush=True)
+    print("wrote", write_result_file(f"fno_profile_{label}.txt", "\n\n".join(parts)), flush=True)
 
 
 def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch, profile=False):

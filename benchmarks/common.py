@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from sciml.utils import git_commit
+from sciml.utils import atomic_write_text, git_commit
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -97,15 +97,17 @@ def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: st
             rows = kept + [{**r, "measured": f"{here['date']} {str(here['commit'])[:10]}"} for r in rows]
             extra = {k: ({**old.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in (extra or {}).items()}
     payload = {"name": name, "title": title, **here, "rows": rows, "notes": notes, **(extra or {})}
-    text = json.dumps(payload, indent=2, default=float)
-    targets = [RESULTS_DIR / f"{name}.json"]
+    return write_result_file(f"{name}.json", json.dumps(payload, indent=2, default=float))
+
+
+def write_result_file(filename: str, text: str) -> Path:
+    """Write `results/<filename>` atomically, and a copy under $OUT when set (the device machine
+    brings back only what is there); returns the first."""
+    targets = [RESULTS_DIR / filename]
     if os.environ.get("OUT"):
-        targets.append(Path(os.environ["OUT"]) / "results" / f"{name}.json")
+        targets.append(Path(os.environ["OUT"]) / "results" / filename)
     for path in targets:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return targets[0]
 
 
