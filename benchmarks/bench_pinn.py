@@ -396,10 +396,19 @@ def main(argv=None):
                      "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 15000},
                                 {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 20, "history_size": 100,
                                                "line_search_fn": "strong_wolfe"}, "steps": 750}]}
-        known = {"graph": ("sciml, configs/burgers/pinn.yaml + cuda_graph", {"cuda_graph": True}), "deepxde": "deepxde",
-                 "dde_setup": ("sciml, DeepXDE's net, points and optimizers" + (" + cuda_graph" if gpu else ""), dde_setup),
-                 "eager": ("sciml, configs/burgers/pinn.yaml", {}),
-                 "compile_graph": ("sciml, configs/burgers/pinn.yaml + compile + cuda_graph", {"cuda_graph": True, "compile": True})}
+
+        def sciml(overrides):
+            return lambda: sciml_time_to_target(args.target, str(device), **overrides)
+
+        known = {  # name: (library, measure)
+            "graph": ("sciml, configs/burgers/pinn.yaml + cuda_graph", sciml({"cuda_graph": True})),
+            "dde_setup": ("sciml, DeepXDE's net, points and optimizers" + (" + cuda_graph" if gpu else ""), sciml(dde_setup)),
+            "deepxde": ("DeepXDE 1.15 (pytorch), its Burgers recipe",
+                        lambda: deepxde_time_to_target(args.target, 15000, gpu, args.dde_cap)),
+            "eager": ("sciml, configs/burgers/pinn.yaml", sciml({})),
+            "compile_graph": ("sciml, configs/burgers/pinn.yaml + compile + cuda_graph",
+                              sciml({"cuda_graph": True, "compile": True})),
+        }
         # on a GPU, in the order a part cut short loses least: the trainer's graph mode (what a user
         # gets from `cuda_graph: true`), DeepXDE (capped: its recipe can outlast a device command),
         # then the slower eager and the compiled variants
@@ -407,15 +416,9 @@ def main(argv=None):
         unknown = [v for v in chosen if v not in known]
         if unknown:
             raise SystemExit(f"--ttt: unknown variants {unknown}; choose from {list(known)}")
-        for variant in (known[v] for v in chosen):
-            if variant == "deepxde":
-                emit({"benchmark": bench, "library": "DeepXDE 1.15 (pytorch), its Burgers recipe",
-                      **deepxde_time_to_target(args.target, 15000, gpu, args.dde_cap)})
-                save()
-                continue
-            lib, overrides = variant
+        for lib, measure in (known[v] for v in chosen):
             try:
-                emit({"benchmark": bench, "library": lib, **sciml_time_to_target(args.target, str(device), **overrides)})
+                emit({"benchmark": bench, "library": lib, **measure()})
             except Exception as err:  # noqa: BLE001 - record why a variant failed, keep the other rows
                 emit({"benchmark": bench, "library": lib, "error": f"{type(err).__name__}: {err}"[:300]})
             save()
