@@ -29,7 +29,8 @@ class Pointwise(nn.Module):
     reduction over batch and grid instead of a batch of long thin GEMMs; "auto" (default): "conv"
     on CUDA, "gemm" elsewhere. Why "conv" on CUDA: on an H200 at NS 256², our FFT variant with
     GEMM pointwise maps took 25.0 ms a step against neuralop's FFT + 1x1 convolutions at 14.4 ms
-    (its convolutions in cuDNN's default TF32, ours in FP32); bench_fno_speed.py times both kernels. Initialised as ``nn.Linear`` (uniform, bound ``1/sqrt(in)``).
+    (its convolutions in cuDNN's default TF32, ours in FP32); bench_fno_speed.py times both kernels.
+    Initialised as ``nn.Linear`` (uniform, bound ``1/sqrt(in)``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True, kernel: str = "auto"):

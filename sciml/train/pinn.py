@@ -150,6 +150,11 @@ class PINNConfig(StrictModel):
         """Whether `phase` runs in graph mode: its own `cuda_graph`, else the run's."""
         return self.cuda_graph if phase.cuda_graph is None else phase.cuda_graph
 
+    @staticmethod
+    def phase_guard(phase: PhaseConfig) -> dict[str, Any] | None:
+        """The guard settings of `phase`: `PINN_GUARD` with the phase's own on top; None: no guard."""
+        return None if phase.guard is None else {**PINN_GUARD, **phase.guard}
+
     @model_validator(mode="after")
     def _phases_can_run(self) -> "PINNConfig":
         """Every phase's optimizer and guard settings build, and with cuda_graph its step can be
@@ -164,8 +169,8 @@ class PINNConfig(StrictModel):
                     raise ValueError("the optimizer needs a name (e.g. adam, lbfgs)")
                 graphed = self.phase_graph(ph) and closure_kind(name) == "none"  # the optimizer inside the graph
                 check_optimizer(name, kwargs, graph=graphed)
-                if ph.guard is not None:
-                    guard = {**PINN_GUARD, **ph.guard}
+                guard = self.phase_guard(ph)
+                if guard is not None:
                     Guard.check_settings(guard)
                     if graphed and Guard.syncs_with(**guard):
                         raise ValueError("cuda_graph needs the guard's polled mode (a host check every step cannot be "
@@ -323,7 +328,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         if graphed:
             opt_kw.update(graph_optimizer_kwargs(name, device, opt_kw))
         opt = build_optimizer(model.parameters(), name, **opt_kw)
-        guard = None if ph.guard is None else Guard(model, opt, **{**PINN_GUARD, **ph.guard})
+        guard_settings = cfg.phase_guard(ph)
+        guard = None if guard_settings is None else Guard(model, opt, **guard_settings)
         first = start_step + 1 if i == start_phase else 1
         if guard is not None:
             guard.step_count = first - 1  # its events then carry the phase's step numbers
