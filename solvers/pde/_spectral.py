@@ -85,7 +85,7 @@ def etdrk4_step(v: Tensor, nonlinear: Callable[[Tensor], Tensor], c: ETDRK4Coeff
     Na = nonlinear(a)
     b = torch.addcmul(E2v, c.Q, Na)
     Nb = nonlinear(b)
-    cc = torch.addcmul(c.E2 * a, c.Q, Nb.mul(2).sub_(Nv))
+    cc = torch.addcmul(c.E2 * a, c.Q, torch.add(Nv, Nb, alpha=-2), value=-1)  # E2 a + Q (2 Nb - Nv)
     Nc = nonlinear(cc)
     out = torch.addcmul(c.E * v, c.f1, Nv)
     out.addcmul_(c.f2, Na.add_(Nb), value=2)

@@ -22,6 +22,7 @@ class NavierStokesParams(StrictModel):
     tau: PositiveFloat = 7.0
     integrator: str = "etdrk4"
     dt: PositiveFloat | None = None
+    cfl: PositiveFloat = 1.0  # adaptive step's Courant number when dt is None (see solvers.pde.navier_stokes)
     # Solver arithmetic. float32 halves the bytes an FFT moves (the GPU step is bandwidth-bound);
     # measured vs float64 at 64^2, T = 50: rel. L2 2.4e-5, far below the CN comparison's 1e-3.
     precision: Literal["float32", "float64"] = "float32"
@@ -50,7 +51,7 @@ class NavierStokes2DFamily:
                                "sigma": "tau^(alpha - 1)", "resolution": p.sim_resolution},
                 "solver": f"solvers.pde.navier_stokes (pseudo-spectral, 2/3 dealiasing, {p.integrator}), "
                           f"simulated at {p.sim_resolution}^2, stored by stride",
-                "solver_options": {"integrator": p.integrator, "dt": p.dt, "precision": p.precision},
+                "solver_options": {"integrator": p.integrator, "dt": p.dt, "cfl": p.cfl, "precision": p.precision},
             })
 
     def generate(self, p: NavierStokesParams, n: int, *, generator: torch.Generator, device: torch.device):
@@ -62,7 +63,7 @@ class NavierStokes2DFamily:
         grf = GaussianRandomField((s, s), alpha=p.alpha, tau=p.tau, boundary="periodic", device=device,
                                   dtype=torch.float64)
         w0 = grf.sample(n, generator=generator).to(getattr(torch, p.precision))  # drawn in float64 either way
-        solver = NavierStokes2D(nu=p.nu, integrator=p.integrator, dt=p.dt, out_resolution=p.resolution)
+        solver = NavierStokes2D(nu=p.nu, integrator=p.integrator, dt=p.dt, cfl=p.cfl, out_resolution=p.resolution)
         w = solver.solve(w0, list(range(1, p.t_end + 1)))
         stride = s // p.resolution
         return {"inputs/w0": w0[:, ::stride, ::stride], "outputs/w": w}, {
