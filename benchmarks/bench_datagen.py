@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import sync, time_call, write_result  # noqa: E402
+from benchmarks.common import minutes_left_in_session, sync, time_call, write_result  # noqa: E402
 from solvers.pde._spectral import etdrk4_coefficients, etdrk4_step  # noqa: E402
 from solvers.pde.burgers import burgers_step_size, solve_burgers  # noqa: E402
 from solvers.pde.darcy import DarcySolver, darcy_coefficient  # noqa: E402
@@ -175,6 +175,8 @@ def ns_generate_rows(device, root: str | None, max_minutes: float, preset: str |
     from sciml.data.recipes import load_recipe
 
     recipe = load_recipe("navier_stokes", preset=preset, overrides=list(overrides))
+    # stopped in time, the partial file resumes; killed by the call's end, its last batch is lost
+    max_minutes = minutes_left_in_session(max_minutes, reserve_s=30)
     path = generate(recipe, root=root, device=device, progress=True, max_minutes=max_minutes)
     with h5py.File(path, "r") as f:
         done, seconds = int(f.attrs["batches_done"]), float(f.attrs["generation_seconds"])

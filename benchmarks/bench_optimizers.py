@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS_DIR, previous_result, write_result  # noqa: E402
+from benchmarks.common import RESULTS_DIR, minutes_left_in_session, previous_result, write_result  # noqa: E402
 from sciml.optim import OPTIMIZERS, build_optimizer, graph_optimizer_kwargs, graph_safe, optimizer_spec  # noqa: E402
 from sciml.train.graphs import CapturedStep  # noqa: E402
 
@@ -563,7 +563,9 @@ def main(argv=None) -> None:
     scale = "small" if cfg.small else "full"
     rows, skipped, notes = [], {}, {}
     done = done_pairs(cfg.name, cfg.device, scale) if cfg.skip_done else set()
-    deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
+    # between pairs; a pair cut by the device call's end is lost, so the call's deadline counts too
+    minutes = minutes_left_in_session(math.inf if cfg.max_minutes is None else cfg.max_minutes, reserve_s=60)
+    deadline = None if math.isinf(minutes) else time.perf_counter() + 60 * minutes
     stopped = False
 
     def save(plots: bool) -> None:

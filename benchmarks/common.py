@@ -42,6 +42,23 @@ def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
     }
 
 
+SESSION_DEADLINE_ENV = "GPU_SESSION_DEADLINE"  # exported by gpu_session.sh: the device call's end, epoch seconds
+
+
+def minutes_left_in_session(requested: float, *, reserve_s: float = 0.0) -> float:
+    """``requested`` minutes, lowered to what the device call has left after ``reserve_s`` seconds
+    of work that must follow (loading, evaluation, writing results).
+
+    A step that overruns the call is killed and loses its row; one given the time that is left ends
+    on its own (a row fit to its budget ends annealed) and keeps it. Outside gpu_session.sh
+    the request stands.
+    """
+    deadline = os.environ.get(SESSION_DEADLINE_ENV)
+    if not deadline:
+        return requested
+    return min(requested, (float(deadline) - time.time() - reserve_s) / 60)
+
+
 def sync(device: torch.device | str | None = None) -> None:
     if torch.device(device or "cpu").type == "cuda":
         torch.cuda.synchronize()

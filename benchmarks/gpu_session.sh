@@ -8,6 +8,7 @@
 # every results/*.json a step writes land under $OUT.
 set -u
 deadline=$(( $(date +%s) + $1 )); shift
+export GPU_SESSION_DEADLINE=$deadline  # benchmarks fit their budgets to it (benchmarks.common)
 out=${OUT:-/tmp/gpu_session_out}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD

@@ -35,3 +35,27 @@ def test_without_merge_key_or_on_another_device_the_file_is_replaced(results):
     common.write_result("t", title="T", rows=[{"task": "c"}], device="cpu", merge_key=lambda r: r["task"])
     assert [r["task"] for r in json.loads(path.read_text())["rows"]] == ["c"]
     assert common.previous_result("t", "cpu") is not None
+
+
+def test_a_budget_inside_a_device_call_is_lowered_to_what_the_call_has_left(monkeypatch):
+    import time
+
+    monkeypatch.delenv(common.SESSION_DEADLINE_ENV, raising=False)
+    assert common.minutes_left_in_session(8.0, reserve_s=60) == 8.0  # outside gpu_session.sh: as asked
+    monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(int(time.time()) + 300))
+    assert 3.9 < common.minutes_left_in_session(8.0, reserve_s=60) <= 4.0  # 300 s left, 60 s kept back
+    assert common.minutes_left_in_session(2.0, reserve_s=60) == 2.0
+
+
+def test_an_operator_row_with_too_little_call_left_is_skipped_and_the_measured_row_kept(results, monkeypatch):
+    import time
+
+    ops = pytest.importorskip("benchmarks.bench_operators")
+    monkeypatch.setattr(ops, "write_result", common.write_result)
+    common.write_result("operators", title="T", rows=[{"row": "darcy_fno", "rel_l2": 0.009}], device="cpu",
+                        merge_key=lambda r: r["row"])
+    monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(int(time.time()) + ops.RESERVE_S + 20))
+    ops.main(["--rows", "darcy_fno", "--out", str(results / "runs")])  # would train for 20 s: skipped instead
+    rows = json.loads((results / "operators.json").read_text())["rows"]
+    assert [(r["row"], r["rel_l2"]) for r in rows] == [("darcy_fno", 0.009)]
+    assert not (results / "runs").exists()
