@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import cuda_graph, sync, write_result  # noqa: E402
+from benchmarks.common import cuda_graph, minutes_left_in_session, sync, write_result  # noqa: E402
 from sciml.utils import compile_jet_loss  # noqa: E402
 
 DDE_BURGERS = r"""
@@ -272,6 +272,8 @@ def accuracy(problems: list[str], seeds: list[int], *, small: bool, device: str,
     from concurrent.futures import ProcessPoolExecutor
 
     tasks = [(name, seed) for name in problems for seed in seeds]
+    # capped runs checkpoint and resume on the next call; killed by the device call's end, they lose their work
+    max_minutes = minutes_left_in_session(max_minutes, reserve_s=45)
     args = lambda t: (*t, small, device, max_minutes, out)  # noqa: E731
     if jobs <= 1:
         runs = [accuracy_run(*args(t)) for t in tasks]

@@ -28,14 +28,18 @@ work and give CPU ratios, not the issues' GPU bars.
 
 A session's device time counts from the machine's start (about a minute) to its return, and the
 machine goes back 30 s after a call. So a session is one prepared call of up to ~9.5 minutes and,
-for the NS rows, one follow-up on the warm machine. `bash benchmarks/gpu_plan.sh PART` holds each part's exact steps (the table below only names them);
+for the NS rows, a short generation call and then the row on the warm machine. `bash benchmarks/gpu_plan.sh PART` holds each part's exact steps (the table below only names them);
 it calls `benchmarks/gpu_session.sh SECONDS 'step' ...`, which runs steps in order to a deadline,
 each bounded by the time left, and installs the wheels carried in `.whl/` (the packages the GPU
 image lacks; `bash benchmarks/fetch_wheels.sh` lists and downloads them here). Call `run` with `carry: [".whl"]`, copy the returned
 `results/*.json` into `benchmarks/results/` (merge rows by hand where two calls wrote the same
 file; a run on another GPU kind replaces a file's rows, so first keep the old file as
 `<name>_<gpu>.json` with that name inside), then `python benchmarks/render.py`. Every benchmark writes its JSON after each row, case or
-part, so a step stopped by its time limit keeps what it finished.
+part, so a step stopped by its time limit keeps what it finished. The deadline is exported
+(`GPU_SESSION_DEADLINE`): operator rows, PINN accuracy runs, NS generation and the optimizer grid
+cut their budgets to what the call has left, so they end with a result instead of being killed; an
+operator row with under a minute left is skipped and keeps its earlier result. Where the session has
+less device time left than a part's seconds, run it as `CALL_SECONDS=N bash benchmarks/gpu_plan.sh PART`.
 
 | session | `gpu_plan.sh` parts | issue: bar |
 |---|---|---|
@@ -44,14 +48,13 @@ part, so a step stopped by its time limit keeps what it finished.
 | done 2026-11-26 (H200, 2nd) | the graph-mode tests on CUDA (0.8; 2 failed, both fixed since on CPU, to confirm); the README job with `compile` + `cuda_graph` (0.5); `3` stopped in its third variant: time to 1e-2 for sciml's graph and eager modes (8.2); `1` with `--compile` in two calls, all six rows (2.9) | 5: step <= 1/3 of neuralop's on 2 of 6 rows (Burgers 1024 0.112, NS 64 0.284), missed on 4 (0.49 to 1.46); 6: time to 1e-2 for sciml (97.6 s graph, 343.8 s eager), DeepXDE's not reached |
 | 2 | `3`: the CUDA tests (graph modes, this session's two fixes, our optimizers in real graphs, the FNO's cuDNN pointwise maps), PINN time to rel. L2 1e-2 for sciml's config and DeepXDE's setup in graph mode and for DeepXDE's recipe (capped at 240 s: a cap is a lower bound), the precision policies (60 epochs each), then sciml's eager and compiled modes | 6: time to 1e-2 beside DeepXDE's; 5: bf16/TF32 accuracy equal to fp32's |
 | 3 | `1`: FNO step times against neuralop, fp32 for both (cuDNN's TF32 off too) with the kernel variants and a kernel-by-kernel profile of each row, then TF32 for both (~8 min) | 5: step <= 1/3 of neuralop's, peak memory no higher (4 rows short) |
-| 4 | `4`: the Darcy FNO (trained at 85, evaluated at 85 and 421) and both DeepONet rows, 2-3 minutes each | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098; DeepONet beside FNO |
+| 4 | `4`: the Darcy FNO (trained at 85, evaluated at 85 and 421), the Darcy DeepONet, the Burgers FNO (1.5 minutes: the paper schedule took 27 s of replayed steps at 1.09 ms on the H200) and the Burgers DeepONet | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098; Burgers <= 0.003 (3.6e-4 already in `bench_burgers`, H100); DeepONet beside FNO |
 | 4b | `4b`: the Darcy FNO trained at 421 (8 minutes) | 5: Darcy at 421 <= 0.0098 |
-| 5 | `5`: NS generation into `datasets/` (~5.5); `5b` at once: `ns_fno2d_nu1e-3`, 6 minutes of training | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
+| 5 | `5`: NS generation into `datasets/` (expected ~2 minutes: the adaptive step now takes half the steps of the 198 s run); `5b` at once: `ns_fno2d_nu1e-3`, what the call has left (~8 minutes) | 5: FNO-2D <= 0.0128 (the set must be made on the same machine) |
 | 6 | `6`, `6b`: as 5, with `ns_fno3d_nu1e-3` | 5: FNO-3D <= 0.0086 |
 | 7 | `7`: PINN accuracy, burgers / allen_cahn / convection, 3 seeds, 9 runs at once (every phase but SOAP's replays as CUDA graphs) | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
 | 8 | `8`: PINN accuracy, diffusion_reaction / poisson_lshape / wave | 6: the others, beside published figures |
-| 9 | `9`: the Burgers FNO row through `bench_operators` (the same protocol already gave 3.6e-4 in `bench_burgers` on the H100) | 5: Burgers <= 0.003 |
-| 10 | `10`: the nu = 1e-5 set (T = 20); `10b`: `ns_fno2d_nu1e-5`, 6 minutes of training | 5: FNO-2D <= 0.1556 |
+| 10 | `10`: the nu = 1e-5 set (T = 20); `10b`: `ns_fno2d_nu1e-5`, ~8 minutes of training | 5: FNO-2D <= 0.1556 |
 | 11+ | `11`: the optimizer grid in parts (repeat, committing results between sessions, until no pair is left); first-order ensembles and L-BFGS closures now replay as CUDA graphs, so fewer parts should do | 8: full grid; best convection <= 1.94e-3 |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
