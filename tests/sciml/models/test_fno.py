@@ -65,6 +65,18 @@ def test_padding_is_cropped_and_changes_result():
     assert not torch.allclose(y, plain(x)), "padding must change the (non-periodic) convolution"
 
 
+def test_fractional_padding_keeps_one_period_at_every_resolution():
+    # periodic nodes (spacing 1/n): f of the points; closed nodes (spacing 1/(n-1)): the padded grid
+    # spans (1 + f) domain lengths, so Darcy's 85 (9 points, the FNO script's) and 421 see one period
+    periodic = FNO(1, 1, 2, modes=4, width=8, padding=0.25)
+    assert periodic.pad_sizes((16, 64)) == (4, 16)
+    closed = FNO(1, 1, 2, modes=4, width=8, padding=0.11905, grid_embedding="closed")
+    (p85, p421) = closed.pad_sizes((85, 421))
+    assert (p85, p421) == (9, 49) and (85 + p85) / 84 == (421 + p421) / 420
+    # a fixed fraction of the points would give 45 at 421: period 466/420 instead of 470/420
+    assert FNO(1, 1, 1, padding=(7, ), grid_embedding="closed").pad_sizes((85,)) == (7,)  # points stay points
+
+
 def test_fno_evaluates_at_finer_grid():
     torch.manual_seed(0)
     model = FNO(1, 1, 1, modes=8, width=8).double()
