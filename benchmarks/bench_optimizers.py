@@ -4,6 +4,8 @@
     python benchmarks/bench_optimizers.py --small    # reduced scale, runs on a CPU in minutes
     python benchmarks/bench_optimizers.py --small --tasks pinn_convection --optimizers adam,soap
     python benchmarks/bench_optimizers.py --merge --skip-done --max-minutes 8.5   # the grid in parts
+    python benchmarks/bench_optimizers.py --session-minutes 11 --merge --skip-done --max-minutes 8.5
+        # budgets sized so the whole grid takes ~11 minutes on this device (kept for the later parts)
 
 Protocol (research/optimizers.md §5.3, reduced): for each optimizer, learning rates
 ``default_lr x LR_FACTORS`` and seeds 0..n-1; every run of a task gets the same budget of
@@ -24,6 +26,13 @@ hold for L-BFGS and NysNewton-CG (their line searches and curvature pairs treat 
 parameters as one vector: members would share step lengths), so those run member by member.
 Wall time is the ensemble's time divided by its members (or the member's own time).
 
+Budgets sized to the session (``--session-minutes M``): the issue asks the whole grid to fit the GPU
+time of one session. Before the grid, each task times short and long probes (an Adam ensemble, a
+SOAP ensemble, one Adam member) and the per-step and per-run costs give every pair's time; the
+minutes are shared equally among tasks (what a cheap task leaves goes to the others) and each
+task's budget is the most that fits its share, never above its own default. All optimizers of a
+task keep one budget; the plan is saved in the results (``budgets``) and reused by later parts.
+
 Tasks are functions ``task(cfg) -> TaskSpec``; add one to TASKS. A task whose dependencies
 are missing is reported as skipped.
 """
@@ -37,7 +46,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -530,6 +539,85 @@ def plot_task(task: str, rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
+PROBE_STEPS = (5, 25)  # two probe lengths: their difference separates the per-step and per-pair costs
+
+
+def _probe(task: TaskSpec, name: str, n_lrs: int, n_seeds: int, cfg) -> tuple[float, float]:
+    """(seconds per budget step, seconds per run besides its steps) of `name` on `task` with
+    n_lrs x n_seeds members, as the grid runs it (ensemble set-up, capture and evaluations are
+    the per-run part)."""
+    def timed(steps: int) -> float:
+        start = time.perf_counter()
+        run_first_order(replace(task, steps=steps), name, [default_lr(name)] * n_lrs, list(range(n_seeds)), cfg)
+        return time.perf_counter() - start
+
+    timed(PROBE_STEPS[0])  # first use: tracing, allocator and kernel caches warm up
+    short, long = timed(PROBE_STEPS[0]), timed(PROBE_STEPS[1])
+    # timing noise can make the difference small or negative: not below a quarter of the long probe's mean
+    per_step = max(long - short, long / 4) / (PROBE_STEPS[1] - PROBE_STEPS[0])
+    return per_step, max(short - PROBE_STEPS[0] * per_step, 0.0)
+
+
+def pair_cost(name: str, probe: dict[str, tuple[float, float]], members: int, n_seeds: int) -> tuple[float, float]:
+    """(seconds per budget step, seconds besides) of pair `name`, from the task's probe: first-order
+    rules cost an Adam ensemble, SOAP its own (preconditioner refreshes); L-BFGS, Newton-CG and the
+    recipes run member by member, each step about one single-member evaluation."""
+    (one, one_fixed), (soap, soap_fixed) = probe["one"], probe["soap"]
+    if name in RECIPES:
+        phases = RECIPES[name][1]
+        soap_one = max(one, soap / members)
+        return (n_seeds * sum(frac * (soap_one if ph == "soap" else one) for ph, frac in phases),
+                n_seeds * len(phases) * one_fixed)
+    if name in SECOND_ORDER:
+        return n_seeds * one, n_seeds * one_fixed
+    return (soap, soap_fixed) if name == "soap" else probe["adam"]
+
+
+def share_time(need: dict[str, float], total: float) -> dict[str, float]:
+    """Split `total` seconds among tasks, each at most what it `need`s: equal shares, with what the
+    cheaper tasks leave going to the others."""
+    share, left, open_ = {}, total, dict(need)
+    while open_:
+        each = left / len(open_)
+        fits = {t: n for t, n in open_.items() if n <= each}
+        if not fits:
+            share.update({t: each for t in open_})
+            break
+        for t, n in fits.items():
+            share[t] = n
+            left -= n
+            del open_[t]
+    return share
+
+
+def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, cfg, minutes: float) -> dict[str, dict]:
+    """Per task, the gradient-evaluation budget at which the whole grid (every pair, every LR and
+    seed) takes about `minutes` on this device; never above the task's own budget. Every optimizer
+    of a task keeps one budget. Measured: Adam and SOAP ensembles and one Adam member."""
+    start = time.perf_counter()
+    members = len(factors) * len(seeds)
+    costs = {}
+    for tname, task in tasks.items():
+        probe = {"adam": _probe(task, "adam", len(factors), len(seeds), cfg),
+                 "soap": _probe(task, "soap", len(factors), len(seeds), cfg),
+                 "one": _probe(task, "adam", 1, 1, cfg)}
+        pairs = [pair_cost(n, probe, members, len(seeds)) for n in names
+                 if task.deterministic or not (n in RECIPES or n in SECOND_ORDER)]
+        costs[tname] = (sum(c for c, _ in pairs), sum(f for _, f in pairs), probe)
+    left = 60 * minutes - (time.perf_counter() - start)
+    shares = share_time({t: fixed + per * tasks[t].steps for t, (per, fixed, _) in costs.items()}, max(left, 0.0))
+    plan = {}
+    for tname, (per, fixed, probe) in costs.items():
+        steps = max(1, min(tasks[tname].steps, int((shares[tname] - fixed) / per)))
+        plan[tname] = {"steps": steps, "default_steps": tasks[tname].steps, "planned_s": round(fixed + steps * per, 1),
+                       "probe_ms": {k: round(1e3 * v[0], 3) for k, v in probe.items()}}
+        print(f"budget {tname:18s} {steps:6d} of {tasks[tname].steps} evaluations, ~{(fixed + steps * per) / 60:.1f} min "
+              f"({fixed:.0f} s of set-up; a step: Adam ensemble {1e3 * probe['adam'][0]:.2f} ms, "
+              f"SOAP {1e3 * probe['soap'][0]:.2f} ms, one member {1e3 * probe['one'][0]:.2f} ms)", flush=True)
+    print(f"budget plan took {time.perf_counter() - start:.0f} s of the {minutes:g} minutes", flush=True)
+    return plan
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true", help="reduced scale for a CPU")
@@ -545,6 +633,9 @@ def main(argv=None) -> None:
                     help="with --merge: skip (task, optimizer) pairs results/<name>.json already holds from this device and scale")
     ap.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
                     help="replay each step as a CUDA graph where the optimizer allows it (default: on CUDA)")
+    ap.add_argument("--session-minutes", type=float, default=None,
+                    help="size every task's budget so the whole grid takes about this long here (timed probes "
+                         "first); the plan is saved with the results and reused by later --skip-done parts")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="start no new (task, optimizer) pair after this; results are written after every pair, "
                          "so a rerun with --merge --skip-done continues the grid")
@@ -552,6 +643,8 @@ def main(argv=None) -> None:
     cfg.name = cfg.name or ("optimizers_small" if cfg.small else "optimizers")  # a CPU run never replaces the GPU table
     if cfg.skip_done and not cfg.merge:
         ap.error("--skip-done needs --merge (it continues the grid in results/<name>.json)")
+    if cfg.session_minutes is not None and cfg.steps is not None:
+        ap.error("--session-minutes sizes the budgets itself: leave out --steps")
     cfg.device = torch.device(cfg.device)
     cfg.graph = cfg.device.type == "cuda" if cfg.graph is None else cfg.graph
     cfg.dtype = torch.float32
@@ -561,7 +654,7 @@ def main(argv=None) -> None:
     factors = LR_FACTORS["small" if cfg.small else "full"]
     seeds = list(range(cfg.seeds))
     scale = "small" if cfg.small else "full"
-    rows, skipped, notes = [], {}, {}
+    rows, skipped, notes, budgets = [], {}, {}, {}
     done = done_pairs(cfg.name, cfg.device, scale) if cfg.skip_done else set()
     # between pairs; a pair cut by the device call's end is lost, so the call's deadline counts too
     minutes = minutes_left_in_session(math.inf if cfg.max_minutes is None else cfg.max_minutes, reserve_s=60)
@@ -576,22 +669,34 @@ def main(argv=None) -> None:
                                    "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
                                    "L-BFGS / NysNewton-CG rows member by member."),
                             extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
-                                   "scale": scale})
+                                   "scale": scale, **({"budgets": budgets} if budgets else {})})
         if plots:
             all_rows = json.loads(path.read_text())["rows"]  # after the merge: plots show every row
             for tname in sorted({r["task"] for r in all_rows}):
                 plot_task(tname, all_rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
 
+    tasks = {}
     for tname in cfg.tasks.split(","):
-        if stopped:
-            break
         try:
-            task = TASKS[tname](cfg)
+            tasks[tname] = TASKS[tname](cfg)
         except (ImportError, ModuleNotFoundError, AttributeError) as err:
             skipped[tname] = f"{type(err).__name__}: {err}"
             print(f"[skip] {tname}: {skipped[tname]}", flush=True)
-            continue
+    if cfg.session_minutes is not None:
+        # one plan for the whole grid: later parts (--skip-done) reuse it, so a task's pairs share one budget
+        old = previous_result(cfg.name, cfg.device) if cfg.merge else None
+        kept = (old or {}).get("budgets", {}) if (old or {}).get("scale") == scale else {}
+        todo = {t: task for t, task in tasks.items() if t not in kept}
+        budgets.update({t: kept[t] for t in tasks if t in kept})
+        if todo:
+            budgets.update(plan_budgets(todo, names, factors, seeds, cfg, cfg.session_minutes * len(todo) / len(tasks)))
+        for t, task in tasks.items():
+            task.steps = budgets[t]["steps"]
+    for tname, task in tasks.items():
+        if stopped:
+            break
         notes[tname] = task.notes + f"; budget {task.steps} gradient evaluations" + (
+            f" (sized by --session-minutes from {budgets[tname]['default_steps']})" if tname in budgets else "") + (
             "" if task.deterministic else "; minibatch training, so no L-BFGS / Newton-CG rows")
         for name in names:
             if (tname, name) in done:

@@ -55,7 +55,7 @@ less device time left than a part's seconds, run it as `CALL_SECONDS=N bash benc
 | 7 | `7`: PINN accuracy, burgers / allen_cahn / convection, 3 seeds, 9 runs at once (every phase but SOAP's replays as CUDA graphs) | 6: Burgers <= 1e-3, Allen-Cahn <= 1e-2, convection <= 1e-2 (3 seeds each) |
 | 8 | `8`: PINN accuracy, diffusion_reaction / poisson_lshape / wave | 6: the others, beside published figures |
 | 10 | `10`: the nu = 1e-5 set (T = 20); `10b`: `ns_fno2d_nu1e-5`, ~8 minutes of training | 5: FNO-2D <= 0.1556 |
-| 11+ | `11`: the optimizer grid in parts (repeat, committing results between sessions, until no pair is left); first-order ensembles and L-BFGS closures now replay as CUDA graphs, so fewer parts should do | 8: full grid; best convection <= 1.94e-3 |
+| 11 | `11`, then `11` again at once on the warm machine (`CALL_SECONDS` = what is left): the optimizer grid, every task's budget sized by timed probes so the whole grid takes ~10 minutes of this device (`--session-minutes 10`; the plan is saved with the results and kept by the second call), first-order ensembles and L-BFGS closures replayed as CUDA graphs | 8: full grid in one session; best convection <= 1.94e-3 |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
 fit the command; a row that misses its bar records what a longer run reaches by resuming: rerun the

@@ -79,3 +79,54 @@ def test_a_pair_whose_capture_fails_is_run_eagerly_and_the_grid_goes_on(results,
     rows = _pairs(results)
     assert {k[1] for k in rows} == {"adabelief", "soap"}
     assert not any(r["cuda_graph"] for r in rows.values())  # the eager rerun's rows; soap never captures
+
+
+def test_time_is_shared_equally_with_what_cheap_tasks_leave_going_to_the_rest():
+    assert bench.share_time({"a": 10.0, "b": 100.0, "c": 100.0}, 120.0) == {"a": 10.0, "b": 55.0, "c": 55.0}
+    assert bench.share_time({"a": 10.0, "b": 20.0}, 100.0) == {"a": 10.0, "b": 20.0}  # both fit: their need
+
+
+def test_session_minutes_sizes_the_budget_and_later_parts_keep_it(results, monkeypatch, capsys):
+    probes = []
+    per_step = {"adam": 0.01, "soap": 0.04}  # seconds, whatever the members: a fixed device for the test
+
+    def fake_probe(task, name, n_lrs, n_seeds, cfg):
+        probes.append(name)
+        return per_step[name], 0.0  # no set-up cost
+
+    monkeypatch.setattr(bench, "_probe", fake_probe)
+    # adam + soap: 0.05 s a step for the ensemble pairs; 3 s of grid -> 60 of the toy task's 5000 steps
+    bench.main(["--small", "--tasks", "toy", "--seeds", "1", "--device", "cpu", "--name", "grid", "--merge",
+                "--optimizers", "adam", "--session-minutes", str(3 / 60)])
+    monkeypatch.setitem(bench.TASKS, "toy", lambda cfg: replace_steps(_toy_task(cfg), 5000))
+    out = json.loads(results.read_text())
+    assert out["budgets"]["toy"]["steps"] == 5  # the default is only 5 here: never more than the task's own
+    probes.clear()
+    bench.main(["--small", "--tasks", "toy", "--seeds", "1", "--device", "cpu", "--name", "grid2", "--merge",
+                "--optimizers", "adam,soap", "--session-minutes", str(3 / 60)])
+    out = json.loads((results.parent / "grid2.json").read_text())
+    steps = out["budgets"]["toy"]["steps"]  # 60, less the planning's own few milliseconds
+    assert 58 <= steps <= 60 and {r["grad_evals"] for r in out["rows"]} == {steps}
+    assert probes  # measured once ...
+    probes.clear()
+    bench.main(["--small", "--tasks", "toy", "--seeds", "1", "--device", "cpu", "--name", "grid2", "--merge",
+                "--skip-done", "--optimizers", "adam,soap,sgd", "--session-minutes", "60"])
+    out = json.loads((results.parent / "grid2.json").read_text())
+    assert not probes and {r["grad_evals"] for r in out["rows"]} == {steps}  # ... and kept by the next part
+
+
+def replace_steps(task, steps):
+    task.steps = steps
+    return task
+
+
+def test_the_budget_leaves_room_for_each_runs_set_up(monkeypatch):
+    import argparse
+
+    costs = {"adam": (0.01, 0.5), "soap": (0.04, 0.5)}  # (per step, per run besides its steps), seconds
+    monkeypatch.setattr(bench, "_probe", lambda task, name, n_lrs, n_seeds, cfg: costs[name])
+    cfg = argparse.Namespace(steps=None, dtype=torch.float32)
+    task = replace_steps(_toy_task(cfg), 5000)
+    plan = bench.plan_budgets({"toy": task}, ["adam", "soap", "lbfgs"], (1.0,), [0, 1], cfg, minutes=6 / 60)
+    # a step: adam 0.01 + soap 0.04 + lbfgs 2 seeds x one Adam member 0.01 = 0.07 s; set-up 0.5 + 0.5 + 2 x 0.5 = 2 s
+    assert plan["toy"]["steps"] in (56, 57)  # (6 - 2) / 0.07 = 57.1, less the planning's own time
