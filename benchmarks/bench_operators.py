@@ -9,8 +9,9 @@ affords, measured after 3 epochs, instead of the paper's schedule cut off mid-wa
 ``gpu_session.sh`` a row's budget is also lowered to what the device call has left (``RESERVE_S`` kept for
 loading and evaluation), so a row ends with its result instead of being killed; a row with under a
 minute left is skipped. A row that stops on
-the budget records ``stopped_early`` and its epoch; ``--resume RUN_DIR`` style continuation is
-``sciml train --resume``. Results go to benchmarks/results/operators.json (BENCHMARKS.md table).
+the budget records ``stopped_early`` and its epoch. A longer run than one device call
+(``--total-minutes T``, rows named ``<row>_<T>min``) plans for T and trains in sittings that end with
+the call, each continued by the same command with ``--resume``. Results go to benchmarks/results/operators.json (BENCHMARKS.md table).
 
     python benchmarks/bench_operators.py                       # every row, GPU
     python benchmarks/bench_operators.py --rows burgers_fno,darcy_fno
@@ -20,6 +21,7 @@ the budget records ``stopped_early`` and its epoch; ``--resume RUN_DIR`` style c
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import minutes_left_in_session, write_result  # noqa: E402
+from sciml.utils import atomic_write_text  # noqa: E402
 
 # name: (config, overrides, resolutions to evaluate at, bar on rel. L2 or None, published FNO-paper value)
 ROWS = {
@@ -65,27 +68,55 @@ class SessionTimeShort(RuntimeError):
     """Too little of the device call is left to train a row: skipped, nothing recorded."""
 
 
-def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out_root: str) -> dict:
+def _latest_run(out_root: str, label: str):
+    """The newest run folder `sciml train` made for `label` under `out_root` (``label``, ``label-2``, ...)."""
+    from sciml.train.run import RunDir
+
+    found = [p for p in Path(out_root).glob(f"{label}*") if p.name == label or p.name.startswith(f"{label}-")]
+    found = [p for p in found if (p / "checkpoints" / "last.pt").exists()]
+    return RunDir(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
+def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out_root: str,
+            total_minutes: float | None = None, resume: bool = False) -> dict:
+    """Train and evaluate one row. With `total_minutes`, the row's plan spans that budget and this
+    sitting stops when the call's time is up (a checkpoint); `resume` continues the row's newest run
+    folder in the next sitting, so a longer run than one device call reaches its end."""
     from sciml.config import load_config
     from sciml.train.schema import OperatorConfig
     from sciml.train.trainer import evaluate_run, train
 
     config, overrides, resolutions, bar, published = ROWS[name]
-    budget = minutes_left_in_session(max_minutes, reserve_s=RESERVE_S)
+    label = name if total_minutes is None else f"{name}_{total_minutes:g}min"
+    budget = minutes_left_in_session(max_minutes if total_minutes is None else total_minutes, reserve_s=RESERVE_S)
     if budget < MIN_ROW_MINUTES:
-        raise SessionTimeShort(f"{name}: {budget:.1f} min left in this device call after the "
+        raise SessionTimeShort(f"{label}: {budget:.1f} min left in this device call after the "
                                f"{RESERVE_S} s reserve; run the row in a call of its own")
-    max_minutes = round(budget, 2)
-    # fit_to_budget: the schedule is compressed to the epochs the budget affords, so a row ends annealed
-    overrides = [*overrides, f"training.max_minutes={max_minutes}", "training.fit_to_budget=true",
-                 f"output.root={out_root}", f"output.name={name}",
-                 *(_small(name, out_root) if small else []), *extra]
-    cfg = load_config(OperatorConfig, ROOT / "configs" / config, overrides)
+    sitting = [f"training.max_minutes={round(budget, 2)}"] if total_minutes is None else \
+        [f"training.max_minutes={total_minutes}", f"training.stop_after_minutes={round(budget, 2)}"]
+    run = _latest_run(out_root, label) if resume else None
     start = time.perf_counter()
-    run, final = train(cfg)
+    if run is not None:  # the saved config, with this sitting's stop
+        overrides = sitting[1:] if total_minutes is not None else sitting
+        cfg = load_config(OperatorConfig, run.config_path, overrides)
+        finals = [r for r in run.read_metrics() if r["kind"] == "final"]
+        final = finals[-1] if finals and not finals[-1]["stopped_early"] else train(cfg, run=run, resume=True)[1]
+    else:
+        # fit_to_budget: the schedule is compressed to the epochs the budget affords, so a row ends annealed
+        overrides = [*overrides, *sitting, "training.fit_to_budget=true", f"output.root={out_root}",
+                     f"output.name={label}", *(_small(name, out_root) if small else []), *extra]
+        cfg = load_config(OperatorConfig, ROOT / "configs" / config, overrides)
+        run, final = train(cfg)
     wall = time.perf_counter() - start
-    row = {"row": name, "config": config, "overrides": " ".join(overrides), "epochs": final["epoch"],
-           "stopped_early": final["stopped_early"], "train_wall_s": round(final["wall_time_s"], 1),
+    # the run's metrics keep only what its checkpoints saw: each sitting's time is kept beside them
+    log = run.path / "sittings.json"
+    sittings = json.loads(log.read_text()) if log.exists() else []
+    if not sittings or sittings[-1]["epoch"] != final["epoch"]:  # a finished run re-recorded adds none
+        sittings.append({"epoch": final["epoch"], "train_wall_s": round(final["wall_time_s"], 1)})
+        atomic_write_text(log, json.dumps(sittings))
+    row = {"row": label, "config": config, "overrides": " ".join(overrides), "epochs": final["epoch"],
+           "planned_epochs": final.get("planned_epochs"), "stopped_early": final["stopped_early"],
+           "sittings": len(sittings), "train_wall_s": round(sum(r["train_wall_s"] for r in sittings), 1),
            "total_wall_s": round(wall, 1), "rel_l2": final["test_rel_l2"], "bar": bar, "paper": published}
     for res in resolutions:
         if res is None:
@@ -107,6 +138,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
     parser.add_argument("--max-minutes", type=float, default=10.0, help="training budget per row")
+    parser.add_argument("--total-minutes", type=float, default=None,
+                        help="a longer run: each row's plan spans this budget, trained in sittings that end "
+                             "with the device call (rows named <row>_<T>min); continue with --resume")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each row's newest stopped run under --out (same --total-minutes)")
     parser.add_argument("--small", action="store_true", help="tiny CPU smoke run (not a paper-scale figure)")
     parser.add_argument("--out", default="runs/bench_operators")
     parser.add_argument("--no-write", action="store_true")
@@ -121,12 +157,14 @@ def main(argv=None):
     rows = []
     for name in args.rows.split(","):
         try:
-            rows.append(run_row(name, max_minutes=args.max_minutes, small=args.small, extra=args.overrides, out_root=args.out))
+            rows.append(run_row(name, max_minutes=args.max_minutes, small=args.small, extra=args.overrides,
+                                out_root=args.out, total_minutes=args.total_minutes, resume=args.resume))
         except SessionTimeShort as err:  # not a result: a measured row in the file must stay as it is
             print(f"skipped {err}", flush=True)
             continue
         except Exception as err:  # noqa: BLE001 - e.g. a recipe that does not exist yet; keep the other rows
-            rows.append({"row": name, "error": f"{type(err).__name__}: {err}"[:300]})
+            label = name if args.total_minutes is None else f"{name}_{args.total_minutes:g}min"
+            rows.append({"row": label, "error": f"{type(err).__name__}: {err}"[:300]})
             print(rows[-1], flush=True)
         if not args.no_write:  # after every row: a command stopped by its time limit keeps the finished rows
             print("wrote", write_result(out_name, title="Neural operators at paper scale", rows=rows, notes=notes,

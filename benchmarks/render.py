@@ -58,9 +58,11 @@ less device time left than a part's seconds, run it as `CALL_SECONDS=N bash benc
 | 11 | `11`, then `11` again at once on the warm machine (`CALL_SECONDS` = what is left): the optimizer grid, every task's budget sized by timed probes so the whole grid takes ~10 minutes of this device (`--session-minutes 10`; the plan is saved with the results and kept by the second call), first-order ensembles and L-BFGS closures replayed as CUDA graphs | 8: full grid in one session; best convection <= 1.94e-3 |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
-fit the command; a row that misses its bar records what a longer run reaches by resuming: rerun the
-same command (PINN runs and `sciml train --resume` continue from their checkpoints;
-`ns_generate` from its last finished batch, on the same machine only).
+fit the command. A row that misses its bar records what a longer run reaches: `bench_operators.py
+--rows ROW --total-minutes T` plans the schedule for T minutes and trains until the call's end (a
+checkpoint), and the same command with `--resume` in the next call on the warm machine goes on
+(`runs/` stays between calls; the row is named `ROW_Tmin` and counts its sittings). PINN runs resume
+by rerunning their command, `ns_generate` from its last finished batch (on the same machine only).
 """
 
 

@@ -81,8 +81,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif "rel_l2" in final:
         print(f"relative L2 vs reference: {final['rel_l2']:.5e}")
     if final.get("stopped_early"):
-        print(f"stopped by the max_minutes cap, with a checkpoint: go on with `sciml train --resume {run.path}` "
-              f"(add max_minutes=... to change the cap for that run)")
+        print(f"stopped by the time cap (max_minutes, or this sitting's stop_after_minutes), with a checkpoint: "
+              f"go on with `sciml train --resume {run.path}` (add max_minutes=... to change the cap for that run)")
     return 0
 
 

@@ -60,6 +60,9 @@ class TrainingConfig(StrictModel):
     # with max_minutes: after a few timed epochs, shorten `epochs` to what the budget affords and
     # compress the schedule to match, so a capped run ends annealed instead of cut off mid-schedule
     fit_to_budget: bool = False
+    # with fit_to_budget: end this sitting after these minutes (with a checkpoint) while the plan spans
+    # max_minutes, so a budget longer than one sitting (a device call) runs across resumes
+    stop_after_minutes: PositiveFloat | None = None
     progress: bool = True
     plot: bool = True
     n_plot: PositiveInt = 4
@@ -69,6 +72,10 @@ class TrainingConfig(StrictModel):
     def _budget_needs_a_cap(self) -> "TrainingConfig":
         if self.fit_to_budget and self.max_minutes is None:
             raise ValueError("fit_to_budget needs a budget: set training.max_minutes too")
+        if self.stop_after_minutes is not None and not self.fit_to_budget:
+            raise ValueError("stop_after_minutes splits a fit_to_budget plan across sittings: set "
+                             "training.fit_to_budget=true and the whole budget as training.max_minutes, "
+                             "or use max_minutes alone to stop and resume")
         return self
 
 

@@ -331,7 +331,8 @@ class Trainer:
                     self.checkpoint("best")
             if self.epoch % t.checkpoint_every == 0 or last:
                 self.checkpoint("last")
-            if t.max_minutes is not None and time.perf_counter() - self.started > 60 * t.max_minutes and not last:
+            sitting = t.stop_after_minutes or t.max_minutes  # the plan spans max_minutes; this process may stop sooner
+            if sitting is not None and time.perf_counter() - self.started > 60 * sitting and not last:
                 self.checkpoint("last")
                 stopped_early = True
                 break

@@ -60,3 +60,28 @@ def test_gpu_accuracy_runs_replay_every_phase_but_the_soap_ones(problem):
     raw = load_yaml(ROOT / "configs" / problem / "pinn.yaml")
     names = [ph["optimizer"]["name"] for ph in raw["phases"]]
     assert _graph_phases(raw) == [name != "soap" for name in names]  # SOAP (pytorch-optimizer) steps on the host
+
+
+def test_a_longer_run_than_one_call_plans_for_its_total_and_finishes_in_a_second_sitting(tmp_path, monkeypatch):
+    import json
+    import time
+
+    import benchmarks.bench_operators as ops
+    import benchmarks.common as common
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.delenv("OUT", raising=False)
+    monkeypatch.setattr(ops, "MIN_ROW_MINUTES", 0.0)
+    args = ["--small", "--rows", "burgers_fno", "--out", str(tmp_path / "runs"), "--total-minutes", "10",
+            "training.epochs=60"]
+    # first call: 2 s of training left after the reserve, of a 10-minute plan that affords all 60 epochs
+    monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(time.time() + ops.RESERVE_S + 2))
+    ops.main(args)
+    first = json.loads((tmp_path / "operators_small.json").read_text())["rows"][0]
+    assert first["row"] == "burgers_fno_10min" and first["stopped_early"] and first["epochs"] < 60
+    assert first["planned_epochs"] == 60 and first["sittings"] == 1
+    monkeypatch.delenv(common.SESSION_DEADLINE_ENV)  # the next call: time enough
+    ops.main([*args, "--resume"])
+    second = json.loads((tmp_path / "operators_small.json").read_text())["rows"][0]
+    assert not second["stopped_early"] and second["epochs"] == 60 and second["sittings"] == 2
+    assert second["run_dir"] == first["run_dir"]

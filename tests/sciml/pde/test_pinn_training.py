@@ -279,7 +279,7 @@ def test_cli_says_how_to_go_on_after_the_cap_and_resume_with_a_new_cap_finishes(
     assert main(["train", str(cfg), "max_minutes=1e-9"]) == 0
     assert f"sciml train --resume {tmp_path / 'r'}" in capsys.readouterr().out
     assert main(["train", "--resume", str(tmp_path / "r"), "max_minutes=null"]) == 0
-    assert "stopped by the max_minutes cap" not in capsys.readouterr().out
+    assert "stopped by the time cap" not in capsys.readouterr().out
     final = [r for r in RunDir(tmp_path / "r").read_metrics() if r.get("kind") == "final"]
     assert len(final) == 1 and final[0]["stopped_early"] is False
 

@@ -321,6 +321,40 @@ def test_fit_to_budget_ends_annealed_within_the_budget(tiny_cfg, monkeypatch, sc
     assert again["epoch"] == planned and len([r for r in run.read_metrics() if r["kind"] == "plan"]) == 1
 
 
+def test_a_budget_longer_than_one_sitting_runs_across_resumes_like_one_run(tiny_cfg, monkeypatch):
+    # fake clock, 1 s an epoch: a 10 s plan (8 of 20 epochs) in sittings of at most 5 s
+    import sciml.train.trainer as trainer_mod
+
+    clock = [0.0]
+    real_epoch = trainer_mod.Trainer.train_epoch
+
+    def train_epoch(self, epoch):
+        clock[0] += 1.0
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(trainer_mod.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(trainer_mod.Trainer, "train_epoch", train_epoch)
+    budget = {**tiny_cfg["training"], "epochs": 20, "max_minutes": 10 / 60, "fit_to_budget": True}
+    whole = validate(OperatorConfig, {**tiny_cfg, "training": budget, "output": {**tiny_cfg["output"], "name": "one_sitting"}})
+    sittings = validate(OperatorConfig, {**tiny_cfg, "training": {**budget, "stop_after_minutes": 5 / 60},
+                                         "output": {**tiny_cfg["output"], "name": "sittings"}})
+    straight, one = train(whole)
+    run, first = train(sittings)
+    assert first["stopped_early"] and first["epoch"] == 6 and first["planned_epochs"] == one["epoch"]
+    _, second = train(sittings, run=run, resume=True)
+    assert not second["stopped_early"] and second["epoch"] == one["epoch"]
+    a, b = _params(straight), _params(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stop_after_minutes_needs_a_fit_to_budget_plan(tiny_cfg):
+    from sciml.config import ConfigError
+
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "max_minutes": 1, "stop_after_minutes": 0.5}}
+    with pytest.raises(ConfigError, match="fit_to_budget"):
+        validate(OperatorConfig, raw)
+
+
 def test_cli_says_when_the_schedule_was_fit_to_the_budget(tiny_cfg, tmp_path, capsys):
     import yaml
 
