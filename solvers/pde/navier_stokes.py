@@ -20,8 +20,8 @@ Time integrators:
   cfl ~ 1.35 (RK4's 2.83 on the imaginary axis over the largest kept wavenumber); the default
   ``cfl = 1.0`` leaves room for the velocity to grow inside an interval (at most 17% on FNO's
   nu = 1e-3 sets, 16 trajectories at 128^2, T = 50), and runs were stable up to cfl = 2.2. On those
-  sets its time error (3e-7 at t = 1 and below 1e-8 later, float64) is under float32 roundoff
-  (~1e-5 at T = 50), at half the steps of cfl = 0.5.
+  sets its time error (float64: 6e-7 at t = 1, 5e-9 at T = 50) is under float32 roundoff
+  (~2e-5 at T = 50), at half the steps of cfl = 0.5.
 * ``"cn_euler"``: FNO's scheme, Crank–Nicolson on viscosity and forward Euler on advection and
   forcing (first order), fixed ``dt`` (default 1e-4, FNO's), for comparisons.
 
