@@ -13,15 +13,17 @@ The mean of w is not forced and stays 0 (exactly, up to roundoff, for the spectr
 Time integrators:
 * ``"etdrk4"`` (default): exponential time differencing RK4 (Cox & Matthews 2002) with
   Kassam–Trefethen coefficients; viscosity integrated exactly, advection + forcing explicit,
-  4th order. Step: fixed upper bound ``dt``, or (``dt=None``) CFL-adaptive: at the start of each
-  output interval the velocity is computed once on the device, ``dt = cfl * dx / max(|u|+|v|)``,
-  and the interval is split into equal steps that land on the output time. That is one host
-  sync per output interval, none per step. ETDRK4's linear advective limit with the 2/3 rule is
-  cfl ~ 1.35 (RK4's 2.83 on the imaginary axis over the largest kept wavenumber); the default
-  ``cfl = 1.0`` leaves room for the velocity to grow inside an interval (at most 17% on FNO's
-  nu = 1e-3 sets, 16 trajectories at 128^2, T = 50), and runs were stable up to cfl = 2.2. On those
-  sets its time error (float64: 6e-7 at t = 1, 5e-9 at T = 50) is under float32 roundoff
-  (~2e-5 at T = 50), at half the steps of cfl = 0.5.
+  4th order. Step: fixed upper bound ``dt``, or (``dt=None``) CFL-adaptive: `speed_checks` times per
+  output interval (default 4) the velocity is computed on the device, ``dt = cfl * dx /
+  max(|u|+|v|)``, and that piece of the interval is split into equal steps that end on it: one
+  host sync per piece, none per step. ETDRK4's linear advective limit with the 2/3 rule is cfl ~ 1.35
+  (RK4's 2.83 on the imaginary axis over the largest kept wavenumber). Measured on FNO's sets
+  (float32, batches of 2-16 trajectories): within a quarter interval the speed grows at most 4.5%
+  (nu = 1e-3, 128^2, T = 50) and 5.6% (nu = 1e-5, 128^2, T = 20), within a whole interval 17% and
+  23%; runs blew up at cfl 1.6 (nu = 1e-5, 256^2) and 2.6 (nu = 1e-3, 64^2), not at 1.4 and 2.2. So
+  the default ``cfl = 1.0`` keeps a margin of 40% or more. Its time error (float64, nu = 1e-3, 128^2:
+  6e-7 at t = 1, 5e-9 at T = 50; nu = 1e-5, 256^2: 2e-5 at t = 1, 2e-6 at T = 20) is at or under
+  float32's roundoff (2-3e-5 at the final time), at half the steps of cfl = 0.5.
 * ``"cn_euler"``: FNO's scheme, Crank–Nicolson on viscosity and forward Euler on advection and
   forcing (first order), fixed ``dt`` (default 1e-4, FNO's), for comparisons.
 
@@ -45,6 +47,7 @@ __all__ = ["NavierStokes2D", "solve_navier_stokes", "fno_forcing", "INTEGRATORS"
 INTEGRATORS = ("etdrk4", "cn_euler")
 DOWNSAMPLING = ("stride", "spectral")
 DEFAULT_CFL = 1.0
+DEFAULT_SPEED_CHECKS = 4  # adaptive step: speed measured 4 times per output interval
 FNO_DT = 1e-4
 
 
@@ -65,6 +68,7 @@ class NavierStokes2D:
         integrator: ``"etdrk4"`` or ``"cn_euler"``.
         dt: step upper bound. ``None``: CFL-adaptive for etdrk4, 1e-4 for cn_euler.
         cfl: Courant number for the adaptive step, on max(|u| + |v|) dt / dx.
+        speed_checks: how often per output interval the adaptive step measures the speed.
         out_resolution: side of returned snapshots; default s. Must divide s.
         downsample: ``"stride"`` (FNO: ``w[::s//out, ::s//out]``) or ``"spectral"`` (Fourier
             truncation to the out x out grid's modes, same node positions as stride).
@@ -72,7 +76,7 @@ class NavierStokes2D:
 
     def __init__(self, *, nu: float, forcing: Tensor | None | str = "fno", integrator: str = "etdrk4",
                  dt: float | None = None, cfl: float = DEFAULT_CFL, out_resolution: int | None = None,
-                 downsample: str = "stride"):
+                 downsample: str = "stride", speed_checks: int = DEFAULT_SPEED_CHECKS):
         if not (isinstance(nu, (int, float)) and math.isfinite(nu) and nu > 0):
             raise ValueError(f"nu={nu!r}: expected a finite viscosity > 0, e.g. 1e-3")
         if integrator not in INTEGRATORS:
@@ -92,11 +96,15 @@ class NavierStokes2D:
         if out_resolution is not None and (isinstance(out_resolution, bool) or not isinstance(out_resolution, int)
                                            or out_resolution < 1):
             raise ValueError(f"out_resolution={out_resolution!r}: expected a positive int dividing s, or None")
+        if isinstance(speed_checks, bool) or not isinstance(speed_checks, int) or speed_checks < 1:
+            raise ValueError(f"speed_checks={speed_checks!r}: expected a positive int (speed measurements per "
+                             f"output interval for the adaptive step), e.g. {DEFAULT_SPEED_CHECKS}")
         if downsample not in DOWNSAMPLING:
             raise ValueError(f"downsample={downsample!r}: expected one of {DOWNSAMPLING}")
         self.nu, self.forcing, self.integrator = float(nu), forcing, integrator
         self.dt = dt if dt is not None else (FNO_DT if integrator == "cn_euler" else None)
         self.cfl, self.out_resolution, self.downsample = float(cfl), out_resolution, downsample
+        self.speed_checks = speed_checks
         self.last_steps = 0  # number of time steps taken by the last solve (diagnostics)
 
     # -- spectral operators ------------------------------------------------------------------
@@ -174,23 +182,26 @@ class NavierStokes2D:
         L = -self.nu * ops["lap"]
         w_hat = torch.fft.rfft2(w0)
         result = w0.new_empty((w0.shape[0], len(ts), out, out))
-        cache: dict[float, tuple] = {}
+        h_now, c = None, None  # the coefficients of the last step size (steps repeat it while the speed holds)
         dx, t_now, steps_total = 1.0 / s, 0.0, 0
         for i, t in enumerate(ts):
             interval = t - t_now
-            if interval > 0:
+            # adaptive: the speed is measured `speed_checks` times per output interval (one sync each)
+            pieces = 0 if interval <= 0 else 1 if self.dt is not None else self.speed_checks
+            for _ in range(pieces):
+                span = interval / pieces
                 dt = self.dt
-                if dt is None:  # one device->host sync per output interval
+                if dt is None:
                     speed = float(self._speed(w_hat, ops))
-                    dt = self.cfl * dx / speed if speed > 0 else interval
-                n, h = substeps(interval, dt)
-                if h not in cache:
+                    dt = self.cfl * dx / speed if speed > 0 else span
+                n, h = substeps(span, dt)
+                if n and h != h_now:
                     if self.integrator == "etdrk4":
-                        cache[h] = etdrk4_coefficients(L, h, dtype=cdtype)
+                        c = etdrk4_coefficients(L, h, dtype=cdtype)
                     else:
                         half = 0.5 * h * self.nu * ops["lap"]
-                        cache[h] = (((1 - half) / (1 + half)).to(cdtype), (h / (1 + half)).to(cdtype))
-                c = cache[h]
+                        c = (((1 - half) / (1 + half)).to(cdtype), (h / (1 + half)).to(cdtype))
+                    h_now = h
                 if self.integrator == "etdrk4":
                     for _ in range(n):
                         w_hat = etdrk4_step(w_hat, N, c)
@@ -212,7 +223,7 @@ class NavierStokes2D:
 def solve_navier_stokes(w0: Tensor, *, nu: float, times: Sequence[float] | Tensor,
                         forcing: Tensor | None | str = "fno", integrator: str = "etdrk4",
                         dt: float | None = None, cfl: float = DEFAULT_CFL, out_resolution: int | None = None,
-                        downsample: str = "stride") -> Tensor:
+                        downsample: str = "stride", speed_checks: int = DEFAULT_SPEED_CHECKS) -> Tensor:
     """Solve w_t + u.grad w = nu Lap w + f on the unit torus (vorticity / stream function).
 
     Args:
@@ -223,11 +234,12 @@ def solve_navier_stokes(w0: Tensor, *, nu: float, times: Sequence[float] | Tenso
         forcing: ``"fno"`` (0.1 (sin 2 pi (x+y) + cos 2 pi (x+y))), ``None`` or a tensor on the grid.
         integrator: ``"etdrk4"`` (default; CFL-adaptive when dt is None) or ``"cn_euler"``
             (FNO's, dt default 1e-4).
-        dt, cfl: step upper bound / Courant number (see the module docstring).
+        dt, cfl, speed_checks: step upper bound / Courant number / speed measurements per output
+            interval of the adaptive step (see the module docstring).
         out_resolution: output side, a divisor of s (FNO: 256 -> 64); ``downsample="stride"``
             (FNO's ``[::4]``, default) or ``"spectral"`` (Fourier truncation).
 
     Returns (batch, len(times), s_out, s_out), same dtype/device as w0.
     """
-    return NavierStokes2D(nu=nu, forcing=forcing, integrator=integrator, dt=dt, cfl=cfl,
-                          out_resolution=out_resolution, downsample=downsample).solve(w0, times)
+    return NavierStokes2D(nu=nu, forcing=forcing, integrator=integrator, dt=dt, cfl=cfl, out_resolution=out_resolution,
+                          downsample=downsample, speed_checks=speed_checks).solve(w0, times)

@@ -11,6 +11,7 @@ from pydantic import PositiveFloat, PositiveInt
 from sciml.config import StrictModel
 from sciml.data.h5 import FieldSpec
 from sciml.data.recipes import FAMILIES, Layout
+from solvers.pde.navier_stokes import DEFAULT_SPEED_CHECKS
 
 
 class NavierStokesParams(StrictModel):
@@ -51,7 +52,8 @@ class NavierStokes2DFamily:
                                "sigma": "tau^(alpha - 1)", "resolution": p.sim_resolution},
                 "solver": f"solvers.pde.navier_stokes (pseudo-spectral, 2/3 dealiasing, {p.integrator}), "
                           f"simulated at {p.sim_resolution}^2, stored by stride",
-                "solver_options": {"integrator": p.integrator, "dt": p.dt, "cfl": p.cfl, "precision": p.precision},
+                "solver_options": {"integrator": p.integrator, "dt": p.dt, "cfl": p.cfl,
+                                   "speed_checks_per_interval": DEFAULT_SPEED_CHECKS, "precision": p.precision},
             })
 
     def generate(self, p: NavierStokesParams, n: int, *, generator: torch.Generator, device: torch.device):
