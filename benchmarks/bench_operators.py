@@ -68,6 +68,11 @@ class SessionTimeShort(RuntimeError):
     """Too little of the device call is left to train a row: skipped, nothing recorded."""
 
 
+def row_label(name: str, total_minutes: float | None) -> str:
+    """A row's name in the results: a longer run is its own row beside the 10-minute one."""
+    return name if total_minutes is None else f"{name}_{total_minutes:g}min"
+
+
 def _latest_run(out_root: str, label: str):
     """The newest run folder `sciml train` made for `label` under `out_root` (``label``, ``label-2``, ...)."""
     from sciml.train.run import RunDir
@@ -87,7 +92,7 @@ def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out
     from sciml.train.trainer import evaluate_run, train
 
     config, overrides, resolutions, bar, published = ROWS[name]
-    label = name if total_minutes is None else f"{name}_{total_minutes:g}min"
+    label = row_label(name, total_minutes)
     budget = minutes_left_in_session(max_minutes if total_minutes is None else total_minutes, reserve_s=RESERVE_S)
     if budget < MIN_ROW_MINUTES:
         raise SessionTimeShort(f"{label}: {budget:.1f} min left in this device call after the "
@@ -163,8 +168,7 @@ def main(argv=None):
             print(f"skipped {err}", flush=True)
             continue
         except Exception as err:  # noqa: BLE001 - e.g. a recipe that does not exist yet; keep the other rows
-            label = name if args.total_minutes is None else f"{name}_{args.total_minutes:g}min"
-            rows.append({"row": label, "error": f"{type(err).__name__}: {err}"[:300]})
+            rows.append({"row": row_label(name, args.total_minutes), "error": f"{type(err).__name__}: {err}"[:300]})
             print(rows[-1], flush=True)
         if not args.no_write:  # after every row: a command stopped by its time limit keeps the finished rows
             print("wrote", write_result(out_name, title="Neural operators at paper scale", rows=rows, notes=notes,

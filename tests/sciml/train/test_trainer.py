@@ -286,9 +286,9 @@ def test_epochs_within_budget_arithmetic():
     assert epochs_within_budget(3, 5.0, 1.0, 20) == 4  # never fewer than one more
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "step"])
-def test_fit_to_budget_ends_annealed_within_the_budget(tiny_cfg, monkeypatch, schedule):
-    # a fake clock: every epoch takes 1 s; after 3 of them a 10 s budget affords 8 of the config's 20 epochs
+@pytest.fixture
+def one_second_epochs(monkeypatch):
+    """A fake clock for the trainer: every epoch takes exactly 1 s."""
     import sciml.train.trainer as trainer_mod
 
     clock = [0.0]
@@ -300,6 +300,11 @@ def test_fit_to_budget_ends_annealed_within_the_budget(tiny_cfg, monkeypatch, sc
 
     monkeypatch.setattr(trainer_mod.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(trainer_mod.Trainer, "train_epoch", train_epoch)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_fit_to_budget_ends_annealed_within_the_budget(tiny_cfg, one_second_epochs, schedule):
+    # after 3 one-second epochs a 10 s budget affords 8 of the config's 20 epochs
     raw = {**tiny_cfg, "schedule": {"name": schedule, "step_size": 8, "gamma": 0.5},
            "training": {**tiny_cfg["training"], "epochs": 20, "eval_every": 1, "max_minutes": 10 / 60,
                         "fit_to_budget": True},
@@ -321,19 +326,8 @@ def test_fit_to_budget_ends_annealed_within_the_budget(tiny_cfg, monkeypatch, sc
     assert again["epoch"] == planned and len([r for r in run.read_metrics() if r["kind"] == "plan"]) == 1
 
 
-def test_a_budget_longer_than_one_sitting_runs_across_resumes_like_one_run(tiny_cfg, monkeypatch):
-    # fake clock, 1 s an epoch: a 10 s plan (8 of 20 epochs) in sittings of at most 5 s
-    import sciml.train.trainer as trainer_mod
-
-    clock = [0.0]
-    real_epoch = trainer_mod.Trainer.train_epoch
-
-    def train_epoch(self, epoch):
-        clock[0] += 1.0
-        return real_epoch(self, epoch)
-
-    monkeypatch.setattr(trainer_mod.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(trainer_mod.Trainer, "train_epoch", train_epoch)
+def test_a_budget_longer_than_one_sitting_runs_across_resumes_like_one_run(tiny_cfg, one_second_epochs):
+    # a 10 s plan (8 of 20 one-second epochs) in sittings of at most 5 s
     budget = {**tiny_cfg["training"], "epochs": 20, "max_minutes": 10 / 60, "fit_to_budget": True}
     whole = validate(OperatorConfig, {**tiny_cfg, "training": budget, "output": {**tiny_cfg["output"], "name": "one_sitting"}})
     sittings = validate(OperatorConfig, {**tiny_cfg, "training": {**budget, "stop_after_minutes": 5 / 60},
