@@ -539,6 +539,11 @@ def plot_task(task: str, rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
+def runs_on(task: TaskSpec, name: str) -> bool:
+    """L-BFGS, Newton-CG and the recipes need a fixed loss: not on minibatch tasks."""
+    return task.deterministic or not (name in RECIPES or name in SECOND_ORDER)
+
+
 PROBE_STEPS = (5, 25)  # two probe lengths: their difference separates the per-step and per-pair costs
 
 
@@ -601,8 +606,7 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
         probe = {"adam": _probe(task, "adam", len(factors), len(seeds), cfg),
                  "soap": _probe(task, "soap", len(factors), len(seeds), cfg),
                  "one": _probe(task, "adam", 1, 1, cfg)}
-        pairs = [pair_cost(n, probe, members, len(seeds)) for n in names
-                 if task.deterministic or not (n in RECIPES or n in SECOND_ORDER)]
+        pairs = [pair_cost(n, probe, members, len(seeds)) for n in names if runs_on(task, n)]
         costs[tname] = (sum(c for c, _ in pairs), sum(f for _, f in pairs), probe)
     left = 60 * minutes - (time.perf_counter() - start)
     shares = share_time({t: fixed + per * tasks[t].steps for t, (per, fixed, _) in costs.items()}, max(left, 0.0))
@@ -708,7 +712,7 @@ def main(argv=None) -> None:
                 stopped = True
                 break
             t0 = time.perf_counter()
-            if (name in RECIPES or name in SECOND_ORDER) and not task.deterministic:
+            if not runs_on(task, name):
                 print(f"{tname:18s} {name:26s} n/a: minibatch loss (L-BFGS / Newton-CG need a fixed loss)", flush=True)
                 continue
             try:
