@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -186,7 +187,7 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch,
     # inference latency per sample (batch 1)
     x1 = x[:1]
     with torch.inference_mode():
-        inf = interleaved({"neuralop": lambda: neu(x1), "sciml": lambda: models["dft"](x1)}, device=device,
+        inf = interleaved({"neuralop": partial(neu, x1), "sciml": partial(models["dft"], x1)}, device=device,
                           rounds=rounds, repeat=repeat)
     row["infer_neuralop_ms"] = round(inf["neuralop"], 3)
     row["infer_sciml_ms"] = round(inf["sciml"], 3)
