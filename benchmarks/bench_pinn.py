@@ -274,6 +274,9 @@ def accuracy(problems: list[str], seeds: list[int], *, small: bool, device: str,
     tasks = [(name, seed) for name in problems for seed in seeds]
     # capped runs checkpoint and resume on the next call; killed by the device call's end, they lose their work
     max_minutes = minutes_left_in_session(max_minutes, reserve_s=45)
+    if max_minutes < 0.5:  # not worth the processes' start: the runs wait for the next call
+        print(f"accuracy: {max_minutes:.1f} min left in this device call; run the part in a call of its own", flush=True)
+        return []
     args = lambda t: (*t, small, device, max_minutes, out)  # noqa: E731
     if jobs <= 1:
         runs = [accuracy_run(*args(t)) for t in tasks]

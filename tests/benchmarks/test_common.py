@@ -59,3 +59,13 @@ def test_an_operator_row_with_too_little_call_left_is_skipped_and_the_measured_r
     rows = json.loads((results / "operators.json").read_text())["rows"]
     assert [(r["row"], r["rel_l2"]) for r in rows] == [("darcy_fno", 0.009)]
     assert not (results / "runs").exists()
+
+
+def test_pinn_accuracy_runs_start_only_with_time_left_in_the_call(tmp_path, monkeypatch):
+    import time
+
+    pinn = pytest.importorskip("benchmarks.bench_pinn")
+    monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(int(time.time()) + 50))  # 50 s, 45 of them kept back
+    assert pinn.accuracy(["poisson_lshape"], [0], small=True, device="cpu", max_minutes=5, jobs=1,
+                         out=str(tmp_path)) == []
+    assert not any(tmp_path.iterdir())  # no run folder was started
