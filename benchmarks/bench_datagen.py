@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import minutes_left_in_session, sync, time_call, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, minutes_left_in_session, sync, time_call, write_result  # noqa: E402
 from solvers.pde._spectral import etdrk4_coefficients, etdrk4_step  # noqa: E402
 from solvers.pde.burgers import burgers_step_size, solve_burgers  # noqa: E402
 from solvers.pde.darcy import DarcySolver, darcy_coefficient  # noqa: E402
@@ -231,12 +231,16 @@ def main(argv=None):
                         help="ns_generate: where the dataset goes (default datasets/, where the NS operator rows look)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: on a loaded 2-core machine, 2 threads ran the NS step 70x slower)")
+    add_dry_run(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown parts {unknown}; known: {list(PARTS)}")
+    if args.dry_run:
+        print("dry run: arguments OK")
+        return
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.small:
         cfg = dict(darcy=(32, 65, 32), ns_step=(64, 4, 20), ns_acc=(32, 2, 1.0, 16), burgers=(64, 1024, 64))

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import cuda_graph, sync, time_call, write_result, write_result_file  # noqa: E402
+from benchmarks.common import add_dry_run, cuda_graph, sync, time_call, write_result, write_result_file  # noqa: E402
 from sciml.models import FNO, count_parameters  # noqa: E402
 
 # name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
@@ -220,7 +220,15 @@ def main(argv=None):
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--profile", action="store_true",
                         help="also write a kernel-by-kernel profile per case (results/fno_profile_<case>_<s>.txt)")
+    add_dry_run(parser)
     args = parser.parse_args(argv)
+    try:
+        cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
+    except (ValueError, IndexError):
+        parser.error(f"--cases {args.cases!r}: expected indices 0..{len(CASES) - 1}, comma-separated")
+    if args.dry_run:
+        print("dry run: arguments OK")
+        return []
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
@@ -228,7 +236,6 @@ def main(argv=None):
     # the policy for both libraries, both flags: torch's default leaves cuDNN's TF32 on, which under "fp32"
     # would run neuralop's 1x1-convolution skips (and our conv kernel) in TF32 and its matmuls in FP32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
-    cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
     name = ("fno_speed" if args.small else "fno_speed_paper") + ("" if args.precision == "fp32" else f"_{args.precision}")
     notes = (f"batch {args.batch}, {args.precision}, {'reduced sizes (--small)' if args.small else 'paper sizes'}; "
              "ms = median step time (forward + rel-L2 loss + backward + Adam); ratio = sciml_ms / neuralop_ms "

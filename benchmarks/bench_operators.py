@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import minutes_left_in_session, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, minutes_left_in_session, write_result  # noqa: E402
 from sciml.utils import atomic_write_text  # noqa: E402
 
 # name: (config, overrides, resolutions to evaluate at, bar on rel. L2 or None, published FNO-paper value)
@@ -152,10 +152,21 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/bench_operators")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides for every row")
+    add_dry_run(parser)
     args = parser.parse_args(argv)
     unknown = [r for r in args.rows.split(",") if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; known: {list(ROWS)}")
+    if args.dry_run:  # every row's config with the extra overrides, as run_row will load it
+        from sciml.config import load_config
+        from sciml.train.schema import OperatorConfig
+
+        for name in args.rows.split(","):
+            config, overrides, *_ = ROWS[name]
+            load_config(OperatorConfig, ROOT / "configs" / config,
+                        [*overrides, "training.max_minutes=1", "training.fit_to_budget=true", *args.overrides])
+        print("dry run: arguments OK")
+        return
     out_name = "operators_small" if args.small else "operators"
     notes = ("relative L2 on the test split; bar = issue 5's target on one H100 within 10 min of training; "
              "paper = Li et al. 2021 (FNO) tables. " + ("CPU smoke run with tiny data: not a paper-scale figure." if args.small else ""))

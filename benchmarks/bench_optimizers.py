@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS_DIR, minutes_left_in_session, previous_result, write_result  # noqa: E402
+from benchmarks.common import RESULTS_DIR, add_dry_run, minutes_left_in_session, previous_result, write_result  # noqa: E402
 from sciml.optim import OPTIMIZERS, build_optimizer, graph_optimizer_kwargs, graph_safe, optimizer_spec  # noqa: E402
 from sciml.train.graphs import CapturedStep  # noqa: E402
 
@@ -643,12 +643,20 @@ def main(argv=None) -> None:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="start no new (task, optimizer) pair after this; results are written after every pair, "
                          "so a rerun with --merge --skip-done continues the grid")
+    add_dry_run(ap)
     cfg = ap.parse_args(argv)
     cfg.name = cfg.name or ("optimizers_small" if cfg.small else "optimizers")  # a CPU run never replaces the GPU table
     if cfg.skip_done and not cfg.merge:
         ap.error("--skip-done needs --merge (it continues the grid in results/<name>.json)")
     if cfg.session_minutes is not None and cfg.steps is not None:
         ap.error("--session-minutes sizes the budgets itself: leave out --steps")
+    known = {"tasks": list(TASKS), "optimizers": OPTIMIZERS.names() + list(RECIPES) + ["all"]}
+    for what, given in (("tasks", cfg.tasks), ("optimizers", cfg.optimizers)):
+        if set(given.split(",")) - set(known[what]):
+            ap.error(f"unknown {what} {sorted(set(given.split(',')) - set(known[what]))}; known: {known[what]}")
+    if cfg.dry_run:
+        print("dry run: arguments OK")
+        return
     cfg.device = torch.device(cfg.device)
     cfg.graph = cfg.device.type == "cuda" if cfg.graph is None else cfg.graph
     cfg.dtype = torch.float32

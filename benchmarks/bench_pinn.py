@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import cuda_graph, minutes_left_in_session, sync, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, cuda_graph, minutes_left_in_session, sync, write_result  # noqa: E402
 from sciml.utils import compile_jet_loss  # noqa: E402
 
 DDE_BURGERS = r"""
@@ -298,6 +298,7 @@ def accuracy(problems: list[str], seeds: list[int], *, small: bool, device: str,
 
 
 PARTS = ("speed", "time_to_target", "accuracy")
+TTT_VARIANTS = ("graph", "dde_setup", "deepxde", "eager", "compile_graph")  # --ttt: time-to-target variants
 PROBLEMS = ("burgers", "allen_cahn", "convection", "diffusion_reaction", "poisson_lshape", "wave")
 
 
@@ -320,6 +321,7 @@ def main(argv=None):
                          "on GPU, eager,dde_setup,deepxde on CPU)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="also time sciml's jet step under torch.compile (default: on GPU only)")
+    add_dry_run(ap)
     args = ap.parse_args(argv)
     gpu = torch.cuda.is_available() and not args.small
     device = torch.device("cuda" if gpu else "cpu")
@@ -330,6 +332,15 @@ def main(argv=None):
             ap.error(f"unknown {what} {sorted(set(given) - set(known))}; known: {list(known)}")
     if args.small and set(problems) - set(SMALL):
         ap.error(f"--small has budgets for {list(SMALL)} only")
+    # on a GPU, in the order a part cut short loses least: the trainer's graph mode (what a user
+    # gets from `cuda_graph: true`), DeepXDE (capped: its recipe can outlast a device command),
+    # then the slower eager and the compiled variants
+    ttt = (args.ttt or ("graph,dde_setup,deepxde,eager,compile_graph" if gpu else "eager,dde_setup,deepxde")).split(",")
+    if set(ttt) - set(TTT_VARIANTS):
+        ap.error(f"--ttt: unknown variants {sorted(set(ttt) - set(TTT_VARIANTS))}; choose from {list(TTT_VARIANTS)}")
+    if args.dry_run:
+        print("dry run: arguments OK")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -414,14 +425,8 @@ def main(argv=None):
             "compile_graph": ("sciml, configs/burgers/pinn.yaml + compile + cuda_graph",
                               sciml({"cuda_graph": True, "compile": True})),
         }
-        # on a GPU, in the order a part cut short loses least: the trainer's graph mode (what a user
-        # gets from `cuda_graph: true`), DeepXDE (capped: its recipe can outlast a device command),
-        # then the slower eager and the compiled variants
-        chosen = (args.ttt or ("graph,dde_setup,deepxde,eager,compile_graph" if gpu else "eager,dde_setup,deepxde")).split(",")
-        unknown = [v for v in chosen if v not in known]
-        if unknown:
-            raise SystemExit(f"--ttt: unknown variants {unknown}; choose from {list(known)}")
-        for lib, measure in (known[v] for v in chosen):
+        assert set(known) == set(TTT_VARIANTS), "TTT_VARIANTS names every variant"
+        for lib, measure in (known[v] for v in ttt):
             try:
                 emit({"benchmark": bench, "library": lib, **measure()})
             except Exception as err:  # noqa: BLE001 - record why a variant failed, keep the other rows

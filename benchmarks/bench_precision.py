@@ -19,7 +19,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import add_dry_run, write_result  # noqa: E402
 
 
 def train_policy(precision: str, *, epochs: int, small: bool, out: str) -> dict:
@@ -43,7 +43,11 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--epochs", type=int, default=None, help="per policy (default 100 on GPU, 3 with --small)")
     parser.add_argument("--out", default="runs/bench_precision")
+    add_dry_run(parser)
     args = parser.parse_args(argv)
+    if args.dry_run:
+        print("dry run: arguments OK")
+        return
     cuda = torch.cuda.is_available() and not args.small
     policies = ["fp32", "tf32", "bf16"] if cuda else ["fp32", "bf16"]  # TF32 is a CUDA matmul mode
     epochs = args.epochs or (3 if args.small else 100)

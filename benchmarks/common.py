@@ -59,6 +59,12 @@ def minutes_left_in_session(requested: float, *, reserve_s: float = 0.0) -> floa
     return min(requested, (float(deadline) - time.time() - reserve_s) / 60)
 
 
+def add_dry_run(parser) -> None:
+    """``--dry-run``: check the arguments (the names of rows, parts, cases, tasks, overrides) and stop,
+    so a GPU plan's commands are checked here before a device minute is spent on them."""
+    parser.add_argument("--dry-run", action="store_true", help="check the arguments and stop (a GPU plan's pre-flight)")
+
+
 def sync(device: torch.device | str | None = None) -> None:
     if torch.device(device or "cpu").type == "cuda":
         torch.cuda.synchronize()

@@ -40,6 +40,8 @@ part, so a step stopped by its time limit keeps what it finished. The deadline i
 cut their budgets to what the call has left, so they end with a result instead of being killed; an
 operator row with under a minute left is skipped and keeps its earlier result. Where the session has
 less device time left than a part's seconds, run it as `CALL_SECONDS=N bash benchmarks/gpu_plan.sh PART`.
+Every command of every part is checked here first: `tests/benchmarks/test_gpu_plan.py` runs the plan with a
+stub `python3` and each benchmark's `--dry-run` (rows, parts, cases, tasks, variants and config overrides must exist).
 
 | session | `gpu_plan.sh` parts | issue: bar |
 |---|---|---|
