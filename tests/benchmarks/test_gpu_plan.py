@@ -21,7 +21,9 @@ def _plan_commands(part: str, tmp_path: Path) -> list[list[str]]:
     (stub / "python3").write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" >> {log}\necho "--END--" >> {log}\n')
     (stub / "python3").chmod(0o755)
     env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"), "CALL_SECONDS": "60"}
-    subprocess.run(["bash", str(PLAN), part], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    work = tmp_path / "tree"  # the steps' own shell (part 11 copies results through runs/) acts here, not in the repo
+    work.mkdir(exist_ok=True)
+    subprocess.run(["bash", str(PLAN), part], cwd=work, env=env, check=True, capture_output=True, timeout=120)
     calls = [c.strip("\n").split("\n") for c in log.read_text().split("--END--\n") if c.strip()]
     return [c for c in calls if c[0] not in ("-c",) and c[:3] != ["-m", "pip", "install"]]
 
