@@ -19,12 +19,13 @@ here=$(dirname "$0")
 s() { bash "$here/gpu_session.sh" "${CALL_SECONDS:-$1}" "${@:2}"; }
 case "${1:-}" in
   1)   s 560 'python3 benchmarks/bench_fno_speed.py --compile --profile --cases 5,3,1,2,4,0' \
+             'python3 benchmarks/bench_precision.py --epochs 60' \
              'python3 benchmarks/bench_fno_speed.py --precision tf32 --cases 5,3,1,2,4,0' ;;
   2)   s 560 'python3 benchmarks/bench_datagen.py --parts ns_step,burgers,ns_generate --max-minutes 7' \
              'python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' ;;
   3)   s 560 'timeout 150 python3 -m pytest -q -p no:cacheprovider tests/sciml/train tests/sciml/models/test_fno.py -k "graph or pointwise or bf16"' \
              'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt graph,dde_setup,deepxde --dde-cap 240' \
-             'python3 benchmarks/bench_precision.py --epochs 60' 'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
+             'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
   4)   s 570 'python3 benchmarks/bench_operators.py --rows darcy_fno,darcy_deeponet --max-minutes 3 training.cuda_graph=true' \
              'python3 benchmarks/bench_operators.py --rows burgers_fno --max-minutes 1.5 training.cuda_graph=true' \
              'python3 benchmarks/bench_operators.py --rows burgers_deeponet --max-minutes 2 training.cuda_graph=true' ;;
