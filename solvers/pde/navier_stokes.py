@@ -116,10 +116,12 @@ class NavierStokes2D:
         lap = 4 * math.pi ** 2 * (kx ** 2 + ky ** 2)          # symbol of -Lap, float64
         inv_lap = torch.where(lap > 0, 1 / torch.where(lap > 0, lap, 1.0), 0.0)
         mask = dealias_mask(kx, s) & dealias_mask(ky, s)  # square 2/3 rule
+        ikx, iky, inv_lap = (2j * math.pi * kx).to(cdtype), (2j * math.pi * ky).to(cdtype), inv_lap.to(cdtype)
         ops = {
-            "ikx": (2j * math.pi * kx).to(cdtype) * torch.ones_like(ky, dtype=cdtype),
-            "iky": (2j * math.pi * ky).to(cdtype) * torch.ones_like(kx, dtype=cdtype),
-            "inv_lap": inv_lap.to(cdtype), "mask": mask.to(cdtype), "lap": lap, "s": s,
+            # spectral factors of u = psi_y, v = -psi_x, w_x, w_y (psi = w inv_lap folded in), (4, 1, s, s//2+1):
+            # one broadcast product with w_hat gives all four, the first two the velocity
+            "derivs": torch.stack(torch.broadcast_tensors(iky * inv_lap, -ikx * inv_lap, ikx, iky)).unsqueeze(1),
+            "mask": mask.to(cdtype), "lap": lap, "s": s,
         }
         f = self.forcing
         if isinstance(f, str):
@@ -133,21 +135,17 @@ class NavierStokes2D:
         return ops
 
     def _nonlinear(self, ops):
-        ikx, iky, inv_lap, f_hat, s = ops["ikx"], ops["iky"], ops["inv_lap"], ops["f_hat"], ops["s"]
-        # u = psi_y, v = -psi_x, w_x, w_y from w_hat by one broadcast product (psi = w_hat inv_lap folded in)
-        factors = torch.stack((iky * inv_lap, -ikx * inv_lap, ikx, iky)).unsqueeze(1)
-        neg_mask = -ops["mask"]
+        derivs, f_hat, s, neg_mask = ops["derivs"], ops["f_hat"], ops["s"], -ops["mask"]
 
         def N(w_hat: Tensor) -> Tensor:
-            u, v, wx, wy = torch.fft.irfft2(factors * w_hat, s=(s, s))
+            u, v, wx, wy = torch.fft.irfft2(derivs * w_hat, s=(s, s))
             adv_hat = torch.fft.rfft2(torch.addcmul(u * wx, v, wy))
             return adv_hat.mul_(neg_mask) if f_hat is None else torch.addcmul(f_hat, neg_mask, adv_hat)
         return N
 
     @staticmethod
     def _speed(w_hat: Tensor, ops) -> Tensor:
-        psi = w_hat * ops["inv_lap"]
-        u, v = torch.fft.irfft2(torch.stack((ops["iky"] * psi, -ops["ikx"] * psi)), s=(ops["s"], ops["s"]))
+        u, v = torch.fft.irfft2(ops["derivs"][:2] * w_hat, s=(ops["s"], ops["s"]))
         return (u.abs() + v.abs()).amax()
 
     def _snapshot(self, w_hat: Tensor, s: int) -> Tensor:
