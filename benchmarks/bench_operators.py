@@ -21,7 +21,6 @@ the call, each continued by the same command with ``--resume``. Results go to be
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import add_dry_run, minutes_left_in_session, write_result  # noqa: E402
-from sciml.utils import atomic_write_text  # noqa: E402
 
 # name: (config, overrides, resolutions to evaluate at, bar on rel. L2 or None, published FNO-paper value)
 ROWS = {
@@ -113,15 +111,9 @@ def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out
         cfg = load_config(OperatorConfig, ROOT / "configs" / config, overrides)
         run, final = train(cfg)
     wall = time.perf_counter() - start
-    # the run's metrics keep only what its checkpoints saw: each sitting's time is kept beside them
-    log = run.path / "sittings.json"
-    sittings = json.loads(log.read_text()) if log.exists() else []
-    if not sittings or sittings[-1]["epoch"] != final["epoch"]:  # a finished run re-recorded adds none
-        sittings.append({"epoch": final["epoch"], "train_wall_s": round(final["wall_time_s"], 1)})
-        atomic_write_text(log, json.dumps(sittings))
     row = {"row": label, "config": config, "overrides": " ".join(overrides), "epochs": final["epoch"],
            "planned_epochs": final.get("planned_epochs"), "stopped_early": final["stopped_early"],
-           "sittings": len(sittings), "train_wall_s": round(sum(r["train_wall_s"] for r in sittings), 1),
+           "sittings": final["sittings"], "train_wall_s": round(final["train_seconds_total"], 1),
            "total_wall_s": round(wall, 1), "rel_l2": final["test_rel_l2"], "bar": bar, "paper": published}
     for res in resolutions:
         if res is None:

@@ -136,6 +136,7 @@ class Trainer:
         self.epoch = 0  # epochs finished
         self.best = math.inf
         self.started = time.perf_counter()
+        self.sittings_before, self.seconds_before = 0, 0.0  # a resumed run's earlier processes (checkpointed)
 
     # -- setup helpers -------------------------------------------------------------------------
     def _load(self, path: Path):
@@ -185,11 +186,13 @@ class Trainer:
             "y_norm": {"kind": self.y_norm.kind, **self.y_norm.state_dict()},
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "metrics_lines": self.run.n_metrics,
+            "sittings": self.sittings_before + 1, "train_seconds": self.seconds_before + time.perf_counter() - self.started,
             "dataset": str(self.dataset_path), "config": dump(self.cfg),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.best = state["epoch"], state["best"]
+        self.sittings_before, self.seconds_before = state.get("sittings", 1), state.get("train_seconds", 0.0)
         # a run resumed with fit_to_budget keeps the plan it made; otherwise the config's epochs rule
         planned = state.get("budget_epochs")
         if planned is not None and self.cfg.training.fit_to_budget:
@@ -339,7 +342,8 @@ class Trainer:
         bar.close()
         final = {"kind": "final", "epoch": self.epoch, "stopped_early": stopped_early,
                  **({"planned_epochs": self.planned_epochs} if t.fit_to_budget else {}),
-                 "wall_time_s": time.perf_counter() - self.started,
+                 "wall_time_s": time.perf_counter() - self.started,  # this sitting's
+                 "sittings": self.sittings_before + 1, "train_seconds_total": self.seconds_before + time.perf_counter() - self.started,
                  **{f"test_{k}": v for k, v in self.evaluate().items()}}
         self.run.log(final)
         if t.plot:

@@ -337,6 +337,9 @@ def test_a_budget_longer_than_one_sitting_runs_across_resumes_like_one_run(tiny_
     assert first["stopped_early"] and first["epoch"] == 6 and first["planned_epochs"] == one["epoch"]
     _, second = train(sittings, run=run, resume=True)
     assert not second["stopped_early"] and second["epoch"] == one["epoch"]
+    # the checkpoint carries the training time and the sittings: 6 s + 2 s in two, as 8 s in one
+    assert (second["sittings"], second["train_seconds_total"]) == (2, pytest.approx(8.0))
+    assert (one["sittings"], one["train_seconds_total"]) == (1, pytest.approx(8.0))
     a, b = _params(straight), _params(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
