@@ -71,21 +71,13 @@ def row_label(name: str, total_minutes: float | None) -> str:
     return name if total_minutes is None else f"{name}_{total_minutes:g}min"
 
 
-def _latest_run(out_root: str, label: str):
-    """The newest run folder `sciml train` made for `label` under `out_root` (``label``, ``label-2``, ...)."""
-    from sciml.train.run import RunDir
-
-    found = [p for p in Path(out_root).glob(f"{label}*") if p.name == label or p.name.startswith(f"{label}-")]
-    found = [p for p in found if (p / "checkpoints" / "last.pt").exists()]
-    return RunDir(max(found, key=lambda p: p.stat().st_mtime)) if found else None
-
-
 def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out_root: str,
             total_minutes: float | None = None, resume: bool = False) -> dict:
     """Train and evaluate one row. With `total_minutes`, the row's plan spans that budget and this
     sitting stops when the call's time is up (a checkpoint); `resume` continues the row's newest run
     folder in the next sitting, so a longer run than one device call reaches its end."""
     from sciml.config import load_config
+    from sciml.train.run import RunDir
     from sciml.train.schema import OperatorConfig
     from sciml.train.trainer import evaluate_run, train
 
@@ -97,7 +89,9 @@ def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out
                                f"{RESERVE_S} s reserve; run the row in a call of its own")
     sitting = [f"training.max_minutes={round(budget, 2)}"] if total_minutes is None else \
         [f"training.max_minutes={total_minutes}", f"training.stop_after_minutes={round(budget, 2)}"]
-    run = _latest_run(out_root, label) if resume else None
+    run = RunDir.latest(out_root, label) if resume else None
+    if run is not None and not run.checkpoint_path("last").exists():
+        run = None  # made, but stopped before its first checkpoint: start afresh
     start = time.perf_counter()
     if run is not None:  # the saved config, with this sitting's stop
         overrides = sitting[1:] if total_minutes is not None else sitting

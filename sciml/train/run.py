@@ -50,6 +50,16 @@ class RunDir:
         path.mkdir(parents=True)
         return cls(path)
 
+    @classmethod
+    def latest(cls, root: str | Path, name: str) -> "RunDir | None":
+        """The newest folder `create(root, name)` made (``name``, ``name-2``, ...), or None."""
+        root, found, suffix = Path(root), None, 1
+        path = root / name
+        while path.exists():
+            found, suffix = path, suffix + 1
+            path = root / f"{name}-{suffix}"
+        return None if found is None else cls(found)
+
     @property
     def config_path(self) -> Path:
         return self.path / "config.yaml"
