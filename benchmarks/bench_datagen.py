@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import add_dry_run, minutes_left_in_session, sync, time_call, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, dry_run_done, minutes_left_in_session, sync, time_call, write_result  # noqa: E402
 from solvers.pde._spectral import etdrk4_coefficients, etdrk4_step  # noqa: E402
 from solvers.pde.burgers import burgers_step_size, solve_burgers  # noqa: E402
 from solvers.pde.darcy import DarcySolver, darcy_coefficient  # noqa: E402
@@ -238,8 +238,7 @@ def main(argv=None):
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown parts {unknown}; known: {list(PARTS)}")
-    if args.dry_run:
-        print("dry run: arguments OK")
+    if dry_run_done(args):
         return
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.small:

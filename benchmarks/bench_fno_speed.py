@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import add_dry_run, cuda_graph, sync, time_call, write_result, write_result_file  # noqa: E402
+from benchmarks.common import add_dry_run, dry_run_done, cuda_graph, sync, time_call, write_result, write_result_file  # noqa: E402
 from sciml.models import FNO, count_parameters  # noqa: E402
 
 # name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
@@ -226,8 +226,7 @@ def main(argv=None):
         cases = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
     except (ValueError, IndexError):
         parser.error(f"--cases {args.cases!r}: expected indices 0..{len(CASES) - 1}, comma-separated")
-    if args.dry_run:
-        print("dry run: arguments OK")
+    if dry_run_done(args):
         return []
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cpu":

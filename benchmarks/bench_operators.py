@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import add_dry_run, minutes_left_in_session, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, dry_run_done, minutes_left_in_session, write_result  # noqa: E402
 
 # name: (config, overrides, resolutions to evaluate at, bar on rel. L2 or None, published FNO-paper value)
 ROWS = {
@@ -71,6 +71,18 @@ def row_label(name: str, total_minutes: float | None) -> str:
     return name if total_minutes is None else f"{name}_{total_minutes:g}min"
 
 
+def row_config(name: str, sitting: list[str], *, label: str, out_root: str, small: bool, extra: list[str]):
+    """The row's config, fit to its budget (`sitting`: its time overrides), and the overrides that made it."""
+    from sciml.config import load_config
+    from sciml.train.schema import OperatorConfig
+
+    config, overrides, *_ = ROWS[name]
+    # fit_to_budget: the schedule is compressed to the epochs the budget affords, so a row ends annealed
+    overrides = [*overrides, *sitting, "training.fit_to_budget=true", f"output.root={out_root}",
+                 f"output.name={label}", *(_small(name, out_root) if small else []), *extra]
+    return load_config(OperatorConfig, ROOT / "configs" / config, overrides), overrides
+
+
 def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out_root: str,
             total_minutes: float | None = None, resume: bool = False) -> dict:
     """Train and evaluate one row. With `total_minutes`, the row's plan spans that budget and this
@@ -81,7 +93,7 @@ def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out
     from sciml.train.schema import OperatorConfig
     from sciml.train.trainer import evaluate_run, train
 
-    config, overrides, resolutions, bar, published = ROWS[name]
+    config, _, resolutions, bar, published = ROWS[name]
     label = row_label(name, total_minutes)
     budget = minutes_left_in_session(max_minutes if total_minutes is None else total_minutes, reserve_s=RESERVE_S)
     if budget < MIN_ROW_MINUTES:
@@ -99,10 +111,7 @@ def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out
         finals = [r for r in run.read_metrics() if r["kind"] == "final"]
         final = finals[-1] if finals and not finals[-1]["stopped_early"] else train(cfg, run=run, resume=True)[1]
     else:
-        # fit_to_budget: the schedule is compressed to the epochs the budget affords, so a row ends annealed
-        overrides = [*overrides, *sitting, "training.fit_to_budget=true", f"output.root={out_root}",
-                     f"output.name={label}", *(_small(name, out_root) if small else []), *extra]
-        cfg = load_config(OperatorConfig, ROOT / "configs" / config, overrides)
+        cfg, overrides = row_config(name, sitting, label=label, out_root=out_root, small=small, extra=extra)
         run, final = train(cfg)
     wall = time.perf_counter() - start
     row = {"row": label, "config": config, "overrides": " ".join(overrides), "epochs": final["epoch"],
@@ -144,14 +153,10 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown rows {unknown}; known: {list(ROWS)}")
     if args.dry_run:  # every row's config with the extra overrides, as run_row will load it
-        from sciml.config import load_config
-        from sciml.train.schema import OperatorConfig
-
         for name in args.rows.split(","):
-            config, overrides, *_ = ROWS[name]
-            load_config(OperatorConfig, ROOT / "configs" / config,
-                        [*overrides, "training.max_minutes=1", "training.fit_to_budget=true", *args.overrides])
-        print("dry run: arguments OK")
+            row_config(name, ["training.max_minutes=1"], label=name, out_root=args.out, small=args.small,
+                       extra=args.overrides)
+    if dry_run_done(args):
         return
     out_name = "operators_small" if args.small else "operators"
     notes = ("relative L2 on the test split; bar = issue 5's target on one H100 within 10 min of training; "

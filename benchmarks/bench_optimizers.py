@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS_DIR, add_dry_run, minutes_left_in_session, previous_result, write_result  # noqa: E402
+from benchmarks.common import RESULTS_DIR, add_dry_run, dry_run_done, minutes_left_in_session, previous_result, write_result  # noqa: E402
 from sciml.optim import OPTIMIZERS, build_optimizer, graph_optimizer_kwargs, graph_safe, optimizer_spec  # noqa: E402
 from sciml.train.graphs import CapturedStep  # noqa: E402
 
@@ -654,8 +654,7 @@ def main(argv=None) -> None:
     for what, given in (("tasks", cfg.tasks), ("optimizers", cfg.optimizers)):
         if set(given.split(",")) - set(known[what]):
             ap.error(f"unknown {what} {sorted(set(given.split(',')) - set(known[what]))}; known: {known[what]}")
-    if cfg.dry_run:
-        print("dry run: arguments OK")
+    if dry_run_done(cfg):
         return
     cfg.device = torch.device(cfg.device)
     cfg.graph = cfg.device.type == "cuda" if cfg.graph is None else cfg.graph

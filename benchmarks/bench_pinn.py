@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import add_dry_run, cuda_graph, minutes_left_in_session, sync, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, dry_run_done, cuda_graph, minutes_left_in_session, sync, write_result  # noqa: E402
 from sciml.utils import compile_jet_loss  # noqa: E402
 
 DDE_BURGERS = r"""
@@ -338,8 +338,7 @@ def main(argv=None):
     ttt = (args.ttt or ("graph,dde_setup,deepxde,eager,compile_graph" if gpu else "eager,dde_setup,deepxde")).split(",")
     if set(ttt) - set(TTT_VARIANTS):
         ap.error(f"--ttt: unknown variants {sorted(set(ttt) - set(TTT_VARIANTS))}; choose from {list(TTT_VARIANTS)}")
-    if args.dry_run:
-        print("dry run: arguments OK")
+    if dry_run_done(args):
         return
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -19,7 +19,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import add_dry_run, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, dry_run_done, write_result  # noqa: E402
 
 
 def train_policy(precision: str, *, epochs: int, small: bool, out: str) -> dict:
@@ -45,8 +45,7 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/bench_precision")
     add_dry_run(parser)
     args = parser.parse_args(argv)
-    if args.dry_run:
-        print("dry run: arguments OK")
+    if dry_run_done(args):
         return
     cuda = torch.cuda.is_available() and not args.small
     policies = ["fp32", "tf32", "bf16"] if cuda else ["fp32", "bf16"]  # TF32 is a CUDA matmul mode

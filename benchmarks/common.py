@@ -59,10 +59,20 @@ def minutes_left_in_session(requested: float, *, reserve_s: float = 0.0) -> floa
     return min(requested, (float(deadline) - time.time() - reserve_s) / 60)
 
 
+DRY_RUN_OK = "dry run: arguments OK"
+
+
 def add_dry_run(parser) -> None:
     """``--dry-run``: check the arguments (the names of rows, parts, cases, tasks, overrides) and stop,
     so a GPU plan's commands are checked here before a device minute is spent on them."""
     parser.add_argument("--dry-run", action="store_true", help="check the arguments and stop (a GPU plan's pre-flight)")
+
+
+def dry_run_done(args) -> bool:
+    """True (having said so) when this is a dry run: call it once the arguments are checked."""
+    if args.dry_run:
+        print(DRY_RUN_OK, flush=True)
+    return args.dry_run
 
 
 def sync(device: torch.device | str | None = None) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import DRY_RUN_OK
+
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = ROOT / "benchmarks" / "gpu_plan.sh"
 PARTS = [p for group in re.findall(r"^\s+([0-9a-z|]+)\)", PLAN.read_text(), flags=re.M) for p in group.split("|")]
@@ -49,4 +51,4 @@ def test_every_command_of_the_part_passes_its_dry_run(part, tmp_path, capsys):
         assert script.parent.name == "benchmarks" and (ROOT / script).exists(), argv
         module = importlib.import_module(f"benchmarks.{script.stem}")
         module.main([*argv[1:], "--dry-run"])
-        assert "dry run: arguments OK" in capsys.readouterr().out, argv
+        assert DRY_RUN_OK in capsys.readouterr().out, argv

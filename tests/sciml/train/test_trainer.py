@@ -372,8 +372,6 @@ def test_fit_to_budget_needs_max_minutes(tiny_cfg):
 
 
 def test_the_latest_run_folder_of_a_name_is_the_last_one_created(tmp_path):
-    from sciml.train.run import RunDir
-
     assert RunDir.latest(tmp_path, "row") is None
     first, second = RunDir.create(tmp_path, "row"), RunDir.create(tmp_path, "row")
     RunDir.create(tmp_path, "row_10min")  # another name sharing the prefix is not this one's
