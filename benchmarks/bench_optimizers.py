@@ -342,12 +342,16 @@ def _spikes(losses: Tensor) -> Tensor:
     return count
 
 
+def _replays(cfg) -> bool:
+    """Whether this run replays steps as CUDA graphs: ``cfg.graph``, by default on CUDA."""
+    return getattr(cfg, "graph", cfg.device.type == "cuda")
+
+
 def _build(params, name: str, cfg, **kwargs) -> tuple[torch.optim.Optimizer, bool]:
     """Optimizer `name` with the benchmark's keywords, and whether its steps replay as CUDA graphs:
     with ``cfg.graph`` (default on CUDA) where the optimizer, in these settings, can be captured."""
     kw = {**_opt_kwargs(name), **kwargs}
-    graph_kw = graph_optimizer_kwargs(name, cfg.device, kw) if getattr(cfg, "graph", cfg.device.type == "cuda") \
-        and graph_safe(name, kw) else None
+    graph_kw = graph_optimizer_kwargs(name, cfg.device, kw) if _replays(cfg) and graph_safe(name, kw) else None
     opt = build_optimizer(params, name, **kw, **(graph_kw or {}))
     return opt, graph_kw is not None and getattr(opt, "graph_capturable", True)
 
@@ -406,7 +410,7 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
     replay as CUDA graphs; Newton-CG differentiates its loss again and runs eagerly."""
     out = []
     phases = phases or [(name, 1.0)]
-    graph = getattr(cfg, "graph", cfg.device.type == "cuda")  # for L-BFGS's evaluations (_build decides the rest)
+    graph = _replays(cfg)  # for L-BFGS's evaluations (_build decides the rest)
     for lr in lrs:
         for seed in seeds:
             ens = Ensemble(task.make_model, [seed], cfg.device, cfg.dtype)
@@ -666,7 +670,10 @@ def main(argv=None) -> None:
     seeds = list(range(cfg.seeds))
     scale = "small" if cfg.small else "full"
     rows, skipped, notes, budgets = [], {}, {}, {}
-    done = done_pairs(cfg.name, cfg.device, scale) if cfg.skip_done else set()
+    # the grid so far (--merge, this device and scale): its finished pairs (--skip-done) and its budget plan
+    earlier = previous_result(cfg.name, cfg.device) if cfg.merge else None
+    earlier = earlier if earlier is not None and earlier.get("scale") == scale else {}
+    done = {(r["task"], r["optimizer"]) for r in earlier.get("rows", [])} if cfg.skip_done else set()
     # between pairs; a pair cut by the device call's end is lost, so the call's deadline counts too
     minutes = minutes_left_in_session(math.inf if cfg.max_minutes is None else cfg.max_minutes, reserve_s=60)
     deadline = None if math.isinf(minutes) else time.perf_counter() + 60 * minutes
@@ -695,8 +702,7 @@ def main(argv=None) -> None:
             print(f"[skip] {tname}: {skipped[tname]}", flush=True)
     if cfg.session_minutes is not None:
         # one plan for the whole grid: later parts (--skip-done) reuse it, so a task's pairs share one budget
-        old = previous_result(cfg.name, cfg.device) if cfg.merge else None
-        kept = (old or {}).get("budgets", {}) if (old or {}).get("scale") == scale else {}
+        kept = earlier.get("budgets", {})
         todo = {t: task for t, task in tasks.items() if t not in kept}
         budgets.update({t: kept[t] for t in tasks if t in kept})
         if todo:
@@ -748,14 +754,6 @@ def run_pair(task: TaskSpec, name: str, factors, seeds, cfg) -> list[dict]:
     if name in SECOND_ORDER:
         return run_second_order(task, name, [default_lr(name)], seeds, cfg)
     return run_first_order(task, name, [default_lr(name) * f for f in factors], seeds, cfg)
-
-
-def done_pairs(name: str, device, scale: str) -> set[tuple[str, str]]:
-    """(task, optimizer) pairs in results/<name>.json measured on this device at this scale."""
-    old = previous_result(name, device)
-    if old is None or old.get("scale") != scale:
-        return set()
-    return {(r["task"], r["optimizer"]) for r in old.get("rows", [])}
 
 
 if __name__ == "__main__":
