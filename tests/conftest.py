@@ -6,6 +6,12 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(params=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def device(request) -> str:
+    """Each device this machine has: on a GPU machine the test also runs on CUDA (real CUDA graphs, cuDNN)."""
+    return request.param
+
+
 @pytest.fixture
 def data_root(tmp_path):
     """A private folder for generated dataset files."""

@@ -14,8 +14,7 @@ from sciml.train.graphs import CapturedStep, StaleGraphError
 from sciml.train.pinn import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
-# on a GPU machine the trainer tests also capture and replay real CUDA graphs
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# `device` (conftest): on a GPU machine the tests taking it also capture and replay real CUDA graphs
 
 
 def _quadratic_step(opt, p, scale=1.0):
@@ -125,7 +124,6 @@ def _regression_run(name, *, capture=False, tensor_lr=False, device="cpu", **opt
     return losses, [q.detach().clone() for q in net.parameters()], opt
 
 
-@pytest.mark.parametrize("device", DEVICES)  # on CUDA: real CUDA graphs
 @pytest.mark.parametrize("tensor_lr", [False, True], ids=["float_lr", "tensor_lr"])
 @pytest.mark.parametrize("name", list(_GRAPH_SAFE))
 def test_our_optimizers_replay_their_steps_like_eager_steps(simulate, captures, name, tensor_lr, device):
@@ -161,7 +159,6 @@ def test_steps_that_read_the_host_are_refused_in_graph_mode(name, kwargs, reason
         check_optimizer(name, kwargs, graph=True)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_graph_mode_trains_a_pinn_with_spam_like_eager_mode(simulate, device):
     cfg = {**TINY, "phases": [{"optimizer": {"name": "spam", "lr": 1e-2, "reset_interval": 9, "warmup_steps": 3},
                                "steps": 30, "decay_every": 10, "decay_rate": 0.5}]}
@@ -262,13 +259,11 @@ def _assert_same(eager, graph):
     assert graph[1] == pytest.approx(eager[1], rel=1e-6)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_graph_mode_trains_like_eager_mode_through_decay_and_resampling(simulate, device):
     eager, graph = _trajectories(TINY, device)
     _assert_same(eager, graph)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_graph_mode_replays_the_lbfgs_evaluations_like_eager_mode(simulate, captures, device):
     # an L-BFGS phase alone, float64, 3 steps of up to 8 evaluations: one capture, the rest replays
     cfg = {**TINY, "points": {"interior": 64}, "phases": [
@@ -301,13 +296,11 @@ def test_a_phase_chooses_its_own_graph_mode(simulate, captures):
     {"points": {"interior": 64, "resample_every": 4, "adaptive": "rar", "rar_add": 8, "candidates": 256}},  # more points
     {"constraints": "soft", "points": {"interior": 64}, "loss": {"adaptive": "grad_norm", "update_every": 6}},  # new weights
 ])
-@pytest.mark.parametrize("device", DEVICES)
 def test_graph_mode_recaptures_after_new_points_count_or_new_loss_weights(simulate, change, device):
     eager, graph = _trajectories({**TINY, **change}, device)
     _assert_same(eager, graph)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_graph_mode_rolls_back_after_spikes_like_eager_mode(simulate, monkeypatch, device):
     cfg = {**TINY, "points": {"interior": 64}, "phases": TINY["phases"][:1]}
     _loss_factor(monkeypatch, lambda step: 1e4 if 21 <= step <= 26 else 1.0, device)
@@ -325,8 +318,8 @@ def test_graph_mode_rolls_back_after_spikes_like_eager_mode(simulate, monkeypatc
     _assert_same(eager, graph)
 
 
+# on CUDA the checkpoint loads onto the device, CPU generator states too
 @pytest.mark.parametrize("first,then", [(True, False), (False, True), (True, True)])
-@pytest.mark.parametrize("device", DEVICES)  # on CUDA the checkpoint loads onto the device, CPU generator states too
 def test_a_run_stopped_in_one_mode_resumes_in_the_other(simulate, tmp_path, first, then, device):
     from sciml.train.run import RunDir
 
