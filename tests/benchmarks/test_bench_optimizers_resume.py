@@ -6,7 +6,6 @@ import pytest
 import torch
 
 bench = pytest.importorskip("benchmarks.bench_optimizers")
-common = pytest.importorskip("benchmarks.common")
 
 
 def _toy_task(cfg):
@@ -24,9 +23,9 @@ def _toy_task(cfg):
 
 
 @pytest.fixture
-def results(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path)
+def results(results_dir, monkeypatch):
+    tmp_path = results_dir
+    monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path)  # the plots (the JSON goes through common)
     monkeypatch.setitem(bench.TASKS, "toy", _toy_task)
     return tmp_path / "grid.json"
 

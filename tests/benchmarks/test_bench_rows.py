@@ -62,15 +62,14 @@ def test_gpu_accuracy_runs_replay_every_phase_but_the_soap_ones(problem):
     assert _graph_phases(raw) == [name != "soap" for name in names]  # SOAP (pytorch-optimizer) steps on the host
 
 
-def test_a_longer_run_than_one_call_plans_for_its_total_and_finishes_in_a_second_sitting(tmp_path, monkeypatch):
+def test_a_longer_run_than_one_call_plans_for_its_total_and_finishes_in_a_second_sitting(results_dir, monkeypatch):
     import json
     import time
 
     import benchmarks.bench_operators as ops
     import benchmarks.common as common
 
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    monkeypatch.delenv("OUT", raising=False)
+    tmp_path = results_dir
     monkeypatch.setattr(ops, "MIN_ROW_MINUTES", 0.0)
     args = ["--small", "--rows", "burgers_fno", "--out", str(tmp_path / "runs"), "--total-minutes", "10",
             "training.epochs=60"]

@@ -7,30 +7,23 @@ import pytest
 common = pytest.importorskip("benchmarks.common")
 
 
-@pytest.fixture
-def results(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    monkeypatch.delenv("OUT", raising=False)
-    return tmp_path
-
-
-def test_a_part_keeps_the_earlier_parts_rows_and_extras_on_the_same_device(results):
+def test_a_part_keeps_the_earlier_parts_rows_and_extras_on_the_same_device(results_dir):
     key = lambda r: r["task"]  # noqa: E731
     common.write_result("t", title="T", rows=[{"task": "a", "v": 1}, {"task": "b", "v": 2}], device="cpu",
                         extra={"tasks": {"a": "note a", "b": "note b"}, "scale": "small"}, merge_key=key)
     common.write_result("t", title="T", rows=[{"task": "b", "v": 3}], device="cpu",
                         extra={"tasks": {"b": "note b2"}, "scale": "small"}, merge_key=key)
-    out = json.loads((results / "t.json").read_text())
+    out = json.loads((results_dir / "t.json").read_text())
     assert [(r["task"], r["v"]) for r in out["rows"]] == [("a", 1), ("b", 3)]
     assert all("measured" in r for r in out["rows"])  # each row says when it was measured
     assert out["tasks"] == {"a": "note a", "b": "note b2"} and out["scale"] == "small"
 
 
-def test_without_merge_key_or_on_another_device_the_file_is_replaced(results):
+def test_without_merge_key_or_on_another_device_the_file_is_replaced(results_dir):
     common.write_result("t", title="T", rows=[{"task": "a"}], device="cpu", merge_key=lambda r: r["task"])
     common.write_result("t", title="T", rows=[{"task": "b"}], device="cpu")
-    assert [r["task"] for r in json.loads((results / "t.json").read_text())["rows"]] == ["b"]
-    path = results / "t.json"
+    assert [r["task"] for r in json.loads((results_dir / "t.json").read_text())["rows"]] == ["b"]
+    path = results_dir / "t.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "device": "NVIDIA H100 80GB HBM3"}))
     common.write_result("t", title="T", rows=[{"task": "c"}], device="cpu", merge_key=lambda r: r["task"])
     assert [r["task"] for r in json.loads(path.read_text())["rows"]] == ["c"]
@@ -47,18 +40,17 @@ def test_a_budget_inside_a_device_call_is_lowered_to_what_the_call_has_left(monk
     assert common.minutes_left_in_session(2.0, reserve_s=60) == 2.0
 
 
-def test_an_operator_row_with_too_little_call_left_is_skipped_and_the_measured_row_kept(results, monkeypatch):
+def test_an_operator_row_with_too_little_call_left_is_skipped_and_the_measured_row_kept(results_dir, monkeypatch):
     import time
 
     ops = pytest.importorskip("benchmarks.bench_operators")
-    monkeypatch.setattr(ops, "write_result", common.write_result)
     common.write_result("operators", title="T", rows=[{"row": "darcy_fno", "rel_l2": 0.009}], device="cpu",
                         merge_key=lambda r: r["row"])
     monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(int(time.time()) + ops.RESERVE_S + 20))
-    ops.main(["--rows", "darcy_fno", "--out", str(results / "runs")])  # would train for 20 s: skipped instead
-    rows = json.loads((results / "operators.json").read_text())["rows"]
+    ops.main(["--rows", "darcy_fno", "--out", str(results_dir / "runs")])  # would train for 20 s: skipped instead
+    rows = json.loads((results_dir / "operators.json").read_text())["rows"]
     assert [(r["row"], r["rel_l2"]) for r in rows] == [("darcy_fno", 0.009)]
-    assert not (results / "runs").exists()
+    assert not (results_dir / "runs").exists()
 
 
 def test_pinn_accuracy_runs_start_only_with_time_left_in_the_call(tmp_path, monkeypatch):
