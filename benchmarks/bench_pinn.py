@@ -3,6 +3,7 @@
     python benchmarks/bench_pinn.py --parts speed,time_to_target          # GPU, about 3 min
     python benchmarks/bench_pinn.py --parts accuracy --jobs 9             # GPU: 6 problems x 3 seeds
     python benchmarks/bench_pinn.py --small                               # CPU: speed + small budgets
+    python benchmarks/bench_pinn.py --parts lbfgs                         # L-BFGS iteration: torch's vs ours
 
 Speed (issue 6, point 8): DeepXDE 1.15's Burgers example (`examples/pinn_forward/Burgers.py`:
 3 x 20 tanh, Glorot normal, 2540 domain + 80 boundary + 160 initial points, soft BC/IC, Adam
@@ -14,6 +15,10 @@ default-device change confined to that process), interleaved with ours so both s
 machine load. Wall time to rel. L2 1e-2 on Burgers (part time_to_target): DeepXDE's recipe (Adam,
 checked every 500 steps, then L-BFGS) against ``configs/burgers/pinn.yaml`` (on GPU also with
 ``cuda_graph: true``, and with compile).
+
+L-BFGS (part lbfgs): time per iteration of torch.optim.LBFGS (two-loop recursion: a host read
+per stored pair) and sciml's LBFGS (compact form, the same iterates) on the Burgers config's float64
+L-BFGS phase, each closure a CUDA-graph replay on GPU as in the trainer.
 
 Accuracy (point 7): ``configs/<problem>/pinn.yaml`` per seed (--small: the CPU regression
 budgets), each run capped at --max-minutes (default 10) and run --jobs at a time in separate
@@ -215,6 +220,40 @@ def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, 
     return (time.perf_counter() - t0) / n_steps * 1e3
 
 
+def lbfgs_ms_per_iteration(cls, device: torch.device, *, graph: bool, warm: int = 5, steps: int = 3) -> dict:
+    """Time per L-BFGS iteration on the setup of configs/burgers/pinn.yaml's L-BFGS phase (float64,
+    4096 + 240 points, 4 x 32 tanh, history 100, strong Wolfe), its loss and gradient replayed as a
+    CUDA graph when `graph` (as the trainer does), after `warm` steps of 20 iterations fill the history."""
+    from sciml.pde import MLP, PINNModel, get_problem, loss_terms, sample_collocation
+
+    problem = get_problem("burgers")
+    pts = sample_collocation(problem, interior=4096, boundary=80, initial=160, method="sobol", seed=0).to(device, torch.float64)
+    model = PINNModel(MLP(2, 1, width=32, depth=4, seed=0)).to(device, torch.float64)
+    opt = cls(model.parameters(), lr=1.0, max_iter=20, history_size=100, line_search_fn="strong_wolfe",
+              tolerance_grad=1e-12, tolerance_change=0.0)
+
+    def loss_and_grad():
+        opt.zero_grad(set_to_none=True)
+        loss = sum(loss_terms(model, problem, pts, mode="jet").values())
+        loss.backward()
+        return loss.detach()
+
+    evaluate = cuda_graph(loss_and_grad, device) if graph else loss_and_grad
+    closure = (lambda: evaluate().clone()) if graph else evaluate  # a replay rewrites its output tensor
+    for _ in range(warm):
+        opt.step(closure)
+    state = opt.state[next(model.parameters())]
+    iters, evals = state["n_iter"], state["func_evals"]
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        opt.step(closure)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    iters, evals = state["n_iter"] - iters, state["func_evals"] - evals
+    return {"ms_per_iteration": seconds / iters * 1e3, "evaluations_per_iteration": evals / iters, "iterations": iters}
+
+
 SMALL = ("burgers", "poisson_lshape")  # problems with a CPU budget: configs/<problem>/pinn_small.yaml
 PUBLISHED = {
     "burgers": "6.7e-4 (Raissi et al. 2019)",
@@ -321,7 +360,7 @@ def time_to_target_variants(target: float, device: torch.device, gpu: bool, dde_
     }
 
 
-PARTS = ("speed", "time_to_target", "accuracy")
+PARTS = ("speed", "lbfgs", "time_to_target", "accuracy")
 PROBLEMS = ("burgers", "allen_cahn", "convection", "diffusion_reaction", "poisson_lshape", "wave")
 
 
@@ -425,6 +464,21 @@ def main(argv=None):
             except Exception as err:  # noqa: BLE001 - record why a lever failed, keep the other rows
                 emit({"benchmark": bench, "library": label, "error": f"{type(err).__name__}: {err}"[:300]})
             save()
+
+    if "lbfgs" in parts:
+        # torch's two-loop recursion against sciml's compact form: the same iterates, one closure each
+        from sciml.optim import LBFGS
+
+        bench = "Burgers L-BFGS iteration, float64, 4096+240 points, 4x32 tanh, history 100, strong Wolfe"
+        found = {}
+        for label, cls in (("torch.optim.LBFGS", torch.optim.LBFGS), ("sciml LBFGS (compact form)", LBFGS)):
+            for graph in (False, True) if gpu else (False,):
+                found[label, graph] = lbfgs_ms_per_iteration(cls, device, graph=graph)
+                emit({"benchmark": bench, "library": label + (", loss and gradient as a CUDA graph" if graph else ""),
+                      **found[label, graph],
+                      "speedup_vs_torch_lbfgs": found["torch.optim.LBFGS", graph]["ms_per_iteration"]
+                      / found[label, graph]["ms_per_iteration"]})
+        save()
 
     if "time_to_target" in parts:
         bench = f"Burgers wall time to rel. L2 <= {args.target:g}"

@@ -25,8 +25,9 @@ __all__ = ["OPTIMIZERS", "OptimizerSpec", "build_optimizer", "check_optimizer", 
            "graph_safe", "load_optimizer_state", "lrs_as_tensors", "optimizer_spec", "set_lr", "complex_as_real", "Guard", "GuardError"]
 
 from ._adaptive import MARS, SPAM, AdaBelief, AdEMAMix, ClipRAdaGradD, FAdam, SubsetNorm  # noqa: E402
+from ._lbfgs import LBFGS  # noqa: E402
 from ._newton import NysNewtonCG  # noqa: E402
 from .phases import PhaseSchedule  # noqa: E402
 
-__all__ += ["AdaBelief", "SPAM", "AdEMAMix", "MARS", "FAdam", "SubsetNorm", "ClipRAdaGradD", "NysNewtonCG",
+__all__ += ["AdaBelief", "SPAM", "AdEMAMix", "MARS", "FAdam", "SubsetNorm", "ClipRAdaGradD", "LBFGS", "NysNewtonCG",
             "PhaseSchedule"]

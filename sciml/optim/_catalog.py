@@ -11,7 +11,7 @@ def _add(name: str, spec: OptimizerSpec, description: str, source: str) -> None:
     OPTIMIZERS.add(name, spec, description=description, source=source)
 
 
-# torch.optim: reference quality and complex-aware (except L-BFGS's flat-vector algebra).
+# torch.optim: reference quality and complex-aware.
 _add("adam", OptimizerSpec(torch.optim.Adam, complex_native=True, fused_on_cuda=True, graph_safe=True),
      "Adam (torch.optim)", "Kingma & Ba 2015, arXiv:1412.6980")
 _add("adamw", OptimizerSpec(torch.optim.AdamW, complex_native=True, fused_on_cuda=True, graph_safe=True),
@@ -22,8 +22,14 @@ _add("nadam", OptimizerSpec(torch.optim.NAdam, complex_native=True),
      "Nesterov Adam (torch.optim)", "Dozat 2016, ICLR workshop")
 _add("sgd", OptimizerSpec(torch.optim.SGD, complex_native=True, fused_on_cuda=True),
      "SGD with optional (Nesterov) momentum (torch.optim)", "Robbins & Monro 1951; Sutskever et al. 2013")
-_add("lbfgs", OptimizerSpec(torch.optim.LBFGS, needs_closure=True),
-     "L-BFGS, optional strong-Wolfe line search (torch.optim); step(closure)", "Liu & Nocedal 1989")
+
+# torch.optim.LBFGS's algorithm and line search, its direction in compact form (a few GEMMs, no host
+# read per stored pair: sciml.optim._lbfgs); complex parameters as real views
+from ._lbfgs import LBFGS  # noqa: E402
+
+_add("lbfgs", OptimizerSpec(LBFGS, complex_native=True, needs_closure=True),
+     "L-BFGS, optional strong-Wolfe line search, compact-form direction (torch.optim.LBFGS's iterates); step(closure)",
+     "Liu & Nocedal 1989; compact form: Byrd, Nocedal & Schnabel 1994")
 
 # ours (sciml.optim._adaptive): library versions drift from the papers or reject complex tensors;
 # their steps keep the count on device, so they can be captured in a CUDA graph (`graph_safe`).

@@ -36,8 +36,9 @@ class CollocationSet:
     interior: Tensor
     conditions: list[tuple[int, Condition, dict[str, Tensor]]]
 
-    def to(self, device=None, dtype=None) -> "CollocationSet":
-        cast = lambda t: t.to(device=device, dtype=dtype)
+    def to(self, *args, **kwargs) -> "CollocationSet":
+        """A copy with every tensor cast as ``Tensor.to(*args, **kwargs)`` (device, dtype or both)."""
+        cast = lambda t: t.to(*args, **kwargs)
         return CollocationSet(cast(self.interior), [(i, c, {k: cast(v) for k, v in b.items()}) for i, c, b in self.conditions])
 
 

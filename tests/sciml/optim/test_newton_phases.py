@@ -83,16 +83,18 @@ def test_phases_adam_lbfgs_newton_cg_beats_lbfgs_alone():
     assert hist[0]["evaluations"] == 300 and hist[1]["evaluations"] > 5
     assert hist[1]["loss"] < hist[0]["loss"] / 5
     state = copy.deepcopy(net.state_dict())
-    more = PhaseSchedule([{"optimizer": LBFGS, "steps": 5}]).run(net, loss_fn)
+    more = PhaseSchedule([{"optimizer": LBFGS, "steps": 20}]).run(net, loss_fn)
     lbfgs_more = loss_fn().item()
     net.load_state_dict(state)
-    nn = PhaseSchedule([{"optimizer": {"name": "nys_newton_cg", "rank": 40, "mu": 1e-4}, "steps": 10}]).run(net, loss_fn)
+    nn = PhaseSchedule([{"optimizer": {"name": "nys_newton_cg", "rank": 40, "mu": 1e-4}, "steps": 20}]).run(net, loss_fn)
     polished = loss_fn().item()
-    # measured: Adam 1.46e-4 -> L-BFGS 1.55e-5; L-BFGS stalls at 9.8e-6 (7 evaluations for 5 more
-    # steps), NysNewton-CG continues to 6.6e-6
-    assert more[0]["evaluations"] < 20, "L-BFGS's line search has stalled"
-    assert polished < 0.8 * lbfgs_more, (polished, lbfgs_more)
-    assert nn[0]["steps"] == 10
+    # measured (float64): Adam 1.46e-4 -> L-BFGS 1.55e-5; L-BFGS stalls at 9.84e-6 (22 evaluations for
+    # 20 more steps, the same loss after 100), NysNewton-CG's 20 steps reach 3.9e-6 to 4.5e-6. (After 10
+    # steps it stood at 6.6e-6 or 8.4e-6: from L-BFGS points 1e-7 apart, the compact-form and the two-loop
+    # L-BFGS's, so 10 steps measured rounding more than Newton-CG.)
+    assert more[0]["evaluations"] < 30, "L-BFGS's line search has stalled"
+    assert polished < 0.6 * lbfgs_more, (polished, lbfgs_more)
+    assert nn[0]["steps"] == 20
 
 
 def test_float64_phase_casts_the_model():

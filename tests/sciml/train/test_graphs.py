@@ -9,7 +9,7 @@ import sciml.train.pinn as pinn
 from sciml.config import ConfigError
 from sciml.optim.guard import Guard
 from sciml.pde import get_problem
-from sciml.optim import graph_optimizer_kwargs, lrs_as_tensors
+from sciml.optim import LBFGS, graph_optimizer_kwargs, lrs_as_tensors
 from sciml.train.graphs import CapturedStep, StaleGraphError
 from sciml.train.pinn import fit
 
@@ -269,9 +269,9 @@ def test_graph_mode_replays_the_lbfgs_evaluations_like_eager_mode(simulate, capt
     cfg = {**TINY, "points": {"interior": 64}, "phases": [
         {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 8, "line_search_fn": "strong_wolfe"}, "steps": 3}]}
     calls = []
-    real_step = torch.optim.LBFGS.step
+    real_step = LBFGS.step
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch.optim.LBFGS, "step", lambda self, closure: real_step(self, lambda: calls.append(1) or closure()))
+        mp.setattr(LBFGS, "step", lambda self, closure: real_step(self, lambda: calls.append(1) or closure()))
         eager, graph = _trajectories(cfg, device)
     assert len(captures) == 1 and len(calls) > 2 * 6  # both runs evaluated many times, graph mode captured once
     _assert_same(eager, graph)
