@@ -26,7 +26,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.lbfgs import _strong_wolfe  # torch's line search, kept so the iterates match torch's
+try:  # torch's line search, kept so the iterates match torch's; private, so its absence is an error at use
+    from torch.optim.lbfgs import _strong_wolfe
+except ImportError:  # pragma: no cover - torch 2.11 to 2.13 have it
+    _strong_wolfe = None
 
 
 def _real(t: Tensor) -> Tensor:
@@ -48,6 +51,9 @@ class LBFGS(Optimizer):
             raise ValueError(f"line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
         if lr <= 0 or max_iter < 1 or history_size < 1:
             raise ValueError(f"need lr > 0, max_iter >= 1 and history_size >= 1, got {lr}, {max_iter}, {history_size}")
+        if line_search_fn == "strong_wolfe" and _strong_wolfe is None:
+            raise RuntimeError("this torch lacks torch.optim.lbfgs._strong_wolfe (sciml is tested with torch 2.11 to 2.13); "
+                               "use line_search_fn: null, or one of those torch versions")
         max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
         super().__init__(params, dict(lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
                                       tolerance_change=tolerance_change, history_size=history_size,
