@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -110,11 +111,31 @@ def _linear(J: dict[Path, Tensor], weight: Tensor, bias: Tensor | None, paths: S
     return out
 
 
+def _elementwise_of_affine(x: Tensor, lin, derivs, paths: Sequence[Path]) -> dict[Path, Tensor]:
+    """Jets of σ(W x + b) in the coordinates x themselves: ∂_j z = W[:, j] is constant and every
+    higher partial of z vanishes, so only Faà di Bruno's all-singleton partition is left,
+    ∂^p σ = σ^{(|p|)}(z) Π_{j ∈ p} W[:, j]: one GEMM on the points instead of one per partial."""
+    f = derivs(torch.addmm(lin.bias, x, lin.weight.T) if lin.bias is not None else x @ lin.weight.T,
+               max(len(p) for p in paths))
+    out = {(): f[0]}
+    for p in paths:
+        if p:
+            out[p] = f[len(p)] * math.prod((lin.weight[:, j] for j in p[1:]), start=lin.weight[:, p[0]])
+    return out
+
+
 def mlp_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
     """``{path: ∂^path N(x)}`` for every path in ``closure(paths)``, each ``(n, out_dim)``."""
     if net.activation not in JET_ACTIVATIONS:
         raise ValueError(f"the jet backend supports activations {sorted(JET_ACTIVATIONS)}, not {net.activation!r}; use derivatives: reverse")
     paths = closure(paths)
+    act = JET_ACTIVATIONS[net.activation]
+    layers = list(net.layers)
+    if len(layers) > 1 and not net.periodic_cols and net.B is None:  # the raw coordinates feed the first layer
+        H = _elementwise_of_affine(x, layers.pop(0), act, paths)
+        for lin in layers[:-1]:
+            H = _elementwise(_linear(H, lin.weight, lin.bias, paths), act, paths)
+        return _linear(H, layers[-1].weight, layers[-1].bias, paths)
     n, d = x.shape
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
     X = {p: (x if not p else (eye[p[0]].expand(n, d) if len(p) == 1 else x.new_zeros(n, d))) for p in paths}
@@ -129,7 +150,6 @@ def mlp_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
     if net.B is not None:
         A = _linear(H, net.B.T, None, paths)
         H = {p: torch.cat([c, s], -1) for (p, c), s in zip(_elementwise(A, _derivs_cos, paths).items(), _elementwise(A, _derivs_sin, paths).values())}
-    act = JET_ACTIVATIONS[net.activation]
     for lin in net.layers[:-1]:
         H = _elementwise(_linear(H, lin.weight, lin.bias, paths), act, paths)
     return _linear(H, net.layers[-1].weight, net.layers[-1].bias, paths)
