@@ -2,7 +2,7 @@
 
     python benchmarks/bench_pinn.py --parts speed,time_to_target          # GPU, about 3 min
     python benchmarks/bench_pinn.py --parts accuracy --jobs 9             # GPU: 6 problems x 3 seeds
-    python benchmarks/bench_pinn.py --small                               # CPU: speed + small budgets
+    python benchmarks/bench_pinn.py --small                               # CPU: speed, L-BFGS, small budgets
     python benchmarks/bench_pinn.py --parts lbfgs                         # L-BFGS iteration: torch's vs ours
 
 Speed (issue 6, point 8): DeepXDE 1.15's Burgers example (`examples/pinn_forward/Burgers.py`:

@@ -52,6 +52,18 @@ def test_ns_generate_row_reports_partial_then_complete(tmp_path):
     assert 0 < floor["value"] < done["value"]
 
 
+def test_lbfgs_part_replays_the_loss_and_gradient_as_eager_mode_evaluates_it(simulate):
+    # the GPU step of `gpu_plan.sh 3`: off CUDA every replay is checked against the captured call
+    import torch
+
+    from benchmarks.bench_pinn import lbfgs_ms_per_iteration
+    from sciml.optim import LBFGS
+
+    eager, graph = (lbfgs_ms_per_iteration(LBFGS, torch.device("cpu"), graph=g, warm=1, steps=1) for g in (False, True))
+    assert graph["iterations"] == eager["iterations"] == 20
+    assert graph["evaluations_per_iteration"] == eager["evaluations_per_iteration"]
+
+
 @pytest.mark.parametrize("problem", ["burgers", "allen_cahn", "convection", "diffusion_reaction", "poisson_lshape", "wave"])
 def test_gpu_accuracy_runs_replay_every_phase_but_the_soap_ones(problem):
     from benchmarks.bench_pinn import _graph_phases
