@@ -23,7 +23,10 @@ param group (its LR; Clip-RAdaGradD's group-level norm stays per member); the fo
 stacks the members' tensors and evaluates all members with one ``torch.func.vmap`` of
 ``functional_call``. This equals separate runs for every first-order rule here. It does NOT
 hold for L-BFGS and NysNewton-CG (their line searches and curvature pairs treat all
-parameters as one vector: members would share step lengths), so those run member by member.
+parameters as one vector: members would share step lengths), so those run member by member,
+and in float64 (``--second-order-dtype``; first-order rules in float32), as the PINN configs run
+their L-BFGS phases: in float32 L-BFGS's tests trip early on PINNs (Xu et al. 2025), and from one
+float32 Burgers state both torch's L-BFGS and ours stopped at step length 0 (issue 6).
 Wall time is the ensemble's time divided by its members (or the member's own time).
 
 Budgets sized to the session (``--session-minutes M``): the issue asks the whole grid to fit the GPU
@@ -402,15 +405,33 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
     return out
 
 
+def _with_dtype(task: TaskSpec, cfg, dtype: torch.dtype) -> TaskSpec:
+    """`task` rebuilt with its tensors in `dtype` (itself when that is cfg.dtype); built once per
+    (task, dtype, device) and kept, since a PINN task also computes its reference."""
+    if dtype == cfg.dtype:
+        return task
+    key = (task.name, dtype, str(cfg.device), cfg.small, task.steps)
+    if key not in _TASKS_IN_DTYPE:
+        _TASKS_IN_DTYPE[key] = TASKS[task.name](argparse.Namespace(**{**vars(cfg), "dtype": dtype}))
+    return _TASKS_IN_DTYPE[key]
+
+
+_TASKS_IN_DTYPE: dict = {}
+
+
 def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tuple[str, float]] | None = None) -> list[dict]:
     """Member by member. `phases`: [(optimizer, fraction of the budget)], e.g. Adam → L-BFGS.
     The budget counts gradient evaluations: L-BFGS closure calls; for Newton-CG the loss
-    evaluations (gradient + line search) plus Hessian-vector products. On CUDA (or with
+    evaluations (gradient + line search) plus Hessian-vector products. L-BFGS and Newton-CG phases run in
+    ``cfg.second_order_dtype`` (float64 by default: in float32 L-BFGS's tests trip early on PINNs, Xu et al.
+    2025, and measured here on Burgers, issue 6), a first-order phase before them in ``cfg.dtype``. On CUDA (or with
     ``cfg.graph``) the L-BFGS closure's loss and gradient, and each step of a first-order phase,
     replay as CUDA graphs; Newton-CG differentiates its loss again and runs eagerly."""
     out = []
     phases = phases or [(name, 1.0)]
     graph = _replays(cfg)  # for L-BFGS's evaluations (_build decides the rest)
+    # the task's points and reference in the second-order dtype (a harness built without one: cfg.dtype)
+    wide = _with_dtype(task, cfg, getattr(cfg, "second_order_dtype", cfg.dtype))
     for lr in lrs:
         for seed in seeds:
             ens = Ensemble(task.make_model, [seed], cfg.device, cfg.dtype)
@@ -419,20 +440,26 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
             hist: list[Tensor] = []
             start = time.perf_counter()
             spent = 0
+            task_now = task
             for ph_name, frac in phases:
                 budget = int(round(frac * task.steps))
                 ph_lr = lr if ph_name == name else default_lr(ph_name)
+                if ph_name in SECOND_ORDER and task_now is not wide:  # from here on in the second-order dtype
+                    with torch.no_grad():
+                        for p in params:
+                            p.data = p.data.to(cfg.second_order_dtype)
+                    task_now = wide
 
                 def loss_only():
                     count["evals"] += 1
-                    return task.loss(ens).sum()
+                    return task_now.loss(ens).sum()
 
                 if ph_name == "lbfgs":
                     opt = build_optimizer(params, "lbfgs", lr=ph_lr, max_iter=budget, max_eval=budget,
                                           tolerance_grad=0.0, tolerance_change=0.0, **_opt_kwargs("lbfgs"))
 
                     def loss_and_grad():  # L-BFGS moves the weights in place: a replay sees each new point
-                        return _backward(opt, task, ens).sum()
+                        return _backward(opt, task_now, ens).sum()
 
                     evaluate = CapturedStep(loss_and_grad, cfg.device) if graph else loss_and_grad
 
@@ -454,7 +481,7 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                     opt, graphed = _build(params, ph_name, cfg, lr=ph_lr)
 
                     def first_order_step():  # counted outside: a replay runs no Python
-                        loss = _backward(opt, task, ens).sum()
+                        loss = _backward(opt, task_now, ens).sum()
                         opt.step()
                         return loss
 
@@ -462,8 +489,8 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                     for _ in range(budget):
                         count["evals"] += 1
                         hist.append(run().clone())
-            final = task.loss(ens).detach()
-            err = task.error(ens).detach()
+            final = task_now.loss(ens).detach()
+            err = task_now.error(ens).detach()
             wall = time.perf_counter() - start
             losses = torch.stack(hist).double().cpu()[:, None]
             finite = bool(torch.isfinite(final).all()) and all(bool(torch.isfinite(p).all()) for p in params)
@@ -641,6 +668,8 @@ def main(argv=None) -> None:
                     help="with --merge: skip (task, optimizer) pairs results/<name>.json already holds from this device and scale")
     ap.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
                     help="replay each step as a CUDA graph where the optimizer allows it (default: on CUDA)")
+    ap.add_argument("--second-order-dtype", choices=("float64", "float32"), default="float64",
+                    help="dtype of the L-BFGS and Newton-CG phases (first-order ones run in float32)")
     ap.add_argument("--session-minutes", type=float, default=None,
                     help="size every task's budget so the whole grid takes about this long here (timed probes "
                          "first); the plan is saved with the results and reused by later --skip-done parts")
@@ -663,6 +692,7 @@ def main(argv=None) -> None:
     cfg.device = torch.device(cfg.device)
     cfg.graph = cfg.device.type == "cuda" if cfg.graph is None else cfg.graph
     cfg.dtype = torch.float32
+    cfg.second_order_dtype = getattr(torch, cfg.second_order_dtype)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     names = (OPTIMIZERS.names() + list(RECIPES)) if cfg.optimizers == "all" else cfg.optimizers.split(",")
@@ -685,7 +715,8 @@ def main(argv=None) -> None:
                             rows=rows, device=cfg.device, merge_key=(lambda r: (r["task"], r["optimizer"])) if cfg.merge else None,
                             notes=("Median/min/max/IQR of final rel. L2 over seeds per (task, optimizer, lr); no guard, "
                                    "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
-                                   "L-BFGS / NysNewton-CG rows member by member."),
+                                   "L-BFGS / NysNewton-CG rows member by member, their phases in "
+                                   f"{str(cfg.second_order_dtype).replace('torch.', '')} (first-order ones in float32)."),
                             extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
                                    "scale": scale, **({"budgets": budgets} if budgets else {})})
         if plots:

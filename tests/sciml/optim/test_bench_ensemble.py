@@ -1,5 +1,6 @@
 """The optimizer benchmark's vmap ensemble equals separate runs (so its figures are per-run figures)."""
 
+import math
 import types
 
 import pytest
@@ -99,3 +100,16 @@ def test_a_minibatch_run_sees_the_same_batches_whatever_ran_before_it():
     bench.run_first_order(task, "adam", [1e-2], [0], cfg)
     again = bench.run_first_order(task, "adabelief", [1e-2], [0], cfg)
     assert again[0]["rel_l2"] == first[0]["rel_l2"] and again[0]["loss"] == first[0]["loss"]
+
+
+def test_second_order_phases_run_in_their_own_dtype(monkeypatch):
+    # first-order phases in float32, L-BFGS in float64 (every seed: the switch must not leak into the next run)
+    cfg = types.SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, second_order_dtype=torch.float64,
+                                small=True, steps=20, graph=False)
+    task = bench.TASKS["pinn_convection"](cfg)
+    seen = []
+    real = bench.build_optimizer
+    monkeypatch.setattr(bench, "build_optimizer", lambda params, name, **kw: seen.append((name, params[0].dtype)) or real(params, name, **kw))
+    runs = bench.run_second_order(task, "lbfgs", [1.0], [0, 1], cfg, phases=[("adam", 0.5), ("lbfgs", 0.5)])
+    assert seen == [("adam", torch.float32), ("lbfgs", torch.float64)] * 2
+    assert all(math.isfinite(r["rel_l2"]) and r["evals"] == 20 for r in runs)
