@@ -133,9 +133,15 @@ def mlp_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
     layers = list(net.layers)
     if len(layers) > 1 and not net.periodic_cols and net.B is None:  # the raw coordinates feed the first layer
         H = _elementwise_of_affine(x, layers.pop(0), act, paths)
-        for lin in layers[:-1]:
-            H = _elementwise(_linear(H, lin.weight, lin.bias, paths), act, paths)
-        return _linear(H, layers[-1].weight, layers[-1].bias, paths)
+    else:
+        H = _embedding_jets(net, x, paths)
+    for lin in layers[:-1]:
+        H = _elementwise(_linear(H, lin.weight, lin.bias, paths), act, paths)
+    return _linear(H, layers[-1].weight, layers[-1].bias, paths)
+
+
+def _embedding_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
+    """Jets of the net's input features: the coordinates, their periodic and Fourier embeddings."""
     n, d = x.shape
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
     X = {p: (x if not p else (eye[p[0]].expand(n, d) if len(p) == 1 else x.new_zeros(n, d))) for p in paths}
@@ -150,9 +156,7 @@ def mlp_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
     if net.B is not None:
         A = _linear(H, net.B.T, None, paths)
         H = {p: torch.cat([c, s], -1) for (p, c), s in zip(_elementwise(A, _derivs_cos, paths).items(), _elementwise(A, _derivs_sin, paths).values())}
-    for lin in net.layers[:-1]:
-        H = _elementwise(_linear(H, lin.weight, lin.bias, paths), act, paths)
-    return _linear(H, net.layers[-1].weight, net.layers[-1].bias, paths)
+    return H
 
 
 def transform_jets(transform: Callable[[Tensor, Tensor], Tensor], x: Tensor, N: dict[Path, Tensor], paths: Sequence[Path]) -> dict[Path, Tensor]:
