@@ -79,17 +79,14 @@ class LBFGS(Optimizer):
 
     def _move(self, t, d: Tensor) -> None:
         """params += t * d (t a number or a 0-d tensor: no host read)."""
-        step = d * t if isinstance(t, Tensor) else d.mul(t)
         torch._foreach_add_([_real(p) for p in self._params],
-                            [v.view_as(_real(p)) for p, v in zip(self._params, step.split(self._numels))])
+                            [v.view_as(_real(p)) for p, v in zip(self._params, (d * t).split(self._numels))])
 
     def _evaluate_at(self, closure, x: Tensor, t, d: Tensor):
-        """Loss (a float) and flat gradient at x + t d; the parameters are left at x."""
+        """Loss (a float) and flat gradient at x + t d, where the parameters are left: every trial
+        point is written whole from x, so no restore is needed between them."""
         self._set_params(x + t * d)
-        loss = float(closure())
-        g = self._flat_grad()
-        self._set_params(x)
-        return loss, g
+        return float(closure()), self._flat_grad()
 
     # -- the history: ring buffer of (s, y) rows and their Gram matrices in slot order
     def _store_pair(self, state: dict, s: Tensor, y: Tensor, m: int) -> None:
@@ -183,7 +180,7 @@ class LBFGS(Optimizer):
                 x0 = self._flat_params()
                 loss, g, t, ls_evals = _strong_wolfe(lambda x, step, direction: self._evaluate_at(closure, x, step, direction),
                                                      x0, t, d, loss, g, gtd)
-                self._move(t, d)
+                self._set_params(x0 + t * d)  # the accepted point (the last trial need not be it)
                 converged = g.abs().max() <= tol_grad
             else:
                 self._move(t, d)
