@@ -186,13 +186,18 @@ class Trainer:
             "y_norm": {"kind": self.y_norm.kind, **self.y_norm.state_dict()},
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "metrics_lines": self.run.n_metrics,
-            "sittings": self.sittings_before + 1, "train_seconds": self.seconds_before + time.perf_counter() - self.started,
+            **self._sittings(),
             "dataset": str(self.dataset_path), "config": dump(self.cfg),
         }
 
+    def _sittings(self) -> dict[str, Any]:
+        """Processes this run has trained in, this one included, and their training time (s)."""
+        return {"sittings": self.sittings_before + 1,
+                "train_seconds_total": self.seconds_before + time.perf_counter() - self.started}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.best = state["epoch"], state["best"]
-        self.sittings_before, self.seconds_before = state.get("sittings", 1), state.get("train_seconds", 0.0)
+        self.sittings_before, self.seconds_before = state.get("sittings", 1), state.get("train_seconds_total", 0.0)
         # a run resumed with fit_to_budget keeps the plan it made; otherwise the config's epochs rule
         planned = state.get("budget_epochs")
         if planned is not None and self.cfg.training.fit_to_budget:
@@ -343,7 +348,7 @@ class Trainer:
         final = {"kind": "final", "epoch": self.epoch, "stopped_early": stopped_early,
                  **({"planned_epochs": self.planned_epochs} if t.fit_to_budget else {}),
                  "wall_time_s": time.perf_counter() - self.started,  # this sitting's
-                 "sittings": self.sittings_before + 1, "train_seconds_total": self.seconds_before + time.perf_counter() - self.started,
+                 **self._sittings(),
                  **{f"test_{k}": v for k, v in self.evaluate().items()}}
         self.run.log(final)
         if t.plot:
