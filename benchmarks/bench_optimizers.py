@@ -407,10 +407,11 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
 
 def _with_dtype(task: TaskSpec, cfg, dtype: torch.dtype) -> TaskSpec:
     """`task` rebuilt with its tensors in `dtype` (itself when that is cfg.dtype); built once per
-    (task, dtype, device) and kept, since a PINN task also computes its reference."""
+    (task, dtype, device, scale) and kept, since a PINN task also computes its reference. Only its
+    loss and error are used: the budget stays the caller's."""
     if dtype == cfg.dtype:
         return task
-    key = (task.name, dtype, str(cfg.device), cfg.small, task.steps)
+    key = (task.name, dtype, str(cfg.device), cfg.small)
     if key not in _TASKS_IN_DTYPE:
         _TASKS_IN_DTYPE[key] = TASKS[task.name](argparse.Namespace(**{**vars(cfg), "dtype": dtype}))
     return _TASKS_IN_DTYPE[key]

@@ -1,6 +1,7 @@
 """The optimizer grid runs in parts: written after every (task, optimizer), continued with --skip-done."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -97,7 +98,7 @@ def test_session_minutes_sizes_the_budget_and_later_parts_keep_it(results, monke
     # adam + soap: 0.05 s a step for the ensemble pairs; 3 s of grid -> 60 of the toy task's 5000 steps
     bench.main(["--small", "--tasks", "toy", "--seeds", "1", "--device", "cpu", "--name", "grid", "--merge",
                 "--optimizers", "adam", "--session-minutes", str(3 / 60)])
-    monkeypatch.setitem(bench.TASKS, "toy", lambda cfg: replace_steps(_toy_task(cfg), 5000))
+    monkeypatch.setitem(bench.TASKS, "toy", lambda cfg: replace(_toy_task(cfg), steps=5000))
     out = json.loads(results.read_text())
     assert out["budgets"]["toy"]["steps"] == 5  # the default is only 5 here: never more than the task's own
     probes.clear()
@@ -114,18 +115,13 @@ def test_session_minutes_sizes_the_budget_and_later_parts_keep_it(results, monke
     assert not probes and {r["grad_evals"] for r in out["rows"]} == {steps}  # ... and kept by the next part
 
 
-def replace_steps(task, steps):
-    task.steps = steps
-    return task
-
-
 def test_the_budget_leaves_room_for_each_runs_set_up(monkeypatch):
     import argparse
 
     costs = {"adam": (0.01, 0.5), "soap": (0.04, 0.5)}  # (per step, per run besides its steps), seconds
     monkeypatch.setattr(bench, "_probe", lambda task, name, n_lrs, n_seeds, cfg: costs[name])
     cfg = argparse.Namespace(steps=None, dtype=torch.float32)
-    task = replace_steps(_toy_task(cfg), 5000)
+    task = replace(_toy_task(cfg), steps=5000)
     plan = bench.plan_budgets({"toy": task}, ["adam", "soap", "lbfgs"], (1.0,), [0, 1], cfg, minutes=6 / 60)
     # a step: adam 0.01 + soap 0.04 + lbfgs 2 seeds x one Adam member 0.01 = 0.07 s; set-up 0.5 + 0.5 + 2 x 0.5 = 2 s
     assert plan["toy"]["steps"] in (56, 57)  # (6 - 2) / 0.07 = 57.1, less the planning's own time
