@@ -8,15 +8,10 @@ import torch
 from sciml.optim import LBFGS, build_optimizer
 
 
-def _fit(opt_cls, steps, **kw):
-    """A small tanh net fitted by `steps` calls of opt_cls(...).step (float64, from conftest)."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
-                              torch.nn.Linear(16, 1))
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(200, 2, generator=g)
+def _closure(net, opt):
+    """Zero the gradients, fit sin(3x) y on 200 fixed points, backward, return the loss."""
+    x = torch.rand(200, 2, generator=torch.Generator().manual_seed(1))
     y = torch.sin(3 * x[:, :1]) * x[:, 1:]
-    opt = opt_cls(net.parameters(), **kw)
 
     def closure():
         opt.zero_grad()
@@ -24,6 +19,16 @@ def _fit(opt_cls, steps, **kw):
         loss.backward()
         return loss
 
+    return closure
+
+
+def _fit(opt_cls, steps, **kw):
+    """A small tanh net fitted by `steps` calls of opt_cls(...).step (float64, from conftest)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                              torch.nn.Linear(16, 1))
+    opt = opt_cls(net.parameters(), **kw)
+    closure = _closure(net, opt)
     directions = []
     for _ in range(steps):
         opt.step(closure)
@@ -71,17 +76,8 @@ def test_state_dict_round_trip_resumes_identically():
     twin = copy.deepcopy(net)
     resumed = LBFGS(twin.parameters(), history_size=5, line_search_fn="strong_wolfe")
     resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
-    x = torch.rand(200, 2, generator=torch.Generator().manual_seed(1))
-    y = torch.sin(3 * x[:, :1]) * x[:, 1:]
-
-    def twin_closure():
-        resumed.zero_grad()
-        loss = ((twin(x) - y) ** 2).mean()
-        loss.backward()
-        return loss
-
     opt.step(closure)
-    resumed.step(twin_closure)
+    resumed.step(_closure(twin, resumed))
     for p, q in zip(net.parameters(), twin.parameters()):
         assert torch.equal(p, q)
 
