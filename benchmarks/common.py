@@ -147,8 +147,8 @@ def write_result_file(filename: str, text: str) -> Path:
 def cuda_graph(step: Callable[[], Any], device, warmup: int = 3) -> Callable[[], Any]:
     """`step` captured as one CUDA graph by the trainers' own `CapturedStep`, already warmed up
     and captured, so that every timed call is a replay. `step` zeroes the gradients
-    (set_to_none), runs forward and backward and steps an optimizer built with
-    ``capturable=True``."""
+    (set_to_none) and runs forward and backward, then steps an optimizer built with
+    ``capturable=True`` (a training step) or returns the loss (an L-BFGS evaluation)."""
     from sciml.train.graphs import CapturedStep
 
     captured = CapturedStep(step, device, warmup=warmup)
