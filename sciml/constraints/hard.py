@@ -1,0 +1,408 @@
+"""The hard-constraint layer: a PDE solved at collocation points inside the network.
+
+A backbone (an FNO, say) outputs N basis fields b_1..b_N on a grid. The layer finds, per sample,
+coefficients w minimising
+
+    || R[u](x_j) ||^2 over collocation nodes x_j  +  || C[u](y_l) ||^2 over condition nodes  +  ||ridge w||^2,
+    u = sum_i w_i b_i,
+
+by a batched Levenberg-Marquardt solve, and returns u: the PDE holds at the nodes to the solver's
+tolerance, whatever the backbone's weights (Negiar et al. 2023, "PI-HC"). Gradients reach the basis
+directly through u and through w* by the implicit function theorem (`solvers.implicit`), at the
+memory of one solve. With ``experts`` the grid is cut into blocks, each with its own w_k and its
+own nodes; all blocks of all samples are one batched solve (Chalapathi et al. 2024, "PI-HC-MoE":
+smaller solves, and many of them at once).
+
+The residual is the one a PINN uses (`sciml.pde`): a function of a `Derivatives` object ``d`` and
+the parameters ``p``. Derivatives are linear, so every partial the residual asks for is taken
+once per basis field on the whole grid (`GridDerivatives`: spectral on periodic axes, finite
+differences elsewhere), before the grid is split: experts see no artificial block edges. Inside
+the solve a partial of u is one product of those fields with w.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sciml.pde.derivatives import Derivatives, GridDerivatives, Params
+from solvers.implicit import Implicit, custom_least_squares
+from solvers.nonlinear import LevenbergMarquardt
+from solvers.solution import SolveError, Status, describe
+
+Key = tuple[int, tuple[int, ...]]  # (field index, sorted coordinate indices of the partial)
+FAILURE_POLICIES = ("record", "warn", "raise")
+
+
+@dataclass(frozen=True)
+class GridCondition:
+    """A condition imposed inside the solve on the grid nodes of one face (or edge, corner).
+
+    residual: ``f(d, p) -> tensor`` like the PDE's, e.g. ``lambda d, p: d.u - d.u0`` for an
+        initial value given as the data field ``u0``.
+    at: coordinate name -> node index fixing that axis, e.g. ``{"t": 0}`` (the first time
+        level) or ``{"x": -1}`` (the last x node).
+    weight: multiplies the condition's rows in the least-squares objective.
+    """
+
+    residual: Callable[..., Any]
+    at: Mapping[str, int]
+    weight: float = 1.0
+
+
+class _Nodes(Derivatives):
+    """u and its partials at a set of nodes, from fields that are already known (no computation)."""
+
+    def __init__(self, names, coords, spatial, fields: Mapping[Key, Tensor], coordinates: Sequence[Tensor]):
+        super().__init__(names, coords, spatial)
+        self._cache.update(fields)
+        self._coordinates = coordinates
+
+    def coordinate(self, j):
+        return self._coordinates[j]
+
+    def _compute(self, k, path):
+        raise RuntimeError("the residual asked for a partial it did not ask for on its first call; "
+                           "a residual must request the same partials every time")
+
+
+class _Recorder(Derivatives):
+    """Stands in for the fields on a probe call and records which partials the residual uses."""
+
+    def __init__(self, names, coords, spatial, dtype):
+        super().__init__(names, coords, spatial)
+        self.dtype, self.keys = dtype, []
+
+    def coordinate(self, j):
+        return torch.zeros(1, dtype=self.dtype)
+
+    def _compute(self, k, path):
+        self.keys.append((k, path))
+        return torch.zeros(1, dtype=self.dtype)
+
+
+def _as_rows(out) -> list[Tensor]:
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+@dataclass
+class _Block:
+    """One group of least-squares rows: the PDE at the collocation nodes, or one condition."""
+
+    fn: Callable[..., Any]
+    weight: float
+    model_keys: list  # keys of basis-combined fields
+    data_keys: list  # keys of given data fields
+    n_terms: int
+
+
+class HardConstraint(nn.Module):
+    """PI-HC / PI-HC-MoE layer: basis fields in, the field that satisfies the PDE at the nodes out.
+
+    Args:
+        residual: ``f(d, p)`` (or ``f(d)``) returning the PDE residual (a tensor or a list of
+            them), written against `sciml.pde.Derivatives`: ``d.u_t``, ``d("u", "x", "x")``,
+            ``d.x``, ``d.laplacian("u")``; data fields (``data_fields``) are read the same way
+            (``d.a``, ``d.a_x``). It must be pointwise: each row depends on its own node only.
+        coords: coordinate names, one per grid axis, e.g. ("x", "t").
+        spacing: grid step per axis; origin: coordinate of node 0 per axis (default 0).
+        outputs: names of the solution's fields (default ("u",)).
+        data_fields: names of per-sample fields passed to `forward` (coefficients, initial values).
+        params: PDE parameters (``p.nu``), floats.
+        periodic: coordinates whose axes are periodic (spectral derivatives); the others use
+            2nd-order finite differences (``method="fd"`` for all).
+        conditions: `GridCondition`s imposed inside the solve.
+        experts: blocks per grid axis, e.g. (4, 1) splits x in 4 and keeps t whole; default one
+            expert (PI-HC). Each block gets its own coefficients, its own collocation nodes and
+            the condition nodes that lie in it.
+        points: collocation nodes drawn per block and per forward call, uniformly without
+            replacement (the paper: 20 000); None uses every node of the block.
+        ridge: the rows ``ridge * w`` (paper: 1e-4): keeps the solve well posed when the basis
+            is rank deficient.
+        max_steps, rtol, atol, gtol, tau: Levenberg-Marquardt options (paper: 50 steps, 1e-4).
+        init: initial coefficients, "zeros" or "ones".
+        dtype: the solve's dtype (float64 by default: the normal equations square the
+            condition number); the output comes back in the basis's dtype.
+        backward_solve: dense solve of the implicit backward ("lu", "cholesky", "lstsq").
+        on_failure: what a sample whose solve did not converge does: "record" (default: counted
+            in `last_stats`, training goes on, as the paper's code does), "warn" or "raise".
+        jacobian: "pointwise" (default: J = sum_q diag(dR/df_q) B_q, one cheap JVP per partial q)
+            or "autodiff" (one JVP per coefficient; for residuals that are not pointwise).
+
+    Forward: basis ``(batch, N, *grid)`` (one output) or ``(batch, N, C, *grid)``; data
+    ``{name: (batch, *grid)}`` -> ``(batch, *grid)`` or ``(batch, C, *grid)``.
+    `last_stats` holds the last solve's per-problem status, steps and residual norm (detached,
+    problems ordered batch-major, then expert).
+    """
+
+    def __init__(self, residual: Callable[..., Any], *, coords: Sequence[str], spacing: Sequence[float],
+                 origin: Sequence[float] | None = None, outputs: Sequence[str] = ("u",),
+                 data_fields: Sequence[str] = (), params: Mapping[str, float] | None = None,
+                 periodic: Sequence[str] = (), method: str = "spectral", spatial: Sequence[str] | None = None,
+                 conditions: Sequence[GridCondition] = (), experts: Sequence[int] | None = None,
+                 points: int | None = None, ridge: float = 1e-4, max_steps: int = 50, rtol: float = 1e-4,
+                 atol: float = 1e-4, gtol: float = 0.0, tau: float = 1e-3, init: str = "zeros",
+                 dtype: torch.dtype = torch.float64, backward_solve: str = "lu", on_failure: str = "record",
+                 jacobian: str = "pointwise"):
+        super().__init__()
+        self.coords, self.outputs, self.data_fields = tuple(coords), tuple(outputs), tuple(data_fields)
+        self.names = self.outputs + self.data_fields
+        D = len(self.coords)
+        if len(spacing) != D:
+            raise ValueError(f"spacing needs one value per coordinate {self.coords}, got {list(spacing)}")
+        self.spacing = [float(h) for h in spacing]
+        self.origin = [0.0] * D if origin is None else [float(o) for o in origin]
+        if len(self.origin) != D:
+            raise ValueError(f"origin needs one value per coordinate {self.coords}, got {list(origin)}")
+        self.spatial = tuple(spatial) if spatial is not None else tuple(c for c in self.coords if c != "t")
+        self.periodic, self.method = tuple(periodic), method
+        self.params = Params(dict(params or {}))
+        self.experts = tuple(int(e) for e in (experts if experts is not None else (1,) * D))
+        if len(self.experts) != D or any(e < 1 for e in self.experts):
+            raise ValueError(f"experts needs one positive block count per coordinate {self.coords}, got {experts!r}")
+        if points is not None and (not isinstance(points, int) or points < 1):
+            raise ValueError(f"points must be a positive int (collocation nodes per block) or None (all), got {points!r}")
+        self.points = points
+        if init not in ("zeros", "ones"):
+            raise ValueError(f"init must be 'zeros' or 'ones', got {init!r}")
+        if on_failure not in FAILURE_POLICIES:
+            raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}")
+        if jacobian not in ("pointwise", "autodiff"):
+            raise ValueError(f"jacobian must be 'pointwise' or 'autodiff', got {jacobian!r}")
+        for c in conditions:
+            if not isinstance(c, GridCondition):
+                raise TypeError(f"conditions must be GridCondition objects, got {c!r}")
+            unknown = set(c.at) - set(self.coords)
+            if unknown or not c.at:
+                raise ValueError(f"GridCondition.at must fix at least one of the coordinates {self.coords}, got {dict(c.at)}")
+        self.residual, self.conditions = residual, tuple(conditions)
+        self.ridge, self.init, self.dtype, self.on_failure = float(ridge), init, dtype, on_failure
+        self.solver_options = {"rtol": rtol, "atol": atol, "gtol": gtol, "max_steps": max_steps, "tau": tau}
+        LevenbergMarquardt(**self.solver_options)  # validates the options now, not at the first call
+        self.jacobian = jacobian
+        self.adjoint = Implicit(backward_solve)
+        self._blocks: list[_Block] | None = None
+        self._layouts: dict = {}
+        self.last_stats: dict[str, Tensor] = {}
+
+    @property
+    def n_experts(self) -> int:
+        return math.prod(self.experts)
+
+    def extra_repr(self) -> str:
+        return (f"coords={self.coords}, experts={self.experts}, points={self.points}, "
+                f"conditions={len(self.conditions)}, ridge={self.ridge}")
+
+    # --- what the residuals read (one probe call each) ----------------------------------------
+    def _call(self, fn, d, p):
+        return fn(d, p) if _takes_params(fn) else fn(d)
+
+    def _probe(self) -> list[_Block]:
+        if self._blocks is None:
+            blocks = []
+            for fn, weight in [(self.residual, 1.0)] + [(c.residual, float(c.weight)) for c in self.conditions]:
+                rec = _Recorder(self.names, self.coords, self.spatial, self.dtype)
+                n_terms = len(_as_rows(self._call(fn, rec, self.params)))
+                keys = list(dict.fromkeys(rec.keys))
+                n_out = len(self.outputs)
+                blocks.append(_Block(fn, weight, [k for k in keys if k[0] < n_out], [k for k in keys if k[0] >= n_out],
+                                     n_terms))
+            if not blocks[0].model_keys:
+                raise ValueError("the residual reads none of the outputs' fields; write it against d.u, d.u_x, ...")
+            self._blocks = blocks
+        return self._blocks
+
+    # --- which nodes belong to which expert (per grid shape, cached) ---------------------------
+    def _layout(self, grid: tuple[int, ...], device) -> dict:
+        key = (grid, str(device))
+        if key in self._layouts:
+            return self._layouts[key]
+        for n, e, c in zip(grid, self.experts, self.coords):
+            if e > n:
+                raise ValueError(f"experts={self.experts} splits {c} into {e} blocks but the grid has {n} nodes on it")
+        axes = [torch.arange(n) * e // n for n, e in zip(grid, self.experts)]  # block index per node, per axis
+        owner = torch.zeros(grid, dtype=torch.long)
+        for a, (blk, e) in enumerate(zip(axes, self.experts)):
+            shape = [1] * len(grid)
+            shape[a] = grid[a]
+            owner = owner * e + blk.reshape(shape)
+        owner = owner.reshape(-1)
+        layout = {"owner": owner.to(device), "blocks": _members(owner, self.n_experts)}
+        if self.points is not None and self.points > int(layout["blocks"][1].sum(1).min()):
+            raise ValueError(f"points={self.points} exceeds the {int(layout['blocks'][1].sum(1).min())} nodes of the "
+                             f"smallest block (grid {grid}, experts {self.experts}); lower points or use fewer experts")
+        layout["blocks"] = tuple(t.to(device) for t in layout["blocks"])
+        conditions = []
+        for c in self.conditions:
+            on_face = torch.ones(grid, dtype=torch.bool)
+            for name, i in c.at.items():
+                a = self.coords.index(name)
+                if not -grid[a] <= i < grid[a]:
+                    raise ValueError(f"GridCondition at {dict(c.at)}: index {i} is outside the {grid[a]} nodes of {name}")
+                sel = torch.zeros(grid[a], dtype=torch.bool)
+                sel[i] = True
+                shape = [1] * len(grid)
+                shape[a] = grid[a]
+                on_face = on_face & sel.reshape(shape)
+            face_owner = torch.where(on_face.reshape(-1), owner, -1)
+            conditions.append(tuple(t.to(device) for t in _members(face_owner, self.n_experts)))
+        layout["conditions"] = conditions
+        self._layouts[key] = layout
+        return layout
+
+    # --- forward ------------------------------------------------------------------------------
+    def forward(self, basis: Tensor, data: Mapping[str, Tensor] | None = None) -> Tensor:
+        data = dict(data or {})
+        missing = [n for n in self.data_fields if n not in data]
+        extra = [n for n in data if n not in self.data_fields]
+        if missing or extra:
+            raise ValueError(f"data must hold exactly the fields {self.data_fields}; missing {missing}, unexpected {extra}")
+        D, C = len(self.coords), len(self.outputs)
+        if basis.dim() != 2 + D + (C > 1) or (C > 1 and basis.shape[2] != C):
+            want = f"(batch, N, {C}, *grid)" if C > 1 else "(batch, N, *grid)"
+            raise ValueError(f"basis must be {want} with {D} grid axes for coordinates {self.coords}; "
+                             f"got shape {tuple(basis.shape)}")
+        basis_c = basis if C > 1 else basis[:, :, None]
+        B, N, grid = basis.shape[0], basis.shape[1], tuple(basis_c.shape[3:])
+        for name, v in data.items():
+            if tuple(v.shape) != (B, *grid):
+                raise ValueError(f"data field {name!r} must have shape (batch, *grid) = {(B, *grid)}, got {tuple(v.shape)}")
+        blocks, layout = self._probe(), self._layout(grid, basis.device)
+        K, S = self.n_experts, B * self.n_experts
+        work = basis_c.to(self.dtype)
+        on_grid = dict(origin=self.origin, periodic=self.periodic, method=self.method, spatial=self.spatial)
+        of_basis = GridDerivatives({name: work[:, :, k] for k, name in enumerate(self.outputs)},  # (B, N, *grid) each
+                                   self.coords, self.spacing, **on_grid)
+        of_data = GridDerivatives({name: data[name].to(self.dtype)[:, None] for name in self.data_fields},
+                                  self.coords, self.spacing, **on_grid) if self.data_fields else None
+
+        # collocation nodes (B, K, m) and, per condition, its nodes in each block (K, L) + mask
+        nodes, mask = self._collocation(layout["blocks"], B)
+        node_sets = [(nodes, mask)] + [(n[None].expand(B, -1, -1), v[None].expand(B, -1, -1)) for n, v in layout["conditions"]]
+        tensors, plan = [], []
+        for blk, (idx, valid) in zip(blocks, node_sets):
+            m = idx.shape[-1]
+            flat_idx = idx.reshape(B, 1, K * m)
+            for k, path in blk.model_keys + blk.data_keys:
+                full = (of_basis if k < C else of_data)(self.names[k], *(self.coords[i] for i in path)).flatten(2)
+                picked = torch.gather(full, 2, flat_idx.expand(-1, full.shape[1], -1)).view(B, -1, K, m)
+                tensors.append(picked.permute(0, 2, 3, 1).reshape(S, m, -1) if k < C else picked.reshape(S, m))
+            coords = [self._coordinate(a, idx, grid).reshape(S, m) for a in range(D)]
+            plan.append((coords, valid.reshape(S, m).to(self.dtype)))
+
+        w0 = (torch.zeros if self.init == "zeros" else torch.ones)(S, N, dtype=self.dtype, device=basis.device)
+        # the plan (node coordinates, masks) is bound here: a backward after a later forward still sees its own
+        rows = functools.partial(self._residual_rows, plan)
+        jac = functools.partial(self._jacobian, plan) if self.jacobian == "pointwise" else "loop"
+        solver, status = LevenbergMarquardt(jac=jac, **self.solver_options), {}
+
+        def solve(x0, *params):
+            status["sol"] = solver(rows, x0, *params, throw=False)
+            return status["sol"].value
+
+        w = custom_least_squares(rows, adjoint=self.adjoint)(solve)(w0, *tensors)
+        self._report(status["sol"])
+        # u = b . w_k on block k: each node takes its block's coefficients
+        w_node = w.view(B, K, N)[:, layout["owner"]]  # (B, n_nodes, N)
+        u = torch.einsum("bicn,bni->bcn", work.flatten(3), w_node).reshape(B, C, *grid)
+        u = u.to(basis.dtype)
+        return u if C > 1 else u[:, 0]
+
+    def _collocation(self, blocks: tuple[Tensor, Tensor], B: int) -> tuple[Tensor, Tensor]:
+        members, valid = blocks  # (K, L)
+        if self.points is None:
+            return members[None].expand(B, -1, -1), valid[None].expand(B, -1, -1)
+        keys = torch.rand(B, *members.shape, device=members.device).masked_fill(~valid, -1.0)
+        pick = keys.topk(self.points, dim=-1).indices
+        return torch.gather(members[None].expand(B, -1, -1), 2, pick), torch.ones_like(pick, dtype=torch.bool)
+
+    def _coordinate(self, axis: int, flat_idx: Tensor, grid: tuple[int, ...]) -> Tensor:
+        stride = math.prod(grid[axis + 1:])
+        i = torch.div(flat_idx, stride, rounding_mode="floor") % grid[axis]
+        return self.origin[axis] + self.spacing[axis] * i.to(self.dtype)
+
+    # --- the least-squares rows and their Jacobian ----------------------------------------------
+    def _fields(self, blk: _Block, w: Tensor, tensors, pos: int) -> tuple[dict, dict, int]:
+        model, given = {}, {}
+        for key in blk.model_keys:
+            model[key] = (tensors[pos] @ w[..., None])[..., 0]
+            pos += 1
+        for key in blk.data_keys:
+            given[key] = tensors[pos]
+            pos += 1
+        return model, given, pos
+
+    def _rows(self, blk: _Block, coords, valid, model: dict, given: dict) -> Tensor:
+        view = _Nodes(self.names, self.coords, self.spatial, {**model, **given}, coords)
+        rows = [torch.broadcast_to(r, valid.shape) for r in _as_rows(self._call(blk.fn, view, self.params))]
+        if len(rows) != blk.n_terms:
+            raise RuntimeError("the residual returned a different number of terms than on its first call")
+        return torch.cat([blk.weight * valid * r for r in rows], dim=1)
+
+    def _residual_rows(self, plan, w: Tensor, *tensors: Tensor) -> Tensor:
+        out, pos = [], 0
+        for blk, (coords, valid) in zip(self._probe(), plan):
+            model, given, pos = self._fields(blk, w, tensors, pos)
+            out.append(self._rows(blk, coords, valid, model, given))
+        out.append(self.ridge * w)
+        return torch.cat(out, dim=1)
+
+    def _jacobian(self, plan, w: Tensor, *tensors: Tensor) -> Tensor:
+        # Pointwise residual of fields f_q = B_q w: dr/dw = sum_q diag(dr/df_q) B_q, one JVP per partial q.
+        out, pos = [], 0
+        for blk, (coords, valid) in zip(self._probe(), plan):
+            start = pos
+            model, given, pos = self._fields(blk, w, tensors, pos)
+            keys = list(model)
+            rows = lambda *f: self._rows(blk, coords, valid, dict(zip(keys, f)), given)
+            primals = tuple(model[k] for k in keys)
+            J = 0
+            for q, key in enumerate(keys):
+                tangent = tuple(torch.ones_like(p) if i == q else torch.zeros_like(p) for i, p in enumerate(primals))
+                dr = torch.func.jvp(rows, primals, tangent)[1].view(w.shape[0], blk.n_terms, -1, 1)
+                J = J + (dr * tensors[start + q][:, None]).flatten(1, 2)
+            out.append(J)
+        out.append(self.ridge * torch.eye(w.shape[1], dtype=w.dtype, device=w.device).expand(w.shape[0], -1, -1))
+        return torch.cat(out, dim=1)
+
+    def _report(self, sol) -> None:
+        self.last_stats = {"status": sol.status.detach(), "num_steps": sol.stats["num_steps"].detach(),
+                           "residual_norm": sol.stats["residual_norm"].detach()}
+        if self.on_failure == "record":
+            return
+        failed = bool((sol.status != Status.SUCCESS).any())
+        if failed:
+            message = describe(sol.status, "hard-constraint solve") + "\n  (raise max_steps or loosen rtol/atol)"
+            if self.on_failure == "raise":
+                raise SolveError(message, sol)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _takes_params(fn) -> bool:
+    try:
+        return len(inspect.signature(fn).parameters) >= 2
+    except (TypeError, ValueError):  # builtins without a signature
+        return True
+
+
+def _members(owner: Tensor, n_groups: int) -> tuple[Tensor, Tensor]:
+    """Flat node indices of each group, padded: (n_groups, L) indices and (n_groups, L) validity.
+
+    owner: group of each node (-1: none). Padding repeats a valid index (or 0) with valid False."""
+    order = torch.argsort(owner, stable=True)
+    counts = torch.bincount(owner[owner >= 0], minlength=n_groups)
+    L = max(int(counts.max()) if counts.numel() else 0, 1)
+    starts = torch.cumsum(counts, 0) - counts + int((owner < 0).sum())
+    slot = torch.arange(L)
+    valid = slot[None] < counts[:, None]
+    idx = order[(starts[:, None] + slot[None].clamp_max((counts[:, None] - 1).clamp_min(0))).clamp_max(owner.numel() - 1)]
+    return idx, valid

@@ -1,0 +1,219 @@
+"""The hard-constraint layer against closed forms, finite differences and its own invariants (float64)."""
+
+import math
+
+import pytest
+import torch
+
+from sciml.constraints import GridCondition, HardConstraint
+from solvers.implicit import Implicit
+from solvers.nonlinear import jacobian
+from solvers.solution import SolveError
+
+DT = torch.float64
+NX, NT = 16, 9
+H = (1.0 / NX, 0.1 / (NT - 1))
+TIGHT = {"rtol": 1e-13, "atol": 1e-14, "max_steps": 200}
+
+
+def heat_layer(**kw):
+    """u_t = k u_xx on periodic x x [0, 0.1], u(x, 0) = u0 imposed in the solve."""
+    options = dict(coords=("x", "t"), spacing=H, periodic=("x",), params={"k": 0.1}, data_fields=("u0",),
+                   conditions=[GridCondition(lambda d: d.u - d.u0, at={"t": 0}, weight=2.0)], ridge=1e-3, **TIGHT)
+    options.update(kw)
+    return HardConstraint(lambda d, p: d.u_t - p.k * d.u_xx, **options)
+
+
+def initial(B):
+    x = torch.arange(NX, dtype=DT) / NX
+    u0 = torch.sin(2 * math.pi * x)[None] * torch.linspace(0.5, 1.5, B, dtype=DT)[:, None]
+    return u0[:, :, None].expand(B, NX, NT).contiguous()
+
+
+def smooth_basis(B, N, seed=0):
+    """Low-mode fields in x times low-order polynomials in t: solvable combinations exist nearby."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.arange(NX, dtype=DT) / NX
+    t = torch.arange(NT, dtype=DT) * H[1]
+    modes = torch.stack([f(2 * math.pi * k * x) for k in (1, 2) for f in (torch.sin, torch.cos)])  # (4, NX)
+    powers = torch.stack([t ** j for j in range(3)])  # (3, NT)
+    shapes = (modes[:, None, :, None] * powers[None, :, None, :]).reshape(12, NX, NT)
+    mix = torch.randn(B, N, 12, generator=g, dtype=DT)
+    return torch.einsum("bnk,kxt->bnxt", mix, shapes)
+
+
+def reference_rows(basis, u0, k=0.1, weight=2.0, ridge=1e-3, nodes=None):
+    """The heat layer's least-squares system written out independently: A w - f, per sample."""
+    bx = torch.fft.rfft(basis, dim=2)
+    freq = torch.fft.rfftfreq(NX, d=H[0] / (2 * math.pi)).to(DT)
+    freq[-1] = 0
+    u_xx = torch.fft.irfft(-(freq ** 2)[:, None] * bx, n=NX, dim=2)
+    u_t = torch.gradient(basis, spacing=H[1], dim=3, edge_order=2)[0]
+    pde = (u_t - k * u_xx).flatten(2)  # (B, N, NX*NT)
+    ic = basis[..., 0]  # (B, N, NX): nodes (x, t = 0)
+    keep = torch.ones(NX * NT, dtype=torch.bool) if nodes is None else nodes
+    keep_ic = keep.view(NX, NT)[:, 0]
+    N = basis.shape[1]
+    A = torch.cat([pde[:, :, keep].transpose(1, 2), weight * ic[:, :, keep_ic].transpose(1, 2),
+                   ridge * torch.eye(N, dtype=DT).expand(basis.shape[0], N, N)], 1)
+    f = torch.cat([torch.zeros(basis.shape[0], int(keep.sum()), dtype=DT), weight * u0[:, keep_ic, 0],
+                   torch.zeros(basis.shape[0], N, dtype=DT)], 1)
+    return A, f
+
+
+def test_linear_pde_matches_the_closed_form_least_squares_solution():
+    B, N = 3, 7
+    basis, u0 = smooth_basis(B, N), initial(B)
+    layer = heat_layer()
+    u = layer(basis, {"u0": u0})
+    A, f = reference_rows(basis, u0)
+    w = torch.linalg.lstsq(A, f[..., None]).solution[..., 0]
+    expected = torch.einsum("bnxt,bn->bxt", basis, w)
+    assert (layer.last_stats["status"] == 0).all()
+    assert torch.allclose(u, expected, rtol=0, atol=1e-10 * expected.abs().max())
+
+
+def test_each_expert_solves_its_own_block_with_the_condition_nodes_in_it():
+    B, N = 2, 7
+    basis, u0 = smooth_basis(B, N, seed=1), initial(B)
+    layer = heat_layer(experts=(2, 1))
+    u = layer(basis, {"u0": u0})
+    for block in range(2):
+        nodes = torch.zeros(NX, NT, dtype=torch.bool)
+        nodes[block * NX // 2:(block + 1) * NX // 2] = True
+        A, f = reference_rows(basis, u0, nodes=nodes.reshape(-1))
+        w = torch.linalg.lstsq(A, f[..., None]).solution[..., 0]
+        expected = torch.einsum("bnxt,bn->bxt", basis, w)[:, nodes]
+        assert torch.allclose(u[:, nodes], expected, rtol=0, atol=1e-10 * expected.abs().max()), block
+    assert layer.last_stats["status"].shape == (B * 2,)
+
+
+def test_the_pde_holds_at_the_nodes_when_the_basis_can_satisfy_it():
+    """A basis holding the exact heat modes (sampled on the grid) reproduces the analytic solution
+    up to the time stencil's error, which shrinks as dt^2."""
+    errors = []
+    for nt in (9, 17):
+        x = torch.arange(NX, dtype=DT) / NX
+        t = torch.linspace(0, 0.1, nt, dtype=DT)
+        k, n_modes = 0.1, (1, 2)
+        modes = [torch.exp(-k * (2 * math.pi * n) ** 2 * t)[None] * f(2 * math.pi * n * x)[:, None]
+                 for n in n_modes for f in (torch.sin, torch.cos)]
+        basis = torch.stack(modes)[None]  # (1, 4, NX, nt)
+        u0 = (torch.sin(2 * math.pi * x) - 0.3 * torch.cos(4 * math.pi * x))[None, :, None].expand(1, NX, nt)
+        exact = torch.exp(-k * (2 * math.pi) ** 2 * t) * torch.sin(2 * math.pi * x)[:, None] \
+            - 0.3 * torch.exp(-k * (4 * math.pi) ** 2 * t) * torch.cos(4 * math.pi * x)[:, None]
+        layer = heat_layer(spacing=(1.0 / NX, 0.1 / (nt - 1)), ridge=1e-10)
+        u = layer(basis, {"u0": u0.contiguous()})
+        errors.append(float((u[0] - exact).norm() / exact.norm()))
+    assert errors[0] < 4e-3 and errors[1] < errors[0] / 4, errors  # measured 2.71e-3, 2.61e-4
+
+
+def test_pointwise_jacobian_equals_the_autodiff_one():
+    B, N = 2, 5
+    g = torch.Generator().manual_seed(3)
+    basis = smooth_basis(B, N, seed=2)
+    layer = HardConstraint(lambda d, p: [d.u_t + d.u * d.u_x - p.nu * d.u_xx, d.u ** 3 - d.u_t * d.x],
+                           coords=("x", "t"), spacing=H, periodic=("x",), params={"nu": 0.05}, experts=(2, 1),
+                           points=20, conditions=[GridCondition(lambda d, p: d.u - 0.3 * d.u_x, at={"x": -1})])
+    captured = {}
+    original = layer._jacobian
+
+    def spy(plan, w, *tensors):
+        captured.update(plan=plan, tensors=tensors)
+        return original(plan, w, *tensors)
+
+    layer._jacobian = spy
+    layer(basis)
+    w = torch.randn(B * 2, N, generator=g, dtype=DT)
+    rows = lambda w_, *t: layer._residual_rows(captured["plan"], w_, *t)
+    _, expected = jacobian(rows, w, *captured["tensors"], mode="loop")
+    assert torch.allclose(original(captured["plan"], w, *captured["tensors"]), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_gradients_through_the_solve_match_finite_differences():
+    """Implicit differentiation of the whole layer: viscous Burgers residual, two experts, an initial
+    condition from data. Here the residual stays large at the solution, so the Gauss-Newton
+    backward (J^T J for the Hessian) is 30% off: the check can tell the two apart."""
+    g = torch.Generator().manual_seed(4)
+    layer = HardConstraint(lambda d, p: d.u_t + d.u * d.u_x - 0.01 * d.u_xx, coords=("x", "t"), spacing=H,
+                           periodic=("x",), experts=(2, 1), ridge=1e-2, data_fields=("u0",), on_failure="raise",
+                           conditions=[GridCondition(lambda d: d.u - d.u0, at={"t": 0})], **TIGHT)
+    weights = torch.randn(1, NX, NT, generator=g, dtype=DT)
+    basis, u0 = smooth_basis(1, 4, seed=4).requires_grad_(), initial(1).requires_grad_()
+    f = lambda b, v: (layer(b, {"u0": v}) * weights).sum()
+    full, full_u0 = torch.autograd.grad(f(basis, u0), (basis, u0))
+    for _ in range(2):  # central differences along random directions
+        db, dv = torch.randn(basis.shape, generator=g, dtype=DT), torch.randn(u0.shape, generator=g, dtype=DT)
+        with torch.no_grad():
+            fd = (f(basis + 1e-6 * db, u0 + 1e-6 * dv) - f(basis - 1e-6 * db, u0 - 1e-6 * dv)) / 2e-6
+        predicted = (full * db).sum() + (full_u0 * dv).sum()
+        assert abs(fd - predicted) < 1e-6 * abs(predicted), (float(fd), float(predicted))
+    layer.adjoint = Implicit("lu", hessian="gauss-newton")
+    gauss_newton = torch.autograd.grad(f(basis, u0), basis)[0]
+    assert (gauss_newton - full).norm() > 0.1 * full.norm()
+
+
+def test_collocation_nodes_are_drawn_inside_each_block_without_repeats_and_anew_each_call():
+    layer = heat_layer(experts=(2, 1), points=30)
+    members, valid = layer._layout((NX, NT), torch.device("cpu"))["blocks"]
+    torch.manual_seed(0)
+    first, mask = layer._collocation((members, valid), 4)
+    second, _ = layer._collocation((members, valid), 4)
+    assert first.shape == (4, 2, 30) and bool(mask.all())
+    x_index = torch.div(first, NT, rounding_mode="floor")
+    assert bool((x_index[:, 0] < NX // 2).all()) and bool((x_index[:, 1] >= NX // 2).all())
+    assert all(len(set(row.tolist())) == 30 for row in first.reshape(-1, 30))
+    assert not torch.equal(first, second)
+
+
+def test_a_backward_after_a_later_forward_uses_its_own_nodes():
+    B, N = 2, 6
+    layer = heat_layer(points=40)
+    basis = smooth_basis(B, N, seed=5).requires_grad_()
+    u0 = initial(B)
+    torch.manual_seed(1)
+    alone = torch.autograd.grad(layer(basis, {"u0": u0}).square().sum(), basis)[0]
+    torch.manual_seed(1)
+    first = layer(basis, {"u0": u0})
+    layer(smooth_basis(B, N, seed=6), {"u0": u0})  # another draw of nodes in between
+    assert torch.allclose(torch.autograd.grad(first.square().sum(), basis)[0], alone, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_basis_is_solved_in_float64_and_returned_in_float32():
+    basis, u0 = smooth_basis(2, 5), initial(2)
+    u32 = heat_layer()(basis.float(), {"u0": u0.float()})
+    u64 = heat_layer()(basis.float().double(), {"u0": u0.float().double()})
+    assert u32.dtype == torch.float32 and torch.allclose(u32.double(), u64, rtol=0, atol=1e-6 * u64.abs().max())
+
+
+def test_a_failed_solve_is_recorded_or_raised_as_asked():
+    basis, u0 = smooth_basis(2, 5), initial(2)
+    recorded = heat_layer(max_steps=1, rtol=1e-15, atol=1e-15)
+    recorded(basis, {"u0": u0})
+    assert (recorded.last_stats["status"] != 0).all() and (recorded.last_stats["num_steps"] == 1).all()
+    with pytest.raises(SolveError, match="max_steps"):
+        heat_layer(max_steps=1, rtol=1e-15, atol=1e-15, on_failure="raise")(basis, {"u0": u0})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"experts": (2,)}, "experts needs one positive block count"),
+    ({"spacing": (0.1,)}, "spacing needs one value per coordinate"),
+    ({"points": 0}, "points must be a positive int"),
+    ({"on_failure": "ignore"}, "on_failure must be one of"),
+    ({"conditions": [GridCondition(lambda d: d.u, at={"z": 0})]}, "GridCondition.at must fix"),
+])
+def test_bad_settings_are_refused_with_the_fix(change, message):
+    with pytest.raises(ValueError, match=message):
+        heat_layer(**change)
+
+
+def test_bad_inputs_are_refused_with_the_fix():
+    basis, u0 = smooth_basis(2, 5), initial(2)
+    with pytest.raises(ValueError, match="missing \\['u0'\\]"):
+        heat_layer()(basis)
+    with pytest.raises(ValueError, match="basis must be \\(batch, N, \\*grid\\)"):
+        heat_layer()(basis[:, :, :, 0], {"u0": u0})
+    with pytest.raises(ValueError, match="exceeds the 72 nodes of the smallest block"):
+        heat_layer(experts=(2, 1), points=73)(basis, {"u0": u0})
+    with pytest.raises(ValueError, match="data field 'u0' must have shape"):
+        heat_layer()(basis, {"u0": u0[:, :, :1]})
