@@ -73,11 +73,11 @@ def test_linear_pde_matches_the_closed_form_least_squares_solution():
     assert torch.allclose(u, expected, rtol=0, atol=1e-10 * expected.abs().max())
 
 
-def test_each_expert_solves_its_own_block_with_the_condition_nodes_in_it():
+def test_each_expert_solves_its_own_block_with_the_condition_nodes_in_it(device):
     B, N = 2, 7
     basis, u0 = smooth_basis(B, N, seed=1), initial(B)
     layer = heat_layer(experts=(2, 1))
-    u = layer(basis, {"u0": u0})
+    u = layer(basis.to(device), {"u0": u0.to(device)}).cpu()
     for block in range(2):
         nodes = torch.zeros(NX, NT, dtype=torch.bool)
         nodes[block * NX // 2:(block + 1) * NX // 2] = True
