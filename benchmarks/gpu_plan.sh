@@ -23,7 +23,7 @@ case "${1:-}" in
              'python3 benchmarks/bench_fno_speed.py --precision tf32 --cases 5,3,1,2,4,0' ;;
   2)   s 560 'python3 benchmarks/bench_datagen.py --parts ns_step,burgers,ns_generate --max-minutes 7' \
              'python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' ;;
-  3)   s 560 'timeout 150 python3 -m pytest -q -p no:cacheprovider tests/sciml/train tests/sciml/models/test_fno.py -k "graph or pointwise or bf16"' \
+  3)   s 560 'timeout 150 python3 -m pytest -q -p no:cacheprovider tests/sciml/train tests/sciml/models/test_fno.py tests/sciml/constraints -k "graph or pointwise or bf16 or expert"' \
              'python3 benchmarks/bench_pinn.py --parts lbfgs' \
              'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt graph,dde_setup,deepxde --dde-cap 240' \
              'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
