@@ -165,6 +165,10 @@ class HardConstraint(nn.Module):
             raise ValueError(f"origin needs one value per coordinate {self.coords}, got {list(origin)}")
         self.spatial = tuple(spatial) if spatial is not None else tuple(c for c in self.coords if c != "t")
         self.periodic, self.method = tuple(periodic), method
+        for name, value in (params or {}).items():
+            if isinstance(value, Tensor) and value.requires_grad:
+                raise ValueError(f"parameter {name!r} requires grad: the layer's solve does not differentiate its "
+                                 f"parameters; pass a float (or a tensor without grad)")
         self.params = Params(dict(params or {}))
         self.experts = tuple(int(e) for e in (experts if experts is not None else (1,) * D))
         if len(self.experts) != D or any(e < 1 for e in self.experts):

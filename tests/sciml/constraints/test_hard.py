@@ -108,6 +108,27 @@ def test_the_pde_holds_at_the_nodes_when_the_basis_can_satisfy_it():
     assert errors[0] < 4e-3 and errors[1] < errors[0] / 4, errors  # measured 2.71e-3, 2.61e-4
 
 
+def test_several_outputs_share_the_coefficients_and_match_the_closed_form():
+    """u_t = v + f, v_t = -u on a non-periodic grid (finite differences), every node, no conditions."""
+    B, N, nx, nt = 2, 5, 4, 7
+    g = torch.Generator().manual_seed(7)
+    t = torch.arange(nt, dtype=DT) * 0.1
+    basis = torch.randn(B, N, 2, nx, 1, generator=g, dtype=DT) * torch.stack([t ** j for j in range(3)]).sum(0)
+    basis = basis + 0.1 * torch.randn(B, N, 2, nx, nt, generator=g, dtype=DT)
+    forcing = torch.randn(B, nx, nt, generator=g, dtype=DT)
+    layer = HardConstraint(lambda d: [d.u_t - d.v - d.f, d.v_t + d.u], coords=("x", "t"), spacing=(0.25, 0.1),
+                           outputs=("u", "v"), data_fields=("f",), method="fd", ridge=1e-3, **TIGHT)
+    out = layer(basis, {"f": forcing})
+    d_t = torch.gradient(basis, spacing=0.1, dim=4, edge_order=2)[0]
+    A = torch.cat([(d_t[:, :, 0] - basis[:, :, 1]).flatten(2), (d_t[:, :, 1] + basis[:, :, 0]).flatten(2)], 2)
+    A = torch.cat([A.transpose(1, 2), 1e-3 * torch.eye(N, dtype=DT).expand(B, N, N)], 1)
+    f = torch.cat([forcing.flatten(1), torch.zeros(B, nx * nt + N, dtype=DT)], 1)
+    w = torch.linalg.lstsq(A, f[..., None]).solution[..., 0]
+    expected = torch.einsum("bncxt,bn->bcxt", basis, w)
+    assert out.shape == (B, 2, nx, nt)
+    assert torch.allclose(out, expected, rtol=0, atol=1e-10 * expected.abs().max())
+
+
 def test_pointwise_jacobian_equals_the_autodiff_one():
     B, N = 2, 5
     g = torch.Generator().manual_seed(3)
@@ -201,6 +222,7 @@ def test_a_failed_solve_is_recorded_or_raised_as_asked():
     ({"points": 0}, "points must be a positive int"),
     ({"on_failure": "ignore"}, "on_failure must be one of"),
     ({"conditions": [GridCondition(lambda d: d.u, at={"z": 0})]}, "GridCondition.at must fix"),
+    ({"params": {"k": torch.tensor(0.1, requires_grad=True)}}, "parameter 'k' requires grad"),
 ])
 def test_bad_settings_are_refused_with_the_fix(change, message):
     with pytest.raises(ValueError, match=message):
