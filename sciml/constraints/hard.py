@@ -220,8 +220,10 @@ class HardConstraint(nn.Module):
                 n_out = len(self.outputs)
                 blocks.append(_Block(fn, weight, [k for k in keys if k[0] < n_out], [k for k in keys if k[0] >= n_out],
                                      n_terms))
-            if not blocks[0].model_keys:
-                raise ValueError("the residual reads none of the outputs' fields; write it against d.u, d.u_x, ...")
+            for i, blk in enumerate(blocks):
+                if not blk.model_keys:
+                    what = "the residual" if i == 0 else f"condition {i - 1} (at {dict(self.conditions[i - 1].at)})"
+                    raise ValueError(f"{what} reads none of the outputs {self.outputs}; write it against d.u, d.u_x, ...")
             self._blocks = blocks
         return self._blocks
 

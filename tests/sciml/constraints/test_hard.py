@@ -239,3 +239,5 @@ def test_bad_inputs_are_refused_with_the_fix():
         heat_layer(experts=(2, 1), points=73)(basis, {"u0": u0})
     with pytest.raises(ValueError, match="data field 'u0' must have shape"):
         heat_layer()(basis, {"u0": u0[:, :, :1]})
+    with pytest.raises(ValueError, match="condition 0 \\(at \\{'t': 0\\}\\) reads none of the outputs"):
+        heat_layer(conditions=[GridCondition(lambda d: d.u0 - 1.0, at={"t": 0})])(basis, {"u0": u0})
