@@ -72,13 +72,14 @@ class PhysicsOperator(nn.Module):
     """u0 (batch, nx, nt), broadcast in t -> u (batch, nx, nt); kind: "soft", "hard" or "moe"."""
 
     def __init__(self, kind: str, case: Case, *, n_basis: int = 16, experts: int = 4, points: int = 200,
-                 width: int = 24, modes=(12, 8)):
+                 overlap: int = 0, width: int = 24, modes=(12, 8)):
         super().__init__()
         self.backbone = FNO(1, 1 if kind == "soft" else n_basis, n_dims=2, modes=modes, width=width, **case.fno)
         self.layer = None if kind == "soft" else HardConstraint(
             case.residual, coords=("x", "t"), spacing=case.spacing, origin=case.origin, periodic=case.periodic,
             method=case.method, params=case.params, data_fields=("u0",), conditions=case.conditions,
-            experts=(experts if kind == "moe" else 1, 1), points=points * (1 if kind == "moe" else experts))
+            experts=(experts if kind == "moe" else 1, 1), points=points * (1 if kind == "moe" else experts),
+            overlap=(overlap if kind == "moe" else 0, 0))
 
     def forward(self, u0: torch.Tensor) -> torch.Tensor:
         out = self.backbone(u0[:, None])
@@ -140,9 +141,10 @@ def main() -> None:
     parser.add_argument("--kinds", default="soft,hard,moe")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overlap", type=int, default=0, help="nodes by which the experts' x-blocks overlap")
     args = parser.parse_args()
     for kind in args.kinds.split(","):
-        r = train(kind, args.pde, steps=args.steps, seed=args.seed)
+        r = train(kind, args.pde, steps=args.steps, seed=args.seed, overlap=args.overlap)
         print(f"{r['kind']:5s}  test rel. L2 {r['test_rel_l2']:.4f}, physics loss {r['test_physics_loss']:.2e}  "
               f"({r['train_seconds']:.0f} s, final training loss {r['final_loss']:.3e}, LM steps "
               f"{r['mean_solver_steps']:.1f}, unconverged {r['solve_failures']})")

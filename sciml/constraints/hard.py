@@ -126,6 +126,11 @@ class HardConstraint(nn.Module):
             the condition nodes that lie in it.
         points: collocation nodes drawn per block and per forward call, uniformly without
             replacement (the paper: 20 000); None uses every node of the block.
+        overlap: nodes by which neighbouring blocks overlap, per side of each interface (one value
+            or one per axis; default 0, the paper's disjoint blocks). Each expert then also fits
+            the nodes within `overlap` of its block, and the output blends neighbours' fields with
+            linear weights that sum to 1 across the 2 * overlap nodes around each interface, so u
+            has no jump there (the PDE then holds exactly at the nodes outside those bands only).
         ridge: the rows ``ridge * w`` (paper: 1e-4): keeps the solve well posed when the basis
             is rank deficient.
         max_steps, rtol, atol, gtol, tau: Levenberg-Marquardt options (paper: 50 steps, 1e-4).
@@ -149,7 +154,7 @@ class HardConstraint(nn.Module):
                  data_fields: Sequence[str] = (), params: Mapping[str, float] | None = None,
                  periodic: Sequence[str] = (), method: str = "spectral", spatial: Sequence[str] | None = None,
                  conditions: Sequence[GridCondition] = (), experts: Sequence[int] | None = None,
-                 points: int | None = None, ridge: float = 1e-4, max_steps: int = 50, rtol: float = 1e-4,
+                 points: int | None = None, overlap: int | Sequence[int] = 0, ridge: float = 1e-4, max_steps: int = 50, rtol: float = 1e-4,
                  atol: float = 1e-4, gtol: float = 0.0, tau: float = 1e-3, init: str = "zeros",
                  dtype: torch.dtype = torch.float64, backward_solve: str = "lu", on_failure: str = "record",
                  jacobian: str = "pointwise"):
@@ -176,6 +181,10 @@ class HardConstraint(nn.Module):
         if points is not None and (not isinstance(points, int) or points < 1):
             raise ValueError(f"points must be a positive int (collocation nodes per block) or None (all), got {points!r}")
         self.points = points
+        overlaps = overlap if isinstance(overlap, Sequence) else (overlap,) * D
+        if len(overlaps) != D or any(not isinstance(o, int) or o < 0 for o in overlaps):
+            raise ValueError(f"overlap must be a node count >= 0, one or one per coordinate {self.coords}, got {overlap!r}")
+        self.overlap = tuple(overlaps)
         if init not in ("zeros", "ones"):
             raise ValueError(f"init must be 'zeros' or 'ones', got {init!r}")
         if on_failure not in FAILURE_POLICIES:
@@ -235,14 +244,9 @@ class HardConstraint(nn.Module):
         for n, e, c in zip(grid, self.experts, self.coords):
             if e > n:
                 raise ValueError(f"experts={self.experts} splits {c} into {e} blocks but the grid has {n} nodes on it")
-        axes = [torch.arange(n) * e // n for n, e in zip(grid, self.experts)]  # block index per node, per axis
-        owner = torch.zeros(grid, dtype=torch.long)
-        for a, (blk, e) in enumerate(zip(axes, self.experts)):
-            shape = [1] * len(grid)
-            shape[a] = grid[a]
-            owner = owner * e + blk.reshape(shape)
-        owner = owner.reshape(-1)
-        layout = {"owner": owner.to(device), "blocks": _members(owner, self.n_experts)}
+        weights = _expert_weights(grid, self.experts, self.overlap, [c in self.periodic for c in self.coords])
+        member = weights > 0  # (K, n_nodes): the nodes each expert fits (its block, widened by the overlap)
+        layout = {"weights": weights.to(device, self.dtype), "blocks": _members(member)}
         if self.points is not None and self.points > int(layout["blocks"][1].sum(1).min()):
             raise ValueError(f"points={self.points} exceeds the {int(layout['blocks'][1].sum(1).min())} nodes of the "
                              f"smallest block (grid {grid}, experts {self.experts}); lower points or use fewer experts")
@@ -259,8 +263,7 @@ class HardConstraint(nn.Module):
                 shape = [1] * len(grid)
                 shape[a] = grid[a]
                 on_face = on_face & sel.reshape(shape)
-            face_owner = torch.where(on_face.reshape(-1), owner, -1)
-            conditions.append(tuple(t.to(device) for t in _members(face_owner, self.n_experts)))
+            conditions.append(tuple(t.to(device) for t in _members(member & on_face.reshape(1, -1))))
         layout["conditions"] = conditions
         self._layouts[key] = layout
         return layout
@@ -317,8 +320,8 @@ class HardConstraint(nn.Module):
 
         w = custom_least_squares(rows, adjoint=self.adjoint)(solve)(w0, *tensors)
         self._report(status["sol"])
-        # u = b . w_k on block k: each node takes its block's coefficients
-        w_node = w.view(B, K, N)[:, layout["owner"]]  # (B, n_nodes, N)
+        # u = b . sum_k phi_k w_k: each node takes its block's coefficients (blended across an overlap)
+        w_node = torch.einsum("kn,bki->bni", layout["weights"], w.view(B, K, N))  # (B, n_nodes, N)
         u = torch.einsum("bicn,bni->bcn", work.flatten(3), w_node).reshape(B, C, *grid)
         u = u.to(basis.dtype)
         return u if C > 1 else u[:, 0]
@@ -400,15 +403,43 @@ def _takes_params(fn) -> bool:
         return True
 
 
-def _members(owner: Tensor, n_groups: int) -> tuple[Tensor, Tensor]:
-    """Flat node indices of each group, padded: (n_groups, L) indices and (n_groups, L) validity.
+def _members(member: Tensor) -> tuple[Tensor, Tensor]:
+    """Flat node indices of each group, padded: (groups, L) indices and (groups, L) validity.
 
-    owner: group of each node (-1: none). Padding repeats a valid index (or 0) with valid False."""
-    order = torch.argsort(owner, stable=True)
-    counts = torch.bincount(owner[owner >= 0], minlength=n_groups)
-    L = max(int(counts.max()) if counts.numel() else 0, 1)
-    starts = torch.cumsum(counts, 0) - counts + int((owner < 0).sum())
-    slot = torch.arange(L)
-    valid = slot[None] < counts[:, None]
-    idx = order[(starts[:, None] + slot[None].clamp_max((counts[:, None] - 1).clamp_min(0))).clamp_max(owner.numel() - 1)]
-    return idx, valid
+    member: (groups, n_nodes) bool. Padding slots hold some index with valid False."""
+    counts = member.sum(1)
+    L = max(int(counts.max()), 1)
+    idx = torch.argsort((~member).to(torch.int8), dim=1, stable=True)[:, :L]  # members first, in node order
+    return idx, torch.arange(L)[None] < counts[:, None]
+
+
+def _expert_weights(grid, experts, overlap, periodic) -> Tensor:
+    """(K, n_nodes) partition of unity: expert k's weight at each node, experts in row-major block order.
+
+    Per axis, e contiguous blocks (node i in block i*e//n); with overlap o each block's weight ramps
+    linearly from 1 to 0 across 2o nodes centred on each interface (wrapping on periodic axes), so
+    neighbours sum to 1 there; o = 0 gives each node to its own block alone."""
+    per_axis = []
+    for n, e, o, wrap in zip(grid, experts, overlap, periodic):
+        i = torch.arange(n, dtype=torch.float64)
+        starts = [-(-b * n // e) for b in range(e + 1)]  # block b = {i : i*e//n = b}
+        if o == 0:
+            per_axis.append(torch.nn.functional.one_hot(torch.arange(n) * e // n, e).T.double())
+            continue
+        if 2 * o > min(b - a for a, b in zip(starts, starts[1:])):
+            raise ValueError(f"overlap={o} needs blocks of at least {2 * o} nodes; the grid's {n} nodes in {e} blocks "
+                             f"are narrower; lower the overlap or use fewer experts")
+        rows = []
+        for b in range(e):
+            half, rel = (starts[b + 1] - starts[b]) / 2, i - (starts[b] + starts[b + 1] - 1) / 2  # from the centre
+            if wrap:
+                rel = torch.remainder(rel + n / 2, n) - n / 2
+            left, right = half + rel, half - rel  # signed distances inside the block's two interfaces
+            ramp = lambda d: (0.5 + d / (2 * o)).clamp(0, 1)
+            rows.append(torch.minimum(ramp(left) if (b > 0 or wrap) and e > 1 else torch.ones(n),
+                                      ramp(right) if (b < e - 1 or wrap) and e > 1 else torch.ones(n)))
+        per_axis.append(torch.stack(rows))
+    weights = per_axis[0]
+    for w in per_axis[1:]:  # expert (b_0, b_1, ...) -> b_0 * e_1 * ... + b_1 * ... ; node likewise
+        weights = (weights[:, None, :, None] * w[None, :, None, :]).flatten(0, 1).flatten(1, 2)
+    return weights / weights.sum(0, keepdim=True)

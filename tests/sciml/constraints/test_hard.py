@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sciml.constraints import GridCondition, HardConstraint
+from sciml.constraints.hard import _expert_weights
 from solvers.implicit import Implicit
 from solvers.nonlinear import jacobian
 from solvers.solution import SolveError
@@ -86,6 +87,30 @@ def test_each_expert_solves_its_own_block_with_the_condition_nodes_in_it(device)
         expected = torch.einsum("bnxt,bn->bxt", basis, w)[:, nodes]
         assert torch.allclose(u[:, nodes], expected, rtol=0, atol=1e-10 * expected.abs().max()), block
     assert layer.last_stats["status"].shape == (B * 2,)
+
+
+def test_overlapping_experts_blend_their_closed_form_fields_with_a_partition_of_unity():
+    B, N = 2, 7
+    basis, u0 = smooth_basis(B, N, seed=1), initial(B)
+    layer = heat_layer(experts=(2, 1), overlap=(2, 0))
+    u = layer(basis, {"u0": u0})
+    weights = _expert_weights((NX, NT), (2, 1), (2, 0), (True, False))  # (2, NX * NT)
+    on_x = weights.view(2, NX, NT)[:, :, 0]
+    # ramps of 4 nodes centred on both interfaces (x = 8 and, periodic, x = 0), 1 in the block's core
+    assert torch.allclose(on_x[0], torch.tensor([.625, .875, 1, 1, 1, 1, .875, .625, .375, .125, 0, 0, 0, 0, .125, .375],
+                                                dtype=DT))
+    assert torch.allclose(weights.sum(0), torch.ones(NX * NT, dtype=DT))
+    # non-periodic axes: no wrap, and the outer edges belong to their block alone; blocks multiply across axes
+    grid_2d = _expert_weights((10, 12), (2, 3), (1, 1), (False, False)).view(2, 3, 10, 12)
+    assert torch.allclose(grid_2d.sum((0, 1)), torch.ones(10, 12, dtype=DT))
+    assert grid_2d[0, 0, 0, 0] == 1 and grid_2d[1, 2, 9, 11] == 1
+    assert torch.allclose(grid_2d[:, :, 4, 3], torch.tensor([[0.5625, 0.1875, 0], [0.1875, 0.0625, 0]], dtype=DT))
+    expected = 0
+    for block in range(2):
+        A, f = reference_rows(basis, u0, nodes=weights[block] > 0)
+        w = torch.linalg.lstsq(A, f[..., None]).solution[..., 0]
+        expected = expected + weights[block].view(NX, NT) * torch.einsum("bnxt,bn->bxt", basis, w)
+    assert torch.allclose(u, expected, rtol=0, atol=1e-10 * expected.abs().max())
 
 
 def test_the_pde_holds_at_the_nodes_when_the_basis_can_satisfy_it():
@@ -223,6 +248,7 @@ def test_a_failed_solve_is_recorded_or_raised_as_asked():
     ({"on_failure": "ignore"}, "on_failure must be one of"),
     ({"conditions": [GridCondition(lambda d: d.u, at={"z": 0})]}, "GridCondition.at must fix"),
     ({"params": {"k": torch.tensor(0.1, requires_grad=True)}}, "parameter 'k' requires grad"),
+    ({"overlap": -1}, "overlap must be a node count >= 0"),
 ])
 def test_bad_settings_are_refused_with_the_fix(change, message):
     with pytest.raises(ValueError, match=message):
@@ -239,5 +265,7 @@ def test_bad_inputs_are_refused_with_the_fix():
         heat_layer(experts=(2, 1), points=73)(basis, {"u0": u0})
     with pytest.raises(ValueError, match="data field 'u0' must have shape"):
         heat_layer()(basis, {"u0": u0[:, :, :1]})
+    with pytest.raises(ValueError, match="overlap=5 needs blocks of at least 10 nodes"):
+        heat_layer(experts=(2, 1), overlap=5)(basis, {"u0": u0})
     with pytest.raises(ValueError, match="condition 0 \\(at \\{'t': 0\\}\\) reads none of the outputs"):
         heat_layer(conditions=[GridCondition(lambda d: d.u0 - 1.0, at={"t": 0})])(basis, {"u0": u0})
