@@ -176,13 +176,15 @@ def test_pointwise_jacobian_equals_the_autodiff_one():
     assert torch.allclose(original(captured["plan"], w, *captured["tensors"]), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_gradients_through_the_solve_match_finite_differences():
-    """Implicit differentiation of the whole layer: viscous Burgers residual, two experts, an initial
-    condition from data. Here the residual stays large at the solution, so the Gauss-Newton
-    backward (J^T J for the Hessian) is 30% off: the check can tell the two apart."""
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_gradients_through_the_solve_match_finite_differences(overlap):
+    """Implicit differentiation of the whole layer: viscous Burgers residual, two experts (disjoint or
+    blended), an initial condition from data. Here the residual stays large at the solution, so the
+    Gauss-Newton backward (J^T J for the Hessian) is 30% off: the check can tell the two apart."""
     g = torch.Generator().manual_seed(4)
     layer = HardConstraint(lambda d, p: d.u_t + d.u * d.u_x - 0.01 * d.u_xx, coords=("x", "t"), spacing=H,
-                           periodic=("x",), experts=(2, 1), ridge=1e-2, data_fields=("u0",), on_failure="raise",
+                           periodic=("x",), experts=(2, 1), overlap=(overlap, 0), ridge=1e-2, data_fields=("u0",),
+                           on_failure="raise",
                            conditions=[GridCondition(lambda d: d.u - d.u0, at={"t": 0})], **TIGHT)
     weights = torch.randn(1, NX, NT, generator=g, dtype=DT)
     basis, u0 = smooth_basis(1, 4, seed=4).requires_grad_(), initial(1).requires_grad_()
