@@ -366,20 +366,25 @@ class HardConstraint(nn.Module):
         return torch.cat(out, dim=1)
 
     def _jacobian(self, plan, w: Tensor, *tensors: Tensor) -> Tensor:
-        # Pointwise residual of fields f_q = B_q w: dr/dw = sum_q diag(dr/df_q) B_q, one JVP per partial q.
+        # A pointwise residual of fields f_q = B_q w has dr/dw = sum_q diag(dr/df_q) B_q; the partials
+        # dr/df_q of all q come from one reverse pass per residual term (the rows are pointwise).
         out, pos = [], 0
         for blk, (coords, valid) in zip(self._probe(), plan):
             start = pos
             model, given, pos = self._fields(blk, w, tensors, pos)
-            keys = list(model)
-            rows = lambda *f: self._rows(blk, coords, valid, dict(zip(keys, f)), given)
-            primals = tuple(model[k] for k in keys)
-            J = 0
-            for q, key in enumerate(keys):
-                tangent = tuple(torch.ones_like(p) if i == q else torch.zeros_like(p) for i, p in enumerate(primals))
-                dr = torch.func.jvp(rows, primals, tangent)[1].view(w.shape[0], blk.n_terms, -1, 1)
-                J = J + (dr * tensors[start + q][:, None]).flatten(1, 2)
-            out.append(J)
+            with torch.enable_grad():
+                fields = {k: v.detach().requires_grad_() for k, v in model.items()}
+                rows = self._rows(blk, coords, valid, fields, given).view(w.shape[0], blk.n_terms, -1)
+                per_term = []
+                for t in range(blk.n_terms):
+                    partials = torch.autograd.grad(rows[:, t].sum(), list(fields.values()), allow_unused=True,
+                                                   retain_graph=t < blk.n_terms - 1)
+                    J = torch.zeros_like(tensors[start])
+                    for q, d in enumerate(partials):
+                        if d is not None:
+                            J.addcmul_(d[..., None], tensors[start + q])
+                    per_term.append(J)
+            out.append(torch.cat(per_term, dim=1))
         out.append(self.ridge * torch.eye(w.shape[1], dtype=w.dtype, device=w.device).expand(w.shape[0], -1, -1))
         return torch.cat(out, dim=1)
 
