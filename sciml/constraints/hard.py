@@ -10,8 +10,8 @@ by a batched Levenberg-Marquardt solve, and returns u: the PDE holds at the node
 tolerance, whatever the backbone's weights (Negiar et al. 2023, "PI-HC"). Gradients reach the basis
 directly through u and through w* by the implicit function theorem (`solvers.implicit`), at the
 memory of one solve. With ``experts`` the grid is cut into blocks, each with its own w_k and its
-own nodes; all blocks of all samples are one batched solve (Chalapathi et al. 2024, "PI-HC-MoE":
-smaller solves, and many of them at once).
+own nodes; all blocks of all samples are one batched solve (Chalapathi et al. 2024, "PI-HC-MoE"),
+and ``overlap`` blends neighbouring blocks so that u has no jump at their interfaces.
 
 The residual is the one a PINN uses (`sciml.pde`): a function of a `Derivatives` object ``d`` and
 the parameters ``p``. Derivatives are linear, so every partial the residual asks for is taken
@@ -140,8 +140,9 @@ class HardConstraint(nn.Module):
         backward_solve: dense solve of the implicit backward ("lu", "cholesky", "lstsq").
         on_failure: what a sample whose solve did not converge does: "record" (default: counted
             in `last_stats`, training goes on, as the paper's code does), "warn" or "raise".
-        jacobian: "pointwise" (default: J = sum_q diag(dR/df_q) B_q, one cheap JVP per partial q)
-            or "autodiff" (one JVP per coefficient; for residuals that are not pointwise).
+        jacobian: "pointwise" (default: J = sum_q diag(dR/df_q) B_q, all partials dR/df_q from one
+            reverse pass per residual term) or "autodiff" (one JVP per coefficient; for residuals
+            that are not pointwise).
 
     Forward: basis ``(batch, N, *grid)`` (one output) or ``(batch, N, C, *grid)``; data
     ``{name: (batch, *grid)}`` -> ``(batch, *grid)`` or ``(batch, C, *grid)``.
