@@ -23,7 +23,6 @@ the solve a partial of u is one product of those fields with w.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from sciml.pde.derivatives import Derivatives, GridDerivatives, Params
+from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, Recorder, as_terms, takes_params
 from solvers.implicit import Implicit, custom_least_squares
 from solvers.nonlinear import LevenbergMarquardt
 from solvers.solution import SolveError, Status, describe
@@ -73,32 +72,12 @@ class _Nodes(Derivatives):
                            "a residual must request the same partials every time")
 
 
-class _Recorder(Derivatives):
-    """Stands in for the fields on a probe call and records which partials the residual uses."""
-
-    def __init__(self, names, coords, spatial, dtype):
-        super().__init__(names, coords, spatial)
-        self.dtype, self.keys = dtype, []
-
-    def coordinate(self, j):
-        return torch.zeros(1, dtype=self.dtype)
-
-    def _compute(self, k, path):
-        self.keys.append((k, path))
-        return torch.zeros(1, dtype=self.dtype)
-
-
-def _as_rows(out) -> list[Tensor]:
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    return list(out) if isinstance(out, (list, tuple)) else [out]
-
-
 @dataclass
 class _Block:
     """One group of least-squares rows: the PDE at the collocation nodes, or one condition."""
 
     fn: Callable[..., Any]
+    takes_params: bool  # f(d, p) or f(d)
     weight: float
     model_keys: list  # keys of basis-combined fields
     data_keys: list  # keys of given data fields
@@ -217,19 +196,17 @@ class HardConstraint(nn.Module):
                 f"conditions={len(self.conditions)}, ridge={self.ridge}")
 
     # --- what the residuals read (one probe call each) ----------------------------------------
-    def _call(self, fn, d, p):
-        return fn(d, p) if _takes_params(fn) else fn(d)
+    def _terms(self, fn, with_params: bool, d: Derivatives) -> list[Tensor]:
+        return as_terms(fn(d, self.params) if with_params else fn(d))
 
     def _probe(self) -> list[_Block]:
         if self._blocks is None:
             blocks = []
             for fn, weight in [(self.residual, 1.0)] + [(c.residual, float(c.weight)) for c in self.conditions]:
-                rec = _Recorder(self.names, self.coords, self.spatial, self.dtype)
-                n_terms = len(_as_rows(self._call(fn, rec, self.params)))
-                keys = list(dict.fromkeys(rec.keys))
-                n_out = len(self.outputs)
-                blocks.append(_Block(fn, weight, [k for k in keys if k[0] < n_out], [k for k in keys if k[0] >= n_out],
-                                     n_terms))
+                rec, with_params = Recorder(self.names, self.coords, self.spatial, dtype=self.dtype), takes_params(fn)
+                n_terms, n_out = len(self._terms(fn, with_params, rec)), len(self.outputs)
+                blocks.append(_Block(fn, with_params, weight, [k for k in rec.asked if k[0] < n_out],
+                                     [k for k in rec.asked if k[0] >= n_out], n_terms))
             for i, blk in enumerate(blocks):
                 if not blk.model_keys:
                     what = "the residual" if i == 0 else f"condition {i - 1} (at {dict(self.conditions[i - 1].at)})"
@@ -353,7 +330,7 @@ class HardConstraint(nn.Module):
 
     def _rows(self, blk: _Block, coords, valid, model: dict, given: dict) -> Tensor:
         view = _Nodes(self.names, self.coords, self.spatial, {**model, **given}, coords)
-        rows = [torch.broadcast_to(r, valid.shape) for r in _as_rows(self._call(blk.fn, view, self.params))]
+        rows = [torch.broadcast_to(r, valid.shape) for r in self._terms(blk.fn, blk.takes_params, view)]
         if len(rows) != blk.n_terms:
             raise RuntimeError("the residual returned a different number of terms than on its first call")
         return torch.cat([blk.weight * valid * r for r in rows], dim=1)
@@ -400,13 +377,6 @@ class HardConstraint(nn.Module):
             if self.on_failure == "raise":
                 raise SolveError(message, sol)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _takes_params(fn) -> bool:
-    try:
-        return len(inspect.signature(fn).parameters) >= 2
-    except (TypeError, ValueError):  # builtins without a signature
-        return True
 
 
 def _members(member: Tensor) -> tuple[Tensor, Tensor]:

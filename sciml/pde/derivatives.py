@@ -25,6 +25,7 @@ Both pointwise backends need a network whose output at a point depends only on t
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Mapping, Sequence
 
@@ -285,6 +286,43 @@ class GridDerivatives(Derivatives):
     def _compute(self, k, path):
         parent = self(self.outputs[k], *(self.coords[i] for i in path[:-1]))
         return self._diff(parent, path[-1])
+
+
+class Recorder(Derivatives):
+    """Stands in for real fields on a probe call: answers every request with distinct non-zero values
+    on a few points and records which ``(output index, path)`` keys were asked for, in order."""
+
+    def __init__(self, outputs, coords, spatial=None, *, n: int = 4, dtype=torch.float64, device="cpu"):
+        super().__init__(outputs, coords, spatial)
+        self.n, self.dtype, self.device, self.asked = n, dtype, device, {}
+        gen = torch.Generator().manual_seed(0)  # its own: a probe must not move the caller's random stream
+        self._x = (torch.rand(n, len(self.coords), generator=gen, dtype=dtype) + 0.5).to(device)
+
+    def coordinate(self, j):
+        return self._x[:, j]
+
+    def _compute(self, k, path):
+        self.asked[(k, path)] = None
+        return torch.ones(self.n, dtype=self.dtype, device=self.device) * (1.0 + 0.1 * (len(path) + k))
+
+
+def takes_params(residual: Callable) -> bool:
+    """Whether a residual is ``f(d, p)`` (True; also for callables without a signature) or ``f(d)``."""
+    try:
+        return len(inspect.signature(residual).parameters) >= 2
+    except (TypeError, ValueError):
+        return True
+
+
+def as_terms(out) -> list[Tensor]:
+    """A residual's value as a list of terms: one tensor, a list / tuple of them, or a dict of them."""
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    elif isinstance(out, (tuple, list)):
+        out = list(out)
+    else:
+        out = [out]
+    return [torch.as_tensor(r) for r in out]
 
 
 class Params:

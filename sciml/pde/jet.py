@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from sciml.pde.derivatives import Derivatives
+from sciml.pde.derivatives import Derivatives, Recorder
 from sciml.pde.nets import MLP
 
 Tensor = torch.Tensor
@@ -213,25 +213,9 @@ class JetDerivatives(Derivatives):
         return self.jets[path][:, k]
 
 
-class _Recorder(Derivatives):
-    """Answers every request with ones and records which (output, path) were asked for."""
-
-    def __init__(self, outputs, coords, n: int, dtype, device):
-        super().__init__(outputs, coords)
-        self.n, self.dtype, self.device, self.asked = n, dtype, device, set()
-        self._x = torch.rand(n, len(coords), dtype=dtype, device=device, generator=None) + 0.5
-
-    def coordinate(self, j):
-        return self._x[:, j]
-
-    def _compute(self, k, path):
-        self.asked.add(path)
-        return torch.ones(self.n, dtype=self.dtype, device=self.device) * (1.0 + 0.1 * (len(path) + k))
-
-
 def needed_paths(problem, params, *, dtype=torch.float64, device="cpu") -> list[Path]:
     """The derivative paths the problem's residual asks for (probed once on 4 dummy points)."""
-    rec = _Recorder(problem.outputs, problem.coords, 4, dtype, device)
+    rec = Recorder(problem.outputs, problem.coords, dtype=dtype, device=device)
     with torch.no_grad():
         problem.residual_terms(rec, params)
-    return closure(rec.asked)
+    return closure({path for _, path in rec.asked})

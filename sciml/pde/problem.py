@@ -13,7 +13,6 @@ problem's unknown parameters, so one ``model.parameters()`` trains both (inverse
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -22,7 +21,8 @@ import torch
 from torch import nn
 
 from sciml.pde.conditions import Condition, Data, Dirichlet, Initial, Periodic, evaluate_value, face_predicate
-from sciml.pde.derivatives import Derivatives, ForwardDerivatives, Params, ReverseDerivatives, default_coords
+from sciml.pde.derivatives import (Derivatives, ForwardDerivatives, Params, ReverseDerivatives, as_terms, default_coords,
+                                   takes_params)
 from sciml.pde.geometry import Box, Geometry, SpaceTime, unit_samples
 
 Tensor = torch.Tensor
@@ -96,8 +96,7 @@ class Problem:
                 raise ValueError("an Initial condition needs a SpaceTime domain (e.g. Interval(-1, 1).with_time(0, 1))")
             if isinstance(c, Periodic) and c.coord not in self.coords:
                 raise ValueError(f"Periodic coord {c.coord!r} is not among {self.coords}")
-        n_args = len(inspect.signature(self.residual).parameters) if _has_signature(self.residual) else 2
-        object.__setattr__(self, "_residual_takes_params", n_args >= 2)
+        object.__setattr__(self, "_residual_takes_params", takes_params(self.residual))
 
     @property
     def is_time_dependent(self) -> bool:
@@ -117,14 +116,7 @@ class Problem:
 
     # --- residual ---------------------------------------------------------------------------
     def residual_terms(self, d: Derivatives, p: Params) -> list[Tensor]:
-        out = self.residual(d, p) if self._residual_takes_params else self.residual(d)
-        if isinstance(out, Mapping):
-            out = list(out.values())
-        elif isinstance(out, (tuple, list)):
-            out = list(out)
-        else:
-            out = [out]
-        return [torch.as_tensor(r) for r in out]
+        return as_terms(self.residual(d, p) if self._residual_takes_params else self.residual(d))
 
     def derivatives(self, fn: Callable[[Tensor], Tensor], x: Tensor, mode: str = "reverse") -> Derivatives:
         """A pointwise `Derivatives` of ``fn`` at x, by ``mode`` ∈ {"reverse", "forward"}."""
@@ -299,14 +291,6 @@ class Problem:
                     warnings.warn(f"initial value and Dirichlet value of {self.outputs[k]!r} differ by {float(gap):.2e} on face {f} "
                                   "at t0; the automatic hard constraint then satisfies the Dirichlet condition only approximately",
                                   stacklevel=3)
-
-
-def _has_signature(fn) -> bool:
-    try:
-        inspect.signature(fn)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 def _value_key(v):
