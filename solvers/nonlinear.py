@@ -50,18 +50,20 @@ def jacobian(fn: Fn, x: Tensor, *args, mode: JacSpec = "loop", chunk_size: Optio
     mode: "loop" (default: n JVPs one after another; memory of one JVP), "fwd" (the n JVPs in
     one torch.func.vmap call, optionally in chunks of ``chunk_size`` tangents: fewer kernel
     launches, but vmap copies an unbatched matmul operand -- e.g. a basis B in u = B x -- once
-    per tangent), or a callable ``jac(x, *args) -> (batch, m, n)``.
+    per tangent), or a callable ``jac(x, *args)`` returning J (batch, m, n), or ``(f, J)`` when
+    it computes fn(x) on the way (then fn is not evaluated again).
     """
     B, n = x.shape[0], x[0].numel()
     f = _flat(fn, x, args)
     xf = x.reshape(B, n)
-    fx = f(xf)
     if callable(mode):
-        J = mode(x, *args)
+        out = mode(x, *args)
+        fx, J = (out[0].reshape(B, -1), out[1]) if isinstance(out, tuple) else (f(xf), out)
         if J.shape != (B, fx.shape[1], n):
             raise ValueError(f"jacobian: the user jac returned shape {tuple(J.shape)}, expected "
                              f"(batch, m, n) = {(B, fx.shape[1], n)}")
         return fx, J
+    fx = f(xf)
     eye = torch.eye(n, dtype=x.dtype, device=x.device)
     if mode == "fwd":
         tangents = eye[:, None, :].expand(n, B, n)

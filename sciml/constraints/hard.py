@@ -343,28 +343,30 @@ class HardConstraint(nn.Module):
         out.append(self.ridge * w)
         return torch.cat(out, dim=1)
 
-    def _jacobian(self, plan, w: Tensor, *tensors: Tensor) -> Tensor:
+    def _jacobian(self, plan, w: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor]:
         # A pointwise residual of fields f_q = B_q w has dr/dw = sum_q diag(dr/df_q) B_q; the partials
         # dr/df_q of all q come from one reverse pass per residual term (the rows are pointwise).
-        out, pos = [], 0
+        # Returns the rows too (computed on the way), so the solver does not evaluate them again.
+        rows_out, jac_out, pos = [], [], 0
         for blk, (coords, valid) in zip(self._probe(), plan):
             start = pos
             model, given, pos = self._fields(blk, w, tensors, pos)
             with torch.enable_grad():
                 fields = {k: v.detach().requires_grad_() for k, v in model.items()}
-                rows = self._rows(blk, coords, valid, fields, given).view(w.shape[0], blk.n_terms, -1)
-                per_term = []
+                rows = self._rows(blk, coords, valid, fields, given)
+                per_term = rows.view(w.shape[0], blk.n_terms, -1)
                 for t in range(blk.n_terms):
-                    partials = torch.autograd.grad(rows[:, t].sum(), list(fields.values()), allow_unused=True,
+                    partials = torch.autograd.grad(per_term[:, t].sum(), list(fields.values()), allow_unused=True,
                                                    retain_graph=t < blk.n_terms - 1)
                     J = torch.zeros_like(tensors[start])
                     for q, d in enumerate(partials):
                         if d is not None:
                             J.addcmul_(d[..., None], tensors[start + q])
-                    per_term.append(J)
-            out.append(torch.cat(per_term, dim=1))
-        out.append(self.ridge * torch.eye(w.shape[1], dtype=w.dtype, device=w.device).expand(w.shape[0], -1, -1))
-        return torch.cat(out, dim=1)
+                    jac_out.append(J)
+            rows_out.append(rows.detach())
+        rows_out.append(self.ridge * w)
+        jac_out.append(self.ridge * torch.eye(w.shape[1], dtype=w.dtype, device=w.device).expand(w.shape[0], -1, -1))
+        return torch.cat(rows_out, dim=1), torch.cat(jac_out, dim=1)
 
     def _report(self, sol) -> None:
         self.last_stats = {"status": sol.status.detach(), "num_steps": sol.stats["num_steps"].detach(),

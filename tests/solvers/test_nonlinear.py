@@ -25,6 +25,13 @@ def test_jacobian_fwd_loop_match_closed_form():
         assert (J - exact).abs().max() < 1e-14, mode
     _, Jc = jacobian(fn, x, A, chunk_size=2)
     assert (Jc - exact).abs().max() < 1e-14
+    # a callable jac: J alone (fn evaluated once more), or (f, J) computed together (fn not called)
+    calls = []
+    counted = lambda x, A: calls.append(1) or fn(x, A)
+    f, J = jacobian(counted, x, A, mode=lambda x, A: exact)
+    assert len(calls) == 1 and torch.equal(f, fn(x, A)) and torch.equal(J, exact)
+    f, J = jacobian(counted, x, A, mode=lambda x, A: (fn(x, A), exact))
+    assert len(calls) == 1 and torch.equal(f, fn(x, A)) and torch.equal(J, exact)
 
 
 def test_newton_batched_roots_and_status():

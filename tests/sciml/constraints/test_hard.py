@@ -171,9 +171,11 @@ def test_pointwise_jacobian_equals_the_autodiff_one():
     layer._jacobian = spy
     layer(basis)
     w = torch.randn(B * 2, N, generator=g, dtype=DT)
-    rows = lambda w_, *t: layer._residual_rows(captured["plan"], w_, *t)
-    _, expected = jacobian(rows, w, *captured["tensors"], mode="loop")
-    assert torch.allclose(original(captured["plan"], w, *captured["tensors"]), expected, rtol=1e-12, atol=1e-12)
+    rows_of = lambda w_, *t: layer._residual_rows(captured["plan"], w_, *t)
+    _, expected = jacobian(rows_of, w, *captured["tensors"], mode="loop")
+    rows, J = original(captured["plan"], w, *captured["tensors"])
+    assert torch.allclose(J, expected, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(rows, rows_of(w, *captured["tensors"]), rtol=1e-14, atol=0)
 
 
 @pytest.mark.parametrize("overlap", [0, 2])
