@@ -9,7 +9,7 @@ trains in minutes. Test error against our own solvers.
 
   burgers   u_t + u u_x = nu u_xx, periodic x, u0 a random field (nu = 0.02, T = 0.5)
 
-(`Case` holds what a PDE needs; add yours to CASES.)
+(`Case` holds what a PDE needs: write one like `burgers()` for yours and pass it to `train`.)
 
     python examples/hard_constraint_moe.py                       # the three side by side
     python examples/hard_constraint_moe.py --kinds moe --overlap 4
@@ -49,9 +49,7 @@ class Case:
     nx: int
     nt: int
     t_end: float
-    origin: tuple = (0.0, 0.0)
     periodic: tuple = ()
-    method: str = "spectral"
     fno: dict = field(default_factory=dict)
 
     @property
@@ -70,9 +68,6 @@ def burgers(nx=64, nt=26, t_end=0.5, nu=0.02) -> Case:
                 fno={"padding": (0, 0.25)})
 
 
-CASES = {"burgers": burgers}
-
-
 class PhysicsOperator(nn.Module):
     """u0 (batch, nx, nt), broadcast in t -> u (batch, nx, nt); kind: "soft", "hard" or "moe"."""
 
@@ -81,8 +76,8 @@ class PhysicsOperator(nn.Module):
         super().__init__()
         self.backbone = FNO(1, 1 if kind == "soft" else n_basis, n_dims=2, modes=modes, width=width, **case.fno)
         self.layer = None if kind == "soft" else HardConstraint(
-            case.residual, coords=("x", "t"), spacing=case.spacing, origin=case.origin, periodic=case.periodic,
-            method=case.method, params=case.params, data_fields=("u0",), conditions=case.conditions,
+            case.residual, coords=("x", "t"), spacing=case.spacing, periodic=case.periodic, params=case.params,
+            data_fields=("u0",), conditions=case.conditions,
             experts=(experts if kind == "moe" else 1, 1), points=points * (1 if kind == "moe" else experts),
             overlap=(overlap if kind == "moe" else 0, 0))
 
@@ -95,8 +90,7 @@ def physics_loss(u: torch.Tensor, u0: torch.Tensor, case: Case) -> torch.Tensor:
     """Per-sample L2 norms (not squared, as the paper) of the residual on the grid and of each
     condition on its nodes. Finite differences, so that a jump between two experts' blocks only
     touches its neighbours."""
-    d = GridDerivatives({"u": u, "u0": u0}, ("x", "t"), case.spacing, origin=case.origin, periodic=case.periodic,
-                        method="fd")
+    d = GridDerivatives({"u": u, "u0": u0}, ("x", "t"), case.spacing, periodic=case.periodic, method="fd")
     p, (hx, ht) = Params(case.params), case.spacing
     total = (case.residual(d, p) * math.sqrt(hx * ht)).flatten(1).norm(dim=1)
     for c in case.conditions:
@@ -109,11 +103,12 @@ def rel_l2(u, ref):
     return ((u - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)).mean()
 
 
-def train(kind: str, pde: str = "burgers", *, steps: int = 300, n_train: int = 64, n_test: int = 16, batch: int = 8,
+def train(kind: str, case: Case | None = None, *, steps: int = 300, n_train: int = 64, n_test: int = 16, batch: int = 8,
           lr: float = 2e-3, seed: int = 0, grid: dict | None = None, **model_kw) -> dict:
-    """Train one kind from the PDE alone; test rel. L2 against the solver, the test physics loss, time, solves."""
+    """Train one kind from the PDE alone (`case`, default `burgers(**grid)`); test rel. L2 against the
+    solver, the test physics loss, time, solves."""
     torch.manual_seed(seed)
-    case = CASES[pde](**(grid or {}))
+    case = case or burgers(**(grid or {}))
     data = case.make_data(n_train + n_test, seed).float().contiguous()
     u0 = data[..., :1].expand_as(data).contiguous()  # the input: u(x, 0) at every t
     model = PhysicsOperator(kind, case, **model_kw)
@@ -134,7 +129,7 @@ def train(kind: str, pde: str = "burgers", *, steps: int = 300, n_train: int = 6
         u = model(u0[n_train:])
         test_loss = physics_loss(u, u0[n_train:], case)
     stats = model.layer.last_stats if model.layer is not None else {}
-    return {"kind": kind, "pde": pde, "test_rel_l2": float(rel_l2(u, data[n_train:])),
+    return {"kind": kind, "test_rel_l2": float(rel_l2(u, data[n_train:])),
             "test_physics_loss": float(test_loss), "train_seconds": seconds, "final_loss": float(loss.detach()),
             "solve_failures": int((stats["status"] != 0).sum()) if stats else 0,
             "mean_solver_steps": float(stats["num_steps"].double().mean()) if stats else 0.0}
@@ -142,14 +137,13 @@ def train(kind: str, pde: str = "burgers", *, steps: int = 300, n_train: int = 6
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pde", choices=sorted(CASES), default="burgers")
     parser.add_argument("--kinds", default="soft,hard,moe")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overlap", type=int, default=0, help="nodes by which the experts' x-blocks overlap")
     args = parser.parse_args()
     for kind in args.kinds.split(","):
-        r = train(kind, args.pde, steps=args.steps, seed=args.seed, overlap=args.overlap)
+        r = train(kind, steps=args.steps, seed=args.seed, overlap=args.overlap)
         print(f"{r['kind']:5s}  test rel. L2 {r['test_rel_l2']:.4f}, physics loss {r['test_physics_loss']:.2e}  "
               f"({r['train_seconds']:.0f} s, final training loss {r['final_loss']:.3e}, LM steps "
               f"{r['mean_solver_steps']:.1f}, unconverged {r['solve_failures']})")
