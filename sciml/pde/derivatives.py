@@ -295,8 +295,8 @@ class Recorder(Derivatives):
     def __init__(self, outputs, coords, spatial=None, *, n: int = 4, dtype=torch.float64, device="cpu"):
         super().__init__(outputs, coords, spatial)
         self.n, self.dtype, self.device, self.asked = n, dtype, device, {}
-        gen = torch.Generator().manual_seed(0)  # its own: a probe must not move the caller's random stream
-        self._x = (torch.rand(n, len(self.coords), generator=gen, dtype=dtype) + 0.5).to(device)
+        # distinct non-zero coordinates made on the device, without drawing from the caller's random stream
+        self._x = torch.linspace(0.5, 1.5, n * len(self.coords), dtype=dtype, device=device).view(n, len(self.coords))
 
     def coordinate(self, j):
         return self._x[:, j]
