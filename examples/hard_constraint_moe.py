@@ -23,33 +23,27 @@ remove.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from torch import nn
 
-from sciml.constraints import GridCondition, HardConstraint
+from sciml.constraints import GridProblem, PhysicsOperator, get_grid_problem
 from sciml.models import FNO
-from sciml.pde import GridDerivatives, Params
 from solvers.pde.burgers import solve_burgers
 from solvers.pde.grf import GaussianRandomField
 
 
 @dataclass
 class Case:
-    """One PDE on an (x, t) grid: its residual, conditions, grid and data."""
+    """One PDE on an (x, t) grid: the problem (`sciml.constraints.GridProblem`), grid and data."""
 
-    residual: Callable
-    params: dict
-    conditions: list
+    problem: GridProblem
     make_data: Callable  # (n, seed) -> (n, nx, nt)
     nx: int
     nt: int
     t_end: float
-    periodic: tuple = ()
     fno: dict = field(default_factory=dict)
 
     @property
@@ -63,40 +57,18 @@ def burgers(nx=64, nt=26, t_end=0.5, nu=0.02) -> Case:
         u0 = grf.sample(n, generator=torch.Generator().manual_seed(seed)).double()
         return solve_burgers(u0, nu=nu, times=torch.linspace(0, t_end, nt, dtype=torch.float64)).transpose(1, 2)
 
-    return Case(lambda d, p: d.u_t + d.u * d.u_x - p.nu * d.u_xx, {"nu": nu},
-                [GridCondition(lambda d: d.u - d.u0, at={"t": 0})], data, nx, nt, t_end, periodic=("x",),
-                fno={"padding": (0, 0.25)})
+    return Case(get_grid_problem("burgers", nu=nu), data, nx, nt, t_end, fno={"padding": (0, 0.25)})
 
 
-class PhysicsOperator(nn.Module):
-    """u0 (batch, nx, nt), broadcast in t -> u (batch, nx, nt); kind: "soft", "hard" or "moe"."""
-
-    def __init__(self, kind: str, case: Case, *, n_basis: int = 16, experts: int = 4, points: int = 200,
-                 overlap: int = 0, width: int = 24, modes=(12, 8)):
-        super().__init__()
-        self.backbone = FNO(1, 1 if kind == "soft" else n_basis, n_dims=2, modes=modes, width=width, **case.fno)
-        self.layer = None if kind == "soft" else HardConstraint(
-            case.residual, coords=("x", "t"), spacing=case.spacing, periodic=case.periodic, params=case.params,
-            data_fields=("u0",), conditions=case.conditions,
-            experts=(experts if kind == "moe" else 1, 1), points=points * (1 if kind == "moe" else experts),
-            overlap=(overlap if kind == "moe" else 0, 0))
-
-    def forward(self, u0: torch.Tensor) -> torch.Tensor:
-        out = self.backbone(u0[:, None])
-        return out[:, 0] if self.layer is None else self.layer(out, {"u0": u0})
-
-
-def physics_loss(u: torch.Tensor, u0: torch.Tensor, case: Case) -> torch.Tensor:
-    """Per-sample L2 norms (not squared, as the paper) of the residual on the grid and of each
-    condition on its nodes. Finite differences, so that a jump between two experts' blocks only
-    touches its neighbours."""
-    d = GridDerivatives({"u": u, "u0": u0}, ("x", "t"), case.spacing, periodic=case.periodic, method="fd")
-    p, (hx, ht) = Params(case.params), case.spacing
-    total = (case.residual(d, p) * math.sqrt(hx * ht)).flatten(1).norm(dim=1)
-    for c in case.conditions:
-        on_nodes = c.residual(d)[(slice(None), c.at.get("x", slice(None)), c.at.get("t", slice(None)))]
-        total = total + on_nodes.flatten(1).norm(dim=1) * math.sqrt(ht if "x" in c.at else hx)
-    return total.mean()
+def physics_operator(kind: str, case: Case, *, n_basis: int = 16, experts: int = 4, points: int = 200,
+                     overlap: int = 0, width: int = 24, modes=(12, 8)) -> PhysicsOperator:
+    """u0 (batch, 1, nx, nt), broadcast in t -> u (batch, 1, nx, nt); kind: "soft", "hard" or "moe"."""
+    backbone = FNO(1, 1 if kind == "soft" else n_basis, n_dims=2, modes=modes, width=width, **case.fno)
+    if kind == "soft":
+        return PhysicsOperator(backbone, case.problem, case.spacing, constraint="soft")
+    moe = kind == "moe"
+    return PhysicsOperator(backbone, case.problem, case.spacing, experts=(experts if moe else 1, 1),
+                           points=points * (1 if moe else experts), overlap=(overlap if moe else 0, 0))
 
 
 def rel_l2(u, ref):
@@ -109,25 +81,26 @@ def train(kind: str, case: Case | None = None, *, steps: int = 300, n_train: int
     solver, the test physics loss, time, solves."""
     torch.manual_seed(seed)
     case = case or burgers(**(grid or {}))
-    data = case.make_data(n_train + n_test, seed).float().contiguous()
+    data = case.make_data(n_train + n_test, seed).float()[:, None].contiguous()
     u0 = data[..., :1].expand_as(data).contiguous()  # the input: u(x, 0) at every t
-    model = PhysicsOperator(kind, case, **model_kw)
+    model = physics_operator(kind, case, **model_kw)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(seed + 1)
     start = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(n_train, (batch,), generator=gen)
-        loss = physics_loss(model(u0[idx]), u0[idx], case)
+        loss = model.loss(model(u0[idx]), u0[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
     seconds = time.perf_counter() - start
+    model.eval()  # the hard layer fits every node (deterministic), not a sample of them
     with torch.no_grad():
         u = model(u0[n_train:])
-        test_loss = physics_loss(u, u0[n_train:], case)
+        test_loss = model.loss(u, u0[n_train:])
     stats = model.layer.last_stats if model.layer is not None else {}
     return {"kind": kind, "test_rel_l2": float(rel_l2(u, data[n_train:])),
             "test_physics_loss": float(test_loss), "train_seconds": seconds, "final_loss": float(loss.detach()),

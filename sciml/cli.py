@@ -116,6 +116,8 @@ def _registry_rows(kind: str) -> list[tuple[str, str, str]]:
         from sciml.data.recipes import FAMILIES as reg
     elif kind == "problems":
         from sciml.pde import PROBLEMS as reg
+    elif kind == "grid_problems":
+        from sciml.constraints import GRID_PROBLEMS as reg
     else:
         from sciml.data.recipes import list_recipes
 
@@ -128,7 +130,7 @@ def _registry_rows(kind: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-LIST_KINDS = ("models", "optimizers", "datasets", "problems", "families", "losses")
+LIST_KINDS = ("models", "optimizers", "datasets", "problems", "grid_problems", "families", "losses")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -92,6 +92,21 @@ class Registry(Generic[T]):
                 f"or give your own as 'package.module:Attribute'"
             ) from None
 
+    def instance(self, name: str, cls: type, **args: Any) -> Any:
+        """`name`'s object if it is a `cls` (then `args` must be empty), else what calling it with
+        `args` returns, which must be a `cls`: for entries that are instances or factories of one."""
+        obj = self.get(name)
+        if isinstance(obj, cls):
+            if args:
+                raise ValueError(f"{self.kind} {name!r} is a {cls.__name__} object; it takes no arguments (got {sorted(args)})")
+            return obj
+        if not callable(obj):
+            raise TypeError(f"{name!r} is neither a {cls.__name__} nor a function returning one (got {type(obj).__name__})")
+        made = obj(**args)
+        if not isinstance(made, cls):
+            raise TypeError(f"{name!r} returned {type(made).__name__}, not a {cls.__module__}.{cls.__name__}")
+        return made
+
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the registered object (usually a class) with the given arguments."""
         return self.get(name)(*args, **kwargs)

@@ -104,7 +104,10 @@ class HardConstraint(nn.Module):
             expert (PI-HC). Each block gets its own coefficients, its own collocation nodes and
             the condition nodes that lie in it.
         points: collocation nodes drawn per block and per forward call, uniformly without
-            replacement (the paper: 20 000); None uses every node of the block.
+            replacement (the paper: 20 000); None uses every node of the block. In eval mode the
+            draw is the same on every call (a fixed seed, the global generator untouched), so
+            predictions are deterministic; the count stays, since the solution depends on how
+            many PDE rows weigh against the condition rows (all nodes would favour u = 0 in Burgers).
         overlap: nodes by which neighbouring blocks overlap, per side of each interface (one value
             or one per axis; default 0, the paper's disjoint blocks). Each expert then also fits
             the nodes within `overlap` of its block, and the output blends neighbours' fields with
@@ -308,7 +311,8 @@ class HardConstraint(nn.Module):
         members, valid = blocks  # (K, L)
         if self.points is None:
             return members[None].expand(B, -1, -1), valid[None].expand(B, -1, -1)
-        keys = torch.rand(B, *members.shape, device=members.device).masked_fill(~valid, -1.0)
+        fixed = None if self.training else torch.Generator(members.device).manual_seed(0)
+        keys = torch.rand(B, *members.shape, device=members.device, generator=fixed).masked_fill(~valid, -1.0)
         pick = keys.topk(self.points, dim=-1).indices
         return torch.gather(members[None].expand(B, -1, -1), 2, pick), torch.ones_like(pick, dtype=torch.bool)
 

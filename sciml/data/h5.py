@@ -71,6 +71,11 @@ class DatasetInfo:
     def n_spatial_dims(self) -> int:
         return len(self.spatial_shape)
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """The recipe parameters the file was made with."""
+        return json.loads(self.attrs.get("params", "{}"))
+
     def field(self, name: str) -> FieldSpec:
         try:
             return self.fields[name]

@@ -280,14 +280,4 @@ def _cd(beta, nu, frame):
 
 def get_problem(name: str, **args) -> Problem:
     """The problem registered as ``name`` (or ``"module:attr"``: a Problem or a factory) built with ``args``."""
-    obj = PROBLEMS.get(name)
-    if isinstance(obj, Problem):
-        if args:
-            raise ValueError(f"problem {name!r} is a Problem object; it takes no problem_args (got {sorted(args)})")
-        return obj
-    if not callable(obj):
-        raise TypeError(f"{name!r} is neither a Problem nor a function returning one (got {type(obj).__name__})")
-    problem = obj(**args)
-    if not isinstance(problem, Problem):
-        raise TypeError(f"{name!r} returned {type(problem).__name__}, not a sciml.pde.Problem")
-    return problem
+    return PROBLEMS.instance(name, Problem, **args)

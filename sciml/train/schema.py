@@ -79,6 +79,37 @@ class TrainingConfig(StrictModel):
         return self
 
 
+class PhysicsConfig(StrictModel):
+    """Operator learning from the PDE alone (``physics:`` in an operator config).
+
+    The loss is the problem's residual and condition norms on the space-time grid
+    (`sciml.constraints.physics_loss`); the dataset's solutions serve only for evaluation. The
+    grid is the dataset's with the input as its first time level, so the data must be a
+    time-dependent field whose initial value is the input (e.g. the `burgers_spacetime` recipe).
+    """
+
+    problem: str = Field(description="grid problem name (`sciml list grid_problems`) or 'package.module:attr'")
+    problem_args: dict[str, Any] = Field(default_factory=dict)
+    constraint: Literal["soft", "hard"] = "hard"  # soft: the model outputs u; hard: basis fields + HardConstraint
+    n_basis: PositiveInt = 16  # basis fields the model outputs for the hard constraint
+    # HardConstraint options (hard only): blocks per grid axis (experts), nodes per block (null: all),
+    # overlap in nodes per axis, ridge, the Levenberg-Marquardt solve's steps and tolerances
+    experts: list[PositiveInt] | None = None
+    points: PositiveInt | None = None
+    overlap: NonNegativeInt | list[NonNegativeInt] = 0
+    ridge: PositiveFloat = 1e-4
+    max_steps: PositiveInt = 50
+    rtol: PositiveFloat = 1e-4
+    atol: PositiveFloat = 1e-4
+    on_failure: Literal["record", "warn", "raise"] = "record"
+
+    def layer_options(self) -> dict[str, Any]:
+        """The HardConstraint keywords (empty for the soft constraint)."""
+        if self.constraint == "soft":
+            return {}
+        return self.model_dump(include={"experts", "points", "overlap", "ridge", "max_steps", "rtol", "atol", "on_failure"})
+
+
 class OutputConfig(StrictModel):
     root: str = "runs"
     name: str | None = None
@@ -94,11 +125,42 @@ class OperatorConfig(StrictModel):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     guard: dict[str, Any] = Field(default_factory=dict)  # options of sciml.optim.guard.Guard
+    physics: PhysicsConfig | None = None  # train from the PDE alone (see PhysicsConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     def guard_settings(self) -> dict[str, Any]:
         """The guard's settings: the config's, polled every 10 steps in graph mode unless it says otherwise."""
         return {"check_every": 10, **self.guard} if self.training.cuda_graph else dict(self.guard)
+
+    @model_validator(mode="after")
+    def _physics_reads_physical_fields(self) -> "OperatorConfig":
+        """Physics-informed training evaluates the PDE on the fields themselves, over all saved times:
+        normalisation defaults to none and output_time to all; other values set explicitly are errors."""
+        if self.physics is None:
+            return self
+        data, given = self.data, self.data.model_fields_set
+        for key in ("normalize_inputs", "normalize_outputs"):
+            if key in given and getattr(data, key) != "none":
+                raise ValueError(f"physics: the PDE is evaluated on the fields in physical units; set data.{key}: none "
+                                 f"(or drop it), not {getattr(data, key)!r}")
+            setattr(data, key, "none")
+        if "output_time" in given and data.output_time is not None:
+            raise ValueError("physics: the PDE is evaluated over every saved time; set data.output_time: null (or drop "
+                             f"it), not {data.output_time!r}")
+        data.output_time = None
+        if self.physics.constraint == "hard":
+            t = self.training
+            if t.compile or t.cuda_graph:
+                raise ValueError("physics.constraint hard: the layer's solve runs a data-dependent number of steps, which "
+                                 "neither torch.compile nor a CUDA graph can hold; set training.compile: false and "
+                                 "training.cuda_graph: false (or physics.constraint: soft)")
+            from sciml.optim import closure_kind
+
+            if self.physics.points is not None and closure_kind(self.optimizer.name) != "none":
+                raise ValueError(f"optimizer {self.optimizer.name!r} re-evaluates the loss in each step and needs the same "
+                                 "collocation nodes every time; set physics.points: null (all nodes) or use a "
+                                 "first-order optimizer")
+        return self
 
     @model_validator(mode="after")
     def _optimizer_and_guard_can_run(self) -> "OperatorConfig":

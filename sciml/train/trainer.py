@@ -22,6 +22,7 @@ from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_ten
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
 from sciml.train.losses import LOSSES, relative_l2_per_sample
+from sciml.train.physics import build_operator_model, spacetime_split
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
 from sciml.utils import resolve_device
@@ -97,7 +98,6 @@ def epochs_within_budget(done: int, seconds_per_epoch: float, seconds_left: floa
 
 class Trainer:
     def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
-        from sciml.models import build_model
         from sciml.optim import build_optimizer, closure_kind
 
         self.cfg, self.run = cfg, run
@@ -112,8 +112,8 @@ class Trainer:
         self.train_split = Split(train.x.to(self.device), train.y.to(self.device))
         self.test_split = Split(test.x.to(self.device), test.y.to(self.device))
 
-        self.model = build_model(cfg.model.name, in_channels=train.x.shape[1], out_channels=train.y.shape[1],
-                                 n_dims=train.x.ndim - 2, **cfg.model.kwargs()).to(self.device)
+        self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
+                                          resolution=cfg.data.resolution).to(self.device)
         if hasattr(self.model, "prepare"):  # e.g. a POD trunk fitted on the training outputs
             self.model.prepare(self.x_norm.encode(self.train_split.x), self.y_norm.encode(self.train_split.y))
         self.forward = torch.compile(self.model) if cfg.training.compile else self.model
@@ -144,8 +144,11 @@ class Trainer:
 
         inputs, outputs = dataset_fields(self.cfg, read_info(path))
         d = self.cfg.data
-        return load_splits(path, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test,
-                           resolution=d.resolution, input_time=d.input_time, output_time=d.output_time)
+        info, train, test = load_splits(path, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test,
+                                        resolution=d.resolution, input_time=d.input_time, output_time=d.output_time)
+        if self.cfg.physics is not None:  # trained on the space-time grid; the solutions only evaluate
+            train, test = spacetime_split(train), spacetime_split(test)
+        return info, train, test
 
     def _lr_factor(self, step: int) -> float:
         """The schedule over `planned_epochs`: the config's epochs, or fewer when fit to a budget
@@ -244,10 +247,16 @@ class Trainer:
             total += loss.detach() * len(idx)  # summed on device: no host sync per step
         return total / len(order)
 
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss on a batch: the config's loss against y, or with ``physics:`` the
+        PDE's residual and conditions, which never read y."""
+        pred = self.predict(x)
+        return self.model.loss(pred, x) if self.cfg.physics is not None else self.loss_fn(pred, y)
+
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch, stepped the way the optimizer needs; returns the loss."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.predict(x), y)
+        loss = self._loss(x, y)
         if self.closure_kind == "none":
             loss.backward()
             self.guard.step(loss)
@@ -255,9 +264,9 @@ class Trainer:
 
         def closure() -> torch.Tensor:
             if self.closure_kind == "loss":  # the optimizer differentiates the loss itself
-                return self.loss_fn(self.predict(x), y)
+                return self._loss(x, y)
             self.optimizer.zero_grad(set_to_none=True)
-            value = self.loss_fn(self.predict(x), y)
+            value = self._loss(x, y)
             value.backward()
             return value
 
@@ -270,7 +279,7 @@ class Trainer:
         """The step `CapturedStep` captures: on the batch buffers, the guard's device part only."""
         x, y = self._batch
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.predict(x), y)
+        loss = self._loss(x, y)
         loss.backward()
         return loss.detach(), self.guard.update_on_device(loss)
 
@@ -378,20 +387,20 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     dataset = Path(state["dataset"])
     info = read_info(dataset)
     inputs, outputs = dataset_fields(cfg, info)
-    from sciml.models import build_model
-
     x_norm = _normalizer_from_state(state["x_norm"]).to(dev)
     y_norm = _normalizer_from_state(state["y_norm"]).to(dev)
     rows = []
     for resolution in resolutions:
         split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=cfg.data.n_test,
                           resolution=resolution, input_time=cfg.data.input_time, output_time=cfg.data.output_time)
-        model = build_model(cfg.model.name, in_channels=split.x.shape[1], out_channels=split.y.shape[1],
-                            n_dims=split.x.ndim - 2, **cfg.model.kwargs()).to(dev)
+        if cfg.physics is not None:
+            split = spacetime_split(split)
+        model = build_operator_model(cfg, split.x.shape[1], split.y.shape[1], split.x.ndim - 2, info=info,
+                                     resolution=resolution).to(dev)
         model.load_state_dict(state["model"])
         model.eval()
         err = relative_errors(lambda x: y_norm.decode(model(x_norm.encode(x)).float()), split, batch_size=50, device=dev)
-        rows.append({"resolution": int(split.x.shape[-1]), "checkpoint": which, "epoch": state["epoch"],
+        rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": state["epoch"],
                      **error_summary(err)})
     return rows
 

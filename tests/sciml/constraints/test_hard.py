@@ -216,6 +216,23 @@ def test_collocation_nodes_are_drawn_inside_each_block_without_repeats_and_anew_
     assert not torch.equal(first, second)
 
 
+def test_eval_mode_draws_the_same_nodes_every_call_and_leaves_the_global_generator_alone():
+    B, N = 2, 6
+    basis, u0 = smooth_basis(B, N, seed=3), initial(B)
+    layer = heat_layer(points=30)
+    assert not torch.equal(layer(basis, {"u0": u0}), layer(basis, {"u0": u0}))
+    layer.eval()
+    torch.manual_seed(7)
+    first = layer(basis, {"u0": u0})
+    after = torch.rand(1)
+    torch.manual_seed(7)
+    assert torch.equal(after, torch.rand(1))  # the layer drew nothing from the global generator
+    assert torch.equal(first, layer(basis, {"u0": u0}))
+    members, valid = layer._layout((NX, NT), torch.device("cpu"))["blocks"]
+    nodes, _ = layer._collocation((members, valid), B)
+    assert nodes.shape == (B, 1, 30)  # as many nodes as in training: the rows' balance is what was learnt
+
+
 def test_a_backward_after_a_later_forward_uses_its_own_nodes():
     B, N = 2, 6
     layer = heat_layer(points=40)

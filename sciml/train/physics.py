@@ -1,0 +1,77 @@
+"""Operator configs with ``physics:``: the space-time grid from a trajectory dataset, and the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from sciml.config import ConfigError
+from sciml.data.h5 import DatasetInfo, subsample_stride
+from sciml.data.loading import Split
+from sciml.train.schema import OperatorConfig
+
+
+def spacetime_split(split: Split) -> Split:
+    """A trajectory split as one space-time field: inputs ``(n, c, *grid)`` broadcast over the
+    T + 1 time levels, solutions ``(n, T, *grid)`` (times as channels) with the first input
+    (the initial value) put in front, both ``(n, ·, *grid, T + 1)``."""
+    levels = split.y.shape[1] + 1
+    x = split.x.unsqueeze(-1).expand(*split.x.shape, levels).contiguous()
+    y = torch.cat([split.x[:, :1], split.y], dim=1).movedim(1, -1).unsqueeze(1).contiguous()
+    return Split(x, y)
+
+
+def spacetime_spacing(info: DatasetInfo, coords: tuple[str, ...], resolution: int | None) -> tuple[float, ...]:
+    """Grid steps of the problem's coordinates (space axes, then "t") on the dataset's grid at
+    `resolution`, with t = 0 as the first level: the saved times must be uniform steps from 0."""
+    outputs = [s for s in info.fields.values() if s.group == "outputs"]
+    if len(outputs) != 1 or not outputs[0].time_varying:
+        raise ConfigError(f"physics: {info.path} must hold one time-varying output field (a trajectory), "
+                          f"got {[s.name for s in outputs]}")
+    space = tuple(d for d in outputs[0].dims if d != "t")
+    if coords != space + ("t",):
+        raise ConfigError(f"physics: the problem's coordinates {coords} must be the data's axes {space + ('t',)}")
+    stride = subsample_stride(info, resolution)
+    steps = [float(info.grid[name][1] - info.grid[name][0]) * stride for name in space]
+    times = np.concatenate([[0.0], np.asarray(info.grid["t"], dtype=np.float64)])
+    dt = np.diff(times)
+    if not np.allclose(dt, dt[0], rtol=1e-6):
+        raise ConfigError(f"physics: {info.path} saves times {times[1:].tolist()}; the PDE's grid needs uniform steps "
+                          "from t = 0 (e.g. the burgers1d family's n_times snapshots)")
+    return (*steps, float(dt[0]))
+
+
+def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: int, n_dims: int, *,
+                         info: DatasetInfo | None = None, resolution: int | None = None) -> torch.nn.Module:
+    """The config's model for data of this shape; with ``physics:`` the backbone inside a
+    `PhysicsOperator` on the dataset's grid, its PDE parameters those the dataset was made with."""
+    from sciml.models import build_model
+
+    if cfg.physics is None:
+        return build_model(cfg.model.name, in_channels=in_channels, out_channels=out_channels, n_dims=n_dims,
+                           **cfg.model.kwargs())
+    from sciml.constraints import PhysicsOperator, get_grid_problem
+
+    ph = cfg.physics
+    try:
+        problem = get_grid_problem(ph.problem, **ph.problem_args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"physics.problem {ph.problem!r}: {err}") from None
+    problem = problem.with_params(_dataset_params(info, problem.params, ph.problem_args))
+    backbone = build_model(cfg.model.name, in_channels=in_channels, out_channels=ph.n_basis if ph.constraint == "hard" else 1,
+                           n_dims=n_dims, **cfg.model.kwargs())
+    return PhysicsOperator(backbone, problem, spacetime_spacing(info, problem.coords, resolution),
+                           constraint=ph.constraint, **ph.layer_options())
+
+
+def _dataset_params(info: DatasetInfo, params: dict[str, float], given: dict[str, Any]) -> dict[str, float]:
+    """The dataset's values of the problem's parameters; one set in problem_args to another value is an error."""
+    made_with = info.params
+    shared = {k: float(made_with[k]) for k in params if k in made_with}
+    for k, v in shared.items():
+        if k in given and not np.isclose(float(given[k]), v):
+            raise ConfigError(f"physics.problem_args.{k}={given[k]} contradicts the dataset, made with {k}={v}; drop it "
+                              "(the dataset's value is used) or generate data with that value")
+    return shared

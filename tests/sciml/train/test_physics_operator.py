@@ -1,0 +1,145 @@
+"""Operator configs with `physics:`: trained from the PDE alone through the operator trainer and the CLI."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sciml.cli import main
+from sciml.config import ConfigError, validate
+from sciml.data.h5 import DatasetInfo, FieldSpec
+from sciml.data.loading import Split
+from sciml.train.physics import spacetime_spacing, spacetime_split
+from sciml.train.run import RunDir
+from sciml.train.schema import OperatorConfig
+from sciml.train.trainer import Trainer, evaluate_run, train
+
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "burgers" / "pi_hc.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """configs/burgers/pi_hc.yaml at a CPU size: 16 training trajectories on the recipe's 64 x 26 grid."""
+    root = tmp_path_factory.mktemp("physics")
+    from sciml.config import load_yaml
+
+    raw = load_yaml(CONFIG)
+    raw["data"].update({"preset": "tiny", "n_train": 16, "n_test": 8, "root": str(root / "data")})
+    raw["model"].update({"modes": [8, 6], "width": 12})
+    raw["physics"].update({"n_basis": 8, "points": 120})
+    raw["schedule"] = {"name": "none"}  # a run stopped early and resumed follows the same schedule
+    raw["training"].update({"epochs": 40, "batch_size": 4, "eval_every": 10, "checkpoint_every": 10, "progress": False,
+                            "plot": False})
+    raw["output"] = {"root": str(root / "runs")}
+    return raw
+
+
+def _variant(raw, name, **changes):
+    out = {**raw, "output": {**raw["output"], "name": name}}
+    for section, values in changes.items():
+        out[section] = {**raw.get(section, {}), **values}
+    return out
+
+
+@pytest.fixture(scope="module")
+def hard_run(tiny):
+    return train(validate(OperatorConfig, _variant(tiny, "hard")))
+
+
+def test_the_hard_constraint_learns_burgers_from_the_pde_alone(hard_run):
+    """16 trajectories, 160 steps (6 s): physics loss 0.174 -> 0.0998 and test rel. L2 0.369 -> 0.263
+    from epoch 10 to 40 (measured 2026-11-26, CPU, one thread)."""
+    run, final = hard_run
+    evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
+    assert [r["epoch"] for r in evals] == [10, 20, 30, 40]
+    assert evals[-1]["train_loss"] < 0.7 * evals[0]["train_loss"]
+    assert final["test_rel_l2"] < 0.31, final
+
+
+def test_a_physics_run_evaluates_and_resumes_like_any_operator_run(tiny, hard_run):
+    run, final = hard_run
+    rows = evaluate_run(run.path, which="last", device="cpu")
+    assert rows[0]["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-5)
+    assert rows[0]["resolution"] == 64  # the spatial grid, not the time levels
+    half, _ = train(validate(OperatorConfig, _variant(tiny, "hard_half", training={"epochs": 20})))
+    resumed, _ = train(validate(OperatorConfig, _variant(tiny, "hard_half")), run=half, resume=True)
+    a, b = run.load_checkpoint("last")["model"], resumed.load_checkpoint("last")["model"]
+    for key in a:  # the collocation nodes are drawn from the checkpointed generator state
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_training_never_reads_the_solutions(tiny):
+    """The soft constraint's steps are the same when the training solutions are NaN."""
+    cfg = validate(OperatorConfig, _variant(tiny, "soft", physics={"constraint": "soft"}, training={"epochs": 2}))
+    params = []
+    for poison in (False, True):
+        trainer = Trainer(cfg, RunDir.create(cfg.output.root, None))
+        if poison:
+            trainer.train_split = Split(trainer.train_split.x, torch.full_like(trainer.train_split.y, math.nan))
+        trainer.train_epoch(0)
+        trainer.train_epoch(1)
+        params.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    for key in params[0]:
+        assert torch.equal(params[0][key], params[1][key]), key
+
+
+def test_spacetime_split_puts_the_input_first_and_broadcasts_it():
+    x = torch.arange(6.0).reshape(2, 1, 3)
+    y = 10 + torch.arange(24.0).reshape(2, 4, 3)
+    s = spacetime_split(Split(x, y))
+    assert s.x.shape == s.y.shape == (2, 1, 3, 5)
+    assert torch.equal(s.y[:, 0, :, 0], x[:, 0]) and torch.equal(s.y[:, 0, :, 1:], y.transpose(1, 2))
+    assert torch.equal(s.x, x[..., None].expand(2, 1, 3, 5))
+
+
+def _info(times, dims=("t", "x")):
+    s = 8
+    return DatasetInfo(Path("fake.h5"), "fake", "burgers1d", 4, (s,), "periodic",
+                       {"u0": FieldSpec("inputs", "u0", ("x",), (s,)), "u": FieldSpec("outputs", "u", dims, (len(times), s))},
+                       {"x": np.arange(s) / s, "t": np.asarray(times)}, {})
+
+
+def test_spacetime_spacing_reads_the_grid_and_refuses_what_is_not_one():
+    assert spacetime_spacing(_info([0.1, 0.2, 0.3]), ("x", "t"), None) == pytest.approx((1 / 8, 0.1))
+    assert spacetime_spacing(_info([0.1, 0.2, 0.3]), ("x", "t"), 4) == pytest.approx((1 / 4, 0.1))
+    with pytest.raises(ConfigError, match="needs uniform steps from t = 0"):
+        spacetime_spacing(_info([0.1, 0.3, 0.4]), ("x", "t"), None)
+    with pytest.raises(ConfigError, match=r"coordinates \('t', 'x'\) must be the data's axes \('x', 't'\)"):
+        spacetime_spacing(_info([0.1, 0.2]), ("t", "x"), None)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"data": {"normalize_inputs": "channel"}}, "set data.normalize_inputs: none"),
+    ({"data": {"output_time": -1}}, "set data.output_time: null"),
+    ({"training": {"compile": True}}, "set training.compile: false and training.cuda_graph: false"),
+    ({"optimizer": {"name": "lbfgs", "lr": 1.0}}, "set physics.points: null"),
+])
+def test_bad_physics_settings_fail_before_the_data_is_made(tiny, tmp_path, change, message):
+    raw = _variant(tiny, "bad", **change)
+    raw["data"]["root"] = str(tmp_path / "data")
+    with pytest.raises(ValueError, match=message):
+        validate(OperatorConfig, raw)
+    assert not (tmp_path / "data").exists()
+
+
+def test_problem_args_that_contradict_the_data_are_refused(tiny, hard_run):
+    raw = _variant(tiny, "contradicts", physics={"problem_args": {"nu": 0.05}})
+    with pytest.raises(ConfigError, match=r"problem_args.nu=0.05 contradicts the dataset, made with nu=0.02"):
+        train(validate(OperatorConfig, raw))
+
+
+def test_the_cli_trains_the_soft_variant_by_override(tiny, tmp_path, capsys):
+    import yaml
+
+    config = tmp_path / "pi.yaml"
+    config.write_text(yaml.safe_dump(tiny))
+    assert main(["train", str(config), "physics.constraint=soft", "training.epochs=2", f"output.root={tmp_path}/runs"]) == 0
+    out = capsys.readouterr().out
+    assert "test relative L2:" in out
+
+
+def test_cli_lists_the_grid_problems(capsys):
+    assert main(["list", "grid_problems"]) == 0
+    assert "burgers" in capsys.readouterr().out
