@@ -200,7 +200,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.best = state["epoch"], state["best"]
-        self.sittings_before, self.seconds_before = state.get("sittings", 1), state.get("train_seconds_total", 0.0)
+        # checkpoints before 51e930f named the time "train_seconds"
+        self.sittings_before = state.get("sittings", 1)
+        self.seconds_before = state.get("train_seconds_total", state.get("train_seconds", 0.0))
         # a run resumed with fit_to_budget keeps the plan it made; otherwise the config's epochs rule
         planned = state.get("budget_epochs")
         if planned is not None and self.cfg.training.fit_to_budget:

@@ -377,3 +377,15 @@ def test_the_latest_run_folder_of_a_name_is_the_last_one_created(tmp_path):
     RunDir.create(tmp_path, "row_10min")  # another name sharing the prefix is not this one's
     assert second.path.name == "row-2" and RunDir.latest(tmp_path, "row").path == second.path
     assert first.path.name == "row"
+
+
+def test_a_checkpoint_from_before_the_rename_keeps_its_training_time(tiny_cfg, straight_run):
+    run, _ = straight_run
+    state = run.load_checkpoint("last")
+    state["train_seconds"] = 123.0  # the name checkpoints used before 51e930f
+    del state["train_seconds_total"]
+    from sciml.train.trainer import Trainer
+
+    trainer = Trainer(validate(OperatorConfig, tiny_cfg), RunDir.create(tiny_cfg["output"]["root"], "renamed"))
+    trainer.load_state_dict(state)
+    assert trainer.seconds_before == 123.0
