@@ -9,8 +9,14 @@ same blocks overlapping by 1/8 of a block per side), median step time, LM steps.
 on NS with JAX solvers; here every expert of every sample is one batched solve, so the ratio
 says what the split itself buys.
 
-    python benchmarks/bench_hard_constraint.py            # paper-like sizes (GPU): 1024 x 101 grid, batch 6, N 16
-    python benchmarks/bench_hard_constraint.py --small    # CPU: 128 x 33 grid, batch 2
+Part "accuracy" trains configs/burgers/pi_hc.yaml through the operator trainer (`sciml train`'s
+path) once per variant, from the PDE alone, equal steps: "soft" (the FNO outputs u; PI-SC), "hc",
+"moe", "moe_overlap"; per row the test rel. L2 against the solver's trajectories, the final
+training (physics) loss and the training time.
+
+    python benchmarks/bench_hard_constraint.py            # paper-like sizes (GPU): 1024 x 101 grid, batch 6, N 16;
+                                                          # accuracy: the config as it is (1000 trajectories, 20 epochs)
+    python benchmarks/bench_hard_constraint.py --small    # CPU: 128 x 33 grid, batch 2; accuracy: 64 trajectories, 50 epochs
 """
 
 from __future__ import annotations
@@ -23,11 +29,22 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import add_dry_run, dry_run_done, time_call, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, dry_run_done, minutes_left_in_session, time_call, write_result  # noqa: E402
 from sciml.constraints import GridCondition, HardConstraint  # noqa: E402
 
 VARIANTS = ("hc", "moe", "moe_overlap")
+PARTS = ("speed", "accuracy")
 EXPERTS = 4
+ROOT = Path(__file__).resolve().parent.parent
+# the accuracy part's variants as overrides of configs/burgers/pi_hc.yaml (its default is "hc")
+TRAINED = {
+    "soft": ["physics.constraint=soft"],
+    "hc": [],
+    "moe": [f"physics.experts=[{EXPERTS},1]", "physics.points=200"],
+    "moe_overlap": [f"physics.experts=[{EXPERTS},1]", "physics.points=200", "physics.overlap=[4,0]"],
+}
+SMALL_TRAINING = ["data.preset=small", "data.n_train=64", "data.n_test=16", "training.epochs=50", "training.eval_every=10",
+                  "training.checkpoint_every=10"]
 
 
 def smooth_basis(batch: int, n_basis: int, nx: int, nt: int, device, generator) -> torch.Tensor:
@@ -51,23 +68,80 @@ def layer_for(variant: str, nodes: int, nx: int, nt: int) -> HardConstraint:
                           points=points, overlap=(overlap, 0))
 
 
+def variant_config(variant: str, small: bool, minutes: float):
+    """configs/burgers/pi_hc.yaml as the accuracy part trains `variant`, validated."""
+    from sciml.config import apply_overrides, load_yaml, validate
+    from sciml.train.schema import OperatorConfig
+
+    overrides = TRAINED[variant] + (SMALL_TRAINING if small else []) + [
+        "training.progress=false", "training.plot=false", f"training.max_minutes={minutes:.2f}",
+        "output.root=runs/bench_hard_constraint", f"output.name={variant}{'_small' if small else ''}"]
+    base = load_yaml(ROOT / "configs" / "burgers" / "pi_hc.yaml")
+    return validate(OperatorConfig, apply_overrides(base, overrides), source="configs/burgers/pi_hc.yaml")
+
+
+def accuracy(variants: list[str], small: bool, minutes: float) -> None:
+    """Train the config once per variant (each capped at `minutes`, lowered to what the device call has left)."""
+    from sciml.train.trainer import train
+
+    rows, device = [], torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for variant in variants:
+        budget = minutes_left_in_session(minutes, reserve_s=30)
+        if budget < 0.5:
+            print(f"skipping {variant}: {budget:.1f} minutes left", flush=True)
+            continue
+        cfg = variant_config(variant, small, budget)
+        run, final = train(cfg)
+        last = [r for r in run.read_metrics() if r["kind"] == "eval"][-1]
+        rows.append({"variant": variant, "test_rel_l2": final["test_rel_l2"], "test_rel_l2_max": final["test_rel_l2_max"],
+                     "final_physics_loss": last["train_loss"], "epochs": final["epoch"],
+                     "steps": final["epoch"] * -(-cfg.data.n_train // cfg.training.batch_size),
+                     "train_s": final["train_seconds_total"], "stopped_by_cap": final["stopped_early"]})
+        print(rows[-1], flush=True)
+        size = "64 trajectories, 50 epochs" if small else f"{cfg.data.n_train} trajectories, {cfg.training.epochs} epochs"
+        write_result("hard_constraint_accuracy_small" if small else "hard_constraint_accuracy",
+                     title=f"Burgers operator from the PDE alone: PI-SC, PI-HC, PI-HC-MoE ({'CPU, reduced' if small else 'full config'})",
+                     rows=rows, device=device, merge_key=lambda r: r["variant"],
+                     notes=f"`sciml train configs/burgers/pi_hc.yaml` per variant ({size}, batch 8, Adam 2e-3 cosine, "
+                           "norm clip 1): no solution data in training; test rel. L2 over the 26-level space-time grid "
+                           "against the spectral solver's trajectories (nu = 0.02, 64 points, T = 0.5). Variants: "
+                           + "; ".join(f"{k}: {' '.join(v) or 'the config'}" for k, v in TRAINED.items()) + ".")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="CPU sizes")
+    parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--nodes", default=None, help="total collocation nodes per sample, comma-separated")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=None, help=f"speed: {VARIANTS}; accuracy: {tuple(TRAINED)} (default: all)")
+    parser.add_argument("--minutes", type=float, default=3.0, help="accuracy: training cap per variant")
     add_dry_run(parser)
     args = parser.parse_args(argv)
-    variants = args.variants.split(",")
-    if any(v not in VARIANTS for v in variants):
-        parser.error(f"--variants: choose from {VARIANTS}")
-    nx, nt, batch, n_basis = (128, 33, 2, 16) if args.small else (1024, 101, 6, 16)
-    default_nodes = "400,1600,4000" if args.small else "400,4000,20000,80000"
-    nodes = [int(n) for n in (args.nodes or default_nodes).split(",")]
-    if any(n // EXPERTS > (nx // EXPERTS) * nt for n in nodes):
-        parser.error(f"--nodes: at most {nx * nt} on the {nx} x {nt} grid")
+    parts = args.parts.split(",")
+    if any(p not in PARTS for p in parts):
+        parser.error(f"--parts: choose from {PARTS}")
+    names = {"speed": VARIANTS, "accuracy": tuple(TRAINED)}
+    given = args.variants.split(",") if args.variants else None
+    known = {v for p in parts for v in names[p]}
+    if given and any(v not in known for v in given):
+        parser.error(f"--variants: choose from {sorted(known)} for parts {parts}")
+    chosen = {p: [v for v in (given or names[p]) if v in names[p]] for p in parts}
+    grid = (128, 33, 2, 16) if args.small else (1024, 101, 6, 16)
+    nodes = [int(n) for n in (args.nodes or ("400,1600,4000" if args.small else "400,4000,20000,80000")).split(",")]
+    if any(n // EXPERTS > (grid[0] // EXPERTS) * grid[1] for n in nodes):
+        parser.error(f"--nodes: at most {grid[0] * grid[1]} on the {grid[0]} x {grid[1]} grid")
+    for variant in chosen.get("accuracy", []):  # the overrides make a valid config (checked before any training)
+        variant_config(variant, args.small, args.minutes)
     if dry_run_done(args):
         return
+    if chosen.get("speed"):
+        speed(chosen["speed"], nodes, grid, args.small)
+    if chosen.get("accuracy"):
+        accuracy(chosen["accuracy"], args.small, args.minutes)
+
+
+def speed(variants: list[str], nodes: list[int], grid: tuple[int, int, int, int], small: bool) -> None:
+    nx, nt, batch, n_basis = grid
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gen = torch.Generator().manual_seed(0)
     basis = smooth_basis(batch, n_basis, nx, nt, device, gen).requires_grad_()
@@ -89,8 +163,8 @@ def main(argv=None) -> None:
             if "hc" in times and variant != "hc":
                 rows[-1]["hc_over_this"] = times["hc"] / times[variant]
             print(rows[-1], flush=True)
-        write_result("hard_constraint_small" if args.small else "hard_constraint",
-                     title=f"Hard-constraint layer step, PI-HC vs PI-HC-MoE ({'CPU, reduced' if args.small else 'paper-like sizes'})",
+        write_result("hard_constraint_small" if small else "hard_constraint",
+                     title=f"Hard-constraint layer step, PI-HC vs PI-HC-MoE ({'CPU, reduced' if small else 'paper-like sizes'})",
                      rows=rows, device=device,
                      notes=f"Grid {nx} x {nt}, batch {batch}, {n_basis} basis fields, float64 solve; one step = "
                            f"forward (batched LM) + implicit backward to the basis; median of 3. `hc_over_this` > 1: "

@@ -59,6 +59,7 @@ stub `python3` and each benchmark's `--dry-run` (rows, parts, cases, tasks, vari
 | 10 | `10`: the nu = 1e-5 set (T = 20); `10b`: `ns_fno2d_nu1e-5`, ~8 minutes of training | 5: FNO-2D <= 0.1556 |
 | 11 | `11`, then `11` again at once on the warm machine (`CALL_SECONDS` = what is left): the optimizer grid, every task's budget sized by timed probes so the whole grid takes ~10 minutes of this device (`--session-minutes 10`; the plan is saved with the results and kept by the second call), first-order ensembles and L-BFGS closures replayed as CUDA graphs | 8: full grid in one session; best convection <= 1.94e-3 |
 | 12 | `12`: the hard-constraint layer's step, one expert against four, by collocation nodes (~3 minutes; fits beside a short part) | no issue yet: the PI-HC-MoE paper's speed-up of experts |
+| 12b | `12b`: `configs/burgers/pi_hc.yaml` trained from the PDE alone, soft / one expert / four / four overlapping, 2 minutes each (1000 trajectories) | no issue yet: PI-HC(-MoE) against PI-SC at full data |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
 fit the command. A row that misses its bar records what a longer run reaches: `bench_operators.py

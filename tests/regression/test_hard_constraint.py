@@ -21,8 +21,8 @@ def example():
 
 
 def test_hard_constraint_operator_learns_burgers_from_the_residual_alone(example):
-    """Burgers at 32 x 17, no solution data: test rel. L2 0.909 after one step, 0.305 after 150
-    (measured, 2026-11-26, CPU, one thread; 11 s)."""
+    """Burgers at 32 x 17, no solution data: test rel. L2 0.909 after one step, 0.297 after 150
+    (measured 2026-11-26, CPU, one thread, 4 s; 0.305 on the previous session's CPU)."""
     result = example.train("hard", steps=150, **SMALL)
     assert result["solve_failures"] == 0
     assert result["test_rel_l2"] < 0.40, result
