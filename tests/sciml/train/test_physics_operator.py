@@ -118,7 +118,7 @@ def test_spacetime_spacing_reads_the_grid_and_refuses_what_is_not_one():
 ])
 def test_bad_physics_settings_fail_before_the_data_is_made(tiny, tmp_path, change, message):
     raw = _variant(tiny, "bad", **change)
-    raw["data"]["root"] = str(tmp_path / "data")
+    raw["data"] = {**raw["data"], "root": str(tmp_path / "data")}
     with pytest.raises(ValueError, match=message):
         validate(OperatorConfig, raw)
     assert not (tmp_path / "data").exists()
@@ -143,3 +143,18 @@ def test_the_cli_trains_the_soft_variant_by_override(tiny, tmp_path, capsys):
 def test_cli_lists_the_grid_problems(capsys):
     assert main(["list", "grid_problems"]) == 0
     assert "burgers" in capsys.readouterr().out
+
+
+def test_the_soft_constraint_trains_in_graph_mode_like_eager_mode(tiny, simulate, captures):
+    """The physics loss (finite differences on the grid) replays as a captured step (checked off CUDA
+    by the simulation) and trains as the eager step does."""
+    runs = [train(validate(OperatorConfig, _variant(tiny, f"soft_graph_{graph}", physics={"constraint": "soft"},
+                                                    guard={"check_every": 4}, schedule={"name": "cosine"},
+                                                    training={"epochs": 3, "cuda_graph": graph})))[0]
+            for graph in (False, True)]
+    assert len(captures) == 1
+    a, b = (r.load_checkpoint("last")["model"] for r in runs)
+    for key in a:
+        # fused Adam and a float32 lr tensor in graph mode: rounding, which Adam's normalisation lifts to
+        # ~2e-5 on spectral weights whose gradients are near zero; a stale replay moves them by ~1e-3
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-4, msg=key)
