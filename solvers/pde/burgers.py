@@ -21,12 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from solvers.pde._spectral import (complex_dtype, dealias_mask, etdrk4_coefficients, etdrk4_step,
-                                   output_times, rfft_wavenumbers, substeps)
+from solvers.pde.periodic1d import DEFAULT_CFL, PeriodicAdvection1D
 
 __all__ = ["BurgersSolver", "solve_burgers", "burgers_step_size", "cole_hopf_sine", "burgers_raissi_reference"]
 
-DEFAULT_CFL = 0.5
 VISCOUS_STEP = 0.02
 
 
@@ -51,8 +49,9 @@ def burgers_step_size(u_max: float, n: int, nu: float, *, cfl: float = DEFAULT_C
     return max(cfl / (n * u_max), VISCOUS_STEP * nu / u_max ** 2)
 
 
-class BurgersSolver:
-    """u_t + u u_x = nu u_xx on [0,1) periodic: pseudo-spectral, 2/3 dealiasing, ETDRK4.
+class BurgersSolver(PeriodicAdvection1D):
+    """u_t + u u_x = nu u_xx on [0,1) periodic: pseudo-spectral, 2/3 dealiasing, ETDRK4
+    (`PeriodicAdvection1D` with ``linear={2: nu}``).
 
     Args:
         nu: viscosity (> 0; nu = 0 is allowed but unresolved shocks then ruin a spectral run).
@@ -69,56 +68,13 @@ class BurgersSolver:
     def __init__(self, *, nu: float, dt: float | None = None, cfl: float = DEFAULT_CFL):
         if not (isinstance(nu, (int, float)) and math.isfinite(nu) and nu >= 0):
             raise ValueError(f"nu={nu!r}: expected a finite viscosity >= 0, e.g. 0.1")
-        if dt is not None and not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt={dt!r}: expected a positive step, or None for the automatic CFL rule")
-        if not (isinstance(cfl, (int, float)) and 0 < cfl <= 1.3):
-            raise ValueError(f"cfl={cfl!r}: expected 0 < cfl <= 1.3 (ETDRK4 advective stability limit)")
-        self.nu, self.dt, self.cfl = float(nu), dt, float(cfl)
+        super().__init__({2: float(nu)}, dt=dt, cfl=cfl, name=f"Burgers (nu={nu})")
+        self.nu = float(nu)
 
-    def _operators(self, n: int, device, dtype):
-        k = rfft_wavenumbers(n, device=device)
-        L = -self.nu * (2 * math.pi * k) ** 2
-        # -(u^2/2)_x -> -(i pi k) * fft(u^2), masked by the 2/3 rule
-        g = (-1j * math.pi * k * dealias_mask(k, n)).to(complex_dtype(dtype))
-        return L, g
-
-    def solve(self, u0: Tensor, times: Sequence[float] | Tensor) -> Tensor:
-        if not isinstance(u0, Tensor) or u0.ndim != 2 or u0.shape[-1] < 4:
-            shape = tuple(u0.shape) if isinstance(u0, Tensor) else type(u0).__name__
-            raise ValueError(f"u0 has shape {shape}: expected a tensor (batch, n) with n >= 4")
-        if u0.is_complex() or not u0.is_floating_point():
-            raise ValueError(f"u0 has dtype {u0.dtype}: expected a real floating tensor (float64 recommended)")
-        ts = output_times(times)
-        n = u0.shape[-1]
-        dt = self.dt
-        if dt is None:
-            dt = burgers_step_size(float(u0.detach().abs().max()) if u0.numel() else 0.0, n, self.nu, cfl=self.cfl)
-        L, g = self._operators(n, u0.device, u0.dtype)
-        cdtype = complex_dtype(u0.dtype)
-
-        def nonlinear(v: Tensor) -> Tensor:
-            u = torch.fft.irfft(v, n=n)
-            return g * torch.fft.rfft(u * u)
-
-        coefficients: dict[float, object] = {}
-        out = u0.new_empty((u0.shape[0], len(ts), n))
-        v = torch.fft.rfft(u0)
-        t_now, u_now = 0.0, u0
-        for i, t in enumerate(ts):
-            steps, h = substeps(t - t_now, dt)
-            if steps:
-                c = coefficients.get(h)
-                if c is None:
-                    c = coefficients[h] = etdrk4_coefficients(L, h, dtype=cdtype)
-                for _ in range(steps):
-                    v = etdrk4_step(v, nonlinear, c)
-                u_now = torch.fft.irfft(v, n=n)
-            out[:, i] = u_now
-            t_now = t
-        if not bool(torch.isfinite(out).all()):  # one sync, after the loop
-            raise FloatingPointError(f"Burgers solution became non-finite (dt={dt:.3g}, nu={self.nu}, n={n}): "
-                                     f"lower dt or cfl, or raise n to resolve the fronts")
-        return out
+    def step_size(self, u0: Tensor) -> float:
+        """`burgers_step_size`: the advective step, or the longer one that strong viscosity allows."""
+        u_max = float(u0.detach().abs().max()) if u0.numel() else 0.0
+        return burgers_step_size(u_max, u0.shape[-1], self.nu, cfl=self.cfl)
 
 
 def solve_burgers(u0: Tensor, *, nu: float, times: Sequence[float] | Tensor, dt: float | None = None) -> Tensor:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sciml.config import ConfigError
+from sciml.config import ConfigError, load_yaml
 from sciml.data.generate import dataset_path, generate
 from sciml.data.h5 import DatasetError, read_info
 from sciml.data.loading import Normalizer, load_splits
@@ -135,6 +135,9 @@ def test_normalizer_round_trip(kind):
     ("darcy", ["a"], ["u"]),
     ("navier_stokes", ["w0"], ["w"]),
     ("diffusion_sorption", [], ["u"]),
+    ("kdv", ["u0"], ["u"]),
+    ("ks", ["u0"], ["u"]),
+    ("burgers_spacetime", ["u0"], ["u"]),
 ])
 def test_every_recipe_round_trips(data_root, recipe, inputs, outputs):
     path = generate(load_recipe(recipe, preset="tiny"), root=data_root, progress=False)
@@ -162,6 +165,9 @@ def test_every_recipe_round_trips(data_root, recipe, inputs, outputs):
         u0 = train.x[:, 0]
         assert torch.allclose(u0[:, 32], u0[:, 10]) and 0 <= u0.min() and u0.max() <= 0.2  # constant in x
         assert train.y.shape == (4, 10, 64)
+    if recipe in ("kdv", "ks", "burgers_spacetime"):  # trajectories: the last saved time, or every one as channels
+        _, train, _ = load_splits(path, inputs=["u0"], outputs=["u"], n_train=4, n_test=4, output_time=None)
+        assert train.x.shape[1] == 1 and train.y.shape[1] == len(info.grid["t"])
 
 
 def test_diverging_solve_fails_clearly_and_writes_no_dataset(data_root):
@@ -170,3 +176,12 @@ def test_diverging_solve_fails_clearly_and_writes_no_dataset(data_root):
     with pytest.raises(FloatingPointError, match="non-finite"):
         generate(recipe, root=data_root, progress=False)
     assert not dataset_path(recipe, data_root).exists()
+
+
+def test_every_recipe_and_preset_validates():
+    from sciml.data.recipes import DATASETS_DIR, FAMILIES, list_recipes
+
+    for name, _ in list_recipes():
+        for preset in [None, *load_yaml(DATASETS_DIR / f"{name}.yaml").get("presets", {})]:
+            recipe = load_recipe(name, preset=preset)
+            FAMILIES.get(recipe.family)().layout(recipe.typed_params())
