@@ -14,6 +14,9 @@ from .spectral import SpectralConv
 
 MODELS.add("fno", FNO, source="Li et al., ICLR 2021")
 MODELS.add("fno2d_time", FNO2dTime, source="Li et al., ICLR 2021 (FNO-2D, autoregressive)")
+# the same model on any number of grid dimensions (the trainer passes the data's): a name that does not say 2D
+MODELS.add("fno_time", FNO2dTime, description="FNO autoregressive in time on any grid (1D: Kuramoto-Sivashinsky, KdV)",
+           source="Li et al., ICLR 2021 (FNO-2D, autoregressive)")
 MODELS.add("deeponet", DeepONet, source="Lu et al., Nat. Mach. Intell. 2021; POD trunk: Lu et al., CMAME 2022")
 MODELS.add("fno3d", FNO3dSpaceTime, source="Li et al., ICLR 2021 (FNO-3D, space-time)")
 

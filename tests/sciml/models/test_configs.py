@@ -18,6 +18,7 @@ CASES = {
     "darcy/deeponet.yaml": (1, 1, (85, 85)),
     "navier_stokes/fno2d.yaml": (10, 40, (24, 24)),  # 64x64 in the config; smaller here for time
     "navier_stokes/fno3d.yaml": (10, 40, (16, 16)),
+    "ks/fno.yaml": (10, 20, (256,)),  # the autoregressive FNO in 1D, 20 steps from 10
 }
 
 
