@@ -23,14 +23,15 @@ def spacetime_split(split: Split) -> Split:
     return Split(x, y)
 
 
-def spacetime_spacing(info: DatasetInfo, coords: tuple[str, ...], resolution: int | None) -> tuple[float, ...]:
-    """Grid steps of the problem's coordinates (space axes, then "t") on the dataset's grid at
-    `resolution`, with t = 0 as the first level: the saved times must be uniform steps from 0."""
-    outputs = [s for s in info.fields.values() if s.group == "outputs"]
-    if len(outputs) != 1 or not outputs[0].time_varying:
-        raise ConfigError(f"physics: {info.path} must hold one time-varying output field (a trajectory), "
-                          f"got {[s.name for s in outputs]}")
-    space = tuple(d for d in outputs[0].dims if d != "t")
+def spacetime_spacing(info: DatasetInfo, coords: tuple[str, ...], resolution: int | None,
+                      output: str) -> tuple[float, ...]:
+    """Grid steps of the problem's coordinates (space axes, then "t") on the grid of the dataset's
+    field `output` at `resolution`, with t = 0 as the first level: the saved times must be uniform
+    steps from 0."""
+    spec = info.field(output)
+    if not spec.time_varying:
+        raise ConfigError(f"physics: the output field {output!r} of {info.path} must be a trajectory (saved over time)")
+    space = tuple(d for d in spec.dims if d != "t")
     if coords != space + ("t",):
         raise ConfigError(f"physics: the problem's coordinates {coords} must be the data's axes {space + ('t',)}")
     stride = subsample_stride(info, resolution)
@@ -44,9 +45,11 @@ def spacetime_spacing(info: DatasetInfo, coords: tuple[str, ...], resolution: in
 
 
 def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: int, n_dims: int, *,
-                         info: DatasetInfo | None = None, resolution: int | None = None) -> torch.nn.Module:
-    """The config's model for data of this shape; with ``physics:`` the backbone inside a
-    `PhysicsOperator` on the dataset's grid, its PDE parameters those the dataset was made with."""
+                         info: DatasetInfo | None = None, fields: tuple[list[str], list[str]] | None = None,
+                         resolution: int | None = None) -> torch.nn.Module:
+    """The config's model for data of this shape; with ``physics:`` (which needs the dataset's `info`
+    and the selected input and output `fields`) the backbone inside a `PhysicsOperator` on the
+    dataset's grid, its PDE parameters those the dataset was made with."""
     from sciml.models import build_model
 
     if cfg.physics is None:
@@ -59,10 +62,19 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
         problem = get_grid_problem(ph.problem, **ph.problem_args)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"physics.problem {ph.problem!r}: {err}") from None
+    if info is None or fields is None:
+        raise ValueError("a physics model is built on a dataset: pass its info and the selected fields")
+    inputs, outputs = fields
+    if tuple(inputs) != problem.inputs:  # the model's input channels become the problem's data fields, in order
+        raise ConfigError(f"physics: the problem reads the input fields {list(problem.inputs)} and the data gives "
+                          f"{list(inputs)}; set data.inputs: {list(problem.inputs)}")
+    if len(outputs) != 1:
+        raise ConfigError(f"physics: the problem solves for one field and the data gives {list(outputs)}; set "
+                          f"data.outputs to the one it solves for")
     problem = problem.with_params(_dataset_params(info, problem.params, ph.problem_args))
     backbone = build_model(cfg.model.name, in_channels=in_channels, out_channels=ph.n_basis if ph.constraint == "hard" else 1,
                            n_dims=n_dims, **cfg.model.kwargs())
-    return PhysicsOperator(backbone, problem, spacetime_spacing(info, problem.coords, resolution),
+    return PhysicsOperator(backbone, problem, spacetime_spacing(info, problem.coords, resolution, outputs[0]),
                            constraint=ph.constraint, **ph.layer_options())
 
 

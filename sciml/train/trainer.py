@@ -113,6 +113,7 @@ class Trainer:
         self.test_split = Split(test.x.to(self.device), test.y.to(self.device))
 
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
+                                          fields=dataset_fields(cfg, self.info),
                                           resolution=cfg.data.resolution).to(self.device)
         if hasattr(self.model, "prepare"):  # e.g. a POD trunk fitted on the training outputs
             self.model.prepare(self.x_norm.encode(self.train_split.x), self.y_norm.encode(self.train_split.y))
@@ -398,7 +399,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
         if cfg.physics is not None:
             split = spacetime_split(split)
         model = build_operator_model(cfg, split.x.shape[1], split.y.shape[1], split.x.ndim - 2, info=info,
-                                     resolution=resolution).to(dev)
+                                     fields=(inputs, outputs), resolution=resolution).to(dev)
         model.load_state_dict(state["model"])
         model.eval()
         err = relative_errors(lambda x: y_norm.decode(model(x_norm.encode(x)).float()), split, batch_size=50, device=dev)

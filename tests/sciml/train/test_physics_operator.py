@@ -9,6 +9,7 @@ import torch
 
 from sciml.cli import main
 from sciml.config import ConfigError, validate
+from sciml.constraints import GridProblem
 from sciml.data.h5 import DatasetInfo, FieldSpec
 from sciml.data.loading import Split
 from sciml.train.physics import spacetime_spacing, spacetime_split
@@ -102,12 +103,23 @@ def _info(times, dims=("t", "x")):
 
 
 def test_spacetime_spacing_reads_the_grid_and_refuses_what_is_not_one():
-    assert spacetime_spacing(_info([0.1, 0.2, 0.3]), ("x", "t"), None) == pytest.approx((1 / 8, 0.1))
-    assert spacetime_spacing(_info([0.1, 0.2, 0.3]), ("x", "t"), 4) == pytest.approx((1 / 4, 0.1))
+    assert spacetime_spacing(_info([0.1, 0.2, 0.3]), ("x", "t"), None, "u") == pytest.approx((1 / 8, 0.1))
+    assert spacetime_spacing(_info([0.1, 0.2, 0.3]), ("x", "t"), 4, "u") == pytest.approx((1 / 4, 0.1))
     with pytest.raises(ConfigError, match="needs uniform steps from t = 0"):
-        spacetime_spacing(_info([0.1, 0.3, 0.4]), ("x", "t"), None)
+        spacetime_spacing(_info([0.1, 0.3, 0.4]), ("x", "t"), None, "u")
     with pytest.raises(ConfigError, match=r"coordinates \('t', 'x'\) must be the data's axes \('x', 't'\)"):
-        spacetime_spacing(_info([0.1, 0.2]), ("t", "x"), None)
+        spacetime_spacing(_info([0.1, 0.2]), ("t", "x"), None, "u")
+    with pytest.raises(ConfigError, match="output field 'u0' .* must be a trajectory"):
+        spacetime_spacing(_info([0.1, 0.2]), ("x", "t"), None, "u0")
+
+
+V0_BURGERS = GridProblem(lambda d, p: d.u_t - p.nu * d.u_xx, ("x", "t"), (), {"nu": 0.02}, ("x",), inputs=("v0",))
+
+
+def test_a_problem_whose_inputs_the_data_does_not_give_is_refused(tiny, hard_run):
+    raw = _variant(tiny, "v0", physics={"problem": f"{__name__}:V0_BURGERS"})
+    with pytest.raises(ConfigError, match=r"reads the input fields \['v0'\] and the data gives \['u0'\]; set data.inputs: \['v0'\]"):
+        train(validate(OperatorConfig, raw))
 
 
 @pytest.mark.parametrize("change, message", [
