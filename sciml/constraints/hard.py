@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, Recorder, as_terms, takes_params
+from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, Recorder, residual_terms, takes_params
 from solvers.implicit import Implicit, custom_least_squares
 from solvers.nonlinear import LevenbergMarquardt
 from solvers.solution import SolveError, Status, describe
@@ -199,15 +199,12 @@ class HardConstraint(nn.Module):
                 f"conditions={len(self.conditions)}, ridge={self.ridge}")
 
     # --- what the residuals read (one probe call each) ----------------------------------------
-    def _terms(self, fn, with_params: bool, d: Derivatives) -> list[Tensor]:
-        return as_terms(fn(d, self.params) if with_params else fn(d))
-
     def _probe(self) -> list[_Block]:
         if self._blocks is None:
             blocks = []
             for fn, weight in [(self.residual, 1.0)] + [(c.residual, float(c.weight)) for c in self.conditions]:
                 rec, with_params = Recorder(self.names, self.coords, self.spatial, dtype=self.dtype), takes_params(fn)
-                n_terms, n_out = len(self._terms(fn, with_params, rec)), len(self.outputs)
+                n_terms, n_out = len(residual_terms(fn, rec, self.params, with_params)), len(self.outputs)
                 blocks.append(_Block(fn, with_params, weight, [k for k in rec.asked if k[0] < n_out],
                                      [k for k in rec.asked if k[0] >= n_out], n_terms))
             for i, blk in enumerate(blocks):
@@ -334,7 +331,7 @@ class HardConstraint(nn.Module):
 
     def _rows(self, blk: _Block, coords, valid, model: dict, given: dict) -> Tensor:
         view = _Nodes(self.names, self.coords, self.spatial, {**model, **given}, coords)
-        rows = [torch.broadcast_to(r, valid.shape) for r in self._terms(blk.fn, blk.takes_params, view)]
+        rows = [torch.broadcast_to(r, valid.shape) for r in residual_terms(blk.fn, view, self.params, blk.takes_params)]
         if len(rows) != blk.n_terms:
             raise RuntimeError("the residual returned a different number of terms than on its first call")
         return torch.cat([blk.weight * valid * r for r in rows], dim=1)

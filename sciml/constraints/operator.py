@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import Tensor, nn
 
 from sciml.constraints.hard import GridCondition, HardConstraint
-from sciml.pde.derivatives import GridDerivatives, Params, as_terms, takes_params
+from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, residual_terms, takes_params
 from sciml.registry import Registry
 
 
@@ -45,9 +45,27 @@ class GridProblem:
     inputs: tuple[str, ...] = ("u0",)
     output: str = "u"
 
+    def __post_init__(self):
+        # each residual's calling convention, found once: the loss evaluates them every step
+        object.__setattr__(self, "_with_params", tuple(takes_params(f) for f in
+                                                       [self.residual, *(c.residual for c in self.conditions)]))
+
     def with_params(self, values: Mapping[str, Any]) -> "GridProblem":
         """The problem with those of `values` it has as parameters replaced (others ignored)."""
         return replace(self, params={k: float(values.get(k, v)) for k, v in self.params.items()})
+
+    def data(self, x: Tensor) -> dict[str, Tensor]:
+        """The input channels ``(batch, len(inputs), *grid)`` as the residuals' data fields."""
+        if x.shape[1] != len(self.inputs):
+            raise ValueError(f"the problem reads {len(self.inputs)} input field(s) {self.inputs}, the input has "
+                             f"{x.shape[1]} channel(s)")
+        return {name: x[:, i] for i, name in enumerate(self.inputs)}
+
+    def terms(self, d: Derivatives, p: Params) -> tuple[list[Tensor], list[list[Tensor]]]:
+        """The residual's terms and each condition's, on the fields `d` holds."""
+        fns = [self.residual, *(c.residual for c in self.conditions)]
+        out = [residual_terms(f, d, p, w) for f, w in zip(fns, self._with_params)]
+        return out[0], out[1:]
 
 
 GRID_PROBLEMS: Registry = Registry("grid problem")
@@ -65,13 +83,6 @@ def get_grid_problem(name: str, **args: Any) -> GridProblem:
     return GRID_PROBLEMS.instance(name, GridProblem, **args)
 
 
-def _fields(problem: GridProblem, u: Tensor, x: Tensor) -> dict[str, Tensor]:
-    if x.shape[1] != len(problem.inputs):
-        raise ValueError(f"the problem reads {len(problem.inputs)} input field(s) {problem.inputs}, the input has "
-                         f"{x.shape[1]} channel(s)")
-    return {problem.output: u[:, 0], **{name: x[:, i] for i, name in enumerate(problem.inputs)}}
-
-
 def physics_loss(u: Tensor, x: Tensor, problem: GridProblem, spacing: Sequence[float]) -> Tensor:
     """Mean over samples of the residual's L2 norm on the grid plus each condition's on its nodes
     (norms, not squares, as Chalapathi et al.), both scaled by the cell size so that refining the
@@ -80,16 +91,15 @@ def physics_loss(u: Tensor, x: Tensor, problem: GridProblem, spacing: Sequence[f
 
     u: (batch, 1, *grid) the solution; x: (batch, len(problem.inputs), *grid) the inputs.
     """
-    d = GridDerivatives(_fields(problem, u, x), problem.coords, spacing, periodic=problem.periodic, method="fd")
-    p = Params(dict(problem.params))
-    out = problem.residual(d, p) if takes_params(problem.residual) else problem.residual(d)
+    d = GridDerivatives({problem.output: u[:, 0], **problem.data(x)}, problem.coords, spacing, periodic=problem.periodic,
+                        method="fd")
+    pde, conditions = problem.terms(d, Params(dict(problem.params)))
     cell = math.sqrt(math.prod(spacing))
-    total = sum((r * cell).flatten(1).norm(dim=1) for r in as_terms(out))
-    for c in problem.conditions:
+    total = sum((r * cell).flatten(1).norm(dim=1) for r in pde)
+    for c, rows in zip(problem.conditions, conditions):
         nodes = (slice(None),) + tuple(c.at.get(name, slice(None)) for name in problem.coords)
         face = math.sqrt(math.prod(h for name, h in zip(problem.coords, spacing) if name not in c.at))
-        rows = c.residual(d, p) if takes_params(c.residual) else c.residual(d)
-        total = total + c.weight * face * sum(r[nodes].flatten(1).norm(dim=1) for r in as_terms(rows))
+        total = total + c.weight * face * sum(r[nodes].flatten(1).norm(dim=1) for r in rows)
     return total.mean()
 
 
@@ -118,8 +128,7 @@ class PhysicsOperator(nn.Module):
         out = self.backbone(x)
         if self.layer is None:
             return out
-        data = {name: x[:, i] for i, name in enumerate(self.problem.inputs)}
-        return self.layer(out, data)[:, None]
+        return self.layer(out, self.problem.data(x))[:, None]
 
     def loss(self, u: Tensor, x: Tensor) -> Tensor:
         """`physics_loss` of this model's problem on its grid."""

@@ -325,6 +325,14 @@ def as_terms(out) -> list[Tensor]:
     return [torch.as_tensor(r) for r in out]
 
 
+def residual_terms(fn: Callable, d: "Derivatives", p: "Params", with_params: bool | None = None) -> list[Tensor]:
+    """``fn(d, p)`` or ``fn(d)`` as a list of terms (`as_terms`). Callers that evaluate `fn` in a loop
+    pass `with_params` from `takes_params`, found once: the signature test is not free."""
+    if with_params is None:
+        with_params = takes_params(fn)
+    return as_terms(fn(d, p) if with_params else fn(d))
+
+
 class Params:
     """PDE parameters by attribute: ``p.nu``. Values are floats or (learnable) tensors."""
 

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from sciml.pde.conditions import Condition, Data, Dirichlet, Initial, Periodic, evaluate_value, face_predicate
-from sciml.pde.derivatives import (Derivatives, ForwardDerivatives, Params, ReverseDerivatives, as_terms, default_coords,
-                                   takes_params)
+from sciml.pde.derivatives import (Derivatives, ForwardDerivatives, Params, ReverseDerivatives, default_coords,
+                                   residual_terms, takes_params)
 from sciml.pde.geometry import Box, Geometry, SpaceTime, unit_samples
 
 Tensor = torch.Tensor
@@ -116,7 +116,7 @@ class Problem:
 
     # --- residual ---------------------------------------------------------------------------
     def residual_terms(self, d: Derivatives, p: Params) -> list[Tensor]:
-        return as_terms(self.residual(d, p) if self._residual_takes_params else self.residual(d))
+        return residual_terms(self.residual, d, p, self._residual_takes_params)
 
     def derivatives(self, fn: Callable[[Tensor], Tensor], x: Tensor, mode: str = "reverse") -> Derivatives:
         """A pointwise `Derivatives` of ``fn`` at x, by ``mode`` ∈ {"reverse", "forward"}."""
