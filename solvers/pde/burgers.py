@@ -71,10 +71,9 @@ class BurgersSolver(PeriodicAdvection1D):
         super().__init__({2: float(nu)}, dt=dt, cfl=cfl, name=f"Burgers (nu={nu})")
         self.nu = float(nu)
 
-    def step_size(self, u0: Tensor) -> float:
+    def step_for(self, u_max: float, n: int) -> float:
         """`burgers_step_size`: the advective step, or the longer one that strong viscosity allows."""
-        u_max = float(u0.detach().abs().max()) if u0.numel() else 0.0
-        return burgers_step_size(u_max, u0.shape[-1], self.nu, cfl=self.cfl)
+        return burgers_step_size(u_max, n, self.nu, cfl=self.cfl)
 
 
 def solve_burgers(u0: Tensor, *, nu: float, times: Sequence[float] | Tensor, dt: float | None = None) -> Tensor:

@@ -72,10 +72,13 @@ class PeriodicAdvection1D:
         self.growth, self.speed_floor, self.name = float(growth), float(speed_floor), name
 
     def step_size(self, u0: Tensor) -> float:
-        """The automatic step for these initial values (see `dt`)."""
-        u_max = float(u0.detach().abs().max()) if u0.numel() else 0.0
+        """The automatic step for these initial values (see `dt`): one host read of max|u0|."""
+        return self.step_for(float(u0.detach().abs().max()) if u0.numel() else 0.0, u0.shape[-1])
+
+    def step_for(self, u_max: float, n: int) -> float:
+        """The step rule for data bounded by `u_max` on `n` points (subclasses with a better rule override it)."""
         speed = abs(self.advection) * max(self.growth * u_max, self.speed_floor)
-        return advective_step_size(speed, u0.shape[-1], self.length, cfl=self.cfl)
+        return advective_step_size(speed, n, self.length, cfl=self.cfl)
 
     def operators(self, n: int, device, dtype) -> tuple[Tensor, Tensor]:
         """The linear symbol L(k) (real when every order is even) and the advection's factor g(k)."""
