@@ -41,6 +41,17 @@ class KdVParams(SineSumParams):
     cfl: float = Field(0.4, gt=0, le=1.3)
 
 
+def sine_sum(n: int, points: int, p: SineSumParams, *, generator: torch.Generator, device) -> torch.Tensor:
+    """`n` initial values ``sum_j A_j sin(2 pi l_j x / L + phi_j)`` on `points` nodes ``j L / points``
+    (float64): A ~ U(-amplitude, amplitude), l ~ U{1..max_wavenumber}, phi ~ U(0, 2 pi)."""
+    f64 = {"dtype": torch.float64, "device": device}
+    x = p.length * torch.arange(points, **f64) / points
+    amp = p.amplitude * (2 * torch.rand(n, p.n_modes, 1, generator=generator, **f64) - 1)
+    wave = torch.randint(1, p.max_wavenumber + 1, (n, p.n_modes, 1), generator=generator, device=device)
+    phase = 2 * math.pi * torch.rand(n, p.n_modes, 1, generator=generator, **f64)
+    return (amp * torch.sin(2 * math.pi * wave * x / p.length + phase)).sum(1)
+
+
 class _PeriodicSineSum:
     """A periodic 1D family: sine-sum data, solved by one `PeriodicAdvection1D`."""
 
@@ -79,13 +90,7 @@ class _PeriodicSineSum:
                                    **self.solver_options)
 
     def generate(self, p: SineSumParams, n: int, *, generator: torch.Generator, device: torch.device):
-        f64 = {"dtype": torch.float64, "device": device}
-        points = p.oversample * p.resolution
-        x = p.length * torch.arange(points, **f64) / points
-        amp = p.amplitude * (2 * torch.rand(n, p.n_modes, 1, generator=generator, **f64) - 1)
-        wave = torch.randint(1, p.max_wavenumber + 1, (n, p.n_modes, 1), generator=generator, device=device)
-        phase = 2 * math.pi * torch.rand(n, p.n_modes, 1, generator=generator, **f64)
-        u0 = (amp * torch.sin(2 * math.pi * wave * x / p.length + phase)).sum(1)
+        u0 = sine_sum(n, p.oversample * p.resolution, p, generator=generator, device=device)
         solver = self.solver(p)
         if p.burn_in:
             u0 = solver.solve(u0, [p.burn_in])[:, 0]

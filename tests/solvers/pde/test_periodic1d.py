@@ -51,20 +51,14 @@ def test_kdv_soliton_travels_unchanged_at_fourth_order_in_the_step():
     assert float((auto - soliton(x, 5.0)).norm() / soliton(x, 5.0).norm()) < 2e-5
 
 
-def sine_sum(n_samples, x, length, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    amp = torch.rand(n_samples, 10, 1, generator=g, dtype=F64) - 0.5
-    wave = torch.randint(1, 4, (n_samples, 10, 1), generator=g)
-    phase = 2 * math.pi * torch.rand(n_samples, 10, 1, generator=g, dtype=F64)
-    return (amp * torch.sin(2 * math.pi * wave * x / length + phase)).sum(1)
-
-
 def test_kuramoto_sivashinsky_self_converges_and_conserves_the_mean():
     """Against a 16x smaller step at t = 10, L = 64 (measured: 5.2e-5, 6.7e-6, 6.9e-7 for dt = 0.2, 0.1, 0.05,
     observed orders 2.9 and 3.3: Cox-Matthews ETDRK4 loses up to one order on stiff problems,
     Hochbruck and Ostermann 2005)."""
-    L, x = 64.0, grid(256, 64.0)
-    u0 = sine_sum(4, x, L)
+    from sciml.data.families.periodic1d import SineSumParams, sine_sum
+
+    L = 64.0
+    u0 = sine_sum(4, 256, SineSumParams(length=L), generator=torch.Generator().manual_seed(0), device="cpu")
     ks = {2: -1.0, 4: -1.0}
     ref = PeriodicAdvection1D(ks, length=L, dt=0.0125).solve(u0, [10.0])
     errors = [float((PeriodicAdvection1D(ks, length=L, dt=dt).solve(u0, [10.0]) - ref).norm() / ref.norm())
