@@ -61,6 +61,12 @@ class GridProblem:
                              f"{x.shape[1]} channel(s)")
         return {name: x[:, i] for i, name in enumerate(self.inputs)}
 
+    def layer(self, spacing: Sequence[float], **options: Any) -> HardConstraint:
+        """The hard-constraint layer for this problem on a grid of `spacing` (`options`: the layer's)."""
+        return HardConstraint(self.residual, coords=self.coords, spacing=spacing, periodic=self.periodic,
+                              params=dict(self.params), outputs=(self.output,), data_fields=self.inputs,
+                              conditions=self.conditions, **options)
+
     def terms(self, d: Derivatives, p: Params) -> tuple[list[Tensor], list[list[Tensor]]]:
         """The residual's terms and each condition's, on the fields `d` holds."""
         fns = [self.residual, *(c.residual for c in self.conditions)]
@@ -120,9 +126,7 @@ class PhysicsOperator(nn.Module):
         if constraint == "soft" and layer:
             raise ValueError(f"the soft constraint has no layer; drop {sorted(layer)} or use constraint 'hard'")
         self.backbone, self.problem, self.spacing = backbone, problem, tuple(float(h) for h in spacing)
-        self.layer = None if constraint == "soft" else HardConstraint(
-            problem.residual, coords=problem.coords, spacing=self.spacing, periodic=problem.periodic,
-            params=dict(problem.params), data_fields=problem.inputs, conditions=problem.conditions, **layer)
+        self.layer = None if constraint == "soft" else problem.layer(self.spacing, **layer)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.backbone(x)
