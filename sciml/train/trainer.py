@@ -113,7 +113,7 @@ class Trainer:
         self.test_split = Split(test.x.to(self.device), test.y.to(self.device))
 
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
-                                          fields=dataset_fields(cfg, self.info),
+                                          fields=self.fields,
                                           resolution=cfg.data.resolution).to(self.device)
         if hasattr(self.model, "prepare"):  # e.g. a POD trunk fitted on the training outputs
             self.model.prepare(self.x_norm.encode(self.train_split.x), self.y_norm.encode(self.train_split.y))
@@ -143,7 +143,7 @@ class Trainer:
     def _load(self, path: Path):
         from sciml.data.h5 import read_info
 
-        inputs, outputs = dataset_fields(self.cfg, read_info(path))
+        self.fields = inputs, outputs = dataset_fields(self.cfg, read_info(path))
         d = self.cfg.data
         info, train, test = load_splits(path, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test,
                                         resolution=d.resolution, input_time=d.input_time, output_time=d.output_time)

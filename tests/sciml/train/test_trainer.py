@@ -10,7 +10,7 @@ from sciml.cli import main
 from sciml.config import validate
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
-from sciml.train.trainer import evaluate_run, train
+from sciml.train.trainer import Trainer, evaluate_run, train
 
 
 @pytest.fixture(scope="module")
@@ -384,8 +384,6 @@ def test_a_checkpoint_from_before_the_rename_keeps_its_training_time(tiny_cfg, s
     state = run.load_checkpoint("last")
     state["train_seconds"] = 123.0  # the name checkpoints used before 51e930f
     del state["train_seconds_total"]
-    from sciml.train.trainer import Trainer
-
     trainer = Trainer(validate(OperatorConfig, tiny_cfg), RunDir.create(tiny_cfg["output"]["root"], "renamed"))
     trainer.load_state_dict(state)
     assert trainer.seconds_before == 123.0
