@@ -68,14 +68,13 @@ def layer_for(variant: str, nodes: int, nx: int, nt: int) -> HardConstraint:
 
 def variant_config(variant: str, small: bool, minutes: float):
     """configs/burgers/pi_hc.yaml as the accuracy part trains `variant`, validated."""
-    from sciml.config import apply_overrides, load_yaml, validate
+    from sciml.config import load_config
     from sciml.train.schema import OperatorConfig
 
     overrides = TRAINED[variant] + (SMALL_TRAINING if small else []) + [
         "training.progress=false", "training.plot=false", f"training.max_minutes={minutes:.2f}",
         "output.root=runs/bench_hard_constraint", f"output.name={variant}{'_small' if small else ''}"]
-    base = load_yaml(ROOT / "configs" / "burgers" / "pi_hc.yaml")
-    return validate(OperatorConfig, apply_overrides(base, overrides), source="configs/burgers/pi_hc.yaml")
+    return load_config(OperatorConfig, ROOT / "configs" / "burgers" / "pi_hc.yaml", overrides)
 
 
 def accuracy(variants: list[str], small: bool, minutes: float) -> None:
