@@ -103,6 +103,15 @@ def test_grid_spectral_and_fd_derivatives():
     torch.testing.assert_close(d.x, X)
 
 
+@pytest.mark.parametrize("n", [63, 100])
+def test_grid_spectral_derivatives_are_float64_exact_when_the_wavenumbers_are_not_integers(n):
+    """A period of 3 makes the wavenumbers 2 pi j / 3: taken in float32 they cost ~1e-7 (found on n = 15)."""
+    x = 3 * torch.arange(n, dtype=F64) / n
+    u = torch.sin(4 * math.pi * x / 3)[None]
+    d = GridDerivatives({"u": u}, ("x",), (3 / n,), periodic=("x",))
+    torch.testing.assert_close(d.u_x, 4 * math.pi / 3 * torch.cos(4 * math.pi * x / 3)[None], rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("kw", [{}, {"periodic": {0: 2.0}, "harmonics": 2}, {"fourier_features": 8, "fourier_scale": 2.0},
                                 {"activation": "sin"}])
 def test_jet_matches_reverse_to_fourth_order_with_transform(kw):
