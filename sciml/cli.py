@@ -181,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     from sciml.data.h5 import DatasetError
     from sciml.optim.guard import GuardError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting `overrides` at the first option: `generate ks --preset small k=v` leaves k=v over
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (ConfigError, DatasetError, GuardError, ValueError, FileNotFoundError) as err:

@@ -91,6 +91,16 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     assert "did you mean 'burgers'" in capsys.readouterr().err
 
 
+def test_cli_takes_overrides_after_options_too(tmp_path, capsys):
+    """`generate RECIPE --preset P k=v` applies k=v (argparse alone stops the overrides at the option)."""
+    args = ["generate", "burgers", "--preset", "tiny", "--root", str(tmp_path), "--quiet", "n_samples=3", "batch_size=3"]
+    assert main(args) == 0
+    assert "_n3_" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["generate", "burgers", "--preset", "tiny", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_cli_list_shows_registries(capsys):
     assert main(["list", "models", "datasets", "losses", "families"]) == 0
     out = capsys.readouterr().out
