@@ -46,7 +46,7 @@ def smooth_basis(B, N, seed=0):
 def reference_rows(basis, u0, k=0.1, weight=2.0, ridge=1e-3, nodes=None):
     """The heat layer's least-squares system written out independently: A w - f, per sample."""
     bx = torch.fft.rfft(basis, dim=2)
-    freq = torch.fft.rfftfreq(NX, d=H[0] / (2 * math.pi)).to(DT)
+    freq = torch.fft.rfftfreq(NX, d=H[0] / (2 * math.pi), dtype=DT)
     freq[-1] = 0
     u_xx = torch.fft.irfft(-(freq ** 2)[:, None] * bx, n=NX, dim=2)
     u_t = torch.gradient(basis, spacing=H[1], dim=3, edge_order=2)[0]
