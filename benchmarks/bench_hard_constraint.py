@@ -9,14 +9,17 @@ same blocks overlapping by 1/8 of a block per side), median step time, LM steps.
 on NS with JAX solvers; here every expert of every sample is one batched solve, so the ratio
 says what the split itself buys.
 
-Part "accuracy" trains configs/burgers/pi_hc.yaml through the operator trainer (`sciml train`'s
-path) once per variant, from the PDE alone, equal steps: "soft" (the FNO outputs u; PI-SC), "hc",
-"moe", "moe_overlap"; per row the test rel. L2 against the solver's trajectories, the final
-training (physics) loss and the training time.
+Part "accuracy" trains a PDE's physics config (`--pde burgers`: configs/burgers/pi_hc.yaml;
+`--pde navier_stokes`: configs/navier_stokes/pi_hc.yaml) through the operator trainer (`sciml
+train`'s path) once per variant, from the PDE alone, equal steps: "soft" (the FNO outputs u;
+PI-SC), "hc" (one expert), "moe" (four), "moe_overlap"; per row the test rel. L2 against the
+solver's trajectories, the final training (physics) loss and the training time, and a
+"persistence" row (u(t) = u0) that says how much of the dynamics a model has learnt.
 
     python benchmarks/bench_hard_constraint.py            # paper-like sizes (GPU): 1024 x 101 grid, batch 6, N 16;
-                                                          # accuracy: the config as it is (1000 trajectories, 20 epochs)
-    python benchmarks/bench_hard_constraint.py --small    # CPU: 128 x 33 grid, batch 2; accuracy: 64 trajectories, 50 epochs
+                                                          # accuracy: the config as it is (1000 trajectories)
+    python benchmarks/bench_hard_constraint.py --small    # CPU: 128 x 33 grid, batch 2; accuracy: 64 trajectories
+    python benchmarks/bench_hard_constraint.py --parts accuracy --pde navier_stokes [--small]
 """
 
 from __future__ import annotations
@@ -36,16 +39,37 @@ VARIANTS = ("hc", "moe", "moe_overlap")
 PARTS = ("speed", "accuracy")
 EXPERTS = 4
 ROOT = Path(__file__).resolve().parent.parent
-# the accuracy part's variants as overrides of configs/burgers/pi_hc.yaml (its default is "hc")
-TRAINED = {
-    "soft": ["physics.constraint=soft"],
-    "hc": [],
-    "moe": [f"physics.experts=[{EXPERTS},1]", "physics.points=200"],
-    "moe_overlap": [f"physics.experts=[{EXPERTS},1]", "physics.points=200", "physics.overlap=[4,0]"],
+# the accuracy part: per PDE its config, the variants as overrides of it and the CPU sizes
+PDES = {
+    "burgers": {
+        "config": "configs/burgers/pi_hc.yaml",  # its default is "hc"
+        "variants": {"soft": ["physics.constraint=soft"], "hc": [],
+                     "moe": [f"physics.experts=[{EXPERTS},1]", "physics.points=200"],
+                     "moe_overlap": [f"physics.experts=[{EXPERTS},1]", "physics.points=200", "physics.overlap=[4,0]"]},
+        "small": ["data.preset=small", "data.n_train=64", "data.n_test=16", "training.epochs=50",
+                  "training.eval_every=10", "training.checkpoint_every=10"],
+        "small_size": "64 trajectories, 50 epochs",
+        "result": "hard_constraint_accuracy",
+        "title": "Burgers operator from the PDE alone: PI-SC, PI-HC, PI-HC-MoE",
+        "setting": "batch 8, Adam 2e-3 cosine, norm clip 1; test rel. L2 over the 26-level space-time grid against the "
+                   "spectral solver's trajectories (nu = 0.02, 64 points, T = 0.5)",
+    },
+    "navier_stokes": {
+        # its default is "moe" (2 x 2 experts, 20 000 nodes each); PI-HC as the paper: one expert, 20 000 nodes
+        "config": "configs/navier_stokes/pi_hc.yaml",
+        "variants": {"soft": ["physics.constraint=soft", "physics.experts=null", "physics.points=null"],
+                     "hc": ["physics.experts=null"], "moe": [], "moe_overlap": ["physics.overlap=[4,4,0]"]},
+        "small": ["data.preset=small", "data.n_train=64", "data.n_test=16", "physics.n_basis=16", "physics.points=1000",
+                  "model.modes=[8,8,6]", "model.width=16", "training.epochs=30", "training.eval_every=10",
+                  "training.checkpoint_every=10"],
+        "small_size": "64 trajectories at 32 x 32 x 17, 30 epochs, 16 basis fields, 1000 nodes per expert, FNO modes 8/8/6 width 16",
+        "result": "hard_constraint_accuracy_ns",
+        "title": "Navier-Stokes operator from the PDE alone: PI-SC, PI-HC, PI-HC-MoE",
+        "setting": "batch 4, Adam 1e-3 cosine, norm clip 1; test rel. L2 over the space-time grid against the "
+                   "pseudo-spectral solver's trajectories (unforced, nu = 1e-4, T = 5)",
+    },
 }
-SMALL_TRAINING = ["data.preset=small", "data.n_train=64", "data.n_test=16", "training.epochs=50", "training.eval_every=10",
-                  "training.checkpoint_every=10"]
-
+TRAINED = tuple(PDES["burgers"]["variants"])
 
 def smooth_basis(batch: int, n_basis: int, nx: int, nt: int, device, generator) -> torch.Tensor:
     """Low Fourier modes in x times low-order polynomials in t, randomly mixed (float32, as a backbone's output)."""
@@ -66,28 +90,30 @@ def layer_for(variant: str, nodes: int, nx: int, nt: int) -> HardConstraint:
                                                       overlap=(overlap, 0))
 
 
-def variant_config(variant: str, small: bool, minutes: float):
-    """configs/burgers/pi_hc.yaml as the accuracy part trains `variant`, validated."""
+def variant_config(pde: str, variant: str, small: bool, minutes: float):
+    """The PDE's config as the accuracy part trains `variant`, validated."""
     from sciml.config import load_config
     from sciml.train.schema import OperatorConfig
 
-    overrides = TRAINED[variant] + (SMALL_TRAINING if small else []) + [
+    spec = PDES[pde]
+    overrides = spec["variants"][variant] + (spec["small"] if small else []) + [
         "training.progress=false", "training.plot=false", f"training.max_minutes={minutes:.2f}",
-        "output.root=runs/bench_hard_constraint", f"output.name={variant}{'_small' if small else ''}"]
-    return load_config(OperatorConfig, ROOT / "configs" / "burgers" / "pi_hc.yaml", overrides)
+        f"output.root=runs/bench_hard_constraint/{pde}", f"output.name={variant}{'_small' if small else ''}"]
+    return load_config(OperatorConfig, ROOT / spec["config"], overrides)
 
 
-def accuracy(variants: list[str], small: bool, minutes: float) -> None:
-    """Train the config once per variant (each capped at `minutes`, lowered to what the device call has left)."""
+def accuracy(pde: str, variants: list[str], small: bool, minutes: float) -> None:
+    """Train the PDE's config once per variant (each capped at `minutes`, lowered to what the device call has left)."""
     from sciml.train.trainer import train
 
+    spec = PDES[pde]
     rows, device = [], torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for variant in variants:
         budget = minutes_left_in_session(minutes, reserve_s=30)
         if budget < 0.5:
             print(f"skipping {variant}: {budget:.1f} minutes left", flush=True)
             continue
-        cfg = variant_config(variant, small, budget)
+        cfg = variant_config(pde, variant, small, budget)
         run, final = train(cfg)
         last = [r for r in run.read_metrics() if r["kind"] == "eval"][-1]
         rows.append({"variant": variant, "test_rel_l2": final["test_rel_l2"], "test_rel_l2_max": final["test_rel_l2_max"],
@@ -95,14 +121,26 @@ def accuracy(variants: list[str], small: bool, minutes: float) -> None:
                      "steps": final["epoch"] * -(-cfg.data.n_train // cfg.training.batch_size),
                      "train_s": final["train_seconds_total"], "stopped_by_cap": final["stopped_early"]})
         print(rows[-1], flush=True)
-        size = "64 trajectories, 50 epochs" if small else f"{cfg.data.n_train} trajectories, {cfg.training.epochs} epochs"
-        write_result("hard_constraint_accuracy_small" if small else "hard_constraint_accuracy",
-                     title=f"Burgers operator from the PDE alone: PI-SC, PI-HC, PI-HC-MoE ({'CPU, reduced' if small else 'full config'})",
+        if not any(r["variant"] == "persistence" for r in rows):
+            rows.insert(0, persistence(cfg, run))
+        size = spec["small_size"] if small else f"{cfg.data.n_train} trajectories, {cfg.training.epochs} epochs"
+        write_result(spec["result"] + ("_small" if small else ""),
+                     title=f"{spec['title']} ({'CPU, reduced' if small else 'full config'})",
                      rows=rows, device=device, merge_key=lambda r: r["variant"],
-                     notes=f"`sciml train configs/burgers/pi_hc.yaml` per variant ({size}, batch 8, Adam 2e-3 cosine, "
-                           "norm clip 1): no solution data in training; test rel. L2 over the 26-level space-time grid "
-                           "against the spectral solver's trajectories (nu = 0.02, 64 points, T = 0.5). Variants: "
-                           + "; ".join(f"{k}: {' '.join(v) or 'the config'}" for k, v in TRAINED.items()) + ".")
+                     notes=f"`sciml train {spec['config']}` per variant ({size}; {spec['setting']}): no solution data "
+                           "in training. Variants: " + "; ".join(f"{k}: {' '.join(v) or 'the config'}"
+                                                                for k, v in spec["variants"].items()) + ".")
+
+
+def persistence(cfg, run) -> dict:
+    """The baseline row u(t) = u0 on the same test split: what a model must beat to have learnt the dynamics."""
+    from sciml.train.losses import relative_l2_per_sample
+    from sciml.train.trainer import Trainer
+
+    split = Trainer(cfg, run).test_split  # inputs broadcast over the time levels: u0 at every level
+    errors = relative_l2_per_sample(split.x[:, :1], split.y)
+    return {"variant": "persistence", "test_rel_l2": errors.mean().item(), "test_rel_l2_max": errors.max().item(),
+            "final_physics_loss": None, "epochs": 0, "steps": 0, "train_s": 0.0, "stopped_by_cap": False}
 
 
 def main(argv=None) -> None:
@@ -112,6 +150,7 @@ def main(argv=None) -> None:
     parser.add_argument("--nodes", default=None, help="total collocation nodes per sample, comma-separated")
     parser.add_argument("--variants", default=None, help=f"speed: {VARIANTS}; accuracy: {tuple(TRAINED)} (default: all)")
     parser.add_argument("--minutes", type=float, default=3.0, help="accuracy: training cap per variant")
+    parser.add_argument("--pde", default="burgers", choices=tuple(PDES), help="accuracy: which PDE's config")
     add_dry_run(parser)
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
@@ -128,13 +167,13 @@ def main(argv=None) -> None:
     if any(n // EXPERTS > (grid[0] // EXPERTS) * grid[1] for n in nodes):
         parser.error(f"--nodes: at most {grid[0] * grid[1]} on the {grid[0]} x {grid[1]} grid")
     for variant in chosen.get("accuracy", []):  # the overrides make a valid config (checked before any training)
-        variant_config(variant, args.small, args.minutes)
+        variant_config(args.pde, variant, args.small, args.minutes)
     if dry_run_done(args):
         return
     if chosen.get("speed"):
         speed(chosen["speed"], nodes, grid, args.small)
     if chosen.get("accuracy"):
-        accuracy(chosen["accuracy"], args.small, args.minutes)
+        accuracy(args.pde, chosen["accuracy"], args.small, args.minutes)
 
 
 def speed(variants: list[str], nodes: list[int], grid: tuple[int, int, int, int], small: bool) -> None:

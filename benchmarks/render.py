@@ -60,6 +60,7 @@ stub `python3` and each benchmark's `--dry-run` (rows, parts, cases, tasks, vari
 | 11 | `11`, then `11` again at once on the warm machine (`CALL_SECONDS` = what is left): the optimizer grid, every task's budget sized by timed probes so the whole grid takes ~10 minutes of this device (`--session-minutes 10`; the plan is saved with the results and kept by the second call), first-order ensembles and L-BFGS closures replayed as CUDA graphs | 8: full grid in one session; best convection <= 1.94e-3 |
 | 12 | `12`: the hard-constraint layer's step, one expert against four, by collocation nodes (~3 minutes; fits beside a short part) | no issue yet: the PI-HC-MoE paper's speed-up of experts |
 | 12b | `12b`: `configs/burgers/pi_hc.yaml` trained from the PDE alone, soft / one expert / four / four overlapping, 2 minutes each (1000 trajectories) | no issue yet: PI-HC(-MoE) against PI-SC at full data |
+| 12c | `12c`: `configs/navier_stokes/pi_hc.yaml` trained from the PDE alone, soft / one expert / 2 x 2 experts / overlapping, 2 minutes each (1000 trajectories at 64 x 64 x 65, data made in the call) | no issue yet: the PI-HC-MoE paper's Navier-Stokes comparison |
 | 13 | `13`: the autoregressive FNO on Kuramoto–Sivashinsky (`configs/ks/fno.yaml`, data made in the call, ~7 minutes of training) | no issue: a chaotic 1D benchmark beside the FNO paper's |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up

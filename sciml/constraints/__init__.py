@@ -2,7 +2,8 @@
 and operator learning from the PDE alone on a grid with or without them."""
 
 from sciml.constraints.hard import GridCondition, HardConstraint
-from sciml.constraints.operator import GRID_PROBLEMS, GridProblem, PhysicsOperator, get_grid_problem, physics_loss
+from sciml.constraints.operator import (GRID_PROBLEMS, GridProblem, PhysicsOperator, get_grid_problem, periodic_velocity,
+                                       physics_loss)
 
-__all__ = ["GRID_PROBLEMS", "GridCondition", "GridProblem", "HardConstraint", "PhysicsOperator", "get_grid_problem",
+__all__ = ["GRID_PROBLEMS", "GridCondition", "GridProblem", "HardConstraint", "PhysicsOperator", "get_grid_problem", "periodic_velocity",
            "physics_loss"]

@@ -96,6 +96,11 @@ class HardConstraint(nn.Module):
         spacing: grid step per axis; origin: coordinate of node 0 per axis (default 0).
         outputs: names of the solution's fields (default ("u",)).
         data_fields: names of per-sample fields passed to `forward` (coefficients, initial values).
+        derived: fields the residual reads like outputs that are linear maps of the outputs on the
+            whole grid, name -> ``f(fields, spacing)`` with ``fields`` the outputs by name, each
+            ``(..., *grid)``, returning one field of that shape: e.g. the velocity of a vorticity
+            on a periodic grid (a non-local map, which a pointwise residual cannot express). Being
+            linear, each is taken once per basis field, like a partial (checked on the first call).
         params: PDE parameters (``p.nu``), floats.
         periodic: coordinates whose axes are periodic (spectral derivatives); the others use
             2nd-order finite differences (``method="fd"`` for all).
@@ -134,7 +139,8 @@ class HardConstraint(nn.Module):
 
     def __init__(self, residual: Callable[..., Any], *, coords: Sequence[str], spacing: Sequence[float],
                  origin: Sequence[float] | None = None, outputs: Sequence[str] = ("u",),
-                 data_fields: Sequence[str] = (), params: Mapping[str, float] | None = None,
+                 data_fields: Sequence[str] = (), derived: Mapping[str, Callable[..., Tensor]] | None = None,
+                 params: Mapping[str, float] | None = None,
                  periodic: Sequence[str] = (), method: str = "spectral", spatial: Sequence[str] | None = None,
                  conditions: Sequence[GridCondition] = (), experts: Sequence[int] | None = None,
                  points: int | None = None, overlap: int | Sequence[int] = 0, ridge: float = 1e-4, max_steps: int = 50, rtol: float = 1e-4,
@@ -143,7 +149,13 @@ class HardConstraint(nn.Module):
                  jacobian: str = "pointwise"):
         super().__init__()
         self.coords, self.outputs, self.data_fields = tuple(coords), tuple(outputs), tuple(data_fields)
-        self.names = self.outputs + self.data_fields
+        self.derived = dict(derived or {})
+        clash = set(self.derived) & set(self.outputs + self.data_fields)
+        if clash:
+            raise ValueError(f"derived fields {sorted(clash)} share a name with an output or a data field; rename them")
+        self.model_fields = self.outputs + tuple(self.derived)  # combined from the basis by the coefficients
+        self.names = self.model_fields + self.data_fields
+        self._derived_checked = False
         D = len(self.coords)
         if len(spacing) != D:
             raise ValueError(f"spacing needs one value per coordinate {self.coords}, got {list(spacing)}")
@@ -204,7 +216,7 @@ class HardConstraint(nn.Module):
             blocks = []
             for fn, weight in [(self.residual, 1.0)] + [(c.residual, float(c.weight)) for c in self.conditions]:
                 rec, with_params = Recorder(self.names, self.coords, self.spatial, dtype=self.dtype), takes_params(fn)
-                n_terms, n_out = len(residual_terms(fn, rec, self.params, with_params)), len(self.outputs)
+                n_terms, n_out = len(residual_terms(fn, rec, self.params, with_params)), len(self.model_fields)
                 blocks.append(_Block(fn, with_params, weight, [k for k in rec.asked if k[0] < n_out],
                                      [k for k in rec.asked if k[0] >= n_out], n_terms))
             for i, blk in enumerate(blocks):
@@ -267,22 +279,22 @@ class HardConstraint(nn.Module):
         K, S = self.n_experts, B * self.n_experts
         work = basis_c.to(self.dtype)
         on_grid = dict(origin=self.origin, periodic=self.periodic, method=self.method, spatial=self.spatial)
-        of_basis = GridDerivatives({name: work[:, :, k] for k, name in enumerate(self.outputs)},  # (B, N, *grid) each
-                                   self.coords, self.spacing, **on_grid)
+        outputs = {name: work[:, :, k] for k, name in enumerate(self.outputs)}  # (B, N, *grid) each
+        of_basis = GridDerivatives({**outputs, **self._derive(outputs)}, self.coords, self.spacing, **on_grid)
         of_data = GridDerivatives({name: data[name].to(self.dtype)[:, None] for name in self.data_fields},
                                   self.coords, self.spacing, **on_grid) if self.data_fields else None
 
         # collocation nodes (B, K, m) and, per condition, its nodes in each block (K, L) + mask
         nodes, mask = self._collocation(layout["blocks"], B)
         node_sets = [(nodes, mask)] + [(n[None].expand(B, -1, -1), v[None].expand(B, -1, -1)) for n, v in layout["conditions"]]
-        tensors, plan = [], []
+        tensors, plan, M = [], [], len(self.model_fields)
         for blk, (idx, valid) in zip(blocks, node_sets):
             m = idx.shape[-1]
             flat_idx = idx.reshape(B, 1, K * m)
             for k, path in blk.model_keys + blk.data_keys:
-                full = (of_basis if k < C else of_data)(self.names[k], *(self.coords[i] for i in path)).flatten(2)
+                full = (of_basis if k < M else of_data)(self.names[k], *(self.coords[i] for i in path)).flatten(2)
                 picked = torch.gather(full, 2, flat_idx.expand(-1, full.shape[1], -1)).view(B, -1, K, m)
-                tensors.append(picked.permute(0, 2, 3, 1).reshape(S, m, -1) if k < C else picked.reshape(S, m))
+                tensors.append(picked.permute(0, 2, 3, 1).reshape(S, m, -1) if k < M else picked.reshape(S, m))
             coords = [self._coordinate(a, idx, grid).reshape(S, m) for a in range(D)]
             plan.append((coords, valid.reshape(S, m).to(self.dtype)))
 
@@ -303,6 +315,20 @@ class HardConstraint(nn.Module):
         u = torch.einsum("bicn,bni->bcn", work.flatten(3), w_node).reshape(B, C, *grid)
         u = u.to(basis.dtype)
         return u if C > 1 else u[:, 0]
+
+    def _derive(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The derived fields of `outputs` (each ``(..., *grid)``); the first call checks each map's linearity."""
+        out = {name: fn(outputs, tuple(self.spacing)) for name, fn in self.derived.items()}
+        for name, v in out.items():
+            if not isinstance(v, Tensor) or v.shape != next(iter(outputs.values())).shape:
+                raise ValueError(f"derived field {name!r} must return a tensor of its inputs' shape "
+                                 f"{tuple(next(iter(outputs.values())).shape)}, got {getattr(v, 'shape', type(v))}")
+        if out and not self._derived_checked:
+            ref = next(iter(outputs.values()))
+            check_linear(self.derived, self.outputs, ref.shape[-len(self.coords):], tuple(self.spacing),
+                         dtype=ref.dtype, device=ref.device)
+            self._derived_checked = True
+        return out
 
     def _collocation(self, blocks: tuple[Tensor, Tensor], B: int) -> tuple[Tensor, Tensor]:
         members, valid = blocks  # (K, L)
@@ -380,6 +406,22 @@ class HardConstraint(nn.Module):
             if self.on_failure == "raise":
                 raise SolveError(message, sol)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def check_linear(derived: Mapping[str, Callable[..., Tensor]], names: Sequence[str], grid: Sequence[int],
+                 spacing: tuple[float, ...], *, dtype=torch.float64, device=None) -> None:
+    """Raise unless each map f satisfies f(a + 2.5 b) = f(a) + 2.5 f(b) for two random sets of fields
+    `names` on `grid` (drawn from a private generator): the hard layer combines per-basis values,
+    which only a linear map allows."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = ({k: torch.randn(*grid, generator=gen, dtype=torch.float64).to(device, dtype) for k in names} for _ in range(2))
+    mixed = {k: a[k] + 2.5 * b[k] for k in names}
+    for name, fn in derived.items():
+        lhs, rhs = fn(mixed, spacing), fn(a, spacing) + 2.5 * fn(b, spacing)
+        if not torch.allclose(lhs, rhs, rtol=1e-5, atol=1e-5 * float(rhs.abs().max())):
+            raise ValueError(f"derived field {name!r} is not linear in the outputs (f(a + 2.5 b) != f(a) + 2.5 f(b)); "
+                             "the hard-constraint layer combines it per basis field, which needs a linear map. Read a "
+                             "nonlinear expression in the residual instead")
 
 
 def _members(member: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from sciml.constraints.hard import GridCondition, HardConstraint
@@ -35,6 +36,9 @@ class GridProblem:
     periodic: periodic axes (the grid excludes their right end).
     inputs: the names of the model's input channels, in order; each is a data field.
     output: the name of the solution field.
+    derived: fields the residuals read like the solution that are linear maps of it on the whole
+        grid, name -> ``f({output: field}, spacing)`` (see `HardConstraint`), e.g. the velocity of
+        a vorticity (`periodic_velocity`).
     """
 
     residual: Callable[..., Any]
@@ -44,6 +48,7 @@ class GridProblem:
     periodic: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ("u0",)
     output: str = "u"
+    derived: Mapping[str, Callable[..., Tensor]] = field(default_factory=dict)
 
     def __post_init__(self):
         # each residual's calling convention, found once: the loss evaluates them every step
@@ -65,7 +70,13 @@ class GridProblem:
         """The hard-constraint layer for this problem on a grid of `spacing` (`options`: the layer's)."""
         return HardConstraint(self.residual, coords=self.coords, spacing=spacing, periodic=self.periodic,
                               params=dict(self.params), outputs=(self.output,), data_fields=self.inputs,
-                              conditions=self.conditions, **options)
+                              derived=dict(self.derived), conditions=self.conditions, **options)
+
+    def fields(self, u: Tensor, x: Tensor, spacing: Sequence[float]) -> dict[str, Tensor]:
+        """The solution ``(batch, *grid)``, its derived fields and the inputs' data fields, by name."""
+        spacing = tuple(float(h) for h in spacing)
+        derived = {name: fn({self.output: u}, spacing) for name, fn in self.derived.items()}
+        return {self.output: u, **derived, **self.data(x)}
 
     def terms(self, d: Derivatives, p: Params) -> tuple[list[Tensor], list[list[Tensor]]]:
         """The residual's terms and each condition's, on the fields `d` holds."""
@@ -84,6 +95,46 @@ def burgers(nu: float = 0.02) -> GridProblem:
                        (GridCondition(lambda d: d.u - d.u0, at={"t": 0}),), {"nu": nu}, periodic=("x",))
 
 
+def periodic_velocity(w: Tensor, spacing: Sequence[float], axes: tuple[int, int] = (-3, -2)) -> tuple[Tensor, Tensor]:
+    """The velocity (u, v) = (psi_y, -psi_x) of the vorticity `w` on a periodic grid, -Lap psi = w with
+    psi of zero mean, spectrally (Nyquist modes' derivatives dropped, as `GridDerivatives`).
+
+    w: ``(..., *grid)`` with x and y on `axes` (negative); spacing: the steps along those two axes.
+    """
+    ax, ay = axes
+    nx, ny, (hx, hy) = w.shape[ax], w.shape[ay], spacing
+    kx = torch.fft.fftfreq(nx, d=hx / (2 * math.pi), device=w.device, dtype=w.dtype)
+    ky = torch.fft.rfftfreq(ny, d=hy / (2 * math.pi), device=w.device, dtype=w.dtype)
+    kx, ky = kx.reshape(nx, *[1] * (-ax - 1)), ky.reshape(-1, *[1] * (-ay - 1))
+    lap = kx ** 2 + ky ** 2
+    inv_lap = torch.where(lap > 0, 1 / torch.where(lap > 0, lap, 1.0), 0.0)
+    if nx % 2 == 0:
+        kx = torch.where(torch.arange(nx, device=w.device).reshape(kx.shape) == nx // 2, 0.0, kx)
+    if ny % 2 == 0:
+        ky = torch.where(torch.arange(ky.shape[0], device=w.device).reshape(ky.shape) == ny // 2, 0.0, ky)
+    psi_hat = torch.fft.rfftn(w, dim=(ax, ay)) * inv_lap
+    u = torch.fft.irfftn(1j * ky * psi_hat, s=(nx, ny), dim=(ax, ay))
+    v = torch.fft.irfftn(-1j * kx * psi_hat, s=(nx, ny), dim=(ax, ay))
+    return u, v
+
+
+@GRID_PROBLEMS.register("navier_stokes", description="2D incompressible Navier-Stokes, vorticity form on the unit "
+                        "torus: w_t + (u, v).grad w = nu Lap w + forcing (sin 2pi(x+y) + cos 2pi(x+y)), from w0",
+                        source="Chalapathi et al. 2024 (PI-HC-MoE; unforced, nu = 1e-4); Li et al. 2021 (forcing)")
+def navier_stokes(nu: float = 1e-4, forcing: float = 0.0) -> GridProblem:
+    def residual(d, p):
+        phase = 2 * math.pi * (d.x + d.y)
+        return (d.w_t + d.u * d.w_x + d.v * d.w_y - p.nu * (d.w_xx + d.w_yy)
+                - p.forcing * (torch.sin(phase) + torch.cos(phase)))
+
+    # the velocity is a linear, non-local map of w: taken per basis field on the whole grid
+    velocity = {"u": lambda f, h: periodic_velocity(f["w"], h[:2])[0],
+                "v": lambda f, h: periodic_velocity(f["w"], h[:2])[1]}
+    return GridProblem(residual, ("x", "y", "t"), (GridCondition(lambda d: d.w - d.w0, at={"t": 0}),),
+                       {"nu": nu, "forcing": forcing}, periodic=("x", "y"), inputs=("w0",), output="w",
+                       derived=velocity)
+
+
 def get_grid_problem(name: str, **args: Any) -> GridProblem:
     """The problem registered as `name` (or ``"module:attr"``: a GridProblem or a factory of one)."""
     return GRID_PROBLEMS.instance(name, GridProblem, **args)
@@ -97,7 +148,7 @@ def physics_loss(u: Tensor, x: Tensor, problem: GridProblem, spacing: Sequence[f
 
     u: (batch, 1, *grid) the solution; x: (batch, len(problem.inputs), *grid) the inputs.
     """
-    d = GridDerivatives({problem.output: u[:, 0], **problem.data(x)}, problem.coords, spacing, periodic=problem.periodic,
+    d = GridDerivatives(problem.fields(u[:, 0], x, spacing), problem.coords, spacing, periodic=problem.periodic,
                         method="fd")
     pde, conditions = problem.terms(d, Params(dict(problem.params)))
     cell = math.sqrt(math.prod(spacing))

@@ -1,4 +1,4 @@
-"""Navier-Stokes 2D (vorticity, unit torus): GRF initial vorticity -> trajectory w(x, y, t), t = 1..T."""
+"""Navier-Stokes 2D (vorticity, unit torus): GRF initial vorticity -> trajectory w(x, y, t) at n_times uniform times to T."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from sciml.config import StrictModel
 from sciml.data.h5 import FieldSpec
@@ -16,11 +16,14 @@ from solvers.pde.navier_stokes import DEFAULT_SPEED_CHECKS
 
 class NavierStokesParams(StrictModel):
     nu: PositiveFloat = 1e-3
-    t_end: PositiveInt = 50  # snapshots at t = 1, 2, ..., t_end
+    t_end: PositiveInt = 50
+    n_times: PositiveInt | None = None  # snapshots at t_end * k / n_times, k = 1..n_times; default one per time unit
+    forcing: NonNegativeFloat = 0.1  # f = forcing * (sin 2pi(x+y) + cos 2pi(x+y)): FNO's 0.1; 0 unforced (PI-HC-MoE)
     sim_resolution: PositiveInt = 256
     resolution: PositiveInt = 64  # stored (stride subsampling of the simulation grid, as FNO)
     alpha: PositiveFloat = 2.5
     tau: PositiveFloat = 7.0
+    sigma: PositiveFloat | None = None  # the GRF's amplitude; default FNO's tau^(alpha - 1)
     integrator: str = "etdrk4"
     dt: PositiveFloat | None = None
     cfl: PositiveFloat = 1.0  # adaptive step's Courant number when dt is None (see solvers.pde.navier_stokes)
@@ -30,26 +33,31 @@ class NavierStokesParams(StrictModel):
 
 
 @FAMILIES.register("navier_stokes2d", description="2D incompressible Navier-Stokes, vorticity form on the torus, "
-                   "FNO forcing; GRF w0 -> w(t), t = 1..T", source="Li et al. 2021 (FNO) benchmark")
+                   "FNO's forcing (scaled, or none); GRF w0 -> w(t), t = 1..T or n_times steps to T",
+                   source="Li et al. 2021 (FNO) benchmark")
 class NavierStokes2DFamily:
     Params = NavierStokesParams
 
+    def times(self, p: NavierStokesParams) -> np.ndarray:
+        n = p.n_times or p.t_end
+        return p.t_end * np.arange(1, n + 1, dtype=float) / n
+
     def layout(self, p: NavierStokesParams) -> Layout:
-        s = p.resolution
+        s, n_times = p.resolution, p.n_times or p.t_end
         if p.sim_resolution % s:
             raise ValueError(f"resolution={s} must divide sim_resolution={p.sim_resolution} (stride subsampling)")
         x = np.arange(s) / s
         return Layout(
-            spatial_shape=(s, s), grid_kind="periodic", grid={"x": x, "y": x, "t": np.arange(1, p.t_end + 1, dtype=float)},
+            spatial_shape=(s, s), grid_kind="periodic", grid={"x": x, "y": x, "t": self.times(p)},
             fields=[FieldSpec("inputs", "w0", ("x", "y"), (s, s), "initial vorticity"),
-                    FieldSpec("outputs", "w", ("t", "x", "y"), (p.t_end, s, s), "vorticity at /grid/t")],
+                    FieldSpec("outputs", "w", ("t", "x", "y"), (n_times, s, s), "vorticity at /grid/t")],
             attrs={
                 "equation": "w_t + u.grad w = nu Lap w + f, u = (psi_y, -psi_x), -Lap psi = w; "
-                            "f = 0.1 (sin 2pi(x+y) + cos 2pi(x+y))",
+                            f"f = {p.forcing} (sin 2pi(x+y) + cos 2pi(x+y))",
                 "domain": {"x": [0.0, 1.0], "y": [0.0, 1.0]},
                 "boundary_conditions": {"x": "periodic", "y": "periodic"},
                 "ic_sampler": {"type": "grf", "alpha": p.alpha, "tau": p.tau, "boundary": "periodic",
-                               "sigma": "tau^(alpha - 1)", "resolution": p.sim_resolution},
+                               "sigma": p.sigma or "tau^(alpha - 1)", "resolution": p.sim_resolution},
                 "solver": f"solvers.pde.navier_stokes (pseudo-spectral, 2/3 dealiasing, {p.integrator}), "
                           f"simulated at {p.sim_resolution}^2, stored by stride",
                 "solver_options": {"integrator": p.integrator, "dt": p.dt, "cfl": p.cfl,
@@ -58,15 +66,18 @@ class NavierStokes2DFamily:
 
     def generate(self, p: NavierStokesParams, n: int, *, generator: torch.Generator, device: torch.device):
         from solvers.pde.grf import GaussianRandomField
-        from solvers.pde.navier_stokes import NavierStokes2D
+        from solvers.pde.navier_stokes import NavierStokes2D, fno_forcing
 
         s = p.sim_resolution
         # FNO's sigma = tau^(alpha - d/2) with d = 2
-        grf = GaussianRandomField((s, s), alpha=p.alpha, tau=p.tau, boundary="periodic", device=device,
+        grf = GaussianRandomField((s, s), alpha=p.alpha, tau=p.tau, sigma=p.sigma, boundary="periodic", device=device,
                                   dtype=torch.float64)
         w0 = grf.sample(n, generator=generator).to(getattr(torch, p.precision))  # drawn in float64 either way
-        solver = NavierStokes2D(nu=p.nu, integrator=p.integrator, dt=p.dt, cfl=p.cfl, out_resolution=p.resolution)
-        w = solver.solve(w0, list(range(1, p.t_end + 1)))
+        # FNO's forcing tensor itself at its own amplitude, so that the default data stay bit for bit
+        forcing = "fno" if p.forcing == 0.1 else None if p.forcing == 0 else fno_forcing(s, device=device) * (p.forcing / 0.1)
+        solver = NavierStokes2D(nu=p.nu, forcing=forcing, integrator=p.integrator, dt=p.dt, cfl=p.cfl,
+                                out_resolution=p.resolution)
+        w = solver.solve(w0, self.times(p).tolist())
         stride = s // p.resolution
         return {"inputs/w0": w0[:, ::stride, ::stride], "outputs/w": w}, {
             "mean_vorticity": w[:, -1].mean((-1, -2)).abs(),

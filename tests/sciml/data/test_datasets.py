@@ -138,6 +138,7 @@ def test_normalizer_round_trip(kind):
     ("kdv", ["u0"], ["u"]),
     ("ks", ["u0"], ["u"]),
     ("burgers_spacetime", ["u0"], ["u"]),
+    ("navier_stokes_spacetime", ["w0"], ["w"]),
 ])
 def test_every_recipe_round_trips(data_root, recipe, inputs, outputs):
     path = generate(load_recipe(recipe, preset="tiny"), root=data_root, progress=False)
@@ -165,9 +166,30 @@ def test_every_recipe_round_trips(data_root, recipe, inputs, outputs):
         u0 = train.x[:, 0]
         assert torch.allclose(u0[:, 32], u0[:, 10]) and 0 <= u0.min() and u0.max() <= 0.2  # constant in x
         assert train.y.shape == (4, 10, 64)
+    if recipe == "navier_stokes_spacetime":  # unforced, T = 5 in n_times uniform steps
+        np.testing.assert_allclose(info.grid["t"], 5 * np.arange(1, 9) / 8)
+        assert info.params["forcing"] == 0 and info.params["nu"] == 1e-4
     if recipe in ("kdv", "ks", "burgers_spacetime"):  # trajectories: the last saved time, or every one as channels
         _, train, _ = load_splits(path, inputs=["u0"], outputs=["u"], n_train=4, n_test=4, output_time=None)
         assert train.x.shape[1] == 1 and train.y.shape[1] == len(info.grid["t"])
+
+
+@pytest.mark.parametrize("forcing", [0.1, 0.0, 0.25])
+def test_navier_stokes_family_times_and_forcing_are_the_solvers(forcing):
+    """Default times stay 1..T; n_times spreads them evenly; the forcing amplitude scales FNO's forcing
+    (0.1: FNO's own, 0: none), against the solver called directly."""
+    from sciml.data.families.navier_stokes import NavierStokes2DFamily, NavierStokesParams
+    from solvers.pde.navier_stokes import fno_forcing, solve_navier_stokes
+
+    family = NavierStokes2DFamily()
+    np.testing.assert_array_equal(family.times(NavierStokesParams(t_end=3)), [1.0, 2.0, 3.0])
+    p = NavierStokesParams(t_end=1, n_times=4, forcing=forcing, sim_resolution=16, resolution=16, nu=1e-3,
+                           precision="float64")
+    np.testing.assert_allclose(family.layout(p).grid["t"], [0.25, 0.5, 0.75, 1.0])
+    fields, _ = family.generate(p, 2, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    f = None if forcing == 0 else fno_forcing(16) * (forcing / 0.1)
+    expected = solve_navier_stokes(fields["inputs/w0"], nu=1e-3, times=[0.25, 0.5, 0.75, 1.0], forcing=f)
+    torch.testing.assert_close(fields["outputs/w"], expected, rtol=0, atol=1e-12)
 
 
 def test_diverging_solve_fails_clearly_and_writes_no_dataset(data_root):
