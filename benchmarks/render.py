@@ -61,6 +61,7 @@ stub `python3` and each benchmark's `--dry-run` (rows, parts, cases, tasks, vari
 | 12 | `12`: the hard-constraint layer's step, one expert against four, by collocation nodes (~3 minutes; fits beside a short part) | no issue yet: the PI-HC-MoE paper's speed-up of experts |
 | 12b | `12b`: `configs/burgers/pi_hc.yaml` trained from the PDE alone, soft / one expert / four / four overlapping, 2 minutes each (1000 trajectories) | no issue yet: PI-HC(-MoE) against PI-SC at full data |
 | 12c | `12c`: `configs/navier_stokes/pi_hc.yaml` trained from the PDE alone, soft / one expert / 2 x 2 experts / overlapping, 2 minutes each (1000 trajectories at 64 x 64 x 65, data made in the call) | no issue yet: the PI-HC-MoE paper's Navier-Stokes comparison |
+| 12d | `12d`: `configs/diffusion_sorption/pi_hc.yaml` likewise (1000 trajectories at 1024 x 101, PDEBench's setting) | no issue yet: the PI-HC-MoE paper's diffusion-sorption comparison (PI-SC 85.9 %, PI-HC 7.6 %, PI-HC-MoE 3.6 %) |
 | 13 | `13`: the autoregressive FNO on Kuramoto–Sivashinsky (`configs/ks/fno.yaml`, data made in the call, ~7 minutes of training) | no issue: a chaotic 1D benchmark beside the FNO paper's |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up

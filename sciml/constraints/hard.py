@@ -47,7 +47,9 @@ class GridCondition:
     residual: ``f(d, p) -> tensor`` like the PDE's, e.g. ``lambda d, p: d.u - d.u0`` for an
         initial value given as the data field ``u0``.
     at: coordinate name -> node index fixing that axis, e.g. ``{"t": 0}`` (the first time
-        level) or ``{"x": -1}`` (the last x node).
+        level) or ``{"x": -1}`` (the last x node), or a slice keeping part of a free axis, e.g.
+        ``{"x": 0, "t": slice(1, None)}`` (the left boundary after t = 0, where the initial
+        value holds instead).
     weight: multiplies the condition's rows in the least-squares objective.
     """
 
@@ -113,6 +115,10 @@ class HardConstraint(nn.Module):
             draw is the same on every call (a fixed seed, the global generator untouched), so
             predictions are deterministic; the count stays, since the solution depends on how
             many PDE rows weigh against the condition rows (all nodes would favour u = 0 in Burgers).
+        shared_conditions: every expert fits every condition node, not only those in its block, as
+            the paper's diffusion-sorption code (the initial and boundary values replicated into
+            each expert): an expert whose block touches no boundary still fits it with its own
+            coefficients, which steadies a problem whose data enter through the boundary.
         overlap: nodes by which neighbouring blocks overlap, per side of each interface (one value
             or one per axis; default 0, the paper's disjoint blocks). Each expert then also fits
             the nodes within `overlap` of its block, and the output blends neighbours' fields with
@@ -143,7 +149,8 @@ class HardConstraint(nn.Module):
                  params: Mapping[str, float] | None = None,
                  periodic: Sequence[str] = (), method: str = "spectral", spatial: Sequence[str] | None = None,
                  conditions: Sequence[GridCondition] = (), experts: Sequence[int] | None = None,
-                 points: int | None = None, overlap: int | Sequence[int] = 0, ridge: float = 1e-4, max_steps: int = 50, rtol: float = 1e-4,
+                 points: int | None = None, shared_conditions: bool = False, overlap: int | Sequence[int] = 0,
+                 ridge: float = 1e-4, max_steps: int = 50, rtol: float = 1e-4,
                  atol: float = 1e-4, gtol: float = 0.0, tau: float = 1e-3, init: str = "zeros",
                  dtype: torch.dtype = torch.float64, backward_solve: str = "lu", on_failure: str = "record",
                  jacobian: str = "pointwise"):
@@ -175,7 +182,7 @@ class HardConstraint(nn.Module):
             raise ValueError(f"experts needs one positive block count per coordinate {self.coords}, got {experts!r}")
         if points is not None and (not isinstance(points, int) or points < 1):
             raise ValueError(f"points must be a positive int (collocation nodes per block) or None (all), got {points!r}")
-        self.points = points
+        self.points, self.shared_conditions = points, bool(shared_conditions)
         overlaps = overlap if isinstance(overlap, Sequence) else (overlap,) * D
         if len(overlaps) != D or any(not isinstance(o, int) or o < 0 for o in overlaps):
             raise ValueError(f"overlap must be a node count >= 0, one or one per coordinate {self.coords}, got {overlap!r}")
@@ -190,8 +197,11 @@ class HardConstraint(nn.Module):
             if not isinstance(c, GridCondition):
                 raise TypeError(f"conditions must be GridCondition objects, got {c!r}")
             unknown = set(c.at) - set(self.coords)
-            if unknown or not c.at:
-                raise ValueError(f"GridCondition.at must fix at least one of the coordinates {self.coords}, got {dict(c.at)}")
+            if unknown or not any(isinstance(i, int) for i in c.at.values()):
+                raise ValueError(f"GridCondition.at must fix at least one of the coordinates {self.coords} to a node "
+                                 f"index, got {dict(c.at)}")
+            if not all(isinstance(i, (int, slice)) for i in c.at.values()):
+                raise ValueError(f"GridCondition.at takes node indices (int) or slices, got {dict(c.at)}")
         self.residual, self.conditions = residual, tuple(conditions)
         self.ridge, self.init, self.dtype, self.on_failure = float(ridge), init, dtype, on_failure
         self.solver_options = {"rtol": rtol, "atol": atol, "gtol": gtol, "max_steps": max_steps, "tau": tau}
@@ -246,14 +256,15 @@ class HardConstraint(nn.Module):
             on_face = torch.ones(grid, dtype=torch.bool)
             for name, i in c.at.items():
                 a = self.coords.index(name)
-                if not -grid[a] <= i < grid[a]:
+                if isinstance(i, int) and not -grid[a] <= i < grid[a]:
                     raise ValueError(f"GridCondition at {dict(c.at)}: index {i} is outside the {grid[a]} nodes of {name}")
                 sel = torch.zeros(grid[a], dtype=torch.bool)
                 sel[i] = True
                 shape = [1] * len(grid)
                 shape[a] = grid[a]
                 on_face = on_face & sel.reshape(shape)
-            conditions.append(tuple(t.to(device) for t in _members(member & on_face.reshape(1, -1))))
+            fits = torch.ones_like(member) if self.shared_conditions else member
+            conditions.append(tuple(t.to(device) for t in _members(fits & on_face.reshape(1, -1))))
         layout["conditions"] = conditions
         self._layouts[key] = layout
         return layout

@@ -13,14 +13,20 @@ from sciml.data.loading import Split
 from sciml.train.schema import OperatorConfig
 
 
-def spacetime_split(split: Split) -> Split:
+def saves_start(info: DatasetInfo) -> bool:
+    """Whether the dataset's trajectories hold t = 0 as their first saved level (diffusion-sorption's
+    do; Burgers' and Navier-Stokes' start at the first step, the initial value being an input)."""
+    return float(info.grid["t"][0]) == 0.0
+
+
+def spacetime_split(split: Split, *, with_start: bool = False) -> Split:
     """A trajectory split as one space-time field: inputs ``(n, c, *grid)`` broadcast over the
-    T + 1 time levels, solutions ``(n, T, *grid)`` (times as channels) with the first input
-    (the initial value) put in front, both ``(n, ·, *grid, T + 1)``."""
-    levels = split.y.shape[1] + 1
-    x = split.x.unsqueeze(-1).expand(*split.x.shape, levels).contiguous()
-    y = torch.cat([split.x[:, :1], split.y], dim=1).movedim(1, -1).unsqueeze(1).contiguous()
-    return Split(x, y)
+    time levels, solutions ``(n, T, *grid)`` (times as channels) as ``(n, 1, *grid, levels)``.
+    Without `with_start` the first input (the initial value) is put in front (T + 1 levels);
+    with it the solutions already start at t = 0 (`saves_start`)."""
+    y = split.y if with_start else torch.cat([split.x[:, :1], split.y], dim=1)
+    x = split.x.unsqueeze(-1).expand(*split.x.shape, y.shape[1]).contiguous()
+    return Split(x, y.movedim(1, -1).unsqueeze(1).contiguous())
 
 
 def spacetime_spacing(info: DatasetInfo, coords: tuple[str, ...], resolution: int | None,
@@ -36,7 +42,8 @@ def spacetime_spacing(info: DatasetInfo, coords: tuple[str, ...], resolution: in
         raise ConfigError(f"physics: the problem's coordinates {coords} must be the data's axes {space + ('t',)}")
     stride = subsample_stride(info, resolution)
     steps = [float(info.grid[name][1] - info.grid[name][0]) * stride for name in space]
-    times = np.concatenate([[0.0], np.asarray(info.grid["t"], dtype=np.float64)])
+    times = np.asarray(info.grid["t"], dtype=np.float64)
+    times = times if saves_start(info) else np.concatenate([[0.0], times])
     dt = np.diff(times)
     if not np.allclose(dt, dt[0], rtol=1e-6):
         raise ConfigError(f"physics: {info.path} saves times {times[1:].tolist()}; the PDE's grid needs uniform steps "

@@ -84,8 +84,9 @@ class PhysicsConfig(StrictModel):
 
     The loss is the problem's residual and condition norms on the space-time grid
     (`sciml.constraints.physics_loss`); the dataset's solutions serve only for evaluation. The
-    grid is the dataset's with the input as its first time level, so the data must be a
-    time-dependent field whose initial value is the input (e.g. the `burgers_spacetime` recipe).
+    grid is the dataset's with the input as its first time level (or its own saved t = 0), so the
+    data must be a time-dependent field whose initial value is the input (e.g. the
+    `burgers_spacetime` recipe).
     """
 
     problem: str = Field(description="grid problem name (`sciml list grid_problems`) or 'package.module:attr'")
@@ -96,6 +97,7 @@ class PhysicsConfig(StrictModel):
     # overlap in nodes per axis, ridge, the Levenberg-Marquardt solve's steps and tolerances
     experts: list[PositiveInt] | None = None
     points: PositiveInt | None = None
+    shared_conditions: bool = False  # every expert fits every condition node (HardConstraint)
     overlap: NonNegativeInt | list[NonNegativeInt] = 0
     ridge: PositiveFloat = 1e-4
     max_steps: PositiveInt = 50
@@ -107,7 +109,8 @@ class PhysicsConfig(StrictModel):
         """The HardConstraint keywords (empty for the soft constraint)."""
         if self.constraint == "soft":
             return {}
-        return self.model_dump(include={"experts", "points", "overlap", "ridge", "max_steps", "rtol", "atol", "on_failure"})
+        return self.model_dump(include={"experts", "points", "shared_conditions", "overlap", "ridge", "max_steps", "rtol",
+                                        "atol", "on_failure"})
 
 
 class OutputConfig(StrictModel):

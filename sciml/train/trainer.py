@@ -22,7 +22,7 @@ from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_ten
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
 from sciml.train.losses import LOSSES, relative_l2_per_sample
-from sciml.train.physics import build_operator_model, spacetime_split
+from sciml.train.physics import build_operator_model, saves_start, spacetime_split
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
 from sciml.utils import resolve_device
@@ -148,7 +148,8 @@ class Trainer:
         info, train, test = load_splits(path, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test,
                                         resolution=d.resolution, input_time=d.input_time, output_time=d.output_time)
         if self.cfg.physics is not None:  # trained on the space-time grid; the solutions only evaluate
-            train, test = spacetime_split(train), spacetime_split(test)
+            start = saves_start(info)
+            train, test = spacetime_split(train, with_start=start), spacetime_split(test, with_start=start)
         return info, train, test
 
     def _lr_factor(self, step: int) -> float:
@@ -397,7 +398,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
         split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=cfg.data.n_test,
                           resolution=resolution, input_time=cfg.data.input_time, output_time=cfg.data.output_time)
         if cfg.physics is not None:
-            split = spacetime_split(split)
+            split = spacetime_split(split, with_start=saves_start(info))
         model = build_operator_model(cfg, split.x.shape[1], split.y.shape[1], split.x.ndim - 2, info=info,
                                      fields=(inputs, outputs), resolution=resolution).to(dev)
         model.load_state_dict(state["model"])

@@ -37,7 +37,8 @@ class DiffusionSorption1D:
         s = p.resolution
         return Layout(
             spatial_shape=(s,), grid_kind="cells", grid={"x": (np.arange(s) + 0.5) / s, "t": self.times(p)},
-            fields=[FieldSpec("outputs", "u", ("t", "x"), (p.n_times, s), "concentration u(x, t) at /grid/t")],
+            fields=[FieldSpec("inputs", "u0", ("x",), (s,), "initial concentration u(x, 0) (a constant per sample)"),
+                    FieldSpec("outputs", "u", ("t", "x"), (p.n_times, s), "concentration u(x, t) at /grid/t")],
             attrs={
                 "equation": "u_t = D / R(u) u_xx, R = 1 + (1 - phi)/phi rho_s k n_f u^(n_f - 1)",
                 "domain": {"x": [0.0, 1.0], "t": [0.0, p.t_end]},
@@ -53,4 +54,5 @@ class DiffusionSorption1D:
         u0 = p.u0_low + (p.u0_high - p.u0_low) * torch.rand(n, generator=generator, device=device, dtype=torch.float64)
         u = solve_diffusion_sorption(u0, times=self.times(p).tolist(), n_cells=p.resolution, D=p.D,
                                      porosity=p.porosity, rho_s=p.rho_s, k_f=p.k_f, n_f=p.n_f, dt=p.dt)
-        return {"outputs/u": u}, {"u0": u0, "u_max": u.abs().amax((1, 2))}
+        return {"inputs/u0": u0[:, None].expand(n, p.resolution).to(u.dtype), "outputs/u": u}, {
+            "u0": u0, "u_max": u.abs().amax((1, 2))}

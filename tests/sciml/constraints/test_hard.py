@@ -43,7 +43,7 @@ def smooth_basis(B, N, seed=0):
     return torch.einsum("bnk,kxt->bnxt", mix, shapes)
 
 
-def reference_rows(basis, u0, k=0.1, weight=2.0, ridge=1e-3, nodes=None):
+def reference_rows(basis, u0, k=0.1, weight=2.0, ridge=1e-3, nodes=None, ic_nodes=None):
     """The heat layer's least-squares system written out independently: A w - f, per sample."""
     bx = torch.fft.rfft(basis, dim=2)
     freq = torch.fft.rfftfreq(NX, d=H[0] / (2 * math.pi), dtype=DT)
@@ -53,7 +53,7 @@ def reference_rows(basis, u0, k=0.1, weight=2.0, ridge=1e-3, nodes=None):
     pde = (u_t - k * u_xx).flatten(2)  # (B, N, NX*NT)
     ic = basis[..., 0]  # (B, N, NX): nodes (x, t = 0)
     keep = torch.ones(NX * NT, dtype=torch.bool) if nodes is None else nodes
-    keep_ic = keep.view(NX, NT)[:, 0]
+    keep_ic = keep.view(NX, NT)[:, 0] if ic_nodes is None else ic_nodes
     N = basis.shape[1]
     A = torch.cat([pde[:, :, keep].transpose(1, 2), weight * ic[:, :, keep_ic].transpose(1, 2),
                    ridge * torch.eye(N, dtype=DT).expand(basis.shape[0], N, N)], 1)
@@ -87,6 +87,24 @@ def test_each_expert_solves_its_own_block_with_the_condition_nodes_in_it(device)
         expected = torch.einsum("bnxt,bn->bxt", basis, w)[:, nodes]
         assert torch.allclose(u[:, nodes], expected, rtol=0, atol=1e-10 * expected.abs().max()), block
     assert layer.last_stats["status"].shape == (B * 2,)
+
+
+def test_shared_conditions_give_every_expert_every_condition_node():
+    """Experts along t: only the first block holds t = 0; with shared_conditions the second fits the
+    initial value too (its own PDE nodes plus every IC node), each block its closed form."""
+    B, N = 2, 7
+    basis, u0 = smooth_basis(B, N, seed=2), initial(B)
+    plain, shared = heat_layer(experts=(1, 2)), heat_layer(experts=(1, 2), shared_conditions=True)
+    counts = [[int(v.sum()) for v in layer._layout((NX, NT), "cpu")["conditions"][0][1]] for layer in (plain, shared)]
+    assert counts == [[NX, 0], [NX, NX]]
+    u = shared(basis, {"u0": u0})
+    for block in range(2):
+        nodes = (torch.arange(NT) * 2 // NT == block).expand(NX, NT)  # block b = {t : 2 t // NT = b}
+        A, f = reference_rows(basis, u0, nodes=nodes.reshape(-1), ic_nodes=torch.ones(NX, dtype=torch.bool))
+        w = torch.linalg.lstsq(A, f[..., None]).solution[..., 0]
+        expected = torch.einsum("bnxt,bn->bxt", basis, w)[:, nodes]
+        assert torch.allclose(u[:, nodes], expected, rtol=0, atol=1e-10 * expected.abs().max()), block
+    assert not torch.allclose(u, plain(basis, {"u0": u0}))
 
 
 def test_overlapping_experts_blend_their_closed_form_fields_with_a_partition_of_unity():

@@ -134,7 +134,7 @@ def test_normalizer_round_trip(kind):
 @pytest.mark.parametrize("recipe, inputs, outputs", [
     ("darcy", ["a"], ["u"]),
     ("navier_stokes", ["w0"], ["w"]),
-    ("diffusion_sorption", [], ["u"]),
+    ("diffusion_sorption", ["u0"], ["u"]),
     ("kdv", ["u0"], ["u"]),
     ("ks", ["u0"], ["u"]),
     ("burgers_spacetime", ["u0"], ["u"]),
