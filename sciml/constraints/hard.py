@@ -100,16 +100,18 @@ class HardConstraint(nn.Module):
         data_fields: names of per-sample fields passed to `forward` (coefficients, initial values).
         derived: fields the residual reads like outputs that are linear maps of the outputs on the
             whole grid, name -> ``f(fields, spacing)`` with ``fields`` the outputs by name, each
-            ``(..., *grid)``, returning one field of that shape: e.g. the velocity of a vorticity
-            on a periodic grid (a non-local map, which a pointwise residual cannot express). Being
-            linear, each is taken once per basis field, like a partial (checked on the first call).
+            ``(..., *grid)``, returning one field of that shape, or a tuple of names -> ``f``
+            returning a tuple of fields (maps that share work): e.g. the velocity of a vorticity on
+            a periodic grid, ``("u", "v")``, a non-local map, which a pointwise residual cannot
+            express. Being linear, each is taken once per basis field, like a partial (checked on
+            the first call).
         params: PDE parameters (``p.nu``), floats.
         periodic: coordinates whose axes are periodic (spectral derivatives); the others use
             2nd-order finite differences (``method="fd"`` for all).
         conditions: `GridCondition`s imposed inside the solve.
         experts: blocks per grid axis, e.g. (4, 1) splits x in 4 and keeps t whole; default one
             expert (PI-HC). Each block gets its own coefficients, its own collocation nodes and
-            the condition nodes that lie in it.
+            the condition nodes that lie in it (all of them with ``shared_conditions``).
         points: collocation nodes drawn per block and per forward call, uniformly without
             replacement (the paper: 20 000); None uses every node of the block. In eval mode the
             draw is the same on every call (a fixed seed, the global generator untouched), so
@@ -145,7 +147,7 @@ class HardConstraint(nn.Module):
 
     def __init__(self, residual: Callable[..., Any], *, coords: Sequence[str], spacing: Sequence[float],
                  origin: Sequence[float] | None = None, outputs: Sequence[str] = ("u",),
-                 data_fields: Sequence[str] = (), derived: Mapping[str, Callable[..., Tensor]] | None = None,
+                 data_fields: Sequence[str] = (), derived: Mapping[str | tuple[str, ...], Callable] | None = None,
                  params: Mapping[str, float] | None = None,
                  periodic: Sequence[str] = (), method: str = "spectral", spatial: Sequence[str] | None = None,
                  conditions: Sequence[GridCondition] = (), experts: Sequence[int] | None = None,
@@ -157,10 +159,12 @@ class HardConstraint(nn.Module):
         super().__init__()
         self.coords, self.outputs, self.data_fields = tuple(coords), tuple(outputs), tuple(data_fields)
         self.derived = dict(derived or {})
-        clash = set(self.derived) & set(self.outputs + self.data_fields)
-        if clash:
-            raise ValueError(f"derived fields {sorted(clash)} share a name with an output or a data field; rename them")
-        self.model_fields = self.outputs + tuple(self.derived)  # combined from the basis by the coefficients
+        names = derived_names(self.derived)
+        clash = set(names) & set(self.outputs + self.data_fields)
+        if clash or len(set(names)) < len(names):
+            raise ValueError(f"derived fields {list(names)} repeat a name or share one with an output or a data field "
+                             f"({self.outputs + self.data_fields}); rename them")
+        self.model_fields = self.outputs + names  # combined from the basis by the coefficients
         self.names = self.model_fields + self.data_fields
         self._derived_checked = False
         D = len(self.coords)
@@ -329,17 +333,12 @@ class HardConstraint(nn.Module):
 
     def _derive(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The derived fields of `outputs` (each ``(..., *grid)``); the first call checks each map's linearity."""
-        out = {name: fn(outputs, tuple(self.spacing)) for name, fn in self.derived.items()}
-        for name, v in out.items():
-            if not isinstance(v, Tensor) or v.shape != next(iter(outputs.values())).shape:
-                raise ValueError(f"derived field {name!r} must return a tensor of its inputs' shape "
-                                 f"{tuple(next(iter(outputs.values())).shape)}, got {getattr(v, 'shape', type(v))}")
-        if out and not self._derived_checked:
+        if self.derived and not self._derived_checked:
             ref = next(iter(outputs.values()))
             check_linear(self.derived, self.outputs, ref.shape[-len(self.coords):], tuple(self.spacing),
                          dtype=ref.dtype, device=ref.device)
             self._derived_checked = True
-        return out
+        return derive(self.derived, outputs, tuple(self.spacing))
 
     def _collocation(self, blocks: tuple[Tensor, Tensor], B: int) -> tuple[Tensor, Tensor]:
         members, valid = blocks  # (K, L)
@@ -419,16 +418,37 @@ class HardConstraint(nn.Module):
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def check_linear(derived: Mapping[str, Callable[..., Tensor]], names: Sequence[str], grid: Sequence[int],
+def derived_names(derived: Mapping[str | tuple[str, ...], Callable]) -> tuple[str, ...]:
+    """The field names a `derived` mapping defines, in order (a tuple key names several)."""
+    return tuple(n for key in derived for n in ((key,) if isinstance(key, str) else key))
+
+
+def derive(derived: Mapping[str | tuple[str, ...], Callable], fields: Mapping[str, Tensor],
+           spacing: tuple[float, ...]) -> dict[str, Tensor]:
+    """Each derived field of `fields` (name -> ``(..., *grid)``) by name, checked to keep their shape."""
+    shape, out = next(iter(fields.values())).shape, {}
+    for key, fn in derived.items():
+        names, values = ((key,), (fn(fields, spacing),)) if isinstance(key, str) else (key, tuple(fn(fields, spacing)))
+        if len(values) != len(names):
+            raise ValueError(f"derived fields {key} need {len(names)} fields from their map, got {len(values)}")
+        for name, v in zip(names, values):
+            if not isinstance(v, Tensor) or v.shape != shape:
+                raise ValueError(f"derived field {name!r} must be a tensor of its inputs' shape {tuple(shape)}, "
+                                 f"got {getattr(v, 'shape', type(v))}")
+            out[name] = v
+    return out
+
+
+def check_linear(derived: Mapping[str | tuple[str, ...], Callable], names: Sequence[str], grid: Sequence[int],
                  spacing: tuple[float, ...], *, dtype=torch.float64, device=None) -> None:
     """Raise unless each map f satisfies f(a + 2.5 b) = f(a) + 2.5 f(b) for two random sets of fields
     `names` on `grid` (drawn from a private generator): the hard layer combines per-basis values,
     which only a linear map allows."""
     gen = torch.Generator().manual_seed(0)
     a, b = ({k: torch.randn(*grid, generator=gen, dtype=torch.float64).to(device, dtype) for k in names} for _ in range(2))
-    mixed = {k: a[k] + 2.5 * b[k] for k in names}
-    for name, fn in derived.items():
-        lhs, rhs = fn(mixed, spacing), fn(a, spacing) + 2.5 * fn(b, spacing)
+    of_a, of_b = derive(derived, a, spacing), derive(derived, b, spacing)
+    for name, lhs in derive(derived, {k: a[k] + 2.5 * b[k] for k in names}, spacing).items():
+        rhs = of_a[name] + 2.5 * of_b[name]
         if not torch.allclose(lhs, rhs, rtol=1e-5, atol=1e-5 * float(rhs.abs().max())):
             raise ValueError(f"derived field {name!r} is not linear in the outputs (f(a + 2.5 b) != f(a) + 2.5 f(b)); "
                              "the hard-constraint layer combines it per basis field, which needs a linear map. Read a "

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from sciml.constraints.hard import GridCondition, HardConstraint
+from sciml.constraints.hard import GridCondition, HardConstraint, derive
 from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, residual_terms, takes_params
 from sciml.registry import Registry
 
@@ -37,8 +37,8 @@ class GridProblem:
     inputs: the names of the model's input channels, in order; each is a data field.
     output: the name of the solution field.
     derived: fields the residuals read like the solution that are linear maps of it on the whole
-        grid, name -> ``f({output: field}, spacing)`` (see `HardConstraint`), e.g. the velocity of
-        a vorticity (`periodic_velocity`).
+        grid, name (or a tuple of names) -> ``f({output: field}, spacing)`` (see `HardConstraint`),
+        e.g. ``("u", "v")``, the velocity of a vorticity (`periodic_velocity`).
     """
 
     residual: Callable[..., Any]
@@ -48,7 +48,7 @@ class GridProblem:
     periodic: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ("u0",)
     output: str = "u"
-    derived: Mapping[str, Callable[..., Tensor]] = field(default_factory=dict)
+    derived: Mapping[str | tuple[str, ...], Callable] = field(default_factory=dict)
 
     def __post_init__(self):
         # each residual's calling convention, found once: the loss evaluates them every step
@@ -74,8 +74,7 @@ class GridProblem:
 
     def fields(self, u: Tensor, x: Tensor, spacing: Sequence[float]) -> dict[str, Tensor]:
         """The solution ``(batch, *grid)``, its derived fields and the inputs' data fields, by name."""
-        spacing = tuple(float(h) for h in spacing)
-        derived = {name: fn({self.output: u}, spacing) for name, fn in self.derived.items()}
+        derived = derive(self.derived, {self.output: u}, tuple(float(h) for h in spacing))
         return {self.output: u, **derived, **self.data(x)}
 
     def terms(self, d: Derivatives, p: Params) -> tuple[list[Tensor], list[list[Tensor]]]:
@@ -128,11 +127,9 @@ def navier_stokes(nu: float = 1e-4, forcing: float = 0.0) -> GridProblem:
                 - p.forcing * (torch.sin(phase) + torch.cos(phase)))
 
     # the velocity is a linear, non-local map of w: taken per basis field on the whole grid
-    velocity = {"u": lambda f, h: periodic_velocity(f["w"], h[:2])[0],
-                "v": lambda f, h: periodic_velocity(f["w"], h[:2])[1]}
     return GridProblem(residual, ("x", "y", "t"), (GridCondition(lambda d: d.w - d.w0, at={"t": 0}),),
                        {"nu": nu, "forcing": forcing}, periodic=("x", "y"), inputs=("w0",), output="w",
-                       derived=velocity)
+                       derived={("u", "v"): lambda f, h: periodic_velocity(f["w"], h[:2])})
 
 
 @GRID_PROBLEMS.register("diffusion_sorption", description="1D diffusion-sorption u_t = D / R(u) u_xx with Freundlich "
