@@ -93,11 +93,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if _task_of(raw) == "pinn":
         from sciml.train.pinn import evaluate_pinn_run
 
+        if args.dataset:
+            raise ConfigError("--dataset is for operator runs; a PINN run is evaluated against its problem's reference")
+
         rows = [evaluate_pinn_run(Path(args.run), which=args.checkpoint)]
     else:
         from sciml.train.trainer import evaluate_run
 
-        rows = evaluate_run(args.run, resolutions=args.resolution or [None], which=args.checkpoint, device=args.device)
+        rows = evaluate_run(args.run, resolutions=args.resolution or [None], which=args.checkpoint, device=args.device,
+                            dataset=args.dataset)
     for row in rows:
         print(json.dumps(row))
     out = Path(args.run) / "eval.json"
@@ -168,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--resolution", type=int, nargs="*", help="grid sizes to evaluate at (default: the training one)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--dataset", help="another dataset file of the run's family to test on (new draws, a finer grid)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval)
 

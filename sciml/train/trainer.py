@@ -379,8 +379,10 @@ class Trainer:
 
 
 def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,), which: str = "best",
-                 device: str = "auto") -> list[dict[str, Any]]:
-    """Reload a run and evaluate its checkpoint on the test split at each resolution."""
+                 device: str = "auto", dataset: str | Path | None = None) -> list[dict[str, Any]]:
+    """Reload a run and evaluate its checkpoint on the test split at each resolution: of its own
+    dataset, or of `dataset`, another file of the same family with the same fields (new draws, a
+    finer stored grid: a model trained at 64^2 tested at 256^2, as the PI-HC-MoE paper's NS)."""
     from sciml.config import load_config
     from sciml.data.h5 import read_info
 
@@ -388,8 +390,12 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     cfg = load_config(OperatorConfig, run.config_path)
     dev = resolve_device(device)
     state = run.load_checkpoint(which, map_location=dev)
-    dataset = Path(state["dataset"])
+    trained_on = Path(state["dataset"])
+    dataset = trained_on if dataset is None else Path(dataset)
     info = read_info(dataset)
+    if dataset != trained_on and trained_on.exists() and read_info(trained_on).family != info.family:
+        raise ConfigError(f"{dataset} holds {info.family} data and the run was trained on "
+                          f"{read_info(trained_on).family} ({trained_on}); evaluate on a file of its family")
     inputs, outputs = dataset_fields(cfg, info)
     x_norm = _normalizer_from_state(state["x_norm"]).to(dev)
     y_norm = _normalizer_from_state(state["y_norm"]).to(dev)
@@ -405,7 +411,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
         model.eval()
         err = relative_errors(lambda x: y_norm.decode(model(x_norm.encode(x)).float()), split, batch_size=50, device=dev)
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": state["epoch"],
-                     **error_summary(err)})
+                     **error_summary(err), **({} if dataset == trained_on else {"dataset": str(dataset)})})
     return rows
 
 

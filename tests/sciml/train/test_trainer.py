@@ -78,6 +78,25 @@ def test_eval_at_other_resolutions(straight_run):
     assert by_res[64] < 1.5 * by_res[32] + 0.02
 
 
+def test_eval_on_another_dataset_of_the_family_at_a_finer_grid(straight_run, tmp_path, capsys):
+    """New draws (seed 7) stored at 128 points: the run trained at 32 evaluates there as on its own set."""
+    from sciml.data.generate import generate
+    from sciml.data.recipes import load_recipe
+
+    run, final = straight_run
+    finer = generate(load_recipe("burgers", overrides=["n_samples=8", "batch_size=8", "params.resolution=128", "seed=7"]),
+                     root=tmp_path, progress=False)
+    (row,) = evaluate_run(run.path, which="last", device="cpu", dataset=finer)
+    assert row["resolution"] == 128 and row["dataset"] == str(finer)
+    assert row["rel_l2"] < 1.5 * final["test_rel_l2"] + 0.02
+    assert main(["eval", str(run.path), "--checkpoint", "last", "--dataset", str(finer)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["rel_l2"] == pytest.approx(row["rel_l2"], rel=1e-6)
+    other = generate(load_recipe("ks", preset="tiny", overrides=["n_samples=4", "batch_size=4"]), root=tmp_path,
+                     progress=False)
+    assert main(["eval", str(run.path), "--dataset", str(other)]) == 2
+    assert "holds ks1d data and the run was trained on burgers1d" in capsys.readouterr().err
+
+
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("model: {name: fno}\ntraining: {epochz: 3}\n")
