@@ -84,6 +84,9 @@ class Recipe(StrictModel):
         """A short hash of everything that determines the file's contents."""
         content = self.model_dump(mode="json", exclude={"presets", "description"})
         content["params"] = self.typed_params().model_dump(mode="json")
+        version = getattr(self.family_obj(), "layout_version", 1)
+        if version != 1:  # a family whose files changed shape: its old files are not taken for new ones
+            content["layout_version"] = version
         return hashlib.sha256(repr(sorted(content.items())).encode()).hexdigest()[:8]
 
     def filename(self) -> str:

@@ -29,6 +29,7 @@ class DiffusionSorptionParams(StrictModel):
                    source="Takamoto et al. 2022 (PDEBench)")
 class DiffusionSorption1D:
     Params = DiffusionSorptionParams
+    layout_version = 2  # 2: /inputs/u0 added (files made before lack it)
 
     def times(self, p: DiffusionSorptionParams) -> np.ndarray:
         return np.linspace(0.0, p.t_end, p.n_times)

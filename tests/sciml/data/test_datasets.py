@@ -106,6 +106,19 @@ def test_reader_refuses_incomplete_foreign_and_missing_files(data_root):
         read_info(path)
 
 
+def test_file_names_change_only_with_what_determines_the_contents(monkeypatch):
+    """Pinned fingerprints (files made by earlier sessions keep their names); a family's layout version
+    enters the name, so a file made before its layout changed (diffusion-sorption without u0) is not reused."""
+    from sciml.data.families.diffusion_sorption import DiffusionSorption1D
+
+    assert load_recipe("burgers_spacetime").filename() == "burgers_spacetime_s64_n1200_seed0_9ba13746.h5"
+    assert load_recipe("burgers_spacetime", preset="small").filename() == "burgers_spacetime_s64_n96_seed0_1ea18d77.h5"
+    made_with_u0 = load_recipe("diffusion_sorption", preset="tiny").filename()
+    monkeypatch.setattr(DiffusionSorption1D, "layout_version", 1)
+    assert load_recipe("diffusion_sorption", preset="tiny").filename() == "diffusion_sorption_s64_n8_seed0_a050eaa8.h5"
+    assert made_with_u0 != "diffusion_sorption_s64_n8_seed0_a050eaa8.h5"
+
+
 def test_recipe_errors_name_the_fix():
     with pytest.raises(ConfigError, match=r"unknown dataset recipe 'burger' \(did you mean 'burgers'\?\)"):
         load_recipe("burger")
