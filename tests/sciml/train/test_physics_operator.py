@@ -16,7 +16,7 @@ from sciml.train.physics import spacetime_spacing, spacetime_split
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
 from sciml.train.losses import relative_l2_per_sample
-from sciml.train.trainer import Trainer, evaluate_run, train
+from sciml.train.trainer import Trainer, eval_batch_size, evaluate_run, train
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "burgers" / "pi_hc.yaml"
 NS_CONFIG = CONFIG.parents[1] / "navier_stokes" / "pi_hc.yaml"
@@ -215,6 +215,8 @@ def test_navier_stokes_is_learnt_from_the_pde_alone_by_two_by_two_experts(tmp_pa
     run, final = train(validate(OperatorConfig, raw))
     trainer = Trainer(validate(OperatorConfig, raw), run)
     assert trainer.model.problem.params == {"nu": 1e-4, "forcing": 0.0} and trainer.model.layer.experts == (2, 2, 1)
+    # evaluated in training-sized batches: the full config's hard layer holds 1.8 GB per sample
+    assert eval_batch_size(trainer.cfg) == 4 and eval_batch_size(validate(OperatorConfig, {"model": {"name": "fno"}})) == 50
     test = trainer.test_split
     persistence = relative_l2_per_sample(test.x[:, :1], test.y).mean().item()  # w(t) = w0
     evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
