@@ -62,6 +62,7 @@ stub `python3` and each benchmark's `--dry-run` (rows, parts, cases, tasks, vari
 | 12b | `12b`: `configs/burgers/pi_hc.yaml` trained from the PDE alone, soft / one expert / four / four overlapping, 2 minutes each (1000 trajectories) | no issue yet: PI-HC(-MoE) against PI-SC at full data |
 | 12c | `12c`: `configs/navier_stokes/pi_hc.yaml` trained from the PDE alone, soft / one expert / 2 x 2 experts / overlapping, 2 minutes each (1000 trajectories at 64 x 64 x 65, data made in the call) | no issue yet: the PI-HC-MoE paper's Navier-Stokes comparison |
 | 12d | `12d`: `configs/diffusion_sorption/pi_hc.yaml` likewise (1000 trajectories at 1024 x 101, PDEBench's setting) | no issue yet: the PI-HC-MoE paper's diffusion-sorption comparison (PI-SC 85.9 %, PI-HC 7.6 %, PI-HC-MoE 3.6 %) |
+| 12e | `12e`: as `12d` trained on t <= 400 s (81 of 101 levels), the error beyond reported, soft / one expert / four, 2.5 minutes each | no issue yet: the paper's extrapolation in time (t > 400 s: PI-SC 805.6 %, PI-HC 48.0 %, PI-HC-MoE 14.8 %) |
 | 13 | `13`: the autoregressive FNO on Kuramoto–Sivashinsky (`configs/ks/fno.yaml`, data made in the call, ~7 minutes of training) | no issue: a chaotic 1D benchmark beside the FNO paper's |
 
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up

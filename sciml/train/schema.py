@@ -98,6 +98,9 @@ class PhysicsConfig(StrictModel):
     experts: list[PositiveInt] | None = None
     points: PositiveInt | None = None
     shared_conditions: bool = False  # every expert fits every condition node (HardConstraint)
+    # train on the first levels of the space-time grid (t = 0 included), test on all of them and report the error
+    # beyond the window as well (`test_rel_l2_beyond`): extrapolation in time, as the PI-HC-MoE paper's t > 400 s
+    train_levels: PositiveInt | None = None
     overlap: NonNegativeInt | list[NonNegativeInt] = 0
     ridge: PositiveFloat = 1e-4
     max_steps: PositiveInt = 50

@@ -53,17 +53,26 @@ def dataset_fields(cfg: OperatorConfig, info) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def relative_errors(predict, split: Split, *, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Per-sample relative L2 of `predict(x)` on a split, in batches, without gradients: (n,)."""
+def relative_errors(predict, split: Split, *, batch_size: int, device: torch.device,
+                    beyond: int | None = None) -> torch.Tensor:
+    """Per-sample relative L2 of `predict(x)` on a split, in batches, without gradients: (n,). With
+    `beyond` = K, (n, 2): over the whole grid and over the last axis's levels from K on (a
+    space-time model's error past the time window it was trained on), from one prediction."""
     errors = []
     with torch.no_grad():
         for start in range(0, len(split.x), batch_size):
-            pred = predict(split.x[start:start + batch_size].to(device))
-            errors.append(relative_l2_per_sample(pred, split.y[start:start + batch_size].to(device)))
+            pred, y = predict(split.x[start:start + batch_size].to(device)), split.y[start:start + batch_size].to(device)
+            err = relative_l2_per_sample(pred, y)
+            if beyond is not None:
+                err = torch.stack([err, relative_l2_per_sample(pred[..., beyond:], y[..., beyond:])], dim=1)
+            errors.append(err)
     return torch.cat(errors)
 
 
 def error_summary(err: torch.Tensor) -> dict[str, float]:
+    """Mean, median and max of per-sample errors (n,), or of both columns of (n, 2) (the second as ``*_beyond``)."""
+    if err.ndim == 2:
+        return {**error_summary(err[:, 0]), **{f"{k}_beyond": v for k, v in error_summary(err[:, 1]).items()}}
     return {"rel_l2": err.mean().item(), "rel_l2_median": err.median().item(), "rel_l2_max": err.max().item()}
 
 
@@ -150,6 +159,12 @@ class Trainer:
         if self.cfg.physics is not None:  # trained on the space-time grid; the solutions only evaluate
             start = saves_start(info)
             train, test = spacetime_split(train, with_start=start), spacetime_split(test, with_start=start)
+            levels, window = train.y.shape[-1], self.cfg.physics.train_levels
+            if window is not None:  # trained on the first levels, tested on all: extrapolation in time
+                if window >= levels:
+                    raise ConfigError(f"physics.train_levels={window} leaves no level to extrapolate to: the data have "
+                                      f"{levels} (t = 0 included); set it below {levels} or to null")
+                train = Split(train.x[..., :window].contiguous(), train.y[..., :window].contiguous())
         return info, train, test
 
     def _lr_factor(self, step: int) -> float:
@@ -307,7 +322,8 @@ class Trainer:
         self.model.eval()
         bs = batch_size or eval_batch_size(self.cfg)
         with tf32_matmuls(self.cfg.training.precision == "tf32"):
-            return error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device))
+            return error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device,
+                                                 beyond=train_levels(self.cfg)))
 
     def fit(self) -> dict[str, float]:
         """Train to `training.epochs` (or `max_minutes`); TF32 on exactly when the policy is "tf32"."""
@@ -378,6 +394,11 @@ class Trainer:
         plot_predictions(self.test_split.x[:n].cpu(), self.test_split.y[:n].cpu(), pred, path)
 
 
+def train_levels(cfg: OperatorConfig) -> int | None:
+    """The time levels a physics run trains on (``physics.train_levels``), or None (all)."""
+    return cfg.physics.train_levels if cfg.physics is not None else None
+
+
 def eval_batch_size(cfg: OperatorConfig) -> int:
     """Samples per evaluation batch: at least 50, or the training batch for physics models, whose hard
     layer holds N basis fields and each of their partials on the whole grid in float64 per sample
@@ -418,7 +439,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
         model.load_state_dict(state["model"])
         model.eval()
         err = relative_errors(lambda x: y_norm.decode(model(x_norm.encode(x)).float()), split,
-                              batch_size=eval_batch_size(cfg), device=dev)
+                              batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": state["epoch"],
                      **error_summary(err), **({} if dataset == trained_on else {"dataset": str(dataset)})})
     return rows

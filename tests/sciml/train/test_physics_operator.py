@@ -198,6 +198,37 @@ def test_diffusion_sorption_is_learnt_from_the_pde_alone_with_its_boundary_condi
     assert final["test_rel_l2"] < min(0.4, 0.5 * persistence), (final, persistence)
 
 
+def test_a_physics_run_trains_on_early_levels_and_reports_the_error_beyond_them(tmp_path):
+    """physics.train_levels: the training grid is the first levels, the test grid all of them, and the
+    error past the window (from the same prediction) is reported by the trainer and by `sciml eval`."""
+    from sciml.config import load_yaml
+
+    raw = load_yaml(DS_CONFIG)
+    raw["data"].update({"preset": "tiny", "recipe_overrides": ["n_samples=12", "batch_size=12"], "n_train": 8,
+                        "n_test": 4, "root": str(tmp_path / "data")})
+    raw["model"].update({"modes": [8, 4], "width": 8})
+    raw["physics"].update({"n_basis": 4, "points": 60, "train_levels": 8})
+    raw["training"].update({"epochs": 2, "batch_size": 4, "eval_every": 1, "progress": False, "plot": False})
+    raw["output"] = {"root": str(tmp_path / "runs")}
+    cfg = validate(OperatorConfig, raw)
+    run, final = train(cfg)
+    trainer = Trainer(cfg, run)
+    assert trainer.train_split.y.shape[1:] == (1, 64, 8) and trainer.test_split.y.shape[1:] == (1, 64, 11)
+    trainer.model.load_state_dict(run.load_checkpoint("last")["model"])
+    trainer.model.eval()  # the hard layer's fixed node draw
+    with torch.no_grad():
+        error = trainer.predict(trainer.test_split.x) - trainer.test_split.y
+    rel = lambda e, y: (e.flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)).mean()
+    whole, later = rel(error, trainer.test_split.y), rel(error[..., 8:], trainer.test_split.y[..., 8:])
+    assert final["test_rel_l2"] == pytest.approx(whole.item(), rel=1e-6)
+    assert final["test_rel_l2_beyond"] == pytest.approx(later.item(), rel=1e-6) and abs(later - whole) > 1e-3
+    (row,) = evaluate_run(run.path, which="last", device="cpu")
+    assert row["rel_l2_beyond"] == pytest.approx(final["test_rel_l2_beyond"], rel=1e-6)
+    raw["physics"]["train_levels"] = 11
+    with pytest.raises(ConfigError, match="train_levels=11 leaves no level to extrapolate to: the data have 11"):
+        train(validate(OperatorConfig, raw))
+
+
 def test_navier_stokes_is_learnt_from_the_pde_alone_by_two_by_two_experts(tmp_path):
     """configs/navier_stokes/pi_hc.yaml (PI-HC-MoE, 2 x 2 spatial experts) at a CPU size: 16 x 16 x 9
     grid, 16 trajectories, 120 steps (8 s). The dataset's nu and (zero) forcing reach the problem; the
