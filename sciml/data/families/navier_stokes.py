@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from sciml.config import StrictModel
 from sciml.data.h5 import FieldSpec
@@ -16,7 +16,7 @@ from solvers.pde.navier_stokes import DEFAULT_SPEED_CHECKS
 
 class NavierStokesParams(StrictModel):
     nu: PositiveFloat = 1e-3
-    t_end: PositiveInt = 50
+    t_end: PositiveFloat = 50.0
     n_times: PositiveInt | None = None  # snapshots at t_end * k / n_times, k = 1..n_times; default one per time unit
     forcing: NonNegativeFloat = 0.1  # f = forcing * (sin 2pi(x+y) + cos 2pi(x+y)): FNO's 0.1; 0 unforced (PI-HC-MoE)
     sim_resolution: PositiveInt = 256
@@ -31,6 +31,17 @@ class NavierStokesParams(StrictModel):
     # measured vs float64 at 64^2, T = 50: rel. L2 2.4e-5, far below the CN comparison's 1e-3.
     precision: Literal["float32", "float64"] = "float32"
 
+    @model_validator(mode="after")
+    def _snapshots_are_defined(self) -> "NavierStokesParams":
+        if self.n_times is None and self.t_end != round(self.t_end):
+            raise ValueError(f"t_end={self.t_end} is not a whole number of time units, which the default snapshots "
+                             f"(one per unit) need; set n_times (e.g. n_times: {max(1, round(10 * self.t_end))})")
+        return self
+
+    @property
+    def snapshots(self) -> int:
+        return self.n_times or round(self.t_end)
+
 
 @FAMILIES.register("navier_stokes2d", description="2D incompressible Navier-Stokes, vorticity form on the torus, "
                    "FNO's forcing (scaled, or none); GRF w0 -> w(t), t = 1..T or n_times steps to T",
@@ -39,11 +50,10 @@ class NavierStokes2DFamily:
     Params = NavierStokesParams
 
     def times(self, p: NavierStokesParams) -> np.ndarray:
-        n = p.n_times or p.t_end
-        return p.t_end * np.arange(1, n + 1, dtype=float) / n
+        return p.t_end * np.arange(1, p.snapshots + 1, dtype=float) / p.snapshots
 
     def layout(self, p: NavierStokesParams) -> Layout:
-        s, n_times = p.resolution, p.n_times or p.t_end
+        s, n_times = p.resolution, p.snapshots
         if p.sim_resolution % s:
             raise ValueError(f"resolution={s} must divide sim_resolution={p.sim_resolution} (stride subsampling)")
         x = np.arange(s) / s

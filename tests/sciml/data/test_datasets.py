@@ -196,6 +196,9 @@ def test_navier_stokes_family_times_and_forcing_are_the_solvers(forcing):
 
     family = NavierStokes2DFamily()
     np.testing.assert_array_equal(family.times(NavierStokesParams(t_end=3)), [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(family.times(NavierStokesParams(t_end=0.5, n_times=2)), [0.25, 0.5])
+    with pytest.raises(ValueError, match="t_end=0.5 is not a whole number of time units.*set n_times"):
+        NavierStokesParams(t_end=0.5)
     p = NavierStokesParams(t_end=1, n_times=4, forcing=forcing, sim_resolution=16, resolution=16, nu=1e-3,
                            precision="float64")
     np.testing.assert_allclose(family.layout(p).grid["t"], [0.25, 0.5, 0.75, 1.0])
