@@ -88,23 +88,41 @@ PDES = {
 }
 TRAINED = tuple(PDES["burgers"]["variants"])
 
-def smooth_basis(batch: int, n_basis: int, nx: int, nt: int, device, generator) -> torch.Tensor:
-    """Low Fourier modes in x times low-order polynomials in t, randomly mixed (float32, as a backbone's output)."""
-    x = torch.arange(nx, device=device) / nx
-    t = torch.linspace(0, 1, nt, device=device)
-    modes = torch.stack([f(2 * math.pi * k * x) for k in range(1, 5) for f in (torch.sin, torch.cos)])
-    shapes = (modes[:, None, :, None] * torch.stack([t ** j for j in range(3)])[None, :, None, :]).flatten(0, 1)
+# the speed part: per PDE its grid (space axes, then t), batch, basis fields, the experts' split and the node counts
+SPEED = {
+    "burgers": {"problem": ("burgers", {"nu": 0.01}), "t_end": 1.0, "experts": (EXPERTS, 1), "data": "u0",
+                "full": ((1024, 101), 6, 16, "400,4000,20000,80000"), "small": ((128, 33), 2, 16, "400,1600,4000"),
+                "result": "hard_constraint"},
+    # the paper's NS sizes: 64^3, 64 basis fields, 2 x 2 experts, batch 4; its 12.8x was at 10^4 nodes
+    "navier_stokes": {"problem": ("navier_stokes", {"nu": 1e-4}), "t_end": 5.0, "experts": (2, 2, 1), "data": "w0",
+                      "full": ((64, 64, 64), 4, 64, "4000,10000,20000,80000"), "small": ((32, 32, 17), 2, 16, "400,1600,4000"),
+                      "result": "hard_constraint_ns"},
+}
+
+
+def smooth_basis(batch: int, n_basis: int, grid: tuple[int, ...], device, generator) -> torch.Tensor:
+    """Low Fourier modes on the (periodic) space axes times low-order polynomials in t, randomly mixed (float32, as a
+    backbone's output): (batch, n_basis, *grid)."""
+    shapes = None
+    for n in grid[:-1]:
+        x = torch.arange(n, device=device) / n
+        modes = torch.stack([f(2 * math.pi * k * x) for k in range(1, 5 if len(grid) == 2 else 3) for f in (torch.sin, torch.cos)])
+        shapes = modes if shapes is None else (shapes[:, None, ..., None] * modes[None, :, None]).flatten(0, 1)
+    t = torch.linspace(0, 1, grid[-1], device=device)
+    powers = torch.stack([t ** j for j in range(3)])
+    shapes = (shapes[:, None, ..., None] * powers.view(1, 3, *[1] * (len(grid) - 1), -1)).flatten(0, 1)
     mix = torch.randn(batch, n_basis, shapes.shape[0], generator=generator).to(device)
-    return torch.einsum("bnk,kxt->bnxt", mix, shapes)
+    return torch.einsum("bnk,k...->bn...", mix, shapes)
 
 
-def layer_for(variant: str, nodes: int, nx: int, nt: int) -> HardConstraint:
-    block = nx // EXPERTS
-    experts, points, overlap = ((1, 1), nodes, 0) if variant == "hc" else ((EXPERTS, 1), nodes // EXPERTS, 0)
-    if variant == "moe_overlap":
-        overlap = max(1, block // 8)
-    return get_grid_problem("burgers", nu=0.01).layer((1 / nx, 1 / (nt - 1)), experts=experts, points=points,
-                                                      overlap=(overlap, 0))
+def layer_for(pde: str, variant: str, nodes: int, grid: tuple[int, ...]) -> HardConstraint:
+    spec = SPEED[pde]
+    one = (1,) * len(grid)
+    experts, points = (one, nodes) if variant == "hc" else (spec["experts"], nodes // math.prod(spec["experts"]))
+    overlap = tuple(max(1, n // e // 8) if variant == "moe_overlap" and e > 1 else 0 for n, e in zip(grid, experts))
+    spacing = (*(1 / n for n in grid[:-1]), spec["t_end"] / (grid[-1] - 1))
+    name, args = spec["problem"]
+    return get_grid_problem(name, **args).layer(spacing, experts=experts, points=points, overlap=overlap)
 
 
 def variant_config(pde: str, variant: str, small: bool, minutes: float, train_levels: int | None = None):
@@ -189,36 +207,39 @@ def main(argv=None) -> None:
     if given and any(v not in known for v in given):
         parser.error(f"--variants: choose from {sorted(known)} for parts {parts}")
     chosen = {p: [v for v in (given or names[p]) if v in names[p]] for p in parts}
-    grid = (128, 33, 2, 16) if args.small else (1024, 101, 6, 16)
-    nodes = [int(n) for n in (args.nodes or ("400,1600,4000" if args.small else "400,4000,20000,80000")).split(",")]
-    if any(n // EXPERTS > (grid[0] // EXPERTS) * grid[1] for n in nodes):
-        parser.error(f"--nodes: at most {grid[0] * grid[1]} on the {grid[0]} x {grid[1]} grid")
+    if "speed" in parts and args.pde not in SPEED:
+        parser.error(f"--parts speed: --pde must be one of {tuple(SPEED)}")
+    speed_pde = args.pde if args.pde in SPEED else "burgers"
+    grid, batch, n_basis, default_nodes = SPEED[speed_pde]["small" if args.small else "full"]
+    nodes = [int(n) for n in (args.nodes or default_nodes).split(",")]
+    if any(n > math.prod(grid) for n in nodes):
+        parser.error(f"--nodes: at most {math.prod(grid)} on the {' x '.join(map(str, grid))} grid")
     for variant in chosen.get("accuracy", []):  # the overrides make a valid config (checked before any training)
         variant_config(args.pde, variant, args.small, args.minutes, args.train_levels)
     if dry_run_done(args):
         return
     if chosen.get("speed"):
-        speed(chosen["speed"], nodes, grid, args.small)
+        speed(speed_pde, chosen["speed"], nodes, grid, batch, n_basis, args.small)
     if chosen.get("accuracy"):
         accuracy(args.pde, chosen["accuracy"], args.small, args.minutes, args.train_levels)
 
 
-def speed(variants: list[str], nodes: list[int], grid: tuple[int, int, int, int], small: bool) -> None:
-    nx, nt, batch, n_basis = grid
+def speed(pde: str, variants: list[str], nodes: list[int], grid: tuple[int, ...], batch: int, n_basis: int,
+          small: bool) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gen = torch.Generator().manual_seed(0)
-    basis = smooth_basis(batch, n_basis, nx, nt, device, gen).requires_grad_()
-    u0 = basis[:, 0, :, :1].detach().expand(batch, nx, nt).contiguous()
+    basis = smooth_basis(batch, n_basis, grid, device, gen).requires_grad_()
+    data = {SPEED[pde]["data"]: basis[:, 0, ..., :1].detach().expand(batch, *grid).contiguous()}
     rows = []
     for n in nodes:
         times = {}
         for variant in variants:
-            layer = layer_for(variant, n, nx, nt)
+            layer = layer_for(pde, variant, n, grid)
             torch.manual_seed(0)  # the same node draws whatever ran before: rows (LM steps) reproducible
 
             def step():
                 basis.grad = None
-                layer(basis, {"u0": u0}).square().mean().backward()
+                layer(basis, data).square().mean().backward()
 
             times[variant] = 1e3 * time_call(step, device=device, warmup=1, repeat=3)
             rows.append({"nodes_per_sample": n, "variant": variant, "step_ms": times[variant],
@@ -227,12 +248,13 @@ def speed(variants: list[str], nodes: list[int], grid: tuple[int, int, int, int]
             if "hc" in times and variant != "hc":
                 rows[-1]["hc_over_this"] = times["hc"] / times[variant]
             print(rows[-1], flush=True)
-        write_result("hard_constraint_small" if small else "hard_constraint",
-                     title=f"Hard-constraint layer step, PI-HC vs PI-HC-MoE ({'CPU, reduced' if small else 'paper-like sizes'})",
+        write_result(SPEED[pde]["result"] + ("_small" if small else ""),
+                     title=f"Hard-constraint layer step, PI-HC vs PI-HC-MoE, {pde} "
+                           f"({'CPU, reduced' if small else 'paper-like sizes'})",
                      rows=rows, device=device,
-                     notes=f"Grid {nx} x {nt}, batch {batch}, {n_basis} basis fields, float64 solve; one step = "
-                           f"forward (batched LM) + implicit backward to the basis; median of 3. `hc_over_this` > 1: "
-                           f"the experts are faster.")
+                     notes=f"Grid {' x '.join(map(str, grid))}, batch {batch}, {n_basis} basis fields, the {pde} residual, "
+                           f"experts {SPEED[pde]['experts']}, float64 solve; one step = forward (batched LM) + implicit "
+                           f"backward to the basis; median of 3. `hc_over_this` > 1: the experts are faster.")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ case "${1:-}" in
   # calls, the tree is not: the results, and with them the budget plan, travel through runs/)
   11)  s 560 'cp runs/optimizers.json benchmarks/results/ 2>/dev/null; python3 benchmarks/bench_optimizers.py --session-minutes 10 --merge --skip-done --max-minutes 9; mkdir -p runs; cp benchmarks/results/optimizers.json runs/' ;;
   # the hard-constraint layer (no issue yet): PI-HC against PI-HC-MoE by collocation nodes, paper-like sizes
-  12)  s 300 'python3 benchmarks/bench_hard_constraint.py --parts speed' ;;
+  12)  s 420 'python3 benchmarks/bench_hard_constraint.py --parts speed' \
+             'python3 benchmarks/bench_hard_constraint.py --parts speed --pde navier_stokes' ;;
   # configs/burgers/pi_hc.yaml trained from the PDE alone per variant (soft, hc, moe, moe_overlap), 2 minutes each
   12b) s 560 'python3 benchmarks/bench_hard_constraint.py --parts accuracy --minutes 2' ;;
   # configs/navier_stokes/pi_hc.yaml from the PDE alone per variant (data made in the first, ~1 minute), 2 minutes each
