@@ -102,15 +102,14 @@ def periodic_velocity(w: Tensor, spacing: Sequence[float], axes: tuple[int, int]
     """
     ax, ay = axes
     nx, ny, (hx, hy) = w.shape[ax], w.shape[ay], spacing
-    kx = torch.fft.fftfreq(nx, d=hx / (2 * math.pi), device=w.device, dtype=w.dtype)
-    ky = torch.fft.rfftfreq(ny, d=hy / (2 * math.pi), device=w.device, dtype=w.dtype)
-    kx, ky = kx.reshape(nx, *[1] * (-ax - 1)), ky.reshape(-1, *[1] * (-ay - 1))
+    kx = torch.fft.fftfreq(nx, d=hx / (2 * math.pi), device=w.device, dtype=w.dtype).reshape(nx, *[1] * (-ax - 1))
+    ky = torch.fft.rfftfreq(ny, d=hy / (2 * math.pi), device=w.device, dtype=w.dtype).reshape(-1, *[1] * (-ay - 1))
     lap = kx ** 2 + ky ** 2
     inv_lap = torch.where(lap > 0, 1 / torch.where(lap > 0, lap, 1.0), 0.0)
     if nx % 2 == 0:
-        kx = torch.where(torch.arange(nx, device=w.device).reshape(kx.shape) == nx // 2, 0.0, kx)
+        kx[nx // 2] = 0  # the Nyquist modes' derivatives (after the Laplacian, which keeps them)
     if ny % 2 == 0:
-        ky = torch.where(torch.arange(ky.shape[0], device=w.device).reshape(ky.shape) == ny // 2, 0.0, ky)
+        ky[-1] = 0
     psi_hat = torch.fft.rfftn(w, dim=(ax, ay)) * inv_lap
     u = torch.fft.irfftn(1j * ky * psi_hat, s=(nx, ny), dim=(ax, ay))
     v = torch.fft.irfftn(-1j * kx * psi_hat, s=(nx, ny), dim=(ax, ay))

@@ -78,13 +78,13 @@ class NavierStokes2DFamily:
         from solvers.pde.grf import GaussianRandomField
         from solvers.pde.navier_stokes import NavierStokes2D, fno_forcing
 
-        s = p.sim_resolution
+        s, dtype = p.sim_resolution, getattr(torch, p.precision)
         # FNO's sigma = tau^(alpha - d/2) with d = 2
         grf = GaussianRandomField((s, s), alpha=p.alpha, tau=p.tau, sigma=p.sigma, boundary="periodic", device=device,
                                   dtype=torch.float64)
-        w0 = grf.sample(n, generator=generator).to(getattr(torch, p.precision))  # drawn in float64 either way
-        # FNO's forcing tensor itself at its own amplitude, so that the default data stay bit for bit
-        forcing = "fno" if p.forcing == 0.1 else None if p.forcing == 0 else fno_forcing(s, device=device) * (p.forcing / 0.1)
+        w0 = grf.sample(n, generator=generator).to(dtype)  # drawn in float64 either way
+        # FNO's forcing (amplitude 0.1) scaled, in the solver's dtype: at 0.1 the factor is exactly 1 (FNO's data)
+        forcing = None if p.forcing == 0 else fno_forcing(s, device=device, dtype=dtype) * (p.forcing / 0.1)
         solver = NavierStokes2D(nu=p.nu, forcing=forcing, integrator=p.integrator, dt=p.dt, cfl=p.cfl,
                                 out_resolution=p.resolution)
         w = solver.solve(w0, self.times(p).tolist())
