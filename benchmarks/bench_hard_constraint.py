@@ -161,7 +161,7 @@ def accuracy(pde: str, variants: list[str], small: bool, minutes: float, train_l
                      "train_s": final["train_seconds_total"], "stopped_by_cap": final["stopped_early"]})
         print(rows[-1], flush=True)
         if not any(r["variant"] == "persistence" for r in rows):
-            rows.insert(0, persistence(cfg, run, train_levels))
+            rows.insert(0, persistence(cfg, train_levels))
         size = spec["small_size"] if small else f"{cfg.data.n_train} trajectories, {cfg.training.epochs} epochs"
         window = (f" Trained on the first {train_levels} time levels only (t = 0 included); `test_rel_l2_beyond` is the "
                   "error on the later levels, extrapolation in time." if train_levels else "")
@@ -174,11 +174,11 @@ def accuracy(pde: str, variants: list[str], small: bool, minutes: float, train_l
                                                                 for k, v in spec["variants"].items()) + "." + window)
 
 
-def persistence(cfg, run, train_levels: int | None = None) -> dict:
+def persistence(cfg, train_levels: int | None = None) -> dict:
     """The baseline row u(t) = u0 on the same test split: what a model must beat to have learnt the dynamics."""
-    from sciml.train.trainer import Trainer, error_summary, relative_errors
+    from sciml.train.trainer import error_summary, load_test_split, relative_errors, resolve_dataset
 
-    split = Trainer(cfg, run).test_split  # inputs broadcast over the time levels: u0 at every level
+    split = load_test_split(cfg, resolve_dataset(cfg, progress=False))  # made by the run; inputs: u0 at every level
     errors = error_summary(relative_errors(lambda x: x[:, :1], split, batch_size=len(split.x), device=split.x.device,
                                            beyond=train_levels))
     return {"variant": "persistence", **{f"test_{k}": v for k, v in errors.items() if k in ("rel_l2", "rel_l2_max", "rel_l2_beyond")},

@@ -407,6 +407,17 @@ def eval_batch_size(cfg: OperatorConfig) -> int:
     return cfg.training.batch_size if cfg.physics is not None else max(cfg.training.batch_size, 50)
 
 
+def load_test_split(cfg: OperatorConfig, dataset: str | Path, *, resolution: int | None = None) -> Split:
+    """The config's test split of `dataset` at `resolution`, as the model sees it (space-time with ``physics:``)."""
+    from sciml.data.h5 import read_info
+
+    info = read_info(dataset)
+    inputs, outputs = dataset_fields(cfg, info)
+    split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=cfg.data.n_test, resolution=resolution,
+                      input_time=cfg.data.input_time, output_time=cfg.data.output_time)
+    return spacetime_split(split, with_start=saves_start(info)) if cfg.physics is not None else split
+
+
 def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,), which: str = "best",
                  device: str = "auto", dataset: str | Path | None = None) -> list[dict[str, Any]]:
     """Reload a run and evaluate its checkpoint on the test split at each resolution: of its own
@@ -430,10 +441,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     y_norm = _normalizer_from_state(state["y_norm"]).to(dev)
     rows = []
     for resolution in resolutions:
-        split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=cfg.data.n_test,
-                          resolution=resolution, input_time=cfg.data.input_time, output_time=cfg.data.output_time)
-        if cfg.physics is not None:
-            split = spacetime_split(split, with_start=saves_start(info))
+        split = load_test_split(cfg, dataset, resolution=resolution)
         model = build_operator_model(cfg, split.x.shape[1], split.y.shape[1], split.x.ndim - 2, info=info,
                                      fields=(inputs, outputs), resolution=resolution).to(dev)
         model.load_state_dict(state["model"])
