@@ -93,14 +93,15 @@ class PhysicsConfig(StrictModel):
     problem_args: dict[str, Any] = Field(default_factory=dict)
     constraint: Literal["soft", "hard"] = "hard"  # soft: the model outputs u; hard: basis fields + HardConstraint
     n_basis: PositiveInt = 16  # basis fields the model outputs for the hard constraint
-    # HardConstraint options (hard only): blocks per grid axis (experts), nodes per block (null: all),
-    # overlap in nodes per axis, ridge, the Levenberg-Marquardt solve's steps and tolerances
-    experts: list[PositiveInt] | None = None
-    points: PositiveInt | None = None
-    shared_conditions: bool = False  # every expert fits every condition node (HardConstraint)
     # train on the first levels of the space-time grid (t = 0 included), test on all of them and report the error
     # beyond the window as well (`test_rel_l2_beyond`): extrapolation in time, as the PI-HC-MoE paper's t > 400 s
     train_levels: PositiveInt | None = None
+    # HardConstraint options (hard only): blocks per grid axis (experts), nodes per block (null: all), every
+    # expert fitting every condition node, overlap in nodes per axis, ridge, the Levenberg-Marquardt solve's
+    # steps and tolerances
+    experts: list[PositiveInt] | None = None
+    points: PositiveInt | None = None
+    shared_conditions: bool = False
     overlap: NonNegativeInt | list[NonNegativeInt] = 0
     ridge: PositiveFloat = 1e-4
     max_steps: PositiveInt = 50
