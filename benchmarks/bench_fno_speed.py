@@ -11,7 +11,8 @@ Burgers and NS rows also for our own solver (one sample over one model call's ho
 
 sciml variants timed per row, the fastest is `sciml_ms`: eager with each spectral transform
 ("dft", "fft": the default pointwise maps, 1x1 convolutions on CUDA and GEMMs on CPU) and "dft"
-with the other pointwise kernel ("dft_gemm" on CUDA, "dft_conv" on CPU); on CUDA also each
+with the other pointwise kernels ("dft_gemm" on CUDA, "dft_conv" on CPU, and "dft_mm": channel-major
+activations, each pointwise map one 2D GEMM over batch x grid); on CUDA also each
 of these with the whole step captured in a CUDA graph; with `--compile` also
 `torch.compile(model)`. `--profile` writes where each step's time goes, kernel by kernel. Adam is fused on CUDA (capturable inside a graph), foreach on CPU;
 neuralop gets torch's default Adam as its own Trainer does.
@@ -150,7 +151,8 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch,
     # "dft" / "fft": the defaults ("auto" pointwise maps: 1x1 convolutions on CUDA, GEMMs elsewhere)
     other = "gemm" if device.type == "cuda" else "conv"
     variants = {"dft": {"transform": "dft"}, "fft": {"transform": "fft"},
-                f"dft_{other}": {"transform": "dft", "pointwise_kernel": other}}
+                f"dft_{other}": {"transform": "dft", "pointwise_kernel": other},
+                "dft_mm": {"transform": "dft", "pointwise_kernel": "mm"}}
     models = {k: FNO(cin, 1, n_dims, modes=modes, width=width, **kw).to(device) for k, kw in variants.items()}
     p_neu, p_sci = count_parameters(neu), count_parameters(models["dft"])
     print(f"{name} s={s}: parameters sciml {p_sci:,} neuralop {p_neu:,}", flush=True)

@@ -17,19 +17,28 @@ from .spectral import SpectralConv
 GRID_EMBEDDINGS = {True: "periodic", False: None, "periodic": "periodic", "closed": "closed", None: None}
 
 
-KERNELS = ("auto", "gemm", "conv")
+KERNELS = ("auto", "gemm", "conv", "mm")
 
 
 class Pointwise(nn.Module):
     """A 1x1 convolution: the same affine map of the channels at every grid point.
 
-    kernel: "gemm", a batched matmul (on CPU it beats oneDNN's 1x1 convolution on 4 of the 6 reduced
-    rows of bench_fno_speed, by 11-32%, and loses the two Darcy rows by 7-15%); "conv",
-    ``conv1d`` (cuDNN on GPU, as neuralop's skips and channel MLPs), whose weight gradient is one
-    reduction over batch and grid instead of a batch of long thin GEMMs; "auto" (default): "conv"
-    on CUDA, "gemm" elsewhere. Why "conv" on CUDA: on an H200 at NS 256², our FFT variant with
-    GEMM pointwise maps took 25.0 ms a step against neuralop's FFT + 1x1 convolutions at 14.4 ms
-    (its convolutions in cuDNN's default TF32, ours in FP32); bench_fno_speed.py times both kernels.
+    The kernel sets how it runs, and with it the layout of its input and output:
+
+    - "gemm": batch-major ``(batch, channels, *grid)``, one batched matmul over the samples (on CPU
+      it beats oneDNN's 1x1 convolution on 4 of the 6 reduced rows of bench_fno_speed, by 11-32 %,
+      and loses the two Darcy rows by 7-15 %; it also beats "mm" there, whose 2D GEMMs over
+      batch x grid ran 2x slower in MKL).
+    - "conv": batch-major, ``conv1d`` (cuDNN on GPU, as neuralop's skips and channel MLPs).
+    - "mm": channel-major ``(channels, batch, *grid)``, so the map is one 2D GEMM
+      ``W @ x.view(in, -1)`` over every sample and point at once, and its weight gradient one GEMM
+      whose reduction runs over batch x grid, a shape cuBLAS splits across the device. The
+      batch-major kernels are weakest exactly there: on an H100 (2026-11-26, batch 20, fp32)
+      cuDNN's weight-gradient kernels took 45-54 % of the step at Burgers 8192, Darcy 421² and NS
+      256², and "gemm"'s batch of 20 long thin GEMMs ran on 20 thread blocks (62 % at Darcy 421²).
+    - "auto" (default): "conv" on CUDA, "gemm" elsewhere (see :meth:`kernel_for`);
+      bench_fno_speed.py times every kernel.
+
     Initialised as ``nn.Linear`` (uniform, bound ``1/sqrt(in)``).
     """
 
@@ -42,10 +51,28 @@ class Pointwise(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
 
+    def kernel_for(self, device: torch.device) -> str:
+        """The kernel that runs on `device`: "mm" takes channel-major input, the others batch-major."""
+        if self.kernel != "auto":
+            return self.kernel
+        return "conv" if device.type == "cuda" else "gemm"
+
     def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        """x: (batch, in, *grid) -> (batch, out, *grid); ``add + W x + b`` in one GEMM when `add` is given."""
+        """``add + W x + b`` (one GEMM with `add`), in the kernel's layout: (batch, in, *grid) ->
+        (batch, out, *grid), or for "mm" (in, batch, *grid) -> (out, batch, *grid)."""
+        kernel = self.kernel_for(x.device)
+        if kernel == "mm":
+            flat = x.reshape(x.shape[0], -1)
+            if add is not None:
+                y = torch.addmm(add.reshape(add.shape[0], -1), self.weight, flat)
+                y = y if self.bias is None else y + self.bias[:, None]
+            elif self.bias is not None:
+                y = torch.addmm(self.bias[:, None], self.weight, flat)
+            else:
+                y = self.weight @ flat
+            return y.view(y.shape[0], *x.shape[1:])
         flat = x.flatten(2)
-        if self.kernel == "conv" or self.kernel == "auto" and x.is_cuda:
+        if kernel == "conv":
             y = F.conv1d(flat, self.weight[:, :, None], self.bias)
             if add is not None:
                 y = y.add_(add.flatten(2))  # in place: conv1d's backward does not need its output
@@ -59,7 +86,8 @@ class Pointwise(nn.Module):
 
 
 class PointwiseMLP(nn.Module):
-    """Pointwise two-layer MLP ``in -> hidden -> out`` (one linear map when hidden is 0)."""
+    """Pointwise two-layer MLP ``in -> hidden -> out`` (one linear map when hidden is 0), in the
+    layout of its kernel (see :class:`Pointwise`)."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, act, *, kernel: str = "auto"):
         super().__init__()
@@ -115,7 +143,8 @@ class FNO(nn.Module):
         transform: how the spectral layers reach the kept modes, "dft" (truncated DFT matrices)
             or "fft" (pruned FFTs); same result to rounding, see :class:`SpectralConv`.
         pointwise_kernel: how the lifting, skips and projection run: "auto" (conv on CUDA, gemm
-            elsewhere), "gemm" or "conv" (see :class:`Pointwise`); same result to rounding.
+            elsewhere), "gemm", "conv" or "mm" (channel-major activations, 2D GEMMs; see
+            :class:`Pointwise`); same result to rounding.
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_dims: int = 1, *, modes: int | Sequence[int] = 16,
@@ -158,24 +187,32 @@ class FNO(nn.Module):
 
         1. append grid coordinates (batch, in + n_dims, *grid); 2. lift to (batch, width, *grid);
         3. pad each grid dim on the right; 4. n_layers blocks ``act(K x + W x)`` (no act after the
-        last); 5. crop the padding; 6. project to (batch, out_channels, *grid).
+        last); 5. crop the padding; 6. project to (batch, out_channels, *grid). With the "mm"
+        pointwise kernel the activations inside are channel-major, (channels, batch, *grid), so that
+        each pointwise map is one GEMM (see :class:`Pointwise`); input and output keep the batch first.
         """
         check_input(type(self).__name__, x, self.in_channels, self.n_dims)
         grid = x.shape[2:]
+        channel_dim = 0 if self.pointwise[0].kernel_for(x.device) == "mm" else 1
+        if channel_dim == 0:
+            x = x.transpose(0, 1)
         if self.grid_embedding:
             coords = grid_coordinates(grid, self.grid_embedding, device=x.device, dtype=x.dtype)
-            x = torch.cat([x, coords.expand(x.shape[0], *coords.shape[1:])], dim=1)
+            shape = list(x.shape)
+            shape[channel_dim] = self.n_dims
+            x = torch.cat([x, coords.movedim(1, channel_dim).expand(shape)], dim=channel_dim)
         x = self.lifting(x)
         pads = self.pad_sizes(grid)
         if any(pads):
             x = F.pad(x, [v for p in reversed(pads) for v in (0, p)])
         for i, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):
-            x = pointwise(x, add=spectral(x))  # K x + W x + b
+            x = pointwise(x, add=spectral(x, channel_dim))  # K x + W x + b
             if i < self.n_layers - 1:
                 x = self.act(x)
         if any(pads):
             x = x[(slice(None), slice(None), *(slice(0, n) for n in grid))]
-        return self.projection(x)
+        x = self.projection(x)
+        return x.transpose(0, 1).contiguous() if channel_dim == 0 else x
 
 
 def _check_padding(padding, n_dims: int) -> tuple[float | int, ...]:

@@ -80,13 +80,16 @@ class SpectralConv(nn.Module):
                 f"got {last}; lower modes or refine the grid"
             )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (batch, in_channels, *grid) real -> (batch, out_channels, *grid), same dtype as x.
+    def forward(self, x: Tensor, channel_dim: int = 1) -> Tensor:
+        """x: (batch, in_channels, *grid) real -> (batch, out_channels, *grid), same dtype as x;
+        with ``channel_dim=0`` both are channel-major, (channels, batch, *grid) (the FNO's GEMM layout).
 
         1. transform to the kept modes (batch, in, *kept) complex; 2. per-mode channel contraction
         -> (batch, out, *kept); 3. inverse transform to the grid. Runs in float32 (float64 when the
         weights are) with autocast off: half-precision spectra lose the small modes' accuracy.
         """
+        if channel_dim not in (0, 1):
+            raise ValueError(f"channel_dim must be 0 (channel-major) or 1 (batch-major), got {channel_dim!r}")
         grid = tuple(x.shape[-self.n_dims:])
         self.check_grid(grid)
         in_dtype = x.dtype
@@ -94,23 +97,28 @@ class SpectralConv(nn.Module):
             w = self.weight if self.weight.dtype == torch.float64 else self.weight.float()
             x = x.to(w.dtype)
             xf = (self._forward_dft if self.transform == "dft" else self._forward_fft)(x, grid)
-            yf = self._contract(xf, w, math.prod(grid))
+            yf = self._contract(xf, w, math.prod(grid), channel_dim)
             y = (self._inverse_dft if self.transform == "dft" else self._inverse_fft)(yf, grid)
         return y.to(in_dtype)
 
-    def _contract(self, xf: Tensor, w: Tensor, n_points: int) -> Tensor:
+    def _contract(self, xf: Tensor, w: Tensor, n_points: int, channel_dim: int) -> Tensor:
         # per mode (batch, in) @ (in, out), as one real batched matmul on interleaved (re, im)
         # pairs: [xr xi] @ [[Wr Wi], [-Wi Wr]]. Real, not complex: complex bmm on strided input is
         # ~30x slower on CPU, and real GEMMs take TF32 on GPU when it is enabled.
-        batch, n_kept = xf.shape[0], w.shape[0]
-        xr = torch.view_as_real(xf).reshape(batch, self.in_channels, n_kept, 2)
-        xr = xr.permute(2, 0, 1, 3).reshape(n_kept, batch, 2 * self.in_channels)
+        n_kept = w.shape[0]
+        lead = xf.shape[:2]  # (batch, in) or (in, batch)
+        batch = lead[1 - channel_dim]
+        xr = torch.view_as_real(xf).reshape(*lead, n_kept, 2).movedim(2, 0)  # (kept, *lead, 2)
+        if channel_dim == 0:
+            xr = xr.transpose(1, 2)
+        xr = xr.reshape(n_kept, batch, 2 * self.in_channels)
         w2 = torch.stack([w, torch.stack([-w[..., 1], w[..., 0]], dim=-1)], dim=2)
         yr = torch.bmm(xr, w2.reshape(n_kept, 2 * self.in_channels, 2 * self.out_channels))
         if self.bias is not None:  # a constant is the zero mode times 1/N: adding it there is free
             yr[0, :, 0::2] += n_points * self.bias.to(yr.dtype)
-        yr = yr.view(n_kept, batch, self.out_channels, 2).permute(1, 2, 0, 3)
-        return torch.view_as_complex(yr.reshape(batch, self.out_channels, *self.kept, 2))
+        yr = yr.view(n_kept, batch, self.out_channels, 2).permute((1, 2, 0, 3) if channel_dim == 1 else (2, 1, 0, 3))
+        out_lead = (batch, self.out_channels) if channel_dim == 1 else (self.out_channels, batch)
+        return torch.view_as_complex(yr.reshape(*out_lead, *self.kept, 2))
 
     # -- "fft": pruned FFTs. rfft on the last dim, cut, then fft on the others, cut; the inverse
     # puts zeros between the +/- blocks of each non-last dim (no fftshift: odd grids are right).

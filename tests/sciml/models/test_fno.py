@@ -110,20 +110,41 @@ def test_invalid_options_name_the_argument(kwargs, match):
         FNO(1, 1, 1, **kwargs)
 
 
-@pytest.mark.parametrize("n_dims,grid", [(1, (40,)), (2, (12, 13))])
-def test_pointwise_kernels_agree(n_dims, grid, device):
-    # the same weights (same seed, same shapes) through batched GEMMs and through conv1d (cuDNN on CUDA)
+@pytest.mark.parametrize("n_dims,grid,options", [
+    (1, (40,), {}),
+    (2, (12, 13), {}),
+    (2, (12, 13), dict(padding=(3, 0.25), grid_embedding="closed", out_channels=3)),
+])
+def test_pointwise_kernels_agree(n_dims, grid, options, device):
+    # the same weights (same seed, same shapes) through batched GEMMs, conv1d (cuDNN on CUDA) and
+    # the channel-major 2D GEMMs ("mm"), with padding, a closed grid and several output channels too
+    options = dict(options)
+    out_channels = options.pop("out_channels", 1)
     x = torch.randn(3, 2, *grid, dtype=torch.float64, device=device)
     outs = []
-    for kernel in ("gemm", "conv"):
+    for kernel in ("gemm", "conv", "mm"):
         torch.manual_seed(0)
-        model = FNO(2, 1, n_dims, modes=4, width=6, pointwise_kernel=kernel).double().to(device)
+        model = FNO(2, out_channels, n_dims, modes=4, width=6, pointwise_kernel=kernel, **options).double().to(device)
         y = model(x)
-        y.square().sum().backward()
+        assert y.shape == (3, out_channels, *grid) and y.is_contiguous()
+        (y.square() * torch.arange(1, y.numel() + 1, device=device).view_as(y)).sum().backward()
         outs.append((y.detach(), {k: p.grad for k, p in model.named_parameters()}))
-    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-12, atol=1e-12)
-    for k, g in outs[0][1].items():
-        torch.testing.assert_close(outs[1][1][k], g, rtol=1e-10, atol=1e-12, msg=k)
+    for out, grads in outs[1:]:
+        torch.testing.assert_close(out, outs[0][0], rtol=1e-12, atol=1e-12)
+        for k, g in outs[0][1].items():
+            torch.testing.assert_close(grads[k], g, rtol=1e-10, atol=1e-12, msg=k)
+
+
+@pytest.mark.parametrize("cls", [FNO2dTime, FNO3dSpaceTime])
+def test_time_variants_agree_across_kernels(cls, device):
+    x = torch.randn(2, 4, 12, 12, dtype=torch.float64, device=device)
+    outs = []
+    for kernel in ("gemm", "mm"):
+        torch.manual_seed(0)
+        model = cls(4, 6, modes=3, width=5, pointwise_kernel=kernel).double().to(device)
+        outs.append(model(x))
+    assert outs[0].shape == (2, 6, 12, 12)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
 
 
 def test_unknown_option_rejected():
@@ -197,7 +218,7 @@ def test_import_is_lazy_and_quiet():
     assert proc.stdout == "" and proc.stderr == ""
 
 
-@pytest.mark.parametrize("kernel", ["gemm", "conv"])
+@pytest.mark.parametrize("kernel", ["gemm", "conv", "mm"])
 def test_bf16_autocast_keeps_spectral_layers_in_float32(device, kernel):
     torch.manual_seed(0)
     model = FNO(1, 1, 2, modes=4, width=8, pointwise_kernel=kernel).to(device)

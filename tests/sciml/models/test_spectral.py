@@ -58,6 +58,10 @@ def test_matches_dense_dft(grid, modes, transform):
     assert y.shape == (2, 2, *grid) and y.dtype == torch.float64
     err = (y - ref).abs().max() / ref.abs().max()
     assert err < 1e-12, f"max relative deviation from the dense DFT {err:.2e}"
+    # the channel-major layout (channels, batch, *grid) gives the same field
+    y_cm = layer(x.transpose(0, 1).contiguous(), channel_dim=0)
+    assert y_cm.shape == (2, 2, *grid)
+    torch.testing.assert_close(y_cm.transpose(0, 1), y, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("transform", ["dft", "fft"])
@@ -129,6 +133,11 @@ def test_grid_too_small_names_the_mode(grid, modes, msg):
     layer = SpectralConv(1, 1, modes)
     with pytest.raises(ValueError, match=msg):
         layer(torch.randn(1, 1, *grid))
+
+
+def test_bad_channel_dim_rejected():
+    with pytest.raises(ValueError, match="channel_dim must be 0"):
+        SpectralConv(1, 1, 4)(torch.randn(1, 1, 16), channel_dim=2)
 
 
 def test_bad_modes_rejected():
