@@ -114,6 +114,7 @@ def test_invalid_options_name_the_argument(kwargs, match):
     (1, (40,), {}),
     (2, (12, 13), {}),
     (2, (12, 13), dict(padding=(3, 0.25), grid_embedding="closed", out_channels=3)),
+    (1, (40,), dict(grid_embedding=False, lifting_channels=0, projection_channels=0)),
 ])
 def test_pointwise_kernels_agree(n_dims, grid, options, device):
     # the same weights (same seed, same shapes) through batched GEMMs, conv1d (cuDNN on CUDA) and
