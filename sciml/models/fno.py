@@ -34,8 +34,9 @@ class Pointwise(nn.Module):
       ``W @ x.view(in, -1)`` over every sample and point at once, and its weight gradient one GEMM
       whose reduction runs over batch x grid, a shape cuBLAS splits across the device. The
       batch-major kernels are weakest exactly there: on an H100 (2026-11-26, batch 20, fp32)
-      cuDNN's weight-gradient kernels took 45-54 % of the step at Burgers 8192, Darcy 421² and NS
-      256², and "gemm"'s batch of 20 long thin GEMMs ran on 20 thread blocks (62 % at Darcy 421²).
+      cuDNN's 1x1 convolution backward took 41-52 % of the step at Burgers 8192, Darcy 421² and NS
+      256² (its weight gradients 25-42 %), and "gemm"'s batch of 20 long thin GEMMs ran on 20 thread
+      blocks (62 % at Darcy 421²).
     - "auto" (default): "conv" on CUDA, "gemm" elsewhere (see :meth:`kernel_for`);
       bench_fno_speed.py times every kernel.
 
