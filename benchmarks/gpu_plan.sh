@@ -21,6 +21,8 @@ case "${1:-}" in
   1)   s 560 'python3 benchmarks/bench_fno_speed.py --compile --profile --cases 5,3,1,2,4,0' \
              'python3 benchmarks/bench_precision.py --epochs 60' \
              'python3 benchmarks/bench_fno_speed.py --precision tf32 --cases 5,3,1,2,4,0' ;;
+  # the three rows short of the bar, every pointwise kernel with its profile (no compile): ~2 minutes
+  1q)  s 240 'python3 benchmarks/bench_fno_speed.py --profile --cases 1,3,5' ;;
   2)   s 560 'python3 benchmarks/bench_datagen.py --parts ns_step,burgers,ns_generate --max-minutes 7' \
              'python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' ;;
   3)   s 560 'timeout 150 python3 -m pytest -q -p no:cacheprovider tests/sciml/train tests/sciml/models/test_fno.py tests/sciml/constraints -k "graph or pointwise or bf16 or expert"' \
@@ -54,5 +56,5 @@ case "${1:-}" in
   12e) s 580 'python3 benchmarks/bench_hard_constraint.py --parts accuracy --pde diffusion_sorption --train-levels 81 --minutes 2.5 --variants soft,hc,moe' ;;
   # the autoregressive FNO on Kuramoto-Sivashinsky (no issue): data made in the call (~1 minute), ~7 minutes of training
   13)  s 560 'python3 benchmarks/bench_operators.py --rows ks_fno --max-minutes 7 training.cuda_graph=true' ;;
-  *)   echo "usage: bash benchmarks/gpu_plan.sh {1,2,3,4,4b,5,5b,6,6b,7,8,10,10b,11,12,12b,12c,12d,12e,13}" >&2; exit 2 ;;
+  *)   echo "usage: bash benchmarks/gpu_plan.sh {1,1q,2,3,4,4b,5,5b,6,6b,7,8,10,10b,11,12,12b,12c,12d,12e,13}" >&2; exit 2 ;;
 esac
