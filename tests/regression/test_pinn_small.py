@@ -18,7 +18,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # 2026-11-26, sciml's L-BFGS (torch's iterates to rounding): burgers 1.95e-1 (its loss 1.82e-2 against
 # torch's 2.83e-2: the two runs agree to 1e-11 for 60 iterations, then rounding grows ~30x per 20),
 # poisson_lshape 8.75e-2; pins unchanged.
-PINNED = {"burgers": 0.26, "poisson_lshape": 0.13}
+# 2026-11-26, a budget that learns the shock (4 x 20 net, 4000 points, 500 Adam + 100x20 L-BFGS; the old one
+# stopped at 1.95e-1): burgers 1.02e-2 (seed 0, as here; seeds 1 / 2: 3.7e-3 / 9.8e-3), pinned at 2x the worst
+# seed, since L-BFGS paths part with rounding (with 2000 points a seed ended at 7.2e-2).
+PINNED = {"burgers": 0.02, "poisson_lshape": 0.13}
 
 
 @pytest.mark.parametrize("problem", sorted(PINNED))
