@@ -20,8 +20,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # poisson_lshape 8.75e-2; pins unchanged.
 # 2026-11-26, a budget that learns the shock (4 x 20 net, 4000 points, 500 Adam + 100x20 L-BFGS; the old one
 # stopped at 1.95e-1): burgers 1.02e-2 (seed 0, as here; seeds 1 / 2: 3.7e-3 / 9.8e-3), pinned at 2x the worst
-# seed, since L-BFGS paths part with rounding (with 2000 points a seed ended at 7.2e-2).
-PINNED = {"burgers": 0.02, "poisson_lshape": 0.13}
+# seed, since L-BFGS paths part with rounding (with 2000 points a seed ended at 7.2e-2). poisson_lshape with
+# 150x20 L-BFGS iterations (was 30x20): 3.22e-2 (seed 0; seeds 1 / 2: 2.8e-2 / 2.1e-2), pinned at 1.5x the worst.
+PINNED = {"burgers": 0.02, "poisson_lshape": 0.05}
 
 
 @pytest.mark.parametrize("problem", sorted(PINNED))
