@@ -122,8 +122,9 @@ def solver_latency(problem: str, s: int, device) -> float | None:
     return None
 
 
-def write_profile(label: str, steps: dict, device, n_steps: int = 5) -> None:
-    """Where each step's time goes, kernel by kernel: `results/fno_profile_<label>.txt` (and under $OUT)."""
+def write_profile(label: str, steps: dict, device, n_steps: int = 5, write: bool = True) -> None:
+    """Where each step's time goes, kernel by kernel: `results/fno_profile_<label>.txt` (and under $OUT),
+    or printed when not `write`."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -137,10 +138,11 @@ def write_profile(label: str, steps: dict, device, n_steps: int = 5) -> None:
                 step()
             sync(device)
         parts.append(f"== {key}: {n_steps} steps\n" + prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70))
-    print("wrote", write_result_file(f"fno_profile_{label}.txt", "\n\n".join(parts)), flush=True)
+    text = "\n\n".join(parts)
+    print("wrote", write_result_file(f"fno_profile_{label}.txt", text) if write else f"(not written)\n{text}", flush=True)
 
 
-def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch, profile=False):
+def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch, profile=False, write=True):
     name, n_dims, s, modes, width, cin, published = case
     s = SMALL[s] if small else s
     grid = (s,) * n_dims
@@ -182,8 +184,10 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch,
         row["published_neuralop_h100_ms"] = published
     if profile:
         try:
-            write_profile(f"{name}_{s}", {k: v for k, v in steps.items() if k == "neuralop" or k.startswith("sciml_eager_dft")},
-                          device)
+            # reduced sizes get their own names: burgers_1024 is a paper-size row and a reduced one
+            write_profile(f"{name}_{s}" + ("_small" if small else ""),
+                          {k: v for k, v in steps.items() if k == "neuralop" or k.startswith("sciml_eager_dft")},
+                          device, write=write)
         except Exception as err:  # noqa: BLE001 - a profiler failure must not cost the row's timings
             print(f"   profile failed: {type(err).__name__}: {err}", flush=True)
     # inference latency per sample (batch 1)
@@ -221,7 +225,7 @@ def main(argv=None):
                         help="CPU threads (default 1: on a shared CPU, OpenMP oversubscription is 10x slower)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--profile", action="store_true",
-                        help="also write a kernel-by-kernel profile per case (results/fno_profile_<case>_<s>.txt)")
+                        help="also write a kernel-by-kernel profile per case (results/fno_profile_<case>_<s>[_small].txt)")
     add_dry_run(parser)
     args = parser.parse_args(argv)
     try:
@@ -246,7 +250,8 @@ def main(argv=None):
     rows = []
     for case in cases:
         rows.append(run_case(case, small=args.small, device=device, rounds=args.rounds, repeat=repeat,
-                             compile_=args.compile, precision=args.precision, batch=args.batch, profile=args.profile))
+                             compile_=args.compile, precision=args.precision, batch=args.batch, profile=args.profile,
+                             write=not args.no_write))
         if not args.no_write:  # after every case: a command stopped by its time limit keeps the finished ones,
             # and --cases runs on the same device add up
             path = write_result(name, title="FNO step time: sciml vs neuraloperator 2.0", notes=notes, device=device,
