@@ -242,7 +242,7 @@ def subsample_stride(info: DatasetInfo, resolution: int | None) -> int:
         info.grid_kind == "nodes" and resolution > 1 and (s - 1) % (resolution - 1) == 0)
     if not ok or resolution > s:
         raise DatasetError(f"{info.path} is stored at {s} points per axis and cannot be subsampled to {resolution}; "
-                           f"available: {info.resolutions()}")
+                           f"available: {info.resolutions()} (set data.resolution to one of them, or to null for the stored grid)")
     return s // resolution if info.grid_kind in ("periodic", "cells") else (s - 1) // (resolution - 1)
 
 
