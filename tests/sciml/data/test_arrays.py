@@ -84,3 +84,14 @@ def test_an_existing_file_is_kept_unless_overwritten(tmp_path):
     assert read_info(first).n_samples == 4
     write_dataset(first, inputs={"a": np.ones((5, 8))}, outputs={"u": np.ones((5, 8))}, spatial_dims=1, overwrite=True)
     assert read_info(first).n_samples == 5
+
+
+def test_a_physics_run_reads_the_grid_and_parameters_of_user_arrays(tmp_path):
+    from sciml.train.physics import _dataset_params, spacetime_spacing
+
+    s, x = 32, 2 * np.pi * np.arange(32) / 32
+    path = write_dataset(tmp_path / "traj.h5", inputs={"u0": np.zeros((4, s))}, outputs={"u": np.zeros((4, 5, s))},
+                         spatial_dims=1, times=[0.1, 0.2, 0.3, 0.4, 0.5], coords={"x": x}, params={"nu": 0.02})
+    info = read_info(path)
+    assert spacetime_spacing(info, ("x", "t"), None, "u") == pytest.approx((2 * np.pi / 32, 0.1))
+    assert _dataset_params(info, {"nu": 1.0}, {}) == {"nu": 0.02}
