@@ -407,22 +407,39 @@ def eval_batch_size(cfg: OperatorConfig) -> int:
     return cfg.training.batch_size if cfg.physics is not None else max(cfg.training.batch_size, 50)
 
 
-def load_test_split(cfg: OperatorConfig, dataset: str | Path, *, resolution: int | None = None) -> Split:
-    """The config's test split of `dataset` at `resolution`, as the model sees it (space-time with ``physics:``)."""
+def load_test_split(cfg: OperatorConfig, dataset: str | Path, *, resolution: int | None = None,
+                    n_test: int | None = None) -> Split:
+    """The config's test split of `dataset` at `resolution`, as the model sees it (space-time with ``physics:``);
+    `n_test` samples of it (default: the config's)."""
     from sciml.data.h5 import read_info
 
     info = read_info(dataset)
     inputs, outputs = dataset_fields(cfg, info)
-    split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=cfg.data.n_test, resolution=resolution,
+    split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=n_test or cfg.data.n_test, resolution=resolution,
                       input_time=cfg.data.input_time, output_time=cfg.data.output_time)
     return spacetime_split(split, with_start=saves_start(info)) if cfg.physics is not None else split
 
 
-def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,), which: str = "best",
-                 device: str = "auto", dataset: str | Path | None = None) -> list[dict[str, Any]]:
-    """Reload a run and evaluate its checkpoint on the test split at each resolution: of its own
-    dataset, or of `dataset`, another file of the same family with the same fields (new draws, a
-    finer stored grid: a model trained at 64^2 tested at 256^2, as the PI-HC-MoE paper's NS)."""
+class TrainedOperator(torch.nn.Module):
+    """A run's trained model with its normalisers: raw inputs ``(batch, in, *grid)`` -> raw outputs, as the
+    run's own evaluation sees them (``physics:`` models take and give the space-time layout). Carries the
+    run's `config`, the checkpoint's `epoch`, and the dataset it was built on (`dataset`) and trained on
+    (`trained_on`). Call it under ``torch.no_grad()`` to predict."""
+
+    def __init__(self, model: torch.nn.Module, x_norm: Normalizer, y_norm: Normalizer, *, config: OperatorConfig,
+                 epoch: int, dataset: Path, trained_on: Path):
+        super().__init__()
+        self.model, self.x_norm, self.y_norm = model, x_norm, y_norm
+        self.config, self.epoch, self.dataset, self.trained_on = config, epoch, dataset, trained_on
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.y_norm.decode(self.model(self.x_norm.encode(x)).float())
+
+
+def load_operator(run_path: str | Path, *, which: str = "best", device: str | torch.device = "auto",
+                  resolution: int | None = None, dataset: str | Path | None = None) -> TrainedOperator:
+    """A run's checkpoint (`which`: "best" or "last") as a `TrainedOperator` on `device`, built for the grid
+    of `dataset` (default: the run's own) at `resolution`; another dataset must be of the run's family."""
     from sciml.config import load_config
     from sciml.data.h5 import read_info
 
@@ -436,20 +453,29 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     if dataset != trained_on and trained_on.exists() and read_info(trained_on).family != info.family:
         raise ConfigError(f"{dataset} holds {info.family} data and the run was trained on "
                           f"{read_info(trained_on).family} ({trained_on}); evaluate on a file of its family")
-    inputs, outputs = dataset_fields(cfg, info)
-    x_norm = _normalizer_from_state(state["x_norm"]).to(dev)
-    y_norm = _normalizer_from_state(state["y_norm"]).to(dev)
+    probe = load_test_split(cfg, dataset, resolution=resolution, n_test=1)  # one sample: the channels and grid
+    model = build_operator_model(cfg, probe.x.shape[1], probe.y.shape[1], probe.x.ndim - 2, info=info,
+                                 fields=dataset_fields(cfg, info), resolution=resolution)
+    model.load_state_dict(state["model"])
+    operator = TrainedOperator(model, _normalizer_from_state(state["x_norm"]), _normalizer_from_state(state["y_norm"]),
+                               config=cfg, epoch=state["epoch"], dataset=dataset, trained_on=trained_on)
+    return operator.to(dev).eval()
+
+
+def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,), which: str = "best",
+                 device: str = "auto", dataset: str | Path | None = None) -> list[dict[str, Any]]:
+    """Reload a run and evaluate its checkpoint on the test split at each resolution: of its own
+    dataset, or of `dataset`, another file of the same family with the same fields (new draws, a
+    finer stored grid: a model trained at 64^2 tested at 256^2, as the PI-HC-MoE paper's NS)."""
+    dev = resolve_device(device)
     rows = []
     for resolution in resolutions:
-        split = load_test_split(cfg, dataset, resolution=resolution)
-        model = build_operator_model(cfg, split.x.shape[1], split.y.shape[1], split.x.ndim - 2, info=info,
-                                     fields=(inputs, outputs), resolution=resolution).to(dev)
-        model.load_state_dict(state["model"])
-        model.eval()
-        err = relative_errors(lambda x: y_norm.decode(model(x_norm.encode(x)).float()), split,
-                              batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
-        rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": state["epoch"],
-                     **error_summary(err), **({} if dataset == trained_on else {"dataset": str(dataset)})})
+        operator = load_operator(run_path, which=which, device=dev, resolution=resolution, dataset=dataset)
+        cfg = operator.config
+        split = load_test_split(cfg, operator.dataset, resolution=resolution)
+        err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
+        rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
+                     **error_summary(err), **({} if operator.dataset == operator.trained_on else {"dataset": str(operator.dataset)})})
     return rows
 
 

@@ -9,7 +9,7 @@ from sciml.data import write_dataset
 from sciml.data.h5 import DatasetError, read_info
 from sciml.data.loading import load_splits
 from sciml.train.schema import OperatorConfig
-from sciml.train.trainer import evaluate_run, train
+from sciml.train.trainer import evaluate_run, load_operator, train
 
 
 def smooth_periodic(n: int, s: int, seed: int) -> np.ndarray:
@@ -19,6 +19,13 @@ def smooth_periodic(n: int, s: int, seed: int) -> np.ndarray:
     k = np.arange(1, 5)
     a, b = rng.normal(size=(2, n, 4)) / k
     return (a[:, :, None] * np.sin(2 * np.pi * k[None, :, None] * x) + b[:, :, None] * np.cos(2 * np.pi * k[None, :, None] * x)).sum(1)
+
+
+def antiderivative(a: np.ndarray) -> np.ndarray:
+    """The periodic antiderivative with zero mean, spectrally: a linear operator an FNO represents exactly."""
+    s = a.shape[-1]
+    k = np.fft.fftfreq(s, 1 / s)
+    return np.real(np.fft.ifft(np.fft.fft(a, axis=-1) / np.where(k == 0, np.inf, 2j * np.pi * k), axis=-1))
 
 
 def test_static_and_time_varying_fields_round_trip(tmp_path):
@@ -41,11 +48,9 @@ def test_static_and_time_varying_fields_round_trip(tmp_path):
 
 
 def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
-    # u = the periodic antiderivative of a (mean removed): a linear operator an FNO represents exactly
     s = 64
     a = smooth_periodic(96, s, seed=1)
-    u = np.real(np.fft.ifft(np.fft.fft(a, axis=-1) / np.where(np.arange(s) == 0, np.inf, 2j * np.pi * np.fft.fftfreq(s, 1 / s)),
-                            axis=-1))
+    u = antiderivative(a)
     path = write_dataset(tmp_path / "antiderivative.h5", inputs={"a": a}, outputs={"u": u}, spatial_dims=1)
     raw = {"seed": 0, "data": {"path": str(path), "n_train": 80, "n_test": 16},
            "model": {"name": "fno", "modes": 8, "width": 16, "n_layers": 2},
@@ -57,6 +62,14 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
     assert final["test_rel_l2"] < 0.005  # measured 2026-11-26 (CPU): 0.0021; untrained, ~1
     again = evaluate_run(run.path, which="last", device="cpu")  # `sciml eval` reads the file by its path
     assert again[0]["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-5)
+    # the trained operator on new inputs, raw in and raw out (its normalisers inside)
+    operator = load_operator(run.path, which="last", device="cpu")
+    fresh = smooth_periodic(8, s, seed=7)
+    with torch.no_grad():
+        pred = operator(torch.as_tensor(fresh, dtype=torch.float32)[:, None])[:, 0].double().numpy()
+    exact = antiderivative(fresh)
+    rel = np.linalg.norm(pred - exact, axis=1) / np.linalg.norm(exact, axis=1)
+    assert rel.mean() < 0.005, rel
 
 
 @pytest.mark.parametrize("change,message", [
