@@ -521,8 +521,9 @@ def run_pinn(config: dict, *, run_dir: Path, resume: bool = False) -> dict:
     return result.metrics
 
 
-def evaluate_pinn_run(run_path: Path, *, which: str = "last") -> dict:
-    """Reload a PINN run folder's checkpoint and measure its relative L2 vs the reference."""
+def load_pinn(run_path: str | Path, *, which: str = "last") -> tuple[PINNModel, PINNConfig, Problem]:
+    """A PINN run folder's checkpoint ("last", or "best" where written) as its trained model (points ``(n, dims)``
+    -> outputs ``(n, n_outputs)``, conditions built in where hard), with the run's config and problem."""
     from sciml.config import load_yaml
     from sciml.train.run import RunDir
 
@@ -533,4 +534,10 @@ def evaluate_pinn_run(run_path: Path, *, which: str = "last") -> dict:
     state = run.load_checkpoint(which if run.checkpoint_path(which).exists() else "last")
     model.to(_DTYPES[state["dtype"]])
     model.load_state_dict(state["model"])
+    return model.eval(), cfg, problem
+
+
+def evaluate_pinn_run(run_path: Path, *, which: str = "last") -> dict:
+    """Reload a PINN run folder's checkpoint and measure its relative L2 vs the reference."""
+    model, cfg, problem = load_pinn(run_path, which=which)
     return {"run": str(run_path), "problem": cfg.problem, **_Evaluator(problem, "cpu")(model)}

@@ -10,7 +10,7 @@ import torch
 from sciml.config import ConfigError
 from sciml.pde import (MLP, CausalWeights, LossWeights, PINNModel, get_problem, loss_terms, rad_sample, rar_add,
                        sample_collocation)
-from sciml.train.pinn import PINNConfig, build_model, fit, run_pinn
+from sciml.train.pinn import PINNConfig, build_model, evaluate_pinn_run, fit, load_pinn, run_pinn
 from sciml.train.run import RunDir
 
 F64 = torch.float64
@@ -95,6 +95,19 @@ def test_run_pinn_writes_run_folder_and_resumes_exactly(tmp_path):
     assert resumed.metrics["rel_l2"] == pytest.approx(full["rel_l2"], rel=1e-10)
     steps = [(r["phase"], r["step"]) for r in run_b.read_metrics() if r.get("kind") == "step"]
     assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]  # no duplicates after the resume
+
+
+def test_a_pinn_run_loads_as_its_trained_model(tmp_path):
+    from sciml.config import validate
+
+    run = RunDir.create(tmp_path, "p")
+    result = fit(get_problem("diffusion_reaction"), validate(PINNConfig, TINY), run=run)
+    model, cfg, problem = load_pinn(run.path)
+    assert cfg.problem == problem.name == "diffusion_reaction"
+    pts = torch.rand(50, 2, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pts), result.model.cpu()(pts), rtol=0, atol=0)  # the last checkpoint
+    assert evaluate_pinn_run(run.path)["rel_l2"] == pytest.approx(result.metrics["rel_l2"], rel=1e-12)
 
 
 def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes_the_run(tmp_path):
