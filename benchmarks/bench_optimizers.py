@@ -31,7 +31,7 @@ Wall time is the ensemble's time divided by its members (or the member's own tim
 
 Budgets sized to the session (``--session-minutes M``): the issue asks the whole grid to fit the GPU
 time of one session. Before the grid, each task times short and long probes (an Adam ensemble, a
-SOAP ensemble, one Adam member) and the per-step and per-run costs give every pair's time; the
+SOAP ensemble, one Adam member, one SOAP member) and the per-step and per-run costs give every pair's time; the
 minutes are shared equally among tasks (what a cheap task leaves goes to the others) and each
 task's budget is the most that fits its share, never above its own default. All optimizers of a
 task keep one budget; the plan is saved in the results (``budgets``) and reused by later parts.
@@ -600,13 +600,15 @@ def _probe(task: TaskSpec, name: str, n_lrs: int, n_seeds: int, cfg) -> tuple[fl
 def pair_cost(name: str, probe: dict[str, tuple[float, float]], members: int, n_seeds: int) -> tuple[float, float]:
     """(seconds per budget step, seconds besides) of pair `name`, from the task's probe: first-order
     rules cost an Adam ensemble, SOAP its own (preconditioner refreshes); L-BFGS, Newton-CG and the
-    recipes run member by member, each step about one single-member evaluation."""
+    recipes run member by member, each step about one single-member evaluation, a SOAP phase's step
+    one single-member SOAP step (timed itself: an eager SOAP step is launch-bound, so one member costs
+    far more than 1/members of an ensemble's step)."""
     (one, one_fixed), (soap, soap_fixed) = probe["one"], probe["soap"]
     if name in RECIPES:
         phases = RECIPES[name][1]
-        soap_one = max(one, soap / members)
+        soap_one, soap_one_fixed = probe["soap_one"]
         return (n_seeds * sum(frac * (soap_one if ph == "soap" else one) for ph, frac in phases),
-                n_seeds * len(phases) * one_fixed)
+                n_seeds * sum(soap_one_fixed if ph == "soap" else one_fixed for ph, _ in phases))
     if name in SECOND_ORDER:
         return n_seeds * one, n_seeds * one_fixed
     return (soap, soap_fixed) if name == "soap" else probe["adam"]
@@ -632,14 +634,15 @@ def share_time(need: dict[str, float], total: float) -> dict[str, float]:
 def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, cfg, minutes: float) -> dict[str, dict]:
     """Per task, the gradient-evaluation budget at which the whole grid (every pair, every LR and
     seed) takes about `minutes` on this device; never above the task's own budget. Every optimizer
-    of a task keeps one budget. Measured: Adam and SOAP ensembles and one Adam member."""
+    of a task keeps one budget. Measured: Adam and SOAP ensembles, one Adam member and one SOAP member."""
     start = time.perf_counter()
     members = len(factors) * len(seeds)
     costs = {}
     for tname, task in tasks.items():
         probe = {"adam": _probe(task, "adam", len(factors), len(seeds), cfg),
                  "soap": _probe(task, "soap", len(factors), len(seeds), cfg),
-                 "one": _probe(task, "adam", 1, 1, cfg)}
+                 "one": _probe(task, "adam", 1, 1, cfg),
+                 "soap_one": _probe(task, "soap", 1, 1, cfg)}
         pairs = [pair_cost(n, probe, members, len(seeds)) for n in names if runs_on(task, n)]
         costs[tname] = (sum(c for c, _ in pairs), sum(f for _, f in pairs), probe)
     left = 60 * minutes - (time.perf_counter() - start)
@@ -651,7 +654,8 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
                        "probe_ms": {k: round(1e3 * v[0], 3) for k, v in probe.items()}}
         print(f"budget {tname:18s} {steps:6d} of {tasks[tname].steps} evaluations, ~{(fixed + steps * per) / 60:.1f} min "
               f"({fixed:.0f} s of set-up; a step: Adam ensemble {1e3 * probe['adam'][0]:.2f} ms, "
-              f"SOAP {1e3 * probe['soap'][0]:.2f} ms, one member {1e3 * probe['one'][0]:.2f} ms)", flush=True)
+              f"SOAP {1e3 * probe['soap'][0]:.2f} ms, one member {1e3 * probe['one'][0]:.2f} ms, "
+              f"one SOAP member {1e3 * probe['soap_one'][0]:.2f} ms)", flush=True)
     print(f"budget plan took {time.perf_counter() - start:.0f} s of the {minutes:g} minutes", flush=True)
     return plan
 

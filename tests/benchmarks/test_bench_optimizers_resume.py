@@ -125,3 +125,14 @@ def test_the_budget_leaves_room_for_each_runs_set_up(monkeypatch):
     plan = bench.plan_budgets({"toy": task}, ["adam", "soap", "lbfgs"], (1.0,), [0, 1], cfg, minutes=6 / 60)
     # a step: adam 0.01 + soap 0.04 + lbfgs 2 seeds x one Adam member 0.01 = 0.07 s; set-up 0.5 + 0.5 + 2 x 0.5 = 2 s
     assert plan["toy"]["steps"] in (56, 57)  # (6 - 2) / 0.07 = 57.1, less the planning's own time
+
+
+def test_a_recipe_is_costed_by_single_member_soap_steps():
+    # an eager SOAP step is launch-bound: one member is timed itself, not taken as 1/members of the ensemble
+    from benchmarks.bench_optimizers import pair_cost
+
+    probe = {"adam": (1e-3, 0.1), "soap": (9e-3, 0.2), "one": (1e-3, 0.1), "soap_one": (8e-3, 0.3)}
+    per_step, fixed = pair_cost("soap+lbfgs", probe, members=9, n_seeds=3)
+    assert per_step == pytest.approx(3 * (0.8 * 8e-3 + 0.2 * 1e-3))
+    assert fixed == pytest.approx(3 * (0.3 + 0.1))
+    assert pair_cost("soap", probe, members=9, n_seeds=3) == (9e-3, 0.2)
