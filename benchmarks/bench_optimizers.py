@@ -614,15 +614,16 @@ def pair_cost(name: str, probe: dict[str, tuple[float, float]], members: int, n_
     return (soap, soap_fixed) if name == "soap" else probe["adam"]
 
 
-def share_time(need: dict[str, float], total: float) -> dict[str, float]:
-    """Split `total` seconds among tasks, each at most what it `need`s: equal shares, with what the
-    cheaper tasks leave going to the others."""
+def share_time(need: dict[str, float], total: float, weights: dict[str, float] | None = None) -> dict[str, float]:
+    """Split `total` seconds among tasks, each at most what it `need`s: shares in proportion to
+    `weights` (default equal), with what the cheaper tasks leave going to the others."""
+    weight = {t: (weights or {}).get(t, 1.0) for t in need}
     share, left, open_ = {}, total, dict(need)
     while open_:
-        each = left / len(open_)
-        fits = {t: n for t, n in open_.items() if n <= each}
+        unit = left / sum(weight[t] for t in open_)
+        fits = {t: n for t, n in open_.items() if n <= unit * weight[t]}
         if not fits:
-            share.update({t: each for t in open_})
+            share.update({t: unit * weight[t] for t in open_})
             break
         for t, n in fits.items():
             share[t] = n
@@ -631,7 +632,22 @@ def share_time(need: dict[str, float], total: float) -> dict[str, float]:
     return share
 
 
-def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, cfg, minutes: float) -> dict[str, dict]:
+def parse_task_weights(text: str, tasks: list[str], error: Callable[[str], Any]) -> dict[str, float]:
+    """``task=w,...`` as {task: w}; an unknown task, a missing ``=`` or a weight that is not positive is an error."""
+    weights = {}
+    for item in filter(None, text.split(",")):
+        task, _, value = item.partition("=")
+        try:
+            weights[task] = float(value)
+        except ValueError:
+            weights[task] = float("nan")
+        if task not in tasks or not weights[task] > 0:
+            error(f"--task-weights {item!r}: expected task=w with w > 0 and task one of {tasks}")
+    return weights
+
+
+def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, cfg, minutes: float,
+                 weights: dict[str, float] | None = None) -> dict[str, dict]:
     """Per task, the gradient-evaluation budget at which the whole grid (every pair, every LR and
     seed) takes about `minutes` on this device; never above the task's own budget. Every optimizer
     of a task keeps one budget. Measured: Adam and SOAP ensembles, one Adam member and one SOAP member."""
@@ -646,7 +662,8 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
         pairs = [pair_cost(n, probe, members, len(seeds)) for n in names if runs_on(task, n)]
         costs[tname] = (sum(c for c, _ in pairs), sum(f for _, f in pairs), probe)
     left = 60 * minutes - (time.perf_counter() - start)
-    shares = share_time({t: fixed + per * tasks[t].steps for t, (per, fixed, _) in costs.items()}, max(left, 0.0))
+    shares = share_time({t: fixed + per * tasks[t].steps for t, (per, fixed, _) in costs.items()}, max(left, 0.0),
+                        weights)
     plan = {}
     for tname, (per, fixed, probe) in costs.items():
         steps = max(1, min(tasks[tname].steps, int((shares[tname] - fixed) / per)))
@@ -680,6 +697,9 @@ def main(argv=None) -> None:
     ap.add_argument("--session-minutes", type=float, default=None,
                     help="size every task's budget so the whole grid takes about this long here (timed probes "
                          "first); the plan is saved with the results and reused by later --skip-done parts")
+    ap.add_argument("--task-weights", default="",
+                    help="with --session-minutes: task=w,... shares of the session in proportion to w (default 1 each), "
+                         "e.g. pinn_convection=2, where issue 8's bar rests on that task's budget")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="start no new (task, optimizer) pair after this; results are written after every pair, "
                          "so a rerun with --merge --skip-done continues the grid")
@@ -694,6 +714,7 @@ def main(argv=None) -> None:
     for what, given in (("tasks", cfg.tasks), ("optimizers", cfg.optimizers)):
         if set(given.split(",")) - set(known[what]):
             ap.error(f"unknown {what} {sorted(set(given.split(',')) - set(known[what]))}; known: {known[what]}")
+    cfg.task_weights = parse_task_weights(cfg.task_weights, known["tasks"], ap.error)
     if dry_run_done(cfg):
         return
     cfg.device = torch.device(cfg.device)
@@ -744,7 +765,9 @@ def main(argv=None) -> None:
         todo = {t: task for t, task in tasks.items() if t not in kept}
         budgets.update({t: kept[t] for t in tasks if t in kept})
         if todo:
-            budgets.update(plan_budgets(todo, names, factors, seeds, cfg, cfg.session_minutes * len(todo) / len(tasks)))
+            w = {t: cfg.task_weights.get(t, 1.0) for t in tasks}
+            budgets.update(plan_budgets(todo, names, factors, seeds, cfg,
+                                        cfg.session_minutes * sum(w[t] for t in todo) / sum(w.values()), cfg.task_weights))
         for t, task in tasks.items():
             task.steps = budgets[t]["steps"]
     for tname, task in tasks.items():

@@ -136,3 +136,16 @@ def test_a_recipe_is_costed_by_single_member_soap_steps():
     assert per_step == pytest.approx(3 * (0.8 * 8e-3 + 0.2 * 1e-3))
     assert fixed == pytest.approx(3 * (0.3 + 0.1))
     assert pair_cost("soap", probe, members=9, n_seeds=3) == (9e-3, 0.2)
+
+
+def test_task_weights_share_the_session_in_proportion():
+    # b and c both need more than their shares: c gets twice b's of what a leaves
+    assert bench.share_time({"a": 10.0, "b": 100.0, "c": 100.0}, 130.0, weights={"c": 2.0}) == pytest.approx(
+        {"a": 10.0, "b": 40.0, "c": 80.0})
+    # a weight cannot give a task more than it needs
+    assert bench.share_time({"a": 10.0, "b": 100.0}, 100.0, weights={"a": 5.0}) == {"a": 10.0, "b": 90.0}
+    errors = []
+    assert bench.parse_task_weights("pinn_convection=2", list(bench.TASKS), errors.append) == {"pinn_convection": 2.0}
+    for bad in ("pinn_convektion=2", "pinn_convection", "pinn_convection=0"):
+        bench.parse_task_weights(bad, list(bench.TASKS), errors.append)
+    assert len(errors) == 3 and all("--task-weights" in e for e in errors)
