@@ -82,6 +82,15 @@ def _precision_context(precision: str, device: torch.device, *, cache: bool = Tr
     return nullcontext()
 
 
+def predict_in_units(forward, x_norm: Normalizer, y_norm: Normalizer, x: torch.Tensor, *, precision: str,
+                     device: torch.device, cache: bool = True) -> torch.Tensor:
+    """`forward` on normalised physical inputs under a run's precision policy, decoded to physical
+    units: the one way the trainer and a reloaded run (`TrainedOperator`) predict."""
+    with _precision_context(precision, device, cache=cache):
+        out = forward(x_norm.encode(x))
+    return y_norm.decode(out.float())
+
+
 @contextmanager
 def tf32_matmuls(enabled: bool):
     """TF32 for CUDA matmuls and cuDNN convolutions while inside, restored on exit. "fp32" must
@@ -247,9 +256,8 @@ class Trainer:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Model output in physical units for physical inputs x (batch, in_channels, *grid)."""
-        with _precision_context(self.cfg.training.precision, self.device, cache=not self.graphed):
-            out = self.forward(self.x_norm.encode(x))
-        return self.y_norm.decode(out.float())
+        return predict_in_units(self.forward, self.x_norm, self.y_norm, x, precision=self.cfg.training.precision,
+                                device=self.device, cache=not self.graphed)
 
     def train_epoch(self, epoch: int) -> torch.Tensor:
         self.model.train()
@@ -422,9 +430,9 @@ def load_test_split(cfg: OperatorConfig, dataset: str | Path, *, resolution: int
 
 class TrainedOperator(torch.nn.Module):
     """A run's trained model with its normalisers: raw inputs ``(batch, in, *grid)`` -> raw outputs, as the
-    run's own evaluation sees them (``physics:`` models take and give the space-time layout). Carries the
-    run's `config`, the checkpoint's `epoch`, and the dataset it was built on (`dataset`) and trained on
-    (`trained_on`). Call it under ``torch.no_grad()`` to predict."""
+    run's own evaluation computes them (its precision policy included; ``physics:`` models take and give the
+    space-time layout). Carries the run's `config`, the checkpoint's `epoch`, and the dataset it was built
+    on (`dataset`) and trained on (`trained_on`). Call it under ``torch.no_grad()`` to predict."""
 
     def __init__(self, model: torch.nn.Module, x_norm: Normalizer, y_norm: Normalizer, *, config: OperatorConfig,
                  epoch: int, dataset: Path, trained_on: Path):
@@ -433,49 +441,66 @@ class TrainedOperator(torch.nn.Module):
         self.config, self.epoch, self.dataset, self.trained_on = config, epoch, dataset, trained_on
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.y_norm.decode(self.model(self.x_norm.encode(x)).float())
+        return predict_in_units(self.model, self.x_norm, self.y_norm, x, precision=self.config.training.precision,
+                                device=x.device)
+
+
+class _SavedRun:
+    """A run's config and checkpoint, opened once, and the dataset file it is evaluated on (its own, or another
+    of its family); `operator` builds the model for one split's grid."""
+
+    def __init__(self, run_path: str | Path, which: str, device: torch.device, dataset: str | Path | None):
+        from sciml.config import load_config
+        from sciml.data.h5 import read_info
+
+        run = RunDir(run_path)
+        self.cfg = load_config(OperatorConfig, run.config_path)
+        self.state = run.load_checkpoint(which, map_location=device)
+        self.trained_on = Path(self.state["dataset"])
+        self.dataset = self.trained_on if dataset is None else Path(dataset)
+        self.info = read_info(self.dataset)
+        if self.dataset != self.trained_on and self.trained_on.exists() and read_info(self.trained_on).family != self.info.family:
+            raise ConfigError(f"{self.dataset} holds {self.info.family} data and the run was trained on "
+                              f"{read_info(self.trained_on).family} ({self.trained_on}); evaluate on a file of its family")
+
+    def operator(self, split: Split, resolution: int | None, device: torch.device) -> TrainedOperator:
+        """The trained model for data shaped like `split` (its channels and grid) at `resolution`."""
+        cfg = self.cfg
+        model = build_operator_model(cfg, split.x.shape[1], split.y.shape[1], split.x.ndim - 2, info=self.info,
+                                     fields=dataset_fields(cfg, self.info), resolution=resolution)
+        model.load_state_dict(self.state["model"])
+        operator = TrainedOperator(model, _normalizer_from_state(self.state["x_norm"]),
+                                   _normalizer_from_state(self.state["y_norm"]), config=cfg, epoch=self.state["epoch"],
+                                   dataset=self.dataset, trained_on=self.trained_on)
+        return operator.to(device).eval()
 
 
 def load_operator(run_path: str | Path, *, which: str = "best", device: str | torch.device = "auto",
                   resolution: int | None = None, dataset: str | Path | None = None) -> TrainedOperator:
     """A run's checkpoint (`which`: "best" or "last") as a `TrainedOperator` on `device`, built for the grid
     of `dataset` (default: the run's own) at `resolution`; another dataset must be of the run's family."""
-    from sciml.config import load_config
-    from sciml.data.h5 import read_info
-
-    run = RunDir(run_path)
-    cfg = load_config(OperatorConfig, run.config_path)
     dev = resolve_device(device)
-    state = run.load_checkpoint(which, map_location=dev)
-    trained_on = Path(state["dataset"])
-    dataset = trained_on if dataset is None else Path(dataset)
-    info = read_info(dataset)
-    if dataset != trained_on and trained_on.exists() and read_info(trained_on).family != info.family:
-        raise ConfigError(f"{dataset} holds {info.family} data and the run was trained on "
-                          f"{read_info(trained_on).family} ({trained_on}); evaluate on a file of its family")
-    probe = load_test_split(cfg, dataset, resolution=resolution, n_test=1)  # one sample: the channels and grid
-    model = build_operator_model(cfg, probe.x.shape[1], probe.y.shape[1], probe.x.ndim - 2, info=info,
-                                 fields=dataset_fields(cfg, info), resolution=resolution)
-    model.load_state_dict(state["model"])
-    operator = TrainedOperator(model, _normalizer_from_state(state["x_norm"]), _normalizer_from_state(state["y_norm"]),
-                               config=cfg, epoch=state["epoch"], dataset=dataset, trained_on=trained_on)
-    return operator.to(dev).eval()
+    saved = _SavedRun(run_path, which, dev, dataset)
+    probe = load_test_split(saved.cfg, saved.dataset, resolution=resolution, n_test=1)  # one sample: channels and grid
+    return saved.operator(probe, resolution, dev)
 
 
 def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,), which: str = "best",
                  device: str = "auto", dataset: str | Path | None = None) -> list[dict[str, Any]]:
     """Reload a run and evaluate its checkpoint on the test split at each resolution: of its own
     dataset, or of `dataset`, another file of the same family with the same fields (new draws, a
-    finer stored grid: a model trained at 64^2 tested at 256^2, as the PI-HC-MoE paper's NS)."""
+    finer stored grid: a model trained at 64^2 tested at 256^2, as the PI-HC-MoE paper's NS). As the
+    run's own evaluation: its precision policy, TF32 included."""
     dev = resolve_device(device)
-    rows = []
+    saved = _SavedRun(run_path, which, dev, dataset)
+    cfg, rows = saved.cfg, []
     for resolution in resolutions:
-        operator = load_operator(run_path, which=which, device=dev, resolution=resolution, dataset=dataset)
-        cfg = operator.config
-        split = load_test_split(cfg, operator.dataset, resolution=resolution)
-        err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
+        split = load_test_split(cfg, saved.dataset, resolution=resolution)
+        operator = saved.operator(split, resolution, dev)
+        with tf32_matmuls(cfg.training.precision == "tf32"):
+            err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
-                     **error_summary(err), **({} if operator.dataset == operator.trained_on else {"dataset": str(operator.dataset)})})
+                     **error_summary(err), **({} if saved.dataset == saved.trained_on else {"dataset": str(saved.dataset)})})
     return rows
 
 

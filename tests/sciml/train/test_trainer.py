@@ -69,6 +69,15 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_cfg, straight_run):
     assert epochs == [5, 10, 15, 20], "the resumed run's metrics continue, without repeats"
 
 
+def test_eval_predicts_under_the_runs_precision_policy(tiny_cfg):
+    # a bf16 run's own test error and `sciml eval`'s must be one computation (autocast on both sides)
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 5, "eval_every": 5, "precision": "bf16"},
+           "output": {**tiny_cfg["output"], "name": "bf16_eval"}}
+    run, final = train(validate(OperatorConfig, raw))
+    row = evaluate_run(run.path, resolutions=[32], which="last", device="cpu")[0]
+    assert row["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-6)
+
+
 def test_eval_at_other_resolutions(straight_run):
     run, final = straight_run
     rows = evaluate_run(run.path, resolutions=[32, 64, 16], which="last", device="cpu")
