@@ -178,7 +178,8 @@ def persistence(cfg, train_levels: int | None = None) -> dict:
     """The baseline row u(t) = u0 on the same test split: what a model must beat to have learnt the dynamics."""
     from sciml.train.trainer import error_summary, load_test_split, relative_errors, resolve_dataset
 
-    split = load_test_split(cfg, resolve_dataset(cfg, progress=False))  # made by the run; inputs: u0 at every level
+    # the run's own test split (made by the run, at its training grid); inputs: u0 at every level
+    split = load_test_split(cfg, resolve_dataset(cfg, progress=False), resolution=cfg.data.resolution)
     errors = error_summary(relative_errors(lambda x: x[:, :1], split, batch_size=len(split.x), device=split.x.device,
                                            beyond=train_levels))
     return {"variant": "persistence", **{f"test_{k}": v for k, v in errors.items() if k in ("rel_l2", "rel_l2_max", "rel_l2_beyond")},

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test split")
     p.add_argument("run", help="run folder")
-    p.add_argument("--resolution", type=int, nargs="*", help="grid sizes to evaluate at (default: the training one)")
+    p.add_argument("--resolution", type=int, nargs="*", help="grid sizes to evaluate at (default: the training one; with --dataset, that file's stored grid)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--dataset", help="another dataset file of the run's family to test on (new draws, a finer grid)")
     p.add_argument("--device", default="auto")

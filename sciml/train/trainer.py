@@ -463,6 +463,13 @@ class _SavedRun:
             raise ConfigError(f"{self.dataset} holds {self.info.family} data and the run was trained on "
                               f"{read_info(self.trained_on).family} ({self.trained_on}); evaluate on a file of its family")
 
+    def resolution(self, given: int | None) -> int | None:
+        """`given`, or by default the grid the run trained on for its own file (``data.resolution``), and the
+        stored grid for another file (the point of testing on new draws stored finer)."""
+        if given is not None:
+            return given
+        return self.cfg.data.resolution if self.dataset == self.trained_on else None
+
     def operator(self, split: Split, resolution: int | None, device: torch.device) -> TrainedOperator:
         """The trained model for data shaped like `split` (its channels and grid) at `resolution`."""
         cfg = self.cfg
@@ -478,23 +485,25 @@ class _SavedRun:
 def load_operator(run_path: str | Path, *, which: str = "best", device: str | torch.device = "auto",
                   resolution: int | None = None, dataset: str | Path | None = None) -> TrainedOperator:
     """A run's checkpoint (`which`: "best" or "last") as a `TrainedOperator` on `device`, built for the grid
-    of `dataset` (default: the run's own) at `resolution`; another dataset must be of the run's family."""
+    of `dataset` (default: the run's own; another must be of the run's family) at `resolution` (default: the
+    training one, or another file's stored grid)."""
     dev = resolve_device(device)
     saved = _SavedRun(run_path, which, dev, dataset)
+    resolution = saved.resolution(resolution)
     probe = load_test_split(saved.cfg, saved.dataset, resolution=resolution, n_test=1)  # one sample: channels and grid
     return saved.operator(probe, resolution, dev)
 
 
 def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,), which: str = "best",
                  device: str = "auto", dataset: str | Path | None = None) -> list[dict[str, Any]]:
-    """Reload a run and evaluate its checkpoint on the test split at each resolution: of its own
-    dataset, or of `dataset`, another file of the same family with the same fields (new draws, a
+    """Reload a run and evaluate its checkpoint on the test split at each resolution (None: the training
+    one, or another file's stored grid): of its own dataset, or of `dataset`, another file of the same family with the same fields (new draws, a
     finer stored grid: a model trained at 64^2 tested at 256^2, as the PI-HC-MoE paper's NS). As the
     run's own evaluation: its precision policy, TF32 included."""
     dev = resolve_device(device)
     saved = _SavedRun(run_path, which, dev, dataset)
     cfg, rows = saved.cfg, []
-    for resolution in resolutions:
+    for resolution in map(saved.resolution, resolutions):
         split = load_test_split(cfg, saved.dataset, resolution=resolution)
         operator = saved.operator(split, resolution, dev)
         with tf32_matmuls(cfg.training.precision == "tf32"):

@@ -74,7 +74,7 @@ def test_eval_predicts_under_the_runs_precision_policy(tiny_cfg):
     raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 5, "eval_every": 5, "precision": "bf16"},
            "output": {**tiny_cfg["output"], "name": "bf16_eval"}}
     run, final = train(validate(OperatorConfig, raw))
-    row = evaluate_run(run.path, resolutions=[32], which="last", device="cpu")[0]
+    row = evaluate_run(run.path, which="last", device="cpu")[0]
     assert row["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-6)
 
 
@@ -83,6 +83,9 @@ def test_eval_at_other_resolutions(straight_run):
     rows = evaluate_run(run.path, resolutions=[32, 64, 16], which="last", device="cpu")
     by_res = {r["resolution"]: r["rel_l2"] for r in rows}
     assert by_res[32] == pytest.approx(final["test_rel_l2"], rel=1e-5)
+    # by default, the grid it trained on (data.resolution 32 of the stored 64), as its own test
+    (default,) = evaluate_run(run.path, which="last", device="cpu")
+    assert default["resolution"] == 32 and default["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-5)
     # FNO's resolution invariance: the finer grid is about as good as the training grid
     assert by_res[64] < 1.5 * by_res[32] + 0.02
 
