@@ -32,7 +32,7 @@ Wall time is the ensemble's time divided by its members (or the member's own tim
 Budgets sized to the session (``--session-minutes M``): the issue asks the whole grid to fit the GPU
 time of one session. Before the grid, each task times short and long probes (an Adam ensemble, a
 SOAP ensemble, one Adam member, one SOAP member) and the per-step and per-run costs give every pair's time; the
-minutes are shared equally among tasks (what a cheap task leaves goes to the others) and each
+minutes are shared among tasks, equally or by ``--task-weights`` (what a cheap task leaves goes to the others), and each
 task's budget is the most that fits its share, never above its own default. All optimizers of a
 task keep one budget; the plan is saved in the results (``budgets``) and reused by later parts.
 
@@ -597,7 +597,7 @@ def _probe(task: TaskSpec, name: str, n_lrs: int, n_seeds: int, cfg) -> tuple[fl
     return per_step, max(short - PROBE_STEPS[0] * per_step, 0.0)
 
 
-def pair_cost(name: str, probe: dict[str, tuple[float, float]], members: int, n_seeds: int) -> tuple[float, float]:
+def pair_cost(name: str, probe: dict[str, tuple[float, float]], n_seeds: int) -> tuple[float, float]:
     """(seconds per budget step, seconds besides) of pair `name`, from the task's probe: first-order
     rules cost an Adam ensemble, SOAP its own (preconditioner refreshes); L-BFGS, Newton-CG and the
     recipes run member by member, each step about one single-member evaluation, a SOAP phase's step
@@ -640,7 +640,7 @@ def parse_task_weights(text: str, tasks: list[str], error: Callable[[str], Any])
         try:
             weights[task] = float(value)
         except ValueError:
-            weights[task] = float("nan")
+            weights[task] = 0.0  # refused below with the rest
         if task not in tasks or not weights[task] > 0:
             error(f"--task-weights {item!r}: expected task=w with w > 0 and task one of {tasks}")
     return weights
@@ -652,14 +652,13 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
     seed) takes about `minutes` on this device; never above the task's own budget. Every optimizer
     of a task keeps one budget. Measured: Adam and SOAP ensembles, one Adam member and one SOAP member."""
     start = time.perf_counter()
-    members = len(factors) * len(seeds)
     costs = {}
     for tname, task in tasks.items():
         probe = {"adam": _probe(task, "adam", len(factors), len(seeds), cfg),
                  "soap": _probe(task, "soap", len(factors), len(seeds), cfg),
                  "one": _probe(task, "adam", 1, 1, cfg),
                  "soap_one": _probe(task, "soap", 1, 1, cfg)}
-        pairs = [pair_cost(n, probe, members, len(seeds)) for n in names if runs_on(task, n)]
+        pairs = [pair_cost(n, probe, len(seeds)) for n in names if runs_on(task, n)]
         costs[tname] = (sum(c for c, _ in pairs), sum(f for _, f in pairs), probe)
     left = 60 * minutes - (time.perf_counter() - start)
     shares = share_time({t: fixed + per * tasks[t].steps for t, (per, fixed, _) in costs.items()}, max(left, 0.0),

@@ -132,10 +132,10 @@ def test_a_recipe_is_costed_by_single_member_soap_steps():
     from benchmarks.bench_optimizers import pair_cost
 
     probe = {"adam": (1e-3, 0.1), "soap": (9e-3, 0.2), "one": (1e-3, 0.1), "soap_one": (8e-3, 0.3)}
-    per_step, fixed = pair_cost("soap+lbfgs", probe, members=9, n_seeds=3)
+    per_step, fixed = pair_cost("soap+lbfgs", probe, n_seeds=3)
     assert per_step == pytest.approx(3 * (0.8 * 8e-3 + 0.2 * 1e-3))
     assert fixed == pytest.approx(3 * (0.3 + 0.1))
-    assert pair_cost("soap", probe, members=9, n_seeds=3) == (9e-3, 0.2)
+    assert pair_cost("soap", probe, n_seeds=3) == (9e-3, 0.2)
 
 
 def test_task_weights_share_the_session_in_proportion():
