@@ -13,7 +13,8 @@ graphs). An output transform T(x, N(x)) (hard constraints) is differentiated by 
 ``torch.func.jvp`` on T alone, fed with the network's jets.
 
 Supported: `sciml.pde.nets.MLP` with tanh or sin activation, any periodic / Fourier embedding,
-derivative orders ≤ 4. The partials to carry are found by probing the residual once
+the modified (gated) MLP — products of jets by Leibniz's rule — and factorised weights (a linear
+map like any other), derivative orders ≤ 4. The partials to carry are found by probing the residual once
 (`needed_paths`).
 """
 
@@ -102,6 +103,30 @@ def _elementwise(J: dict[Path, Tensor], derivs: Callable[[Tensor, int], list[Ten
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _leibniz_terms(p: Path) -> tuple[tuple[Path, Path, int], ...]:
+    """∂^p (a b) = Σ_S ∂^{p_S} a ∂^{p∖S} b over position subsets S, equal pairs merged with their count."""
+    counts: dict[tuple[Path, Path], int] = {}
+    for r in range(len(p) + 1):
+        for S in itertools.combinations(range(len(p)), r):
+            key = (tuple(p[i] for i in S), tuple(p[i] for i in range(len(p)) if i not in S))
+            counts[key] = counts.get(key, 0) + 1
+    return tuple((q, rest, c) for (q, rest), c in counts.items())
+
+
+def _gate(Z: dict[Path, Tensor], U: dict[Path, Tensor], V: dict[Path, Tensor], paths: Sequence[Path]) -> dict[Path, Tensor]:
+    """Jets of the modified MLP's gate z ⊙ u + (1 − z) ⊙ v = v + z ⊙ (u − v)."""
+    D = {p: U[p] - V[p] for p in paths}
+    out = {}
+    for p in paths:
+        acc = V[p]
+        for q, rest, c in _leibniz_terms(p):
+            term = Z[q] * D[rest]
+            acc = acc + (term if c == 1 else c * term)
+        out[p] = acc
+    return out
+
+
 def _linear(J: dict[Path, Tensor], weight: Tensor, bias: Tensor | None, paths: Sequence[Path]) -> dict[Path, Tensor]:
     stacked = torch.stack([J[p] for p in paths])  # (P, n, in): one matmul for every partial
     Z = stacked @ weight.T
@@ -111,16 +136,15 @@ def _linear(J: dict[Path, Tensor], weight: Tensor, bias: Tensor | None, paths: S
     return out
 
 
-def _elementwise_of_affine(x: Tensor, lin, derivs, paths: Sequence[Path]) -> dict[Path, Tensor]:
+def _elementwise_of_affine(x: Tensor, weight: Tensor, bias: Tensor | None, derivs, paths: Sequence[Path]) -> dict[Path, Tensor]:
     """Jets of σ(W x + b) in the coordinates x themselves: ∂_j z = W[:, j] is constant and every
     higher partial of z vanishes, so only Faà di Bruno's all-singleton partition is left,
     ∂^p σ = σ^{(|p|)}(z) Π_{j ∈ p} W[:, j]: one GEMM on the points instead of one per partial."""
-    f = derivs(torch.addmm(lin.bias, x, lin.weight.T) if lin.bias is not None else x @ lin.weight.T,
-               max(len(p) for p in paths))
+    f = derivs(torch.addmm(bias, x, weight.T) if bias is not None else x @ weight.T, max(len(p) for p in paths))
     out = {(): f[0]}
     for p in paths:
         if p:
-            out[p] = f[len(p)] * math.prod((lin.weight[:, j] for j in p[1:]), start=lin.weight[:, p[0]])
+            out[p] = f[len(p)] * math.prod((weight[:, j] for j in p[1:]), start=weight[:, p[0]])
     return out
 
 
@@ -130,14 +154,22 @@ def mlp_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
         raise ValueError(f"the jet backend supports activations {sorted(JET_ACTIVATIONS)}, not {net.activation!r}; use derivatives: reverse")
     paths = closure(paths)
     act = JET_ACTIVATIONS[net.activation]
-    layers = list(net.layers)
-    if len(layers) > 1 and not net.periodic_cols and net.B is None:  # the raw coordinates feed the first layer
-        H = _elementwise_of_affine(x, layers.pop(0), act, paths)
+    if not net.periodic_cols and net.B is None:  # the raw coordinates feed the first layer (and the encoders)
+        def first(lin):
+            return _elementwise_of_affine(x, lin.weight, lin.bias, act, paths)
     else:
-        H = _embedding_jets(net, x, paths)
-    for lin in layers[:-1]:
-        H = _elementwise(_linear(H, lin.weight, lin.bias, paths), act, paths)
-    return _linear(H, layers[-1].weight, layers[-1].bias, paths)
+        features = _embedding_jets(net, x, paths)
+
+        def first(lin):
+            return _elementwise(_linear(features, lin.weight, lin.bias, paths), act, paths)
+    gates = [first(enc) for enc in net.encoders] if net.encoders is not None else None
+    H = None
+    for lin in net.layers[:-1]:
+        H = first(lin) if H is None else _elementwise(_linear(H, lin.weight, lin.bias, paths), act, paths)
+        if gates is not None:
+            H = _gate(H, *gates, paths)
+    last = net.layers[-1]
+    return _linear(H, last.weight, last.bias, paths)
 
 
 def _embedding_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:

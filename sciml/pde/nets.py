@@ -1,4 +1,5 @@
-"""Pointwise networks for PINNs: an MLP with optional periodic and Fourier-feature input embeddings.
+"""Pointwise networks for PINNs: an MLP with optional periodic and Fourier-feature input embeddings,
+the modified (gated) MLP and random weight factorisation.
 
 u(x) = W_L σ(… σ(W_1 φ(x) + b_1) …) + b_L, with the input embedding φ:
 
@@ -6,6 +7,16 @@ u(x) = W_L σ(… σ(W_1 φ(x) + b_1) …) + b_L, with the input embedding φ:
   k = 1…K, so u is exactly P_i-periodic (a hard periodic boundary condition; Dong & Ni 2021);
 - Fourier features: [cos(B φ), sin(B φ)] with B_ij ~ N(0, σ²) fixed (Tancik et al. 2020; Wang,
   Wang & Perdikaris 2021), which counters the spectral bias on multiscale solutions.
+
+Two options of Wang et al.'s PINN recipes (jaxpi), which help where a plain MLP stalls:
+
+- modified MLP (Wang, Teng & Perdikaris 2021): two encoders U = σ(W_u φ + b_u), V = σ(W_v φ + b_v)
+  gate every hidden layer, h ← z ⊙ U + (1 − z) ⊙ V with z = σ(W_k h + b_k), so the input reaches
+  every depth multiplicatively;
+- random weight factorisation (Wang et al. 2022, "Random weight factorization improves the training
+  of continuous neural representations"): every weight is W = diag(exp(s)) V, s ~ N(μ, σ²) per output
+  unit, V = W₀ / exp(s) from the usual init W₀, so the net starts as the plain one and each unit's
+  scale is learnt on its own log scale.
 
 Registered in `sciml.models` as "pinn_mlp" (``build_model("pinn_mlp", in_channels=2, out_channels=1, n_dims=1, width=20)``).
 """
@@ -20,6 +31,28 @@ from torch import nn
 
 from sciml.registry import close_matches
 
+
+class FactorizedLinear(nn.Module):
+    """``x ↦ x Wᵀ + b`` with ``W = diag(exp(log_scale)) · direction`` (random weight factorisation).
+
+    Built from an initial weight ``W₀``: ``log_scale ~ N(mean, std²)`` per output unit and
+    ``direction = W₀ / exp(log_scale)``, so ``weight`` equals ``W₀`` at initialisation.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, mean: float, std: float, generator: torch.Generator):
+        super().__init__()
+        s = mean + std * torch.randn(weight.shape[0], generator=generator, dtype=torch.float64)
+        self.log_scale = nn.Parameter(s.to(weight.dtype))
+        self.direction = nn.Parameter((weight.double() / s.exp()[:, None]).to(weight.dtype))
+        self.bias = nn.Parameter(bias.clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.log_scale.exp()[:, None] * self.direction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
 ACTIVATIONS = {"tanh": torch.tanh, "sin": torch.sin, "gelu": nn.functional.gelu, "silu": nn.functional.silu,
                "softplus": nn.functional.softplus}
 
@@ -33,12 +66,17 @@ class MLP(nn.Module):
         activation: one of ``ACTIVATIONS``.
         periodic: ``{input column: period}`` embedded as K harmonics (``harmonics``).
         fourier_features: number m of random features (0 disables), scale σ = ``fourier_scale``.
+        modified: gate every hidden layer by two encoders of the embedding (modified MLP).
+        weight_factorization: ``{"mean": μ, "std": σ}`` factorises every weight (``FactorizedLinear``);
+            None keeps plain weights. jaxpi's recipes use μ = 1 (0.5 on some), σ = 0.1.
         seed: seeds the weights and B so a net is reproducible without touching global RNG state.
     """
 
     def __init__(self, in_dim: int, out_dim: int, *, width: int = 20, depth: int = 3, activation: str = "tanh",
                  periodic: Mapping[int, float] | None = None, harmonics: int = 1, fourier_features: int = 0,
-                 fourier_scale: float = 1.0, seed: int | None = 0, dtype: torch.dtype = torch.float32):
+                 fourier_scale: float = 1.0, modified: bool = False,
+                 weight_factorization: Mapping[str, float] | None = None, seed: int | None = 0,
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r}{close_matches(activation, ACTIVATIONS)} is unknown; use one of {sorted(ACTIVATIONS)}")
@@ -48,6 +86,9 @@ class MLP(nn.Module):
         bad = [k for k in periodic if not 0 <= k < in_dim] + [k for k, v in periodic.items() if v <= 0]
         if bad:
             raise ValueError(f"periodic must map input columns in [0, {in_dim}) to positive periods, got {periodic}")
+        factor = dict(weight_factorization) if weight_factorization is not None else None
+        if factor is not None and (set(factor) != {"mean", "std"} or factor["std"] < 0):
+            raise ValueError(f"weight_factorization must be {{'mean': μ, 'std': σ ≥ 0}} (jaxpi: mean 1.0, std 0.1), got {factor}")
         g = torch.Generator().manual_seed(0 if seed is None else int(seed))
         self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
         self.periodic_cols = sorted(periodic)
@@ -62,14 +103,22 @@ class MLP(nn.Module):
             emb = 2 * fourier_features
         else:
             self.B = None
-        sizes = [emb] + [width] * depth + [out_dim]
-        self.layers = nn.ModuleList()
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            lin = nn.Linear(a, b, dtype=dtype)
+        def linear(a: int, b: int) -> nn.Linear:  # Glorot normal, zero bias
+            lin = nn.utils.skip_init(nn.Linear, a, b, dtype=dtype)  # its own init would draw from the global RNG
             with torch.no_grad():
                 lin.weight.copy_(torch.randn(b, a, generator=g, dtype=torch.float64) * math.sqrt(2.0 / (a + b)))
                 lin.bias.zero_()
-            self.layers.append(lin)
+            return lin
+
+        sizes = [emb] + [width] * depth + [out_dim]
+        self.layers = nn.ModuleList(linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        # drawn after the layers, so that neither option changes the plain weights of a seed
+        self.encoders = nn.ModuleList([linear(emb, width), linear(emb, width)]) if modified else None
+        if factor is not None:
+            def factorize(mods):
+                return nn.ModuleList(FactorizedLinear(m.weight.detach(), m.bias.detach(), **factor, generator=g) for m in mods)
+            self.layers = factorize(self.layers)
+            self.encoders = factorize(self.encoders) if modified else None
         self._act = ACTIVATIONS[activation]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,6 +138,11 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)
-        for lin in self.layers[:-1]:
-            h = self._act(lin(h))
+        if self.encoders is None:
+            for lin in self.layers[:-1]:
+                h = self._act(lin(h))
+        else:
+            u, v = (self._act(enc(h)) for enc in self.encoders)
+            for lin in self.layers[:-1]:
+                h = v + self._act(lin(h)) * (u - v)  # z ⊙ u + (1 − z) ⊙ v
         return self.layers[-1](h)

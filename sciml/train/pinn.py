@@ -49,13 +49,22 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # ----------------------------------------------------------------------------------------------
 # config
+class WeightFactorizationConfig(StrictModel):
+    mean: float = 1.0
+    std: float = Field(0.1, ge=0)
+
+
 class NetConfig(StrictModel):
+    """`sciml.pde.nets.MLP`'s options."""
+
     width: int = Field(20, ge=1)
     depth: int = Field(3, ge=1)
     activation: str = "tanh"
     fourier_features: int = Field(0, ge=0)
     fourier_scale: float = Field(1.0, gt=0)
     harmonics: int = Field(1, ge=1)
+    modified: bool = False  # gated hidden layers (modified MLP)
+    weight_factorization: WeightFactorizationConfig | None = None  # {mean, std}: random weight factorisation
 
 
 class PointsConfig(StrictModel):

@@ -112,8 +112,13 @@ def test_grid_spectral_derivatives_are_float64_exact_when_the_wavenumbers_are_no
     torch.testing.assert_close(d.u_x, 4 * math.pi / 3 * torch.cos(4 * math.pi * x / 3)[None], rtol=0, atol=1e-12)
 
 
+RWF = {"mean": 1.0, "std": 0.1}
+
+
 @pytest.mark.parametrize("kw", [{}, {"periodic": {0: 2.0}, "harmonics": 2}, {"fourier_features": 8, "fourier_scale": 2.0},
-                                {"activation": "sin"}])
+                                {"activation": "sin"}, {"modified": True}, {"weight_factorization": RWF},
+                                {"modified": True, "weight_factorization": RWF, "periodic": {0: 2.0}, "fourier_features": 8}],
+                         ids=["plain", "periodic", "fourier", "sin", "modified", "factorized", "modified-factorized-embedded"])
 def test_jet_matches_reverse_to_fourth_order_with_transform(kw):
     """Taylor-mode MLP jets (+ a hard-constraint transform via nested jvp) equal nested autograd."""
     from sciml.pde import PINNModel

@@ -16,10 +16,15 @@ from sciml.train.run import RunDir
 F64 = torch.float64
 
 
-@pytest.mark.parametrize("name,constraints", [("burgers", "hard"), ("burgers", "soft"), ("wave", "hard"), ("allen_cahn", "hard")])
-def test_jet_forward_and_reverse_losses_agree(name, constraints):
+JAXPI_NET = {"modified": True, "weight_factorization": {"mean": 1.0, "std": 0.1}}
+
+
+@pytest.mark.parametrize("name,constraints,net", [("burgers", "hard", {}), ("burgers", "soft", {}), ("wave", "hard", {}),
+                                                  ("allen_cahn", "hard", {}), ("allen_cahn", "hard", JAXPI_NET),
+                                                  ("wave", "soft", JAXPI_NET)])
+def test_jet_forward_and_reverse_losses_agree(name, constraints, net):
     problem = get_problem(name)
-    cfg = PINNConfig(problem=name, constraints=constraints, net={"width": 8, "depth": 2, "fourier_features": 4})
+    cfg = PINNConfig(problem=name, constraints=constraints, net={"width": 8, "depth": 2, "fourier_features": 4, **net})
     model, covered = build_model(problem, cfg)
     model.to(F64)
     pts = sample_collocation(problem, interior=64, boundary=16, initial=16, seed=0, skip=covered).to(dtype=F64)
