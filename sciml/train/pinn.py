@@ -16,7 +16,8 @@ first-order step is captured once and replayed (`sciml.train.graphs.CapturedStep
 L-BFGS evaluation (loss and gradient; the line search stays on the host); resampling copies the new
 points into the captured ones, and a rollback, new loss weights or a new number of points trigger a
 fresh capture. Phases use the ``sciml.optim.phases`` format
-(``{optimizer: {name, ...}, steps, dtype, guard}``) but run in this loop, which also resamples,
+(``{optimizer: {name, ...}, steps, dtype, guard}``, plus ``warmup_steps``, ``decay_every`` and ``decay_rate``
+for the learning rate) but run in this loop, which also resamples,
 evaluates and checkpoints mid-phase so that ``--resume`` continues exactly where a run stopped.
 """
 
@@ -110,6 +111,7 @@ class PhaseConfig(StrictModel):
     guard: dict[str, Any] | None = {}
     decay_every: int = Field(0, ge=0)  # exponential LR decay: lr · rate^(step / decay_every)
     decay_rate: float = Field(1.0, gt=0, le=1)
+    warmup_steps: int = Field(0, ge=0)  # linear warm-up over the first steps: lr · min(1, step / warmup_steps)
     cuda_graph: bool | None = None  # this phase's graph mode; None: the run's `cuda_graph`
 
 
@@ -259,8 +261,10 @@ class _Evaluator:
 
 
 def _lr_schedule(opt, base_lrs, ph: PhaseConfig, step: int):
-    if ph.decay_every:
-        f = ph.decay_rate ** (step / ph.decay_every)
+    if ph.decay_every or ph.warmup_steps:
+        f = ph.decay_rate ** (step / ph.decay_every) if ph.decay_every else 1.0
+        if step < ph.warmup_steps:
+            f *= step / ph.warmup_steps
         for g, lr in zip(opt.param_groups, base_lrs):
             set_lr(g, lr * f)
 

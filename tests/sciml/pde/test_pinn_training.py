@@ -140,6 +140,20 @@ def test_a_resumed_run_decays_the_learning_rate_from_the_config_not_twice(tmp_pa
     assert resumed.metrics["rel_l2"] == pytest.approx(full["rel_l2"], rel=1e-10)
 
 
+def test_a_phase_warms_its_learning_rate_up_linearly_then_decays_it():
+    from sciml.train.pinn import PhaseConfig, _lr_schedule
+
+    opt = torch.optim.Adam([torch.zeros(2, requires_grad=True)], lr=1e-3)
+    ph = PhaseConfig(optimizer={"name": "adam"}, steps=8, warmup_steps=4, decay_every=2, decay_rate=0.5)
+    seen = []
+    for step in range(1, 9):
+        _lr_schedule(opt, [1e-3], ph, step)
+        seen.append(opt.param_groups[0]["lr"])
+    expected = [1e-3 * min(1.0, s / 4) * 0.5 ** (s / 2) for s in range(1, 9)]
+    assert seen == pytest.approx(expected, rel=1e-12)
+    assert seen[0] == pytest.approx(1e-3 / 4 * 0.5 ** 0.5)
+
+
 def _scale_loss_terms(monkeypatch, from_call, factor=1e3, lasting=10**9):
     """Multiply the PINN loss terms by `factor` for `lasting` loss evaluations from the
     `from_call`-th on: a NaN step, or new collocation points exposing a residual the net never saw."""
