@@ -38,8 +38,9 @@ def _pinn_mlp(*, in_channels: int, out_channels: int, n_dims: int | None = None,
     return MLP(in_channels, out_channels, **kwargs)
 
 
-MODELS.add("pinn_mlp", _pinn_mlp, description="PINN MLP with periodic / Fourier-feature embeddings (sciml.pde.nets.MLP)",
-           source="Raissi et al. 2019; Tancik et al. 2020; Dong & Ni 2021")
+MODELS.add("pinn_mlp", _pinn_mlp, description="PINN MLP with periodic / Fourier-feature embeddings, optionally modified "
+           "(gated) and with factorised weights (sciml.pde.nets.MLP)",
+           source="Raissi et al. 2019; Tancik et al. 2020; Dong & Ni 2021; Wang, Teng & Perdikaris 2021; Wang et al. 2022")
 
 for _name in ("FNO", "TFNO"):
     MODELS.add(f"neuralop.{_name}", partial(neuralop_model, _name),

@@ -321,6 +321,9 @@ def test_config_errors_name_the_fix():
         run_pinn({**TINY, "pionts": {}}, run_dir=None)
     with pytest.raises(ConfigError, match="causal"):
         fit(get_problem("poisson_lshape"), {"loss": {"causal": {"enabled": True}}, "phases": [{"optimizer": {"name": "adam"}, "steps": 1}]})
+    # the jet backend cannot carry a GELU net: said, not run in reverse mode behind the user's back
+    with pytest.raises(ConfigError, match="not 'gelu'.*derivatives: reverse"):
+        fit(get_problem("burgers"), {**TINY, "problem": "burgers", "derivatives": "jet", "net": {"activation": "gelu"}})
 
 
 def test_nys_newton_cg_phase_runs_from_a_pinn_config_and_lowers_the_loss(tmp_path):
