@@ -12,15 +12,15 @@ def _add(name: str, spec: OptimizerSpec, description: str, source: str) -> None:
 
 
 # torch.optim: reference quality and complex-aware.
-_add("adam", OptimizerSpec(torch.optim.Adam, complex_native=True, fused_on_cuda=True, graph_safe=True),
+_add("adam", OptimizerSpec(torch.optim.Adam, complex_native=True, fuse_by_default=True, graph_safe=True),
      "Adam (torch.optim)", "Kingma & Ba 2015, arXiv:1412.6980")
-_add("adamw", OptimizerSpec(torch.optim.AdamW, complex_native=True, fused_on_cuda=True, graph_safe=True),
+_add("adamw", OptimizerSpec(torch.optim.AdamW, complex_native=True, fuse_by_default=True, graph_safe=True),
      "AdamW, decoupled weight decay (torch.optim)", "Loshchilov & Hutter 2019, arXiv:1711.05101")
 _add("radam", OptimizerSpec(torch.optim.RAdam, complex_native=True),
      "Rectified Adam (torch.optim)", "Liu et al. 2020, arXiv:1908.03265")
 _add("nadam", OptimizerSpec(torch.optim.NAdam, complex_native=True),
      "Nesterov Adam (torch.optim)", "Dozat 2016, ICLR workshop")
-_add("sgd", OptimizerSpec(torch.optim.SGD, complex_native=True, fused_on_cuda=True),
+_add("sgd", OptimizerSpec(torch.optim.SGD, complex_native=True, fuse_by_default=True),
      "SGD with optional (Nesterov) momentum (torch.optim)", "Robbins & Monro 1951; Sutskever et al. 2013")
 
 # torch.optim.LBFGS's algorithm and line search, its direction in compact form (a few GEMMs, no host

@@ -164,11 +164,11 @@ def mlp_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
             return _elementwise(_linear(features, lin.weight, lin.bias, paths), act, paths)
     gates = [first(enc) for enc in net.encoders] if net.encoders is not None else None
     H = None
-    for lin in net.layers[:-1]:
+    *hidden, last = net.layers
+    for lin in hidden:
         H = first(lin) if H is None else _elementwise(_linear(H, lin.weight, lin.bias, paths), act, paths)
         if gates is not None:
             H = _gate(H, *gates, paths)
-    last = net.layers[-1]
     return _linear(H, last.weight, last.bias, paths)
 
 

@@ -138,11 +138,12 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)
+        *hidden, last = self.layers  # not self.layers[:-1]: slicing builds a new ModuleList every call
         if self.encoders is None:
-            for lin in self.layers[:-1]:
+            for lin in hidden:
                 h = self._act(lin(h))
         else:
             u, v = (self._act(enc(h)) for enc in self.encoders)
-            for lin in self.layers[:-1]:
+            for lin in hidden:
                 h = v + self._act(lin(h)) * (u - v)  # z ⊙ u + (1 − z) ⊙ v
-        return self.layers[-1](h)
+        return last(h)

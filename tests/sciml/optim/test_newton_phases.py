@@ -1,6 +1,7 @@
 """NysNewton-CG and the Adam → L-BFGS → Newton-CG phase driver."""
 
 import copy
+import statistics
 
 import pytest
 import torch
@@ -63,8 +64,8 @@ def test_closure_with_backward_is_a_clear_error():
         opt.step(closure)
 
 
-def _curve_fit():
-    torch.manual_seed(0)
+def _curve_fit(seed=0):
+    torch.manual_seed(seed)
     x = torch.linspace(-1, 1, 32)[:, None]
     y = torch.sin(4 * x)
     net = torch.nn.Sequential(torch.nn.Linear(1, 10), torch.nn.Tanh(), torch.nn.Linear(10, 10), torch.nn.Tanh(),
@@ -76,25 +77,31 @@ LBFGS = {"name": "lbfgs", "lr": 1.0, "line_search_fn": "strong_wolfe"}
 
 
 def test_phases_adam_lbfgs_newton_cg_beats_lbfgs_alone():
-    net, loss_fn = _curve_fit()
-    hist = PhaseSchedule([{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 300},
-                          {"optimizer": LBFGS, "steps": 5}]).run(net, loss_fn)
-    assert [h["name"] for h in hist] == ["adam", "lbfgs"]
-    assert hist[0]["evaluations"] == 300 and hist[1]["evaluations"] > 5
-    assert hist[1]["loss"] < hist[0]["loss"] / 5
-    state = copy.deepcopy(net.state_dict())
-    more = PhaseSchedule([{"optimizer": LBFGS, "steps": 20}]).run(net, loss_fn)
-    lbfgs_more = loss_fn().item()
-    net.load_state_dict(state)
-    nn = PhaseSchedule([{"optimizer": {"name": "nys_newton_cg", "rank": 40, "mu": 1e-4}, "steps": 20}]).run(net, loss_fn)
-    polished = loss_fn().item()
-    # measured (float64): Adam 1.46e-4 -> L-BFGS 1.55e-5; L-BFGS stalls at 9.84e-6 (22 evaluations for
-    # 20 more steps, the same loss after 100), NysNewton-CG's 20 steps reach 3.9e-6 to 4.5e-6. (After 10
-    # steps it stood at 6.6e-6 or 8.4e-6: from L-BFGS points 1e-7 apart, the compact-form and the two-loop
-    # L-BFGS's, so 10 steps measured rounding more than Newton-CG.)
-    assert more[0]["evaluations"] < 30, "L-BFGS's line search has stalled"
-    assert polished < 0.6 * lbfgs_more, (polished, lbfgs_more)
-    assert nn[0]["steps"] == 20
+    """Adam → L-BFGS, then 20 more steps of either L-BFGS or NysNewton-CG from the same point, on six nets.
+
+    One net is not evidence here: from points 1e-10 apart (torch's fused Adam or its per-tensor loop for
+    the warm start) L-BFGS stalled at 9.84e-6 on seed 0, or went on to 2.87e-6 and beat Newton-CG's
+    5.47e-6. Over seeds 0-5 (float64; loss after the 20 steps / loss before, measured with each warm
+    start): L-BFGS stalls (ratio > 0.9) on 4 of 6 nets, median 0.953 / 0.986; Newton-CG on 0 / 1 of 6,
+    median 0.386 / 0.438."""
+    lbfgs_ratio, newton_ratio = [], []
+    for seed in range(6):
+        net, loss_fn = _curve_fit(seed)
+        hist = PhaseSchedule([{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 300},
+                              {"optimizer": LBFGS, "steps": 5}]).run(net, loss_fn)
+        assert [h["name"] for h in hist] == ["adam", "lbfgs"]
+        assert hist[0]["evaluations"] == 300 and hist[1]["evaluations"] > 5
+        if seed == 0:
+            assert hist[1]["loss"] < hist[0]["loss"] / 5
+        start, state = loss_fn().item(), copy.deepcopy(net.state_dict())
+        PhaseSchedule([{"optimizer": LBFGS, "steps": 20}]).run(net, loss_fn)
+        lbfgs_ratio.append(loss_fn().item() / start)
+        net.load_state_dict(state)
+        nn = PhaseSchedule([{"optimizer": {"name": "nys_newton_cg", "rank": 40, "mu": 1e-4}, "steps": 20}]).run(net, loss_fn)
+        newton_ratio.append(loss_fn().item() / start)
+        assert nn[0]["steps"] == 20
+    assert statistics.median(lbfgs_ratio) > 0.8, lbfgs_ratio  # the stall the third phase is for
+    assert statistics.median(newton_ratio) < 0.6, newton_ratio
 
 
 def test_float64_phase_casts_the_model():

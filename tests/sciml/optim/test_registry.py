@@ -61,23 +61,27 @@ def test_memory_saver_options_refuse_bad_values_with_the_fix(name, kw, message):
         build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], name, **kw)
 
 
-def test_torch_adam_adamw_sgd_take_the_fused_step_on_cuda_only_when_the_config_left_it_open():
+def test_torch_adam_adamw_sgd_take_the_fused_step_on_one_device_when_the_config_left_it_open():
     from types import SimpleNamespace
 
-    from sciml.optim._registry import _all_real_cuda
+    from sciml.optim._registry import _all_real_fusable
 
     def fake(device, floating=True):
         return SimpleNamespace(device=torch.device(device), is_floating_point=lambda: floating)
 
-    assert _all_real_cuda([fake("cuda"), {"params": [fake("cuda")]}])
-    assert not _all_real_cuda([{"params": [fake("cuda"), fake("cpu")]}])
-    assert not _all_real_cuda([fake("cuda"), fake("cpu")])  # mixed devices: torch's fused step refuses them
-    assert not _all_real_cuda([fake("cuda", floating=False)])  # complex parameters
-    assert not _all_real_cuda([])
+    assert _all_real_fusable([fake("cuda"), {"params": [fake("cuda")]}])
+    assert _all_real_fusable([fake("cpu"), fake("cpu")])
+    assert not _all_real_fusable([fake("meta")])
+    assert not _all_real_fusable([{"params": [fake("cuda"), fake("cpu")]}])
+    assert not _all_real_fusable([fake("cuda"), fake("cpu")])  # mixed devices: torch's fused step refuses them
+    assert not _all_real_fusable([fake("cuda", floating=False)])  # complex parameters
+    assert not _all_real_fusable([])
     w = torch.nn.Parameter(torch.zeros(3))
     for name in ("adam", "adamw", "sgd"):
-        assert not build_optimizer([w], name, lr=0.1).defaults.get("fused")  # CPU: torch's default path
+        assert build_optimizer([w], name, lr=0.1).defaults["fused"] is True  # CPU too: one kernel, not a loop
     assert build_optimizer([w], "adam", lr=0.1, foreach=True).defaults["foreach"] is True
+    assert not build_optimizer([w], "adam", lr=0.1, foreach=True).defaults.get("fused")
+    assert not build_optimizer([w], "adam", lr=0.1, differentiable=True).defaults.get("fused")
 
 
 def test_param_groups_given_as_generators_or_single_tensors_reach_the_optimizer_whole():
