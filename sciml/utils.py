@@ -66,10 +66,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """The commit of the source tree (``-dirty`` when tracked files changed), or ``"unknown"``."""
+    """The commit of the source tree (``-dirty`` when tracked files changed), or ``"unknown"``.
+
+    Benchmark results and their rendered page are outputs, not source: a benchmark that has
+    already written one of its rows would otherwise call its own tree dirty."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results",
+                                ":!benchmarks/BENCHMARKS.md"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
