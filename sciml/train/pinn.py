@@ -247,11 +247,15 @@ class _Evaluator:
         self.cols = [problem.outputs.index(n) for n in names]
 
     @torch.no_grad()
+    def predict(self, model: PINNModel) -> torch.Tensor:
+        """The model at the eval points, ``(n, outputs)`` float64, in chunks."""
+        dtype = next(model.parameters()).dtype
+        return torch.cat([model(self.x[s:s + 65536].to(dtype)) for s in range(0, len(self.x), 65536)]).to(torch.float64)
+
     def __call__(self, model: PINNModel) -> dict[str, float]:
         if self.x is None:
             return {}
-        dtype = next(model.parameters()).dtype
-        pred = torch.cat([model(self.x[s:s + 65536].to(dtype)) for s in range(0, len(self.x), 65536)]).to(torch.float64)
+        pred = self.predict(model)
         out = {}
         for k, name in enumerate(self.problem.outputs):
             if k < self.ref.shape[1]:
@@ -496,6 +500,12 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         if u.true is not None:
             final[f"param_{k}_rel_error"] = abs(float(model.unknowns[k]) - u.true) / max(abs(u.true), 1e-300)
     log(final)
+    if run is not None and evaluate.x is not None:
+        from sciml.train.plots import plot_pinn_fields
+
+        cols = evaluate.cols
+        plot_pinn_fields(evaluate.x.cpu(), evaluate.ref[:, cols].cpu(), evaluate.predict(model)[:, cols].cpu(),
+                         coords=problem.coords, outputs=[problem.outputs[k] for k in cols], path=run.path / "predictions.png")
     return FitResult(model=model, metrics=final, history=history)
 
 

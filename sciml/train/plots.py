@@ -44,3 +44,81 @@ def plot_predictions(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
+
+
+def _as_grid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(axis 0 values, axis 1 values, order) when 2D points are a full tensor-product grid, else None."""
+    u0, u1 = torch.unique(x[:, 0]), torch.unique(x[:, 1])
+    if len(u0) * len(u1) != len(x) or len(u0) < 2 or len(u1) < 2:
+        return None
+    order = torch.argsort(x[:, 1], stable=True)
+    order = order[torch.argsort(x[order, 0], stable=True)]  # by axis 0, then axis 1
+    return u0, u1, order
+
+
+def _triangulation(x: torch.Tensor):
+    """Delaunay triangles of scattered 2D points, without those that bridge a concave part of the
+    domain (the L-shape's notch): a triangle with an edge over 3x the median longest edge is masked."""
+    import matplotlib.tri as mtri
+
+    tri = mtri.Triangulation(x[:, 0].numpy(), x[:, 1].numpy())
+    corners = x[torch.as_tensor(tri.triangles, dtype=torch.long)]  # (T, 3, 2)
+    longest = (corners - corners.roll(1, dims=1)).norm(dim=-1).amax(dim=1)
+    tri.set_mask((longest > 3 * longest.median()).numpy())
+    return tri
+
+
+def plot_pinn_fields(x: torch.Tensor, reference: torch.Tensor, prediction: torch.Tensor, *, coords, outputs,
+                     path: str | Path) -> None:
+    """Reference, prediction and |error| at a PINN's eval points ``(n, d)``, one row per output.
+
+    1D: curves. 2D (space-time or a plane): images when the points form a grid, otherwise a
+    triangulation of the scattered points (the L-shape's nodes). Higher dimensions: no picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sciml.utils import atomic_path
+
+    d, k = x.shape[1], min(reference.shape[1], 4)
+    if d > 2:
+        return
+    if d == 1:
+        order = torch.argsort(x[:, 0])
+        fig, axes = plt.subplots(k, 2, figsize=(9, 2.6 * k), squeeze=False)
+        for i in range(k):
+            xs = x[order, 0].numpy()  # numpy for matplotlib: torch tensors warn there
+            axes[i, 0].plot(xs, reference[order, i].numpy(), lw=2, label="reference")
+            axes[i, 0].plot(xs, prediction[order, i].numpy(), "--", label="prediction")
+            axes[i, 0].set_ylabel(outputs[i])
+            axes[i, 1].semilogy(xs, (prediction[order, i] - reference[order, i]).abs().clamp_min(1e-300).numpy())
+        axes[0, 0].legend(loc="best", fontsize=8)
+        axes[0, 1].set_title("|error|")
+        axes[-1, 0].set_xlabel(coords[0])
+        axes[-1, 1].set_xlabel(coords[0])
+    else:
+        grid = _as_grid(x)
+        tri = _triangulation(x) if grid is None else None
+        fig, axes = plt.subplots(k, 3, figsize=(13, 3.4 * k), squeeze=False)
+        for i in range(k):
+            fields = [(reference[:, i], "reference"), (prediction[:, i], "prediction"),
+                      ((prediction[:, i] - reference[:, i]).abs(), "|error|")]
+            lo, hi = float(reference[:, i].min()), float(reference[:, i].max())
+            for j, (f, title) in enumerate(fields):
+                ax = axes[i, j]
+                scale = {} if j == 2 else {"vmin": lo, "vmax": hi}  # reference and prediction on one colour scale
+                if grid is not None:
+                    u0, u1, order = grid
+                    im = ax.pcolormesh(u0.numpy(), u1.numpy(), f[order].reshape(len(u0), len(u1)).T.numpy(),
+                                       shading="nearest", cmap="viridis", **scale)
+                else:
+                    im = ax.tripcolor(tri, f.numpy(), shading="gouraud", cmap="viridis", **scale)
+                fig.colorbar(im, ax=ax, fraction=0.046)
+                ax.set_title(f"{outputs[i]}: {title}" if i == 0 or j == 0 else title)
+                ax.set_xlabel(coords[0])
+                ax.set_ylabel(coords[1])
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)

@@ -81,6 +81,7 @@ def test_run_pinn_writes_run_folder_and_resumes_exactly(tmp_path):
     full = run_pinn(TINY, run_dir=RunDir.create(tmp_path, "a").path)
     a = tmp_path / "a"
     assert (a / "config.yaml").exists() and (a / "checkpoints" / "last.pt").exists()
+    assert (a / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # reference, prediction, |error|
     lines = [json.loads(s) for s in (a / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["kind"] == "final" and lines[-1]["rel_l2"] == full["rel_l2"] and "rel_l2" in lines[1]
 
