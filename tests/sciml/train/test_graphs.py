@@ -264,6 +264,16 @@ def test_graph_mode_trains_like_eager_mode_through_decay_and_resampling(simulate
     _assert_same(eager, graph)
 
 
+def test_graph_mode_trains_the_modified_factorised_net_through_a_warm_up_like_eager_mode(simulate, device):
+    """The gated, factorised net (its weights recomputed from log-scales inside the step) and a warm-up
+    (the learning rate moved every step, through the captured tensor) replay like eager steps."""
+    net = {**TINY["net"], "modified": True, "weight_factorization": {"mean": 1.0, "std": 0.1}}
+    first = {**TINY["phases"][0], "warmup_steps": 8}
+    eager, graph = _trajectories({**TINY, "net": net, "phases": [first, TINY["phases"][1]]}, device)
+    assert any("log_scale" in k for k in eager[0]) and any("encoders" in k for k in eager[0])
+    _assert_same(eager, graph)
+
+
 def test_graph_mode_replays_the_lbfgs_evaluations_like_eager_mode(simulate, captures, device):
     # an L-BFGS phase alone, float64, 3 steps of up to 8 evaluations: one capture, the rest replays
     cfg = {**TINY, "points": {"interior": 64}, "phases": [
