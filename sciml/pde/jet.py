@@ -114,9 +114,8 @@ def _leibniz_terms(p: Path) -> tuple[tuple[Path, Path, int], ...]:
     return tuple((q, rest, c) for (q, rest), c in counts.items())
 
 
-def _gate(Z: dict[Path, Tensor], U: dict[Path, Tensor], V: dict[Path, Tensor], paths: Sequence[Path]) -> dict[Path, Tensor]:
-    """Jets of the modified MLP's gate z ⊙ u + (1 − z) ⊙ v = v + z ⊙ (u − v)."""
-    D = {p: U[p] - V[p] for p in paths}
+def _gate(Z: dict[Path, Tensor], V: dict[Path, Tensor], D: dict[Path, Tensor], paths: Sequence[Path]) -> dict[Path, Tensor]:
+    """Jets of the modified MLP's gate z ⊙ u + (1 − z) ⊙ v = v + z ⊙ d, given the jets of v and d = u − v."""
     out = {}
     for p in paths:
         acc = V[p]
@@ -162,7 +161,10 @@ def mlp_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
 
         def first(lin):
             return _elementwise(_linear(features, lin.weight, lin.bias, paths), act, paths)
-    gates = [first(enc) for enc in net.encoders] if net.encoders is not None else None
+    gates = None
+    if net.encoders is not None:  # v and d = u − v, shared by every hidden layer
+        U, V = (first(enc) for enc in net.encoders)
+        gates = (V, {p: U[p] - V[p] for p in paths})
     H = None
     *hidden, last = net.layers
     for lin in hidden:

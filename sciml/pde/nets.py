@@ -148,6 +148,7 @@ class MLP(nn.Module):
                 h = self._act(lin(h))
         else:
             u, v = (self._act(enc(h)) for enc in self.encoders)
+            d = u - v
             for lin in hidden:
-                h = v + self._act(lin(h)) * (u - v)  # z ⊙ u + (1 − z) ⊙ v
+                h = v + self._act(lin(h)) * d  # z ⊙ u + (1 − z) ⊙ v
         return last(h)
