@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,28 @@ def error_summary(err: torch.Tensor) -> dict[str, float]:
     return {"rel_l2": err.mean().item(), "rel_l2_median": err.median().item(), "rel_l2_max": err.max().item()}
 
 
+@contextmanager
+def tf32_matmuls(enabled: bool):
+    """TF32 for CUDA matmuls and cuDNN convolutions while inside, restored on exit. "fp32" must
+    turn cuDNN's off: torch enables it by default, so convolutions would silently run in TF32."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@contextmanager
 def _precision_context(precision: str, device: torch.device, *, cache: bool = True):
-    if precision == "bf16":  # autocast's cast cache must be off inside a CUDA-graph capture
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
-    return nullcontext()
+    """A run's whole precision policy around a forward: TF32 exactly when "tf32" (cuDNN's default TF32
+    off otherwise), bf16 autocast when "bf16"."""
+    with tf32_matmuls(precision == "tf32"):
+        if precision == "bf16":  # autocast's cast cache must be off inside a CUDA-graph capture
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache):
+                yield
+        else:
+            yield
 
 
 def predict_in_units(forward, x_norm: Normalizer, y_norm: Normalizer, x: torch.Tensor, *, precision: str,
@@ -91,16 +109,6 @@ def predict_in_units(forward, x_norm: Normalizer, y_norm: Normalizer, x: torch.T
     return y_norm.decode(out.float())
 
 
-@contextmanager
-def tf32_matmuls(enabled: bool):
-    """TF32 for CUDA matmuls and cuDNN convolutions while inside, restored on exit. "fp32" must
-    turn cuDNN's off: torch enables it by default, so convolutions would silently run in TF32."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 PLAN_AFTER = 3  # epochs run before fitting the schedule to the budget (the first one is not timed)
@@ -329,9 +337,8 @@ class Trainer:
     def evaluate(self, split: Split | None = None, batch_size: int | None = None) -> dict[str, float]:
         self.model.eval()
         bs = batch_size or eval_batch_size(self.cfg)
-        with tf32_matmuls(self.cfg.training.precision == "tf32"):
-            return error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device,
-                                                 beyond=train_levels(self.cfg)))
+        return error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device,
+                                             beyond=train_levels(self.cfg)))
 
     def fit(self) -> dict[str, float]:
         """Train to `training.epochs` (or `max_minutes`); TF32 on exactly when the policy is "tf32"."""
@@ -499,15 +506,14 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     """Reload a run and evaluate its checkpoint on the test split at each resolution (None: the training
     one, or another file's stored grid): of its own dataset, or of `dataset`, another file of the same family with the same fields (new draws, a
     finer stored grid: a model trained at 64^2 tested at 256^2, as the PI-HC-MoE paper's NS). As the
-    run's own evaluation: its precision policy, TF32 included."""
+    run's own evaluation: `TrainedOperator` predicts under its precision policy, TF32 included."""
     dev = resolve_device(device)
     saved = _SavedRun(run_path, which, dev, dataset)
     cfg, rows = saved.cfg, []
     for resolution in map(saved.resolution, resolutions):
         split = load_test_split(cfg, saved.dataset, resolution=resolution)
         operator = saved.operator(split, resolution, dev)
-        with tf32_matmuls(cfg.training.precision == "tf32"):
-            err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
+        err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
                      **error_summary(err), **({} if saved.dataset == saved.trained_on else {"dataset": str(saved.dataset)})})
     return rows

@@ -428,3 +428,28 @@ def test_a_checkpoint_from_before_the_rename_keeps_its_training_time(tiny_cfg, s
     trainer = Trainer(validate(OperatorConfig, tiny_cfg), RunDir.create(tiny_cfg["output"]["root"], "renamed"))
     trainer.load_state_dict(state)
     assert trainer.seconds_before == 123.0
+
+
+@pytest.mark.parametrize("precision,tf32", [("fp32", False), ("tf32", True), ("bf16", False)])
+def test_a_prediction_runs_under_the_whole_precision_policy(precision, tf32):
+    # a reloaded run (TrainedOperator) predicts outside the trainer's own TF32 scope: the policy must come with
+    # the prediction, and fp32 must turn off cuDNN's TF32, which torch leaves on by default
+    from sciml.data.loading import Normalizer
+    from sciml.train.trainer import predict_in_units
+
+    seen = {}
+
+    def forward(x):
+        seen.update(matmul=torch.backends.cuda.matmul.allow_tf32, cudnn=torch.backends.cudnn.allow_tf32,
+                    autocast=torch.is_autocast_enabled("cpu"))
+        return x
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True  # torch's default
+    try:
+        ident = Normalizer("none")
+        predict_in_units(forward, ident, ident, torch.ones(2, 1, 4), precision=precision, device=torch.device("cpu"))
+        assert seen == {"matmul": tf32, "cudnn": tf32, "autocast": precision == "bf16"}
+        assert torch.backends.cudnn.allow_tf32  # restored after
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
