@@ -63,6 +63,11 @@ def _derivs_cos(z: Tensor, order: int) -> list[Tensor]:
 JET_ACTIVATIONS = {"tanh": _derivs_tanh, "sin": _derivs_sin}
 
 
+def jet_carries(net) -> bool:
+    """Whether this backend can carry `net`: a `sciml.pde.nets.MLP` with one of `JET_ACTIVATIONS`."""
+    return isinstance(net, MLP) and net.activation in JET_ACTIVATIONS
+
+
 @functools.lru_cache(maxsize=None)
 def _partitions(m: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
     """All set partitions of positions {0, …, m−1}."""
@@ -149,7 +154,7 @@ def _elementwise_of_affine(x: Tensor, weight: Tensor, bias: Tensor | None, deriv
 
 def mlp_jets(net: MLP, x: Tensor, paths: Sequence[Path]) -> dict[Path, Tensor]:
     """``{path: ∂^path N(x)}`` for every path in ``closure(paths)``, each ``(n, out_dim)``."""
-    if net.activation not in JET_ACTIVATIONS:
+    if not jet_carries(net):
         raise ValueError(f"the jet backend supports activations {sorted(JET_ACTIVATIONS)}, not {net.activation!r}; use derivatives: reverse")
     paths = closure(paths)
     act = JET_ACTIVATIONS[net.activation]

@@ -181,11 +181,10 @@ _PATHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # residual fu
 
 
 def _jet(model, problem, x, p):
-    from sciml.pde.jet import JET_ACTIVATIONS, JetDerivatives, needed_paths
-    from sciml.pde.nets import MLP
+    from sciml.pde.jet import JetDerivatives, jet_carries, needed_paths
 
-    if not isinstance(model.net, MLP) or model.net.activation not in JET_ACTIVATIONS:
-        return problem.derivatives(model, x, "reverse")  # custom nets: the generic backend
+    if not jet_carries(model.net):
+        return problem.derivatives(model, x, "reverse")  # a problem's own net: the generic backend
     key = problem.residual  # the residual's requests do not change between calls (ids could be reused)
     if key not in _PATHS:
         _PATHS[key] = needed_paths(problem, p, dtype=x.dtype, device=x.device)

@@ -38,7 +38,7 @@ from sciml.optim import (build_optimizer, check_optimizer, closure_kind, graph_o
 from sciml.optim.guard import Guard, GuardError
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
                               sample_collocation)
-from sciml.pde.jet import JET_ACTIVATIONS
+from sciml.pde.jet import JET_ACTIVATIONS, jet_carries
 from sciml.pde.nets import MLP
 from sciml.pde.problem import PINNModel, Problem
 from sciml.pde.problems import get_problem
@@ -296,11 +296,11 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     if cfg.compile and cfg.derivatives != "jet":
         raise ConfigError("compile: true needs derivatives: jet (reverse/forward modes call autograd inside the loss, "
                           "which torch.compile cannot capture)")
-    if cfg.derivatives == "jet":  # a net the jet backend cannot carry would fall back to reverse mode silently
-        if isinstance(model.net, MLP) and model.net.activation not in JET_ACTIVATIONS:
+    if cfg.derivatives == "jet" and not jet_carries(model.net):  # it would fall back to reverse mode silently
+        if isinstance(model.net, MLP):
             raise ConfigError(f"derivatives: jet carries nets with activation {' or '.join(sorted(JET_ACTIVATIONS))}, not "
                               f"{model.net.activation!r}: set net.activation to one of them, or derivatives: reverse")
-        if cfg.compile and not isinstance(model.net, MLP):
+        if cfg.compile:
             raise ConfigError(f"compile: true needs the jet backend, which carries sciml.pde.nets.MLP only, not this "
                               f"problem's own {type(model.net).__name__}: set compile: false")
     terms_fn = lambda pts, **kw: loss_terms(model, problem, pts, mode=cfg.derivatives, causal=causal, **kw)
