@@ -253,9 +253,10 @@ class _Evaluator:
         return torch.cat([model(self.x[s:s + 65536].to(dtype)) for s in range(0, len(self.x), 65536)]).to(torch.float64)
 
     def __call__(self, model: PINNModel) -> dict[str, float]:
-        if self.x is None:
-            return {}
-        pred = self.predict(model)
+        return {} if self.x is None else self.errors(self.predict(model))
+
+    def errors(self, pred: torch.Tensor) -> dict[str, float]:
+        """Relative L2 per output and over the evaluated ones, of predictions at the eval points."""
         out = {}
         for k, name in enumerate(self.problem.outputs):
             if k < self.ref.shape[1]:
@@ -494,17 +495,18 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             break
 
     last_loss = float(loss.detach()) if stopped_early else (history[-1]["loss"] if history else float("nan"))
-    final = {"kind": "final", **evaluate(model), "loss": last_loss,
+    pred = evaluate.predict(model) if evaluate.x is not None else None  # once: for the final errors and the picture
+    final = {"kind": "final", **(evaluate.errors(pred) if pred is not None else {}), "loss": last_loss,
              "seconds": elapsed, "stopped_early": stopped_early, **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
     for k, u in problem.unknowns.items():
         if u.true is not None:
             final[f"param_{k}_rel_error"] = abs(float(model.unknowns[k]) - u.true) / max(abs(u.true), 1e-300)
     log(final)
-    if run is not None and evaluate.x is not None:
+    if run is not None and pred is not None:
         from sciml.train.plots import plot_pinn_fields
 
         cols = evaluate.cols
-        plot_pinn_fields(evaluate.x.cpu(), evaluate.ref[:, cols].cpu(), evaluate.predict(model)[:, cols].cpu(),
+        plot_pinn_fields(evaluate.x.cpu(), evaluate.ref[:, cols].cpu(), pred[:, cols].cpu(),
                          coords=problem.coords, outputs=[problem.outputs[k] for k in cols], path=run.path / "predictions.png")
     return FitResult(model=model, metrics=final, history=history)
 
