@@ -423,12 +423,12 @@ def eval_batch_size(cfg: OperatorConfig) -> int:
 
 
 def load_test_split(cfg: OperatorConfig, dataset: str | Path, *, resolution: int | None = None,
-                    n_test: int | None = None) -> Split:
+                    n_test: int | None = None, info=None) -> Split:
     """The config's test split of `dataset` at `resolution`, as the model sees it (space-time with ``physics:``);
-    `n_test` samples of it (default: the config's)."""
+    `n_test` samples of it (default: the config's). `info`: the file's `read_info`, when the caller has it."""
     from sciml.data.h5 import read_info
 
-    info = read_info(dataset)
+    info = info or read_info(dataset)
     inputs, outputs = dataset_fields(cfg, info)
     split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=n_test or cfg.data.n_test, resolution=resolution,
                       input_time=cfg.data.input_time, output_time=cfg.data.output_time)
@@ -497,7 +497,7 @@ def load_operator(run_path: str | Path, *, which: str = "best", device: str | to
     dev = resolve_device(device)
     saved = _SavedRun(run_path, which, dev, dataset)
     resolution = saved.resolution(resolution)
-    probe = load_test_split(saved.cfg, saved.dataset, resolution=resolution, n_test=1)  # one sample: channels and grid
+    probe = load_test_split(saved.cfg, saved.dataset, resolution=resolution, n_test=1, info=saved.info)  # channels, grid
     return saved.operator(probe, resolution, dev)
 
 
@@ -511,7 +511,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     saved = _SavedRun(run_path, which, dev, dataset)
     cfg, rows = saved.cfg, []
     for resolution in map(saved.resolution, resolutions):
-        split = load_test_split(cfg, saved.dataset, resolution=resolution)
+        split = load_test_split(cfg, saved.dataset, resolution=resolution, info=saved.info)
         operator = saved.operator(split, resolution, dev)
         err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
