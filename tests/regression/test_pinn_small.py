@@ -12,16 +12,12 @@ from sciml.train.pinn import fit
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-# measured 2026-11-25, CPU (2 shared cores, torch 2.13, float64), with 1.5x headroom:
-# burgers 1.74e-1 after 200 Adam + 20x20 L-BFGS (300 Adam + 30x20 L-BFGS gave 1.18e-1);
-# poisson_lshape 8.52e-2 after 300 Adam + 30x20 L-BFGS.
-# 2026-11-26, sciml's L-BFGS (torch's iterates to rounding): burgers 1.95e-1 (its loss 1.82e-2 against
-# torch's 2.83e-2: the two runs agree to 1e-11 for 60 iterations, then rounding grows ~30x per 20),
-# poisson_lshape 8.75e-2; pins unchanged.
-# 2026-11-26, a budget that learns the shock (4 x 20 net, 4000 points, 500 Adam + 100x20 L-BFGS; the old one
-# stopped at 1.95e-1): burgers 1.02e-2 (seed 0, as here; seeds 1 / 2: 3.7e-3 / 9.8e-3), pinned at 2x the worst
-# seed, since L-BFGS paths part with rounding (with 2000 points a seed ended at 7.2e-2). poisson_lshape with
-# 150x20 L-BFGS iterations (was 30x20): 3.22e-2 (seed 0; seeds 1 / 2: 2.8e-2 / 2.1e-2), pinned at 1.5x the worst.
+# Budgets that learn the problems (configs/<problem>/pinn_small.yaml; earlier budgets stopped at 1.95e-1 and 8.8e-2,
+# pins 0.26 / 0.13 that only caught a net learning nothing). Measured 2026-11-26, CPU, float64, one thread a run, with
+# torch's fused Adam step (`python benchmarks/bench_pinn.py --small --parts accuracy --seeds 3`): burgers 9.57e-3
+# (seed 0, as here; seeds 1 / 2: 3.26e-3 / 5.96e-3), pinned at 2x the worst seed, since L-BFGS paths part with
+# rounding (with 2000 points a seed ended at 7.2e-2); poisson_lshape 3.46e-2 (seeds 1 / 2: 2.93e-2 / 2.36e-2),
+# pinned at 1.4x the worst.
 PINNED = {"burgers": 0.02, "poisson_lshape": 0.05}
 
 
