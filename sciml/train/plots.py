@@ -7,15 +7,28 @@ from pathlib import Path
 import torch
 
 
-def plot_predictions(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, path: str | Path) -> None:
-    """One row per sample: 1D fields as curves (input, truth, prediction); 2D as images (+ error)."""
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # headless
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    """Written to a temporary name and renamed, then closed."""
     from sciml.utils import atomic_path
 
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    _pyplot().close(fig)
+
+
+def plot_predictions(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, path: str | Path) -> None:
+    """One row per sample: 1D fields as curves (input, truth, prediction); 2D as images (+ error)."""
+    plt = _pyplot()
     n = len(x)
     if y.ndim == 3:  # (n, C, s)
         fig, axes = plt.subplots(n, 2, figsize=(9, 2.2 * n), squeeze=False)
@@ -40,10 +53,7 @@ def plot_predictions(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, path:
                     axes[i, j].set_title(title)
     else:
         return  # no picture for 3D fields
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _as_grid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -74,13 +84,7 @@ def plot_pinn_fields(x: torch.Tensor, reference: torch.Tensor, prediction: torch
 
     1D: curves. 2D (space-time or a plane): images when the points form a grid, otherwise a
     triangulation of the scattered points (the L-shape's nodes). Higher dimensions: no picture."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sciml.utils import atomic_path
-
+    plt = _pyplot()
     d, k = x.shape[1], min(reference.shape[1], 4)
     if d > 2:
         return
@@ -121,7 +125,4 @@ def plot_pinn_fields(x: torch.Tensor, reference: torch.Tensor, prediction: torch
                 ax.set_title(f"{outputs[i]}: {title}" if i == 0 or j == 0 else title)
                 ax.set_xlabel(coords[0])
                 ax.set_ylabel(coords[1])
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    _save(fig, path)
