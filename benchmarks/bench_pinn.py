@@ -197,13 +197,15 @@ def sciml_trainer_ms_per_step(n_steps: int, device: torch.device, mode: str, **o
 
 def sciml_ms_per_step(n_steps: int, warm: int, device: torch.device, mode: str, *, compile_step: bool = False,
                       graph: bool = False) -> float:
+    from sciml.optim import build_optimizer, graph_optimizer_kwargs
     from sciml.pde import MLP, PINNModel, get_problem, loss_terms, sample_collocation
 
     problem = get_problem("burgers")
     # DeepXDE's counts: 2540 domain, 80 boundary, 160 initial points, soft constraints
     pts = sample_collocation(problem, interior=2540, boundary=80, initial=160, method="sobol", seed=0).to(device, torch.float32)
     model = PINNModel(MLP(2, 1, width=20, depth=3, seed=0)).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, **({"fused": True, "capturable": True} if graph else {}))
+    # the registry's Adam, as the trainer builds it (fused on either device; capturable for a graph)
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-3, **(graph_optimizer_kwargs("adam", device) if graph else {}))
 
     def loss_fn():
         return sum(loss_terms(model, problem, pts, mode=mode).values())
