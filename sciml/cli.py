@@ -42,14 +42,21 @@ def _task_of(config: dict[str, Any]) -> str:
     return task
 
 
+def _run_folder(path: str):
+    from sciml.train.run import RunDir
+
+    run = RunDir(path)
+    if not run.config_path.exists():
+        raise ConfigError(f"{path} is not a run folder (no config.yaml); give a folder `sciml train` made")
+    return run
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from sciml.config import apply_overrides, load_yaml, validate
     from sciml.train.run import RunDir
 
     if args.resume:
-        run = RunDir(args.resume)
-        if not run.config_path.exists():
-            raise ConfigError(f"{args.resume} is not a run folder (no config.yaml); give the folder `sciml train` made")
+        run = _run_folder(args.resume)
         overrides = ([args.config] if args.config else []) + list(args.overrides)  # `--resume DIR k=v` parses k=v as config
         raw = apply_overrides(load_yaml(run.config_path), overrides)
     else:
@@ -65,7 +72,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if run is None:
             out = raw.get("output", {}) or {}
             run = RunDir.create(out.get("root", "runs"), out.get("name"), prefix=f"pinn-{raw.get('problem', 'custom')}".replace(":", "_"))
-        final = run_pinn(raw, run_dir=run.path, resume=bool(args.resume))
+        with run.removed_if_left_empty():
+            final = run_pinn(raw, run_dir=run.path, resume=bool(args.resume))
     else:
         from sciml.train.schema import OperatorConfig
         from sciml.train.trainer import train
@@ -88,8 +96,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from sciml.config import load_yaml
+    from sciml.utils import atomic_write_text
 
-    raw = load_yaml(Path(args.run) / "config.yaml")
+    raw = load_yaml(_run_folder(args.run).config_path)
     if _task_of(raw) == "pinn":
         from sciml.train.pinn import evaluate_pinn_run
 
@@ -104,8 +113,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                             dataset=args.dataset)
     for row in rows:
         print(json.dumps(row))
-    out = Path(args.run) / "eval.json"
-    out.write_text(json.dumps(rows, indent=2))
+    atomic_write_text(Path(args.run) / "eval.json", json.dumps(rows, indent=2))
     return 0
 
 

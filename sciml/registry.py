@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -22,6 +23,29 @@ def close_matches(name: str, candidates) -> str:
     if not matches:
         return ""
     return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)"
+
+
+def signature_kwargs(obj, skip=("self", "params")) -> list[str]:
+    """The named keyword arguments `obj` (a class or function) takes, less `skip` (a ``**kwargs``
+    catch-all is not counted: see `takes_any_kwargs`)."""
+    sig = inspect.signature(obj.__init__ if isinstance(obj, type) else obj)
+    return sorted(n for n, p in sig.parameters.items()
+                  if n not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def takes_any_kwargs(obj) -> bool:
+    """Whether `obj`'s signature ends in ``**kwargs``."""
+    sig = inspect.signature(obj.__init__ if isinstance(obj, type) else obj)
+    return any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def check_kwargs(what: str, kwargs, valid: list[str]) -> None:
+    """A ValueError naming the first of `kwargs` that `what` does not take, its close matches and
+    the valid names."""
+    for key in kwargs:
+        if key not in valid:
+            raise ValueError(f"{what} got an unknown keyword argument {key!r}{close_matches(key, valid)}; "
+                             f"valid: {', '.join(valid)}")
 
 
 def load_object(path: str) -> Any:

@@ -7,7 +7,7 @@ config builds a model; see `sciml.models._registry` for the contract and the opt
 
 from functools import partial
 
-from ._registry import MODELS, build_model, neuralop_model
+from ._registry import MODELS, build_model, check_model, neuralop_model
 from .deeponet import DeepONet
 from .fno import FNO, FNO2dTime, FNO3dSpaceTime, count_parameters
 from .spectral import SpectralConv
@@ -47,5 +47,5 @@ for _name in ("FNO", "TFNO"):
                description=f"neuralop.models.{_name} (any neuralop.models class works as 'neuralop.<Class>')",
                source="neuraloperator 2.0")
 
-__all__ = ["DeepONet", "FNO", "FNO2dTime", "FNO3dSpaceTime", "MODELS", "SpectralConv", "build_model", "count_parameters",
+__all__ = ["DeepONet", "FNO", "FNO2dTime", "FNO3dSpaceTime", "MODELS", "SpectralConv", "build_model", "check_model", "count_parameters",
            "neuralop_model"]

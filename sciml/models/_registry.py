@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from ..registry import Registry
+from ..registry import Registry, check_kwargs, signature_kwargs, takes_any_kwargs
 
 MODELS: Registry = Registry("model")
 
@@ -49,3 +49,17 @@ def build_model(name: str, *, in_channels: int, out_channels: int, n_dims: int, 
     if isinstance(name, str) and name.startswith("neuralop.") and name not in MODELS:
         return neuralop_model(name.split(".", 1)[1], in_channels=in_channels, out_channels=out_channels, n_dims=n_dims, **options)
     return MODELS.build(name, in_channels=in_channels, out_channels=out_channels, n_dims=n_dims, **options)
+
+
+_GIVEN_BY_THE_DATA = ("self", "in_channels", "out_channels", "n_dims")
+
+
+def check_model(name: str, options: dict[str, Any]) -> None:
+    """Fail now, not after the data is made, on an unknown model `name` or an option its class does
+    not take (a misspelt key names its close matches). Values are checked when the model is built
+    (they may depend on the data's shape). ValueError."""
+    if isinstance(name, str) and name.startswith("neuralop.") and name not in MODELS:
+        return  # any neuralop class: checked when built (importing neuralop here would cost seconds)
+    obj = MODELS.get(name)
+    if callable(obj) and not takes_any_kwargs(obj):
+        check_kwargs(f"model {name!r}", options, signature_kwargs(obj, skip=_GIVEN_BY_THE_DATA))

@@ -14,7 +14,9 @@ import torch
 
 from ._base import check_range, real_view
 from ._complex import complex_as_real
-from ._registry import OPTIMIZERS, OptimizerSpec, _has_complex, check_kwargs, signature_kwargs
+from sciml.registry import check_kwargs, signature_kwargs
+
+from ._registry import OPTIMIZERS, OptimizerSpec, _has_complex
 
 
 def grokfast_ema(grad: torch.Tensor, state: dict, alpha: float, lamb: float) -> None:
@@ -136,12 +138,12 @@ class FilterSpec:
                 raise ValueError(f"{self.kind}: base={base_name!r} needs a closure; use a first-order base such as 'adam'")
             cls = spec.resolve()
             valid = spec.valid_kwargs() + sorted(opts)
-            check_kwargs(repr(_name or self.kind), kwargs, valid)
+            check_kwargs(f"optimizer {_name or self.kind!r}", kwargs, valid)
             kw = {**spec.defaults, **kwargs, **spec.fixed}
             complex_native = spec.complex_native
         else:
             cls = spec
-            check_kwargs(repr(_name or self.kind), kwargs, signature_kwargs(cls) + sorted(opts))
+            check_kwargs(f"optimizer {_name or self.kind!r}", kwargs, signature_kwargs(cls) + sorted(opts))
             kw, complex_native = kwargs, False
         params = list(params)
         cls = filtered(cls, self.kind)

@@ -9,13 +9,12 @@ class handles complex parameters itself or needs the complex-as-real adapter.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from sciml.registry import Registry, close_matches, load_object
+from sciml.registry import Registry, check_kwargs, load_object, signature_kwargs
 
 from ._complex import complex_as_real
 
@@ -70,7 +69,7 @@ class OptimizerSpec:
 
     def __call__(self, params, _name: str | None = None, **kwargs):
         cls = self.resolve()
-        check_kwargs(repr(_name) if _name else cls.__name__, kwargs, self.valid_kwargs())
+        check_kwargs(f"optimizer {_name!r}" if _name else f"optimizer {cls.__name__}", kwargs, self.valid_kwargs())
         params = [_listed(p) for p in params]  # read below, then passed on: no generator may be spent
         kw = {**self.defaults, **kwargs, **self.fixed}
         if (self.fuse_by_default and "fused" not in kw and "foreach" not in kw and not kw.get("differentiable")
@@ -79,19 +78,6 @@ class OptimizerSpec:
         if not self.complex_native and _has_complex(params):
             cls = complex_as_real(cls)
         return cls(params, **kw)
-
-
-def signature_kwargs(cls) -> list[str]:
-    sig = inspect.signature(cls.__init__)
-    return sorted(n for n, p in sig.parameters.items()
-                  if n not in ("self", "params") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-
-
-def check_kwargs(what: str, kwargs: dict, valid: list[str]) -> None:
-    for key in kwargs:
-        if key not in valid:
-            raise ValueError(f"optimizer {what} got an unknown keyword argument {key!r}{close_matches(key, valid)}; "
-                             f"valid: {', '.join(valid)}")
 
 
 def _listed(p):
@@ -130,7 +116,7 @@ def build_optimizer(params, name: str, **kwargs) -> torch.optim.Optimizer:
     if isinstance(obj, OptimizerSpec) or getattr(obj, "takes_registry_name", False):
         return obj(params, _name=name, **kwargs)
     if isinstance(obj, type):
-        check_kwargs(repr(name), kwargs, signature_kwargs(obj))
+        check_kwargs(f"optimizer {name!r}", kwargs, signature_kwargs(obj))
     return obj(params, **kwargs)
 
 
@@ -190,7 +176,11 @@ def check_optimizer(name: str, kwargs: dict, *, graph: bool = False) -> None:
     kw = dict(kwargs)
     if graph:
         kw.update(graph_optimizer_kwargs(name, "cpu", kwargs))
-    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], name, **kw)
+    try:
+        optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], name, **kw)
+    except (TypeError, IndexError, KeyError) as err:  # a value of the wrong type or length, e.g. betas: [0.9]
+        raise ValueError(f"optimizer {name!r} rejects its settings {kwargs}: {type(err).__name__}: {err}; "
+                         "fix the value or leave the key out for the default") from None
     if graph and not getattr(optimizer, "graph_capturable", True):
         raise ValueError(f"optimizer {name!r} cannot run inside a CUDA graph with these settings ({kwargs}): "
                          f"{type(optimizer).graph_capturable.__doc__.strip()}; change them or set cuda_graph: false")

@@ -57,11 +57,8 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
     """The config's model for data of this shape; with ``physics:`` (which needs the dataset's `info`
     and the selected input and output `fields`) the backbone inside a `PhysicsOperator` on the
     dataset's grid, its PDE parameters those the dataset was made with."""
-    from sciml.models import build_model
-
     if cfg.physics is None:
-        return build_model(cfg.model.name, in_channels=in_channels, out_channels=out_channels, n_dims=n_dims,
-                           **cfg.model.kwargs())
+        return _backbone(cfg, in_channels, out_channels, n_dims)
     from sciml.constraints import PhysicsOperator, get_grid_problem
 
     ph = cfg.physics
@@ -79,10 +76,24 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
         raise ConfigError(f"physics: the problem solves for one field and the data gives {list(outputs)}; set "
                           f"data.outputs to the one it solves for")
     problem = problem.with_params(_dataset_params(info, problem.params, ph.problem_args))
-    backbone = build_model(cfg.model.name, in_channels=in_channels, out_channels=ph.n_basis if ph.constraint == "hard" else 1,
-                           n_dims=n_dims, **cfg.model.kwargs())
+    backbone = _backbone(cfg, in_channels, ph.n_basis if ph.constraint == "hard" else 1, n_dims)
     return PhysicsOperator(backbone, problem, spacetime_spacing(info, problem.coords, resolution, outputs[0]),
                            constraint=ph.constraint, **ph.layer_options())
+
+
+def _backbone(cfg: OperatorConfig, in_channels: int, out_channels: int, n_dims: int) -> torch.nn.Module:
+    """The config's model; a value it rejects (e.g. modes: 0, or one mode per axis of another grid) is a
+    ConfigError naming the model."""
+    from sciml.models import build_model
+
+    try:
+        return build_model(cfg.model.name, in_channels=in_channels, out_channels=out_channels, n_dims=n_dims,
+                           **cfg.model.kwargs())
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model {cfg.model.name!r} (a {n_dims}-d grid, {in_channels} input and {out_channels} output "
+                          f"channels): {err}; fix model.* in the config") from None
 
 
 def _dataset_params(info: DatasetInfo, params: dict[str, float], given: dict[str, Any]) -> dict[str, float]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,17 @@ class RunDir:
             path = root / f"{name}-{suffix}"
         path.mkdir(parents=True)
         return cls(path)
+
+    @contextmanager
+    def removed_if_left_empty(self):
+        """Around a run's set-up and training: when it fails before writing anything (a bad value found
+        only once the data is loaded, an import error), its folder goes too, not left empty in runs/."""
+        try:
+            yield self
+        except BaseException:
+            if self.path.is_dir() and not any(self.path.iterdir()):
+                self.path.rmdir()
+            raise
 
     @classmethod
     def latest(cls, root: str | Path, name: str) -> "RunDir | None":

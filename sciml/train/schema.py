@@ -170,11 +170,13 @@ class OperatorConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _optimizer_and_guard_can_run(self) -> "OperatorConfig":
-        """The optimizer and guard build, and with training.cuda_graph the step can be captured:
-        checked before the dataset is generated or loaded."""
+    def _components_can_run(self) -> "OperatorConfig":
+        """The model's name and option names are known, the optimizer and guard build, and with
+        training.cuda_graph the step can be captured: checked before the dataset is generated or loaded."""
+        from sciml.models import check_model
         from sciml.optim import Guard, check_optimizer, closure_kind
 
+        check_model(self.model.name, self.model.kwargs())
         name, graph = self.optimizer.name, self.training.cuda_graph
         try:
             if graph and closure_kind(name) != "none":

@@ -529,9 +529,10 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
     """Train `cfg` into a new run folder, or continue `run` from its last checkpoint."""
     if run is None:
         run = RunDir.create(cfg.output.root, cfg.output.name, prefix=f"{cfg.model.name.replace(':', '_')}")
-    trainer = Trainer(cfg, run)
-    if resume:
-        trainer.load_state_dict(run.load_checkpoint("last", map_location=trainer.device))
-    run.write_config(dump(cfg))
-    run.write_environment(trainer.device)
-    return run, trainer.fit()
+    with run.removed_if_left_empty():
+        trainer = Trainer(cfg, run)
+        if resume:
+            trainer.load_state_dict(run.load_checkpoint("last", map_location=trainer.device))
+        run.write_config(dump(cfg))
+        run.write_environment(trainer.device)
+        return run, trainer.fit()

@@ -317,6 +317,17 @@ def test_cli_says_how_to_go_on_after_the_cap_and_resume_with_a_new_cap_finishes(
     assert len(final) == 1 and final[0]["stopped_early"] is False
 
 
+def test_a_cli_run_that_fails_before_writing_anything_leaves_no_empty_folder(tmp_path, capsys):
+    import yaml
+
+    from sciml.cli import main
+    cfg = tmp_path / "pinn.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "output": {"root": str(tmp_path / "runs")}}))
+    assert main(["train", str(cfg), "problem=no_such_module_here:problem"]) == 2
+    assert "cannot import module 'no_such_module_here'" in capsys.readouterr().err
+    assert not any((tmp_path / "runs").iterdir())
+
+
 def test_config_errors_name_the_fix():
     with pytest.raises(ConfigError, match="did you mean 'points'"):
         run_pinn({**TINY, "pionts": {}}, run_dir=None)

@@ -116,8 +116,11 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown key 'training.epochz' (did you mean 'epochs'?)" in err
     assert main(["train", "configs/burgers/fno.yaml", "model.name=fnoo", "data.path=/nonexistent.h5"]) == 2
+    assert "unknown model 'fnoo' (did you mean 'fno'" in capsys.readouterr().err  # before the data is looked for
+    assert main(["train", "configs/burgers/fno.yaml", "data.path=/nonexistent.h5", f"output.root={tmp_path}/runs"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
+    assert "is not a run folder (no config.yaml)" in capsys.readouterr().err
     assert main(["generate", "burger"]) == 2
     assert "did you mean 'burgers'" in capsys.readouterr().err
 
@@ -272,17 +275,30 @@ def test_every_benchmarked_model_trains_in_graph_mode_like_eager_mode(config, tm
 
 
 @pytest.mark.parametrize("change, message", [
+    ({"model": {"name": "fno", "modez": 6}}, "model 'fno' got an unknown keyword argument 'modez' \\(did you mean 'modes'"),
+    ({"model": {"name": "fnoo"}}, "unknown model 'fnoo' \\(did you mean 'fno'"),
     ({"optimizer": {"name": "adam", "betaz": [0.9, 0.99]}}, "unknown keyword argument 'betaz' \\(did you mean 'betas'"),
+    ({"optimizer": {"name": "adam", "betas": [0.9]}}, "optimizer 'adam' rejects its settings .*IndexError"),
+    ({"optimizer": {"name": "adamw", "lr": "fast"}}, "optimizer 'adamw' rejects its settings .*TypeError"),
     ({"guard": {"chek_every": 5}}, "no setting 'chek_every' \\(did you mean 'check_every'"),
     ({"guard": {"spike_factor": 0.5}}, "spike_factor=0.5 is outside"),
 ])
-def test_bad_optimizer_or_guard_settings_fail_before_the_data_is_made(tiny_cfg, tmp_path, change, message):
+def test_bad_model_optimizer_or_guard_settings_fail_before_the_data_is_made(tiny_cfg, tmp_path, change, message):
     from sciml.config import ConfigError
 
     raw = {**tiny_cfg, **change, "data": {**tiny_cfg["data"], "root": str(tmp_path / "data")}}
     with pytest.raises(ConfigError, match=message):
         train(validate(OperatorConfig, raw))
     assert not (tmp_path / "data").exists()
+
+
+def test_a_model_value_the_data_rules_out_names_the_model_and_leaves_no_empty_run_folder(tiny_cfg, tmp_path):
+    from sciml.config import ConfigError
+
+    raw = {**tiny_cfg, "model": {**tiny_cfg["model"], "modes": [6, 6]}, "output": {"root": str(tmp_path / "runs")}}
+    with pytest.raises(ConfigError, match="model 'fno' \\(a 1-d grid, 1 input and 1 output channels\\): modes must be"):
+        train(validate(OperatorConfig, raw))  # modes per axis: known wrong only once the 1-d data is read
+    assert not any((tmp_path / "runs").iterdir())
 
 
 def test_graph_mode_refuses_what_it_cannot_capture(tiny_cfg):
