@@ -152,7 +152,9 @@ class DeepONet(nn.Module):
             if self.pod_basis.numel() == 0:
                 raise RuntimeError("DeepONet(trunk='pod') has no basis yet: call model.prepare(train_inputs, train_outputs) first")
             if self.pod_basis.shape[-1] != math.prod(grid):
-                raise ValueError(f"the POD trunk is defined on the training grid ({self.pod_basis.shape[-1]} points), got grid {grid}")
+                raise ValueError(f"the POD trunk is defined on the training grid only ({self.pod_basis.shape[-1]} points), "
+                                 f"got grid {grid}: evaluate at the training resolution, or train with trunk='mlp' "
+                                 "(model.trunk=mlp), whose trunk takes any grid")
             y = torch.einsum("bck,ckn->bcn", coef, self.pod_basis) + self.pod_mean
         else:
             coords = grid_coordinates(grid, self.coordinates, device=x.device, dtype=coef.dtype)
