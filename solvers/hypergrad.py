@@ -25,7 +25,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .implicit import _KRYLOV, _report
+from .implicit import _report, krylov
 from .linear import _col, _norm
 from .solution import RUNNING, Solution, Status, SolveError, check_options, describe, iterate, mark
 
@@ -127,7 +127,7 @@ def hypergradient(train_loss: Callable[..., Tensor], val_loss: Callable[..., Ten
         if solve not in ("cg", "gmres"):
             raise ValueError(f"hypergradient: solve={solve!r} is not valid; use 'cg', 'gmres', a Neumann(...) "
                              f"or a callable (matvec, b) -> Solution")
-        solve = _KRYLOV[solve](1e-10)
+        solve = krylov(solve, params[0].dtype)
     w = [p.detach().requires_grad_(True) for p in params]
     lam = [h if h.requires_grad else h.detach().requires_grad_(True) for h in hparams]
     with torch.enable_grad():

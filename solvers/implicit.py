@@ -55,10 +55,14 @@ __all__ = ["Implicit", "Unrolled", "Phantom", "OneStep", "custom_root", "custom_
            "custom_least_squares", "root", "fixed_point", "least_squares"]
 
 _DENSE = ("lu", "cholesky", "lstsq")
-# Default Krylov tolerance: 1e-10 in float64, 50 eps in lower precision (1e-10 is out of reach there).
 _KRYLOV = {"gmres": lambda rtol: GMRES(rtol=rtol, restart=50), "cg": lambda rtol: CG(rtol=rtol),
            "bicgstab": lambda rtol: BiCGSTAB(rtol=rtol)}
 _POLICIES = ("raise", "warn")
+
+
+def krylov(name: str, dtype: torch.dtype):
+    """Krylov solver `name` with a tolerance the dtype can reach (1e-10, or 50 ulp in float32)."""
+    return _KRYLOV[name](max(1e-10, 50 * torch.finfo(dtype).eps))
 
 
 def _check_policy(on_failure: str) -> None:
@@ -111,7 +115,7 @@ class Implicit:
             else:
                 At = torch.stack([matvec(eye[:, :, j]) for j in range(n)], dim=2)
             return Dense(bs)(At, b, throw=False)
-        solver = _KRYLOV[bs](max(1e-10, 50 * torch.finfo(b.dtype).eps)) if isinstance(bs, str) else bs
+        solver = krylov(bs, b.dtype) if isinstance(bs, str) else bs
         return solver(matvec, b, throw=False) if _accepts_throw(solver) else solver(matvec, b)
 
     def __repr__(self) -> str:

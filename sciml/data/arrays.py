@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import json
+
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
@@ -61,6 +63,10 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
     clash = set(inputs) & set(outputs)
     if clash:
         raise DatasetError(f"field names must differ between inputs and outputs: {sorted(clash)} appear in both")
+    try:
+        json.dumps(dict(params or {}), default=float)  # as the file stores them
+    except (TypeError, ValueError) as err:
+        raise DatasetError(f"params must be numbers, strings or lists of them (stored as JSON): {err}") from None
     axes = SPATIAL_AXES[:spatial_dims]
     arrays = {(group, k): _as_array(k, v) for group, fields in (("inputs", inputs), ("outputs", outputs))
               for k, v in fields.items()}
@@ -71,6 +77,8 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
             raise DatasetError(f"field {k!r} has shape {a.shape}: expected (n, *grid) or (n, T, *grid) with "
                                f"{spatial_dims} grid axes (spatial_dims={spatial_dims})")
         timed = a.ndim == 2 + spatial_dims
+        if a.shape[0] == 0:
+            raise DatasetError(f"field {k!r} has no samples (shape {a.shape}); a dataset needs at least one")
         n = a.shape[0] if n is None else n
         grid = a.shape[-spatial_dims:] if grid is None else grid
         if a.shape[0] != n or a.shape[-spatial_dims:] != grid:

@@ -17,12 +17,16 @@ class Split:
     y: torch.Tensor  # (n, out_channels, *grid)
 
 
-def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, time: int | slice | None) -> torch.Tensor:
-    """Fields as channels: a time window of a time-varying field contributes one channel per step."""
+def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, time: int | slice | None,
+           key: str) -> torch.Tensor:
+    """Fields as channels: a time window of a time-varying field contributes one channel per step.
+    `key` names the config setting that chose `time`, for errors."""
     channels = []
     for name in fields:
-        arr = read_field(info, name, samples=samples, stride=stride,
-                         time=time if info.field(name).time_varying else None)
+        spec = info.field(name)
+        if spec.time_varying:
+            _check_time(info, name, time, key)
+        arr = read_field(info, name, samples=samples, stride=stride, time=time if spec.time_varying else None)
         if arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid): a time window
             channels.extend(np.moveaxis(arr, 1, 0))
         else:
@@ -40,6 +44,21 @@ def time_selector(select: TimeSelect) -> int | slice | None:
     if len(select) != 2:
         raise DatasetError(f"time window {select!r} must be [start, stop)")
     return slice(int(select[0]), int(select[1]))
+
+
+def _check_time(info: DatasetInfo, name: str, time: int | slice | None, key: str) -> None:
+    """An index or window inside the field's saved times; HDF5 would clip a window silently (a
+    window [10, 50) of 20 saved times would train on 10 channels, not 40)."""
+    n_times = info.field(name).shape[info.field(name).dims.index("t")]
+    if time is None:
+        return
+    if isinstance(time, int):
+        ok, asked = -n_times <= time < n_times, time
+    else:
+        ok, asked = 0 <= time.start < time.stop <= n_times, [time.start, time.stop]
+    if not ok:
+        raise DatasetError(f"{info.path}:/{name} has {n_times} saved times; {key}={asked} is outside them: give an "
+                           f"index in [{-n_times}, {n_times}) or a window [start, stop) with 0 <= start < stop <= {n_times}")
 
 
 def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_train: int, n_test: int,
@@ -62,8 +81,10 @@ def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_tr
     train_rows = slice(0, n_train)
     test_rows = slice(info.n_samples - n_test, info.n_samples)
     tin, tout = time_selector(input_time), time_selector(output_time)
-    train = Split(_stack(info, inputs, train_rows, stride, tin), _stack(info, outputs, train_rows, stride, tout))
-    test = Split(_stack(info, inputs, test_rows, stride, tin), _stack(info, outputs, test_rows, stride, tout))
+    train = Split(_stack(info, inputs, train_rows, stride, tin, "input_time"),
+                  _stack(info, outputs, train_rows, stride, tout, "output_time"))
+    test = Split(_stack(info, inputs, test_rows, stride, tin, "input_time"),
+                 _stack(info, outputs, test_rows, stride, tout, "output_time"))
     return info, train, test
 
 
@@ -75,8 +96,8 @@ def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test
         raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_test = {n_test}")
     stride = subsample_stride(info, resolution)
     rows = slice(info.n_samples - n_test, info.n_samples)
-    return Split(_stack(info, inputs, rows, stride, time_selector(input_time)),
-                 _stack(info, outputs, rows, stride, time_selector(output_time)))
+    return Split(_stack(info, inputs, rows, stride, time_selector(input_time), "input_time"),
+                 _stack(info, outputs, rows, stride, time_selector(output_time), "output_time"))
 
 
 class Normalizer(torch.nn.Module):
@@ -96,6 +117,9 @@ class Normalizer(torch.nn.Module):
         self.kind = kind
         self.eps = eps
         if data is not None:
+            if kind == "pointwise" and data.shape[0] < 2:
+                raise ValueError(f"pointwise normalisation needs at least 2 training samples (a spread per grid point), "
+                                 f"got {data.shape[0]}: train on more or use channel")
             dims = (0,) + tuple(range(2, data.ndim)) if kind == "channel" else (0,)
             mean, std = data.double().mean(dims, keepdim=True), data.double().std(dims, keepdim=True)
         else:  # shapes for load_state_dict

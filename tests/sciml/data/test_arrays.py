@@ -82,6 +82,8 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
     (dict(coords={"x": np.arange(7)}), "the grid has 8 points"),
     (dict(grid_kind="staggered"), "grid_kind must be one of"),
     (dict(spatial_dims=4), "spatial_dims must be 1, 2 or 3"),
+    (dict(inputs={"a": np.zeros((0, 8))}, outputs={"u": np.zeros((0, 8))}), "has no samples"),
+    (dict(params={"nu": object()}), "params must be numbers, strings or lists"),
 ])
 def test_bad_arrays_are_refused_naming_the_fix(tmp_path, change, message):
     kwargs = {**dict(inputs={"a": np.zeros((6, 8))}, outputs={"u": np.zeros((6, 8))}, spatial_dims=1), **change}
@@ -108,3 +110,46 @@ def test_a_physics_run_reads_the_grid_and_parameters_of_user_arrays(tmp_path):
     info = read_info(path)
     assert spacetime_spacing(info, ("x", "t"), None, "u") == pytest.approx((2 * np.pi / 32, 0.1))
     assert _dataset_params(info, {"nu": 1.0}, {}) == {"nu": 0.02}
+
+
+def test_a_cells_grid_coarsens_by_cell_averages_onto_the_coarse_centres(tmp_path):
+    """Every k-th cell value would sit (k - 1)/2 fine cells off the coarse centre; block means sit on it.
+    A periodic grid keeps every k-th point, which is its coarse grid."""
+    s = 16
+    grids = {"cells": lambda m: (np.arange(m) + 0.5) / m, "periodic": lambda m: np.arange(m) / m}
+    for kind, grid in grids.items():
+        fine = grid(s)
+        plane = fine[:, None] + 2 * fine[None, :]  # linear: a cell's mean is its centre value
+        path = write_dataset(tmp_path / f"{kind}.h5", inputs={"a": np.broadcast_to(plane, (4, s, s))},
+                             outputs={"u": np.broadcast_to(plane, (4, 3, s, s))}, spatial_dims=2, grid_kind=kind)
+        for m in (8, 4, 2):
+            _, train_split, _ = load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, resolution=m,
+                                            output_time=(0, 3))
+            c = grid(m)
+            np.testing.assert_allclose(train_split.y[0, 2].numpy(), c[:, None] + 2 * c[None, :], atol=1e-6,
+                                       err_msg=f"{kind} at {m}")
+            np.testing.assert_allclose(train_split.x[1, 0].numpy(), c[:, None] + 2 * c[None, :], atol=1e-6)
+
+
+@pytest.mark.parametrize("window, message", [
+    ((0, 10), "has 5 saved times; output_time=\\[0, 10\\] is outside them"),
+    ((3, 3), "output_time=\\[3, 3\\]"),
+    (7, "output_time=7"),
+])
+def test_a_time_selection_outside_the_saved_times_is_an_error_not_a_shorter_window(tmp_path, window, message):
+    path = write_dataset(tmp_path / "t.h5", inputs={"a": np.zeros((4, 8))}, outputs={"u": np.zeros((4, 5, 8))},
+                         spatial_dims=1)
+    with pytest.raises(DatasetError, match=message):
+        load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, output_time=window)
+    _, train_split, _ = load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, output_time=(1, 5))
+    assert train_split.y.shape == (2, 4, 8)
+    with pytest.raises(DatasetError, match="resolution=0 must be a positive grid size"):
+        load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, resolution=0)
+
+
+def test_a_pointwise_normaliser_needs_two_samples():
+    from sciml.data.loading import Normalizer
+
+    with pytest.raises(ValueError, match="at least 2 training samples"):
+        Normalizer("pointwise", torch.randn(1, 1, 8))
+    assert torch.isfinite(Normalizer("channel", torch.randn(1, 1, 8)).std).all()

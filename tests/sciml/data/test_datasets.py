@@ -59,6 +59,31 @@ def test_interrupted_generation_resumes_to_the_same_file(data_root):
         assert np.array_equal(f["outputs/u"][()], g["outputs/u"][()])
 
 
+def test_a_second_generation_of_a_dataset_being_written_stops_and_leaves_the_first_alone(data_root):
+    """Two runs generating one missing dataset at once: the second used to delete the first's live
+    .partial and write its own, and the first then renamed the second's unfinished file into place."""
+    import subprocess
+    import sys
+
+    recipe = load_recipe("burgers", overrides=TINY)
+    partial = generate(recipe, root=data_root / "live", progress=False, max_batches=1)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, h5py\n"
+        f"f = h5py.File({str(partial)!r}, 'a')\n"
+        "print('open', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(DatasetError, match="being written by another process"):
+            generate(recipe, root=data_root / "live", progress=False)
+        assert partial.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with h5py.File(generate(recipe, root=data_root / "live", progress=False)) as f:  # then it resumes
+        assert f.attrs["batches_done"] == 3
+
+
 def test_max_minutes_splits_a_generation_and_the_wall_time_sums_over_runs(data_root):
     recipe = load_recipe("burgers", overrides=TINY)
     partial = generate(recipe, root=data_root, progress=False, max_minutes=1e-9)  # stops after one batch
