@@ -161,6 +161,7 @@ class Newton(_Iterative):
         x_try = torch.where(_col(go, x), x + _col(t, x) * d, x)
         f_try = _norm(F(x_try, *args))
         ok = go & (f_try ** 2 <= (1 - 2e-4 * t) * phi)
+        status = mark(status, ok & (f_try <= s["tol"]), Status.SUCCESS)  # now, not after another Jacobian
         x = torch.where(_col(ok, x), x_try, x)
         t = torch.where(ok, torch.ones_like(t), torch.where(go, t / 2, t))
         status = mark(status, go & ~ok & (t < 2.0 ** -self.max_backtracks), Status.LINESEARCH)
@@ -219,8 +220,7 @@ class _LeastSquares(_Iterative):
         if r0.shape[0] != x0.shape[0]:
             raise ValueError(f"{self.name}: residual(x0) has batch {r0.shape[0]} but x0 has {x0.shape[0]}")
         cost = 0.5 * _norm(r0) ** 2
-        state = {"x": x0.clone(), "status": self._status(x0), "F": r_fn, "args": args, "cost": cost,
-                 "small": torch.zeros_like(cost, dtype=torch.bool), **extra}
+        state = {"x": x0.clone(), "status": self._status(x0), "F": r_fn, "args": args, "cost": cost, **extra}
         return self._run(state, throw)
 
     def _start(self, s: dict):
@@ -231,7 +231,7 @@ class _LeastSquares(_Iterative):
         cost = 0.5 * (r * r).sum(1)
         status = mark(status, active & ~(torch.isfinite(cost) & torch.isfinite(JtJ).flatten(1).all(1)),
                       Status.NONFINITE)
-        status = mark(status, active & (s["small"] | (_norm(g) <= self.gtol)), Status.SUCCESS)
+        status = mark(status, active & (_norm(g) <= self.gtol), Status.SUCCESS)
         return status, cost, JtJ, g
 
     def _cauchy(self, x: Tensor, dx: Tensor, cost: Tensor, cost_new: Tensor) -> Tensor:
@@ -288,10 +288,11 @@ class GaussNewton(_LeastSquares):
         noise = -slope <= 16 * torch.finfo(x.dtype).eps * cost
         ok = go & torch.isfinite(cost_try) & ((cost_try <= cost + 1e-4 * slope) | noise)
         small = go & self._cauchy(x, dx, cost, cost_try)
+        status = mark(status, small, Status.SUCCESS)  # now, not after linearising at the new point
         t = torch.where(ok, torch.ones_like(t), torch.where(go, t / 2, t))
         status = mark(status, go & ~ok & (t < 2.0 ** -self.max_backtracks), Status.LINESEARCH)
         x = torch.where(_col(ok, x), x_try, x)
-        return {**s, "x": x, "status": status, "t": t, "small": small, "cost": torch.where(ok, cost_try, cost)}
+        return {**s, "x": x, "status": status, "t": t, "cost": torch.where(ok, cost_try, cost)}
 
 
 class LevenbergMarquardt(_LeastSquares):
@@ -359,6 +360,7 @@ class LevenbergMarquardt(_LeastSquares):
         small = trial & self._cauchy(x, dx, cost, cost_try)
         # A zero predicted decrease means d = 0: the gradient vanished to round-off -> converged.
         small = small | (trial & ~(pred > 0) & (_norm(g) == 0))
+        status = mark(status, small, Status.SUCCESS)  # now, not after linearising at the new point
         grow = torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3)
         mu_new = torch.where(ok, mu * grow, mu * nu)
         nu_new = torch.where(ok, torch.full_like(nu, 2.0), nu * 2)
@@ -366,7 +368,7 @@ class LevenbergMarquardt(_LeastSquares):
         nu = torch.where(go, nu_new, nu)
         status = mark(status, go & (mu > 1e32), Status.LINESEARCH)
         x = torch.where(_col(ok, x), x + dx, x)
-        return {**s, "x": x, "status": status, "mu": mu, "nu": nu, "small": small,
+        return {**s, "x": x, "status": status, "mu": mu, "nu": nu,
                 "cost": torch.where(ok, cost_try, cost)}
 
 

@@ -133,6 +133,27 @@ def test_gauss_newton_rank_deficient_breakdown_lm_copes():
     assert ((lm.value.sum(1) - 1.2).abs() < 1e-9).all()  # argmin of (s-1)^2 + (2s-2.5)^2 is s = 1.2
 
 
+def test_a_solve_stops_at_the_step_that_converges_without_linearising_again():
+    """The convergence test runs on the accepted step's own values: a linear problem is one Newton
+    step, and two Gauss-Newton / LM steps (the second confirms a negligible step); before, each took
+    one more step, a whole Jacobian, to notice."""
+    A = torch.randn(3, 4, 4, generator=gen(0), dtype=DT) + 4 * torch.eye(4, dtype=DT)
+    b = torch.randn(3, 4, generator=gen(1), dtype=DT)
+    F = lambda x: (A @ x[..., None])[..., 0] - b
+    jacobians = []
+
+    def counted(x):
+        jacobians.append(1)
+        return A
+    sol = Newton(jac=counted)(F, torch.zeros(3, 4, dtype=DT))
+    assert (sol.status == Status.SUCCESS).all() and (sol.stats["num_steps"] == 1).all() and len(jacobians) == 1
+    assert torch.allclose(sol.value, torch.linalg.solve(A, b), rtol=0, atol=1e-12)
+    for solver in (GaussNewton(), LevenbergMarquardt(tau=1e-12)):  # damping ~0: a Gauss-Newton step
+        sol = solver(F, torch.zeros(3, 4, dtype=DT))
+        assert (sol.status == Status.SUCCESS).all() and (sol.stats["num_steps"] == 2).all(), (solver, sol.stats)
+        assert torch.allclose(sol.value, torch.linalg.solve(A, b), rtol=0, atol=1e-10)
+
+
 def test_fixed_point_and_anderson_match_closed_form():
     # x = A x + b, spectral radius 0.95: x* = (I - A)^{-1} b.  Anderson with memory n is a Krylov
     # method here (GMRES-like): it needs far fewer steps than Picard's ~log(1e-11)/log(0.95).
