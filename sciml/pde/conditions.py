@@ -18,6 +18,7 @@ order, time last). ``where`` is a predicate ``x -> (n,) bool`` or a box-face str
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Callable, Union
 
@@ -58,12 +59,19 @@ class Condition:
         raise NotImplementedError
 
 
+def parse_face(where: str, coords: tuple[str, ...]) -> tuple[int, str]:
+    """``"x=lo"`` -> (column of x in ``coords``, "lo"); anything else is a ValueError naming the valid forms."""
+    name, _, side = where.partition("=") if isinstance(where, str) else ("", "", "")
+    if name not in coords or side not in ("lo", "hi"):
+        valid = ", ".join(f"'{c}=lo', '{c}=hi'" for c in coords)
+        raise ValueError(f"face {where!r} must look like '<coord>=lo' or '<coord>=hi' with coord in {coords} "
+                         f"(one of {valid}); fix the condition's where")
+    return coords.index(name), side
+
+
 def face_predicate(where: str, coords: tuple[str, ...], lo: torch.Tensor, hi: torch.Tensor) -> Callable:
     """``"x=lo"`` -> x ↦ |x_col − lo| ≈ 0 (a box face)."""
-    name, _, side = where.partition("=")
-    if name not in coords or side not in ("lo", "hi"):
-        raise ValueError(f"face {where!r} must look like '<coord>=lo' or '<coord>=hi' with coord in {coords}")
-    j = coords.index(name)
+    j, side = parse_face(where, coords)
     target = float((lo if side == "lo" else hi)[j])
     scale = float(hi[j] - lo[j])
     return lambda x: (x[:, j] - target).abs() <= 1e-9 * max(1.0, abs(scale))
@@ -138,6 +146,13 @@ class Initial(Condition):
     value: Value = 0.0
     derivative: int = 0
     kind = "initial"
+
+    def __post_init__(self):
+        k = self.derivative
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+            raise ValueError(f"Initial derivative must be a non-negative int (0: the value, 1: the velocity, k: ∂_t^k u), "
+                             f"got {k!r}; pass e.g. Initial(g, derivative=1)")
+        object.__setattr__(self, "derivative", int(k))
 
     def residual(self, d, batch):
         return d(self.component, *(["t"] * self.derivative)) - evaluate_value(self.value, batch["x"])

@@ -20,7 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from sciml.pde.conditions import Condition, Data, Dirichlet, Initial, Periodic, evaluate_value, face_predicate
+from sciml.pde.conditions import (Condition, Data, Dirichlet, Initial, Periodic, evaluate_value, face_predicate,
+                                  parse_face)
 from sciml.pde.derivatives import (Derivatives, ForwardDerivatives, Params, ReverseDerivatives, default_coords,
                                    residual_terms, takes_params)
 from sciml.pde.geometry import Box, Geometry, SpaceTime, unit_samples
@@ -96,6 +97,12 @@ class Problem:
                 raise ValueError("an Initial condition needs a SpaceTime domain (e.g. Interval(-1, 1).with_time(0, 1))")
             if isinstance(c, Periodic) and c.coord not in self.coords:
                 raise ValueError(f"Periodic coord {c.coord!r} is not among {self.coords}")
+            where = getattr(c, "where", None)
+            if isinstance(where, str):  # checked here so a typo fails the same way with soft or hard constraints
+                parse_face(where, self.spatial_coords)
+            elif where is not None and not callable(where):
+                raise TypeError(f"{type(c).__name__} where must be None, a face such as 'x=lo' or a predicate x -> (n,) bool, "
+                                f"got {where!r}")
         object.__setattr__(self, "_residual_takes_params", takes_params(self.residual))
 
     @property
@@ -105,6 +112,11 @@ class Problem:
     @property
     def space_dim(self) -> int:
         return self.domain.dim - (1 if self.is_time_dependent else 0)
+
+    @property
+    def spatial_coords(self) -> tuple[str, ...]:
+        """The coordinates of Ω (all but time): the ones a boundary face ``where="x=lo"`` may name."""
+        return self.coords[:-1] if self.is_time_dependent else self.coords
 
     @property
     def unknowns(self) -> dict[str, Unknown]:
@@ -172,11 +184,22 @@ class Problem:
         return self.sample_interior(n_per_axis ** min(self.domain.dim, 2), "sobol", seed=12345)
 
     def reference_values(self, x: Tensor) -> Tensor:
-        """The reference solution at x as ``(n, m)`` float64."""
+        """The reference solution at x as ``(n, m)`` float64 (a one-column ``(n, 1)`` for a reference of ``(n,)``).
+
+        The reference must return ``(n,)`` / ``(n, 1)`` (the first output) or ``(n, m)`` with m = len(outputs);
+        another shape (such as a transposed ``(m, n)``) is a ValueError, not reshaped.
+        """
         if self.reference is None:
             raise ValueError(f"problem {self.name!r} has no reference solution; give Problem(reference=...) to measure errors")
         v = torch.as_tensor(self.reference(x.to(torch.float64)), dtype=torch.float64)
-        return v.reshape(x.shape[0], -1)
+        n, m = x.shape[0], len(self.outputs)
+        if v.ndim == 1 and v.shape[0] == n:
+            return v[:, None]
+        if v.ndim == 2 and v.shape[0] == n and v.shape[1] in (1, m):
+            return v
+        expected = f"({n},)" + (f" or ({n}, {m})" if m > 1 else f" or ({n}, 1)")
+        raise ValueError(f"the reference of problem {self.name!r} returned shape {tuple(v.shape)} for {n} points, but it must be "
+                         f"{expected} (points × outputs {self.outputs}); stack the outputs along the last dimension (dim=-1)")
 
     # --- hard constraints --------------------------------------------------------------------
     def periodic_inputs(self) -> dict[int, float]:
@@ -198,24 +221,27 @@ class Problem:
             τ = (t − t0)/(t1 − t0), q = 1 (value) or 2 (value and velocity),
 
         which holds for compatible data (u0 = g on the faces at t0). Periodic conditions are made
-        exact by the periodic input embedding instead. Conditions not covered stay soft.
+        exact by the periodic input embedding instead. Conditions not covered stay soft, among them
+        ``Initial(..., derivative=k)`` with k ≥ 2 (the transform leaves ∂_t^k u free).
         """
         soft_kinds = (Dirichlet, Initial)
         if self.output_transform is not None:
-            covered = tuple(i for i, c in enumerate(self.conditions) if isinstance(c, soft_kinds))
+            covered = tuple(i for i, c in enumerate(self.conditions) if isinstance(c, soft_kinds) and i not in keep_soft)
             return self.output_transform, covered
         space = self.domain.space if self.is_time_dependent else self.domain
         if not isinstance(space, Box):
             return None, ()
         lo, hi = self.box()
         periodic_coords = {c.coord for c in self.conditions if isinstance(c, Periodic)}
-        spatial = [c for c in self.coords if c != "t"]
+        spatial = self.spatial_coords
         plans, covered = {}, []
         for k, name in enumerate(self.outputs):
             dirichlet = [(i, c) for i, c in enumerate(self.conditions)
                          if isinstance(c, Dirichlet) and c.component == name and i not in keep_soft]
+            # the transform fixes only the value (k = 0) and the velocity (k = 1) at t0; ∂_t^k u for k ≥ 2
+            # stays a loss term (τ^2 leaves it free)
             init = [(i, c) for i, c in enumerate(self.conditions)
-                    if isinstance(c, Initial) and c.component == name and i not in keep_soft]
+                    if isinstance(c, Initial) and c.component == name and i not in keep_soft and c.derivative <= 1]
             faces, values, ok = [], [], True
             for i, c in dirichlet:
                 if c.where is None:
@@ -232,8 +258,8 @@ class Problem:
             g = values[0] if values else None
             if v0 is not None and g is not None and callable(g):
                 continue  # ∂_t g would be needed; keep soft
-            plans[k] = (sorted(set(faces)), g, next((c.value for _, c in init if c.derivative == 0), None), v0,
-                        any(c.derivative == 0 for _, c in init))
+            plans[k] = ([parse_face(f, spatial) for f in sorted(set(faces))], g,
+                        next((c.value for _, c in init if c.derivative == 0), None), v0, any(c.derivative == 0 for _, c in init))
             if v0 is not None and plans[k][2] is None:
                 del plans[k]
                 continue
@@ -241,7 +267,7 @@ class Problem:
         if not plans:
             return None, ()
         lo, hi = lo.tolist(), hi.tolist()  # Python floats: no host syncs or graph breaks inside the transform
-        coords, t_col = self.coords, (self.coords.index("t") if self.is_time_dependent else None)
+        t_col = self.coords.index("t") if self.is_time_dependent else None
         t0 = float(lo[-1]) if t_col is not None else 0.0
         t1 = float(hi[-1]) if t_col is not None else 1.0
 
@@ -253,9 +279,7 @@ class Problem:
                     continue
                 faces, g, u0, v0, has_u0 = plans[k]
                 D = 1.0  # Python scalars, not ones/zeros tensors: keeps jvp tangents dense under torch.compile
-                for f in faces:
-                    name, _, side = f.partition("=")
-                    j = coords.index(name)
+                for j, side in faces:
                     half = (hi[j] - lo[j]) / 2
                     D = D * ((x[:, j] - lo[j]) if side == "lo" else (hi[j] - x[:, j])) / half
                 A = (evaluate_value(g, x) if callable(g) else float(g)) if g is not None else 0.0
@@ -280,9 +304,8 @@ class Problem:
             if not (faces and has_u0 and g is not None):
                 continue
             lo, hi = self.box()
-            for f in faces:
-                name, _, side = f.partition("=")
-                j = self.coords.index(name)
+            for j, side in faces:
+                f = f"{self.coords[j]}={side}"
                 x = self._box_points(16, "sobol", 3)
                 x[:, j] = lo[j] if side == "lo" else hi[j]
                 x[:, -1] = lo[-1]

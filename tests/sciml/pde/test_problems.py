@@ -112,3 +112,88 @@ def test_problem_validation_messages():
         Problem(domain=Interval(0, 1), residual=lambda d: d.u, conditions=[Dirichlet(0.0, component="v")])
     with pytest.raises(ValueError, match="SpaceTime"):
         Problem(domain=Interval(0, 1), residual=lambda d: d.u, conditions=[Initial(0.0)])
+
+
+def test_initial_conditions_beyond_the_velocity_stay_soft_under_hard_constraints():
+    from sciml.pde import loss_terms, sample_collocation
+    from sciml.train.pinn import PINNConfig, build_model
+
+    p = Problem(domain=Interval(0, 1).with_time(0, 1), residual=lambda d: d.u_tt - d.u_xx,
+                conditions=[Dirichlet(0.0), Initial(lambda x: torch.sin(math.pi * x[:, 0])), Initial(5.0, derivative=2)])
+    transform, covered = p.hard_transform()
+    assert covered == (0, 1)  # u_tt(x, 0) = 5 is not made exact, so it must not be dropped from the loss
+    net = lambda z: torch.sin(3 * z[:, :1] + z[:, 1:]) + 2.0
+    u = lambda z: transform(z, net(z))
+    residual = {}
+    for i, c in enumerate(p.conditions):
+        b = p.sample_condition(c, 64, seed=1)
+        residual[i] = c.residual(ReverseDerivatives(u, b["x"], p.outputs, p.coords), b).abs().max()
+    assert residual[0] < 1e-12 and residual[1] < 1e-12 and residual[2] > 1e-2  # u_tt(x, 0) is free in the transform
+
+    model, covered = build_model(p, PINNConfig(problem="custom", constraints="hard", net={"width": 8, "depth": 2}))
+    assert covered == (0, 1)
+    model.to(F64)
+    pts = sample_collocation(p, interior=16, boundary=8, initial=8, seed=0, skip=covered).to(dtype=F64)
+    terms = loss_terms(model, p, pts)
+    assert "initial_2" in terms and "dirichlet_0" not in terms and "initial_1" not in terms
+
+
+@pytest.mark.parametrize("k", [-1, 1.5, "1", True])
+def test_initial_derivative_must_be_a_non_negative_int(k):
+    with pytest.raises(ValueError, match="Initial derivative must be a non-negative int"):
+        Initial(0.0, derivative=k)
+    assert Initial(0.0, derivative=torch.tensor(2).item()).derivative == 2
+
+
+@pytest.mark.parametrize("where", ["x=left", "z=lo", "t=lo", "x", "x=lo "])
+def test_a_misspelt_face_is_an_error_when_the_problem_is_built(where):
+    from sciml.pde import Rectangle
+
+    valid = r"must look like '<coord>=lo' or '<coord>=hi' with coord in \('x',\)"
+    with pytest.raises(ValueError, match=valid):  # space-time: time is not a boundary face
+        Problem(domain=Interval(0, 1).with_time(0, 1), residual=lambda d: d.u_t - d.u_xx,
+                conditions=[Dirichlet(1.0, where=where), Initial(0.0)])
+    with pytest.raises(ValueError, match=r"coord in \('x', 'y'\) \(one of 'x=lo', 'x=hi', 'y=lo', 'y=hi'\)"):
+        Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u"),
+                conditions=[Neumann(0.0, where=where)])
+    # before, with hard constraints "x=left" made u = 1 on x = 1 instead (any side but "lo" read as "hi")
+    # and "z=lo" crashed in the forward pass; a valid face still gives an exact transform on that face only
+    p = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u"), conditions=[Dirichlet(1.0, where="x=lo")])
+    transform, covered = p.hard_transform()
+    x = torch.tensor([[0.0, 0.5], [1.0, 0.5]], dtype=F64)
+    assert covered == (0,) and transform(x, torch.full((2, 1), 5.0, dtype=F64))[:, 0].tolist() == [1.0, 11.0]
+    with pytest.raises(TypeError, match="where must be None, a face such as 'x=lo' or a predicate"):
+        Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u"), conditions=[Dirichlet(1.0, where=0)])
+
+
+def test_keep_soft_is_honoured_with_a_user_output_transform():
+    from sciml.pde import Rectangle
+    from sciml.train.pinn import PINNConfig, build_model
+
+    transform = lambda x, y: x[:, :1] * (1 - x[:, :1]) * y + x[:, :1]  # u = 0 on x = 0, u = 1 on x = 1
+    p = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u"), output_transform=transform,
+                conditions=[Dirichlet(0.0, where="x=lo"), Dirichlet(1.0, where="x=hi"), Neumann(0.0, where="y=lo")])
+    assert p.hard_transform()[1] == (0, 1)
+    assert p.hard_transform(keep_soft=(1,)) == (transform, (0,))
+    model, covered = build_model(p, PINNConfig(problem="custom", constraints="hard", keep_soft=["dirichlet_1"], net={"width": 8, "depth": 2}))
+    assert model.transform is transform and covered == (0,)
+
+
+def test_reference_values_reject_a_transposed_or_misshaped_reference():
+    from sciml.pde import Rectangle
+
+    x = torch.rand(5, 2, dtype=F64)
+    two = lambda ref: Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.u + d.v, outputs=("u", "v"), reference=ref)
+    stacked = torch.stack([x[:, 0], 2 * x[:, 1]], -1)
+    assert torch.equal(two(lambda z: torch.stack([z[:, 0], 2 * z[:, 1]], -1)).reference_values(x), stacked)
+    assert torch.equal(two(lambda z: z[:, 0]).reference_values(x), x[:, :1])  # (n,): the first output
+    for bad in (lambda z: torch.stack([z[:, 0], 2 * z[:, 1]]),  # (2, n): used to be silently scrambled
+                lambda z: torch.stack([z[:, 0], z[:, 1], z[:, 0]], -1),  # (n, 3) for 2 outputs
+                lambda z: z[:, 0].reshape(-1, 1, 1), lambda z: z[:1, 0]):
+        with pytest.raises(ValueError, match=r"must be \(5,\) or \(5, 2\) \(points × outputs \('u', 'v'\)\); stack the outputs"):
+            two(bad).reference_values(x)
+    one = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.u, reference=lambda z: z.T)
+    with pytest.raises(ValueError, match=r"returned shape \(2, 5\) for 5 points, but it must be \(5,\) or \(5, 1\)"):
+        one.reference_values(x)
+    lag = get_problem("convection_diffusion", beta=3.0, nu=0.1, frame="lagrangian")  # two outputs, X and u
+    assert lag.reference_values(x).shape == (5, 2)
