@@ -244,7 +244,14 @@ def test_diffusion_sorptions_residual_is_small_on_the_solvers_trajectories():
     d = GridDerivatives(problem.fields(u, u[:, None, :, :1].expand(-1, 1, -1, 41), h), problem.coords, h, method="fd")
     (r,), (ic, left, right) = problem.terms(d, Params(dict(problem.params)))
     late = (slice(None), slice(2, -2), slice(10, -1))
-    assert r[late].square().mean().sqrt() < 0.05 * d.u_t[late].square().mean().sqrt()
+
+    def rms(a):
+        return a.square().mean().sqrt()
+
+    # the compact u_xx stencil is the solver's own: 0.0016 inside, 0.010 with the end cells (measured);
+    # the first-derivative stencil twice gave 0.014 and 0.077
+    assert rms(r[late]) < 0.005 * rms(d.u_t[late])
+    assert rms(r[:, :, 10:-1]) < 0.02 * rms(d.u_t[late])
     assert ic[0][..., 0].abs().max() == 0
     # from t = 20 s: the inflow row is at most 0.079 (measured), the outflow row the half cell's dx / 2 |u_x|
     assert left[0][:, 0, 10:].abs().max() < 0.09

@@ -103,6 +103,26 @@ def test_grid_spectral_and_fd_derivatives():
     torch.testing.assert_close(d.x, X)
 
 
+def test_grid_fd_second_derivatives_are_compact_and_second_order_up_to_the_ends():
+    """u_xx by the 3-point stencil, not the first-derivative stencil twice: that one is the wide
+    (f[i+2] - 2f[i] + f[i-2]) / 4h² (zero for a (-1)^i mode) and first order at the ends."""
+    errors = []
+    for n in (51, 101, 201):
+        x = torch.linspace(0, 1, n, dtype=F64)
+        d = GridDerivatives({"u": torch.sin(3 * x)}, ("x",), (1 / (n - 1),), method="fd")
+        errors.append((d.u_xx + 9 * torch.sin(3 * x)).abs()[[0, 1, n // 2, -2, -1]])
+    ratios = torch.stack(errors[:-1]) / torch.stack(errors[1:])
+    assert (ratios > 3.5).all(), ratios  # O(h²) at every node, the ends included (the twice-applied stencil: 2.0 there)
+    assert errors[-1].max() < 5e-4  # h = 0.005: 81 h² / 12 = 1.7e-4 inside
+    zigzag = torch.tensor([(-1.0) ** i for i in range(16)], dtype=F64)
+    h = 1 / 16
+    for periodic in ((), ("x",)):
+        d = GridDerivatives({"u": zigzag}, ("x",), (h,), periodic=periodic, method="fd")
+        torch.testing.assert_close(d.u_xx[2:-2], -4 * zigzag[2:-2] / h ** 2, rtol=1e-12, atol=0)
+    d = GridDerivatives({"u": zigzag}, ("x",), (h,), periodic=("x",), method="fd")
+    torch.testing.assert_close(d.u_xxxx, 16 * zigzag / h ** 4, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("n", [63, 100])
 def test_grid_spectral_derivatives_are_float64_exact_when_the_wavenumbers_are_not_integers(n):
     """A period of 3 makes the wavenumbers 2 pi j / 3: taken in float32 they cost ~1e-7 (found on n = 15)."""

@@ -173,9 +173,12 @@ def test_cli_lists_the_grid_problems(capsys):
 
 def test_diffusion_sorption_is_learnt_from_the_pde_alone_with_its_boundary_conditions(tmp_path):
     """configs/diffusion_sorption/pi_hc.yaml (4 experts along x) at a CPU size: the recipe's tiny preset
-    (64 cells x 11 times, t = 0 saved, so nothing is put in front), 24 trajectories. PDEBench's
-    constants reach the problem from the file; 160 steps (13 s): physics loss 0.723 -> 0.451 from epoch
-    10 to 40, test rel. L2 0.335 against persistence's 0.847 (measured 2026-11-26, CPU, 2 threads)."""
+    (64 cells x 11 times, t = 0 saved, so nothing is put in front), 24 trajectories, 160 steps (13 s) per
+    seed. PDEBench's constants reach the problem from the file. One run's error spreads by +-0.1 over
+    seeds at this size, so the claims are judged on the median of three: physics loss from epoch 10 to
+    40 x 0.63 / 0.86 / 0.56, test rel. L2 0.424 / 0.254 / 0.303 (seeds 0-2; 0.303 / 0.248 / 0.560 for
+    3-5) against persistence's 0.847 (2026-11-26, CPU, 2 threads, compact u_xx stencil; with the wide
+    one x 0.66 / 0.69 / 0.60 and 0.366 / 0.240 / 0.354, seeds 3-5 0.363 / 0.303 / 0.470)."""
     from sciml.config import load_yaml
 
     raw = load_yaml(DS_CONFIG)
@@ -187,15 +190,19 @@ def test_diffusion_sorption_is_learnt_from_the_pde_alone_with_its_boundary_condi
     raw["training"].update({"epochs": 40, "batch_size": 4, "eval_every": 10, "checkpoint_every": 10,
                             "progress": False, "plot": False})
     raw["output"] = {"root": str(tmp_path / "runs")}
-    run, final = train(validate(OperatorConfig, raw))
+    errors, loss_ratios = [], []
+    for seed in (0, 1, 2):
+        run, final = train(validate(OperatorConfig, {**raw, "seed": seed}))
+        evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
+        loss_ratios.append(evals[-1]["train_loss"] / evals[0]["train_loss"])
+        errors.append(final["test_rel_l2"])
+    assert sorted(loss_ratios)[1] < 0.7, loss_ratios
     trainer = Trainer(validate(OperatorConfig, raw), run)
     assert trainer.model.problem.params == {"D": 5e-4, "porosity": 0.29, "rho_s": 2880.0, "k_f": 3.5e-4, "n_f": 0.874}
     test = trainer.test_split
     assert test.y.shape[1:] == (1, 64, 11) and torch.equal(test.y[:, 0, :, 0], test.x[:, 0, :, 0])
     persistence = relative_l2_per_sample(test.x[:, :1], test.y).mean().item()
-    evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
-    assert evals[-1]["train_loss"] < 0.7 * evals[0]["train_loss"], evals
-    assert final["test_rel_l2"] < min(0.4, 0.5 * persistence), (final, persistence)
+    assert sorted(errors)[1] < min(0.4, 0.5 * persistence), (errors, persistence)
 
 
 def test_a_physics_run_trains_on_early_levels_and_reports_the_error_beyond_them(tmp_path):
