@@ -60,6 +60,47 @@ def unit_samples(n: int, d: int, method: str = "sobol", seed: int | None = 0) ->
     return torch.as_tensor(u, dtype=_F64)
 
 
+def _apportion(n: int, weights) -> list[int]:
+    """n split into integer counts ∝ weights (largest remainder; ties to the first)."""
+    w = np.asarray(weights, dtype=np.float64)
+    q = n * w / w.sum()
+    c = np.floor(q).astype(np.int64)
+    c[np.argsort(-(q - c), kind="stable")[: n - int(c.sum())]] += 1
+    return c.tolist()
+
+
+def _lattice(m: int, ext: Sequence[float], seed: int | None) -> torch.Tensor:
+    """m points of a centred lattice in [0, 1)^k, ``(m, k)``, even in the box with side lengths ext.
+
+    Axis i gets ≈ ext_i / h points for the spacing h = (Π ext / m)^(1/k) (at least one; the
+    coarsest axis is refined until there are ≥ m nodes), trimmed to m by a seeded subset as in
+    `unit_samples`.
+    """
+    k = len(ext)
+    if k == 0:
+        return torch.empty(m, 0, dtype=_F64)
+    e = np.asarray(ext, dtype=np.float64)
+    h = (e.prod() / m) ** (1.0 / k)
+    cnt = np.maximum(1, np.floor(e / h * (1 + 1e-9))).astype(np.int64)
+    while int(cnt.prod()) < m:
+        cnt[np.argmax(e / cnt)] += 1
+    axes = [(np.arange(c) + 0.5) / c for c in cnt]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, k)
+    if len(grid) > m:
+        grid = grid[np.sort(np.random.default_rng(seed).permutation(len(grid))[:m])]
+    return torch.as_tensor(grid, dtype=_F64)
+
+
+def _safe_sqrt(q: torch.Tensor) -> torch.Tensor:
+    """sqrt(q) for q ≥ 0 whose gradient at q = 0 is 0, not 0·∞ = NaN."""
+    pos = q > 0
+    return torch.where(pos, torch.where(pos, q, torch.ones_like(q)).sqrt(), torch.zeros_like(q))
+
+
+def _sub_seed(seed: int | None, k: int) -> int | None:
+    return None if seed is None else seed + k
+
+
 def _as_points(x) -> torch.Tensor:
     x = torch.as_tensor(x)
     if x.ndim != 2:
@@ -84,7 +125,10 @@ class Geometry:
     def boundary_normal(self, x: torch.Tensor) -> torch.Tensor:  # (n, d) outward unit normal
         raise NotImplementedError
 
-    def _sample_boundary(self, n: int, method: str, seed) -> torch.Tensor:
+    def _sample_boundary(self, n: int, method: str, seed, extra: int = 0) -> torch.Tensor:
+        """``(n, d + extra)``: n points on ∂Ω, then ``extra`` columns in [0, 1) drawn jointly with
+        them (one low-discrepancy draw over the boundary parameters and the extra columns), so a
+        caller can map them to e.g. time without tying time to the position on ∂Ω."""
         raise NotImplementedError
 
     def boundary_measure(self) -> float:  # |∂Ω| (an upper bound for CSG shapes)
@@ -97,16 +141,20 @@ class Geometry:
 
     def sample_interior(self, n: int, method: str = "sobol", seed: int | None = 0) -> torch.Tensor:
         """n points in Ω, ``(n, d)``: the bounding box's draw, rejection outside Ω."""
-        volume_ratio, got, k, draws = 1.0, [], 0, 0
+        return self._sample_interior(n, method, seed)
+
+    def _sample_interior(self, n: int, method: str, seed, extra: int = 0) -> torch.Tensor:
+        """``(n, d + extra)``: n points in Ω, then ``extra`` columns in [0, 1) from the same
+        (d + extra)-dim draw (the rejection keeps or drops whole rows, so they stay joint)."""
+        volume_ratio, got, k = 1.0, [], 0
         while sum(len(g) for g in got) < n:
             m = int(math.ceil((n - sum(len(g) for g in got)) / max(volume_ratio, 0.05) * 1.2)) + 16
-            u = unit_samples(m, self.dim, method, None if seed is None else seed + 7919 * k)
-            x = self.lo + u * (self.hi - self.lo)
+            u = unit_samples(m, self.dim + extra, method, None if seed is None else seed + 7919 * k)
+            x = self.lo + u[:, : self.dim] * (self.hi - self.lo)
             keep = self.inside(x) & (self.distance_to_boundary(x) > 0)
             volume_ratio = max(keep.double().mean().item(), 1e-3)
-            got.append(x[keep])
+            got.append(torch.cat([x, u[:, self.dim:]], -1)[keep])
             k += 1
-            draws += m
             if k > 50:
                 raise RuntimeError(f"{self!r}: rejection sampling found too few interior points; is the shape empty?")
         return torch.cat(got)[:n]
@@ -168,28 +216,51 @@ class Box(Geometry):
         ext = self.hi - self.lo
         return 2.0 if self.dim == 1 else float(2 * sum(ext.prod() / ext[i] for i in range(self.dim)))
 
-    def _sample_boundary(self, n, method, seed):
+    def _face_areas(self) -> torch.Tensor:  # (2d,): the lo faces, then the hi faces
+        ext = self.hi - self.lo
+        a = torch.stack([ext.prod() / ext[i] for i in range(self.dim)]) if self.dim > 1 else torch.ones(1, dtype=_F64)
+        return torch.cat([a, a])
+
+    def _on_faces(self, face: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Points on the faces ``face`` (n,) at free coordinates v ∈ [0, 1)^(d−1) (the other axes in order)."""
         d, ext = self.dim, self.hi - self.lo
-        if d == 1:
-            return torch.where(torch.arange(n)[:, None] % 2 == 0, self.lo, self.hi).to(_F64)
-        # faces in proportion to their (d-1)-volume. Column 0 of one d-dim QMC draw picks the
-        # face and, rescaled within the face's share, the first free coordinate; columns 1..d-1
-        # give the others, so points stay quasi-random on every face.
-        areas = torch.stack([ext.prod() / ext[i] for i in range(d)])
-        cum = torch.cat([torch.zeros(1, dtype=_F64), torch.cumsum(torch.cat([areas, areas]), 0)])
-        cum = cum / cum[-1]
-        u = unit_samples(n, d, method, seed)
-        face = (torch.searchsorted(cum, u[:, 0].contiguous(), right=True) - 1).clamp(0, 2 * d - 1)
-        s = ((u[:, 0] - cum[face]) / (cum[face + 1] - cum[face])).clamp(0, 1)
-        x = torch.empty(n, d, dtype=_F64)
-        for axis in range(d):
+        x = torch.empty(len(face), d, dtype=_F64)
+        for axis in range(d):  # a loop over the d axes, batched over points
             rows = (face % d) == axis
             free = [j for j in range(d) if j != axis]
-            x[rows, free[0]] = self.lo[free[0]] + s[rows] * ext[free[0]]
-            for k, j in enumerate(free[1:], start=1):
-                x[rows, j] = self.lo[j] + u[rows, k] * ext[j]
-            x[rows, axis] = torch.where(face[rows] < d, self.lo[axis], self.hi[axis])
+            xa = self.lo.expand(int(rows.sum()), d).clone()
+            xa[:, free] = self.lo[free] + v[rows] * ext[free]
+            xa[:, axis] = torch.where(face[rows] < d, self.lo[axis], self.hi[axis])
+            x[rows] = xa
         return x
+
+    def _sample_boundary(self, n, method, seed, extra=0):
+        d, ext = self.dim, self.hi - self.lo
+        if d == 1 and extra == 0:
+            return torch.where(torch.arange(n)[:, None] % 2 == 0, self.lo, self.hi).to(_F64)
+        areas = self._face_areas()
+        if method == "uniform":
+            # per face an even lattice over its d − 1 free axes (and the extra columns, with the
+            # face's mean side length), point counts ∝ face areas; rows shuffled so that any
+            # prefix covers all faces
+            parts = []
+            for f, m in enumerate(_apportion(n, areas.tolist())):
+                if m == 0:
+                    continue
+                fe = [float(ext[j]) for j in range(d) if j != f % d]
+                side = float(np.prod(fe)) ** (1.0 / len(fe)) if fe else 1.0
+                u = _lattice(m, fe + [side] * extra, _sub_seed(seed, f))
+                x = self._on_faces(torch.full((m,), f), u[:, : d - 1])
+                parts.append(torch.cat([x, u[:, d - 1:]], -1))
+            out = torch.cat(parts)
+            return out[torch.as_tensor(np.random.default_rng(seed).permutation(n))]
+        # column 0 of one (d + extra)-dim draw picks the face (∝ area), columns 1..d−1 the free
+        # coordinates, so the coordinates are independent of the face choice
+        cum = torch.cat([torch.zeros(1, dtype=_F64), torch.cumsum(areas, 0)])
+        cum = cum / cum[-1]
+        u = unit_samples(n, d + extra, method, seed)
+        face = (torch.searchsorted(cum, u[:, 0].contiguous(), right=True) - 1).clamp(0, 2 * d - 1)
+        return torch.cat([self._on_faces(face, u[:, 1:d]), u[:, d:]], -1)
 
 
 def Interval(a: float, b: float) -> Box:
@@ -232,9 +303,10 @@ class Disk(Geometry):
     def boundary_measure(self):
         return 2 * math.pi * self.r
 
-    def _sample_boundary(self, n, method, seed):
-        theta = 2 * math.pi * unit_samples(n, 1, method, seed)[:, 0]
-        return self.c + self.r * torch.stack([theta.cos(), theta.sin()], -1)
+    def _sample_boundary(self, n, method, seed, extra=0):
+        u = unit_samples(n, 1 + extra, method, seed)
+        theta = 2 * math.pi * u[:, 0]
+        return torch.cat([self.c + self.r * torch.stack([theta.cos(), theta.sin()], -1), u[:, 1:]], -1)
 
 
 class Polygon(Geometry):
@@ -283,12 +355,13 @@ class Polygon(Geometry):
     def boundary_measure(self):
         return float(self.length.sum())
 
-    def _sample_boundary(self, n, method, seed):
-        s = unit_samples(n, 1, method, seed)[:, 0] * self.length.sum()
+    def _sample_boundary(self, n, method, seed, extra=0):
+        u = unit_samples(n, 1 + extra, method, seed)
+        s = u[:, 0] * self.length.sum()
         cum = torch.cat([torch.zeros(1, dtype=_F64), torch.cumsum(self.length, 0)])
         k = torch.searchsorted(cum, s.contiguous(), right=True).clamp(1, len(self.length)) - 1
         t = ((s - cum[k]) / self.length[k])[:, None]
-        return self.a[k] + t * (self.b[k] - self.a[k])
+        return torch.cat([self.a[k] + t * (self.b[k] - self.a[k]), u[:, 1:]], -1)
 
     def adf(self, x: torch.Tensor) -> torch.Tensor:
         """φ(x) ≥ 0, zero exactly on ∂Ω, smooth inside: an approximate distance function.
@@ -296,17 +369,32 @@ class Polygon(Geometry):
         Sukumar & Srivastava (CMAME 2022) trimmed segment functions joined by the R-equivalence
         1/φ = Σ 1/φ_i (m = 1). Differentiable in torch, any dtype; x: ``(n, 2)`` → ``(n,)``.
         Use it for hard Dirichlet constraints u = g + φ·N on polygons.
+
+        On ∂Ω φ has a kink (φ ≈ |distance| on both sides); there its gradient is the limit from
+        inside, the inward unit normal on an edge (finite at vertices too), so a normal
+        derivative of u = g + φ·N at boundary points is ∂g/∂n − N, as in the interior limit.
         """
         a, b = self.a.to(x), self.b.to(x)
         L = self.length.to(x)
         c = (a + b) / 2
         d = x[:, None, :] - a
         e = b - a
-        f = (d[..., 0] * e[:, 1] - d[..., 1] * e[:, 0]) / L  # signed distance to the edge's line
+        f = (d[..., 0] * e[:, 1] - d[..., 1] * e[:, 0]) / L  # signed distance to the edge's line (< 0 inside)
         t = ((L / 2) ** 2 - ((x[:, None, :] - c) ** 2).sum(-1)) / L  # > 0 within the edge's disk
-        varphi = torch.sqrt(t**2 + f**4)
-        phi = torch.sqrt(f**2 + ((varphi - t) / 2) ** 2)
-        return 1.0 / (1.0 / phi.clamp_min(1e-30)).sum(-1)
+        varphi = _safe_sqrt(t**2 + f**4)  # 0 only at the edge's end points
+        p = f**2 + ((varphi - t) / 2) ** 2
+        # on an edge (up to rounding) sqrt(p) ≈ |f|: keep its value but take the gradient from
+        # inside, −∇f, rather than sqrt's 0·∞ = NaN (f = 0) or the outside one (f ≳ 0 by rounding)
+        tol = 16 * torch.finfo(x.dtype).eps * (L + d.detach().abs().amax(-1) + 1)
+        on_edge = (f.detach().abs() <= tol) & (t.detach() > 0)
+        phi = torch.where(on_edge, p.detach().sqrt() + (f.detach() - f), _safe_sqrt(torch.where(on_edge, 1.0, p)))
+        # 1/Σ 1/φ_i as φ_k / Σ_i (φ_k/φ_i) with φ_k the smallest: the same value, but smooth where
+        # φ_k = 0 (a clamp of φ_k would cut its gradient there)
+        k = phi.detach().argmin(-1, keepdim=True)
+        phi_k = phi.gather(-1, k)
+        is_k = torch.arange(phi.shape[-1], device=x.device) == k
+        ratio = phi_k / torch.where(is_k, 1.0, phi.clamp_min(torch.finfo(x.dtype).tiny ** 0.5))
+        return phi_k[:, 0] / torch.where(is_k, 1.0, ratio).sum(-1)
 
 
 class _CSG(Geometry):
@@ -318,20 +406,39 @@ class _CSG(Geometry):
     def __repr__(self):
         return f"{type(self).__name__}({self.A!r}, {self.B!r})"
 
-    def boundary_measure(self):
-        return self.A.boundary_measure() + self.B.boundary_measure()
+    def boundary_measure(self):  # an upper bound: Σ over the primitive shapes
+        return sum(g.boundary_measure() for g in self._primitives())
 
-    def _sample_boundary(self, n, method, seed):
-        got, k = [], 0
-        while sum(len(g) for g in got) < n:
-            # draw from each part in proportion to its boundary measure so density stays uniform
-            ma, mb = self.A.boundary_measure(), self.B.boundary_measure()
-            m = 2 * n + 64
-            xa = self.A._sample_boundary(int(m * ma / (ma + mb)) + 8, method, None if seed is None else seed + 31 * k)
-            xb = self.B._sample_boundary(int(m * mb / (ma + mb)) + 8, method, None if seed is None else seed + 31 * k + 17)
-            x = torch.cat([xa, xb])
-            keep = self.on_boundary(x, tol=1e-9)
-            got.append(x[keep][torch.randperm(int(keep.sum()), generator=torch.Generator().manual_seed(k + (seed or 0)))])
+    def _primitives(self) -> list[Geometry]:
+        """The CSG tree's leaves (the non-CSG shapes), left to right."""
+        return [p for g in (self.A, self.B) for p in (g._primitives() if isinstance(g, _CSG) else [g])]
+
+    def _sample_boundary(self, n, method, seed, extra=0):
+        # ∂Ω ⊂ ∪ ∂P over the primitives P. Each round samples every primitive by its exact measure
+        # (so all of them at one density, the extra columns drawn jointly with each), keeps the
+        # points on ∂Ω and, where primitives share a piece of boundary, only the first one's,
+        # so the kept points are uniform in arc length over the true ∂Ω. The acceptance rate of
+        # one round sizes the next.
+        prims = self._primitives()
+        weights = [g.boundary_measure() for g in prims]
+        rng = np.random.default_rng(None if seed is None else seed + 4099)
+        got, have, rate, k = [], 0, 0.5, 0
+        while have < n:
+            m = min(int(math.ceil((n - have) / rate * 1.2)), 20 * (n - have) + 1024) + 16
+            parts = []
+            for i, (g, mi) in enumerate(zip(prims, _apportion(m, weights))):
+                if mi == 0:
+                    continue
+                xu = g._sample_boundary(mi, method, _sub_seed(seed, 1013 * k + 31 * i), extra)
+                x = xu[:, : self.dim]
+                keep = self.on_boundary(x, tol=1e-9)
+                for h in prims[:i]:
+                    keep &= h.distance_to_boundary(x) > 1e-9
+                parts.append(xu[keep])
+            x = torch.cat(parts)
+            rate = max(len(x) / m, 1e-3)
+            got.append(x[torch.as_tensor(rng.permutation(len(x)), dtype=torch.long)])
+            have += len(x)
             k += 1
             if k > 50:
                 raise RuntimeError(f"{self!r}: found too few boundary points; is the shape empty?")
@@ -434,20 +541,22 @@ class SpaceTime:
         x = _as_points(x).to(_F64)
         return self.space.inside(x[:, :-1]) & (x[:, -1] >= self.t0) & (x[:, -1] <= self.t1)
 
-    def _times(self, n, method, seed):
-        return self.t0 + (self.t1 - self.t0) * unit_samples(n, 1, method, None if seed is None else seed + 101)[:, 0]
+    def _with_time(self, xu):  # (n, d + 1) with the last column in [0, 1) -> (x, t)
+        return torch.cat([xu[:, :-1], self.t0 + (self.t1 - self.t0) * xu[:, -1:]], -1)
 
+    # Space and time come from ONE (space + 1)-dim draw: two draws of the same QMC family (or
+    # "uniform" lattice) with different seeds move in lockstep and would tie t to the position.
     def sample_interior(self, n, method="sobol", seed=0):
         if isinstance(self.space, Box):  # one joint (d+1)-dim draw keeps the QMC balance
             u = unit_samples(n, self.dim, method, seed)
             return self.lo + u * (self.hi - self.lo)
-        return torch.cat([self.space.sample_interior(n, method, seed), self._times(n, method, seed)[:, None]], -1)
+        return self._with_time(self.space._sample_interior(n, method, seed, extra=1))
 
     def sample_boundary(self, n, method="sobol", seed=0):
         """n points on ∂Ω × [t0, t1] and their (spatial, time-component 0) outward normals."""
-        x, nrm = self.space.sample_boundary(n, method, seed)
-        t = self._times(n, method, seed)[:, None]
-        return torch.cat([x, t], -1), torch.cat([nrm, torch.zeros_like(t)], -1)
+        xt = self._with_time(self.space._sample_boundary(n, method, seed, extra=1))
+        nrm = self.space.boundary_normal(xt[:, :-1])
+        return xt, torch.cat([nrm, torch.zeros_like(xt[:, -1:])], -1)
 
     def sample_initial(self, n, method="sobol", seed=0):
         x = self.space.sample_interior(n, method, seed) if not isinstance(self.space, Box) else \

@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from sciml.pde import Disk, Interval, Polygon, Rectangle, unit_samples
+from sciml.pde import Box, Disk, Interval, Polygon, Rectangle, unit_samples
 
 LSHAPE = [[-1, -1], [1, -1], [1, 0], [0, 0], [0, 1], [-1, 1]]
 
@@ -65,3 +67,170 @@ def test_spacetime_columns():
     assert bool((x0[:, 1] == 0).all())
     with pytest.raises(ValueError, match="t0 < t1"):
         Interval(0, 1).with_time(1, 0)
+
+
+# --- space-time sampling draws (x, t) jointly --------------------------------------------------
+def _rect_face(x):  # faces of the unit square: 0 = x-lo, 1 = y-lo, 2 = x-hi, 3 = y-hi
+    return torch.where(x[:, 0] == 0, 0, torch.where(x[:, 1] == 0, 1, torch.where(x[:, 0] == 1, 2, 3)))
+
+
+@pytest.mark.parametrize("method", ["uniform", "sobol", "halton", "lhs", "pseudo"])
+def test_spacetime_boundary_spreads_time_over_every_face(method):
+    # formerly the space and the time draw were two sequences of the same QMC family: the x = 0
+    # face of a square only got t ∈ [0.25, 0.5) (sobol), "uniform" gave corr(θ, t) = 1 on a disk
+    x, nrm = Rectangle([0, 0], [1, 1]).with_time(0, 1).sample_boundary(1024, method, seed=0)
+    assert bool((nrm[:, 2] == 0).all())
+    cells = torch.zeros(4, 4)
+    for f in range(4):
+        t = x[_rect_face(x) == f, 2]
+        cells[f] = torch.histc(t.float(), 4, 0, 1)
+    chi2 = ((cells - 64) ** 2 / 64).sum().item()  # 15 dof: 99.9% quantile 37.7; the old sobol draw gave 3072
+    assert chi2 < 37.7, (method, cells)
+    assert abs(torch.corrcoef(torch.stack([x[:, 0], x[:, 2]]))[0, 1].item()) < 0.08
+
+    xd, _ = Disk([0, 0], 1).with_time(0, 1).sample_boundary(1024, method, seed=0)
+    theta = torch.atan2(xd[:, 1], xd[:, 0]) % (2 * math.pi)
+    assert abs(torch.corrcoef(torch.stack([theta, xd[:, 2]]))[0, 1].item()) < 0.08
+    h = torch.histogramdd(torch.stack([theta / (2 * math.pi), xd[:, 2]], -1).float(), bins=[4, 4], range=[0.0, 1.0, 0.0, 1.0]).hist
+    assert ((h - 64) ** 2 / 64).sum().item() < 37.7, (method, h)
+
+
+@pytest.mark.parametrize("method", ["uniform", "sobol", "halton", "pseudo"])
+def test_spacetime_interior_of_a_disk_is_joint_in_x_and_t(method):
+    x = Disk([0, 0], 1).with_time(0, 2).sample_interior(4096, method, seed=0)
+    assert bool((x[:, :2].norm(dim=1) < 1).all() & (x[:, 2] >= 0).all() & (x[:, 2] <= 2).all())
+    # "uniform" formerly gave corr(x, t) = 0.87; t must be spread evenly within every x-slab
+    assert abs(torch.corrcoef(torch.stack([x[:, 0], x[:, 2]]))[0, 1].item()) < 0.05
+    for lo in (-1.0, -0.5, 0.0, 0.5):
+        t = x[(x[:, 0] >= lo) & (x[:, 0] < lo + 0.5), 2]
+        share = torch.histc(t.float(), 4, 0, 2) / len(t)
+        assert (share - 0.25).abs().max().item() < 0.06, (method, lo, share)
+
+
+@pytest.mark.parametrize("method,tol", [("uniform", 0), ("sobol", 2), ("halton", 2), ("lhs", 24)])
+def test_interval_spacetime_boundary_keeps_both_ends_evenly_in_time(method, tol):
+    # a quality guard for the joint draw: both ends get half the points, spread evenly in t
+    x, nrm = Interval(-1, 1).with_time(0, 1).sample_boundary(1024, method, seed=0)
+    lo = x[:, 0] == -1
+    assert set(x[:, 0].tolist()) == {-1.0, 1.0} and int(lo.sum()) == 512
+    torch.testing.assert_close(nrm[:, 0], torch.where(lo, -1.0, 1.0).double())
+    for side in (lo, ~lo):
+        counts = torch.histc(x[side, 1].float(), 8, 0, 1)
+        assert (counts - 64).abs().max().item() <= tol, (method, counts)
+
+
+# --- box boundary: distinct points, faces ∝ area -------------------------------------------------
+def test_box_uniform_boundary_is_an_even_lattice_per_face():
+    # formerly column 0 chose both the face and a coordinate: 32 distinct points of 1024 in 2D
+    x, nrm = Rectangle([0, 0], [2, 1]).sample_boundary(1200, "uniform", seed=0)
+    assert len(torch.unique(x, dim=0)) == 1200
+    faces = [[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]]  # lengths 1, 1, 2, 2
+    counts = [int((nrm == torch.tensor(v, dtype=torch.float64)).all(1).sum()) for v in faces]
+    assert counts == [200, 200, 400, 400]
+    bottom = x[nrm[:, 1] == -1, 0].sort().values  # an even lattice: spacing 2/400
+    torch.testing.assert_close(bottom.diff(), torch.full((399,), 2 / 400, dtype=torch.float64))
+
+    b = Box([0, 0, 0], [2, 1, 1])
+    x, nrm = b.sample_boundary(1000, "uniform", seed=0)
+    assert len(torch.unique(x, dim=0)) == 1000 and bool(b.on_boundary(x).all())
+    axis_counts = [int((nrm[:, j] != 0).sum()) for j in range(3)]  # x-faces area 1 each, y/z-faces area 2 each
+    assert axis_counts == [200, 400, 400]
+
+
+@pytest.mark.parametrize("method", ["sobol", "halton", "lhs", "pseudo"])
+def test_box_boundary_faces_follow_area_and_coordinates_do_not_depend_on_face(method):
+    x, nrm = Box([0, 0, 0], [2, 1, 1]).sample_boundary(4096, method, seed=1)
+    assert len(torch.unique(x, dim=0)) == 4096
+    share = torch.tensor([(nrm[:, j] != 0).double().mean().item() for j in range(3)], dtype=torch.float64)
+    torch.testing.assert_close(share, torch.tensor([0.2, 0.4, 0.4], dtype=torch.float64), atol=0.025, rtol=0)
+    for j in range(3):  # on every face the free coordinates fill it evenly
+        on = x[nrm[:, j] != 0]
+        for k in range(3):
+            if k != j:
+                u = (on[:, k] - 0) / (2.0 if k == 0 else 1.0)
+                counts = torch.histc(u.float(), 4, 0, 1) / len(u)
+                assert (counts - 0.25).abs().max().item() < 0.05, (method, j, k, counts)
+
+
+# --- CSG boundaries uniform in arc length ------------------------------------------------------------
+@pytest.mark.parametrize("method", ["pseudo", "sobol"])
+def test_nested_csg_boundary_is_uniform_in_arc_length(method):
+    u1 = Rectangle([0, 0], [2, 1]) | Rectangle([1, 0], [3, 1])  # = [0, 3] × [0, 1]: perimeter 8 (bound 12)
+    disk = Disk([10, 0.5], 8 / (2 * math.pi))                   # perimeter 8
+    shape = u1 | disk
+    x, nrm = shape.sample_boundary(20000, method, seed=0)
+    assert x.shape == (20000, 2) and bool(shape.on_boundary(x).all())
+    on_u1 = x[:, 0] < 5
+    assert abs(on_u1.double().mean().item() - 0.5) < 0.015  # formerly 12075 : 7925
+    # inside U1 the overlap 1 < x < 2 (length 2 of 8 on top and bottom) is not sampled twice
+    mid = (x[:, 0] > 1) & (x[:, 0] < 2)
+    assert abs(mid[on_u1].double().mean().item() - 0.25) < 0.015
+    # a nested difference: the L-shape minus a disk of radius 0.25 around (−0.5, −0.5)
+    hole = Disk([-0.5, -0.5], 0.25)
+    lshape = (Rectangle([-1, -1], [1, 1]) - Rectangle([0, 0], [1, 1])) - hole
+    x, _ = lshape.sample_boundary(8000, method, seed=0)
+    assert bool(lshape.on_boundary(x).all())
+    on_hole = ((x - torch.tensor([-0.5, -0.5], dtype=torch.float64)).norm(dim=1) - 0.25).abs() < 1e-9
+    expected = 0.5 * math.pi / (8 + 0.5 * math.pi)
+    assert abs(on_hole.double().mean().item() - expected) < 0.02
+
+
+@pytest.mark.parametrize("method", ["uniform", "sobol"])
+def test_csg_spacetime_boundary_is_joint_and_on_the_boundary(method):
+    shape = (Rectangle([-1, -1], [1, 1]) - Rectangle([0, 0], [1, 1])).with_time(0, 2)
+    x, nrm = shape.sample_boundary(4000, method, seed=0)
+    assert bool(shape.space.on_boundary(x[:, :2]).all()) and bool((nrm[:, 2] == 0).all())
+    for n in ([1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]):  # each normal direction: length 2 of 8
+        side = (nrm[:, :2] == torch.tensor(n, dtype=torch.float64)).all(1)
+        assert abs(side.double().mean().item() - 0.25) < 0.03
+        share = torch.histc(x[side, 2].float(), 4, 0, 2) / int(side.sum())
+        assert (share - 0.25).abs().max().item() < 0.05, (n, share)
+
+
+# --- polygon ADF: finite gradients on the boundary -----------------------------------------------
+def _adf_reference(p, x):  # the Sukumar–Srivastava formula, plain (fine away from ∂Ω)
+    a, b, L = p.a, p.b, p.length
+    d, e = x[:, None, :] - a, b - a
+    f = (d[..., 0] * e[:, 1] - d[..., 1] * e[:, 0]) / L
+    t = ((L / 2) ** 2 - ((x[:, None, :] - (a + b) / 2) ** 2).sum(-1)) / L
+    phi = torch.sqrt(f**2 + ((torch.sqrt(t**2 + f**4) - t) / 2) ** 2)
+    return 1.0 / (1.0 / phi).sum(-1)
+
+
+@pytest.mark.parametrize("vertices", [LSHAPE, [[0.0, 0.0], [3.0, 0.4], [0.7, 2.3]]], ids=["lshape", "triangle"])
+def test_polygon_adf_gradient_on_the_boundary_is_the_inward_normal(vertices):
+    p = Polygon(vertices)
+    # away from ∂Ω the values and gradients are the formula's
+    xi = p.sample_interior(300, seed=1).requires_grad_()
+    phi = p.adf(xi)
+    ref = _adf_reference(p, xi)
+    torch.testing.assert_close(phi, ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(phi.sum(), xi)[0], torch.autograd.grad(ref.sum(), xi)[0], rtol=1e-9, atol=1e-12)
+    # on ∂Ω (points exactly on an axis-parallel edge gave NaN; on a slanted edge, rounding to the
+    # outside gave the outward normal): the interior limit, the inward unit normal
+    xb, nb = p.sample_boundary(400, seed=0)
+    corner = torch.cdist(xb, p.v).min(1).values < 0.05
+    xb, nb = xb[~corner], nb[~corner]
+    for dtype in (torch.float64, torch.float32):
+        x = xb.to(dtype).requires_grad_()
+        g = torch.autograd.grad(p.adf(x).sum(), x)[0]
+        assert bool(g.isfinite().all())
+        torch.testing.assert_close(g.double(), -nb, atol=1e-5 if dtype == torch.float32 else 1e-12, rtol=0)
+    h = 1e-6  # one-sided finite difference into Ω
+    fd = (p.adf(xb - h * nb) - p.adf(xb)) / h
+    torch.testing.assert_close(fd, torch.ones_like(fd), atol=1e-4, rtol=0)
+    # forward mode (jvp, used by hard-constraint transforms) agrees: ∂φ/∂n_out = −1
+    _, dn = torch.func.jvp(p.adf, (xb,), (nb,))
+    torch.testing.assert_close(dn, -torch.ones_like(dn), atol=1e-12, rtol=0)
+    # at the vertices the gradient is finite
+    v = p.v.clone().requires_grad_()
+    assert bool(torch.autograd.grad(p.adf(v).sum(), v)[0].isfinite().all())
+
+
+def test_hard_dirichlet_normal_derivative_on_polygon_boundary_is_finite():
+    p = Polygon(LSHAPE)
+    x = torch.tensor([[0.5, -1.0], [0.0, 0.5], [-1.0, 0.3], [0.5, 0.0]], dtype=torch.float64, requires_grad=True)
+    u = 2.0 + p.adf(x) * torch.sin(x[:, 0] + 2 * x[:, 1])  # u = g + φ·N
+    du = torch.autograd.grad(u.sum(), x)[0]
+    dn = (du * p.boundary_normal(x.detach())).sum(-1)
+    torch.testing.assert_close(dn, -torch.sin(x[:, 0] + 2 * x[:, 1]).detach())  # ∂u/∂n = −N on ∂Ω
