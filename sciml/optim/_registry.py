@@ -123,12 +123,16 @@ def build_optimizer(params, name: str, **kwargs) -> torch.optim.Optimizer:
 _HOW_TO_STEP = ("fused", "foreach", "capturable", "differentiable")
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, *, from_config=()) -> None:
     """``optimizer.load_state_dict(state)``, keeping this optimizer's own choice of step
     implementation (fused, foreach, capturable): a checkpoint carries the flags of the run that
     wrote it, and torch would adopt them (an eager CPU run's checkpoint would turn a resumed
-    CUDA-graph run's fused, capturable step into one that reads the host)."""
-    groups = [{**saved, **{k: own[k] for k in _HOW_TO_STEP if k in own}}
+    CUDA-graph run's fused, capturable step into one that reads the host). The settings named in
+    `from_config` (the keys of the config's optimizer section) also stay this optimizer's, so that a
+    resume with e.g. ``optimizer.weight_decay=...`` takes effect; the caller sets the lr, whose
+    schedule position the checkpoint holds."""
+    keep = (*_HOW_TO_STEP, *from_config)
+    groups = [{**saved, **{k: own[k] for k in keep if k in own}}
               for saved, own in zip(state["param_groups"], optimizer.param_groups)]
     optimizer.load_state_dict({**state, "param_groups": groups})
 

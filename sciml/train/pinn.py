@@ -245,6 +245,12 @@ class _Evaluator:
             self.x = self.x.to(device)
         names = problem.eval_outputs or problem.outputs
         self.cols = [problem.outputs.index(n) for n in names]
+        if self.ref is not None:
+            if problem.eval_outputs and max(self.cols) >= self.ref.shape[1]:
+                raise ConfigError(f"problem {problem.name!r}: eval_outputs {list(names)} asks for outputs its reference "
+                                  f"does not give (it returns {self.ref.shape[1]} column(s), the first output(s) in "
+                                  f"{list(problem.outputs)}); return one column per output or evaluate those it gives")
+            self.cols = [k for k in self.cols if k < self.ref.shape[1]]  # a one-column reference: the first output
 
     @torch.no_grad()
     def predict(self, model: PINNModel) -> torch.Tensor:
@@ -320,7 +326,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         start_phase, start_step, elapsed, history = state["phase"], state["step"], state["elapsed"], state["history"]
         opt_state, guard_state = state["optimizer"], state.get("guard")
         run.truncate_metrics(state["metric_lines"])
-    elif run is not None:
+    if run is not None:  # a resume's overrides too (max_minutes, a lower lr): the next resume and eval read them
         run.write_config(dump(cfg))
         run.write_environment(device)
 
@@ -363,7 +369,9 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 guard.load_state_dict(guard_state)
         base_lrs = [float(g["lr"]) for g in opt.param_groups]  # the config's: a checkpoint holds decayed ones
         if i == start_phase and opt_state is not None:
-            load_optimizer_state(opt, opt_state)
+            load_optimizer_state(opt, opt_state, from_config=opt_kw)
+            for g, lr in zip(opt.param_groups, base_lrs):  # the config's (a resume may change it); decayed per step below
+                g["lr"] = lr
         lrs_as_tensors(opt, graphed)  # also undoes a resumed graph run's tensor lrs for an eager one
 
         def backward_loss(terms_of):
@@ -445,9 +453,11 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     loss, closure.terms, record = captured() if replay else first_order_step()
                     if record is not None:
                         guard.record_step(record, replayed=replay and captured.captured)
-                if guard is not None and (step % cfg.log_every == 0 or step == ph.steps):  # polls: a sync
+                evaluates = bool(cfg.eval_every) and (step % cfg.eval_every == 0 or step == ph.steps)
+                logs = evaluates or step % cfg.log_every == 0 or step == ph.steps  # an eval step is logged too
+                if guard is not None and logs:  # polls: a sync
                     log_guard_events(guard, i)
-                if step % cfg.log_every == 0 or step == ph.steps:
+                if logs:
                     lval = float(loss.detach())
                     if not math.isfinite(lval) and guard is None:
                         raise FloatingPointError(f"non-finite loss at phase {i} ({name}) step {step}: lower the learning rate, "
@@ -458,7 +468,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                            **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
                     if causal is not None:
                         rec["causal_min_weight"] = float(torch.as_tensor(causal.last_min_weight).min())
-                    if cfg.eval_every and (step % cfg.eval_every == 0 or step == ph.steps):
+                    if evaluates:
                         rec.update(evaluate(model))
                     rec["seconds"] = elapsed + time.perf_counter() - t_phase
                     log(rec)

@@ -18,7 +18,7 @@ import torch
 
 from sciml.config import ConfigError, dump
 from sciml.data.loading import Normalizer, Split, load_splits, load_test
-from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors
+from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors, set_lr
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
 from sciml.train.losses import LOSSES, relative_l2_per_sample
@@ -73,7 +73,8 @@ def error_summary(err: torch.Tensor) -> dict[str, float]:
     """Mean, median and max of per-sample errors (n,), or of both columns of (n, 2) (the second as ``*_beyond``)."""
     if err.ndim == 2:
         return {**error_summary(err[:, 0]), **{f"{k}_beyond": v for k, v in error_summary(err[:, 1]).items()}}
-    return {"rel_l2": err.mean().item(), "rel_l2_median": err.median().item(), "rel_l2_max": err.max().item()}
+    # quantile, not torch.median: that is the lower of the two middle values of an even count
+    return {"rel_l2": err.mean().item(), "rel_l2_median": err.double().quantile(0.5).item(), "rel_l2_max": err.max().item()}
 
 
 @contextmanager
@@ -208,7 +209,7 @@ class Trainer:
         since `first_epoch_end` (the first epoch of a process holds capture and compilation)."""
         now = self._device_clock()
         per_epoch = (now - first_epoch_end) / epochs_timed
-        left = 60 * self.cfg.training.max_minutes - (now - self.started)
+        left = 60 * self.cfg.training.max_minutes - (self.seconds_before + now - self.started)  # earlier sittings count
         self.planned_epochs = epochs_within_budget(self.epoch, per_epoch, left, self.planned_epochs)
         self.run.log({"kind": "plan", "epoch": self.epoch, "s_per_epoch": per_epoch, "planned_epochs": self.planned_epochs})
 
@@ -242,9 +243,15 @@ class Trainer:
         if planned is not None and self.cfg.training.fit_to_budget:
             self.planned_epochs = min(planned, self.cfg.training.epochs)
         self.model.load_state_dict(state["model"])
-        load_optimizer_state(self.optimizer, state["optimizer"])
+        config_lrs = list(self.scheduler.base_lrs)
+        load_optimizer_state(self.optimizer, state["optimizer"], from_config=self.cfg.optimizer.kwargs())
         lrs_as_tensors(self.optimizer, self.graphed)
         self.scheduler.load_state_dict(state["scheduler"])
+        # the config's lr (a resume may lower it, as a GuardError advises) at the schedule's position
+        self.scheduler.base_lrs = config_lrs
+        for group, lr in zip(self.optimizer.param_groups, config_lrs):
+            group["initial_lr"] = lr
+            set_lr(group, lr * self._lr_factor(self.scheduler.last_epoch))
         self.guard.load_state_dict(state["guard"])
         if self._captured is not None:
             self._captured.invalidate()
@@ -385,6 +392,8 @@ class Trainer:
                 self.checkpoint("last")
             sitting = t.stop_after_minutes or t.max_minutes  # the plan spans max_minutes; this process may stop sooner
             if sitting is not None and time.perf_counter() - self.started > 60 * sitting and not last:
+                if plan:  # a sitting shorter than PLAN_AFTER epochs: plan at its pace, first epoch included
+                    self._plan_to_budget(self.started, self.epoch - start_epoch)
                 self.checkpoint("last")
                 stopped_early = True
                 break

@@ -315,6 +315,47 @@ def test_cli_says_how_to_go_on_after_the_cap_and_resume_with_a_new_cap_finishes(
     assert "stopped by the time cap" not in capsys.readouterr().out
     final = [r for r in RunDir(tmp_path / "r").read_metrics() if r.get("kind") == "final"]
     assert len(final) == 1 and final[0]["stopped_early"] is False
+    # the resume's override is the run's config now: a later resume or eval reads max_minutes: null
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["max_minutes"] is None
+
+
+def test_a_resume_takes_the_learning_rate_it_is_given(monkeypatch, tmp_path):
+    """GuardError's advice, `--resume RUN phases.0.optimizer.lr=...`: the checkpoint's lr came back."""
+    from sciml.config import validate
+
+    seen = []
+    step = torch.optim.Adam.step
+
+    def record(self, *args, **kwargs):
+        seen.append(float(self.param_groups[0]["lr"]))
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    cfg = {**TINY, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 4}]}
+    run = RunDir.create(tmp_path, "r")
+    fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**cfg, "max_minutes": 1e-9}), run=run)
+    lower = {**cfg, "phases": [{"optimizer": {"name": "adam", "lr": 1e-6}, "steps": 4}]}
+    fit(get_problem("diffusion_reaction"), validate(PINNConfig, lower), run=run, resume=True)
+    assert seen == [1e-2, 1e-6, 1e-6, 1e-6]
+
+
+def test_every_eval_step_is_evaluated_whatever_log_every_is(tmp_path):
+    cfg = {**TINY, "log_every": 4, "eval_every": 6, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 13}]}
+    run_pinn(cfg, run_dir=RunDir.create(tmp_path, "r").path)
+    steps = [r["step"] for r in RunDir(tmp_path / "r").read_metrics() if r.get("kind") == "step" and "rel_l2" in r]
+    assert steps == [6, 12, 13]
+
+
+def test_a_one_column_reference_of_a_two_output_problem_evaluates_its_first_output(tmp_path):
+    from dataclasses import replace
+
+    from sciml.train.pinn import _Evaluator
+
+    problem = get_problem("diffusion_reaction")
+    two = replace(problem, residual=lambda d, p: [d.u_t - d.u_xx, d.v_t - d.v_xx], outputs=("u", "v"))
+    errors = _Evaluator(two, "cpu").errors(torch.zeros(len(_Evaluator(two, "cpu").x), 2, dtype=torch.float64))
+    assert errors["rel_l2"] == pytest.approx(1.0) and "rel_l2_v" not in errors
+    with pytest.raises(ConfigError, match="eval_outputs \\['v'\\] asks for outputs its reference does not give"):
+        _Evaluator(replace(two, eval_outputs=("v",)), "cpu")
 
 
 def test_a_cli_run_that_fails_before_writing_anything_leaves_no_empty_folder(tmp_path, capsys):

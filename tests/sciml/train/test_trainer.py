@@ -401,6 +401,62 @@ def test_a_budget_longer_than_one_sitting_runs_across_resumes_like_one_run(tiny_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_sittings_too_short_to_time_three_epochs_still_keep_the_total_budget(tiny_cfg, one_second_epochs):
+    """Sittings of 1.5 s never reached the third epoch at which a plan is made, so no sitting planned and
+    the run trained all 20 epochs of a 10 s budget. Now a sitting that stops unplanned plans at its own
+    pace (its first epoch included)."""
+    budget = {**tiny_cfg["training"], "epochs": 20, "max_minutes": 10 / 60, "fit_to_budget": True,
+              "stop_after_minutes": 1.5 / 60}
+    cfg = validate(OperatorConfig, {**tiny_cfg, "training": budget, "output": {**tiny_cfg["output"], "name": "short"}})
+    run, final = train(cfg)
+    for _ in range(20):
+        if not final["stopped_early"]:
+            break
+        _, final = train(cfg, run=run, resume=True)
+    plans = [r for r in run.read_metrics() if r["kind"] == "plan"]
+    assert len(plans) == 1 and plans[0]["epoch"] == 2 and 2 < plans[0]["planned_epochs"] < 10, plans
+    assert not final["stopped_early"] and final["epoch"] == plans[0]["planned_epochs"]
+    assert final["train_seconds_total"] <= 10.0
+
+
+def test_a_plan_made_in_a_later_sitting_counts_the_earlier_ones(tiny_cfg, one_second_epochs):
+    budget = {**tiny_cfg["training"], "epochs": 20, "max_minutes": 10 / 60}
+    first = validate(OperatorConfig, {**tiny_cfg, "training": {**budget, "epochs": 2},
+                                      "output": {**tiny_cfg["output"], "name": "later_plan"}})
+    run, _ = train(first)  # 2 s spent before the budget was fit
+    planned = validate(OperatorConfig, {**tiny_cfg, "training": {**budget, "fit_to_budget": True},
+                                        "output": {**tiny_cfg["output"], "name": "later_plan"}})
+    _, done = train(planned, run=run, resume=True)
+    plan = [r for r in run.read_metrics() if r["kind"] == "plan"]
+    # at epoch 5, 10 - 5 s are left: 97 % of them at 1 s an epoch, one held back -> 8 (counting only this
+    # sitting's 3 s it planned 10, and trained 10 s of a 10 s budget)
+    assert plan[0]["planned_epochs"] == 8 and done["epoch"] == 8 and done["train_seconds_total"] == pytest.approx(8.0)
+
+
+def test_the_median_error_of_an_even_count_is_the_mean_of_the_middle_two():
+    from sciml.train.trainer import error_summary
+
+    summary = error_summary(torch.tensor([0.4, 0.1, 0.3, 0.2]))
+    assert summary["rel_l2_median"] == pytest.approx(0.25) and summary["rel_l2"] == pytest.approx(0.25)
+
+
+def test_a_resume_takes_the_lr_and_weight_decay_it_is_given(tiny_cfg):
+    """A GuardError says `sciml train --resume RUN optimizer.lr=...`: the checkpoint's param groups and
+    scheduler used to put the old lr back (and config.yaml then said the new one)."""
+    raw = {**tiny_cfg, "schedule": {"name": "step", "step_size": 2, "gamma": 0.5},
+           "training": {**tiny_cfg["training"], "epochs": 4, "eval_every": 1},
+           "output": {**tiny_cfg["output"], "name": "lr_override"}}
+    run, _ = train(validate(OperatorConfig, raw))
+    lower = {**raw, "optimizer": {**raw["optimizer"], "lr": 1e-5, "weight_decay": 0.25},
+             "training": {**raw["training"], "epochs": 6}}
+    train(validate(OperatorConfig, lower), run=run, resume=True)
+    lrs = [r["lr"] for r in run.read_metrics() if r["kind"] == "eval"]
+    assert lrs[:4] == pytest.approx([5e-3, 2.5e-3, 2.5e-3, 1.25e-3])
+    assert lrs[4:] == pytest.approx([1e-5 * 0.25, 1e-5 * 0.125])  # the new base at the schedule's position
+    group = run.load_checkpoint("last")["optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 0.25 and group["initial_lr"] == 1e-5
+
+
 def test_stop_after_minutes_needs_a_fit_to_budget_plan(tiny_cfg):
     from sciml.config import ConfigError
 
