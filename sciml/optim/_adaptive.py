@@ -354,6 +354,9 @@ class SubsetNorm(FunctionalOptimizer):
     its larger dimension: one adaptive step size per index of the smaller dimension,
     v_j ← β₂v_j + (1−β₂)‖g_{S_j}‖²;  θ_{S_j} ← θ_{S_j} − η·m̂_{S_j}/(√v̂_j + ε). 1-D tensors
     and scalars keep per-coordinate moments (plain AdamW). Memory for v: O(min(rows, cols)).
+    A complex entry is two reals, as in every optimizer here, and the complex tensor's own shape
+    decides vector or matrix: a complex vector (n,) steps as the real vector (2n,) of its (re, im)
+    pairs, per coordinate; a complex (r, c, ...) tensor as the real matrix (r, 2c·...) of its rows' pairs.
 
     Subspace-Momentum (`momentum_rank` r): for matrices whose smaller side exceeds r, momentum
     lives in the span P of G's top-r singular vectors on the smaller side, recomputed from the
@@ -383,6 +386,17 @@ class SubsetNorm(FunctionalOptimizer):
     def graph_capturable(self) -> bool:
         """Without Subspace-Momentum only: the subspace is redrawn on the host every proj_every steps."""
         return super().graph_capturable and all(group["momentum_rank"] is None for group in self.param_groups)
+
+    def _real_views(self, p):
+        """A complex vector or scalar as the flat real vector of its (re, im) pairs: its real view (n, 2)
+        would read as a matrix (one step size for all real parts, one for all imaginary parts)."""
+        pr, gr = real_view(p), real_view(p.grad)
+        if p.is_complex() and p.dim() <= 1:
+            if p.numel() > 1 and p.stride(-1) != 1:
+                raise ValueError(f"subset_norm needs a complex vector parameter with unit stride, got strides {p.stride()}; "
+                                 "pass a contiguous tensor")
+            pr, gr = pr.view(-1), gr.reshape(-1)
+        return pr, gr
 
     @staticmethod
     def _reduce_dim(p: Tensor) -> int | None:
@@ -448,7 +462,8 @@ class ClipRAdaGradD(FunctionalOptimizer):
 
     Chezhegov et al. 2024, arXiv:2406.04443 (v1 naming). No reference code was found; our
     defaults: γ = lr = 1e-2, λ = clip = 1, η = reweight = 1, b₀ = 1e-1 (first step length
-    ≤ γλ/b₀ = 0.1). Group-level state (b²) lives with the group's first parameter.
+    ≤ γλ/b₀ = 0.1). Group-level state (b²) lives with the group's first parameter, whether or not it
+    has a gradient (b² accumulates over every step of the group).
     """
 
     def __init__(self, params, lr: float = 1e-2, clip: float = 1.0, reweight: float = 1.0, b0: float = 1e-1,
@@ -467,12 +482,23 @@ class ClipRAdaGradD(FunctionalOptimizer):
         norms = torch.stack([torch.linalg.vector_norm(real_view(p.grad)) for p in params])
         norm = torch.linalg.vector_norm(norms)
         coef = torch.clamp(group["clip"] / (norm + 1e-300), max=1.0)
-        first = self.state[params[0]]
-        if "b2" not in first:
-            first["b2"] = torch.full((), group["b0"] ** 2, dtype=norm.dtype, device=norm.device)
-        b = first["b2"].sqrt()
+        b2 = self._accumulator(group, norm)
+        b = b2.sqrt()
         group["_coef"] = coef * group["lr"] / b  # step multiplier with the delayed b_t
-        first["b2"].add_(group["reweight"] * (coef * norm) ** 2)
+        b2.add_(group["reweight"] * (coef * norm) ** 2)
+
+    def _accumulator(self, group: dict, like: Tensor) -> Tensor:
+        """The group's b², kept with its first parameter whether or not that one has a gradient now (a
+        parameter unused on some step must not split b² in two, the second restarting at b₀²)."""
+        first = self.state[group["params"][0]]
+        if "b2" not in first:
+            # a checkpoint of a version that kept b² with the first parameter that had a gradient
+            held = [self.state[p] for p in group["params"][1:] if "b2" in self.state.get(p, {})]
+            first["b2"] = (held[0]["b2"] if held else
+                           torch.full((), group["b0"] ** 2, dtype=like.dtype, device=like.device))
+            for st in held:
+                del st["b2"]
+        return first["b2"]
 
     def init_state(self, p, group):
         return {}

@@ -66,6 +66,20 @@ class FunctionalOptimizer(torch.optim.Optimizer):
     def _prepare_group(self, group: dict) -> None:
         """Hook for per-group work before the parameter loop (e.g. a shared norm)."""
 
+    def _real_views(self, p: Tensor) -> tuple[Tensor, Tensor]:
+        """The tensors `init_state` and `update` see for parameter `p`: its real view and its gradient's."""
+        return real_view(p), real_view(p.grad)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load, keeping a saved step count exact: torch turns a capturable group's "step" tensor
+        into float32, which would compute every bᵗ after a resume (or a guard's rollback) in float32."""
+        super().load_state_dict(state_dict)
+        saved = (i for g in state_dict["param_groups"] for i in g["params"])
+        for i, p in zip(saved, (p for g in self.param_groups for p in g["params"])):
+            step = state_dict["state"].get(i, {}).get("step")
+            if isinstance(step, Tensor):
+                self.state[p]["step"] = step.detach().to(device=p.device, dtype=torch.float64, copy=True)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         loss = None
@@ -80,13 +94,15 @@ class FunctionalOptimizer(torch.optim.Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 state = self.state[p]
-                pr, gr = real_view(p), real_view(p.grad)
+                pr, gr = self._real_views(p)
                 if "step" not in state:  # a group hook may already have put group-level state here
                     state.update(self.init_state(pr, group))
                     state["step"] = 0
                 if group.get("capturable", False):
-                    if not isinstance(state["step"], Tensor) or state["step"].device != p.device:
-                        # the first step, an eager run's checkpoint, or one loaded onto another device
+                    step = state["step"]
+                    if not isinstance(step, Tensor) or step.device != p.device or step.dtype != torch.float64:
+                        # the first step, an eager run's checkpoint, one loaded onto another device, or a
+                        # count another loader made float32 (torch's load_state_dict does for capturable groups)
                         state["step"] = torch.as_tensor(state["step"], dtype=torch.float64).to(p.device)
                     state["step"].add_(1)
                 else:

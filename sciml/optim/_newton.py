@@ -11,7 +11,7 @@ Per step, with x all parameters as one real vector, g = ∇L(x), H = ∇²L(x):
    a PINN loss is indefinite away from a minimum);
 3. if dᵀg ≤ 0 the gradient is used instead; Armijo backtracking from t = lr:
    L(x − t d) ≤ L(x) − c·t·gᵀd, t ← βt (at most `max_line_search` halvings);
-4. x ← x − t d.
+4. x ← x − t d (every trial written from the saved x; x unchanged, bit for bit, when none is accepted).
 
 Rathore, Lei, Frangella, Lu & Udell, "Challenges in Training PINNs: A Loss Landscape
 Perspective", ICML 2024, arXiv:2402.01868 (code: pratikrathore8/opt_for_pinns; defaults lr 1,
@@ -122,17 +122,24 @@ class NysNewtonCG(torch.optim.Optimizer):
         if group["line_search"] == "armijo":
             f0 = float(loss)
             slope = float(descent)
+            # every trial is written from this copy of x (undoing x − t·d by adding t·d back drifts by
+            # rounding, and a rejected step would still move x)
+            x0 = [p.detach().clone() for p in params]
+            steps = self._split(d)
             for _ in range(group["max_line_search"]):
-                self._add(d, -t)
+                for p, p0, dp in zip(params, x0, steps):
+                    p.copy_(p0).add_(dp, alpha=-t)
                 with torch.enable_grad():  # PINN losses differentiate w.r.t. their inputs
                     f1 = float(closure().detach())
-                self._add(d, t)
                 if math.isfinite(f1) and f1 <= f0 - group["armijo_c"] * t * slope:
-                    break
+                    break  # x holds x0 − t·d
                 t *= group["armijo_beta"]
             else:
-                t = 0.0  # no acceptable step: stay put (the loss is at its numerical floor)
-        self._add(d, -t)
+                t = 0.0  # no acceptable step: stay put, exactly (the loss is at its numerical floor)
+                for p, p0 in zip(params, x0):
+                    p.copy_(p0)
+        else:
+            self._add(d, -t)
         state["t"] = t
         state["n_iters"] = k + 1
         return loss.detach()

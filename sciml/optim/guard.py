@@ -22,6 +22,14 @@ Per step ``guard.step`` does, in order:
    estimate then restarts from the restored state's losses: a level that persists after a
    rollback is the objective's, not a spike, and must not roll back again and again.
 
+Closure optimizers (L-BFGS, Newton-CG) step inside ``optimizer.step(closure)``, so the guard judges
+the step afterwards and, for a skip (non-finite loss or weights, or a spike), restores the model
+and optimizer state it copied before the step; clipping is not applied to their inner
+evaluations. The loss they return is the one evaluated at the weights *before* their step: the
+check of a closure step therefore judges the previous step's result, one step late. A spike
+caused by step k is seen at step k+1, whose update is skipped, while step k's weights stay
+(until a rollback replaces them).
+
 When the objective itself changes (a PINN resamples its collocation points, adaptive loss
 weights move) the loss may jump for no fault of the optimizer: the trainer calls
 ``guard.rebase()``, which forgets the running estimate and relearns it over `spike_warmup` steps.
@@ -328,23 +336,37 @@ class Guard:
             return torch.clamp(thr / (norm + 1e-12), max=1.0), thr
         safe = torch.where(finite, norm, torch.zeros_like(norm))
         if self._clip_mean is None:  # warm-up: collect, do not clip
-            self._warm_norms.append(safe)
+            self._warm_norms.append(torch.where(finite, norm, torch.full_like(norm, math.nan)))  # NaN: not counted
             if len(self._warm_norms) >= self.clip_warmup:
-                w = torch.stack(self._warm_norms)
-                self._clip_mean, self._clip_var = w.mean(), w.var(unbiased=False)
+                self._clip_mean, self._clip_var = self._warm_statistics(torch.stack(self._warm_norms))
                 self._warm_norms = []
             return None, inf
+        # NaN statistics: the warm-up saw no finite norm; the first finite one after it starts them
+        unset = torch.isnan(self._clip_mean)
         thr = self._clip_mean + self.clip_z * self._clip_var.clamp_min(0).sqrt()
+        thr = torch.where(unset, inf, thr)
         clipped = torch.minimum(safe, thr)
         a = self.clip_alpha
         # statistics follow the clipped norm so an outlier does not inflate them (ZClip);
         # a non-finite step leaves them unchanged
-        new_mean = a * self._clip_mean + (1 - a) * clipped
-        new_var = a * self._clip_var + (1 - a) * (clipped - new_mean) ** 2
+        new_mean = torch.where(unset, clipped, a * self._clip_mean + (1 - a) * clipped)
+        new_var = torch.where(unset, torch.zeros_like(clipped), a * self._clip_var + (1 - a) * (clipped - new_mean) ** 2)
         # in place: a captured step must write the tensors the next replay reads
         self._clip_mean.copy_(torch.where(finite, new_mean, self._clip_mean))
         self._clip_var.copy_(torch.where(finite, new_var, self._clip_var))
         return torch.clamp(thr / (norm + 1e-12), max=1.0), thr
+
+    @staticmethod
+    def _warm_statistics(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and (population) variance of the warm-up's finite norms, on device (no host read);
+        NaN for both when none was finite. A non-finite step is no gradient norm: counted as 0 it
+        would pull the mean down and widen the variance."""
+        ok = torch.isfinite(w)
+        count = ok.sum().to(w.dtype)
+        mean = torch.where(ok, w, torch.zeros_like(w)).sum() / count
+        var = torch.where(ok, (w - mean) ** 2, torch.zeros_like(w)).sum() / count
+        every = ok.all()  # then torch's own reductions, as before non-finite steps were left out
+        return torch.where(every, w.mean(), mean), torch.where(every, w.var(unbiased=False), var)
 
     def _scaled_step(self, closure):
         groups, scale = self.optimizer.param_groups, self.lr_scale
@@ -445,7 +467,8 @@ class Guard:
             self._skip_nonfinite(self.step_count, lval, float("nan"))
             self._lower_lr(self.step_count)
             return ret
-        if self._is_spike(lval):
+        if self._is_spike(lval):  # skip the update, as for a non-finite step (the optimizer has taken it)
+            self._restore(before["model"], before["optimizer"])
             self._spike(self.step_count, lval)
         else:
             self._healthy(lval)

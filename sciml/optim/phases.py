@@ -17,7 +17,7 @@ Contract (what a PINN trainer supplies and gets back)::
   ``x.to(next(model.parameters()).dtype)``, so a float64 phase works.
 * A phase is ``{"optimizer": {"name": ..., **kwargs}, "steps": N}`` plus optionally
   ``"dtype": "float32" | "float64"`` (the model is cast in place before the phase and stays in
-  that dtype) and ``"guard": {...}`` (a `Guard` config for this phase; default: no guard).
+  that dtype; complex parameters and buffers go to complex64 | complex128) and ``"guard": {...}`` (a `Guard` config for this phase; default: no guard).
   ``steps`` counts ``optimizer.step`` calls: one L-BFGS step runs up to ``max_iter`` (torch
   default 20) inner iterations, one Newton-CG step runs a CG solve and a line search.
 * ``callback(phase_index, step, loss)`` is called after every step with the loss as a float
@@ -45,6 +45,23 @@ from ._registry import OPTIMIZERS, build_optimizer, closure_kind
 from .guard import Guard
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, None: None}
+
+
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def cast_model(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast `model`'s parameters and buffers in place: real floating ones to `dtype`, complex ones to the
+    complex dtype of that precision (``model.to(torch.float64)`` would drop their imaginary parts);
+    integer and bool tensors stay as they are."""
+    complex_dtype = _COMPLEX[dtype]
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        if t.is_complex():
+            return t.to(complex_dtype)
+        return t.to(dtype) if t.is_floating_point() else t
+
+    return model._apply(cast)
 
 
 class PhaseSchedule:
@@ -82,7 +99,7 @@ class PhaseSchedule:
         for i, ph in enumerate(self.phases):
             dtype = _DTYPES[ph["dtype"]]
             if dtype is not None:
-                model.to(dtype)
+                cast_model(model, dtype)
             kw = dict(ph["optimizer"])
             name = kw.pop("name")
             opt = build_optimizer(model.parameters(), name, **kw)

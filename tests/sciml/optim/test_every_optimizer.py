@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from sciml.optim import OPTIMIZERS, build_optimizer, closure_kind
+from sciml.optim._base import FunctionalOptimizer
+from sciml.optim._registry import optimizer_spec
 
 NAMES = OPTIMIZERS.names()
 # learning rates that make 40 steps meaningful on this toy problem (defaults where they suffice)
@@ -81,7 +83,22 @@ def test_trains_complex_parameters(name, options):
     assert last < 0.7 * first, f"{name}: loss {first:.4g} -> {last:.4g}"
 
 
-@pytest.mark.parametrize("name, options", CASES, ids=IDS)
+def _functional(name):
+    spec = optimizer_spec(name)
+    return spec is not None and isinstance(spec.resolve(), type) and issubclass(spec.resolve(), FunctionalOptimizer)
+
+
+# sciml's own optimizers again with the step count on the device (capturable=True works on the CPU too)
+CAPTURABLE = [(n, {**kw, "capturable": True}) for n, kw in CASES if _functional(n)]
+CAPTURABLE_IDS = [f"{i}-capturable" for i, (n, _) in zip(IDS, CASES) if _functional(n)]
+
+
+def test_every_functional_optimizer_has_a_capturable_case():
+    assert {n for n, _ in CAPTURABLE} >= {"adabelief", "spam", "ademamix", "mars", "fadam", "subset_norm",
+                                          "clip_radagradd"}
+
+
+@pytest.mark.parametrize("name, options", CASES + CAPTURABLE, ids=IDS + CAPTURABLE_IDS)
 def test_state_dict_round_trip_resumes_identically(name, options):
     x, y = _data()
     n = 2 if closure_kind(name) != "none" else 4
@@ -93,6 +110,8 @@ def test_state_dict_round_trip_resumes_identically(name, options):
     _steps(a, opt_a, name, x, y, n)
     opt_b = _build(name, b, **options)
     opt_b.load_state_dict(sd)
+    if options.get("capturable"):  # torch's load makes a capturable "step" float32; ours keeps it exact
+        assert all(s["step"].dtype == torch.float64 for s in opt_b.state.values() if "step" in s)
     _steps(b, opt_b, name, x, y, n)
     for (k, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(p, q), f"{name}: parameter {k} differs after resume"

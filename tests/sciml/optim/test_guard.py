@@ -212,6 +212,35 @@ def test_zclip_clips_an_outlier_gradient_norm():
         torch.testing.assert_close(q.detach(), w[n] - 1e-3 * g[n] * thr / norm, rtol=0, atol=1e-12)
 
 
+def _zclip_feed(guard, model, values):
+    for v in values:  # every gradient entry v: norm |v|·sqrt(3) for a Linear(2, 1)
+        for p in model.parameters():
+            p.grad = torch.full_like(p, v)
+        guard.step(torch.tensor(1.0))
+    guard.pop_events()
+
+
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_zclip_warmup_statistics_leave_non_finite_steps_out(check_every):
+    model = torch.nn.Linear(2, 1)
+    opt = build_optimizer(model.parameters(), "sgd", lr=0.0)
+    guard = Guard(model, opt, clip="zclip", clip_warmup=5, check_every=check_every)
+    _zclip_feed(guard, model, [1.0, 2.0, float("nan"), 4.0, float("inf")])
+    norms = torch.tensor([1.0, 2.0, 4.0]) * math.sqrt(3)  # the finite steps only (a NaN step is no norm 0)
+    assert guard._clip_mean.item() == pytest.approx(norms.mean().item(), rel=1e-12)
+    assert guard._clip_var.item() == pytest.approx(norms.var(unbiased=False).item(), rel=1e-12)
+
+
+def test_zclip_warmup_without_a_finite_norm_starts_from_the_first_finite_one():
+    model = torch.nn.Linear(2, 1)
+    opt = build_optimizer(model.parameters(), "sgd", lr=0.0)
+    guard = Guard(model, opt, clip="zclip", clip_warmup=2)
+    _zclip_feed(guard, model, [float("nan"), float("nan"), 2.0])
+    assert guard._clip_mean.item() == pytest.approx(2 * math.sqrt(3), rel=1e-12) and guard._clip_var.item() == 0.0
+    _zclip_feed(guard, model, [1.0])  # the statistics then move as usual
+    assert math.isfinite(guard._clip_mean.item()) and math.isfinite(guard._clip_var.item())
+
+
 def test_fixed_norm_clip():
     p = torch.nn.Parameter(torch.zeros(2))
     model = torch.nn.Module()
@@ -290,6 +319,50 @@ def test_closure_path_lbfgs_and_nan_revert():
     guard.step(None, closure=bad)
     assert all(torch.equal(a, b) for a, b in zip(w, model.parameters()))
     assert [e["event"] for e in guard.pop_events()] == ["skip_nonfinite", "lr_lowered"]
+
+
+def _same(a, b) -> bool:
+    """Nested optimizer state (dicts, lists, tensors, numbers) equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("name, kw", [("lbfgs", {"lr": 0.1, "max_iter": 1}),
+                                      ("lbfgs", {"lr": 1.0, "line_search_fn": "strong_wolfe"}),
+                                      ("nys_newton_cg", {"rank": 2, "mu": 1e-4})])
+def test_a_closure_step_judged_a_spike_leaves_weights_and_optimizer_state_unchanged(name, kw):
+    import copy
+
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), name, **kw)
+    guard = Guard(model, opt, clip=None, spike_warmup=3)
+    scale = [1.0]
+
+    def loss_only():
+        return scale[0] * (_loss(model, x, y) + 1.0)  # + 1: the loss stays away from 0 as it converges
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_only()
+        loss.backward()
+        return loss
+
+    step_closure = loss_only if name == "nys_newton_cg" else closure
+    for _ in range(5):
+        guard.step(None, closure=step_closure)
+    assert [e["event"] for e in guard.pop_events()] == []
+    scale[0] = 1e3  # the objective jumps: a spike
+    w = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = copy.deepcopy(opt.state_dict())
+    guard.step(None, closure=step_closure)
+    assert [e["event"] for e in guard.pop_events()] == ["spike"] and guard.counts["spike"] == 1
+    assert all(torch.equal(v, w[k]) for k, v in model.state_dict().items()), "the spike's update is skipped"
+    assert _same(opt.state_dict(), state), "and so is its change of the optimizer's state"
 
 
 def test_state_dict_round_trip_resumes_identically():

@@ -51,6 +51,32 @@ def test_newton_cg_converges_where_adam_stalls():
     assert nn_loss < 1e-20 and nn_err < 1e-8, (nn_loss, nn_err)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_rejected_line_search_leaves_the_parameters_bit_identical(dtype):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(50, dtype=dtype) * 100)
+    z = torch.nn.Parameter(torch.randn(3, dtype=torch.complex128 if dtype == torch.float64 else torch.complex64))
+    calls, reject = [0], [True]
+
+    def loss():  # while `reject`, every trial point is worse than the start: no step is accepted
+        calls[0] += 1
+        value = (p ** 4).sum() + (p[:-1] * p[1:]).sum() + (z.abs() ** 4).sum()
+        return value.detach() + 1e30 if reject[0] and calls[0] > 1 else value
+
+    opt = NysNewtonCG([p, z], rank=5, max_line_search=8)
+    x0, z0 = p.detach().clone(), z.detach().clone()
+    opt.step(loss)
+    assert opt.state[p]["t"] == 0.0 and calls[0] == 1 + 8
+    assert torch.equal(p, x0) and torch.equal(z, z0), "x − t·d + t·d is not x in floating point"
+
+    reject[0] = False  # now the trials are real: an accepted step is exactly x − t·d
+    opt.step(loss)
+    t, d = opt.state[p]["t"], opt.state[p]["d"]
+    assert t > 0
+    torch.testing.assert_close(torch.cat([p.detach(), torch.view_as_real(z.detach()).reshape(-1)]),
+                               torch.cat([x0, torch.view_as_real(z0).reshape(-1)]).add(d, alpha=-t), rtol=0, atol=0)
+
+
 def test_closure_with_backward_is_a_clear_error():
     w = torch.nn.Parameter(torch.ones(2))
     opt = build_optimizer([w], "nys_newton_cg", rank=2)
@@ -112,6 +138,28 @@ def test_float64_phase_casts_the_model():
                           {"optimizer": LBFGS, "steps": 2, "dtype": "float64"}]).run(net, loss_fn)
     assert net[0].weight.dtype == torch.float64
     assert hist[1]["loss"] < hist[0]["loss"]
+
+
+def test_a_phase_dtype_keeps_complex_parameters_complex():
+    class Spectral(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([1.0 + 2.0j, -0.5 + 1.0j], dtype=torch.complex64))
+            self.b = torch.nn.Parameter(torch.zeros(2, dtype=torch.float32))
+            self.register_buffer("phase", torch.tensor([1j, -1j], dtype=torch.complex64))
+            self.register_buffer("count", torch.tensor(3))
+
+    m = Spectral()
+    target = torch.tensor([0.3 + 0.7j, 1.0 - 1.0j], dtype=torch.complex128)
+    loss_fn = lambda: (m.w - target).abs().square().sum() + m.b.square().sum()  # noqa: E731
+    hist = PhaseSchedule([{"optimizer": {"name": "lbfgs", "max_iter": 50}, "steps": 2, "dtype": "float64"}]).run(m, loss_fn)
+    assert (m.w.dtype, m.b.dtype, m.phase.dtype, m.count.dtype) == (torch.complex128, torch.float64, torch.complex128,
+                                                                    torch.int64)
+    assert torch.equal(m.phase, torch.tensor([1j, -1j], dtype=torch.complex128)), "imaginary parts kept"
+    torch.testing.assert_close(m.w.detach(), target, rtol=0, atol=1e-6)  # trained as complex, imaginary part too
+    assert hist[0]["loss"] < 1e-10
+    PhaseSchedule([{"optimizer": {"name": "adam"}, "steps": 1, "dtype": "float32"}]).run(m, lambda: m.w.abs().sum())
+    assert (m.w.dtype, m.b.dtype) == (torch.complex64, torch.float32) and m.w.imag.abs().min() > 0.5
 
 
 def test_phase_guard_and_callback():

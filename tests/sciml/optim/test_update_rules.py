@@ -478,3 +478,54 @@ def test_memory_savers_shrink_the_fno_optimizer_state():
     assert sizes["adam-like"] == sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
     assert sizes["sparse"] - dense_vectors < 0.26 * (sizes["adam-like"] - dense_vectors)
     assert sizes["subspace m"] < 0.5 * sizes["full m"], sizes
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+def test_clip_radagradd_accumulates_b_over_every_step_when_the_first_parameter_sometimes_has_no_gradient(capturable):
+    """b² is the group's: a first parameter unused on odd steps (a branch not taken) must not move it
+    to another parameter and restart it at b₀² (the rule: b²_{t+1} = b²_t + η‖ĝ_t‖², every step)."""
+    import copy
+
+    params, grads = _setup(((3,), (2, 2), (4,)))
+    lr, clip, reweight, b0 = 1e-2, 5.0, 0.5, 0.3
+    ps = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = build_optimizer(ps, "clip_radagradd", lr=lr, clip=clip, reweight=reweight, b0=b0, capturable=capturable)
+    want, b2 = [p.clone() for p in params], b0 ** 2
+    for t, gs in enumerate(grads):
+        active = [i for i in range(len(ps)) if i != 0 or t % 2 == 0]
+        if t == 3:  # a resume on a step whose first parameter has no gradient
+            sd = copy.deepcopy(opt.state_dict())
+            opt = build_optimizer(ps, "clip_radagradd", lr=lr, clip=clip, reweight=reweight, b0=b0,
+                                  capturable=capturable)
+            opt.load_state_dict(sd)
+        for i, p in enumerate(ps):
+            p.grad = gs[i].clone() if i in active else None
+        opt.step()
+        norm = math.sqrt(sum((gs[i] ** 2).sum().item() for i in active))
+        c = min(1.0, clip / norm)
+        for i in active:
+            want[i] = want[i] - lr / math.sqrt(b2) * c * gs[i]
+        b2 += reweight * (c * norm) ** 2
+    for a, b in zip(ps, want):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-14)
+    held = [s["b2"] for s in opt.state.values() if "b2" in s]
+    assert len(held) == 1 and held[0].item() == pytest.approx(b2, rel=1e-12)
+
+
+@pytest.mark.parametrize("kw", [{}, {"weight_decay": 0.1, "momentum_rank": 1, "proj_every": 2}, {"capturable": True}])
+@pytest.mark.parametrize("shape, real_shape", [((6,), (12,)), ((), (2,)), ((3, 2), (3, 4)), ((2, 5), (2, 10))])
+def test_subset_norm_steps_a_complex_tensor_as_the_real_tensor_of_its_pairs(shape, real_shape, kw):
+    """A complex vector keeps per-coordinate moments like the real vector of its (re, im) pairs (its
+    real view (n, 2) is no matrix: one step size for all real parts was the bug); a complex matrix
+    steps as the real matrix of its rows' pairs."""
+    g = torch.Generator().manual_seed(5)
+    p0 = torch.randn(*shape, 2, generator=g)
+    grads = [torch.randn(*shape, 2, generator=g) * (50.0 if t == 4 else 1.0) for t in range(STEPS)]
+    c = torch.nn.Parameter(torch.view_as_complex(p0.clone()))
+    r = torch.nn.Parameter(p0.clone().reshape(real_shape))
+    opt = build_optimizer([c, r], "subset_norm", lr=1e-2, **kw)
+    for gt in grads:
+        c.grad, r.grad = torch.view_as_complex(gt.clone()), gt.clone().reshape(real_shape)
+        opt.step()
+    assert torch.equal(torch.view_as_real(c.detach()).reshape(real_shape), r.detach())
+    assert (r.detach() - p0.reshape(real_shape)).abs().max() > 1e-3
