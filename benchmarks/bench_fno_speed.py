@@ -15,7 +15,10 @@ with the other pointwise kernels ("dft_gemm" on CUDA, "dft_conv" on CPU, and "df
 activations, each pointwise map one 2D GEMM over batch x grid); on CUDA also each
 of these with the whole step captured in a CUDA graph; with `--compile` also
 `torch.compile(model)`. `--profile` writes where each step's time goes, kernel by kernel. Adam is fused on CUDA (capturable inside a graph), foreach on CPU;
-neuralop gets torch's default Adam as its own Trainer does.
+neuralop gets torch's default Adam as its own Trainer does (foreach: torch's fused Adam rejects its complex
+weights; `--foreach-control` also times ours with foreach Adam). Each row records its settings (batch,
+compile, precision, rounds) and rows merge by them, so runs with other settings add rows. On CUDA a
+row also gives the peak memory of the variant it reports as best, built afresh (a CUDA graph's pool included).
 
     python benchmarks/bench_fno_speed.py            # paper sizes (GPU); writes results/fno_speed_paper.json
     python benchmarks/bench_fno_speed.py --small    # reduced sizes (CPU); writes results/fno_speed.json
@@ -94,6 +97,33 @@ def peak_mb(fn, device) -> float | None:
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
+def built_peak_mb(build, device, replays: int = 3) -> float | None:
+    """Peak memory of a step from before it is built to after `replays` calls, above what was allocated
+    before (CUDA only): its optimizer's state, its warm-up, and for a CUDA-graph step the capture and the
+    private pool a replay keeps (invisible to `peak_mb`, which sees one call of a step already built)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step = build()
+    for _ in range(replays):
+        step()
+    sync(device)
+    peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    del step
+    torch.cuda.empty_cache()
+    return peak
+
+
+def merge_key(row: dict, precision: str = "fp32") -> tuple:
+    """A row's identity in results/fno_speed*.json: its case and size and the settings it was timed with (a
+    run with other settings adds rows beside it). Rows written before the settings were recorded: batch 20
+    (every plan command's), compiled when they hold a compiled time, the file's precision."""
+    return (row["case"], row["s"], row.get("batch", 20), row.get("compile", "sciml_compile_dft_ms" in row),
+            row.get("precision", precision))
+
+
 def interleaved(fns: dict, *, device, rounds: int, repeat: int) -> dict:
     """Median over `rounds` of each callable's median time (ms), alternating them against drift."""
     times = {k: [] for k in fns}
@@ -142,7 +172,8 @@ def write_profile(label: str, steps: dict, device, n_steps: int = 5, write: bool
     print("wrote", write_result_file(f"fno_profile_{label}.txt", text) if write else f"(not written)\n{text}", flush=True)
 
 
-def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch, profile=False, write=True):
+def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch, profile=False, write=True,
+             foreach_control=False):
     name, n_dims, s, modes, width, cin, published = case
     s = SMALL[s] if small else s
     grid = (s,) * n_dims
@@ -161,26 +192,54 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch,
     assert abs(p_sci - p_neu) <= 0.01 * p_neu, "architectures differ"
     cuda = device.type == "cuda"
     autocast = torch.bfloat16 if precision == "bf16" else None
-    steps = {"neuralop": make_step(neu, x, y, device=device, fused=False)}
+    # the same precision policy for both: under bf16 neuralop's step runs in the same autocast as ours.
+    # Adam: ours fused on CUDA (foreach on CPU), neuralop's foreach (torch's fused Adam rejects its complex
+    # spectral weights); --foreach-control times ours with foreach Adam too, as a control (never `best`)
+    builders = {"neuralop": partial(make_step, neu, x, y, device=device, fused=False, autocast=autocast)}
     for t, m in models.items():
-        steps[f"sciml_eager_{t}"] = make_step(m, x, y, device=device, fused=cuda, autocast=autocast)
+        builders[f"sciml_eager_{t}"] = partial(make_step, m, x, y, device=device, fused=cuda, autocast=autocast)
     if cuda:
         for t, m in models.items():
-            steps[f"sciml_graph_{t}"] = make_step(m, x, y, device=device, fused=True, graph=True, autocast=autocast)
+            builders[f"sciml_graph_{t}"] = partial(make_step, m, x, y, device=device, fused=True, graph=True,
+                                                   autocast=autocast)
+        if foreach_control:
+            builders["control_sciml_eager_dft_foreach"] = partial(make_step, models["dft"], x, y, device=device,
+                                                                  fused=False, autocast=autocast)
     if compile_:
         compiled = torch.compile(models["dft"])
-        steps["sciml_compile_dft"] = make_step(compiled, x, y, device=device, fused=cuda, autocast=autocast)
+        builders["sciml_compile_dft"] = partial(make_step, compiled, x, y, device=device, fused=cuda, autocast=autocast)
+    steps = {k: b() for k, b in builders.items()}
+    neuralop_autocast = autocast is not None
+    if autocast is not None:  # neuralop must run under the same autocast for the ratio to stand
+        try:
+            steps["neuralop"]()
+        except Exception as err:  # noqa: BLE001 - then timed in fp32, and no ratio (said in the row)
+            print(f"   neuralop failed under {precision} autocast ({type(err).__name__}: {err}); timed in fp32, "
+                  "no ratio", flush=True)
+            builders["neuralop"] = partial(make_step, neu, x, y, device=device, fused=False)
+            steps["neuralop"], neuralop_autocast = builders["neuralop"](), False
+    if compile_:
         steps["sciml_compile_dft"]()  # compile outside the timing
     times = interleaved(steps, device=device, rounds=rounds, repeat=repeat)
     best = min((k for k in times if k.startswith("sciml")), key=times.get)
-    row = {"case": name, "s": s, "params_sciml": p_sci, "params_neuralop": p_neu,
+    same_policy = autocast is None or neuralop_autocast
+    row = {"case": name, "s": s, "batch": batch, "compile": bool(compile_), "precision": precision,
+           "rounds": rounds, "repeat": repeat, "params_sciml": p_sci, "params_neuralop": p_neu,
            "neuralop_ms": round(times["neuralop"], 3), "sciml_ms": round(times[best], 3), "sciml_best": best,
-           "ratio": round(times[best] / times["neuralop"], 3)}
-    row.update({f"{k}_ms": round(v, 3) for k, v in times.items() if k.startswith("sciml")})
+           "ratio": round(times[best] / times["neuralop"], 3) if same_policy else None}
+    if autocast is not None:
+        row["neuralop_autocast"] = neuralop_autocast
+    if not same_policy:
+        row["ratio_note"] = f"none: neuralop failed under {precision} autocast and ran fp32"
+    row.update({f"{k}_ms": round(v, 3) for k, v in times.items() if k.startswith(("sciml", "control_"))})
     if cuda:
         row["neuralop_peak_mb"] = round(peak_mb(steps["neuralop"], device), 1)
         # eager steps: a replayed CUDA graph keeps its memory in a private pool, invisible to the peak
         row["sciml_peak_mb"] = round(peak_mb(steps["sciml_eager_dft"], device), 1)
+        # the variant whose time is claimed, built afresh (a graph's capture and pool included), beside
+        # neuralop's measured the same way: the peak-memory bar is checked on these two
+        row["sciml_best_peak_mb"] = round(built_peak_mb(builders[best], device), 1)
+        row["neuralop_built_peak_mb"] = round(built_peak_mb(builders["neuralop"], device), 1)
         row["published_neuralop_h100_ms"] = published
     if profile:
         try:
@@ -204,7 +263,7 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch,
     if solver is not None:
         row["infer_solver_ms"] = round(solver, 3)
     print("  ", {k: v for k, v in row.items() if k not in ("case", "s")}, flush=True)
-    del steps, models, neu
+    del steps, builders, models, neu
     if cuda:
         torch.cuda.empty_cache()
     return row
@@ -219,7 +278,11 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=None, help="timed steps per round (default 20 on CUDA, 3 on CPU)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(model)")
     parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
-                        help="tf32: TF32 matmuls for both libraries; bf16: autocast for sciml (neuralop stays fp32)")
+                        help="tf32: TF32 matmuls for both libraries; bf16: the same autocast for both (a row whose "
+                             "neuralop step fails under it times neuralop in fp32 and has no ratio)")
+    parser.add_argument("--foreach-control", action="store_true",
+                        help="CUDA: also time sciml's eager dft step with foreach Adam (neuralop's), a control "
+                             "that is never the row's best")
     parser.add_argument("--cases", default="", help="comma-separated case indices (default: all)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (default 1: on a shared CPU, OpenMP oversubscription is 10x slower)")
@@ -242,20 +305,29 @@ def main(argv=None):
     # would run neuralop's 1x1-convolution skips (and our conv kernel) in TF32 and its matmuls in FP32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
     name = ("fno_speed" if args.small else "fno_speed_paper") + ("" if args.precision == "fp32" else f"_{args.precision}")
-    notes = (f"batch {args.batch}, {args.precision}, {'reduced sizes (--small)' if args.small else 'paper sizes'}; "
+    notes = (f"{'reduced sizes (--small)' if args.small else 'paper sizes'}; each row's settings are its own "
+             "(batch, compile, precision, rounds x repeat; rows measured with other settings stand beside it, and "
+             "rows from before these were recorded are batch 20, compiled where they have sciml_compile_dft_ms). "
              "ms = median step time (forward + rel-L2 loss + backward + Adam); ratio = sciml_ms / neuralop_ms "
-             "(bar: <= 0.333 on GPU); peak_mb = transient CUDA memory of one eager step; infer_* = batch-1 forward; "
+             "(bar: <= 0.333 on GPU), sciml_ms the fastest sciml variant (sciml_best). Adam differs by necessity: "
+             "sciml's is fused on CUDA (foreach on CPU), neuralop's foreach (torch's fused Adam rejects complex "
+             "parameters, and neuralop's spectral weights are complex); control_sciml_eager_dft_foreach_ms, where "
+             "present, is ours with foreach Adam. bf16: the same autocast for both libraries. "
+             "sciml_peak_mb / neuralop_peak_mb = transient CUDA memory of one eager step (dft for sciml) of a step "
+             "already built; sciml_best_peak_mb / neuralop_built_peak_mb = from before the step is built (Adam state, "
+             "warm-up, and for a CUDA-graph variant its capture and private pool) to after 3 calls, for the variant "
+             "in sciml_best and for neuralop: the peak-memory bar compares these two. infer_* = batch-1 forward; "
              "infer_solver_ms = sciml's solver for one sample over one model call's horizon "
              "(Burgers: T = 1, float64; NS: one time unit at nu = 1e-3, float32; the model's output is one step).")
     rows = []
     for case in cases:
         rows.append(run_case(case, small=args.small, device=device, rounds=args.rounds, repeat=repeat,
                              compile_=args.compile, precision=args.precision, batch=args.batch, profile=args.profile,
-                             write=not args.no_write))
+                             write=not args.no_write, foreach_control=args.foreach_control))
         if not args.no_write:  # after every case: a command stopped by its time limit keeps the finished ones,
             # and --cases runs on the same device add up
             path = write_result(name, title="FNO step time: sciml vs neuraloperator 2.0", notes=notes, device=device,
-                                rows=rows, merge_key=lambda r: (r["case"], r["s"]))
+                                rows=rows, merge_key=partial(merge_key, precision=args.precision))
             print("wrote", path, flush=True)
     return rows
 

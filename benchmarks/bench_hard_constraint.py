@@ -139,24 +139,49 @@ def variant_config(pde: str, variant: str, small: bool, minutes: float, train_le
     return load_config(OperatorConfig, ROOT / spec["config"], overrides)
 
 
+VARIANT_RESERVE_S = 30  # a variant's loading, evaluation and the results' write, beside its training budget
+MIN_VARIANT_MINUTES = 0.5
+
+
+def variant_budget(minutes: float, n_variants: int) -> float:
+    """Every variant's training budget: `minutes`, or an even share of what the device call has left for
+    `n_variants` (VARIANT_RESERVE_S each kept back), so variants compared in one table train equally long."""
+    left = minutes_left_in_session(float("inf"), reserve_s=n_variants * VARIANT_RESERVE_S)
+    return min(minutes, left / n_variants)
+
+
 def accuracy(pde: str, variants: list[str], small: bool, minutes: float, train_levels: int | None = None) -> None:
-    """Train the PDE's config once per variant (each capped at `minutes`, lowered to what the device call has left);
-    with `train_levels`, on the first time levels only, the error beyond them reported as well."""
-    from sciml.train.trainer import train
+    """Train the PDE's config once per variant, each for the same budget: `minutes`, or, inside a device
+    call, an even share of what it has left once the data is there (fixed at the start, not trimmed for the
+    last variant); a variant that would not end in its share is skipped, said so, not trimmed. With
+    `train_levels`, on the first time levels only, the error beyond them reported as well."""
+    from sciml.train.trainer import resolve_dataset, train
+    from sciml.utils import resolve_device
 
     spec = PDES[pde]
     rows, device = [], torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for variant in variants:  # the data first (made by the first variant's config): its time is no variant's
+        cfg = variant_config(pde, variant, small, minutes, train_levels)
+        resolve_dataset(cfg, device=resolve_device(cfg.device), progress=False)
+    budget = variant_budget(minutes, len(variants))
+    if budget < MIN_VARIANT_MINUTES:
+        print(f"skipping {', '.join(variants)}: {budget:.2f} minutes each left in this device call; "
+              "run the part in a call of its own", flush=True)
+        return
+    if budget < minutes:
+        print(f"each variant trains {budget:.2f} minutes (an even share of what the call has left)", flush=True)
     for variant in variants:
-        budget = minutes_left_in_session(minutes, reserve_s=30)
-        if budget < 0.5:
-            print(f"skipping {variant}: {budget:.1f} minutes left", flush=True)
+        left = minutes_left_in_session(budget, reserve_s=VARIANT_RESERVE_S)
+        if left < 0.98 * budget:  # an earlier variant's loading or evaluation overran its reserve
+            print(f"skipping {variant}: {left:.2f} of its {budget:.2f} minutes left in this device call; "
+                  "trained shorter it would not compare (rerun it with --variants)", flush=True)
             continue
         cfg = variant_config(pde, variant, small, budget, train_levels)
         run, final = train(cfg)
         last = [r for r in run.read_metrics() if r["kind"] == "eval"][-1]
         beyond = {"test_rel_l2_beyond": final["test_rel_l2_beyond"]} if train_levels else {}
         rows.append({"variant": variant, "test_rel_l2": final["test_rel_l2"], "test_rel_l2_max": final["test_rel_l2_max"],
-                     **beyond, "final_physics_loss": last["train_loss"], "epochs": final["epoch"],
+                     **beyond, "final_physics_loss": last["train_loss"], "budget_min": round(budget, 2), "epochs": final["epoch"],
                      "steps": final["epoch"] * -(-cfg.data.n_train // cfg.training.batch_size),
                      "train_s": final["train_seconds_total"], "stopped_by_cap": final["stopped_early"]})
         print(rows[-1], flush=True)

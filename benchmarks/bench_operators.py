@@ -7,8 +7,10 @@ results/operators.json measured on the same device. Each row trains one config (
 counted) and ``training.fit_to_budget`` (the paper's schedule compressed to the epochs the budget
 affords, measured after 3 epochs, instead of the paper's schedule cut off mid-way), then evaluates the last/best checkpoint at each listed resolution. Inside
 ``gpu_session.sh`` a row's budget is also lowered to what the device call has left (``RESERVE_S`` kept for
-loading and evaluation), so a row ends with its result instead of being killed; a row with under a
-minute left is skipped. A row that stops on
+loading and evaluation), so a row ends with its result instead of being killed: a missing dataset is
+generated first and the budget fixed from what is left after it; a row with under a minute left is
+skipped (printed, the measured row kept). A row that fails prints its error and keeps a measured row
+of the file (an error is recorded only where there is none). A row that stops on
 the budget records ``stopped_early`` and its epoch. A longer run than one device call
 (``--total-minutes T``, rows named ``<row>_<T>min``) plans for T and trains in sittings that end with
 the call, each continued by the same command with ``--resume``. Results go to benchmarks/results/operators.json (BENCHMARKS.md table).
@@ -27,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import add_dry_run, dry_run_done, minutes_left_in_session, write_result  # noqa: E402
+from benchmarks.common import (add_dry_run, dry_run_done, minutes_left_in_session, previous_result,  # noqa: E402
+                               write_result)
 
 # name: (config, overrides, resolutions to evaluate at, bar on rel. L2 or None, published FNO-paper value)
 ROWS = {
@@ -85,6 +88,29 @@ def row_config(name: str, sitting: list[str], *, label: str, out_root: str, smal
     return load_config(OperatorConfig, ROOT / "configs" / config, overrides), overrides
 
 
+def ensure_dataset(cfg, label: str):
+    """The row's dataset file, generated here when missing (timed and said, so a call's log shows where
+    its time went) before the row's training budget is fixed from what the call has left."""
+    from sciml.train.trainer import resolve_dataset
+    from sciml.utils import resolve_device
+
+    start = time.perf_counter()
+    path = resolve_dataset(cfg, device=resolve_device(cfg.device), progress=cfg.training.progress)
+    took = time.perf_counter() - start
+    if took > 5:
+        print(f"{label}: dataset {path} ready after {took:.0f} s", flush=True)
+    return path
+
+
+def measured_row(out_name: str, label: str) -> dict | None:
+    """The row `label` of results/<out_name>.json measured on this device, if it holds a result (not an error)."""
+    old = previous_result(out_name)
+    for row in (old or {}).get("rows", []):
+        if row.get("row") == label and "error" not in row:
+            return row
+    return None
+
+
 def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out_root: str,
             total_minutes: float | None = None, resume: bool = False) -> dict:
     """Train and evaluate one row. With `total_minutes`, the row's plan spans that budget and this
@@ -97,23 +123,41 @@ def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out
 
     config, _, resolutions, bar, published = ROWS[name]
     label = row_label(name, total_minutes)
-    budget = minutes_left_in_session(max_minutes if total_minutes is None else total_minutes, reserve_s=RESERVE_S)
-    if budget < MIN_ROW_MINUTES:
-        raise SessionTimeShort(f"{label}: {budget:.1f} min left in this device call after the "
-                               f"{RESERVE_S} s reserve; run the row in a call of its own")
-    sitting = [f"training.max_minutes={round(budget, 2)}"] if total_minutes is None else \
-        [f"training.max_minutes={total_minutes}", f"training.stop_after_minutes={round(budget, 2)}"]
+    requested = max_minutes if total_minutes is None else total_minutes
+
+    def sitting_now() -> list[str]:
+        """This sitting's time overrides from what the call has left now; SessionTimeShort when too little."""
+        budget = minutes_left_in_session(requested, reserve_s=RESERVE_S)
+        if budget < MIN_ROW_MINUTES:
+            raise SessionTimeShort(f"{label}: {budget:.1f} min left in this device call after the "
+                                   f"{RESERVE_S} s reserve; run the row in a call of its own")
+        return [f"training.max_minutes={round(budget, 2)}"] if total_minutes is None else \
+            [f"training.max_minutes={total_minutes}", f"training.stop_after_minutes={round(budget, 2)}"]
+
+    sitting = sitting_now()  # too little left already: skip before any data is made
     run = RunDir.latest(out_root, label) if resume else None
     if run is not None and not run.checkpoint_path("last").exists():
         run = None  # made, but stopped before its first checkpoint: start afresh
     start = time.perf_counter()
     if run is not None:  # the saved config, with this sitting's stop
-        overrides = sitting[1:] if total_minutes is not None else sitting
-        cfg = load_config(OperatorConfig, run.config_path, overrides)
         finals = [r for r in run.read_metrics() if r["kind"] == "final"]
-        final = finals[-1] if finals and not finals[-1]["stopped_early"] else train(cfg, run=run, resume=True)[1]
+        if finals and not finals[-1]["stopped_early"]:
+            final = finals[-1]
+            overrides = sitting[1:] if total_minutes is not None else sitting
+        else:
+            cfg = load_config(OperatorConfig, run.config_path, [])
+            ensure_dataset(cfg, label)
+            sitting = sitting_now()  # the budget from what is left once the data is there
+            overrides = sitting[1:] if total_minutes is not None else sitting
+            cfg = load_config(OperatorConfig, run.config_path, overrides)
+            final = train(cfg, run=run, resume=True)[1]
     else:
-        cfg, overrides = row_config(name, sitting, label=label, out_root=out_root, small=small, extra=extra)
+        # the data first (Trainer would generate a missing set without a time cap, after the budget was
+        # fixed, and the row would then train past the call's end), then the budget from what is left
+        cfg, _ = row_config(name, [f"training.max_minutes={requested}"], label=label, out_root=out_root,
+                            small=small, extra=extra)
+        ensure_dataset(cfg, label)
+        cfg, overrides = row_config(name, sitting_now(), label=label, out_root=out_root, small=small, extra=extra)
         run, final = train(cfg)
     wall = time.perf_counter() - start
     row = {"row": label, "config": config, "overrides": " ".join(overrides), "epochs": final["epoch"],
@@ -172,8 +216,13 @@ def main(argv=None):
             print(f"skipped {err}", flush=True)
             continue
         except Exception as err:  # noqa: BLE001 - e.g. a recipe that does not exist yet; keep the other rows
-            rows.append({"row": row_label(name, args.total_minutes), "error": f"{type(err).__name__}: {err}"[:300]})
-            print(rows[-1], flush=True)
+            label = row_label(name, args.total_minutes)
+            failed = {"row": label, "error": f"{type(err).__name__}: {err}"[:300]}
+            print(f"failed {failed}", flush=True)
+            if measured_row(out_name, label) is not None:  # an error is no result: the measured row stays
+                print(f"kept the measured row {label!r} of results/{out_name}.json", flush=True)
+                continue
+            rows.append(failed)
         if not args.no_write:  # after every row: a command stopped by its time limit keeps the finished rows
             print("wrote", write_result(out_name, title="Neural operators at paper scale", rows=rows, notes=notes,
                                         merge_key=lambda r: r["row"]))  # a run of some rows keeps the others

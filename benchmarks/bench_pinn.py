@@ -14,7 +14,10 @@ runs in a subprocess (``DDE_BACKEND=pytorch``, a private HOME so ``~/.deepxde`` 
 default-device change confined to that process), interleaved with ours so both see the same
 machine load. Wall time to rel. L2 1e-2 on Burgers (part time_to_target): DeepXDE's recipe (Adam,
 checked every 500 steps, then L-BFGS) against ``configs/burgers/pinn.yaml`` (on GPU also with
-``cuda_graph: true``, and with compile).
+``cuda_graph: true``, and with compile). Inside gpu_session.sh every time-to-target run is capped at
+what the device call has left (DeepXDE's also at --dde-cap): a capped row says "not reached by X s"
+with its rel. L2 then, a lower bound that does not replace a row of the same variant that reached the
+target sooner; one stopped by the call's SIGINT saves what its last check saw.
 
 L-BFGS (part lbfgs): time per iteration of torch.optim.LBFGS (two-loop recursion: a host read
 per stored pair) and sciml's LBFGS (compact form, the same iterates) on the Burgers config's float64
@@ -43,7 +46,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import add_dry_run, dry_run_done, cuda_graph, minutes_left_in_session, sync, write_result  # noqa: E402
+from benchmarks.common import (add_dry_run, cuda_graph, dry_run_done, minutes_left_in_session,  # noqa: E402
+                               previous_result, sync, write_result)
 from sciml.utils import compile_jet_loss  # noqa: E402
 
 DDE_BURGERS = r"""
@@ -88,8 +92,9 @@ def _run_deepxde(script: str, args: list, gpu: bool, timeout: int) -> dict:
     return json.loads(line[0][6:])
 
 
-def deepxde_ms_per_step(n_steps: int, warm: int, threads: int, gpu: bool) -> float:
-    return _run_deepxde(DDE_SCRIPT, [n_steps, warm, threads], gpu, timeout=1800)["ms_per_step"]
+def deepxde_ms_per_step(n_steps: int, warm: int, threads: int, gpu: bool) -> dict:
+    """DeepXDE's time per Adam step (``ms_per_step``) and the device it says it ran on (``device``)."""
+    return _run_deepxde(DDE_SCRIPT, [n_steps, warm, threads], gpu, timeout=1800)
 
 
 DDE_TARGET_SCRIPT = r"""
@@ -121,14 +126,16 @@ if e > target:  # DeepXDE's recipe: L-BFGS after Adam, checked every 500 iterati
                 self.model.stop_training = True
 
     model.compile("L-BFGS", verbose=0); model.train(display_every=10**9, verbose=0, callbacks=[StopAtTarget()]); e = err()
-print("RESULT", json.dumps({"seconds": time.perf_counter() - t0, "rel_l2": e, "adam_steps": steps, "lbfgs_iters": lbfgs_iters}))
+print("RESULT", json.dumps({"seconds": time.perf_counter() - t0, "rel_l2": e, "adam_steps": steps, "lbfgs_iters": lbfgs_iters,
+      "device": str(torch.get_default_device()) if hasattr(torch, "get_default_device") else "?"}))
 """
 
 
 def deepxde_time_to_target(target: float, max_adam: int, gpu: bool, cap_seconds: float, seed: int = 0) -> dict:
     """Wall time of DeepXDE's Burgers recipe until rel. L2 <= target (checked every 500 Adam steps, then
-    every 500 L-BFGS iterations).
-    Stopped at `cap_seconds`: then the cap is a lower bound, with the last error it reported. Same
+    every 500 L-BFGS iterations), on the script's own clock (from after its setup).
+    Stopped at `cap_seconds` (subprocess start-up, imports and setup included): then ``seconds`` is the
+    last progress time it reported, a lower bound, with the error it reported then. Same
     torch threads as sciml's runs, and a fixed seed (its net's initialisation; its points are Hammersley)."""
     from sciml.pde import get_problem
 
@@ -145,23 +152,36 @@ def deepxde_time_to_target(target: float, max_adam: int, gpu: bool, cap_seconds:
     except subprocess.TimeoutExpired as stopped:
         text = stopped.stdout.decode() if isinstance(stopped.stdout, bytes) else (stopped.stdout or "")
         last = [json.loads(ln[8:]) for ln in text.splitlines() if ln.startswith("PROGRESS")][-1:]
-        return {"seconds": cap_seconds, "reached": False, "stopped_at_cap": True,
-                **({"last_rel_l2": last[0]["rel_l2"], "adam_steps": last[0]["adam_steps"]} if last else {})}
+        if not last:  # no check reported: nothing but the cap, start-up included
+            return {"seconds": None, "reached": False, "stopped_at_cap": True, "cap_s": cap_seconds,
+                    "note": f"not reached: no check within the {cap_seconds:.0f} s cap (start-up included)"}
+        return {"seconds": last[0]["seconds"], "reached": False, "stopped_at_cap": True, "cap_s": cap_seconds,
+                "last_rel_l2": last[0]["rel_l2"], "adam_steps": last[0]["adam_steps"],
+                **({"lbfgs_iters": last[0]["lbfgs_iters"]} if "lbfgs_iters" in last[0] else {}),
+                "note": f"not reached by {last[0]['seconds']:.0f} s (its last check; the {cap_seconds:.0f} s cap "
+                        "includes the subprocess's start-up)"}
 
 
-def sciml_time_to_target(target: float, device: str, **overrides) -> dict:
+def sciml_time_to_target(target: float, device: str, cap_seconds: float | None = None, **overrides) -> dict:
     """Wall time of configs/burgers/pinn.yaml (with `overrides`, e.g. cuda_graph=True) until
     rel. L2 <= target, through the trainer as a user runs it. Checked every 25 steps: 500 iterations
     of an L-BFGS phase (20 a step), DeepXDE's interval; every 100 steps overstated the L-BFGS phase
-    by up to 2000 iterations. The checks' own time counts against sciml."""
+    by up to 2000 iterations. The checks' own time counts against sciml.
+
+    `cap_seconds`: the trainer stops there (its ``max_minutes``) and the row says "not reached by X s"
+    with the rel. L2 at the cap (a lower bound, as DeepXDE's capped row). Interrupted (the device call's
+    SIGINT), it returns what the last check saw, marked ``interrupted``, for the caller to save."""
     from sciml.config import load_yaml, validate
     from sciml.train.pinn import PINNConfig, fit, load_problem
 
+    cap = {} if cap_seconds is None else {"max_minutes": cap_seconds / 60}
     cfg = validate(PINNConfig, {**load_yaml("configs/burgers/pinn.yaml"), "device": device, "eval_every": 25,
-                                "log_every": 25, **overrides})
-    hit, adam = {}, {}
+                                "log_every": 25, **overrides, **cap})
+    hit, adam, last = {}, {}, {}
 
     def watch(rec):
+        if "rel_l2" in rec:
+            last.update(seconds=rec["seconds"], rel_l2=rec["rel_l2"], phase=rec["phase"], step=rec["step"])
         if "rel_l2" in rec and rec["phase"] == 0:  # where the first (Adam) phase stood: says which phase costs what
             adam.update(adam_seconds=rec["seconds"], adam_rel_l2=rec["rel_l2"], adam_steps=rec["step"])
         if "rel_l2" in rec and rec["rel_l2"] <= target and not hit:
@@ -170,9 +190,18 @@ def sciml_time_to_target(target: float, device: str, **overrides) -> dict:
 
     try:
         res = fit(load_problem(cfg), cfg, progress=watch)
-        return {"seconds": res.metrics["seconds"], "rel_l2": res.metrics["rel_l2"], "reached": False, **adam}
     except _Reached:
         return {**hit, "reached": True, **adam}
+    except KeyboardInterrupt:  # the call's deadline: what the last check saw, so the row is not lost
+        return {"seconds": last.get("seconds"), "rel_l2": last.get("rel_l2"), "reached": False, "interrupted": True,
+                **adam, "note": "interrupted by the device call's end" + (
+                    f": not reached by {last['seconds']:.0f} s (its last check)" if last else ", before its first check")}
+    row = {"seconds": res.metrics["seconds"], "rel_l2": res.metrics["rel_l2"], "reached": False, **adam}
+    if res.metrics.get("stopped_early"):
+        row.update(stopped_at_cap=True, cap_s=round(cap_seconds, 1),
+                   note=f"not reached by {res.metrics['seconds']:.0f} s (capped at what the device call had left); "
+                        "rel_l2 at the cap")
+    return row
 
 
 class _Reached(Exception):
@@ -345,6 +374,35 @@ def accuracy(problems: list[str], seeds: list[int], *, small: bool, device: str,
     return rows
 
 
+TTT_RESERVE_S = 30  # a time-to-target run's setup, final evaluation and the results' write, after its cap
+TTT_MIN_S = 30  # a cap shorter than this measures nothing worth a row: the variant is skipped
+
+
+class CallTimeShort(RuntimeError):
+    """Too little of the device call is left for a variant: skipped, its earlier row kept."""
+
+
+def ttt_cap(requested_s: float | None) -> float | None:
+    """A time-to-target run's cap in seconds: `requested_s` (None: none) lowered to what the device call has
+    left after TTT_RESERVE_S; CallTimeShort when under TTT_MIN_S. Outside gpu_session.sh the request stands."""
+    left = minutes_left_in_session(float("inf"), reserve_s=TTT_RESERVE_S) * 60
+    cap = min(left, float("inf") if requested_s is None else requested_s)
+    if cap < TTT_MIN_S:
+        raise CallTimeShort(f"{cap:.0f} s left in this device call after the {TTT_RESERVE_S} s reserve; "
+                            "run the variant in a call of its own (gpu_plan.sh 3b)")
+    return None if cap == float("inf") else cap
+
+
+def _reached_row(name: str, bench: str, library: str, device) -> dict | None:
+    """The row (bench, library) of results/<name>.json measured on this device, if it reached the target."""
+    old = previous_result(name, device)
+    for row in (old or {}).get("rows", []):
+        if row.get("benchmark") == bench and row.get("library") == library and row.get("reached") \
+                and isinstance(row.get("seconds"), (int, float)):
+            return row
+    return None
+
+
 def time_to_target_variants(target: float, device: torch.device, gpu: bool, dde_cap: float) -> dict:
     """--ttt's variants, name: (library, measure); nothing runs until a measure is called."""
     # DeepXDE's setup through sciml's trainer: its net (3 x 20 tanh), point counts, soft conditions,
@@ -358,13 +416,13 @@ def time_to_target_variants(target: float, device: torch.device, gpu: bool, dde_
                                            "tolerance_change": 0.0}, "steps": 750}]}
 
     def sciml(overrides):
-        return lambda: sciml_time_to_target(target, str(device), **overrides)
+        return lambda: sciml_time_to_target(target, str(device), cap_seconds=ttt_cap(None), **overrides)
 
     return {
         "graph": ("sciml, configs/burgers/pinn.yaml + cuda_graph", sciml({"cuda_graph": True})),
         "dde_setup": ("sciml, DeepXDE's net, points and optimizers" + (" + cuda_graph" if gpu else ""), sciml(dde_setup)),
         "deepxde": ("DeepXDE 1.15 (pytorch), its Burgers recipe",
-                    lambda: deepxde_time_to_target(target, 15000, gpu, dde_cap)),
+                    lambda: deepxde_time_to_target(target, 15000, gpu, ttt_cap(dde_cap))),
         "eager": ("sciml, configs/burgers/pinn.yaml", sciml({})),
         "compile_graph": ("sciml, configs/burgers/pinn.yaml + compile + cuda_graph",
                           sciml({"cuda_graph": True, "compile": True})),
@@ -388,7 +446,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads for both libraries (default: torch's)")
     ap.add_argument("--target", type=float, default=1e-2)
     ap.add_argument("--dde-cap", type=float, default=300.0,
-                    help="time_to_target: stop DeepXDE after this many seconds (the cap is then a lower bound)")
+                    help="time_to_target: stop DeepXDE after this many seconds, start-up included (lowered to what the "
+                         "device call has left; its last check's time is then a lower bound)")
     ap.add_argument("--ttt", default=None,
                     help="time_to_target variants in order, of graph,dde_setup,deepxde,eager,compile_graph (default: all "
                          "on GPU, eager,dde_setup,deepxde on CPU)")
@@ -444,9 +503,10 @@ def main(argv=None):
                 ours[m].append(sciml_ms_per_step(n_steps, warm, device, m))
             dde.append(deepxde_ms_per_step(n_steps, warm, threads, gpu))
         bench = "Burgers Adam step, 3x20 tanh, 2540+80+160 points"
-        dde_ms = statistics.fmean(dde)
+        dde_ms = statistics.fmean(r["ms_per_step"] for r in dde)
         emit({"benchmark": bench, "library": "DeepXDE 1.15 (pytorch)", "ms_per_step": dde_ms,
-              "ms_runs": [round(v, 3) for v in dde], "speedup_vs_deepxde": 1.0})
+              "ms_runs": [round(r["ms_per_step"], 3) for r in dde], "speedup_vs_deepxde": 1.0,
+              "deepxde_device": ", ".join(sorted({str(r.get("device", "?")) for r in dde}))})
         for m, v in ours.items():
             emit({"benchmark": bench, "library": f"sciml ({m})", "ms_per_step": statistics.fmean(v),
                   "ms_runs": [round(x, 3) for x in v], "speedup_vs_deepxde": dde_ms / statistics.fmean(v)})
@@ -495,10 +555,25 @@ def main(argv=None):
         bench = f"Burgers wall time to rel. L2 <= {args.target:g}"
         for lib, measure in (variants[v] for v in ttt):
             try:
-                emit({"benchmark": bench, "library": lib, **measure()})
+                result = measure()
+            except CallTimeShort as err:  # not a result: an earlier row of the variant stays as it is
+                print(f"skipped {lib}: {err}", flush=True)
+                continue
+            except KeyboardInterrupt:  # the call's end, outside a sciml run (e.g. DeepXDE's): keep the rows so far
+                save()
+                raise
             except Exception as err:  # noqa: BLE001 - record why a variant failed, keep the other rows
-                emit({"benchmark": bench, "library": lib, "error": f"{type(err).__name__}: {err}"[:300]})
-            save()
+                result = {"error": f"{type(err).__name__}: {err}"[:300]}
+            earlier = _reached_row(name, bench, lib, device)
+            if not result.get("reached") and earlier is not None and \
+                    (result.get("seconds") or 0) < earlier["seconds"]:  # a lower bound below a measured time says nothing
+                print(f"kept the earlier row of {lib} (reached in {earlier['seconds']:.1f} s); this run: "
+                      f"{json.dumps(result)}", flush=True)
+            else:
+                emit({"benchmark": bench, "library": lib, **result})
+                save()
+            if result.get("interrupted"):  # the device call is ending: the row is saved, stop here
+                raise KeyboardInterrupt
 
     if "accuracy" in parts:
         seeds = list(range(args.seeds or (1 if args.small else 3)))

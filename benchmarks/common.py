@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from benchmarks.render import short_commit
 from sciml.utils import atomic_write_text, git_commit
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -124,10 +125,10 @@ def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: st
     old = previous_result(name, device) if merge_key is not None else None
     if old is not None:
         replaced = {merge_key(r) for r in rows}
-        kept = [{**r, "measured": r.get("measured", f"{old['date']} {str(old['commit'])[:10]}")}
+        kept = [{**r, "measured": r.get("measured", f"{old['date']} {short_commit(old['commit'], 10)}")}
                 for r in old.get("rows", []) if merge_key(r) not in replaced]
         if kept:
-            rows = kept + [{**r, "measured": f"{here['date']} {str(here['commit'])[:10]}"} for r in rows]
+            rows = kept + [{**r, "measured": f"{here['date']} {short_commit(here['commit'], 10)}"} for r in rows]
             extra = {k: ({**old.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in (extra or {}).items()}
     payload = {"name": name, "title": title, **here, "rows": rows, "notes": notes, **(extra or {})}
     return write_result_file(f"{name}.json", json.dumps(payload, indent=2, default=float))

@@ -9,7 +9,8 @@
 # come from the H200 step times (FNO at Darcy 85: ~4 ms a step, 500 epochs of 50 steps in ~2 min);
 # rows train with the schedule fit to their budget (bench_operators), and every budget is also cut to
 # what the call has left (gpu_session.sh exports its deadline), so a part may list more than fits:
-# a row that would not end in time is skipped and keeps its earlier result. Parts 5b, 6b and 10b need
+# a row that would not end in time is skipped and keeps its earlier result (a row's missing dataset is made
+# first and its budget fixed from what is left after it). Parts 5b, 6b and 10b need
 # the dataset their first part left on that machine, so they must follow it within 30 s (the machine
 # goes back after that). Operator rows train in graph mode (`training.cuda_graph`): on the H200 the
 # README job reached the same test rel. L2 as eager (0.00339) in 12.1 s instead of 20.1 s (whole
@@ -27,10 +28,14 @@ case "${1:-}" in
              'python3 -m pytest -q -p no:cacheprovider tests/sciml/train -k graph' ;;
   3)   s 560 'timeout 150 python3 -m pytest -q -p no:cacheprovider tests/sciml/train tests/sciml/models/test_fno.py tests/sciml/constraints -k "graph or pointwise or bf16 or expert"' \
              'python3 benchmarks/bench_pinn.py --parts lbfgs' \
-             'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt graph,dde_setup,deepxde --dde-cap 240' \
-             'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
-  4)   s 570 'python3 benchmarks/bench_operators.py --rows darcy_fno,darcy_deeponet --max-minutes 3 training.cuda_graph=true' \
-             'python3 benchmarks/bench_operators.py --rows burgers_fno --max-minutes 1.5 training.cuda_graph=true' \
+             'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt graph,dde_setup,deepxde --dde-cap 240' ;;
+  # part 3's time to 1e-2 for sciml's eager and compiled modes (eager took 343.8 s on the H200), a call of its
+  # own: each variant is capped at what the call has left (a capped row says "not reached by X s")
+  3b)  s 560 'python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph' ;;
+  # each part fits its call with bench_operators' 75 s reserve per row: 2 x (3 + 1.25) min here, and
+  # 4c: 1.5 + 2 min of training and 2 x 1.25 min reserve, with time left to generate the Burgers set
+  4)   s 570 'python3 benchmarks/bench_operators.py --rows darcy_fno,darcy_deeponet --max-minutes 3 training.cuda_graph=true' ;;
+  4c)  s 560 'python3 benchmarks/bench_operators.py --rows burgers_fno --max-minutes 1.5 training.cuda_graph=true' \
              'python3 benchmarks/bench_operators.py --rows burgers_deeponet --max-minutes 2 training.cuda_graph=true' ;;
   4b)  s 560 'python3 benchmarks/bench_operators.py --rows darcy_fno_421 --max-minutes 8 training.cuda_graph=true' ;;
   5|6) s 270 'python3 benchmarks/bench_datagen.py --parts ns_generate --root datasets' ;;
@@ -42,12 +47,14 @@ case "${1:-}" in
   10b) s 580 'python3 benchmarks/bench_operators.py --rows ns_fno2d_nu1e-5 --max-minutes 9 training.cuda_graph=true' ;;
   # the grid sized to ~12 minutes here, in this call and one more (~4 minutes) on the warm machine, convection (the
   # task issue 8's bar rests on) with twice a task's share (runs/ is kept between
-  # calls, the tree is not: the results, and with them the budget plan, travel through runs/)
-  11)  s 560 'cp runs/optimizers.json benchmarks/results/ 2>/dev/null; python3 benchmarks/bench_optimizers.py --session-minutes 12 --task-weights pinn_convection=2 --merge --skip-done --max-minutes 9; mkdir -p runs; cp benchmarks/results/optimizers.json runs/' ;;
+  # calls, the tree is not: the results, and with them the budget plan, travel through runs/). The hand-off copy
+  # runs on the step's exit, however it ends: the deadline's SIGINT ends python, and bash would skip a plain `; cp`
+  11)  s 560 'trap "mkdir -p runs; cp benchmarks/results/optimizers.json runs/ 2>/dev/null" EXIT; trap "exit 130" INT TERM; cp runs/optimizers.json benchmarks/results/ 2>/dev/null; python3 benchmarks/bench_optimizers.py --session-minutes 12 --task-weights pinn_convection=2 --merge --skip-done --max-minutes 9' ;;
   # the hard-constraint layer (no issue yet): PI-HC against PI-HC-MoE by collocation nodes, paper-like sizes
   12)  s 420 'python3 benchmarks/bench_hard_constraint.py --parts speed' \
              'python3 benchmarks/bench_hard_constraint.py --parts speed --pde navier_stokes' ;;
-  # configs/burgers/pi_hc.yaml trained from the PDE alone per variant (soft, hc, moe, moe_overlap), 2 minutes each
+  # configs/burgers/pi_hc.yaml trained from the PDE alone per variant (soft, hc, moe, moe_overlap), 2 minutes each,
+  # or an even share of what the call has left after the data is there (bench_hard_constraint splits it at the start)
   12b) s 560 'python3 benchmarks/bench_hard_constraint.py --parts accuracy --minutes 2' ;;
   # configs/navier_stokes/pi_hc.yaml from the PDE alone per variant (data made in the first, ~1 minute), 2 minutes each
   12c) s 580 'python3 benchmarks/bench_hard_constraint.py --parts accuracy --pde navier_stokes --minutes 2' ;;
@@ -57,5 +64,5 @@ case "${1:-}" in
   12e) s 580 'python3 benchmarks/bench_hard_constraint.py --parts accuracy --pde diffusion_sorption --train-levels 81 --minutes 2.5 --variants soft,hc,moe' ;;
   # the autoregressive FNO on Kuramoto-Sivashinsky (no issue): data made in the call (~1 minute), ~7 minutes of training
   13)  s 560 'python3 benchmarks/bench_operators.py --rows ks_fno --max-minutes 7 training.cuda_graph=true' ;;
-  *)   echo "usage: bash benchmarks/gpu_plan.sh {1,1q,2,3,4,4b,5,5b,6,6b,7,8,10,10b,11,12,12b,12c,12d,12e,13}" >&2; exit 2 ;;
+  *)   echo "usage: bash benchmarks/gpu_plan.sh {1,1q,2,3,3b,4,4b,4c,5,5b,6,6b,7,8,10,10b,11,12,12b,12c,12d,12e,13}" >&2; exit 2 ;;
 esac

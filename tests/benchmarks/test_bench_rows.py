@@ -85,12 +85,22 @@ def test_a_longer_run_than_one_call_plans_for_its_total_and_finishes_in_a_second
     monkeypatch.setattr(ops, "MIN_ROW_MINUTES", 0.0)
     args = ["--small", "--rows", "burgers_fno", "--out", str(tmp_path / "runs"), "--total-minutes", "10",
             "training.epochs=60"]
-    # first call: 2 s of training left after the reserve, of a 10-minute plan that affords all 60 epochs
-    monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(time.time() + ops.RESERVE_S + 2))
+    # first call: 2 s of training left after the reserve once the data is made (the row makes it before it
+    # fixes its budget), of a 10-minute plan that affords all 60 epochs
+    monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(time.time() + ops.RESERVE_S + 600))
+    real_ensure = ops.ensure_dataset
+
+    def data_then_2s_left(cfg, label):
+        path = real_ensure(cfg, label)
+        monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(time.time() + ops.RESERVE_S + 2))
+        return path
+
+    monkeypatch.setattr(ops, "ensure_dataset", data_then_2s_left)
     ops.main(args)
     first = json.loads((tmp_path / "operators_small.json").read_text())["rows"][0]
     assert first["row"] == "burgers_fno_10min" and first["stopped_early"] and first["epochs"] < 60
     assert first["planned_epochs"] == 60 and first["sittings"] == 1
+    monkeypatch.setattr(ops, "ensure_dataset", real_ensure)
     monkeypatch.delenv(common.SESSION_DEADLINE_ENV)  # the next call: time enough
     ops.main([*args, "--resume"])
     second = json.loads((tmp_path / "operators_small.json").read_text())["rows"][0]

@@ -52,3 +52,76 @@ def test_every_command_of_the_part_passes_its_dry_run(part, tmp_path, capsys):
         module = importlib.import_module(f"benchmarks.{script.stem}")
         module.main([*argv[1:], "--dry-run"])
         assert DRY_RUN_OK in capsys.readouterr().out, argv
+
+
+def _plan_steps(part: str, tmp_path: Path) -> tuple[int, list[str]]:
+    """(seconds, steps) that `gpu_plan.sh PART` hands gpu_session.sh, recorded by a stub session script."""
+    plan_dir = tmp_path / "plan"
+    plan_dir.mkdir(exist_ok=True)
+    (plan_dir / "gpu_plan.sh").write_text(PLAN.read_text())
+    log = tmp_path / "steps.bin"
+    (plan_dir / "gpu_session.sh").write_text(f'printf "%s\\0" "$@" > {log}\n')
+    env = {k: v for k, v in os.environ.items() if k != "CALL_SECONDS"}
+    subprocess.run(["bash", str(plan_dir / "gpu_plan.sh"), part], env=env, check=True, capture_output=True, timeout=60)
+    seconds, *steps = log.read_text().rstrip("\0").split("\0")
+    return int(seconds), steps
+
+
+def test_parts_3b_and_4c_exist_and_the_usage_line_names_every_part(tmp_path):
+    assert {"3b", "4c"} <= set(PARTS)
+    usage = re.search(r"gpu_plan\.sh \{([^}]*)\}", PLAN.read_text()).group(1).split(",")
+    assert sorted(usage) == sorted(PARTS)
+
+
+def test_part_3b_runs_only_sciml_eager_and_compiled_time_to_target_and_part_3_leaves_them_to_it(tmp_path):
+    _, steps3 = _plan_steps("3", tmp_path)
+    _, steps3b = _plan_steps("3b", tmp_path)
+    assert steps3b == ["python3 benchmarks/bench_pinn.py --parts time_to_target --ttt eager,compile_graph"]
+    assert not any("eager" in s or "compile_graph" in s for s in steps3)
+
+
+def test_a_part_with_several_operator_rows_fits_every_row_and_its_reserve_in_its_call(tmp_path):
+    """A part whose rows are budgeted in full (more than one row): the rows' minutes and bench_operators'
+    reserve per row must fit the call, or the last rows are starved or skipped (old part 4: 9.5 minutes)."""
+    from benchmarks.bench_operators import RESERVE_S
+
+    checked = []
+    for part in PARTS:
+        seconds, steps = _plan_steps(part, tmp_path)
+        ops = [s for s in steps if "bench_operators.py" in s]
+        rows = [(len(re.search(r"--rows (\S+)", s).group(1).split(",")),
+                 float(re.search(r"--max-minutes (\S+)", s).group(1))) for s in ops]
+        if sum(n for n, _ in rows) < 2:  # one row: its budget is what the call has left
+            continue
+        assert len(ops) == len(steps), f"part {part}: operator rows share their call with other steps"
+        assert sum(n * (60 * minutes + RESERVE_S) for n, minutes in rows) <= seconds, (part, rows, seconds)
+        checked.append(part)
+    assert {"4", "4c"} <= set(checked)
+
+
+def _run_step_interrupted(step: str, tree: Path, python_body: str, after_s: float) -> None:
+    stub = tree / "bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "python3").write_text("#!/bin/bash\n" + python_body)
+    (stub / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    # as gpu_session.sh runs a step: the deadline's SIGINT to the whole group, KILL 15 s later
+    subprocess.run(["timeout", "--signal=INT", "--kill-after=15", str(after_s), "bash", "-c", step], cwd=tree, env=env,
+                   capture_output=True, timeout=60)
+
+
+def test_part_11_hands_its_results_on_through_runs_even_when_the_deadline_interrupts_it(tmp_path):
+    _, (step,) = _plan_steps("11", tmp_path)
+    tree = tmp_path / "tree"
+    (tree / "benchmarks" / "results").mkdir(parents=True)
+    (tree / "runs").mkdir()
+    (tree / "runs" / "optimizers.json").write_text('{"rows": ["first call"]}')
+    # the benchmark reads the first call's file, writes its own, then is stopped by the deadline mid-row
+    body = ('grep -q "first call" benchmarks/results/optimizers.json || exit 3\n'
+            'echo \'{"rows": ["first call", "second call"]}\' > benchmarks/results/optimizers.json\n'
+            'exec sleep 30\n')
+    _run_step_interrupted(step, tree, body, after_s=2)
+    assert "second call" in (tree / "runs" / "optimizers.json").read_text()
+    # and when it ends on its own
+    _run_step_interrupted(step, tree, 'echo \'{"rows": ["third"]}\' > benchmarks/results/optimizers.json\n', after_s=20)
+    assert "third" in (tree / "runs" / "optimizers.json").read_text()
