@@ -7,7 +7,7 @@
     python benchmarks/bench_optimizers.py --session-minutes 11 --merge --skip-done --max-minutes 8.5
         # budgets sized so the whole grid takes ~11 minutes on this device (kept for the later parts)
 
-Protocol (research/optimizers.md §5.3, reduced): for each optimizer, learning rates
+Protocol (the project's optimizer study, reduced to fit a session): for each optimizer, learning rates
 ``default_lr x LR_FACTORS`` and seeds 0..n-1; every run of a task gets the same budget of
 gradient evaluations (``steps``; L-BFGS counts every closure call, Newton-CG every loss, gradient
 and Hessian-vector evaluation); the same seed gives the same initial weights for every

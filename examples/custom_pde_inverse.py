@@ -1,4 +1,4 @@
-"""An inverse problem: infer the diffusivity D of u_t = D u_xx + f from 200 noisy-free observations.
+"""An inverse problem: infer the diffusivity D of u_t = D u_xx from 200 noise-free observations.
 
     u_t − D u_xx = 0 on x ∈ [0, π], t ∈ [0, 1],  u = e^{−D t} sin x  (true D = 0.7, start from D = 0.2).
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -48,15 +50,34 @@ def check_kwargs(what: str, kwargs, valid: list[str]) -> None:
                              f"valid: {', '.join(valid)}")
 
 
+def _import_here_too(module_name: str):
+    """`importlib.import_module`, also from the working directory: `python script.py` puts the script's
+    folder on sys.path, but the `sciml` console script does not, so `problem: mypde:problem` with mypde.py
+    beside the user would not be found."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        here = os.getcwd()
+        if err.name != module_name.partition(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.insert(0, here)
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            sys.path.remove(here)
+            raise
+
+
 def load_object(path: str) -> Any:
     """Import ``"package.module:Attribute"`` (the attribute may be dotted)."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{path!r} is not of the form 'package.module:Attribute'")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_here_too(module_name)
     except ModuleNotFoundError as err:
-        raise ValueError(f"cannot import module {module_name!r} named in {path!r}: {err}") from err
+        raise ValueError(f"cannot import module {module_name!r} named in {path!r}: {err} (looked in the working "
+                         f"directory and on sys.path; install it or run from the folder that holds it)") from err
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

@@ -76,3 +76,19 @@ def test_registry_unknown_name_lists_known_and_close():
     assert reg.get("collections:OrderedDict").__name__ == "OrderedDict"
     with pytest.raises(ValueError, match="has no attribute"):
         reg.get("collections:Nope")
+
+
+def test_a_users_module_in_the_working_directory_is_found_as_the_console_script_runs(tmp_path, monkeypatch):
+    """`sciml train` (a console script) does not put the working directory on sys.path as `python` does, so
+    `problem: mypde:problem` beside the user was not importable."""
+    import sys
+
+    from sciml.registry import load_object
+
+    (tmp_path / "sciml_user_pde_module.py").write_text("answer = 42\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert load_object("sciml_user_pde_module:answer") == 42
+    with pytest.raises(ValueError, match="cannot import module 'no_such_user_module'.*working directory"):
+        load_object("no_such_user_module:x")
+    assert sys.path.count(str(tmp_path)) == 1  # added once, for the module found there
