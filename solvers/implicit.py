@@ -174,7 +174,7 @@ Adjoint = Union[Implicit, Unrolled, Phantom]
 # ---------------------------------------------------------------- helpers
 
 
-def _closure_tensors(fn: Any, params: tuple) -> list[str]:
+def closure_tensors(fn: Any, params: tuple) -> list[str]:
     """Names of tensors requiring grad that `fn` reaches through closures/modules but not params."""
     passed = {id(p) for p in params if isinstance(p, Tensor)}
     found: list[str] = []
@@ -310,9 +310,8 @@ def _wrap(F: Callable, adjoint: Adjoint, batched: bool, name: str, T: Optional[C
     def decorate(solver: Callable) -> Callable:
         @functools.wraps(solver)
         def solve(x0: Tensor, *params):
-            if isinstance(adjoint, Unrolled):
-                with torch.enable_grad():
-                    value, sol = _as_solution(solver(x0, *params), name)
+            if isinstance(adjoint, Unrolled):  # records the iterations only where a gradient is wanted
+                value, sol = _as_solution(solver(x0, *params), name)
                 _check_forward(sol, adjoint.on_failure, name)
                 return sol if sol is not None else value
             with torch.no_grad():
@@ -322,14 +321,16 @@ def _wrap(F: Callable, adjoint: Adjoint, batched: bool, name: str, T: Optional[C
             _check_forward(sol, adjoint.on_failure, name)
             if batched and value.dim() == 0:
                 raise ValueError(f"{name}: the solution is 0-d; pass batched=False for a single scalar problem")
-            if isinstance(adjoint, Phantom):
+            if isinstance(adjoint, Phantom) and not torch.is_grad_enabled():
+                out = value  # the phantom steps only shape a gradient: none is wanted here
+            elif isinstance(adjoint, Phantom):
                 z = value
                 for _ in range(adjoint.steps):
                     z = (1 - adjoint.damping) * z + adjoint.damping * T(z, *params)
                 out = value + (z - z.detach())  # exact forward value, phantom gradient
             else:
                 if torch.is_grad_enabled():
-                    missing = _closure_tensors(F, params)
+                    missing = closure_tensors(F, params)
                     if missing:
                         raise ValueError(f"{name}: F reaches tensors that require grad through a closure or module: "
                                          f"{missing}; implicit differentiation only returns gradients for "

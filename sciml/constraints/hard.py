@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, Recorder, residual_terms, takes_params
-from solvers.implicit import Implicit, custom_least_squares
+from solvers.implicit import Implicit, closure_tensors, custom_least_squares
 from solvers.nonlinear import LevenbergMarquardt
 from solvers.solution import SolveError, Status, describe
 
@@ -180,6 +180,13 @@ class HardConstraint(nn.Module):
             if isinstance(value, Tensor) and value.requires_grad:
                 raise ValueError(f"parameter {name!r} requires grad: the layer's solve does not differentiate its "
                                  f"parameters; pass a float (or a tensor without grad)")
+        for what, fn in (("residual", residual), *((f"condition {c.at}", c.residual) for c in conditions
+                                                   if isinstance(c, GridCondition))):
+            captured = closure_tensors(fn, ())
+            if captured:  # the implicit gradient reaches the basis and the data only: these would get none
+                raise ValueError(f"the {what} reads tensors that require grad through its closure ({captured}); the "
+                                 f"layer's solve gives them no gradient: pass such a coefficient as a float in params, "
+                                 f"or as a data field")
         self.params = Params(dict(params or {}))
         self.experts = tuple(int(e) for e in (experts if experts is not None else (1,) * D))
         if len(self.experts) != D or any(e < 1 for e in self.experts):
@@ -268,13 +275,23 @@ class HardConstraint(nn.Module):
                 shape[a] = grid[a]
                 on_face = on_face & sel.reshape(shape)
             fits = torch.ones_like(member) if self.shared_conditions else member
-            conditions.append(tuple(t.to(device) for t in _members(fits & on_face.reshape(1, -1))))
-        layout["conditions"] = conditions
+            conditions.append(fits & on_face.reshape(1, -1))
+        if conditions:
+            bare = (~torch.stack(conditions).any(dim=(0, 2))).nonzero().flatten().tolist()
+            if bare:  # only PDE rows and the ridge: right for a forced PDE, zero for a homogeneous one
+                warnings.warn(f"expert block(s) {bare} of experts {self.experts} hold no node of any condition (the "
+                              f"blocks split an axis the conditions fix, such as t), so their fields follow from the "
+                              f"PDE rows alone: zero for a homogeneous PDE. Set shared_conditions=True or do not split "
+                              f"that axis, unless the PDE's own data determine the field", stacklevel=3)
+        layout["conditions"] = [tuple(t.to(device) for t in _members(fits)) for fits in conditions]
         self._layouts[key] = layout
         return layout
 
     # --- forward ------------------------------------------------------------------------------
     def forward(self, basis: Tensor, data: Mapping[str, Tensor] | None = None) -> Tensor:
+        if torch.is_inference_mode_enabled():  # the rows' Jacobian is taken with autograd, which it switches off
+            raise RuntimeError("HardConstraint cannot run under torch.inference_mode(): its solve differentiates the "
+                               "PDE rows with autograd; predict under torch.no_grad() instead")
         data = dict(data or {})
         missing = [n for n in self.data_fields if n not in data]
         extra = [n for n in data if n not in self.data_fields]
@@ -344,8 +361,12 @@ class HardConstraint(nn.Module):
         members, valid = blocks  # (K, L)
         if self.points is None:
             return members[None].expand(B, -1, -1), valid[None].expand(B, -1, -1)
-        fixed = None if self.training else torch.Generator(members.device).manual_seed(0)
-        keys = torch.rand(B, *members.shape, device=members.device, generator=fixed).masked_fill(~valid, -1.0)
+        if self.training:
+            keys = torch.rand(B, *members.shape, device=members.device)
+        else:  # one fixed draw for every sample: a prediction must not depend on its place in the batch
+            fixed = torch.Generator(members.device).manual_seed(0)
+            keys = torch.rand(1, *members.shape, device=members.device, generator=fixed).expand(B, -1, -1)
+        keys = keys.masked_fill(~valid, -1.0)
         pick = keys.topk(self.points, dim=-1).indices
         return torch.gather(members[None].expand(B, -1, -1), 2, pick), torch.ones_like(pick, dtype=torch.bool)
 

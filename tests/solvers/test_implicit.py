@@ -350,3 +350,26 @@ def test_implicit_saved_memory_does_not_grow_with_iterations():
     unr = [saved(Unrolled(), K) for K in (10, 40)]
     assert imp[0] == imp[1] and imp[0] > 0
     assert unr[1] > 3.5 * unr[0] and unr[0] > 5 * imp[0], (imp, unr)
+
+
+@pytest.mark.parametrize("adjoint", [Unrolled(), Phantom(5, 1.0)])
+def test_without_grad_no_graph_is_recorded_and_no_phantom_step_is_taken(adjoint):
+    """Unrolled recorded every iteration under torch.no_grad() (memory grows with the steps), and Phantom
+    evaluated its T steps for a gradient nobody asked for."""
+    W, U, x = fp_problem()
+    calls = []
+
+    def counted(z, *args):
+        calls.append(1)
+        return cell(z, *args)
+
+    solver = FixedPointIteration(rtol=1e-12, atol=1e-14, max_steps=200)
+    with torch.no_grad():
+        sol = fixed_point(counted, torch.zeros(x.shape[0], W.shape[0], dtype=DT), W.requires_grad_(), U, x,
+                          solver=solver, adjoint=adjoint)
+    n_solve = len(calls)
+    assert not sol.value.requires_grad
+    calls.clear()
+    with torch.no_grad():
+        fixed_point(counted, torch.zeros(x.shape[0], W.shape[0], dtype=DT), W, U, x, solver=solver, adjoint=Implicit())
+    assert n_solve == len(calls)  # the solve's own evaluations only
