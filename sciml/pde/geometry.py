@@ -42,10 +42,7 @@ def unit_samples(n: int, d: int, method: str = "sobol", seed: int | None = 0) ->
     if method == "pseudo":
         u = rng.random((n, d))
     elif method == "uniform":
-        k = math.ceil(n ** (1.0 / d) - 1e-9)
-        axes = [(np.arange(k) + 0.5) / k] * d
-        grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, d)
-        u = grid[np.sort(rng.permutation(len(grid))[:n])]
+        u = _lattice(n, [math.ceil(n ** (1.0 / d) - 1e-9)] * d, seed)
     else:
         from scipy.stats import qmc
 
@@ -69,26 +66,23 @@ def _apportion(n: int, weights) -> list[int]:
     return c.tolist()
 
 
-def _lattice(m: int, ext: Sequence[float], seed: int | None) -> torch.Tensor:
-    """m points of a centred lattice in [0, 1)^k, ``(m, k)``, even in the box with side lengths ext.
+def _lattice(n: int, counts: Sequence[int], seed: int | None) -> np.ndarray:
+    """n points of the centred lattice with counts[i] points on axis i of [0, 1)^k, ``(n, k)``, trimmed
+    to n by a seeded subset (kept in lattice order)."""
+    axes = [(np.arange(c) + 0.5) / c for c in counts]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(counts))
+    return grid[np.sort(np.random.default_rng(seed).permutation(len(grid))[:n])]
 
-    Axis i gets ≈ ext_i / h points for the spacing h = (Π ext / m)^(1/k) (at least one; the
-    coarsest axis is refined until there are ≥ m nodes), trimmed to m by a seeded subset as in
-    `unit_samples`.
-    """
-    k = len(ext)
-    if k == 0:
-        return torch.empty(m, 0, dtype=_F64)
+
+def _lattice_counts(m: int, ext: Sequence[float]) -> list[int]:
+    """Points per axis of an even lattice of at least m nodes in a box with side lengths ext: ≈ ext_i / h
+    for the spacing h = (Π ext / m)^(1/k), at least one, the coarsest axis refined until there are m."""
     e = np.asarray(ext, dtype=np.float64)
-    h = (e.prod() / m) ** (1.0 / k)
+    h = (e.prod() / m) ** (1.0 / len(e))
     cnt = np.maximum(1, np.floor(e / h * (1 + 1e-9))).astype(np.int64)
     while int(cnt.prod()) < m:
         cnt[np.argmax(e / cnt)] += 1
-    axes = [(np.arange(c) + 0.5) / c for c in cnt]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, k)
-    if len(grid) > m:
-        grid = grid[np.sort(np.random.default_rng(seed).permutation(len(grid))[:m])]
-    return torch.as_tensor(grid, dtype=_F64)
+    return cnt.tolist()
 
 
 def _safe_sqrt(q: torch.Tensor) -> torch.Tensor:
@@ -249,7 +243,8 @@ class Box(Geometry):
                     continue
                 fe = [float(ext[j]) for j in range(d) if j != f % d]
                 side = float(np.prod(fe)) ** (1.0 / len(fe)) if fe else 1.0
-                u = _lattice(m, fe + [side] * extra, _sub_seed(seed, f))
+                sides = fe + [side] * extra  # never empty: d = 1 without extra columns returned above
+                u = torch.as_tensor(_lattice(m, _lattice_counts(m, sides), _sub_seed(seed, f)), dtype=_F64)
                 x = self._on_faces(torch.full((m,), f), u[:, : d - 1])
                 parts.append(torch.cat([x, u[:, d - 1:]], -1))
             out = torch.cat(parts)
