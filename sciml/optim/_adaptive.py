@@ -482,23 +482,14 @@ class ClipRAdaGradD(FunctionalOptimizer):
         norms = torch.stack([torch.linalg.vector_norm(real_view(p.grad)) for p in params])
         norm = torch.linalg.vector_norm(norms)
         coef = torch.clamp(group["clip"] / (norm + 1e-300), max=1.0)
-        b2 = self._accumulator(group, norm)
-        b = b2.sqrt()
-        group["_coef"] = coef * group["lr"] / b  # step multiplier with the delayed b_t
-        b2.add_(group["reweight"] * (coef * norm) ** 2)
-
-    def _accumulator(self, group: dict, like: Tensor) -> Tensor:
-        """The group's b², kept with its first parameter whether or not that one has a gradient now (a
-        parameter unused on some step must not split b² in two, the second restarting at b₀²)."""
+        # b² lives with the group's first parameter whether or not it has a gradient now: keyed by the first
+        # one that has, a step without it would start a second b² at b₀²
         first = self.state[group["params"][0]]
         if "b2" not in first:
-            # a checkpoint of a version that kept b² with the first parameter that had a gradient
-            held = [self.state[p] for p in group["params"][1:] if "b2" in self.state.get(p, {})]
-            first["b2"] = (held[0]["b2"] if held else
-                           torch.full((), group["b0"] ** 2, dtype=like.dtype, device=like.device))
-            for st in held:
-                del st["b2"]
-        return first["b2"]
+            first["b2"] = torch.full((), group["b0"] ** 2, dtype=norm.dtype, device=norm.device)
+        b = first["b2"].sqrt()
+        group["_coef"] = coef * group["lr"] / b  # step multiplier with the delayed b_t
+        first["b2"].add_(group["reweight"] * (coef * norm) ** 2)
 
     def init_state(self, p, group):
         return {}

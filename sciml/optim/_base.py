@@ -70,16 +70,6 @@ class FunctionalOptimizer(torch.optim.Optimizer):
         """The tensors `init_state` and `update` see for parameter `p`: its real view and its gradient's."""
         return real_view(p), real_view(p.grad)
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        """torch's load, keeping a saved step count exact: torch turns a capturable group's "step" tensor
-        into float32, which would compute every bᵗ after a resume (or a guard's rollback) in float32."""
-        super().load_state_dict(state_dict)
-        saved = (i for g in state_dict["param_groups"] for i in g["params"])
-        for i, p in zip(saved, (p for g in self.param_groups for p in g["params"])):
-            step = state_dict["state"].get(i, {}).get("step")
-            if isinstance(step, Tensor):
-                self.state[p]["step"] = step.detach().to(device=p.device, dtype=torch.float64, copy=True)
-
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         loss = None
@@ -102,7 +92,8 @@ class FunctionalOptimizer(torch.optim.Optimizer):
                     step = state["step"]
                     if not isinstance(step, Tensor) or step.device != p.device or step.dtype != torch.float64:
                         # the first step, an eager run's checkpoint, one loaded onto another device, or a
-                        # count another loader made float32 (torch's load_state_dict does for capturable groups)
+                        # count torch's load_state_dict made float32 (it does for capturable groups; a count is
+                        # exact in float32, so the float64 copy is too, and every b^t after it runs in float64)
                         state["step"] = torch.as_tensor(state["step"], dtype=torch.float64).to(p.device)
                     state["step"].add_(1)
                 else:
