@@ -36,6 +36,7 @@ from sciml.config import ConfigError, StrictModel, dump, validate
 from sciml.optim import (build_optimizer, check_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state,
                          lrs_as_tensors, set_lr)
 from sciml.optim.guard import Guard, GuardError
+from sciml.optim.phases import cast_model
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
                               sample_collocation)
 from sciml.pde.jet import JET_ACTIVATIONS, jet_carries
@@ -291,7 +292,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     if cfg.loss.causal.enabled and not problem.is_time_dependent:
         raise ConfigError("loss.causal.enabled needs a time-dependent problem (a SpaceTime domain); set it to false")
     model, covered = build_model(problem, cfg)
-    model.to(device=device, dtype=dtype)
+    cast_model(model.to(device), dtype)  # complex parameters of a user's net stay complex
     cpu_points = sample_collocation(problem, interior=cfg.points.interior, boundary=cfg.points.boundary,
                                     initial=cfg.points.initial, method=cfg.points.method, seed=cfg.seed, skip=covered)
     cond_weights = {condition_name(i, c): c.weight for i, c, _ in cpu_points.conditions}
@@ -319,7 +320,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         if run is None:
             raise ValueError("resume=True needs the run folder")
         state = run.load_checkpoint("last", map_location=device)
-        model.to(_DTYPES[state["dtype"]])
+        cast_model(model, _DTYPES[state["dtype"]])
         model.load_state_dict(state["model"])
         cpu_points.interior = state["interior"].cpu()
         weights.load_state_dict(state["weights"])
@@ -348,7 +349,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         if i < start_phase:
             continue
         if ph.dtype:
-            model.to(_DTYPES[ph.dtype])
+            cast_model(model, _DTYPES[ph.dtype])
         cur_dtype = next(model.parameters()).dtype
         points = cpu_points.to(device, cur_dtype)
         opt_kw = dict(ph.optimizer)
@@ -575,7 +576,7 @@ def load_pinn(run_path: str | Path, *, which: str = "last") -> tuple[PINNModel, 
     problem = load_problem(cfg)
     model, _ = build_model(problem, cfg)
     state = run.load_checkpoint(which if run.checkpoint_path(which).exists() else "last")
-    model.to(_DTYPES[state["dtype"]])
+    cast_model(model, _DTYPES[state["dtype"]])
     model.load_state_dict(state["model"])
     return model.eval(), cfg, problem
 
