@@ -29,8 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import (add_dry_run, dry_run_done, minutes_left_in_session, previous_result,  # noqa: E402
-                               write_result)
+from benchmarks.common import (SessionTimeShort, add_dry_run, dry_run_done, previous_row,  # noqa: E402
+                               session_budget, write_result)
 
 # name: (config, overrides, resolutions to evaluate at, bar on rel. L2 or None, published FNO-paper value)
 ROWS = {
@@ -67,10 +67,6 @@ def _small(name: str, out_root: str) -> list[str]:
     return [*SMALL_COMMON, *overrides, f"data.root={out_root}/data"]
 
 
-class SessionTimeShort(RuntimeError):
-    """Too little of the device call is left to train a row: skipped, nothing recorded."""
-
-
 def row_label(name: str, total_minutes: float | None) -> str:
     """A row's name in the results: a longer run is its own row beside the 10-minute one."""
     return name if total_minutes is None else f"{name}_{total_minutes:g}min"
@@ -102,15 +98,6 @@ def ensure_dataset(cfg, label: str):
     return path
 
 
-def measured_row(out_name: str, label: str) -> dict | None:
-    """The row `label` of results/<out_name>.json measured on this device, if it holds a result (not an error)."""
-    old = previous_result(out_name)
-    for row in (old or {}).get("rows", []):
-        if row.get("row") == label and "error" not in row:
-            return row
-    return None
-
-
 def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out_root: str,
             total_minutes: float | None = None, resume: bool = False) -> dict:
     """Train and evaluate one row. With `total_minutes`, the row's plan spans that budget and this
@@ -127,10 +114,7 @@ def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out
 
     def sitting_now() -> list[str]:
         """This sitting's time overrides from what the call has left now; SessionTimeShort when too little."""
-        budget = minutes_left_in_session(requested, reserve_s=RESERVE_S)
-        if budget < MIN_ROW_MINUTES:
-            raise SessionTimeShort(f"{label}: {budget:.1f} min left in this device call after the "
-                                   f"{RESERVE_S} s reserve; run the row in a call of its own")
+        budget = session_budget(requested, reserve_s=RESERVE_S, at_least=MIN_ROW_MINUTES, what=label)
         return [f"training.max_minutes={round(budget, 2)}"] if total_minutes is None else \
             [f"training.max_minutes={total_minutes}", f"training.stop_after_minutes={round(budget, 2)}"]
 
@@ -219,7 +203,7 @@ def main(argv=None):
             label = row_label(name, args.total_minutes)
             failed = {"row": label, "error": f"{type(err).__name__}: {err}"[:300]}
             print(f"failed {failed}", flush=True)
-            if measured_row(out_name, label) is not None:  # an error is no result: the measured row stays
+            if previous_row(out_name, lambda r: r.get("row") == label and "error" not in r):  # the measured row stays
                 print(f"kept the measured row {label!r} of results/{out_name}.json", flush=True)
                 continue
             rows.append(failed)

@@ -46,8 +46,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (add_dry_run, cuda_graph, dry_run_done, minutes_left_in_session,  # noqa: E402
-                               previous_result, sync, write_result)
+from benchmarks.common import (SessionTimeShort, add_dry_run, cuda_graph, dry_run_done,  # noqa: E402
+                               minutes_left_in_session, previous_row, session_budget, sync, write_result)
 from sciml.utils import compile_jet_loss  # noqa: E402
 
 DDE_BURGERS = r"""
@@ -378,29 +378,12 @@ TTT_RESERVE_S = 30  # a time-to-target run's setup, final evaluation and the res
 TTT_MIN_S = 30  # a cap shorter than this measures nothing worth a row: the variant is skipped
 
 
-class CallTimeShort(RuntimeError):
-    """Too little of the device call is left for a variant: skipped, its earlier row kept."""
-
-
 def ttt_cap(requested_s: float | None) -> float | None:
     """A time-to-target run's cap in seconds: `requested_s` (None: none) lowered to what the device call has
-    left after TTT_RESERVE_S; CallTimeShort when under TTT_MIN_S. Outside gpu_session.sh the request stands."""
-    left = minutes_left_in_session(float("inf"), reserve_s=TTT_RESERVE_S) * 60
-    cap = min(left, float("inf") if requested_s is None else requested_s)
-    if cap < TTT_MIN_S:
-        raise CallTimeShort(f"{cap:.0f} s left in this device call after the {TTT_RESERVE_S} s reserve; "
-                            "run the variant in a call of its own (gpu_plan.sh 3b)")
+    left after TTT_RESERVE_S; SessionTimeShort when under TTT_MIN_S. Outside gpu_session.sh the request stands."""
+    cap = 60 * session_budget(float("inf") if requested_s is None else requested_s / 60, reserve_s=TTT_RESERVE_S,
+                              at_least=TTT_MIN_S / 60, what="this time-to-target variant (gpu_plan.sh 3b)")
     return None if cap == float("inf") else cap
-
-
-def _reached_row(name: str, bench: str, library: str, device) -> dict | None:
-    """The row (bench, library) of results/<name>.json measured on this device, if it reached the target."""
-    old = previous_result(name, device)
-    for row in (old or {}).get("rows", []):
-        if row.get("benchmark") == bench and row.get("library") == library and row.get("reached") \
-                and isinstance(row.get("seconds"), (int, float)):
-            return row
-    return None
 
 
 def time_to_target_variants(target: float, device: torch.device, gpu: bool, dde_cap: float) -> dict:
@@ -556,7 +539,7 @@ def main(argv=None):
         for lib, measure in (variants[v] for v in ttt):
             try:
                 result = measure()
-            except CallTimeShort as err:  # not a result: an earlier row of the variant stays as it is
+            except SessionTimeShort as err:  # not a result: an earlier row of the variant stays as it is
                 print(f"skipped {lib}: {err}", flush=True)
                 continue
             except KeyboardInterrupt:  # the call's end, outside a sciml run (e.g. DeepXDE's): keep the rows so far
@@ -564,7 +547,8 @@ def main(argv=None):
                 raise
             except Exception as err:  # noqa: BLE001 - record why a variant failed, keep the other rows
                 result = {"error": f"{type(err).__name__}: {err}"[:300]}
-            earlier = _reached_row(name, bench, lib, device)
+            earlier = previous_row(name, lambda r: r.get("benchmark") == bench and r.get("library") == lib
+                                   and r.get("reached") and isinstance(r.get("seconds"), (int, float)), device)
             if not result.get("reached") and earlier is not None and \
                     (result.get("seconds") or 0) < earlier["seconds"]:  # a lower bound below a measured time says nothing
                 print(f"kept the earlier row of {lib} (reached in {earlier['seconds']:.1f} s); this run: "

@@ -60,6 +60,21 @@ def minutes_left_in_session(requested: float, *, reserve_s: float = 0.0) -> floa
     return min(requested, (float(deadline) - time.time() - reserve_s) / 60)
 
 
+class SessionTimeShort(RuntimeError):
+    """Too little of the device call is left for a row or variant: skipped, nothing recorded (an earlier
+    measured row of it stays)."""
+
+
+def session_budget(requested: float, *, reserve_s: float, at_least: float, what: str) -> float:
+    """`minutes_left_in_session(requested, reserve_s=...)`, or SessionTimeShort naming `what` when that is
+    under `at_least` minutes."""
+    budget = minutes_left_in_session(requested, reserve_s=reserve_s)
+    if budget < at_least:
+        raise SessionTimeShort(f"{what}: {budget:.1f} min left in this device call after the {reserve_s:.0f} s "
+                               "reserve; run it in a call of its own")
+    return budget
+
+
 DRY_RUN_OK = "dry run: arguments OK"
 
 
@@ -109,6 +124,12 @@ def previous_result(name: str, device=None) -> dict[str, Any] | None:
         return None
     old = json.loads(path.read_text())
     return old if same_device(old.get("device"), device_name(device)) else None
+
+
+def previous_row(name: str, keep: Callable[[dict[str, Any]], bool], device=None) -> dict[str, Any] | None:
+    """The first row of `results/<name>.json` measured on this device for which `keep(row)` holds, else None
+    (e.g. a measured row a failed or shortened run must not replace)."""
+    return next((row for row in (previous_result(name, device) or {}).get("rows", []) if keep(row)), None)
 
 
 def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: str = "",

@@ -293,6 +293,7 @@ class GridDerivatives(Derivatives):
         n = f.shape[axis]
         if n < 4:
             return self._diff(self._diff(f, j), j)
+
         def at(i, m=1):
             return f.narrow(axis, i, m)
 

@@ -19,7 +19,7 @@ def test_the_cap_is_what_the_call_has_left(monkeypatch):
     monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(time.time() + pinn.TTT_RESERVE_S + 100))
     assert 98 < pinn.ttt_cap(None) <= 100 and pinn.ttt_cap(60) == 60
     monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(time.time() + pinn.TTT_RESERVE_S + 10))
-    with pytest.raises(pinn.CallTimeShort):
+    with pytest.raises(pinn.SessionTimeShort):
         pinn.ttt_cap(None)
 
 
