@@ -27,18 +27,21 @@ def close_matches(name: str, candidates) -> str:
     return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)"
 
 
+def _parameters(obj):
+    """The parameters of `obj`'s call: a class's ``__init__``, or the function itself."""
+    return inspect.signature(obj.__init__ if isinstance(obj, type) else obj).parameters.values()
+
+
 def signature_kwargs(obj, skip=("self", "params")) -> list[str]:
     """The named keyword arguments `obj` (a class or function) takes, less `skip` (a ``**kwargs``
     catch-all is not counted: see `takes_any_kwargs`)."""
-    sig = inspect.signature(obj.__init__ if isinstance(obj, type) else obj)
-    return sorted(n for n, p in sig.parameters.items()
-                  if n not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return sorted(p.name for p in _parameters(obj)
+                  if p.name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 def takes_any_kwargs(obj) -> bool:
     """Whether `obj`'s signature ends in ``**kwargs``."""
-    sig = inspect.signature(obj.__init__ if isinstance(obj, type) else obj)
-    return any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    return any(p.kind is p.VAR_KEYWORD for p in _parameters(obj))
 
 
 def check_kwargs(what: str, kwargs, valid: list[str]) -> None:

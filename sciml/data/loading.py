@@ -25,7 +25,7 @@ def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, ti
     for name in fields:
         spec = info.field(name)
         if spec.time_varying:
-            _check_time(info, name, time, key)
+            _check_time(info, spec, time, key)
         arr = read_field(info, name, samples=samples, stride=stride, time=time if spec.time_varying else None)
         if arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid): a time window
             channels.extend(np.moveaxis(arr, 1, 0))
@@ -46,12 +46,12 @@ def time_selector(select: TimeSelect) -> int | slice | None:
     return slice(int(select[0]), int(select[1]))
 
 
-def _check_time(info: DatasetInfo, name: str, time: int | slice | None, key: str) -> None:
-    """An index or window inside the field's saved times; HDF5 would clip a window silently (a
+def _check_time(info: DatasetInfo, spec, time: int | slice | None, key: str) -> None:
+    """An index or window inside the field's (`spec`) saved times; HDF5 would clip a window silently (a
     window [10, 50) of 20 saved times would train on 10 channels, not 40)."""
-    n_times = info.field(name).shape[info.field(name).dims.index("t")]
     if time is None:
         return
+    n_times, name = spec.shape[spec.dims.index("t")], spec.name
     if isinstance(time, int):
         ok, asked = -n_times <= time < n_times, time
     else:

@@ -44,9 +44,14 @@ def neuralop_model(class_name: str, *, in_channels: int, out_channels: int, n_di
     return cls(in_channels=in_channels, out_channels=out_channels, **kwargs)
 
 
+def _any_neuralop_class(name) -> bool:
+    """``"neuralop.<Class>"`` for a class not registered by name: built by `neuralop_model`."""
+    return isinstance(name, str) and name.startswith("neuralop.") and name not in MODELS
+
+
 def build_model(name: str, *, in_channels: int, out_channels: int, n_dims: int, **options: Any) -> nn.Module:
     """Build model `name` for data with `in_channels`/`out_channels` channels on an `n_dims`-d grid."""
-    if isinstance(name, str) and name.startswith("neuralop.") and name not in MODELS:
+    if _any_neuralop_class(name):
         return neuralop_model(name.split(".", 1)[1], in_channels=in_channels, out_channels=out_channels, n_dims=n_dims, **options)
     return MODELS.build(name, in_channels=in_channels, out_channels=out_channels, n_dims=n_dims, **options)
 
@@ -58,8 +63,8 @@ def check_model(name: str, options: dict[str, Any]) -> None:
     """Fail now, not after the data is made, on an unknown model `name` or an option its class does
     not take (a misspelt key names its close matches). Values are checked when the model is built
     (they may depend on the data's shape). ValueError."""
-    if isinstance(name, str) and name.startswith("neuralop.") and name not in MODELS:
-        return  # any neuralop class: checked when built (importing neuralop here would cost seconds)
+    if _any_neuralop_class(name):
+        return  # checked when built (importing neuralop here would cost seconds)
     obj = MODELS.get(name)
     if callable(obj) and not takes_any_kwargs(obj):
         check_kwargs(f"model {name!r}", options, signature_kwargs(obj, skip=_GIVEN_BY_THE_DATA))

@@ -110,8 +110,6 @@ def predict_in_units(forward, x_norm: Normalizer, y_norm: Normalizer, x: torch.T
     return y_norm.decode(out.float())
 
 
-
-
 PLAN_AFTER = 3  # epochs run before fitting the schedule to the budget (the first one is not timed)
 
 
