@@ -46,15 +46,35 @@ def compile_jet_loss(fn):
     return torch.compile(fn)
 
 
+def durable_replace(tmp: str | Path, path: str | Path) -> None:
+    """Rename the finished file `tmp` onto `path`, its bytes and the rename both on disk first.
+
+    Without the fsyncs a power loss soon after the rename can leave `path` empty or truncated
+    (the rename reaches the disk before the data on common filesystems): the old copy gone too.
+    """
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if os.name == "posix":  # the directory entry; Windows cannot open a directory for fsync
+        fd = os.open(Path(path).parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ".partial") -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary sibling of `path`; move it onto `path` (durably) only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + suffix)
     try:
         yield tmp
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

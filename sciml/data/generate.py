@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import time
 from pathlib import Path
 
@@ -14,6 +16,20 @@ from sciml.utils import environment, resolve_device
 
 def dataset_path(recipe: Recipe, root: str | Path | None = None) -> Path:
     return Path(root or DATASETS_DIR) / recipe.filename()
+
+
+def sample_code_hash(family: object) -> str:
+    """A short hash of the source that makes a family's samples: its module, the numerical solvers
+    and this module's seeding. A partial file begun by other code is started over, not finished
+    by a second version (unrelated commits leave it resumable)."""
+    import solvers
+
+    files = [Path(inspect.getsourcefile(type(family))), Path(__file__),
+             *sorted(Path(solvers.__file__).parent.rglob("*.py"))]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def batch_generator(device: torch.device, seed: int, batch: int) -> torch.Generator:
@@ -51,7 +67,7 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
         **{k: v for k, v in environment(device).items() if k not in ("command",)},
     }
     writer = Writer(path, attrs=attrs, fields=layout.fields, grid=layout.grid, n_samples=recipe.n_samples,
-                    batch_size=recipe.batch_size, resume_key=f"{recipe.fingerprint()}-{device.type}")
+                    batch_size=recipe.batch_size, resume_key=f"{recipe.fingerprint()}-{device.type}-{sample_code_hash(family)}")
     deadline = None if max_minutes is None else time.perf_counter() + 60 * max_minutes
     try:
         todo = range(writer.batches_done, n_batches if max_batches is None else min(n_batches, writer.batches_done + max_batches))

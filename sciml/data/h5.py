@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from sciml.utils import durable_replace
 
 SCHEMA = "sciml.dataset"
 SCHEMA_VERSION = "1.0"
@@ -191,7 +192,7 @@ class Writer:
             self.file.attrs[key] = _attr(key, value)
         self.file.attrs["complete"] = True
         self.file.close()
-        os.replace(self.partial, self.path)
+        durable_replace(self.partial, self.path)
         return self.path
 
     def close(self) -> None:

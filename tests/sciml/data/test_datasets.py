@@ -1,5 +1,7 @@
 """Generate -> HDF5 -> load round trips on small Burgers sets, and the file's failure modes."""
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -57,6 +59,62 @@ def test_interrupted_generation_resumes_to_the_same_file(data_root):
         assert f.attrs["batches_done"] == 3
         assert np.array_equal(f["inputs/u0"][()], g["inputs/u0"][()])
         assert np.array_equal(f["outputs/u"][()], g["outputs/u"][()])
+
+
+def test_a_partial_begun_by_other_solver_code_is_started_over(data_root, monkeypatch):
+    """Its resume key used to be the recipe and the device: a partial resumed after a solver change
+    mixed two code versions' samples in one file."""
+    import sciml.data.generate as generate_module
+
+    recipe = load_recipe("burgers", overrides=TINY)
+    generate(recipe, root=data_root, progress=False, max_batches=2)
+    monkeypatch.setattr(generate_module, "sample_code_hash", lambda family: "edited-solver")
+    partial = generate(recipe, root=data_root, progress=False, max_batches=1)
+    with h5py.File(partial) as f:
+        assert f.attrs["batches_done"] == 1  # begun again, not finished (3)
+
+
+def test_the_sample_code_hash_follows_the_solvers_not_other_code(tmp_path, monkeypatch):
+    import solvers
+    from sciml.data.generate import sample_code_hash
+
+    family = load_recipe("burgers").family_obj()
+    before = sample_code_hash(family)
+    copy = tmp_path / "solvers"
+    import shutil
+
+    shutil.copytree(Path(solvers.__file__).parent, copy)
+    monkeypatch.setattr(solvers, "__file__", str(copy / "__init__.py"))
+    assert sample_code_hash(family) == before
+    (copy / "pde" / "burgers.py").write_text((copy / "pde" / "burgers.py").read_text() + "\n# edited\n")
+    assert sample_code_hash(family) != before
+
+
+def test_a_finished_file_reaches_the_disk_before_its_rename(data_root, monkeypatch):
+    """Without an fsync, a power loss soon after the rename can leave the new name empty."""
+    import os
+
+    if not Path("/proc/self/fd").exists():
+        pytest.skip("reads file descriptors' paths from /proc")
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(a), str(b))), replace(a, b)))
+    path = generate(load_recipe("burgers", overrides=TINY), root=data_root, progress=False)
+    partial = str(path) + ".partial"
+    assert events == [("fsync", partial), ("replace", partial, str(path)), ("fsync", str(path.parent))]
+
+
+def test_a_checkpoint_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    import os
+
+    from sciml.train.run import save_checkpoint
+
+    synced = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), fsync(fd)))
+    path = save_checkpoint({"step": 3}, tmp_path / "last.pt")
+    assert synced == [path.stat().st_ino, tmp_path.stat().st_ino]  # the file's bytes, then its directory entry
 
 
 def test_a_second_generation_of_a_dataset_being_written_stops_and_leaves_the_first_alone(data_root):
