@@ -17,7 +17,6 @@ later times are fitted only once earlier times are.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -177,18 +176,18 @@ class LossWeights:
         self._gen.set_state(state["gen"].cpu())  # a CPU generator; checkpoints load onto the device
 
 
-_PATHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # residual function -> derivative paths
-
-
 def _jet(model, problem, x, p):
     from sciml.pde.jet import JetDerivatives, jet_carries, needed_paths
 
     if not jet_carries(model.net):
         return problem.derivatives(model, x, "reverse")  # a problem's own net: the generic backend
-    key = problem.residual  # the residual's requests do not change between calls (ids could be reused)
-    if key not in _PATHS:
-        _PATHS[key] = needed_paths(problem, p, dtype=x.dtype, device=x.device)
-    return JetDerivatives(model, x, problem.outputs, problem.coords, _PATHS[key])
+    # The derivatives a residual asks for depend on the problem (one residual may serve 1-D and 2-D
+    # problems), so they are probed once per problem and kept on it.
+    paths = problem.__dict__.get("_jet_paths")
+    if paths is None:
+        paths = needed_paths(problem, p, dtype=x.dtype, device=x.device)
+        object.__setattr__(problem, "_jet_paths", paths)
+    return JetDerivatives(model, x, problem.outputs, problem.coords, paths)
 
 
 def residual_magnitude(model: PINNModel, problem: Problem, x: Tensor, *, mode: str = "reverse", chunk: int = 8192) -> Tensor:

@@ -96,9 +96,8 @@ class MLP(nn.Module):
         self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
         self.periodic_cols = sorted(periodic)
         self.plain_cols = [i for i in range(in_dim) if i not in periodic]
-        k = torch.arange(1, harmonics + 1, dtype=torch.float64)
-        omega = torch.stack([2 * math.pi * k / periodic[c] for c in self.periodic_cols]) if periodic else torch.zeros(0, harmonics)
-        self.register_buffer("omega", omega.to(dtype))  # (n_periodic, K)
+        self._periods, self._harmonics = [periodic[c] for c in self.periodic_cols], harmonics
+        self.register_buffer("omega", self._exact_omega(dtype, None))  # (n_periodic, K)
         emb = len(self.plain_cols) + 2 * harmonics * len(self.periodic_cols)
         if fourier_features:
             B = torch.randn(emb, fourier_features, generator=g, dtype=torch.float64) * fourier_scale
@@ -124,6 +123,19 @@ class MLP(nn.Module):
             self.layers = factorize(self.layers)
             self.encoders = factorize(self.encoders) if modified else None
         self._act = ACTIVATIONS[activation]
+
+    def _exact_omega(self, dtype: torch.dtype, device) -> torch.Tensor:
+        """ω = 2πk / P from float64, rounded once to `dtype`."""
+        k = torch.arange(1, self._harmonics + 1, dtype=torch.float64)
+        omega = torch.stack([2 * math.pi * k / p for p in self._periods]) if self._periods else torch.zeros(0, self._harmonics)
+        return omega.to(device=device, dtype=dtype)
+
+    def _apply(self, fn, *args, **kwargs):
+        # A cast (float32 -> float64, a phase's dtype) would carry ω's float32 rounding, and the net would
+        # be periodic only to ~1e-7: ω is rebuilt in the new dtype instead.
+        super()._apply(fn, *args, **kwargs)
+        self.omega = self._exact_omega(self.omega.dtype, self.omega.device)
+        return self
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """φ(x): ``(n, in_dim) -> (n, embedding)``."""

@@ -55,7 +55,8 @@ class Problem:
         reference: exact or reference solution, ``x (n, d) float64 -> (n, m)`` or ``(n,)``.
         eval_points: points ``(n, d)`` where the relative L2 error is measured.
         output_transform: a user hard constraint ``(x, y) -> y`` (net output to solution);
-            when given, the trainer does not build the automatic one.
+            when given, the trainer does not build the automatic one. Dirichlet and Initial
+            conditions it meets (checked on the fresh net) leave the loss; the others stay in it.
         network: a builder ``(**net options) -> nn.Module`` replacing the default MLP (e.g. the
             two-branch Lagrangian PINN); it then owns its hard constraints.
         eval_outputs: outputs compared with the reference for ``rel_l2`` (default: all).
@@ -160,6 +161,8 @@ class Problem:
             return {"x": torch.cat([x_lo, x_hi])}
         where = getattr(c, "where", None)
         pred = face_predicate(where, self.coords, lo, hi) if isinstance(where, str) else where
+        if pred is not None and method == "uniform":
+            return self._uniform_selection(c, pred, n, seed)
         got_x, got_n, k = [], [], 0
         while sum(len(g) for g in got_x) < n:
             m = n if pred is None else 4 * n + 32
@@ -173,6 +176,28 @@ class Problem:
             if k > 20:
                 raise ValueError(f"{type(c).__name__}(where={where!r}) selects (almost) no boundary points; check the predicate")
         return {"x": torch.cat(got_x)[:n], "normal": torch.cat(got_n)[:n]}
+
+    def _uniform_selection(self, c: Condition, pred, n: int, seed) -> dict[str, Tensor]:
+        """n lattice points on the part of the boundary `pred` keeps: the lattice's size is grown
+        until the part holds n of them, then the surplus thinned evenly. (Draws with other seeds
+        return the same lattice: pooling them repeated points.)"""
+        m, best = 4 * n + 32, None
+        for _ in range(40):
+            x, nrm = self.domain.sample_boundary(m, "uniform", seed)
+            keep = torch.as_tensor(pred(x), dtype=torch.bool)
+            kept = int(keep.sum())
+            if kept >= n:
+                best = (x[keep], nrm[keep])
+                if kept <= 1.25 * n + 1:  # a near-fit lattice: thinning it leaves it even
+                    break
+                m = max(n, int(m * 1.1 * n / kept))
+            else:
+                m = int(m * min(8.0, 1.1 * n / max(kept, 1))) + 1
+        if best is not None:
+            x, nrm = best
+            pick = torch.linspace(0, len(x) - 1, n, dtype=torch.float64).round().long()
+            return {"x": x[pick], "normal": nrm[pick]}
+        raise ValueError(f"{type(c).__name__}(where={c.where!r}) selects (almost) no boundary points; check the predicate")
 
     def _box_points(self, n, method, seed):
         lo, hi = self.box()
@@ -202,17 +227,45 @@ class Problem:
                          f"{expected} (points × outputs {self.outputs}); stack the outputs along the last dimension (dim=-1)")
 
     # --- hard constraints --------------------------------------------------------------------
-    def periodic_inputs(self) -> dict[int, float]:
-        """``{column: period}`` for every Periodic condition (for a periodic input embedding)."""
+    def periodic_inputs(self, keep_soft: tuple[int, ...] = ()) -> dict[int, float]:
+        """``{column: period}`` of the coordinates the periodic input embedding makes exact: those every
+        output has a Periodic condition in (none of them in `keep_soft`). The embedding is shared by
+        all outputs, so a coordinate only some outputs are periodic in keeps its conditions soft."""
         lo, hi = self.box()
-        return {self.coords.index(c.coord): float(hi[j] - lo[j]) for c in self.conditions if isinstance(c, Periodic)
-                for j in [self.coords.index(c.coord)]}
+        out = {}
+        for coord in dict.fromkeys(c.coord for c in self.conditions if isinstance(c, Periodic)):
+            conds = [(i, c) for i, c in enumerate(self.conditions) if isinstance(c, Periodic) and c.coord == coord]
+            if {c.component for _, c in conds} == set(self.outputs) and not any(i in keep_soft for i, _ in conds):
+                j = self.coords.index(coord)
+                out[j] = float(hi[j] - lo[j])
+        return out
+
+    def periodic_covered(self, columns: Mapping[int, float]) -> set[int]:
+        """The Periodic conditions a periodic embedding of `columns` makes exact."""
+        return {i for i, c in enumerate(self.conditions) if isinstance(c, Periodic) and self.coords.index(c.coord) in columns}
+
+    def conditions_held(self, fn: Callable[[Tensor], Tensor], indices: Sequence[int], *, n: int = 64) -> dict[int, float]:
+        """``{condition: max |residual| / (1 + max |u|)}`` of `fn` at `n` points of each condition in
+        `indices`: how far a model (e.g. a user's output transform on a fresh net) is from meeting it."""
+        dtype = next((t.dtype for t in getattr(fn, "parameters", lambda: iter(()))()), torch.float64)
+        device = next((t.device for t in getattr(fn, "parameters", lambda: iter(()))()), torch.device("cpu"))
+        out = {}
+        for i in indices:
+            c = self.conditions[i]
+            batch = {k: v.to(device, dtype) for k, v in self.sample_condition(c, n, "sobol", 7919 + i).items()}
+            with torch.enable_grad():
+                x = batch["x"].detach().requires_grad_(True)
+                r = c.residual(self.derivatives(fn, x, "reverse"), {**batch, "x": x})
+                u = fn(x)[:, self.outputs.index(c.component)]
+            out[i] = float(r.detach().abs().max() / (1 + u.detach().abs().max()))
+        return out
 
     def hard_transform(self, keep_soft: tuple[int, ...] = ()) -> tuple[Callable[[Tensor, Tensor], Tensor] | None, tuple[int, ...]]:
         """The output transform that makes the conditions exact, and which conditions it covers.
         Conditions whose indices are in `keep_soft` are left out (they stay loss terms).
 
-        The user's ``output_transform`` covers every Dirichlet/Initial condition. Otherwise, on a
+        The user's ``output_transform`` is returned with every Dirichlet/Initial condition as a
+        candidate: the trainer keeps those it does not meet (`conditions_held`) as loss terms. Otherwise, on a
         box (× time), for each output u_k with one Dirichlet value g on whole faces
         (``where`` None or "coord=lo|hi") and/or an Initial value u0 (and velocity v0):
 
@@ -220,19 +273,19 @@ class Problem:
             D = Π_faces ℓ_f(x) · τ^q,  ℓ_f = distance to the face / half the box width,
             τ = (t − t0)/(t1 − t0), q = 1 (value) or 2 (value and velocity),
 
-        which holds for compatible data (u0 = g on the faces at t0). Periodic conditions are made
-        exact by the periodic input embedding instead. Conditions not covered stay soft, among them
+        which holds for compatible data (u0 = g and v0 = ∂_t g on the faces at t0). Periodic conditions
+        are made exact by the periodic input embedding instead (`periodic_inputs`); a face of a
+        coordinate not embedded keeps its Dirichlet value. Conditions not covered stay soft, among them
         ``Initial(..., derivative=k)`` with k ≥ 2 (the transform leaves ∂_t^k u free).
         """
-        soft_kinds = (Dirichlet, Initial)
         if self.output_transform is not None:
-            covered = tuple(i for i, c in enumerate(self.conditions) if isinstance(c, soft_kinds) and i not in keep_soft)
-            return self.output_transform, covered
+            candidates = [i for i, c in enumerate(self.conditions) if isinstance(c, (Dirichlet, Initial)) and i not in keep_soft]
+            return self.output_transform, tuple(candidates)
         space = self.domain.space if self.is_time_dependent else self.domain
         if not isinstance(space, Box):
             return None, ()
         lo, hi = self.box()
-        periodic_coords = {c.coord for c in self.conditions if isinstance(c, Periodic)}
+        periodic_coords = {self.coords[j] for j in self.periodic_inputs(keep_soft)}
         spatial = self.spatial_coords
         plans, covered = {}, []
         for k, name in enumerate(self.outputs):
@@ -300,8 +353,8 @@ class Problem:
     def _check_compatible(self, plans):
         if not self.is_time_dependent:
             return
-        for k, (faces, g, u0, _, has_u0) in plans.items():
-            if not (faces and has_u0 and g is not None):
+        for k, (faces, g, u0, v0, has_u0) in plans.items():
+            if not (faces and has_u0):
                 continue
             lo, hi = self.box()
             for j, side in faces:
@@ -309,11 +362,17 @@ class Problem:
                 x = self._box_points(16, "sobol", 3)
                 x[:, j] = lo[j] if side == "lo" else hi[j]
                 x[:, -1] = lo[-1]
-                gap = (evaluate_value(u0, x) - evaluate_value(g, x)).abs().max()
+                gap = (evaluate_value(u0, x) - evaluate_value(g if g is not None else 0.0, x)).abs().max()
                 if gap > 1e-6:
                     warnings.warn(f"initial value and Dirichlet value of {self.outputs[k]!r} differ by {float(gap):.2e} on face {f} "
                                   "at t0; the automatic hard constraint then satisfies the Dirichlet condition only approximately",
                                   stacklevel=3)
+                # g is constant here (a callable g with a velocity stays soft): ∂_t g = 0 on the face
+                speed = (evaluate_value(v0, x).abs().max() if callable(v0) else abs(float(v0))) if v0 is not None else 0.0
+                if speed > 1e-6:
+                    warnings.warn(f"the initial velocity of {self.outputs[k]!r} is {float(speed):.2e} on face {f}, where its "
+                                  "Dirichlet value does not change in time; the automatic hard constraint then moves u off "
+                                  "the Dirichlet value there as (t − t0)·v0", stacklevel=3)
 
 
 def _value_key(v):

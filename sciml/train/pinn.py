@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,7 @@ from sciml.optim.guard import Guard, GuardError
 from sciml.optim.phases import cast_model
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
                               sample_collocation)
+from sciml.pde.conditions import Dirichlet, Initial, Periodic
 from sciml.pde.jet import JET_ACTIVATIONS, jet_carries
 from sciml.pde.nets import MLP
 from sciml.pde.problem import PINNModel, Problem
@@ -215,24 +217,63 @@ def _condition_indices(problem: Problem, names: list[str]) -> tuple[int, ...]:
 def build_model(problem: Problem, cfg: PINNConfig) -> tuple[PINNModel, tuple[int, ...]]:
     """The network + transform + unknowns for a problem, and the conditions made exact (not trained)."""
     net_kw = cfg.net.model_dump()
-    transform, covered = (None, ())
     keep_soft = _condition_indices(problem, cfg.keep_soft)
-    if keep_soft and cfg.constraints != "hard":
-        raise ConfigError("keep_soft only applies with constraints: hard (with soft constraints every condition "
-                          "is already a loss term); remove keep_soft or set constraints: hard")
-    if problem.network is not None:
-        net = problem.network(**net_kw, seed=cfg.seed)
-    else:
-        periodic = {}
-        if cfg.constraints == "hard":
-            transform, covered = problem.hard_transform(keep_soft=keep_soft)
-            periodic = problem.periodic_inputs()
-            covered = tuple(sorted(set(covered) | {i for i, c in enumerate(problem.conditions) if type(c).__name__ == "Periodic"}))
-        elif problem.output_transform is not None:
-            transform, covered = problem.hard_transform()
-        net = MLP(problem.domain.dim, len(problem.outputs), periodic=periodic, seed=cfg.seed, **net_kw)
+    if keep_soft and cfg.constraints != "hard" and problem.output_transform is None:
+        raise ConfigError("keep_soft only applies where conditions are made exact: with constraints: hard or a problem's "
+                          "own output_transform (otherwise every condition is already a loss term); remove keep_soft or "
+                          "set constraints: hard")
+    if problem.network is not None:  # the problem's own net owns its constraints
+        return PINNModel(problem.network(**net_kw, seed=cfg.seed), None, problem.unknowns), ()
+    transform, covered, periodic = None, set(), {}
+    if cfg.constraints == "hard":
+        periodic = problem.periodic_inputs(keep_soft)
+        transform, candidates = problem.hard_transform(keep_soft=keep_soft)
+        covered = set(candidates) | problem.periodic_covered(periodic)
+    elif problem.output_transform is not None:
+        transform, candidates = problem.hard_transform(keep_soft=keep_soft)
+        covered = set(candidates)
+    net = MLP(problem.domain.dim, len(problem.outputs), periodic=periodic, seed=cfg.seed, **net_kw)
     model = PINNModel(net, transform, problem.unknowns)
-    return model, covered
+    if problem.output_transform is not None:
+        covered = _met_by_user_transform(problem, model, covered)
+    if cfg.constraints == "hard":
+        _warn_left_soft(problem, covered, keep_soft)
+    return model, tuple(sorted(covered))
+
+
+def _met_by_user_transform(problem: Problem, model: PINNModel, candidates: set[int]) -> set[int]:
+    """The candidate conditions a user's output transform meets, judged on the fresh net, which is off
+    by O(1) wherever the transform does not build a condition in (an ADF × net transform for the
+    boundary leaves the initial condition to the loss); the others stay loss terms."""
+    gaps = problem.conditions_held(model, sorted(i for i in candidates if not isinstance(problem.conditions[i], Periodic)))
+    return {i for i in candidates if gaps.get(i, 0.0) <= 1e-4}
+
+
+def _check_weight_names(problem: Problem, model: PINNModel, x: torch.Tensor, weights: dict[str, float]) -> None:
+    """Every name in loss.weights is a residual term or a condition of the problem: a misspelt one
+    would leave its term at weight 1 without a word."""
+    if not weights:
+        return
+    ref = next(model.parameters())
+    n_res = len(problem.residual_terms(problem.derivatives(model, x.to(ref.device, ref.dtype)), model.params(problem)))
+    known = (["residual"] if n_res == 1 else [f"residual_{j}" for j in range(n_res)]) + \
+        [condition_name(i, c) for i, c in enumerate(problem.conditions)]
+    unknown = [k for k in weights if k not in known]
+    if unknown:
+        raise ConfigError(f"loss.weights names {unknown}{close_matches(unknown[0], known)}, which are not loss terms of "
+                          f"{problem.name!r}; its terms are {known} (residual terms are numbered in the order the residual "
+                          f"returns them, a dict's keys included)")
+
+
+def _warn_left_soft(problem: Problem, covered: set[int], keep_soft: tuple[int, ...]) -> None:
+    left = [condition_name(i, c) for i, c in enumerate(problem.conditions)
+            if isinstance(c, (Dirichlet, Initial, Periodic)) and i not in covered and i not in keep_soft]
+    if left:
+        warnings.warn(f"constraints: hard leaves {left} of problem {problem.name!r} as loss terms: the automatic transform "
+                      "builds in one Dirichlet value per output on whole faces of a box (× time), Initial values and "
+                      "velocities, and Periodic conditions that every output has; for other shapes or values give "
+                      "Problem(output_transform=...) (on a polygon, e.g. polygon.adf(x) * net), or list them in keep_soft to silence "
+                      "this", stacklevel=3)
 
 
 class _Evaluator:
@@ -296,6 +337,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     cpu_points = sample_collocation(problem, interior=cfg.points.interior, boundary=cfg.points.boundary,
                                     initial=cfg.points.initial, method=cfg.points.method, seed=cfg.seed, skip=covered)
     cond_weights = {condition_name(i, c): c.weight for i, c, _ in cpu_points.conditions}
+    _check_weight_names(problem, model, cpu_points.interior[:4], cfg.loss.weights)
     weights = LossWeights(cfg.loss.weights, method=cfg.loss.adaptive, every=cfg.loss.update_every, alpha=cfg.loss.alpha, seed=cfg.seed)
     causal = None
     if cfg.loss.causal.enabled:

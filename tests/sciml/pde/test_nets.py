@@ -1,5 +1,7 @@
 """The PINN MLP's options: modified (gated) layers and random weight factorisation, against their formulas."""
 
+import math
+
 import pytest
 import torch
 
@@ -53,3 +55,12 @@ def test_building_a_net_leaves_the_global_rng_alone():
 def test_a_bad_weight_factorization_names_its_keys(bad):
     with pytest.raises(ValueError, match="mean.*std"):
         MLP(2, 1, weight_factorization=bad)
+
+
+def test_a_periodic_net_cast_to_float64_is_periodic_to_float64_rounding():
+    """ω = 2π/P was kept from the float32 build through the cast: periodic only to ~1e-7."""
+    net = MLP(2, 1, periodic={0: 3.0}, width=8, depth=2).to(torch.float64)
+    t = torch.linspace(0, 1, 7, dtype=torch.float64)
+    lo, hi = torch.stack([torch.zeros(7, dtype=torch.float64), t], -1), torch.stack([torch.full((7,), 3.0, dtype=torch.float64), t], -1)
+    assert (net(lo) - net(hi)).abs().max() < 1e-14
+    assert net.omega.dtype == torch.float64 and float(net.omega[0, 0]) == 2 * math.pi / 3

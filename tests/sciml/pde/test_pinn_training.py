@@ -389,3 +389,43 @@ def test_nys_newton_cg_phase_runs_from_a_pinn_config_and_lowers_the_loss(tmp_pat
     losses = {(r["phase"], r["step"]): r["loss"] for r in run.read_metrics() if r.get("kind") == "step"}
     # measured 2026-11-25: 5.646 after Adam -> 2.501 after 30 Newton-CG steps (ratio 0.44)
     assert losses[(1, 30)] < 0.6 * losses[(0, 20)], losses
+
+
+def test_a_misspelt_loss_weight_is_an_error_not_ignored():
+    from sciml.pde import Dirichlet, Problem, Rectangle
+
+    p = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u") + 1, conditions=[Dirichlet(0.0)])
+    cfg = {"net": {"width": 8, "depth": 2}, "points": {"interior": 32, "boundary": 16}, "eval_every": 0,
+           "phases": [{"optimizer": {"name": "adam"}, "steps": 2}]}
+    for bad, hint in [("dirichlet_1", "did you mean 'dirichlet_0'"), ("poisson", "its terms are \\['residual', 'dirichlet_0'\\]")]:
+        with pytest.raises(ConfigError, match=f"loss.weights names \\['{bad}'\\].*{hint}"):
+            fit(p, {**cfg, "loss": {"weights": {bad: 10.0}}})
+    two = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: {"a": d.laplacian("u"), "b": d.u - 1})
+    fit(two, {**cfg, "loss": {"weights": {"residual_1": 10.0}}})  # dict terms are numbered
+
+
+def test_one_residual_function_serves_problems_of_two_dimensions_under_the_jet_backend():
+    """The probed derivative paths were cached per residual function: the second problem got the
+    first's paths (an IndexError or a KeyError blaming the residual), and an unhashable residual failed."""
+    from dataclasses import dataclass
+
+    from sciml.pde import Dirichlet, Interval, Problem, Rectangle
+
+    poisson = lambda d: d.laplacian("u") + 1
+    cfg = {"net": {"width": 8, "depth": 2}, "points": {"interior": 32, "boundary": 16}, "eval_every": 0,
+           "derivatives": "jet", "phases": [{"optimizer": {"name": "adam"}, "steps": 2}]}
+    for dom in (Interval(0, 1), Rectangle([0, 0], [1, 1])):
+        fit(Problem(domain=dom, residual=poisson, conditions=[Dirichlet(0.0)]), cfg)
+
+    @dataclass
+    class Poisson:  # a dataclass with eq=True is unhashable
+        f: float = 1.0
+
+        def __call__(self, d):
+            return d.laplacian("u") + self.f
+
+    p = Problem(domain=Rectangle([0, 0], [1, 1]), residual=Poisson(), conditions=[Dirichlet(0.0)])
+    model, covered = build_model(p, PINNConfig(problem="custom", net={"width": 8, "depth": 2}))
+    model.to(F64)
+    pts = sample_collocation(p, interior=32, boundary=16, initial=0, seed=0, skip=covered).to(dtype=F64)
+    torch.testing.assert_close(loss_terms(model, p, pts, mode="jet"), loss_terms(model, p, pts, mode="reverse"))

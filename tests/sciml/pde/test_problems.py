@@ -98,7 +98,7 @@ def test_conditions_kept_soft_are_left_out_of_the_hard_transform():
     assert build_model(p, cfg)[1] == (0, 1)
     with pytest.raises(ConfigError, match=r"keep_soft names \['inital_2'\] \(did you mean 'initial_2'.*its conditions are \['dirichlet_0"):
         build_model(p, PINNConfig(problem="wave", constraints="hard", keep_soft=["inital_2"]))
-    with pytest.raises(ConfigError, match="keep_soft only applies with constraints: hard"):
+    with pytest.raises(ConfigError, match="keep_soft only applies where conditions are made exact: with constraints: hard"):
         build_model(p, PINNConfig(problem="wave", constraints="soft", keep_soft=["initial_2"]))
 
 
@@ -199,3 +199,96 @@ def test_reference_values_reject_a_transposed_or_misshaped_reference():
         one.reference_values(x)
     lag = get_problem("convection_diffusion", beta=3.0, nu=0.1, frame="lagrangian")  # two outputs, X and u
     assert lag.reference_values(x).shape == (5, 2)
+
+
+def test_a_user_transform_keeps_the_conditions_it_does_not_meet_as_loss_terms():
+    """It used to count every Dirichlet and Initial condition as met: an ADF transform for the
+    boundary silently dropped the initial condition, and the net learnt u ≡ 0 from the zero PDE."""
+    from sciml.pde import Polygon
+    from sciml.train.pinn import PINNConfig, build_model
+
+    tri = Polygon([[0, 0], [1, 0], [0, 1]])
+    u0 = lambda x: 20 * x[:, 0] * x[:, 1] * (1 - x[:, 0] - x[:, 1])  # vanishes on the triangle's boundary
+    boundary_only = lambda x, y: tri.adf(x[:, :2])[:, None] * y
+    p = Problem(domain=tri.with_time(0, 1), residual=lambda d: d.u_t - d.laplacian("u"), output_transform=boundary_only,
+                conditions=[Dirichlet(0.0), Initial(u0)])
+    for constraints in ("soft", "hard"):
+        assert build_model(p, PINNConfig(problem="custom", constraints=constraints, net={"width": 8, "depth": 2}))[1] == (0,)
+    both = lambda x, y: u0(x)[:, None] + tri.adf(x[:, :2])[:, None] * x[:, 2:] * y
+    p = Problem(domain=tri.with_time(0, 1), residual=lambda d: d.u_t - d.laplacian("u"), output_transform=both,
+                conditions=[Dirichlet(0.0), Initial(u0)])
+    assert build_model(p, PINNConfig(problem="custom", net={"width": 8, "depth": 2}))[1] == (0, 1)
+
+
+def test_a_coordinate_only_some_outputs_are_periodic_in_is_not_embedded():
+    """The embedding is shared by every output: it made v periodic too, and the hard transform dropped
+    v's Dirichlet value on the x faces while still counting that condition as met."""
+    from sciml.pde import Rectangle
+    from sciml.train.pinn import PINNConfig, build_model
+
+    p = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: (d.laplacian("u"), d.laplacian("v")), outputs=("u", "v"),
+                conditions=[Periodic("x", component="u"), Dirichlet(0.0, component="u", where="y=lo"),
+                            Dirichlet(0.0, component="v")])
+    with pytest.warns(UserWarning, match=r"leaves \['periodic_0'\] of problem 'custom' as loss terms"):
+        model, covered = build_model(p, PINNConfig(problem="custom", constraints="hard", net={"width": 8, "depth": 2}))
+    assert covered == (1, 2) and model.net.periodic_cols == []
+    edge = torch.tensor([[0.0, 0.3], [1.0, 0.7], [0.4, 1.0]])
+    assert model(edge)[:, 1].abs().max() < 1e-6  # v = 0 on every face, x faces included
+    both = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: (d.laplacian("u"), d.laplacian("v")),
+                   outputs=("u", "v"), conditions=[Periodic("x", component="u"), Periodic("x", component="v")])
+    model, covered = build_model(both, PINNConfig(problem="custom", constraints="hard", net={"width": 8, "depth": 2}))
+    assert covered == (0, 1) and model.net.periodic_cols == [0]
+    model, covered = build_model(both, PINNConfig(problem="custom", constraints="hard", keep_soft=["periodic_1"],
+                                                  net={"width": 8, "depth": 2}))  # was accepted and ignored
+    assert covered == () and model.net.periodic_cols == []
+
+
+@pytest.mark.parametrize("shape", ["disk", "two values"])
+def test_hard_constraints_say_which_conditions_they_leave_as_loss_terms(shape):
+    from sciml.train.pinn import PINNConfig, build_model
+
+    if shape == "disk":
+        p = Problem(domain=Disk([0, 0], 1.0), residual=lambda d: d.laplacian("u") + 1, conditions=[Dirichlet(0.0)])
+        left = r"\['dirichlet_0'\]"
+    else:
+        p = Problem(domain=Interval(0, 1), residual=lambda d: d.u_xx,
+                    conditions=[Dirichlet(0.0, where="x=lo"), Dirichlet(1.0, where="x=hi")])
+        left = r"\['dirichlet_0', 'dirichlet_1'\]"
+    with pytest.warns(UserWarning, match=f"leaves {left} of problem 'custom' as loss terms.*output_transform"):
+        assert build_model(p, PINNConfig(problem="custom", constraints="hard", net={"width": 8, "depth": 2}))[1] == ()
+
+
+def test_an_initial_velocity_at_odds_with_a_dirichlet_face_is_warned_about():
+    from sciml.pde import Rectangle
+
+    def problem(v0):
+        return Problem(domain=Rectangle([0, 0], [1, 1]).with_time(0, 1), residual=lambda d: d.u_tt - d.laplacian("u"),
+                       conditions=[Dirichlet(0.0), Initial(lambda x: torch.sin(math.pi * x[:, 0]) * torch.sin(math.pi * x[:, 1])),
+                                   Initial(v0, derivative=1)])
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        problem(lambda x: torch.sin(math.pi * x[:, 0]) * torch.sin(math.pi * x[:, 1])).hard_transform()
+    with pytest.warns(UserWarning, match=r"initial velocity of 'u' is 2\.5.e-01 on face y=lo.*\(t − t0\)·v0"):
+        problem(lambda x: x[:, 0] * (1 - x[:, 0])).hard_transform()
+
+
+@pytest.mark.parametrize("shape", ["disk", "square"])
+def test_uniform_points_on_part_of_a_boundary_are_distinct_and_even(shape):
+    """Extra draws of the uniform lattice with other seeds are the same lattice: 100 points of the
+    part were 44 (disk) and 11 (square) distinct ones."""
+    from sciml.pde import Rectangle
+
+    if shape == "disk":
+        dom, where = Disk([0, 0], 1.0), (lambda x: x[:, 1] > 0.95)
+        position = lambda x: torch.atan2(x[:, 1], x[:, 0])
+    else:
+        dom, where = Rectangle([0, 0], [1, 1]), (lambda x: (x[:, 0] > 1 - 1e-12) & (x[:, 1] > 0.9))
+        position = lambda x: x[:, 1]
+    p = Problem(domain=dom, residual=lambda d: d.laplacian("u"), conditions=[Neumann(0.0, where=where)])
+    b = p.sample_condition(p.conditions[0], 100, "uniform", 0)
+    assert len(torch.unique(b["x"], dim=0)) == 100 and bool(where(b["x"]).all())
+    gaps = position(b["x"]).sort().values.diff()
+    assert gaps.max() < 2.1 * gaps.min()
