@@ -482,7 +482,9 @@ class Guard:
             hook()
 
     def _snapshot_light(self) -> dict:
-        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+        # a state dict may hold non-tensor entries (neuralop's "_metadata", torch's extra state)
+        return {"model": {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                          for k, v in self.model.state_dict().items()},
                 "optimizer": copy.deepcopy(self.optimizer.state_dict())}
 
     def _emit(self, step: int, event: str, **details) -> None:

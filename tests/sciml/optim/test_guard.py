@@ -474,3 +474,27 @@ def test_gradient_norm_over_mixed_dtypes_and_complex_parameters():
     assert norm.item() == pytest.approx(math.sqrt(9 + 16 + 144 + 1 + 4 + 4 + 4), rel=1e-6)  # float32 parts
     same_dtype = guard._grad_norm(grads[:1] + [torch.tensor([12.0, 0.0])], torch.device("cpu"))
     assert same_dtype.item() == pytest.approx(13.0, rel=1e-12)
+
+
+def test_a_model_whose_state_dict_holds_more_than_tensors_is_guarded():
+    """neuralop's models keep a "_metadata" dict in their state dict: the guard's snapshot called
+    .detach() on it and every neuralop model failed in its first step under the default guard."""
+
+    class WithExtraState(torch.nn.Linear):
+        def get_extra_state(self):
+            return {"version": "2.0.0", "args": [1, 2]}
+
+        def set_extra_state(self, state):
+            self.loaded = state
+
+    model = WithExtraState(3, 1)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt, clip=None, snapshot_every=10)
+    for k in range(1, 51):
+        opt.zero_grad(set_to_none=True)
+        loss = ((model(x) - y) ** 2).mean() * (1e4 if k in (40, 41, 42) else 1.0)  # three spikes: a rollback
+        loss.backward()
+        guard.step(loss)
+    events = [e["event"] for e in guard.pop_events()]
+    assert "rollback" in events and model.loaded == {"version": "2.0.0", "args": [1, 2]}
