@@ -89,8 +89,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif "rel_l2" in final:
         print(f"relative L2 vs reference: {final['rel_l2']:.5e}")
     if final.get("stopped_early"):
-        print(f"stopped by the time cap (max_minutes, or this sitting's stop_after_minutes), with a checkpoint: "
-              f"go on with `sciml train --resume {run.path}` (add max_minutes=... to change the cap for that run)")
+        cap = "max_minutes" if _task_of(raw) == "pinn" else "training.max_minutes"
+        print(f"stopped by the time cap ({cap}, or this sitting's stop_after_minutes), with a checkpoint: "
+              f"go on with `sciml train --resume {run.path}` (add {cap}=... to change the cap for that run)")
     return 0
 
 
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--resolution", type=int, nargs="*", help="grid sizes to evaluate at (default: the training one; with --dataset, that file's stored grid)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--dataset", help="another dataset file of the run's family to test on (new draws, a finer grid)")
+    p.add_argument("--dataset", help="another dataset file of the run's family to test on, its last n_test samples (new draws: generate it "
+                        "with another seed=; a finer grid)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval)
 

@@ -107,7 +107,7 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
             if model is None:
                 break
         known = list(getattr(model, "model_fields", {})) if model is not None else []
-        hint = close_matches(loc[-1], known)
+        hint = close_matches(loc[-1], known) or _nested_match(model, loc[-1], ".".join(loc[:-1]))
         allowed = f"; allowed here: {', '.join(known)}" if known else ""
         return f"unknown key {key!r}{hint}{allowed}"
     if error["type"] == "missing":
@@ -115,6 +115,15 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
     if not loc and error["type"] == "value_error":  # a check across keys: its message names them
         return str(error["ctx"]["error"]) if "error" in error.get("ctx", {}) else error["msg"]
     return f"bad value for {key!r}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _nested_match(model: Any, name: str, prefix: str) -> str:
+    """" (did you mean 'training.max_minutes'?)" for a key given one level too high."""
+    for field_name, field in getattr(model, "model_fields", {}).items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name in annotation.model_fields:
+            return f" (did you mean {'.'.join(p for p in (prefix, field_name, name) if p)!r}?)"
+    return ""
 
 
 def validate(schema: type[M], data: dict[str, Any], *, source: str = "config") -> M:

@@ -21,6 +21,11 @@ def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, ti
            key: str) -> torch.Tensor:
     """Fields as channels: a time window of a time-varying field contributes one channel per step.
     `key` names the config setting that chose `time`, for errors."""
+    static = [name for name in fields if not info.field(name).time_varying]
+    if len(static) == len(fields) and time not in (None, -1):  # -1, the default: the last time of a trajectory
+        asked = time if isinstance(time, int) else [time.start, time.stop]
+        raise DatasetError(f"{key}={asked} selects saved times, but {static} in {info.path} have no time axis; drop "
+                           f"{key} (or set it to null)")
     channels = []
     for name in fields:
         spec = info.field(name)
@@ -133,7 +138,8 @@ class Normalizer(torch.nn.Module):
     def _check(self, x: torch.Tensor) -> None:
         if self.kind == "pointwise" and x.shape[1:] != self.mean.shape[1:]:
             raise ValueError(f"pointwise normalizer fitted on grid {tuple(self.mean.shape[2:])} cannot apply to "
-                             f"{tuple(x.shape[2:])}: use normalize: channel to evaluate at other resolutions")
+                             f"{tuple(x.shape[2:])}: a run evaluated at other resolutions must be trained with "
+                             f"data.normalize_inputs / data.normalize_outputs: channel (or none)")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)

@@ -119,7 +119,7 @@ class DeepONet(nn.Module):
             raise ValueError(f"prepare expects train_outputs (N, {self.out_channels}, *grid), got {tuple(train_outputs.shape)}")
         n = train_outputs.shape[0]
         if n < self.basis:
-            raise ValueError(f"POD trunk with basis={self.basis} needs at least that many training samples, got {n}; lower basis")
+            raise ValueError(f"POD trunk with basis={self.basis} needs at least that many training samples, got {n}; lower model.basis or train on more samples (data.n_train)")
         y = train_outputs.flatten(2).transpose(0, 1).double()  # (C_out, N, points)
         mean = y.mean(dim=1)
         _, s, vh = torch.linalg.svd(y - mean[:, None], full_matrices=False)

@@ -170,6 +170,20 @@ class OperatorConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _rollouts_read_their_own_predictions(self) -> "OperatorConfig":
+        """An autoregressive model feeds its normalised predictions back as normalised inputs: per-channel
+        or pointwise statistics differ between input and output steps, so every step after the first
+        would start from a mis-scaled state (by ~25 % on a small NS set). Only physical units are one scale."""
+        if self.model.name in ("fno2d_time", "fno_time"):
+            data = self.data
+            bad = [k for k in ("normalize_inputs", "normalize_outputs") if getattr(data, k) != "none"]
+            if bad:
+                raise ValueError(f"model {self.model.name!r} feeds its predictions back as inputs, which needs inputs and "
+                                 f"outputs on one scale: set data.normalize_inputs: none and data.normalize_outputs: none "
+                                 f"(now {', '.join(f'data.{k}: {getattr(data, k)}' for k in bad)})")
+        return self
+
+    @model_validator(mode="after")
     def _components_can_run(self) -> "OperatorConfig":
         """The model's name and option names are known, the optimizer and guard build, and with
         training.cuda_graph the step can be captured: checked before the dataset is generated or loaded."""
@@ -185,6 +199,9 @@ class OperatorConfig(StrictModel):
             check_optimizer(name, self.optimizer.kwargs(), graph=graph)
         except ValueError as err:
             message = str(err).replace(" cuda_graph:", " training.cuda_graph:")
+            if "unknown keyword argument" in message:  # often a setting of the optimizer the file named
+                message += (f"; a name given by override keeps the file's other optimizer settings: replace the "
+                            f"whole section instead, e.g. 'optimizer={{name: {name}, lr: ...}}'")
             raise ValueError(message if message.startswith("optimizer") else f"optimizer: {message}") from None
         guard = self.guard_settings()
         try:

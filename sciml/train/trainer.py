@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,32 @@ def epochs_within_budget(done: int, seconds_per_epoch: float, seconds_left: floa
     return max(done + 1, min(planned, affordable))
 
 
+def warn_periodic_model_on_open_grid(cfg: OperatorConfig, info) -> None:
+    """A warning when a non-periodic file ("nodes" or "cells") meets a model left at its periodic
+    defaults: an FNO without domain padding treats the field as periodic (its ends as neighbours),
+    and periodic coordinates i/s on nodes j/(s - 1) shift with the resolution."""
+    from sciml.models import MODELS
+    from sciml.registry import signature_kwargs
+
+    if info.grid_kind == "periodic":
+        return
+    try:
+        accepted = signature_kwargs(MODELS.get(cfg.model.name))
+    except Exception:  # a model whose signature cannot be read: nothing to advise
+        return
+    kw, advice = cfg.model.kwargs(), []
+    pads = kw.get("padding", 0)
+    if "padding" in accepted and all(float(p) == 0 for p in (pads if isinstance(pads, (list, tuple)) else [pads])):
+        advice.append("model.padding (e.g. 0.1 of each axis, as configs/darcy/fno.yaml)")
+    if info.grid_kind == "nodes" and "grid_embedding" in accepted and kw.get("grid_embedding", True) in (True, "periodic"):
+        advice.append("model.grid_embedding: closed")
+    if info.grid_kind == "nodes" and "coordinates" in accepted and kw.get("coordinates", "periodic") == "periodic":
+        advice.append("model.coordinates: closed")
+    if advice:
+        warnings.warn(f"{info.path} holds a non-periodic grid (grid_kind {info.grid_kind!r}) and model {cfg.model.name!r} "
+                      f"is set up for periodic fields: set {' and '.join(advice)}", stacklevel=3)
+
+
 class Trainer:
     def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
         from sciml.optim import build_optimizer, closure_kind
@@ -137,6 +164,7 @@ class Trainer:
         self.train_split = Split(train.x.to(self.device), train.y.to(self.device))
         self.test_split = Split(test.x.to(self.device), test.y.to(self.device))
 
+        warn_periodic_model_on_open_grid(cfg, self.info)
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
                                           fields=self.fields,
                                           resolution=cfg.data.resolution).to(self.device)
@@ -204,12 +232,26 @@ class Trainer:
 
     def _plan_to_budget(self, first_epoch_end: float, epochs_timed: int) -> None:
         """Shorten `planned_epochs` to what is left of `max_minutes` at the pace of the epochs timed
-        since `first_epoch_end` (the first epoch of a process holds capture and compilation)."""
+        since `first_epoch_end` (the first epoch of a process holds capture and compilation), plus
+        each epoch's share of the evaluations and checkpoints ahead."""
         now = self._device_clock()
-        per_epoch = (now - first_epoch_end) / epochs_timed
+        per_epoch = (now - first_epoch_end) / epochs_timed + self._upkeep_per_epoch()
+        now = self._device_clock()
         left = 60 * self.cfg.training.max_minutes - (self.seconds_before + now - self.started)  # earlier sittings count
         self.planned_epochs = epochs_within_budget(self.epoch, per_epoch, left, self.planned_epochs)
         self.run.log({"kind": "plan", "epoch": self.epoch, "s_per_epoch": per_epoch, "planned_epochs": self.planned_epochs})
+
+    def _upkeep_per_epoch(self) -> float:
+        """One evaluation and one checkpoint, timed, as a share of an epoch: an eval every `eval_every`
+        epochs, a "last" checkpoint every `checkpoint_every` and at most one "best" per eval. The epochs
+        a plan times hold neither; with them left out, small epochs overran the budget by half."""
+        t = self.cfg.training
+        start = self._device_clock()
+        self.evaluate()
+        evaluated = self._device_clock()
+        self.checkpoint("last")
+        saved = time.perf_counter()
+        return (evaluated - start) / t.eval_every + (saved - evaluated) * (1 / t.checkpoint_every + 1 / t.eval_every)
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -476,6 +518,24 @@ class _SavedRun:
         if self.dataset != self.trained_on and self.trained_on.exists() and read_info(self.trained_on).family != self.info.family:
             raise ConfigError(f"{self.dataset} holds {self.info.family} data and the run was trained on "
                               f"{read_info(self.trained_on).family} ({self.trained_on}); evaluate on a file of its family")
+        if self.dataset != self.trained_on and self.trained_on.exists():
+            self._refuse_training_draws(read_info(self.trained_on))
+
+    def _refuse_training_draws(self, trained) -> None:
+        """Another file generated with the training file's seed draws the same samples in the same order
+        (at its own grid: the NS family draws at its simulation grid), so its test rows must lie beyond
+        the rows the run trained on; otherwise "new draws" would be training samples."""
+        seed, other_seed = trained.attrs.get("seed"), self.info.attrs.get("seed")
+        if seed is None or other_seed is None or int(seed) != int(other_seed):
+            return
+        n_train, n_test = self.cfg.data.n_train, self.cfg.data.n_test
+        first_test = self.info.n_samples - n_test
+        if first_test < n_train:
+            raise ConfigError(f"{self.dataset} was generated with the training file's seed ({int(seed)}), so its samples "
+                              f"are the training file's draws; its test rows {first_test}..{self.info.n_samples - 1} "
+                              f"include rows the run trained on (0..{n_train - 1}). For new draws generate it with another "
+                              f"seed (e.g. `sciml generate {self.info.attrs.get('name', self.info.family)} seed=1 ...`); for "
+                              f"the run's own test draws at this grid, with n_samples={trained.n_samples}")
 
     def resolution(self, given: int | None) -> int | None:
         """`given`, or by default the grid the run trained on for its own file (``data.resolution``), and the

@@ -153,3 +153,35 @@ def test_a_pointwise_normaliser_needs_two_samples():
     with pytest.raises(ValueError, match="at least 2 training samples"):
         Normalizer("pointwise", torch.randn(1, 1, 8))
     assert torch.isfinite(Normalizer("channel", torch.randn(1, 1, 8)).std).all()
+
+
+def test_training_warns_when_a_non_periodic_file_meets_a_periodic_model(tmp_path):
+    """write_dataset's grid_kind was said to decide how the FNO embeds the grid; nothing read it, and
+    a "nodes" file trained an FNO with periodic coordinates and no padding without a word."""
+    import warnings
+
+    from sciml.train.trainer import warn_periodic_model_on_open_grid
+
+    a = smooth_periodic(8, 33, seed=1)
+    info = read_info(write_dataset(tmp_path / "nodes.h5", inputs={"a": a}, outputs={"u": a}, spatial_dims=1,
+                                   grid_kind="nodes"))
+    cfg = lambda model: validate(OperatorConfig, {"data": {"path": str(info.path), "n_train": 4, "n_test": 4}, "model": model})
+    with pytest.warns(UserWarning, match=r"non-periodic grid \(grid_kind 'nodes'\).*set model.padding .* and "
+                                         r"model.grid_embedding: closed"):
+        warn_periodic_model_on_open_grid(cfg({"name": "fno"}), info)
+    with pytest.warns(UserWarning, match="set model.coordinates: closed"):
+        warn_periodic_model_on_open_grid(cfg({"name": "deeponet"}), info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_periodic_model_on_open_grid(cfg({"name": "fno", "padding": 0.1, "grid_embedding": "closed"}), info)
+        warn_periodic_model_on_open_grid(cfg({"name": "deeponet", "coordinates": "closed"}), info)
+
+
+def test_a_time_selection_on_static_fields_is_an_error(tmp_path):
+    a = smooth_periodic(8, 16, seed=1)
+    path = write_dataset(tmp_path / "static.h5", inputs={"a": a}, outputs={"u": a}, spatial_dims=1)
+    load_splits(path, inputs=["a"], outputs=["u"], n_train=4, n_test=4)  # the default (-1) is the last time, if any
+    with pytest.raises(DatasetError, match=r"input_time=7 selects saved times, but \['a'\].*have no time axis"):
+        load_splits(path, inputs=["a"], outputs=["u"], n_train=4, n_test=4, input_time=7)
+    with pytest.raises(DatasetError, match=r"output_time=\[0, 5\] selects saved times"):
+        load_splits(path, inputs=["a"], outputs=["u"], n_train=4, n_test=4, output_time=[0, 5])

@@ -221,7 +221,7 @@ def test_normalizer_round_trip(kind):
     if kind != "none":
         assert z.mean().abs() < 1e-5 and abs(z.std().item() - 1) < 0.05
     if kind == "pointwise":
-        with pytest.raises(ValueError, match="use normalize: channel"):
+        with pytest.raises(ValueError, match="trained with data.normalize_inputs / data.normalize_outputs: channel"):
             norm.encode(torch.zeros(1, 2, 16))
     else:
         norm.encode(torch.zeros(1, 2, 16))  # per-channel statistics apply at any resolution

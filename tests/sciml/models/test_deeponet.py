@@ -69,7 +69,7 @@ def test_pod_trunk_spans_training_outputs():
 
 def test_pod_needs_enough_samples():
     model = DeepONet(1, 1, 1, sensors=8, basis=10, trunk="pod")
-    with pytest.raises(ValueError, match="lower basis"):
+    with pytest.raises(ValueError, match="lower model.basis or train on more samples"):
         model.prepare(torch.randn(5, 1, 8), torch.randn(5, 1, 8))
 
 

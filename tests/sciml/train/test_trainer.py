@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sciml.cli import main
-from sciml.config import validate
+from sciml.config import ConfigError, validate
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
 from sciml.train.trainer import Trainer, evaluate_run, train
@@ -107,6 +107,24 @@ def test_eval_on_another_dataset_of_the_family_at_a_finer_grid(straight_run, tmp
                      progress=False)
     assert main(["eval", str(run.path), "--dataset", str(other)]) == 2
     assert "holds ks1d data and the run was trained on burgers1d" in capsys.readouterr().err
+
+
+def test_eval_refuses_a_file_whose_test_rows_are_the_runs_training_draws(straight_run, tmp_path):
+    """A file generated with the training file's seed holds the same draws (NS draws them at its
+    simulation grid): with 8 samples its last 4 test rows were rows 4..7, which the run trained on,
+    and `sciml eval --dataset` reported them as new draws."""
+    from sciml.data.generate import generate
+    from sciml.data.recipes import load_recipe
+
+    run, _ = straight_run
+    same_seed = lambda n: generate(load_recipe("burgers", overrides=[f"n_samples={n}", "batch_size=12",
+                                                                      "params.resolution=128"]),
+                                   root=tmp_path / str(n), progress=False)
+    with pytest.raises(ConfigError, match=r"training file's seed \(0\).*test rows 4\.\.11 include rows the run trained "
+                                          r"on \(0\.\.15\).*another seed.*n_samples=24"):
+        evaluate_run(run.path, which="last", device="cpu", dataset=same_seed(12))
+    (row,) = evaluate_run(run.path, which="last", device="cpu", dataset=same_seed(24))  # rows 16..23: its test draws
+    assert row["resolution"] == 128
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
@@ -525,3 +543,52 @@ def test_a_prediction_runs_under_the_whole_precision_policy(precision, tf32):
         assert torch.backends.cudnn.allow_tf32  # restored after
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_fit_to_budget_counts_the_evaluations_and_checkpoints_ahead(tiny_cfg, one_second_epochs, monkeypatch):
+    """The plan timed epochs without an evaluation or a checkpoint in them: with a 1 s evaluation and a
+    0.5 s checkpoint every 4 epochs of 1 s, it planned 28 epochs of a 30 s budget, which take 42 s, and
+    the cap cut the run off mid-schedule."""
+    import sciml.train.trainer as trainer_mod
+
+    clock = trainer_mod.time.perf_counter
+    now = [0.0]
+    real_evaluate, real_checkpoint = trainer_mod.Trainer.evaluate, trainer_mod.Trainer.checkpoint
+
+    def advance(seconds, fn):
+        def timed(self, *args, **kwargs):
+            now[0] += seconds
+            return fn(self, *args, **kwargs)
+        return timed
+
+    monkeypatch.setattr(trainer_mod.time, "perf_counter", lambda: clock() + now[0])
+    monkeypatch.setattr(trainer_mod.Trainer, "evaluate", advance(1.0, real_evaluate))
+    monkeypatch.setattr(trainer_mod.Trainer, "checkpoint", advance(0.5, real_checkpoint))
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 60, "eval_every": 4, "checkpoint_every": 4,
+                                    "max_minutes": 30 / 60, "fit_to_budget": True},
+           "output": {**tiny_cfg["output"], "name": "upkeep"}}
+    run, final = train(validate(OperatorConfig, raw))
+    plan = [r for r in run.read_metrics() if r["kind"] == "plan"]
+    assert plan[0]["s_per_epoch"] == pytest.approx(1.0 + 1.0 / 4 + 0.5 * (1 / 4 + 1 / 4))
+    assert not final["stopped_early"] and final["epoch"] == plan[0]["planned_epochs"]
+    assert final["train_seconds_total"] <= 30.0
+
+
+@pytest.mark.parametrize("model", ["fno2d_time", "fno_time"])
+def test_a_rollout_model_refuses_normalisations_that_rescale_its_fed_back_state(model):
+    """Channel statistics of input steps and output steps differ: step 1's prediction re-entered
+    ~25 % off scale on a small NS set, and the error compounded along the rollout."""
+    base = {"model": {"name": model}, "data": {"recipe": "navier_stokes"}}
+    for norm in ({"normalize_inputs": "channel", "normalize_outputs": "channel"}, {"normalize_inputs": "pointwise",
+                                                                                   "normalize_outputs": "none"}):
+        with pytest.raises(ConfigError, match=f"model '{model}' feeds its predictions back.*normalize_inputs: none"):
+            validate(OperatorConfig, {**base, "data": {**base["data"], **norm}})
+    validate(OperatorConfig, {**base, "data": {**base["data"], "normalize_inputs": "none", "normalize_outputs": "none"}})
+
+
+def test_config_errors_point_to_the_section_of_a_misplaced_key_and_of_a_switched_optimizer(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"unknown key 'max_minutes' \(did you mean 'training.max_minutes'\?\)"):
+        validate(OperatorConfig, {"model": {"name": "fno"}, "max_minutes": 1})
+    with pytest.raises(ConfigError, match=r"unknown keyword argument 'weight_decay'.*replace the whole section instead, "
+                                          r"e.g. 'optimizer=\{name: lbfgs, lr: ...\}'"):
+        validate(OperatorConfig, {"model": {"name": "fno"}, "optimizer": {"name": "lbfgs", "weight_decay": 1e-4}})
