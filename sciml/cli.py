@@ -103,15 +103,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if _task_of(raw) == "pinn":
         from sciml.train.pinn import evaluate_pinn_run
 
-        if args.dataset:
-            raise ConfigError("--dataset is for operator runs; a PINN run is evaluated against its problem's reference")
+        if args.dataset or args.n_test:
+            raise ConfigError("--dataset and --n-test are for operator runs; a PINN run is evaluated against its "
+                              "problem's reference")
 
         rows = [evaluate_pinn_run(Path(args.run), which=args.checkpoint)]
     else:
         from sciml.train.trainer import evaluate_run
 
         rows = evaluate_run(args.run, resolutions=args.resolution or [None], which=args.checkpoint, device=args.device,
-                            dataset=args.dataset)
+                            dataset=args.dataset, n_test=args.n_test)
     for row in rows:
         print(json.dumps(row))
     atomic_write_text(Path(args.run) / "eval.json", json.dumps(rows, indent=2))
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--dataset", help="another dataset file of the run's family to test on, its last n_test samples (new draws: generate it "
                         "with another seed=; a finer grid)")
+    p.add_argument("--n-test", type=int, help="test on the last N samples of the file (default: the run's data.n_test)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval)
 

@@ -505,12 +505,14 @@ class _SavedRun:
     """A run's config and checkpoint, opened once, and the dataset file it is evaluated on (its own, or another
     of its family); `operator` builds the model for one split's grid."""
 
-    def __init__(self, run_path: str | Path, which: str, device: torch.device, dataset: str | Path | None):
+    def __init__(self, run_path: str | Path, which: str, device: torch.device, dataset: str | Path | None,
+                 n_test: int | None = None):
         from sciml.config import load_config
         from sciml.data.h5 import read_info
 
         run = RunDir(run_path)
         self.cfg = load_config(OperatorConfig, run.config_path)
+        self.n_test = n_test or self.cfg.data.n_test
         self.state = run.load_checkpoint(which, map_location=device)
         self.trained_on = Path(self.state["dataset"])
         self.dataset = self.trained_on if dataset is None else Path(dataset)
@@ -518,6 +520,12 @@ class _SavedRun:
         if self.dataset != self.trained_on and self.trained_on.exists() and read_info(self.trained_on).family != self.info.family:
             raise ConfigError(f"{self.dataset} holds {self.info.family} data and the run was trained on "
                               f"{read_info(self.trained_on).family} ({self.trained_on}); evaluate on a file of its family")
+        if self.n_test > self.info.n_samples:
+            raise ConfigError(f"{self.dataset} holds {self.info.n_samples} samples, fewer than the {self.n_test} to test on "
+                              f"(data.n_test of the run): give --n-test {self.info.n_samples} or fewer")
+        if self.dataset == self.trained_on and self.info.n_samples - self.n_test < self.cfg.data.n_train:
+            raise ConfigError(f"the last {self.n_test} samples of {self.dataset} include rows the run trained on (its first "
+                              f"{self.cfg.data.n_train}): give --n-test {self.info.n_samples - self.cfg.data.n_train} or fewer")
         if self.dataset != self.trained_on and self.trained_on.exists():
             self._refuse_training_draws(read_info(self.trained_on))
 
@@ -528,8 +536,8 @@ class _SavedRun:
         seed, other_seed = trained.attrs.get("seed"), self.info.attrs.get("seed")
         if seed is None or other_seed is None or int(seed) != int(other_seed):
             return
-        n_train, n_test = self.cfg.data.n_train, self.cfg.data.n_test
-        first_test = self.info.n_samples - n_test
+        n_train = self.cfg.data.n_train
+        first_test = self.info.n_samples - self.n_test
         if first_test < n_train:
             raise ConfigError(f"{self.dataset} was generated with the training file's seed ({int(seed)}), so its samples "
                               f"are the training file's draws; its test rows {first_test}..{self.info.n_samples - 1} "
@@ -569,16 +577,17 @@ def load_operator(run_path: str | Path, *, which: str = "best", device: str | to
 
 
 def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,), which: str = "best",
-                 device: str = "auto", dataset: str | Path | None = None) -> list[dict[str, Any]]:
+                 device: str = "auto", dataset: str | Path | None = None, n_test: int | None = None) -> list[dict[str, Any]]:
     """Reload a run and evaluate its checkpoint on the test split at each resolution (None: the training
     one, or another file's stored grid): of its own dataset, or of `dataset`, another file of the same family with the same fields (new draws, a
     finer stored grid: a model trained at 64^2 tested at 256^2, as the PI-HC-MoE paper's NS). As the
-    run's own evaluation: `TrainedOperator` predicts under its precision policy, TF32 included."""
+    run's own evaluation: `TrainedOperator` predicts under its precision policy, TF32 included. `n_test`:
+    the last that many samples of the file (default: the config's ``data.n_test``)."""
     dev = resolve_device(device)
-    saved = _SavedRun(run_path, which, dev, dataset)
+    saved = _SavedRun(run_path, which, dev, dataset, n_test=n_test)
     cfg, rows = saved.cfg, []
     for resolution in map(saved.resolution, resolutions):
-        split = load_test_split(cfg, saved.dataset, resolution=resolution, info=saved.info)
+        split = load_test_split(cfg, saved.dataset, resolution=resolution, n_test=saved.n_test, info=saved.info)
         operator = saved.operator(split, resolution, dev)
         err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,

@@ -125,6 +125,16 @@ def test_eval_refuses_a_file_whose_test_rows_are_the_runs_training_draws(straigh
         evaluate_run(run.path, which="last", device="cpu", dataset=same_seed(12))
     (row,) = evaluate_run(run.path, which="last", device="cpu", dataset=same_seed(24))  # rows 16..23: its test draws
     assert row["resolution"] == 128
+    with pytest.raises(ConfigError, match=r"test rows 10\.\.11 include rows the run trained on"):
+        evaluate_run(run.path, which="last", device="cpu", dataset=same_seed(12), n_test=2)
+    (four,) = evaluate_run(run.path, which="last", device="cpu", dataset=same_seed(24), n_test=4)  # rows 20..23
+    assert four["resolution"] == 128
+    with pytest.raises(ConfigError, match=r"last 10 samples of .* include rows the run trained on \(its first 16\): give "
+                                          r"--n-test 8 or fewer"):
+        evaluate_run(run.path, which="last", device="cpu", n_test=10)
+    with pytest.raises(ConfigError, match="holds 24 samples, fewer than the 30 to test on"):
+        evaluate_run(run.path, which="last", device="cpu", n_test=30)
+    assert main(["eval", str(run.path), "--checkpoint", "last", "--n-test", "4"]) == 0
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
