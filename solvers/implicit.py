@@ -22,8 +22,9 @@ How to differentiate is an object (as optimistix's adjoints):
 Contract (kept positional on purpose: keyword binding cost jaxopt a layer of bugs):
 ``F(x, *params)``; the solver is called ``solver(x0, *params)`` and returns a
 `solvers.solution.Solution` (or a tensor).  Every tensor the solution depends on must be passed
-in ``params``: a tensor reached through a closure gets no gradient, so `Implicit` refuses a
-closure over a tensor that requires grad.  x: (batch, *shape) with independent samples when
+in ``params``: a tensor reached otherwise gets no gradient, so `Implicit` refuses one that requires
+grad and that F reaches through a closure, a module, a global its code names or a callable
+object's attributes.  x: (batch, *shape) with independent samples when
 ``batched=True`` (the default); ``batched=False`` treats the whole x (any shape, 0-d included)
 as one problem.
 
@@ -175,7 +176,8 @@ Adjoint = Union[Implicit, Unrolled, Phantom]
 
 
 def closure_tensors(fn: Any, params: tuple) -> list[str]:
-    """Names of tensors requiring grad that `fn` reaches through closures/modules but not params."""
+    """Names of tensors requiring grad that `fn` reaches but not through params: through closures,
+    modules, partials, the globals its code names, or a callable object's attributes."""
     passed = {id(p) for p in params if isinstance(p, Tensor)}
     found: list[str] = []
     seen: set[int] = set()
@@ -206,6 +208,18 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
                     visit(var, cell.cell_contents, depth + 1)
                 except ValueError:  # empty cell
                     pass
+        if code is not None:  # module-level names the code reads (a global W, a global net, a helper)
+            scope = getattr(obj, "__globals__", {})
+            for var in code.co_names:
+                value = scope.get(var)
+                if isinstance(value, (Tensor, nn.Module)) or (callable(value) and hasattr(value, "__code__")):
+                    visit(var, value, depth + 1)
+        elif callable(obj) and not isinstance(obj, type) and hasattr(obj, "__dict__"):  # a callable object
+            for var, value in vars(obj).items():
+                visit(f"{name}.{var}", value, depth + 1)
+            call = getattr(type(obj), "__call__", None)
+            if call is not None and hasattr(call, "__code__"):
+                visit(f"{name}.__call__", call, depth + 1)
 
     visit("F", fn, 0)
     return found
@@ -258,7 +272,11 @@ class _ImplicitRoot(torch.autograd.Function):
         if spec.matvec_factory is not None:
             matvec_x = spec.matvec_factory(x, params)
         else:
-            _, vjp_x = torch.func.vjp(lambda x_: spec.F(x_, *params), x)
+            fx, vjp_x = torch.func.vjp(lambda x_: spec.F(x_, *params), x)
+            if fx.shape != x.shape:
+                raise ValueError(f"implicit backward: F(x*) has shape {tuple(fx.shape)} but x* has {tuple(x.shape)}; the "
+                                 f"implicit function theorem needs as many equations as unknowns -- for more equations "
+                                 f"use custom_least_squares / least_squares")
             matvec_x = lambda u: vjp_x(u.reshape(x.shape))[0]
         matvec = lambda u: matvec_x(u).reshape(B, n)
         b = -v.detach().reshape(B, n).to(x.dtype)
@@ -318,6 +336,9 @@ def _wrap(F: Callable, adjoint: Adjoint, batched: bool, name: str, T: Optional[C
                 value, sol = _as_solution(solver(x0.detach(), *[p.detach() if isinstance(p, Tensor) else p
                                                                  for p in params]), name)
             value = value.detach()
+            if isinstance(x0, Tensor) and value.shape != x0.shape:
+                raise ValueError(f"{name}: the solver returned a solution of shape {tuple(value.shape)} for x0 of shape "
+                                 f"{tuple(x0.shape)}; it must return one of x0's shape")
             _check_forward(sol, adjoint.on_failure, name)
             if batched and value.dim() == 0:
                 raise ValueError(f"{name}: the solution is 0-d; pass batched=False for a single scalar problem")
@@ -332,7 +353,8 @@ def _wrap(F: Callable, adjoint: Adjoint, batched: bool, name: str, T: Optional[C
                 if torch.is_grad_enabled():
                     missing = closure_tensors(F, params)
                     if missing:
-                        raise ValueError(f"{name}: F reaches tensors that require grad through a closure or module: "
+                        raise ValueError(f"{name}: F reaches tensors that require grad through a closure, a module, a global or "
+                                         f"an object's attribute: "
                                          f"{missing}; implicit differentiation only returns gradients for "
                                          f"tensors passed positionally -- call it as solve(x0, *params) with them "
                                          f"in params (for a module use torch.func.functional_call)")
@@ -403,12 +425,25 @@ def _adjoint(adjoint: Optional[Adjoint], backward_solve: Any) -> Adjoint:
     return adjoint
 
 
+def _solving(solver: Any, fn: Callable, batched: bool) -> Callable:
+    """``(x, *params) -> Solution`` by a batched solver; with batched=False the one problem, of any
+    shape, is handed to it as a batch of one flat row (x as (1, n), fn's output flattened alike)."""
+    if batched:
+        return lambda x, *p: solver(fn, x, *p, throw=False)
+
+    def solve(x, *p):
+        shape = x.shape
+        sol = solver(lambda z, *q: fn(z.reshape(shape), *q).reshape(1, -1), x.reshape(1, -1), *p, throw=False)
+        return Solution(sol.value.reshape(shape), sol.status, sol.stats)
+    return solve
+
+
 def root(F: Callable, x0: Tensor, *params, solver: Any = None, adjoint: Optional[Adjoint] = None,
          batched: bool = True) -> Solution:
     """Differentiable root of F(x, *params) = 0; solver defaults to `solvers.nonlinear.Newton()`."""
     from .nonlinear import Newton
     solver = solver if solver is not None else Newton()
-    return custom_root(F, adjoint=adjoint, batched=batched)(lambda x, *p: solver(F, x, *p, throw=False))(x0, *params)
+    return custom_root(F, adjoint=adjoint, batched=batched)(_solving(solver, F, batched))(x0, *params)
 
 
 def fixed_point(T: Callable, x0: Tensor, *params, solver: Any = None, adjoint: Optional[Adjoint] = None,
@@ -416,7 +451,7 @@ def fixed_point(T: Callable, x0: Tensor, *params, solver: Any = None, adjoint: O
     """Differentiable fixed point x = T(x, *params); solver defaults to `solvers.nonlinear.Anderson()`."""
     from .nonlinear import Anderson
     solver = solver if solver is not None else Anderson()
-    return custom_fixed_point(T, adjoint=adjoint, batched=batched)(lambda x, *p: solver(T, x, *p, throw=False))(x0, *params)
+    return custom_fixed_point(T, adjoint=adjoint, batched=batched)(_solving(solver, T, batched))(x0, *params)
 
 
 def least_squares(residual: Callable, x0: Tensor, *params, solver: Any = None, adjoint: Optional[Adjoint] = None,
@@ -424,5 +459,4 @@ def least_squares(residual: Callable, x0: Tensor, *params, solver: Any = None, a
     """Differentiable argmin 1/2 ||r(x, *params)||^2; solver defaults to `LevenbergMarquardt()`."""
     from .nonlinear import LevenbergMarquardt
     solver = solver if solver is not None else LevenbergMarquardt()
-    return custom_least_squares(residual, adjoint=adjoint, batched=batched)(
-        lambda x, *p: solver(residual, x, *p, throw=False))(x0, *params)
+    return custom_least_squares(residual, adjoint=adjoint, batched=batched)(_solving(solver, residual, batched))(x0, *params)

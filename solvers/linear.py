@@ -373,7 +373,8 @@ class Dense:
                   (never the normal equations, which square the condition number).  m < n without
                   a ridge gives the minimum-norm solution via QR of A^T.  A numerically
                   rank-deficient R (|R_ii| <= n eps max|R_jj|) marks BREAKDOWN; add a ridge.
-    b: (batch, m) or (batch, m, k).  Returns Solution with stats["residual_norm"] (batch,).
+    b: (batch, m) or (batch, m, k).  Returns Solution with stats["residual_norm"] (batch,); a sample
+    marked BREAKDOWN holds the minimum-norm least-squares solution (pseudo-inverse).
     """
 
     name = "solve_dense"
@@ -412,7 +413,10 @@ class Dense:
             x = torch.linalg.lu_solve(LU, piv, bb)
         else:
             x, bad = self._lstsq(A, bb)
-        x = torch.where(bad[:, None, None], torch.zeros_like(x), x)
+        if bool(bad.any()):  # still BREAKDOWN, but the minimum-norm least-squares solution, not zeros: a
+            # caller that warns and goes on (an implicit gradient) gets the best answer there is
+            M = A if self.method == "lstsq" else A + self.ridge * eye
+            x = torch.where(bad[:, None, None], torch.linalg.pinv(M) @ bb, x)
         if self.method == "lstsq":
             res = A @ x - bb
         else:

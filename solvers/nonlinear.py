@@ -89,11 +89,24 @@ def _check_x0(name: str, fn, x0) -> None:
 
 
 class _Iterative:
-    name = "solver"
+    """Tolerances left at None are the class's float64 defaults (`default_rtol`, `default_atol`), or in a
+    lower precision 50 ulp relative and 1 ulp absolute: float32 iterates stall near 1e-7, short of
+    float64's defaults, and every easy float32 solve would end MAX_STEPS."""
 
-    def __init__(self, *, rtol: float, atol: float, max_steps: int, check_every: int):
+    name = "solver"
+    default_rtol, default_atol = 1e-10, 1e-12
+
+    def __init__(self, *, rtol: float | None, atol: float | None, max_steps: int, check_every: int):
         check_options(self.name, rtol=rtol, atol=atol, max_steps=max_steps, check_every=check_every)
-        self.rtol, self.atol, self.max_steps, self.check_every = float(rtol), float(atol), max_steps, check_every
+        self.rtol = None if rtol is None else float(rtol)
+        self.atol = None if atol is None else float(atol)
+        self.max_steps, self.check_every = max_steps, check_every
+
+    def tolerances(self, like: Tensor) -> tuple[float, float]:
+        """(rtol, atol) for iterates of `like`'s dtype."""
+        eps = torch.finfo(like.dtype).eps
+        return (self.rtol if self.rtol is not None else max(self.default_rtol, 50 * eps),
+                self.atol if self.atol is not None else max(self.default_atol, eps))
 
     def _run(self, state: dict, throw: bool) -> Solution:
         return iterate(self, state, max_steps=self.max_steps, check_every=self.check_every, throw=throw, name=self.name)
@@ -125,7 +138,7 @@ class Newton(_Iterative):
 
     name = "newton"
 
-    def __init__(self, *, rtol: float = 1e-10, atol: float = 1e-12, max_steps: int = 50, check_every: int = 1,
+    def __init__(self, *, rtol: float | None = None, atol: float | None = None, max_steps: int = 50, check_every: int = 1,
                  max_backtracks: int = 20, jac: JacSpec = "loop", chunk_size: Optional[int] = None):
         super().__init__(rtol=rtol, atol=atol, max_steps=max_steps, check_every=check_every)
         _check_jac(self.name, jac, chunk_size)
@@ -140,8 +153,9 @@ class Newton(_Iterative):
             raise ValueError(f"newton: F(x0) has shape {tuple(f0.shape)} but x0 has {tuple(x0.shape)}; a root "
                              f"problem must be square -- for more equations than unknowns use LevenbergMarquardt")
         fn0 = _norm(f0)
+        rtol, atol = self.tolerances(x0)
         state = {"x": x0.clone(), "status": self._status(x0), "F": F, "args": args, "fnorm": fn0,
-                 "tol": self.atol + self.rtol * fn0, "t": torch.ones_like(fn0)}
+                 "tol": atol + rtol * fn0, "t": torch.ones_like(fn0)}
         return self._run(state, throw)
 
     def step(self, s: dict) -> dict:
@@ -237,8 +251,9 @@ class _LeastSquares(_Iterative):
     def _cauchy(self, x: Tensor, dx: Tensor, cost: Tensor, cost_new: Tensor) -> Tensor:
         # Also applied to rejected trials: at round-off level a step can be both tiny and
         # "uphill", and must count as convergence rather than a failed search.
-        small_step = _inf_norm(dx) <= self.atol + self.rtol * _inf_norm(x)
-        small_change = (cost - cost_new).abs() <= self.atol + self.rtol * cost
+        rtol, atol = self.tolerances(x)
+        small_step = _inf_norm(dx) <= atol + rtol * _inf_norm(x)
+        small_change = (cost - cost_new).abs() <= atol + rtol * cost
         return small_step & small_change
 
     def postprocess(self, s: dict) -> tuple[Tensor, dict]:
@@ -262,7 +277,7 @@ class GaussNewton(_LeastSquares):
 
     name = "gauss_newton"
 
-    def __init__(self, *, rtol: float = 1e-10, atol: float = 1e-12, gtol: float = 0.0, max_steps: int = 100,
+    def __init__(self, *, rtol: float | None = None, atol: float | None = None, gtol: float = 0.0, max_steps: int = 100,
                  check_every: int = 1, max_backtracks: int = 20, jac: JacSpec = "loop",
                  chunk_size: Optional[int] = None, normal: str = "materialize"):
         super().__init__(rtol=rtol, atol=atol, gtol=gtol, max_steps=max_steps, check_every=check_every, jac=jac,
@@ -321,7 +336,7 @@ class LevenbergMarquardt(_LeastSquares):
 
     name = "levenberg_marquardt"
 
-    def __init__(self, *, rtol: float = 1e-10, atol: float = 1e-12, gtol: float = 0.0, max_steps: int = 100,
+    def __init__(self, *, rtol: float | None = None, atol: float | None = None, gtol: float = 0.0, max_steps: int = 100,
                  check_every: int = 1, tau: float = 1e-3, scaled: bool = False, jac: JacSpec = "loop",
                  chunk_size: Optional[int] = None, normal: str = "materialize"):
         super().__init__(rtol=rtol, atol=atol, gtol=gtol, max_steps=max_steps, check_every=check_every, jac=jac,
@@ -381,8 +396,9 @@ class FixedPointIteration(_Iterative):
     """
 
     name = "fixed_point_iteration"
+    default_rtol = 1e-8
 
-    def __init__(self, *, rtol: float = 1e-8, atol: float = 1e-12, max_steps: int = 200, check_every: int = 5,
+    def __init__(self, *, rtol: float | None = None, atol: float | None = None, max_steps: int = 200, check_every: int = 5,
                  damping: float = 1.0):
         super().__init__(rtol=rtol, atol=atol, max_steps=max_steps, check_every=check_every)
         if not (0.0 < float(damping) <= 1.0):
@@ -403,7 +419,8 @@ class FixedPointIteration(_Iterative):
         res = _norm(fx - x)
         active = status == RUNNING
         status = mark(status, active & ~torch.isfinite(res), Status.NONFINITE)
-        status = mark(status, active & (res <= self.atol + self.rtol * _norm(fx)), Status.SUCCESS)
+        rtol, atol = self.tolerances(x)
+        status = mark(status, active & (res <= atol + rtol * _norm(fx)), Status.SUCCESS)
         return fx, res, status
 
     def step(self, s: dict) -> dict:
@@ -429,8 +446,8 @@ class Anderson(FixedPointIteration):
 
     name = "anderson"
 
-    def __init__(self, *, memory: int = 5, mixing: float = 1.0, ridge: float = 1e-10, rtol: float = 1e-8,
-                 atol: float = 1e-12, max_steps: int = 200, check_every: int = 5):
+    def __init__(self, *, memory: int = 5, mixing: float = 1.0, ridge: float = 1e-10, rtol: float | None = None,
+                 atol: float | None = None, max_steps: int = 200, check_every: int = 5):
         super().__init__(rtol=rtol, atol=atol, max_steps=max_steps, check_every=check_every)
         if not isinstance(memory, int) or memory < 1:
             raise ValueError(f"anderson: memory={memory!r} must be a positive int (iterates kept)")

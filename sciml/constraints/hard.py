@@ -6,8 +6,10 @@ coefficients w minimising
     || R[u](x_j) ||^2 over collocation nodes x_j  +  || C[u](y_l) ||^2 over condition nodes  +  ||ridge w||^2,
     u = sum_i w_i b_i,
 
-by a batched Levenberg-Marquardt solve, and returns u: the PDE holds at the nodes to the solver's
-tolerance, whatever the backbone's weights (Negiar et al. 2023, "PI-HC"). Gradients reach the basis
+by a batched Levenberg-Marquardt solve, and returns u (Negiar et al. 2023, "PI-HC"). Where the basis
+can meet every row, the PDE and the conditions hold at the nodes to the solver's tolerance, whatever
+the backbone's weights; with more rows than the basis can meet, u is the least-squares compromise
+(the solve still succeeds: ``last_stats["residual_norm"]`` says how far it is). Gradients reach the basis
 directly through u and through w* by the implicit function theorem (`solvers.implicit`), at the
 memory of one solve. With ``experts`` the grid is cut into blocks, each with its own w_k and its
 own nodes; all blocks of all samples are one batched solve (Chalapathi et al. 2024, "PI-HC-MoE"),
@@ -17,7 +19,9 @@ The residual is the one a PINN uses (`sciml.pde`): a function of a `Derivatives`
 the parameters ``p``. Derivatives are linear, so every partial the residual asks for is taken
 once per basis field on the whole grid (`GridDerivatives`: spectral on periodic axes, finite
 differences elsewhere), before the grid is split: experts see no artificial block edges. Inside
-the solve a partial of u is one product of those fields with w.
+the solve a partial of u is one product of those fields with w. So each expert's field meets the
+PDE at its own nodes; the returned u, stitched from the experts, jumps at the interfaces (unless
+blended by ``overlap``), and a global (spectral) derivative of it sees those jumps at every node.
 """
 
 from __future__ import annotations
@@ -125,7 +129,8 @@ class HardConstraint(nn.Module):
             or one per axis; default 0, the paper's disjoint blocks). Each expert then also fits
             the nodes within `overlap` of its block, and the output blends neighbours' fields with
             linear weights that sum to 1 across the 2 * overlap nodes around each interface, so u
-            has no jump there (the PDE then holds exactly at the nodes outside those bands only).
+            has no jump there (the PDE then holds exactly at the nodes outside those bands only, for
+            derivatives as local as finite differences: a spectral one of the blended u is global).
         ridge: the rows ``ridge * w`` (paper: 1e-4): keeps the solve well posed when the basis
             is rank deficient.
         max_steps, rtol, atol, gtol, tau: Levenberg-Marquardt options (paper: 50 steps, 1e-4).
@@ -184,7 +189,7 @@ class HardConstraint(nn.Module):
                                                    if isinstance(c, GridCondition))):
             captured = closure_tensors(fn, ())
             if captured:  # the implicit gradient reaches the basis and the data only: these would get none
-                raise ValueError(f"the {what} reads tensors that require grad through its closure ({captured}); the "
+                raise ValueError(f"the {what} reads tensors that require grad through its closure, a global or an object ({captured}); the "
                                  f"layer's solve gives them no gradient: pass such a coefficient as a float in params, "
                                  f"or as a data field")
         self.params = Params(dict(params or {}))
@@ -222,6 +227,14 @@ class HardConstraint(nn.Module):
         self._blocks: list[_Block] | None = None
         self._layouts: dict = {}
         self.last_stats: dict[str, Tensor] = {}
+        # training solves, failed ones and their LM steps since `pop_solve_totals`: summed on the device
+        self.register_buffer("_solve_totals", torch.zeros(3, dtype=torch.float64), persistent=False)
+
+    def pop_solve_totals(self) -> dict[str, float]:
+        """Training solves since the last call: how many failed, and their mean LM steps (one host read)."""
+        n, failed, steps = self._solve_totals.tolist()
+        self._solve_totals.zero_()
+        return {} if n == 0 else {"solve_failures": int(failed), "solves": int(n), "solve_steps_mean": steps / n}
 
     @property
     def n_experts(self) -> int:
@@ -429,6 +442,12 @@ class HardConstraint(nn.Module):
     def _report(self, sol) -> None:
         self.last_stats = {"status": sol.status.detach(), "num_steps": sol.stats["num_steps"].detach(),
                            "residual_norm": sol.stats["residual_norm"].detach()}
+        if self.training:
+            status = self.last_stats["status"]
+            self._solve_totals += torch.stack([torch.tensor(float(status.numel()), dtype=torch.float64,
+                                                            device=status.device),
+                                               (status != Status.SUCCESS).sum().double(),
+                                               self.last_stats["num_steps"].double().sum()])
         if self.on_failure == "record":
             return
         failed = bool((sol.status != Status.SUCCESS).any())

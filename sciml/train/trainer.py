@@ -230,6 +230,12 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
+    def _solve_totals(self) -> dict[str, float]:
+        """A hard-constraint layer's training solves since the last record: failures and mean LM steps
+        (its default on_failure, "record", would otherwise keep them out of sight)."""
+        layer = getattr(self.model, "layer", None)
+        return layer.pop_solve_totals() if hasattr(layer, "pop_solve_totals") else {}
+
     def _plan_to_budget(self, first_epoch_end: float, epochs_timed: int) -> None:
         """Shorten `planned_epochs` to what is left of `max_minutes` at the pace of the epochs timed
         since `first_epoch_end` (the first epoch of a process holds capture and compilation), plus
@@ -421,7 +427,7 @@ class Trainer:
             if self.epoch % t.eval_every == 0 or last:
                 record = {"kind": "eval", "epoch": self.epoch, "train_loss": train_loss.item(),
                           "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.perf_counter() - self.started,
-                          **{f"test_{k}": v for k, v in self.evaluate().items()}}
+                          **self._solve_totals(), **{f"test_{k}": v for k, v in self.evaluate().items()}}
                 self.run.log(record)
                 bar.set_postfix(train=f"{record['train_loss']:.4f}", test=f"{record['test_rel_l2']:.4f}")
                 # "best" is chosen on the training loss: the test split stays untouched by model selection.
@@ -441,7 +447,7 @@ class Trainer:
         final = {"kind": "final", "epoch": self.epoch, "stopped_early": stopped_early,
                  **({"planned_epochs": self.planned_epochs} if t.fit_to_budget else {}),
                  "wall_time_s": time.perf_counter() - self.started,  # this sitting's
-                 **self._sittings(),
+                 **self._sittings(), **self._solve_totals(),
                  **{f"test_{k}": v for k, v in self.evaluate().items()}}
         self.run.log(final)
         if t.plot:

@@ -373,3 +373,67 @@ def test_without_grad_no_graph_is_recorded_and_no_phantom_step_is_taken(adjoint)
     with torch.no_grad():
         fixed_point(counted, torch.zeros(x.shape[0], W.shape[0], dtype=DT), W, U, x, solver=solver, adjoint=Implicit())
     assert n_solve == len(calls)  # the solve's own evaluations only
+
+
+W_GLOBAL = torch.tensor([[0.5]], dtype=DT, requires_grad=True)
+NET_GLOBAL = torch.nn.Linear(1, 1).double()
+
+
+def _reads_a_global_tensor(x):
+    return torch.tanh(W_GLOBAL * x) + 0.1 - x
+
+
+def _reads_a_global_net(x):
+    return torch.tanh(NET_GLOBAL(x)) - x
+
+
+class _Map:
+    def __init__(self):
+        self.W = torch.tensor([[0.5]], dtype=DT, requires_grad=True)
+
+    def __call__(self, x):
+        return torch.tanh(self.W * x) - x
+
+
+@pytest.mark.parametrize("F", [_reads_a_global_tensor, _reads_a_global_net, _Map()], ids=["global", "net", "object"])
+def test_tensors_reached_through_globals_or_attributes_are_refused_too(F):
+    """Only closures were searched: W.grad came back None for a global W, a global nn.Linear or a
+    callable object's attribute, without a word."""
+    with pytest.raises(ValueError, match="F reaches tensors that require grad through a closure, a module, a global"):
+        root(F, torch.ones(2, 1, dtype=DT), solver=TIGHT_NEWTON)
+
+
+def test_shapes_that_break_the_implicit_function_theorem_are_named():
+    c = torch.ones(3, 2, dtype=DT, requires_grad=True)
+    with pytest.raises(ValueError, match=r"returned a solution of shape \(3, 1\) for x0 of shape \(3, 2\)"):
+        custom_root(lambda x, c: x - c)(lambda x0, c: c[:, :1].clone())(torch.zeros(3, 2, dtype=DT), c)
+    x = custom_root(lambda x, c: torch.cat([x - c, x[:, :1]], 1))(lambda x0, c: c.clone())(torch.zeros(3, 2, dtype=DT), c)
+    with pytest.raises(ValueError, match=r"F\(x\*\) has shape \(3, 3\) but x\* has \(3, 2\).*custom_least_squares"):
+        x.sum().backward()
+
+
+@pytest.mark.parametrize("method", ["lu", "cholesky", "lstsq"])
+def test_a_failed_dense_backward_warns_with_the_minimum_norm_gradient_not_zero(method):
+    """F = A x - a·1 with A singular but consistent for this gradient: dx/da is 1 (the minimum-norm
+    solution, as GMRES finds); the dense solves returned 0 and the docs promise no zero gradients."""
+    A = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=DT)
+    a = torch.tensor([[2.0]], dtype=DT, requires_grad=True)
+    F = lambda x, a: x @ A.T - a
+    solve = custom_root(F, adjoint=Implicit(method, on_failure="warn"))(lambda x0, a: (a / 2).expand(1, 2).clone())
+    x = solve(torch.zeros(1, 2, dtype=DT), a)
+    with pytest.warns(RuntimeWarning, match="BREAKDOWN"):
+        x.sum().backward()
+    torch.testing.assert_close(a.grad, torch.ones(1, 1, dtype=DT))
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (2, 2)])
+def test_batched_false_solves_one_problem_of_any_shape_with_the_default_solvers(shape):
+    c = torch.full(shape, 2.0, dtype=DT, requires_grad=True)
+    x = root(lambda x, c: x * x - c, torch.ones(shape, dtype=DT), c, batched=False).value
+    torch.testing.assert_close(x, c.detach().sqrt())
+    x.sum().backward()
+    torch.testing.assert_close(c.grad, 0.5 / c.detach().sqrt())
+    p = fixed_point(lambda x, c: 0.5 * torch.cos(x) + 0 * c, torch.zeros(shape, dtype=DT), c, batched=False).value
+    torch.testing.assert_close(p, 0.5 * torch.cos(p))
+    r = least_squares(lambda x, c: torch.stack([x - c, 2 * (x - c)]), torch.zeros(shape, dtype=DT), c, batched=False).value
+    torch.testing.assert_close(r, c.detach())

@@ -194,3 +194,29 @@ def test_validation_messages():
         Anderson(memory=0)
     with pytest.raises(ValueError, match="max_steps=0"):
         GaussNewton(max_steps=0)
+
+
+def test_default_tolerances_follow_the_dtype_so_easy_float32_solves_converge():
+    """float64's defaults (rtol 1e-10, atol 1e-12) cannot be met by float32 iterates, which stall
+    near 1e-7: Newton on x² = 2 and an exponential fit by LM ended MAX_STEPS, and `root` raised."""
+    from solvers.implicit import least_squares, root
+    from solvers.nonlinear import FixedPointIteration, LevenbergMarquardt, Newton
+    from solvers.solution import Status
+
+    c = torch.tensor([[2.0], [3.0], [5.0], [7.0]], requires_grad=True)
+    x = root(lambda x, c: x * x - c, torch.ones(4, 1), c).value
+    torch.testing.assert_close(x, c.detach().sqrt())
+    (x.sum()).backward()
+    torch.testing.assert_close(c.grad, 0.5 / c.detach().sqrt())  # dx/dc = 1 / (2 x)
+    gen = torch.Generator().manual_seed(0)
+    t = torch.linspace(0, 2, 20)
+    y = 2 * torch.exp(-1.3 * t) + 0.01 * torch.randn(4, 20, generator=gen)
+    r = lambda p, y: p[:, :1] * torch.exp(-p[:, 1:] * t) - y
+    s32 = LevenbergMarquardt()(r, torch.ones(4, 2), y, throw=False)
+    s64 = LevenbergMarquardt()(r, torch.ones(4, 2, dtype=torch.float64), y.double(), throw=False)
+    assert (s32.status == Status.SUCCESS).all() and (s64.status == Status.SUCCESS).all()
+    assert (s32.value.double() - s64.value).abs().max() < 1e-5
+    least_squares(r, torch.ones(4, 2), y)  # raised SolveError
+    assert Newton().tolerances(torch.zeros(1, dtype=torch.float64)) == (1e-10, 1e-12)  # float64 as before
+    assert FixedPointIteration().tolerances(torch.zeros(1, dtype=torch.float64)) == (1e-8, 1e-12)
+    assert Newton(rtol=1e-3, atol=0.0).tolerances(torch.zeros(1)) == (1e-3, 0.0)  # given ones are kept

@@ -275,3 +275,16 @@ def test_the_soft_constraint_trains_in_graph_mode_like_eager_mode(tiny, simulate
         # fused Adam and a float32 lr tensor in graph mode: rounding, which Adam's normalisation lifts to
         # ~2e-5 on spectral weights whose gradients are near zero; a stale replay moves them by ~1e-3
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-4, msg=key)
+
+
+def test_a_hard_run_logs_its_failed_solves_and_lm_steps(tiny, hard_run):
+    """With the layer's default on_failure ("record") a run whose every solve stopped at max_steps
+    logged only losses; the eval records now carry the training solves' failures and mean steps."""
+    run, _ = hard_run
+    evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
+    assert all(r["solves"] == 10 * 4 * 4 for r in evals)  # 10 epochs x 4 batches x 4 samples, one expert
+    assert all(r["solve_failures"] == 0 and 1 <= r["solve_steps_mean"] <= 50 for r in evals)
+    capped, final = train(validate(OperatorConfig, _variant(tiny, "one_step", physics={"max_steps": 1},
+                                                            training={"epochs": 2, "eval_every": 1})))
+    evals = [r for r in capped.read_metrics() if r["kind"] == "eval"]
+    assert [r["solve_failures"] for r in evals] == [16, 16] and evals[0]["solve_steps_mean"] == 1.0
