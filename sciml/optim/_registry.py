@@ -182,7 +182,10 @@ def check_optimizer(name: str, kwargs: dict, *, graph: bool = False) -> None:
         kw.update(graph_optimizer_kwargs(name, "cpu", kwargs))
     try:
         optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], name, **kw)
-    except (TypeError, IndexError, KeyError) as err:  # a value of the wrong type or length, e.g. betas: [0.9]
+    except ValueError:
+        raise
+    except Exception as err:  # a value of the wrong type or length (betas: [0.9]), or pytorch-optimizer's own
+        # exceptions, which are not ValueErrors (NegativeLRError for lr: -1)
         raise ValueError(f"optimizer {name!r} rejects its settings {kwargs}: {type(err).__name__}: {err}; "
                          "fix the value or leave the key out for the default") from None
     if graph and not getattr(optimizer, "graph_capturable", True):

@@ -266,6 +266,11 @@ class Guard:
         events, self._events = self._events, []
         return events
 
+    @property
+    def holds_good_state(self) -> bool:
+        """Whether a snapshot exists: a GuardError then leaves the model and optimizer at it."""
+        return self._snapshot is not None
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "step_count": self.step_count, "lr_scale": self.lr_scale, "log_loss_ema": self.log_loss_ema,
@@ -415,7 +420,7 @@ class Guard:
         self._emit(step, "skip_nonfinite", loss=lval, grad_norm=nval,
                    **({"note": "polled mode: gradient was zeroed, the optimizer still stepped"} if zeroed else {}))
         if self.consecutive_skips >= self.max_consecutive_skips:
-            if self._snapshot is not None and self.rollbacks < self.max_rollbacks:
+            if self._snapshot is not None:  # past max_rollbacks this restores the last good state and gives up
                 self._rollback(step, reason="nonfinite")
                 self.consecutive_skips = 0
                 return

@@ -9,7 +9,7 @@ Contract (what a PINN trainer supplies and gets back)::
          "steps": 2000, "dtype": "float64"},
         {"optimizer": {"name": "nys_newton_cg", "rank": 60, "mu": 1e-4}, "steps": 100},
     ])
-    history = schedule.run(model, loss_fn, callback=None, guard=None)
+    history = schedule.run(model, loss_fn, callback=None)  # a guard per phase: "guard": {...}
 
 * ``loss_fn()`` returns the scalar training loss of the model's *current* parameters, built
   with autograd (do **not** call ``backward()``: the driver does, or differentiates twice for

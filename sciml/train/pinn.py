@@ -480,13 +480,17 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
 
                 def closure():
                     if kind == "backward":
-                        total, closure.terms = evaluate_loss_and_grad()
-                        return total.clone()  # a replay writes the same output tensor every time
-                    terms = terms_fn(points)
-                    closure.terms = _detached(terms)
-                    return weights.total(terms, cond_weights)  # the optimizer differentiates it itself
+                        total, terms = evaluate_loss_and_grad()
+                        total = total.clone()  # a replay writes the same output tensor every time
+                    else:
+                        terms = terms_fn(points)
+                        total = weights.total(terms, cond_weights)  # the optimizer differentiates it itself
+                    if closure.terms is None:  # the step's first evaluation, at the point whose loss it returns;
+                        closure.terms = _detached(terms)  # later ones are line-search trials
+                    return total
 
                 if needs_closure:
+                    closure.terms = None
                     loss = guard.step(None, closure=closure) if guard else opt.step(closure)
                 else:
                     if weights.method != "fixed" and step % weights.every == 0:
@@ -547,7 +551,9 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         if stopped_early:
             break
 
-    last_loss = float(loss.detach()) if stopped_early else (history[-1]["loss"] if history else float("nan"))
+    # the loss at the final weights (a step record's loss is the one before its step)
+    at = cpu_points.to(device, next(model.parameters()).dtype)
+    last_loss = float(weights.total(terms_fn(at), cond_weights).detach())
     pred = evaluate.predict(model) if evaluate.x is not None else None  # once: for the final errors and the picture
     final = {"kind": "final", **(evaluate.errors(pred) if pred is not None else {}), "loss": last_loss,
              "seconds": elapsed, "stopped_early": stopped_early, **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}

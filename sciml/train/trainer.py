@@ -411,10 +411,15 @@ class Trainer:
             epoch = self.epoch
             try:
                 train_loss = self.train_epoch(epoch)
-            except GuardError as err:  # keep its events; the last checkpoint stays the resume point
+            except GuardError as err:  # keep its events and the last good state (the guard restored it)
                 self._log_guard_events(epoch + 1, judge_pending=False)
-                raise GuardError(f"{err} (epoch {epoch + 1}). Continue from the last checkpoint with a lower rate, e.g. "
-                                 f"`sciml train --resume {self.run.path} optimizer.lr=...`") from err
+                if self.guard.holds_good_state:  # a resume then restarts this epoch from it
+                    self.checkpoint("last")
+                if not self.run.checkpoint_path("last").exists():
+                    raise GuardError(f"{err} (epoch {epoch + 1}), before any good state was saved: start again with a "
+                                     f"lower rate, e.g. `optimizer.lr=...`") from err
+                raise GuardError(f"{err} (epoch {epoch + 1}). The last good state is saved; continue from it with a lower "
+                                 f"rate, e.g. `sciml train --resume {self.run.path} optimizer.lr=...`") from err
             self.epoch = epoch + 1
             bar.update()
             self._log_guard_events(self.epoch)

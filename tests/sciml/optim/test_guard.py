@@ -498,3 +498,27 @@ def test_a_model_whose_state_dict_holds_more_than_tensors_is_guarded():
         guard.step(loss)
     events = [e["event"] for e in guard.pop_events()]
     assert "rollback" in events and model.loaded == {"version": "2.0.0", "args": [1, 2]}
+
+
+@pytest.mark.parametrize("failure", ["spike", "nan"])
+def test_giving_up_restores_the_last_good_state_and_says_so_for_spikes_and_non_finite_steps_alike(failure):
+    """Out of rollbacks, the spike path restored the snapshot and logged gave_up; the non-finite
+    path raised with the diverged weights in place and no gave_up event."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 3, generator=gen)
+    y = x.sum(1, keepdim=True)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt, max_rollbacks=0, max_spikes=2, max_consecutive_skips=2, spike_warmup=2)
+    with pytest.raises(GuardError, match="rolled back 0 times"):
+        for k in range(1, 40):
+            opt.zero_grad()
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            if k >= 20:
+                loss = loss * (1e4 if failure == "spike" else float("nan"))
+            guard.step(loss)
+    assert [e["event"] for e in guard.pop_events()][-1] == "gave_up" and guard.holds_good_state
+    snapshot = guard._snapshot["model"]
+    assert all(torch.equal(p, snapshot[n]) for n, p in model.named_parameters())

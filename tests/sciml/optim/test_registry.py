@@ -102,3 +102,13 @@ def test_sciml_list_marks_the_optimizers_cuda_graph_can_capture(capsys):
     marked = {line.split()[0] for line in capsys.readouterr().out.splitlines() if "(cuda_graph)" in line}
     assert marked == {"adam", "adamw", "adabelief", "spam", "ademamix", "mars", "fadam", "subset_norm", "clip_radagradd",
                       "grokfast", "perpgrad"}
+
+
+@pytest.mark.parametrize("name", ["grams", "diffgrad", "adam"])
+def test_a_bad_value_for_a_library_optimizer_is_a_config_error_not_its_own_exception(name):
+    """pytorch-optimizer raises NegativeLRError (not a ValueError) for lr: -1: the config check let it
+    through as a traceback."""
+    from sciml.optim import check_optimizer
+
+    with pytest.raises(ValueError, match=f"(optimizer '{name}' rejects its settings.*NegativeLRError|Invalid learning rate)"):
+        check_optimizer(name, {"lr": -1.0})

@@ -1,6 +1,7 @@
 """The operator trainer and the CLI on a tiny Burgers set: run folders, resume, eval, errors."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,12 @@ def test_a_guard_that_gives_up_logs_its_events_and_names_the_resume_command(tiny
     run = RunDir(raw["output"]["root"] + "/gives_up")
     events = [r["event"] for r in run.read_metrics() if r["kind"] == "guard"]
     assert events[-2:] == ["spike", "gave_up"], events
+    # it gave up before its first checkpoint (every 5 epochs): the advised resume used to find none; the
+    # last good state is saved now, and the resume with a lower rate trains on from it
+    assert run.load_checkpoint("last")["epoch"] < raw["training"]["checkpoint_every"]
+    calmer = {**raw, "optimizer": {"name": "adam", "lr": 1e-3}, "guard": {}, "training": {**raw["training"], "epochs": 6}}
+    _, final = train(validate(OperatorConfig, calmer), run=run, resume=True)
+    assert final["epoch"] == 6 and math.isfinite(final["test_rel_l2"])
 
     import yaml  # the CLI says the same in one line, without a traceback
 
