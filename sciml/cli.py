@@ -197,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from sciml.data.h5 import DatasetError
     from sciml.optim.guard import GuardError
+    from solvers.solution import SolveError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, GuardError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, DatasetError, GuardError, ValueError, FileNotFoundError, SolveError, FloatingPointError) as err:
         if os.environ.get("SCIML_DEBUG"):
             raise
         print(f"sciml {args.command}: error: {err}", file=sys.stderr)

@@ -113,6 +113,8 @@ class _Krylov:
         z = _apply_checked(self.name, "preconditioner", M, r)
         tol = _tolerance(b, self.rtol, self.atol)
         status = torch.full(b.shape[:1], RUNNING, dtype=torch.int64, device=b.device)
+        # a non-finite b makes the tolerance infinite: "converged" at x0 (zeros) without this
+        status = mark(status, ~torch.isfinite(tol) | ~torch.isfinite(_norm(r)), Status.NONFINITE)
         status = mark(status, _norm(r) <= tol, Status.SUCCESS)
         return {"x": x, "r": r, "z": z, "tol": tol, "status": status, "b": b, "A": A, "M": M}
 

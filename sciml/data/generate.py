@@ -75,7 +75,7 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
                       initial=writer.batches_done, total=n_batches):
             n = min(recipe.batch_size, recipe.n_samples - b * recipe.batch_size)
             arrays, diagnostics = family.generate(params, n, generator=batch_generator(device, recipe.seed, b), device=device)
-            nonfinite = [k for k, v in arrays.items() if not torch.isfinite(v).all()]
+            nonfinite = [k for k, v in {**arrays, **diagnostics}.items() if not torch.isfinite(v).all()]
             if nonfinite:
                 raise FloatingPointError(f"batch {b} of {recipe.name} has non-finite values in {nonfinite}; "
                                          f"the solver diverged: reduce dt or check the parameters")
@@ -89,4 +89,6 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
         return writer.finish({"wall_time_s": writer.seconds})
     except BaseException:
         writer.close()  # keep the finished batches for a resume
+        if writer.batches_done == 0:  # nothing to resume (e.g. a setting the solver refused): no .partial left
+            writer.partial.unlink(missing_ok=True)
         raise

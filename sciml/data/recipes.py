@@ -20,6 +20,7 @@ interrupted generation resumes at the next unfinished batch.
 from __future__ import annotations
 
 import copy
+import math
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,11 @@ class Recipe(StrictModel):
         return FAMILIES.get(self.family)()
 
     def typed_params(self) -> StrictModel:
-        return validate(self.family_obj().Params, self.params, source=f"recipe {self.name!r} params")
+        params = validate(self.family_obj().Params, self.params, source=f"recipe {self.name!r} params")
+        bad = [key for key, value in _leaves(params.model_dump()) if isinstance(value, float) and not math.isfinite(value)]
+        if bad:  # an infinite forcing made a "complete" Darcy file of zeros (CG met an infinite tolerance at once)
+            raise ConfigError(f"recipe {self.name!r} params {', '.join(bad)} must be finite numbers, not inf or nan")
+        return params
 
     def fingerprint(self) -> str:
         """A short hash of everything that determines the file's contents."""
@@ -118,9 +123,21 @@ def load_recipe(name_or_path: str | Path, *, preset: str | None = None, override
                               f"presets: {', '.join(presets) or '(none)'}")
         data = _merge(data, presets[preset])
     data = apply_overrides(data, overrides)
+    changes = ([f"preset {preset}"] if preset is not None else []) + list(overrides)
+    if changes and data.get("description"):  # its numbers are the recipe's: say what moved them
+        data["description"] = f"{str(data['description']).strip()} (changed by {'; '.join(changes)})"
     recipe = validate(Recipe, data, source=str(path))
     recipe.typed_params()  # fail now, not after the first batch
     return recipe
+
+
+def _leaves(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every non-container value in nested dicts and lists."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{prefix}{k}.")]
+    if isinstance(value, (list, tuple)):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, f"{prefix}{i}.")]
+    return [(prefix.rstrip("."), value)]
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,8 @@ Jacobian (a W-method). The Jacobian is approximated by diag(D/R(u)) L, so each s
 one tridiagonal M-matrix system, batched over samples by parallel cyclic reduction (log2 n
 vectorised sweeps, no loop over cells). Steps are equal inside each output interval
 (<= ``dt``) and land on the output times; the first interval, which contains the initial jump
-at x = 0, is graded quadratically (first step interval/n^2).
+at x = 0, takes 4m steps graded cubically, t_j = interval (j / 4m)^3 (first step interval/(4m)^3),
+with m the equal steps it would have had.
 
 Replaces PDEBench's per-sample ``scipy.integrate.solve_ivp`` (RK45, rtol 1e-3 default) with a
 batched, device-agnostic solver. References: Takamoto et al., "PDEBench" (NeurIPS 2022

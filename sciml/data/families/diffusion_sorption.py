@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import PositiveFloat, PositiveInt, model_validator
 
 from sciml.config import StrictModel
 from sciml.data.h5 import FieldSpec
@@ -23,6 +23,15 @@ class DiffusionSorptionParams(StrictModel):
     k_f: PositiveFloat = 3.5e-4
     n_f: PositiveFloat = 0.874
     dt: PositiveFloat = 0.5
+
+    @model_validator(mode="after")
+    def _physical(self) -> "DiffusionSorptionParams":
+        if not 0 <= self.u0_low <= self.u0_high:  # the isotherm reads max(u, 0): negative values went unnoticed
+            raise ValueError(f"need 0 <= u0_low <= u0_high (concentrations), got u0_low={self.u0_low}, "
+                             f"u0_high={self.u0_high}")
+        if self.porosity >= 1:
+            raise ValueError(f"porosity is a volume fraction below 1, got {self.porosity}")
+        return self
 
 
 @FAMILIES.register("diffusion_sorption1d", description="1D diffusion-sorption with Freundlich retardation (PDEBench)",
@@ -43,7 +52,7 @@ class DiffusionSorption1D:
             attrs={
                 "equation": "u_t = D / R(u) u_xx, R = 1 + (1 - phi)/phi rho_s k n_f u^(n_f - 1)",
                 "domain": {"x": [0.0, 1.0], "t": [0.0, p.t_end]},
-                "boundary_conditions": {"x0": "u = 1", "x1": "u = D u_x (PDEBench Cauchy outflow)"},
+                "boundary_conditions": {"x0": "u = 1", "x1": "u = -D u_x (PDEBench Cauchy outflow)"},
                 "ic_sampler": {"type": "uniform_constant", "low": p.u0_low, "high": p.u0_high},
                 "solver": "solvers.pde.diffusion_sorption (finite volume, ROS2, batched tridiagonal solves)",
                 "solver_options": {"dt": p.dt, "D": p.D, "porosity": p.porosity, "rho_s": p.rho_s, "k_f": p.k_f, "n_f": p.n_f},

@@ -306,3 +306,61 @@ def test_every_recipe_and_preset_validates():
         for preset in [None, *load_yaml(DATASETS_DIR / f"{name}.yaml").get("presets", {})]:
             recipe = load_recipe(name, preset=preset)
             FAMILIES.get(recipe.family)().layout(recipe.typed_params())
+
+
+@pytest.mark.parametrize("override", ["params.forcing=inf", "params.forcing=nan", "params.high=.inf"])
+def test_non_finite_recipe_params_are_refused(override):
+    """An infinite forcing made an infinite CG tolerance, met at once by x = 0: a "complete" file of zeros."""
+    with pytest.raises(ConfigError, match="must be finite numbers, not inf or nan"):
+        load_recipe("darcy", preset="tiny", overrides=[override])
+
+
+def test_cg_marks_a_non_finite_right_hand_side_instead_of_converging_at_zero():
+    from solvers.linear import CG
+    from solvers.solution import Status
+
+    b = torch.tensor([[1.0, 2.0], [float("inf"), 1.0], [float("nan"), 0.0]], dtype=torch.float64)
+    sol = CG()(lambda x: 2 * x, b, throw=False)
+    assert sol.status.tolist() == [Status.SUCCESS, Status.NONFINITE, Status.NONFINITE]
+
+
+def test_a_generation_failing_in_its_first_batch_leaves_no_partial_and_non_finite_diagnostics_are_refused(
+        data_root, monkeypatch):
+    from sciml.cli import main
+    from sciml.data.families.burgers import Burgers1D
+    from solvers.solution import SolveError
+
+    recipe = load_recipe("burgers", overrides=TINY)
+    real = Burgers1D.generate
+
+    def inf_diagnostic(self, *args, **kwargs):
+        arrays, diagnostics = real(self, *args, **kwargs)
+        return arrays, {**diagnostics, "mean_drift": torch.full_like(diagnostics["mean_drift"], float("inf"))}
+
+    monkeypatch.setattr(Burgers1D, "generate", inf_diagnostic)
+    with pytest.raises(FloatingPointError, match=r"non-finite values in \['mean_drift'\]"):
+        generate(recipe, root=data_root, progress=False)
+    assert not list(data_root.glob("*.partial"))  # nothing finished: nothing to resume
+
+    def fails(self, *args, **kwargs):
+        raise SolveError("cg did not converge")
+
+    monkeypatch.setattr(Burgers1D, "generate", fails)
+    assert main(["generate", "burgers", *TINY, "--root", str(data_root), "--quiet"]) == 2  # a message, no traceback
+    assert not list(data_root.glob("*.partial"))
+
+
+def test_a_changed_recipe_says_so_in_its_description_and_diffusion_sorption_params_are_physical():
+    assert load_recipe("burgers").description.endswith("(FNO benchmark)")
+    assert load_recipe("burgers", preset="small", overrides=["n_samples=8"]).description.endswith(
+        "(FNO benchmark) (changed by preset small; n_samples=8)")
+    for bad in (["params.u0_low=-0.5", "params.u0_high=-0.1"], ["params.u0_low=0.3", "params.u0_high=0.1"]):
+        with pytest.raises(ConfigError, match="need 0 <= u0_low <= u0_high"):
+            load_recipe("diffusion_sorption", overrides=bad)
+    with pytest.raises(ConfigError, match="porosity is a volume fraction below 1"):
+        load_recipe("diffusion_sorption", overrides=["params.porosity=1.5"])
+    from sciml.data.families.diffusion_sorption import DiffusionSorption1D
+
+    family = DiffusionSorption1D()
+    attrs = family.layout(load_recipe("diffusion_sorption").typed_params()).attrs
+    assert "u = -D u_x" in str(attrs["boundary_conditions"])  # the solver's outflow condition
