@@ -39,6 +39,9 @@ def neuralop_model(class_name: str, *, in_channels: int, out_channels: int, n_di
         raise ValueError(f"neuralop.models has no model {class_name!r}; known: {', '.join(known)}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     n_modes = kwargs.get("n_modes")
+    if isinstance(n_modes, int):
+        raise ValueError(f"neuralop's n_modes takes one count per grid dim (full spectrum widths), e.g. "
+                         f"n_modes: {[n_modes] * (n_dims or 1)}, not the single number {n_modes}")
     if n_dims is not None and n_modes is not None and len(n_modes) != n_dims:
         raise ValueError(f"n_modes={n_modes!r} has {len(n_modes)} entries but the data has n_dims={n_dims}; give one per grid dim")
     return cls(in_channels=in_channels, out_channels=out_channels, **kwargs)

@@ -117,7 +117,10 @@ class DeepONet(nn.Module):
             return
         if train_outputs.ndim != self.n_dims + 2 or train_outputs.shape[1] != self.out_channels:
             raise ValueError(f"prepare expects train_outputs (N, {self.out_channels}, *grid), got {tuple(train_outputs.shape)}")
-        n = train_outputs.shape[0]
+        n, points = train_outputs.shape[0], math.prod(train_outputs.shape[2:])
+        if points < self.basis:  # the SVD gives at most min(N, points) modes
+            raise ValueError(f"POD trunk with basis={self.basis} needs at least that many grid points, got {points}; "
+                             f"lower model.basis or use a finer grid")
         if n < self.basis:
             raise ValueError(f"POD trunk with basis={self.basis} needs at least that many training samples, got {n}; lower model.basis or train on more samples (data.n_train)")
         y = train_outputs.flatten(2).transpose(0, 1).double()  # (C_out, N, points)
@@ -131,7 +134,8 @@ class DeepONet(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("pod_mean", "pod_basis"):  # sized by prepare(): take the checkpoint's shape
             if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.bias.device))
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.bias.device,
+                                                     dtype=self.bias.dtype))  # the model's dtype, as every loaded tensor
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:

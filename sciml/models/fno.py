@@ -204,6 +204,7 @@ class FNO(nn.Module):
             x = torch.cat([x, coords.movedim(1, channel_dim).expand(shape)], dim=channel_dim)
         x = self.lifting(x)
         pads = self.pad_sizes(grid)
+        self.spectral[0].check_grid([n + p for n, p in zip(grid, pads)], padding=pads)  # naming the padding
         if any(pads):
             x = F.pad(x, [v for p in reversed(pads) for v in (0, p)])
         for i, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):

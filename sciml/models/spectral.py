@@ -69,16 +69,18 @@ class SpectralConv(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, modes={self.modes}, transform={self.transform!r}"
 
-    def check_grid(self, grid: Sequence[int]) -> None:
-        *lead, last = grid
-        for i, (n, m) in enumerate(zip(lead, self.modes[:-1])):
-            if 2 * m > n:
-                raise ValueError(f"modes[{i}]={m} needs a grid of at least {2 * m} points on dim {i}, got {n}; lower modes or refine the grid")
-        if self.modes[-1] > (last + 1) // 2:
-            raise ValueError(
-                f"modes[{self.n_dims - 1}]={self.modes[-1]} needs a grid of at least {2 * self.modes[-1]} points on the last dim, "
-                f"got {last}; lower modes or refine the grid"
-            )
+    def check_grid(self, grid: Sequence[int], padding: Sequence[int] | None = None) -> None:
+        """Every kept mode fits the grid: 2 m points on a leading dim, 2 m - 1 on the last (m <= ceil(n/2)).
+        `padding`: points of the grid that are a model's padding, named in the message."""
+        for i, (n, m) in enumerate(zip(grid, self.modes)):
+            need = 2 * m - 1 if i == self.n_dims - 1 else 2 * m
+            if n < need:
+                pad = padding[i] if padding is not None else 0
+                of = f" ({pad} of them the model's padding)" if pad else ""
+                fits = max(1, (n + 1) // 2 if i == self.n_dims - 1 else n // 2)  # the most modes n points hold
+                hint = f"lower modes (one per dim is allowed, e.g. modes={(*self.modes[:i], fits, *self.modes[i + 1:])})"
+                raise ValueError(f"modes[{i}]={m} needs a grid of at least {need} points on dim {i}, got {n}{of}; {hint} "
+                                 f"or refine the grid")
 
     def forward(self, x: Tensor, channel_dim: int = 1) -> Tensor:
         """x: (batch, in_channels, *grid) real -> (batch, out_channels, *grid), same dtype as x;
@@ -90,6 +92,10 @@ class SpectralConv(nn.Module):
         """
         if channel_dim not in (0, 1):
             raise ValueError(f"channel_dim must be 0 (channel-major) or 1 (batch-major), got {channel_dim!r}")
+        if x.ndim != self.n_dims + 2 or x.shape[channel_dim] != self.in_channels:
+            layout = "(batch, channels, *grid)" if channel_dim == 1 else "(channels, batch, *grid)"
+            raise ValueError(f"SpectralConv expects {layout} with {self.in_channels} channels and {self.n_dims} grid "
+                             f"dimension(s), got {tuple(x.shape)}")
         grid = tuple(x.shape[-self.n_dims:])
         self.check_grid(grid)
         in_dtype = x.dtype

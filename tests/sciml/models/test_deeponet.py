@@ -68,9 +68,9 @@ def test_pod_trunk_spans_training_outputs():
 
 
 def test_pod_needs_enough_samples():
-    model = DeepONet(1, 1, 1, sensors=8, basis=10, trunk="pod")
+    model = DeepONet(1, 1, 1, sensors=16, basis=10, trunk="pod")  # 16 grid points: only the samples fall short
     with pytest.raises(ValueError, match="lower model.basis or train on more samples"):
-        model.prepare(torch.randn(5, 1, 8), torch.randn(5, 1, 8))
+        model.prepare(torch.randn(5, 1, 16), torch.randn(5, 1, 16))
 
 
 @pytest.mark.parametrize(
@@ -81,3 +81,20 @@ def test_pod_needs_enough_samples():
 def test_invalid_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DeepONet(1, 1, 1, **kwargs)
+
+
+def test_a_pod_checkpoint_loads_into_a_model_of_another_dtype_and_basis_is_checked_against_the_grid():
+    """Loading rebuilt the POD buffers in the checkpoint's dtype: a float32 checkpoint made a float64
+    model's forward fail; a basis wider than the grid passed prepare and failed in an einsum."""
+    torch.manual_seed(0)
+    y = torch.randn(20, 1, 16)
+    model = DeepONet(1, 1, 1, trunk="pod", basis=4, sensors=16)
+    model.prepare(y, y)
+    wide = model.double()
+    fresh = DeepONet(1, 1, 1, trunk="pod", basis=4, sensors=16).double()
+    fresh.load_state_dict(DeepONet(1, 1, 1, trunk="pod", basis=4, sensors=16).state_dict() | {
+        k: v.float() for k, v in wide.state_dict().items()})
+    assert fresh.pod_basis.dtype == fresh.pod_mean.dtype == torch.float64
+    torch.testing.assert_close(fresh(y.double()), wide(y.double()), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="basis=32 needs at least that many grid points, got 16; lower model.basis"):
+        DeepONet(1, 1, 1, trunk="pod", basis=32, sensors=16).prepare(torch.randn(50, 1, 16), torch.randn(50, 1, 16))

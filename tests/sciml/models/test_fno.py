@@ -230,3 +230,9 @@ def test_bf16_autocast_keeps_spectral_layers_in_float32(device, kernel):
     assert y.shape == ref.shape
     rel = float(((y.float() - ref).norm() / ref.norm()).detach())
     assert rel < 2e-2, f"bf16 pointwise layers, fp32 spectral layers: relative deviation {rel:.1e}"
+
+
+def test_neuralop_n_modes_as_one_number_is_a_clear_error():
+    pytest.importorskip("neuralop")
+    with pytest.raises(ValueError, match=r"n_modes takes one count per grid dim .* n_modes: \[16, 16\]"):
+        build_model("neuralop.FNO", in_channels=1, out_channels=1, n_dims=2, n_modes=16)

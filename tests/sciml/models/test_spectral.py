@@ -179,3 +179,19 @@ def test_compiled_layer_equals_eager():
     g = torch.autograd.grad(y.square().sum(), layer.weight)[0]
     g_compiled = torch.autograd.grad(compiled(x).square().sum(), layer.weight)[0]
     torch.testing.assert_close(g_compiled, g, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_and_too_many_modes_are_named_with_the_fix():
+    """A 1-D input to a 2-D layer blamed modes on the channel axis; a wrong channel count failed in a
+    reshape; the last-dim minimum said 2m points where 2m - 1 fit; padding went unmentioned."""
+    from sciml.models import FNO, SpectralConv
+
+    layer = SpectralConv(3, 3, 4, n_dims=2)
+    for bad in (torch.randn(2, 3, 16), torch.randn(3, 16, 16), torch.randn(2, 5, 16, 16)):
+        with pytest.raises(ValueError, match=r"SpectralConv expects \(batch, channels, \*grid\) with 3 channels and 2 grid"):
+            layer(bad)
+    assert FNO(1, 1, 1, modes=6)(torch.randn(2, 1, 11)).shape == (2, 1, 11)  # 2m - 1 points are enough
+    with pytest.raises(ValueError, match=r"at least 11 points on dim 0, got 10; lower modes .*modes=\(5,\)"):
+        FNO(1, 1, 1, modes=6)(torch.randn(2, 1, 10))
+    with pytest.raises(ValueError, match=r"at least 15 points on dim 0, got 14 \(4 of them the model's padding\)"):
+        FNO(1, 1, 1, modes=8, padding=4)(torch.randn(2, 1, 10))
