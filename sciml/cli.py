@@ -58,7 +58,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         run = _run_folder(args.resume)
         overrides = ([args.config] if args.config else []) + list(args.overrides)  # `--resume DIR k=v` parses k=v as config
-        raw = apply_overrides(load_yaml(run.config_path), overrides)
+        before = load_yaml(run.config_path)
+        raw = apply_overrides(before, overrides)
+        _check_resume_changes(before, raw, run.path)
     else:
         if not args.config:
             raise ConfigError("give a config file (e.g. configs/burgers/fno.yaml) or --resume RUN_DIR")
@@ -72,6 +74,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if run is None:
             out = raw.get("output", {}) or {}
             run = RunDir.create(out.get("root", "runs"), out.get("name"), prefix=f"pinn-{raw.get('problem', 'custom')}".replace(":", "_"))
+        print(f"run folder: {run.path}", flush=True)  # where a stopped run resumes from
         with run.removed_if_left_empty():
             final = run_pinn(raw, run_dir=run.path, resume=bool(args.resume))
     else:
@@ -79,11 +82,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from sciml.train.trainer import train
 
         cfg = validate(OperatorConfig, raw, source=source)
+        if run is None:
+            run = RunDir.create(cfg.output.root, cfg.output.name, prefix=cfg.model.name.replace(":", "_"))
+        print(f"run folder: {run.path}", flush=True)  # where a stopped run resumes from
         run, final = train(cfg, run=run, resume=bool(args.resume))
         if "planned_epochs" in final:
             print(f"fit to the time budget: {final['planned_epochs']} of {cfg.training.epochs} epochs, "
                   "the schedule compressed to them")
-    print(f"run folder: {run.path}")
     if "test_rel_l2" in final:
         print(f"test relative L2: {final['test_rel_l2']:.5f}")
     elif "rel_l2" in final:
@@ -95,6 +100,48 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# What a resume may change: how long and how the run goes on, not what it trains (data, model, problem,
+# points, seeds, the phases' optimizers and dtypes): those would mix two runs in one folder.
+RESUMABLE = {
+    "operator": ("training.epochs", "training.max_minutes", "training.stop_after_minutes", "training.fit_to_budget",
+                 "training.progress", "training.plot", "training.n_plot", "training.eval_every",
+                 "training.checkpoint_every", "training.compile", "training.cuda_graph", "training.precision",
+                 "optimizer.*", "guard", "guard.*", "device", "output.*"),
+    "pinn": ("max_minutes", "eval_every", "log_every", "checkpoint_every", "device", "compile", "cuda_graph",
+             "output.*", "phases.*.optimizer.*", "phases.*.steps", "phases.*.guard", "phases.*.guard.*",
+             "phases.*.decay_every", "phases.*.decay_rate", "phases.*.warmup_steps", "phases.*.cuda_graph"),
+}
+
+
+def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [k for key in sorted(set(before) | set(after), key=str)
+                for k in _changed_keys(before.get(key), after.get(key), f"{prefix}{key}.")]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [k for i, (b, a) in enumerate(zip(before, after)) for k in _changed_keys(b, a, f"{prefix}{i}.")]
+    return [] if before == after else [prefix.rstrip(".")]
+
+
+def _check_resume_changes(before: dict, after: dict, path: Path) -> None:
+    """A resume's overrides may change how the run goes on, not what it trains (see RESUMABLE)."""
+    import fnmatch
+
+    allowed = RESUMABLE[_task_of(before)]
+    refused = [k for k in _changed_keys(before, after)
+               if not any(fnmatch.fnmatchcase(k, pattern) for pattern in allowed) or k.endswith("optimizer.name")]
+    if refused:
+        raise ConfigError(f"--resume goes on with what {path} trains; these overrides would change it: "
+                          f"{', '.join(refused)}. Start a new run for that (sciml train CONFIG ...); a resume may change "
+                          f"{', '.join(allowed)}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive count, got {value}")
+    return value
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from sciml.config import load_yaml
     from sciml.utils import atomic_write_text
@@ -103,9 +150,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if _task_of(raw) == "pinn":
         from sciml.train.pinn import evaluate_pinn_run
 
-        if args.dataset or args.n_test:
-            raise ConfigError("--dataset and --n-test are for operator runs; a PINN run is evaluated against its "
-                              "problem's reference")
+        if args.dataset or args.n_test or args.resolution:
+            raise ConfigError("--dataset, --n-test and --resolution are for operator runs; a PINN run is evaluated "
+                              "against its problem's reference at its own points")
 
         rows = [evaluate_pinn_run(Path(args.run), which=args.checkpoint)]
     else:
@@ -184,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--dataset", help="another dataset file of the run's family to test on, its last n_test samples (new draws: generate it "
                         "with another seed=; a finer grid)")
-    p.add_argument("--n-test", type=int, help="test on the last N samples of the file (default: the run's data.n_test)")
+    p.add_argument("--n-test", type=_positive_int, help="test on the last N samples of the file (default: the run's data.n_test)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval)
 
@@ -208,13 +255,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, GuardError, ValueError, FileNotFoundError, SolveError, FloatingPointError) as err:
+    except (ConfigError, DatasetError, GuardError, ValueError, OSError, SolveError, FloatingPointError) as err:
         if os.environ.get("SCIML_DEBUG"):
             raise
-        print(f"sciml {args.command}: error: {err}", file=sys.stderr)
+        hint = ""
+        if isinstance(err, (PermissionError, NotADirectoryError, IsADirectoryError)):
+            hint = " (choose a writable folder: output.root=... for runs, --root ... for datasets)"
+        print(f"sciml {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint / finished batches are kept; resume to go on", file=sys.stderr)
+        print("interrupted: a run goes on from its last checkpoint with `sciml train --resume RUN` (the run folder "
+              "printed above; one stopped before its first checkpoint starts again), a generation from its finished "
+              "batches when run again", file=sys.stderr)
         return 130
 
 

@@ -9,6 +9,7 @@ the close matches, before anything is trained or written.
 from __future__ import annotations
 
 import copy
+import typing
 import re
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,12 +49,17 @@ class StrictModel(BaseModel):
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {str(path)!r} is a folder; give a config file (e.g. configs/burgers/fno.yaml), or "
+                          f"--resume FOLDER for a run")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml_load(path.read_text()) or {}
+        data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): is it a config file?") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
     return data
@@ -63,7 +69,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} must look like key=value (e.g. training.epochs=10)")
-    value = yaml_load(raw) if raw.strip() else None
+    try:
+        value = yaml_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: its value is not valid YAML ({str(err).splitlines()[0]}); quote the whole "
+                          f"override for the shell, e.g. 'model={{name: fno, width: 32}}' or 'phases.0.steps=100'") from None
     return key.strip().split("."), value
 
 
@@ -100,9 +110,13 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
     key = ".".join(loc)
     if error["type"] == "extra_forbidden":
         model: Any = schema
-        for part in loc[:-1]:  # walk down to the model that owns the unknown key
+        for part in loc[:-1]:  # walk down to the model that owns the unknown key (through list items)
+            if part.isdigit() and model is not None:
+                continue  # an index into the list field the previous part named: its items' model
             field = getattr(model, "model_fields", {}).get(part)
             annotation = getattr(field, "annotation", None)
+            if typing.get_origin(annotation) in (list, tuple) and typing.get_args(annotation):
+                annotation = typing.get_args(annotation)[0]
             model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
             if model is None:
                 break

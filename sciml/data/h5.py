@@ -213,7 +213,8 @@ def read_info(path: str | Path) -> DatasetInfo:
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise DatasetError(f"{path} is not a readable HDF5 file ({err}); delete it and generate it again") from err
+        raise DatasetError(f"{path} is not a readable HDF5 file ({err}): check the path; a generated dataset cut off "
+                           f"by a crash can be deleted and generated again") from err
     with f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         if attrs.get("schema") != SCHEMA:

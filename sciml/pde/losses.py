@@ -4,7 +4,8 @@ L(θ) = Σ_k λ_k L_k,  L_k = mean_i r_k(x_i)²  over the term's points, for the
 and every soft condition. λ_k are fixed, or adapted every few steps:
 
 - ``grad_norm`` (learning-rate annealing, Wang, Teng & Perdikaris 2021, in the form of the jaxpi
-  guide, Wang et al. 2023): λ̂_k = Σ_j ‖∇_θ L_j‖ / ‖∇_θ L_k‖, λ ← α λ + (1 − α) λ̂;
+  guide, Wang et al. 2023): λ̂_k = Σ_j ‖∇_θ L_j‖ / ‖∇_θ L_k‖, λ ← α λ + (1 − α) λ̂ from the second
+  update on; the first sets λ = λ̂ (jaxpi averages it with the initial 1);
 - ``ntk`` (Wang, Yu & Perdikaris 2022): λ̂_k = Σ_j tr K_j / tr K_k with tr K_k = Σ_i ‖∇_θ r_k(x_i)‖² / n_k,
   estimated without per-sample gradients by Hutchinson's identity tr(J Jᵀ) = E‖Jᵀ v‖²,
   v Rademacher (one backward pass per probe).
@@ -61,6 +62,17 @@ class CausalWeights:
             raise ValueError(f"causal weighting needs bins >= 2 and eps >= 0, got bins={bins}, eps={eps}")
         self.t0, self.t1, self.bins, self.eps = t0, t1, bins, eps
         self.last_min_weight = 1.0
+        self.hold_within_step = False  # set for closure optimizers (L-BFGS, Newton-CG): see `new_step`
+        self._held: Tensor | None = None  # the step's weights, and whether this step has set them
+        self._set: Tensor | None = None
+
+    def new_step(self) -> None:
+        """With `hold_within_step`, the next evaluation sets the weights and the step's later ones
+        (line-search trials) reuse them: weights redrawn per trial made the line search compare
+        values of different objectives, and L-BFGS stalled for good. Device tensors, no host
+        sync, so a captured closure replays it."""
+        if self._set is not None:
+            self._set.zero_()
 
     def loss(self, r2: Tensor, t: Tensor) -> Tensor:
         """Causally weighted mean of r² ``(n,)`` at times t ``(n,)``."""
@@ -70,6 +82,12 @@ class CausalWeights:
         with torch.no_grad():
             prefix = torch.cat([per_bin.new_zeros(1), torch.cumsum(per_bin, 0)[:-1]])
             w = torch.exp(-self.eps * prefix)
+            if self.hold_within_step:
+                if self._held is None or self._held.dtype != w.dtype or self._held.device != w.device:
+                    self._held, self._set = torch.zeros_like(w), torch.zeros((), dtype=torch.bool, device=w.device)
+                w = torch.where(self._set, self._held, w)
+                self._held.copy_(w)
+                self._set.fill_(True)
             self.last_min_weight = w  # a tensor; read lazily so training does not sync every step
         return (w * per_bin).mean()
 

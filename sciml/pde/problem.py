@@ -60,6 +60,9 @@ class Problem:
         network: a builder ``(**net options) -> nn.Module`` replacing the default MLP (e.g. the
             two-branch Lagrangian PINN); it then owns its hard constraints.
         eval_outputs: outputs compared with the reference for ``rel_l2`` (default: all).
+        eval_error: ``(x, prediction) -> relative error`` reported as ``rel_l2`` instead, for a
+            solution whose frame depends on the prediction (the Lagrangian PINN's u along its own
+            characteristics); the per-output errors against the reference are still reported.
         name: label used in logs.
     """
 
@@ -74,6 +77,7 @@ class Problem:
     output_transform: Callable[[Tensor, Tensor], Tensor] | None = None
     network: Callable[..., nn.Module] | None = None
     eval_outputs: tuple[str, ...] | None = None
+    eval_error: Callable[[Tensor, Tensor], Tensor] | None = None
     name: str = "custom"
 
     def __post_init__(self):

@@ -11,7 +11,7 @@ allen_cahn          u_t − 1e-4 u_xx + 5u³ − 5u = 0, periodic [−1,1], u0 =
 convection          u_t + β u_x = 0, periodic [0,2π], u0 = sin x                   sin(x − βt)
 diffusion_reaction  u_t = u_xx + e^{−t}(3/2 sin 2x + 8/3 sin 3x + 15/4 sin 4x          e^{−t} Σ sin(kx)/k
                     + 63/8 sin 8x), x∈[−π,π]
-poisson_lshape      −Δu = 1 on [−1,1]² \\ [0,1]², u = 0 on ∂Ω                         5-point FD, h = 1/256
+poisson_lshape      −Δu = 1 on [−1,1]² \\ [0,1]², u = 0 on ∂Ω                         5-point FD, h = 1/128
 wave                u_tt = 4 u_xx, x∈[0,1], u0 = sin πx + ½ sin 4πx, u_t(·,0) = 0     d'Alembert (exact)
 ==================  =============================================================  =======================
 """

@@ -77,12 +77,19 @@ class PointsConfig(StrictModel):
     boundary: int = Field(80, ge=1)
     initial: int = Field(160, ge=1)
     method: Literal["uniform", "pseudo", "sobol", "lhs", "halton"] = "sobol"
-    resample_every: int = Field(0, ge=0)  # redraw / RAD-resample interior points every k steps; 0: fixed
+    resample_every: int = Field(0, ge=0)  # redraw / RAD-resample every k first-order steps (L-BFGS keeps one objective); 0: fixed
     adaptive: Literal["none", "rad", "rar"] = "none"
     rad_k: float = Field(1.0, ge=0)
     rad_c: float = Field(1.0, ge=0)
     candidates: int = Field(20000, ge=1)
     rar_add: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _adaptive_needs_a_period(self) -> "PointsConfig":
+        if self.adaptive != "none" and self.resample_every == 0:  # it would never run
+            raise ValueError(f"points.adaptive: {self.adaptive} samples every points.resample_every steps, which is 0 "
+                             f"(points fixed); set points.resample_every (e.g. 100) or points.adaptive: none")
+        return self
 
 
 class CausalConfig(StrictModel):
@@ -311,6 +318,8 @@ class _Evaluator:
                 out[f"rel_l2_{name}"] = float((pred[:, k] - self.ref[:, k]).norm() / self.ref[:, k].norm().clamp_min(1e-300))
         sel = self.cols
         out["rel_l2"] = float((pred[:, sel] - self.ref[:, sel]).norm() / self.ref[:, sel].norm().clamp_min(1e-300))
+        if self.problem.eval_error is not None:
+            out["rel_l2"] = float(self.problem.eval_error(self.x.to(pred.dtype), pred))
         return out
 
 
@@ -398,6 +407,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         name = opt_kw.pop("name")  # PINNConfig checked the names, and the phases cuda_graph captures
         kind = closure_kind(name)  # "none" | "backward" (L-BFGS) | "loss" (NysNewton-CG differentiates itself)
         needs_closure = kind != "none"
+        if causal is not None:
+            causal.hold_within_step = needs_closure
         phase_graph = cfg.phase_graph(ph)
         graphed = phase_graph and not needs_closure  # the optimizer inside the graph: first-order only
         if graphed:
@@ -491,6 +502,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
 
                 if needs_closure:
                     closure.terms = None
+                    if causal is not None:
+                        causal.new_step()
                     loss = guard.step(None, closure=closure) if guard else opt.step(closure)
                 else:
                     if weights.method != "fixed" and step % weights.every == 0:
@@ -512,7 +525,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     rec = {"kind": "step", "phase": i, "optimizer": name, "step": step, "loss": lval,
                            **{f"loss_{k}": float(v.detach()) for k, v in closure.terms.items()},
                            **{f"weight_{k}": weights.weight(k) for k in closure.terms if weights.method != "fixed"},
-                           **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
+                           **{f"param_{k}": float(v.detach()) for k, v in model.unknowns.items()}}
                     if causal is not None:
                         rec["causal_min_weight"] = float(torch.as_tensor(causal.last_min_weight).min())
                     if evaluates:
@@ -552,14 +565,19 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             break
 
     # the loss at the final weights (a step record's loss is the one before its step)
+    if causal is not None:
+        causal.hold_within_step = False
     at = cpu_points.to(device, next(model.parameters()).dtype)
     last_loss = float(weights.total(terms_fn(at), cond_weights).detach())
     pred = evaluate.predict(model) if evaluate.x is not None else None  # once: for the final errors and the picture
     final = {"kind": "final", **(evaluate.errors(pred) if pred is not None else {}), "loss": last_loss,
-             "seconds": elapsed, "stopped_early": stopped_early, **{f"param_{k}": float(v) for k, v in model.unknowns.items()}}
+             "seconds": elapsed, "stopped_early": stopped_early, **{f"param_{k}": float(v.detach()) for k, v in model.unknowns.items()}}
     for k, u in problem.unknowns.items():
         if u.true is not None:
-            final[f"param_{k}_rel_error"] = abs(float(model.unknowns[k]) - u.true) / max(abs(u.true), 1e-300)
+            error = abs(float(model.unknowns[k].detach()) - u.true)
+            final[f"param_{k}_abs_error"] = error
+            if u.true != 0:  # relative to 0 it is no number (it read 8e296)
+                final[f"param_{k}_rel_error"] = error / abs(u.true)
     log(final)
     if run is not None and pred is not None:
         from sciml.train.plots import plot_pinn_fields

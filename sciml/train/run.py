@@ -15,12 +15,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sciml.config import ConfigError
 from sciml.utils import atomic_path, atomic_write_text, environment
 
 
@@ -53,14 +55,35 @@ class RunDir:
 
     @contextmanager
     def removed_if_left_empty(self):
-        """Around a run's set-up and training: when it fails before writing anything (a bad value found
-        only once the data is loaded, an import error), its folder goes too, not left empty in runs/."""
+        """Around a run's set-up and training: holds the folder against a second process (two resumes
+        of one run interleaved their checkpoints and metric lines), and when the run fails before
+        writing anything (a bad value found only once the data is loaded, an import error), its
+        folder goes too, not left empty in runs/."""
+        with self._held():
+            try:
+                yield self
+            except BaseException:
+                if self.path.is_dir() and not any(self.path.iterdir()):
+                    self.path.rmdir()
+                raise
+
+    @contextmanager
+    def _held(self):
         try:
-            yield self
-        except BaseException:
-            if self.path.is_dir() and not any(self.path.iterdir()):
-                self.path.rmdir()
-            raise
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        fd = os.open(self.path, os.O_RDONLY)  # a lock on the folder itself: no file to leave behind
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"{self.path} is being trained by another process; wait for it, or stop it and "
+                                  f"resume") from None
+            yield
+        finally:
+            os.close(fd)
 
     @classmethod
     def latest(cls, root: str | Path, name: str) -> "RunDir | None":
@@ -114,8 +137,15 @@ class RunDir:
     def load_checkpoint(self, which: str = "last", map_location: Any = "cpu") -> dict[str, Any]:
         path = self.checkpoint_path(which)
         if not path.exists():
+            if which != "last" and self.checkpoint_path("last").exists():
+                raise FileNotFoundError(f"no {which} checkpoint in {self.path} (the run stopped before writing one); "
+                                        f"use the last one (`sciml eval RUN --checkpoint last`)")
             raise FileNotFoundError(f"no checkpoint {path}: the run stopped before its first checkpoint; start it again")
-        return torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except (RuntimeError, EOFError, OSError) as err:  # e.g. cut off by a full disk
+            raise ConfigError(f"checkpoint {path} cannot be read ({str(err).splitlines()[0]}); start from another one "
+                              f"(--checkpoint best / last) or start the run again") from None
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

@@ -281,6 +281,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.best = state["epoch"], state["best"]
+        if self.cfg.training.epochs < self.epoch:  # config.yaml would say fewer epochs than the weights have had
+            raise ConfigError(f"training.epochs={self.cfg.training.epochs} is below the {self.epoch} epochs this run has "
+                              f"trained; give at least that many to go on")
         # checkpoints before 51e930f named the time "train_seconds"
         self.sittings_before = state.get("sittings", 1)
         self.seconds_before = state.get("train_seconds_total", state.get("train_seconds", 0.0))

@@ -609,3 +609,79 @@ def test_config_errors_point_to_the_section_of_a_misplaced_key_and_of_a_switched
     with pytest.raises(ConfigError, match=r"unknown keyword argument 'weight_decay'.*replace the whole section instead, "
                                           r"e.g. 'optimizer=\{name: lbfgs, lr: ...\}'"):
         validate(OperatorConfig, {"model": {"name": "fno"}, "optimizer": {"name": "lbfgs", "weight_decay": 1e-4}})
+
+
+def test_a_resume_refuses_overrides_that_change_what_the_run_trains(straight_run, capsys):
+    """`--resume RUN data.preset=small` trained on another file (normalisers recomputed from it),
+    `model.width=16` crashed in load_state_dict, and config.yaml then described neither run."""
+    run, final = straight_run
+    for override, key in [("data.n_train=8", "data.n_train"), ("model.width=16", "model.width"), ("seed=5", "seed"),
+                          ("optimizer.name=sgd", "optimizer.name"), ("training.batch_size=8", "training.batch_size")]:
+        assert main(["train", "--resume", str(run.path), override]) == 2
+        err = capsys.readouterr().err
+        assert f"these overrides would change it: {key}. Start a new run" in err, err
+    before = run.config_path.read_text()
+    assert main(["train", "--resume", str(run.path), f"training.epochs={final['epoch'] - 5}"]) == 2
+    assert f"below the {final['epoch']} epochs this run has trained" in capsys.readouterr().err
+    assert run.config_path.read_text() == before  # refused before anything was written
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(straight_run):
+    """Two resumes of one run at once: one died on the other's renamed .partial, the metrics logged
+    epochs twice and the survivor's checkpoint counted the wrong lines."""
+    import subprocess
+    import sys
+
+    run, _ = straight_run
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(run.path)!r}, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="is being trained by another process"):
+            with run.removed_if_left_empty():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run.removed_if_left_empty():  # free again
+        pass
+
+
+def test_cli_errors_on_bad_input_name_the_fix_without_a_traceback(straight_run, tmp_path, capsys):
+    run, _ = straight_run
+    cases = [
+        (["train", "configs/burgers/fno.yaml", "training.epochs=[1,"], "its value is not valid YAML"),
+        (["train", "configs/burgers"], "is a folder; give a config file"),
+        (["train", "configs/burgers/pinn_small.yaml", "phases.0.stepz=1"], "unknown key 'phases.0.stepz' (did you mean 'steps'?)"),
+        (["train", "configs/burgers/fno.yaml", f"output.root={tmp_path / 'a_file'}"], "choose a writable folder"),
+        (["eval", str(run.path), "--n-test", "0"], None),
+    ]
+    (tmp_path / "a_file").write_text("not a folder")
+    binary = tmp_path / "bad.yaml"
+    binary.write_bytes(b"\xff\xfe\x00model")
+    cases.append((["train", str(binary)], "is not UTF-8 text"))
+    for argv, message in cases:
+        try:
+            code = main(argv)
+        except SystemExit as exit:  # argparse's own refusal (--n-test 0)
+            code = exit.code
+        assert code == 2, argv
+        if message is not None:
+            assert message in capsys.readouterr().err, argv
+    capsys.readouterr()
+
+
+def test_eval_names_the_checkpoint_to_use_and_a_cut_off_one(straight_run, tmp_path):
+    import shutil
+
+    run, _ = straight_run
+    copy = RunDir(shutil.copytree(run.path, tmp_path / "copy"))
+    copy.checkpoint_path("best").unlink()
+    with pytest.raises(FileNotFoundError, match="no best checkpoint .* use the last one .*--checkpoint last"):
+        evaluate_run(copy.path, which="best", device="cpu")
+    data = copy.checkpoint_path("last").read_bytes()
+    copy.checkpoint_path("last").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="checkpoint .*last.pt cannot be read"):
+        evaluate_run(copy.path, which="last", device="cpu")
