@@ -47,6 +47,9 @@ def _run_folder(path: str):
 
     run = RunDir(path)
     if not run.config_path.exists():
+        if run.path.is_dir() and not any(run.path.iterdir()):
+            raise ConfigError(f"{path} is an empty run folder: its run stopped before training began (while making its "
+                              f"data, say); start it again with `sciml train CONFIG`")
         raise ConfigError(f"{path} is not a run folder (no config.yaml); give a folder `sciml train` made")
     return run
 

@@ -659,6 +659,8 @@ def test_cli_errors_on_bad_input_name_the_fix_without_a_traceback(straight_run, 
         (["eval", str(run.path), "--n-test", "0"], None),
     ]
     (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "empty_run").mkdir()  # a run killed while making its data
+    cases.append((["train", "--resume", str(tmp_path / "empty_run")], "is an empty run folder: its run stopped before"))
     binary = tmp_path / "bad.yaml"
     binary.write_bytes(b"\xff\xfe\x00model")
     cases.append((["train", str(binary)], "is not UTF-8 text"))
