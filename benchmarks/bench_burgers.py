@@ -10,11 +10,14 @@ in one run under 10 minutes on one H100. Writes benchmarks/results/burgers_fno.j
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import write_result
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from benchmarks.common import write_result  # noqa: E402
 from sciml.config import validate
 from sciml.data.generate import generate
 from sciml.data.recipes import load_recipe
@@ -55,8 +58,8 @@ def main() -> None:
     train_s = time.perf_counter() - t1
     row = {
         "scale": "small (CPU)" if args.small else "paper",
-        "n_samples": recipe.n_samples, "stored_s": recipe.typed_params().resolution,
-        "train_s": raw["data"]["resolution"], "n_train": raw["data"]["n_train"], "n_test": raw["data"]["n_test"],
+        "n_samples": recipe.n_samples, "stored_res": recipe.typed_params().resolution,
+        "train_res": raw["data"]["resolution"], "n_train": raw["data"]["n_train"], "n_test": raw["data"]["n_test"],
         "epochs_done": final["epoch"], "test_rel_l2": final["test_rel_l2"],
         "generation_s": round(gen_s, 1), "training_s": round(train_s, 1), "total_s": round(gen_s + train_s, 1),
         **({} if args.small else PAPER),

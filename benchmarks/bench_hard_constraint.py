@@ -277,10 +277,10 @@ def speed(pde: str, variants: list[str], nodes: list[int], grid: tuple[int, ...]
         write_result(SPEED[pde]["result"] + ("_small" if small else ""),
                      title=f"Hard-constraint layer step, PI-HC vs PI-HC-MoE, {pde} "
                            f"({'CPU, reduced' if small else 'paper-like sizes'})",
-                     rows=rows, device=device,
+                     rows=rows, device=device, merge_key=lambda r: (r["nodes_per_sample"], r["variant"]),
                      notes=f"Grid {' x '.join(map(str, grid))}, batch {batch}, {n_basis} basis fields, the {pde} residual, "
                            f"experts {SPEED[pde]['experts']}, float64 solve; one step = forward (batched LM) + implicit "
-                           f"backward to the basis; median of 3. `hc_over_this` > 1: the experts are faster.")
+                           f"backward to the basis; median of 3. `hc_over_this` > 1: the experts are faster (given where both ran in one command).")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@
 Protocol (the project's optimizer study, reduced to fit a session): for each optimizer, learning rates
 ``default_lr x LR_FACTORS`` and seeds 0..n-1; every run of a task gets the same budget of
 gradient evaluations (``steps``; L-BFGS counts every closure call, Newton-CG every loss, gradient
-and Hessian-vector evaluation); the same seed gives the same initial weights for every
+and Hessian-vector evaluation; a Newton-CG step is taken whole, so its phase may end up to one step
+over, which ``grad_evals`` records); the same seed gives the same initial weights for every
 optimizer; no guard, no schedule, weight decay 0 (the raw optimizer is measured). Per run:
 final relative L2 error against the reference, divergence (non-finite, or final loss above the
 initial loss; for minibatch tasks, final test error above the initial one), spike count (log10 loss more than 1 above the median of the previous 50 steps),
@@ -772,7 +773,8 @@ def main(argv=None) -> None:
     for tname, task in tasks.items():
         if stopped:
             break
-        notes[tname] = task.notes + f"; budget {task.steps} gradient evaluations" + (
+        notes[tname] = task.notes + f"; budget {task.steps} gradient evaluations (a Newton-CG phase may end one step " \
+            "over: grad_evals)" + (
             f" (sized by --session-minutes from {budgets[tname]['default_steps']})" if tname in budgets else "") + (
             "" if task.deterministic else "; minibatch training, so no L-BFGS / Newton-CG rows")
         for name in names:

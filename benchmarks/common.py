@@ -66,10 +66,10 @@ class SessionTimeShort(RuntimeError):
 
 
 def session_budget(requested: float, *, reserve_s: float, at_least: float, what: str) -> float:
-    """`minutes_left_in_session(requested, reserve_s=...)`, or SessionTimeShort naming `what` when that is
-    under `at_least` minutes."""
+    """`minutes_left_in_session(requested, reserve_s=...)`, or SessionTimeShort naming `what` when the device
+    call's deadline cut it under `at_least` minutes (a short budget asked for outside a device call stands)."""
     budget = minutes_left_in_session(requested, reserve_s=reserve_s)
-    if budget < at_least:
+    if budget < at_least and budget < requested:
         raise SessionTimeShort(f"{what}: {budget:.1f} min left in this device call after the {reserve_s:.0f} s "
                                "reserve; run it in a call of its own")
     return budget

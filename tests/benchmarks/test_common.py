@@ -61,3 +61,27 @@ def test_pinn_accuracy_runs_start_only_with_time_left_in_the_call(tmp_path, monk
     assert pinn.accuracy(["poisson_lshape"], [0], small=True, device="cpu", max_minutes=5, jobs=1,
                          out=str(tmp_path)) == []
     assert not any(tmp_path.iterdir())  # no run folder was started
+
+
+def test_a_short_budget_asked_for_outside_a_device_call_stands(monkeypatch):
+    """Outside gpu_session.sh, --max-minutes 0.5 skipped every operator row with a message about a
+    device call that did not exist."""
+    from benchmarks.common import SESSION_DEADLINE_ENV, SessionTimeShort, session_budget
+
+    monkeypatch.delenv(SESSION_DEADLINE_ENV, raising=False)
+    assert session_budget(0.5, reserve_s=75, at_least=1.0, what="row") == 0.5
+    import time
+
+    monkeypatch.setenv(SESSION_DEADLINE_ENV, str(time.time() + 60))  # one minute left, 75 s reserved
+    with pytest.raises(SessionTimeShort, match="left in this device call"):
+        session_budget(5.0, reserve_s=75, at_least=1.0, what="row")
+
+
+def test_a_pinn_speed_run_replaces_every_speed_row():
+    """A kept compile row showed its speed-up over a DeepXDE time no longer in the table (0.913 beside
+    a DeepXDE row that made it 0.49)."""
+    from benchmarks.bench_pinn import _merge_key
+
+    speed = "Burgers Adam step, 3x20 tanh, 2540+80+160 points"
+    assert _merge_key({"benchmark": speed, "library": "DeepXDE"}) == _merge_key({"benchmark": speed, "library": "sciml (jet)"})
+    assert _merge_key({"benchmark": "accuracy: burgers", "library": None}) != _merge_key({"benchmark": "accuracy: wave"})
