@@ -19,7 +19,8 @@ evaluated in eval mode): soft 0.0094 (8 s), hard 0.0240 (28 s), moe 0.587 (25 s)
 0.0460 (29 s); before the compact u_xx stencil (5bfccc0) 0.0105, 0.0284, 0.247 and 0.0573. On this mild
 problem the soft constraint wins; the disjoint experts' fields jump at the block interfaces, which
 overlapping blocks remove (a jump's squared u_xx residual is 8x larger under the compact stencil than under
-the wide one: likely why the disjoint variant lost most from it). The same from a config, on generated data:
+the wide one: likely why the disjoint variant lost most from it). The figures depend on the number of threads
+(summation order; with one thread hard gives 0.0325, moe 0.569, overlap 0.0438). The same from a config, on generated data:
 `sciml train configs/burgers/pi_hc.yaml` (benchmarks/bench_hard_constraint.py --parts accuracy).
 """
 
