@@ -97,8 +97,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif "rel_l2" in final:
         print(f"relative L2 vs reference: {final['rel_l2']:.5e}")
     if final.get("stopped_early"):
-        cap = "max_minutes" if _task_of(raw) == "pinn" else "training.max_minutes"
-        print(f"stopped by the time cap ({cap}, or this sitting's stop_after_minutes), with a checkpoint: "
+        pinn = _task_of(raw) == "pinn"
+        cap = "max_minutes" if pinn else "training.max_minutes"
+        sitting = "" if pinn else ", or this sitting's training.stop_after_minutes"
+        print(f"stopped by the time cap ({cap}{sitting}), with a checkpoint: "
               f"go on with `sciml train --resume {run.path}` (add {cap}=... to change the cap for that run)")
     return 0
 
@@ -117,8 +119,10 @@ RESUMABLE = {
 
 
 def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ; keys the run's config lacks are left to validation, which names
+    an unknown key and its close matches (config.yaml holds every key the schema knows)."""
     if isinstance(before, dict) and isinstance(after, dict):
-        return [k for key in sorted(set(before) | set(after), key=str)
+        return [k for key in sorted(set(before) | set(after), key=str) if key in before
                 for k in _changed_keys(before.get(key), after.get(key), f"{prefix}{key}.")]
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
         return [k for i, (b, a) in enumerate(zip(before, after)) for k in _changed_keys(b, a, f"{prefix}{i}.")]

@@ -52,7 +52,7 @@ def durable_replace(tmp: str | Path, path: str | Path) -> None:
     Without the fsyncs a power loss soon after the rename can leave `path` empty or truncated
     (the rename reaches the disk before the data on common filesystems): the old copy gone too.
     """
-    fd = os.open(tmp, os.O_RDONLY)
+    fd = os.open(tmp, os.O_RDWR)  # Windows flushes only a handle opened for writing
     try:
         os.fsync(fd)
     finally:

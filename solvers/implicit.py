@@ -199,7 +199,7 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
                 visit(f"{name}.args[{i}]", a, depth + 1)
             return
         self_obj = getattr(obj, "__self__", None)
-        if isinstance(self_obj, nn.Module):
+        if self_obj is not None and not isinstance(self_obj, type(functools)):  # a bound method's object (not a module's function)
             visit(f"{name}.__self__", self_obj, depth + 1)
         code, cells = getattr(obj, "__code__", None), getattr(obj, "__closure__", None)
         if code is not None and cells:
@@ -210,11 +210,12 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
                     pass
         if code is not None:  # module-level names the code reads (a global W, a global net, a helper)
             scope = getattr(obj, "__globals__", {})
-            for var in code.co_names:
+            for var in _names_read(code):
                 value = scope.get(var)
                 if isinstance(value, (Tensor, nn.Module)) or (callable(value) and hasattr(value, "__code__")):
                     visit(var, value, depth + 1)
-        elif callable(obj) and not isinstance(obj, type) and hasattr(obj, "__dict__"):  # a callable object
+        elif (callable(obj) or depth > 0) and not isinstance(obj, type) and hasattr(obj, "__dict__") \
+                and not isinstance(obj, type(functools)):  # a callable object, or the object of a bound method
             for var, value in vars(obj).items():
                 visit(f"{name}.{var}", value, depth + 1)
             call = getattr(type(obj), "__call__", None)
@@ -223,6 +224,15 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
 
     visit("F", fn, 0)
     return found
+
+
+def _names_read(code) -> set[str]:
+    """The global names a code object reads, its nested ones (comprehensions, lambdas) included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names_read(const)
+    return names
 
 
 def _report(on_failure: str, message: str, sol: Optional[Solution]) -> None:

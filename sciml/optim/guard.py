@@ -266,6 +266,14 @@ class Guard:
         events, self._events = self._events, []
         return events
 
+    def forgive(self) -> None:
+        """After giving up, before the state is saved for a resume with a lower rate: rollbacks, skips and
+        the lowered lr scale start afresh (kept, the resumed run would give up at its first burst, at a
+        rate lowered twice); the loss statistics stay."""
+        self.rollbacks = self.consecutive_skips = 0
+        self.lr_scale = 1.0
+        self.spike_steps = []
+
     @property
     def holds_good_state(self) -> bool:
         """Whether a snapshot exists: a GuardError then leaves the model and optimizer at it."""

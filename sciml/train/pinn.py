@@ -376,6 +376,13 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         cpu_points.interior = state["interior"].cpu()
         weights.load_state_dict(state["weights"])
         start_phase, start_step, elapsed, history = state["phase"], state["step"], state["elapsed"], state["history"]
+        taken = {h["phase"]: h["steps"] for h in history}  # finished phases, then the current one
+        if start_phase < len(cfg.phases):
+            taken[start_phase] = start_step
+        for i, steps in taken.items():
+            if i < len(cfg.phases) and cfg.phases[i].steps < steps:
+                raise ConfigError(f"phases.{i}.steps={cfg.phases[i].steps} is below the {steps} steps this run has taken "
+                                  f"in that phase; give at least that many to go on")
         opt_state, guard_state = state["optimizer"], state.get("guard")
         run.truncate_metrics(state["metric_lines"])
     if run is not None:  # a resume's overrides too (max_minutes, a lower lr): the next resume and eval read them
@@ -543,6 +550,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     break
         except GuardError as err:  # keep the events and the last good state (the guard restored it)
             log_guard_events(guard, i, judge_pending=False)
+            guard.forgive()  # the advised resume, at a lower rate, starts with a fresh rollback budget
             if run is not None:
                 _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
             where = f"sciml train --resume {run.path} " if run is not None else "resume "

@@ -9,6 +9,7 @@ resumed run replays exactly), evaluates on the test split, and checkpoints atomi
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -252,6 +253,7 @@ class Trainer:
         epochs, a "last" checkpoint every `checkpoint_every` and at most one "best" per eval. The epochs
         a plan times hold neither; with them left out, small epochs overran the budget by half."""
         t = self.cfg.training
+        self.evaluate()  # untimed: a first call holds one-off costs (compilation, caches) the later ones do not
         start = self._device_clock()
         self.evaluate()
         evaluated = self._device_clock()
@@ -417,6 +419,7 @@ class Trainer:
             except GuardError as err:  # keep its events and the last good state (the guard restored it)
                 self._log_guard_events(epoch + 1, judge_pending=False)
                 if self.guard.holds_good_state:  # a resume then restarts this epoch from it
+                    self.guard.forgive()  # the resume's lower lr starts with a fresh rollback budget
                     self.checkpoint("last")
                 if not self.run.checkpoint_path("last").exists():
                     raise GuardError(f"{err} (epoch {epoch + 1}), before any good state was saved: start again with a "
@@ -530,6 +533,8 @@ class _SavedRun:
         self.state = run.load_checkpoint(which, map_location=device)
         self.trained_on = Path(self.state["dataset"])
         self.dataset = self.trained_on if dataset is None else Path(dataset)
+        if self.dataset.exists() and self.trained_on.exists() and os.path.samefile(self.dataset, self.trained_on):
+            self.dataset = self.trained_on  # the training file by another name (relative, ./, a link): its own rules
         self.info = read_info(self.dataset)
         if self.dataset != self.trained_on and self.trained_on.exists() and read_info(self.trained_on).family != self.info.family:
             raise ConfigError(f"{self.dataset} holds {self.info.family} data and the run was trained on "

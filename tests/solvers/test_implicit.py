@@ -437,3 +437,21 @@ def test_batched_false_solves_one_problem_of_any_shape_with_the_default_solvers(
     torch.testing.assert_close(p, 0.5 * torch.cos(p))
     r = least_squares(lambda x, c: torch.stack([x - c, 2 * (x - c)]), torch.zeros(shape, dtype=DT), c, batched=False).value
     torch.testing.assert_close(r, c.detach())
+
+
+class _Holder:
+    def __init__(self):
+        self.W = torch.tensor([[2.0, 3.0]], dtype=DT, requires_grad=True)
+
+    def F(self, x):
+        return self.W * x - 1
+
+
+def _reads_a_global_in_a_comprehension(x):
+    return sum(W_GLOBAL * g for g in [x]) - 1  # W_GLOBAL is read by the generator's own code object
+
+
+@pytest.mark.parametrize("F", [_Holder().F, _reads_a_global_in_a_comprehension], ids=["bound method", "comprehension"])
+def test_tensors_behind_a_bound_method_or_inside_a_comprehension_are_refused(F):
+    with pytest.raises(ValueError, match="F reaches tensors that require grad"):
+        root(F, torch.ones(1, 2, dtype=DT), solver=TIGHT_NEWTON)

@@ -511,3 +511,13 @@ def test_eval_of_a_pinn_run_refuses_operator_options(tmp_path, capsys):
     run_pinn({**TINY, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 2}]}, run_dir=tmp_path / "p")
     assert main(["eval", str(tmp_path / "p"), "--resolution", "64"]) == 2  # was accepted and ignored
     assert "--resolution are for operator runs" in capsys.readouterr().err
+
+
+def test_a_pinn_resume_with_fewer_steps_than_taken_is_refused(tmp_path, capsys):
+    from sciml.cli import main
+
+    run_pinn({**TINY, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 6}]}, run_dir=tmp_path / "p")
+    assert main(["train", "--resume", str(tmp_path / "p"), "phases.0.steps=3"]) == 2
+    assert "phases.0.steps=3 is below the 6 steps this run has taken" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "p"), "stop_after_minutes=1"]) == 2  # not a PINN key
+    assert "unknown key 'stop_after_minutes'" in capsys.readouterr().err

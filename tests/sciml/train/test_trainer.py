@@ -135,6 +135,12 @@ def test_eval_refuses_a_file_whose_test_rows_are_the_runs_training_draws(straigh
         evaluate_run(run.path, which="last", device="cpu", n_test=10)
     with pytest.raises(ConfigError, match="holds 24 samples, fewer than the 30 to test on"):
         evaluate_run(run.path, which="last", device="cpu", n_test=30)
+    import os
+
+    trained_on = Path(run.load_checkpoint("last")["dataset"])
+    relative = os.path.relpath(trained_on)  # the training file by another name: its own rules
+    with pytest.raises(ConfigError, match=r"the last 10 samples of .* include rows the run trained on \(its first 16\)"):
+        evaluate_run(run.path, which="last", device="cpu", dataset=relative, n_test=10)
     assert main(["eval", str(run.path), "--checkpoint", "last", "--n-test", "4"]) == 0
 
 
@@ -183,7 +189,7 @@ def test_a_guard_that_gives_up_logs_its_events_and_names_the_resume_command(tiny
     from sciml.optim import GuardError
 
     raw = {**tiny_cfg, "optimizer": {"name": "adam", "lr": 30.0},  # diverges within the first epochs
-           "guard": {"clip": None, "max_spikes": 1, "max_rollbacks": 0, "spike_warmup": 2},
+           "guard": {"clip": None, "max_spikes": 1, "max_rollbacks": 1, "spike_warmup": 2},
            "output": {**tiny_cfg["output"], "name": "gives_up"}}
     with pytest.raises(GuardError, match=r"sciml train --resume \S+gives_up optimizer\.lr="):
         train(validate(OperatorConfig, raw))
@@ -192,7 +198,10 @@ def test_a_guard_that_gives_up_logs_its_events_and_names_the_resume_command(tiny
     assert events[-2:] == ["spike", "gave_up"], events
     # it gave up before its first checkpoint (every 5 epochs): the advised resume used to find none; the
     # last good state is saved now, and the resume with a lower rate trains on from it
-    assert run.load_checkpoint("last")["epoch"] < raw["training"]["checkpoint_every"]
+    saved = run.load_checkpoint("last")
+    assert saved["epoch"] < raw["training"]["checkpoint_every"]
+    # with a fresh rollback budget and the rate the resume gives (kept, it gave up at its first burst)
+    assert saved["guard"]["rollbacks"] == 0 and saved["guard"]["lr_scale"] == 1.0
     calmer = {**raw, "optimizer": {"name": "adam", "lr": 1e-3}, "guard": {}, "training": {**raw["training"], "epochs": 6}}
     _, final = train(validate(OperatorConfig, calmer), run=run, resume=True)
     assert final["epoch"] == 6 and math.isfinite(final["test_rel_l2"])
