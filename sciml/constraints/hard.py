@@ -444,8 +444,8 @@ class HardConstraint(nn.Module):
                            "residual_norm": sol.stats["residual_norm"].detach()}
         if self.training:
             status = self.last_stats["status"]
-            self._solve_totals += torch.stack([torch.tensor(float(status.numel()), dtype=torch.float64,
-                                                            device=status.device),
+            self._solve_totals += torch.stack([torch.full((), float(status.numel()), dtype=torch.float64,
+                                                          device=status.device),  # a fill, not a host copy
                                                (status != Status.SUCCESS).sum().double(),
                                                self.last_stats["num_steps"].double().sum()])
         if self.on_failure == "record":
