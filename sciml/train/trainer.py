@@ -205,6 +205,10 @@ class Trainer:
             start = saves_start(info)
             train, test = spacetime_split(train, with_start=start), spacetime_split(test, with_start=start)
             levels, window = train.y.shape[-1], self.cfg.physics.train_levels
+            if min(levels, window or levels) < 3:  # torch.gradient's error named neither
+                raise ConfigError(f"physics needs at least 3 time levels (second-order differences on every axis); the "
+                                  f"data give {levels} (t = 0 included)" + (f" and physics.train_levels={window}" if window
+                                                                          else "") + ": train on more levels")
             if window is not None:  # trained on the first levels, tested on all: extrapolation in time
                 if window >= levels:
                     raise ConfigError(f"physics.train_levels={window} leaves no level to extrapolate to: the data have "
@@ -564,6 +568,21 @@ class _SavedRun:
                               f"seed (e.g. `sciml generate {self.info.attrs.get('name', self.info.family)} seed=1 ...`); for "
                               f"the run's own test draws at this grid, with n_samples={trained.n_samples}")
 
+    def beyond(self) -> int | None:
+        """The first test level past the run's training window (``physics.train_levels``) on this file's
+        time grid: another file may save other times, and level k there is not level k of training."""
+        window = train_levels(self.cfg)
+        if window is None or self.dataset == self.trained_on:
+            return window
+        from sciml.data.h5 import read_info
+
+        if not self.trained_on.exists():
+            return None  # no training grid to compare with: no beyond figure
+        level_times = lambda info: ([] if saves_start(info) else [0.0]) + [float(t) for t in info.grid["t"]]
+        end, here = level_times(read_info(self.trained_on))[window - 1], level_times(self.info)
+        k = sum(t <= end * (1 + 1e-9) + 1e-12 for t in here)
+        return k if k < len(here) else None  # no level past the window on this file: no beyond figure
+
     def resolution(self, given: int | None) -> int | None:
         """`given`, or by default the grid the run trained on for its own file (``data.resolution``), and the
         stored grid for another file (the point of testing on new draws stored finer)."""
@@ -607,8 +626,12 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     cfg, rows = saved.cfg, []
     for resolution in map(saved.resolution, resolutions):
         split = load_test_split(cfg, saved.dataset, resolution=resolution, n_test=saved.n_test, info=saved.info)
-        operator = saved.operator(split, resolution, dev)
-        err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=train_levels(cfg))
+        try:
+            operator = saved.operator(split, resolution, dev)
+            err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=saved.beyond())
+        except ValueError as error:  # e.g. a hard-constraint layer's points beyond a coarse grid's blocks
+            raise ConfigError(f"at resolution {int(split.x.shape[2])}: {error} (this run's settings are fixed: evaluate "
+                              f"at a finer --resolution)") from None
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
                      **error_summary(err), **({} if saved.dataset == saved.trained_on else {"dataset": str(saved.dataset)})})
     return rows

@@ -288,3 +288,40 @@ def test_a_hard_run_logs_its_failed_solves_and_lm_steps(tiny, hard_run):
                                                             training={"epochs": 2, "eval_every": 1})))
     evals = [r for r in capped.read_metrics() if r["kind"] == "eval"]
     assert [r["solve_failures"] for r in evals] == [16, 16] and evals[0]["solve_steps_mean"] == 1.0
+
+
+def test_physics_needs_three_time_levels_and_eval_names_a_too_coarse_resolution(tiny, hard_run):
+    """train_levels 1 or 2 crashed in torch.gradient; a coarse eval resolution failed with training
+    advice (lower points) the evaluation cannot take."""
+    from sciml.config import ConfigError
+    from sciml.train.trainer import evaluate_run
+
+    with pytest.raises(ConfigError, match="physics needs at least 3 time levels .* physics.train_levels=2"):
+        train(validate(OperatorConfig, _variant(tiny, "two_levels", physics={"train_levels": 2})))
+    run, _ = hard_run
+    with pytest.raises(ConfigError, match="at resolution 8: .*evaluate at a finer --resolution"):
+        evaluate_run(run.path, which="last", device="cpu", resolutions=[8])
+
+
+def test_the_extrapolation_split_of_another_file_follows_its_times(tmp_path):
+    """Level k of another file is not level k of training when the time grids differ: beyond was
+    taken by index and counted trained times as extrapolation."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from sciml.data import write_dataset
+    from sciml.data.h5 import read_info
+    from sciml.train.trainer import _SavedRun
+
+    u = np.zeros((4, 1, 8))
+    trained = write_dataset(tmp_path / "coarse.h5", inputs={"u0": u[:, 0]}, outputs={"u": np.repeat(u, 20, 1)},
+                            spatial_dims=1, times=np.arange(1, 21) * 0.1)
+    finer = write_dataset(tmp_path / "fine.h5", inputs={"u0": u[:, 0]}, outputs={"u": np.repeat(u, 40, 1)},
+                          spatial_dims=1, times=np.arange(1, 41) * 0.05)
+    saved = _SavedRun.__new__(_SavedRun)
+    saved.cfg = SimpleNamespace(physics=SimpleNamespace(train_levels=8))  # levels t = 0, 0.1, ..., 0.7
+    saved.trained_on, saved.dataset, saved.info = trained, finer, read_info(finer)
+    assert saved.beyond() == 15  # t = 0, 0.05, ..., 0.7 on the finer grid
+    saved.dataset = saved.trained_on
+    assert saved.beyond() == 8
