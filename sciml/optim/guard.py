@@ -266,10 +266,10 @@ class Guard:
         events, self._events = self._events, []
         return events
 
-    def forgive(self) -> None:
-        """After giving up, before the state is saved for a resume with a lower rate: rollbacks, skips and
-        the lowered lr scale start afresh (kept, the resumed run would give up at its first burst, at a
-        rate lowered twice); the loss statistics stay."""
+    def _start_afresh(self) -> None:
+        """On giving up, before the GuardError: rollbacks, skips and the lowered lr scale start afresh, so
+        the state a trainer saves serves a resume with a lower rate (kept, the resumed run gave up at its
+        first burst, at a rate lowered twice); the loss statistics stay."""
         self.rollbacks = self.consecutive_skips = 0
         self.lr_scale = 1.0
         self.spike_steps = []
@@ -432,8 +432,10 @@ class Guard:
                 self._rollback(step, reason="nonfinite")
                 self.consecutive_skips = 0
                 return
+            skips = self.consecutive_skips
+            self._start_afresh()
             raise GuardError(
-                f"{self.consecutive_skips} consecutive steps had a non-finite loss or gradient (step {step}); "
+                f"{skips} consecutive steps had a non-finite loss or gradient (step {step}); "
                 "lower the learning rate, enable clipping (guard.clip), or train in float64")
 
     def _spike(self, step: int, lval: float) -> None:
@@ -449,7 +451,9 @@ class Guard:
             self._restore(snap["model"], copy.deepcopy(snap["optimizer"]))
         if self.rollbacks >= self.max_rollbacks:
             self._emit(step, "gave_up", reason=reason, to_step=None if snap is None else snap["step"])
-            raise GuardError(f"guard rolled back {self.rollbacks} times (limit max_rollbacks={self.max_rollbacks}) "
+            rollbacks = self.rollbacks
+            self._start_afresh()
+            raise GuardError(f"guard rolled back {rollbacks} times (limit max_rollbacks={self.max_rollbacks}) "
                              f"and training still {'spikes' if reason == 'spikes' else 'diverges'} at step {step}; "
                              "lower the learning rate or use a more stable optimizer")
         self.rollbacks += 1

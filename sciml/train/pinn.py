@@ -550,7 +550,6 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     break
         except GuardError as err:  # keep the events and the last good state (the guard restored it)
             log_guard_events(guard, i, judge_pending=False)
-            guard.forgive()  # the advised resume, at a lower rate, starts with a fresh rollback budget
             if run is not None:
                 _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
             where = f"sciml train --resume {run.path} " if run is not None else "resume "

@@ -423,7 +423,6 @@ class Trainer:
             except GuardError as err:  # keep its events and the last good state (the guard restored it)
                 self._log_guard_events(epoch + 1, judge_pending=False)
                 if self.guard.holds_good_state:  # a resume then restarts this epoch from it
-                    self.guard.forgive()  # the resume's lower lr starts with a fresh rollback budget
                     self.checkpoint("last")
                 if not self.run.checkpoint_path("last").exists():
                     raise GuardError(f"{err} (epoch {epoch + 1}), before any good state was saved: start again with a "
