@@ -538,29 +538,31 @@ class _SavedRun:
         self.dataset = self.trained_on if dataset is None else Path(dataset)
         if self.dataset.exists() and self.trained_on.exists() and os.path.samefile(self.dataset, self.trained_on):
             self.dataset = self.trained_on  # the training file by another name (relative, ./, a link): its own rules
-        self.info = read_info(self.dataset)
-        if self.dataset != self.trained_on and self.trained_on.exists() and read_info(self.trained_on).family != self.info.family:
+        # read once: the family check, the training-rows rule and `beyond` (per resolution) all need it
+        self.trained_info = read_info(self.trained_on) if self.trained_on.exists() else None
+        self.info = self.trained_info if self.dataset == self.trained_on and self.trained_info else read_info(self.dataset)
+        if self.dataset != self.trained_on and self.trained_info is not None and self.trained_info.family != self.info.family:
             raise ConfigError(f"{self.dataset} holds {self.info.family} data and the run was trained on "
-                              f"{read_info(self.trained_on).family} ({self.trained_on}); evaluate on a file of its family")
+                              f"{self.trained_info.family} ({self.trained_on}); evaluate on a file of its family")
         if self.n_test > self.info.n_samples:
             raise ConfigError(f"{self.dataset} holds {self.info.n_samples} samples, fewer than the {self.n_test} to test on "
                               f"(data.n_test of the run): give --n-test {self.info.n_samples} or fewer")
-        if self.dataset == self.trained_on and self.info.n_samples - self.n_test < self.cfg.data.n_train:
-            raise ConfigError(f"the last {self.n_test} samples of {self.dataset} include rows the run trained on (its first "
-                              f"{self.cfg.data.n_train}): give --n-test {self.info.n_samples - self.cfg.data.n_train} or fewer")
-        if self.dataset != self.trained_on and self.trained_on.exists():
-            self._refuse_training_draws(read_info(self.trained_on))
+        self._refuse_training_rows()
 
-    def _refuse_training_draws(self, trained) -> None:
-        """Another file generated with the training file's seed draws the same samples in the same order
-        (at its own grid: the NS family draws at its simulation grid), so its test rows must lie beyond
-        the rows the run trained on; otherwise "new draws" would be training samples."""
-        seed, other_seed = trained.attrs.get("seed"), self.info.attrs.get("seed")
-        if seed is None or other_seed is None or int(seed) != int(other_seed):
+    def _refuse_training_rows(self) -> None:
+        """The test rows (the file's last `n_test`) must lie past the rows the run trained on, in its own
+        file and in another generated with the training file's seed, which draws the same samples in the
+        same order (at its own grid: the NS family draws at its simulation grid)."""
+        n_train, first_test = self.cfg.data.n_train, self.info.n_samples - self.n_test
+        if first_test >= n_train:
             return
-        n_train = self.cfg.data.n_train
-        first_test = self.info.n_samples - self.n_test
-        if first_test < n_train:
+        if self.dataset == self.trained_on:
+            raise ConfigError(f"the last {self.n_test} samples of {self.dataset} include rows the run trained on (its first "
+                              f"{n_train}): give --n-test {self.info.n_samples - n_train} or fewer")
+        trained = self.trained_info
+        seed = None if trained is None else trained.attrs.get("seed")
+        other_seed = self.info.attrs.get("seed")
+        if seed is not None and other_seed is not None and int(seed) == int(other_seed):
             raise ConfigError(f"{self.dataset} was generated with the training file's seed ({int(seed)}), so its samples "
                               f"are the training file's draws; its test rows {first_test}..{self.info.n_samples - 1} "
                               f"include rows the run trained on (0..{n_train - 1}). For new draws generate it with another "
@@ -573,12 +575,10 @@ class _SavedRun:
         window = train_levels(self.cfg)
         if window is None or self.dataset == self.trained_on:
             return window
-        from sciml.data.h5 import read_info
-
-        if not self.trained_on.exists():
+        if self.trained_info is None:
             return None  # no training grid to compare with: no beyond figure
         level_times = lambda info: ([] if saves_start(info) else [0.0]) + [float(t) for t in info.grid["t"]]
-        end, here = level_times(read_info(self.trained_on))[window - 1], level_times(self.info)
+        end, here = level_times(self.trained_info)[window - 1], level_times(self.info)
         k = sum(t <= end * (1 + 1e-9) + 1e-12 for t in here)
         return k if k < len(here) else None  # no level past the window on this file: no beyond figure
 

@@ -322,6 +322,7 @@ def test_the_extrapolation_split_of_another_file_follows_its_times(tmp_path):
     saved = _SavedRun.__new__(_SavedRun)
     saved.cfg = SimpleNamespace(physics=SimpleNamespace(train_levels=8))  # levels t = 0, 0.1, ..., 0.7
     saved.trained_on, saved.dataset, saved.info = trained, finer, read_info(finer)
+    saved.trained_info = read_info(trained)
     assert saved.beyond() == 15  # t = 0, 0.05, ..., 0.7 on the finer grid
     saved.dataset = saved.trained_on
     assert saved.beyond() == 8
