@@ -251,8 +251,8 @@ class Problem:
     def conditions_held(self, fn: Callable[[Tensor], Tensor], indices: Sequence[int], *, n: int = 64) -> dict[int, float]:
         """``{condition: max |residual| / (1 + max |u|)}`` of `fn` at `n` points of each condition in
         `indices`: how far a model (e.g. a user's output transform on a fresh net) is from meeting it."""
-        dtype = next((t.dtype for t in getattr(fn, "parameters", lambda: iter(()))()), torch.float64)
-        device = next((t.device for t in getattr(fn, "parameters", lambda: iter(()))()), torch.device("cpu"))
+        ref = next(fn.parameters(), None) if isinstance(fn, nn.Module) else None
+        dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float64, torch.device("cpu"))
         out = {}
         for i in indices:
             c = self.conditions[i]

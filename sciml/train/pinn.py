@@ -317,9 +317,10 @@ class _Evaluator:
             if k < self.ref.shape[1]:
                 out[f"rel_l2_{name}"] = float((pred[:, k] - self.ref[:, k]).norm() / self.ref[:, k].norm().clamp_min(1e-300))
         sel = self.cols
-        out["rel_l2"] = float((pred[:, sel] - self.ref[:, sel]).norm() / self.ref[:, sel].norm().clamp_min(1e-300))
         if self.problem.eval_error is not None:
             out["rel_l2"] = float(self.problem.eval_error(self.x.to(pred.dtype), pred))
+        else:
+            out["rel_l2"] = float((pred[:, sel] - self.ref[:, sel]).norm() / self.ref[:, sel].norm().clamp_min(1e-300))
         return out
 
 
