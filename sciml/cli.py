@@ -61,9 +61,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         run = _run_folder(args.resume)
         overrides = ([args.config] if args.config else []) + list(args.overrides)  # `--resume DIR k=v` parses k=v as config
-        before = load_yaml(run.config_path)
-        raw = apply_overrides(before, overrides)
-        _check_resume_changes(before, raw, run.path)
+        raw = apply_overrides(load_yaml(run.config_path), overrides)  # what may change is checked by train / fit
     else:
         if not args.config:
             raise ConfigError("give a config file (e.g. configs/burgers/fno.yaml) or --resume RUN_DIR")
@@ -103,43 +101,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"stopped by the time cap ({cap}{sitting}), with a checkpoint: "
               f"go on with `sciml train --resume {run.path}` (add {cap}=... to change the cap for that run)")
     return 0
-
-
-# What a resume may change: how long and how the run goes on, not what it trains (data, model, problem,
-# points, seeds, the phases' optimizers and dtypes): those would mix two runs in one folder.
-RESUMABLE = {
-    "operator": ("training.epochs", "training.max_minutes", "training.stop_after_minutes", "training.fit_to_budget",
-                 "training.progress", "training.plot", "training.n_plot", "training.eval_every",
-                 "training.checkpoint_every", "training.compile", "training.cuda_graph", "training.precision",
-                 "optimizer.*", "guard", "guard.*", "device", "output.*"),
-    "pinn": ("max_minutes", "eval_every", "log_every", "checkpoint_every", "device", "compile", "cuda_graph",
-             "output.*", "phases.*.optimizer.*", "phases.*.steps", "phases.*.guard", "phases.*.guard.*",
-             "phases.*.decay_every", "phases.*.decay_rate", "phases.*.warmup_steps", "phases.*.cuda_graph"),
-}
-
-
-def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ; keys the run's config lacks are left to validation, which names
-    an unknown key and its close matches (config.yaml holds every key the schema knows)."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        return [k for key in sorted(set(before) | set(after), key=str) if key in before
-                for k in _changed_keys(before.get(key), after.get(key), f"{prefix}{key}.")]
-    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [k for i, (b, a) in enumerate(zip(before, after)) for k in _changed_keys(b, a, f"{prefix}{i}.")]
-    return [] if before == after else [prefix.rstrip(".")]
-
-
-def _check_resume_changes(before: dict, after: dict, path: Path) -> None:
-    """A resume's overrides may change how the run goes on, not what it trains (see RESUMABLE)."""
-    import fnmatch
-
-    allowed = RESUMABLE[_task_of(before)]
-    refused = [k for k in _changed_keys(before, after)
-               if not any(fnmatch.fnmatchcase(k, pattern) for pattern in allowed) or k.endswith("optimizer.name")]
-    if refused:
-        raise ConfigError(f"--resume goes on with what {path} trains; these overrides would change it: "
-                          f"{', '.join(refused)}. Start a new run for that (sciml train CONFIG ...); a resume may change "
-                          f"{', '.join(allowed)}")
 
 
 def _positive_int(text: str) -> int:

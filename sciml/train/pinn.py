@@ -338,6 +338,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
     from sciml.utils import compile_jet_loss, resolve_device
 
+    if resume and run is not None:
+        run.check_resume(dump(cfg), "pinn")
     device = resolve_device(cfg.device)
     dtype = _DTYPES[cfg.dtype]
     if cfg.loss.causal.enabled and not problem.is_time_dependent:

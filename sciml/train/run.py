@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sciml.config import ConfigError
+from sciml.config import ConfigError, load_yaml
 from sciml.utils import atomic_path, atomic_write_text, environment
 
 
@@ -95,6 +95,21 @@ class RunDir:
             path = root / f"{name}-{suffix}"
         return None if found is None else cls(found)
 
+    def check_resume(self, resolved: str, task: str) -> None:
+        """A resume may change how the run goes on, not what it trains (RESUMABLE[task]): ``resolved`` is the
+        config it goes on with, as `sciml.config.dump` writes it."""
+        import fnmatch
+
+        import yaml
+
+        allowed = RESUMABLE[task]
+        refused = [k for k in _changed_keys(load_yaml(self.config_path), yaml.safe_load(resolved))
+                   if not any(fnmatch.fnmatchcase(k, pattern) for pattern in allowed) or k.endswith("optimizer.name")]
+        if refused:
+            raise ConfigError(f"a resume goes on with what {self.path} trains; these overrides would change it: "
+                              f"{', '.join(refused)}. Start a new run for that (`sciml train CONFIG ...`, or without "
+                              f"resume in Python); a resume may change {', '.join(allowed)}")
+
     @property
     def config_path(self) -> Path:
         return self.path / "config.yaml"
@@ -160,3 +175,26 @@ def _to_builtin(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to metrics")
+
+
+# What a resume may change: how long and how the run goes on, not what it trains (data, model, problem,
+# points, seeds, the phases' optimizers and dtypes): those would mix two runs in one folder.
+RESUMABLE = {
+    "operator": ("training.epochs", "training.max_minutes", "training.stop_after_minutes", "training.fit_to_budget",
+                 "training.progress", "training.plot", "training.n_plot", "training.eval_every",
+                 "training.checkpoint_every", "training.compile", "training.cuda_graph", "training.precision",
+                 "optimizer.*", "guard", "guard.*", "device", "output.*"),
+    "pinn": ("max_minutes", "eval_every", "log_every", "checkpoint_every", "device", "compile", "cuda_graph",
+             "output.*", "phases.*.optimizer.*", "phases.*.steps", "phases.*.guard", "phases.*.guard.*",
+             "phases.*.decay_every", "phases.*.decay_rate", "phases.*.warmup_steps", "phases.*.cuda_graph"),
+}
+
+
+def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ; keys the run's config lacks (saved by an older version) are skipped."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [k for key in sorted(set(before) | set(after), key=str) if key in before
+                for k in _changed_keys(before.get(key), after.get(key), f"{prefix}{key}.")]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [k for i, (b, a) in enumerate(zip(before, after)) for k in _changed_keys(b, a, f"{prefix}{i}.")]
+    return [] if before == after else [prefix.rstrip(".")]

@@ -647,6 +647,8 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
     if run is None:
         run = RunDir.create(cfg.output.root, cfg.output.name, prefix=f"{cfg.model.name.replace(':', '_')}")
     with run.removed_if_left_empty():
+        if resume:
+            run.check_resume(dump(cfg), "operator")
         trainer = Trainer(cfg, run)
         if resume:
             trainer.load_state_dict(run.load_checkpoint("last", map_location=trainer.device))

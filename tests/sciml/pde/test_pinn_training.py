@@ -103,6 +103,18 @@ def test_run_pinn_writes_run_folder_and_resumes_exactly(tmp_path):
     assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]  # no duplicates after the resume
 
 
+def test_a_python_resume_refuses_a_config_that_changes_what_the_run_trains(tmp_path):
+    from sciml.config import ConfigError, validate
+
+    run = RunDir.create(tmp_path, "p")
+    fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**TINY, "max_minutes": 1e-9}), run=run)
+    with pytest.raises(ConfigError, match="these overrides would change it: seed. Start a new run"):
+        fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**TINY, "seed": 7}), run=run, resume=True)
+    resumed = fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**TINY, "max_minutes": 5}), run=run,
+                  resume=True)  # how long it goes on may change
+    assert resumed.metrics["stopped_early"] is False
+
+
 def test_a_pinn_run_loads_as_its_trained_model(tmp_path):
     from sciml.config import validate
 

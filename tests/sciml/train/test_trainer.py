@@ -635,6 +635,16 @@ def test_a_resume_refuses_overrides_that_change_what_the_run_trains(straight_run
     assert run.config_path.read_text() == before  # refused before anything was written
 
 
+def test_a_python_resume_refuses_a_config_that_changes_what_the_run_trains(straight_run, tiny_cfg):
+    """`train(cfg, run=run, resume=True)` checked only the epochs: another data.n_train mixed two runs in one folder."""
+    run, final = straight_run
+    before = run.config_path.read_text()
+    changed = {**tiny_cfg, "data": {**tiny_cfg["data"], "n_train": tiny_cfg["data"]["n_train"] - 2}}
+    with pytest.raises(ConfigError, match="these overrides would change it: data.n_train. Start a new run"):
+        train(validate(OperatorConfig, changed), run=run, resume=True)
+    assert run.config_path.read_text() == before
+
+
 def test_a_run_folder_is_trained_by_one_process_at_a_time(straight_run):
     """Two resumes of one run at once: one died on the other's renamed .partial, the metrics logged
     epochs twice and the survivor's checkpoint counted the wrong lines."""
