@@ -26,16 +26,23 @@ def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, ti
         asked = time if isinstance(time, int) else [time.start, time.stop]
         raise DatasetError(f"{key}={asked} selects saved times, but {static} in {info.path} have no time axis; drop "
                            f"{key} (or set it to null)")
-    channels = []
+    channels, windows, at = [], [], None
     for name in fields:
         spec = info.field(name)
         if spec.time_varying:
             _check_time(info, spec, time, key)
         arr = read_field(info, name, samples=samples, stride=stride, time=time if spec.time_varying else None)
-        if arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid): a time window
-            channels.extend(np.moveaxis(arr, 1, 0))
+        if arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid): a time window, one channel per time
+            at = len(channels) if at is None else at
+            windows.append(arr)
         else:
             channels.append(arr)
+    if windows:
+        # time-major, [u_t, v_t, u_t+1, v_t+1, ...], at the first window's place: a rollout model reads and
+        # writes its state one time at a time (field-major stacking fed it v_t as u_t+1)
+        steps = [w[:, k] for k in range(windows[0].shape[1]) for w in windows] if len({w.shape[1] for w in windows}) == 1 \
+            else [w[:, k] for w in windows for k in range(w.shape[1])]
+        channels[at:at] = steps
     return torch.from_numpy(np.stack(channels, axis=1))
 
 

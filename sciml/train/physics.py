@@ -58,6 +58,8 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
     and the selected input and output `fields`) the backbone inside a `PhysicsOperator` on the
     dataset's grid, its PDE parameters those the dataset was made with."""
     if cfg.physics is None:
+        if fields is not None:
+            _check_rollout_fields(cfg, *fields)
         return _backbone(cfg, in_channels, out_channels, n_dims)
     from sciml.constraints import PhysicsOperator, get_grid_problem
 
@@ -79,6 +81,20 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
     backbone = _backbone(cfg, in_channels, ph.n_basis if ph.constraint == "hard" else 1, n_dims)
     return PhysicsOperator(backbone, problem, spacetime_spacing(info, problem.coords, resolution, outputs[0]),
                            constraint=ph.constraint, **ph.layer_options())
+
+
+def _check_rollout_fields(cfg: OperatorConfig, inputs: list[str], outputs: list[str]) -> None:
+    """An autoregressive model's state is the output fields at one time, fed back as the newest input step."""
+    if cfg.model.name not in ("fno2d_time", "fno_time"):
+        return
+    if list(inputs) != list(outputs):
+        raise ConfigError(f"model {cfg.model.name!r} feeds its predictions back as inputs: data.inputs {list(inputs)} "
+                          f"must be data.outputs {list(outputs)}, in the same order")
+    state = cfg.model.kwargs().get("state_channels", 1)
+    if state != len(outputs):
+        raise ConfigError(f"model {cfg.model.name!r} steps a state of {state} channel(s) (model.state_channels) and the "
+                          f"data give {len(outputs)} field(s) {list(outputs)} per time: set model.state_channels: "
+                          f"{len(outputs)}")
 
 
 def _backbone(cfg: OperatorConfig, in_channels: int, out_channels: int, n_dims: int) -> torch.nn.Module:

@@ -185,3 +185,30 @@ def test_a_time_selection_on_static_fields_is_an_error(tmp_path):
         load_splits(path, inputs=["a"], outputs=["u"], n_train=4, n_test=4, input_time=7)
     with pytest.raises(DatasetError, match=r"output_time=\[0, 5\] selects saved times"):
         load_splits(path, inputs=["a"], outputs=["u"], n_train=4, n_test=4, output_time=[0, 5])
+
+
+def test_time_windows_of_several_fields_stack_time_major_for_rollouts(tmp_path):
+    """A rollout model reads and writes its state one time at a time, [u_t, v_t, u_t+1, ...]: field-major
+    stacking ([u_0..u_2, v_0..v_2]) fed it v_0 as u_1, and an exact one-step map scored rel. L2 1.12."""
+    t = np.arange(4.0)[None, :, None] * np.ones((6, 4, 8))
+    path = write_dataset(tmp_path / "uv.h5", inputs={"a": np.full((6, 8), -1.0)}, outputs={"u": t, "v": 100 + t},
+                         spatial_dims=1)
+    _, train_split, _ = load_splits(path, inputs=["a", "u", "v"], outputs=["u", "v"], n_train=4, n_test=2,
+                                    input_time=(0, 3), output_time=(3, 4))
+    assert train_split.x[0, :, 0].tolist() == [-1, 0, 100, 1, 101, 2, 102]
+    assert train_split.y[0, :, 0].tolist() == [3, 103]
+
+
+def test_a_rollout_model_needs_its_state_to_be_the_output_fields(tmp_path):
+    from sciml.config import ConfigError
+    from sciml.train.physics import build_operator_model
+
+    cfg = validate(OperatorConfig, {"model": {"name": "fno_time", "modes": 4, "width": 8},
+                                    "data": {"normalize_inputs": "none", "normalize_outputs": "none"}})
+    with pytest.raises(ConfigError, match="set model.state_channels: 2"):
+        build_operator_model(cfg, 6, 2, 1, fields=(["u", "v"], ["u", "v"]))
+    with pytest.raises(ConfigError, match=r"data.inputs \['v', 'u'\] must be data.outputs \['u', 'v'\]"):
+        build_operator_model(cfg, 6, 2, 1, fields=(["v", "u"], ["u", "v"]))
+    two = validate(OperatorConfig, {**cfg.model_dump(mode="json"), "model": {"name": "fno_time", "modes": 4, "width": 8,
+                                                                             "state_channels": 2}})
+    assert build_operator_model(two, 6, 2, 1, fields=(["u", "v"], ["u", "v"])).history == 3
