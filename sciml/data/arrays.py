@@ -31,6 +31,18 @@ def _as_array(name: str, value: Any) -> np.ndarray:
     return array
 
 
+def _as_field(name: str, value: Any) -> np.ndarray:
+    """A field's values, which files store as float32 (coordinates and times stay float64)."""
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise DatasetError(f"field name {name!r} cannot name an HDF5 dataset: use a non-empty name without '/'")
+    array = _as_array(name, value)
+    big = np.finfo(np.float32).max
+    if np.abs(array).max(initial=0) > big:  # would be stored as inf
+        raise DatasetError(f"field {name!r} holds values beyond float32's range (|v| up to {np.abs(array).max():.3g} > "
+                           f"{big:.3g}), and files store float32: rescale it (and record the scale in params)")
+    return array
+
+
 def unit_coordinates(n: int, grid_kind: str) -> np.ndarray:
     """Coordinates of `n` nodes on [0, 1] as the loaders and models assume them for `grid_kind`."""
     j = np.arange(n, dtype=np.float64)
@@ -69,7 +81,7 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
     except (TypeError, ValueError) as err:
         raise DatasetError(f"params must be numbers, strings or lists of them (stored as JSON): {err}") from None
     axes = SPATIAL_AXES[:spatial_dims]
-    arrays = {(group, k): _as_array(k, v) for group, fields in (("inputs", inputs), ("outputs", outputs))
+    arrays = {(group, k): _as_field(k, v) for group, fields in (("inputs", inputs), ("outputs", outputs))
               for k, v in fields.items()}
     n, grid, n_times = None, None, None
     specs = []
@@ -125,5 +137,9 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
         writer.partial.unlink(missing_ok=True)
         raise
     out = writer.finish({"wall_time_s": writer.seconds})
-    read_info(out)  # what every reader will check, checked now
+    try:
+        read_info(out)  # what every reader will check, checked now
+    except BaseException:
+        out.unlink(missing_ok=True)  # not left under the name a retry would be refused for
+        raise
     return out

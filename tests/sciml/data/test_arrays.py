@@ -70,6 +70,10 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
     exact = antiderivative(fresh)
     rel = np.linalg.norm(pred - exact, axis=1) / np.linalg.norm(exact, axis=1)
     assert rel.mean() < 0.01, rel  # measured 2026-11-26 (CPU): mean 0.0038, max 0.0089 on 8 new inputs
+    with torch.no_grad():  # numpy float64 in: cast to the model's dtype (it raised TypeError / a dtype error)
+        np.testing.assert_array_equal(operator(fresh[:, None])[:, 0].double().numpy(), pred)
+    with pytest.raises(ValueError, match=rf"takes inputs \(batch, 1, \*grid\) on a 1-d grid.*got shape \(8, 2, {s}\)"):
+        operator(np.stack([fresh, fresh], 1))
 
 
 @pytest.mark.parametrize("change,message", [
@@ -84,6 +88,9 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
     (dict(spatial_dims=4), "spatial_dims must be 1, 2 or 3"),
     (dict(inputs={"a": np.zeros((0, 8))}, outputs={"u": np.zeros((0, 8))}), "has no samples"),
     (dict(params={"nu": object()}), "params must be numbers, strings or lists"),
+    (dict(inputs={"a": np.full((6, 8), 1e40)}), "beyond float32's range"),  # it was stored as inf
+    (dict(inputs={"a/b": np.zeros((6, 8))}), "field name 'a/b' cannot name an HDF5 dataset"),  # a broken file left
+    (dict(outputs={"": np.zeros((6, 8))}), "field name '' cannot name"),
 ])
 def test_bad_arrays_are_refused_naming_the_fix(tmp_path, change, message):
     kwargs = {**dict(inputs={"a": np.zeros((6, 8))}, outputs={"u": np.zeros((6, 8))}, spatial_dims=1), **change}
