@@ -107,6 +107,8 @@ class DeepONet(nn.Module):
         # POD trunk, set by prepare(): mean (C_out, points) and scaled modes (C_out, p, points).
         self.register_buffer("pod_mean", torch.zeros(0))
         self.register_buffer("pod_basis", torch.zeros(0))
+        self.register_buffer("pod_grid", torch.zeros(0, dtype=torch.long))  # the training grid, saved with the modes
+        self._pod_grid: tuple[int, ...] | None = None  # the same, read without a device sync in forward
 
     @torch.no_grad()
     def prepare(self, train_inputs: Tensor, train_outputs: Tensor) -> None:
@@ -130,12 +132,17 @@ class DeepONet(nn.Module):
         dtype = self.bias.dtype
         self.pod_mean = mean.to(self.bias.device, dtype)
         self.pod_basis = modes.to(self.bias.device, dtype)
+        self._pod_grid = tuple(train_outputs.shape[2:])
+        self.pod_grid = torch.tensor(self._pod_grid, device=self.bias.device)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("pod_mean", "pod_basis"):  # sized by prepare(): take the checkpoint's shape
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.bias.device,
                                                      dtype=self.bias.dtype))  # the model's dtype, as every loaded tensor
+        grid = state_dict.setdefault(prefix + "pod_grid", torch.zeros(0, dtype=torch.long))  # absent before 2026-11-27
+        self.pod_grid = torch.empty(grid.shape, dtype=torch.long, device=self.bias.device)
+        self._pod_grid = tuple(int(k) for k in grid.tolist()) or None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -155,8 +162,9 @@ class DeepONet(nn.Module):
         if self.trunk is None:
             if self.pod_basis.numel() == 0:
                 raise RuntimeError("DeepONet(trunk='pod') has no basis yet: call model.prepare(train_inputs, train_outputs) first")
-            if self.pod_basis.shape[-1] != math.prod(grid):
-                raise ValueError(f"the POD trunk is defined on the training grid only ({self.pod_basis.shape[-1]} points), "
+            if self.pod_basis.shape[-1] != math.prod(grid) or self._pod_grid not in (None, grid):  # 64x48 is not 48x64
+                trained = "x".join(map(str, self._pod_grid)) if self._pod_grid else f"{self.pod_basis.shape[-1]} points"
+                raise ValueError(f"the POD trunk is defined on the training grid only ({trained}), "
                                  f"got grid {grid}: evaluate at the training resolution, or train with trunk='mlp' "
                                  "(model.trunk=mlp), whose trunk takes any grid")
             y = torch.einsum("bck,ckn->bcn", coef, self.pod_basis) + self.pod_mean

@@ -98,3 +98,21 @@ def test_a_pod_checkpoint_loads_into_a_model_of_another_dtype_and_basis_is_check
     torch.testing.assert_close(fresh(y.double()), wide(y.double()), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="basis=32 needs at least that many grid points, got 16; lower model.basis"):
         DeepONet(1, 1, 1, trunk="pod", basis=32, sensors=16).prepare(torch.randn(50, 1, 16), torch.randn(50, 1, 16))
+
+
+def test_a_pod_trunk_refuses_a_transposed_grid_of_as_many_points():
+    """Trained on 6x8, it laid its modes onto an 8x6 input (the point count matched): rel. L2 0.21 against 0.08."""
+    torch.manual_seed(0)
+    y = torch.randn(20, 1, 6, 8)
+    model = DeepONet(1, 1, 2, trunk="pod", basis=4, sensors=(6, 8))
+    model.prepare(y, y)
+    assert model(y[:2]).shape == (2, 1, 6, 8)
+    reloaded = DeepONet(1, 1, 2, trunk="pod", basis=4, sensors=(6, 8))
+    reloaded.load_state_dict(model.state_dict())
+    for m in (model, reloaded):
+        with pytest.raises(ValueError, match=r"training grid only \(6x8\), got grid \(8, 6\)"):
+            m(y[:2].transpose(2, 3))
+    legacy = {k: v for k, v in model.state_dict().items() if k != "pod_grid"}  # a checkpoint from before the check
+    old = DeepONet(1, 1, 2, trunk="pod", basis=4, sensors=(6, 8))
+    old.load_state_dict(legacy)
+    torch.testing.assert_close(old(y[:2]), model(y[:2]), rtol=0, atol=0)
