@@ -277,7 +277,10 @@ class Trainer:
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "metrics_lines": self.run.n_metrics,
             **self._sittings(),
-            "dataset": str(self.dataset_path), "config": dump(self.cfg),
+            "dataset": str(self.dataset_path.resolve()), "config": dump(self.cfg),  # absolute: loads from any folder
+            # the model's shape without the data file: load_operator works where the file is gone
+            "io": {"in_channels": self.train_split.x.shape[1], "out_channels": self.train_split.y.shape[1],
+                   "n_dims": self.train_split.x.ndim - 2, "fields": [list(f) for f in self.fields]},
         }
 
     def _sittings(self) -> dict[str, Any]:
@@ -535,7 +538,7 @@ class _SavedRun:
     of its family); `operator` builds the model for one split's grid."""
 
     def __init__(self, run_path: str | Path, which: str, device: torch.device, dataset: str | Path | None,
-                 n_test: int | None = None):
+                 n_test: int | None = None, *, need_data: bool = True):
         from sciml.config import load_config
         from sciml.data.h5 import read_info
 
@@ -545,6 +548,10 @@ class _SavedRun:
         self.state = run.load_checkpoint(which, map_location=device)
         self.trained_on = Path(self.state["dataset"])
         self.dataset = self.trained_on if dataset is None else Path(dataset)
+        self.info = None
+        if not need_data and dataset is None and not self.trained_on.exists() and "io" in self.state \
+                and self.cfg.physics is None:  # the checkpoint alone describes the model (a physics one needs the grid)
+            return
         if self.dataset.exists() and self.trained_on.exists() and os.path.samefile(self.dataset, self.trained_on):
             self.dataset = self.trained_on  # the training file by another name (relative, ./, a link): its own rules
         # read once: the family check, the training-rows rule and `beyond` (per resolution) all need it
@@ -598,16 +605,21 @@ class _SavedRun:
             return given
         return self.cfg.data.resolution if self.dataset == self.trained_on else None
 
-    def operator(self, split: Split, resolution: int | None, device: torch.device) -> TrainedOperator:
-        """The trained model for data shaped like `split` (its channels and grid) at `resolution`."""
+    def operator(self, split: Split | None, resolution: int | None, device: torch.device) -> TrainedOperator:
+        """The trained model for data shaped like `split` (its channels and grid) at `resolution`; with no split
+        (no data file), as the checkpoint records it."""
         cfg = self.cfg
-        model = build_operator_model(cfg, split.x.shape[1], split.y.shape[1], split.x.ndim - 2, info=self.info,
-                                     fields=dataset_fields(cfg, self.info), resolution=resolution)
+        if split is None:
+            io = self.state["io"]
+            shape, fields = (io["in_channels"], io["out_channels"], io["n_dims"]), tuple(io["fields"])
+        else:
+            shape, fields = (split.x.shape[1], split.y.shape[1], split.x.ndim - 2), dataset_fields(cfg, self.info)
+        model = build_operator_model(cfg, *shape, info=self.info, fields=fields, resolution=resolution)
         model.load_state_dict(self.state["model"])
         operator = TrainedOperator(model, _normalizer_from_state(self.state["x_norm"]),
                                    _normalizer_from_state(self.state["y_norm"]), config=cfg, epoch=self.state["epoch"],
-                                   dataset=self.dataset, trained_on=self.trained_on, in_channels=split.x.shape[1],
-                                   n_dims=split.x.ndim - 2)
+                                   dataset=self.dataset, trained_on=self.trained_on, in_channels=shape[0],
+                                   n_dims=shape[2])
         return operator.to(device).eval()
 
 
@@ -615,10 +627,13 @@ def load_operator(run_path: str | Path, *, which: str = "best", device: str | to
                   resolution: int | None = None, dataset: str | Path | None = None) -> TrainedOperator:
     """A run's checkpoint (`which`: "best" or "last") as a `TrainedOperator` on `device`, built for the grid
     of `dataset` (default: the run's own; another must be of the run's family) at `resolution` (default: the
-    training one, or another file's stored grid)."""
+    training one, or another file's stored grid). Where the run's own file is gone (moved, another machine),
+    the model is built from the shapes its checkpoint records (runs since 2026-11-27; physics models need it)."""
     dev = resolve_device(device)
-    saved = _SavedRun(run_path, which, dev, dataset)
+    saved = _SavedRun(run_path, which, dev, dataset, need_data=False)
     resolution = saved.resolution(resolution)
+    if saved.info is None:  # the training file is gone (moved, another machine): the checkpoint's shapes
+        return saved.operator(None, resolution, dev)
     probe = load_test_split(saved.cfg, saved.dataset, resolution=resolution, n_test=1, info=saved.info)  # channels, grid
     return saved.operator(probe, resolution, dev)
 

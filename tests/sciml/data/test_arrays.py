@@ -219,3 +219,24 @@ def test_a_rollout_model_needs_its_state_to_be_the_output_fields(tmp_path):
     two = validate(OperatorConfig, {**cfg.model_dump(mode="json"), "model": {"name": "fno_time", "modes": 4, "width": 8,
                                                                              "state_channels": 2}})
     assert build_operator_model(two, 6, 2, 1, fields=(["u", "v"], ["u", "v"])).history == 3
+
+
+def test_a_run_loads_from_another_folder_and_without_its_data_file(tmp_path, monkeypatch):
+    """The checkpoint held data.path as typed ('d.h5'): loading from another folder, or once the file had moved,
+    failed with 'does not exist', though the weights and normalisers are all in the checkpoint."""
+    a = smooth_periodic(24, 32, seed=3)
+    monkeypatch.chdir(tmp_path)
+    write_dataset("d.h5", inputs={"a": a}, outputs={"u": antiderivative(a)}, spatial_dims=1)
+    raw = {"data": {"path": "d.h5", "n_train": 16, "n_test": 8}, "model": {"name": "fno", "modes": 4, "width": 8},
+           "training": {"epochs": 2, "batch_size": 8, "progress": False, "plot": False}, "output": {"root": "runs"}}
+    run, _ = train(validate(OperatorConfig, raw))
+    x = torch.as_tensor(a[:4, None], dtype=torch.float32)
+    with torch.no_grad():
+        before = load_operator(run.path, device="cpu")(x)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with torch.no_grad():
+        torch.testing.assert_close(load_operator(tmp_path / run.path, device="cpu")(x), before, rtol=0, atol=0)
+        (tmp_path / "d.h5").rename(elsewhere / "moved.h5")
+        torch.testing.assert_close(load_operator(tmp_path / run.path, device="cpu")(x), before, rtol=0, atol=0)
