@@ -328,18 +328,22 @@ class Problem:
         t0 = float(lo[-1]) if t_col is not None else 0.0
         t1 = float(hi[-1]) if t_col is not None else 1.0
 
-        def transform(x: Tensor, y: Tensor) -> Tensor:
-            cols = []
-            for k in range(y.shape[1]):
+        def affine_parts(x: Tensor, m: int) -> tuple[Tensor, Tensor]:
+            """(A, D), each ``(n, m)``, with T(x, y) = A(x) + D(x) y: functions of the points alone, which the
+            jet backend differentiates once per point set (sciml.pde.jet.transform_jets)."""
+            one = x[:, 0] * 0.0 + 1.0  # from x, not torch.ones: keeps jvp tangents dense under torch.compile
+            As, Ds = [], []
+            for k in range(m):
                 if k not in plans:
-                    cols.append(y[:, k])
+                    As.append(one * 0.0)
+                    Ds.append(one)
                     continue
                 faces, g, u0, v0, has_u0 = plans[k]
-                D = 1.0  # Python scalars, not ones/zeros tensors: keeps jvp tangents dense under torch.compile
+                D = one
                 for j, side in faces:
                     half = (hi[j] - lo[j]) / 2
                     D = D * ((x[:, j] - lo[j]) if side == "lo" else (hi[j] - x[:, j])) / half
-                A = (evaluate_value(g, x) if callable(g) else float(g)) if g is not None else 0.0
+                A = (evaluate_value(g, x) if callable(g) else one * float(g)) if g is not None else one * 0.0
                 if has_u0:
                     xt0 = torch.cat([x[:, :t_col], torch.full_like(x[:, t_col:t_col + 1], t0), x[:, t_col + 1:]], -1)
                     A = A + evaluate_value(u0, xt0) - ((evaluate_value(g, xt0) if callable(g) else float(g)) if g is not None else 0.0)
@@ -348,9 +352,15 @@ class Problem:
                     if v0 is not None:
                         A = A + (x[:, t_col] - t0) * (evaluate_value(v0, xt0) if callable(v0) else float(v0))
                         D = D * tau
-                cols.append(A + D * y[:, k])
-            return torch.stack(cols, -1)
+                As.append(A)
+                Ds.append(D)
+            return torch.stack(As, -1), torch.stack(Ds, -1)
 
+        def transform(x: Tensor, y: Tensor) -> Tensor:
+            A, D = affine_parts(x, y.shape[1])
+            return A + D * y
+
+        transform.affine_parts = affine_parts
         self._check_compatible(plans)
         return transform, tuple(sorted(set(covered)))
 
