@@ -307,13 +307,19 @@ class Disk(Geometry):
 class Polygon(Geometry):
     """Ω = the closed simple polygon with vertices v_0 … v_{m−1} (either orientation).
 
-    Args: vertices: ``(m, 2)``, m ≥ 3, no repeated closing vertex.
+    Args: vertices: ``(m, 2)``, m ≥ 3 distinct; a repeated closing vertex (a closed ring, as
+        GeoJSON / shapely write it) and other consecutive repeats are dropped.
     """
 
     def __init__(self, vertices):
         v = torch.as_tensor(vertices, dtype=_F64)
         if v.ndim != 2 or v.shape[1] != 2 or v.shape[0] < 3:
             raise ValueError(f"Polygon vertices must have shape (m >= 3, 2), got {tuple(v.shape)}")
+        # a repeated vertex makes a zero-length edge, whose normal and distance are NaN
+        v = v[(v - v.roll(1, 0)).abs().amax(-1) > 1e-14 * max(1.0, float(v.abs().max()))]
+        if v.shape[0] < 3:
+            raise ValueError(f"Polygon needs at least 3 distinct vertices (consecutive repeats and a closing repeat of the "
+                             f"first are dropped), got {v.shape[0]}: {v.tolist()}")
         area2 = (v[:, 0] * v.roll(-1, 0)[:, 1] - v.roll(-1, 0)[:, 0] * v[:, 1]).sum()
         if area2.abs() < 1e-14:
             raise ValueError("Polygon has zero area; check the vertex order")

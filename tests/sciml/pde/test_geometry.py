@@ -234,3 +234,18 @@ def test_hard_dirichlet_normal_derivative_on_polygon_boundary_is_finite():
     du = torch.autograd.grad(u.sum(), x)[0]
     dn = (du * p.boundary_normal(x.detach())).sum(-1)
     torch.testing.assert_close(dn, -torch.sin(x[:, 0] + 2 * x[:, 1]).detach())  # ∂u/∂n = −N on ∂Ω
+
+
+# --- polygon vertices ----------------------------------------------------------------------------------
+def test_polygon_closed_ring_equals_the_open_one():
+    open_, ring = Polygon([[0, 0], [1, 0], [1, 1], [0, 1]]), Polygon([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])
+    assert ring.length.tolist() == [1.0, 1.0, 1.0, 1.0]  # formerly a fifth edge of length 0: NaN normals
+    x = torch.tensor([[0.5, 0.0], [1.0, 0.5], [0.5, 1.0], [0.0, 0.2], [0.5, 0.25]], dtype=torch.float64)
+    torch.testing.assert_close(ring.distance_to_boundary(x), torch.tensor([0, 0, 0, 0, 0.25], dtype=torch.float64))
+    torch.testing.assert_close(ring.boundary_normal(x[:4]), open_.boundary_normal(x[:4]))
+    _, nb = ring.sample_boundary(1000, "sobol", seed=0)
+    assert bool(nb.isfinite().all())
+    doubled = Polygon([[0, 0], [2, 0], [2, 0], [2, 1], [0, 1]])
+    assert doubled.v.shape == (4, 2) and doubled.boundary_measure() == 6.0
+    with pytest.raises(ValueError, match="at least 3 distinct vertices"):
+        Polygon([[0, 0], [1, 0], [1, 0], [0, 0]])
