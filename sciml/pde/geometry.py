@@ -133,6 +133,10 @@ class Geometry:
         x = _as_points(x)
         return self.inside(x) & (self.distance_to_boundary(x) <= tol)
 
+    def _tol(self, tol: float) -> float:
+        """tol scaled by the size of the coordinates: rounding errors grow with |x|, not with the extent."""
+        return tol * max(1.0, float(self.lo.abs().max()), float(self.hi.abs().max()))
+
     def sample_interior(self, n: int, method: str = "sobol", seed: int | None = 0) -> torch.Tensor:
         """n points in Ω, ``(n, d)``: the bounding box's draw, rejection outside Ω."""
         return self._sample_interior(n, method, seed)
@@ -188,7 +192,7 @@ class Box(Geometry):
 
     def inside(self, x):
         x = _as_points(x).to(_F64)
-        eps = 1e-12 * (self.hi - self.lo)
+        eps = 1e-12 * torch.maximum(self.hi - self.lo, torch.tensor(self._tol(1.0), dtype=_F64))
         return ((x >= self.lo - eps) & (x <= self.hi + eps)).all(-1)
 
     def distance_to_boundary(self, x):
@@ -286,7 +290,7 @@ class Disk(Geometry):
         return f"Disk(center={self.c.tolist()}, radius={self.r})"
 
     def inside(self, x):
-        return (_as_points(x).to(_F64) - self.c).norm(dim=-1) <= self.r * (1 + 1e-12)
+        return (_as_points(x).to(_F64) - self.c).norm(dim=-1) <= self.r + self._tol(1e-12)
 
     def distance_to_boundary(self, x):
         return (self.r - (_as_points(x).to(_F64) - self.c).norm(dim=-1)).abs()
@@ -345,7 +349,7 @@ class Polygon(Geometry):
         xa, ya, xb, yb = self.a[:, 0], self.a[:, 1], self.b[:, 0], self.b[:, 1]
         px, py = x[:, :1], x[:, 1:]
         crosses = ((ya > py) != (yb > py)) & (px < (xb - xa) * (py - ya) / (yb - ya + 1e-300) + xa)
-        return (crosses.sum(-1) % 2 == 1) | (self.distance_to_boundary(x) <= 1e-12)
+        return (crosses.sum(-1) % 2 == 1) | (self.distance_to_boundary(x) <= self._tol(1e-12))
 
     def distance_to_boundary(self, x):
         return self._segment_distance(_as_points(x).to(_F64)).min(-1).values
@@ -424,6 +428,7 @@ class _CSG(Geometry):
         weights = [g.boundary_measure() for g in prims]
         rng = np.random.default_rng(None if seed is None else seed + 4099)
         got, have, rate, k = [], 0, 0.5, 0
+        tol = self._tol(1e-9)
         while have < n:
             m = min(int(math.ceil((n - have) / rate * 1.2)), 20 * (n - have) + 1024) + 16
             parts = []
@@ -432,9 +437,9 @@ class _CSG(Geometry):
                     continue
                 xu = g._sample_boundary(mi, method, _sub_seed(seed, 1013 * k + 31 * i), extra)
                 x = xu[:, : self.dim]
-                keep = self.on_boundary(x, tol=1e-9)
+                keep = self.on_boundary(x, tol=tol)
                 for h in prims[:i]:
-                    keep &= h.distance_to_boundary(x) > 1e-9
+                    keep &= h.distance_to_boundary(x) > tol
                 parts.append(xu[keep])
             x = torch.cat(parts)
             rate = max(len(x) / m, 1e-3)
@@ -448,7 +453,8 @@ class _CSG(Geometry):
 
 def _shared(a: Geometry, b: Geometry, x: torch.Tensor, cos: float, opposite: bool = False) -> torch.Tensor:
     """Points on both ∂A and ∂B whose normals agree (cos(angle) > cos) or oppose (< cos)."""
-    both = (a.distance_to_boundary(x) <= 1e-9) & (b.distance_to_boundary(x) <= 1e-9)
+    tol = max(a._tol(1e-9), b._tol(1e-9))
+    both = (a.distance_to_boundary(x) <= tol) & (b.distance_to_boundary(x) <= tol)
     if not bool(both.any()):
         return both
     dot = (a.boundary_normal(x) * b.boundary_normal(x)).sum(-1)
@@ -466,15 +472,15 @@ class Union(_CSG):
         return self.A.inside(x) | self.B.inside(x)
 
     def distance_to_boundary(self, x):
-        x = _as_points(x).to(_F64)
-        da = torch.where(self.B.inside(x) & (self.B.distance_to_boundary(x) > 1e-9), torch.inf, self.A.distance_to_boundary(x))
-        db = torch.where(self.A.inside(x) & (self.A.distance_to_boundary(x) > 1e-9), torch.inf, self.B.distance_to_boundary(x))
+        x, tol = _as_points(x).to(_F64), self._tol(1e-9)
+        da = torch.where(self.B.inside(x) & (self.B.distance_to_boundary(x) > tol), torch.inf, self.A.distance_to_boundary(x))
+        db = torch.where(self.A.inside(x) & (self.A.distance_to_boundary(x) > tol), torch.inf, self.B.distance_to_boundary(x))
         # a face A and B share from opposite sides is interior to A ∪ B
         return torch.where(_shared(self.A, self.B, x, -0.5, opposite=True), torch.inf, torch.minimum(da, db))
 
     def boundary_normal(self, x):
-        x = _as_points(x).to(_F64)
-        on_a = self.A.on_boundary(x, 1e-9) & ~(self.B.inside(x) & (self.B.distance_to_boundary(x) > 1e-9))
+        x, tol = _as_points(x).to(_F64), self._tol(1e-9)
+        on_a = self.A.on_boundary(x, tol) & ~(self.B.inside(x) & (self.B.distance_to_boundary(x) > tol))
         return torch.where(on_a[:, None], self.A.boundary_normal(x), self.B.boundary_normal(x))
 
 
@@ -506,17 +512,17 @@ class Difference(_CSG):
 
     def inside(self, x):
         x = _as_points(x).to(_F64)
-        return self.A.inside(x) & ~(self.B.inside(x) & (self.B.distance_to_boundary(x) > 1e-12)) & ~_shared(self.A, self.B, x, 0.5)
+        return self.A.inside(x) & ~(self.B.inside(x) & (self.B.distance_to_boundary(x) > self._tol(1e-12))) & ~_shared(self.A, self.B, x, 0.5)
 
     def distance_to_boundary(self, x):
-        x = _as_points(x).to(_F64)
+        x, tol = _as_points(x).to(_F64), self._tol(1e-9)
         db = torch.where(self.A.inside(x), self.B.distance_to_boundary(x), torch.inf)
-        da = torch.where(self.B.inside(x) & (self.B.distance_to_boundary(x) > 1e-9), torch.inf, self.A.distance_to_boundary(x))
+        da = torch.where(self.B.inside(x) & (self.B.distance_to_boundary(x) > tol), torch.inf, self.A.distance_to_boundary(x))
         return torch.minimum(da, db)
 
     def boundary_normal(self, x):
-        x = _as_points(x).to(_F64)
-        on_b = self.B.on_boundary(x, 1e-9) & self.A.inside(x) & (self.A.distance_to_boundary(x) > 1e-9)
+        x, tol = _as_points(x).to(_F64), self._tol(1e-9)
+        on_b = self.B.on_boundary(x, tol) & self.A.inside(x) & (self.A.distance_to_boundary(x) > tol)
         return torch.where(on_b[:, None], -self.B.boundary_normal(x), self.A.boundary_normal(x))
 
 

@@ -249,3 +249,21 @@ def test_polygon_closed_ring_equals_the_open_one():
     assert doubled.v.shape == (4, 2) and doubled.boundary_measure() == 6.0
     with pytest.raises(ValueError, match="at least 3 distinct vertices"):
         Polygon([[0, 0], [1, 0], [1, 0], [0, 0]])
+
+
+# --- tolerances scale with the size of the coordinates -----------------------------------------------
+@pytest.mark.parametrize("s", [1e4, 1e5])
+def test_csg_far_from_the_origin_keeps_all_of_its_boundary(s):
+    c = torch.tensor([3 * s, 2 * s], dtype=torch.float64)
+    annulus = Disk(c.tolist(), s) - Disk(c.tolist(), 0.5 * s)
+    x, nrm = annulus.sample_boundary(20000, "sobol", seed=0)
+    inner = (x - c).norm(dim=1) < 0.75 * s
+    assert abs(inner.double().mean().item() - 1 / 3) < 0.01  # formerly 0.25 (1e4) and 0.066 (1e5)
+    torch.testing.assert_close(nrm[inner], -(x[inner] - c) / (0.5 * s))  # into the hole
+    theta = torch.linspace(0, 6.28, 1000, dtype=torch.float64)
+    rim = c + 0.5 * s * torch.stack([theta.cos(), theta.sin()], -1)
+    assert bool(annulus.inside(rim).all()) and bool(annulus.on_boundary(rim, tol=1e-9 * s).all())
+    # a polygon's edges count as inside wherever it lies
+    tri = Polygon((torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.3, 1.0]]) * s + c).tolist())
+    xb, _ = tri.sample_boundary(1000, "sobol", seed=0)
+    assert bool(tri.inside(xb).all())
