@@ -69,9 +69,14 @@ def _apportion(n: int, weights) -> list[int]:
 def _lattice(n: int, counts: Sequence[int], seed: int | None) -> np.ndarray:
     """n points of the centred lattice with counts[i] points on axis i of [0, 1)^k, ``(n, k)``, trimmed
     to n by a seeded subset (kept in lattice order)."""
-    axes = [(np.arange(c) + 0.5) / c for c in counts]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(counts))
+    grid = _grid(counts)
     return grid[np.sort(np.random.default_rng(seed).permutation(len(grid))[:n])]
+
+
+def _grid(counts: Sequence[int]) -> np.ndarray:
+    """The whole centred lattice with counts[i] points on axis i of [0, 1)^k, ``(Π counts, k)``, axis 0 slowest."""
+    axes = [(np.arange(c) + 0.5) / c for c in counts]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(counts))
 
 
 def _lattice_counts(m: int, ext: Sequence[float]) -> list[int]:
@@ -144,6 +149,8 @@ class Geometry:
     def _sample_interior(self, n: int, method: str, seed, extra: int = 0) -> torch.Tensor:
         """``(n, d + extra)``: n points in Ω, then ``extra`` columns in [0, 1) from the same
         (d + extra)-dim draw (the rejection keeps or drops whole rows, so they stay joint)."""
+        if method == "uniform":
+            return self._lattice_interior(n, extra)
         volume_ratio, got, k = 1.0, [], 0
         while sum(len(g) for g in got) < n:
             m = int(math.ceil((n - sum(len(g) for g in got)) / max(volume_ratio, 0.05) * 1.2)) + 16
@@ -156,6 +163,26 @@ class Geometry:
             if k > 50:
                 raise RuntimeError(f"{self!r}: rejection sampling found too few interior points; is the shape empty?")
         return torch.cat(got)[:n]
+
+    def _lattice_interior(self, n: int, extra: int) -> torch.Tensor:
+        """The "uniform" draw: one centred lattice over the bounding box (× [0, 1)^extra), c nodes per
+        axis as in `unit_samples`, grown until ≥ n nodes lie strictly inside, then thinned evenly to n.
+        (A prefix of the nodes inside would cut off the high-x end; pooled lattices would repeat nodes.)"""
+        k = self.dim + extra
+        c = math.ceil(n ** (1.0 / k) - 1e-9)
+        for _ in range(100):
+            u = torch.as_tensor(_grid([c] * k), dtype=_F64)
+            x = self.lo + u[:, : self.dim] * (self.hi - self.lo)
+            keep = self.inside(x) & (self.distance_to_boundary(x) > 0)
+            kept = int(keep.sum())
+            if kept >= n:
+                pick = torch.linspace(0, kept - 1, n, dtype=_F64).round().long()
+                return torch.cat([x, u[:, self.dim:]], -1)[keep][pick]
+            if kept == 0 and len(u) >= 1000 * (n + 16):
+                break
+            # the size the observed share of nodes inside asks for, at least one node more per axis
+            c = max(c + 1, math.ceil((n / max(kept / len(u), 1e-3)) ** (1.0 / k) - 1e-9))
+        raise RuntimeError(f"{self!r}: the uniform lattice found too few interior points; is the shape empty?")
 
     def sample_boundary(self, n: int, method: str = "sobol", seed: int | None = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """n points on ∂Ω and their outward normals, both ``(n, d)``."""
@@ -194,6 +221,12 @@ class Box(Geometry):
         x = _as_points(x).to(_F64)
         eps = 1e-12 * torch.maximum(self.hi - self.lo, torch.tensor(self._tol(1.0), dtype=_F64))
         return ((x >= self.lo - eps) & (x <= self.hi + eps)).all(-1)
+
+    def _sample_interior(self, n, method, seed, extra=0):
+        # the box is its own bounding box: the draw itself, nothing rejected or cut off (for Sobol,
+        # Halton and pseudo the same points as a prefix of a larger draw)
+        u = unit_samples(n, self.dim + extra, method, seed)
+        return torch.cat([self.lo + u[:, : self.dim] * (self.hi - self.lo), u[:, self.dim:]], -1)
 
     def distance_to_boundary(self, x):
         x = _as_points(x).to(_F64)

@@ -267,3 +267,41 @@ def test_csg_far_from_the_origin_keeps_all_of_its_boundary(s):
     tri = Polygon((torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.3, 1.0]]) * s + c).tolist())
     xb, _ = tri.sample_boundary(1000, "sobol", seed=0)
     assert bool(tri.inside(xb).all())
+
+
+# --- "uniform" interior: the whole domain, no cut-off slab, no repeated nodes -------------------------
+def test_uniform_interior_of_a_box_is_its_whole_lattice():
+    # formerly a prefix of 1.2× too many lattice points: Interval(0, 1) with 1000 points ended at x = 0.822
+    x = Interval(0, 1).sample_interior(1000, "uniform", seed=0)
+    torch.testing.assert_close(x[:, 0].sort().values, (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000)
+    for box, n in ((Rectangle([0, 0], [2, 1]), 1024), (Box([0, 0, 0], [2, 1, 1]), 1000)):
+        x = box.sample_interior(n, "uniform", seed=0)  # 32² and 10³: the full lattice
+        assert len(torch.unique(x, dim=0)) == n
+        cols, counts = x[:, 0].unique(return_counts=True)  # every lattice column, equally full
+        c = len(cols)
+        torch.testing.assert_close(cols, (torch.arange(c, dtype=torch.float64) + 0.5) / c * 2)
+        assert counts.tolist() == [n // c] * c, (box, counts)
+
+
+def test_uniform_interior_of_other_shapes_is_even_and_distinct():
+    lshape = Polygon([[0, 0], [2, 0], [2, 1], [1, 1], [1, 2], [0, 2]])  # area 3: x < 1 holds 2/3 of it
+    x = lshape.sample_interior(3000, "uniform", seed=0)
+    assert len(torch.unique(x, dim=0)) == 3000 and bool(lshape.inside(x).all())
+    share = torch.histc(x[:, 0].float(), 4, 0, 2) / 3000  # expected 1/3, 1/3, 1/6, 1/6
+    # formerly a prefix: 0.342, 0.333, 0.178, 0.146
+    torch.testing.assert_close(share.double(), torch.tensor([1 / 3, 1 / 3, 1 / 6, 1 / 6], dtype=torch.float64), atol=0.01, rtol=0)
+    # a disk needs more than one lattice: pooled draws with other seeds repeated the same nodes
+    x = Disk([0, 0], 1).sample_interior(1000, "uniform", seed=0)
+    assert len(torch.unique(x, dim=0)) == 1000
+    assert abs(x[:, 0].mean().item()) < 0.01 and x[:, 0].max() > 0.95  # formerly mean x −0.0126
+    # space-time over a polygon (one lattice in x, y, t) and its initial slice
+    st = Polygon([[0, 0], [2, 0], [2, 2], [0, 2]]).with_time(0, 1)
+    xt = st.sample_interior(2000, "uniform", seed=0)
+    assert len(torch.unique(xt, dim=0)) == 2000 and xt[:, 0].max() > 1.85  # formerly 1.64
+    cols, counts = xt[:, 0].unique(return_counts=True)  # 13³ nodes thinned evenly: every x column as full
+    torch.testing.assert_close(cols, (torch.arange(13, dtype=torch.float64) + 0.5) / 13 * 2)
+    assert (counts - 2000 / 13).abs().max() < 2, counts
+    x0 = Polygon(LSHAPE).with_time(0, 1).sample_initial(1200, "uniform", seed=0)
+    assert len(torch.unique(x0, dim=0)) == 1200 and bool((x0[:, 2] == 0).all())
+    share = torch.histc(x0[:, 0].float(), 4, -1, 1) / 1200  # formerly 0.357, 0.326, 0.164, 0.153
+    torch.testing.assert_close(share.double(), torch.tensor([1 / 3, 1 / 3, 1 / 6, 1 / 6], dtype=torch.float64), atol=0.015, rtol=0)
