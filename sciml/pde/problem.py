@@ -102,6 +102,11 @@ class Problem:
                 raise ValueError("an Initial condition needs a SpaceTime domain (e.g. Interval(-1, 1).with_time(0, 1))")
             if isinstance(c, Periodic) and c.coord not in self.coords:
                 raise ValueError(f"Periodic coord {c.coord!r} is not among {self.coords}")
+            if isinstance(c, Periodic) and not isinstance(self.domain.space if self.is_time_dependent else self.domain, Box):
+                # its point pairs and the hard embedding's period come from the bounding box
+                raise ValueError(f"Periodic({c.coord!r}) needs a box domain (Box, Rectangle or Interval, optionally "
+                                 f".with_time), got {self.domain!r}; use a box, or give the matching faces Dirichlet/Neumann "
+                                 "conditions instead")
             where = getattr(c, "where", None)
             if isinstance(where, str):  # checked here so a typo fails the same way with soft or hard constraints
                 parse_face(where, self.spatial_coords)

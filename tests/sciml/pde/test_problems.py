@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sciml.config import ConfigError
-from sciml.pde import (PROBLEMS, Dirichlet, Disk, GridDerivatives, Initial, Interval, Neumann, Params, Periodic, Problem,
-                       ReverseDerivatives, get_problem)
+from sciml.pde import (PROBLEMS, Dirichlet, Disk, GridDerivatives, Initial, Interval, Neumann, Params, Periodic, Polygon, Problem,
+                       Rectangle, ReverseDerivatives, get_problem)
 from sciml.pde.problems import allen_cahn_reference, poisson_lshape_fd
 
 F64 = torch.float64
@@ -104,7 +104,7 @@ def test_conditions_kept_soft_are_left_out_of_the_hard_transform():
 
 def test_neumann_on_disk_and_periodic_residuals_vanish_for_exact_fields():
     p = Problem(domain=Disk([0, 0], 2.0), residual=lambda d: d.laplacian("u") - 4.0,
-                conditions=[Neumann(lambda x: 2 * x.norm(dim=1)), Periodic("x", order=2)])
+                conditions=[Neumann(lambda x: 2 * x.norm(dim=1))])
     b = p.sample_condition(p.conditions[0], 50, seed=0)
     u = lambda x: (x**2).sum(1, keepdim=True)  # ∂u/∂n = 2r on a circle of radius r
     assert p.conditions[0].residual(ReverseDerivatives(u, b["x"], ("u",), ("x", "y")), b).abs().max() < 1e-12
@@ -292,3 +292,17 @@ def test_uniform_points_on_part_of_a_boundary_are_distinct_and_even(shape):
     assert len(torch.unique(b["x"], dim=0)) == 100 and bool(where(b["x"]).all())
     gaps = position(b["x"]).sort().values.diff()
     assert gaps.max() < 2.1 * gaps.min()
+
+
+# --- conditions on non-box domains and on small parts of the boundary -----------------------------
+LSHAPE_POLY = [[0, 0], [2, 0], [2, 1], [1, 1], [1, 2], [0, 2]]
+
+
+@pytest.mark.parametrize("domain", [Disk([0, 0], 1), Polygon(LSHAPE_POLY), Disk([0, 0], 1).with_time(0, 1)],
+                         ids=["disk", "lshape", "disk-time"])
+def test_periodic_needs_a_box_domain(domain):
+    # formerly accepted: its point pairs lay on the bounding box, off the domain, and the hard
+    # embedding used the bounding box's width as the period
+    with pytest.raises(ValueError, match=r"Periodic\('x'\) needs a box domain .*Dirichlet/Neumann"):
+        Problem(domain=domain, residual=lambda d: d.laplacian("u"), conditions=[Periodic("x"), Dirichlet(0.0)])
+    Problem(domain=Rectangle([0, 0], [2, 1]).with_time(0, 1), residual=lambda d: d.u_t, conditions=[Periodic("x")])
