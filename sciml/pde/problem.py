@@ -13,10 +13,12 @@ problem's unknown parameters, so one ``model.parameters()`` trains both (inverse
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -172,18 +174,24 @@ class Problem:
         pred = face_predicate(where, self.coords, lo, hi) if isinstance(where, str) else where
         if pred is not None and method == "uniform":
             return self._uniform_selection(c, pred, n, seed)
-        got_x, got_n, k = [], [], 0
-        while sum(len(g) for g in got_x) < n:
-            m = n if pred is None else 4 * n + 32
+        # each round is sized by the share of points the part kept so far (a small inlet keeps a few
+        # per mille), up to `cap` points a round
+        got_x, got_n, k, have, drawn = [], [], 0, 0, 0
+        m, cap = (n if pred is None else 4 * n + 32), max(4 * n + 32, 1 << 20)
+        while have < n:
+            if k == 20 or (have == 0 and drawn >= cap):
+                raise ValueError(f"{type(c).__name__}(where={where!r}) selects (almost) no boundary points: {have} of "
+                                 f"{drawn} sampled ({have / drawn:.2g} of the boundary), {n} needed; check the predicate")
             x, nrm = self.domain.sample_boundary(m, method, None if seed is None else seed + 1009 * k)
+            drawn += m
             if pred is not None:
-                keep = torch.as_tensor(pred(x), dtype=torch.bool)
+                keep = _selection(pred, x, c)
                 x, nrm = x[keep], nrm[keep]
             got_x.append(x)
             got_n.append(nrm)
+            have += len(x)
             k += 1
-            if k > 20:
-                raise ValueError(f"{type(c).__name__}(where={where!r}) selects (almost) no boundary points; check the predicate")
+            m = min(cap, 8 * m if have == 0 else int(math.ceil((n - have) * drawn / have * 1.2)) + 16)
         return {"x": torch.cat(got_x)[:n], "normal": torch.cat(got_n)[:n]}
 
     def _uniform_selection(self, c: Condition, pred, n: int, seed) -> dict[str, Tensor]:
@@ -193,7 +201,7 @@ class Problem:
         m, best = 4 * n + 32, None
         for _ in range(40):
             x, nrm = self.domain.sample_boundary(m, "uniform", seed)
-            keep = torch.as_tensor(pred(x), dtype=torch.bool)
+            keep = _selection(pred, x, c)
             kept = int(keep.sum())
             if kept >= n:
                 best = (x[keep], nrm[keep])
@@ -206,7 +214,8 @@ class Problem:
             x, nrm = best
             pick = torch.linspace(0, len(x) - 1, n, dtype=torch.float64).round().long()
             return {"x": x[pick], "normal": nrm[pick]}
-        raise ValueError(f"{type(c).__name__}(where={c.where!r}) selects (almost) no boundary points; check the predicate")
+        raise ValueError(f"{type(c).__name__}(where={c.where!r}) selects (almost) no boundary points: {kept} of {m} lattice "
+                         f"points ({kept / m:.2g} of the boundary), {n} needed; check the predicate")
 
     def _box_points(self, n, method, seed):
         lo, hi = self.box()
@@ -392,6 +401,21 @@ class Problem:
                     warnings.warn(f"the initial velocity of {self.outputs[k]!r} is {float(speed):.2e} on face {f}, where its "
                                   "Dirichlet value does not change in time; the automatic hard constraint then moves u off "
                                   "the Dirichlet value there as (t − t0)·v0", stacklevel=3)
+
+
+def _selection(pred, x: Tensor, c: Condition) -> Tensor:
+    """pred(x) as an ``(n,)`` bool mask. Other values are refused, not cast: a float predicate such as
+    ``x[:, 0] - 0.5`` would otherwise keep every point where it is nonzero."""
+    keep = pred(x)
+    if isinstance(keep, np.ndarray) and keep.dtype == np.bool_:
+        keep = torch.from_numpy(keep)
+    if not isinstance(keep, Tensor) or keep.dtype != torch.bool:
+        got = f"dtype {keep.dtype}" if hasattr(keep, "dtype") else type(keep).__name__
+        raise TypeError(f"{type(c).__name__} where must return a bool tensor (one entry per point), got {got}; "
+                        "compare instead, e.g. where=lambda x: x[:, 0] < 0.5")
+    if keep.shape != (len(x),):
+        raise ValueError(f"{type(c).__name__} where must return shape ({len(x)},) for {len(x)} points, got {tuple(keep.shape)}")
+    return keep
 
 
 def _value_key(v):

@@ -306,3 +306,38 @@ def test_periodic_needs_a_box_domain(domain):
     with pytest.raises(ValueError, match=r"Periodic\('x'\) needs a box domain .*Dirichlet/Neumann"):
         Problem(domain=domain, residual=lambda d: d.laplacian("u"), conditions=[Periodic("x"), Dirichlet(0.0)])
     Problem(domain=Rectangle([0, 0], [2, 1]).with_time(0, 1), residual=lambda d: d.u_t, conditions=[Periodic("x")])
+
+
+@pytest.mark.parametrize("method", ["sobol", "pseudo", "halton"])
+def test_dirichlet_on_a_small_inlet_finds_its_points(method):
+    # the inlet x = 0, y < 0.1 is 0.45 % of the channel's boundary: formerly 20 rounds of 4n + 32 points
+    # found ~40 of the 100 and raised
+    inlet = lambda x: (x[:, 0] == 0) & (x[:, 1] < 0.1)
+    p = Problem(domain=Rectangle([0, 0], [10, 1]), residual=lambda d: d.laplacian("u"), conditions=[Dirichlet(1.0, where=inlet)])
+    b = p.sample_condition(p.conditions[0], 100, method, 0)
+    assert b["x"].shape == (100, 2) and bool(inlet(b["x"]).all()) and len(torch.unique(b["x"], dim=0)) == 100
+    torch.testing.assert_close(b["normal"], torch.tensor([[-1.0, 0.0]], dtype=torch.float64).expand(100, 2))
+    assert b["x"][:, 1].max() > 0.09 and b["x"][:, 1].min() < 0.01  # the whole inlet
+    nowhere = Problem(domain=Rectangle([0, 0], [10, 1]), residual=lambda d: d.laplacian("u"),
+                      conditions=[Dirichlet(1.0, where=lambda x: x[:, 0] < -1)])
+    with pytest.raises(ValueError, match=r"selects \(almost\) no boundary points: 0 of \d+ sampled \(0 of the boundary\)"):
+        nowhere.sample_condition(nowhere.conditions[0], 100, method, 0)
+
+
+@pytest.mark.parametrize("method", ["sobol", "uniform"])
+def test_where_must_return_bools(method):
+    import numpy as np
+
+    def problem(where):
+        return Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u"), conditions=[Dirichlet(1.0, where=where)])
+
+    # formerly cast to bool: nonzero floats kept (almost) the whole boundary
+    p = problem(lambda x: x[:, 0] - 0.5)
+    with pytest.raises(TypeError, match=r"bool tensor .*got dtype torch.float64; compare instead, e.g. where=lambda x: x\[:, 0\] < 0.5"):
+        p.sample_condition(p.conditions[0], 50, method, 0)
+    p = problem(lambda x: (x[:, :1] < 0.5))
+    with pytest.raises(ValueError, match=r"shape \(\d+,\)"):
+        p.sample_condition(p.conditions[0], 50, method, 0)
+    p = problem(lambda x: np.asarray(x[:, 0] < 0.5))  # a numpy bool mask is fine
+    b = p.sample_condition(p.conditions[0], 50, method, 0)
+    assert b["x"].shape == (50, 2) and bool((b["x"][:, 0] < 0.5).all())
