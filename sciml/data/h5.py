@@ -84,12 +84,20 @@ class DatasetInfo:
         except KeyError:
             raise DatasetError(f"{self.path} has no field {name!r}; fields: {', '.join(self.fields)}") from None
 
-    def resolutions(self) -> list[int]:
-        """The grid sizes this file can be subsampled to (per axis, same stride on every axis)."""
-        s = self.spatial_shape[0]
+    def coarse_shape(self, stride: int) -> tuple[int, ...] | None:
+        """The grid every `stride`-th point (cell block) gives, one stride on every axis (a non-square grid keeps
+        its aspect ratio); None where the stride does not fit an axis."""
         if self.grid_kind in ("periodic", "cells"):
-            return [s // k for k in range(1, s + 1) if s % k == 0 and s // k >= 4]
-        return [(s - 1) // k + 1 for k in range(1, s) if (s - 1) % k == 0 and (s - 1) // k >= 3]
+            fits, size = (lambda s: s % stride == 0), (lambda s: s // stride)
+        else:  # nodes: both ends kept
+            fits, size = (lambda s: (s - 1) % stride == 0), (lambda s: (s - 1) // stride + 1)
+        return tuple(size(s) for s in self.spatial_shape) if all(map(fits, self.spatial_shape)) else None
+
+    def resolutions(self) -> list[int]:
+        """The sizes of the first grid axis this file can be subsampled to (one stride on every axis)."""
+        least = 4 if self.grid_kind in ("periodic", "cells") else 3
+        shapes = (self.coarse_shape(k) for k in range(1, self.spatial_shape[0] + 1))
+        return [shape[0] for shape in shapes if shape is not None and shape[0] >= least]
 
 
 def _json(value: Any) -> str:
@@ -252,14 +260,14 @@ def subsample_stride(info: DatasetInfo, resolution: int | None) -> int:
         return 1
     if resolution < 1:
         raise DatasetError(f"resolution={resolution} must be a positive grid size; available: {info.resolutions()}")
-    if len(set(info.spatial_shape)) != 1:
-        raise DatasetError(f"{info.path}: subsampling needs a square grid, got {info.spatial_shape}")
-    ok = (info.grid_kind in ("periodic", "cells") and s % resolution == 0) or (
-        info.grid_kind == "nodes" and resolution > 1 and (s - 1) % (resolution - 1) == 0)
-    if not ok or resolution > s:
-        raise DatasetError(f"{info.path} is stored at {s} points per axis and cannot be subsampled to {resolution}; "
-                           f"available: {info.resolutions()} (set data.resolution to one of them, or to null for the stored grid)")
-    return s // resolution if info.grid_kind in ("periodic", "cells") else (s - 1) // (resolution - 1)
+    for stride in range(2, s + 1):
+        shape = info.coarse_shape(stride)
+        if shape is not None and shape[0] == resolution:
+            return stride
+    stored = f"at {s} points per axis" if len(set(info.spatial_shape)) == 1 else \
+        f"on a {'x'.join(map(str, info.spatial_shape))} grid (resolution counts the first axis; one stride on every axis)"
+    raise DatasetError(f"{info.path} is stored {stored} and cannot be subsampled to {resolution}; available: "
+                       f"{info.resolutions()} (set data.resolution to one of them, or to null for the stored grid)")
 
 
 def read_field(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,

@@ -19,7 +19,7 @@ class DataConfig(StrictModel):
     outputs: list[str] | None = None  # default: every output field
     n_train: PositiveInt = 1000
     n_test: PositiveInt = 200
-    resolution: PositiveInt | None = None  # subsample the stored grid to this many points per axis
+    resolution: PositiveInt | None = None  # subsample the stored grid to this many points on its first axis (one stride on all)
     # Saved times of time-varying fields: an index, a window [start, stop) (one channel per time), or null (all)
     input_time: int | tuple[int, int] | None = -1
     output_time: int | tuple[int, int] | None = -1

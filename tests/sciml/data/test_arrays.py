@@ -240,3 +240,25 @@ def test_a_run_loads_from_another_folder_and_without_its_data_file(tmp_path, mon
         torch.testing.assert_close(load_operator(tmp_path / run.path, device="cpu")(x), before, rtol=0, atol=0)
         (tmp_path / "d.h5").rename(elsewhere / "moved.h5")
         torch.testing.assert_close(load_operator(tmp_path / run.path, device="cpu")(x), before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind, shape, resolution, coarse", [("periodic", (48, 64), 24, (24, 32)),
+                                                             ("periodic", (48, 64), 12, (12, 16)),
+                                                             ("nodes", (49, 65), 25, (25, 33)),
+                                                             ("cells", (48, 64), 16, None)])  # stride 3 does not fit 64
+def test_a_non_square_grid_subsamples_by_one_stride_on_every_axis(tmp_path, kind, shape, resolution, coarse):
+    """'subsampling needs a square grid' refused a 48x64 file, though the models take 24x32 as they are."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, *shape))
+    path = write_dataset(tmp_path / "ns.h5", inputs={"a": a}, outputs={"u": 2 * a}, spatial_dims=2, grid_kind=kind)
+    info = read_info(path)
+    if coarse is None:
+        assert resolution not in info.resolutions()
+        with pytest.raises(DatasetError, match=r"stored on a 48x64 grid \(resolution counts the first axis"):
+            load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, resolution=resolution)
+        return
+    assert resolution in info.resolutions()
+    _, train_split, _ = load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, resolution=resolution)
+    assert tuple(train_split.x.shape[2:]) == coarse
+    k = (shape[0] - (kind == "nodes")) // (resolution - (kind == "nodes"))
+    np.testing.assert_allclose(train_split.x[0, 0].numpy(), a[0, ::k, ::k].astype(np.float32))
