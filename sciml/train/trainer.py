@@ -149,6 +149,19 @@ def warn_periodic_model_on_open_grid(cfg: OperatorConfig, info) -> None:
                       f"is set up for periodic fields: set {' and '.join(advice)}", stacklevel=3)
 
 
+def warn_uneven_grid(info) -> None:
+    """A warning when a file's coordinates are not evenly spaced: the models see sample j at j/s (FNO's
+    spectral layers and grid embedding, DeepONet's trunk), whatever coordinates the file stores."""
+    import numpy as np
+
+    uneven = [axis for axis, c in info.grid.items() if axis != "t" and len(c) > 2 and
+              not np.allclose(np.diff(c), np.diff(c)[0], rtol=1e-4, atol=0)]
+    if uneven:
+        warnings.warn(f"{info.path} stores unevenly spaced coordinates on {', '.join(uneven)}; the models treat its "
+                      f"samples as evenly spaced (FNO and DeepONet see sample j at j/s): interpolate the data onto an "
+                      f"even grid first", stacklevel=3)
+
+
 class Trainer:
     def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
         from sciml.optim import build_optimizer, closure_kind
@@ -166,6 +179,7 @@ class Trainer:
         self.test_split = Split(test.x.to(self.device), test.y.to(self.device))
 
         warn_periodic_model_on_open_grid(cfg, self.info)
+        warn_uneven_grid(self.info)
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
                                           fields=self.fields,
                                           resolution=cfg.data.resolution).to(self.device)
