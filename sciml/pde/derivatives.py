@@ -25,8 +25,10 @@ Both pointwise backends need a network whose output at a point depends only on t
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+from fractions import Fraction
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -233,7 +235,8 @@ class GridDerivatives(Derivatives):
         origin: coordinate of node 0 per axis (default 0).
         periodic: coordinates whose axis is periodic (the grid excludes the right end);
             differentiated spectrally (exact for band-limited fields), others by 2nd-order
-            central differences with 2nd-order one-sided ends (``torch.gradient``).
+            central differences with 2nd-order one-sided ends (``torch.gradient`` for u_x, the
+            compact 3-point stencil for u_xx, one stencil per order above: 2nd order at every node).
         method: "spectral" (periodic axes only) or "fd" for every axis.
     """
 
@@ -272,16 +275,52 @@ class GridDerivatives(Derivatives):
     def _diff(self, f: Tensor, j: int) -> Tensor:
         axis, h = self._axis(j), self.h[j]
         if j in self.periodic and self.method == "spectral":
-            n = f.shape[axis]
-            k = torch.fft.rfftfreq(n, d=h / (2 * math.pi), device=f.device, dtype=f.dtype)  # in f.dtype: a float32 k costs 1e-7
-            if n % 2 == 0:
-                k[-1] = 0  # the Nyquist mode's derivative is not real-representable: drop it
-            view = [1] * f.ndim
-            view[axis] = k.numel()
-            return torch.fft.irfft(1j * k.reshape(view) * torch.fft.rfft(f, dim=axis), n=n, dim=axis)
+            return self._spectral(f, j, 1)
         if j in self.periodic:
             return (f.roll(-1, axis) - f.roll(1, axis)) / (2 * h)
         return torch.gradient(f, spacing=h, dim=axis, edge_order=2)[0]
+
+    def _spectral(self, f: Tensor, j: int, m: int) -> Tensor:
+        """The m-th derivative along periodic coordinate j: multiplication by (ik)^m."""
+        axis, h = self._axis(j), self.h[j]
+        n = f.shape[axis]
+        k = torch.fft.rfftfreq(n, d=h / (2 * math.pi), device=f.device, dtype=f.dtype)  # in f.dtype: a float32 k costs 1e-7
+        if n % 2 == 0:
+            k[-1] = 0  # the Nyquist mode's derivative is not real-representable: drop it
+        view = [1] * f.ndim
+        view[axis] = k.numel()
+        i_m = (1, 1j, -1, -1j)[m % 4]
+        return torch.fft.irfft(i_m * k.reshape(view) ** m * torch.fft.rfft(f, dim=axis), n=n, dim=axis)
+
+    def _diff_n(self, f: Tensor, j: int, m: int) -> Tensor:
+        """The m-th derivative along coordinate j, taken in one go (not as lower orders composed: at
+        non-periodic ends that amplifies the one-sided stencils' non-smooth O(h^2) error to O(1))."""
+        if m == 1:
+            return self._diff(f, j)
+        if j in self.periodic and self.method == "spectral":
+            return self._diff(self._diff_n(f, j, m - 1), j)
+        if m == 2:
+            return self._diff2(f, j)
+        if j in self.periodic:  # no ends: composing the periodic stencils stays 2nd order
+            return self._diff2(self._diff_n(f, j, m - 2), j)
+        return self._diff_high(f, j, m)
+
+    def _diff_high(self, f: Tensor, j: int, m: int) -> Tensor:
+        """m >= 3 on a non-periodic axis: the central (2p+1)-point stencil, p = (m+1)//2, inside and
+        one-sided (m+2)-point stencils at the p nodes nearest each end: 2nd order at every node."""
+        axis = self._axis(j)
+        n = f.shape[axis]
+        s, p = m + 2, (m + 1) // 2
+        if n < s:  # too few nodes for a 2nd-order end stencil: the lower orders composed, as before
+            return self._diff2(self._diff_n(f, j, m - 2), j)
+
+        def combine(weights, start, length=1):
+            return sum(w * f.narrow(axis, start + i, length) for i, w in enumerate(weights) if w)
+
+        inner = combine(_fd_weights(m, tuple(range(-p, p + 1))), 0, n - 2 * p)
+        left = [combine(_fd_weights(m, tuple(q - i for q in range(s))), 0) for i in range(p)]
+        right = [combine(_fd_weights(m, tuple(q - i for q in range(n - s, n))), n - s) for i in range(n - p, n)]
+        return torch.cat([*left, inner, *right], dim=axis) / self.h[j] ** m
 
     def _diff2(self, f: Tensor, j: int) -> Tensor:
         """The second derivative along coordinate j by the compact 3-point stencil (second-order
@@ -304,11 +343,25 @@ class GridDerivatives(Derivatives):
 
     def _compute(self, k, path):
         j = path[-1]
-        if len(path) >= 2 and path[-2] == j and not (j in self.periodic and self.method == "spectral"):
-            grandparent = self(self.outputs[k], *(self.coords[i] for i in path[:-2]))
-            return self._diff2(grandparent, j)
-        parent = self(self.outputs[k], *(self.coords[i] for i in path[:-1]))
-        return self._diff(parent, j)
+        m = len(path) - next(i for i, c in enumerate(path) if c == j)  # path is sorted: j's run is at its end
+        base = self(self.outputs[k], *(self.coords[i] for i in path[:-m]))
+        return self._diff_n(base, j, m)
+
+
+@functools.lru_cache(maxsize=None)
+def _fd_weights(m: int, offsets: tuple[int, ...]) -> tuple[float, ...]:
+    """Weights w of sum_i w_i f(x + o_i h) = h^m f^(m)(x) + O(h^(len(offsets))), exact for polynomials
+    of degree < len(offsets): the Taylor conditions sum_i w_i o_i^q = m! [q = m], solved in rationals."""
+    s = len(offsets)
+    rows = [[Fraction(o) ** q for o in offsets] + [Fraction(math.factorial(m) if q == m else 0)] for q in range(s)]
+    for c in range(s):  # Gauss-Jordan; the Vandermonde matrix of distinct offsets is invertible
+        piv = next(r for r in range(c, s) if rows[r][c] != 0)
+        rows[c], rows[piv] = rows[piv], rows[c]
+        rows[c] = [v / rows[c][c] for v in rows[c]]
+        for r in range(s):
+            if r != c and rows[r][c] != 0:
+                rows[r] = [a - rows[r][c] * b for a, b in zip(rows[r], rows[c])]
+    return tuple(float(r[-1]) for r in rows)
 
 
 class Recorder(Derivatives):

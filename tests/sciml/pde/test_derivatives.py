@@ -123,6 +123,37 @@ def test_grid_fd_second_derivatives_are_compact_and_second_order_up_to_the_ends(
     torch.testing.assert_close(d.u_xxxx, 16 * zigzag / h ** 4, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("offset", [0.0, 0.5], ids=["nodes", "cells"])
+def test_grid_fd_third_and_fourth_derivatives_are_second_order_at_every_node(offset):
+    """u_xxx, u_xxxx on a non-periodic axis by their own stencils (one-sided (m+2)-point at the ends):
+    composed as u_xx of u_x / u_xx they were O(1) wrong at the ends (u_xxx ≈ 25 off at the last node,
+    u_xxxx ≈ 48 at the first, at every n). u = e^x sin 2x = Im e^{(1+2i)x} on [0, 1], node- or
+    cell-centred (first node at offset * h)."""
+    ends = [0, 1, 2, 3, -4, -3, -2, -1]
+    errors = {3: [], 4: []}
+    for n in (32, 64, 128):
+        h = 1 / (n - 1 + 2 * offset)
+        x = (torch.arange(n, dtype=F64) + offset) * h
+        z = torch.exp((1 + 2j) * x.to(torch.complex128))
+        u, e_t = z.imag, torch.exp(torch.linspace(0, 0.5, 6, dtype=F64))  # u e^t: the mixed u_xxxt too
+        d = GridDerivatives({"u": u[:, None] * e_t}, ("x", "t"), (h, 0.1), origin=(offset * h, 0.0), method="fd")
+        for m in (3, 4):
+            exact = ((1 + 2j) ** m * z).imag
+            err = (d("u", *"x" * m)[:, 2] - exact * e_t[2]).abs() / e_t[2]
+            errors[m].append(err[ends + [n // 2]])
+        if n == 128:
+            torch.testing.assert_close(d.u_xxxt, d.u_xxx, rtol=0.02, atol=0.02)  # (u e^t)_t = u e^t, FD in t
+    for m, errs in errors.items():
+        ratios = torch.stack(errs[:-1]) / torch.stack(errs[1:])
+        assert (ratios > 3.4).all(), (m, ratios)  # O(h²) everywhere: the error quarters as h halves
+        assert errs[-1].max() < {3: 0.02, 4: 0.05}[m], (m, errs[-1])  # was ≈ 25 (m = 3) and ≈ 48 (m = 4)
+    # exact for polynomials of degree m + 1 at every node: x⁴ -> 24x, x⁵ -> 120x
+    x = torch.arange(12, dtype=F64) * 0.1
+    d = GridDerivatives({"a": x ** 4, "b": x ** 5}, ("x",), (0.1,), method="fd")
+    torch.testing.assert_close(d.a_xxx, 24 * x, rtol=0, atol=1e-8)
+    torch.testing.assert_close(d.b_xxxx, 120 * x, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("n", [63, 100])
 def test_grid_spectral_derivatives_are_float64_exact_when_the_wavenumbers_are_not_integers(n):
     """A period of 3 makes the wavenumbers 2 pi j / 3: taken in float32 they cost ~1e-7 (found on n = 15)."""
