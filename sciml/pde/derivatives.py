@@ -281,16 +281,19 @@ class GridDerivatives(Derivatives):
         return torch.gradient(f, spacing=h, dim=axis, edge_order=2)[0]
 
     def _spectral(self, f: Tensor, j: int, m: int) -> Tensor:
-        """The m-th derivative along periodic coordinate j: multiplication by (ik)^m."""
+        """The m-th derivative along periodic coordinate j: one multiplication by (ik)^m. For odd m the
+        Nyquist mode's derivative is imaginary (not real-representable): dropped; for even m it is the
+        real (-1)^(m/2) k_N^m f_N and kept (two first derivatives would drop it: cos(k_N x) -> u_xx = 0)."""
         axis, h = self._axis(j), self.h[j]
         n = f.shape[axis]
         k = torch.fft.rfftfreq(n, d=h / (2 * math.pi), device=f.device, dtype=f.dtype)  # in f.dtype: a float32 k costs 1e-7
-        if n % 2 == 0:
-            k[-1] = 0  # the Nyquist mode's derivative is not real-representable: drop it
+        factor = k ** m
+        if n % 2 == 0 and m % 2:
+            factor[-1] = 0
         view = [1] * f.ndim
         view[axis] = k.numel()
         i_m = (1, 1j, -1, -1j)[m % 4]
-        return torch.fft.irfft(i_m * k.reshape(view) ** m * torch.fft.rfft(f, dim=axis), n=n, dim=axis)
+        return torch.fft.irfft(i_m * factor.reshape(view) * torch.fft.rfft(f, dim=axis), n=n, dim=axis)
 
     def _diff_n(self, f: Tensor, j: int, m: int) -> Tensor:
         """The m-th derivative along coordinate j, taken in one go (not as lower orders composed: at
@@ -298,7 +301,7 @@ class GridDerivatives(Derivatives):
         if m == 1:
             return self._diff(f, j)
         if j in self.periodic and self.method == "spectral":
-            return self._diff(self._diff_n(f, j, m - 1), j)
+            return self._spectral(f, j, m)
         if m == 2:
             return self._diff2(f, j)
         if j in self.periodic:  # no ends: composing the periodic stencils stays 2nd order

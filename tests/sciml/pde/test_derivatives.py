@@ -154,6 +154,24 @@ def test_grid_fd_third_and_fourth_derivatives_are_second_order_at_every_node(off
     torch.testing.assert_close(d.b_xxxx, 120 * x, rtol=0, atol=1e-6)
 
 
+def test_grid_spectral_even_derivatives_keep_the_nyquist_mode():
+    """An m-th spectral derivative is one multiplication by (ik)^m: for even m the Nyquist mode's is real,
+    (-1)^(m/2) k_N^m, and kept (as two first derivatives, each dropping it, u_xx of cos(k_N x) was 0);
+    for odd m it is imaginary and dropped."""
+    n, h = 16, 1 / 16
+    x = torch.arange(n, dtype=F64) * h
+    k_n = math.pi / h
+    u = torch.cos(k_n * x) + 0.5 * torch.sin(2 * math.pi * 3 * x)  # (-1)^j plus a resolved mode
+    w = 2 * math.pi * 3
+    d = GridDerivatives({"u": u}, ("x",), (h,), periodic=("x",))
+    nyq, res = torch.cos(k_n * x), 0.5 * torch.sin(w * x)
+    torch.testing.assert_close(d.u_x, w * 0.5 * torch.cos(w * x), rtol=0, atol=1e-9)
+    torch.testing.assert_close(d.u_xx, -k_n ** 2 * nyq - w ** 2 * res, rtol=0, atol=1e-9)  # was -w² res only
+    torch.testing.assert_close(d.u_xxx, -w ** 3 * 0.5 * torch.cos(w * x), rtol=0, atol=1e-7)
+    torch.testing.assert_close(d.u_xxxx, k_n ** 4 * nyq + w ** 4 * res, rtol=0, atol=1e-5)
+    torch.testing.assert_close(d.laplacian("u"), d.u_xx)
+
+
 @pytest.mark.parametrize("n", [63, 100])
 def test_grid_spectral_derivatives_are_float64_exact_when_the_wavenumbers_are_not_integers(n):
     """A period of 3 makes the wavenumbers 2 pi j / 3: taken in float32 they cost ~1e-7 (found on n = 15)."""
