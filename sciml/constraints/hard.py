@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -295,7 +297,7 @@ class HardConstraint(nn.Module):
                 warnings.warn(f"expert block(s) {bare} of experts {self.experts} hold no node of any condition (the "
                               f"blocks split an axis the conditions fix, such as t), so their fields follow from the "
                               f"PDE rows alone: zero for a homogeneous PDE. Set shared_conditions=True or do not split "
-                              f"that axis, unless the PDE's own data determine the field", stacklevel=3)
+                              f"that axis, unless the PDE's own data determine the field", stacklevel=_caller_level())
         layout["conditions"] = [tuple(t.to(device) for t in _members(fits)) for fits in conditions]
         self._layouts[key] = layout
         return layout
@@ -455,7 +457,20 @@ class HardConstraint(nn.Module):
             message = describe(sol.status, "hard-constraint solve") + "\n  (raise max_steps or loosen rtol/atol)"
             if self.on_failure == "raise":
                 raise SolveError(message, sol)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warnings.warn(message, RuntimeWarning, stacklevel=_caller_level())
+
+
+_INTERNAL = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+
+
+def _caller_level() -> int:
+    """The `warnings.warn` stacklevel, for the function that calls this, of the first frame outside this
+    package's layers (sciml/constraints) and torch: the user's call of the layer or of a model holding
+    it. A fixed level lands in ``nn.Module._call_impl``, and torch's wrappers vary in depth (version, hooks)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def derived_names(derived: Mapping[str | tuple[str, ...], Callable]) -> tuple[str, ...]:

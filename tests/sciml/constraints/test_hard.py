@@ -336,3 +336,25 @@ def test_inference_mode_is_refused_with_the_fix():
         heat_layer()(basis, {"u0": u0})
     with torch.no_grad():
         assert torch.isfinite(heat_layer()(basis, {"u0": u0})).all()
+
+
+def test_warnings_point_at_the_callers_line():
+    """The layer's warnings name the user's call (this file), not torch's ``nn.Module._call_impl`` that a
+    fixed stacklevel=3 reached; also through a model that holds the layer."""
+    import warnings
+
+    from sciml.constraints import GridProblem, PhysicsOperator
+
+    basis, u0 = smooth_basis(2, 5), initial(2)
+    cases = {"no condition node": lambda: heat_layer(experts=(1, 2))(basis, {"u0": u0}),
+             "failed solve": lambda: heat_layer(max_steps=1, rtol=1e-15, atol=1e-15, on_failure="warn")(basis, {"u0": u0})}
+    problem = GridProblem(lambda d, p: d.u_t - 0.1 * d.u_xx, ("x", "t"), (GridCondition(lambda d: d.u - d.u0, at={"t": 0}),),
+                          periodic=("x",))
+    op = PhysicsOperator(torch.nn.Conv2d(1, 5, 1).double(), problem, H, experts=(1, 2))
+    cases["inside a model"] = lambda: op(u0[:, None])
+    for what, call in cases.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        assert caught, what
+        assert {w.filename for w in caught} == {__file__}, (what, [(w.filename, w.lineno) for w in caught])
