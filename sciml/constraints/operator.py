@@ -66,9 +66,10 @@ class GridProblem:
                              f"{x.shape[1]} channel(s)")
         return {name: x[:, i] for i, name in enumerate(self.inputs)}
 
-    def layer(self, spacing: Sequence[float], **options: Any) -> HardConstraint:
-        """The hard-constraint layer for this problem on a grid of `spacing` (`options`: the layer's)."""
-        return HardConstraint(self.residual, coords=self.coords, spacing=spacing, periodic=self.periodic,
+    def layer(self, spacing: Sequence[float], origin: Sequence[float] | None = None, **options: Any) -> HardConstraint:
+        """The hard-constraint layer for this problem on a grid of `spacing` whose first node is at `origin`
+        (default 0 on every axis; `options`: the layer's)."""
+        return HardConstraint(self.residual, coords=self.coords, spacing=spacing, origin=origin, periodic=self.periodic,
                               params=dict(self.params), outputs=(self.output,), data_fields=self.inputs,
                               derived=dict(self.derived), conditions=self.conditions, **options)
 
@@ -155,16 +156,19 @@ def get_grid_problem(name: str, **args: Any) -> GridProblem:
     return GRID_PROBLEMS.instance(name, GridProblem, **args)
 
 
-def physics_loss(u: Tensor, x: Tensor, problem: GridProblem, spacing: Sequence[float]) -> Tensor:
+def physics_loss(u: Tensor, x: Tensor, problem: GridProblem, spacing: Sequence[float],
+                 origin: Sequence[float] | None = None) -> Tensor:
     """Mean over samples of the residual's L2 norm on the grid plus each condition's on its nodes
     (norms, not squares, as Chalapathi et al.), both scaled by the cell size so that refining the
     grid keeps the value. Second-order finite differences on every axis, so that a jump between two
     experts' blocks only touches its neighbours.
 
-    u: (batch, 1, *grid) the solution; x: (batch, len(problem.inputs), *grid) the inputs.
+    u: (batch, 1, *grid) the solution; x: (batch, len(problem.inputs), *grid) the inputs; origin: the
+    coordinates of the first node (default 0; a cell-centred grid starts half a cell in), which a residual
+    or condition reading ``d.x`` sees.
     """
-    d = GridDerivatives(problem.fields(u[:, 0], x, spacing), problem.coords, spacing, periodic=problem.periodic,
-                        method="fd")
+    d = GridDerivatives(problem.fields(u[:, 0], x, spacing), problem.coords, spacing, origin=origin,
+                        periodic=problem.periodic, method="fd")
     pde, conditions = problem.terms(d, Params(dict(problem.params)))
     cell = math.sqrt(math.prod(spacing))
     total = sum((r * cell).flatten(1).norm(dim=1) for r in pde)
@@ -181,18 +185,22 @@ class PhysicsOperator(nn.Module):
     constraint "soft": the backbone outputs u (one channel). "hard": it outputs `n_basis` fields
     and a `HardConstraint` makes u satisfy the problem at sampled nodes; `layer` options
     (``experts``, ``points``, ``overlap``, ``ridge``, ``max_steps``, ...) go to that layer.
-    `backbone` is built by the caller with ``out_channels = 1`` (soft) or ``n_basis`` (hard).
+    `backbone` is built by the caller with ``out_channels = 1`` (soft) or ``n_basis`` (hard). `origin`: the
+    grid's first coordinate per axis (default 0), for the loss and the layer alike.
     """
 
     def __init__(self, backbone: nn.Module, problem: GridProblem, spacing: Sequence[float], *,
-                 constraint: str = "hard", **layer: Any):
+                 origin: Sequence[float] | None = None, constraint: str = "hard", **layer: Any):
         super().__init__()
         if constraint not in ("soft", "hard"):
             raise ValueError(f"constraint must be 'soft' or 'hard', got {constraint!r}")
         if constraint == "soft" and layer:
             raise ValueError(f"the soft constraint has no layer; drop {sorted(layer)} or use constraint 'hard'")
         self.backbone, self.problem, self.spacing = backbone, problem, tuple(float(h) for h in spacing)
-        self.layer = None if constraint == "soft" else problem.layer(self.spacing, **layer)
+        self.origin = (0.0,) * len(self.spacing) if origin is None else tuple(float(o) for o in origin)
+        if len(self.origin) != len(self.spacing):
+            raise ValueError(f"origin needs one value per grid axis {problem.coords}, got {list(origin)}")
+        self.layer = None if constraint == "soft" else problem.layer(self.spacing, self.origin, **layer)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.backbone(x)
@@ -202,4 +210,4 @@ class PhysicsOperator(nn.Module):
 
     def loss(self, u: Tensor, x: Tensor) -> Tensor:
         """`physics_loss` of this model's problem on its grid."""
-        return physics_loss(u, x, self.problem, self.spacing)
+        return physics_loss(u, x, self.problem, self.spacing, self.origin)

@@ -51,6 +51,18 @@ def spacetime_spacing(info: DatasetInfo, coords: tuple[str, ...], resolution: in
     return (*steps, float(dt[0]))
 
 
+def spacetime_origin(info: DatasetInfo, coords: tuple[str, ...], resolution: int | None) -> tuple[float, ...]:
+    """The first coordinate of each of the problem's axes (space axes, then "t" at 0) on the dataset's grid at
+    `resolution`, as `spacetime_spacing` steps it: a residual reading ``d.x`` must see where the data lie (a
+    "cells" grid starts half a cell in, not at 0). Coarsening keeps every stride-th point (from the first)
+    of a "periodic" or "nodes" grid and averages blocks of stride cells of a "cells" grid, whose first
+    coarse centre is then the mean of the first stride fine centres (h/2 of the coarse grid on [0, 1])."""
+    stride = subsample_stride(info, resolution)
+    first = [np.asarray(info.grid[name], dtype=np.float64)[:stride if info.grid_kind == "cells" else 1].mean()
+             for name in coords if name != "t"]
+    return (*(float(v) for v in first), 0.0)
+
+
 def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: int, n_dims: int, *,
                          info: DatasetInfo | None = None, fields: tuple[list[str], list[str]] | None = None,
                          resolution: int | None = None) -> torch.nn.Module:
@@ -80,6 +92,7 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
     problem = problem.with_params(_dataset_params(info, problem.params, ph.problem_args))
     backbone = _backbone(cfg, in_channels, ph.n_basis if ph.constraint == "hard" else 1, n_dims)
     return PhysicsOperator(backbone, problem, spacetime_spacing(info, problem.coords, resolution, outputs[0]),
+                           origin=spacetime_origin(info, problem.coords, resolution),
                            constraint=ph.constraint, **ph.layer_options())
 
 

@@ -12,7 +12,7 @@ from sciml.config import ConfigError, validate
 from sciml.constraints import GridProblem
 from sciml.data.h5 import DatasetInfo, FieldSpec
 from sciml.data.loading import Split
-from sciml.train.physics import spacetime_spacing, spacetime_split
+from sciml.train.physics import spacetime_origin, spacetime_spacing, spacetime_split
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
 from sciml.train.losses import relative_l2_per_sample
@@ -124,6 +124,52 @@ def test_spacetime_spacing_reads_the_grid_and_refuses_what_is_not_one():
         spacetime_spacing(_info([0.1, 0.2]), ("t", "x"), None, "u")
     with pytest.raises(ConfigError, match="output field 'u0' .* must be a trajectory"):
         spacetime_spacing(_info([0.1, 0.2]), ("x", "t"), None, "u0")
+
+
+def test_physics_coordinates_start_where_the_data_grid_does():
+    """A cell-centred file's x starts half a cell in: the coordinates the residual and the conditions read
+    (``d.x``) in the loss and in the hard layer are the data's, also on a grid coarsened by block means
+    (they started at 0: x off by h/2 on "cells")."""
+    from sciml.constraints import GridCondition, PhysicsOperator
+    from sciml.data.h5 import _coarsen
+
+    s = 8
+    cells = DatasetInfo(Path("fake.h5"), "fake", "diffusion_sorption1d", 4, (s,), "cells",
+                        {"u0": FieldSpec("inputs", "u0", ("x",), (s,)), "u": FieldSpec("outputs", "u", ("t", "x"), (3, s))},
+                        {"x": (np.arange(s) + 0.5) / s, "t": np.asarray([0.0, 0.5, 1.0])}, {})
+    assert spacetime_origin(cells, ("x", "t"), None) == pytest.approx((1 / 16, 0.0))
+    coarse_x = _coarsen(cells.grid["x"][None], cells, 2)[0]  # the block means the loader makes at resolution 4
+    assert coarse_x[0] == pytest.approx(1 / 8)  # h/2 of the coarse grid
+    assert spacetime_origin(cells, ("x", "t"), 4) == pytest.approx((coarse_x[0], 0.0))
+    assert spacetime_origin(_info([0.1, 0.2, 0.3]), ("x", "t"), 4) == (0.0, 0.0)  # periodic: every 2nd point from 0
+    seen = []
+
+    def residual(d):
+        seen.append(d.x.detach().clone())
+        return d.u_t
+
+    problem = GridProblem(residual, ("x", "t"), (GridCondition(lambda d: d.u - d.u0, at={"t": 0}),))
+    spacing = spacetime_spacing(cells, ("x", "t"), None, "u")
+    x = torch.rand(2, 1, s, 3, dtype=torch.float64)
+    for constraint, options in (("soft", {}), ("hard", {"points": None})):
+        op = PhysicsOperator(torch.nn.Conv2d(1, 1 if constraint == "soft" else 3, 1).double(), problem, spacing,
+                             origin=spacetime_origin(cells, ("x", "t"), None), constraint=constraint, **options)
+        seen.clear()
+        op.loss(op(x), x)
+        for coords in seen[constraint == "hard":]:  # the layer's nodes per solver call (after its probe), the loss's grid
+            assert sorted({round(v, 12) for v in coords.flatten().tolist()}) == pytest.approx(cells.grid["x"].tolist())
+    # as a run builds it: the config's model on the file's grid, coarsened to 4 cells
+    from sciml.config import load_yaml
+    from sciml.train.physics import build_operator_model
+
+    raw = load_yaml(DS_CONFIG)
+    raw["physics"].update({"constraint": "soft", "experts": None, "points": None, "shared_conditions": False})
+    raw["model"].update({"modes": [2, 2], "width": 4})
+    model = build_operator_model(validate(OperatorConfig, raw), 1, 1, 2, info=cells, fields=(["u0"], ["u"]), resolution=4)
+    model.problem = problem
+    seen.clear()
+    model.loss(torch.rand(2, 1, 4, 3, dtype=torch.float64), x[:, :, ::2])
+    assert seen[0][0, :, 0].tolist() == pytest.approx(coarse_x.tolist())  # 1/8, 3/8, ... (was 0, 1/4, ...)
 
 
 V0_BURGERS = GridProblem(lambda d, p: d.u_t - p.nu * d.u_xx, ("x", "t"), (), {"nu": 0.02}, ("x",), inputs=("v0",))
