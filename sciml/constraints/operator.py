@@ -133,22 +133,41 @@ def navier_stokes(nu: float = 1e-4, forcing: float = 0.0) -> GridProblem:
 
 
 @GRID_PROBLEMS.register("diffusion_sorption", description="1D diffusion-sorption u_t = D / R(u) u_xx with Freundlich "
-                        "retardation R, u = 1 at x = 0, u = -D u_x at x = 1, from u0", source="Takamoto et al. 2022 "
+                        "retardation R, u = 1 at the inflow, u = -D u_x at the outflow, both in the data solver's ghost "
+                        "cells (half a cell of its grid outside x = 0, 1), from u0", source="Takamoto et al. 2022 "
                         "(PDEBench); Chalapathi et al. 2024 (PI-HC-MoE)")
 def diffusion_sorption(D: float = 5e-4, porosity: float = 0.29, rho_s: float = 2880.0, k_f: float = 3.5e-4,
-                       n_f: float = 0.874) -> GridProblem:
+                       n_f: float = 0.874, resolution: float = 1024) -> GridProblem:
+    """`resolution`: the cell count of the solver that made the data (the dataset's recipe value replaces
+    it, as the other parameters): its boundary values sit in ghost cells half such a cell outside the
+    faces; ``float("inf")`` puts the conditions at the faces x = 0, 1 (the continuum problem)."""
     def residual(d, p):
         # R's power is singular at u = 0 (n_f < 1): evaluated at max(u, 0) + 1e-6, as PDEBench's solver
         retardation = 1 + (1 - p.porosity) / p.porosity * p.rho_s * p.k_f * p.n_f * (d.u.clamp_min(0) + 1e-6) ** (p.n_f - 1)
         return d.u_t - p.D / retardation * d.u_xx
 
+    # Where and as the data's solver (solvers/pde/diffusion_sorption.py, PDEBench's scheme) imposes them:
+    # the left ghost cell, centred at -dx/2 (dx = 1 / resolution, its own grid's, whatever grid the loss
+    # runs on), holds 1; the right one, at 1 + dx/2, holds -D (u_{n-1} - u_{n-2}) / dx, the difference
+    # across the last inner face x = 1 - dx. Values there come by Taylor extrapolation from the end node
+    # (d.x: its coordinate, so the grid's origin must be the data's), which the solver's solution meets to
+    # O(h^3) (4e-4 at 256 cells, 2e-3 coarsened to 128); u = 1 at the first cell centre was off by 0.08.
+    def inflow(d, p):
+        a = d.x + 0.5 / p.resolution  # back from the node to the ghost centre
+        return d.u - a * d.u_x + a * a / 2 * d.u_xx - 1
+
+    def outflow(d, p):
+        b = 1 + 0.5 / p.resolution - d.x  # on to the ghost centre
+        c = 1 - 1 / p.resolution - d.x  # back to the last inner face, where the solver's difference sits
+        return d.u + b * d.u_x + b * b / 2 * d.u_xx + p.D * (d.u_x + c * d.u_xx)
+
     after_start = slice(1, None)  # at t = 0 the initial value holds (u0 != 1 at the inflow)
     conditions = (GridCondition(lambda d: d.u - d.u0, at={"t": 0}),
-                  GridCondition(lambda d: d.u - 1, at={"x": 0, "t": after_start}),
+                  GridCondition(inflow, at={"x": 0, "t": after_start}),
                   # the outflow's sign as PDEBench's code and our solver (its paper writes u = D u_x)
-                  GridCondition(lambda d, p: d.u + p.D * d.u_x, at={"x": -1, "t": after_start}))
-    return GridProblem(residual, ("x", "t"), conditions,
-                       {"D": D, "porosity": porosity, "rho_s": rho_s, "k_f": k_f, "n_f": n_f})
+                  GridCondition(outflow, at={"x": -1, "t": after_start}))
+    return GridProblem(residual, ("x", "t"), conditions, {"D": D, "porosity": porosity, "rho_s": rho_s, "k_f": k_f,
+                                                          "n_f": n_f, "resolution": resolution})
 
 
 def get_grid_problem(name: str, **args: Any) -> GridProblem:

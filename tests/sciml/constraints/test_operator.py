@@ -230,18 +230,23 @@ def test_diffusion_sorptions_residual_is_u_t_minus_d_over_r_u_xx_with_freundlich
     assert float(R[0, 0, 0]) == pytest.approx(1 + 2.157 * (0.05 + 0.1 / 32 ** 2 / 4 + 1e-6) ** -0.126, rel=1e-3)
 
 
-def test_diffusion_sorptions_residual_is_small_on_the_solvers_trajectories():
-    """The finite-volume solver (faces imposed exactly, steps of 1/16 s) against the problem, 64 cells
-    saved every 2 s: after the start-up front the residual is < 5 % of u_t (FD error), the
-    boundary rows are O(dx): the problem imposes them at the first and last cell centres, as the
-    PI-HC-MoE code, not at the faces."""
+@pytest.mark.parametrize("boundary, resolution, left_max, right_max", [("pdebench", 64, 5e-3, 1e-3), ("face", math.inf, 2e-3, 5e-4)])
+def test_diffusion_sorptions_residual_is_small_on_the_solvers_trajectories(boundary, resolution, left_max, right_max):
+    """The finite-volume solver (steps of 1/16 s) against the problem, 64 cells saved every 2 s, on the
+    data's grid (cell centres from h/2): after the start-up front the residual is < 5 % of u_t (FD error),
+    and the boundary rows hold where the solver imposes the values: PDEBench's scheme (the datasets')
+    in ghost cells half a cell outside the faces (the problem's `resolution`, the solver's cells), the
+    solver's "face" variant at the faces (resolution inf). Measured from t = 20 s: inflow 3.3e-3 and
+    outflow 6.8e-4 (pdebench), 1.2e-3 and 2.6e-4 (face); imposed at the end cell centres, as before, the
+    rows were 0.156 and 0.026 (pdebench), 0.079 and 0.013 (face)."""
     from solvers.pde.diffusion_sorption import solve_diffusion_sorption
 
     times = [2.0 * k for k in range(41)]
     u = solve_diffusion_sorption(torch.tensor([0.05, 0.15], dtype=torch.float64), times=times, n_cells=64,
-                                 dt=1 / 16, boundary="face").movedim(1, -1)
-    problem, h = get_grid_problem("diffusion_sorption"), (1 / 64, 2.0)
-    d = GridDerivatives(problem.fields(u, u[:, None, :, :1].expand(-1, 1, -1, 41), h), problem.coords, h, method="fd")
+                                 dt=1 / 16, boundary=boundary).movedim(1, -1)
+    problem, h = get_grid_problem("diffusion_sorption", resolution=resolution), (1 / 64, 2.0)
+    d = GridDerivatives(problem.fields(u, u[:, None, :, :1].expand(-1, 1, -1, 41), h), problem.coords, h,
+                        origin=(h[0] / 2, 0.0), method="fd")
     (r,), (ic, left, right) = problem.terms(d, Params(dict(problem.params)))
     late = (slice(None), slice(2, -2), slice(10, -1))
 
@@ -253,9 +258,28 @@ def test_diffusion_sorptions_residual_is_small_on_the_solvers_trajectories():
     assert rms(r[late]) < 0.005 * rms(d.u_t[late])
     assert rms(r[:, :, 10:-1]) < 0.02 * rms(d.u_t[late])
     assert ic[0][..., 0].abs().max() == 0
-    # from t = 20 s: the inflow row is at most 0.079 (measured), the outflow row the half cell's dx / 2 |u_x|
-    assert left[0][:, 0, 10:].abs().max() < 0.09
-    assert (right[0].abs() <= 0.6 * h[0] * d.u_x.abs() + 1e-4)[:, -1, 10:].all()
+    assert left[0][:, 0, 10:].abs().max() < left_max
+    assert right[0][:, -1, 10:].abs().max() < right_max
+
+
+def test_diffusion_sorptions_boundary_rows_vanish_on_the_datas_ghost_values():
+    """The inflow row is the value extrapolated (to second order, from the end node at d.x) to the ghost
+    centre -1/(2 resolution), minus 1; the outflow row the value at 1 + 1/(2 resolution) plus D times
+    the slope at the last inner face 1 - 1/resolution: both vanish on quadratics made to satisfy them,
+    on any grid (here 16 cells of a 256-cell solver's data: the ghosts are the solver's, not the grid's)."""
+    problem = get_grid_problem("diffusion_sorption").with_params({"resolution": 256, "D": 0.01})
+    x = (torch.arange(16, dtype=torch.float64) + 0.5) / 16
+    g_left, g_right, face = -1 / 512, 1 + 1 / 512, 1 - 1 / 256
+    # u = 1 + s (x - g_left) + q (x - g_left)^2; pick q, then s so that u(g_right) = -D u_x(face)
+    q = 0.7
+    s = -(q * (g_right - g_left) ** 2 + 1 + 0.01 * 2 * q * (face - g_left)) / ((g_right - g_left) + 0.01)
+    u = (1 + s * (x - g_left) + q * (x - g_left) ** 2)[None, :, None].expand(1, 16, 4)
+    d = GridDerivatives(problem.fields(u, u[:, None], (1 / 16, 1.0)), problem.coords, (1 / 16, 1.0),
+                        origin=(1 / 32, 0.0), method="fd")
+    _, (_, left, right) = problem.terms(d, Params(dict(problem.params)))
+    assert problem.params["resolution"] == 256
+    assert left[0][:, 0].abs().max() < 1e-12 and right[0][:, -1].abs().max() < 1e-12
+    assert abs(float(u[0, 0, 0]) - 1) > 0.01  # the end cell itself is not at 1
 
 
 def test_a_condition_on_part_of_a_face_counts_only_those_nodes():

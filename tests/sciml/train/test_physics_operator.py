@@ -244,7 +244,9 @@ def test_diffusion_sorption_is_learnt_from_the_pde_alone_with_its_boundary_condi
         errors.append(final["test_rel_l2"])
     assert sorted(loss_ratios)[1] < 0.7, loss_ratios
     trainer = Trainer(validate(OperatorConfig, raw), run)
-    assert trainer.model.problem.params == {"D": 5e-4, "porosity": 0.29, "rho_s": 2880.0, "k_f": 3.5e-4, "n_f": 0.874}
+    assert trainer.model.problem.params == {"D": 5e-4, "porosity": 0.29, "rho_s": 2880.0, "k_f": 3.5e-4, "n_f": 0.874,
+                                            "resolution": 64}  # the solver's cells: where its ghost values sit
+    assert trainer.model.origin == pytest.approx((0.5 / 64, 0.0))  # the cell centres
     test = trainer.test_split
     assert test.y.shape[1:] == (1, 64, 11) and torch.equal(test.y[:, 0, :, 0], test.x[:, 0, :, 0])
     persistence = relative_l2_per_sample(test.x[:, :1], test.y).mean().item()
