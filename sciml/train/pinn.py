@@ -89,6 +89,10 @@ class PointsConfig(StrictModel):
         if self.adaptive != "none" and self.resample_every == 0:  # it would never run
             raise ValueError(f"points.adaptive: {self.adaptive} samples every points.resample_every steps, which is 0 "
                              f"(points fixed); set points.resample_every (e.g. 100) or points.adaptive: none")
+        if self.method == "uniform" and self.resample_every and self.adaptive == "none":
+            raise ValueError("points.method: uniform is one fixed lattice, so a redraw every points.resample_every steps "
+                             "gives the same points; use method pseudo (or sobol, lhs, halton) to redraw, or "
+                             "resample_every: 0")
         return self
 
 
