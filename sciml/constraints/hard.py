@@ -263,6 +263,11 @@ class HardConstraint(nn.Module):
         return self._blocks
 
     # --- which nodes belong to which expert (per grid shape, cached) ---------------------------
+    def check_grid(self, grid: tuple[int, ...], device) -> None:
+        """The layout's checks for fields on `grid` (experts per axis, points per block, condition indices), before
+        a solve: a trainer calls it before writing its run folder. The layout is kept for the solves."""
+        self._layout(tuple(grid), device)
+
     def _layout(self, grid: tuple[int, ...], device) -> dict:
         key = (grid, str(device))
         if key in self._layouts:

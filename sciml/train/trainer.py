@@ -183,6 +183,13 @@ class Trainer:
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
                                           fields=self.fields,
                                           resolution=cfg.data.resolution).to(self.device)
+        layer = getattr(self.model, "layer", None)
+        if hasattr(layer, "check_grid"):  # e.g. points beyond a block of the training window: now, not at the first step
+            for split in (self.train_split, self.test_split):
+                try:
+                    layer.check_grid(tuple(split.y.shape[2:]), self.device)
+                except ValueError as err:
+                    raise ConfigError(f"physics: {err}") from None
         if hasattr(self.model, "prepare"):  # e.g. a POD trunk fitted on the training outputs
             self.model.prepare(self.x_norm.encode(self.train_split.x), self.y_norm.encode(self.train_split.y))
         self.forward = torch.compile(self.model) if cfg.training.compile else self.model

@@ -282,6 +282,13 @@ def test_a_physics_run_trains_on_early_levels_and_reports_the_error_beyond_them(
     raw["physics"]["train_levels"] = 11
     with pytest.raises(ConfigError, match="train_levels=11 leaves no level to extrapolate to: the data have 11"):
         train(validate(OperatorConfig, raw))
+    # more points than a block of the training window holds: refused before the run folder is written (the
+    # layer found it at the first step, leaving a folder with a config and no checkpoint)
+    raw["physics"].update({"train_levels": 8, "points": 200})
+    before = set((tmp_path / "runs").iterdir())
+    with pytest.raises(ConfigError, match=r"physics: points=200 exceeds the \d+ nodes of the smallest block"):
+        train(validate(OperatorConfig, raw))
+    assert set((tmp_path / "runs").iterdir()) == before
 
 
 def test_navier_stokes_is_learnt_from_the_pde_alone_by_two_by_two_experts(tmp_path):
