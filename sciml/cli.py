@@ -233,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sciml {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: a run goes on from its last checkpoint with `sciml train --resume RUN` (the run folder "
-              "printed above; one stopped before its first checkpoint starts again), a generation from its finished "
-              "batches when run again", file=sys.stderr)
+        print("interrupted: a run with a checkpoint goes on with `sciml train --resume RUN` (the run folder printed "
+              "above); one stopped before its first checkpoint (its folder is then removed, or holds no checkpoints/) "
+              "starts again with the same command, and a dataset it was making goes on from its finished batches",
+              file=sys.stderr)
         return 130
 
 

@@ -155,7 +155,8 @@ class RunDir:
             if which != "last" and self.checkpoint_path("last").exists():
                 raise FileNotFoundError(f"no {which} checkpoint in {self.path} (the run stopped before writing one); "
                                         f"use the last one (`sciml eval RUN --checkpoint last`)")
-            raise FileNotFoundError(f"no checkpoint {path}: the run stopped before its first checkpoint; start it again")
+            raise FileNotFoundError(f"no checkpoint {path}: the run stopped before its first '{which}' checkpoint; start it "
+                                    f"again")
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
         except (RuntimeError, EOFError, OSError) as err:  # e.g. cut off by a full disk

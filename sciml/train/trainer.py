@@ -286,6 +286,14 @@ class Trainer:
         saved = time.perf_counter()
         return (evaluated - start) / t.eval_every + (saved - evaluated) * (1 / t.checkpoint_every + 1 / t.eval_every)
 
+    def forget_best_ahead(self) -> None:
+        """A "best" checkpoint later than the resumed "last" is from the epochs the stop discarded (killed
+        between the two writes): removed, and the next evaluation chooses anew. It had outlived its metrics."""
+        path = self.run.checkpoint_path("best")
+        if path.exists() and self.run.load_checkpoint("best")["epoch"] > self.epoch:
+            path.unlink()
+            self.best = math.inf
+
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -588,8 +596,9 @@ class _SavedRun:
 
     def _refuse_training_rows(self) -> None:
         """The test rows (the file's last `n_test`) must lie past the rows the run trained on, in its own
-        file and in another generated with the training file's seed, which draws the same samples in the
-        same order (at its own grid: the NS family draws at its simulation grid)."""
+        file and in another generated with the training file's seed, which may draw the same samples in the
+        same order (it does with the same batch size and sampling grid; the NS family draws at its simulation
+        grid, so a finer stored file repeats them): refused rather than compared sample by sample."""
         n_train, first_test = self.cfg.data.n_train, self.info.n_samples - self.n_test
         if first_test >= n_train:
             return
@@ -600,11 +609,12 @@ class _SavedRun:
         seed = None if trained is None else trained.attrs.get("seed")
         other_seed = self.info.attrs.get("seed")
         if seed is not None and other_seed is not None and int(seed) == int(other_seed):
-            raise ConfigError(f"{self.dataset} was generated with the training file's seed ({int(seed)}), so its samples "
-                              f"are the training file's draws; its test rows {first_test}..{self.info.n_samples - 1} "
-                              f"include rows the run trained on (0..{n_train - 1}). For new draws generate it with another "
-                              f"seed (e.g. `sciml generate {self.info.attrs.get('name', self.info.family)} seed=1 ...`); for "
-                              f"the run's own test draws at this grid, with n_samples={trained.n_samples}")
+            raise ConfigError(f"{self.dataset} was generated with the training file's seed ({int(seed)}): files of one "
+                              f"seed share their draws wherever the family draws them alike (the same batch size and "
+                              f"sampling grid; the NS family draws at its simulation grid, whatever it stores), so its "
+                              f"test rows {first_test}..{self.info.n_samples - 1} may be rows the run trained on "
+                              f"(0..{n_train - 1}). For new draws generate it with another seed (e.g. `sciml generate "
+                              f"{self.info.attrs.get('name', self.info.family)} seed=1 ...`)")
 
     def beyond(self) -> int | None:
         """The first test level past the run's training window (``physics.train_levels``) on this file's
@@ -698,6 +708,7 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
         trainer = Trainer(cfg, run)
         if resume:
             trainer.load_state_dict(run.load_checkpoint("last", map_location=trainer.device))
+            trainer.forget_best_ahead()
         run.write_config(dump(cfg))
         run.write_environment(trainer.device)
         return run, trainer.fit()
