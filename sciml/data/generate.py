@@ -67,7 +67,7 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
         **{k: v for k, v in environment(device).items() if k not in ("command",)},
     }
     writer = Writer(path, attrs=attrs, fields=layout.fields, grid=layout.grid, n_samples=recipe.n_samples,
-                    batch_size=recipe.batch_size, resume_key=f"{recipe.fingerprint()}-{device.type}-{sample_code_hash(family)}")
+                    batch_size=recipe.batch_size, resume_key=f"{recipe.fingerprint()}-{device.type}-{torch.__version__}-{sample_code_hash(family)}")
     deadline = None if max_minutes is None else time.perf_counter() + 60 * max_minutes
     try:
         todo = range(writer.batches_done, n_batches if max_batches is None else min(n_batches, writer.batches_done + max_batches))

@@ -115,6 +115,9 @@ def _attr(key: str, value: Any) -> Any:
     return value
 
 
+SITTING_KEYS = ("git_commit", "sciml_version", "torch", "numpy", "host", "device", "created_utc")  # in "resumed"
+
+
 class Writer:
     """Streams batches into ``<path>.partial``; `finish` marks it complete and renames it to `path`.
 
@@ -141,6 +144,10 @@ class Writer:
                 if self.file.attrs.get("resume_key") != resume_key:  # from another recipe: start over
                     self.file.close()
                     self.partial.unlink()
+                elif int(self.file.attrs["batches_done"]):  # name each later sitting: other code may write its batches
+                    sitting = {"from_batch": int(self.file.attrs["batches_done"]),
+                               **{k: attrs[k] for k in SITTING_KEYS if k in attrs}}
+                    self.file.attrs["resumed"] = _json(json.loads(self.file.attrs.get("resumed", "[]")) + [sitting])
         if not self.partial.exists():
             try:
                 self._create(h5py, attrs, fields, grid, resume_key)

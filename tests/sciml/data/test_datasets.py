@@ -1,5 +1,6 @@
 """Generate -> HDF5 -> load round trips on small Burgers sets, and the file's failure modes."""
 
+import json
 from pathlib import Path
 
 import h5py
@@ -152,6 +153,9 @@ def test_max_minutes_splits_a_generation_and_the_wall_time_sums_over_runs(data_r
     done = generate(recipe, root=data_root, progress=False)
     with h5py.File(done) as f:
         assert f.attrs["batches_done"] == 3 and f.attrs["wall_time_s"] > first
+        # the second sitting is named (its code may differ from the first's, whose commit heads the file)
+        (sitting,) = json.loads(f.attrs["resumed"])
+        assert sitting["from_batch"] == 1 and {"git_commit", "torch", "created_utc"} <= set(sitting)
 
 
 def test_load_subsamples_and_splits(data_root):
