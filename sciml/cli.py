@@ -4,7 +4,7 @@
     sciml train configs/burgers/fno.yaml [key=value ...]
     sciml train --resume runs/fno-20261125-120000 [key=value ...]
     sciml eval runs/fno-20261125-120000 [--resolution 256 1024 ...]
-    sciml list [models|optimizers|datasets|families|problems|losses]
+    sciml list [models|optimizers|datasets|problems|grid_problems|families|losses]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             run = RunDir.create(out.get("root", "runs"), out.get("name"), prefix=f"pinn-{raw.get('problem', 'custom')}".replace(":", "_"))
         print(f"run folder: {run.path}", flush=True)  # where a stopped run resumes from
         with run.removed_if_left_empty():
-            final = run_pinn(raw, run_dir=run.path, resume=bool(args.resume))
+            final = run_pinn(raw, run_dir=run.path, resume=bool(args.resume), source=source)
     else:
         from sciml.train.schema import OperatorConfig
         from sciml.train.trainer import train
@@ -163,6 +163,11 @@ LIST_KINDS = ("models", "optimizers", "datasets", "problems", "grid_problems", "
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from sciml.registry import close_matches
+
+    for kind in args.kinds:
+        if kind not in LIST_KINDS:
+            raise ConfigError(f"nothing to list as {kind!r}{close_matches(kind, LIST_KINDS)}; choose from {', '.join(LIST_KINDS)}")
     for kind in args.kinds or LIST_KINDS:
         rows = _registry_rows(kind)
         print(f"{kind}:")
@@ -205,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("list", help="show registered components")
-    p.add_argument("kinds", nargs="*", choices=[*LIST_KINDS, []], help="what to list (default: all)")
+    p.add_argument("kinds", nargs="*", metavar="KIND", help=f"what to list: {', '.join(LIST_KINDS)} (default: all)")
     p.set_defaults(func=_cmd_list)
     return parser
 

@@ -128,7 +128,10 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
         return f"missing required key {key!r}"
     if not loc and error["type"] == "value_error":  # a check across keys: its message names them
         return str(error["ctx"]["error"]) if "error" in error.get("ctx", {}) else error["msg"]
-    return f"bad value for {key!r}: {error['msg']} (got {error.get('input')!r})"
+    given, hint = error.get("input"), ""
+    if error["type"] == "literal_error" and isinstance(given, str):  # the allowed words, from pydantic's context
+        hint = close_matches(given, re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", ""))))
+    return f"bad value for {key!r}: {error['msg']} (got {given!r}){hint}"
 
 
 def _nested_match(model: Any, name: str, prefix: str) -> str:

@@ -120,9 +120,9 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T, *, description: str = "", source: str = "") -> None:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} already registered by {self._entries[name].obj!r}")
-        if not description:
-            doc = (getattr(obj, "__doc__", None) or "").strip()
-            description = doc.splitlines()[0] if doc else ""
+        if not description:  # the docstring's first sentence, its lines joined
+            doc = " ".join((getattr(obj, "__doc__", None) or "").strip().split("\n\n")[0].split())
+            description = doc.split(". ")[0].rstrip(".")
         self._entries[name] = Entry(name, obj, description, source)
 
     def get(self, name: str) -> T:

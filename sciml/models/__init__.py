@@ -12,13 +12,17 @@ from .deeponet import DeepONet
 from .fno import FNO, FNO2dTime, FNO3dSpaceTime, count_parameters
 from .spectral import SpectralConv
 
-MODELS.add("fno", FNO, source="Li et al., ICLR 2021")
-MODELS.add("fno2d_time", FNO2dTime, source="Li et al., ICLR 2021 (FNO-2D, autoregressive)")
+MODELS.add("fno", FNO, description="Fourier neural operator on 1-3D grids: lifting, spectral + pointwise layers, projection; "
+           "domain padding for non-periodic data", source="Li et al., ICLR 2021")
+MODELS.add("fno2d_time", FNO2dTime, description="FNO-2D for Navier-Stokes: the last `history` steps as channels -> the next "
+           "step, rolled out over the output steps", source="Li et al., ICLR 2021 (FNO-2D, autoregressive)")
 # the same model on any number of grid dimensions (the trainer passes the data's): a name that does not say 2D
 MODELS.add("fno_time", FNO2dTime, description="FNO autoregressive in time on any grid (1D: Kuramoto-Sivashinsky, KdV)",
            source="Li et al., ICLR 2021 (FNO-2D, autoregressive)")
-MODELS.add("deeponet", DeepONet, source="Lu et al., Nat. Mach. Intell. 2021; POD trunk: Lu et al., CMAME 2022")
-MODELS.add("fno3d", FNO3dSpaceTime, source="Li et al., ICLR 2021 (FNO-3D, space-time)")
+MODELS.add("deeponet", DeepONet, description="Unstacked DeepONet: branch (MLP or CNN on sensors) x trunk (MLP on coordinates, "
+           "or POD modes of the training outputs)", source="Lu et al., Nat. Mach. Intell. 2021; POD trunk: Lu et al., CMAME 2022")
+MODELS.add("fno3d", FNO3dSpaceTime, description="FNO-3D over (x, y, t) for Navier-Stokes: the input steps repeated along t, "
+           "all output steps at once", source="Li et al., ICLR 2021 (FNO-3D, space-time)")
 
 
 def _deq_net(**kwargs):

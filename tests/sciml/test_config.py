@@ -22,6 +22,8 @@ def test_bad_value_names_key_and_value():
         validate(OperatorConfig, {**BASE, "training": {"batch_size": -3}})
     with pytest.raises(ConfigError, match=r"bad value for 'training.precision'"):
         validate(OperatorConfig, {**BASE, "training": {"precision": "fp8"}})
+    with pytest.raises(ConfigError, match=r"got 'cosin'\) \(did you mean 'cosine'\?\)"):  # as README promises
+        validate(OperatorConfig, {**BASE, "schedule": {"name": "cosin"}})
 
 
 def test_missing_required_section():

@@ -174,6 +174,15 @@ def test_cli_list_shows_registries(capsys):
     assert main(["list", "models", "datasets", "losses", "families"]) == 0
     out = capsys.readouterr().out
     assert "fno" in out and "burgers" in out and "rel_l2" in out and "burgers1d" in out
+    assert ":math:" not in out and "the last `history`  [" not in out  # no docstring cut mid-sentence or raw LaTeX
+    assert main(["list", "modles"]) == 2
+    assert "nothing to list as 'modles' (did you mean 'models'?)" in capsys.readouterr().err
+
+
+def test_a_pinn_config_error_names_its_file(capsys):
+    config = Path(__file__).resolve().parents[3] / "configs" / "burgers" / "pinn.yaml"
+    assert main(["train", str(config), "phase.0.steps=2"]) == 2
+    assert f"{config} has errors" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("optimizer", [{"name": "lbfgs", "lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}, {"name": "adabelief", "lr": 5e-3}])
