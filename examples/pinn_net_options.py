@@ -7,9 +7,7 @@ redrawn every step and 256 fixed boundary points, Adam 1e-3 (× 0.9 every 1000 s
 
 Run: python examples/pinn_net_options.py [--steps 3000] [--weights fixed|grad_norm] [--variants plain,modified_rwf]
 Measured (CPU, one thread, 2026-11-26, commit 9eb2976; rel. L2, seeds 0 / 1 / 2; the point sampling has changed
-since: the interior points are now drawn at random each step ("pseudo"; the "uniform" lattice they had is one fixed
-set, and a bug left its high-x end empty), and a rerun of 2026-11-27 gave plain 0.697 and modified + factorised
-0.332 for seed 0):
+since, and a rerun of 2026-11-27 gave plain 2.77 and modified + factorised 0.265 for seed 0):
   --steps 3000 --weights fixed:      plain 1.91 / 0.624 / 2.52; modified 0.359 / 0.660 / 0.812;
                                      factorised 0.829 / 0.328 / 1.43; modified + factorised 0.263 / 0.259 / 0.343
   --steps 10000 --weights grad_norm: plain 0.0804 / 0.126 / 0.0985; modified + factorised 0.105 / 0.117 / 0.128
@@ -61,7 +59,7 @@ def main():
             result = fit(problem, {
                 "seed": seed, "constraints": "soft", "derivatives": "jet", "loss": {"adaptive": args.weights},
                 "net": {"width": 50, "depth": 3, **VARIANTS[name]},
-                "points": {"interior": 1024, "boundary": 256, "resample_every": 1, "method": "pseudo"},
+                "points": {"interior": 1024, "boundary": 256, "resample_every": 1, "method": "uniform"},
                 "eval_every": args.steps, "log_every": args.steps,
                 "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": args.steps,
                             "decay_every": 1000, "decay_rate": 0.9}]})

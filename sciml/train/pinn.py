@@ -76,7 +76,7 @@ class PointsConfig(StrictModel):
     interior: int = Field(2540, ge=1)
     boundary: int = Field(80, ge=1)
     initial: int = Field(160, ge=1)
-    method: Literal["uniform", "pseudo", "sobol", "lhs", "halton"] = "sobol"
+    method: Literal["uniform", "pseudo", "sobol", "lhs", "halton"] = "sobol"  # the first draw; redraws are pseudo-random
     resample_every: int = Field(0, ge=0)  # redraw / RAD-resample every k first-order steps (L-BFGS keeps one objective); 0: fixed
     adaptive: Literal["none", "rad", "rar"] = "none"
     rad_k: float = Field(1.0, ge=0)
@@ -89,10 +89,6 @@ class PointsConfig(StrictModel):
         if self.adaptive != "none" and self.resample_every == 0:  # it would never run
             raise ValueError(f"points.adaptive: {self.adaptive} samples every points.resample_every steps, which is 0 "
                              f"(points fixed); set points.resample_every (e.g. 100) or points.adaptive: none")
-        if self.method == "uniform" and self.resample_every and self.adaptive == "none":
-            raise ValueError("points.method: uniform is one fixed lattice, so a redraw every points.resample_every steps "
-                             "gives the same points; use method pseudo (or sobol, lhs, halton) to redraw, or "
-                             "resample_every: 0")
         return self
 
 

@@ -534,12 +534,3 @@ def test_a_pinn_resume_with_fewer_steps_than_taken_is_refused(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "p"), "stop_after_minutes=1"]) == 2  # not a PINN key
     assert "unknown key 'stop_after_minutes'" in capsys.readouterr().err
 
-
-def test_redrawing_the_uniform_lattice_is_refused():
-    """The lattice is one fixed set: 'redrawn every step' trained on the same points (examples/pinn_net_options.py)."""
-    from sciml.config import ConfigError, validate
-
-    with pytest.raises(ConfigError, match="uniform is one fixed lattice.*use method pseudo"):
-        validate(PINNConfig, {**TINY, "points": {"method": "uniform", "resample_every": 1}})
-    validate(PINNConfig, {**TINY, "points": {"method": "pseudo", "resample_every": 1}})
-    validate(PINNConfig, {**TINY, "points": {"method": "uniform", "resample_every": 5, "adaptive": "rad"}})
