@@ -233,16 +233,18 @@ def _affine_jets(transform, x: Tensor, m: int, paths: Sequence[Path]) -> tuple[d
     """Jets of A and D in T(x, y) = A(x) + D(x) y. They depend on the points alone, fixed for a whole L-BFGS
     phase and between resamples: kept on the transform for the last point set (the same tensor, unchanged in
     place) outside compilation and graph capture. Their nested jvps were ~40 % of a hard-constraint Adam step."""
-    capturing = torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing())
-    key = (tuple(paths), m, x._version)
-    kept = None if capturing else getattr(transform, "_jets_kept", None)
+    # not kept while compiling or capturing, nor in inference mode (its tensors cannot be saved for a later backward)
+    uncached = torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing()) or \
+        torch.is_inference_mode_enabled() or x.is_inference()
+    key = None if uncached else (tuple(paths), m, x._version)
+    kept = None if uncached else getattr(transform, "_jets_kept", None)
     if kept is not None and kept[0] is x and kept[1] == key:  # holds x, so its identity cannot be reused
         return kept[2]
     parts = transform.affine_parts
     zero = {p: x.new_zeros(x.shape[0], m) for p in closure(paths)}
     with torch.no_grad():
         jets = tuple(transform_jets(lambda xx, _y, i=i: parts(xx, m)[i], x, zero, paths) for i in (0, 1))
-    if not capturing:
+    if not uncached:
         transform._jets_kept = (x, key, jets)
     return jets
 

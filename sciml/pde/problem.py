@@ -198,24 +198,26 @@ class Problem:
         """n lattice points on the part of the boundary `pred` keeps: the lattice's size is grown
         until the part holds n of them, then the surplus thinned evenly. (Draws with other seeds
         return the same lattice: pooling them repeated points.)"""
-        m, best = 4 * n + 32, None
+        m, best, cap = 4 * n + 32, None, max(4 * n + 32, 1 << 20)  # the cap the other methods' rounds have
         for _ in range(40):
             x, nrm = self.domain.sample_boundary(m, "uniform", seed)
             keep = _selection(pred, x, c)
-            kept = int(keep.sum())
+            kept, sampled = int(keep.sum()), m
             if kept >= n:
                 best = (x[keep], nrm[keep])
                 if kept <= 1.25 * n + 1:  # a near-fit lattice: thinning it leaves it even
                     break
                 m = max(n, int(m * 1.1 * n / kept))
+            elif m >= cap:
+                break
             else:
-                m = int(m * min(8.0, 1.1 * n / max(kept, 1))) + 1
+                m = min(cap, int(m * min(8.0, 1.1 * n / max(kept, 1))) + 1)
         if best is not None:
             x, nrm = best
             pick = torch.linspace(0, len(x) - 1, n, dtype=torch.float64).round().long()
             return {"x": x[pick], "normal": nrm[pick]}
-        raise ValueError(f"{type(c).__name__}(where={c.where!r}) selects (almost) no boundary points: {kept} of {m} lattice "
-                         f"points ({kept / m:.2g} of the boundary), {n} needed; check the predicate")
+        raise ValueError(f"{type(c).__name__}(where={c.where!r}) selects (almost) no boundary points: {kept} of {sampled} "
+                         f"lattice points ({kept / sampled:.2g} of the boundary), {n} needed; check the predicate")
 
     def _box_points(self, n, method, seed):
         lo, hi = self.box()

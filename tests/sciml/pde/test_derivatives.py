@@ -237,3 +237,23 @@ def test_jets_of_an_automatic_hard_transform_match_autograd_and_are_kept_per_poi
                 torch.testing.assert_close(jet(o, *wrt), rev(o, *wrt), rtol=1e-10, atol=1e-11)
         counts = counts + [len(calls)] if step else [len(calls)]
     assert counts[0] > 0 and counts[1] == counts[0] and counts[2] > counts[1], counts  # kept, then recomputed
+
+
+def test_kept_transform_jets_are_not_made_in_inference_mode():
+    """Jets kept from an inference-mode look at the loss failed the next training step on the same points
+    ('Inference tensors cannot be saved for backward'); an inference tensor has no version to key on."""
+    from sciml.config import validate
+    from sciml.pde.losses import CollocationSet, loss_terms
+    from sciml.pde.problems import get_problem
+    from sciml.train.pinn import PINNConfig, build_model
+
+    problem = get_problem("burgers")
+    model, _ = build_model(problem, validate(PINNConfig, {"problem": "burgers", "constraints": "hard",
+                                                          "net": {"width": 8, "depth": 2}}))
+    x = CollocationSet(problem.sample_interior(20, seed=0).float(), [])
+    with torch.inference_mode():
+        looked = sum(loss_terms(model, problem, x, mode="jet").values())
+        sum(loss_terms(model, problem, CollocationSet(x.interior.clone(), []), mode="jet").values())  # inference points
+    loss = sum(loss_terms(model, problem, x, mode="jet").values())
+    loss.backward()
+    assert torch.isclose(loss.detach(), looked) and all(p.grad is not None for p in model.net.parameters())

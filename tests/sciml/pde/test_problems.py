@@ -341,3 +341,7 @@ def test_where_must_return_bools(method):
     p = problem(lambda x: np.asarray(x[:, 0] < 0.5))  # a numpy bool mask is fine
     b = p.sample_condition(p.conditions[0], 50, method, 0)
     assert b["x"].shape == (50, 2) and bool((b["x"][:, 0] < 0.5).all())
+    # a part that holds no boundary point: a capped search and the error (the lattice grew 8x a round, past 1e8 points)
+    p = problem(lambda x: x[:, 0] > 2)
+    with pytest.raises(ValueError, match=r"selects \(almost\) no boundary points: 0 of \d+"):
+        p.sample_condition(p.conditions[0], 50, method, 0)
