@@ -266,7 +266,7 @@ class HardConstraint(nn.Module):
     def check_grid(self, grid: tuple[int, ...], device) -> None:
         """The layout's checks for fields on `grid` (experts per axis, points per block, condition indices), before
         a solve: a trainer calls it before writing its run folder. The layout is kept for the solves."""
-        self._layout(tuple(grid), device)
+        self._layout(tuple(grid), torch.empty(0, device=device).device)  # "cuda" as the solves see it: "cuda:0"
 
     def _layout(self, grid: tuple[int, ...], device) -> dict:
         key = (grid, str(device))

@@ -149,6 +149,19 @@ def warn_periodic_model_on_open_grid(cfg: OperatorConfig, info) -> None:
                       f"is set up for periodic fields: set {' and '.join(advice)}", stacklevel=3)
 
 
+def check_channel_layout(state: dict[str, Any], cfg: OperatorConfig, info, where: Path) -> None:
+    """A checkpoint from before fbdddbf (no "io") stacked the time windows of several fields field by field;
+    the loader now stacks them time by time, which such a model would misread silently (rel. L2 0.05 -> 4.2)."""
+    if "io" in state:
+        return
+    for names, selected in zip(dataset_fields(cfg, info), (cfg.data.input_time, cfg.data.output_time)):
+        windowed = [n for n in names if info.field(n).time_varying and not isinstance(selected, int)]
+        if len(windowed) > 1:
+            raise ConfigError(f"{where} was trained before 2026-11-27, when the time windows of {windowed} were stacked "
+                              f"field by field; they are stacked time by time now, which this model would misread: "
+                              f"train it again")
+
+
 def warn_uneven_grid(info) -> None:
     """A warning when a file's coordinates are not evenly spaced: the models see sample j at j/s (FNO's
     spectral layers and grid embedding, DeepONet's trunk), whatever coordinates the file stores."""
@@ -318,6 +331,7 @@ class Trainer:
                 "train_seconds_total": self.seconds_before + time.perf_counter() - self.started}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_channel_layout(state, self.cfg, self.info, self.run.path)
         self.epoch, self.best = state["epoch"], state["best"]
         if self.cfg.training.epochs < self.epoch:  # config.yaml would say fewer epochs than the weights have had
             raise ConfigError(f"training.epochs={self.cfg.training.epochs} is below the {self.epoch} epochs this run has "
@@ -558,8 +572,10 @@ class TrainedOperator(torch.nn.Module):
             # checked here: a channel normaliser broadcasts one channel to all of them before the model could object
             raise ValueError(f"this run's model takes inputs (batch, {self.in_channels}, *grid) on a {self.n_dims}-d grid "
                              f"(the data's input fields as channels); got shape {tuple(x.shape)}")
-        return predict_in_units(self.model, self.x_norm, self.y_norm, x, precision=self.config.training.precision,
-                                device=x.device)
+        one = x.ndim == self.n_dims + 1
+        y = predict_in_units(self.model, self.x_norm, self.y_norm, x[None] if one else x,
+                             precision=self.config.training.precision, device=x.device)
+        return y[0] if one else y
 
 
 class _SavedRun:
@@ -593,6 +609,7 @@ class _SavedRun:
             raise ConfigError(f"{self.dataset} holds {self.info.n_samples} samples, fewer than the {self.n_test} to test on "
                               f"(data.n_test of the run): give --n-test {self.info.n_samples} or fewer")
         self._refuse_training_rows()
+        check_channel_layout(self.state, self.cfg, self.info, run.path)
 
     def _refuse_training_rows(self) -> None:
         """The test rows (the file's last `n_test`) must lie past the rows the run trained on, in its own
@@ -641,7 +658,7 @@ class _SavedRun:
         (no data file), as the checkpoint records it."""
         cfg = self.cfg
         if split is None:
-            io = self.state["io"]
+            io = self.state["io"]  # written with channels time-major (fbdddbf): nothing older to reorder
             shape, fields = (io["in_channels"], io["out_channels"], io["n_dims"]), tuple(io["fields"])
         else:
             shape, fields = (split.x.shape[1], split.y.shape[1], split.x.ndim - 2), dataset_fields(cfg, self.info)

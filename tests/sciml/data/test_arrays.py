@@ -74,6 +74,7 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
     assert rel.mean() < 0.01, rel  # measured 2026-11-26 (CPU): mean 0.0038, max 0.0089 on 8 new inputs
     with torch.no_grad():  # numpy float64 in: cast to the model's dtype (it raised TypeError / a dtype error)
         np.testing.assert_array_equal(operator(fresh[:, None])[:, 0].double().numpy(), pred)
+        np.testing.assert_allclose(operator(fresh[0, None])[0].double().numpy(), pred[0], rtol=1e-5, atol=1e-6)  # one (in, *grid)
     with pytest.raises(ValueError, match=rf"takes inputs \(batch, 1, \*grid\) on a 1-d grid.*got shape \(8, 2, {s}\)"):
         operator(np.stack([fresh, fresh], 1))
 
@@ -280,3 +281,29 @@ def test_training_on_unevenly_spaced_coordinates_warns(tmp_path):
             train(cfg)
         said = [str(w.message) for w in caught if "unevenly spaced" in str(w.message)]
         assert bool(said) == warns, said
+
+
+def test_a_run_from_before_time_major_stacking_with_several_windowed_fields_is_refused(tmp_path):
+    """Its channels were stacked field by field: read time by time, the model scored 4.2 instead of 0.05, silently."""
+    from sciml.config import ConfigError
+    from sciml.train.run import RunDir
+
+    t = np.arange(3.0)[None, :, None] * np.ones((8, 3, 16))
+    path = write_dataset(tmp_path / "uv.h5", inputs={"a": smooth_periodic(8, 16, seed=0)}, outputs={"u": t, "v": t + 1},
+                         spatial_dims=1)
+    raw = {"data": {"path": str(path), "n_train": 4, "n_test": 4, "inputs": ["u", "v"], "outputs": ["a"],
+                    "input_time": [0, 3]},
+           "model": {"name": "fno", "modes": 4, "width": 8}, "training": {"epochs": 1, "batch_size": 4,
+                                                                         "progress": False, "plot": False},
+           "output": {"root": str(tmp_path / "runs")}}
+    run, _ = train(validate(OperatorConfig, raw))
+    load_operator(run.path, device="cpu")
+    for which in ("last", "best"):  # as written before fbdddbf
+        state = run.load_checkpoint(which)
+        del state["io"]
+        torch.save(state, run.checkpoint_path(which))
+    with pytest.raises(ConfigError, match=r"stacked field by field.*train it again"):
+        load_operator(run.path, device="cpu")
+    with pytest.raises(ConfigError, match=r"stacked field by field"):
+        train(validate(OperatorConfig, {**raw, "training": {**raw["training"], "epochs": 2}}), run=RunDir(run.path),
+              resume=True)
