@@ -61,21 +61,33 @@ class CausalWeights:
         if bins < 2 or eps < 0:
             raise ValueError(f"causal weighting needs bins >= 2 and eps >= 0, got bins={bins}, eps={eps}")
         self.t0, self.t1, self.bins, self.eps = t0, t1, bins, eps
-        self.last_min_weight = 1.0
         self.hold_within_step = False  # set for closure optimizers (L-BFGS, Newton-CG): see `new_step`
-        self._held: Tensor | None = None  # the step's weights, and whether this step has set them
-        self._set: Tensor | None = None
+        # per residual term: the step's weights and whether this step has set them (one pair for all terms gave
+        # term 2 the weights of term 1), and the last weights, for `last_min_weight`
+        self._held: dict[str, Tensor] = {}
+        self._set: dict[str, Tensor] = {}
+        self._last: dict[str, Tensor] = {}
+
+    def weights(self, key: str = "residual") -> Tensor:
+        """The bins' weights of the last evaluation of term `key`."""
+        return self._last[key]
+
+    @property
+    def last_min_weight(self) -> Tensor | float:
+        """The smallest weight of the last evaluation, over every term (a tensor: read it lazily)."""
+        return torch.stack([w.min() for w in self._last.values()]).min() if self._last else 1.0
 
     def new_step(self) -> None:
         """With `hold_within_step`, the next evaluation sets the weights and the step's later ones
         (line-search trials) reuse them: weights redrawn per trial made the line search compare
         values of different objectives, and L-BFGS stalled for good. Device tensors, no host
         sync, so a captured closure replays it."""
-        if self._set is not None:
-            self._set.zero_()
+        for flag in self._set.values():
+            flag.zero_()
 
-    def loss(self, r2: Tensor, t: Tensor) -> Tensor:
-        """Causally weighted mean of r² ``(n,)`` at times t ``(n,)``."""
+    def loss(self, r2: Tensor, t: Tensor, key: str = "residual") -> Tensor:
+        """Causally weighted mean of r² ``(n,)`` at times t ``(n,)``; `key` names the residual term (each has
+        its own weights)."""
         idx = ((t - self.t0) / (self.t1 - self.t0) * self.bins).long().clamp(0, self.bins - 1)
         count = torch.zeros(self.bins, dtype=r2.dtype, device=r2.device).index_add_(0, idx, torch.ones_like(r2))
         per_bin = torch.zeros(self.bins, dtype=r2.dtype, device=r2.device).index_add_(0, idx, r2) / count.clamp_min(1)
@@ -83,12 +95,14 @@ class CausalWeights:
             prefix = torch.cat([per_bin.new_zeros(1), torch.cumsum(per_bin, 0)[:-1]])
             w = torch.exp(-self.eps * prefix)
             if self.hold_within_step:
-                if self._held is None or self._held.dtype != w.dtype or self._held.device != w.device:
-                    self._held, self._set = torch.zeros_like(w), torch.zeros((), dtype=torch.bool, device=w.device)
-                w = torch.where(self._set, self._held, w)
-                self._held.copy_(w)
-                self._set.fill_(True)
-            self.last_min_weight = w  # a tensor; read lazily so training does not sync every step
+                held = self._held.get(key)
+                if held is None or held.dtype != w.dtype or held.device != w.device:
+                    held = self._held[key] = torch.zeros_like(w)
+                    self._set[key] = torch.zeros((), dtype=torch.bool, device=w.device)
+                w = torch.where(self._set[key], held, w)
+                held.copy_(w)
+                self._set[key].fill_(True)
+            self._last[key] = w  # a tensor; read lazily so training does not sync every step
         return (w * per_bin).mean()
 
 
@@ -107,7 +121,7 @@ def loss_terms(model: PINNModel, problem: Problem, points: CollocationSet, *, mo
         if r.shape != points.interior.shape[:1]:
             raise ValueError(f"residual term {j} has shape {tuple(r.shape)}; it must be (n,) for n={points.interior.shape[0]} points")
         r2 = r.square()
-        terms[name] = causal.loss(r2, points.interior[:, -1]) if causal is not None else r2.mean()
+        terms[name] = causal.loss(r2, points.interior[:, -1], key=name) if causal is not None else r2.mean()
         residuals[name] = r
     for i, c, batch in points.conditions:
         dc = problem.derivatives(model, batch["x"], "reverse" if mode == "jet" else mode)
