@@ -407,9 +407,23 @@ def as_terms(out) -> list[Tensor]:
 def residual_terms(fn: Callable, d: "Derivatives", p: "Params", with_params: bool | None = None) -> list[Tensor]:
     """``fn(d, p)`` or ``fn(d)`` as a list of terms (`as_terms`). Callers that evaluate `fn` in a loop
     pass `with_params` from `takes_params`, found once: the signature test is not free."""
+    return as_terms(_call_residual(fn, d, p, with_params))
+
+
+def named_residual_terms(fn: Callable, d: "Derivatives", p: "Params", with_params: bool | None = None) -> dict[str, Tensor]:
+    """The terms by their loss names: ``residual`` for one, ``residual_0``, ``residual_1``, ... in a list's order,
+    ``residual_<key>`` for a dict's keys (as metrics and ``loss.weights`` name them)."""
+    out = _call_residual(fn, d, p, with_params)
+    if isinstance(out, Mapping):
+        return {f"residual_{key}": torch.as_tensor(r) for key, r in out.items()}
+    terms = as_terms(out)
+    return {"residual": terms[0]} if len(terms) == 1 else {f"residual_{j}": r for j, r in enumerate(terms)}
+
+
+def _call_residual(fn: Callable, d: "Derivatives", p: "Params", with_params: bool | None):
     if with_params is None:
         with_params = takes_params(fn)
-    return as_terms(fn(d, p) if with_params else fn(d))
+    return fn(d, p) if with_params else fn(d)
 
 
 class Params:

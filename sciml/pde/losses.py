@@ -115,11 +115,9 @@ def loss_terms(model: PINNModel, problem: Problem, points: CollocationSet, *, mo
     else:
         d = problem.derivatives(model, points.interior, mode)
     terms, residuals = {}, {}
-    res = problem.residual_terms(d, p)
-    for j, r in enumerate(res):
-        name = "residual" if len(res) == 1 else f"residual_{j}"
+    for name, r in problem.named_residual_terms(d, p).items():
         if r.shape != points.interior.shape[:1]:
-            raise ValueError(f"residual term {j} has shape {tuple(r.shape)}; it must be (n,) for n={points.interior.shape[0]} points")
+            raise ValueError(f"residual term {name} has shape {tuple(r.shape)}; it must be (n,) for n={points.interior.shape[0]} points")
         r2 = r.square()
         terms[name] = causal.loss(r2, points.interior[:, -1], key=name) if causal is not None else r2.mean()
         residuals[name] = r

@@ -25,7 +25,7 @@ from torch import nn
 from sciml.pde.conditions import (Condition, Data, Dirichlet, Initial, Periodic, evaluate_value, face_predicate,
                                   parse_face)
 from sciml.pde.derivatives import (Derivatives, ForwardDerivatives, Params, ReverseDerivatives, default_coords,
-                                   residual_terms, takes_params)
+                                   named_residual_terms, residual_terms, takes_params)
 from sciml.pde.geometry import Box, Geometry, SpaceTime, unit_samples
 
 Tensor = torch.Tensor
@@ -141,6 +141,10 @@ class Problem:
     # --- residual ---------------------------------------------------------------------------
     def residual_terms(self, d: Derivatives, p: Params) -> list[Tensor]:
         return residual_terms(self.residual, d, p, self._residual_takes_params)
+
+    def named_residual_terms(self, d: Derivatives, p: Params) -> dict[str, Tensor]:
+        """The residual's terms by their loss names (`sciml.pde.derivatives.named_residual_terms`)."""
+        return named_residual_terms(self.residual, d, p, self._residual_takes_params)
 
     def derivatives(self, fn: Callable[[Tensor], Tensor], x: Tensor, mode: str = "reverse") -> Derivatives:
         """A pointwise `Derivatives` of ``fn`` at x, by ``mode`` ∈ {"reverse", "forward"}."""

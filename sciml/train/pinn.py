@@ -256,20 +256,25 @@ def _met_by_user_transform(problem: Problem, model: PINNModel, candidates: set[i
     return {i for i in candidates if gaps.get(i, 0.0) <= 1e-4}
 
 
-def _check_weight_names(problem: Problem, model: PINNModel, x: torch.Tensor, weights: dict[str, float]) -> None:
-    """Every name in loss.weights is a residual term or a condition of the problem: a misspelt one
-    would leave its term at weight 1 without a word."""
+def _check_weight_names(problem: Problem, model: PINNModel, x: torch.Tensor, weights: dict[str, float],
+                        covered: tuple[int, ...]) -> None:
+    """Every name in loss.weights is a loss term of the problem: a misspelt one, or one of a condition the
+    constraints make exact, would be ignored without a word."""
     if not weights:
         return
     ref = next(model.parameters())
-    n_res = len(problem.residual_terms(problem.derivatives(model, x.to(ref.device, ref.dtype)), model.params(problem)))
-    known = (["residual"] if n_res == 1 else [f"residual_{j}" for j in range(n_res)]) + \
-        [condition_name(i, c) for i, c in enumerate(problem.conditions)]
+    known = list(problem.named_residual_terms(problem.derivatives(model, x.to(ref.device, ref.dtype)),
+                                              model.params(problem)))
+    known += [condition_name(i, c) for i, c in enumerate(problem.conditions) if i not in covered]
+    exact = [condition_name(i, problem.conditions[i]) for i in covered if condition_name(i, problem.conditions[i]) in weights]
+    if exact:
+        raise ConfigError(f"loss.weights names {exact}, conditions the constraints make exact (no loss term to weigh); drop "
+                          f"them, or list them in keep_soft to train them as weighted loss terms")
     unknown = [k for k in weights if k not in known]
     if unknown:
         raise ConfigError(f"loss.weights names {unknown}{close_matches(unknown[0], known)}, which are not loss terms of "
-                          f"{problem.name!r}; its terms are {known} (residual terms are numbered in the order the residual "
-                          f"returns them, a dict's keys included)")
+                          f"{problem.name!r}; its terms are {known} (residual terms are residual for one, residual_0, "
+                          f"residual_1, ... for a list, residual_<key> for a dict)")
 
 
 def _warn_left_soft(problem: Problem, covered: set[int], keep_soft: tuple[int, ...]) -> None:
@@ -349,7 +354,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     cpu_points = sample_collocation(problem, interior=cfg.points.interior, boundary=cfg.points.boundary,
                                     initial=cfg.points.initial, method=cfg.points.method, seed=cfg.seed, skip=covered)
     cond_weights = {condition_name(i, c): c.weight for i, c, _ in cpu_points.conditions}
-    _check_weight_names(problem, model, cpu_points.interior[:4], cfg.loss.weights)
+    _check_weight_names(problem, model, cpu_points.interior[:4], cfg.loss.weights, covered)
     weights = LossWeights(cfg.loss.weights, method=cfg.loss.adaptive, every=cfg.loss.update_every, alpha=cfg.loss.alpha, seed=cfg.seed)
     causal = None
     if cfg.loss.causal.enabled:

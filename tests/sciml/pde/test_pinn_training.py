@@ -413,8 +413,16 @@ def test_a_misspelt_loss_weight_is_an_error_not_ignored():
     for bad, hint in [("dirichlet_1", "did you mean 'dirichlet_0'"), ("poisson", "its terms are \\['residual', 'dirichlet_0'\\]")]:
         with pytest.raises(ConfigError, match=f"loss.weights names \\['{bad}'\\].*{hint}"):
             fit(p, {**cfg, "loss": {"weights": {bad: 10.0}}})
+    # a dict's terms are named by its keys (they were numbered, and the keys refused)
     two = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: {"a": d.laplacian("u"), "b": d.u - 1})
-    fit(two, {**cfg, "loss": {"weights": {"residual_1": 10.0}}})  # dict terms are numbered
+    result = fit(two, {**cfg, "loss": {"weights": {"residual_b": 10.0}}})
+    pts = sample_collocation(two, interior=8, boundary=4, initial=4).to(dtype=next(result.model.parameters()).dtype)
+    assert list(loss_terms(result.model, two, pts)) == ["residual_a", "residual_b"]
+    with pytest.raises(ConfigError, match=r"loss.weights names \['residual_1'\].*did you mean 'residual_b'"):
+        fit(two, {**cfg, "loss": {"weights": {"residual_1": 10.0}}})
+    # a weight on a condition the constraints make exact weighs nothing: named, not ignored
+    with pytest.raises(ConfigError, match=r"names \['dirichlet_0'\], conditions the constraints make exact"):
+        fit(p, {**cfg, "constraints": "hard", "loss": {"weights": {"dirichlet_0": 10.0}}})
 
 
 def test_one_residual_function_serves_problems_of_two_dimensions_under_the_jet_backend():
