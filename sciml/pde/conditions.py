@@ -13,7 +13,8 @@ Data           u(x_i) − u_i                                 given observations
 
 Values g are a float or a function of the points ``x: (n, d) -> (n,)`` (columns in coordinate
 order, time last). ``where`` is a predicate ``x -> (n,) bool`` or a box-face string such as
-``"x=lo"`` / ``"y=hi"``; None means the whole boundary. ``component`` names the output.
+``"x=lo"`` / ``"y=hi"``; None means the whole boundary, less the faces of the coordinates the output is
+periodic in (a Periodic condition on it: those faces are no boundary). ``component`` names the output.
 """
 
 from __future__ import annotations

@@ -175,6 +175,8 @@ class Problem:
             x_lo[:, j], x_hi[:, j] = lo[j], hi[j]
             return {"x": torch.cat([x_lo, x_hi])}
         where = getattr(c, "where", None)
+        if where is None and c.kind == "boundary":
+            where = self._open_faces(c)
         pred = face_predicate(where, self.coords, lo, hi) if isinstance(where, str) else where
         if pred is not None and method == "uniform":
             return self._uniform_selection(c, pred, n, seed)
@@ -197,6 +199,24 @@ class Problem:
             k += 1
             m = min(cap, 8 * m if have == 0 else int(math.ceil((n - have) * drawn / have * 1.2)) + 16)
         return {"x": torch.cat(got_x)[:n], "normal": torch.cat(got_n)[:n]}
+
+    def periodic_coords_of(self, component: str) -> set[str]:
+        """The coordinates `component` has a Periodic condition in: its faces there are no boundary for it, so a
+        boundary condition without ``where`` holds on the other faces (in soft and hard mode alike)."""
+        return {c.coord for c in self.conditions if isinstance(c, Periodic) and c.component == component}
+
+    def _open_faces(self, c: Condition):
+        """None (the whole boundary), or a predicate for the faces of the coordinates `c`'s output is not periodic in."""
+        periodic = self.periodic_coords_of(c.component)
+        if not periodic:
+            return None
+        faces = [f"{s}={side}" for s in self.spatial_coords if s not in periodic for side in ("lo", "hi")]
+        if not faces:
+            raise ValueError(f"{type(c).__name__} on {c.component!r} has no boundary to hold on: the output is periodic in "
+                             f"every spatial coordinate; drop it, or give it a where")
+        lo, hi = self.box()
+        on = [face_predicate(f, self.coords, lo, hi) for f in faces]
+        return lambda x: torch.stack([p(x) for p in on]).any(0)
 
     def _uniform_selection(self, c: Condition, pred, n: int, seed) -> dict[str, Tensor]:
         """n lattice points on the part of the boundary `pred` keeps: the lattice's size is grown
@@ -298,8 +318,8 @@ class Problem:
             τ = (t − t0)/(t1 − t0), q = 1 (value) or 2 (value and velocity),
 
         which holds for compatible data (u0 = g and v0 = ∂_t g on the faces at t0). Periodic conditions
-        are made exact by the periodic input embedding instead (`periodic_inputs`); a face of a
-        coordinate not embedded keeps its Dirichlet value. Conditions not covered stay soft, among them
+        are made exact by the periodic input embedding instead (`periodic_inputs`); a Dirichlet value
+        without ``where`` holds on the faces of the coordinates its output is not periodic in, as in soft mode. Conditions not covered stay soft, among them
         ``Initial(..., derivative=k)`` with k ≥ 2 (the transform leaves ∂_t^k u free).
         """
         if self.output_transform is not None:
@@ -309,7 +329,6 @@ class Problem:
         if not isinstance(space, Box):
             return None, ()
         lo, hi = self.box()
-        periodic_coords = {self.coords[j] for j in self.periodic_inputs(keep_soft)}
         spatial = self.spatial_coords
         plans, covered = {}, []
         for k, name in enumerate(self.outputs):
@@ -321,8 +340,8 @@ class Problem:
                     if isinstance(c, Initial) and c.component == name and i not in keep_soft and c.derivative <= 1]
             faces, values, ok = [], [], True
             for i, c in dirichlet:
-                if c.where is None:
-                    faces += [f"{s}={side}" for s in spatial if s not in periodic_coords for side in ("lo", "hi")]
+                if c.where is None:  # the faces it holds on in soft mode too (`_open_faces`)
+                    faces += [f"{s}={side}" for s in spatial if s not in self.periodic_coords_of(name) for side in ("lo", "hi")]
                 elif isinstance(c.where, str):
                     faces.append(c.where)
                 else:

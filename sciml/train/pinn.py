@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,6 +231,29 @@ def build_model(problem: Problem, cfg: PINNConfig) -> tuple[PINNModel, tuple[int
                           "set constraints: hard")
     if problem.network is not None:  # the problem's own net owns its constraints
         return PINNModel(problem.network(**net_kw, seed=cfg.seed), None, problem.unknowns), ()
+    model, covered, periodic = _assemble(problem, cfg, net_kw, keep_soft)
+    if periodic:
+        # the embedding makes the net periodic, not the transform's offset around it: a boundary value g(x, y) that
+        # is periodic on its face but not off it (g = x y on y = lo) broke u's periodicity by O(1), for good. Values
+        # only: a u0 whose slope is not periodic (Allen-Cahn's x^2 cos(pi x)) is the data's own mismatch at t0.
+        values = replace(problem, conditions=[replace(c, order=0) if isinstance(c, Periodic) else c
+                                              for c in problem.conditions])
+        gaps = values.conditions_held(model, sorted(problem.periodic_covered(periodic)))
+        broken = tuple(i for i, gap in gaps.items() if gap > 1e-4)
+        if broken:
+            warnings.warn(f"constraints: hard: the transform of problem {problem.name!r} is not periodic where "
+                          f"{[condition_name(i, problem.conditions[i]) for i in broken]} ask it to be (an initial or "
+                          f"boundary value that is not periodic off its face), so they stay loss terms and the net's "
+                          f"input there is not embedded periodically", stacklevel=2)
+            keep_soft = tuple(sorted(set(keep_soft) | set(broken)))
+            model, covered, periodic = _assemble(problem, cfg, net_kw, keep_soft)
+    if cfg.constraints == "hard":
+        _warn_left_soft(problem, covered, keep_soft)
+    return model, tuple(sorted(covered))
+
+
+def _assemble(problem: Problem, cfg: PINNConfig, net_kw: dict, keep_soft: tuple[int, ...]):
+    """The model with the conditions outside `keep_soft` built in, those it covers, and its periodic embedding."""
     transform, covered, periodic = None, set(), {}
     if cfg.constraints == "hard":
         periodic = problem.periodic_inputs(keep_soft)
@@ -243,9 +266,7 @@ def build_model(problem: Problem, cfg: PINNConfig) -> tuple[PINNModel, tuple[int
     model = PINNModel(net, transform, problem.unknowns)
     if problem.output_transform is not None:
         covered = _met_by_user_transform(problem, model, covered)
-    if cfg.constraints == "hard":
-        _warn_left_soft(problem, covered, keep_soft)
-    return model, tuple(sorted(covered))
+    return model, covered, periodic
 
 
 def _met_by_user_transform(problem: Problem, model: PINNModel, candidates: set[int]) -> set[int]:

@@ -559,3 +559,33 @@ def test_causal_weights_held_through_a_step_are_each_terms_own():
     again = [held.loss(early * 2, t, key="a"), held.loss(late * 2, t, key="b")]  # a line-search trial: weights held
     torch.testing.assert_close(torch.stack(again), 2 * torch.stack(own))
     assert held.last_min_weight == min(held.weights("a").min(), held.weights("b").min())
+
+
+def test_hard_periodicity_holds_for_the_whole_model_and_boundary_conditions_skip_periodic_faces():
+    """g = x y on the face y = lo is 0 there, periodic; the transform's g(x, y) off the face is not: u(0, y) - u(1, y)
+    = -y, yet Periodic was counted exact. And a Dirichlet without where held on the x faces in soft mode but not
+    in hard mode: now on the faces of the coordinates its output is not periodic in, in both."""
+    from sciml.config import validate
+    from sciml.pde import Dirichlet, Periodic, Problem, Rectangle
+
+    cfg = validate(PINNConfig, {"problem": "p", "constraints": "hard", "net": {"width": 8, "depth": 2}})
+    broken = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u"), name="p",
+                     conditions=[Dirichlet(lambda x: x[:, 0] * x[:, 1], where="y=lo"), Periodic("x")])
+    with pytest.warns(UserWarning, match=r"not periodic where \['periodic_1'\]"):
+        model, covered = build_model(broken, cfg)
+    assert covered == (0,) and not model.net.periodic_cols
+    fine = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u"), name="p",
+                   conditions=[Dirichlet(lambda x: torch.sin(2 * math.pi * x[:, 0]) * (1 - x[:, 1]), where="y=lo"),
+                               Periodic("x")])
+    model, covered = build_model(fine, cfg)
+    assert covered == (0, 1) and model.net.periodic_cols
+    walls = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u"), name="p",
+                    conditions=[Dirichlet(0.0), Periodic("x")])
+    x = walls.sample_condition(walls.conditions[0], 64, "sobol", 0)["x"]
+    assert bool(((x[:, 1] == 0) | (x[:, 1] == 1)).all())  # the y walls only, as the hard transform builds in
+    model, covered = build_model(walls, cfg)
+    assert covered == (0, 1)
+    y = torch.rand(16, 2, dtype=torch.float64)
+    y[:, 0] = 0.0
+    with torch.no_grad():  # u is free on x = 0 (a periodic face), zero on the walls
+        assert model.double()(y).abs().max() > 1e-3
