@@ -152,9 +152,12 @@ def solver_latency(problem: str, s: int, device) -> float | None:
     return None
 
 
+_PROFILES: dict[str, str] = {}  # this run's profiles by label, all in one file: a device call returns at most 8 files
+
+
 def write_profile(label: str, steps: dict, device, n_steps: int = 5, write: bool = True) -> None:
-    """Where each step's time goes, kernel by kernel: `results/fno_profile_<label>.txt` (and under $OUT),
-    or printed when not `write`."""
+    """Where each step's time goes, kernel by kernel: a section `label` of `results/fno_profiles[_small].txt`
+    (and under $OUT), rewritten with every case's so far, or printed when not `write`."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -169,7 +172,12 @@ def write_profile(label: str, steps: dict, device, n_steps: int = 5, write: bool
             sync(device)
         parts.append(f"== {key}: {n_steps} steps\n" + prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70))
     text = "\n\n".join(parts)
-    print("wrote", write_result_file(f"fno_profile_{label}.txt", text) if write else f"(not written)\n{text}", flush=True)
+    if not write:
+        print(f"(not written)\n{text}", flush=True)
+        return
+    _PROFILES[label] = text
+    name = "fno_profiles_small.txt" if label.endswith("_small") else "fno_profiles.txt"
+    print("wrote", write_result_file(name, "\n\n".join(f"#### {k}\n{v}" for k, v in _PROFILES.items())), flush=True)
 
 
 def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch, profile=False, write=True,
@@ -288,7 +296,7 @@ def main(argv=None):
                         help="CPU threads (default 1: on a shared CPU, OpenMP oversubscription is 10x slower)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--profile", action="store_true",
-                        help="also write a kernel-by-kernel profile per case (results/fno_profile_<case>_<s>[_small].txt)")
+                        help="also write a kernel-by-kernel profile per case (a section <case>_<s> of results/fno_profiles[_small].txt)")
     add_dry_run(parser)
     args = parser.parse_args(argv)
     try:

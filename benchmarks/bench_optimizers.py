@@ -47,6 +47,8 @@ import argparse
 import inspect
 import json
 import math
+import os
+import shutil
 import statistics
 import sys
 import time
@@ -750,7 +752,11 @@ def main(argv=None) -> None:
         if plots:
             all_rows = json.loads(path.read_text())["rows"]  # after the merge: plots show every row
             for tname in sorted({r["task"] for r in all_rows}):
-                plot_task(tname, all_rows, RESULTS_DIR / f"{cfg.name}_{tname}.png")
+                plot = RESULTS_DIR / f"{cfg.name}_{tname}.png"
+                plot_task(tname, all_rows, plot)
+                if os.environ.get("OUT"):  # the device machine returns only what is under $OUT
+                    (Path(os.environ["OUT"]) / "results").mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(plot, Path(os.environ["OUT"]) / "results" / plot.name)
 
     tasks = {}
     for tname in cfg.tasks.split(","):

@@ -343,10 +343,11 @@ def _graph_phases(raw: dict) -> list[bool]:
 
 
 def accuracy(problems: list[str], seeds: list[int], *, small: bool, device: str, max_minutes: float, jobs: int,
-             out: str) -> list[dict]:
-    """Every (problem, seed) run, `jobs` at a time in spawned processes; one row per problem."""
+             out: str, on_rows=None) -> list[dict]:
+    """Every (problem, seed) run, `jobs` at a time in spawned processes; one row per problem, passed to `on_rows`
+    after every finished run (a call that ends early keeps them; a failed run is counted, not fatal)."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     tasks = [(name, seed) for name in problems for seed in seeds]
     # capped runs checkpoint and resume on the next call; killed by the device call's end, they lose their work
@@ -355,21 +356,49 @@ def accuracy(problems: list[str], seeds: list[int], *, small: bool, device: str,
         print(f"accuracy: {max_minutes:.1f} min left in this device call; run the part in a call of its own", flush=True)
         return []
     args = lambda t: (*t, small, device, max_minutes, out)  # noqa: E731
+    runs, failed = [], []
+
+    def finished(task, run=None, error=None):
+        if error is not None:
+            print(f"accuracy: {task[0]} seed {task[1]} failed: {type(error).__name__}: {error}", flush=True)
+            failed.append(task)
+        else:
+            runs.append(run)
+        if on_rows is not None:
+            on_rows(_accuracy_rows(problems, runs, failed, small, min(jobs, len(tasks))))
+
     if jobs <= 1:
-        runs = [accuracy_run(*args(t)) for t in tasks]
+        for t in tasks:
+            try:
+                finished(t, accuracy_run(*args(t)))
+            except Exception as err:  # noqa: BLE001 - one run's failure must not cost the others' rows
+                finished(t, error=err)
     else:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(accuracy_run, *zip(*map(args, tasks))))
+            futures = {pool.submit(accuracy_run, *args(t)): t for t in tasks}
+            for fut in as_completed(futures):
+                try:
+                    finished(futures[fut], fut.result())
+                except Exception as err:  # noqa: BLE001
+                    finished(futures[fut], error=err)
+    return _accuracy_rows(problems, runs, failed, small, min(jobs, len(tasks)))
+
+
+def _accuracy_rows(problems: list[str], runs: list[dict], failed: list[tuple], small: bool, concurrent: int) -> list[dict]:
+    """One row per problem with a finished run: mean and spread over its seeds so far."""
     rows = []
     for name in problems:
-        mine = [r for r in runs if r["problem"] == name]
+        mine = sorted((r for r in runs if r["problem"] == name), key=lambda r: r["seed"])
+        if not mine:
+            continue
         vals = [r["rel_l2"] for r in mine]
         rows.append({"benchmark": f"accuracy: {name}" + (" (CPU small budget)" if small else ""),
                      "seeds": len(mine), "rel_l2_mean": statistics.fmean(vals),
                      "rel_l2_min": min(vals), "rel_l2_max": max(vals),
                      "seconds_per_run": statistics.fmean(r["seconds"] for r in mine),
                      "stopped_by_cap": sum(bool(r.get("stopped_early")) for r in mine),
-                     "concurrent_runs": min(jobs, len(tasks)),
+                     "failed_runs": sum(t[0] == name for t in failed),
+                     "concurrent_runs": concurrent,
                      "cuda_graph": any(any(g) if isinstance(g, list) else g for g in (r["cuda_graph"] for r in mine)),
                      "published": PUBLISHED.get(name, "")})
     return rows
@@ -571,9 +600,15 @@ def main(argv=None):
 
     if "accuracy" in parts:
         seeds = list(range(args.seeds or (1 if args.small else 3)))
+
+        def update(acc_rows):  # saved after every finished run
+            names = {r["benchmark"] for r in acc_rows}
+            rows[:] = [r for r in rows if r["benchmark"] not in names] + acc_rows
+            save()
+
         for r in accuracy(problems, seeds, small=args.small, device=str(device), max_minutes=args.max_minutes,
-                          jobs=args.jobs, out=args.out):
-            emit(r)
+                          jobs=args.jobs, out=args.out, on_rows=update):
+            print(json.dumps(r), flush=True)
 
     save()
     print(f"wrote results/{name}.json")

@@ -24,7 +24,7 @@ step speeds: the `*_h100` tables) and on an H200 twice on 2026-11-26 (NS step, N
 FFT floor, PINN step speed with the trainer's own CUDA-graph and compiled modes; then the FNO
 step times against neuralop at paper sizes and the PINN time to rel. L2 1e-2 of sciml's trainer), and on an
 H100 on 2026-11-26 (the CUDA tests, L-BFGS iterations, PINN time to 1e-2 beside DeepXDE's, FNO step times
-with kernel profiles: `pinn.json`, `fno_speed_paper.json`, `fno_profile_*.txt`; the H200 files of the
+with kernel profiles: `pinn.json`, `fno_speed_paper.json`, `fno_profiles.txt` (`fno_profile_*.txt` before 2026-11-27); the H200 files of the
 same names are kept as `*_h200`). Every other
 table was measured on a shared 2-core CPU at reduced scale (`--small`): those show the scripts
 work and give CPU ratios, not the issues' GPU bars.
@@ -36,8 +36,9 @@ machine goes back 30 s after a call. So a session is one prepared call of up to 
 for the NS rows, a short generation call and then the row on the warm machine. `bash benchmarks/gpu_plan.sh PART` holds each part's exact steps (the table below only names them);
 it calls `benchmarks/gpu_session.sh SECONDS 'step' ...`, which runs steps in order to a deadline,
 each bounded by the time left, and installs the wheels carried in `.whl/` (the packages the GPU
-image lacks; `bash benchmarks/fetch_wheels.sh` lists and downloads them here). Call `run` with `carry: [".whl"]`, copy the returned
-`results/*.json` into `benchmarks/results/` (merge rows by hand where two calls wrote the same
+image lacks; `bash benchmarks/fetch_wheels.sh` lists and downloads them here). Call `run` with `carry: [".whl"]` and
+`timeout_s: 600` (with CALL_SECONDS at most 580: the deadline's SIGINT needs the seconds after it to save), copy the returned
+`results/*` into `benchmarks/results/` (merge rows by hand where two calls wrote the same
 file; a run on another GPU kind replaces a file's rows, so first keep the old file as
 `<name>_<gpu>.json` with that name inside), then `python benchmarks/render.py`. Every benchmark writes its JSON after each row, case or
 part, so a step stopped by its time limit keeps what it finished. The deadline is exported

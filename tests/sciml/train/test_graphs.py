@@ -274,6 +274,14 @@ def test_graph_mode_trains_the_modified_factorised_net_through_a_warm_up_like_ea
     _assert_same(eager, graph)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a real capture: the CPU simulation cannot replay jvps")
+def test_graph_mode_trains_a_hard_jet_problem_through_resampling_like_eager_mode():
+    """Eager steps reuse the hard transform's jets kept per point set; a capture recomputes them inside the graph
+    from the static points (gpu_plan.sh 3 runs this: parts 3b, 7 and 8 rest on it)."""
+    eager, graph = _trajectories({**TINY, "derivatives": "jet"}, "cuda")
+    _assert_same(eager, graph)
+
+
 def test_graph_mode_replays_the_lbfgs_evaluations_like_eager_mode(simulate, captures, device):
     # an L-BFGS phase alone, float64, 3 steps of up to 8 evaluations: one capture, the rest replays
     cfg = {**TINY, "points": {"interior": 64}, "phases": [
