@@ -668,15 +668,23 @@ def run_pinn(config: dict, *, run_dir: Path, resume: bool = False, source: str =
     return result.metrics
 
 
-def load_pinn(run_path: str | Path, *, which: str = "last") -> tuple[PINNModel, PINNConfig, Problem]:
+def load_pinn(run_path: str | Path, *, which: str = "last", problem: Problem | None = None) -> tuple[PINNModel, PINNConfig, Problem]:
     """A PINN run folder's checkpoint ("last", or "best" where written) as its trained model (points ``(n, dims)``
-    -> outputs ``(n, n_outputs)``, conditions built in where hard), with the run's config and problem."""
+    -> outputs ``(n, n_outputs)``, conditions built in where hard), with the run's config and problem. `problem`:
+    the one it was trained with, where the config cannot name it (a Problem defined in a script)."""
     from sciml.config import load_yaml
     from sciml.train.run import RunDir
 
     run = RunDir(run_path)
     cfg = validate(PINNConfig, load_yaml(run.config_path), source=str(run.config_path))
-    problem = load_problem(cfg)
+    if problem is None:
+        try:
+            problem = load_problem(cfg)
+        except ValueError as err:  # e.g. "unknown problem 'kovasznay'"
+            raise ConfigError(f"{err}; a problem defined in a script reloads as load_pinn(run, problem=...)") from None
+    elif problem.name != cfg.problem:
+        raise ConfigError(f"{run.path} trained problem {cfg.problem!r}, not {problem.name!r}: pass the problem it was "
+                          f"trained with")
     model, _ = build_model(problem, cfg)
     state = run.load_checkpoint(which if run.checkpoint_path(which).exists() else "last")
     cast_model(model, _DTYPES[state["dtype"]])

@@ -129,6 +129,25 @@ def test_a_pinn_run_loads_as_its_trained_model(tmp_path):
     assert evaluate_pinn_run(run.path)["rel_l2"] == pytest.approx(result.metrics["rel_l2"], rel=1e-12)
 
 
+def test_a_run_of_a_problem_defined_in_a_script_reloads_given_the_problem(tmp_path):
+    """Its config names a problem no registry knows: load_pinn failed with 'unknown problem' and had no way in."""
+    from sciml.config import ConfigError, validate
+    from sciml.pde import Dirichlet, Problem, Rectangle
+
+    mine = Problem(domain=Rectangle([0, 0], [1, 1]), residual=lambda d: d.laplacian("u") + 1, conditions=[Dirichlet(0.0)],
+                   name="my_poisson")
+    run = RunDir.create(tmp_path, "m")
+    result = fit(mine, validate(PINNConfig, {**TINY, "problem": "my_poisson", "constraints": "soft"}), run=run)
+    with pytest.raises(ConfigError, match=r"unknown problem 'my_poisson'.*load_pinn\(run, problem=\.\.\.\)"):
+        load_pinn(run.path)
+    model, cfg, problem = load_pinn(run.path, problem=mine)
+    pts = torch.rand(20, 2, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pts), result.model.cpu()(pts), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="trained problem 'my_poisson', not 'diffusion_reaction'"):
+        load_pinn(run.path, problem=get_problem("diffusion_reaction"))
+
+
 def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     from sciml.config import validate
     full = run_pinn(TINY, run_dir=RunDir.create(tmp_path, "a").path)
