@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import add_dry_run, dry_run_done, cuda_graph, sync, time_call, write_result, write_result_file  # noqa: E402
+from benchmarks.common import RESULTS_DIR, add_dry_run, dry_run_done, cuda_graph, sync, time_call, write_result, write_result_file  # noqa: E402
 from sciml.models import FNO, count_parameters  # noqa: E402
 
 # name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
@@ -175,8 +175,12 @@ def write_profile(label: str, steps: dict, device, n_steps: int = 5, write: bool
     if not write:
         print(f"(not written)\n{text}", flush=True)
         return
-    _PROFILES[label] = text
     name = "fno_profiles_small.txt" if label.endswith("_small") else "fno_profiles.txt"
+    if not _PROFILES and (RESULTS_DIR / name).exists():  # an earlier run's cases (part 1 before 1q) are kept
+        for section in (RESULTS_DIR / name).read_text().split("#### ")[1:]:
+            key, _, body = section.partition("\n")
+            _PROFILES[key] = body.rstrip("\n")
+    _PROFILES[label] = text
     print("wrote", write_result_file(name, "\n\n".join(f"#### {k}\n{v}" for k, v in _PROFILES.items())), flush=True)
 
 

@@ -389,15 +389,16 @@ def _accuracy_rows(problems: list[str], runs: list[dict], failed: list[tuple], s
     rows = []
     for name in problems:
         mine = sorted((r for r in runs if r["problem"] == name), key=lambda r: r["seed"])
-        if not mine:
+        n_failed = sum(t[0] == name for t in failed)
+        if not mine and not n_failed:
             continue
-        vals = [r["rel_l2"] for r in mine]
+        vals = [r["rel_l2"] for r in mine]  # none when every run failed: the row says so, not an older row
         rows.append({"benchmark": f"accuracy: {name}" + (" (CPU small budget)" if small else ""),
-                     "seeds": len(mine), "rel_l2_mean": statistics.fmean(vals),
-                     "rel_l2_min": min(vals), "rel_l2_max": max(vals),
-                     "seconds_per_run": statistics.fmean(r["seconds"] for r in mine),
+                     "seeds": len(mine), "rel_l2_mean": statistics.fmean(vals) if vals else None,
+                     "rel_l2_min": min(vals, default=None), "rel_l2_max": max(vals, default=None),
+                     "seconds_per_run": statistics.fmean(r["seconds"] for r in mine) if mine else None,
                      "stopped_by_cap": sum(bool(r.get("stopped_early")) for r in mine),
-                     "failed_runs": sum(t[0] == name for t in failed),
+                     "failed_runs": n_failed,
                      "concurrent_runs": concurrent,
                      "cuda_graph": any(any(g) if isinstance(g, list) else g for g in (r["cuda_graph"] for r in mine)),
                      "published": PUBLISHED.get(name, "")})

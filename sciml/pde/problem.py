@@ -340,7 +340,8 @@ class Problem:
                     if isinstance(c, Initial) and c.component == name and i not in keep_soft and c.derivative <= 1]
             faces, values, ok = [], [], True
             for i, c in dirichlet:
-                if c.where is None:  # the faces it holds on in soft mode too (`_open_faces`)
+                if c.where is None:  # the faces it holds on in soft mode too (`_open_faces` refuses an output without)
+                    self._open_faces(c)
                     faces += [f"{s}={side}" for s in spatial if s not in self.periodic_coords_of(name) for side in ("lo", "hi")]
                 elif isinstance(c.where, str):
                     faces.append(c.where)

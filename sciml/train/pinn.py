@@ -288,10 +288,10 @@ def _check_weight_names(problem: Problem, model: PINNModel, x: torch.Tensor, wei
                                               model.params(problem)))
     known += [condition_name(i, c) for i, c in enumerate(problem.conditions) if i not in covered]
     exact = [condition_name(i, problem.conditions[i]) for i in covered if condition_name(i, problem.conditions[i]) in weights]
-    if exact:
-        raise ConfigError(f"loss.weights names {exact}, conditions the constraints make exact (no loss term to weigh); drop "
-                          f"them, or list them in keep_soft to train them as weighted loss terms")
-    unknown = [k for k in weights if k not in known]
+    if exact:  # a config's weights outlive an override that makes the condition exact (poisson_lshape hard=true)
+        warnings.warn(f"loss.weights names {exact}, conditions the constraints make exact: there is no loss term to "
+                      f"weigh (list them in keep_soft to train them as weighted loss terms)", stacklevel=3)
+    unknown = [k for k in weights if k not in known and k not in exact]
     if unknown:
         raise ConfigError(f"loss.weights names {unknown}{close_matches(unknown[0], known)}, which are not loss terms of "
                           f"{problem.name!r}; its terms are {known} (residual terms are residual for one, residual_0, "
@@ -401,7 +401,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             raise ValueError("resume=True needs the run folder")
         state = run.load_checkpoint("last", map_location=device)
         cast_model(model, _DTYPES[state["dtype"]])
-        model.load_state_dict(state["model"])
+        _load_weights(model, state, run.path)
         cpu_points.interior = state["interior"].cpu()
         weights.load_state_dict(state["weights"])
         start_phase, start_step, elapsed, history = state["phase"], state["step"], state["elapsed"], state["history"]
@@ -688,8 +688,17 @@ def load_pinn(run_path: str | Path, *, which: str = "last", problem: Problem | N
     model, _ = build_model(problem, cfg)
     state = run.load_checkpoint(which if run.checkpoint_path(which).exists() else "last")
     cast_model(model, _DTYPES[state["dtype"]])
-    model.load_state_dict(state["model"])
+    _load_weights(model, state, run.path)
     return model.eval(), cfg, problem
+
+
+def _load_weights(model: PINNModel, state: dict, where: Path) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # e.g. a periodic embedding that build_model no longer gives this problem
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise ConfigError(f"{where}'s checkpoint does not fit the net its config builds now ({detail} ...): a hard run trained before 2026-11-27 whose transform broke a Periodic condition is built "
+                          f"without that periodic embedding since; train it again") from None
 
 
 def evaluate_pinn_run(run_path: Path, *, which: str = "last") -> dict:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 common = pytest.importorskip("benchmarks.common")
 
@@ -80,6 +81,9 @@ def test_pinn_accuracy_keeps_the_finished_runs_when_one_fails(tmp_path, monkeypa
     assert [(r["seeds"], r["failed_runs"]) for r in rows] == [(2, 1)]
     assert rows[0]["rel_l2_min"] == 0.01 and rows[0]["rel_l2_max"] == 0.03
     assert [s[0]["seeds"] if s else 0 for s in seen] == [1, 1, 2]  # saved after every finished run
+    monkeypatch.setattr(pinn, "accuracy_run", lambda *a: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    (row,) = pinn.accuracy(["wave"], [0, 1], small=True, device="cpu", max_minutes=5, jobs=1, out=str(tmp_path))
+    assert (row["seeds"], row["failed_runs"], row["rel_l2_mean"]) == (0, 2, None)  # not left to an older row
 
 
 def test_a_short_budget_asked_for_outside_a_device_call_stands(monkeypatch):
@@ -104,3 +108,20 @@ def test_a_pinn_speed_run_replaces_every_speed_row():
     speed = "Burgers Adam step, 3x20 tanh, 2540+80+160 points"
     assert _merge_key({"benchmark": speed, "library": "DeepXDE"}) == _merge_key({"benchmark": speed, "library": "sciml (jet)"})
     assert _merge_key({"benchmark": "accuracy: burgers", "library": None}) != _merge_key({"benchmark": "accuracy: wave"})
+
+
+def test_fno_profiles_of_several_runs_share_one_file(tmp_path, monkeypatch):
+    """Part 1's profiles in one file (a device call returns 8 files; it wrote 10), and part 1q run after it keeps
+    part 1's cases (a per-process table rewrote the file with its own cases only)."""
+    speed = pytest.importorskip("benchmarks.bench_fno_speed")
+    monkeypatch.setattr(speed, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(speed, "write_result_file", lambda name, text: (tmp_path / name).write_text(text) and tmp_path / name)
+    monkeypatch.setattr(speed, "_PROFILES", {})
+    step = {"sciml": lambda: torch.ones(4).sum()}
+    speed.write_profile("darcy_85", step, torch.device("cpu"), n_steps=1)
+    speed.write_profile("ns2d_64", step, torch.device("cpu"), n_steps=1)
+    monkeypatch.setattr(speed, "_PROFILES", {})  # the next process
+    speed.write_profile("burgers_1024", step, torch.device("cpu"), n_steps=1)
+    text = (tmp_path / "fno_profiles.txt").read_text()
+    assert [line for line in text.splitlines() if line.startswith("#### ")] == \
+        ["#### darcy_85", "#### ns2d_64", "#### burgers_1024"]
