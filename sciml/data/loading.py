@@ -15,18 +15,26 @@ from sciml.data.h5 import DatasetError, DatasetInfo, read_field, read_info, subs
 class Split:
     x: torch.Tensor  # (n, in_channels, *grid)
     y: torch.Tensor  # (n, out_channels, *grid)
+    y_fields: tuple[str, ...] = ()  # the field of each output channel, where known (per-field errors)
+
+
+def _split(info: DatasetInfo, inputs: list[str], outputs: list[str], rows: slice, stride: int,
+           tin: int | slice | None, tout: int | slice | None) -> Split:
+    x, _ = _stack(info, inputs, rows, stride, tin, "input_time")
+    y, names = _stack(info, outputs, rows, stride, tout, "output_time")
+    return Split(x, y, names)
 
 
 def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, time: int | slice | None,
-           key: str) -> torch.Tensor:
-    """Fields as channels: a time window of a time-varying field contributes one channel per step.
-    `key` names the config setting that chose `time`, for errors."""
+           key: str) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """Fields as channels, and each channel's field: a time window of a time-varying field contributes one
+    channel per step. `key` names the config setting that chose `time`, for errors."""
     static = [name for name in fields if not info.field(name).time_varying]
     if len(static) == len(fields) and time not in (None, -1):  # -1, the default: the last time of a trajectory
         asked = time if isinstance(time, int) else [time.start, time.stop]
         raise DatasetError(f"{key}={asked} selects saved times, but {static} in {info.path} have no time axis; drop "
                            f"{key} (or set it to null)")
-    channels, windows, at = [], [], None
+    channels, windows, at = [], [], None  # channels: (array, field) pairs
     for name in fields:
         spec = info.field(name)
         if spec.time_varying:
@@ -34,16 +42,16 @@ def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, ti
         arr = read_field(info, name, samples=samples, stride=stride, time=time if spec.time_varying else None)
         if arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid): a time window, one channel per time
             at = len(channels) if at is None else at
-            windows.append(arr)
+            windows.append((arr, name))
         else:
-            channels.append(arr)
+            channels.append((arr, name))
     if windows:
         # time-major, [u_t, v_t, u_t+1, v_t+1, ...], at the first window's place: a rollout model reads and
         # writes its state one time at a time (field-major stacking fed it v_t as u_t+1)
-        steps = [w[:, k] for k in range(windows[0].shape[1]) for w in windows] if len({w.shape[1] for w in windows}) == 1 \
-            else [w[:, k] for w in windows for k in range(w.shape[1])]
+        steps = [(w[:, k], n) for k in range(windows[0][0].shape[1]) for w, n in windows] \
+            if len({w.shape[1] for w, _ in windows}) == 1 else [(w[:, k], n) for w, n in windows for k in range(w.shape[1])]
         channels[at:at] = steps
-    return torch.from_numpy(np.stack(channels, axis=1))
+    return torch.from_numpy(np.stack([c for c, _ in channels], axis=1)), tuple(n for _, n in channels)
 
 
 TimeSelect = int | tuple[int, int] | list[int] | None
@@ -93,10 +101,8 @@ def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_tr
     train_rows = slice(0, n_train)
     test_rows = slice(info.n_samples - n_test, info.n_samples)
     tin, tout = time_selector(input_time), time_selector(output_time)
-    train = Split(_stack(info, inputs, train_rows, stride, tin, "input_time"),
-                  _stack(info, outputs, train_rows, stride, tout, "output_time"))
-    test = Split(_stack(info, inputs, test_rows, stride, tin, "input_time"),
-                 _stack(info, outputs, test_rows, stride, tout, "output_time"))
+    train = _split(info, inputs, outputs, train_rows, stride, tin, tout)
+    test = _split(info, inputs, outputs, test_rows, stride, tin, tout)
     return info, train, test
 
 
@@ -108,8 +114,7 @@ def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test
         raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_test = {n_test}")
     stride = subsample_stride(info, resolution)
     rows = slice(info.n_samples - n_test, info.n_samples)
-    return Split(_stack(info, inputs, rows, stride, time_selector(input_time), "input_time"),
-                 _stack(info, outputs, rows, stride, time_selector(output_time), "output_time"))
+    return _split(info, inputs, outputs, rows, stride, time_selector(input_time), time_selector(output_time))
 
 
 class Normalizer(torch.nn.Module):

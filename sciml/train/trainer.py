@@ -56,27 +56,43 @@ def dataset_fields(cfg: OperatorConfig, info) -> tuple[list[str], list[str]]:
 
 
 def relative_errors(predict, split: Split, *, batch_size: int, device: torch.device,
-                    beyond: int | None = None) -> torch.Tensor:
-    """Per-sample relative L2 of `predict(x)` on a split, in batches, without gradients: (n,). With
-    `beyond` = K, (n, 2): over the whole grid and over the last axis's levels from K on (a
-    space-time model's error past the time window it was trained on), from one prediction."""
-    errors = []
+                    beyond: int | None = None) -> dict[str, torch.Tensor]:
+    """Per-sample relative L2 of `predict(x)` on a split, in batches, without gradients, each ``(n,)``: "rel_l2" over
+    the whole grid; with `beyond` = K, "rel_l2_beyond" over the last axis's levels from K on (a space-time model's
+    error past the time window it was trained on), from one prediction; where the split's outputs are two or more
+    fields, "rel_l2_of_<field>" over each one's channels (a pooled figure hides a field ten times smaller)."""
+    groups = {}
+    for c, name in enumerate(split.y_fields):
+        groups.setdefault(name, []).append(c)
+    groups = groups if len(groups) > 1 else {}
+    errors: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         for start in range(0, len(split.x), batch_size):
             pred, y = predict(split.x[start:start + batch_size].to(device)), split.y[start:start + batch_size].to(device)
-            err = relative_l2_per_sample(pred, y)
+            parts = {"rel_l2": relative_l2_per_sample(pred, y)}
             if beyond is not None:
-                err = torch.stack([err, relative_l2_per_sample(pred[..., beyond:], y[..., beyond:])], dim=1)
-            errors.append(err)
-    return torch.cat(errors)
+                parts["rel_l2_beyond"] = relative_l2_per_sample(pred[..., beyond:], y[..., beyond:])
+            for name, channels in groups.items():
+                parts[f"rel_l2_of_{name}"] = relative_l2_per_sample(pred[:, channels], y[:, channels])
+            for key, err in parts.items():
+                errors.setdefault(key, []).append(err)
+    return {key: torch.cat(parts) for key, parts in errors.items()}
 
 
-def error_summary(err: torch.Tensor) -> dict[str, float]:
-    """Mean, median and max of per-sample errors (n,), or of both columns of (n, 2) (the second as ``*_beyond``)."""
-    if err.ndim == 2:
-        return {**error_summary(err[:, 0]), **{f"{k}_beyond": v for k, v in error_summary(err[:, 1]).items()}}
-    # quantile, not torch.median: that is the lower of the two middle values of an even count
-    return {"rel_l2": err.mean().item(), "rel_l2_median": err.double().quantile(0.5).item(), "rel_l2_max": err.max().item()}
+def error_summary(err: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, float]:
+    """Mean, median and max of per-sample errors (`relative_errors`; a tensor is the whole grid's), those beyond
+    the training window as ``*_beyond``; per field, the mean."""
+    err = {"rel_l2": err} if isinstance(err, torch.Tensor) else err
+    out = {}
+    for key, e in err.items():
+        if key.startswith("rel_l2_of_"):
+            out[key] = e.mean().item()
+            continue
+        tail = key[len("rel_l2"):]  # "" or "_beyond"
+        # quantile, not torch.median: that is the lower of the two middle values of an even count
+        out.update({f"rel_l2{tail}": e.mean().item(), f"rel_l2_median{tail}": e.double().quantile(0.5).item(),
+                    f"rel_l2_max{tail}": e.max().item()})
+    return out
 
 
 @contextmanager
@@ -188,8 +204,8 @@ class Trainer:
         self.info, train, test = self._load(self.dataset_path)
         self.x_norm = Normalizer(cfg.data.normalize_inputs, train.x).to(self.device)
         self.y_norm = Normalizer(cfg.data.normalize_outputs, train.y).to(self.device)
-        self.train_split = Split(train.x.to(self.device), train.y.to(self.device))
-        self.test_split = Split(test.x.to(self.device), test.y.to(self.device))
+        self.train_split = Split(train.x.to(self.device), train.y.to(self.device), train.y_fields)
+        self.test_split = Split(test.x.to(self.device), test.y.to(self.device), test.y_fields)
 
         warn_periodic_model_on_open_grid(cfg, self.info)
         warn_uneven_grid(self.info)
