@@ -148,6 +148,11 @@ class Normalizer(torch.nn.Module):
         self.register_buffer("std", std.float())
 
     def _check(self, x: torch.Tensor) -> None:
+        # shape checks only (no host sync): the statistics would broadcast one channel onto two, silently
+        if self.kind == "channel" and (x.ndim != self.mean.ndim or x.shape[1] != self.mean.shape[1]):
+            raise ValueError(f"channel normalizer fitted on {self.mean.shape[1]} channel(s) of {self.mean.ndim - 2}-d "
+                             f"fields cannot apply to shape {tuple(x.shape)}: inputs are (batch, channels, *grid), the "
+                             f"data's fields as channels")
         if self.kind == "pointwise" and x.shape[1:] != self.mean.shape[1:]:
             raise ValueError(f"pointwise normalizer fitted on grid {tuple(self.mean.shape[2:])} cannot apply to "
                              f"{tuple(x.shape[2:])}: a run evaluated at other resolutions must be trained with "

@@ -573,22 +573,18 @@ class TrainedOperator(torch.nn.Module):
     on (`dataset`) and trained on (`trained_on`). Call it under ``torch.no_grad()`` to predict."""
 
     def __init__(self, model: torch.nn.Module, x_norm: Normalizer, y_norm: Normalizer, *, config: OperatorConfig,
-                 epoch: int, dataset: Path, trained_on: Path, in_channels: int, n_dims: int):
+                 epoch: int, dataset: Path, trained_on: Path, n_dims: int):
         super().__init__()
         self.model, self.x_norm, self.y_norm = model, x_norm, y_norm
         self.config, self.epoch, self.dataset, self.trained_on = config, epoch, dataset, trained_on
-        self.in_channels, self.n_dims = in_channels, n_dims
+        self.n_dims = n_dims  # grid axes: tells one sample (in, *grid) from a batch
 
     def forward(self, x) -> torch.Tensor:
         """x: ``(batch, in, *grid)`` or one sample ``(in, *grid)``, a tensor or numpy array of any real dtype (cast
         to the model's, on its device)."""
         param = next(self.model.parameters())
         x = torch.as_tensor(x).to(device=param.device, dtype=param.dtype)
-        if x.ndim not in (self.n_dims + 1, self.n_dims + 2) or x.shape[-self.n_dims - 1] != self.in_channels:
-            # checked here: a channel normaliser broadcasts one channel to all of them before the model could object
-            raise ValueError(f"this run's model takes inputs (batch, {self.in_channels}, *grid) on a {self.n_dims}-d grid "
-                             f"(the data's input fields as channels); got shape {tuple(x.shape)}")
-        one = x.ndim == self.n_dims + 1
+        one = x.ndim == self.n_dims + 1  # channels and shapes: the normalisers and the model check them
         y = predict_in_units(self.model, self.x_norm, self.y_norm, x[None] if one else x,
                              precision=self.config.training.precision, device=x.device)
         return y[0] if one else y
@@ -682,8 +678,7 @@ class _SavedRun:
         model.load_state_dict(self.state["model"])
         operator = TrainedOperator(model, _normalizer_from_state(self.state["x_norm"]),
                                    _normalizer_from_state(self.state["y_norm"]), config=cfg, epoch=self.state["epoch"],
-                                   dataset=self.dataset, trained_on=self.trained_on, in_channels=shape[0],
-                                   n_dims=shape[2])
+                                   dataset=self.dataset, trained_on=self.trained_on, n_dims=shape[2])
         return operator.to(device).eval()
 
 

@@ -75,7 +75,7 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
     with torch.no_grad():  # numpy float64 in: cast to the model's dtype (it raised TypeError / a dtype error)
         np.testing.assert_array_equal(operator(fresh[:, None])[:, 0].double().numpy(), pred)
         np.testing.assert_allclose(operator(fresh[0, None])[0].double().numpy(), pred[0], rtol=1e-5, atol=1e-6)  # one (in, *grid)
-    with pytest.raises(ValueError, match=rf"takes inputs \(batch, 1, \*grid\) on a 1-d grid.*got shape \(8, 2, {s}\)"):
+    with pytest.raises(ValueError, match=rf"fitted on 1 channel\(s\) of 1-d fields cannot apply to shape \(8, 2, {s}\)"):
         operator(np.stack([fresh, fresh], 1))
 
 
@@ -163,6 +163,9 @@ def test_a_pointwise_normaliser_needs_two_samples():
     with pytest.raises(ValueError, match="at least 2 training samples"):
         Normalizer("pointwise", torch.randn(1, 1, 8))
     assert torch.isfinite(Normalizer("channel", torch.randn(1, 1, 8)).std).all()
+    # its statistics broadcast one channel onto two: refused where any caller encodes (load_operator, the trainer)
+    with pytest.raises(ValueError, match=r"fitted on 1 channel\(s\) of 1-d fields cannot apply to shape \(3, 2, 8\)"):
+        Normalizer("channel", torch.randn(4, 1, 8)).encode(torch.randn(3, 2, 8))
 
 
 def test_training_warns_when_a_non_periodic_file_meets_a_periodic_model(tmp_path):
