@@ -205,17 +205,22 @@ class Problem:
         boundary condition without ``where`` holds on the other faces (in soft and hard mode alike)."""
         return {c.coord for c in self.conditions if isinstance(c, Periodic) and c.component == component}
 
-    def _open_faces(self, c: Condition):
-        """None (the whole boundary), or a predicate for the faces of the coordinates `c`'s output is not periodic in."""
+    def open_faces(self, c: Condition) -> list[str]:
+        """The box faces ("x=lo", ...) a boundary condition without ``where`` holds on: those of the coordinates its
+        output is not periodic in (all of them where it is periodic in none)."""
         periodic = self.periodic_coords_of(c.component)
-        if not periodic:
-            return None
         faces = [f"{s}={side}" for s in self.spatial_coords if s not in periodic for side in ("lo", "hi")]
         if not faces:
             raise ValueError(f"{type(c).__name__} on {c.component!r} has no boundary to hold on: the output is periodic in "
                              f"every spatial coordinate; drop it, or give it a where")
+        return faces
+
+    def _open_faces(self, c: Condition):
+        """None (the whole boundary), or a predicate for `open_faces` where the output is periodic somewhere."""
+        if not self.periodic_coords_of(c.component):
+            return None
         lo, hi = self.box()
-        on = [face_predicate(f, self.coords, lo, hi) for f in faces]
+        on = [face_predicate(f, self.coords, lo, hi) for f in self.open_faces(c)]
         return lambda x: torch.stack([p(x) for p in on]).any(0)
 
     def _uniform_selection(self, c: Condition, pred, n: int, seed) -> dict[str, Tensor]:
@@ -340,9 +345,8 @@ class Problem:
                     if isinstance(c, Initial) and c.component == name and i not in keep_soft and c.derivative <= 1]
             faces, values, ok = [], [], True
             for i, c in dirichlet:
-                if c.where is None:  # the faces it holds on in soft mode too (`_open_faces` refuses an output without)
-                    self._open_faces(c)
-                    faces += [f"{s}={side}" for s in spatial if s not in self.periodic_coords_of(name) for side in ("lo", "hi")]
+                if c.where is None:  # the faces it holds on in soft mode too
+                    faces += self.open_faces(c)
                 elif isinstance(c.where, str):
                     faces.append(c.where)
                 else:
