@@ -15,6 +15,7 @@ reproducible ("uniform" is a deterministic lattice; the others change with the s
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -140,7 +141,11 @@ class Geometry:
 
     def _tol(self, tol: float) -> float:
         """tol scaled by the size of the coordinates: rounding errors grow with |x|, not with the extent."""
-        return tol * max(1.0, float(self.lo.abs().max()), float(self.hi.abs().max()))
+        return tol * self._scale
+
+    @functools.cached_property
+    def _scale(self) -> float:  # read per call of inside / distance on every sampling round: found once
+        return max(1.0, float(self.lo.abs().max()), float(self.hi.abs().max()))
 
     def sample_interior(self, n: int, method: str = "sobol", seed: int | None = 0) -> torch.Tensor:
         """n points in Ω, ``(n, d)``: the bounding box's draw, rejection outside Ω."""
@@ -587,10 +592,7 @@ class SpaceTime:
     # Space and time come from ONE (space + 1)-dim draw: two draws of the same QMC family (or
     # "uniform" lattice) with different seeds move in lockstep and would tie t to the position.
     def sample_interior(self, n, method="sobol", seed=0):
-        if isinstance(self.space, Box):  # one joint (d+1)-dim draw keeps the QMC balance
-            u = unit_samples(n, self.dim, method, seed)
-            return self.lo + u * (self.hi - self.lo)
-        return self._with_time(self.space._sample_interior(n, method, seed, extra=1))
+        return self._with_time(self.space._sample_interior(n, method, seed, extra=1))  # a box: one joint draw
 
     def sample_boundary(self, n, method="sobol", seed=0):
         """n points on ∂Ω × [t0, t1] and their (spatial, time-component 0) outward normals."""
@@ -599,8 +601,7 @@ class SpaceTime:
         return xt, torch.cat([nrm, torch.zeros_like(xt[:, -1:])], -1)
 
     def sample_initial(self, n, method="sobol", seed=0):
-        x = self.space.sample_interior(n, method, seed) if not isinstance(self.space, Box) else \
-            self.space.lo + unit_samples(n, self.space.dim, method, seed) * (self.space.hi - self.space.lo)
+        x = self.space.sample_interior(n, method, seed)
         return torch.cat([x, torch.full((n, 1), self.t0, dtype=_F64)], -1)
 
     def boundary_normal(self, x):
