@@ -396,6 +396,8 @@ def _accuracy_rows(problems: list[str], runs: list[dict], failed: list[tuple], s
         rows.append({"benchmark": f"accuracy: {name}" + (" (CPU small budget)" if small else ""),
                      "seeds": len(mine), "rel_l2_mean": statistics.fmean(vals) if vals else None,
                      "rel_l2_min": min(vals, default=None), "rel_l2_max": max(vals, default=None),
+                     # which seed made the spread: a rerun of that seed alone needs its number
+                     "rel_l2_by_seed": ", ".join(f"{r['seed']}: {r['rel_l2']:.3g}" for r in mine),
                      "seconds_per_run": statistics.fmean(r["seconds"] for r in mine) if mine else None,
                      "stopped_by_cap": sum(bool(r.get("stopped_early")) for r in mine),
                      "failed_runs": n_failed,

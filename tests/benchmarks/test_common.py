@@ -80,6 +80,7 @@ def test_pinn_accuracy_keeps_the_finished_runs_when_one_fails(tmp_path, monkeypa
                          on_rows=lambda r: seen.append([dict(x) for x in r]))
     assert [(r["seeds"], r["failed_runs"]) for r in rows] == [(2, 1)]
     assert rows[0]["rel_l2_min"] == 0.01 and rows[0]["rel_l2_max"] == 0.03
+    assert rows[0]["rel_l2_by_seed"] == "0: 0.01, 2: 0.03"
     assert [s[0]["seeds"] if s else 0 for s in seen] == [1, 1, 2]  # saved after every finished run
     monkeypatch.setattr(pinn, "accuracy_run", lambda *a: (_ for _ in ()).throw(RuntimeError("out of memory")))
     (row,) = pinn.accuracy(["wave"], [0, 1], small=True, device="cpu", max_minutes=5, jobs=1, out=str(tmp_path))
