@@ -420,10 +420,12 @@ def custom_least_squares(residual: Callable, *, adjoint: Optional[Adjoint] = Non
     F = _ls_gradient(residual)
     factory = None
     if isinstance(adj, Implicit) and adj.hessian == "gauss-newton":
-        def factory(x, params):
+        def gauss_newton(x, params):
             f = lambda x_: residual(x_, *params)
             _, vjp = torch.func.vjp(f, x)
-            return lambda u: vjp(torch.func.jvp(f, (x,), (u,))[1])[0]  # J^T (J u)
+            # u arrives flat, (batch, n) or (1, n); the JVP needs it in x's shape, as the default path has it
+            return lambda u: vjp(torch.func.jvp(f, (x,), (u.reshape(x.shape),))[1])[0]  # J^T (J u)
+        factory = gauss_newton
     return _wrap(F, adj, batched, "custom_least_squares", matvec_factory=factory)
 
 

@@ -6,6 +6,7 @@ tightly converged solver.  A bisection forward solver has a zero autograd deriva
 broken custom rule cannot pass by falling back on autograd.
 """
 
+import math
 import warnings
 
 import pytest
@@ -455,3 +456,30 @@ def _reads_a_global_in_a_comprehension(x):
 def test_tensors_behind_a_bound_method_or_inside_a_comprehension_are_refused(F):
     with pytest.raises(ValueError, match="F reaches tensors that require grad"):
         root(F, torch.ones(1, 2, dtype=DT), solver=TIGHT_NEWTON)
+
+
+@pytest.mark.parametrize("batched, shape", [(False, (5,)), (False, (1, 5)), (True, (3, 5, 1)), (True, (2, 2, 2))],
+                         ids=["flat-unbatched", "row-unbatched", "batched-3d", "batched-2x2"])
+def test_gauss_newton_backward_for_any_shape_of_unknown(batched, shape):
+    """The Gauss-Newton matvec got u flat, (batch, n), and crashed in its JVP ("a forward gradient that has a
+    different size") unless each sample's unknown was already a flat vector with batched=True."""
+    # ridge regression in log lam: the residual is linear in w, so Gauss-Newton is exact; closed form below
+    p = math.prod(shape[1:]) if batched else math.prod(shape)
+    B = shape[0] if batched else 1
+    X = torch.randn(B, 12, p, generator=gen(40), dtype=DT)
+    y = torch.randn(B, 12, generator=gen(41), dtype=DT)
+    ll = torch.tensor(0.3, dtype=DT, requires_grad=True)
+
+    def res(w, X, y, ll):
+        wf = w.reshape(B, p)
+        r = torch.cat([(X @ wf[..., None])[..., 0] - y, ll.exp().sqrt() * wf], 1)
+        return r if batched else r.reshape(-1)
+
+    w = least_squares(res, torch.zeros(shape, dtype=DT), X, y, ll, solver=TIGHT_LM, batched=batched,
+                      adjoint=Implicit("lu", hessian="gauss-newton")).value
+    (g,) = torch.autograd.grad((w ** 2).sum(), ll)
+    lam = ll.detach().clone().requires_grad_()
+    w_exact = torch.linalg.solve(X.mT @ X + lam.exp() * torch.eye(p, dtype=DT), (X.mT @ y[..., None])[..., 0])
+    (g_exact,) = torch.autograd.grad((w_exact ** 2).sum(), lam)
+    torch.testing.assert_close(w.reshape(B, p), w_exact.detach(), rtol=1e-10, atol=1e-12)
+    assert abs(g.item() - g_exact.item()) <= 1e-10 * abs(g_exact.item())
