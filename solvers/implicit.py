@@ -23,8 +23,9 @@ Contract (kept positional on purpose: keyword binding cost jaxopt a layer of bug
 ``F(x, *params)``; the solver is called ``solver(x0, *params)`` and returns a
 `solvers.solution.Solution` (or a tensor).  Every tensor the solution depends on must be passed
 in ``params``: a tensor reached otherwise gets no gradient, so `Implicit` refuses one that requires
-grad and that F reaches through a closure, a module, a global its code names or a callable
-object's attributes.  x: (batch, *shape) with independent samples when
+grad and that F reaches through a closure, a default argument, a module, a global its code names,
+a callable object's attributes, or a dict/list/tuple/set held by any of these or passed in params
+(a bounded walk: 6 levels deep, 1000 items per container).  x: (batch, *shape) with independent samples when
 ``batched=True`` (the default); ``batched=False`` treats the whole x (any shape, 0-d included)
 as one problem.
 
@@ -175,15 +176,21 @@ Adjoint = Union[Implicit, Unrolled, Phantom]
 # ---------------------------------------------------------------- helpers
 
 
+_MAX_ITEMS = 1000  # items looked at per container: the walk runs on every call, so a huge list stays cheap
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
 def closure_tensors(fn: Any, params: tuple) -> list[str]:
     """Names of tensors requiring grad that `fn` reaches but not through params: through closures,
-    modules, partials, the globals its code names, or a callable object's attributes."""
+    default arguments, modules, partials, the globals its code names, a callable object's attributes,
+    and the dicts, lists, tuples and sets any of these hold (nested, up to 6 levels from `fn` and
+    the first 1000 items of each), non-tensor entries of params included."""
     passed = {id(p) for p in params if isinstance(p, Tensor)}
     found: list[str] = []
     seen: set[int] = set()
 
     def visit(name: str, obj: Any, depth: int) -> None:
-        if id(obj) in seen or depth > 4:
+        if id(obj) in seen or depth > 6:
             return
         seen.add(id(obj))
         if isinstance(obj, Tensor):
@@ -193,10 +200,20 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
         if isinstance(obj, nn.Module):
             found.extend(f"{name}.{k}" for k, p in obj.named_parameters() if p.requires_grad and id(p) not in passed)
             return
+        if isinstance(obj, _CONTAINERS):
+            items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+            for k, (key, value) in enumerate(items):
+                if k == _MAX_ITEMS:
+                    break
+                shown = f"[{key!r}]" if not isinstance(obj, (set, frozenset)) else "{...}"
+                visit(f"{name}{shown}", value, depth + 1)
+            return
         if isinstance(obj, functools.partial):
             visit(f"{name}.func", obj.func, depth + 1)
             for i, a in enumerate(obj.args):
                 visit(f"{name}.args[{i}]", a, depth + 1)
+            for k, a in obj.keywords.items():
+                visit(f"{name}.keywords[{k!r}]", a, depth + 1)
             return
         self_obj = getattr(obj, "__self__", None)
         if self_obj is not None and not isinstance(self_obj, type(functools)):  # a bound method's object (not a module's function)
@@ -208,11 +225,18 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
                     visit(var, cell.cell_contents, depth + 1)
                 except ValueError:  # empty cell
                     pass
+        if code is not None:  # default arguments (lambda x, W=W: ...) are read like closures
+            defaults = getattr(obj, "__defaults__", None) or ()
+            args = code.co_varnames[:code.co_argcount][-len(defaults):] if defaults else ()
+            for var, value in zip(args, defaults):
+                visit(f"{var} (default)", value, depth + 1)
+            for var, value in (getattr(obj, "__kwdefaults__", None) or {}).items():
+                visit(f"{var} (default)", value, depth + 1)
         if code is not None:  # module-level names the code reads (a global W, a global net, a helper)
             scope = getattr(obj, "__globals__", {})
             for var in _names_read(code):
                 value = scope.get(var)
-                if isinstance(value, (Tensor, nn.Module)) or (callable(value) and hasattr(value, "__code__")):
+                if isinstance(value, (Tensor, nn.Module) + _CONTAINERS) or (callable(value) and hasattr(value, "__code__")):
                     visit(var, value, depth + 1)
         elif (callable(obj) or depth > 0) and not isinstance(obj, type) and hasattr(obj, "__dict__") \
                 and not isinstance(obj, type(functools)):  # a callable object, or the object of a bound method
@@ -223,6 +247,9 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
                 visit(f"{name}.__call__", call, depth + 1)
 
     visit("F", fn, 0)
+    for i, p in enumerate(params):  # a tensor inside a dict or list argument is not an input of the layer either
+        if isinstance(p, _CONTAINERS):
+            visit(f"params[{i}]", p, 1)
     return found
 
 
@@ -363,11 +390,12 @@ def _wrap(F: Callable, adjoint: Adjoint, batched: bool, name: str, T: Optional[C
                 if torch.is_grad_enabled():
                     missing = closure_tensors(F, params)
                     if missing:
-                        raise ValueError(f"{name}: F reaches tensors that require grad through a closure, a module, a global or "
-                                         f"an object's attribute: "
+                        raise ValueError(f"{name}: F reaches tensors that require grad through a closure, a module, a global, "
+                                         f"a container (dict, list, tuple, set), a default argument or an object's attribute: "
                                          f"{missing}; implicit differentiation only returns gradients for "
-                                         f"tensors passed positionally -- call it as solve(x0, *params) with them "
-                                         f"in params (for a module use torch.func.functional_call)")
+                                         f"tensors passed positionally -- call it as solve(x0, *params) with each "
+                                         f"of them in params, not inside a dict or list (for a module use "
+                                         f"torch.func.functional_call)")
                 spec = _Spec(F, adjoint, batched, tuple(value.shape), matvec_factory)
                 out = _ImplicitRoot.apply(value, spec, *params)
             return Solution(out, sol.status, sol.stats) if sol is not None else out

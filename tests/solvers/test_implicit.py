@@ -483,3 +483,56 @@ def test_gauss_newton_backward_for_any_shape_of_unknown(batched, shape):
     (g_exact,) = torch.autograd.grad((w_exact ** 2).sum(), lam)
     torch.testing.assert_close(w.reshape(B, p), w_exact.detach(), rtol=1e-10, atol=1e-12)
     assert abs(g.item() - g_exact.item()) <= 1e-10 * abs(g_exact.item())
+
+
+PARAMS_GLOBAL = {"W": torch.tensor([[0.5]], dtype=DT, requires_grad=True)}
+LAYERS_GLOBAL = [torch.nn.Linear(1, 1).double()]
+
+
+def _reads_a_global_dict(x, b):
+    return torch.tanh(PARAMS_GLOBAL["W"] * x) + b - x
+
+
+def _reads_a_global_list_of_modules(x, b):
+    return torch.tanh(LAYERS_GLOBAL[0](x)) + b - x
+
+
+def _containers():
+    W = torch.tensor([[0.5]], dtype=DT, requires_grad=True)
+    d, lst, nested = {"W": W}, [W], {"layers": [(1, {"w": W})]}
+    cyclic = [W]
+    cyclic.append(cyclic)  # the walk must stop on a cycle
+    return {
+        "closed-over dict": lambda x, b: torch.tanh(d["W"] * x) + b - x,
+        "closed-over list": lambda x, b: torch.tanh(lst[0] * x) + b - x,
+        "nested containers": lambda x, b: torch.tanh(nested["layers"][0][1]["w"] * x) + b - x,
+        "cyclic list": lambda x, b: torch.tanh(cyclic[0] * x) + b - x,
+        "default argument": lambda x, b, W=W: torch.tanh(W * x) + b - x,
+        "keyword-only default": lambda x, b, *, W=W: torch.tanh(W * x) + b - x,
+        "global dict": _reads_a_global_dict,
+        "global list of modules": _reads_a_global_list_of_modules,
+    }
+
+
+@pytest.mark.parametrize("case", list(_containers()))
+@pytest.mark.parametrize("b_requires_grad", [True, False], ids=["b-grad", "only-W-grad"])
+def test_tensors_reached_through_containers_or_defaults_are_refused(case, b_requires_grad):
+    """A tensor behind params["W"], [W], W=W, a global dict or a global list of modules silently got no
+    gradient; when it was the only tensor requiring grad, backward failed with torch's "element 0 of
+    tensors does not require grad" instead."""
+    F = _containers()[case]
+    b = torch.tensor([[0.1]], dtype=DT, requires_grad=b_requires_grad)
+    with pytest.raises(ValueError, match="F reaches tensors that require grad through .*a container"):
+        root(F, torch.zeros(1, 1, dtype=DT), b, solver=TIGHT_NEWTON)
+
+
+def test_a_grad_tensor_inside_a_container_argument_is_refused_and_plain_containers_pass():
+    W = torch.tensor([[0.5]], dtype=DT, requires_grad=True)
+    F = lambda x, p: torch.tanh(p["W"] * x) - x
+    with pytest.raises(ValueError, match=r"params\[0\]\['W'\]"):
+        root(F, torch.zeros(1, 1, dtype=DT), {"W": W}, solver=TIGHT_NEWTON)
+    # containers of constants and detached tensors are fine, and a long one is walked only in part
+    consts = {"W": W.detach(), "names": ["a"] * 5000}
+    x = root(lambda x, b: torch.tanh(consts["W"] * x) + b - x, torch.zeros(1, 1, dtype=DT),
+             torch.tensor([[0.1]], dtype=DT, requires_grad=True), solver=TIGHT_NEWTON).value
+    assert x.requires_grad
