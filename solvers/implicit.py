@@ -80,7 +80,8 @@ class Implicit:
       a strict minimum), "bicgstab": matrix-free with rtol 1e-10 in float64 (50 eps otherwise),
       one VJP per iteration;
       "lu", "cholesky", "lstsq": materialise dF/dx^T with n VJPs and factorise -- exact and
-      fastest for small n;
+      fastest for small n; "cholesky" checks that dF/dx is symmetric (relative asymmetry at most
+      sqrt(eps)) and raises ValueError otherwise;
       or any callable ``(matvec, b) -> Solution`` such as ``GMRES(rtol=1e-12, restart=80)`` or
       ``solvers.hypergrad.Neumann(steps=20, alpha=0.1)``; matvec and b are (batch, n).
     on_failure: "raise" (SolveError) or "warn" for a failed forward sample or backward solve.
@@ -116,6 +117,8 @@ class Implicit:
                 At = torch.func.vmap(matvec, in_dims=2, out_dims=2)(eye)  # At[:, :, j] = A^T e_j
             else:
                 At = torch.stack([matvec(eye[:, :, j]) for j in range(n)], dim=2)
+            if bs == "cholesky":
+                _check_symmetric(At)
             return Dense(bs)(At, b, throw=False)
         solver = krylov(bs, b.dtype) if isinstance(bs, str) else bs
         return solver(matvec, b, throw=False) if _accepts_throw(solver) else solver(matvec, b)
@@ -123,6 +126,17 @@ class Implicit:
     def __repr__(self) -> str:
         return (f"Implicit(backward_solve={self.backward_solve!r}, on_failure={self.on_failure!r}, "
                 f"hessian={self.hessian!r}, materialize={self.materialize!r})")
+
+
+def _check_symmetric(At: Tensor) -> None:
+    # Cholesky reads one triangle only: on a non-symmetric dF/dx it solves another system, silently.
+    # sqrt(eps) leaves room for the rounding of a Hessian assembled from VJPs.
+    asym = torch.linalg.matrix_norm(At - At.mT) / torch.linalg.matrix_norm(At).clamp_min(torch.finfo(At.dtype).tiny)
+    bad = torch.nonzero(asym > torch.finfo(At.dtype).eps ** 0.5).reshape(-1).tolist()
+    if bad:
+        raise ValueError(f"implicit backward: backward_solve='cholesky' needs a symmetric dF/dx, but at x* it is not "
+                         f"(||A - A^T|| / ||A|| = {asym.max().item():.2e} for samples {bad[:5]}); use "
+                         f"backward_solve='lu' (or 'gmres' for large n)")
 
 
 def _accepts_throw(fn: Callable) -> bool:

@@ -536,3 +536,19 @@ def test_a_grad_tensor_inside_a_container_argument_is_refused_and_plain_containe
     x = root(lambda x, b: torch.tanh(consts["W"] * x) + b - x, torch.zeros(1, 1, dtype=DT),
              torch.tensor([[0.1]], dtype=DT, requires_grad=True), solver=TIGHT_NEWTON).value
     assert x.requires_grad
+
+
+def test_cholesky_backward_refuses_a_non_symmetric_jacobian():
+    """Cholesky reads one triangle of dF/dx: on the non-symmetric A + diag(3 c x^2) it returned a gradient
+    9e-2 off without a word."""
+    A, b, c, _ = batched_problem()
+    b.requires_grad_()
+    x = root(cubic, torch.zeros_like(b), A, b, c, solver=TIGHT_NEWTON, adjoint=Implicit("cholesky")).value
+    with pytest.raises(ValueError, match="(?s)'cholesky' needs a symmetric dF/dx.*use backward_solve='lu'"):
+        x.sum().backward()
+    # a symmetric positive definite dF/dx (the Hessian of a least-squares problem) still goes through
+    basis, y = ls_problem()
+    params = [basis.clone().requires_grad_(), y.clone().requires_grad_()]
+    chol = torch.autograd.grad(ls_loss(Implicit("cholesky"))(*params)[0], params)
+    lu = torch.autograd.grad(ls_loss(Implicit("lu"))(*params)[0], params)
+    assert all(rel(a, b) < 1e-10 for a, b in zip(chol, lu))
