@@ -34,9 +34,16 @@ a failed backward linear solve, raises `SolveError` (``on_failure="raise"``) or 
 returns the inexact gradient (``"warn"``).  `Implicit.last_backward` keeps the last backward
 `Solution` for inspection.
 
-Works with ``torch.autograd`` (``backward``, ``grad``, ``gradcheck``) and with
-``torch.func.grad`` / ``torch.func.vjp``; ``torch.func.vmap`` over the wrapper is not supported
-(the forward polls convergence on the host).
+Derivatives of any order are exact (for `Implicit`): with ``create_graph=True`` the backward is
+itself differentiable -- it treats the adjoint u as the root of (dF/dx)^T u + v = 0 and x* as the
+layer's own output, so each further order costs one more linear solve of the same kind.  Works
+with ``torch.autograd`` (``backward``, ``grad`` with or without ``create_graph``, ``gradcheck``,
+``gradgradcheck``, ``torch.autograd.functional.jacobian`` / ``hessian`` with the default
+``vectorize=False``) and with ``torch.func.grad`` / ``torch.func.vjp``, nested
+(``grad(grad(f))``).  Not supported: every transform built on ``torch.func.vmap`` --
+``vmap``, ``jacrev``, ``jacfwd``, ``hessian`` -- since the solvers poll convergence on the host,
+and forward mode (``torch.func.jvp``, ``jacfwd``), which has no rule here; use
+``torch.autograd.functional.hessian`` or nested ``torch.func.grad`` instead.
 """
 
 from __future__ import annotations
@@ -292,8 +299,26 @@ class _Spec:
         self.matvec_factory = matvec_factory
 
 
+def _transposed_jacobian(spec: _Spec, x: Tensor, params: list) -> Callable[[Tensor], Tensor]:
+    """u -> (dF/dx)^T u at (x, params) (J^T J u under Gauss-Newton); u in any shape of x's size."""
+    if spec.matvec_factory is not None:
+        return spec.matvec_factory(x, params)
+    fx, vjp_x = torch.func.vjp(lambda x_: spec.F(x_, *params), x)
+    if fx.shape != x.shape:
+        raise ValueError(f"implicit backward: F(x*) has shape {tuple(fx.shape)} but x* has {tuple(x.shape)}; the "
+                         f"implicit function theorem needs as many equations as unknowns -- for more equations "
+                         f"use custom_least_squares / least_squares")
+    return lambda u: vjp_x(u.reshape(x.shape))[0]
+
+
 class _ImplicitRoot(torch.autograd.Function):
-    """Identity on the precomputed solution x*; the backward is the IFT adjoint solve."""
+    """Identity on the precomputed solution x*; the backward is the IFT adjoint solve.
+
+    The backward is itself differentiable: under create_graph it uses the saved *output* x*, whose
+    own node carries dx*/dparams, and gets the adjoint u as the root of G(u) = (dF/dx)^T u + v = 0
+    through this same Function, so u's dependence on x*, v and params is differentiated by the IFT
+    too (one more linear solve per order).
+    """
 
     @staticmethod
     def forward(x_star: Tensor, spec: _Spec, *params):
@@ -305,7 +330,7 @@ class _ImplicitRoot(torch.autograd.Function):
         ctx.spec = spec
         ctx.is_tensor = [isinstance(p, Tensor) for p in params]
         ctx.others = [None if t else p for p, t in zip(params, ctx.is_tensor)]
-        ctx.save_for_backward(x_star, *[p for p, t in zip(params, ctx.is_tensor) if t])
+        ctx.save_for_backward(output, *[p for p, t in zip(params, ctx.is_tensor) if t])
 
     @staticmethod
     def backward(ctx, v: Tensor):
@@ -317,18 +342,14 @@ class _ImplicitRoot(torch.autograd.Function):
         grads: list = [None] * len(params)
         if not want:
             return (None, None, *grads)
-        x = x.detach()
-        params = [p.detach() if isinstance(p, Tensor) else p for p in params]
+        higher = torch.is_grad_enabled()  # create_graph=True (or a nested torch.func.grad)
+        if not higher:
+            x, v = x.detach(), v.detach()
+            params = [p.detach() if isinstance(p, Tensor) else p for p in params]
         B, n = spec.B, spec.n
-        if spec.matvec_factory is not None:
-            matvec_x = spec.matvec_factory(x, params)
-        else:
-            fx, vjp_x = torch.func.vjp(lambda x_: spec.F(x_, *params), x)
-            if fx.shape != x.shape:
-                raise ValueError(f"implicit backward: F(x*) has shape {tuple(fx.shape)} but x* has {tuple(x.shape)}; the "
-                                 f"implicit function theorem needs as many equations as unknowns -- for more equations "
-                                 f"use custom_least_squares / least_squares")
-            matvec_x = lambda u: vjp_x(u.reshape(x.shape))[0]
+        x0 = x.detach()
+        p0 = [p.detach() if isinstance(p, Tensor) else p for p in params]
+        matvec_x = _transposed_jacobian(spec, x0, p0)  # the solve itself never needs a graph
         matvec = lambda u: matvec_x(u).reshape(B, n)
         b = -v.detach().reshape(B, n).to(x.dtype)
         sol = spec.adjoint.solve(matvec, b)
@@ -341,6 +362,9 @@ class _ImplicitRoot(torch.autograd.Function):
                     describe(sol.status, "implicit backward: the adjoint linear solve (dF/dx)^T u = -v") +
                     f"\n  ({spec.adjoint!r}{worst})", sol)
         u = sol.value.reshape(x.shape)
+        if higher:
+            adjoint_spec = _Spec(functools.partial(_adjoint_residual, spec), spec.adjoint, spec.batched, tuple(x.shape))
+            u = _ImplicitRoot.apply(u, adjoint_spec, x, v.to(x.dtype), *params)
 
         def F_params(*dp):
             full = list(params)
@@ -352,6 +376,11 @@ class _ImplicitRoot(torch.autograd.Function):
         for i, gi in zip(want, vjp_p(u)):
             grads[i] = gi
         return (None, None, *grads)
+
+
+def _adjoint_residual(spec: _Spec, u: Tensor, x: Tensor, v: Tensor, *params) -> Tensor:
+    """G(u, x, v, params) = (dF/dx)^T u + v: the adjoint u is its root, differentiable like any other."""
+    return _transposed_jacobian(spec, x, list(params))(u) + v.reshape(u.shape)
 
 
 def _as_solution(out: Any, where: str) -> tuple[Tensor, Optional[Solution]]:

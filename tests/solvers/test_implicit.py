@@ -552,3 +552,71 @@ def test_cholesky_backward_refuses_a_non_symmetric_jacobian():
     chol = torch.autograd.grad(ls_loss(Implicit("cholesky"))(*params)[0], params)
     lu = torch.autograd.grad(ls_loss(Implicit("lu"))(*params)[0], params)
     assert all(rel(a, b) < 1e-10 for a, b in zip(chol, lu))
+
+
+# ---------------------------------------------------------------- second and higher derivatives
+
+
+def _cubic_root(th):
+    """x(th) with x^3 + th x - 1 = 0 (Newton, tight)."""
+    return root(lambda x, t: x ** 3 + t * x - 1, torch.tensor(0.5, dtype=DT), th, batched=False,
+                solver=TIGHT_NEWTON).value
+
+
+def test_second_derivatives_match_the_analytic_ones():
+    """The backward detached x* and params: d2x/dth2 came back 0 (torch.func.grad of grad) or as an error
+    (create_graph=True), and d2(x th)/dth2 dropped the x'' term (-0.1733 for -0.1441)."""
+    th = torch.tensor(2.0, dtype=DT, requires_grad=True)
+    x = _cubic_root(th)
+    xs, t = x.detach(), th.detach()
+    xp = -xs / (3 * xs ** 2 + t)
+    xpp = -(xp * (3 * xs ** 2 + t) - xs * (6 * xs * xp + 1)) / (3 * xs ** 2 + t) ** 2
+    assert abs(xpp.item() - 0.10122162988600138) < 1e-12
+    (g,) = torch.autograd.grad(x, th, create_graph=True)
+    (h,) = torch.autograd.grad(g, th)
+    assert abs(g.item() - xp.item()) < 1e-14 and abs(h.item() - xpp.item()) < 1e-13
+    h_func = torch.func.grad(torch.func.grad(_cubic_root))(t)
+    assert abs(h_func.item() - xpp.item()) < 1e-13
+    # a cotangent that depends on th itself: L = x th, L'' = x'' th + 2 x'
+    (g,) = torch.autograd.grad(_cubic_root(th) * th, th, create_graph=True)
+    (h,) = torch.autograd.grad(g, th)
+    assert abs(h.item() - (xpp * t + 2 * xp).item()) < 1e-13
+    # third order, against a central difference of the second
+    d2 = lambda s: torch.func.grad(torch.func.grad(_cubic_root))(s)
+    step = 1e-5
+    fd3 = (d2(t + step) - d2(t - step)) / (2 * step)
+    assert abs(torch.func.grad(d2)(t).item() - fd3.item()) < 1e-8 * abs(fd3.item())
+
+
+def test_ridge_hessian_in_log_lambda_matches_the_closed_form():
+    m, p = 30, 5
+    X, y = torch.randn(m, p, generator=gen(50), dtype=DT), torch.randn(m, generator=gen(51), dtype=DT)
+    Xv, yv = torch.randn(m, p, generator=gen(52), dtype=DT), torch.randn(m, generator=gen(53), dtype=DT)
+
+    def val_closed(ll):
+        w = torch.linalg.solve(X.T @ X + ll.exp() * torch.eye(p, dtype=DT), X.T @ y)
+        return 0.5 * ((Xv @ w - yv) ** 2).sum()
+
+    def val_implicit(ll, adjoint):
+        res = lambda w, ll: torch.cat([X @ w - y, ll.exp().sqrt() * w])
+        w = least_squares(res, torch.zeros(p, dtype=DT), ll, batched=False, solver=TIGHT_LM, adjoint=adjoint).value
+        return 0.5 * ((Xv @ w - yv) ** 2).sum()
+
+    ll = torch.tensor(0.3, dtype=DT)
+    H = torch.autograd.functional.hessian(val_closed, ll)
+    for adjoint in (Implicit("lu"), Implicit("cg"), Implicit("cholesky"), Implicit("lu", hessian="gauss-newton")):
+        H_imp = torch.autograd.functional.hessian(lambda t: val_implicit(t, adjoint), ll)
+        assert abs(H_imp.item() - H.item()) < 1e-9 * abs(H.item()), (adjoint, H_imp.item(), H.item())
+
+
+@pytest.mark.parametrize("adjoint", [Implicit("lu"), Implicit("gmres"), Implicit("bicgstab")],
+                         ids=["lu", "gmres", "bicgstab"])
+def test_gradgradcheck_root_and_fixed_point(adjoint):
+    A, b, c, _ = batched_problem()
+    A, b = A[:2, :3, :3], b[:2, :3]
+    f = lambda A, b, c: root(cubic, torch.zeros_like(b), A, b, c, solver=TIGHT_NEWTON, adjoint=adjoint).value
+    assert torch.autograd.gradgradcheck(f, (A.requires_grad_(), b.requires_grad_(), c.requires_grad_()))
+    W, U, x = fp_problem(B=2, d=3, k=2)
+    aa = Anderson(rtol=1e-15, atol=1e-15)
+    g = lambda W, U: fixed_point(cell, torch.zeros(2, 3, dtype=DT), W, U, x, solver=aa, adjoint=adjoint).value
+    assert torch.autograd.gradgradcheck(g, (W.requires_grad_(), U.requires_grad_()))
