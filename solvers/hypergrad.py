@@ -25,7 +25,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .implicit import _report, krylov
+from .implicit import _report, call_solver, krylov
 from .linear import _col, _norm
 from .solution import RUNNING, Solution, Status, SolveError, check_options, describe, iterate, mark
 
@@ -141,9 +141,10 @@ def hypergradient(train_loss: Callable[..., Tensor], val_loss: Callable[..., Ten
                                      materialize_grads=True)
             return _flat(hv)
 
-        sol = solve(hvp, _flat(v_w), throw=False)
-        if bool((sol.status != Status.SUCCESS).any()):
-            _report(on_failure, describe(sol.status, "hypergradient inverse-Hessian solve"), sol)
+        sol, said = call_solver(solve, hvp, _flat(v_w))
+        if bool((sol.status != Status.SUCCESS).any()):  # the solver's own words first: they name its fix
+            _report(on_failure, "hypergradient inverse-Hessian solve: " +
+                    (said or describe(sol.status, getattr(solve, "name", "solve"))), sol)
         mixed = torch.autograd.grad(g_w, lam, grad_outputs=_unflat(sol.value.detach(), w), allow_unused=True,
                                     materialize_grads=True)
     return [d - m for d, m in zip(direct, mixed)], sol

@@ -116,6 +116,10 @@ class Implicit:
         self.last_backward: Optional[Solution] = None
 
     def solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor) -> Solution:
+        return self._solve(matvec, b)[0]
+
+    def _solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor) -> tuple[Solution, str]:
+        """The Solution, and what the solver said on failure beyond its per-status summary."""
         bs = self.backward_solve
         if isinstance(bs, str) and bs in _DENSE:
             B, n = b.shape
@@ -126,9 +130,11 @@ class Implicit:
                 At = torch.stack([matvec(eye[:, :, j]) for j in range(n)], dim=2)
             if bs == "cholesky":
                 _check_symmetric(At)
-            return Dense(bs)(At, b, throw=False)
+            return Dense(bs)(At, b, throw=False), ""
         solver = krylov(bs, b.dtype) if isinstance(bs, str) else bs
-        return solver(matvec, b, throw=False) if _accepts_throw(solver) else solver(matvec, b)
+        sol, message = call_solver(solver, matvec, b)
+        generic = describe(sol.status, getattr(solver, "name", "solve"))
+        return sol, (message[len(generic):].strip() if message.startswith(generic) else message)
 
     def __repr__(self) -> str:
         return (f"Implicit(backward_solve={self.backward_solve!r}, on_failure={self.on_failure!r}, "
@@ -144,6 +150,19 @@ def _check_symmetric(At: Tensor) -> None:
         raise ValueError(f"implicit backward: backward_solve='cholesky' needs a symmetric dF/dx, but at x* it is not "
                          f"(||A - A^T|| / ||A|| = {asym.max().item():.2e} for samples {bad[:5]}); use "
                          f"backward_solve='lu' (or 'gmres' for large n)")
+
+
+def call_solver(solver: Callable, matvec: Callable[[Tensor], Tensor], b: Tensor) -> tuple[Solution, str]:
+    """Run a ``(matvec, b) -> Solution`` solver; return it and the solver's own failure message ("" if
+    none), which may say more than the status (Neumann: "lower alpha")."""
+    if not _accepts_throw(solver):
+        return solver(matvec, b), ""
+    try:
+        return solver(matvec, b, throw=True), ""
+    except SolveError as e:
+        if e.solution is None:
+            raise
+        return e.solution, str(e)
 
 
 def _accepts_throw(fn: Callable) -> bool:
@@ -352,15 +371,11 @@ class _ImplicitRoot(torch.autograd.Function):
         matvec_x = _transposed_jacobian(spec, x0, p0)  # the solve itself never needs a graph
         matvec = lambda u: matvec_x(u).reshape(B, n)
         b = -v.detach().reshape(B, n).to(x.dtype)
-        sol = spec.adjoint.solve(matvec, b)
+        sol, said = spec.adjoint._solve(matvec, b)
         spec.adjoint.last_backward = sol
-        if bool((sol.status != Status.SUCCESS).any()):
-            res = sol.stats.get("residual_norm")
-            worst = f"; largest residual_norm {res.max().item():.3e} vs |v| {b.norm(dim=1).max().item():.3e}" \
-                if isinstance(res, Tensor) else ""
-            _report(spec.adjoint.on_failure,
-                    describe(sol.status, "implicit backward: the adjoint linear solve (dF/dx)^T u = -v") +
-                    f"\n  ({spec.adjoint!r}{worst})", sol)
+        failed = sol.status != Status.SUCCESS
+        if bool(failed.any()):
+            _report(spec.adjoint.on_failure, _backward_failure(spec, sol, said, matvec, b), sol)
         u = sol.value.reshape(x.shape)
         if higher:
             adjoint_spec = _Spec(functools.partial(_adjoint_residual, spec), spec.adjoint, spec.batched, tuple(x.shape))
@@ -376,6 +391,36 @@ class _ImplicitRoot(torch.autograd.Function):
         for i, gi in zip(want, vjp_p(u)):
             grads[i] = gi
         return (None, None, *grads)
+
+
+def _backward_failure(spec: _Spec, sol: Solution, said: str, matvec: Callable[[Tensor], Tensor], b: Tensor) -> str:
+    """What failed in the adjoint solve and, where it can be told, why: a NaN cotangent or a singular dF/dx."""
+    failed = sol.status != Status.SUCCESS
+    ended = "; ".join(line.strip().split(":")[0] for line in describe(sol.status).splitlines()[1:])
+    res = sol.stats.get("residual_norm")
+    worst = f"; largest residual_norm {res.max().item():.3e} vs |v| {b.norm(dim=1).max().item():.3e}" \
+        if isinstance(res, Tensor) else ""
+    lines = [f"implicit backward: the adjoint linear solve (dF/dx)^T u = -v by {spec.adjoint!r} ended with "
+             f"{ended}{worst}" + (f"\n  the solver said: {said}" if said else "")]
+    bad = torch.nonzero(failed).reshape(-1).tolist()
+    if not bool(torch.isfinite(b[failed]).all()):
+        lines.append("  the cotangent v is not finite: a NaN/Inf reaches this layer from the loss above it")
+    elif spec.n <= 256:  # small enough to settle the cause: the singular values of dF/dx at x*
+        eye = torch.eye(spec.n, dtype=b.dtype, device=b.device).expand(spec.B, spec.n, spec.n)
+        with torch.no_grad():
+            sv = torch.linalg.svdvals(torch.stack([matvec(eye[:, :, j]) for j in range(spec.n)], dim=2)[failed])
+        ratio = sv[:, -1] / sv[:, 0].clamp_min(torch.finfo(sv.dtype).tiny)
+        singular = ratio <= spec.n * torch.finfo(sv.dtype).eps
+        if bool(singular.any()):
+            which = [i for i, s in zip(bad, singular.tolist()) if s]
+            lines.append(f"  dF/dx is singular at x* for samples {which[:5]} (smallest / largest singular value "
+                         f"{ratio.min().item():.1e}): x* is not an isolated root, so the implicit function "
+                         f"theorem does not apply there")
+        else:
+            lines.append(f"  dF/dx is invertible at x* (condition number up to {(1 / ratio).max().item():.1e}): "
+                         f"the backward_solve itself failed")
+    advice = describe(torch.where(failed, int(Status.BACKWARD), int(Status.SUCCESS))).splitlines()[1:]
+    return "\n".join(lines + advice)
 
 
 def _adjoint_residual(spec: _Spec, u: Tensor, x: Tensor, v: Tensor, *params) -> Tensor:

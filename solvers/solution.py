@@ -47,8 +47,12 @@ _ADVICE = {
                       "operator has the structure this method needs or add a ridge",
     Status.LINESEARCH: "the line search found no decrease; the Jacobian may be wrong or the problem "
                        "ill-conditioned; try Levenberg-Marquardt or a better initial guess",
-    Status.BACKWARD: "the adjoint linear solve of an implicit backward pass failed; use a more robust "
-                     "backward_solve (e.g. GMRES / dense LU) or add a ridge",
+    Status.BACKWARD: "the adjoint linear solve (dF/dx)^T u = -v of an implicit backward pass failed.  Where dF/dx "
+                     "is singular at x* the root is not isolated (e.g. the double root of F = (x - p)^2) and the "
+                     "implicit function theorem does not apply: reformulate F so that dF/dx is invertible at the "
+                     "solution (F = x - p there), or make the problem itself well-posed (for least squares, a "
+                     "regulariser sqrt(lam) x appended to the residual).  Where dF/dx is invertible, use a more "
+                     "robust backward_solve ('lu' for small n, 'gmres' with a larger max_steps)",
 }
 
 

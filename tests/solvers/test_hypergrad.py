@@ -112,3 +112,16 @@ def test_neumann_as_implicit_backward_solve():
         z = fixed_point(cell, torch.zeros(3, 6, dtype=DT), W, x, solver=aa, adjoint=Implicit(bs)).value
         grads.append(torch.autograd.grad((z ** 2).sum(), x)[0])
     assert rel(grads[1], grads[0]) < 1e-12
+
+
+def test_a_diverging_neumann_hypergradient_keeps_its_own_advice():
+    """hypergradient re-described the status and dropped Neumann's "lower alpha" for a generic text about
+    CG, BiCGSTAB and ridges."""
+    X, y, Xv, yv = ridge_problem()
+    train, val = losses(X, y, Xv, yv)
+    _, w_star = exact_hypergradient(X, y, Xv, yv, torch.tensor(0.0, dtype=DT))
+    with pytest.raises(SolveError, match="lower alpha"):  # lambda_max(H) = 1 + lambda_max(X^T X) > 2: alpha = 1 diverges
+        hypergradient(train, val, [w_star], [torch.tensor(0.0, dtype=DT)], solve=Neumann(200, alpha=1.0))
+    with pytest.warns(RuntimeWarning, match="lower alpha"):
+        hypergradient(train, val, [w_star], [torch.tensor(0.0, dtype=DT)], solve=Neumann(200, alpha=1.0),
+                      on_failure="warn")

@@ -620,3 +620,26 @@ def test_gradgradcheck_root_and_fixed_point(adjoint):
     aa = Anderson(rtol=1e-15, atol=1e-15)
     g = lambda W, U: fixed_point(cell, torch.zeros(2, 3, dtype=DT), W, U, x, solver=aa, adjoint=adjoint).value
     assert torch.autograd.gradgradcheck(g, (W.requires_grad_(), U.requires_grad_()))
+
+
+@pytest.mark.parametrize("backward_solve", ["gmres", "cg", "bicgstab", "lu", "cholesky", "lstsq"])
+def test_a_singular_jacobian_at_the_root_is_named_with_real_fixes(backward_solve):
+    """F = (x - p)^2 has dF/dx = 0 at its double root: the failure said only "... or add a ridge", an option
+    Implicit does not have, and never that the root is not isolated."""
+    p = torch.tensor([[1.0, 2.0]], dtype=DT, requires_grad=True)
+    solve = custom_root(lambda x, p: (x - p) ** 2, backward_solve=backward_solve)(lambda x0, p: p.detach().clone())
+    x = solve(torch.zeros(1, 2, dtype=DT), p)
+    with pytest.raises(SolveError) as err:
+        x.sum().backward()
+    msg = str(err.value)
+    assert "dF/dx is singular at x*" in msg and "implicit function theorem does not apply" in msg
+    assert "reformulate F" in msg and "add a ridge" not in msg
+
+
+def test_an_invertible_jacobian_blames_the_backward_solve_and_keeps_its_own_message():
+    from solvers.hypergrad import Neumann
+    A = torch.eye(3, dtype=DT) * 3 + 0.1
+    b = torch.ones(2, 3, dtype=DT, requires_grad=True)
+    x = root(lambda x, b: x @ A.T - b, torch.zeros(2, 3, dtype=DT), b, adjoint=Implicit(Neumann(50, alpha=1.0))).value
+    with pytest.raises(SolveError, match=r"(?s)BREAKDOWN.*lower alpha.*dF/dx is invertible at x\*"):
+        x.sum().backward()
