@@ -4,9 +4,12 @@
     lam*    = argmin_lam 1/2 ||X_v w*(lam) - y_v||^2              (outer, validation data)
 
 The inner problem is solved approximately by gradient descent (as in training); the
-hypergradient dL_V/dlog(lam) uses 40 Neumann terms for H^{-1} (alpha = the inner learning rate)
-and is printed next to the closed form.  Truncating the series biases the hypergradient along
-directions of small curvature: fewer terms or a smaller lam make that bias visible.  Run:  PYTHONPATH=. python examples/hypergradient_ridge.py
+hypergradient dL_V/dlog(lam) uses 40 Neumann terms for H^{-1} and is printed next to the closed
+form.  alpha = the inner learning rate = 1 / lambda_max(H), recomputed as lam moves: the series
+then contracts by 1 - lambda_min(H) / lambda_max(H) <= 0.6 per term.  A step fixed at the first
+lam (0.19 here) contracts by 0.87 once lam has fallen to 0.17, and 40 terms then leave the
+hypergradient near the optimum, where it is small, without a correct digit.
+Run:  PYTHONPATH=. python examples/hypergradient_ridge.py
 """
 
 import torch
@@ -14,7 +17,7 @@ import torch
 from solvers.hypergrad import Neumann, hypergradient
 
 torch.manual_seed(0)
-n, p = 200, 20  # X^T X has eigenvalues in [0.505, 1.501] (this draw): a few dozen Neumann terms suffice
+n, p = 200, 20  # X^T X has eigenvalues in [0.505, 1.501] (this draw): with alpha = 1 / lambda_max(H), 40 terms suffice
 X, Xv = torch.randn(n, p, dtype=torch.float64) / n ** 0.5, torch.randn(n, p, dtype=torch.float64) / n ** 0.5
 w_true = torch.randn(p, dtype=torch.float64)
 y = X @ w_true + 0.5 * torch.randn(n, dtype=torch.float64)
@@ -24,8 +27,9 @@ train = lambda w, h: 0.5 * (X @ w[0] - y).square().sum() + 0.5 * h[0].exp() * w[
 val = lambda w, h: 0.5 * (Xv @ w[0] - yv).square().sum()
 
 log_lam, w = torch.tensor(1.0, dtype=torch.float64), torch.zeros(p, dtype=torch.float64)
-lr_inner = 1.0 / (torch.linalg.eigvalsh(X.T @ X).max().item() + log_lam.exp().item() + 1)
+eig_max = torch.linalg.eigvalsh(X.T @ X).max().item()
 for outer in range(30):
+    lr_inner = 1.0 / (eig_max + log_lam.exp().item())  # 1 / lambda_max(H) for the current lam
     for _ in range(100):  # warm-started inner gradient descent
         w = w - lr_inner * (X.T @ (X @ w - y) + log_lam.exp() * w)
     (g,), sol = hypergradient(train, val, [w], [log_lam], solve=Neumann(steps=40, alpha=lr_inner))

@@ -25,7 +25,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .implicit import _report, call_solver, krylov
+from .implicit import _report, call_solver, krylov, warn_inexact
 from .linear import _col, _norm
 from .solution import RUNNING, Solution, Status, SolveError, check_options, describe, iterate, mark
 
@@ -41,7 +41,8 @@ class Neumann:
     rtol: optional early stop when a term is below rtol times the partial sum (per sample).
     A term that grows past ``blowup`` times the first marks BREAKDOWN ("I - alpha A is not a
     contraction: lower alpha").  Otherwise the status is SUCCESS: the series is an approximation
-    by design; stats["residual_norm"] = ||b - A x|| says how good (one extra matvec).
+    by design; stats["residual_norm"] = ||b - A x|| says how good (one extra matvec), and
+    `Implicit` and `hypergradient` warn when it is over 1e-2 ||b||.
     b: (batch, *shape).
     """
 
@@ -145,6 +146,7 @@ def hypergradient(train_loss: Callable[..., Tensor], val_loss: Callable[..., Ten
         if bool((sol.status != Status.SUCCESS).any()):  # the solver's own words first: they name its fix
             _report(on_failure, "hypergradient inverse-Hessian solve: " +
                     (said or describe(sol.status, getattr(solve, "name", "solve"))), sol)
+        warn_inexact(sol, _flat(v_w), "hypergradient inverse-Hessian solve")
         mixed = torch.autograd.grad(g_w, lam, grad_outputs=_unflat(sol.value.detach(), w), allow_unused=True,
                                     materialize_grads=True)
     return [d - m for d, m in zip(direct, mixed)], sol

@@ -31,7 +31,8 @@ as one problem.
 
 Failures are never turned into zero gradients: a forward sample whose status is not SUCCESS, or
 a failed backward linear solve, raises `SolveError` (``on_failure="raise"``) or warns and
-returns the inexact gradient (``"warn"``).  `Implicit.last_backward` keeps the last backward
+returns the inexact gradient (``"warn"``).  A backward solve that reports success with a residual
+over 1e-2 of the right-hand side (a truncated `Neumann` series) warns, naming the fix.  `Implicit.last_backward` keeps the last backward
 `Solution` for inspection.
 
 Derivatives of any order are exact (for `Implicit`): with ``create_graph=True`` the backward is
@@ -302,6 +303,24 @@ def _names_read(code) -> set[str]:
     return names
 
 
+_INEXACT = 1e-2  # a residual above this fraction of ||b|| leaves a gradient with no correct digits to speak of
+
+
+def warn_inexact(sol: Solution, b: Tensor, where: str) -> None:
+    """Warn when a solve that reports SUCCESS (a truncated Neumann series always does) left a residual
+    ||b - A u|| over 1e-2 ||b||: its gradient is then no better than that, or worse when A is ill-conditioned."""
+    res = sol.stats.get("residual_norm")
+    if not isinstance(res, Tensor):
+        return
+    rel = res / b.reshape(b.shape[0], -1).norm(dim=1).clamp_min(torch.finfo(b.dtype).tiny)
+    loose = (sol.status == Status.SUCCESS) & (rel > _INEXACT)
+    if bool(loose.any()):
+        warnings.warn(f"{where}: the linear solve left a residual ||b - A u|| of up to {rel[loose].max().item():.1e} "
+                      f"of ||b|| (samples {torch.nonzero(loose).reshape(-1).tolist()[:5]}), so the gradient is at best "
+                      f"that accurate; use more Neumann steps, alpha ~ 1 / lambda_max, or an exact solve: 'cg' for a "
+                      f"symmetric positive definite system, 'gmres' otherwise", RuntimeWarning, stacklevel=3)
+
+
 def _report(on_failure: str, message: str, sol: Optional[Solution]) -> None:
     if on_failure == "raise":
         raise SolveError(message, sol)
@@ -376,6 +395,7 @@ class _ImplicitRoot(torch.autograd.Function):
         failed = sol.status != Status.SUCCESS
         if bool(failed.any()):
             _report(spec.adjoint.on_failure, _backward_failure(spec, sol, said, matvec, b), sol)
+        warn_inexact(sol, b, "implicit backward")
         u = sol.value.reshape(x.shape)
         if higher:
             adjoint_spec = _Spec(functools.partial(_adjoint_residual, spec), spec.adjoint, spec.batched, tuple(x.shape))
