@@ -44,6 +44,7 @@ from solvers.solution import SolveError, Status, describe
 
 Key = tuple[int, tuple[int, ...]]  # (field index, sorted coordinate indices of the partial)
 FAILURE_POLICIES = ("record", "warn", "raise")
+METHODS = ("spectral", "fd")  # GridDerivatives' methods
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,9 @@ class HardConstraint(nn.Module):
         if len(self.origin) != D:
             raise ValueError(f"origin needs one value per coordinate {self.coords}, got {list(origin)}")
         self.spatial = tuple(spatial) if spatial is not None else tuple(c for c in self.coords if c != "t")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS} (spectral on periodic axes, finite differences "
+                             f"elsewhere; or finite differences on every axis), got {method!r}")
         self.periodic, self.method = tuple(periodic), method
         for name, value in (params or {}).items():
             if isinstance(value, Tensor) and value.requires_grad:

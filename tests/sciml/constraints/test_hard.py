@@ -292,6 +292,7 @@ def test_a_failed_solve_is_recorded_or_raised_as_asked():
     ({"conditions": [GridCondition(lambda d: d.u, at={"z": 0})]}, "GridCondition.at must fix"),
     ({"params": {"k": torch.tensor(0.1, requires_grad=True)}}, "parameter 'k' requires grad"),
     ({"overlap": -1}, "overlap must be a node count >= 0"),
+    ({"method": "cheb"}, r"method must be one of \('spectral', 'fd'\).*got 'cheb'"),  # was refused only at the first forward
 ])
 def test_bad_settings_are_refused_with_the_fix(change, message):
     with pytest.raises(ValueError, match=message):
