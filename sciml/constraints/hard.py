@@ -179,6 +179,11 @@ class HardConstraint(nn.Module):
         if len(spacing) != D:
             raise ValueError(f"spacing needs one value per coordinate {self.coords}, got {list(spacing)}")
         self.spacing = [float(h) for h in spacing]
+        bad = [(c, h) for c, h in zip(self.coords, self.spacing) if not (math.isfinite(h) and h > 0)]
+        if bad:  # h = 0 made every derivative non-finite (u = 0, the failure only recorded); h < 0 flips their signs
+            raise ValueError(f"spacing must be a positive finite grid step per coordinate {self.coords}, got "
+                             f"{list(spacing)} ({', '.join(f'{c}: {h}' for c, h in bad)}); pass the distance between "
+                             f"neighbouring nodes, with origin for where node 0 lies")
         self.origin = [0.0] * D if origin is None else [float(o) for o in origin]
         if len(self.origin) != D:
             raise ValueError(f"origin needs one value per coordinate {self.coords}, got {list(origin)}")

@@ -292,6 +292,9 @@ def test_a_failed_solve_is_recorded_or_raised_as_asked():
     ({"conditions": [GridCondition(lambda d: d.u, at={"z": 0})]}, "GridCondition.at must fix"),
     ({"params": {"k": torch.tensor(0.1, requires_grad=True)}}, "parameter 'k' requires grad"),
     ({"overlap": -1}, "overlap must be a node count >= 0"),
+    ({"spacing": (0.0, H[1])}, r"spacing must be a positive finite grid step.*\(x: 0.0\)"),  # was u = 0, recorded only
+    ({"spacing": (H[0], -H[1])}, r"spacing must be a positive finite grid step.*\(t: -0.0125\)"),
+    ({"spacing": (math.inf, H[1])}, r"spacing must be a positive finite grid step.*\(x: inf\)"),
     ({"method": "cheb"}, r"method must be one of \('spectral', 'fd'\).*got 'cheb'"),  # was refused only at the first forward
 ])
 def test_bad_settings_are_refused_with_the_fix(change, message):
