@@ -86,6 +86,7 @@ class _Block:
     """One group of least-squares rows: the PDE at the collocation nodes, or one condition."""
 
     fn: Callable[..., Any]
+    name: str  # "the residual" or "condition i (at {...})", for messages
     takes_params: bool  # f(d, p) or f(d)
     weight: float
     model_keys: list  # keys of basis-combined fields
@@ -258,18 +259,32 @@ class HardConstraint(nn.Module):
     # --- what the residuals read (one probe call each) ----------------------------------------
     def _probe(self) -> list[_Block]:
         if self._blocks is None:
-            blocks = []
-            for fn, weight in [(self.residual, 1.0)] + [(c.residual, float(c.weight)) for c in self.conditions]:
+            blocks, n_out = [], len(self.model_fields)
+            named = [("the residual", self.residual, 1.0)] + [(f"condition {i} (at {dict(c.at)})", c.residual, float(c.weight))
+                                                              for i, c in enumerate(self.conditions)]
+            for what, fn, weight in named:
                 rec, with_params = Recorder(self.names, self.coords, self.spatial, dtype=self.dtype), takes_params(fn)
-                n_terms, n_out = len(residual_terms(fn, rec, self.params, with_params)), len(self.model_fields)
-                blocks.append(_Block(fn, with_params, weight, [k for k in rec.asked if k[0] < n_out],
-                                     [k for k in rec.asked if k[0] >= n_out], n_terms))
-            for i, blk in enumerate(blocks):
-                if not blk.model_keys:
-                    what = "the residual" if i == 0 else f"condition {i - 1} (at {dict(self.conditions[i - 1].at)})"
+                out = fn(rec, self.params) if with_params else fn(rec)
+                values = list(out.values()) if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else [out]
+                terms = [None if v is None else torch.as_tensor(v) for v in values]
+                keys = [k for k in rec.asked if k[0] < n_out]
+                if not keys and None not in terms:  # None (a missing return) gets the shape message
                     raise ValueError(f"{what} reads none of the outputs {self.outputs}; write it against d.u, d.u_x, ...")
+                # a reduced value (mean, sum, norm) would be broadcast onto every row: a wrong field, solved "successfully"
+                self._check_shapes(what, terms, (rec.n,))
+                blocks.append(_Block(fn, what, with_params, weight, keys, [k for k in rec.asked if k[0] >= n_out],
+                                     len(terms)))
             self._blocks = blocks
         return self._blocks
+
+    @staticmethod
+    def _check_shapes(what: str, terms: Sequence[Tensor | None], nodes: tuple[int, ...]) -> None:
+        shapes = [None if t is None else tuple(t.shape) for t in terms]
+        if any(s != nodes for s in shapes):
+            got = shapes[0] if len(shapes) == 1 else f"terms of shapes {shapes}"
+            raise ValueError(f"{what} must return one value per node, a tensor of d.u's shape ({nodes} on these "
+                             f"{math.prod(nodes)} nodes); got {got}: return it, without reducing it (mean/sum/norm) or "
+                             f"adding axes; the layer solves it at every node")
 
     # --- which nodes belong to which expert (per grid shape, cached) ---------------------------
     def check_grid(self, grid: tuple[int, ...], device) -> None:
@@ -417,9 +432,10 @@ class HardConstraint(nn.Module):
 
     def _rows(self, blk: _Block, coords, valid, model: dict, given: dict) -> Tensor:
         view = _Nodes(self.names, self.coords, self.spatial, {**model, **given}, coords)
-        rows = [torch.broadcast_to(r, valid.shape) for r in residual_terms(blk.fn, view, self.params, blk.takes_params)]
+        rows = residual_terms(blk.fn, view, self.params, blk.takes_params)
         if len(rows) != blk.n_terms:
             raise RuntimeError("the residual returned a different number of terms than on its first call")
+        self._check_shapes(blk.name, rows, tuple(valid.shape))  # shapes only: no host read
         return torch.cat([blk.weight * valid * r for r in rows], dim=1)
 
     def _residual_rows(self, plan, w: Tensor, *tensors: Tensor) -> Tensor:

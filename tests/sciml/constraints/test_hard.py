@@ -17,12 +17,12 @@ H = (1.0 / NX, 0.1 / (NT - 1))
 TIGHT = {"rtol": 1e-13, "atol": 1e-14, "max_steps": 200}
 
 
-def heat_layer(**kw):
+def heat_layer(residual=lambda d, p: d.u_t - p.k * d.u_xx, **kw):
     """u_t = k u_xx on periodic x x [0, 0.1], u(x, 0) = u0 imposed in the solve."""
     options = dict(coords=("x", "t"), spacing=H, periodic=("x",), params={"k": 0.1}, data_fields=("u0",),
                    conditions=[GridCondition(lambda d: d.u - d.u0, at={"t": 0}, weight=2.0)], ridge=1e-3, **TIGHT)
     options.update(kw)
-    return HardConstraint(lambda d, p: d.u_t - p.k * d.u_xx, **options)
+    return HardConstraint(residual, **options)
 
 
 def initial(B):
@@ -316,6 +316,26 @@ def test_bad_inputs_are_refused_with_the_fix():
         heat_layer(experts=(2, 1), overlap=5)(basis, {"u0": u0})
     with pytest.raises(ValueError, match="condition 0 \\(at \\{'t': 0\\}\\) reads none of the outputs"):
         heat_layer(conditions=[GridCondition(lambda d: d.u0 - 1.0, at={"t": 0})])(basis, {"u0": u0})
+
+
+@pytest.mark.parametrize("residual, got", [
+    (lambda d, p: (d.u_t - p.k * d.u_xx).pow(2).mean(), r"got \(\)"),  # a loss written as the residual
+    (lambda d, p: (d.u_t - p.k * d.u_xx).sum(), r"got \(\)"),
+    (lambda d, p: (d.u_t - p.k * d.u_xx).norm(), r"got \(\)"),
+    (lambda d, p: [d.u_t - p.k * d.u_xx, d.u.mean()], r"got terms of shapes \[\(4,\), \(\)\]"),
+    (lambda d, p: (d.u_t - p.k * d.u_xx)[..., None], r"got \(4, 1\)"),
+    (lambda d, p: None, "got None"),
+])
+def test_a_residual_that_is_not_one_value_per_node_is_refused_with_the_fix(residual, got):
+    """A reduced residual was broadcast onto every row and solved as if pointwise: -u_xx = 2 with (u_xx + 2).norm()
+    came back 4e-2 off (1.5e-7 pointwise) with status SUCCESS; (..., 1) and None failed inside torch."""
+    basis, u0 = smooth_basis(2, 5), initial(2)
+    with pytest.raises(ValueError, match=r"the residual must return one value per node, a tensor of d.u's shape "
+                                         r"\(\(4,\) on these 4 nodes\); " + got + r": .*\(mean/sum/norm\)"):
+        heat_layer(residual)(basis, {"u0": u0})
+    reduced = GridCondition(lambda d: (d.u - d.u0).abs().max(), at={"t": 0})
+    with pytest.raises(ValueError, match=r"condition 0 \(at \{'t': 0\}\) must return one value per node"):
+        heat_layer(residual=lambda d, p: d.u_t - p.k * d.u_xx, conditions=[reduced])(basis, {"u0": u0})
 
 
 def test_an_eval_prediction_does_not_depend_on_the_samples_place_in_the_batch():
