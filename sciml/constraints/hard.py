@@ -264,7 +264,15 @@ class HardConstraint(nn.Module):
                                                               for i, c in enumerate(self.conditions)]
             for what, fn, weight in named:
                 rec, with_params = Recorder(self.names, self.coords, self.spatial, dtype=self.dtype), takes_params(fn)
-                out = fn(rec, self.params) if with_params else fn(rec)
+                try:
+                    out = fn(rec, self.params) if with_params else fn(rec)
+                except RuntimeError as err:  # the probe's few nodes meet a tensor of the grid's (or another) shape
+                    if "size" not in str(err) and "shape" not in str(err):
+                        raise
+                    raise ValueError(f"{what} failed on the fields at {rec.n} nodes ({err}): it combines them with a "
+                                     f"tensor of a fixed shape, such as a source or coefficient given on the grid. Pass "
+                                     f"such a field as a data field, HardConstraint(..., data_fields=('f',)) and "
+                                     f"layer(basis, {{'f': (batch, *grid)}}), and read it as d.f") from err
                 values = list(out.values()) if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else [out]
                 terms = [None if v is None else torch.as_tensor(v) for v in values]
                 keys = [k for k in rec.asked if k[0] < n_out]

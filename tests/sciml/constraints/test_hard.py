@@ -338,6 +338,18 @@ def test_a_residual_that_is_not_one_value_per_node_is_refused_with_the_fix(resid
         heat_layer(residual=lambda d, p: d.u_t - p.k * d.u_xx, conditions=[reduced])(basis, {"u0": u0})
 
 
+def test_a_field_on_the_grid_inside_the_residual_is_refused_naming_data_fields():
+    """A source given as a grid tensor met the probe's 4 nodes: "size of tensor a (4) must match ... (9)", with 4 a
+    count the user never chose. The fix is a data field, which the layer gathers at each node."""
+    basis, u0 = smooth_basis(2, 5), initial(2)
+    source = torch.ones(NX, NT, dtype=DT)
+    with pytest.raises(ValueError, match=r"the residual failed on the fields at 4 nodes \(.*size of tensor.*\): .*source "
+                                         r"or coefficient given on the grid.*data_fields=\('f',\).*d\.f"):
+        heat_layer(lambda d, p: d.u_t - p.k * d.u_xx - source)(basis, {"u0": u0})
+    as_data = heat_layer(lambda d, p: d.u_t - p.k * d.u_xx - d.f, data_fields=("u0", "f"))
+    assert torch.isfinite(as_data(basis, {"u0": u0, "f": source.expand(2, -1, -1)})).all()
+
+
 def test_an_eval_prediction_does_not_depend_on_the_samples_place_in_the_batch():
     """The fixed eval draw of nodes was one row per batch position: the same sample alone and second in a
     batch of two met different nodes (a 55 % change on a Burgers case)."""
