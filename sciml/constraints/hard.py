@@ -296,8 +296,9 @@ class HardConstraint(nn.Module):
 
     # --- which nodes belong to which expert (per grid shape, cached) ---------------------------
     def check_grid(self, grid: tuple[int, ...], device) -> None:
-        """The layout's checks for fields on `grid` (experts per axis, points per block, condition indices), before
-        a solve: a trainer calls it before writing its run folder. The layout is kept for the solves."""
+        """The layout's checks for fields on `grid` (experts per axis, points per block, nodes along each axis the
+        residuals differentiate, condition indices), before a solve: a trainer calls it before writing its run
+        folder. The layout is kept for the solves."""
         self._layout(tuple(grid), torch.empty(0, device=device).device)  # "cuda" as the solves see it: "cuda:0"
 
     def _layout(self, grid: tuple[int, ...], device) -> dict:
@@ -307,6 +308,12 @@ class HardConstraint(nn.Module):
         for n, e, c in zip(grid, self.experts, self.coords):
             if e > n:
                 raise ValueError(f"experts={self.experts} splits {c} into {e} blocks but the grid has {n} nodes on it")
+        for blk in self._probe():  # torch.gradient's 2nd-order one-sided ends need 3 nodes; spectral ones need none
+            for a in sorted({a for _, path in blk.model_keys + blk.data_keys for a in path}):
+                if grid[a] < 3 and self.coords[a] not in self.periodic:
+                    raise ValueError(f"{blk.name} differentiates along {self.coords[a]!r}, which is not periodic: its "
+                                     f"finite differences need at least 3 nodes on that axis, the grid {grid} has "
+                                     f"{grid[a]}; use a grid of 3 or more {self.coords[a]} nodes")
         weights = _expert_weights(grid, self.experts, self.overlap, [c in self.periodic for c in self.coords])
         member = weights > 0  # (K, n_nodes): the nodes each expert fits (its block, widened by the overlap)
         layout = {"weights": weights.to(device, self.dtype), "blocks": _members(member)}

@@ -350,6 +350,20 @@ def test_a_field_on_the_grid_inside_the_residual_is_refused_naming_data_fields()
     assert torch.isfinite(as_data(basis, {"u0": u0, "f": source.expand(2, -1, -1)})).all()
 
 
+def test_a_grid_too_short_to_differentiate_is_refused_with_the_fix():
+    """Two time levels failed inside torch.gradient ("expected each dimension size to be at least edge_order+1")."""
+    basis, u0 = smooth_basis(2, 5), initial(2)
+    for nt in (1, 2):
+        with pytest.raises(ValueError, match=f"the residual differentiates along 't', which is not periodic: its finite "
+                                             f"differences need at least 3 nodes on that axis, the grid \\(16, {nt}\\) "
+                                             f"has {nt}"):
+            heat_layer()(basis[..., :nt], {"u0": u0[..., :nt]})
+    heat_layer().check_grid((2, NT), "cpu")  # x is periodic: its spectral derivatives need no 3 nodes
+    heat_layer(residual=lambda d, p: d.u_t - p.k * d.u).check_grid((NX, 3), "cpu")
+    with pytest.raises(ValueError, match="differentiates along 't'"):
+        heat_layer().check_grid((NX, 2), "cpu")  # a trainer's check before its run folder
+
+
 def test_an_eval_prediction_does_not_depend_on_the_samples_place_in_the_batch():
     """The fixed eval draw of nodes was one row per batch position: the same sample alone and second in a
     batch of two met different nodes (a 55 % change on a Burgers case)."""
