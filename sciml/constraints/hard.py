@@ -322,7 +322,7 @@ class HardConstraint(nn.Module):
                              f"smallest block (grid {grid}, experts {self.experts}); lower points or use fewer experts")
         layout["blocks"] = tuple(t.to(device) for t in layout["blocks"])
         conditions = []
-        for c in self.conditions:
+        for number, c in enumerate(self.conditions):
             on_face = torch.ones(grid, dtype=torch.bool)
             for name, i in c.at.items():
                 a = self.coords.index(name)
@@ -333,6 +333,9 @@ class HardConstraint(nn.Module):
                 shape = [1] * len(grid)
                 shape[a] = grid[a]
                 on_face = on_face & sel.reshape(shape)
+            if not on_face.any():  # dropped silently, it left only the misleading "no node of any condition" warning
+                raise ValueError(f"condition {number} (at {dict(c.at)}) selects no node of the grid {grid}: its slice is "
+                                 f"empty on that axis; fix the slice to the nodes it should hold on, or drop the condition")
             fits = torch.ones_like(member) if self.shared_conditions else member
             conditions.append(fits & on_face.reshape(1, -1))
         if conditions:

@@ -364,6 +364,15 @@ def test_a_grid_too_short_to_differentiate_is_refused_with_the_fix():
         heat_layer().check_grid((NX, 2), "cpu")  # a trainer's check before its run folder
 
 
+def test_a_condition_that_selects_no_node_is_refused_with_the_fix():
+    """It was dropped, leaving only the misleading warning that block [0] of experts (1, 1) holds no condition node."""
+    basis, u0 = smooth_basis(2, 5), initial(2)
+    empty = GridCondition(lambda d: d.u - d.u0, at={"t": 0, "x": slice(20, None)})
+    with pytest.raises(ValueError, match=r"condition 1 \(at \{'t': 0, 'x': slice\(20, None, None\)\}\) selects no node "
+                                         r"of the grid \(16, 9\)"):
+        heat_layer(conditions=[GridCondition(lambda d: d.u - d.u0, at={"t": 0}), empty])(basis, {"u0": u0})
+
+
 def test_an_eval_prediction_does_not_depend_on_the_samples_place_in_the_batch():
     """The fixed eval draw of nodes was one row per batch position: the same sample alone and second in a
     batch of two met different nodes (a 55 % change on a Burgers case)."""
