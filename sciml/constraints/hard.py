@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, Recorder, residual_terms, takes_params
 from solvers.implicit import Implicit, closure_tensors, custom_least_squares
-from solvers.nonlinear import LevenbergMarquardt
+from solvers.nonlinear import LevenbergMarquardt, jacobian
 from solvers.solution import SolveError, Status, describe
 
 Key = tuple[int, tuple[int, ...]]  # (field index, sorted coordinate indices of the partial)
@@ -119,7 +119,12 @@ class HardConstraint(nn.Module):
         conditions: `GridCondition`s imposed inside the solve.
         experts: blocks per grid axis, e.g. (4, 1) splits x in 4 and keeps t whole; default one
             expert (PI-HC). Each block gets its own coefficients, its own collocation nodes and
-            the condition nodes that lie in it (all of them with ``shared_conditions``).
+            the condition nodes that lie in it (all of them with ``shared_conditions``). So a block's
+            own problem must determine its field: a 2D Poisson block that holds the Dirichlet values of
+            two of its sides does not (x y is free there; on 2 x 2 blocks max |u - U| = 0.22, status
+            SUCCESS), and the ridge then sets the free part; ``shared_conditions`` is the remedy (6e-15).
+            The first solve on a grid warns when the rows leave a direction of the basis free on a
+            block (a fixed basis shows it; a generic learnt one may not: no warning proves nothing).
         points: collocation nodes drawn per block and per forward call, uniformly without
             replacement (the paper: 20 000); None uses every node of the block. In eval mode the
             draw is the same on every call (a fixed seed, the global generator untouched), so
@@ -321,7 +326,7 @@ class HardConstraint(nn.Module):
             raise ValueError(f"points={self.points} exceeds the {int(layout['blocks'][1].sum(1).min())} nodes of the "
                              f"smallest block (grid {grid}, experts {self.experts}); lower points or use fewer experts")
         layout["blocks"] = tuple(t.to(device) for t in layout["blocks"])
-        conditions = []
+        conditions, bare = [], []
         for number, c in enumerate(self.conditions):
             on_face = torch.ones(grid, dtype=torch.bool)
             for name, i in c.at.items():
@@ -346,6 +351,7 @@ class HardConstraint(nn.Module):
                               f"PDE rows alone: zero for a homogeneous PDE. Set shared_conditions=True or do not split "
                               f"that axis, unless the PDE's own data determine the field", stacklevel=_caller_level())
         layout["conditions"] = [tuple(t.to(device) for t in _members(fits)) for fits in conditions]
+        layout["bare"], layout["determined_checked"] = set(bare), False
         self._layouts[key] = layout
         return layout
 
@@ -404,11 +410,46 @@ class HardConstraint(nn.Module):
 
         w = custom_least_squares(rows, adjoint=self.adjoint)(solve)(w0, *tensors)
         self._report(status["sol"])
+        if not layout["determined_checked"]:  # once per layout: one host read, off the per-step path
+            layout["determined_checked"] = True
+            self._warn_undetermined(rows, jac, w.detach(), [t.detach() for t in tensors], work, layout)
         # u = b . sum_k phi_k w_k: each node takes its block's coefficients (blended across an overlap)
         w_node = torch.einsum("kn,bki->bni", layout["weights"], w.view(B, K, N))  # (B, n_nodes, N)
         u = torch.einsum("bicn,bni->bcn", work.flatten(3), w_node).reshape(B, C, *grid)
         u = u.to(basis.dtype)
         return u if C > 1 else u[:, 0]
+
+    def _warn_undetermined(self, rows, jac, w: Tensor, tensors: list[Tensor], work: Tensor, layout: dict) -> None:
+        """Warn about the blocks (holding condition nodes) whose rows leave their field partly free on this basis.
+
+        Free: a direction v of the coefficients whose rows' change is below the ridge's (sigma(J) < ridge: the
+        ridge, not the PDE or a condition, sets w along it) while the field on the block's nodes moves with it by
+        more than 1e-3 of the basis's largest change (not a mere redundancy among the basis fields). J is taken
+        at the solution, so a nonlinear residual is judged by its linearisation there. Measured: 9e-3 to 0.2 for
+        the free x y of a cubic basis on 2 x 2 Dirichlet blocks; at most 4e-5 for FNO bases at initialisation on
+        the built-in problems' determined set-ups (Burgers, Navier-Stokes 2 x 2, diffusion-sorption shared), whose
+        own near-null directions barely move the field. A generic basis hides an underdetermined block (4e-4 to
+        2e-3 for diffusion-sorption's inner blocks without shared_conditions): no warning proves nothing."""
+        N, K = w.shape[1], self.n_experts
+        J = jacobian(rows, w, *tensors, mode=jac)[1][:, :-N]  # without the ridge rows
+        finite = torch.isfinite(J).all(2).all(1)  # a failed solve is reported by its status, not judged here
+        _, sigma, Vh = torch.linalg.svd(torch.where(finite[:, None, None], J, 0), full_matrices=False)
+        floor = torch.clamp(math.sqrt(torch.finfo(J.dtype).eps) * sigma[:, :1], min=self.ridge)
+        free = Vh.mT * (sigma < floor)[:, None, :]  # (S, N, r): the free directions, others zeroed
+        members, valid = layout["blocks"]  # (K, L)
+        B = work.shape[0]
+        fields = work.flatten(3)[:, :, :, members] * valid  # (B, N, C, K, L): each block's basis fields
+        fields = fields.permute(0, 3, 2, 4, 1).reshape(B * K, -1, N)
+        moved = finite & (torch.linalg.matrix_norm(fields @ free, ord=2) > 1e-3 * torch.linalg.matrix_norm(fields, ord=2))
+        blocks = sorted(set(moved.view(B, K).any(0).nonzero().flatten().tolist()) - layout["bare"])
+        if blocks:
+            where = f"expert block(s) {blocks} of experts {self.experts}: their" if K > 1 else "the layer's"
+            fix = ("set shared_conditions=True (every expert then fits every condition node), use fewer experts, "
+                   "or add conditions" if K > 1 and not self.shared_conditions else "add conditions")
+            warnings.warn(f"{where} PDE and condition rows leave part of the field free on this basis: some "
+                          f"combination of the basis fields changes it there while no row changes, and the ridge alone "
+                          f"sets it (e.g. Dirichlet values on two sides of a 2D block); {fix}. Checked once, on the "
+                          f"first solve", stacklevel=_caller_level())
 
     def _derive(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The derived fields of `outputs` (each ``(..., *grid)``); the first call checks each map's linearity."""

@@ -373,6 +373,39 @@ def test_a_condition_that_selects_no_node_is_refused_with_the_fix():
         heat_layer(conditions=[GridCondition(lambda d: d.u - d.u0, at={"t": 0}), empty])(basis, {"u0": u0})
 
 
+def poisson_2d(**kw):
+    """lap u = 4 on [0, 1]^2 with Dirichlet values g of the cubic U (exact under finite differences) on all four
+    sides; the basis: the cubics, which hold U, and three random fields. Returns the layer, basis, data and U."""
+    nx, ny = 13, 10
+    x = torch.linspace(0, 1, nx, dtype=DT)[:, None].expand(nx, ny)
+    y = torch.linspace(0, 1, ny, dtype=DT)[None].expand(nx, ny)
+    exact = x ** 2 + y ** 2 - x * y + x ** 3 - 3 * x * y ** 2
+    cubics = torch.stack([x ** a * y ** b for a in range(4) for b in range(4) if a + b <= 3])
+    basis = torch.cat([cubics, torch.randn(3, nx, ny, generator=torch.Generator().manual_seed(0), dtype=DT)])[None]
+    sides = [GridCondition(lambda d: d.u - d.g, at=at) for at in ({"x": 0}, {"x": -1}, {"y": 0}, {"y": -1})]
+    layer = HardConstraint(lambda d: d.u_xx + d.u_yy - 4, coords=("x", "y"), spacing=(1 / (nx - 1), 1 / (ny - 1)),
+                           data_fields=("g",), conditions=sides, ridge=1e-10, **TIGHT, **kw)
+    return layer, basis, {"g": exact[None]}, exact
+
+
+def test_a_block_whose_conditions_leave_its_field_free_is_warned_about_once():
+    """2 x 2 blocks of a Dirichlet problem: each holds the values on two of its sides only, and the harmonic
+    x y (0 on both) is free there; the ridge set it, max |u - U| = 0.22 with status SUCCESS and no warning."""
+    import warnings
+
+    layer, basis, data, exact = poisson_2d(experts=(2, 2))
+    with pytest.warns(UserWarning, match=r"expert block\(s\) \[0, 1, 2, 3\] of experts \(2, 2\): their PDE and condition "
+                                         r"rows leave part of the field free.*set shared_conditions=True"):
+        u = layer(basis, data)
+    assert float((u[0] - exact).abs().max()) > 0.1 and (layer.last_stats["status"] == 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(basis, data)  # checked once per grid: no host read on later solves
+        for kw in ({}, {"experts": (2, 2), "shared_conditions": True}):  # determined: every condition node fitted
+            layer, basis, data, exact = poisson_2d(**kw)
+            assert torch.allclose(layer(basis, data)[0], exact, rtol=0, atol=1e-10), kw
+
+
 def test_an_eval_prediction_does_not_depend_on_the_samples_place_in_the_batch():
     """The fixed eval draw of nodes was one row per batch position: the same sample alone and second in a
     batch of two met different nodes (a 55 % change on a Burgers case)."""
