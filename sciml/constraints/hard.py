@@ -138,8 +138,13 @@ class HardConstraint(nn.Module):
             or one per axis; default 0, the paper's disjoint blocks). Each expert then also fits
             the nodes within `overlap` of its block, and the output blends neighbours' fields with
             linear weights that sum to 1 across the 2 * overlap nodes around each interface, so u
-            has no jump there (the PDE then holds exactly at the nodes outside those bands only, for
-            derivatives as local as finite differences: a spectral one of the blended u is global).
+            has no jump there. Outside those bands u is one expert's field, but a derivative of u at a
+            node whose stencil reads a band node is not that expert's: the PDE holds (as each expert
+            meets it) only at the nodes whose finite-difference stencils stay clear of every band, i.e.
+            beyond the node next to a band (more near a non-periodic end, whose one-sided stencils
+            read 4 nodes; higher derivatives read further); a spectral derivative of the blended u is
+            global. (2 x 2 Poisson blocks with differing fields: |R| up to 5 at 32 of the 54 nodes
+            outside the bands, 2e-13 beyond their stencils' reach.)
         ridge: the rows ``ridge * w`` (paper: 1e-4): keeps the solve well posed when the basis
             is rank deficient.
         max_steps, rtol, atol, gtol, tau: Levenberg-Marquardt options (paper: 50 steps, 1e-4).
