@@ -415,7 +415,7 @@ class HardConstraint(nn.Module):
 
         w = custom_least_squares(rows, adjoint=self.adjoint)(solve)(w0, *tensors)
         self._report(status["sol"])
-        if not layout["determined_checked"]:  # once per layout: one host read, off the per-step path
+        if not layout["determined_checked"] and not _tracing():  # once per layout: one host read, off the per-step path
             layout["determined_checked"] = True
             self._warn_undetermined(rows, jac, w.detach(), [t.detach() for t in tensors], work, layout)
         # u = b . sum_k phi_k w_k: each node takes its block's coefficients (blended across an overlap)
@@ -436,7 +436,10 @@ class HardConstraint(nn.Module):
         own near-null directions barely move the field. A generic basis hides an underdetermined block (4e-4 to
         2e-3 for diffusion-sorption's inner blocks without shared_conditions): no warning proves nothing."""
         N, K = w.shape[1], self.n_experts
-        J = jacobian(rows, w, *tensors, mode=jac)[1][:, :-N]  # without the ridge rows
+        # the first sample's blocks only: the basis of a whole batch, gathered per block, is several copies of the
+        # layer's largest tensor (GBs at the paper's Navier-Stokes size), and one sample shows a free direction
+        J = jacobian(rows, w, *tensors, mode=jac)[1][:K, :-N]  # without the ridge rows
+        work = work[:1]
         finite = torch.isfinite(J).all(2).all(1)  # a failed solve is reported by its status, not judged here
         _, sigma, Vh = torch.linalg.svd(torch.where(finite[:, None, None], J, 0), full_matrices=False)
         floor = torch.clamp(math.sqrt(torch.finfo(J.dtype).eps) * sigma[:, :1], min=self.ridge)
@@ -446,7 +449,7 @@ class HardConstraint(nn.Module):
         fields = work.flatten(3)[:, :, :, members] * valid  # (B, N, C, K, L): each block's basis fields
         fields = fields.permute(0, 3, 2, 4, 1).reshape(B * K, -1, N)
         moved = finite & (torch.linalg.matrix_norm(fields @ free, ord=2) > 1e-3 * torch.linalg.matrix_norm(fields, ord=2))
-        blocks = sorted(set(moved.view(B, K).any(0).nonzero().flatten().tolist()) - layout["bare"])
+        blocks = sorted(set(moved.nonzero().flatten().tolist()) - layout["bare"])
         if blocks:
             where = f"expert block(s) {blocks} of experts {self.experts}: their" if K > 1 else "the layer's"
             fix = ("set shared_conditions=True (every expert then fits every condition node), use fewer experts, "
@@ -555,6 +558,11 @@ class HardConstraint(nn.Module):
 
 
 _INTERNAL = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+
+
+def _tracing() -> bool:
+    """Inside a CUDA-graph capture or a torch.compile trace, where a host read would break the graph."""
+    return torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
 
 def _caller_level() -> int:

@@ -406,6 +406,24 @@ def test_a_block_whose_conditions_leave_its_field_free_is_warned_about_once():
             assert torch.allclose(layer(basis, data)[0], exact, rtol=0, atol=1e-10), kw
 
 
+def test_the_determination_check_waits_for_a_solve_outside_a_capture_and_reads_one_sample(monkeypatch):
+    """Its host read would break a CUDA-graph capture, so a solve inside one leaves the check to the next solve
+    outside; and it gathers the first sample's blocks only (the batch's were several copies of the basis)."""
+    import sciml.constraints.hard as hard
+
+    layer, basis, data, exact = poisson_2d(experts=(2, 2))
+    monkeypatch.setattr(hard, "_tracing", lambda: True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(basis, data)
+    monkeypatch.setattr(hard, "_tracing", lambda: False)
+    batch = {k: torch.cat([v, v, v]) for k, v in data.items()}
+    with pytest.warns(UserWarning, match=r"expert block\(s\) \[0, 1, 2, 3\] of experts \(2, 2\)"):
+        layer(torch.cat([basis, basis, basis]), batch)
+
+
 def test_blended_experts_meet_the_pde_where_no_stencil_reaches_an_overlap_band():
     """Overlapping experts whose fields differ (2 x 2 Dirichlet blocks, each leaving x y free): the blended u is
     each expert's own field outside the bands, but a finite-difference derivative at a node next to a band reads
