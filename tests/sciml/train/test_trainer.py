@@ -197,8 +197,10 @@ def test_closure_and_registry_optimizers_train_the_fno(tiny_cfg, optimizer):
 def test_a_guard_that_gives_up_logs_its_events_and_names_the_resume_command(tiny_cfg, tmp_path, capsys):
     from sciml.optim import GuardError
 
-    raw = {**tiny_cfg, "optimizer": {"name": "adam", "lr": 30.0},  # diverges within the first epochs
-           "guard": {"clip": None, "max_spikes": 1, "max_rollbacks": 1, "spike_warmup": 2},
+    # diverges within the first epochs, then plateaus ~1e5 above the start, where its batch-to-batch swings
+    # are 10x: spike_z=0 judges them by spike_factor alone, as the guard did before it allowed for noise
+    raw = {**tiny_cfg, "optimizer": {"name": "adam", "lr": 30.0},
+           "guard": {"clip": None, "max_spikes": 1, "max_rollbacks": 1, "spike_warmup": 2, "spike_z": 0.0},
            "output": {**tiny_cfg["output"], "name": "gives_up"}}
     with pytest.raises(GuardError, match=r"sciml train --resume \S+gives_up optimizer\.lr="):
         train(validate(OperatorConfig, raw))
