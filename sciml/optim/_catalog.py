@@ -55,22 +55,28 @@ _add("clip_radagradd", OptimizerSpec(ClipRAdaGradD, complex_native=True, graph_s
      "Chezhegov et al. 2024, arXiv:2406.04443")
 
 # pytorch-optimizer 4.1.0 (pinned, imported on first build), allow-listed keywords; foreach pinned
-# off: its per-parameter path is the one our tests check against the paper's rule.
+# off: its per-parameter path is the one our tests check against the paper's rule. These four count
+# steps per group: `per_parameter_steps` gives every parameter its own count, as torch's and ours do.
+from ._library import per_parameter_steps  # noqa: E402
+
 _PO = "pytorch_optimizer:"
+_PER_PARAM = (per_parameter_steps,)
 _ADAM_KW = ("lr", "betas", "weight_decay", "eps")
 _add("diffgrad", OptimizerSpec(_PO + "DiffGrad", allowed=_ADAM_KW,
-                               fixed=dict(foreach=False, weight_decouple=True, rectify=False)),
+                               fixed=dict(foreach=False, weight_decouple=True, rectify=False), adapters=_PER_PARAM),
      "diffGrad: Adam step times sigmoid(|g_{t-1} - g_t|) friction (pytorch-optimizer)",
      "Dubey et al., IEEE TNNLS 2020, arXiv:1909.11015")
-_add("grams", OptimizerSpec(_PO + "Grams", allowed=_ADAM_KW, fixed=dict(foreach=False, weight_decouple=True)),
+_add("grams", OptimizerSpec(_PO + "Grams", allowed=_ADAM_KW, fixed=dict(foreach=False, weight_decouple=True),
+                            adapters=_PER_PARAM),
      "Grams: Adam magnitude with the current gradient's sign (pytorch-optimizer)",
      "Cao, Li & Song 2024, arXiv:2412.17107")
-_add("gravity", OptimizerSpec(_PO + "Gravity", allowed=("lr", "alpha", "beta"), fixed=dict(foreach=False)),
+_add("gravity", OptimizerSpec(_PO + "Gravity", allowed=("lr", "alpha", "beta"), fixed=dict(foreach=False),
+                              adapters=_PER_PARAM),
      "Gravity: velocity EMA of g/(1+(g max|g|)^2), soft large-gradient braking (pytorch-optimizer)",
      "Bahrami & Pouriyan Zadeh 2021, arXiv:2101.09192")
 _add("soap", OptimizerSpec(_PO + "SOAP", allowed=(
         "lr", "betas", "shampoo_beta", "weight_decay", "precondition_frequency", "max_precondition_dim",
-        "merge_dims", "precondition_1d", "correct_bias", "normalize_gradient", "eps")),
+        "merge_dims", "precondition_1d", "correct_bias", "normalize_gradient", "eps"), adapters=_PER_PARAM),
      "SOAP: Adam in Shampoo's eigenbasis (pytorch-optimizer; complex via real views)",
      "Vyas et al., ICLR 2025, arXiv:2409.11321")
 

@@ -41,6 +41,9 @@ class OptimizerSpec:
     graph_safe: the step keeps all its state on device and reads no host value (torch's fused
         Adam with ``capturable=True`` on CUDA; our `FunctionalOptimizer` family), so a training
         step can be captured in a CUDA graph (`sciml.train.graphs`); see `graph_optimizer_kwargs`.
+    adapters: functions applied in order to the resolved class before it is built (subclass
+        factories from `sciml.optim._library`, e.g. per-parameter step counts for library classes
+        that count per group); the complex-as-real adapter, where needed, comes last.
     """
 
     target: Any
@@ -51,6 +54,7 @@ class OptimizerSpec:
     needs_closure: bool = False
     fuse_by_default: bool = False
     graph_safe: bool = False
+    adapters: tuple = ()
 
     def resolve(self) -> type:
         if isinstance(self.target, str):
@@ -75,6 +79,8 @@ class OptimizerSpec:
         if (self.fuse_by_default and "fused" not in kw and "foreach" not in kw and not kw.get("differentiable")
                 and _all_real_fusable(params)):  # torch's fused step refuses differentiable=True
             kw["fused"] = True
+        for adapt in self.adapters:
+            cls = adapt(cls)
         if not self.complex_native and _has_complex(params):
             cls = complex_as_real(cls)
         return cls(params, **kw)

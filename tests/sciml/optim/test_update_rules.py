@@ -529,3 +529,71 @@ def test_subset_norm_steps_a_complex_tensor_as_the_real_tensor_of_its_pairs(shap
         opt.step()
     assert torch.equal(torch.view_as_real(c.detach()).reshape(real_shape), r.detach())
     assert (r.detach() - p0.reshape(real_shape)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("name", ["diffgrad", "grams", "soap", "gravity"])
+def test_a_parameter_that_first_gets_a_gradient_late_steps_as_if_optimised_alone(name, dtype):
+    """pytorch-optimizer's DiffGrad, Grams, SOAP and Gravity count steps per group: a parameter whose
+    first gradient came at the group's step 4 took a first step with step 4's bias corrections
+    (Grams: 0.55·lr instead of lr; SOAP: a full step where its first step only initialises). Each
+    parameter now has its own count, as in torch's optimizers and ours, also across a resume whose
+    parameters have different counts."""
+    import copy
+
+    g = torch.Generator().manual_seed(11)
+    shape = (3, 2)
+    late0 = torch.randn(shape, dtype=dtype, generator=g)
+    other0 = torch.randn(4, dtype=torch.float64, generator=g)
+    late_grads = [torch.randn(shape, dtype=dtype, generator=g) for _ in range(6)]
+    other_grads = [torch.randn(4, dtype=torch.float64, generator=g) for _ in range(9)]
+    kw = {"weight_decay": 0.0} if name in ("grams", "soap") else {}
+
+    late, other = torch.nn.Parameter(late0.clone()), torch.nn.Parameter(other0.clone())
+    opt = build_optimizer([late, other], name, lr=1e-2, **kw)
+    for t in range(9):  # `late` gets gradients from step 4 on; a resume after step 5
+        if t == 5:
+            sd = copy.deepcopy(opt.state_dict())
+            opt = build_optimizer([late, other], name, lr=1e-2, **kw)
+            opt.load_state_dict(sd)
+        late.grad = late_grads[t - 3].clone() if t >= 3 else None
+        other.grad = other_grads[t].clone()
+        if t == 3:
+            torch.manual_seed(5)  # Gravity draws the late parameter's initial velocity now
+        opt.step()
+
+    alone = torch.nn.Parameter(late0.clone())
+    opt = build_optimizer([alone], name, lr=1e-2, **kw)
+    torch.manual_seed(5)
+    for gt in late_grads:
+        alone.grad = gt.clone()
+        opt.step()
+    assert not torch.equal(alone.detach(), late0)
+    torch.testing.assert_close(late.detach(), alone.detach(), rtol=1e-13, atol=1e-15)
+
+
+def test_a_checkpoint_with_only_a_group_step_count_gives_each_parameter_that_count():
+    """Optimizer state saved before counts were per parameter (pytorch-optimizer's own group count):
+    its parameters continue from the group's count."""
+    import copy
+
+    params, grads = _setup()
+    ps = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = build_optimizer(ps, "grams", lr=1e-2)
+    for gs in grads[:3]:
+        for p, gt in zip(ps, gs):
+            p.grad = gt.clone()
+        opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    assert sd["param_groups"][0]["step"] == 3 and all(s["step"] == 3 for s in sd["state"].values())
+    for s in sd["state"].values():
+        del s["step"]
+    resumed = build_optimizer([torch.nn.Parameter(p.detach().clone()) for p in ps], "grams", lr=1e-2)
+    resumed.load_state_dict(sd)
+    for opt_ in (opt, resumed):
+        for p, gt in zip(opt_.param_groups[0]["params"], grads[3]):
+            p.grad = gt.clone()
+        opt_.step()
+    for a, b in zip(opt.param_groups[0]["params"], resumed.param_groups[0]["params"]):
+        assert torch.equal(a, b)
+    assert all(s["step"] == 4 for s in resumed.state.values())
