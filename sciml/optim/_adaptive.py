@@ -92,20 +92,26 @@ class AdaBelief(FunctionalOptimizer):
 class SPAM(FunctionalOptimizer):
     """SPAM: Adam with spike-aware clipping and periodic momentum reset.
 
-    Clip (after `clip_delay` steps since a reset): where g² > θ·v (v before this update),
-    g ← sign(g)·√(θ·v). Every `reset_interval` steps m and v are zeroed; the step is scaled by
-    a cosine warm-up s_k = 1 − 0.99·(1 + cos(π·min(k, N)/N))/2, k = steps since the start or the
-    last reset (s goes 0.01 → 1 over N = `warmup_steps`). Then Adam:
-    θ ← θ − η·s_k·m̂/(√v̂ + ε), with the bias-correction step t counted across resets (as the
-    authors' code does).
+    With t the step (from 1) and k = t mod ΔT (ΔT = `reset_interval`): before every step t = jΔT
+    (k = 0) m and v are zeroed. Clip, when k ≥ `clip_delay` (then t ≥ clip_delay too): where
+    g² > θ·v (v before this update), g ← sign(g)·√(θ·v). Then Adam, with the bias corrections in the
+    step size and ε outside them: θ ← θ − η·s·(√(1−β₂ᵗ)/(1−β₁ᵗ))·m/(√v + ε), t counted across resets.
+    s is a cosine warm-up that runs only after a reset, never at the start:
+    s = 1 − 0.99·(1 + cos(π·k/(N+1)))/2 for t ≥ ΔT and k < N (0.01 at the reset step, N =
+    `warmup_steps`), else 1. A `clip_delay` of 0 or 1 clips the first step's gradient to 0 (v = 0
+    there), as in the authors' code.
 
     Sparse momentum (`density` d < 1, the paper's memory saver): in every tensor of two or more
     dimensions only a random ⌊d·numel⌋ coordinates keep moments and move; the subset is redrawn
     at every reset (the moments are zeroed there anyway) from `seed`. Decoupled decay then
-    applies to the chosen coordinates only, as the authors intend. d = 1 (default) is dense SPAM.
+    applies to the chosen coordinates only, as the authors intend (their code's decay of the masked
+    coordinates writes to a copy). Decay comes before the step (torch's AdamW order; the authors'
+    code decays after it, a difference of η·λ times the step). d = 1 (default) is dense SPAM.
 
-    Huang et al., ICLR 2025, arXiv:2501.06842. Defaults of the authors' code: θ = 5000,
-    ΔT = 500, N = 150 (pytorch-optimizer drifted to N = 50), ε = 1e-6, d = 1.
+    Huang et al., ICLR 2025, arXiv:2501.06842. The rules above are those of the authors' code
+    (SPAM.py of the SPAM-Optimizer repository: the warm-up counter starts past N, moments reset
+    before steps jΔT, clipping from k ≥ grad_accu_steps), as are the defaults: θ = 5000, ΔT = 500,
+    N = 150 (pytorch-optimizer drifted to N = 50), clip_delay = 20, ε = 1e-6, d = 1.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0,
@@ -133,7 +139,7 @@ class SPAM(FunctionalOptimizer):
         """Sorted flat indices of the coordinates of `p` (a parameter or its real view) that keep
         momentum at step t; None where momentum is dense.
 
-        The subset is drawn at step 1 and at every reset from (seed, the parameter's position in the
+        The subset is drawn at the first step and at every reset from (seed, the parameter's position in the
         optimizer, the step of the draw), never from torch's global generator: it is derivable, so it
         is cached here rather than kept in the state (a resume draws it again, bit for bit, and
         data order is untouched).
@@ -141,7 +147,7 @@ class SPAM(FunctionalOptimizer):
         if group["density"] >= 1.0 or p.dim() < 2:
             return None
         t = int(t)  # reads the host: sparse momentum is not capturable
-        drawn_at = (t - 1) // group["reset_interval"] * group["reset_interval"] + 1
+        drawn_at = t // group["reset_interval"] * group["reset_interval"]  # the last reset's step (0: the start)
         cached = self._subsets.get(p.data_ptr())
         if cached is None or cached[0] != drawn_at:
             position = next(i for i, q in enumerate(q for g in self.param_groups for q in g["params"])
@@ -173,8 +179,8 @@ class SPAM(FunctionalOptimizer):
 
     def update(self, p, g, state, group):
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        since = (t - 1) % group["reset_interval"]  # steps since the start or the last reset
-        reset = (t > 1) & (since == 0)  # reset before update t = kΔT + 1
+        since = t % group["reset_interval"]  # steps since the last reset (t itself before the first)
+        reset = since == 0  # reset before step t = jΔT
         _zero_where(m, reset)
         _zero_where(v, reset)
         index = self._subset(p, group, t)
@@ -193,17 +199,17 @@ class SPAM(FunctionalOptimizer):
             bound_sq = group["threshold"] * v  # v before this update
             g = torch.where((g * g > bound_sq) & clipping, g.sign() * bound_sq.sqrt(), g)
         n = group["warmup_steps"]
-        if n == 0:
-            scale = 1.0
-        elif isinstance(since, Tensor):
-            scale = 1.0 - 0.99 * (1.0 + torch.cos(torch.clamp(since, max=n) * (math.pi / n))) / 2.0
+        warming = (t >= group["reset_interval"]) & (since < n)  # after a reset only
+        if isinstance(since, Tensor):
+            cosine = 1.0 - 0.99 * (1.0 + torch.cos(since * (math.pi / (n + 1)))) / 2.0
+            scale = torch.where(warming, cosine, torch.ones_like(cosine))
         else:
-            scale = 1.0 - 0.99 * (1.0 + math.cos(math.pi * min(since, n) / n)) / 2.0
+            scale = 1.0 - 0.99 * (1.0 + math.cos(math.pi * since / (n + 1))) / 2.0 if warming else 1.0
         _decay(p, group)
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
-        _add_quotient(p, m, denom, -group["lr"] * scale / (1 - b1 ** t))
+        step = group["lr"] * scale * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+        _add_quotient(p, m, v.sqrt().add_(group["eps"]), -step)
 
 
 def _linear_warmup(step: Tensor | int, end: float, start: float, warmup: int | None) -> Tensor | float:

@@ -68,25 +68,36 @@ def ref_adabelief(ps, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_deca
     return out
 
 
+def _spam_warmup(t, k, reset_interval, warmup_steps):
+    """The authors' code: CosineDecay(0.99, N) over CosineAnnealingLR(T_max=N+1), its counter set to 0
+    at each reset and started past N (no warm-up at the start)."""
+    if t < reset_interval or k >= warmup_steps:
+        return 1.0
+    return 1 - 0.99 * (1 + math.cos(math.pi * k / (warmup_steps + 1))) / 2
+
+
 def ref_spam(ps, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, threshold=5000.0,
              reset_interval=500, warmup_steps=150, clip_delay=20):
+    """SPAM as the authors' code steps it (SPAM.py): moments reset before steps t = jΔT; clipping when
+    t ≥ clip_delay and t mod ΔT ≥ clip_delay; the cosine warm-up only after a reset; ε added to √v
+    with both bias corrections in the step size."""
     b1, b2 = betas
     out = []
     for i, p in enumerate(ps):
         m = v = torch.zeros_like(p)
         for t, gs in enumerate(grads, 1):
             g = gs[i]
-            if t > 1 and (t - 1) % reset_interval == 0:
+            k = t % reset_interval
+            if k == 0:
                 m = v = torch.zeros_like(p)
-            k = (t - 1) % reset_interval
-            if k >= clip_delay:
+            if t >= clip_delay and k >= clip_delay:
                 spike = g ** 2 > threshold * v
                 g = torch.where(spike, torch.sign(g) * torch.sqrt(threshold * v), g)
-            s = 1 - 0.99 * (1 + math.cos(math.pi * min(k, warmup_steps) / warmup_steps)) / 2
+            s = _spam_warmup(t, k, reset_interval, warmup_steps)
             p = p * (1 - lr * weight_decay)
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g ** 2
-            p = p - lr * s * _adam_like(b1, b2, t, m, v, eps)
+            p = p - lr * s * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (v.sqrt() + eps)
         out.append(p)
     return out
 
@@ -217,7 +228,7 @@ def ref_grams(ps, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0
 CASES = {
     "adabelief": (ref_adabelief, [{}, {"weight_decay": 0.1, "lr": 1e-2, "eps": 1e-8}]),
     "spam": (ref_spam, [{}, {"threshold": 2.0, "reset_interval": 3, "warmup_steps": 2, "clip_delay": 1,
-                             "weight_decay": 0.1}]),
+                             "weight_decay": 0.1}, {"threshold": 2.0, "reset_interval": 4, "warmup_steps": 3, "clip_delay": 2}]),
     "ademamix": (ref_ademamix, [{}, {"alpha_warmup": 4, "beta3_warmup": 5, "weight_decay": 0.1, "alpha": 5.0}]),
     "mars": (ref_mars, [{}, {"gamma": 0.5, "weight_decay": 0.1}]),
     "fadam": (ref_fadam, [{}, {"weight_decay": 0.0, "clip": 0.5}]),
@@ -380,23 +391,23 @@ def test_spam_sparse_momentum_steps_only_its_subset_by_the_spam_rule():
     params, grads = _setup(((4, 5), (3,)))
     got, subsets = _run_watching("spam", params, grads, lambda opt, p: opt.momentum_subset(p).clone(), density=0.4, **kw)
 
-    # 40% of 20 coordinates, kept for an interval and redrawn at each reset (before steps 4 and 7)
+    # 40% of 20 coordinates, kept for an interval and redrawn at each reset (before steps 3 and 6)
     assert all(s.numel() == 8 and torch.equal(s, s.unique()) for s in subsets)
-    assert torch.equal(subsets[0], subsets[2]) and torch.equal(subsets[3], subsets[5])
-    assert not torch.equal(subsets[2], subsets[3]) and not torch.equal(subsets[5], subsets[6])
+    assert torch.equal(subsets[0], subsets[1]) and torch.equal(subsets[2], subsets[4])
+    assert not torch.equal(subsets[1], subsets[2]) and not torch.equal(subsets[4], subsets[5])
 
     p = params[0].clone().reshape(-1)
     for t, gs in enumerate(grads, 1):
-        idx, k = subsets[t - 1], (t - 1) % 3
-        if k == 0:
+        idx, k = subsets[t - 1], t % 3
+        if k == 0 or t == 1:
             m = v = torch.zeros(8, dtype=torch.float64)
         g = gs[0].reshape(-1)[idx]
         if k >= 1:
             g = torch.where(g ** 2 > 2.0 * v, torch.sign(g) * torch.sqrt(2.0 * v), g)
-        s = 1 - 0.99 * (1 + math.cos(math.pi * min(k, 2) / 2)) / 2
+        s = _spam_warmup(t, k, 3, 2)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g ** 2
-        p[idx] = p[idx] * (1 - lr * 0.1) - lr * s * _adam_like(b1, b2, t, m, v, eps)
+        p[idx] = p[idx] * (1 - lr * 0.1) - lr * s * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (v.sqrt() + eps)
     torch.testing.assert_close(got[0].reshape(-1), p, rtol=1e-12, atol=1e-14)
     never = torch.ones(20, dtype=torch.bool)
     never[torch.cat(subsets)] = False
@@ -597,3 +608,32 @@ def test_a_checkpoint_with_only_a_group_step_count_gives_each_parameter_that_cou
     for a, b in zip(opt.param_groups[0]["params"], resumed.param_groups[0]["params"]):
         assert torch.equal(a, b)
     assert all(s["step"] == 4 for s in resumed.state.values())
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+def test_spam_has_no_warmup_at_the_start_and_equals_pytorch_optimizers_spam_until_its_first_reset(capturable):
+    """The authors' code (and pytorch-optimizer's SPAM, which follows it) takes full Adam steps from step 1:
+    sciml's warmed up from step 1 (step-1 displacement 0.01 of Adam's). Until the first reset the two
+    equal (after it pytorch-optimizer's warm-up runs one step ahead of the authors' closed form)."""
+    import warnings
+
+    from pytorch_optimizer import SPAM as POSPAM
+
+    params, grads = _setup()
+    grads = [[g * (40.0 if t == 25 else 1.0) for g in gs] for t, gs in enumerate(grads * 5)]  # 35 steps, a spike
+    ours = [torch.nn.Parameter(p.clone()) for p in params]
+    theirs = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = build_optimizer(ours, "spam", lr=1e-2, threshold=50.0, capturable=capturable)  # reset_interval 500
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = POSPAM(theirs, lr=1e-2, threshold=50.0, warmup_epoch=150, grad_accu_steps=20, update_proj_gap=500)
+    for t, gs in enumerate(grads, 1):
+        for a, b, g in zip(ours, theirs, gs):
+            a.grad, b.grad = g.clone(), g.clone()
+        opt.step()
+        ref.step()
+        if t == 1:
+            adam_step = 1e-2 * grads[0][0].sign()  # |m̂/√v̂| = 1 at step 1 (up to ε)
+            torch.testing.assert_close(params[0] - ours[0].detach(), adam_step, rtol=1e-3, atol=0)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-13, atol=1e-15)
