@@ -356,10 +356,15 @@ class FAdam(FunctionalOptimizer):
 class SubsetNorm(FunctionalOptimizer):
     """AdamW with Subset-Norm step sizes, optionally with Subspace-Momentum.
 
-    Subset-Norm: a tensor viewed as a matrix G (rows = first dim) is split into subsets along
-    its larger dimension: one adaptive step size per index of the smaller dimension,
-    v_j ← β₂v_j + (1−β₂)‖g_{S_j}‖²;  θ_{S_j} ← θ_{S_j} − η·m̂_{S_j}/(√v̂_j + ε). 1-D tensors
-    and scalars keep per-coordinate moments (plain AdamW). Memory for v: O(min(rows, cols)).
+    Subset-Norm: a tensor viewed as a matrix G (rows = first dim, columns = the rest flattened) gets
+    one adaptive step size per index of its larger dimension, each from the norm of that row (rows ≥
+    columns) or column (rows < columns): v_j ← β₂v_j + (1−β₂)‖g_{S_j}‖²;
+    θ_{S_j} ← θ_{S_j} − η·m̂_{S_j}/(√v̂_j + ε) — the authors' code (adamw_sn.py: for rows ≥ cols the
+    sum of g² over dim 1, one value per row; else over dim 0, one per column). Memory for v:
+    O(max(rows, cols)). 1-D tensors and scalars keep per-coordinate moments (plain AdamW), as the
+    authors' setup does for every parameter but nn.Linear weights. A tensor of more than 2 dims is the
+    matrix above (first dim × the rest): our choice, the authors apply Subset-Norm to 2-D weights only
+    (their rule would sum over dim 1 alone).
     A complex entry is two reals, as in every optimizer here, and the complex tensor's own shape
     decides vector or matrix: a complex vector (n,) steps as the real vector (2n,) of its (re, im)
     pairs, per coordinate; a complex (r, c, ...) tensor as the real matrix (r, 2c·...) of its rows' pairs.
@@ -409,7 +414,7 @@ class SubsetNorm(FunctionalOptimizer):
         if p.dim() < 2:
             return None
         rows, cols = p.shape[0], p[0].numel()
-        return 1 if cols >= rows else 0  # sum over the larger dimension
+        return 1 if rows >= cols else 0  # sum over the smaller: one second moment per index of the larger
 
     @staticmethod
     def _subspace(p: Tensor, group: dict) -> bool:

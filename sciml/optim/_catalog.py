@@ -48,7 +48,7 @@ _add("mars", OptimizerSpec(MARS, complex_native=True, graph_safe=True),
 _add("fadam", OptimizerSpec(FAdam, complex_native=True, graph_safe=True),
      "FAdam: Fisher (natural-gradient) Adam with RMS clipping", "Hwang 2024, arXiv:2405.12807")
 _add("subset_norm", OptimizerSpec(SubsetNorm, complex_native=True, graph_safe=True),
-     "AdamW with Subset-Norm step sizes (one second moment per row/column subset); momentum_rank: Subspace-Momentum",
+     "AdamW with Subset-Norm step sizes (one second moment per index of the larger dimension); momentum_rank: Subspace-Momentum",
      "Nguyen et al. 2024, arXiv:2411.07120")
 _add("clip_radagradd", OptimizerSpec(ClipRAdaGradD, complex_native=True, graph_safe=True),
      "Clip-RAdaGradD: clipped, reweighted AdaGrad-Norm with delayed step size",

@@ -170,10 +170,11 @@ def ref_subset_norm(ps, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_dec
     out = []
     for i, p in enumerate(ps):
         m = torch.zeros_like(p)
-        v = torch.zeros(p.shape[0], 1) if p.dim() == 2 else torch.zeros_like(p)  # rows: one v per row (3x5: sum over 5)
+        # one v per index of the larger dimension (authors' adamw_sn.py): a 3x5 matrix sums over its 3 rows
+        v = torch.zeros(1, p.shape[1]) if p.dim() == 2 else torch.zeros_like(p)
         for t, gs in enumerate(grads, 1):
             g = gs[i]
-            g2 = (g ** 2).sum(dim=1, keepdim=True) if p.dim() == 2 else g ** 2
+            g2 = (g ** 2).sum(dim=0, keepdim=True) if p.dim() == 2 else g ** 2
             p = p * (1 - lr * weight_decay)
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g2
@@ -246,14 +247,16 @@ def test_matches_paper_rule(name, kw):
     _check(name, CASES[name][0], params, grads, **kw)
 
 
-def test_subset_norm_reduces_the_larger_dimension():
+def test_subset_norm_keeps_one_second_moment_per_index_of_the_larger_dimension():
+    # the authors' adamw_sn.py; sciml kept one per index of the smaller dimension (a 20x2 layer got 2, not 20)
     params, grads = _setup(((5, 3),))
-    got = _run("subset_norm", params, grads)
+    got, v_shapes = _run_watching("subset_norm", params, grads, lambda opt, p: tuple(opt.state[p]["exp_avg_sq"].shape))
+    assert v_shapes[0] == (5, 1)
     b1, b2, eps, lr = 0.9, 0.999, 1e-8, 1e-3
-    p, m, v = params[0].clone(), 0, torch.zeros(1, 3)
-    for t, (g,) in enumerate(grads, 1):  # 5 rows > 3 columns: one v per column
+    p, m, v = params[0].clone(), 0, torch.zeros(5, 1)
+    for t, (g,) in enumerate(grads, 1):  # 5 rows > 3 columns: one v per row, the sum over its 3 columns
         m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * (g ** 2).sum(dim=0, keepdim=True)
+        v = b2 * v + (1 - b2) * (g ** 2).sum(dim=1, keepdim=True)
         p = p - lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
     torch.testing.assert_close(got[0], p, rtol=1e-12, atol=1e-14)
 
@@ -419,11 +422,11 @@ def test_spam_sparse_momentum_steps_only_its_subset_by_the_spam_rule():
 
 def ref_subset_norm_subspace(p, grads, rank, proj_every, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
     """AdamSNSM on one matrix: momentum in the span of the top-`rank` singular vectors of the
-    gradient on its smaller side, redrawn every `proj_every` steps; subset norms over the larger side."""
+    gradient on its smaller side, redrawn every `proj_every` steps; one subset norm per index of the larger side."""
     b1, b2 = betas
     rows, cols = p.shape
     left = rows < cols
-    v = torch.zeros(rows, 1) if cols >= rows else torch.zeros(1, cols)
+    v = torch.zeros(rows, 1) if rows >= cols else torch.zeros(1, cols)
     for t, g in enumerate(grads, 1):
         if (t - 1) % proj_every == 0:
             U, _, Vh = torch.linalg.svd(g, full_matrices=False)
@@ -434,7 +437,7 @@ def ref_subset_norm_subspace(p, grads, rank, proj_every, lr=1e-3, betas=(0.9, 0.
         M = b1 * M + (1 - b1) * low
         k = (t - 1) % proj_every + 1
         direction = lift(M) / (1 - b1 ** k) + (g - lift(low))
-        v = b2 * v + (1 - b2) * (g ** 2).sum(dim=1 if cols >= rows else 0, keepdim=True)
+        v = b2 * v + (1 - b2) * (g ** 2).sum(dim=1 if rows >= cols else 0, keepdim=True)
         p = p * (1 - lr * weight_decay) - lr * direction / ((v / (1 - b2 ** t)).sqrt() + eps)
     return p
 
