@@ -57,7 +57,7 @@ _add("clip_radagradd", OptimizerSpec(ClipRAdaGradD, complex_native=True, graph_s
 # pytorch-optimizer 4.1.0 (pinned, imported on first build), allow-listed keywords; foreach pinned
 # off: its per-parameter path is the one our tests check against the paper's rule. These four count
 # steps per group: `per_parameter_steps` gives every parameter its own count, as torch's and ours do.
-from ._library import per_parameter_steps  # noqa: E402
+from ._library import gravity_adapter, per_parameter_steps  # noqa: E402
 
 _PO = "pytorch_optimizer:"
 _PER_PARAM = (per_parameter_steps,)
@@ -71,7 +71,7 @@ _add("grams", OptimizerSpec(_PO + "Grams", allowed=_ADAM_KW, fixed=dict(foreach=
      "Grams: Adam magnitude with the current gradient's sign (pytorch-optimizer)",
      "Cao, Li & Song 2024, arXiv:2412.17107")
 _add("gravity", OptimizerSpec(_PO + "Gravity", allowed=("lr", "alpha", "beta"), fixed=dict(foreach=False),
-                              adapters=_PER_PARAM),
+                              adapters=(gravity_adapter, per_parameter_steps)),  # lr > 0; V0 from the built lr
      "Gravity: velocity EMA of g/(1+(g max|g|)^2), soft large-gradient braking (pytorch-optimizer)",
      "Bahrami & Pouriyan Zadeh 2021, arXiv:2101.09192")
 _add("soap", OptimizerSpec(_PO + "SOAP", allowed=(

@@ -8,6 +8,11 @@ step 5 then takes a first step with the corrections of step 5 (Grams: 0.55·lr i
 subclass keeps a per-parameter count in ``state["step"]`` and steps the parameters of a group in
 sets of equal count, each as a group of its own whose ``"step"`` is that count: one library call
 per group when every parameter has the same count, as in the usual case.
+
+`gravity_adapter(cls)`: Gravity draws its initial velocity V₀ ~ N(0, α/η) at a parameter's first
+step. With η the group's current lr a warm-up from 0 divided by zero; η is the paper's (constant)
+learning rate, so the draw uses the rate the group was built with (``group["velocity_lr"]``), which
+a schedule scales but does not replace: a warm-up then starts with displacements η_t·V₀ below α.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import functools
 
 import torch
+
+from ._base import check_range
 
 
 def _count(state: dict, group: dict) -> int:
@@ -57,3 +64,31 @@ def per_parameter_steps(cls: type) -> type:
         "__doc__": f"{cls.__name__} with its step count kept per parameter (sciml.optim per-parameter-step adapter).",
     })
 
+
+@functools.lru_cache(maxsize=None)
+def gravity_adapter(cls: type) -> type:
+    """pytorch-optimizer's Gravity with a positive lr required and V₀ scaled by the built rate (module doc)."""
+
+    def __init__(self, params, *args, **kwargs):
+        cls.__init__(self, params, *args, **kwargs)
+        for group in self.param_groups:
+            check_range("gravity lr", group["lr"], 0.0, lo_open=True,
+                        fix="Gravity draws its initial velocity with standard deviation alpha/lr: use a positive rate "
+                            "(a schedule may still start at 0: the draw uses this rate)")
+            group.setdefault("velocity_lr", float(group["lr"]))
+
+    def init_group(self, group, **kwargs):
+        for p in group["params"]:
+            if p.grad is not None and not self.state[p]:
+                rate = float(group.get("velocity_lr", group["lr"]))
+                if not rate > 0:
+                    raise ValueError(f"gravity: the initial velocity's standard deviation alpha/lr needs a positive lr, "
+                                     f"got {rate!r} for a parameter group added without one; give the group a positive lr "
+                                     "(or start its warm-up above 0)")
+                self.state[p]["v"] = torch.empty_like(p).normal_(mean=0.0, std=group["alpha"] / rate)
+        return cls.init_group(self, group, **kwargs)
+
+    return type(f"Sciml{cls.__name__}", (cls,), {
+        "__init__": __init__, "init_group": init_group, "__module__": __name__,
+        "__doc__": f"{cls.__name__} with a checked lr and the initial velocity scaled by the built rate (sciml.optim).",
+    })

@@ -640,3 +640,35 @@ def test_spam_has_no_warmup_at_the_start_and_equals_pytorch_optimizers_spam_unti
             torch.testing.assert_close(params[0] - ours[0].detach(), adam_step, rtol=1e-3, atol=0)
         for a, b in zip(ours, theirs):
             torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-13, atol=1e-15)
+
+
+def test_gravity_refuses_a_zero_rate_and_a_warmup_from_zero_draws_the_velocity_from_the_built_rate():
+    """Gravity draws V₀ ~ N(0, α/η): lr 0 was accepted by the config check, and a warm-up from 0 divided
+    by zero at the first step (bare ZeroDivisionError). lr must be positive; a schedule may still start
+    at 0: η is the rate the optimizer was built with, the paper's constant rate."""
+    from sciml.optim import check_optimizer
+
+    for lr in (0.0, -1.0):
+        with pytest.raises(ValueError, match="gravity|lr"):
+            check_optimizer("gravity", {"lr": lr})
+    params, grads = _setup()
+    ps = [torch.nn.Parameter(p.clone()) for p in params]
+    lr, alpha, beta = 1e-2, 0.01, 0.9
+    opt = build_optimizer(ps, "gravity", lr=lr)
+    warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / 4)  # lr x 0, 1/4, 1/2, ...
+    torch.manual_seed(7)
+    for gs in grads:
+        for p, g in zip(ps, gs):
+            p.grad = g.clone()
+        opt.step()
+        warm.step()
+    torch.manual_seed(7)
+    for i, p in enumerate(params):
+        v = torch.empty_like(p).normal_(0.0, alpha / lr)  # the built rate, not the warm-up's 0
+        for t, gs in enumerate(grads, 1):
+            g = gs[i]
+            zeta = g / (1 + (g * g.abs().max()) ** 2)
+            bt = (beta * t + 1) / (t + 2)
+            v = bt * v + (1 - bt) * zeta
+            p = p - lr * (t - 1) / 4 * v
+        torch.testing.assert_close(ps[i].detach(), p, rtol=1e-12, atol=1e-14)
