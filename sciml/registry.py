@@ -20,8 +20,16 @@ T = TypeVar("T")
 
 
 def close_matches(name: str, candidates) -> str:
-    """A ``" (did you mean 'x'?)"`` suffix for an error message, or ``""``."""
-    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=3, cutoff=0.6)
+    """A ``" (did you mean 'x'?)"`` suffix for an error message, or ``""``. Case is ignored in the
+    comparison (``AdamW`` suggests ``adamw`` first); names are still matched exactly."""
+    names = [str(c) for c in candidates]
+    by_lower: dict[str, list[str]] = {}
+    for c in names:
+        by_lower.setdefault(c.lower(), []).append(c)
+    same = by_lower.get(str(name).lower(), [])
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.6)
+    matches = same + [c for low in close for c in by_lower[low] if c not in same]
+    matches = matches[:max(3, len(same))]
     if not matches:
         return ""
     return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)"

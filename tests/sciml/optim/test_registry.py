@@ -29,6 +29,16 @@ def test_unknown_name_lists_close_matches():
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], "adma")
 
 
+def test_a_capitalised_name_suggests_its_lower_case_entry_first():
+    """`name: AdamW` suggested 'adam' or 'radam' or 'nadam' (the comparison was case-sensitive)."""
+    with pytest.raises(ValueError, match=r"unknown optimizer 'AdamW' \(did you mean 'adamw'"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], "AdamW")
+    with pytest.raises(ValueError, match=r"\(did you mean 'lbfgs'"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], "LBFGS")
+    with pytest.raises(ValueError, match=r"'Weight_Decay' \(did you mean 'weight_decay'"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], "adam", Weight_Decay=0.0)
+
+
 def test_user_class_by_path():
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], "torch.optim:Adagrad", lr=0.1)
     assert isinstance(opt, torch.optim.Adagrad)
