@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._registry import OPTIMIZERS, build_optimizer, closure_kind
+from ._registry import build_optimizer, check_optimizer, closure_kind
 from .guard import Guard
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, None: None}
@@ -80,7 +80,13 @@ class PhaseSchedule:
             opt = ph.get("optimizer")
             if not isinstance(opt, dict) or "name" not in opt:
                 raise ValueError(f"phase {i} needs optimizer: {{name: ..., ...}}, got {opt!r}")
-            OPTIMIZERS.get(opt["name"])  # unknown names fail now, with close matches
+            kwargs = {k: v for k, v in opt.items() if k != "name"}
+            try:  # every phase's name, keywords and values fail now, not after the earlier phases trained
+                check_optimizer(opt["name"], kwargs)
+                if ph.get("guard"):
+                    Guard.check_settings(ph["guard"])
+            except ValueError as err:
+                raise ValueError(f"phase {i}: {err}") from None
             steps = ph.get("steps")
             if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
                 raise ValueError(f"phase {i} steps={steps!r} must be a positive integer")

@@ -176,6 +176,12 @@ def test_phase_guard_and_callback():
     ([{"optimizer": {"name": "adam"}, "steps": 0}], "steps=0"),
     ([{"optimizer": {"name": "adam"}, "steps": 1, "dtype": "float16"}], "dtype"),
     ([{"optimizer": {"name": "adam"}, "stpes": 1}], "unknown keys"),
+    # a later phase's keywords, values and guard settings are checked before phase 0 trains
+    ([{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 3}, {"optimizer": {"name": "lbfgs", "histroy_size": 5}, "steps": 1}],
+     r"phase 1: .*'histroy_size' \(did you mean 'history_size'"),
+    ([{"optimizer": {"name": "adam"}, "steps": 3}, {"optimizer": {"name": "spam", "lr": -1.0}, "steps": 1}], "phase 1: lr=-1"),
+    ([{"optimizer": {"name": "adam"}, "steps": 3}, {"optimizer": {"name": "adam"}, "steps": 1, "guard": {"spike_facter": 5}}],
+     "phase 1: .*did you mean 'spike_factor'"),
 ])
 def test_schedule_validates(phases, match):
     with pytest.raises(ValueError, match=match):
