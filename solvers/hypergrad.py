@@ -47,6 +47,8 @@ class Neumann:
     """
 
     name = "neumann"
+    truncated = True  # SUCCESS means the series ran its steps, not that the residual is small
+    failure_hint = "(I - alpha A is not a contraction: lower alpha)"
 
     def __init__(self, steps: int = 10, alpha: float = 1.0, *, rtol: Optional[float] = None, blowup: float = 1e3):
         if not isinstance(steps, int) or steps < 0:
@@ -72,7 +74,7 @@ class Neumann:
             x, steps = sol.value, sol.stats["num_steps"]
         sol = Solution(x, status, {"num_steps": steps, "residual_norm": _norm(b - matvec(x))})
         if throw and bool((status != Status.SUCCESS).any()):
-            raise SolveError(describe(status, self.name) + "\n  (I - alpha A is not a contraction: lower alpha)", sol)
+            raise SolveError(describe(status, self.name) + "\n  " + self.failure_hint, sol)
         return sol
 
     def step(self, s: dict) -> dict:
@@ -142,11 +144,13 @@ def hypergradient(train_loss: Callable[..., Tensor], val_loss: Callable[..., Ten
                                      materialize_grads=True)
             return _flat(hv)
 
-        sol, said = call_solver(solve, hvp, _flat(v_w))
-        if bool((sol.status != Status.SUCCESS).any()):  # the solver's own words first: they name its fix
-            _report(on_failure, "hypergradient inverse-Hessian solve: " +
-                    (said or describe(sol.status, getattr(solve, "name", "solve"))), sol)
-        warn_inexact(sol, _flat(v_w), "hypergradient inverse-Hessian solve")
+        sol = call_solver(solve, hvp, _flat(v_w))
+        if bool((sol.status != Status.SUCCESS).any()):  # with the solver's own advice: it names its fix
+            hint = getattr(solve, "failure_hint", "")
+            _report(on_failure, "hypergradient inverse-Hessian solve: " + describe(sol.status, getattr(solve, "name", "solve"))
+                    + (f"\n  {hint}" if hint else ""), sol)
+        if getattr(solve, "truncated", False):
+            warn_inexact(sol, _flat(v_w), "hypergradient inverse-Hessian solve")
         mixed = torch.autograd.grad(g_w, lam, grad_outputs=_unflat(sol.value.detach(), w), allow_unused=True,
                                     materialize_grads=True)
     return [d - m for d, m in zip(direct, mixed)], sol

@@ -25,7 +25,7 @@ Contract (kept positional on purpose: keyword binding cost jaxopt a layer of bug
 in ``params``: a tensor reached otherwise gets no gradient, so `Implicit` refuses one that requires
 grad and that F reaches through a closure, a default argument, a module, a global its code names,
 a callable object's attributes, or a dict/list/tuple/set held by any of these or passed in params
-(a bounded walk: 6 levels deep, 1000 items per container).  x: (batch, *shape) with independent samples when
+(a bounded walk: 6 levels deep, 2000 container items in all).  x: (batch, *shape) with independent samples when
 ``batched=True`` (the default); ``batched=False`` treats the whole x (any shape, 0-d included)
 as one problem.
 
@@ -119,8 +119,10 @@ class Implicit:
     def solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor) -> Solution:
         return self._solve(matvec, b)[0]
 
-    def _solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor) -> tuple[Solution, str]:
-        """The Solution, and what the solver said on failure beyond its per-status summary."""
+    def _solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor) -> tuple[Solution, str, bool]:
+        """The Solution, the solver's own advice for a failure beyond its per-status summary, and whether
+        the solver stops short by design (its SUCCESS says nothing of the residual). No host read here:
+        the caller reads the status once."""
         bs = self.backward_solve
         if isinstance(bs, str) and bs in _DENSE:
             B, n = b.shape
@@ -131,11 +133,9 @@ class Implicit:
                 At = torch.stack([matvec(eye[:, :, j]) for j in range(n)], dim=2)
             if bs == "cholesky":
                 _check_symmetric(At)
-            return Dense(bs)(At, b, throw=False), ""
+            return Dense(bs)(At, b, throw=False), "", False
         solver = krylov(bs, b.dtype) if isinstance(bs, str) else bs
-        sol, message = call_solver(solver, matvec, b)
-        generic = describe(sol.status, getattr(solver, "name", "solve"))
-        return sol, (message[len(generic):].strip() if message.startswith(generic) else message)
+        return call_solver(solver, matvec, b), getattr(solver, "failure_hint", ""), getattr(solver, "truncated", False)
 
     def __repr__(self) -> str:
         return (f"Implicit(backward_solve={self.backward_solve!r}, on_failure={self.on_failure!r}, "
@@ -146,24 +146,18 @@ def _check_symmetric(At: Tensor) -> None:
     # Cholesky reads one triangle only: on a non-symmetric dF/dx it solves another system, silently.
     # sqrt(eps) leaves room for the rounding of a Hessian assembled from VJPs.
     asym = torch.linalg.matrix_norm(At - At.mT) / torch.linalg.matrix_norm(At).clamp_min(torch.finfo(At.dtype).tiny)
-    bad = torch.nonzero(asym > torch.finfo(At.dtype).eps ** 0.5).reshape(-1).tolist()
-    if bad:
+    over = asym > torch.finfo(At.dtype).eps ** 0.5
+    if bool(over.any()):  # one host read per backward; the sample list only when it fails
+        bad = torch.nonzero(over).reshape(-1).tolist()
         raise ValueError(f"implicit backward: backward_solve='cholesky' needs a symmetric dF/dx, but at x* it is not "
                          f"(||A - A^T|| / ||A|| = {asym.max().item():.2e} for samples {bad[:5]}); use "
                          f"backward_solve='lu' (or 'gmres' for large n)")
 
 
-def call_solver(solver: Callable, matvec: Callable[[Tensor], Tensor], b: Tensor) -> tuple[Solution, str]:
-    """Run a ``(matvec, b) -> Solution`` solver; return it and the solver's own failure message ("" if
-    none), which may say more than the status (Neumann: "lower alpha")."""
-    if not _accepts_throw(solver):
-        return solver(matvec, b), ""
-    try:
-        return solver(matvec, b, throw=True), ""
-    except SolveError as e:
-        if e.solution is None:
-            raise
-        return e.solution, str(e)
+def call_solver(solver: Callable, matvec: Callable[[Tensor], Tensor], b: Tensor) -> Solution:
+    """Run a ``(matvec, b) -> Solution`` solver without letting it raise on a failed status (the caller
+    reads the status once and reports; a solver's own advice is its ``failure_hint``, e.g. Neumann's)."""
+    return solver(matvec, b, throw=False) if _accepts_throw(solver) else solver(matvec, b)
 
 
 def _accepts_throw(fn: Callable) -> bool:
@@ -217,7 +211,7 @@ Adjoint = Union[Implicit, Unrolled, Phantom]
 # ---------------------------------------------------------------- helpers
 
 
-_MAX_ITEMS = 1000  # items looked at per container: the walk runs on every call, so a huge list stays cheap
+_MAX_ITEMS = 2000  # container items looked at per call, all containers together: the walk runs on every call
 _CONTAINERS = (dict, list, tuple, set, frozenset)
 
 
@@ -225,10 +219,11 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
     """Names of tensors requiring grad that `fn` reaches but not through params: through closures,
     default arguments, modules, partials, the globals its code names, a callable object's attributes,
     and the dicts, lists, tuples and sets any of these hold (nested, up to 6 levels from `fn` and
-    the first 1000 items of each), non-tensor entries of params included."""
+    2000 container items in all), non-tensor entries of params included."""
     passed = {id(p) for p in params if isinstance(p, Tensor)}
     found: list[str] = []
     seen: set[int] = set()
+    budget = [_MAX_ITEMS]  # shared by every container: nested lists would multiply a per-container cap
 
     def visit(name: str, obj: Any, depth: int) -> None:
         if id(obj) in seen or depth > 6:
@@ -243,9 +238,10 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
             return
         if isinstance(obj, _CONTAINERS):
             items = obj.items() if isinstance(obj, dict) else enumerate(obj)
-            for k, (key, value) in enumerate(items):
-                if k == _MAX_ITEMS:
+            for key, value in items:
+                if budget[0] <= 0:
                     break
+                budget[0] -= 1
                 shown = f"[{key!r}]" if not isinstance(obj, (set, frozenset)) else "{...}"
                 visit(f"{name}{shown}", value, depth + 1)
             return
@@ -352,8 +348,9 @@ def _transposed_jacobian(spec: _Spec, x: Tensor, params: list) -> Callable[[Tens
 class _ImplicitRoot(torch.autograd.Function):
     """Identity on the precomputed solution x*; the backward is the IFT adjoint solve.
 
-    The backward is itself differentiable: under create_graph it uses the saved *output* x*, whose
-    own node carries dx*/dparams, and gets the adjoint u as the root of G(u) = (dF/dx)^T u + v = 0
+    The backward is itself differentiable: under create_graph it re-applies this Function to the
+    saved x* (the input, so a caller may modify the output in place), whose node then carries
+    dx*/dparams, and gets the adjoint u as the root of G(u) = (dF/dx)^T u + v = 0
     through this same Function, so u's dependence on x*, v and params is differentiated by the IFT
     too (one more linear solve per order).
     """
@@ -368,7 +365,7 @@ class _ImplicitRoot(torch.autograd.Function):
         ctx.spec = spec
         ctx.is_tensor = [isinstance(p, Tensor) for p in params]
         ctx.others = [None if t else p for p, t in zip(params, ctx.is_tensor)]
-        ctx.save_for_backward(output, *[p for p, t in zip(params, ctx.is_tensor) if t])
+        ctx.save_for_backward(x_star, *[p for p, t in zip(params, ctx.is_tensor) if t])
 
     @staticmethod
     def backward(ctx, v: Tensor):
@@ -381,7 +378,9 @@ class _ImplicitRoot(torch.autograd.Function):
         if not want:
             return (None, None, *grads)
         higher = torch.is_grad_enabled()  # create_graph=True (or a nested torch.func.grad)
-        if not higher:
+        if higher:  # x* again, now with its dependence on params: the same value, a node of this Function
+            x = _ImplicitRoot.apply(x.detach(), spec, *params)
+        else:
             x, v = x.detach(), v.detach()
             params = [p.detach() if isinstance(p, Tensor) else p for p in params]
         B, n = spec.B, spec.n
@@ -390,12 +389,13 @@ class _ImplicitRoot(torch.autograd.Function):
         matvec_x = _transposed_jacobian(spec, x0, p0)  # the solve itself never needs a graph
         matvec = lambda u: matvec_x(u).reshape(B, n)
         b = -v.detach().reshape(B, n).to(x.dtype)
-        sol, said = spec.adjoint._solve(matvec, b)
+        sol, said, truncated = spec.adjoint._solve(matvec, b)
         spec.adjoint.last_backward = sol
         failed = sol.status != Status.SUCCESS
         if bool(failed.any()):
             _report(spec.adjoint.on_failure, _backward_failure(spec, sol, said, matvec, b), sol)
-        warn_inexact(sol, b, "implicit backward")
+        if truncated:
+            warn_inexact(sol, b, "implicit backward")
         u = sol.value.reshape(x.shape)
         if higher:
             adjoint_spec = _Spec(functools.partial(_adjoint_residual, spec), spec.adjoint, spec.batched, tuple(x.shape))
@@ -503,7 +503,8 @@ def _wrap(F: Callable, adjoint: Adjoint, batched: bool, name: str, T: Optional[C
                                          f"{missing}; implicit differentiation only returns gradients for "
                                          f"tensors passed positionally -- call it as solve(x0, *params) with each "
                                          f"of them in params, not inside a dict or list (for a module use "
-                                         f"torch.func.functional_call)")
+                                         f"torch.func.functional_call); one F never reads (a kept loss, say) must "
+                                         f"be out of its reach or detached: the check cannot tell")
                 spec = _Spec(F, adjoint, batched, tuple(value.shape), matvec_factory)
                 out = _ImplicitRoot.apply(value, spec, *params)
             return Solution(out, sol.status, sol.stats) if sol is not None else out
