@@ -135,7 +135,7 @@ class SPAM(FunctionalOptimizer):
         """Dense SPAM only: sparse momentum draws its coordinates on the host at every reset."""
         return super().graph_capturable and all(group["density"] >= 1.0 for group in self.param_groups)
 
-    def _subset(self, p: Tensor, group: dict, t: int) -> Tensor | None:
+    def _subset(self, p: Tensor, group: dict, t: int, legacy: bool = False) -> Tensor | None:
         """Sorted flat indices of the coordinates of `p` (a parameter or its real view) that keep
         momentum at step t; None where momentum is dense.
 
@@ -146,8 +146,9 @@ class SPAM(FunctionalOptimizer):
         """
         if group["density"] >= 1.0 or p.dim() < 2:
             return None
-        t = int(t)  # reads the host: sparse momentum is not capturable
-        drawn_at = t // group["reset_interval"] * group["reset_interval"]  # the last reset's step (0: the start)
+        t, every = int(t), group["reset_interval"]  # reads the host: sparse momentum is not capturable
+        # the last reset's step (0: the start); a state saved before resets moved to t = jΔT drew at jΔT + 1
+        drawn_at = (t - 1) // every * every + 1 if legacy else t // every * every
         cached = self._subsets.get(p.data_ptr())
         if cached is None or cached[0] != drawn_at:
             position = next(i for i, q in enumerate(q for g in self.param_groups for q in g["params"])
@@ -164,7 +165,7 @@ class SPAM(FunctionalOptimizer):
         if not state:
             return None
         group = next(g for g in self.param_groups if any(q is param for q in g["params"]))
-        return self._subset(real_view(param), group, state["step"])
+        return self._subset(real_view(param), group, state["step"], "subsets_at_resets" not in state)
 
     @staticmethod
     def _subset_size(p: Tensor, group: dict) -> int:
@@ -175,7 +176,8 @@ class SPAM(FunctionalOptimizer):
             return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
         n = self._subset_size(p, group)
         return {"exp_avg": torch.zeros(n, dtype=p.dtype, device=p.device),
-                "exp_avg_sq": torch.zeros(n, dtype=p.dtype, device=p.device)}
+                "exp_avg_sq": torch.zeros(n, dtype=p.dtype, device=p.device),
+                "subsets_at_resets": True}  # absent from states saved before the draw moved to the resets
 
     def update(self, p, g, state, group):
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
@@ -183,7 +185,9 @@ class SPAM(FunctionalOptimizer):
         reset = since == 0  # reset before step t = jΔT
         _zero_where(m, reset)
         _zero_where(v, reset)
-        index = self._subset(p, group, t)
+        if "subsets_at_resets" not in state and m.shape != p.shape and reset:
+            state["subsets_at_resets"] = True  # an old state's interval ends here: from now on the new rule
+        index = self._subset(p, group, t, "subsets_at_resets" not in state)
         if index is None:
             self._adam_step(p, g, m, v, t, since, group)
         else:  # sparse momentum: gather the chosen coordinates, step them, scatter back
@@ -421,6 +425,15 @@ class SubsetNorm(FunctionalOptimizer):
         r = group["momentum_rank"]
         return r is not None and p.dim() >= 2 and min(p.shape[0], p[0].numel()) > r
 
+    @classmethod
+    def _grouping(cls, p: Tensor, v: Tensor) -> int | None:
+        """The sum's axis for this state: its v's shape says it (states saved before the grouping followed the
+        authors' code keep the other axis, so such a run resumes as it ran)."""
+        d = cls._reduce_dim(p)
+        if d is not None and v.dim() == 2 and v.shape[d] != 1:
+            d = 1 - d
+        return d
+
     def init_state(self, p, group):
         d = self._reduce_dim(p)
         if d is None:
@@ -451,7 +464,7 @@ class SubsetNorm(FunctionalOptimizer):
     def update(self, p, g, state, group):
         (b1, b2), t = group["betas"], state["step"]
         v = state["exp_avg_sq"]
-        d = self._reduce_dim(p)
+        d = self._grouping(p, v)
         g2 = g * g if d is None else (g * g).reshape(p.shape[0], -1).sum(dim=d, keepdim=True)
         _decay(p, group)
         if self._subspace(p, group):  # already bias-corrected

@@ -672,3 +672,42 @@ def test_gravity_refuses_a_zero_rate_and_a_warmup_from_zero_draws_the_velocity_f
             v = bt * v + (1 - bt) * zeta
             p = p - lr * (t - 1) / 4 * v
         torch.testing.assert_close(ps[i].detach(), p, rtol=1e-12, atol=1e-14)
+
+
+def test_a_subset_norm_state_saved_with_the_old_grouping_resumes_with_it():
+    """Before the grouping followed the authors' code a 3 x 5 weight kept one v per row, (3, 1); such a
+    checkpoint met a (1, 5) update on resume and crashed. Its v's shape now says how it sums, so it runs on."""
+    torch.manual_seed(0)
+    p0 = torch.randn(3, 5, dtype=torch.float64)
+    grads = [torch.randn(3, 5, dtype=torch.float64) for _ in range(3)]
+    p = torch.nn.Parameter(p0.clone())
+    opt = build_optimizer([p], "subset_norm", lr=1e-2)
+    opt.state[p].update(step=0, exp_avg=torch.zeros_like(p0), exp_avg_sq=torch.zeros(3, 1, dtype=torch.float64))
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    assert opt.state[p]["exp_avg_sq"].shape == (3, 1)
+    b1, b2, want, m, v = 0.9, 0.999, p0.clone(), torch.zeros_like(p0), torch.zeros(3, 1, dtype=torch.float64)
+    for t, g in enumerate(grads, 1):
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * (g * g).sum(1, keepdim=True)
+        want = want - 1e-2 * _adam_like(b1, b2, t, m, v, 1e-8)
+    torch.testing.assert_close(p.detach(), want, rtol=1e-12, atol=1e-14)
+
+
+def test_a_sparse_spam_state_saved_before_resets_moved_keeps_its_subset_to_the_next_reset():
+    """The subset's seed holds the step of its draw, which moved (t = jΔT + 1 -> jΔT): a checkpoint saved
+    mid-interval by the old code drew another subset on resume, pairing its moments with other coordinates
+    until the next reset. Golden values: the old code's subset of this run at t = 250."""
+    torch.manual_seed(0)
+    W = torch.nn.Parameter(torch.randn(8, 8))
+    opt = build_optimizer([W], "spam", lr=1e-2, density=0.25, reset_interval=500)
+    W.grad = torch.ones_like(W)
+    opt.step()
+    state = opt.state[W]
+    del state["subsets_at_resets"]  # as saved by the old code
+    state["step"] = 250
+    old = [1, 6, 10, 15, 27, 30, 31, 32, 33, 36, 37, 47, 48, 60, 61, 63]
+    assert opt.momentum_subset(W).tolist() == old
+    state["step"] = 499
+    opt.step()  # t = 500, a reset: the new rule from here on
+    assert state["subsets_at_resets"] is True and opt.momentum_subset(W).tolist() != old
