@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import time
@@ -88,7 +89,10 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
             return writer.partial
         return writer.finish({"wall_time_s": writer.seconds})
     except BaseException:
-        writer.close()  # keep the finished batches for a resume
+        # keep the finished batches for a resume; after a failed write (a full disk) the close can fail
+        # too: the first error is the one to report, and the counter on disk names only batches on disk
+        with contextlib.suppress(Exception):
+            writer.close()
         if writer.batches_done == 0:  # nothing to resume (e.g. a setting the solver refused): no .partial left
             writer.partial.unlink(missing_ok=True)
         raise

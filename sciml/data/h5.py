@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +184,12 @@ class Writer:
         f.flush()
 
     def write_batch(self, index: int, arrays: Mapping[str, np.ndarray], diagnostics: Mapping[str, np.ndarray]) -> None:
-        """Write batch `index` (all its fields), then record it as done."""
+        """Write batch `index` (all its fields), then record it as done.
+
+        The data are flushed and fsynced before `batches_done` is set, so the counter on disk never
+        runs ahead of them (set before a single flush, a disk-full flush that lost the batch's chunks
+        still wrote the counter, and the resume kept a batch of zeros). A failed write leaves the
+        counter at this batch, which a resume writes again."""
         if index != self.batches_done:
             raise RuntimeError(f"batch {index} written out of order (next is {self.batches_done})")
         start = index * self.batch_size
@@ -195,12 +201,14 @@ class Writer:
             if key not in self.file:
                 self.file.create_dataset(key, shape=(self.n_samples,), dtype=np.float64)
             self.file[key][start:start + len(value)] = value
-        self.batches_done = index + 1
-        self.file.attrs["batches_done"] = self.batches_done
+        self.file.flush()  # the batch's data to the OS ...
+        _fsync(self.partial)  # ... and to the disk, before anything says it is there
+        self.file.attrs["batches_done"] = index + 1
         now = time.perf_counter()  # this batch's share: since the file was opened or the last batch
         self.file.attrs["generation_seconds"] = self.seconds + (now - self._clock)
-        self._clock = now
         self.file.flush()
+        self.batches_done = index + 1
+        self._clock = now
 
     def finish(self, final_attrs: Mapping[str, Any]) -> Path:
         for key, value in final_attrs.items():
@@ -214,6 +222,14 @@ class Writer:
         """Close without completing (the partial file stays for a later resume)."""
         if self.file.id.valid:
             self.file.close()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR)  # Windows flushes only a handle opened for writing
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_info(path: str | Path) -> DatasetInfo:

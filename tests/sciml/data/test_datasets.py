@@ -62,6 +62,37 @@ def test_interrupted_generation_resumes_to_the_same_file(data_root):
         assert np.array_equal(f["outputs/u"][()], g["outputs/u"][()])
 
 
+def test_a_write_failing_mid_batch_is_written_again_on_resume(data_root, monkeypatch):
+    """A full disk: the flush after batch 1 fails and its chunks never reach the file. The counter
+    was set before that flush (and written by the close on the error path): the resumed file said
+    complete with batch 1 all zeros."""
+    import errno
+
+    recipe = load_recipe("burgers", overrides=TINY)
+    real_flush, failed = h5py.File.flush, []
+
+    def full_disk(self):
+        if not failed and "outputs/u" in self and self["outputs/u"][4:8].any():  # batch 1's data, not yet on disk
+            failed.append(True)
+            for key in ("inputs/u0", "outputs/u"):  # its chunks are lost
+                self[key][4:8] = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_flush(self)
+
+    monkeypatch.setattr(h5py.File, "flush", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        generate(recipe, root=data_root / "r", progress=False)
+    monkeypatch.setattr(h5py.File, "flush", real_flush)
+    partial = dataset_path(recipe, data_root / "r").with_suffix(".h5.partial")
+    with h5py.File(partial) as f:
+        assert f.attrs["batches_done"] == 1  # batch 1 is not on disk
+    resumed = generate(recipe, root=data_root / "r", progress=False)
+    straight = generate(recipe, root=data_root / "s", progress=False)
+    with h5py.File(resumed) as f, h5py.File(straight) as g:
+        for key in ("inputs/u0", "outputs/u", "diagnostics/max_abs"):
+            assert np.array_equal(f[key][()], g[key][()]), key
+
+
 def test_a_partial_begun_by_other_solver_code_is_started_over(data_root, monkeypatch):
     """Its resume key used to be the recipe and the device: a partial resumed after a solver change
     mixed two code versions' samples in one file."""
@@ -103,7 +134,8 @@ def test_a_finished_file_reaches_the_disk_before_its_rename(data_root, monkeypat
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(a), str(b))), replace(a, b)))
     path = generate(load_recipe("burgers", overrides=TINY), root=data_root, progress=False)
     partial = str(path) + ".partial"
-    assert events == [("fsync", partial), ("replace", partial, str(path)), ("fsync", str(path.parent))]
+    # each of the 3 batches' data before its counter is set (test_a_write_failing_mid_batch...), then the whole file
+    assert events == [("fsync", partial)] * 4 + [("replace", partial, str(path)), ("fsync", str(path.parent))]
 
 
 def test_a_checkpoint_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
