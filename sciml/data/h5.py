@@ -18,6 +18,7 @@ resumed batch by batch (`batches_done`), and readers refuse incomplete files.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -136,7 +137,7 @@ class Writer:
             try:
                 self.file = h5py.File(self.partial, "a")
             except OSError as err:
-                if "lock" in str(err):  # HDF5's file lock: a live writer holds it; deleting it would lose both
+                if _locked(err):  # HDF5's file lock: a live writer holds it; deleting it would lose both
                     raise DatasetError(f"{self.partial} is being written by another process (the same dataset generated "
                                        "twice at once?): wait for it to finish, or stop it and run again to resume "
                                        "it") from None
@@ -222,6 +223,14 @@ class Writer:
         """Close without completing (the partial file stays for a later resume)."""
         if self.file.id.valid:
             self.file.close()
+
+
+def _locked(err: OSError) -> bool:
+    """Whether HDF5 failed to open a file because another process holds its lock: its flock/fcntl
+    fails with EAGAIN/EWOULDBLOCK (h5py raises BlockingIOError, errno 11 on Linux), and HDF5 says
+    "unable to lock file". Not any text with "lock" in it: a truncated file's "sblock->base_addr"
+    was taken for a live writer, and the partial was never started over."""
+    return err.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(err)
 
 
 def _fsync(path: Path) -> None:

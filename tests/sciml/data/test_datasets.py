@@ -175,6 +175,21 @@ def test_a_second_generation_of_a_dataset_being_written_stops_and_leaves_the_fir
         assert f.attrs["batches_done"] == 3
 
 
+def test_a_truncated_partial_is_started_over_not_taken_for_a_live_writer(data_root):
+    """h5py's error for a cut-short file names "sblock->base_addr": a test for "lock" in its text
+    called it "being written by another process" on every run, and it was never started over."""
+    recipe = load_recipe("burgers", overrides=TINY)
+    partial = generate(recipe, root=data_root / "t", progress=False, max_batches=2)
+    partial.write_bytes(partial.read_bytes()[:partial.stat().st_size // 2])
+    with pytest.raises(OSError, match="truncated file"):
+        h5py.File(partial, "a")
+    done = generate(recipe, root=data_root / "t", progress=False)
+    straight = generate(recipe, root=data_root / "s", progress=False)
+    with h5py.File(done) as f, h5py.File(straight) as g:
+        assert "resumed" not in f.attrs  # begun again
+        assert np.array_equal(f["outputs/u"][()], g["outputs/u"][()])
+
+
 def test_max_minutes_splits_a_generation_and_the_wall_time_sums_over_runs(data_root):
     recipe = load_recipe("burgers", overrides=TINY)
     partial = generate(recipe, root=data_root, progress=False, max_minutes=1e-9)  # stops after one batch
