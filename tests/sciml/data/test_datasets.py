@@ -415,3 +415,12 @@ def test_a_changed_recipe_says_so_in_its_description_and_diffusion_sorption_para
     family = DiffusionSorption1D()
     attrs = family.layout(load_recipe("diffusion_sorption").typed_params()).attrs
     assert "u = -D u_x" in str(attrs["boundary_conditions"])  # the solver's outflow condition
+
+
+def test_diffusion_sorption_needs_two_saved_times():
+    """Its times are linspace(0, t_end, n_times), t = 0 included: n_times=1 saved u0 alone as the
+    output, and the default loader trained target = input."""
+    with pytest.raises(ConfigError, match=r"n_times=1 would save only t = 0.*set params.n_times to 2 or more"):
+        load_recipe("diffusion_sorption", preset="tiny", overrides=["params.n_times=1"])
+    recipe = load_recipe("diffusion_sorption", preset="tiny", overrides=["params.n_times=2"])
+    np.testing.assert_allclose(recipe.family_obj().layout(recipe.typed_params()).grid["t"], [0.0, 500.0])
