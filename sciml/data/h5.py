@@ -241,6 +241,30 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _dims(path: Path, group: str, name: str, dset) -> tuple[str, ...]:
+    """A field's `dims` attribute: JSON text (what sciml writes) or a 1-D array of strings (what h5py
+    writes for a Python list), either naming every axis of the dataset, sample first."""
+    where = f"{path}:/{group}/{name}"
+    fix = (f"set its dims attribute to JSON text naming every axis, sample first, then t for a time-varying "
+           f"field, then space, e.g. f[{f'{group}/{name}'!r}].attrs['dims'] = '[\"sample\", \"x\"]'")
+    raw = dset.attrs.get("dims")
+    if raw is None:
+        raise DatasetError(f"{where} has no dims attribute (which axis is which): {fix}")
+    if isinstance(raw, np.ndarray) and raw.ndim == 1 and raw.dtype.kind in "OSU":  # a list written by h5py
+        dims = [v.decode() if isinstance(v, bytes) else v for v in raw.tolist()]
+    else:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        try:
+            dims = json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            dims = None
+    if not (isinstance(dims, list) and all(isinstance(d, str) for d in dims)):
+        raise DatasetError(f"{where} has dims={raw!r}, not a list of axis names: {fix}")
+    if len(dims) != dset.ndim:
+        raise DatasetError(f"{where} has {dset.ndim} axes {tuple(dset.shape)} but dims names {len(dims)}, {dims}: {fix}")
+    return tuple(dims)
+
+
 def read_info(path: str | Path) -> DatasetInfo:
     """Open and validate a dataset file; errors name the HDF5 path and what was expected."""
     import h5py
@@ -267,7 +291,7 @@ def read_info(path: str | Path) -> DatasetInfo:
         fields: dict[str, FieldSpec] = {}
         for group in GROUPS:
             for name, dset in f.get(group, {}).items():
-                dims = tuple(json.loads(dset.attrs["dims"]))[1:]
+                dims = _dims(path, group, name, dset)[1:]
                 if dset.shape[0] != n:
                     raise DatasetError(f"{path}:/{group}/{name} has {dset.shape[0]} samples, root says n_samples={n}")
                 spatial = tuple(s for d, s in zip(dims, dset.shape[1:]) if d != "t")

@@ -330,3 +330,42 @@ def test_runs_with_several_output_fields_report_each_fields_error(tmp_path):
         assert final[f"test_rel_l2_of_{name}"] == pytest.approx(mine, rel=1e-4), name
     (row,) = evaluate_run(run.path, which="last", device="cpu")
     assert row["rel_l2_of_small"] == pytest.approx(final["test_rel_l2_of_small"], rel=1e-5)
+
+
+def _own_file(path, dims):
+    """A file written with one's own h5py, as the schema describes, with /inputs/a's dims as given."""
+    import json
+
+    import h5py
+
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"schema": "sciml.dataset", "schema_version": "1.0", "name": "mine", "family": "user",
+                        "n_samples": 6, "spatial_shape": [16], "grid_kind": "periodic", "complete": True})
+        f["grid/x"] = np.arange(16) / 16
+        a = f.create_dataset("inputs/a", data=rng.standard_normal((6, 16)))
+        u = f.create_dataset("outputs/u", data=rng.standard_normal((6, 16)))
+        u.attrs["dims"] = json.dumps(["sample", "x"])
+        if dims is not None:
+            a.attrs["dims"] = dims
+    return path
+
+
+@pytest.mark.parametrize("dims, message", [
+    (None, r"/inputs/a has no dims attribute"),
+    ("sample, x", r"/inputs/a has dims='sample, x', not a list of axis names"),
+    ('["sample"]', r"/inputs/a has 2 axes \(6, 16\) but dims names 1"),
+])
+def test_a_field_without_json_dims_is_refused_naming_the_field_and_the_format(tmp_path, dims, message):
+    """A bare KeyError ('dims') or a JSON TypeError came out of read_info (a traceback from `sciml train`)."""
+    with pytest.raises(DatasetError, match=message + r".*JSON text naming every axis.*\[\"sample\", \"x\"\]"):
+        read_info(_own_file(tmp_path / "own.h5", dims))
+
+
+@pytest.mark.parametrize("dims", [["sample", "x"], np.array([b"sample", b"x"])])
+def test_dims_written_as_an_hdf5_string_array_read_as_the_json_list(tmp_path, dims):
+    """What h5py writes for a Python list (variable-length strings; or fixed-length bytes): the same axes."""
+    info = read_info(_own_file(tmp_path / "own.h5", dims))
+    assert info.field("a").dims == ("x",)
+    _, train_split, _ = load_splits(info.path, inputs=["a"], outputs=["u"], n_train=4, n_test=2)
+    assert train_split.x.shape == (4, 1, 16)
