@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sciml.data.h5 import Writer, read_info
-from sciml.data.recipes import DATASETS_DIR, Recipe
+from sciml.data.recipes import DATASETS_DIR, Recipe, batch_seed
 from sciml.utils import environment, resolve_device
 
 
@@ -35,7 +35,7 @@ def sample_code_hash(family: object) -> str:
 
 def batch_generator(device: torch.device, seed: int, batch: int) -> torch.Generator:
     gen = torch.Generator(device=device)
-    gen.manual_seed(seed * 1_000_003 + batch)
+    gen.manual_seed(batch_seed(seed, batch))
     return gen
 
 

@@ -13,8 +13,9 @@ batched generator built on `solvers.pde`), sample counts, a seed, and presets::
       small: {n_samples: 256, params: {resolution: 1024}}
 
 Batch ``b`` draws its random inputs from a generator seeded with ``seed * 1_000_003 + b`` on the
-generating device, so a file is reproducible batch by batch (same recipe, same device type) and an
-interrupted generation resumes at the next unfinished batch.
+generating device (`batch_seed`; `seed_range` gives the seeds for which torch takes that), so a file is
+reproducible batch by batch (same recipe, same device type) and an interrupted generation resumes at
+the next unfinished batch.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from sciml.config import ConfigError, StrictModel, apply_overrides, load_yaml, validate
 from sciml.data.h5 import FieldSpec
@@ -36,6 +37,24 @@ from sciml.registry import Registry, close_matches
 from sciml.utils import REPO_ROOT
 
 DATASETS_DIR = REPO_ROOT / "datasets"
+SEED_STRIDE = 1_000_003  # batch b of a recipe with seed s draws from a generator seeded with s * SEED_STRIDE + b
+_GENERATOR_SEEDS = (-2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes (a negative one wraps)
+
+
+def seed_range(n_batches: int) -> tuple[int, int]:
+    """The recipe seeds whose batch seeds, ``seed * SEED_STRIDE + b`` for b < n_batches, torch takes."""
+    low, high = _GENERATOR_SEEDS
+    return -(-low // SEED_STRIDE), (high - (n_batches - 1)) // SEED_STRIDE
+
+
+def batch_seed(seed: int, batch: int, n_batches: int | None = None) -> int:
+    """Batch `batch`'s generator seed; an error naming the recipe's `seed` where torch cannot take it
+    (it said "Overflow when unpacking long long")."""
+    low, high = seed_range(n_batches or batch + 1)
+    if not low <= seed <= high:
+        raise ConfigError(f"seed={seed} is out of range: batch b draws from a generator seeded with seed * {SEED_STRIDE} "
+                          f"+ b, which torch takes only within [-2**63, 2**64 - 1]; use a seed from {low} to {high}")
+    return seed * SEED_STRIDE + batch
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,12 @@ class Recipe(StrictModel):
     batch_size: PositiveInt = 256
     params: dict[str, Any] = {}
     presets: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _seed_fits(self) -> "Recipe":
+        n_batches = -(-self.n_samples // self.batch_size)
+        batch_seed(self.seed, n_batches - 1, n_batches)  # fail at load, not after the family's setup
+        return self
 
     def family_obj(self) -> Family:
         return FAMILIES.get(self.family)()

@@ -424,3 +424,19 @@ def test_diffusion_sorption_needs_two_saved_times():
         load_recipe("diffusion_sorption", preset="tiny", overrides=["params.n_times=1"])
     recipe = load_recipe("diffusion_sorption", preset="tiny", overrides=["params.n_times=2"])
     np.testing.assert_allclose(recipe.family_obj().layout(recipe.typed_params()).grid["t"], [0.0, 500.0])
+
+
+def test_a_seed_torch_cannot_take_is_refused_naming_seed_and_its_range():
+    """torch said "Overflow when unpacking long long" at the first batch, naming neither seed nor a limit."""
+    with pytest.raises(ConfigError, match=r"seed=100000000000000 is out of range: .*seed \* 1000003 \+ b.*"
+                                          r"use a seed from -9223344366821 to 18446688733643"):
+        load_recipe("burgers", overrides=[*TINY, "seed=100000000000000"])
+    from sciml.data.generate import batch_generator
+    from sciml.data.recipes import seed_range
+
+    low, high = seed_range(3)  # TINY: 3 batches
+    for seed in (low, high):  # the ends are taken, by the recipe and by torch
+        recipe = load_recipe("burgers", overrides=[*TINY, f"seed={seed}"])
+        batch_generator(torch.device("cpu"), recipe.seed, 2)
+    with pytest.raises(ConfigError, match=f"seed={high + 1} is out of range"):
+        load_recipe("burgers", overrides=[*TINY, f"seed={high + 1}"])
