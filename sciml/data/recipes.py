@@ -41,6 +41,12 @@ SEED_STRIDE = 1_000_003  # batch b of a recipe with seed s draws from a generato
 _GENERATOR_SEEDS = (-2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes (a negative one wraps)
 
 
+def too_coarse(key: str, value: int, least: int, why: str) -> ValueError:
+    """A family's refusal of a grid its solver cannot run on, naming the recipe key and its minimum (the
+    solvers name their own arguments: "u0 has shape (48, 3)", "n_cells=2")."""
+    return ValueError(f"params.{key}={value} is too coarse: {why}; set params.{key} to {least} or more")
+
+
 def seed_range(n_batches: int) -> tuple[int, int]:
     """The recipe seeds whose batch seeds, ``seed * SEED_STRIDE + b`` for b < n_batches, torch takes."""
     low, high = _GENERATOR_SEEDS

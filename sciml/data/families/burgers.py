@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import PositiveFloat, PositiveInt, model_validator
 
 from sciml.config import StrictModel
 from sciml.data.h5 import FieldSpec
-from sciml.data.recipes import FAMILIES, Layout
+from sciml.data.recipes import FAMILIES, Layout, too_coarse
 
 
 class BurgersParams(StrictModel):
@@ -20,6 +20,12 @@ class BurgersParams(StrictModel):
     tau: PositiveFloat = 5.0
     sigma: PositiveFloat = 25.0
     dt: PositiveFloat | None = None  # None: the solver's own stable, accurate choice
+
+    @model_validator(mode="after")
+    def _grid(self) -> "BurgersParams":
+        if self.resolution < 4:
+            raise too_coarse("resolution", self.resolution, 4, "the pseudo-spectral Burgers solver needs at least 4 points")
+        return self
 
 
 @FAMILIES.register("burgers1d", description="1D viscous Burgers, periodic; GRF initial condition -> u(x, t)",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import PositiveFloat, PositiveInt, model_validator
 
 from sciml.config import StrictModel
 from sciml.data.h5 import FieldSpec
-from sciml.data.recipes import FAMILIES, Layout
+from sciml.data.recipes import FAMILIES, Layout, too_coarse
 
 
 class DarcyParams(StrictModel):
@@ -19,6 +19,13 @@ class DarcyParams(StrictModel):
     low: PositiveFloat = 3.0
     forcing: float = 1.0
     rtol: PositiveFloat = 1e-10
+
+    @model_validator(mode="after")
+    def _grid(self) -> "DarcyParams":
+        if self.resolution < 3:
+            raise too_coarse("resolution", self.resolution, 3, "the Darcy solver needs at least 3 nodes per axis "
+                             "(the boundary's and one inside)")
+        return self
 
 
 @FAMILIES.register("darcy2d", description="2D Darcy flow, u = 0 on the boundary; thresholded-GRF coefficient -> pressure",

@@ -8,7 +8,7 @@ from pydantic import PositiveFloat, PositiveInt, model_validator
 
 from sciml.config import StrictModel
 from sciml.data.h5 import FieldSpec
-from sciml.data.recipes import FAMILIES, Layout
+from sciml.data.recipes import FAMILIES, Layout, too_coarse
 
 
 class DiffusionSorptionParams(StrictModel):
@@ -29,6 +29,8 @@ class DiffusionSorptionParams(StrictModel):
         if not 0 <= self.u0_low <= self.u0_high:  # the isotherm reads max(u, 0): negative values went unnoticed
             raise ValueError(f"need 0 <= u0_low <= u0_high (concentrations), got u0_low={self.u0_low}, "
                              f"u0_high={self.u0_high}")
+        if self.resolution < 3:
+            raise too_coarse("resolution", self.resolution, 3, "the finite-volume solver needs at least 3 cells")
         if self.n_times < 2:  # linspace(0, t_end, 1) is [0]: the "solution" was u0 itself, a target equal to the input
             raise ValueError(f"n_times={self.n_times} would save only t = 0 (the saved times are t_end * k / (n_times - 1), "
                              f"k = 0..n_times-1, t = 0 included): set params.n_times to 2 or more (the recipe's 101: "

@@ -10,7 +10,7 @@ from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt, model_validat
 
 from sciml.config import StrictModel
 from sciml.data.h5 import FieldSpec
-from sciml.data.recipes import FAMILIES, Layout
+from sciml.data.recipes import FAMILIES, Layout, too_coarse
 from solvers.pde.navier_stokes import DEFAULT_SPEED_CHECKS
 
 
@@ -33,6 +33,9 @@ class NavierStokesParams(StrictModel):
 
     @model_validator(mode="after")
     def _snapshots_are_defined(self) -> "NavierStokesParams":
+        if self.sim_resolution < 4:  # the stored grid (params.resolution) divides it
+            raise too_coarse("sim_resolution", self.sim_resolution, 4, "the pseudo-spectral solver needs at least 4 "
+                             "points per axis (params.resolution, the stored grid, divides it)")
         if self.n_times is None and self.t_end != round(self.t_end):
             raise ValueError(f"t_end={self.t_end} is not a whole number of time units, which the default snapshots "
                              f"(one per unit) need; set n_times (e.g. n_times: {max(1, round(10 * self.t_end))})")

@@ -11,11 +11,11 @@ import math
 
 import numpy as np
 import torch
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from sciml.config import StrictModel
 from sciml.data.h5 import FieldSpec
-from sciml.data.recipes import FAMILIES, Layout
+from sciml.data.recipes import FAMILIES, Layout, too_coarse
 
 
 class SineSumParams(StrictModel):
@@ -30,6 +30,14 @@ class SineSumParams(StrictModel):
     max_wavenumber: PositiveInt = 3  # l_j ~ U{1..max_wavenumber}
     dt: PositiveFloat | None = None  # None: the solver's advective CFL rule at `cfl`
     cfl: float = Field(0.5, gt=0, le=1.3)  # ETDRK4's advective stability limit is ~1.3
+
+    @model_validator(mode="after")
+    def _grid(self) -> "SineSumParams":
+        if self.oversample * self.resolution < 4:  # simulated on oversample * resolution points
+            raise too_coarse("resolution", self.resolution, -(-4 // self.oversample), (
+                f"the pseudo-spectral solver runs on params.oversample x params.resolution = {self.oversample} x "
+                f"{self.resolution} points and needs at least 4"))
+        return self
 
 
 class KdVParams(SineSumParams):

@@ -440,3 +440,21 @@ def test_a_seed_torch_cannot_take_is_refused_naming_seed_and_its_range():
         batch_generator(torch.device("cpu"), recipe.seed, 2)
     with pytest.raises(ConfigError, match=f"seed={high + 1} is out of range"):
         load_recipe("burgers", overrides=[*TINY, f"seed={high + 1}"])
+
+
+@pytest.mark.parametrize("recipe, key, least, more", [
+    ("burgers", "resolution", 4, []), ("darcy", "resolution", 3, []), ("diffusion_sorption", "resolution", 3, []),
+    ("navier_stokes", "sim_resolution", 4, ["params.resolution=1"]), ("ks", "resolution", 4, []),
+    ("kdv", "resolution", 2, ["params.oversample=2"]),  # simulated on 2 x 2 points
+])
+def test_a_grid_too_coarse_for_the_solver_is_refused_naming_the_recipe_key(recipe, key, least, more):
+    """The solvers' own errors named their arguments ("u0 has shape (48, 3)", "a has shape ...", "n_cells=2"),
+    and only once generation began."""
+    with pytest.raises(ConfigError, match=rf"params\.{key}={least - 1} is too coarse: .*at least.*"
+                                          rf"set params\.{key} to {least} or more"):
+        load_recipe(recipe, preset="tiny", overrides=[*more, f"params.{key}={least - 1}"])
+    ok = load_recipe(recipe, preset="tiny", overrides=[*more, f"params.{key}={least}"])
+    family, params = ok.family_obj(), ok.typed_params()
+    family.layout(params)
+    arrays, _ = family.generate(params, 1, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    assert all(torch.isfinite(v).all() for v in arrays.values())  # the least grid the key allows runs
