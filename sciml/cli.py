@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -238,10 +239,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sciml {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: a run with a checkpoint goes on with `sciml train --resume RUN` (the run folder printed "
-              "above); one stopped before its first checkpoint (its folder is then removed, or holds no checkpoints/) "
-              "starts again with the same command, and a dataset it was making goes on from its finished batches",
-              file=sys.stderr)
+        if args.command == "generate":
+            print(f"interrupted: the batches finished so far are kept in the dataset's .partial file (none if it stopped "
+                  f"in its first); run the same command, `sciml {shlex.join(sys.argv[1:] if argv is None else argv)}`, "
+                  f"again to resume from them", file=sys.stderr)
+        elif args.command == "train":
+            print("interrupted: a run with a checkpoint goes on with `sciml train --resume RUN` (the run folder printed "
+                  "above); one stopped before its first checkpoint (its folder is then removed, or holds no "
+                  "checkpoints/) starts again with the same command, and a dataset it was making goes on from its "
+                  "finished batches", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
 
 

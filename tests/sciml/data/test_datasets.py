@@ -458,3 +458,19 @@ def test_a_grid_too_coarse_for_the_solver_is_refused_naming_the_recipe_key(recip
     family.layout(params)
     arrays, _ = family.generate(params, 1, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
     assert all(torch.isfinite(v).all() for v in arrays.values())  # the least grid the key allows runs
+
+
+def test_ctrl_c_during_generate_says_to_rerun_the_same_generate_command(data_root, monkeypatch, capsys):
+    """It printed the training advice (`sciml train --resume RUN`...)."""
+    import sciml.data.generate as generate_module
+    from sciml.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate_module, "generate", interrupted)
+    argv = ["generate", "burgers", *TINY, "--root", str(data_root), "--quiet"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"run the same command, `sciml generate burgers {' '.join(TINY)} --root {data_root} --quiet`, again" in err
+    assert "sciml train" not in err
