@@ -25,8 +25,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from sciml.data.h5 import read_info
     from sciml.data.recipes import load_recipe
 
+    from sciml.utils import resolve_device
+
     recipe = load_recipe(args.recipe, preset=args.preset, overrides=args.overrides)
-    path = generate(recipe, root=args.root, device=args.device, progress=not args.quiet, max_minutes=args.max_minutes)
+    device = resolve_device(args.device, flag="--device")  # its errors name the flag, not a config key
+    path = generate(recipe, root=args.root, device=device, progress=not args.quiet, max_minutes=args.max_minutes)
     if path.suffix == ".partial":
         print(f"{path}: stopped after --max-minutes {args.max_minutes:g}; run the same command again to go on")
         return 0
@@ -126,8 +129,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         rows = [evaluate_pinn_run(Path(args.run), which=args.checkpoint)]
     else:
         from sciml.train.trainer import evaluate_run
+        from sciml.utils import resolve_device
 
-        rows = evaluate_run(args.run, resolutions=args.resolution or [None], which=args.checkpoint, device=args.device,
+        rows = evaluate_run(args.run, resolutions=args.resolution or [None], which=args.checkpoint,
+                            device=resolve_device(args.device, flag="--device"),
                             dataset=args.dataset, n_test=args.n_test)
     for row in rows:
         print(json.dumps(row))

@@ -17,18 +17,21 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present; anything else is passed to `torch.device`."""
+def resolve_device(device: str | torch.device = "auto", *, flag: str | None = None) -> torch.device:
+    """``"auto"`` picks CUDA when present; anything else is passed to `torch.device`. Errors name the
+    config key ``device=``, or the command-line `flag` (e.g. ``"--device"``) the value came from."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    given, fix = (f"device {device!r}", "device=auto or cpu") if flag is None else \
+        (f"{flag} {device}", f"{flag} auto or {flag} cpu")
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
-        raise ValueError(f"device {device!r} is not valid: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+        raise ValueError(f"{given} is not valid: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for CUDA but none is available: use device=auto or cpu")
+        raise ValueError(f"{given} asked for CUDA but none is available: use {fix}")
     return resolved
 
 

@@ -474,3 +474,16 @@ def test_ctrl_c_during_generate_says_to_rerun_the_same_generate_command(data_roo
     err = capsys.readouterr().err
     assert f"run the same command, `sciml generate burgers {' '.join(TINY)} --root {data_root} --quiet`, again" in err
     assert "sciml train" not in err
+
+
+def test_device_errors_of_the_command_line_name_the_flag(data_root, monkeypatch, capsys):
+    """`sciml generate --device cuda` without CUDA said "use device=auto or cpu", a config key it has no use for."""
+    from sciml.cli import main
+    from sciml.utils import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["generate", "burgers", *TINY, "--root", str(data_root), "--quiet", "--device", "cuda"]) == 2
+    assert "--device cuda asked for CUDA but none is available: use --device auto or --device cpu" in capsys.readouterr().err
+    assert not list(data_root.iterdir())
+    with pytest.raises(ValueError, match=r"device 'cuda' asked for CUDA but none is available: use device=auto or cpu"):
+        resolve_device("cuda")  # a config's device key keeps its own words
