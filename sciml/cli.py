@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -239,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SCIML_DEBUG"):
             raise
         hint = ""
-        if isinstance(err, (PermissionError, NotADirectoryError, IsADirectoryError)):
+        # a folder that cannot be written: no permission, not a folder, or a read-only filesystem (EROFS,
+        # which Python raises as a plain OSError)
+        if isinstance(err, (PermissionError, NotADirectoryError, IsADirectoryError)) or \
+                getattr(err, "errno", None) == errno.EROFS:
             hint = " (choose a writable folder: output.root=... for runs, --root ... for datasets)"
         print(f"sciml {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2

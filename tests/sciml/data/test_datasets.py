@@ -487,3 +487,19 @@ def test_device_errors_of_the_command_line_name_the_flag(data_root, monkeypatch,
     assert not list(data_root.iterdir())
     with pytest.raises(ValueError, match=r"device 'cuda' asked for CUDA but none is available: use device=auto or cpu"):
         resolve_device("cuda")  # a config's device key keeps its own words
+
+
+def test_a_read_only_filesystem_gets_the_writable_folder_hint(data_root, monkeypatch, capsys):
+    """EPERM/EACCES got "choose a writable folder (--root ...)"; EROFS, a plain OSError, did not."""
+    import errno
+
+    import sciml.data.generate as generate_module
+    from sciml.cli import main
+
+    def read_only(recipe, *, root, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(root))
+
+    monkeypatch.setattr(generate_module, "generate", read_only)
+    assert main(["generate", "burgers", *TINY, "--root", str(data_root), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "[Errno 30] Read-only file system" in err and "(choose a writable folder: output.root=... for runs, --root ... for datasets)" in err
