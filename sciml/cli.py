@@ -21,6 +21,10 @@ from typing import Any
 from sciml.config import ConfigError
 
 
+# sciml.data.recipes.DATASETS_DIR, without importing torch for --help
+DATASETS_DIR = Path(__file__).resolve().parent.parent / "datasets"
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from sciml.data.generate import generate
     from sciml.data.h5 import read_info
@@ -193,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="recipe name (e.g. burgers) or path to a recipe .yaml")
     p.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. n_samples=64 params.resolution=512)")
     p.add_argument("--preset", help="a preset defined in the recipe (e.g. small)")
-    p.add_argument("--root", help="folder for the file (default: datasets/)")
+    p.add_argument("--root", help=f"folder for the file, relative to the working directory (default: {DATASETS_DIR}, "
+                                  "the folder of the built-in recipes, whatever the recipe's path or the working directory)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--max-minutes", type=float, help="stop after the batch that passes this wall time (resumable)")

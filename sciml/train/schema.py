@@ -14,7 +14,8 @@ class DataConfig(StrictModel):
     preset: str | None = None
     recipe_overrides: list[str] = Field(default_factory=list, description="key=value overrides of the recipe")
     path: str | None = Field(None, description="an existing dataset file; replaces recipe")
-    root: str | None = Field(None, description="folder for generated files (default: datasets/)")
+    root: str | None = Field(None, description="folder for generated files (default: <repo>/datasets, the folder of the "
+                             "built-in recipes, whatever the recipe's path or the working directory)")
     inputs: list[str] | None = None  # default: every input field
     outputs: list[str] | None = None  # default: every output field
     n_train: PositiveInt = 1000

@@ -503,3 +503,21 @@ def test_a_read_only_filesystem_gets_the_writable_folder_hint(data_root, monkeyp
     assert main(["generate", "burgers", *TINY, "--root", str(data_root), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "[Errno 30] Read-only file system" in err and "(choose a writable folder: output.root=... for runs, --root ... for datasets)" in err
+
+
+def test_generated_files_go_to_the_repository_datasets_folder_whatever_the_recipe_path(tmp_path):
+    """The README said files go "beside the recipe", and --root's help "default: datasets/" (read as the
+    working directory's): they go to <repo>/datasets for a recipe anywhere, from any working directory."""
+    import shutil
+
+    import sciml.cli as cli
+    from sciml.data.recipes import DATASETS_DIR
+
+    readme = (DATASETS_DIR / "README.md").read_text()
+    assert "beside the recipe" not in readme and "`<repo>/datasets/`" in readme and "whatever the recipe's path" in readme
+    shutil.copy(DATASETS_DIR / "burgers.yaml", tmp_path / "mine.yaml")
+    recipe = load_recipe(tmp_path / "mine.yaml", overrides=TINY)
+    assert dataset_path(recipe).parent == DATASETS_DIR
+    sub = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["generate"]._actions if a.dest == "root")
+    assert f"default: {DATASETS_DIR}," in sub.help and "whatever the recipe's path" in sub.help
+    assert cli.DATASETS_DIR == DATASETS_DIR  # the help's copy, made without importing torch
