@@ -521,3 +521,25 @@ def test_generated_files_go_to_the_repository_datasets_folder_whatever_the_recip
     sub = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["generate"]._actions if a.dest == "root")
     assert f"default: {DATASETS_DIR}," in sub.help and "whatever the recipe's path" in sub.help
     assert cli.DATASETS_DIR == DATASETS_DIR  # the help's copy, made without importing torch
+
+
+def test_a_cpu_partial_is_finished_only_with_its_own_thread_count(data_root):
+    """Navier-Stokes files made with 1 and 2 CPU threads differ in the last bits; the resume key left
+    the thread count out, so a resumed file could mix the two. Another count starts the partial over;
+    the file's name stays the recipe's."""
+    recipe = load_recipe("burgers", overrides=TINY)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        partial = generate(recipe, root=data_root, progress=False, max_batches=2)
+        torch.set_num_threads(2)
+        with h5py.File(generate(recipe, root=data_root, progress=False, max_batches=1)) as f:
+            assert f.attrs["batches_done"] == 1  # begun again with 2 threads, not finished (3)
+            assert f.attrs["device"] == "cpu (2 threads)"
+        torch.set_num_threads(1)  # and the 2-thread partial is not finished with 1 thread either
+        path = generate(recipe, root=data_root, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert path == dataset_path(recipe, data_root) and partial == path.with_name(path.name + ".partial")
+    with h5py.File(path) as f:
+        assert "resumed" not in f.attrs and f.attrs["device"] == "cpu (1 threads)"
