@@ -33,7 +33,8 @@ from sciml.utils import durable_replace
 
 SCHEMA = "sciml.dataset"
 SCHEMA_VERSION = "1.0"
-# periodic: x_j = j/s (right end excluded); nodes: x_j = j/(s-1) (both ends); cells: x_j = (j + 1/2)/s
+# On the domain [0, L] (the root's domain attribute; L = 1 but for KdV and KS): periodic: x_j = L j/s (right end
+# excluded); nodes: x_j = L j/(s-1) (both ends); cells: x_j = L (j + 1/2)/s
 GRID_KINDS = ("periodic", "nodes", "cells")
 GROUPS = ("inputs", "outputs")
 

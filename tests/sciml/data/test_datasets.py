@@ -543,3 +543,18 @@ def test_a_cpu_partial_is_finished_only_with_its_own_thread_count(data_root):
     assert path == dataset_path(recipe, data_root) and partial == path.with_name(path.name + ".partial")
     with h5py.File(path) as f:
         assert "resumed" not in f.attrs and f.attrs["device"] == "cpu (1 threads)"
+
+
+@pytest.mark.parametrize("recipe", ["burgers", "kdv", "ks", "navier_stokes", "darcy", "diffusion_sorption"])
+def test_the_schema_states_each_grid_kind_on_the_domain(recipe):
+    """The schema said a periodic grid is x_j = j/s; KdV and KS store L j/s with domain [0, L]."""
+    from sciml.data.recipes import DATASETS_DIR
+
+    r = load_recipe(recipe, preset="tiny")
+    layout = r.family_obj().layout(r.typed_params())
+    s, length = layout.spatial_shape[0], layout.attrs["domain"]["x"][1]
+    j = np.arange(s)
+    expected = {"periodic": length * j / s, "nodes": length * j / (s - 1), "cells": length * (j + 0.5) / s}
+    np.testing.assert_allclose(layout.grid["x"], expected[layout.grid_kind], rtol=1e-15)
+    readme = (DATASETS_DIR / "README.md").read_text()
+    assert '"periodic": x_j = L j/s' in readme and '"nodes": x_j = L j/(s-1)' in readme and '"cells": x_j = L (j + 1/2)/s' in readme
