@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -144,18 +145,34 @@ class Writer:
                                        "it") from None
                 self.partial.unlink()  # unreadable: start over
             else:
-                if self.file.attrs.get("resume_key") != resume_key:  # from another recipe: start over
+                begun = self.file.attrs.get("resume_key")
+                if begun != resume_key:  # from another recipe, device, torch, code or thread count: start over
+                    done = int(self.file.attrs.get("batches_done", 0))
                     self.file.close()
                     self.partial.unlink()
+                    if done:  # finished batches go: say why, or a rerun looks like a resume that lost them
+                        warnings.warn(f"{self.partial}: its {done} finished batch(es) are discarded and it is started "
+                                      f"over, since it was begun {_key_change(str(begun), resume_key)}; a partial is "
+                                      f"finished only as it was begun (same recipe, device type, torch, sample code "
+                                      f"and, on a CPU, thread count: OMP_NUM_THREADS, MKL_NUM_THREADS and CPU "
+                                      f"affinity set it)", RuntimeWarning, stacklevel=2)
                 elif int(self.file.attrs["batches_done"]):  # name each later sitting: other code may write its batches
                     sitting = {"from_batch": int(self.file.attrs["batches_done"]),
                                **{k: attrs[k] for k in SITTING_KEYS if k in attrs}}
                     self.file.attrs["resumed"] = _json(json.loads(self.file.attrs.get("resumed", "[]")) + [sitting])
         if not self.partial.exists():
+            self.file = None
             try:
                 self._create(h5py, attrs, fields, grid, resume_key)
-            except BaseException:  # e.g. an attribute HDF5 cannot store: no half-made file left behind
-                if getattr(self, "file", None) is not None and self.file.id.valid:
+            except BaseException as err:  # e.g. an attribute HDF5 cannot store: no half-made file left behind
+                if self.file is None:  # not ours: another process made it between the check and the create
+                    if isinstance(err, OSError) and (err.errno == errno.EEXIST or _locked(err)
+                                                     or "file exists" in str(err)):
+                        raise DatasetError(f"{self.partial} is being written by another process (the same dataset "
+                                           "generated twice at once?): wait for it to finish, or stop it and run "
+                                           "again to resume it") from None
+                    raise
+                if self.file.id.valid:
                     self.file.close()
                 self.partial.unlink(missing_ok=True)
                 raise
@@ -169,7 +186,9 @@ class Writer:
 
     def _create(self, h5py, attrs, fields, grid, resume_key) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = f = h5py.File(self.partial, "w")
+        # "x": fail if it exists. "w" truncated a file another writer had just made, before HDF5's lock refused,
+        # and the clean-up then deleted it: two generations started together left no file at all
+        self.file = f = h5py.File(self.partial, "x")
         f.attrs.update({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "complete": False,
                         "batches_done": 0, "resume_key": resume_key, "n_samples": self.n_samples,
                         "batch_size": self.batch_size})
@@ -226,6 +245,16 @@ class Writer:
             self.file.close()
 
 
+def _key_change(begun: str, now: str) -> str:
+    """What differs between two resume keys (recipe-device-torch-code[-threadsN]), in words."""
+    names = ("recipe", "device type", "torch", "sample code", "thread count")
+    old, new = begun.split("-"), now.split("-")
+    if len(old) != len(new) and len(old) == 4:
+        old.append("threads?")
+    diffs = [f"{n} {a} (now {b})" for n, a, b in zip(names, old + [""] * 5, new + [""] * 5) if a != b and (a or b)]
+    return "with " + ", ".join(diffs) if diffs else f"with key {begun!r} (now {now!r})"
+
+
 def _locked(err: OSError) -> bool:
     """Whether HDF5 failed to open a file because another process holds its lock: its flock/fcntl
     fails with EAGAIN/EWOULDBLOCK (h5py raises BlockingIOError, errno 11 on Linux), and HDF5 says
@@ -246,8 +275,9 @@ def _dims(path: Path, group: str, name: str, dset) -> tuple[str, ...]:
     """A field's `dims` attribute: JSON text (what sciml writes) or a 1-D array of strings (what h5py
     writes for a Python list), either naming every axis of the dataset, sample first."""
     where = f"{path}:/{group}/{name}"
+    example = json.dumps(["sample", "t", "x", "y", "z"][:dset.ndim] if dset.ndim <= 5 else ["sample"] + [f"axis{i}" for i in range(1, dset.ndim)])
     fix = (f"set its dims attribute to JSON text naming every axis, sample first, then t for a time-varying "
-           f"field, then space, e.g. f[{f'{group}/{name}'!r}].attrs['dims'] = '[\"sample\", \"x\"]'")
+           f"field, then space, e.g. f[{f'{group}/{name}'!r}].attrs['dims'] = '{example}' for its {dset.ndim} axes")
     raw = dset.attrs.get("dims")
     if raw is None:
         raise DatasetError(f"{where} has no dims attribute (which axis is which): {fix}")

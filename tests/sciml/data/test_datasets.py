@@ -533,7 +533,10 @@ def test_a_cpu_partial_is_finished_only_with_its_own_thread_count(data_root):
         torch.set_num_threads(1)
         partial = generate(recipe, root=data_root, progress=False, max_batches=2)
         torch.set_num_threads(2)
-        with h5py.File(generate(recipe, root=data_root, progress=False, max_batches=1)) as f:
+        with pytest.warns(RuntimeWarning, match=r"2 finished batch\(es\) are discarded .* begun with thread count "
+                                                r"threads1 \(now threads2\)"):  # a restart is said, not silent
+            again = generate(recipe, root=data_root, progress=False, max_batches=1)
+        with h5py.File(again) as f:
             assert f.attrs["batches_done"] == 1  # begun again with 2 threads, not finished (3)
             assert f.attrs["device"] == "cpu (2 threads)"
         torch.set_num_threads(1)  # and the 2-thread partial is not finished with 1 thread either
@@ -580,3 +583,33 @@ def test_the_navier_stokes_spacetime_statistics_in_the_docs_are_the_recipes():
     rms = w0.square().mean((-1, -2)).sqrt().mean().item()
     change = ((w[:, -1] - w0).flatten(1).norm(dim=1) / w0.flatten(1).norm(dim=1)).mean().item()
     assert abs(rms / rms_doc - 1) < 0.35 and abs(change / change_doc - 1) < 0.35, (rms, change)
+
+
+def test_two_generations_begun_together_leave_the_first_writers_file(data_root, monkeypatch):
+    """The partial was created with h5py's "w", which truncated a file another writer had made between the
+    exists() check and the create, before HDF5's lock refused; the clean-up then deleted it: no file at all."""
+    import sciml.data.h5 as h5
+
+    recipe = load_recipe("burgers", overrides=TINY)
+    create, other = h5.Writer._create, {}
+
+    def raced(self, *args):  # the other process wins the window and holds its file open
+        other["file"] = h5py.File(self.partial, "w")
+        other["file"].attrs["mine"] = 1
+        other["file"].flush()
+        create(self, *args)
+
+    monkeypatch.setattr(h5.Writer, "_create", raced)
+    with pytest.raises(DatasetError, match="being written by another process"):
+        generate(recipe, root=data_root, progress=False)
+    assert other["file"].attrs["mine"] == 1 and Path(other["file"].filename).exists()
+    other["file"].close()
+
+
+def test_a_dims_error_suggests_as_many_names_as_the_field_has_axes(data_root):
+    recipe = load_recipe("burgers", overrides=TINY)
+    path = generate(recipe, root=data_root, progress=False)
+    with h5py.File(path, "a") as f:
+        f["outputs/u"].attrs["dims"] = json.dumps(["sample", "x"])  # (sample, t, x): the example named two
+    with pytest.raises(DatasetError, match=r"""has 3 axes .* but dims names 2.*'\["sample", "t", "x"\]' for its 3 axes"""):
+        read_info(path)
