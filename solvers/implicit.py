@@ -25,7 +25,7 @@ Contract (kept positional on purpose: keyword binding cost jaxopt a layer of bug
 in ``params``: a tensor reached otherwise gets no gradient, so `Implicit` refuses one that requires
 grad and that F reaches through a closure, a default argument, a module, a global its code names,
 a callable object's attributes, or a dict/list/tuple/set held by any of these or passed in params
-(a bounded walk: 6 levels deep, 2000 container items in all).  x: (batch, *shape) with independent samples when
+(a bounded walk: 6 levels deep, 20 000 container items in all, with a warning past that).  x: (batch, *shape) with independent samples when
 ``batched=True`` (the default); ``batched=False`` treats the whole x (any shape, 0-d included)
 as one problem.
 
@@ -211,15 +211,27 @@ Adjoint = Union[Implicit, Unrolled, Phantom]
 # ---------------------------------------------------------------- helpers
 
 
-_MAX_ITEMS = 2000  # container items looked at per call, all containers together: the walk runs on every call
+_MAX_ITEMS = 20_000  # container items looked at per call, all containers together (~3 ms): the walk runs on every call
 _CONTAINERS = (dict, list, tuple, set, frozenset)
+_SCALARS = frozenset((int, float, complex, bool, str, bytes, type(None)))  # skipped at a type test: tables of numbers
+
+
+def _label(name: Any) -> str:
+    """A walked object's name, kept as (parent, suffix) pairs until a tensor needs it: formatting every
+    container item's name was most of the walk's cost."""
+    parts = []
+    while isinstance(name, tuple):
+        name, suffix = name
+        parts.append(suffix if isinstance(suffix, str) else "{...}" if suffix[1] else f"[{suffix[0]!r}]")
+    return name + "".join(reversed(parts))
 
 
 def closure_tensors(fn: Any, params: tuple) -> list[str]:
     """Names of tensors requiring grad that `fn` reaches but not through params: through closures,
     default arguments, modules, partials, the globals its code names, a callable object's attributes,
     and the dicts, lists, tuples and sets any of these hold (nested, up to 6 levels from `fn` and
-    2000 container items in all), non-tensor entries of params included."""
+    20 000 container items in all, in a fixed order; past that it warns that the check is incomplete),
+    non-tensor entries of params included."""
     passed = {id(p) for p in params if isinstance(p, Tensor)}
     found: list[str] = []
     seen: set[int] = set()
@@ -231,30 +243,32 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
         seen.add(id(obj))
         if isinstance(obj, Tensor):
             if obj.requires_grad and id(obj) not in passed:
-                found.append(name)
+                found.append(_label(name))
             return
         if isinstance(obj, nn.Module):
-            found.extend(f"{name}.{k}" for k, p in obj.named_parameters() if p.requires_grad and id(p) not in passed)
+            found.extend(f"{_label(name)}.{k}" for k, p in obj.named_parameters() if p.requires_grad and id(p) not in passed)
             return
         if isinstance(obj, _CONTAINERS):
+            is_set = isinstance(obj, (set, frozenset))
             items = obj.items() if isinstance(obj, dict) else enumerate(obj)
             for key, value in items:
-                if budget[0] <= 0:
+                if budget[0] <= 0:  # said below: a silent stop would pass a missed tensor as checked
                     break
                 budget[0] -= 1
-                shown = f"[{key!r}]" if not isinstance(obj, (set, frozenset)) else "{...}"
-                visit(f"{name}{shown}", value, depth + 1)
+                if type(value) in _SCALARS:
+                    continue
+                visit((name, (key, is_set)), value, depth + 1)
             return
         if isinstance(obj, functools.partial):
-            visit(f"{name}.func", obj.func, depth + 1)
+            visit((name, ".func"), obj.func, depth + 1)
             for i, a in enumerate(obj.args):
-                visit(f"{name}.args[{i}]", a, depth + 1)
+                visit((name, f".args[{i}]"), a, depth + 1)
             for k, a in obj.keywords.items():
-                visit(f"{name}.keywords[{k!r}]", a, depth + 1)
+                visit((name, f".keywords[{k!r}]"), a, depth + 1)
             return
         self_obj = getattr(obj, "__self__", None)
         if self_obj is not None and not isinstance(self_obj, type(functools)):  # a bound method's object (not a module's function)
-            visit(f"{name}.__self__", self_obj, depth + 1)
+            visit((name, ".__self__"), self_obj, depth + 1)
         code, cells = getattr(obj, "__code__", None), getattr(obj, "__closure__", None)
         if code is not None and cells:
             for var, cell in zip(code.co_freevars, cells):
@@ -271,22 +285,28 @@ def closure_tensors(fn: Any, params: tuple) -> list[str]:
                 visit(f"{var} (default)", value, depth + 1)
         if code is not None:  # module-level names the code reads (a global W, a global net, a helper)
             scope = getattr(obj, "__globals__", {})
-            for var in _names_read(code):
+            for var in sorted(_names_read(code)):  # a set: its order followed the hash seed
                 value = scope.get(var)
                 if isinstance(value, (Tensor, nn.Module) + _CONTAINERS) or (callable(value) and hasattr(value, "__code__")):
                     visit(var, value, depth + 1)
         elif (callable(obj) or depth > 0) and not isinstance(obj, type) and hasattr(obj, "__dict__") \
                 and not isinstance(obj, type(functools)):  # a callable object, or the object of a bound method
             for var, value in vars(obj).items():
-                visit(f"{name}.{var}", value, depth + 1)
+                visit((name, f".{var}"), value, depth + 1)
             call = getattr(type(obj), "__call__", None)
             if call is not None and hasattr(call, "__code__"):
-                visit(f"{name}.__call__", call, depth + 1)
+                visit((name, ".__call__"), call, depth + 1)
 
     visit("F", fn, 0)
     for i, p in enumerate(params):  # a tensor inside a dict or list argument is not an input of the layer either
         if isinstance(p, _CONTAINERS):
             visit(f"params[{i}]", p, 1)
+    if budget[0] <= 0 and not found:
+        warnings.warn(f"implicit: F reaches more than {_MAX_ITEMS} items of Python containers (lists, dicts, ...), so "
+                      f"the check for tensors that require grad but are not passed in params stopped there and may "
+                      f"have missed one (it would get no gradient): pass every such tensor in params, and hold big "
+                      f"constant tables as numpy arrays or tensors, which the check does not walk", RuntimeWarning,
+                      stacklevel=3)
     return found
 
 

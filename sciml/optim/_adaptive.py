@@ -430,8 +430,8 @@ class SubsetNorm(FunctionalOptimizer):
         """The sum's axis for this state: its v's shape says it (states saved before the grouping followed the
         authors' code keep the other axis, so such a run resumes as it ran)."""
         d = cls._reduce_dim(p)
-        if d is not None and v.dim() == 2 and v.shape[d] != 1:
-            d = 1 - d
+        if d is not None and v.dim() == 2 and tuple(v.shape) != ((p.shape[0], 1) if d == 1 else (1, p[0].numel())):
+            d = 1 - d  # e.g. a Linear(1, w) weight (w, 1): the old v was (1, 1), the new one (w, 1)
         return d
 
     def init_state(self, p, group):

@@ -692,4 +692,16 @@ def test_the_closure_walk_looks_at_a_bounded_number_of_items_in_all():
     table = Counted(Counted(Counted(range(50)) for _ in range(50)) for _ in range(50))
     W = torch.ones(2, requires_grad=True)
     assert closure_tensors(lambda x: x * len(table) * W, ()) == ["W"]
-    assert seen[0] <= 2100, seen[0]
+    assert seen[0] <= 20_100, seen[0]
+
+
+def test_a_big_constant_table_neither_hides_a_tensor_nor_passes_one_unsaid():
+    """With a budget of 2000 items for all containers together, a 2500-entry table F also read used it up and
+    theta['w'] behind it got no gradient without a word; past the budget the check now says it stopped."""
+    from solvers.implicit import closure_tensors
+
+    coeffs, theta = [0.0] * 2500, {"w": torch.ones(2, requires_grad=True)}
+    assert closure_tensors(lambda x: x * (1 + coeffs[0]) * theta["w"], ()) == ["theta['w']"]
+    hidden = [0.0] * 30_000 + [theta["w"]]
+    with pytest.warns(RuntimeWarning, match="stopped there and may have missed one"):
+        assert closure_tensors(lambda x: x * hidden[-1], ()) == []

@@ -711,3 +711,21 @@ def test_a_sparse_spam_state_saved_before_resets_moved_keeps_its_subset_to_the_n
     state["step"] = 499
     opt.step()  # t = 500, a reset: the new rule from here on
     assert state["subsets_at_resets"] is True and opt.momentum_subset(W).tolist() != old
+
+
+def test_an_old_subset_norm_state_of_a_one_column_weight_resumes_with_its_grouping():
+    """A Linear(1, w) weight (w, 1): the old code kept v (1, 1), the new one (w, 1); reading "the axis of
+    size 1" could not tell, and such a PINN's first layer crashed on resume."""
+    torch.manual_seed(0)
+    p0, grads = torch.randn(4, 1, dtype=torch.float64), [torch.randn(4, 1, dtype=torch.float64) for _ in range(3)]
+    p = torch.nn.Parameter(p0.clone())
+    opt = build_optimizer([p], "subset_norm", lr=1e-2)
+    opt.state[p].update(step=0, exp_avg=torch.zeros_like(p0), exp_avg_sq=torch.zeros(1, 1, dtype=torch.float64))
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    b1, b2, want, m, v = 0.9, 0.999, p0.clone(), torch.zeros_like(p0), torch.zeros(1, 1, dtype=torch.float64)
+    for t, g in enumerate(grads, 1):
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * (g * g).sum(0, keepdim=True)
+        want = want - 1e-2 * _adam_like(b1, b2, t, m, v, 1e-8)
+    torch.testing.assert_close(p.detach(), want, rtol=1e-12, atol=1e-14)
