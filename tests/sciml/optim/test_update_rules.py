@@ -674,22 +674,23 @@ def test_gravity_refuses_a_zero_rate_and_a_warmup_from_zero_draws_the_velocity_f
         torch.testing.assert_close(ps[i].detach(), p, rtol=1e-12, atol=1e-14)
 
 
-def test_a_subset_norm_state_saved_with_the_old_grouping_resumes_with_it():
-    """Before the grouping followed the authors' code a 3 x 5 weight kept one v per row, (3, 1); such a
-    checkpoint met a (1, 5) update on resume and crashed. Its v's shape now says how it sums, so it runs on."""
+@pytest.mark.parametrize("shape, old_v, summed", [((3, 5), (3, 1), 1), ((4, 1), (1, 1), 0)])
+def test_a_subset_norm_state_saved_with_the_old_grouping_resumes_with_it(shape, old_v, summed):
+    """Before the grouping followed the authors' code a 3 x 5 weight kept one v per row, (3, 1), and a
+    Linear(1, w) weight (w, 1) kept v (1, 1); such a checkpoint met the new grouping's update on resume and
+    crashed (reading "the axis of size 1" could not tell the second case). Its v's shape now says how it sums."""
     torch.manual_seed(0)
-    p0 = torch.randn(3, 5, dtype=torch.float64)
-    grads = [torch.randn(3, 5, dtype=torch.float64) for _ in range(3)]
+    p0, grads = torch.randn(*shape, dtype=torch.float64), [torch.randn(*shape, dtype=torch.float64) for _ in range(3)]
     p = torch.nn.Parameter(p0.clone())
     opt = build_optimizer([p], "subset_norm", lr=1e-2)
-    opt.state[p].update(step=0, exp_avg=torch.zeros_like(p0), exp_avg_sq=torch.zeros(3, 1, dtype=torch.float64))
+    opt.state[p].update(step=0, exp_avg=torch.zeros_like(p0), exp_avg_sq=torch.zeros(old_v, dtype=torch.float64))
     for g in grads:
         p.grad = g.clone()
         opt.step()
-    assert opt.state[p]["exp_avg_sq"].shape == (3, 1)
-    b1, b2, want, m, v = 0.9, 0.999, p0.clone(), torch.zeros_like(p0), torch.zeros(3, 1, dtype=torch.float64)
+    assert opt.state[p]["exp_avg_sq"].shape == old_v
+    b1, b2, want, m, v = 0.9, 0.999, p0.clone(), torch.zeros_like(p0), torch.zeros(old_v, dtype=torch.float64)
     for t, g in enumerate(grads, 1):
-        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * (g * g).sum(1, keepdim=True)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * (g * g).sum(summed, keepdim=True)
         want = want - 1e-2 * _adam_like(b1, b2, t, m, v, 1e-8)
     torch.testing.assert_close(p.detach(), want, rtol=1e-12, atol=1e-14)
 
@@ -711,21 +712,3 @@ def test_a_sparse_spam_state_saved_before_resets_moved_keeps_its_subset_to_the_n
     state["step"] = 499
     opt.step()  # t = 500, a reset: the new rule from here on
     assert state["subsets_at_resets"] is True and opt.momentum_subset(W).tolist() != old
-
-
-def test_an_old_subset_norm_state_of_a_one_column_weight_resumes_with_its_grouping():
-    """A Linear(1, w) weight (w, 1): the old code kept v (1, 1), the new one (w, 1); reading "the axis of
-    size 1" could not tell, and such a PINN's first layer crashed on resume."""
-    torch.manual_seed(0)
-    p0, grads = torch.randn(4, 1, dtype=torch.float64), [torch.randn(4, 1, dtype=torch.float64) for _ in range(3)]
-    p = torch.nn.Parameter(p0.clone())
-    opt = build_optimizer([p], "subset_norm", lr=1e-2)
-    opt.state[p].update(step=0, exp_avg=torch.zeros_like(p0), exp_avg_sq=torch.zeros(1, 1, dtype=torch.float64))
-    for g in grads:
-        p.grad = g.clone()
-        opt.step()
-    b1, b2, want, m, v = 0.9, 0.999, p0.clone(), torch.zeros_like(p0), torch.zeros(1, 1, dtype=torch.float64)
-    for t, g in enumerate(grads, 1):
-        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * (g * g).sum(0, keepdim=True)
-        want = want - 1e-2 * _adam_like(b1, b2, t, m, v, 1e-8)
-    torch.testing.assert_close(p.detach(), want, rtol=1e-12, atol=1e-14)
