@@ -275,7 +275,7 @@ def _dims(path: Path, group: str, name: str, dset) -> tuple[str, ...]:
     """A field's `dims` attribute: JSON text (what sciml writes) or a 1-D array of strings (what h5py
     writes for a Python list), either naming every axis of the dataset, sample first."""
     where = f"{path}:/{group}/{name}"
-    example = json.dumps(["sample", "t", "x", "y", "z"][:dset.ndim] if dset.ndim <= 5 else ["sample"] + [f"axis{i}" for i in range(1, dset.ndim)])
+    example = json.dumps(["sample", "x", "y", "z"][:dset.ndim] if dset.ndim <= 4 else ["sample"] + [f"axis{i}" for i in range(1, dset.ndim)])
     fix = (f"set its dims attribute to JSON text naming every axis, sample first, then t for a time-varying "
            f"field, then space, e.g. f[{f'{group}/{name}'!r}].attrs['dims'] = '{example}' for its {dset.ndim} axes")
     raw = dset.attrs.get("dims")

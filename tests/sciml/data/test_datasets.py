@@ -611,5 +611,5 @@ def test_a_dims_error_suggests_as_many_names_as_the_field_has_axes(data_root):
     path = generate(recipe, root=data_root, progress=False)
     with h5py.File(path, "a") as f:
         f["outputs/u"].attrs["dims"] = json.dumps(["sample", "x"])  # (sample, t, x): the example named two
-    with pytest.raises(DatasetError, match=r"""has 3 axes .* but dims names 2.*'\["sample", "t", "x"\]' for its 3 axes"""):
+    with pytest.raises(DatasetError, match=r"""has 3 axes .* but dims names 2.*'\["sample", "x", "y"\]' for its 3 axes"""):
         read_info(path)
