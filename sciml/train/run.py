@@ -191,10 +191,19 @@ RESUMABLE = {
 }
 
 
+# Free mappings: their keys are the user's (a factory's arguments), not the schema's, so a key the run's config
+# lacks is a new argument, not a field an older version did not write.
+FREE_DICTS = ("problem_args", "*.problem_args")
+
+
 def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ; keys the run's config lacks (saved by an older version) are skipped."""
+    """Dotted keys whose values differ; keys the run's config lacks (saved by an older version) are skipped,
+    except inside a free mapping (`FREE_DICTS`, e.g. problem_args), where a new key changes what is trained."""
+    import fnmatch
+
     if isinstance(before, dict) and isinstance(after, dict):
-        return [k for key in sorted(set(before) | set(after), key=str) if key in before
+        free = any(fnmatch.fnmatchcase(prefix.rstrip("."), pattern) for pattern in FREE_DICTS)
+        return [k for key in sorted(set(before) | set(after), key=str) if key in before or free
                 for k in _changed_keys(before.get(key), after.get(key), f"{prefix}{key}.")]
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
         return [k for i, (b, a) in enumerate(zip(before, after)) for k in _changed_keys(b, a, f"{prefix}{i}.")]
