@@ -115,7 +115,46 @@ class Problem:
             elif where is not None and not callable(where):
                 raise TypeError(f"{type(c).__name__} where must be None, a face such as 'x=lo' or a predicate x -> (n,) bool, "
                                 f"got {where!r}")
+        for i, c in enumerate(self.conditions):
+            if isinstance(c, Data):
+                self._check_data_points(i, c)
         object.__setattr__(self, "_residual_takes_params", takes_params(self.residual))
+
+    def _check_data_points(self, i: int, c: Data) -> None:
+        """Observations have one column per coordinate and lie in the domain (a box's bounds with a small tolerance;
+        another shape's inside test, near-boundary points allowed): (t, x) columns for (x, t) fitted the wrong
+        points without a word."""
+        x = torch.as_tensor(c.points).to(torch.float64)
+        order = f"({', '.join(self.coords)})"
+        if x.shape[1] != self.domain.dim:
+            raise ValueError(f"Data (conditions[{i}]) points have {x.shape[1]} column(s), but the domain has {self.domain.dim} "
+                             f"coordinates {order}: give points (n, {self.domain.dim}), columns in that order")
+        lo, hi = self.box()
+        tol = 1e-6 * torch.clamp(hi - lo, min=1.0)
+        bad_cols = (x < lo - tol) | (x > hi + tol)
+        space = self.domain.space if self.is_time_dependent else self.domain
+        outside = bad_cols.any(1)
+        if not isinstance(space, Box) and not bool(outside.all()):  # the bounding box, then the shape itself
+            try:
+                within = self.domain.inside(x)
+                if not bool(within.all()):
+                    near = space.distance_to_boundary(x[:, :space.dim]) <= float(tol.max())
+                    t_ok = ~bad_cols[:, -1] if self.is_time_dependent else True
+                    outside = outside | (~within & ~(near & t_ok))
+            except NotImplementedError:  # a shape without a cheap inside test: the bounding box only
+                pass
+        n_out = int(outside.sum())
+        if n_out:
+            first = int(outside.nonzero()[0, 0])
+            by_coord = ", ".join(f"{name} in [{float(lo[j]):.6g}, {float(hi[j]):.6g}]" for j, name in enumerate(self.coords))
+            per = ", ".join(f"{int(bad_cols[:, j].sum())} with {name} out of range" for j, name in enumerate(self.coords)
+                            if bool(bad_cols[:, j].any()))
+            shape = "" if isinstance(space, Box) else f" ({type(space).__name__}: its inside test)"
+            raise ValueError(f"Data (conditions[{i}]): {n_out} of {len(x)} points lie outside the domain {by_coord}{shape}"
+                             f"{f' ({per})' if per else ''}; the first is point {first}: "
+                             f"{tuple(round(v, 6) for v in x[first].tolist())}. Points are (n, {self.domain.dim}) with "
+                             f"columns in coordinate order {order}{', time last' if self.is_time_dependent else ''}: check the "
+                             f"column order (e.g. (x, t), not (t, x)) and the units")
 
     @property
     def is_time_dependent(self) -> bool:
