@@ -298,6 +298,29 @@ def _check_weight_names(problem: Problem, model: PINNModel, x: torch.Tensor, wei
                           f"residual_1, ... for a list, residual_<key> for a dict)")
 
 
+def _check_unknowns_used(problem: Problem, model: PINNModel, x: torch.Tensor) -> None:
+    """Every Unknown moves the residual: one it never reads (or reads detached, as a float) gets no gradient, stays at
+    its init and was reported as inferred. Probed once, at a few points, before any training."""
+    if not len(model.unknowns):
+        return
+    ref = next(model.parameters())
+    with torch.enable_grad():
+        terms = problem.residual_terms(problem.derivatives(model, x.to(ref.device, ref.dtype)), model.params(problem))
+        total = sum(t.sum() for t in terms) if terms else None
+        names = list(model.unknowns)
+        if total is None or not total.requires_grad:
+            grads = [None] * len(names)
+        else:
+            grads = torch.autograd.grad(total, [model.unknowns[k] for k in names], allow_unused=True)
+    unused = [k for k, g in zip(names, grads) if g is None]
+    if unused:
+        raise ConfigError(f"Unknown {', '.join(repr(k) for k in unused)} of problem {problem.name!r} is not used by the "
+                          f"residual (no gradient reaches it): it would stay at its init "
+                          f"({', '.join(f'{k}={float(problem.unknowns[k].init):g}' for k in unused)}) and be reported as "
+                          f"inferred. Read it in the residual as a tensor (p.{unused[0]}, not float(p.{unused[0]})), or make "
+                          f"it a known parameter / drop it from params")
+
+
 def _warn_left_soft(problem: Problem, covered: set[int], keep_soft: tuple[int, ...]) -> None:
     left = [condition_name(i, c) for i, c in enumerate(problem.conditions)
             if isinstance(c, (Dirichlet, Initial, Periodic)) and i not in covered and i not in keep_soft]
@@ -376,6 +399,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                                     initial=cfg.points.initial, method=cfg.points.method, seed=cfg.seed, skip=covered)
     cond_weights = {condition_name(i, c): c.weight for i, c, _ in cpu_points.conditions}
     _check_weight_names(problem, model, cpu_points.interior[:4], cfg.loss.weights, covered)
+    _check_unknowns_used(problem, model, cpu_points.interior[:4])
     weights = LossWeights(cfg.loss.weights, method=cfg.loss.adaptive, every=cfg.loss.update_every, alpha=cfg.loss.alpha, seed=cfg.seed)
     causal = None
     if cfg.loss.causal.enabled:

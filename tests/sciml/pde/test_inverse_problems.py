@@ -64,3 +64,23 @@ def test_data_points_outside_a_disk_are_refused_by_its_inside_test():
     corner = torch.tensor([[0.0, 0.0], [0.9, 0.9]], dtype=F64)  # inside the bounding box, outside the disk
     with pytest.raises(ValueError, match=r"1 of 2 points lie outside the domain .*\(Disk: its inside test\).*point 1"):
         Problem(domain=disk, residual=lambda d: d.laplacian("u"), conditions=[Data(corner, torch.zeros(2))])
+
+
+TINY_FIT = {"dtype": "float64", "net": {"width": 8, "depth": 2}, "points": {"interior": 32}, "log_every": 1,
+            "eval_every": 0, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 2}]}
+
+
+def test_an_unknown_the_residual_never_reads_is_refused_before_training():
+    """param_k stayed at its init 0.5 (its gradient always None) and was reported as inferred."""
+    from sciml.pde import Data, Unknown
+    from sciml.train.pinn import fit
+
+    x, u = _obs()
+    params = {"D": Unknown(0.2, true=0.7), "k": Unknown(0.5, true=0.1)}
+    with pytest.raises(ConfigError, match=r"Unknown 'k' of problem 'custom' is not used by the residual.*init \(k=0.5\)"):
+        fit(_heat(Data(x, u), params=params), TINY_FIT)
+    detached = lambda d, p: d.u_t - float(p.D) * d.u_xx  # read as a number: no gradient either
+    with pytest.raises(ConfigError, match=r"Unknown 'D' .*not used by the residual"):
+        fit(_heat(Data(x, u), residual=detached), TINY_FIT)
+    both = lambda d, p: d.u_t - p.D * d.u_xx - p.k * d.u
+    assert set(fit(_heat(Data(x, u), params=params, residual=both), TINY_FIT).metrics) >= {"param_D", "param_k"}
