@@ -84,3 +84,31 @@ def test_an_unknown_the_residual_never_reads_is_refused_before_training():
         fit(_heat(Data(x, u), residual=detached), TINY_FIT)
     both = lambda d, p: d.u_t - p.D * d.u_xx - p.k * d.u
     assert set(fit(_heat(Data(x, u), params=params, residual=both), TINY_FIT).metrics) >= {"param_D", "param_k"}
+
+
+def test_weight_decay_does_not_pull_the_unknowns_to_zero(monkeypatch):
+    """AdamW decayed D with the weights (D 0.687 for 0.697 without decay on it)."""
+    import sciml.train.pinn as pinn
+    from sciml.pde import Data
+
+    built = []
+
+    def recording(params, name, **kw):
+        built.append(pinn_build(params, name, **kw))
+        return built[-1]
+
+    pinn_build = pinn.build_optimizer
+    monkeypatch.setattr(pinn, "build_optimizer", recording)
+    x, u = _obs()
+    cfg = {**TINY_FIT, "phases": [{"optimizer": {"name": "adamw", "lr": 1e-2, "weight_decay": 0.5}, "steps": 2},
+                                  {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 2}, "steps": 1}]}
+    result = pinn.fit(_heat(Data(x, u)), cfg)
+    D = result.model.unknowns["D"]
+    adamw, lbfgs = built
+    (d_group,) = [g for g in adamw.param_groups if any(p is D for p in g["params"])]
+    assert d_group["weight_decay"] == 0.0 and d_group["params"] == [D]
+    assert [g["weight_decay"] for g in adamw.param_groups if g is not d_group] == [0.5]  # the net's weights decay
+    assert len(lbfgs.param_groups) == 1  # L-BFGS takes one group (and has no decay)
+    # an optimizer state saved with one group (before the split) resumes as it was
+    saved = {"param_groups": [{"params": list(range(7))}]}
+    assert not isinstance(list(pinn._param_groups(result.model, "none", saved))[0], dict)
