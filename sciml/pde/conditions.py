@@ -173,6 +173,16 @@ class Data(Condition):
         p, v = torch.as_tensor(self.points), torch.as_tensor(self.values)
         if p.ndim != 2 or v.reshape(-1).shape[0] != p.shape[0]:
             raise ValueError(f"Data points must be (n, d) and values (n,); got {tuple(p.shape)} and {tuple(v.shape)}")
+        for what, t in (("points", p), ("values", v.reshape(-1))):
+            # a NaN observation poisons the loss, and the guard then blamed the learning rate or the precision
+            if t.is_floating_point() or t.is_complex():
+                bad = ~torch.isfinite(t) if t.ndim == 1 else ~torch.isfinite(t).all(1)
+                if bool(bad.any()):
+                    i = int(bad.nonzero()[0, 0])
+                    raise ValueError(f"Data {what} hold non-finite numbers (NaN or inf) at {int(bad.sum())} of "
+                                     f"{len(t)} observations, the first at index {i}: {t[i].tolist()}; drop those "
+                                     f"observations (e.g. keep = {'torch.isfinite(points).all(1)' if what == 'points' else 'torch.isfinite(values)'}) "
+                                     f"before Data(points[keep], values[keep])")
 
     def residual(self, d, batch):
         return d(self.component) - batch["values"]

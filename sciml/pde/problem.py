@@ -41,6 +41,19 @@ class Unknown:
     init: float = 0.0
     true: float | None = None
 
+    def __post_init__(self):
+        for what in ("init", "true"):
+            value = getattr(self, what)
+            if value is None and what == "true":
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"Unknown({what}={value!r}): {what} must be a real number") from None
+            if not math.isfinite(number):
+                raise ValueError(f"Unknown({what}={value!r}): {what} must be finite (a NaN or inf start poisons every "
+                                 f"step, and the guard then blames the learning rate)")
+
 
 @dataclass(frozen=True)
 class Problem:

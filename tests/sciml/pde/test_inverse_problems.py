@@ -112,3 +112,30 @@ def test_weight_decay_does_not_pull_the_unknowns_to_zero(monkeypatch):
     # an optimizer state saved with one group (before the split) resumes as it was
     saved = {"param_groups": [{"params": list(range(7))}]}
     assert not isinstance(list(pinn._param_groups(result.model, "none", saved))[0], dict)
+
+
+@pytest.mark.parametrize("what,bad", [("values", float("nan")), ("values", float("inf")), ("points", float("nan"))])
+def test_non_finite_observations_are_refused_at_construction_naming_the_first(what, bad):
+    """A NaN observation was blamed on the learning rate / precision by the guard."""
+    from sciml.pde import Data
+
+    x, u = _obs()
+    if what == "values":
+        u = torch.where(torch.arange(50) == 3, bad, u)
+    else:
+        x = torch.where(torch.arange(50)[:, None] == 3, bad, x)
+    with pytest.raises(ValueError, match=rf"Data {what} hold non-finite numbers \(NaN or inf\) at 1 of 50 observations, "
+                                         rf"the first at index 3"):
+        Data(x, u)
+
+
+def test_an_unknown_starts_from_a_finite_number():
+    from sciml.pde import Unknown
+
+    with pytest.raises(ValueError, match=r"Unknown\(init=nan\): init must be finite"):
+        Unknown(float("nan"))
+    with pytest.raises(ValueError, match=r"Unknown\(true=inf\): true must be finite"):
+        Unknown(0.2, true=float("inf"))
+    with pytest.raises(TypeError, match=r"Unknown\(init='abc'\): init must be a real number"):
+        Unknown("abc")
+    assert Unknown(1).init == 1 and Unknown(0.2, true=None).true is None
