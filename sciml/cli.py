@@ -103,6 +103,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"test relative L2: {final['test_rel_l2']:.5f}")
     elif "rel_l2" in final:
         print(f"relative L2 vs reference: {final['rel_l2']:.5e}")
+    if _task_of(raw) == "pinn":
+        from sciml.train.pinn import describe_unknowns
+
+        for line in describe_unknowns(final):  # an inverse problem's result
+            print(line)
     if final.get("stopped_early"):
         pinn = _task_of(raw) == "pinn"
         cap = "max_minutes" if pinn else "training.max_minutes"
@@ -132,6 +137,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                               "against its problem's reference at its own points")
 
         rows = [evaluate_pinn_run(Path(args.run), which=args.checkpoint)]
+        from sciml.train.pinn import describe_unknowns
+
+        lines = describe_unknowns(rows[0])
+        if "rel_l2" not in rows[0] and not lines:
+            print(f"{args.run}: problem {rows[0]['problem']!r} has no reference solution and no unknowns: nothing to "
+                  f"measure (give Problem(reference=...) to measure errors)", file=sys.stderr)
+        for line in lines:
+            print(line, file=sys.stderr)
     else:
         from sciml.train.trainer import evaluate_run
         from sciml.utils import resolve_device

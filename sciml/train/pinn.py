@@ -631,13 +631,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     last_loss = float(weights.total(terms_fn(at), cond_weights).detach())
     pred = evaluate.predict(model) if evaluate.x is not None else None  # once: for the final errors and the picture
     final = {"kind": "final", **(evaluate.errors(pred) if pred is not None else {}), "loss": last_loss,
-             "seconds": elapsed, "stopped_early": stopped_early, **{f"param_{k}": float(v.detach()) for k, v in model.unknowns.items()}}
-    for k, u in problem.unknowns.items():
-        if u.true is not None:
-            error = abs(float(model.unknowns[k].detach()) - u.true)
-            final[f"param_{k}_abs_error"] = error
-            if u.true != 0:  # relative to 0 it is no number (it read 8e296)
-                final[f"param_{k}_rel_error"] = error / abs(u.true)
+             "seconds": elapsed, "stopped_early": stopped_early, **inferred_unknowns(problem, model)}
     log(final)
     if run is not None and pred is not None:
         from sciml.train.plots import plot_pinn_fields
@@ -658,6 +652,37 @@ def _param_groups(model: PINNModel, kind: str, saved: dict | None):
         return model.parameters()
     ids = {id(p) for p in unknowns}
     return [{"params": [p for p in model.parameters() if id(p) not in ids]}, {"params": unknowns, "weight_decay": 0.0}]
+
+
+def inferred_unknowns(problem: Problem, model: PINNModel) -> dict[str, float]:
+    """``param_<name>`` of each Unknown as the model holds it, and where its true value is given
+    ``param_<name>_true``, ``param_<name>_abs_error`` and (true ≠ 0) ``param_<name>_rel_error``."""
+    out = {}
+    for k, v in model.unknowns.items():
+        out[f"param_{k}"] = value = float(v.detach())
+        true = problem.unknowns[k].true if k in problem.unknowns else None
+        if true is not None:
+            out[f"param_{k}_true"] = float(true)
+            out[f"param_{k}_abs_error"] = error = abs(value - true)
+            if true != 0:  # relative to 0 it is no number (it read 8e296)
+                out[f"param_{k}_rel_error"] = error / abs(true)
+    return out
+
+
+def describe_unknowns(metrics: dict[str, Any]) -> list[str]:
+    """One line per inferred unknown in `metrics` (`inferred_unknowns`' keys), for the CLI."""
+    lines = []
+    for key, value in metrics.items():
+        if not key.startswith("param_") or key.endswith(("_true", "_abs_error", "_rel_error")) or not isinstance(value, float):
+            continue
+        name = key[len("param_"):]
+        parts = [f"true {metrics[f'{key}_true']:.6g}"] if f"{key}_true" in metrics else []
+        if f"{key}_abs_error" in metrics:
+            parts.append(f"abs error {metrics[f'{key}_abs_error']:.3e}")
+        if f"{key}_rel_error" in metrics:
+            parts.append(f"rel error {metrics[f'{key}_rel_error']:.3e}")
+        lines.append(f"inferred {name} = {value:.6g}" + (f" ({', '.join(parts)})" if parts else ""))
+    return lines
 
 
 def _detached(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -740,4 +765,5 @@ def _load_weights(model: PINNModel, state: dict, where: Path) -> None:
 def evaluate_pinn_run(run_path: Path, *, which: str = "last") -> dict:
     """Reload a PINN run folder's checkpoint and measure its relative L2 vs the reference."""
     model, cfg, problem = load_pinn(run_path, which=which)
-    return {"run": str(run_path), "problem": cfg.problem, **_Evaluator(problem, "cpu")(model)}
+    return {"run": str(run_path), "problem": cfg.problem, **_Evaluator(problem, "cpu")(model),
+            **inferred_unknowns(problem, model)}

@@ -139,3 +139,60 @@ def test_an_unknown_starts_from_a_finite_number():
     with pytest.raises(TypeError, match=r"Unknown\(init='abc'\): init must be a real number"):
         Unknown("abc")
     assert Unknown(1).init == 1 and Unknown(0.2, true=None).true is None
+
+
+HEAT_MODULE = '''
+import math, torch
+from sciml.pde import Data, Dirichlet, Initial, Interval, Problem, Unknown
+
+def heat(D_true=0.7, n_obs=50, reference=True, unknown=True, name="custom"):
+    exact = lambda x: torch.exp(-D_true * x[:, 1]) * torch.sin(x[:, 0])
+    domain = Interval(0, math.pi).with_time(0, 1)
+    obs = domain.sample_interior(n_obs, method="halton", seed=7)
+    return Problem(domain=domain, residual=lambda d, p: d.u_t - p.D * d.u_xx,
+                   conditions=[Dirichlet(0.0), Initial(lambda x: torch.sin(x[:, 0])), Data(obs, exact(obs))],
+                   params={"D": Unknown(0.2, true=D_true) if unknown else D_true}, reference=exact if reference else None,
+                   name=name)
+
+def buggy():
+    return heat(D_true=torch.randn(2, "float64"))  # a TypeError inside the factory
+'''
+
+
+@pytest.fixture
+def heat_module(tmp_path, monkeypatch):
+    """A user module ``invheat_<n>`` with a `heat` factory (an inverse heat problem), importable as 'invheat_<n>:heat'."""
+    name = f"invheat_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(HEAT_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def _cli_config(tmp_path, problem, run="r", **extra):
+    cfg = tmp_path / f"{run}.yaml"
+    cfg.write_text(yaml.safe_dump({"task": "pinn", "problem": problem, "device": "cpu", **TINY_FIT, **extra,
+                                   "output": {"root": str(tmp_path / "runs"), "name": run}}))
+    return str(cfg)
+
+
+def test_train_and_eval_report_the_inferred_unknowns(tmp_path, capsys, heat_module):
+    """`sciml eval` printed no param_D and `sciml train` only the relative L2; with no reference eval printed nothing useful."""
+    import json
+
+    from sciml.cli import main
+
+    assert main(["train", _cli_config(tmp_path, f"{heat_module}:heat")]) == 0
+    out = capsys.readouterr().out
+    final = RunDir(tmp_path / "runs" / "r").read_metrics()[-1]
+    assert f"inferred D = {final['param_D']:.6g} (true 0.7, abs error {final['param_D_abs_error']:.3e}, rel error " in out
+    assert main(["eval", str(tmp_path / "runs" / "r"), "--checkpoint", "last"]) == 0
+    cap = capsys.readouterr()
+    row = json.loads(cap.out.splitlines()[-1])
+    assert row["param_D"] == final["param_D"] and row["param_D_abs_error"] == final["param_D_abs_error"]
+    assert f"inferred D = {final['param_D']:.6g} (true 0.7, abs error" in cap.err
+
+    cfg = _cli_config(tmp_path, f"{heat_module}:heat", "n", problem_args={"reference": False, "unknown": False})
+    assert main(["train", cfg]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "runs" / "n"), "--checkpoint", "last"]) == 0
+    assert "has no reference solution and no unknowns: nothing to measure" in capsys.readouterr().err
