@@ -44,7 +44,8 @@ def evaluate_value(g: Value, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Condition:
-    """Base: ``component`` output, ``weight`` of its loss, ``n`` points (None: the trainer's default).
+    """Base: ``component`` output, ``weight`` of its loss, ``n`` points (None: the trainer's default; `Data` takes
+    no n: it uses every observation).
 
     These three are keyword-only; a subclass's own fields come first and may be positional.
     """
@@ -161,7 +162,7 @@ class Initial(Condition):
 
 @dataclass(frozen=True)
 class Data(Condition):
-    """u(x_i) = u_i at observed points ``points (n, d)`` with ``values (n,)``."""
+    """u(x_i) = u_i at observed points ``points (n, d)`` with ``values (n,)``: all of them (no ``n``)."""
 
     points: torch.Tensor = field(default=None)
     values: torch.Tensor = field(default=None)
@@ -170,6 +171,10 @@ class Data(Condition):
     def __post_init__(self):
         if self.points is None or self.values is None:
             raise ValueError("Data needs points (n, d) and values (n,)")
+        if self.n is not None:  # it was ignored: every observation was used
+            raise ValueError(f"Data(n={self.n!r}): Data uses every observation it is given and takes no n; to fit a "
+                             f"subset, pass it: idx = torch.randperm(len(points), generator=...)[:n], then "
+                             f"Data(points[idx], values[idx])")
         p, v = torch.as_tensor(self.points), torch.as_tensor(self.values)
         if p.ndim != 2 or v.reshape(-1).shape[0] != p.shape[0]:
             raise ValueError(f"Data points must be (n, d) and values (n,); got {tuple(p.shape)} and {tuple(v.shape)}")

@@ -196,3 +196,13 @@ def test_train_and_eval_report_the_inferred_unknowns(tmp_path, capsys, heat_modu
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "runs" / "n"), "--checkpoint", "last"]) == 0
     assert "has no reference solution and no unknowns: nothing to measure" in capsys.readouterr().err
+
+
+def test_data_refuses_n_rather_than_ignore_it():
+    """Data(points, values, n=10) used all 50 observations without a word."""
+    from sciml.pde import Data
+
+    x, u = _obs()
+    with pytest.raises(ValueError, match=r"Data\(n=10\): Data uses every observation it is given and takes no n"):
+        Data(x, u, n=10)
+    assert Data(x, u).n is None
