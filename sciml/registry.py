@@ -148,7 +148,7 @@ class Registry(Generic[T]):
                 f"or give your own as 'package.module:Attribute'"
             ) from None
 
-    def instance(self, name: str, cls: type, **args: Any) -> Any:
+    def instance(self, name: str, cls: type, /, **args: Any) -> Any:
         """`name`'s object if it is a `cls` (then `args` must be empty), else what calling it with
         `args` returns, which must be a `cls`: for entries that are instances or factories of one."""
         obj = self.get(name)

@@ -278,6 +278,7 @@ def _cd(beta, nu, frame):
     return convection_diffusion(beta, nu, frame)
 
 
-def get_problem(name: str, **args) -> Problem:
-    """The problem registered as ``name`` (or ``"module:attr"``: a Problem or a factory) built with ``args``."""
+def get_problem(name: str, /, **args) -> Problem:
+    """The problem registered as ``name`` (or ``"module:attr"``: a Problem or a factory) built with ``args``
+    (`name` is positional-only: a factory's own ``name`` argument passes through)."""
     return PROBLEMS.instance(name, Problem, **args)

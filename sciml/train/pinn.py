@@ -712,10 +712,29 @@ def _save(run, model, opt, guard, weights, cpu_points, phase, step, elapsed, his
 
 # ----------------------------------------------------------------------------------------------
 def load_problem(cfg: PINNConfig) -> Problem:
-    try:
-        return get_problem(cfg.problem, **cfg.problem_args)
-    except TypeError as err:
-        raise ConfigError(f"problem {cfg.problem!r} rejected problem_args {cfg.problem_args}: {err}") from None
+    """The config's problem built with its problem_args. Arguments the factory's signature does not take are a
+    ConfigError; an error raised inside the factory (a bug in the user's code) propagates with its traceback."""
+    import inspect
+
+    from sciml.pde.problems import PROBLEMS
+
+    factory = PROBLEMS.get(cfg.problem)
+    if callable(factory) and not isinstance(factory, Problem):
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):  # no signature to check (a builtin): the call itself decides
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(**cfg.problem_args)
+            except TypeError as err:
+                takes = [p.name for p in signature.parameters.values()
+                         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+                unknown = [k for k in cfg.problem_args if k not in takes]
+                hint = close_matches(unknown[0], takes) if unknown else ""
+                raise ConfigError(f"problem {cfg.problem!r} rejected problem_args {cfg.problem_args}: {err}{hint}; it "
+                                  f"takes {takes}") from None
+    return get_problem(cfg.problem, **cfg.problem_args)
 
 
 def run_pinn(config: dict, *, run_dir: Path, resume: bool = False, source: str = "PINN config") -> dict:

@@ -206,3 +206,19 @@ def test_data_refuses_n_rather_than_ignore_it():
     with pytest.raises(ValueError, match=r"Data\(n=10\): Data uses every observation it is given and takes no n"):
         Data(x, u, n=10)
     assert Data(x, u).n is None
+
+
+def test_a_bug_inside_a_problem_factory_keeps_its_traceback_and_only_bad_arguments_are_a_rejection(heat_module):
+    """Every TypeError was re-raised `from None` as 'rejected problem_args', the user's bug and its traceback lost."""
+    import traceback
+
+    from sciml.train.pinn import PINNConfig, load_problem
+
+    with pytest.raises(TypeError) as info:
+        load_problem(PINNConfig(problem=f"{heat_module}:buggy"))
+    assert "rejected problem_args" not in str(info.value)
+    assert any(frame.name == "buggy" for frame in traceback.extract_tb(info.tb))  # the user's frame is there
+    with pytest.raises(ConfigError, match=r"rejected problem_args \{'D_tru': 0.3\}: .*D_tru.*did you mean 'D_true'"):
+        load_problem(PINNConfig(problem=f"{heat_module}:heat", problem_args={"D_tru": 0.3}))
+    # a factory's own `name` argument is not get_problem's
+    assert load_problem(PINNConfig(problem=f"{heat_module}:heat", problem_args={"name": "mine"})).name == "mine"
