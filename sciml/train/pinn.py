@@ -40,7 +40,7 @@ from sciml.optim.guard import Guard, GuardError
 from sciml.optim.phases import cast_model
 from sciml.pde.losses import (CausalWeights, CollocationSet, LossWeights, condition_name, loss_terms, residual_magnitude,
                               sample_collocation)
-from sciml.pde.conditions import Dirichlet, Initial, Periodic
+from sciml.pde.conditions import Data, Dirichlet, Initial, Periodic
 from sciml.pde.jet import JET_ACTIVATIONS, jet_carries
 from sciml.pde.nets import MLP
 from sciml.pde.problem import PINNModel, Problem
@@ -763,13 +763,44 @@ def load_pinn(run_path: str | Path, *, which: str = "last", problem: Problem | N
         except ValueError as err:  # e.g. "unknown problem 'kovasznay'"
             raise ConfigError(f"{err}; a problem defined in a script reloads as load_pinn(run, problem=...)") from None
     elif problem.name != cfg.problem:
-        raise ConfigError(f"{run.path} trained problem {cfg.problem!r}, not {problem.name!r}: pass the problem it was "
-                          f"trained with")
+        if problem.name != Problem.name:
+            raise ConfigError(f"{run.path} trained problem {cfg.problem!r}, not {problem.name!r}: pass the problem it was "
+                              f"trained with")
+        # the default name: a Problem built by the very factory the config names (a CLI run of 'pkg.mod:factory'),
+        # which records the factory's path; compared with what that factory builds, where it builds
+        try:
+            recorded = load_problem(cfg)
+        except Exception:  # a factory that does not import or build here: the checkpoint's shapes still check
+            recorded = None
+        differs = [] if recorded is None else _problem_differences(recorded, problem)
+        if differs:
+            raise ConfigError(f"{run.path} trained problem {cfg.problem!r} (problem_args {cfg.problem_args}); the problem "
+                              f"given differs from it in {'; '.join(differs)}: pass the problem it was trained with")
     model, _ = build_model(problem, cfg)
     state = run.load_checkpoint(which if run.checkpoint_path(which).exists() else "last")
     cast_model(model, _DTYPES[state["dtype"]])
     _load_weights(model, state, run.path)
     return model.eval(), cfg, problem
+
+
+def _problem_differences(a: Problem, b: Problem) -> list[str]:
+    """What differs between two problems' structure (domain, coordinates, outputs, parameters, conditions and
+    their observations), each as ``what: a vs b``; empty when they agree."""
+    out = []
+    for what, x, y in (("domain", repr(a.domain), repr(b.domain)), ("coords", a.coords, b.coords),
+                       ("outputs", a.outputs, b.outputs), ("params", repr(dict(a.params)), repr(dict(b.params))),
+                       ("conditions", [(type(c).__name__, c.component) for c in a.conditions],
+                        [(type(c).__name__, c.component) for c in b.conditions])):
+        if x != y:
+            out.append(f"{what}: {x} vs {y}")
+    if not out:
+        for i, (c, d) in enumerate(zip(a.conditions, b.conditions)):
+            if isinstance(c, Data):
+                for field in ("points", "values"):
+                    u, v = (torch.as_tensor(getattr(e, field)).to(torch.float64) for e in (c, d))
+                    if u.shape != v.shape or not torch.equal(u, v):
+                        out.append(f"conditions[{i}] (Data) {field}")
+    return out
 
 
 def _load_weights(model: PINNModel, state: dict, where: Path) -> None:

@@ -222,3 +222,22 @@ def test_a_bug_inside_a_problem_factory_keeps_its_traceback_and_only_bad_argumen
         load_problem(PINNConfig(problem=f"{heat_module}:heat", problem_args={"D_tru": 0.3}))
     # a factory's own `name` argument is not get_problem's
     assert load_problem(PINNConfig(problem=f"{heat_module}:heat", problem_args={"name": "mine"})).name == "mine"
+
+
+def test_load_pinn_takes_the_problem_a_cli_run_built_under_its_default_name(tmp_path, capsys, heat_module):
+    """A CLI run records 'pkg.mod:factory', the factory's Problem is named 'custom': load_pinn(run, problem=P) refused it."""
+    from sciml.cli import main
+    from sciml.train.pinn import load_pinn
+
+    mod = __import__(heat_module)
+    assert main(["train", _cli_config(tmp_path, f"{heat_module}:heat", problem_args={"D_true": 0.5})]) == 0
+    run = tmp_path / "runs" / "r"
+    model, cfg, problem = load_pinn(run, problem=mod.heat(D_true=0.5))
+    assert float(model.unknowns["D"]) == RunDir(run).read_metrics()[-1]["param_D"]
+    with pytest.raises(ConfigError, match=r"trained problem '.*:heat' \(problem_args \{'D_true': 0.5\}\); the problem given "
+                                          r"differs from it in params: .*0.5.*0.7"):
+        load_pinn(run, problem=mod.heat())
+    with pytest.raises(ConfigError, match=r"differs from it in conditions\[2\] \(Data\) points"):
+        load_pinn(run, problem=mod.heat(D_true=0.5, n_obs=60))
+    with pytest.raises(ConfigError, match=r"trained problem '.*:heat', not 'other'"):  # a name of its own still must match
+        load_pinn(run, problem=mod.heat(D_true=0.5, name="other"))
