@@ -93,7 +93,9 @@ def load_object(path: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError as err:
-            raise ValueError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})") from err
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})"
+                             f"{close_matches(part, names)}") from err
     return obj
 
 

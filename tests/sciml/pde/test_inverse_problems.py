@@ -241,3 +241,10 @@ def test_load_pinn_takes_the_problem_a_cli_run_built_under_its_default_name(tmp_
         load_pinn(run, problem=mod.heat(D_true=0.5, n_obs=60))
     with pytest.raises(ConfigError, match=r"trained problem '.*:heat', not 'other'"):  # a name of its own still must match
         load_pinn(run, problem=mod.heat(D_true=0.5, name="other"))
+
+
+def test_a_misspelt_factory_name_gets_a_did_you_mean(heat_module):
+    from sciml.pde import get_problem
+
+    with pytest.raises(ValueError, match=rf"module '{heat_module}' has no attribute 'heta'.*did you mean 'heat'"):
+        get_problem(f"{heat_module}:heta")
