@@ -35,11 +35,14 @@ Tensor = torch.Tensor
 class Unknown:
     """An unknown PDE parameter, learned with the network (inverse problem).
 
-    Args: init: starting value; true: the value used to make synthetic data, if known (reported).
+    Args: init: starting value; true: the value used to make synthetic data, if known (reported);
+        positive: keep it > 0 by training its log (``p.D`` is then exp of the trained number; logs, metrics and
+        reports show the value itself, the checkpoint holds the log the optimizer moves).
     """
 
     init: float = 0.0
     true: float | None = None
+    positive: bool = False
 
     def __post_init__(self):
         for what in ("init", "true"):
@@ -53,6 +56,9 @@ class Unknown:
             if not math.isfinite(number):
                 raise ValueError(f"Unknown({what}={value!r}): {what} must be finite (a NaN or inf start poisons every "
                                  f"step, and the guard then blames the learning rate)")
+        if self.positive and not float(self.init) > 0:
+            raise ValueError(f"Unknown(init={self.init!r}, positive=True): a positive unknown starts above 0 (its log is "
+                             f"trained)")
 
 
 @dataclass(frozen=True)
@@ -518,7 +524,10 @@ class PINNModel(nn.Module):
         super().__init__()
         self.net, self.transform = net, transform
         dtype = next(net.parameters()).dtype
-        self.unknowns = nn.ParameterDict({k: nn.Parameter(torch.tensor(float(u.init), dtype=dtype)) for k, u in (unknowns or {}).items()})
+        unknowns = dict(unknowns or {})
+        self.positive = frozenset(k for k, u in unknowns.items() if u.positive)  # trained as their log
+        self.unknowns = nn.ParameterDict({k: nn.Parameter(torch.tensor(math.log(float(u.init)) if u.positive else float(u.init),
+                                                                        dtype=dtype)) for k, u in unknowns.items()})
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.net(x)
@@ -527,5 +536,9 @@ class PINNModel(nn.Module):
     def params(self, problem: Problem) -> Params:
         """Known values from the problem, unknowns from this model."""
         values = {k: v for k, v in problem.params.items() if not isinstance(v, Unknown)}
-        values.update({k: p for k, p in self.unknowns.items()})
+        values.update(self.unknown_values())
         return Params(values)
+
+    def unknown_values(self) -> dict[str, Tensor]:
+        """The unknowns' values (exp of the trained log for a positive one), differentiable."""
+        return {k: p.exp() if k in self.positive else p for k, p in self.unknowns.items()}

@@ -585,7 +585,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                     rec = {"kind": "step", "phase": i, "optimizer": name, "step": step, "loss": lval,
                            **{f"loss_{k}": float(v.detach()) for k, v in closure.terms.items()},
                            **{f"weight_{k}": weights.weight(k) for k in closure.terms if weights.method != "fixed"},
-                           **{f"param_{k}": float(v.detach()) for k, v in model.unknowns.items()}}
+                           **{f"param_{k}": float(v.detach()) for k, v in model.unknown_values().items()}}
                     if causal is not None:
                         rec["causal_min_weight"] = float(torch.as_tensor(causal.last_min_weight).min())
                     if evaluates:
@@ -658,7 +658,7 @@ def inferred_unknowns(problem: Problem, model: PINNModel) -> dict[str, float]:
     """``param_<name>`` of each Unknown as the model holds it, and where its true value is given
     ``param_<name>_true``, ``param_<name>_abs_error`` and (true ≠ 0) ``param_<name>_rel_error``."""
     out = {}
-    for k, v in model.unknowns.items():
+    for k, v in model.unknown_values().items():
         out[f"param_{k}"] = value = float(v.detach())
         true = problem.unknowns[k].true if k in problem.unknowns else None
         if true is not None:

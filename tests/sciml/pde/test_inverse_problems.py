@@ -248,3 +248,24 @@ def test_a_misspelt_factory_name_gets_a_did_you_mean(heat_module):
 
     with pytest.raises(ValueError, match=rf"module '{heat_module}' has no attribute 'heta'.*did you mean 'heat'"):
         get_problem(f"{heat_module}:heta")
+
+
+def test_a_positive_unknown_trains_its_log_and_reports_the_value(tmp_path):
+    from sciml.pde import Data, Unknown
+    from sciml.train.pinn import fit
+
+    with pytest.raises(ValueError, match=r"positive=True\): a positive unknown starts above 0"):
+        Unknown(0.0, positive=True)
+    x, u = _obs()
+    run = RunDir.create(tmp_path, "pos")
+    result = fit(_heat(Data(x, u), params={"D": Unknown(0.2, true=0.7, positive=True)}), TINY_FIT, run=run)
+    raw = float(result.model.unknowns["D"])
+    assert raw != pytest.approx(math.log(0.2))  # it trained
+    m = result.metrics
+    assert m["param_D"] == pytest.approx(math.exp(raw), rel=1e-15) and m["param_D"] > 0
+    assert m["param_D_abs_error"] == pytest.approx(abs(m["param_D"] - 0.7), rel=1e-15)
+    steps = [r for r in run.read_metrics() if r["kind"] == "step"]
+    assert steps[0]["param_D"] == pytest.approx(0.2, rel=0.05)  # the value after one step, not its log (-1.6)
+    assert steps[-1]["param_D"] == m["param_D"]
+    p = result.model.params(_heat(Data(x, u), params={"D": Unknown(0.2, positive=True)}))
+    assert float(p.D) == pytest.approx(m["param_D"], rel=1e-15)
