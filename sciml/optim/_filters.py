@@ -63,7 +63,7 @@ def filtered(base_cls: type, kind: str) -> type:
         i = 0
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None:
+                if p.grad is not None and group.get("filtered", True):  # a group may opt out (a PINN's unknowns)
                     g, w = real_view(p.grad), real_view(p.detach())
                     if kind == "grokfast":
                         grokfast_ema(g, self._filter_state.setdefault(i, {}), **self._filter_options)

@@ -644,14 +644,16 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
 
 def _param_groups(model: PINNModel, kind: str, saved: dict | None):
     """The optimizer's parameters: the net's, and the physical unknowns in a group of their own without weight
-    decay (AdamW's default 0.01 pulled D towards 0: 0.687 for 0.697). A closure optimizer (L-BFGS, Newton-CG) takes one
+    decay (AdamW's default 0.01 pulled D towards 0: 0.687 for 0.697) or gradient filter (``filtered: False``). A closure optimizer (L-BFGS, Newton-CG) takes one
     group and has no weight decay: all in one; so does an optimizer state saved with one group (a run
     checkpointed before the split), which resumes as it was."""
     unknowns = list(model.unknowns.values())
     if not unknowns or kind != "none" or (saved is not None and len(saved["param_groups"]) == 1):
         return model.parameters()
     ids = {id(p) for p in unknowns}
-    return [{"params": [p for p in model.parameters() if id(p) not in ids]}, {"params": unknowns, "weight_decay": 0.0}]
+    # nor a gradient filter: ⊥Grad zeroes a scalar's gradient (it is parallel to the scalar), freezing D
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+            {"params": unknowns, "weight_decay": 0.0, "filtered": False}]
 
 
 def inferred_unknowns(problem: Problem, model: PINNModel) -> dict[str, float]:

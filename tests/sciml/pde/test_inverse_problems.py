@@ -114,6 +114,18 @@ def test_weight_decay_does_not_pull_the_unknowns_to_zero(monkeypatch):
     assert not isinstance(list(pinn._param_groups(result.model, "none", saved))[0], dict)
 
 
+@pytest.mark.parametrize("name", ["perpgrad", "grokfast"])
+def test_a_gradient_filter_leaves_the_unknowns_alone(name):
+    """⊥Grad projects a gradient off its parameter: a scalar's gradient is all parallel, so D never moved."""
+    import sciml.train.pinn as pinn
+    from sciml.pde import Data
+
+    x, u = _obs()
+    cfg = {**TINY_FIT, "phases": [{"optimizer": {"name": name, "lr": 1e-2}, "steps": 3}]}
+    result = pinn.fit(_heat(Data(x, u)), cfg)
+    assert abs(float(result.model.unknowns["D"].detach()) - 0.2) > 1e-3  # from 0.2 by ~lr per step (frozen: 3e-9)
+
+
 @pytest.mark.parametrize("what,bad", [("values", float("nan")), ("values", float("inf")), ("points", float("nan"))])
 def test_non_finite_observations_are_refused_at_construction_naming_the_first(what, bad):
     """A NaN observation was blamed on the learning rate / precision by the guard."""
