@@ -143,13 +143,16 @@ class Problem:
         """Observations have one column per coordinate and lie in the domain (a box's bounds with a small tolerance;
         another shape's inside test, near-boundary points allowed): (t, x) columns for (x, t) fitted the wrong
         points without a word."""
-        x = torch.as_tensor(c.points).to(torch.float64)
+        given = torch.as_tensor(c.points)
+        x = given.to(torch.float64)
         order = f"({', '.join(self.coords)})"
         if x.shape[1] != self.domain.dim:
             raise ValueError(f"Data (conditions[{i}]) points have {x.shape[1]} column(s), but the domain has {self.domain.dim} "
                              f"coordinates {order}: give points (n, {self.domain.dim}), columns in that order")
         lo, hi = self.box()
-        tol = 1e-6 * torch.clamp(hi - lo, min=1.0)
+        # a width's 1e-6, and the points' own rounding at the bounds' magnitude: 273.15 in float32 is 273.149994
+        eps = torch.finfo(given.dtype).eps if given.is_floating_point() else 0.0
+        tol = 1e-6 * torch.clamp(hi - lo, min=1.0) + 4 * eps * torch.maximum(lo.abs(), hi.abs())
         bad_cols = (x < lo - tol) | (x > hi + tol)
         space = self.domain.space if self.is_time_dependent else self.domain
         outside = bad_cols.any(1)

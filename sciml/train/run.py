@@ -196,15 +196,16 @@ RESUMABLE = {
 FREE_DICTS = ("problem_args", "*.problem_args")
 
 
-def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+def _changed_keys(before: Any, after: Any, prefix: str = "", free: bool = False) -> list[str]:
     """Dotted keys whose values differ; keys the run's config lacks (saved by an older version) are skipped,
-    except inside a free mapping (`FREE_DICTS`, e.g. problem_args), where a new key changes what is trained."""
+    except anywhere inside a free mapping (`FREE_DICTS`, e.g. problem_args, at any depth: problem_args.opts.D),
+    where a new key changes what is trained."""
     import fnmatch
 
     if isinstance(before, dict) and isinstance(after, dict):
-        free = any(fnmatch.fnmatchcase(prefix.rstrip("."), pattern) for pattern in FREE_DICTS)
+        free = free or any(fnmatch.fnmatchcase(prefix.rstrip("."), pattern) for pattern in FREE_DICTS)
         return [k for key in sorted(set(before) | set(after), key=str) if key in before or free
-                for k in _changed_keys(before.get(key), after.get(key), f"{prefix}{key}.")]
+                for k in _changed_keys(before.get(key), after.get(key), f"{prefix}{key}.", free)]
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [k for i, (b, a) in enumerate(zip(before, after)) for k in _changed_keys(b, a, f"{prefix}{i}.")]
+        return [k for i, (b, a) in enumerate(zip(before, after)) for k in _changed_keys(b, a, f"{prefix}{i}.", free)]
     return [] if before == after else [prefix.rstrip(".")]

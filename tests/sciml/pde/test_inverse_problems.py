@@ -23,6 +23,24 @@ def test_a_resume_refuses_a_new_problem_args_key_but_skips_a_field_an_older_conf
         run.check_resume(yaml.safe_dump({**saved, "problem_args": {}}), "pinn")
     # a schema field the old config did not write (keep_soft) is still no change
     run.check_resume(yaml.safe_dump({**saved, "keep_soft": []}), "pinn")
+    # nor at any depth inside problem_args: opts.D_true passed as 'problem_args.opts' was skipped
+    nested = {**saved, "problem_args": {"opts": {"other": 1}}}
+    run.write_config(yaml.safe_dump(nested))
+    with pytest.raises(ConfigError, match=r"would change it: problem_args\.opts\.D_true\b"):
+        run.check_resume(yaml.safe_dump({**nested, "problem_args": {"opts": {"other": 1, "D_true": 0.3}}}), "pinn")
+
+
+@pytest.mark.parametrize("domain, point", [("interval", [273.15, 0.5]), ("box", [-122.53, 37.71])])
+def test_float32_points_on_the_bounds_of_an_offset_box_are_inside(domain, point):
+    """The tolerance scaled with the width only: 273.15 rounded to float32 (273.149994) lay 'outside' [273.15, 274.15],
+    and the error sent the user looking for swapped columns."""
+    from sciml.pde import Box, Data, Interval, Problem
+
+    space = Interval(273.15, 274.15).with_time(0, 1) if domain == "interval" else Box([-122.53, 37.71], [-122.31, 37.83])
+    pts = torch.tensor([point], dtype=torch.float32)
+    Problem(domain=space, residual=lambda d: d.u, conditions=[Data(pts, torch.zeros(1))])
+    with pytest.raises(ValueError, match="outside the domain"):  # a real miss is still one
+        Problem(domain=space, residual=lambda d: d.u, conditions=[Data(pts - 0.01, torch.zeros(1))])
 
 
 def _heat(data, params=None, residual=None):
