@@ -17,6 +17,11 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def tracing() -> bool:
+    """Inside a torch.compile trace or a CUDA-graph capture, where a host read or a kept tensor breaks the graph."""
+    return torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
 def resolve_device(device: str | torch.device = "auto", *, flag: str | None = None) -> torch.device:
     """``"auto"`` picks CUDA when present; anything else is passed to `torch.device`. Errors name the
     config key ``device=``, or the command-line `flag` (e.g. ``"--device"``) the value came from."""

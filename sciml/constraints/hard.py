@@ -37,7 +37,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, Recorder, residual_terms, takes_params
+from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, Recorder, as_terms, residual_terms, takes_params
+from sciml.utils import tracing
 from solvers.implicit import Implicit, closure_tensors, custom_least_squares
 from solvers.nonlinear import LevenbergMarquardt, jacobian
 from solvers.solution import SolveError, Status, describe
@@ -283,8 +284,7 @@ class HardConstraint(nn.Module):
                                      f"tensor of a fixed shape, such as a source or coefficient given on the grid. Pass "
                                      f"such a field as a data field, HardConstraint(..., data_fields=('f',)) and "
                                      f"layer(basis, {{'f': (batch, *grid)}}), and read it as d.f") from err
-                values = list(out.values()) if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else [out]
-                terms = [None if v is None else torch.as_tensor(v) for v in values]
+                terms = [None] if out is None else as_terms(out)  # None (a missing return): the shape message
                 keys = [k for k in rec.asked if k[0] < n_out]
                 if not keys and None not in terms:  # None (a missing return) gets the shape message
                     raise ValueError(f"{what} reads none of the outputs {self.outputs}; write it against d.u, d.u_x, ...")
@@ -415,7 +415,7 @@ class HardConstraint(nn.Module):
 
         w = custom_least_squares(rows, adjoint=self.adjoint)(solve)(w0, *tensors)
         self._report(status["sol"])
-        if not layout["determined_checked"] and not _tracing():  # once per layout: one host read, off the per-step path
+        if not layout["determined_checked"] and not tracing():  # once per layout: one host read, off the per-step path
             layout["determined_checked"] = True
             self._warn_undetermined(rows, jac, w.detach(), [t.detach() for t in tensors], work, layout)
         # u = b . sum_k phi_k w_k: each node takes its block's coefficients (blended across an overlap)
@@ -558,11 +558,6 @@ class HardConstraint(nn.Module):
 
 
 _INTERNAL = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
-
-
-def _tracing() -> bool:
-    """Inside a CUDA-graph capture or a torch.compile trace, where a host read would break the graph."""
-    return torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
 
 def _caller_level() -> int:

@@ -29,6 +29,7 @@ import torch
 
 from sciml.pde.derivatives import Derivatives, Recorder
 from sciml.pde.nets import MLP
+from sciml.utils import tracing
 
 Tensor = torch.Tensor
 Path = tuple[int, ...]
@@ -234,8 +235,7 @@ def _affine_jets(transform, x: Tensor, m: int, paths: Sequence[Path]) -> tuple[d
     phase and between resamples: kept on the transform for the last point set (the same tensor, unchanged in
     place) outside compilation and graph capture. Their nested jvps were ~40 % of a hard-constraint Adam step."""
     # not kept while compiling or capturing, nor in inference mode (its tensors cannot be saved for a later backward)
-    uncached = torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing()) or \
-        torch.is_inference_mode_enabled() or x.is_inference()
+    uncached = tracing() or torch.is_inference_mode_enabled() or x.is_inference()
     key = None if uncached else (tuple(paths), m, x._version)
     kept = None if uncached else getattr(transform, "_jets_kept", None)
     if kept is not None and kept[0] is x and kept[1] == key:  # holds x, so its identity cannot be reused

@@ -412,13 +412,13 @@ def test_the_determination_check_waits_for_a_solve_outside_a_capture_and_reads_o
     import sciml.constraints.hard as hard
 
     layer, basis, data, exact = poisson_2d(experts=(2, 2))
-    monkeypatch.setattr(hard, "_tracing", lambda: True)
+    monkeypatch.setattr(hard, "tracing", lambda: True)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layer(basis, data)
-    monkeypatch.setattr(hard, "_tracing", lambda: False)
+    monkeypatch.setattr(hard, "tracing", lambda: False)
     batch = {k: torch.cat([v, v, v]) for k, v in data.items()}
     with pytest.warns(UserWarning, match=r"expert block\(s\) \[0, 1, 2, 3\] of experts \(2, 2\)"):
         layer(torch.cat([basis, basis, basis]), batch)
