@@ -277,15 +277,20 @@ def _met_by_user_transform(problem: Problem, model: PINNModel, candidates: set[i
     return {i for i in candidates if gaps.get(i, 0.0) <= 1e-4}
 
 
-def _check_weight_names(problem: Problem, model: PINNModel, x: torch.Tensor, weights: dict[str, float],
+def _probe_residual(problem: Problem, model: PINNModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The residual's named terms at a few points, with their graph (one evaluation for the checks before training)."""
+    ref = next(model.parameters())
+    with torch.enable_grad():
+        return problem.named_residual_terms(problem.derivatives(model, x.to(ref.device, ref.dtype)), model.params(problem))
+
+
+def _check_weight_names(problem: Problem, terms: dict[str, torch.Tensor], weights: dict[str, float],
                         covered: tuple[int, ...]) -> None:
     """Every name in loss.weights is a loss term of the problem: a misspelt one, or one of a condition the
     constraints make exact, would be ignored without a word."""
     if not weights:
         return
-    ref = next(model.parameters())
-    known = list(problem.named_residual_terms(problem.derivatives(model, x.to(ref.device, ref.dtype)),
-                                              model.params(problem)))
+    known = list(terms)
     known += [condition_name(i, c) for i, c in enumerate(problem.conditions) if i not in covered]
     exact = [condition_name(i, problem.conditions[i]) for i in covered if condition_name(i, problem.conditions[i]) in weights]
     if exact:  # a config's weights outlive an override that makes the condition exact (poisson_lshape hard=true)
@@ -298,20 +303,17 @@ def _check_weight_names(problem: Problem, model: PINNModel, x: torch.Tensor, wei
                           f"residual_1, ... for a list, residual_<key> for a dict)")
 
 
-def _check_unknowns_used(problem: Problem, model: PINNModel, x: torch.Tensor) -> None:
+def _check_unknowns_used(problem: Problem, model: PINNModel, terms: dict[str, torch.Tensor]) -> None:
     """Every Unknown moves the residual: one it never reads (or reads detached, as a float) gets no gradient, stays at
     its init and was reported as inferred. Probed once, at a few points, before any training."""
     if not len(model.unknowns):
         return
-    ref = next(model.parameters())
-    with torch.enable_grad():
-        terms = problem.residual_terms(problem.derivatives(model, x.to(ref.device, ref.dtype)), model.params(problem))
-        total = sum(t.sum() for t in terms) if terms else None
-        names = list(model.unknowns)
-        if total is None or not total.requires_grad:
-            grads = [None] * len(names)
-        else:
-            grads = torch.autograd.grad(total, [model.unknowns[k] for k in names], allow_unused=True)
+    total = sum(t.sum() for t in terms.values()) if terms else None
+    names = list(model.unknowns)
+    if total is None or not total.requires_grad:
+        grads = [None] * len(names)
+    else:
+        grads = torch.autograd.grad(total, [model.unknowns[k] for k in names], allow_unused=True)
     unused = [k for k, g in zip(names, grads) if g is None]
     if unused:
         raise ConfigError(f"Unknown {', '.join(repr(k) for k in unused)} of problem {problem.name!r} is not used by the "
@@ -398,8 +400,10 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     cpu_points = sample_collocation(problem, interior=cfg.points.interior, boundary=cfg.points.boundary,
                                     initial=cfg.points.initial, method=cfg.points.method, seed=cfg.seed, skip=covered)
     cond_weights = {condition_name(i, c): c.weight for i, c, _ in cpu_points.conditions}
-    _check_weight_names(problem, model, cpu_points.interior[:4], cfg.loss.weights, covered)
-    _check_unknowns_used(problem, model, cpu_points.interior[:4])
+    if cfg.loss.weights or len(model.unknowns):
+        terms = _probe_residual(problem, model, cpu_points.interior[:4])
+        _check_weight_names(problem, terms, cfg.loss.weights, covered)
+        _check_unknowns_used(problem, model, terms)
     weights = LossWeights(cfg.loss.weights, method=cfg.loss.adaptive, every=cfg.loss.update_every, alpha=cfg.loss.alpha, seed=cfg.seed)
     causal = None
     if cfg.loss.causal.enabled:
