@@ -125,12 +125,7 @@ class Implicit:
         the caller reads the status once."""
         bs = self.backward_solve
         if isinstance(bs, str) and bs in _DENSE:
-            B, n = b.shape
-            eye = torch.eye(n, dtype=b.dtype, device=b.device).expand(B, n, n)
-            if self.materialize == "vmap":
-                At = torch.func.vmap(matvec, in_dims=2, out_dims=2)(eye)  # At[:, :, j] = A^T e_j
-            else:
-                At = torch.stack([matvec(eye[:, :, j]) for j in range(n)], dim=2)
+            At = _materialize(matvec, b, vmap=self.materialize == "vmap")
             if bs == "cholesky":
                 _check_symmetric(At)
             return Dense(bs)(At, b, throw=False), "", False
@@ -140,6 +135,15 @@ class Implicit:
     def __repr__(self) -> str:
         return (f"Implicit(backward_solve={self.backward_solve!r}, on_failure={self.on_failure!r}, "
                 f"hessian={self.hessian!r}, materialize={self.materialize!r})")
+
+
+def _materialize(matvec: Callable[[Tensor], Tensor], b: Tensor, vmap: bool = False) -> Tensor:
+    """The (batch, n, n) matrix whose columns are matvec(e_j), by n calls or one vmapped call."""
+    B, n = b.shape
+    eye = torch.eye(n, dtype=b.dtype, device=b.device).expand(B, n, n)
+    if vmap:
+        return torch.func.vmap(matvec, in_dims=2, out_dims=2)(eye)
+    return torch.stack([matvec(eye[:, :, j]) for j in range(n)], dim=2)
 
 
 def _check_symmetric(At: Tensor) -> None:
@@ -446,9 +450,8 @@ def _backward_failure(spec: _Spec, sol: Solution, said: str, matvec: Callable[[T
     if not bool(torch.isfinite(b[failed]).all()):
         lines.append("  the cotangent v is not finite: a NaN/Inf reaches this layer from the loss above it")
     elif spec.n <= 256:  # small enough to settle the cause: the singular values of dF/dx at x*
-        eye = torch.eye(spec.n, dtype=b.dtype, device=b.device).expand(spec.B, spec.n, spec.n)
         with torch.no_grad():
-            sv = torch.linalg.svdvals(torch.stack([matvec(eye[:, :, j]) for j in range(spec.n)], dim=2)[failed])
+            sv = torch.linalg.svdvals(_materialize(matvec, b)[failed])
         ratio = sv[:, -1] / sv[:, 0].clamp_min(torch.finfo(sv.dtype).tiny)
         singular = ratio <= spec.n * torch.finfo(sv.dtype).eps
         if bool(singular.any()):
