@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from sciml.config import ConfigError
+from sciml.paths import DATASETS_DIR
 
 
-# sciml.data.recipes.DATASETS_DIR, without importing torch for --help
-DATASETS_DIR = Path(__file__).resolve().parent.parent / "datasets"
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from sciml.paths import REPO_ROOT
 
 
 def tracing() -> bool:

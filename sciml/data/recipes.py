@@ -34,9 +34,8 @@ from pydantic import Field, PositiveInt, model_validator
 from sciml.config import ConfigError, StrictModel, apply_overrides, load_yaml, validate
 from sciml.data.h5 import FieldSpec
 from sciml.registry import Registry, close_matches
-from sciml.utils import REPO_ROOT
+from sciml.paths import DATASETS_DIR
 
-DATASETS_DIR = REPO_ROOT / "datasets"
 SEED_STRIDE = 1_000_003  # batch b of a recipe with seed s draws from a generator seeded with s * SEED_STRIDE + b
 _GENERATOR_SEEDS = (-2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes (a negative one wraps)
 
