@@ -27,8 +27,8 @@ H100 on 2026-11-26 (the CUDA tests, L-BFGS iterations, PINN time to 1e-2 beside 
 with kernel profiles: `pinn.json`, `fno_speed_paper.json`, `fno_profiles.txt` (`fno_profile_*.txt` before 2026-11-27); the H200 files of the
 same names are kept as `*_h200`), and on an H100 on 2026-11-27 (the PINN accuracy rows of `pinn.json`, 3 seeds of
 each of six problems). Every other
-table was measured on a shared 2-core CPU at reduced scale (`--small`): those show the scripts
-work and give CPU ratios, not the issues' GPU bars.
+table was measured on a shared 2-core CPU, most at reduced scale (`--small`; a few at the scale their title
+names): those show the scripts work and give CPU figures and ratios, not the issues' GPU bars.
 
 ### GPU run plan (one H100 or H200; 15 device-minutes per session, 10 per command)
 
@@ -60,7 +60,7 @@ stub `python3` and each benchmark's `--dry-run` (rows, parts, cases, tasks, vari
 | done 2026-11-27 (H100) | `7` (9.1), then `8` with `CALL_SECONDS=280` (4.2; its runs cut at 224 s by the call's deadline: diffusion-reaction and L-shape stopped by that cap, wave finished) | 6: Burgers 5.84e-4 mean (2.68e-4 to 1.20e-3), Allen-Cahn 7.37e-4, convection 3.51e-4 (bars 1e-3, 1e-2, 1e-2); diffusion-reaction 1.00e-4, L-shape 7.49e-3, wave 1.18e-2 (1.2e-3 to 2.85e-2) reported |
 | 2 (done on the H100 above but its last step, now `3b`) | `3`: the CUDA tests (graph modes, the previous session's two fixes, our optimizers in real graphs, the FNO's cuDNN pointwise maps), an L-BFGS iteration with torch's and sciml's L-BFGS (seconds), PINN time to rel. L2 1e-2 for sciml's config and DeepXDE's setup in graph mode and for DeepXDE's recipe (capped at 240 s: a cap is a lower bound) | 6: time to 1e-2 beside DeepXDE's; the L-BFGS phases' cost on GPU |
 | 2b | `3b`: PINN time to rel. L2 1e-2 for sciml's eager and compiled (+ `cuda_graph`) modes, a call of its own (eager took 343.8 s on the H200); each variant capped at what the call has left, a capped row recording "not reached by X s" and its rel. L2 at the cap | 6: time to 1e-2, every sciml mode |
-| 3 | `1` (now with the `dft_mm` variant: read its profile before any other FNO change; `1q`, ~2 minutes, times only the three rows short of the bar, every kernel, profiled, and fits beside another part): FNO step times against neuralop, fp32 for both (cuDNN's TF32 off too) with the kernel variants and a kernel-by-kernel profile of each row, the precision policies' accuracy (60 epochs each; moved here from `3`, where the time-to-target steps left it no time), then TF32 step times for both (~9 min) | 5: step <= 1/3 of neuralop's, peak memory no higher (4 rows short); bf16/TF32 accuracy equal to fp32's |
+| 3 | `1` (now with the `dft_mm` variant: read its profile before any other FNO change; `1q`, ~2 minutes, times only the three rows short of the bar, every kernel, profiled, and fits beside another part): FNO step times against neuralop, fp32 for both (cuDNN's TF32 off too) with the kernel variants and a kernel-by-kernel profile of each row, the precision policies' accuracy (60 epochs each; moved here from `3`, where the time-to-target steps left it no time), then TF32 step times for both (~9 min) | 5: step <= 1/3 of neuralop's, peak memory no higher (3 rows short on the H100); bf16/TF32 accuracy equal to fp32's |
 | 4 | `4`: the Darcy FNO (trained at 85, evaluated at 85 and 421) and the Darcy DeepONet, 3 minutes each | 5: Darcy s = 85 <= 0.0108, at 421 <= 0.0098; DeepONet beside FNO |
 | 4c | `4c`: the Burgers FNO (1.5 minutes: the paper schedule took 27 s of replayed steps at 1.09 ms on the H200) and the Burgers DeepONet (2 minutes), split from `4`, which could not fit all four rows and their reserves in one call | 5: Burgers <= 0.003 (3.6e-4 already in `bench_burgers`, H100); DeepONet beside FNO |
 | 4b | `4b`: the Darcy FNO trained at 421 (8 minutes) | 5: Darcy at 421 <= 0.0098 |

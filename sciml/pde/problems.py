@@ -144,7 +144,7 @@ def _allen_cahn_eval(x: torch.Tensor, eps: float, k: float) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------
 @PROBLEMS.register("convection", description="linear convection u_t + β u_x = 0, periodic, u0 = sin x",
-                   source="Krishnapriyan et al. 2021; Rathore et al. 2024 (β=30? Adam+L-BFGS 4.19e-3)")
+                   source="Krishnapriyan et al. 2021; Rathore et al. 2024 (at β=40: Adam+L-BFGS 4.19e-3)")
 def convection(beta: float = 30.0) -> Problem:
     """u_t + β u_x = 0, x ∈ [0, 2π] periodic, t ∈ [0, 1], u(x, 0) = sin x; exact u = sin(x − βt)."""
     return Problem(
