@@ -167,3 +167,65 @@ def test_the_ridge_example_hypergradients_match_the_closed_form_it_prints():
     for g, exact in pairs:
         assert abs(float(g) - float(exact)) <= 1e-3 * abs(float(exact)), out.stdout
     assert "RuntimeWarning" not in out.stderr, out.stderr
+
+
+def test_a_hypergradient_away_from_the_inner_optimum_warns_raises_or_is_ignored():
+    """At w = 0 (the inner problem never solved) the IFT gave 0 for a true -0.22, at a random w -10.5: no word."""
+    X, y, Xv, yv = ridge_problem()
+    train, val = losses(X, y, Xv, yv)
+    loglam = torch.tensor(0.0, dtype=DT)
+    exact, w_star = exact_hypergradient(X, y, Xv, yv, loglam)
+    for w in (torch.zeros(5, dtype=DT), torch.randn(5, generator=gen(8), dtype=DT)):
+        with pytest.warns(RuntimeWarning, match=r"params are not an inner optimum.*on_nonstationary='ignore'"):
+            (g,), _ = hypergradient(train, val, [w], [loglam], solve="cg")
+        assert abs(g.item() - exact.item()) > 1e-2 * abs(exact.item())  # the wrong answer the warning is about
+        with pytest.raises(SolveError, match="not an inner optimum"):
+            hypergradient(train, val, [w], [loglam], solve="cg", on_nonstationary="raise")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            hypergradient(train, val, [w], [loglam], solve="cg", on_nonstationary="ignore")
+    with pytest.raises(ValueError, match="on_nonstationary='off'"):
+        hypergradient(train, val, [w_star], [loglam], solve="cg", on_nonstationary="off")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["ridge", "logistic"])
+def test_an_inner_problem_solved_to_a_usual_tolerance_passes_the_stationarity_check(dtype, kind):
+    """The check must not cry wolf: L-BFGS to a 1e-6 gradient tolerance (float32 stops short of it, near
+    1e-4), ill-conditioned features (singular values over 1e-2) and a weak penalty."""
+    g = gen(9)
+    X = torch.randn(200, 20, generator=g, dtype=dtype) / 200 ** 0.5 * torch.logspace(0, -2, 20, dtype=dtype)
+    wt = torch.randn(20, generator=g, dtype=dtype)
+    if kind == "ridge":
+        y = X @ wt + 0.5 * torch.randn(200, generator=g, dtype=dtype)
+        fit = lambda w: 0.5 * (X @ w - y).square().sum()
+    else:
+        y = (torch.sigmoid(5 * X @ wt) > torch.rand(200, generator=g, dtype=dtype)).to(dtype)
+        fit = lambda w: torch.nn.functional.binary_cross_entropy_with_logits(X @ w, y, reduction="sum")
+    train = lambda w, h: fit(w[0]) + 0.5 * h[0].exp() * w[0].square().sum()
+    val = lambda w, h: 0.5 * w[0].square().sum()
+    loglam = torch.tensor(-4.0, dtype=dtype)
+    w = torch.zeros(20, dtype=dtype, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=5000, tolerance_grad=1e-6, tolerance_change=0, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = train([w], [loglam])
+        loss.backward()
+        return loss
+    opt.step(closure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hypergradient(train, val, [w.detach()], [loglam], solve="cg")
+
+
+def test_params_or_hparams_as_a_bare_tensor_say_to_pass_a_list():
+    """hypergradient(train, val, w, log_lam) failed with 'iteration over a 0-d tensor' or a matmul error."""
+    X, y, Xv, yv = ridge_problem()
+    train, val = losses(X, y, Xv, yv)
+    _, w_star = exact_hypergradient(X, y, Xv, yv, torch.tensor(0.0, dtype=DT))
+    with pytest.raises(TypeError, match=r"params must be a list or tuple of tensors \(\[w\] for one tensor w\)"):
+        hypergradient(train, val, w_star, [torch.tensor(0.0, dtype=DT)])
+    with pytest.raises(TypeError, match=r"hparams must be a list or tuple of tensors"):
+        hypergradient(train, val, [w_star], torch.tensor(0.0, dtype=DT))
