@@ -70,9 +70,15 @@ _KRYLOV = {"gmres": lambda rtol: GMRES(rtol=rtol, restart=50), "cg": lambda rtol
 _POLICIES = ("raise", "warn")
 
 
+def default_rtol(dtype: torch.dtype) -> float:
+    """The backward solves' default relative tolerance: 1e-10, or 50 ulp where the dtype cannot reach it
+    (float32: 6e-6)."""
+    return max(1e-10, 50 * torch.finfo(dtype).eps)
+
+
 def krylov(name: str, dtype: torch.dtype):
-    """Krylov solver `name` with a tolerance the dtype can reach (1e-10, or 50 ulp in float32)."""
-    return _KRYLOV[name](max(1e-10, 50 * torch.finfo(dtype).eps))
+    """Krylov solver `name` with a tolerance the dtype can reach (`default_rtol`)."""
+    return _KRYLOV[name](default_rtol(dtype))
 
 
 def _check_policy(on_failure: str) -> None:
