@@ -90,9 +90,24 @@ class DEQ(nn.Module):
         names = [n for n, _ in self.cell.named_parameters()]
         params = [p for _, p in self.cell.named_parameters()]
         cell = self.cell
+        _check_dtypes("DEQ", x, z0, params)
+        guessed = z0 is None
 
         def T(z, x, *ps):
-            return torch.func.functional_call(cell, dict(zip(names, ps)), (z, x))
+            try:
+                out = torch.func.functional_call(cell, dict(zip(names, ps)), (z, x))
+            except RuntimeError as e:
+                if not guessed or type(e) is not RuntimeError:  # torch's shape errors; not a SolveError, not OOM
+                    raise
+                # the usual cause: z* has another shape than x, and the zeros_like(x) start does not fit the cell
+                raise RuntimeError(f"DEQ: the cell failed on z0 = zeros_like(x), shape {tuple(z.shape)}; if z does "
+                                   f"not have x's shape, pass z0: deq(x, z0=torch.zeros(batch, *z_shape)) "
+                                   f"(the cell's error: {e})") from e
+            if out.shape != z.shape:
+                raise ValueError(f"DEQ: the cell returned shape {tuple(out.shape)} for z of shape {tuple(z.shape)}; "
+                                 f"a fixed point needs cell(z, x) shaped like z" + ("; z0 defaults to zeros_like(x): "
+                                 "if z does not have x's shape, pass z0" if guessed else ""))
+            return out
 
         z0 = torch.zeros_like(x) if z0 is None else z0
         sol = fixed_point(T, z0, x, *params, solver=self.solver, adjoint=self.adjoint)
@@ -101,6 +116,18 @@ class DEQ(nn.Module):
 
     def extra_repr(self) -> str:
         return f"backward={self.backward!r}, adjoint={self.adjoint!r}"
+
+
+def _check_dtypes(where: str, x: Tensor, z0: Optional[Tensor], params: list) -> None:
+    """A float64 input to a float32 model fails deep inside with a raw dtype error: say which to convert.
+    Attributes only (no host sync); not under autocast, which mixes dtypes on purpose."""
+    want = next((p.dtype for p in params if p.is_floating_point()), None)
+    if want is None or torch.is_autocast_enabled(x.device.type):
+        return
+    for name, t in (("x", x), ("z0", z0)):
+        if isinstance(t, Tensor) and t.is_floating_point() and t.dtype != want:
+            raise TypeError(f"{where}: {name} is {t.dtype} but the model's parameters are {want}; convert one of them: "
+                            f"model.to({t.dtype}) (e.g. model.double()) or {name}.to({want})")
 
 
 class _ConvCell(nn.Module):
@@ -135,6 +162,7 @@ class DEQNet(nn.Module):
         if kernel_size % 2 != 1:
             raise ValueError(f"DEQNet: kernel_size={kernel_size!r} must be odd (same-size padding)")
         conv = convs[n_dims]
+        self.in_channels, self.n_dims = in_channels, n_dims
         self.lift = conv(in_channels, width, 1)
         self.deq = DEQ(_ConvCell(conv, width, kernel_size, init_scale),
                        solver=Anderson(memory=5, rtol=rtol, max_steps=max_steps),
@@ -143,5 +171,10 @@ class DEQNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, in_channels, *grid) -> (batch, out_channels, *grid)."""
+        if x.dim() != 2 + self.n_dims or x.shape[1] != self.in_channels:
+            grid = ", ".join(f"n{i}" for i in range(1, self.n_dims + 1))
+            raise ValueError(f"DEQNet: expected x of shape (batch, {self.in_channels}, {grid}) (in_channels="
+                             f"{self.in_channels}, n_dims={self.n_dims}), got {tuple(x.shape)}")
+        _check_dtypes("DEQNet", x, None, list(self.lift.parameters()))
         return self.head(self.deq(self.lift(x)))
 

@@ -109,3 +109,30 @@ def test_deq_default_backward_tolerance_follows_the_dtype():
     deq32(x.float().requires_grad_()).sum().backward()
     assert (deq32.adjoint.last_backward.status == 0).all()
 
+
+def test_deq_bad_inputs_name_the_fix():
+    """Raw torch errors before: a matmul shape error for z of another shape than x with no z0, a dtype mismatch
+    for a float64 input to a float32 cell, a conv channel error for a (2, 1, 16) input to DEQNet(n_dims=2)."""
+    class Lift(nn.Module):  # z: 4 features, x: 3
+        def __init__(self):
+            super().__init__()
+            self.W, self.U = nn.Linear(4, 4, bias=False), nn.Linear(3, 4)
+
+        def forward(self, z, x):
+            return torch.tanh(0.3 * self.W(z) + self.U(x))
+    deq, x = DEQ(Lift()), torch.randn(5, 3)
+    with pytest.raises(RuntimeError, match=r"z0 = zeros_like\(x\), shape \(5, 3\); if z does not have x's shape, pass z0"):
+        deq(x)
+    assert deq(x, z0=torch.zeros(5, 4)).shape == (5, 4)
+    with pytest.raises(TypeError, match=r"x is torch.float64 but the model's parameters are torch.float32.*double\(\)"):
+        deq(x.double(), z0=torch.zeros(5, 4))
+    with pytest.raises(TypeError, match=r"z0 is torch.float64"):
+        deq(x, z0=torch.zeros(5, 4, dtype=DT))
+    net = DEQNet(in_channels=1, out_channels=1, n_dims=2, width=4)
+    with pytest.raises(ValueError, match=r"expected x of shape \(batch, 1, n1, n2\).*got \(2, 1, 16\)"):
+        net(torch.randn(2, 1, 16))
+    with pytest.raises(ValueError, match=r"expected x of shape \(batch, 1, n1, n2\).*got \(2, 3, 8, 8\)"):
+        net(torch.randn(2, 3, 8, 8))
+    with pytest.raises(TypeError, match="DEQNet: x is torch.float64"):
+        net(torch.randn(2, 1, 8, 8, dtype=DT))
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 1, 8, 8)
