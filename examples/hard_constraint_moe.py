@@ -20,7 +20,8 @@ evaluated in eval mode): soft 0.0094 (8 s), hard 0.0240 (28 s), moe 0.587 (25 s)
 problem the soft constraint wins; the disjoint experts' fields jump at the block interfaces, which
 overlapping blocks remove (a jump's squared u_xx residual is 8x larger under the compact stencil than under
 the wide one: likely why the disjoint variant lost most from it). The figures depend on the number of threads
-(summation order; with one thread hard gives 0.0325, moe 0.569, overlap 0.0438). The same from a config, on generated data:
+and the torch build (summation order; with one thread, torch 2.13.0+cpu, 2026-11-27: soft 0.0094, hard 0.0305,
+moe 0.513, overlap 0.0456). The same from a config, on generated data:
 `sciml train configs/burgers/pi_hc.yaml` (benchmarks/bench_hard_constraint.py --parts accuracy).
 """
 
