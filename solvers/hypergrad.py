@@ -20,7 +20,7 @@ w* (Lorraine et al., Thm. 2) -- the test suite checks this identity.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -110,6 +110,12 @@ def _unflat(v: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
+def _check_scalar(name: str, value: Any) -> None:
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"hypergradient: {name} must return a scalar tensor, got {got}; reduce it (e.g. .sum() or .mean())")
+
+
 def hypergradient(train_loss: Callable[..., Tensor], val_loss: Callable[..., Tensor], params: Sequence[Tensor],
                   hparams: Sequence[Tensor], *, solve: "Neumann | str | Callable" = None,
                   on_failure: str = "raise", on_nonstationary: str = "warn") -> tuple[list[Tensor], Solution]:
@@ -151,9 +157,12 @@ def hypergradient(train_loss: Callable[..., Tensor], val_loss: Callable[..., Ten
     lam = [h if h.requires_grad else h.detach().requires_grad_(True) for h in hparams]
     with torch.enable_grad():
         Lv = val_loss(w, lam)
+        _check_scalar("val_loss", Lv)
         v_w = torch.autograd.grad(Lv, w, allow_unused=True, materialize_grads=True, retain_graph=True)
         direct = torch.autograd.grad(Lv, lam, allow_unused=True, materialize_grads=True)
-        g_w = torch.autograd.grad(train_loss(w, lam), w, create_graph=True)
+        Lt = train_loss(w, lam)
+        _check_scalar("train_loss", Lt)
+        g_w = torch.autograd.grad(Lt, w, create_graph=True)
 
         def hvp(u: Tensor) -> Tensor:
             hv = torch.autograd.grad(g_w, w, grad_outputs=_unflat(u, w), retain_graph=True, allow_unused=True,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -161,6 +163,9 @@ class DEQNet(nn.Module):
             raise ValueError(f"DEQNet: n_dims={n_dims!r} is not supported; use 1, 2 or 3")
         if kernel_size % 2 != 1:
             raise ValueError(f"DEQNet: kernel_size={kernel_size!r} must be odd (same-size padding)")
+        if not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(f"DEQNet: init_scale={init_scale!r} must be a positive number (it scales the cell's conv "
+                             f"weights; below 1 keeps the cell contractive at initialisation)")
         conv = convs[n_dims]
         self.in_channels, self.n_dims = in_channels, n_dims
         self.lift = conv(in_channels, width, 1)

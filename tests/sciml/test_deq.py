@@ -136,3 +136,6 @@ def test_deq_bad_inputs_name_the_fix():
     with pytest.raises(TypeError, match="DEQNet: x is torch.float64"):
         net(torch.randn(2, 1, 8, 8, dtype=DT))
     assert net(torch.randn(2, 1, 8, 8)).shape == (2, 1, 8, 8)
+    for scale in (-3.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="init_scale=.* must be a positive number"):
+            DEQNet(in_channels=1, out_channels=1, n_dims=2, init_scale=scale)

@@ -229,3 +229,17 @@ def test_params_or_hparams_as_a_bare_tensor_say_to_pass_a_list():
         hypergradient(train, val, w_star, [torch.tensor(0.0, dtype=DT)])
     with pytest.raises(TypeError, match=r"hparams must be a list or tuple of tensors"):
         hypergradient(train, val, [w_star], torch.tensor(0.0, dtype=DT))
+
+
+def test_a_loss_that_is_not_a_scalar_says_to_reduce_it():
+    """A per-sample train or validation loss failed with torch's 'grad can be implicitly created only for scalar
+    outputs'."""
+    X, y, Xv, yv = ridge_problem()
+    train, val = losses(X, y, Xv, yv)
+    _, w_star = exact_hypergradient(X, y, Xv, yv, torch.tensor(0.0, dtype=DT))
+    lam = [torch.tensor(0.0, dtype=DT)]
+    per_sample = lambda p, h: (X @ p[0] - y) ** 2 + torch.exp(h[0]) * (p[0] ** 2).sum()  # noqa: E731
+    with pytest.raises(ValueError, match=r"train_loss must return a scalar tensor, got \(\d+,\); reduce it"):
+        hypergradient(per_sample, val, [w_star], lam)
+    with pytest.raises(ValueError, match=r"val_loss must return a scalar tensor, got float"):
+        hypergradient(train, lambda p, h: 1.0, [w_star], lam)
