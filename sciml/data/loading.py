@@ -66,6 +66,20 @@ def time_selector(select: TimeSelect) -> int | slice | None:
     return slice(int(select[0]), int(select[1]))
 
 
+def time_range(select: TimeSelect, n_times: int | None = None) -> tuple[int, int] | None:
+    """The saved times `select` takes, as a window ``(start, stop)``: an index i is (i, i + 1), None all of them.
+    None where that depends on the file's count of saved times and `n_times` is not given (a negative index, null)."""
+    if select is None:
+        return None if n_times is None else (0, n_times)
+    if isinstance(select, int):
+        if select < 0 and n_times is None:
+            return None
+        start = select + n_times if select < 0 else select
+        return start, start + 1
+    window = time_selector(select)
+    return window.start, window.stop
+
+
 def _check_time(info: DatasetInfo, spec, time: int | slice | None, key: str) -> None:
     """An index or window inside the field's (`spec`) saved times; HDF5 would clip a window silently (a
     window [10, 50) of 20 saved times would train on 10 channels, not 40)."""

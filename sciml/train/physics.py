@@ -10,7 +10,7 @@ import torch
 from sciml.config import ConfigError
 from sciml.data.h5 import DatasetInfo, subsample_stride
 from sciml.data.loading import Split
-from sciml.train.schema import OperatorConfig
+from sciml.train.schema import ROLLOUT_MODELS, OperatorConfig, check_rollout_windows
 
 
 def saves_start(info: DatasetInfo) -> bool:
@@ -71,7 +71,7 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
     dataset's grid, its PDE parameters those the dataset was made with."""
     if cfg.physics is None:
         if fields is not None:
-            _check_rollout_fields(cfg, *fields)
+            _check_rollout_fields(cfg, *fields, info=info)
         return _backbone(cfg, in_channels, out_channels, n_dims)
     from sciml.constraints import PhysicsOperator, get_grid_problem
 
@@ -96,9 +96,12 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
                            constraint=ph.constraint, **ph.layer_options())
 
 
-def _check_rollout_fields(cfg: OperatorConfig, inputs: list[str], outputs: list[str]) -> None:
-    """An autoregressive model's state is the output fields at one time, fed back as the newest input step."""
-    if cfg.model.name not in ("fno2d_time", "fno_time"):
+def _check_rollout_fields(cfg: OperatorConfig, inputs: list[str], outputs: list[str],
+                          info: DatasetInfo | None = None) -> None:
+    """An autoregressive model's state is the output fields at one time, fed back as the newest input step; its
+    output window starts where its input window stops (checked on the config, and with `info` on the file's
+    count of saved times, which a negative index or null needs)."""
+    if cfg.model.name not in ROLLOUT_MODELS:
         return
     if list(inputs) != list(outputs):
         raise ConfigError(f"model {cfg.model.name!r} feeds its predictions back as inputs: data.inputs {list(inputs)} "
@@ -108,6 +111,13 @@ def _check_rollout_fields(cfg: OperatorConfig, inputs: list[str], outputs: list[
         raise ConfigError(f"model {cfg.model.name!r} steps a state of {state} channel(s) (model.state_channels) and the "
                           f"data give {len(outputs)} field(s) {list(outputs)} per time: set model.state_channels: "
                           f"{len(outputs)}")
+    spec = info.fields.get(outputs[0]) if info is not None and outputs else None
+    if spec is not None and spec.time_varying:
+        try:
+            check_rollout_windows(cfg.model.name, cfg.data.input_time, cfg.data.output_time,
+                                  n_times=spec.shape[spec.dims.index("t")])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _backbone(cfg: OperatorConfig, in_channels: int, out_channels: int, n_dims: int) -> torch.nn.Module:

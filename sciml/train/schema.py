@@ -123,6 +123,28 @@ class OutputConfig(StrictModel):
     name: str | None = None
 
 
+ROLLOUT_MODELS = ("fno2d_time", "fno_time")  # autoregressive: each predicted step is fed back as the next input
+
+
+def check_rollout_windows(model: str, input_time, output_time, n_times: int | None = None) -> None:
+    """A rollout model predicts the step after its input window, then the one after that, and so on: its output
+    window must start where the input window stops. A gap or an overlap trained it on targets its rollout never
+    predicts, and its metric meant nothing. Raises ValueError; a negative index or null is checked only once the
+    file's count of saved times (`n_times`) is known."""
+    from sciml.data.loading import time_range
+
+    tin, tout = time_range(input_time, n_times), time_range(output_time, n_times)
+    if tin is None or tout is None or tout[0] == tin[1]:
+        return
+    stop, steps = tin[1], tout[1] - tout[0]
+    shown = lambda select: list(select) if isinstance(select, (list, tuple)) else select
+    raise ValueError(f"data.output_time must start where data.input_time stops for an autoregressive model (input "
+                     f"[{tin[0]}, {stop}) -> output [{stop}, ...)): model {model!r} feeds each prediction back as the "
+                     f"next step, and data.input_time={shown(input_time)} with data.output_time={shown(output_time)} "
+                     f"selects the saved times [{tout[0]}, {tout[1]}); set data.output_time: [{stop}, {stop + steps}] "
+                     f"(or move data.input_time to stop at {tout[0]})")
+
+
 class OperatorConfig(StrictModel):
     task: Literal["operator"] = "operator"
     seed: int = 0
@@ -175,13 +197,14 @@ class OperatorConfig(StrictModel):
         """An autoregressive model feeds its normalised predictions back as normalised inputs: per-channel
         or pointwise statistics differ between input and output steps, so every step after the first
         would start from a mis-scaled state (by ~25 % on a small NS set). Only physical units are one scale."""
-        if self.model.name in ("fno2d_time", "fno_time"):
+        if self.model.name in ROLLOUT_MODELS:
             data = self.data
             bad = [k for k in ("normalize_inputs", "normalize_outputs") if getattr(data, k) != "none"]
             if bad:
                 raise ValueError(f"model {self.model.name!r} feeds its predictions back as inputs, which needs inputs and "
                                  f"outputs on one scale: set data.normalize_inputs: none and data.normalize_outputs: none "
                                  f"(now {', '.join(f'data.{k}: {getattr(data, k)}' for k in bad)})")
+            check_rollout_windows(self.model.name, data.input_time, data.output_time)  # before the data is made
         return self
 
     @model_validator(mode="after")

@@ -623,6 +623,35 @@ def test_a_rollout_model_refuses_normalisations_that_rescale_its_fed_back_state(
     validate(OperatorConfig, {**base, "data": {**base["data"], "normalize_inputs": "none", "normalize_outputs": "none"}})
 
 
+def test_a_rollout_model_refuses_windows_with_a_gap_or_an_overlap(tmp_path):
+    """The rollout feeds its prediction for step k back as the input of step k + 1: an output window that does not
+    start where the input window stops (input [0, 10) with output [12, 15), 14, [8, 15); input [0, 12) with output
+    [10, 15)) trained silently on targets the rollout never predicts."""
+    base = {"model": {"name": "fno2d_time"}, "data": {"recipe": "navier_stokes", "normalize_inputs": "none",
+                                                      "normalize_outputs": "none", "input_time": [0, 10]}}
+    for given, stop in [({"output_time": [12, 15]}, 10), ({"output_time": 14}, 10), ({"output_time": [8, 15]}, 10),
+                        ({"input_time": [0, 12], "output_time": [10, 15]}, 12), ({"input_time": 3, "output_time": 3}, 4)]:
+        with pytest.raises(ConfigError, match=rf"output_time must start where data.input_time stops for an autoregressive "
+                                              rf"model \(input \[\d+, {stop}\) -> output \[{stop}, \.\.\.\)\)"):
+            validate(OperatorConfig, {**base, "data": {**base["data"], **given}})
+    for contiguous in ({"output_time": [10, 15]}, {"output_time": 10}, {"input_time": 9, "output_time": 10}):
+        validate(OperatorConfig, {**base, "data": {**base["data"], **contiguous}})
+    from sciml.config import load_config
+
+    for config in ("configs/navier_stokes/fno2d.yaml", "configs/ks/fno.yaml"):
+        load_config(OperatorConfig, config)
+    # a negative index or null: checked on the file's count of saved times (10 in ks's tiny preset)
+    ks = {"model": {"name": "fno_time", "modes": 4, "width": 8},
+          "data": {"recipe": "ks", "preset": "tiny", "recipe_overrides": ["n_samples=4", "batch_size=4"],
+                   "root": str(tmp_path / "data"), "n_train": 2, "n_test": 2, "inputs": ["u"], "outputs": ["u"],
+                   "normalize_inputs": "none", "normalize_outputs": "none"},
+          "training": {"epochs": 1, "progress": False, "plot": False}, "output": {"root": str(tmp_path / "runs")}}
+    for times, message in [({"input_time": [0, 4], "output_time": -1}, r"input \[0, 4\) -> output \[4, ...\).*\[9, 10\)"),
+                           ({"input_time": None, "output_time": [4, 8]}, r"input \[0, 10\) -> output \[10, ...\)")]:
+        with pytest.raises(ConfigError, match=message):
+            train(validate(OperatorConfig, {**ks, "data": {**ks["data"], **times}}))
+
+
 def test_config_errors_point_to_the_section_of_a_misplaced_key_and_of_a_switched_optimizer(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"unknown key 'max_minutes' \(did you mean 'training.max_minutes'\?\)"):
         validate(OperatorConfig, {"model": {"name": "fno"}, "max_minutes": 1})
