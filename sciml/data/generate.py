@@ -5,18 +5,33 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from sciml.data.h5 import Writer, read_info
+from sciml.data.h5 import DatasetInfo, Writer, read_info
 from sciml.data.recipes import DATASETS_DIR, Recipe, batch_seed
 from sciml.utils import environment, resolve_device
 
 
 def dataset_path(recipe: Recipe, root: str | Path | None = None) -> Path:
     return Path(root or DATASETS_DIR) / recipe.filename()
+
+
+def planned_info(recipe: Recipe, root: str | Path | None = None) -> DatasetInfo:
+    """The `DatasetInfo` of the file `generate` would write for `recipe`, from the family's layout alone (no
+    sample made): a config's fields, sample counts, grid and time windows are checked on it before a long
+    generation rather than after."""
+    params = recipe.typed_params()
+    layout = recipe.family_obj().layout(params)
+    attrs = {"name": recipe.name, "family": recipe.family, "seed": recipe.seed,
+             "params": json.dumps(params.model_dump(mode="json")), **layout.attrs}
+    return DatasetInfo(dataset_path(recipe, root), recipe.name, recipe.family, recipe.n_samples,
+                       tuple(layout.spatial_shape), layout.grid_kind, {spec.name: spec for spec in layout.fields},
+                       {axis: np.asarray(coords, dtype=np.float64) for axis, coords in layout.grid.items()}, attrs)
 
 
 def sample_code_hash(family: object) -> str:

@@ -20,25 +20,18 @@ class Split:
 
 def _split(info: DatasetInfo, inputs: list[str], outputs: list[str], rows: slice, stride: int,
            tin: int | slice | None, tout: int | slice | None) -> Split:
-    x, _ = _stack(info, inputs, rows, stride, tin, "input_time")
-    y, names = _stack(info, outputs, rows, stride, tout, "output_time")
+    x, _ = _stack(info, inputs, rows, stride, tin)
+    y, names = _stack(info, outputs, rows, stride, tout)
     return Split(x, y, names)
 
 
-def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int, time: int | slice | None,
-           key: str) -> tuple[torch.Tensor, tuple[str, ...]]:
+def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int,
+           time: int | slice | None) -> tuple[torch.Tensor, tuple[str, ...]]:
     """Fields as channels, and each channel's field: a time window of a time-varying field contributes one
-    channel per step. `key` names the config setting that chose `time`, for errors."""
-    static = [name for name in fields if not info.field(name).time_varying]
-    if len(static) == len(fields) and time not in (None, -1):  # -1, the default: the last time of a trajectory
-        asked = time if isinstance(time, int) else [time.start, time.stop]
-        raise DatasetError(f"{key}={asked} selects saved times, but {static} in {info.path} have no time axis; drop "
-                           f"{key} (or set it to null)")
+    channel per step (`check_selection` checked `time` against the file)."""
     channels, windows, at = [], [], None  # channels: (array, field) pairs
     for name in fields:
         spec = info.field(name)
-        if spec.time_varying:
-            _check_time(info, spec, time, key)
         arr = read_field(info, name, samples=samples, stride=stride, time=time if spec.time_varying else None)
         if arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid): a time window, one channel per time
             at = len(channels) if at is None else at
@@ -80,19 +73,80 @@ def time_range(select: TimeSelect, n_times: int | None = None) -> tuple[int, int
     return window.start, window.stop
 
 
-def _check_time(info: DatasetInfo, spec, time: int | slice | None, key: str) -> None:
+def _check_times(info: DatasetInfo, fields: list[str], time: int | slice | None, key: str, run_windows: bool) -> None:
+    """`time` (the config setting `key`) selects saved times that every time-varying field of `fields` holds."""
+    static = [name for name in fields if not info.field(name).time_varying]
+    if len(static) == len(fields) and time not in (None, -1):  # -1, the default: the last time of a trajectory
+        asked = time if isinstance(time, int) else [time.start, time.stop]
+        raise DatasetError(f"{key}={asked} selects saved times, but {static} in {info.path} have no time axis; drop "
+                           f"{key} (or set it to null)")
+    for name in fields:
+        spec = info.field(name)
+        if spec.time_varying:
+            _check_time(info, spec, time, key, run_windows)
+
+
+def _check_time(info: DatasetInfo, spec, time: int | slice | None, key: str, run_windows: bool) -> None:
     """An index or window inside the field's (`spec`) saved times; HDF5 would clip a window silently (a
-    window [10, 50) of 20 saved times would train on 10 channels, not 40)."""
+    window [10, 50) of 20 saved times would train on 10 channels, not 40). With `run_windows` the window
+    is a trained run's, which the error cannot ask to change: it names the file to give instead."""
     if time is None:
         return
     n_times, name = spec.shape[spec.dims.index("t")], spec.name
     if isinstance(time, int):
-        ok, asked = -n_times <= time < n_times, time
+        ok, asked, need = -n_times <= time < n_times, time, time + 1 if time >= 0 else -time
     else:
-        ok, asked = 0 <= time.start < time.stop <= n_times, [time.start, time.stop]
-    if not ok:
-        raise DatasetError(f"{info.path}:/{name} has {n_times} saved times; {key}={asked} is outside them: give an "
-                           f"index in [{-n_times}, {n_times}) or a window [start, stop) with 0 <= start < stop <= {n_times}")
+        ok, asked, need = 0 <= time.start < time.stop <= n_times, [time.start, time.stop], time.stop
+    if ok:
+        return
+    more = _more_times(info, need) if need > n_times else None
+    if run_windows:
+        raise DatasetError(f"{info.path}:/{name} has {n_times} saved times; the run's data.{key}={asked} is outside "
+                           f"them, and the run was trained on that window: evaluate it on a file that saves at least "
+                           f"{need}" + (f" (e.g. generated with {more})" if more else ""))
+    raise DatasetError(f"{info.path}:/{name} has {n_times} saved times; {key}={asked} is outside them: give an "
+                       f"index in [{-n_times}, {n_times}) or a window [start, stop) with 0 <= start < stop <= {n_times}"
+                       + (f"; more saved times come from the recipe: {more} (in data.recipe_overrides) saves {need}"
+                          if more else ""))
+
+
+def _more_times(info: DatasetInfo, need: int) -> str | None:
+    """The recipe params that would save `need` times at the file's spacing (every family saves uniform steps
+    ending at params.t_end, params.n_times of them where the recipe sets the count); None for a file made
+    without a recipe's t_end."""
+    params, times = info.params, np.asarray(info.grid.get("t", []), dtype=np.float64)
+    if params.get("t_end") is None or len(times) == 0:
+        return None
+    step = times[1] - times[0] if len(times) > 1 else times[0]  # one saved time: the one step from t = 0
+    if step <= 0:
+        return None
+    t_end = float(times[-1] + (need - len(times)) * step)
+    return ", ".join([f"params.t_end={t_end:.12g}"] + ([f"params.n_times={need}"] if params.get("n_times") is not None
+                                                    else []))
+
+
+def check_selection(info: DatasetInfo, *, inputs: list[str], outputs: list[str], n_train: int | None, n_test: int,
+                    resolution: int | None = None, input_time: TimeSelect = -1, output_time: TimeSelect = -1,
+                    run_windows: bool = False) -> tuple[int, int | slice | None, int | slice | None]:
+    """What `load_splits` (or `load_test`: `n_train` None) takes from a file, checked on its layout alone (no data
+    read, so a file a recipe is about to make can be checked before it is): the fields, the sample counts, the
+    grid and the saved times. Returns the grid's stride and the input and output time selectors. `run_windows`:
+    the windows are a trained run's (see `_check_time`)."""
+    for name in [*inputs, *outputs]:
+        info.field(name)
+    if n_train is None:
+        if n_test > info.n_samples:
+            raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_test = {n_test}")
+    elif n_train < 1 or n_test < 1:
+        raise DatasetError(f"n_train={n_train} and n_test={n_test} must both be at least 1")
+    elif n_train + n_test > info.n_samples:
+        raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_train + n_test = {n_train + n_test}: "
+                           f"lower them or generate a larger dataset")
+    stride = subsample_stride(info, resolution)
+    tin, tout = time_selector(input_time), time_selector(output_time)
+    _check_times(info, inputs, tin, "input_time", run_windows)
+    _check_times(info, outputs, tout, "output_time", run_windows)
+    return stride, tin, tout
 
 
 def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_train: int, n_test: int,
@@ -106,29 +160,26 @@ def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_tr
     for all.
     """
     info = read_info(path)
-    if n_train < 1 or n_test < 1:
-        raise DatasetError(f"n_train={n_train} and n_test={n_test} must both be at least 1")
-    if n_train + n_test > info.n_samples:
-        raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_train + n_test = {n_train + n_test}: "
-                           f"lower them or generate a larger dataset")
-    stride = subsample_stride(info, resolution)
+    stride, tin, tout = check_selection(info, inputs=inputs, outputs=outputs, n_train=n_train, n_test=n_test,
+                                        resolution=resolution, input_time=input_time, output_time=output_time)
     train_rows = slice(0, n_train)
     test_rows = slice(info.n_samples - n_test, info.n_samples)
-    tin, tout = time_selector(input_time), time_selector(output_time)
     train = _split(info, inputs, outputs, train_rows, stride, tin, tout)
     test = _split(info, inputs, outputs, test_rows, stride, tin, tout)
     return info, train, test
 
 
 def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test: int,
-              resolution: int | None = None, input_time: TimeSelect = -1, output_time: TimeSelect = -1) -> Split:
-    """Only the test split (the last `n_test` samples), e.g. for evaluation at another resolution."""
+              resolution: int | None = None, input_time: TimeSelect = -1, output_time: TimeSelect = -1,
+              run_windows: bool = False) -> Split:
+    """Only the test split (the last `n_test` samples), e.g. for evaluation at another resolution; `run_windows`:
+    the time windows are a trained run's (see `_check_time`)."""
     info = read_info(path)
-    if n_test > info.n_samples:
-        raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_test = {n_test}")
-    stride = subsample_stride(info, resolution)
+    stride, tin, tout = check_selection(info, inputs=inputs, outputs=outputs, n_train=None, n_test=n_test,
+                                        resolution=resolution, input_time=input_time, output_time=output_time,
+                                        run_windows=run_windows)
     rows = slice(info.n_samples - n_test, info.n_samples)
-    return _split(info, inputs, outputs, rows, stride, time_selector(input_time), time_selector(output_time))
+    return _split(info, inputs, outputs, rows, stride, tin, tout)
 
 
 class Normalizer(torch.nn.Module):

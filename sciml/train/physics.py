@@ -71,7 +71,7 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
     dataset's grid, its PDE parameters those the dataset was made with."""
     if cfg.physics is None:
         if fields is not None:
-            _check_rollout_fields(cfg, *fields, info=info)
+            check_rollout_fields(cfg, *fields, info=info)
         return _backbone(cfg, in_channels, out_channels, n_dims)
     from sciml.constraints import PhysicsOperator, get_grid_problem
 
@@ -96,7 +96,7 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
                            constraint=ph.constraint, **ph.layer_options())
 
 
-def _check_rollout_fields(cfg: OperatorConfig, inputs: list[str], outputs: list[str],
+def check_rollout_fields(cfg: OperatorConfig, inputs: list[str], outputs: list[str],
                           info: DatasetInfo | None = None) -> None:
     """An autoregressive model's state is the output fields at one time, fed back as the newest input step; its
     output window starts where its input window stops (checked on the config, and with `info` on the file's

@@ -19,12 +19,13 @@ from typing import Any
 import torch
 
 from sciml.config import ConfigError, dump
-from sciml.data.loading import Normalizer, Split, load_splits, load_test
+from sciml.data.h5 import DatasetError
+from sciml.data.loading import Normalizer, Split, check_selection, load_splits, load_test
 from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors, set_lr
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
 from sciml.train.losses import LOSSES, relative_l2_per_sample
-from sciml.train.physics import build_operator_model, saves_start, spacetime_split
+from sciml.train.physics import build_operator_model, check_rollout_fields, saves_start, spacetime_split
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
 from sciml.utils import resolve_device
@@ -32,7 +33,7 @@ from sciml.utils import resolve_device
 
 def resolve_dataset(cfg: OperatorConfig, *, device: str | torch.device = "auto", progress: bool = True) -> Path:
     """The dataset file a config trains on; generated from its recipe when it does not exist yet."""
-    from sciml.data.generate import dataset_path, generate
+    from sciml.data.generate import dataset_path, generate, planned_info
     from sciml.data.recipes import load_recipe
 
     data = cfg.data
@@ -43,6 +44,10 @@ def resolve_dataset(cfg: OperatorConfig, *, device: str | torch.device = "auto",
     recipe = load_recipe(data.recipe, preset=data.preset, overrides=data.recipe_overrides)
     path = dataset_path(recipe, data.root)
     if not path.exists():
+        try:  # the config against the file's layout first: a wrong window or grid found after a long generation
+            check_data_selection(cfg, planned_info(recipe, data.root))
+        except (ConfigError, DatasetError) as err:
+            raise type(err)(f"{err} (checked on the layout of recipe {data.recipe!r}, before generating the file)") from None
         print(f"dataset {path} not found: generating it from recipe {data.recipe!r}", flush=True)
         generate(recipe, root=data.root, device=device, progress=progress)
     return path
@@ -53,6 +58,16 @@ def dataset_fields(cfg: OperatorConfig, info) -> tuple[list[str], list[str]]:
     inputs = cfg.data.inputs or [n for n, s in info.fields.items() if s.group == "inputs"]
     outputs = cfg.data.outputs or [n for n, s in info.fields.items() if s.group == "outputs"]
     return inputs, outputs
+
+
+def check_data_selection(cfg: OperatorConfig, info) -> None:
+    """What the config takes from a file (`info`: read, or planned from a recipe), checked as loading checks it,
+    and a rollout model's windows on its count of saved times."""
+    inputs, outputs = dataset_fields(cfg, info)
+    d = cfg.data
+    check_selection(info, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test, resolution=d.resolution,
+                    input_time=d.input_time, output_time=d.output_time)
+    check_rollout_fields(cfg, inputs, outputs, info=info)
 
 
 def relative_errors(predict, split: Split, *, batch_size: int, device: torch.device,
@@ -562,7 +577,7 @@ def load_test_split(cfg: OperatorConfig, dataset: str | Path, *, resolution: int
     info = info or read_info(dataset)
     inputs, outputs = dataset_fields(cfg, info)
     split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=n_test or cfg.data.n_test, resolution=resolution,
-                      input_time=cfg.data.input_time, output_time=cfg.data.output_time)
+                      input_time=cfg.data.input_time, output_time=cfg.data.output_time, run_windows=True)
     return spacetime_split(split, with_start=saves_start(info)) if cfg.physics is not None else split
 
 

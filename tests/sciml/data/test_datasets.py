@@ -221,6 +221,36 @@ def test_load_subsamples_and_splits(data_root):
         load_splits(path, inputs=["v"], outputs=["u"], n_train=8, n_test=4)
 
 
+def test_a_recipes_planned_layout_fails_the_checks_its_file_fails_with_the_same_messages(data_root):
+    """A window, grid or sample count the file cannot give was found only after generating it (a whole NS set for
+    an output_time left at [10, 50) with t_end=20): the planned layout gets the loader's own check, and the error
+    says which recipe params give more saved times."""
+    from sciml.data.generate import planned_info
+    from sciml.data.loading import check_selection
+
+    recipe = load_recipe("burgers", overrides=TINY + ["params.n_times=3"])
+    planned = planned_info(recipe, data_root)
+    assert not planned.path.exists()
+    path = generate(recipe, root=data_root, progress=False)
+    info = read_info(path)
+    assert planned.path == path and planned.n_samples == info.n_samples and planned.params == info.params
+    assert planned.spatial_shape == info.spatial_shape and planned.fields == info.fields
+    assert planned.grid.keys() == info.grid.keys() and all(np.array_equal(planned.grid[k], info.grid[k]) for k in info.grid)
+    base = dict(inputs=["u0"], outputs=["u"], n_train=8, n_test=4, resolution=None, input_time=-1, output_time=-1)
+    for change in ({"resolution": 24}, {"n_train": 9}, {"inputs": ["v"]}, {"output_time": [1, 5]}, {"output_time": -4},
+                   {"input_time": [0, 1]}):
+        kw = {**base, **change}
+        with pytest.raises(DatasetError) as before:
+            check_selection(planned, **kw)
+        with pytest.raises(DatasetError) as after:
+            load_splits(path, **{k: v for k, v in kw.items()})
+        assert str(before.value) == str(after.value), change
+    with pytest.raises(DatasetError, match=r"has 3 saved times; output_time=\[1, 5\] is outside them: .* <= 3; more "
+                                           r"saved times come from the recipe: params.t_end=1.66666666667, "
+                                           r"params.n_times=5 \(in data.recipe_overrides\) saves 5"):
+        check_selection(planned, **{**base, "output_time": [1, 5]})
+
+
 def test_reader_refuses_incomplete_foreign_and_missing_files(data_root):
     foreign = data_root / "foreign.h5"
     with h5py.File(foreign, "w") as f:

@@ -347,6 +347,32 @@ def test_bad_model_optimizer_or_guard_settings_fail_before_the_data_is_made(tiny
     assert not (tmp_path / "data").exists()
 
 
+def test_windows_grids_and_sample_counts_the_recipe_cannot_give_fail_before_the_data_is_made(tiny_cfg, tmp_path):
+    """The documented nu = 1e-5 override without data.output_time='[10,20]' generated the whole set, then failed on
+    the window; so did a resolution the preset does not store and more samples than it makes."""
+    from sciml.config import load_config
+
+    root = tmp_path / "data"
+    overrides = [f"data.root={root}", "data.preset=small", "data.recipe_overrides=[params.nu=1e-5,params.t_end=20]",
+                 "data.resolution=32", "data.n_train=40", "data.n_test=20", f"output.root={tmp_path / 'runs'}"]
+    for more, message in [([], r"/w has 20 saved times; output_time=\[10, 50\] is outside them: .*<= 20; more saved times "
+                               r"come from the recipe: params.t_end=50 \(in data.recipe_overrides\) saves 50 \(checked "
+                               r"on the layout of recipe 'navier_stokes', before generating the file\)"),
+                          (["data.output_time=[10,20]", "data.resolution=64"], "is stored at 32 points per axis and cannot "
+                                                                               "be subsampled to 64"),
+                          (["data.output_time=[10,20]", "data.n_train=50"], "holds 60 samples, fewer than n_train \\+ "
+                                                                            "n_test = 70")]:
+        with pytest.raises((ConfigError, ValueError), match=message):
+            train(load_config(OperatorConfig, "configs/navier_stokes/fno2d.yaml", overrides + more))
+        assert not root.exists()
+    raw = {**tiny_cfg, "data": {**tiny_cfg["data"], "root": str(root), "output_time": [0, 2]},
+           "output": {"root": str(tmp_path / "runs")}}
+    with pytest.raises(ValueError, match=r"/u has 1 saved times; output_time=\[0, 2\] is outside them.*params.t_end=2, "
+                                         r"params.n_times=2 \(in data.recipe_overrides\) saves 2"):
+        train(validate(OperatorConfig, raw))
+    assert not root.exists()
+
+
 def test_a_model_value_the_data_rules_out_names_the_model_and_leaves_no_empty_run_folder(tiny_cfg, tmp_path):
     from sciml.config import ConfigError
 
