@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "that file's stored grid)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--dataset", help="another dataset file of the run's family to test on, its last n_test samples (new draws: generate it "
-                        "with another seed=; a finer grid)")
+                        "with another seed=; a finer grid), saved at the training file's times within the run's windows "
+                        "(other recipe params, e.g. nu, are warned of)")
     p.add_argument("--n-test", type=_positive_int, help="test on the last N samples of the file (default: the run's data.n_test)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval)

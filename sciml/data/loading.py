@@ -103,7 +103,7 @@ def _check_time(info: DatasetInfo, spec, time: int | slice | None, key: str, run
     if run_windows:
         raise DatasetError(f"{info.path}:/{name} has {n_times} saved times; the run's data.{key}={asked} is outside "
                            f"them, and the run was trained on that window: evaluate it on a file that saves at least "
-                           f"{need}" + (f" (e.g. generated with {more})" if more else ""))
+                           f"{need} times" + (f" (e.g. generated with {more})" if more else ""))
     raise DatasetError(f"{info.path}:/{name} has {n_times} saved times; {key}={asked} is outside them: give an "
                        f"index in [{-n_times}, {n_times}) or a window [start, stop) with 0 <= start < stop <= {n_times}"
                        + (f"; more saved times come from the recipe: {more} (in data.recipe_overrides) saves {need}"

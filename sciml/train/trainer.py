@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sciml.config import ConfigError, dump
 from sciml.data.h5 import DatasetError
-from sciml.data.loading import Normalizer, Split, check_selection, load_splits, load_test
+from sciml.data.loading import Normalizer, Split, check_selection, load_splits, load_test, time_range
 from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors, set_lr
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
@@ -351,6 +352,8 @@ class Trainer:
             "metrics_lines": self.run.n_metrics,
             **self._sittings(),
             "dataset": str(self.dataset_path.resolve()), "config": dump(self.cfg),  # absolute: loads from any folder
+            # what `sciml eval --dataset` compares another file with, where this one is gone (moved, another machine)
+            "dataset_info": dataset_record(self.info),
             # the model's shape without the data file: load_operator works where the file is gone
             "io": {"in_channels": self.train_split.x.shape[1], "out_channels": self.train_split.y.shape[1],
                    "n_dims": self.train_split.x.ndim - 2, "fields": [list(f) for f in self.fields]},
@@ -605,6 +608,24 @@ class TrainedOperator(torch.nn.Module):
         return y[0] if one else y
 
 
+def dataset_record(info) -> dict[str, Any]:
+    """What a checkpoint keeps of its training file (besides its path): the family, the recipe params and the
+    saved times, which another file evaluated with the run must share."""
+    times = info.grid.get("t")
+    return {"family": info.family, "params": info.params,
+            "times": None if times is None else [float(t) for t in times]}
+
+
+# recipe params another file may differ in without a warning: its grids (a finer stored grid is the point of testing
+# on another file) and its time span (its saved times are compared within the run's windows instead)
+_FREE_PARAMS = ("resolution", "sim_resolution", "oversample", "t_end", "n_times")
+
+
+def _shown_times(times) -> str:
+    values = [f"{float(t):g}" for t in times]
+    return f"[{', '.join(values)}]" if len(values) <= 4 else f"[{values[0]}, {values[1]}, ..., {values[-1]}]"
+
+
 class _SavedRun:
     """A run's config and checkpoint, opened once, and the dataset file it is evaluated on (its own, or another
     of its family); `operator` builds the model for one split's grid."""
@@ -629,14 +650,65 @@ class _SavedRun:
         # read once: the family check, the training-rows rule and `beyond` (per resolution) all need it
         self.trained_info = read_info(self.trained_on) if self.trained_on.exists() else None
         self.info = self.trained_info if self.dataset == self.trained_on and self.trained_info else read_info(self.dataset)
-        if self.dataset != self.trained_on and self.trained_info is not None and self.trained_info.family != self.info.family:
-            raise ConfigError(f"{self.dataset} holds {self.info.family} data and the run was trained on "
-                              f"{self.trained_info.family} ({self.trained_on}); evaluate on a file of its family")
+        if self.dataset != self.trained_on:
+            self._compare_with_training_file()
         if self.n_test > self.info.n_samples:
             raise ConfigError(f"{self.dataset} holds {self.info.n_samples} samples, fewer than the {self.n_test} to test on "
                               f"(data.n_test of the run): give --n-test {self.info.n_samples} or fewer")
         self._refuse_training_rows()
         check_channel_layout(self.state, self.cfg, self.info, run.path)
+
+    @property
+    def trained(self) -> dict[str, Any] | None:
+        """The training file's family, params and saved times (`dataset_record`): from the file, or where it is gone
+        from the checkpoint (runs since 2026-11-27); None for an older run whose file is gone."""
+        return dataset_record(self.trained_info) if self.trained_info is not None else self.state.get("dataset_info")
+
+    def _compare_with_training_file(self) -> None:
+        """Another file must be of the run's family and save the training file's times within the run's windows (a
+        model trained on steps of 1 fed steps of 0.5 gave a number with no warning); other recipe params (another
+        viscosity, forcing) are warned of: the error then measures the model on another problem."""
+        trained = self.trained
+        if trained is None:
+            warnings.warn(f"the run's training file {self.trained_on} is gone and its checkpoint (from before 2026-11-27) "
+                          f"does not record the file's saved times and params: {self.dataset} is not compared with them",
+                          stacklevel=4)
+            return
+        if trained["family"] != self.info.family:
+            raise ConfigError(f"{self.dataset} holds {self.info.family} data and the run was trained on "
+                              f"{trained['family']} ({self.trained_on}); evaluate on a file of its family")
+        if self.cfg.physics is None:  # a physics model is built on the file's own space-time grid (see `beyond`)
+            self._check_saved_times()
+        ours, theirs = self.info.params, trained["params"]
+        differ = [k for k in sorted({*ours, *theirs}) if k not in _FREE_PARAMS and ours.get(k) != theirs.get(k)]
+        if differ:
+            warnings.warn(f"{self.dataset} was made with other recipe params than the run's training file "
+                          f"({self.trained_on}): " + ", ".join(f"{k}={ours.get(k)} (trained on {theirs.get(k)})"
+                                                               for k in differ)
+                          + ": its error measures the model on another problem", stacklevel=4)
+
+    def _check_saved_times(self) -> None:
+        """The times the run's windows select, here and in the training file: a model maps the steps it was trained
+        on (a rollout's step, the lead time of a target), which another time grid changes."""
+        record = self.trained
+        trained, here = record["times"], self.info.grid.get("t")
+        if trained is None or here is None:
+            return
+        for key, fields in zip(("input_time", "output_time"), dataset_fields(self.cfg, self.info)):
+            if not any(self.info.fields[n].time_varying for n in fields if n in self.info.fields):
+                continue
+            select = getattr(self.cfg.data, key)
+            (a, b), (c, d) = time_range(select, len(trained)), time_range(select, len(here))
+            if not 0 <= c < d <= len(here):
+                continue  # outside this file's times: loading says which file to give
+            if b - a != d - c or not np.allclose(here[c:d], trained[a:b], rtol=1e-6, atol=1e-12):
+                span = {k: record["params"][k] for k in ("t_end", "n_times") if record["params"].get(k)}
+                raise ConfigError(f"{self.dataset} saves the times {_shown_times(here[c:d])} where the run's data.{key}="
+                                  f"{list(select) if isinstance(select, (list, tuple)) else select} selects them, and the "
+                                  f"run was trained on {_shown_times(trained[a:b])} ({self.trained_on}): the model maps "
+                                  f"the training file's steps, so evaluate it on a file saved at those times"
+                                  + (f" (its recipe's {', '.join(f'params.{k}={v}' for k, v in span.items())})"
+                                     if span else ""))
 
     def _refuse_training_rows(self) -> None:
         """The test rows (the file's last `n_test`) must lie past the rows the run trained on, in its own
@@ -666,10 +738,12 @@ class _SavedRun:
         window = train_levels(self.cfg)
         if window is None or self.dataset == self.trained_on:
             return window
-        if self.trained_info is None:
+        record = self.trained
+        if record is None or record["times"] is None:
             return None  # no training grid to compare with: no beyond figure
-        level_times = lambda info: ([] if saves_start(info) else [0.0]) + [float(t) for t in info.grid["t"]]
-        end, here = level_times(self.trained_info)[window - 1], level_times(self.info)
+        # t = 0 is a level whether saved (`saves_start`) or the input
+        level_times = lambda times: ([] if float(times[0]) == 0.0 else [0.0]) + [float(t) for t in times]
+        end, here = level_times(record["times"])[window - 1], level_times(self.info.grid["t"])
         k = sum(t <= end * (1 + 1e-9) + 1e-12 for t in here)
         return k if k < len(here) else None  # no level past the window on this file: no beyond figure
 

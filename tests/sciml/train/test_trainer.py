@@ -144,6 +144,73 @@ def test_eval_refuses_a_file_whose_test_rows_are_the_runs_training_draws(straigh
     assert main(["eval", str(run.path), "--checkpoint", "last", "--n-test", "4"]) == 0
 
 
+def test_eval_on_another_file_needs_the_training_files_saved_times_and_warns_of_other_params(straight_run, tmp_path,
+                                                                                              recwarn):
+    """`sciml eval --dataset` compared only the family: a file saved at other times (the run maps u0 to u at t = 1)
+    or made with another viscosity gave a number with no warning. The training file's times and params are also
+    in the checkpoint, for where the file is gone; an older checkpoint without them is evaluated with a warning."""
+    import shutil
+    import warnings
+
+    from sciml.data.generate import generate
+    from sciml.data.recipes import load_recipe
+
+    run, _ = straight_run
+    other = lambda *changes: generate(load_recipe("burgers", overrides=["n_samples=8", "batch_size=8", "seed=7",
+                                                                        "params.resolution=64", *changes]),
+                                      root=tmp_path / "data", progress=False)
+    later = other("params.t_end=2")
+    with pytest.raises(ConfigError, match=r"saves the times \[2\] where the run's data.output_time=-1 selects them, and "
+                                          r"the run was trained on \[1\] .*evaluate it on a file saved at those times "
+                                          r"\(its recipe's params.t_end=1.0, params.n_times=1\)"):
+        evaluate_run(run.path, which="last", device="cpu", dataset=later)
+    with pytest.warns(UserWarning, match=r"made with other recipe params than the run's training file .*: nu=0.05 "
+                                         r"\(trained on 0.1\): its error measures the model on another problem"):
+        evaluate_run(run.path, which="last", device="cpu", dataset=other("params.nu=0.05"))
+    with warnings.catch_warnings():  # more saved times, the run's last one among them at t = 1: no warning
+        warnings.simplefilter("error")
+        evaluate_run(run.path, which="last", device="cpu", dataset=other("params.n_times=2"))
+    # the training file gone: its checkpoint's record of it
+    moved = RunDir(shutil.copytree(run.path, tmp_path / "moved"))
+    state = moved.load_checkpoint("last")
+    assert state["dataset_info"]["times"] == [1.0] and state["dataset_info"]["params"]["nu"] == 0.1
+    moved.save_checkpoint({**state, "dataset": str(tmp_path / "gone.h5")}, "last")
+    with pytest.raises(ConfigError, match=r"saves the times \[2\] where the run's data.output_time=-1 selects them"):
+        evaluate_run(moved.path, which="last", device="cpu", dataset=later)
+    del state["dataset_info"]  # a checkpoint from before the record
+    moved.save_checkpoint({**state, "dataset": str(tmp_path / "gone.h5")}, "last")
+    with pytest.warns(UserWarning, match=r"training file .*gone.h5 is gone and its checkpoint .* does not record the "
+                                         r"file's saved times and params"):
+        evaluate_run(moved.path, which="last", device="cpu", dataset=later)
+
+
+def test_eval_of_a_rollout_on_another_file_compares_the_times_of_its_windows(tmp_path):
+    """The NS case: an autoregressive model trained on snapshots one time unit apart, evaluated on a file saved
+    every half unit; a longer file at the same step is fine, and one too short names the file to give."""
+    from sciml.data.generate import generate
+    from sciml.data.recipes import load_recipe
+
+    raw = {"model": {"name": "fno_time", "modes": 4, "width": 8},
+           "data": {"recipe": "ks", "preset": "tiny", "recipe_overrides": ["n_samples=8", "batch_size=8"],
+                    "root": str(tmp_path / "data"), "n_train": 4, "n_test": 4, "inputs": ["u"], "outputs": ["u"],
+                    "input_time": [0, 4], "output_time": [4, 6], "normalize_inputs": "none", "normalize_outputs": "none"},
+           "training": {"epochs": 1, "batch_size": 4, "progress": False, "plot": False},
+           "output": {"root": str(tmp_path / "runs")}}
+    run, _ = train(validate(OperatorConfig, raw))
+    other = lambda *changes: generate(load_recipe("ks", preset="tiny", overrides=["n_samples=4", "batch_size=4", "seed=1",
+                                                                                  *changes]),
+                                      root=tmp_path / "other", progress=False)
+    with pytest.raises(ConfigError, match=r"saves the times \[0.5, 1, 1.5, 2\] where the run's data.input_time=\[0, 4\] "
+                                          r"selects them, and the run was trained on \[1, 2, 3, 4\]"):
+        evaluate_run(run.path, which="last", device="cpu", dataset=other("params.t_end=5"))
+    (row,) = evaluate_run(run.path, which="last", device="cpu", dataset=other("params.t_end=20", "params.n_times=20"))
+    assert math.isfinite(row["rel_l2"])
+    with pytest.raises(ValueError, match=r"has 5 saved times; the run's data.output_time=\[4, 6\] is outside them, and "
+                                         r"the run was trained on that window: evaluate it on a file that saves at least 6 "
+                                         r"times \(e.g. generated with params.t_end=6, params.n_times=6\)"):
+        evaluate_run(run.path, which="last", device="cpu", dataset=other("params.t_end=5", "params.n_times=5"))
+
+
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("model: {name: fno}\ntraining: {epochz: 3}\n")
