@@ -42,6 +42,22 @@ def evaluate_value(g: Value, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), float(g), dtype=x.dtype, device=x.device)
 
 
+def check_value_finite(c: "Condition", x: torch.Tensor, label: str) -> None:
+    """Raise if the target value of `c` (a ``value`` attribute) is NaN or inf at any of its points x. Run where the
+    points are drawn (once, before training), not per step: a NaN target otherwise reached the guard, which blamed
+    the learning rate."""
+    if not hasattr(c, "value"):
+        return
+    v = evaluate_value(c.value, x)
+    bad = ~torch.isfinite(v)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        point = tuple(round(p, 6) for p in x[i].tolist())
+        raise ValueError(f"{label} value is not finite (NaN or inf) at {int(bad.sum())} of its {len(v)} points, the first "
+                         f"{point} (value {float(v[i])}); fix its value there (e.g. a sqrt of a negative number or a 0/0 "
+                         f"on part of the boundary)")
+
+
 @dataclass(frozen=True)
 class Condition:
     """Base: ``component`` output, ``weight`` of its loss, ``n`` points (None: the trainer's default; `Data` takes

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sciml.pde.conditions import (Condition, Data, Dirichlet, Initial, Periodic, evaluate_value, face_predicate,
-                                  parse_face)
+from sciml.pde.conditions import (Condition, Data, Dirichlet, Initial, Periodic, check_value_finite, evaluate_value,
+                                  face_predicate, parse_face)
 from sciml.pde.derivatives import (Derivatives, ForwardDerivatives, Params, ReverseDerivatives, default_coords,
                                    named_residual_terms, residual_terms, takes_params)
 from sciml.pde.geometry import Box, Geometry, SpaceTime, unit_samples
@@ -223,7 +223,17 @@ class Problem:
         return self.domain.sample_interior(n, method, seed)
 
     def sample_condition(self, c: Condition, n: int, method: str = "sobol", seed: int | None = 0) -> dict[str, Tensor]:
-        """Points (and normals / values) for one condition: a dict with at least ``"x"``."""
+        """Points (and normals / values) for one condition: a dict with at least ``"x"``. Its target value is checked
+        finite there (the points are drawn before training; resampling redraws only the interior)."""
+        batch = self._sample_condition(c, n, method, seed)
+        check_value_finite(c, batch["x"], self._condition_label(c))
+        return batch
+
+    def _condition_label(self, c: Condition) -> str:
+        i = next((i for i, k in enumerate(self.conditions) if k is c), None)
+        return f"{type(c).__name__} (conditions[{i}], component {c.component!r})" if i is not None else type(c).__name__
+
+    def _sample_condition(self, c: Condition, n: int, method: str, seed: int | None) -> dict[str, Tensor]:
         if isinstance(c, Data):
             return {"x": torch.as_tensor(c.points, dtype=torch.float64), "values": torch.as_tensor(c.values, dtype=torch.float64).reshape(-1)}
         if isinstance(c, Initial):
@@ -466,6 +476,8 @@ class Problem:
             return A + D * y
 
         transform.affine_parts = affine_parts
+        for i in sorted(set(covered)):  # the trainer draws no points for them: check their values here, once
+            self.sample_condition(self.conditions[i], 64, "sobol", 7919 + i)
         self._check_compatible(plans)
         return transform, tuple(sorted(set(covered)))
 
