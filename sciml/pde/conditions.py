@@ -19,6 +19,7 @@ periodic in (a Periodic condition on it: those faces are no boundary). ``compone
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Callable, Union
@@ -72,6 +73,21 @@ class Condition:
     n: int | None = None
 
     kind = "condition"
+
+    def __post_init__(self):
+        name = type(self).__name__
+        try:
+            w = float(self.weight)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}(weight={self.weight!r}): weight must be a real number") from None
+        # a negative weight makes training maximise the term; 0 leaves it out of the loss (w * term)
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"{name}(weight={self.weight!r}): a loss weight must be finite and >= 0 (0 leaves the "
+                             f"term out); pass e.g. weight=10.0 to stress it")
+        value = getattr(self, "value", None)
+        if value is not None and not callable(value):  # a function is checked at its points (check_value_finite)
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{name}(value={value!r}): a constant value must be finite")
 
     def residual(self, d: Derivatives, batch: dict) -> torch.Tensor:
         raise NotImplementedError
@@ -134,6 +150,11 @@ class Robin(Condition):
     where: Union[str, Callable, None] = None
     kind = "boundary"
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not math.isfinite(float(self.a)):
+            raise ValueError(f"Robin(a={self.a!r}): the coefficient a must be finite")
+
     def residual(self, d, batch):
         du_dn = normal_derivative(d, self.component, batch["normal"])
         return du_dn + self.a * d(self.component) - evaluate_value(self.value, batch["x"])
@@ -166,6 +187,7 @@ class Initial(Condition):
     kind = "initial"
 
     def __post_init__(self):
+        super().__post_init__()
         k = self.derivative
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
             raise ValueError(f"Initial derivative must be a non-negative int (0: the value, 1: the velocity, k: ∂_t^k u), "
@@ -185,6 +207,7 @@ class Data(Condition):
     kind = "data"
 
     def __post_init__(self):
+        super().__post_init__()
         if self.points is None or self.values is None:
             raise ValueError("Data needs points (n, d) and values (n,)")
         if self.n is not None:  # it was ignored: every observation was used

@@ -105,6 +105,14 @@ class LossConfig(StrictModel):
     alpha: float = Field(0.9, ge=0, lt=1)
     causal: CausalConfig = CausalConfig()
 
+    @model_validator(mode="after")
+    def _weights_are_non_negative(self) -> "LossConfig":
+        # a negative weight makes training maximise its term; 0 leaves the term out
+        bad = {k: w for k, w in self.weights.items() if not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"loss.weights {bad}: each weight must be finite and >= 0 (0 leaves the term out)")
+        return self
+
 
 # The guard is on by default, as in the operator trainer, with PINN defaults: no clipping (a healthy
 # run is bit-identical to an unguarded one), a poll every 10 steps (no host sync per step; a

@@ -5,16 +5,17 @@ import math
 import pytest
 import torch
 
-from sciml.pde import Dirichlet, Initial, Interval, Problem
+from sciml.config import ConfigError
+from sciml.pde import Data, Dirichlet, Initial, Interval, Problem
 from sciml.pde.losses import sample_collocation
-from sciml.train.pinn import build_model, PINNConfig
+from sciml.train.pinn import PINNConfig, build_model, fit
 
 DOM = Interval(-1, 1).with_time(0, 1)
 HEAT = lambda d: d.u_t - 0.1 * d.u_xx
 U0 = lambda x: torch.cos(math.pi * x[:, 0] / 2)
 
 
-@pytest.mark.parametrize("value", [lambda x: torch.sqrt(x[:, 1] - 0.5), float("nan")])
+@pytest.mark.parametrize("value", [lambda x: torch.sqrt(x[:, 1] - 0.5), lambda x: 1.0 / (x[:, 0] + 1)])
 def test_a_non_finite_condition_value_is_refused_where_its_points_are_drawn(value):
     p = Problem(DOM, residual=HEAT, conditions=[Initial(U0), Dirichlet(value)])
     with pytest.raises(ValueError, match=r"Dirichlet \(conditions\[1\], component 'u'\) value is not finite .* the first \(-?1\.0, "):
@@ -25,3 +26,24 @@ def test_a_non_finite_value_of_a_condition_the_hard_transform_covers_is_refused_
     p = Problem(DOM, residual=HEAT, conditions=[Dirichlet(0.0), Initial(lambda x: torch.log(x[:, 0]))])
     with pytest.raises(ValueError, match=r"Initial \(conditions\[1\], component 'u'\) value is not finite"):
         build_model(p, PINNConfig(problem="custom", constraints="hard"))
+
+
+@pytest.mark.parametrize("make", [lambda: Dirichlet(0.0, weight=-1.0), lambda: Initial(U0, weight=float("nan")),
+                                  lambda: Data(torch.zeros(2, 2), torch.zeros(2), weight=float("inf"))])
+def test_a_negative_or_non_finite_condition_weight_is_refused(make):
+    with pytest.raises(ValueError, match="weight must be finite and >= 0"):
+        make()
+
+
+def test_a_constant_nan_value_is_refused_at_construction_and_a_zero_weight_is_allowed():
+    with pytest.raises(ValueError, match=r"Dirichlet\(value=nan\): a constant value must be finite"):
+        Dirichlet(float("nan"))
+    assert Dirichlet(0.0, weight=0.0).weight == 0.0  # 0 leaves the term out of the loss
+
+
+@pytest.mark.parametrize("w", [-5.0, float("nan")])
+def test_a_negative_loss_weight_in_the_config_is_refused(w):
+    p = Problem(DOM, residual=HEAT, conditions=[Dirichlet(0.0), Initial(U0)])
+    with pytest.raises(ConfigError, match=r"loss.weights .*dirichlet_0.* must be finite and >= 0"):
+        fit(p, {"phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 1}], "loss": {"weights": {"dirichlet_0": w}},
+                "points": {"interior": 8, "boundary": 4, "initial": 4}, "eval_every": 0})
