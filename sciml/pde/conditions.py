@@ -1,15 +1,15 @@
 """Boundary, initial and data conditions, each a residual r(x) that training drives to zero.
 
-=============  ===========================================  ==========================
+=============  ===========================================  ============================
 condition      residual at its points                       points
-=============  ===========================================  ==========================
+=============  ===========================================  ============================
 Dirichlet      u(x) − g(x)                                  ∂Ω (× time), filtered by ``where``
 Neumann        ∂u/∂n(x) − g(x) = n·∇u − g                   ∂Ω (× time), filtered by ``where``
 Robin          ∂u/∂n + a u − g                              ∂Ω (× time)
 Periodic       ∂^k u(x_lo) − ∂^k u(x_hi), k = 0…order       pairs on the two faces of one coordinate
-Initial        ∂_t^k u(x, t0) − g(x)                        Ω × {t0}
+Initial        ∂_t^k u(x, t0) − g(x)                        Ω × {t0} (an ODE: t0 alone)
 Data           u(x_i) − u_i                                 given observations
-=============  ===========================================  ==========================
+=============  ===========================================  ============================
 
 Values g are a float or a function of the points ``x: (n, d) -> (n,)`` (columns in coordinate
 order, time last). ``where`` is a predicate ``x -> (n,) bool`` or a box-face string such as

@@ -215,6 +215,9 @@ class Box(Geometry):
 
     def __init__(self, lo: Sequence[float], hi: Sequence[float]):
         lo_t, hi_t = torch.as_tensor(lo, dtype=_F64).reshape(-1), torch.as_tensor(hi, dtype=_F64).reshape(-1)
+        if lo_t.numel() == 0 and hi_t.numel() == 0:  # (lo < hi).all() holds for no coordinates; sampling then failed
+            raise ValueError("Box needs at least one coordinate, got Box([], []); for an ODE (time only) use the time "
+                             "interval itself: Problem(Interval(t0, t1), coords=('t',), ...)")
         if lo_t.shape != hi_t.shape or not bool((lo_t < hi_t).all()):
             raise ValueError(f"Box needs lo < hi componentwise with equal lengths, got lo={list(lo_t.tolist())}, hi={list(hi_t.tolist())}")
         self.lo, self.hi, self.dim = lo_t, hi_t, lo_t.numel()

@@ -66,7 +66,8 @@ class Problem:
     """R[u](x; p) = 0 in the domain, with conditions.
 
     Args:
-        domain: a `Geometry` (steady) or `SpaceTime` (time last).
+        domain: a `Geometry` (steady) or `SpaceTime` (time last); an ODE's time interval is
+            ``Interval(t0, t1)`` with ``coords=("t",)`` (Initial conditions then hold at t0).
         residual: ``f(d, p) -> Tensor | tuple | dict`` of residual terms (or ``f(d)``), where d is
             a `Derivatives` and p a `Params`.
         conditions: `Condition` objects (Dirichlet, Neumann, Robin, Periodic, Initial, Data).
@@ -114,13 +115,21 @@ class Problem:
         if self.is_time_dependent and coords[-1] != "t":
             raise ValueError(f"time must be the last coordinate and named 't', got coords {tuple(coords)}")
         object.__setattr__(self, "coords", tuple(coords))
+        clash = sorted(set(self.outputs) & set(self.coords))
+        if clash:
+            hint = (" (an ODE system on a time interval: set coords=('t',))" if self.domain.dim == 1 and not self.is_time_dependent
+                    else "")
+            raise ValueError(f"names {clash} are both outputs {self.outputs} and coordinates {self.coords}; rename the outputs, "
+                             f"or name the coordinates with Problem(coords=...){hint}")
         for c in self.conditions:
             if not isinstance(c, Condition):
                 raise TypeError(f"conditions must be Condition objects (Dirichlet, Initial, ...), got {c!r}")
             if c.component not in self.outputs:
                 raise ValueError(f"{type(c).__name__} is on component {c.component!r}, but outputs are {self.outputs}")
-            if isinstance(c, Initial) and not self.is_time_dependent:
-                raise ValueError("an Initial condition needs a SpaceTime domain (e.g. Interval(-1, 1).with_time(0, 1))")
+            if isinstance(c, Initial) and self.time_column is None:
+                raise ValueError(f"an Initial condition needs a time coordinate, but coords are {self.coords}: for a PDE "
+                                 f"use a SpaceTime domain (e.g. Interval(-1, 1).with_time(0, 1)); for an ODE a time "
+                                 f"interval, Problem(Interval(t0, t1), coords=('t',), ...)")
             if isinstance(c, Periodic) and c.coord not in self.coords:
                 raise ValueError(f"Periodic coord {c.coord!r} is not among {self.coords}")
             if isinstance(c, Periodic) and not isinstance(self.domain.space if self.is_time_dependent else self.domain, Box):
@@ -183,6 +192,14 @@ class Problem:
         return isinstance(self.domain, SpaceTime)
 
     @property
+    def time_column(self) -> int | None:
+        """The column of time: the last of a SpaceTime domain, 0 of an ODE's time interval (``Interval(t0, t1)``
+        with ``coords=("t",)``), None for a steady problem."""
+        if self.is_time_dependent:
+            return self.domain.dim - 1
+        return 0 if self.coords == ("t",) else None
+
+    @property
     def space_dim(self) -> int:
         return self.domain.dim - (1 if self.is_time_dependent else 0)
 
@@ -237,6 +254,8 @@ class Problem:
         if isinstance(c, Data):
             return {"x": torch.as_tensor(c.points, dtype=torch.float64), "values": torch.as_tensor(c.values, dtype=torch.float64).reshape(-1)}
         if isinstance(c, Initial):
+            if not self.is_time_dependent:  # an ODE: the one point t0 (copies of it would weigh the same)
+                return {"x": self.domain.lo[None].clone()}
             return {"x": self.domain.sample_initial(n, method, seed)}
         lo, hi = self.box()
         if isinstance(c, Periodic):
@@ -439,7 +458,7 @@ class Problem:
         if not plans:
             return None, ()
         lo, hi = lo.tolist(), hi.tolist()  # Python floats: no host syncs or graph breaks inside the transform
-        t_col = self.coords.index("t") if self.is_time_dependent else None
+        t_col = self.time_column
         t0 = float(lo[-1]) if t_col is not None else 0.0
         t1 = float(hi[-1]) if t_col is not None else 1.0
 
