@@ -37,8 +37,12 @@ def evaluate_value(g: Value, x: torch.Tensor) -> torch.Tensor:
         v = torch.as_tensor(g(x))
         if v.ndim == 2 and v.shape[1] == 1:
             v = v[:, 0]
+        if v.ndim <= 1 and v.numel() == 1 and x.shape[0] != 1:
+            # a constant (DeepXDE's `lambda x: 0`); built from x, like the transform's `one`, so jvp tangents stay dense
+            return x[:, 0] * 0.0 + v.reshape(()).to(x)
         if v.shape != (x.shape[0],):
-            raise ValueError(f"a condition's value function must map (n, d) points to (n,) values; got shape {tuple(v.shape)} for n={x.shape[0]}")
+            raise ValueError(f"a condition's value function must map (n, d) points to (n,) values (or return one constant); "
+                             f"got shape {tuple(v.shape)} for n={x.shape[0]}")
         return v.to(x)
     return torch.full((x.shape[0],), float(g), dtype=x.dtype, device=x.device)
 

@@ -7,6 +7,7 @@ import torch
 
 from sciml.config import ConfigError
 from sciml.pde import Data, Dirichlet, Initial, Interval, Problem
+from sciml.pde.conditions import evaluate_value
 from sciml.pde.losses import sample_collocation
 from sciml.train.pinn import PINNConfig, build_model, fit
 
@@ -47,3 +48,24 @@ def test_a_negative_loss_weight_in_the_config_is_refused(w):
     with pytest.raises(ConfigError, match=r"loss.weights .*dirichlet_0.* must be finite and >= 0"):
         fit(p, {"phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 1}], "loss": {"weights": {"dirichlet_0": w}},
                 "points": {"interior": 8, "boundary": 4, "initial": 4}, "eval_every": 0})
+
+
+@pytest.mark.parametrize("g", [lambda x: 0, lambda x: 0.5, lambda x: torch.zeros(1), lambda x: torch.tensor(2.0, dtype=torch.float64)])
+def test_a_value_function_returning_one_constant_is_broadcast_to_the_points(g):
+    x = torch.rand(8, 2, dtype=torch.float64)
+    v = evaluate_value(g, x)
+    assert v.shape == (8,) and v.dtype == torch.float64 and bool((v == float(torch.as_tensor(g(x)).reshape(()))).all())
+
+
+@pytest.mark.parametrize("g", [lambda x: x, lambda x: torch.zeros(2), lambda x: x[:3, 0]])
+def test_a_value_function_of_another_shape_is_still_refused(g):
+    with pytest.raises(ValueError, match=r"must map \(n, d\) points to \(n,\) values"):
+        evaluate_value(g, torch.rand(8, 2, dtype=torch.float64))
+
+
+def test_dirichlet_lambda_x_0_trains_in_soft_and_hard_mode():
+    p = Problem(DOM, residual=HEAT, conditions=[Dirichlet(lambda x: 0), Initial(U0)])
+    for constraints in ("soft", "hard"):
+        r = fit(p, {"constraints": constraints, "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 2}],
+                    "points": {"interior": 16, "boundary": 8, "initial": 8}, "eval_every": 0})
+        assert math.isfinite(r.metrics["loss"])
