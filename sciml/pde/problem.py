@@ -145,24 +145,27 @@ class Problem:
                                 f"got {where!r}")
         for i, c in enumerate(self.conditions):
             if isinstance(c, Data):
-                self._check_data_points(i, c)
+                self._check_points(c.points, f"Data (conditions[{i}])", f"Data (conditions[{i}]) points")
+        if self.eval_points is not None:  # checked as Data points are: a wrong width failed only at fit, in the net
+            self._check_points(self.eval_points, "eval_points", "eval_points")
         object.__setattr__(self, "_residual_takes_params", takes_params(self.residual))
 
-    def _check_data_points(self, i: int, c: Data) -> None:
-        """Observations have one column per coordinate and lie in the domain (a box's bounds with a small tolerance;
-        another shape's inside test, near-boundary points allowed): (t, x) columns for (x, t) fitted the wrong
-        points without a word."""
-        given = torch.as_tensor(c.points)
+    def _check_points(self, points, owner: str, label: str) -> None:
+        """Points (observations, evaluation points) have one column per coordinate, are finite and lie in the domain (a
+        box's bounds with a small tolerance; another shape's inside test, near-boundary points allowed): (t, x) columns
+        for (x, t) fitted the wrong points without a word. `owner` and `label` name them in the errors."""
+        given = torch.as_tensor(points)
         x = given.to(torch.float64)
         order = f"({', '.join(self.coords)})"
-        if x.shape[1] != self.domain.dim:
-            raise ValueError(f"Data (conditions[{i}]) points have {x.shape[1]} column(s), but the domain has {self.domain.dim} "
+        if x.ndim != 2 or x.shape[1] != self.domain.dim:
+            got = f"{x.shape[1]} column(s)" if x.ndim == 2 else f"shape {tuple(x.shape)}"
+            raise ValueError(f"{label} have {got}, but the domain has {self.domain.dim} "
                              f"coordinates {order}: give points (n, {self.domain.dim}), columns in that order")
         lo, hi = self.box()
         # a width's 1e-6, and the points' own rounding at the bounds' magnitude: 273.15 in float32 is 273.149994
         eps = torch.finfo(given.dtype).eps if given.is_floating_point() else 0.0
         tol = 1e-6 * torch.clamp(hi - lo, min=1.0) + 4 * eps * torch.maximum(lo.abs(), hi.abs())
-        bad_cols = (x < lo - tol) | (x > hi + tol)
+        bad_cols = ~((x >= lo - tol) & (x <= hi + tol))  # NaN is out of range too
         space = self.domain.space if self.is_time_dependent else self.domain
         outside = bad_cols.any(1)
         if not isinstance(space, Box) and not bool(outside.all()):  # the bounding box, then the shape itself
@@ -181,7 +184,7 @@ class Problem:
             per = ", ".join(f"{int(bad_cols[:, j].sum())} with {name} out of range" for j, name in enumerate(self.coords)
                             if bool(bad_cols[:, j].any()))
             shape = "" if isinstance(space, Box) else f" ({type(space).__name__}: its inside test)"
-            raise ValueError(f"Data (conditions[{i}]): {n_out} of {len(x)} points lie outside the domain {by_coord}{shape}"
+            raise ValueError(f"{owner}: {n_out} of {len(x)} points lie outside the domain {by_coord}{shape}"
                              f"{f' ({per})' if per else ''}; the first is point {first}: "
                              f"{tuple(round(v, 6) for v in x[first].tolist())}. Points are (n, {self.domain.dim}) with "
                              f"columns in coordinate order {order}{', time last' if self.is_time_dependent else ''}: check the "

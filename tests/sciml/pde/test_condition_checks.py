@@ -69,3 +69,14 @@ def test_dirichlet_lambda_x_0_trains_in_soft_and_hard_mode():
         r = fit(p, {"constraints": constraints, "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 2}],
                     "points": {"interior": 16, "boundary": 8, "initial": 8}, "eval_every": 0})
         assert math.isfinite(r.metrics["loss"])
+
+
+@pytest.mark.parametrize("points,match", [
+    (torch.rand(10, 1), r"eval_points have 1 column\(s\), but the domain has 2 coordinates \(x, t\)"),
+    (torch.rand(10), r"eval_points have shape \(10,\)"),
+    (torch.rand(10, 2) + 5, r"eval_points: 10 of 10 points lie outside the domain x in \[-1, 1\], t in \[0, 1\]"),
+    (torch.tensor([[0.0, 0.5], [float("nan"), 0.5]]), r"eval_points: 1 of 2 points lie outside .* the first is point 1"),
+])
+def test_eval_points_are_checked_at_construction_as_data_points_are(points, match):
+    with pytest.raises(ValueError, match=match):
+        Problem(DOM, residual=HEAT, conditions=[Dirichlet(0.0)], reference=lambda x: x[:, 0], eval_points=points)
