@@ -139,7 +139,14 @@ class Problem:
                                  "conditions instead")
             where = getattr(c, "where", None)
             if isinstance(where, str):  # checked here so a typo fails the same way with soft or hard constraints
-                parse_face(where, self.spatial_coords)
+                try:
+                    parse_face(where, self.spatial_coords)
+                except ValueError as e:
+                    if not (self.is_time_dependent and where.partition("=")[0] == self.coords[-1]):
+                        raise
+                    raise ValueError(f"{type(c).__name__}(where={where!r}): {e}. Time is no boundary face of a space-time "
+                                     f"domain: a condition at t0 is Initial(g) for the value, Initial(g, derivative=k) "
+                                     f"for ∂_t^k u") from None
             elif where is not None and not callable(where):
                 raise TypeError(f"{type(c).__name__} where must be None, a face such as 'x=lo' or a predicate x -> (n,) bool, "
                                 f"got {where!r}")
@@ -280,7 +287,8 @@ class Problem:
         while have < n:
             if k == 20 or (have == 0 and drawn >= cap):
                 raise ValueError(f"{type(c).__name__}(where={where!r}) selects (almost) no boundary points: {have} of "
-                                 f"{drawn} sampled ({have / drawn:.2g} of the boundary), {n} needed; check the predicate")
+                                 f"{drawn} sampled ({have / drawn:.2g} of the boundary), {n} needed; check the predicate"
+                                 f"{self._time_face_hint()}")
             x, nrm = self.domain.sample_boundary(m, method, None if seed is None else seed + 1009 * k)
             drawn += m
             if pred is not None:
@@ -339,7 +347,16 @@ class Problem:
             pick = torch.linspace(0, len(x) - 1, n, dtype=torch.float64).round().long()
             return {"x": x[pick], "normal": nrm[pick]}
         raise ValueError(f"{type(c).__name__}(where={c.where!r}) selects (almost) no boundary points: {kept} of {sampled} "
-                         f"lattice points ({kept / sampled:.2g} of the boundary), {n} needed; check the predicate")
+                         f"lattice points ({kept / sampled:.2g} of the boundary), {n} needed; check the predicate"
+                         f"{self._time_face_hint()}")
+
+    def _time_face_hint(self) -> str:
+        if not self.is_time_dependent:
+            return ""
+        t0 = self.domain.t0
+        return (f". On a space-time domain a boundary condition lives on ∂Ω × [t0, t1] (the spatial boundary at every "
+                f"time), not on t = {t0:g}; a condition at t0 is Initial(g) for the value, Initial(g, derivative=k) for "
+                f"∂_t^k u")
 
     def _box_points(self, n, method, seed):
         lo, hi = self.box()

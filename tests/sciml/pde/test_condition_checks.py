@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sciml.config import ConfigError
-from sciml.pde import Data, Dirichlet, Initial, Interval, Problem
+from sciml.pde import Data, Dirichlet, Initial, Interval, Neumann, Problem
 from sciml.pde.conditions import evaluate_value
 from sciml.pde.losses import sample_collocation
 from sciml.train.pinn import PINNConfig, build_model, fit
@@ -80,3 +80,15 @@ def test_dirichlet_lambda_x_0_trains_in_soft_and_hard_mode():
 def test_eval_points_are_checked_at_construction_as_data_points_are(points, match):
     with pytest.raises(ValueError, match=match):
         Problem(DOM, residual=HEAT, conditions=[Dirichlet(0.0)], reference=lambda x: x[:, 0], eval_points=points)
+
+
+@pytest.mark.parametrize("method", ["sobol", "uniform"])
+def test_a_boundary_predicate_on_the_initial_time_points_at_initial(method):
+    p = Problem(DOM, residual=HEAT, conditions=[Neumann(0.0, where=lambda x: x[:, 1] == 0)])
+    with pytest.raises(ValueError, match=r"selects \(almost\) no boundary points.*∂Ω × \[t0, t1\].*Initial\(g, derivative=k\)"):
+        p.sample_condition(p.conditions[0], 8, method)
+
+
+def test_a_time_face_on_a_space_time_domain_points_at_initial():
+    with pytest.raises(ValueError, match=r"Dirichlet\(where='t=lo'\): face .*'x=lo', 'x=hi'.* Time is no boundary face .*Initial\(g\)"):
+        Problem(DOM, residual=HEAT, conditions=[Dirichlet(0.0, where="t=lo")])
