@@ -28,7 +28,9 @@ class SineSumParams(StrictModel):
     n_modes: PositiveInt = 10  # u0 = sum_j A_j sin(2 pi l_j x / length + phi_j)
     amplitude: PositiveFloat = 0.5  # A_j ~ U(-amplitude, amplitude)
     max_wavenumber: PositiveInt = 3  # l_j ~ U{1..max_wavenumber}
-    dt: PositiveFloat | None = None  # None: the solver's advective CFL rule at `cfl`
+    # an upper bound on the step (None: the solver's advective CFL rule at `cfl`); a larger value than
+    # that rule's gives way to it (KdV at params.dt=2 drifted 8.9 % in its Hamiltonian)
+    dt: PositiveFloat | None = None
     cfl: float = Field(0.5, gt=0, le=1.3)  # ETDRK4's advective stability limit is ~1.3
 
     @model_validator(mode="after")
@@ -92,18 +94,25 @@ class _PeriodicSineSum:
             },
         )
 
-    def solver(self, p: SineSumParams):
+    def solver(self, p: SineSumParams, dt: float | None = None):
+        """The solver at step bound `dt` (None: its automatic rule; see `solve` for params.dt)."""
         from solvers.pde.periodic1d import PeriodicAdvection1D
 
-        return PeriodicAdvection1D(self.linear, length=p.length, dt=p.dt, cfl=p.cfl, name=type(self).__name__,
+        return PeriodicAdvection1D(self.linear, length=p.length, dt=dt, cfl=p.cfl, name=type(self).__name__,
                                    **self.solver_options)
+
+    def solve(self, p: SineSumParams, u0: torch.Tensor, times: list[float]) -> torch.Tensor:
+        """Solve with the automatic step, or params.dt where that is smaller (params.dt is a cap)."""
+        solver = self.solver(p)
+        if p.dt is not None:
+            solver = self.solver(p, min(p.dt, solver.step_size(u0)))
+        return solver.solve(u0, times)
 
     def generate(self, p: SineSumParams, n: int, *, generator: torch.Generator, device: torch.device):
         u0 = sine_sum(n, p.oversample * p.resolution, p, generator=generator, device=device)
-        solver = self.solver(p)
         if p.burn_in:
-            u0 = solver.solve(u0, [p.burn_in])[:, 0]
-        u = solver.solve(u0, self.times(p).tolist())
+            u0 = self.solve(p, u0, [p.burn_in])[:, 0]
+        u = self.solve(p, u0, self.times(p).tolist())
         diagnostics = {  # on the simulated grid: the mean is conserved exactly there
             "mean_drift": (u[:, -1].mean(-1) - u0.mean(-1)).abs(),
             "max_abs": u.abs().amax(dim=(1, 2)),
