@@ -118,3 +118,19 @@ def substeps(interval: float, dt: float) -> tuple[int, float]:
         return 0, 0.0
     n = max(1, math.ceil(interval / dt * (1 - 1e-12)))
     return n, interval / n
+
+
+def spectral_tail(u: Tensor) -> Tensor:
+    """Energy fraction in the top third of the modes the 2/3 rule keeps (2n/9 < k <= n/3 of 1..n/3):
+    a resolved solution's spectrum has decayed there, an under-resolved one's has not (Gibbs).
+
+    u (batch, ..., n) real, periodic in the last axis; returns (batch,), the worst over the other axes.
+    Batched, no host sync; a zero state reads 0.
+    """
+    n = u.shape[-1]
+    kept = n // 3
+    energy = torch.fft.rfft(u).abs().square()[..., 1:kept + 1]
+    top = energy[..., kept - kept // 3:].sum(-1)
+    total = energy.sum(-1)
+    fraction = torch.where(total > 0, top / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(top))
+    return fraction.reshape(u.shape[0], -1).amax(-1)
