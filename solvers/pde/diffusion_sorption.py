@@ -24,9 +24,10 @@ Hundsdorfer 1999, gamma = 1 + 1/sqrt 2), L-stable and second order also with an 
 Jacobian (a W-method). The Jacobian is approximated by diag(D/R(u)) L, so each stage solves
 one tridiagonal M-matrix system, batched over samples by parallel cyclic reduction (log2 n
 vectorised sweeps, no loop over cells). Steps are equal inside each output interval
-(<= ``dt``) and land on the output times; the first interval, which contains the initial jump
-at x = 0, takes 4m steps graded cubically, t_j = interval (j / 4m)^3 (first step interval/(4m)^3),
-with m the equal steps it would have had.
+(<= ``dt``) and land on the output times; the start, which contains the initial jump at x = 0,
+is graded cubically over span = max(GRADED_SPAN = 5 s, the first output interval): marks
+t_j = span (j / 4m)^3 with m = ceil(span / dt) (first step span/(4m)^3), output times inside it
+inserted, so finer output spacing does not coarsen the start.
 
 Replaces PDEBench's per-sample ``scipy.integrate.solve_ivp`` (RK45, rtol 1e-3 default) with a
 batched, device-agnostic solver. References: Takamoto et al., "PDEBench" (NeurIPS 2022
@@ -49,6 +50,9 @@ __all__ = ["DiffusionSorption", "solve_diffusion_sorption", "tridiagonal_solve",
 PDEBENCH_TIMES = tuple(5.0 * i for i in range(101))
 _BOUNDARIES = ("pdebench", "face")
 _GAMMA = 1.0 + 1.0 / math.sqrt(2.0)
+# The start is graded over at least this time (s): the recipe's first output interval (500 s / 100), over which
+# 4 ceil(span / dt) cubically graded steps bring the initial jump's error to 1.3e-3 (256 cells, against BDF).
+GRADED_SPAN = 5.0
 
 
 def tridiagonal_solve(lower: Tensor, diag: Tensor, upper: Tensor, rhs: Tensor) -> Tensor:
@@ -175,17 +179,27 @@ class DiffusionSorption:
             k2 = tridiagonal_solve(sub, dia, sup, self.D / self.retardation(w) * lap(w) - 2 * k1)
             return v + 1.5 * h * k1 + 0.5 * h * k2
 
+        # The graded start spans a fixed time, not the first output interval: with output every 0.5 s it
+        # had covered only [0, 0.5], and the initial jump's error grew 25-fold (1.3e-3 -> 3.4e-2 at 1001 times).
+        # The span is the first interval when that is longer, so the recipes' step sequences are unchanged.
+        first = next((t for t in ts if t > 0), 0.0)
+        span = max(first, GRADED_SPAN) if first > 0 else 0.0
+        m = substeps(span, self.dt)[0]
+        graded = [span * (j / (4 * m)) ** 3 for j in range(4 * m + 1)]  # t_j = span (j / 4m)^3
+
         out = u.new_empty((u.shape[0], len(ts), n))
         t_now = 0.0
         for i, t in enumerate(ts):
-            interval = t - t_now
-            if interval > 0:
-                m, _ = substeps(interval, self.dt)
-                if t_now == 0.0:  # graded: resolve the initial boundary layer and front
-                    marks = [interval * (j / (4 * m)) ** 3 for j in range(4 * m + 1)]
-                else:
-                    marks = [interval * j / m for j in range(m + 1)]
-                for h in (b - a for a, b in zip(marks, marks[1:])):
+            if t > t_now:
+                marks = []
+                if t_now < span:  # the graded marks inside (t_now, t), output times inserted
+                    end = min(t, span)
+                    marks.append([t_now, *(g for g in graded if t_now < g < end), end])
+                if t > span:  # equal steps <= dt over the rest
+                    interval = t - max(t_now, span)
+                    steps = substeps(interval, self.dt)[0]
+                    marks.append([interval * j / steps for j in range(steps + 1)])
+                for h in (b - a for part in marks for a, b in zip(part, part[1:])):
                     u = step(u, h)
             out[:, i] = u
             t_now = t
