@@ -188,29 +188,50 @@ class Normalizer(torch.nn.Module):
     ``kind="channel"`` keeps one mean/std per channel, so a model trained at one resolution can be
     evaluated at another; ``"pointwise"`` (the FNO scripts' UnitGaussianNormalizer) keeps one per
     grid point and only applies at the training resolution; ``"none"`` is the identity.
+
+    Encoding divides by ``std + eps``. The guard ``eps`` is ``rel_eps`` times the channel's overall
+    std (over samples and grid), so it scales with the field's units: a field in other units encodes
+    to the same values (an absolute 1e-6 left a field of std 1e-7 at std ~0.1). A channel constant
+    over the whole split falls back to its ``|mean|`` (1 where that is 0). ``eps`` is a buffer, saved
+    with the state; states saved before it existed load with the old absolute 1e-6 (LEGACY_EPS), so
+    they decode as they did.
     """
 
     KINDS = ("none", "channel", "pointwise")
+    LEGACY_EPS = 1e-6
 
-    def __init__(self, kind: str, data: torch.Tensor | None = None, *, eps: float = 1e-6, shape: tuple[int, ...] | None = None):
+    def __init__(self, kind: str, data: torch.Tensor | None = None, *, rel_eps: float = 1e-6,
+                 shape: tuple[int, ...] | None = None):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"normalizer kind {kind!r} is not one of {self.KINDS}")
         self.kind = kind
-        self.eps = eps
-        if data is not None:
+        if data is not None and kind != "none":
             if kind == "pointwise" and data.shape[0] < 2:
                 raise ValueError(f"pointwise normalisation needs at least 2 training samples (a spread per grid point), "
                                  f"got {data.shape[0]}: train on more or use channel")
-            dims = (0,) + tuple(range(2, data.ndim)) if kind == "channel" else (0,)
-            mean, std = data.double().mean(dims, keepdim=True), data.double().std(dims, keepdim=True)
+            whole = (0,) + tuple(range(2, data.ndim))  # a channel over samples and grid
+            dims = whole if kind == "channel" else (0,)
+            data = data.double()
+            mean, std = data.mean(dims, keepdim=True), data.std(dims, keepdim=True)
+            scale = data.std(whole, keepdim=True)
+            level = data.mean(whole, keepdim=True).abs()
+            fallback = torch.where(level > 0, level, torch.ones_like(level))
+            eps = torch.where(scale > 0, rel_eps * scale, fallback).expand_as(std).clone()
+        elif data is not None or kind == "none":
+            mean, std = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+            eps = torch.zeros_like(std)  # the identity, exactly
         else:  # shapes for load_state_dict
             mean = torch.zeros(shape or (1,), dtype=torch.float64)
-            std = torch.ones_like(mean)
-        if kind == "none":
-            mean, std = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+            std, eps = torch.ones_like(mean), torch.zeros_like(mean)
         self.register_buffer("mean", mean.float())
         self.register_buffer("std", std.float())
+        self.register_buffer("eps", eps.float())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "std" in state_dict and prefix + "eps" not in state_dict:  # saved before eps was stored
+            state_dict = {**state_dict, prefix + "eps": torch.full_like(state_dict[prefix + "std"], self.LEGACY_EPS)}
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _check(self, x: torch.Tensor) -> None:
         # shape checks only (no host sync): the statistics would broadcast one channel onto two, silently

@@ -378,6 +378,9 @@ class Trainer:
         if planned is not None and self.cfg.training.fit_to_budget:
             self.planned_epochs = min(planned, self.cfg.training.epochs)
         self.model.load_state_dict(state["model"])
+        # the statistics (and eps rule) the weights were trained with: a run saved under the old absolute eps keeps it
+        for norm, saved in ((self.x_norm, state["x_norm"]), (self.y_norm, state["y_norm"])):
+            norm.load_state_dict({k: v for k, v in saved.items() if k != "kind"})
         config_lrs = list(self.scheduler.base_lrs)
         load_optimizer_state(self.optimizer, state["optimizer"], from_config=self.cfg.optimizer.kwargs())
         lrs_as_tensors(self.optimizer, self.graphed)
@@ -811,7 +814,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
 
 def _normalizer_from_state(state: dict[str, Any]) -> Normalizer:
     norm = Normalizer(state["kind"], shape=tuple(state["mean"].shape))
-    norm.load_state_dict({"mean": state["mean"], "std": state["std"]})
+    norm.load_state_dict({k: v for k, v in state.items() if k != "kind"})  # no "eps" before it was saved: the old 1e-6
     return norm
 
 

@@ -308,6 +308,47 @@ def test_normalizer_round_trip(kind):
         norm.encode(torch.zeros(1, 2, 16))  # per-channel statistics apply at any resolution
 
 
+@pytest.mark.parametrize("kind", ["channel", "pointwise"])
+def test_normalizer_encodes_a_field_the_same_in_any_units(kind):
+    # eps was an absolute 1e-6: a field of std 2e-6 encoded to std 0.67, and training depended on its units
+    torch.manual_seed(0)
+    data = torch.randn(20, 1, 9, dtype=torch.float64)
+    data[:, :, 0] = 0.0  # a Dirichlet boundary point: std exactly 0 there (pointwise)
+    encoded = {c: Normalizer(kind, (data * c).float()).encode((data * c).float()) for c in (1e-9, 1.0, 1e5)}
+    for c, z in encoded.items():
+        torch.testing.assert_close(z, encoded[1.0], rtol=1e-5, atol=1e-6)
+        assert torch.isfinite(z).all() and (kind == "channel" or (z[:, :, 0] == 0).all())
+        assert abs((z if kind == "channel" else z[:, :, 1:]).std().item() - 1) < 0.05
+    z = Normalizer("channel", (data * 1e-9).float()).encode((data * 1e-9).float())
+    assert z.std().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_normalizer_of_a_constant_channel_round_trips():
+    data = torch.cat([torch.full((6, 1, 8), 3e-8), torch.zeros(6, 1, 8)], dim=1)
+    for kind in ("channel", "pointwise"):
+        norm = Normalizer(kind, data)
+        z = norm.encode(data)
+        assert (z == 0).all()
+        torch.testing.assert_close(norm.decode(z + 1e-3), data * (1 + 1e-3) + torch.tensor([0.0, 1e-3])[None, :, None])
+
+
+def test_normalizer_states_saved_before_eps_decode_as_before():
+    # the old rule, std + 1e-6 (absolute), for the states of runs saved before eps was stored
+    from sciml.train.trainer import _normalizer_from_state
+
+    z = torch.randn(3, 2, 8)
+    for kind, mean, std in [("channel", torch.randn(1, 2, 1), torch.rand(1, 2, 1) * 1e-5),
+                            ("pointwise", torch.randn(1, 2, 8), torch.rand(1, 2, 8)),
+                            ("none", torch.zeros(1), torch.ones(1))]:
+        norm = _normalizer_from_state({"kind": kind, "mean": mean, "std": std})
+        assert torch.equal(norm.decode(z), z * (std + 1e-6) + mean)
+        assert torch.equal(norm.encode(z), (z - mean) / (std + 1e-6))
+        fresh = Normalizer(kind, shape=tuple(mean.shape))
+        fresh.load_state_dict({"mean": mean, "std": std})
+        assert torch.equal(fresh.decode(z), norm.decode(z))
+    assert torch.equal(Normalizer("none").decode(z), z)  # a new "none" is the identity
+
+
 @pytest.mark.parametrize("recipe, inputs, outputs", [
     ("darcy", ["a"], ["u"]),
     ("navier_stokes", ["w0"], ["w"]),

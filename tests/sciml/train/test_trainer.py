@@ -70,6 +70,17 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_cfg, straight_run):
     assert epochs == [5, 10, 15, 20], "the resumed run's metrics continue, without repeats"
 
 
+def test_a_run_saved_before_the_normalizer_stored_eps_resumes_with_the_old_rule(tiny_cfg, straight_run):
+    run, _ = straight_run
+    state = run.load_checkpoint("last")
+    assert (state["y_norm"]["eps"] < 1e-6).all()  # a new run's eps: relative to the field's std
+    for key in ("x_norm", "y_norm"):
+        del state[key]["eps"]
+    trainer = Trainer(validate(OperatorConfig, tiny_cfg), RunDir.create(tiny_cfg["output"]["root"], "old_eps"))
+    trainer.load_state_dict(state)
+    assert (trainer.x_norm.eps == 1e-6).all() and (trainer.y_norm.eps == 1e-6).all()
+
+
 def test_eval_predicts_under_the_runs_precision_policy(tiny_cfg):
     # a bf16 run's own test error and `sciml eval`'s must be one computation (autocast on both sides)
     raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 5, "eval_every": 5, "precision": "bf16"},
