@@ -84,6 +84,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             out = raw.get("output", {}) or {}
             run = RunDir.create(out.get("root", "runs"), out.get("name"), prefix=f"pinn-{raw.get('problem', 'custom')}".replace(":", "_"))
         print(f"run folder: {run.path}", flush=True)  # where a stopped run resumes from
+        args.run_path = run.path  # for the message if Ctrl-C stops it
         with run.removed_if_left_empty():
             final = run_pinn(raw, run_dir=run.path, resume=bool(args.resume), source=source)
     else:
@@ -94,6 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if run is None:
             run = RunDir.create(cfg.output.root, cfg.output.name, prefix=cfg.model.name.replace(":", "_"))
         print(f"run folder: {run.path}", flush=True)  # where a stopped run resumes from
+        args.run_path = run.path  # for the message if Ctrl-C stops it
         run, final = train(cfg, run=run, resume=bool(args.resume))
         if "planned_epochs" in final:
             print(f"fit to the time budget: {final['planned_epochs']} of {cfg.training.epochs} epochs, "
@@ -114,6 +116,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"stopped by the time cap ({cap}{sitting}), with a checkpoint: "
               f"go on with `sciml train --resume {run.path}` (add {cap}=... to change the cap for that run)")
     return 0
+
+
+def _train_interrupted(err: KeyboardInterrupt, run_path: Path | None, argv: list[str] | None) -> str:
+    """What a Ctrl-C left of a run and how to go on: `--resume` reads only checkpoints/last.pt."""
+    from sciml.train.trainer import TrainingInterrupted
+
+    if isinstance(err, TrainingInterrupted):  # the operator trainer stopped at an epoch's end and saved it
+        return (f"interrupted after epoch {err.epoch}, with a checkpoint: go on with "
+                f"`sciml train --resume {err.run_path}`")
+    again = f"`sciml {shlex.join(sys.argv[1:] if argv is None else argv)}`"
+    if run_path is not None and (run_path / "checkpoints" / "last.pt").exists():
+        return (f"interrupted: go on from the last checkpoint with `sciml train --resume {run_path}` (the epochs or "
+                f"steps after it are trained again)")
+    if run_path is not None and run_path.is_dir():
+        return (f"interrupted before the run's first 'last' checkpoint, which `--resume` needs: start again with "
+                f"{again} (and delete {run_path})")
+    return (f"interrupted before training started: start again with {again}; a dataset it was making goes on from "
+            f"its finished batches")
 
 
 def _positive_int(text: str) -> int:
@@ -265,16 +285,13 @@ def main(argv: list[str] | None = None) -> int:
             hint = " (choose a writable folder: output.root=... for runs, --root ... for datasets)"
         print(f"sciml {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if args.command == "generate":
             print(f"interrupted: the batches finished so far are kept in the dataset's .partial file (none if it stopped "
                   f"in its first); run the same command, `sciml {shlex.join(sys.argv[1:] if argv is None else argv)}`, "
                   f"again to resume from them", file=sys.stderr)
         elif args.command == "train":
-            print("interrupted: a run with a checkpoint goes on with `sciml train --resume RUN` (the run folder printed "
-                  "above); one stopped before its first checkpoint (its folder is then removed, or holds no "
-                  "checkpoints/) starts again with the same command, and a dataset it was making goes on from its "
-                  "finished batches", file=sys.stderr)
+            print(_train_interrupted(err, getattr(args, "run_path", None), argv), file=sys.stderr)
         else:
             print("interrupted", file=sys.stderr)
         return 130

@@ -111,6 +111,43 @@ def error_summary(err: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, floa
     return out
 
 
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training at an epoch's end, with a 'last' checkpoint: ``--resume`` goes on exactly."""
+
+    def __init__(self, run_path: Path, epoch: int):
+        super().__init__(f"interrupted after epoch {epoch}; the 'last' checkpoint of {run_path} holds it")
+        self.run_path, self.epoch = run_path, epoch
+
+
+@contextmanager
+def _sigint_sets(flag: list[bool]):
+    """While training: a first SIGINT sets ``flag[0]`` (the loop stops at the epoch's end, as for max_minutes:
+    an abort mid-epoch lost the epochs since the last checkpoint), a second raises KeyboardInterrupt at once.
+    Not installed off the main thread, or where SIGINT is ignored."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+
+    def handler(signum, frame):
+        if flag[0]:
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        flag[0] = True
+        print("\ninterrupt: stopping at the end of this epoch with a checkpoint (Ctrl-C again to abort at once, "
+              "losing the epochs since the last checkpoint)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextmanager
 def tf32_matmuls(enabled: bool):
     """TF32 for CUDA matmuls and cuDNN convolutions while inside, restored on exit. "fp32" must
@@ -257,6 +294,7 @@ class Trainer:
         self.epoch = 0  # epochs finished
         self.best = math.inf
         self.started = time.perf_counter()
+        self._interrupt = [False]  # set by Ctrl-C while fit runs
         self.sittings_before, self.seconds_before = 0, 0.0  # a resumed run's earlier processes (checkpointed)
 
     # -- setup helpers -------------------------------------------------------------------------
@@ -487,8 +525,12 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         """Train to `training.epochs` (or `max_minutes`); TF32 on exactly when the policy is "tf32"."""
-        with tf32_matmuls(self.cfg.training.precision == "tf32"):
-            return self._fit()
+        self._interrupt[0] = False
+        with tf32_matmuls(self.cfg.training.precision == "tf32"), _sigint_sets(self._interrupt):
+            final = self._fit()
+        if self._interrupt[0] and final.get("interrupted"):
+            raise TrainingInterrupted(self.run.path, self.epoch)
+        return final
 
     def _fit(self) -> dict[str, float]:
         from tqdm.auto import tqdm
@@ -534,7 +576,8 @@ class Trainer:
             if self.epoch % t.checkpoint_every == 0 or last:
                 self.checkpoint("last")
             sitting = t.stop_after_minutes or t.max_minutes  # the plan spans max_minutes; this process may stop sooner
-            if sitting is not None and time.perf_counter() - self.started > 60 * sitting and not last:
+            interrupted = self._interrupt[0] and not last  # Ctrl-C: stop as for the time cap
+            if interrupted or sitting is not None and time.perf_counter() - self.started > 60 * sitting and not last:
                 if plan:  # a sitting shorter than PLAN_AFTER epochs: plan at its pace, first epoch included
                     self._plan_to_budget(self.started, self.epoch - start_epoch)
                 self.checkpoint("last")
@@ -542,6 +585,7 @@ class Trainer:
                 break
         bar.close()
         final = {"kind": "final", "epoch": self.epoch, "stopped_early": stopped_early,
+                 **({"interrupted": True} if stopped_early and self._interrupt[0] else {}),
                  **({"planned_epochs": self.planned_epochs} if t.fit_to_budget else {}),
                  "wall_time_s": time.perf_counter() - self.started,  # this sitting's
                  **self._sittings(), **self._solve_totals(),

@@ -81,6 +81,71 @@ def test_a_run_saved_before_the_normalizer_stored_eps_resumes_with_the_old_rule(
     assert (trainer.x_norm.eps == 1e-6).all() and (trainer.y_norm.eps == 1e-6).all()
 
 
+def _sigint_during_epoch(monkeypatch, epoch: int, times: int = 1):
+    """Ctrl-C, the real signal to this process, `times` times during the given (1-based) epoch."""
+    import os
+    import signal
+
+    real = Trainer.train_epoch
+
+    def train_epoch(self, e):
+        if e + 1 == epoch:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return real(self, e)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+def test_ctrl_c_stops_at_the_epochs_end_with_a_checkpoint_and_resumes_exactly(tiny_cfg, straight_run, monkeypatch):
+    # Ctrl-C aborted mid-epoch without a 'last' checkpoint: epochs 6 and 7 (checkpoint_every 5) were lost
+    from sciml.train.trainer import TrainingInterrupted
+
+    cfg = validate(OperatorConfig, {**tiny_cfg, "output": {**tiny_cfg["output"], "name": "ctrl_c"}})
+    _sigint_during_epoch(monkeypatch, 7)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(cfg)
+    run = RunDir(stopped.value.run_path)
+    assert stopped.value.epoch == 7 and run.load_checkpoint("last")["epoch"] == 7
+    monkeypatch.undo()
+    resumed, _ = train(cfg, run=run, resume=True)
+    a, b = _params(straight_run[0]), _params(resumed)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    evals = [r["epoch"] for r in resumed.read_metrics() if r["kind"] == "eval"]
+    assert evals == [5, 10, 15, 20]
+
+
+def test_a_second_ctrl_c_aborts_at_once(tiny_cfg, monkeypatch):
+    from sciml.train.trainer import TrainingInterrupted
+
+    cfg = validate(OperatorConfig, {**tiny_cfg, "output": {**tiny_cfg["output"], "name": "ctrl_c_twice"}})
+    _sigint_during_epoch(monkeypatch, 2, times=2)
+    with pytest.raises(KeyboardInterrupt) as aborted:
+        train(cfg)
+    assert not isinstance(aborted.value, TrainingInterrupted)
+    import signal
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_the_cli_says_how_an_interrupted_run_goes_on(tmp_path):
+    from sciml.cli import _train_interrupted
+    from sciml.train.trainer import TrainingInterrupted
+
+    run = tmp_path / "r"
+    said = _train_interrupted(TrainingInterrupted(run, 7), run, ["train", "c.yaml"])
+    assert "after epoch 7" in said and f"sciml train --resume {run}" in said
+    run.mkdir()
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "best.pt").touch()  # best only: --resume has nothing to go on from
+    said = _train_interrupted(KeyboardInterrupt(), run, ["train", "c.yaml"])
+    assert "before the run's first 'last' checkpoint" in said and "`sciml train c.yaml`" in said
+    (run / "checkpoints" / "last.pt").touch()
+    assert f"--resume {run}" in _train_interrupted(KeyboardInterrupt(), run, ["train", "c.yaml"])
+    run_gone = tmp_path / "gone"
+    assert "before training started" in _train_interrupted(KeyboardInterrupt(), run_gone, ["train", "c.yaml"])
+
+
 def test_eval_predicts_under_the_runs_precision_policy(tiny_cfg):
     # a bf16 run's own test error and `sciml eval`'s must be one computation (autocast on both sides)
     raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 5, "eval_every": 5, "precision": "bf16"},
