@@ -165,12 +165,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         for line in lines:
             print(line, file=sys.stderr)
     else:
-        from sciml.train.trainer import evaluate_run
+        from sciml.train.trainer import EvalFailed, evaluate_run
         from sciml.utils import resolve_device
 
-        rows = evaluate_run(args.run, resolutions=args.resolution or [None], which=args.checkpoint,
-                            device=resolve_device(args.device, flag="--device"),
-                            dataset=args.dataset, n_test=args.n_test)
+        try:
+            rows = evaluate_run(args.run, resolutions=args.resolution or [None], which=args.checkpoint,
+                                device=resolve_device(args.device, flag="--device"),
+                                dataset=args.dataset, n_test=args.n_test, flag="--resolution")
+        except EvalFailed as failed:  # the resolutions that worked are reported; then each failure (exit 2)
+            for row in failed.rows:
+                print(json.dumps(row))
+            if failed.rows:
+                atomic_write_text(Path(args.run) / "eval.json", json.dumps(failed.rows, indent=2))
+            raise ConfigError("\n".join(["some resolutions could not be evaluated:" if failed.rows else
+                                          "no resolution could be evaluated:", *failed.failures])) from None
     for row in rows:
         print(json.dumps(row))
     atomic_write_text(Path(args.run) / "eval.json", json.dumps(rows, indent=2))

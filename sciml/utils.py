@@ -17,6 +17,11 @@ import torch
 from sciml.paths import REPO_ROOT
 
 
+class TrainingGridOnly(ValueError):
+    """A trained part that applies at its training grid only (a POD trunk, a pointwise normaliser): no other
+    resolution, finer or coarser, helps."""
+
+
 def tracing() -> bool:
     """Inside a torch.compile trace or a CUDA-graph capture, where a host read or a kept tensor breaks the graph."""
     return torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())

@@ -340,8 +340,10 @@ def read_info(path: str | Path) -> DatasetInfo:
                        grid_kind, fields, grid, attrs)
 
 
-def subsample_stride(info: DatasetInfo, resolution: int | None) -> int:
-    """The stride that takes the stored grid to `resolution` points per axis (1 for None)."""
+def subsample_stride(info: DatasetInfo, resolution: int | None, *, flag: str | None = None) -> int:
+    """The stride that takes the stored grid to `resolution` points per axis (1 for None). Errors name the
+    config key data.resolution, or the option `resolution` came from (`flag`: "--resolution" for `sciml
+    eval`, "resolution=" for Python)."""
     s = info.spatial_shape[0]
     if resolution is None or resolution == s:
         return 1
@@ -353,8 +355,13 @@ def subsample_stride(info: DatasetInfo, resolution: int | None) -> int:
             return stride
     stored = f"at {s} points per axis" if len(set(info.spatial_shape)) == 1 else \
         f"on a {'x'.join(map(str, info.spatial_shape))} grid (resolution counts the first axis; one stride on every axis)"
+    if flag is None:
+        fix = "set data.resolution to one of them, or to null for the stored grid"
+    else:  # evaluation: another file of the family may be stored finer
+        other = "--dataset" if flag.startswith("--") else "dataset="
+        fix = f"give {flag} one of them, or {other} a file of the run's family stored at that grid"
     raise DatasetError(f"{info.path} is stored {stored} and cannot be subsampled to {resolution}; available: "
-                       f"{info.resolutions()} (set data.resolution to one of them, or to null for the stored grid)")
+                       f"{info.resolutions()} ({fix})")
 
 
 def read_field(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,

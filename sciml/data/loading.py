@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from sciml.data.h5 import DatasetError, DatasetInfo, read_field, read_info, subsample_stride
+from sciml.utils import TrainingGridOnly
 
 
 @dataclass
@@ -127,11 +128,11 @@ def _more_times(info: DatasetInfo, need: int) -> str | None:
 
 def check_selection(info: DatasetInfo, *, inputs: list[str], outputs: list[str], n_train: int | None, n_test: int,
                     resolution: int | None = None, input_time: TimeSelect = -1, output_time: TimeSelect = -1,
-                    run_windows: bool = False) -> tuple[int, int | slice | None, int | slice | None]:
+                    run_windows: bool = False, flag: str | None = None) -> tuple[int, int | slice | None, int | slice | None]:
     """What `load_splits` (or `load_test`: `n_train` None) takes from a file, checked on its layout alone (no data
     read, so a file a recipe is about to make can be checked before it is): the fields, the sample counts, the
     grid and the saved times. Returns the grid's stride and the input and output time selectors. `run_windows`:
-    the windows are a trained run's (see `_check_time`)."""
+    the windows are a trained run's (see `_check_time`); `flag`: the option `resolution` came from, for errors."""
     for name in [*inputs, *outputs]:
         info.field(name)
     if n_train is None:
@@ -142,7 +143,7 @@ def check_selection(info: DatasetInfo, *, inputs: list[str], outputs: list[str],
     elif n_train + n_test > info.n_samples:
         raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_train + n_test = {n_train + n_test}: "
                            f"lower them or generate a larger dataset")
-    stride = subsample_stride(info, resolution)
+    stride = subsample_stride(info, resolution, flag=flag)
     tin, tout = time_selector(input_time), time_selector(output_time)
     _check_times(info, inputs, tin, "input_time", run_windows)
     _check_times(info, outputs, tout, "output_time", run_windows)
@@ -171,13 +172,14 @@ def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_tr
 
 def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test: int,
               resolution: int | None = None, input_time: TimeSelect = -1, output_time: TimeSelect = -1,
-              run_windows: bool = False) -> Split:
+              run_windows: bool = False, flag: str | None = None) -> Split:
     """Only the test split (the last `n_test` samples), e.g. for evaluation at another resolution; `run_windows`:
-    the time windows are a trained run's (see `_check_time`)."""
+    the time windows are a trained run's (see `_check_time`); `flag`: the option `resolution` came from, for errors
+    (default the config key data.resolution)."""
     info = read_info(path)
     stride, tin, tout = check_selection(info, inputs=inputs, outputs=outputs, n_train=None, n_test=n_test,
                                         resolution=resolution, input_time=input_time, output_time=output_time,
-                                        run_windows=run_windows)
+                                        run_windows=run_windows, flag=flag)
     rows = slice(info.n_samples - n_test, info.n_samples)
     return _split(info, inputs, outputs, rows, stride, tin, tout)
 
@@ -240,7 +242,7 @@ class Normalizer(torch.nn.Module):
                              f"fields cannot apply to shape {tuple(x.shape)}: inputs are (batch, channels, *grid), the "
                              f"data's fields as channels")
         if self.kind == "pointwise" and x.shape[1:] != self.mean.shape[1:]:
-            raise ValueError(f"pointwise normalizer fitted on grid {tuple(self.mean.shape[2:])} cannot apply to "
+            raise TrainingGridOnly(f"pointwise normalizer fitted on grid {tuple(self.mean.shape[2:])} cannot apply to "
                              f"{tuple(x.shape[2:])}: a run evaluated at other resolutions must be trained with "
                              f"data.normalize_inputs / data.normalize_outputs: channel (or none)")
 

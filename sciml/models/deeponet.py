@@ -12,6 +12,8 @@ from torch import Tensor, nn
 
 from ._validate import activation as check_activation
 from ._validate import check_input, per_dim_ints, positive_int
+from sciml.utils import TrainingGridOnly
+
 from .fno import grid_coordinates
 
 BRANCHES = ("mlp", "cnn")
@@ -164,7 +166,7 @@ class DeepONet(nn.Module):
                 raise RuntimeError("DeepONet(trunk='pod') has no basis yet: call model.prepare(train_inputs, train_outputs) first")
             if self.pod_basis.shape[-1] != math.prod(grid) or self._pod_grid not in (None, grid):  # 64x48 is not 48x64
                 trained = "x".join(map(str, self._pod_grid)) if self._pod_grid else f"{self.pod_basis.shape[-1]} points"
-                raise ValueError(f"the POD trunk is defined on the training grid only ({trained}), "
+                raise TrainingGridOnly(f"the POD trunk is defined on the training grid only ({trained}), "
                                  f"got grid {grid}: evaluate at the training resolution, or train with trunk='mlp' "
                                  "(model.trunk=mlp), whose trunk takes any grid")
             y = torch.einsum("bck,ckn->bcn", coef, self.pod_basis) + self.pod_mean

@@ -29,7 +29,7 @@ from sciml.train.losses import LOSSES, relative_l2_per_sample
 from sciml.train.physics import build_operator_model, check_rollout_fields, saves_start, spacetime_split
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
-from sciml.utils import resolve_device
+from sciml.utils import TrainingGridOnly, resolve_device
 
 
 def resolve_dataset(cfg: OperatorConfig, *, device: str | torch.device = "auto", progress: bool = True) -> Path:
@@ -619,15 +619,16 @@ def eval_batch_size(cfg: OperatorConfig) -> int:
 
 
 def load_test_split(cfg: OperatorConfig, dataset: str | Path, *, resolution: int | None = None,
-                    n_test: int | None = None, info=None) -> Split:
+                    n_test: int | None = None, info=None, flag: str | None = None) -> Split:
     """The config's test split of `dataset` at `resolution`, as the model sees it (space-time with ``physics:``);
-    `n_test` samples of it (default: the config's). `info`: the file's `read_info`, when the caller has it."""
+    `n_test` samples of it (default: the config's). `info`: the file's `read_info`, when the caller has it.
+    `flag`: the option `resolution` came from, for errors."""
     from sciml.data.h5 import read_info
 
     info = info or read_info(dataset)
     inputs, outputs = dataset_fields(cfg, info)
     split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=n_test or cfg.data.n_test, resolution=resolution,
-                      input_time=cfg.data.input_time, output_time=cfg.data.output_time, run_windows=True)
+                      input_time=cfg.data.input_time, output_time=cfg.data.output_time, run_windows=True, flag=flag)
     return spacetime_split(split, with_start=saves_start(info)) if cfg.physics is not None else split
 
 
@@ -829,31 +830,57 @@ def load_operator(run_path: str | Path, *, which: str = "best", device: str | to
     resolution = saved.resolution(resolution)
     if saved.info is None:  # the training file is gone (moved, another machine): the checkpoint's shapes
         return saved.operator(None, resolution, dev)
-    probe = load_test_split(saved.cfg, saved.dataset, resolution=resolution, n_test=1, info=saved.info)  # channels, grid
+    probe = load_test_split(saved.cfg, saved.dataset, resolution=resolution, n_test=1, info=saved.info,
+                            flag="resolution=")  # channels, grid
     return saved.operator(probe, resolution, dev)
 
 
 def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,), which: str = "best",
-                 device: str = "auto", dataset: str | Path | None = None, n_test: int | None = None) -> list[dict[str, Any]]:
+                 device: str = "auto", dataset: str | Path | None = None, n_test: int | None = None,
+                 flag: str = "--resolution") -> list[dict[str, Any]]:
     """Reload a run and evaluate its checkpoint on the test split at each resolution (None: the training
     one, or another file's stored grid): of its own dataset, or of `dataset`, another file of the same family with the same fields (new draws, a
     finer stored grid: a model trained at 64^2 tested at 256^2, as the PI-HC-MoE paper's NS). As the
     run's own evaluation: `TrainedOperator` predicts under its precision policy, TF32 included. `n_test`:
-    the last that many samples of the file (default: the config's ``data.n_test``)."""
+    the last that many samples of the file (default: the config's ``data.n_test``). Every resolution is tried;
+    if any fails, `EvalFailed` carries the rows of those that did and why each other failed (`flag`: the option
+    the resolutions came from, for its messages)."""
     dev = resolve_device(device)
     saved = _SavedRun(run_path, which, dev, dataset, n_test=n_test)
-    cfg, rows = saved.cfg, []
+    cfg, rows, failed = saved.cfg, [], []
+    trained_at = cfg.data.resolution or (saved.trained_info.spatial_shape[0] if saved.trained_info else None)
     for resolution in map(saved.resolution, resolutions):
-        split = load_test_split(cfg, saved.dataset, resolution=resolution, n_test=saved.n_test, info=saved.info)
+        at = resolution or saved.info.spatial_shape[0]
         try:
+            split = load_test_split(cfg, saved.dataset, resolution=resolution, n_test=saved.n_test, info=saved.info,
+                                    flag=flag)
+            at = int(split.x.shape[2])
             operator = saved.operator(split, resolution, dev)
             err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=saved.beyond())
+        except (TrainingGridOnly, DatasetError, ConfigError) as error:  # these name their fix
+            failed.append(f"at resolution {at}: {error}")
+            continue
         except ValueError as error:  # e.g. a hard-constraint layer's points beyond a coarse grid's blocks
-            raise ConfigError(f"at resolution {int(split.x.shape[2])}: {error} (this run's settings are fixed: evaluate "
-                              f"at a finer --resolution)") from None
+            if trained_at is not None and at >= trained_at:  # not too coarse: a finer grid is no fix
+                advice = ")"
+            else:  # a finer grid may fit; a training setting (e.g. points) cannot change
+                advice = f": evaluate at a finer {flag}" + (f", e.g. {trained_at}, its training grid)" if trained_at else ")")
+            failed.append(f"at resolution {at}: {error} (this run's settings are fixed{advice}")
+            continue
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
                      **error_summary(err), **({} if saved.dataset == saved.trained_on else {"dataset": str(saved.dataset)})})
+    if failed:
+        raise EvalFailed(rows, failed)
     return rows
+
+
+class EvalFailed(ConfigError):
+    """Some resolutions could not be evaluated: `rows` holds those that were, `failures` says why each other failed."""
+
+    def __init__(self, rows: list[dict[str, Any]], failures: list[str]):
+        done = f"evaluated at {', '.join(str(r['resolution']) for r in rows)}; " if rows else ""
+        super().__init__(done + "; ".join(failures))
+        self.rows, self.failures = rows, failures
 
 
 def _normalizer_from_state(state: dict[str, Any]) -> Normalizer:

@@ -167,6 +167,44 @@ def test_eval_at_other_resolutions(straight_run):
     assert by_res[64] < 1.5 * by_res[32] + 0.02
 
 
+def test_eval_reports_every_resolution_it_can_and_names_each_failure(straight_run, capsys):
+    # the first failing resolution aborted `sciml eval`, and the ones that worked were never printed
+    from sciml.train.trainer import EvalFailed
+
+    run, final = straight_run
+    with pytest.raises(EvalFailed) as failed:
+        evaluate_run(run.path, resolutions=[32, 24, 16], which="last", device="cpu")
+    assert [r["resolution"] for r in failed.value.rows] == [32, 16]
+    (why,) = failed.value.failures
+    assert why.startswith("at resolution 24: ") and "give --resolution one of them, or --dataset" in why
+    assert "data.resolution" not in why  # a training key: eval has no such option
+    capsys.readouterr()
+    assert main(["eval", str(run.path), "--checkpoint", "last", "--resolution", "32", "24"]) == 2
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["resolution"] for line in out.splitlines()] == [32]
+    assert "some resolutions could not be evaluated" in err and "at resolution 24: " in err
+    from sciml.data.h5 import DatasetError
+    from sciml.train.trainer import load_operator
+
+    with pytest.raises(DatasetError, match=r"give resolution= one of them, or dataset= a file"):
+        load_operator(run.path, which="last", device="cpu", resolution=24)
+
+
+def test_eval_at_a_grid_only_the_training_one_fits_gives_no_finer_grid_advice(tiny_cfg):
+    # "(this run's settings are fixed: evaluate at a finer --resolution)" followed every error, pointwise ones too
+    from sciml.train.trainer import EvalFailed
+
+    raw = {**tiny_cfg, "data": {**tiny_cfg["data"], "normalize_outputs": "pointwise"},
+           "training": {**tiny_cfg["training"], "epochs": 1, "eval_every": 1},
+           "output": {**tiny_cfg["output"], "name": "pointwise"}}
+    run, _ = train(validate(OperatorConfig, raw))
+    with pytest.raises(EvalFailed) as failed:
+        evaluate_run(run.path, resolutions=[16, 32, 64], which="last", device="cpu")
+    assert [r["resolution"] for r in failed.value.rows] == [32]
+    assert len(failed.value.failures) == 2 and not any("finer" in f for f in failed.value.failures)
+    assert all("must be trained with data.normalize_inputs / data.normalize_outputs" in f for f in failed.value.failures)
+
+
 def test_eval_on_another_dataset_of_the_family_at_a_finer_grid(straight_run, tmp_path, capsys):
     """New draws (seed 7) stored at 128 points: the run trained at 32 evaluates there as on its own set."""
     from sciml.data.generate import generate
