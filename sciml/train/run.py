@@ -106,9 +106,11 @@ class RunDir:
         refused = [k for k in _changed_keys(load_yaml(self.config_path), yaml.safe_load(resolved))
                    if not any(fnmatch.fnmatchcase(k, pattern) for pattern in allowed) or k.endswith("optimizer.name")]
         if refused:
+            # the optimizer's name is refused under optimizer.*: the saved state is that optimizer's
+            may = [f"{p} except {p[:-2]}.name" if p.endswith("optimizer.*") else p for p in allowed]
             raise ConfigError(f"a resume goes on with what {self.path} trains; these overrides would change it: "
                               f"{', '.join(refused)}. Start a new run for that (`sciml train CONFIG ...`, or without "
-                              f"resume in Python); a resume may change {', '.join(allowed)}")
+                              f"resume in Python); a resume may change {', '.join(may)}")
 
     @property
     def config_path(self) -> Path:

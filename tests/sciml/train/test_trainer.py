@@ -876,6 +876,8 @@ def test_a_resume_refuses_overrides_that_change_what_the_run_trains(straight_run
         assert main(["train", "--resume", str(run.path), override]) == 2
         err = capsys.readouterr().err
         assert f"these overrides would change it: {key}. Start a new run" in err, err
+        # the list of what may change said "optimizer.*" while optimizer.name was refused
+        assert "optimizer.* except optimizer.name, " in err and "optimizer.*," not in err, err
     before = run.config_path.read_text()
     assert main(["train", "--resume", str(run.path), f"training.epochs={final['epoch'] - 5}"]) == 2
     assert f"below the {final['epoch']} epochs this run has trained" in capsys.readouterr().err
