@@ -36,11 +36,30 @@ def _as_field(name: str, value: Any) -> np.ndarray:
     if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
         raise DatasetError(f"field name {name!r} cannot name an HDF5 dataset: use a non-empty name without '/'")
     array = _as_array(name, value)
-    big = np.finfo(np.float32).max
-    if np.abs(array).max(initial=0) > big:  # would be stored as inf
-        raise DatasetError(f"field {name!r} holds values beyond float32's range (|v| up to {np.abs(array).max():.3g} > "
+    big, tiny = np.finfo(np.float32).max, np.finfo(np.float32).tiny
+    top = float(np.abs(array).max(initial=0))
+    if top > big:  # would be stored as inf
+        raise DatasetError(f"field {name!r} holds values beyond float32's range (|v| up to {top:.3g} > "
                            f"{big:.3g}), and files store float32: rescale it (and record the scale in params)")
+    if 0 < top < tiny:  # all of it subnormal or flushed to 0; tiny values beside normal ones lose nothing that counts
+        raise DatasetError(f"field {name!r} holds values below float32's normal range (|v| at most {top:.3g} < "
+                           f"{tiny:.3g}): files store float32, where they would be zeros or subnormals of few digits. "
+                           f"Rescale it (and record the scale in params)")
     return array
+
+
+def _check_samples_and_grid(shapes: Mapping[str, tuple[int, ...]], spatial_dims: int) -> None:
+    """Every field's samples (first axis) and grid (last `spatial_dims` axes) agree. No field is the reference:
+    the error shows them all (the first field's shape was, and a samples-last first field blamed the others)."""
+    key = lambda s: (s[0], s[-spatial_dims:])
+    if len({key(s) for s in shapes.values()}) <= 1:
+        return
+    last = [k for k, s in shapes.items()  # with its last axis first, it would agree with another field
+            if any(key((s[-1], *s[:-1])) == key(o) != key(s) for j, o in shapes.items() if j != k)]
+    hint = f"; samples last in {' or '.join(map(repr, last))}? np.moveaxis(a, -1, 0) puts them first" if last else ""
+    raise DatasetError(f"fields differ in samples or grid: {', '.join(f'{k!r} {tuple(s)}' for k, s in shapes.items())}. "
+                       f"Each is (n, *grid) or (n, T, *grid), samples on the first axis: every field needs the same "
+                       f"samples and grid (spatial_dims={spatial_dims}){hint}")
 
 
 def unit_coordinates(n: int, grid_kind: str) -> np.ndarray:
@@ -95,8 +114,7 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
         n = a.shape[0] if n is None else n
         grid = a.shape[-spatial_dims:] if grid is None else grid
         if a.shape[0] != n or a.shape[-spatial_dims:] != grid:
-            raise DatasetError(f"field {k!r} has {a.shape[0]} samples on grid {a.shape[-spatial_dims:]}; the first "
-                               f"field has {n} on {grid}: every field needs the same samples and grid")
+            _check_samples_and_grid({k: a.shape for (_, k), a in arrays.items()}, spatial_dims)
         if timed:
             n_times = a.shape[1] if n_times is None else n_times
             if a.shape[1] != n_times:

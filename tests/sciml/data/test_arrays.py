@@ -92,6 +92,12 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
     (dict(inputs={"a": np.zeros((0, 8))}, outputs={"u": np.zeros((0, 8))}), "has no samples"),
     (dict(params={"nu": object()}), "params must be numbers, strings or lists"),
     (dict(inputs={"a": np.full((6, 8), 1e40)}), "beyond float32's range"),  # it was stored as inf
+    (dict(inputs={"a": np.full((6, 8), 1e-45)}), "below float32's normal range.*Rescale it"),  # stored as zeros
+    (dict(inputs={"a": np.full((6, 8), 1e-39)}), "below float32's normal range"),  # subnormals, 3 digits
+    # samples last: the error blamed 'u', the right one, against the first field as the reference
+    (dict(inputs={"a": np.zeros((8, 8, 6))}, outputs={"u": np.zeros((6, 8, 8))}, spatial_dims=2),
+     r"fields differ in samples or grid: 'a' \(8, 8, 6\), 'u' \(6, 8, 8\)\. .*samples on the first axis.*samples "
+     r"last in 'a'\? np.moveaxis\(a, -1, 0\)"),
     (dict(inputs={"a/b": np.zeros((6, 8))}), "field name 'a/b' cannot name an HDF5 dataset"),  # a broken file left
     (dict(outputs={"": np.zeros((6, 8))}), "field name '' cannot name"),
 ])
@@ -100,6 +106,13 @@ def test_bad_arrays_are_refused_naming_the_fix(tmp_path, change, message):
     with pytest.raises(DatasetError, match=message):
         write_dataset(tmp_path / "bad.h5", **kwargs)
     assert not list(tmp_path.iterdir()), "a refused call leaves no file behind"
+
+
+def test_tiny_values_beside_normal_ones_are_written(tmp_path):
+    # a tail below float32's normal range loses nothing that counts against the field's largest values
+    a = np.concatenate([np.ones((6, 4)), np.full((6, 4), 1e-45)], axis=1)
+    path = write_dataset(tmp_path / "d.h5", inputs={"a": a}, outputs={"u": a * 1e-30}, spatial_dims=1)
+    assert read_info(path).n_samples == 6
 
 
 def test_an_existing_file_is_kept_unless_overwritten(tmp_path):
