@@ -639,17 +639,34 @@ class TrainedOperator(torch.nn.Module):
     on (`dataset`) and trained on (`trained_on`). Call it under ``torch.no_grad()`` to predict."""
 
     def __init__(self, model: torch.nn.Module, x_norm: Normalizer, y_norm: Normalizer, *, config: OperatorConfig,
-                 epoch: int, dataset: Path, trained_on: Path, n_dims: int):
+                 epoch: int, dataset: Path, trained_on: Path, n_dims: int, in_channels: int | None = None):
         super().__init__()
         self.model, self.x_norm, self.y_norm = model, x_norm, y_norm
         self.config, self.epoch, self.dataset, self.trained_on = config, epoch, dataset, trained_on
         self.n_dims = n_dims  # grid axes: tells one sample (in, *grid) from a batch
+        self.in_channels = in_channels
+
+    def _check_layout(self, shape: tuple[int, ...]) -> None:
+        """A batch or a sample without its channel axis (a (3, 85, 85) batch was read as one sample of 3 channels
+        and the error quoted (1, 3, 85, 85)), or with channels last: said in the caller's shape, with the fix."""
+        c, d = self.in_channels, self.n_dims
+        if c is None or (len(shape) == d + 1 and shape[0] == c) or (len(shape) == d + 2 and shape[1] == c):
+            return
+        takes = f"the model takes (batch, {c}, *grid) or one sample ({c}, *grid), {d} grid axes; got {shape}"
+        if c == 1 and len(shape) == d + 1:
+            raise ValueError(f"{takes}: a batch of {shape[0]} without its channel axis? pass a[:, None]")
+        if c == 1 and len(shape) == d:
+            raise ValueError(f"{takes}: one sample without its channel axis? pass a[None]")
+        if len(shape) in (d + 1, d + 2) and shape[-1] == c:
+            raise ValueError(f"{takes}: channels last? np.moveaxis(a, -1, {len(shape) - d - 1}) puts them first")
+        # otherwise the normalisers' and the model's own checks say what is wrong
 
     def forward(self, x) -> torch.Tensor:
         """x: ``(batch, in, *grid)`` or one sample ``(in, *grid)``, a tensor or numpy array of any real dtype (cast
         to the model's, on its device)."""
         param = next(self.model.parameters())
         x = torch.as_tensor(x).to(device=param.device, dtype=param.dtype)
+        self._check_layout(tuple(x.shape))
         one = x.ndim == self.n_dims + 1  # channels and shapes: the normalisers and the model check them
         y = predict_in_units(self.model, self.x_norm, self.y_norm, x[None] if one else x,
                              precision=self.config.training.precision, device=x.device)
@@ -815,7 +832,8 @@ class _SavedRun:
         model.load_state_dict(self.state["model"])
         operator = TrainedOperator(model, _normalizer_from_state(self.state["x_norm"]),
                                    _normalizer_from_state(self.state["y_norm"]), config=cfg, epoch=self.state["epoch"],
-                                   dataset=self.dataset, trained_on=self.trained_on, n_dims=shape[2])
+                                   dataset=self.dataset, trained_on=self.trained_on, n_dims=shape[2],
+                                   in_channels=shape[0])
         return operator.to(device).eval()
 
 

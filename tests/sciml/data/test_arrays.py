@@ -77,6 +77,13 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
         np.testing.assert_allclose(operator(fresh[0, None])[0].double().numpy(), pred[0], rtol=1e-5, atol=1e-6)  # one (in, *grid)
     with pytest.raises(ValueError, match=rf"fitted on 1 channel\(s\) of 1-d fields cannot apply to shape \(8, 2, {s}\)"):
         operator(np.stack([fresh, fresh], 1))
+    # a batch without its channel axis read as one sample of 8 channels, and the error quoted (1, 8, s)
+    with pytest.raises(ValueError, match=rf"got \(8, {s}\): a batch of 8 without its channel axis\? pass a\[:, None\]"):
+        operator(fresh)
+    with pytest.raises(ValueError, match=rf"got \({s},\): one sample without its channel axis\? pass a\[None\]"):
+        operator(fresh[0])
+    with pytest.raises(ValueError, match=r"channels last\? np.moveaxis\(a, -1, 1\)"):
+        operator(fresh[:, :, None])
 
 
 @pytest.mark.parametrize("change,message", [
