@@ -1,7 +1,8 @@
 """Your own arrays as a sciml dataset file, so that every trainer, `sciml train` and `sciml eval` read them.
 
     from sciml.data import write_dataset
-    write_dataset("mine.h5", inputs={"a": a}, outputs={"u": u}, spatial_dims=2)   # a, u: (n, s, s)
+    write_dataset("mine.h5", inputs={"a": a}, outputs={"u": u}, spatial_dims=2,   # a, u: (n, s, s)
+                  grid_kind="nodes")   # both ends, as Darcy's (the default "periodic" is x_j = j/s)
     # sciml train configs/darcy/fno.yaml data.path=mine.h5 data.n_train=800 data.n_test=200
 """
 

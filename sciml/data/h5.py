@@ -24,7 +24,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -360,6 +360,10 @@ def subsample_stride(info: DatasetInfo, resolution: int | None, *, flag: str | N
     else:  # evaluation: another file of the family may be stored finer
         other = "--dataset" if flag.startswith("--") else "dataset="
         fix = f"give {flag} one of them, or {other} a file of the run's family stored at that grid"
+    as_nodes = replace(info, grid_kind="nodes").resolutions() if info.grid_kind == "periodic" else []
+    if resolution in as_nodes:  # write_dataset's default kind: arrays with both ends (Darcy's) are nodes
+        fix += (f"; or, if the grid includes both ends, the file was written with the default grid_kind 'periodic': "
+                f"write it with grid_kind='nodes', which subsamples to {as_nodes}")
     raise DatasetError(f"{info.path} is stored {stored} and cannot be subsampled to {resolution}; available: "
                        f"{info.resolutions()} ({fix})")
 

@@ -218,6 +218,18 @@ def warn_periodic_model_on_open_grid(cfg: OperatorConfig, info) -> None:
                       f"is set up for periodic fields: set {' and '.join(advice)}", stacklevel=3)
 
 
+def warn_closed_model_on_periodic_grid(cfg: OperatorConfig, info) -> None:
+    """The opposite of `warn_periodic_model_on_open_grid`: a "periodic" file (write_dataset's default, so
+    often arrays with both ends left at it) met by a model set up for a closed grid (configs/darcy/*)."""
+    kw = cfg.model.kwargs()
+    closed = [k for k in ("grid_embedding", "coordinates") if kw.get(k) == "closed"]
+    if info.grid_kind == "periodic" and closed:
+        warnings.warn(f"{info.path} holds a periodic grid (grid_kind 'periodic', write_dataset's default) and model "
+                      f"{cfg.model.name!r} is set up for a closed one ({', '.join(f'model.{k}: closed' for k in closed)}): "
+                      f"if the arrays include both ends, write them with grid_kind='nodes'; if they are periodic, set "
+                      f"{' and '.join(f'model.{k}: periodic' for k in closed)}", stacklevel=3)
+
+
 def check_channel_layout(state: dict[str, Any], cfg: OperatorConfig, info, where: Path) -> None:
     """A checkpoint from before fbdddbf (no "io") stacked the time windows of several fields field by field;
     the loader now stacks them time by time, which such a model would misread silently (rel. L2 0.05 -> 4.2)."""
@@ -261,6 +273,7 @@ class Trainer:
         self.test_split = Split(test.x.to(self.device), test.y.to(self.device), test.y_fields)
 
         warn_periodic_model_on_open_grid(cfg, self.info)
+        warn_closed_model_on_periodic_grid(cfg, self.info)
         warn_uneven_grid(self.info)
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
                                           fields=self.fields,

@@ -115,6 +115,30 @@ def test_bad_arrays_are_refused_naming_the_fix(tmp_path, change, message):
     assert not list(tmp_path.iterdir()), "a refused call leaves no file behind"
 
 
+def test_a_nodes_grid_written_as_periodic_is_named_when_it_will_not_subsample(tmp_path, recwarn):
+    # Darcy-like arrays (both ends) left at the default grid_kind: "cannot be subsampled to 5; available: [9]"
+    from sciml.config import validate
+    from sciml.data.h5 import subsample_stride
+    from sciml.train.schema import OperatorConfig
+    from sciml.train.trainer import warn_closed_model_on_periodic_grid
+
+    a = np.zeros((4, 9, 9))
+    info = read_info(write_dataset(tmp_path / "d.h5", inputs={"a": a}, outputs={"u": a}, spatial_dims=2))
+    with pytest.raises(DatasetError, match=r"available: \[9\] .*default grid_kind 'periodic': write it with "
+                                           r"grid_kind='nodes', which subsamples to \[9, 5, 3\]"):
+        subsample_stride(info, 5)
+    with pytest.raises(DatasetError) as err:  # 4 fits neither kind: no grid_kind advice
+        subsample_stride(info, 4)
+    assert "grid_kind" not in str(err.value)
+    raw = {"data": {"path": str(info.path), "n_train": 2, "n_test": 2},
+           "model": {"name": "fno", "modes": 2, "width": 4, "grid_embedding": "closed"}}
+    with pytest.warns(UserWarning, match=r"periodic grid .* set up for a closed one \(model.grid_embedding: closed\): "
+                                         r"if the arrays include both ends, write them with grid_kind='nodes'"):
+        warn_closed_model_on_periodic_grid(validate(OperatorConfig, raw), info)
+    warn_closed_model_on_periodic_grid(validate(OperatorConfig, {**raw, "model": {"name": "fno"}}), info)
+    assert not [w for w in recwarn if "closed one" in str(w.message)]
+
+
 def test_tiny_values_beside_normal_ones_are_written(tmp_path):
     # a tail below float32's normal range loses nothing that counts against the field's largest values
     a = np.concatenate([np.ones((6, 4)), np.full((6, 4), 1e-45)], axis=1)
