@@ -37,7 +37,7 @@ def _as_field(name: str, value: Any) -> np.ndarray:
     if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
         raise DatasetError(f"field name {name!r} cannot name an HDF5 dataset: use a non-empty name without '/'")
     array = _as_array(name, value)
-    big, tiny = np.finfo(np.float32).max, np.finfo(np.float32).tiny
+    big, tiny = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)  # compared as float64
     top = float(np.abs(array).max(initial=0))
     if top > big:  # would be stored as inf
         raise DatasetError(f"field {name!r} holds values beyond float32's range (|v| up to {top:.3g} > "
