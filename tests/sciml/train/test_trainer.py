@@ -165,6 +165,9 @@ def test_eval_at_other_resolutions(straight_run):
     assert default["resolution"] == 32 and default["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-5)
     # FNO's resolution invariance: the finer grid is about as good as the training grid
     assert by_res[64] < 1.5 * by_res[32] + 0.02
+    # each evaluation saves its plot beside the run's own (DESIGN: eval "prints and saves its metrics and plots")
+    for r in rows:
+        assert Path(r["plot"]) == run.path / f"eval_{r['resolution']}_last.png" and Path(r["plot"]).stat().st_size > 0
 
 
 def test_eval_reports_every_resolution_it_can_and_names_each_failure(straight_run, capsys):
