@@ -292,6 +292,7 @@ class Guard:
         """On giving up, before the GuardError: rollbacks, skips and the lowered lr scale start afresh, so
         the state a trainer saves serves a resume with a lower rate (kept, the resumed run gave up at its
         first burst, at a rate lowered twice); the loss statistics stay."""
+        self.gave_up_lr_scale = self.lr_scale  # the scale it last tried: a resume's lr is advised below it
         self.rollbacks = self.consecutive_skips = 0
         self.lr_scale = 1.0
         self.spike_steps = []

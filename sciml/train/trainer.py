@@ -8,6 +8,7 @@ resumed run replays exactly), evaluates on the test split, and checkpoints atomi
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -309,6 +310,7 @@ class Trainer:
         self.started = time.perf_counter()
         self._interrupt = [False]  # set by Ctrl-C while fit runs
         self.sittings_before, self.seconds_before = 0, 0.0  # a resumed run's earlier processes (checkpointed)
+        self._held: dict[str, Any] | None = None  # the newest epoch-end state not on disk (see _maybe_hold_state)
 
     # -- setup helpers -------------------------------------------------------------------------
     def _load(self, path: Path):
@@ -452,6 +454,35 @@ class Trainer:
 
     def checkpoint(self, which: str = "last") -> None:
         self.run.save_checkpoint(self.state_dict(), which)
+        if which == "last":  # the newest consistent state is on disk now
+            self._held = None
+
+    def _maybe_hold_state(self) -> None:
+        """Keep a copy of the whole state at this epoch's end, for a GuardError to save: the guard's own
+        snapshot is mid-epoch (weights only, older than a later 'last'), so it matches no epoch, scheduler
+        step or RNG state. Taken at most every `snapshot_every` steps, as the guard's, to bound the cost."""
+        steps = self.scheduler.last_epoch
+        if self._held is None or steps - self._held["scheduler"]["last_epoch"] >= self.guard.snapshot_every:
+            self._held = copy.deepcopy(self.state_dict())
+
+    def _save_after_guard_error(self) -> str:
+        """Save the newest consistent good state as 'last' (unless the one on disk is newer) and say what
+        it is and how to go on: every part of it from one epoch's end, never the guard's mid-epoch weights."""
+        held, path = self._held, self.run.checkpoint_path("last")
+        if held is not None:
+            held.update(self._sittings())  # the time spent counts against a budget all the same
+            self.run.save_checkpoint(held, "last")
+            self._held = None
+            what = (f"'last' ({path}) now holds the state at the end of epoch {held['epoch']} (optimizer step "
+                    f"{held['scheduler']['last_epoch']})" if held["epoch"] else
+                    f"'last' ({path}) now holds the state before the first epoch")
+        else:
+            what = f"'last' ({path}) holds epoch {self.run.load_checkpoint('last')['epoch']}, the newest good state"
+        lrs = [g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups]
+        scale = getattr(self.guard, "gave_up_lr_scale", 1.0) * self.guard.lr_factor
+        lower = f"{float(lrs[0]) * scale:.3g}"
+        return (f"{what}; continue from it with a lower rate, e.g. `sciml train --resume {self.run.path} "
+                f"optimizer.lr={lower}` (the guard's last rate times its lr_factor {self.guard.lr_factor:g})")
 
     # -- training ------------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> torch.Tensor:
@@ -554,19 +585,15 @@ class Trainer:
         # fit to the budget once, after PLAN_AFTER epochs of this process (a resumed run keeps its plan)
         plan = t.fit_to_budget and self.planned_epochs == t.epochs and self.epoch + PLAN_AFTER < t.epochs
         start_epoch, first_epoch_end = self.epoch, None
+        if not self.run.checkpoint_path("last").exists():  # a GuardError in the first epoch saves the start
+            self._maybe_hold_state()
         while self.epoch < self.planned_epochs:
             epoch = self.epoch
             try:
                 train_loss = self.train_epoch(epoch)
-            except GuardError as err:  # keep its events and the last good state (the guard restored it)
+            except GuardError as err:
                 self._log_guard_events(epoch + 1, judge_pending=False)
-                if self.guard.holds_good_state:  # a resume then restarts this epoch from it
-                    self.checkpoint("last")
-                if not self.run.checkpoint_path("last").exists():
-                    raise GuardError(f"{err} (epoch {epoch + 1}), before any good state was saved: start again with a "
-                                     f"lower rate, e.g. `optimizer.lr=...`") from err
-                raise GuardError(f"{err} (epoch {epoch + 1}). The last good state is saved; continue from it with a lower "
-                                 f"rate, e.g. `sciml train --resume {self.run.path} optimizer.lr=...`") from err
+                raise GuardError(f"{err} (epoch {epoch + 1}). {self._save_after_guard_error()}") from err
             self.epoch = epoch + 1
             bar.update()
             self._log_guard_events(self.epoch)
@@ -588,6 +615,8 @@ class Trainer:
                     self.checkpoint("best")
             if self.epoch % t.checkpoint_every == 0 or last:
                 self.checkpoint("last")
+            else:
+                self._maybe_hold_state()
             sitting = t.stop_after_minutes or t.max_minutes  # the plan spans max_minutes; this process may stop sooner
             interrupted = self._interrupt[0] and not last  # Ctrl-C: stop as for the time cap
             if interrupted or sitting is not None and time.perf_counter() - self.started > 60 * sitting and not last:

@@ -976,3 +976,35 @@ def test_eval_names_the_checkpoint_to_use_and_a_cut_off_one(straight_run, tmp_pa
     copy.checkpoint_path("last").write_bytes(data[: len(data) // 2])
     with pytest.raises(ConfigError, match="checkpoint .*last.pt cannot be read"):
         evaluate_run(copy.path, which="last", device="cpu")
+
+
+@pytest.mark.parametrize("checkpoint_every", [1, 3])
+def test_a_resume_after_a_guard_error_goes_on_from_one_consistent_moment(tiny_cfg, monkeypatch, checkpoint_every):
+    """The GuardError handler saved the guard's in-memory snapshot (weights from step 1) over a newer 'last',
+    labelled with the epoch and with the scheduler at the failed epoch's step. Now 'last' holds one epoch's end
+    (the newest on disk, or a held copy newer than it): a resume without the fault ends as a straight run."""
+    from sciml.optim import GuardError
+
+    raw = {**tiny_cfg, "guard": {"max_consecutive_skips": 3, "max_rollbacks": 0},
+           "training": {**tiny_cfg["training"], "epochs": 8, "eval_every": 1, "checkpoint_every": checkpoint_every},
+           "output": {**tiny_cfg["output"], "name": f"guard_resume_{checkpoint_every}"}}
+    straight, _ = train(validate(OperatorConfig, {**raw, "output": {**raw["output"], "name": f"straight_{checkpoint_every}"}}))
+    real_loss, calls, poison = Trainer._loss, [0], [True]
+
+    def loss(self, x, y):  # non-finite from the 2nd step of epoch 5 on (4 steps an epoch)
+        calls[0] += 1
+        value = real_loss(self, x, y)
+        return value * float("nan") if poison[0] and calls[0] > 17 else value
+
+    monkeypatch.setattr(Trainer, "_loss", loss)
+    with pytest.raises(GuardError, match=r"end of epoch 4|holds epoch 4") as err:
+        train(validate(OperatorConfig, raw))
+    assert "optimizer.lr=0.0025" in str(err.value)  # 5e-3 times the guard's lr_factor
+    run = RunDir(raw["output"]["root"] + f"/guard_resume_{checkpoint_every}")
+    saved = run.load_checkpoint("last")
+    assert saved["epoch"] == 4 and saved["scheduler"]["last_epoch"] == 4 * 4
+    poison[0] = False
+    _, final = train(validate(OperatorConfig, raw), run=run, resume=True)
+    assert final["epoch"] == 8
+    a, b = _params(straight), _params(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
