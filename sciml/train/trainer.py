@@ -501,6 +501,9 @@ class Trainer:
         bs = self.cfg.training.batch_size
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]
+            if start + bs >= len(order):  # the epoch's rate as its last step used it (a tensor lr is set in place)
+                lr = self.optimizer.param_groups[0]["lr"]
+                self._epoch_lr = (lr.clone() if torch.is_tensor(lr) else lr, self.guard.lr_scale)
             if self._captured is not None and len(idx) == bs:  # a partial last batch runs eagerly
                 loss = self._replayed_step(idx)
             else:
@@ -557,6 +560,12 @@ class Trainer:
         self.guard.record_step(record, replayed=self._captured.captured)
         return loss
 
+    def _logged_lr(self) -> float:
+        """The effective lr of the epoch's last step, the guard's lowered scale included: the one behind the
+        record's train_loss (read after `scheduler.step()` it was the next epoch's, without the scale)."""
+        lr, scale = self._epoch_lr
+        return float(lr) * scale
+
     def _log_guard_events(self, epoch: int, judge_pending: bool = True) -> None:
         for event in self.guard.pop_events(judge_pending):
             self.run.log({"kind": "guard", "epoch": epoch, **event})
@@ -605,7 +614,7 @@ class Trainer:
             last = self.epoch == self.planned_epochs
             if self.epoch % t.eval_every == 0 or last:
                 record = {"kind": "eval", "epoch": self.epoch, "train_loss": train_loss.item(),
-                          "lr": float(self.optimizer.param_groups[0]["lr"]), "time_s": time.perf_counter() - self.started,
+                          "lr": self._logged_lr(), "time_s": time.perf_counter() - self.started,
                           **self._solve_totals(), **{f"test_{k}": v for k, v in self.evaluate().items()}}
                 self.run.log(record)
                 bar.set_postfix(train=f"{record['train_loss']:.4f}", test=f"{record['test_rel_l2']:.4f}")

@@ -51,8 +51,8 @@ def test_run_folder_contents_and_learning(straight_run):
     assert [r["epoch"] for r in evals] == [5, 10, 15, 20]
     assert evals[-1]["train_loss"] < 0.5 * evals[0]["train_loss"], "training must reduce the loss"
     assert final["test_rel_l2"] < 0.6
-    # "lr" is what the next step uses: halved once 10 epochs are done
-    assert [r["lr"] for r in evals] == pytest.approx([5e-3, 2.5e-3, 2.5e-3, 1.25e-3])
+    # "lr" is what the epoch's last step used: halved for epochs 11 to 20
+    assert [r["lr"] for r in evals] == pytest.approx([5e-3, 5e-3, 2.5e-3, 2.5e-3])
     env = json.loads((run.path / "environment.json").read_text())
     assert {"torch", "git_commit", "device"} <= set(env)
 
@@ -716,8 +716,8 @@ def test_a_resume_takes_the_lr_and_weight_decay_it_is_given(tiny_cfg):
              "training": {**raw["training"], "epochs": 6}}
     train(validate(OperatorConfig, lower), run=run, resume=True)
     lrs = [r["lr"] for r in run.read_metrics() if r["kind"] == "eval"]
-    assert lrs[:4] == pytest.approx([5e-3, 2.5e-3, 2.5e-3, 1.25e-3])
-    assert lrs[4:] == pytest.approx([1e-5 * 0.25, 1e-5 * 0.125])  # the new base at the schedule's position
+    assert lrs[:4] == pytest.approx([5e-3, 5e-3, 2.5e-3, 2.5e-3])  # the rate each epoch used
+    assert lrs[4:] == pytest.approx([1e-5 * 0.25, 1e-5 * 0.25])  # the new base at the schedule's position
     group = run.load_checkpoint("last")["optimizer"]["param_groups"][0]
     assert group["weight_decay"] == 0.25 and group["initial_lr"] == 1e-5
 
@@ -1008,3 +1008,21 @@ def test_a_resume_after_a_guard_error_goes_on_from_one_consistent_moment(tiny_cf
     assert final["epoch"] == 8
     a, b = _params(straight), _params(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_logged_lr_is_the_one_the_epoch_used_with_the_guards_scale(tiny_cfg, monkeypatch):
+    """The eval record's lr was read after scheduler.step(): the next epoch's, and without the guard's lowered
+    scale (1.46e-4 logged where ~3.7e-5 was used)."""
+    raw = {**tiny_cfg, "schedule": {"name": "step", "step_size": 1, "gamma": 0.5},
+           "training": {**tiny_cfg["training"], "epochs": 3, "eval_every": 1},
+           "output": {**tiny_cfg["output"], "name": "logged_lr"}}
+    real_init = Trainer.__init__
+
+    def init(self, *args, **kwargs):  # the guard has lowered the rate twice
+        real_init(self, *args, **kwargs)
+        self.guard.lr_scale = 0.25
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    run, _ = train(validate(OperatorConfig, raw))
+    lrs = [r["lr"] for r in run.read_metrics() if r["kind"] == "eval"]
+    assert lrs == pytest.approx([5e-3 * 0.25, 2.5e-3 * 0.25, 1.25e-3 * 0.25])
