@@ -42,7 +42,9 @@ class ScheduleConfig(StrictModel):
     name: Literal["none", "step", "cosine"] = "step"
     step_size: PositiveInt = 100  # epochs between halvings ("step")
     gamma: PositiveFloat = 0.5
-    warmup_steps: NonNegativeInt = 0  # linear warm-up (optimizer steps) before either schedule
+    # linear warm-up (optimizer steps) to optimizer.lr, then the schedule: "cosine" from the lr to ~0 over the
+    # remaining steps; "step" keeps its decays at the configured epochs of the whole run (warm-up included)
+    warmup_steps: NonNegativeInt = 0
 
 
 class TrainingConfig(StrictModel):
@@ -59,7 +61,9 @@ class TrainingConfig(StrictModel):
     cuda_graph: bool = False
     max_minutes: PositiveFloat | None = None  # stop (with a checkpoint) after this wall time; resume to go on
     # with max_minutes: after a few timed epochs, shorten `epochs` to what the budget affords and
-    # compress the schedule to match, so a capped run ends annealed instead of cut off mid-schedule
+    # compress the schedule to match (on the run's progress fraction: a step schedule's decays fall at the
+    # same fractions and it ends at the configured final factor), so a capped run ends annealed instead of
+    # cut off mid-schedule
     fit_to_budget: bool = False
     # with fit_to_budget: end this sitting after these minutes (with a checkpoint) while the plan spans
     # max_minutes, so a budget longer than one sitting (a device call) runs across resumes

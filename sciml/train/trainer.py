@@ -182,6 +182,8 @@ def predict_in_units(forward, x_norm: Normalizer, y_norm: Normalizer, x: torch.T
     return y_norm.decode(out.float())
 
 
+# 2: warm-up then the schedule, on the run's progress fraction (plans revisable); 1: runs saved before
+SCHEDULE_RULE = 2
 PLAN_AFTER = 3  # epochs run before fitting the schedule to the budget (the first one is not timed)
 
 
@@ -297,6 +299,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer.name, **opt_kw)
         self.steps_per_epoch = math.ceil(cfg.data.n_train / cfg.training.batch_size)
         self.planned_epochs = cfg.training.epochs  # fewer when fit to the time budget; the schedule follows it
+        self.schedule_rule = SCHEDULE_RULE  # 1 for a resumed run saved before (see _lr_factor_v1)
+        self.plan_revisions: list[tuple[int, int]] = []  # (optimizer step, planned epochs) of each plan made
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         # after the scheduler: its base lrs stay floats, so setting the lr tensor never reads the device
         lrs_as_tensors(self.optimizer, self.graphed)
@@ -336,8 +340,49 @@ class Trainer:
         return info, train, test
 
     def _lr_factor(self, step: int) -> float:
-        """The schedule over `planned_epochs`: the config's epochs, or fewer when fit to a budget
-        (the step schedule's interval shrinks in proportion, the cosine ends at the new last step)."""
+        """The schedule's factor at optimizer step `step` (SCHEDULE_RULE 2): a linear warm-up over `warmup_steps`
+        to the base lr, then the configured schedule on the run's progress fraction, so a plan fit to a budget
+        (and each revision of it) keeps the lr continuous and ends where the configured schedule ends. "step":
+        its decays at the configured epochs mapped onto the plan, counted over the whole run (warm-up included;
+        the ramp scales the first steps), the last step at gamma^((epochs - 1) // step_size); "cosine": from the
+        base lr at the end of the warm-up to ~0 at the plan's last step. Runs saved before keep `_lr_factor_v1`."""
+        if self.schedule_rule == 1:
+            return self._lr_factor_v1(step)
+        s, spe = self.cfg.schedule, self.steps_per_epoch
+        configured = self.cfg.training.epochs * spe
+        ramp = min(1.0, (step + 1) / s.warmup_steps) if s.warmup_steps else 1.0
+        if s.name == "step":  # the configured step index this step stands for (equal to it without a plan)
+            virtual = self._progress(step, 0) * (configured - 1)
+            return ramp * s.gamma ** (int(virtual / spe + 1e-9) // s.step_size)
+        if s.name == "cosine":
+            if step < s.warmup_steps:
+                return ramp
+            span = configured - s.warmup_steps
+            return 0.5 * (1.0 + math.cos(math.pi * self._progress(step, s.warmup_steps) * (span - 1) / span))
+        return ramp
+
+    def _progress(self, step: int, start: int) -> float:
+        """The fraction of the schedule from step `start` to the plan's last step that `step` stands at:
+        linear between revisions, each (`plan_revisions`: optimizer step, planned epochs) going on from
+        where the previous one stood, so the lr never jumps when a plan changes."""
+        def along(at: int, s0: int, p0: float, total: int) -> float:
+            if at <= s0:
+                return p0
+            span = total - 1 - s0
+            return 1.0 if span <= 0 else min(1.0, p0 + (1.0 - p0) * (at - s0) / span)
+
+        s0, p0, total = start, 0.0, self.cfg.training.epochs * self.steps_per_epoch
+        for at, planned in self.plan_revisions:
+            at = max(at, start)
+            if at > step:
+                break
+            s0, p0, total = at, along(at, s0, p0, total), planned * self.steps_per_epoch
+        return along(step, s0, p0, total)
+
+    def _lr_factor_v1(self, step: int) -> float:
+        """The rule of runs saved before SCHEDULE_RULE 2 (no "schedule_rule" in their state), kept so they resume
+        as they ran: the warm-up multiplied into the schedule, a step size compressed as round(step_size *
+        planned / epochs) (which changes the number of decays), a cosine over the planned epochs."""
         s = self.cfg.schedule
         warm = min(1.0, (step + 1) / s.warmup_steps) if s.warmup_steps else 1.0
         if s.name == "step":
@@ -347,6 +392,15 @@ class Trainer:
             total = self.planned_epochs * self.steps_per_epoch
             return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
         return warm
+
+    def _set_planned(self, planned: int) -> None:
+        """Plan `planned` epochs from now on; under rule 2 a revision from this step, the lr re-set to it."""
+        self.planned_epochs = planned
+        if self.schedule_rule == 1:  # the old rule: the next step still ran at the rate set before the plan
+            return
+        self.plan_revisions.append((self.epoch * self.steps_per_epoch, planned))
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            set_lr(group, lr * self._lr_factor(self.scheduler.last_epoch))
 
     def _device_clock(self) -> float:
         """The wall clock once the device has finished what was queued (the steps run asynchronously)."""
@@ -368,7 +422,7 @@ class Trainer:
         per_epoch = (now - first_epoch_end) / epochs_timed + self._upkeep_per_epoch()
         now = self._device_clock()
         left = 60 * self.cfg.training.max_minutes - (self.seconds_before + now - self.started)  # earlier sittings count
-        self.planned_epochs = epochs_within_budget(self.epoch, per_epoch, left, self.planned_epochs)
+        self._set_planned(epochs_within_budget(self.epoch, per_epoch, left, self.planned_epochs))
         self.run.log({"kind": "plan", "epoch": self.epoch, "s_per_epoch": per_epoch, "planned_epochs": self.planned_epochs})
 
     def _upkeep_per_epoch(self) -> float:
@@ -397,6 +451,7 @@ class Trainer:
         return {
             "epoch": self.epoch, "best": self.best,
             "budget_epochs": self.planned_epochs if self.planned_epochs != self.cfg.training.epochs else None,
+            "schedule_rule": self.schedule_rule, "plan_revisions": [list(r) for r in self.plan_revisions],
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict(),
             "x_norm": {"kind": self.x_norm.kind, **self.x_norm.state_dict()},
@@ -427,9 +482,17 @@ class Trainer:
         self.sittings_before = state.get("sittings", 1)
         self.seconds_before = state.get("train_seconds_total", state.get("train_seconds", 0.0))
         # a run resumed with fit_to_budget keeps the plan it made; otherwise the config's epochs rule
+        self.schedule_rule = state.get("schedule_rule", 1)  # saved before the rule was recorded: the old one
         planned = state.get("budget_epochs")
-        if planned is not None and self.cfg.training.fit_to_budget:
+        if self.schedule_rule == 1 and planned is not None and self.cfg.training.fit_to_budget:
             self.planned_epochs = min(planned, self.cfg.training.epochs)
+        if self.schedule_rule > 1 and self.cfg.training.fit_to_budget:
+            self.plan_revisions = [tuple(r) for r in state.get("plan_revisions", [])]
+            if self.plan_revisions:
+                self.planned_epochs = self.plan_revisions[-1][1]
+            if self.planned_epochs > self.cfg.training.epochs:  # a resume that lowers training.epochs
+                self.plan_revisions.append((self.epoch * self.steps_per_epoch, self.cfg.training.epochs))
+                self.planned_epochs = self.cfg.training.epochs
         self.model.load_state_dict(state["model"])
         # the statistics (and eps rule) the weights were trained with: a run saved under the old absolute eps keeps it
         for norm, saved in ((self.x_norm, state["x_norm"]), (self.y_norm, state["y_norm"])):
@@ -592,7 +655,8 @@ class Trainer:
         bar = tqdm(desc="train", unit="epoch", disable=not t.progress, initial=self.epoch, total=self.planned_epochs)
         stopped_early = False
         # fit to the budget once, after PLAN_AFTER epochs of this process (a resumed run keeps its plan)
-        plan = t.fit_to_budget and self.planned_epochs == t.epochs and self.epoch + PLAN_AFTER < t.epochs
+        planned_before = self.plan_revisions if self.schedule_rule > 1 else self.planned_epochs != t.epochs
+        plan = t.fit_to_budget and not planned_before and self.epoch + PLAN_AFTER < t.epochs
         start_epoch, first_epoch_end = self.epoch, None
         if not self.run.checkpoint_path("last").exists():  # a GuardError in the first epoch saves the start
             self._maybe_hold_state()

@@ -1026,3 +1026,55 @@ def test_the_logged_lr_is_the_one_the_epoch_used_with_the_guards_scale(tiny_cfg,
     run, _ = train(validate(OperatorConfig, raw))
     lrs = [r["lr"] for r in run.read_metrics() if r["kind"] == "eval"]
     assert lrs == pytest.approx([5e-3 * 0.25, 2.5e-3 * 0.25, 1.25e-3 * 0.25])
+
+
+def _schedule_only(tiny_cfg, schedule, epochs, steps_per_epoch, revisions=()):
+    """A Trainer holding just what `_lr_factor` reads."""
+    from sciml.train.trainer import SCHEDULE_RULE
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.cfg = validate(OperatorConfig, {**tiny_cfg, "schedule": schedule,
+                                            "training": {**tiny_cfg["training"], "epochs": epochs}})
+    trainer.schedule_rule, trainer.steps_per_epoch = SCHEDULE_RULE, steps_per_epoch
+    trainer.plan_revisions = list(revisions)
+    trainer.planned_epochs = revisions[-1][1] if revisions else epochs
+    return trainer
+
+
+@pytest.mark.parametrize("planned", [7, 8, 12, 13, 17, 22, 27, 52, 102, 250, 500])
+def test_a_plan_keeps_the_step_schedules_decays_and_final_factor(tiny_cfg, planned):
+    """round(step_size * planned / epochs) changed the number of decays: 500 epochs halved every 100 ended at
+    1/64, 1/8, 1/32 or 1/16 by the plan. Now the decays fall at the same fractions of the run."""
+    spe = 50
+    trainer = _schedule_only(tiny_cfg, {"name": "step", "step_size": 100, "gamma": 0.5}, 500, spe, [(3 * spe, planned)])
+    assert trainer._lr_factor(planned * spe - 1) == 1 / 16  # 0.5 ** ((500 - 1) // 100)
+    factors = [trainer._lr_factor(s) for s in range(planned * spe)]
+    assert len(set(factors)) == 5 and factors == sorted(factors, reverse=True)
+
+
+def test_warm_up_reaches_the_base_lr_then_the_cosine_runs_over_the_rest(tiny_cfg):
+    """The ramp was multiplied into the cosine: warm-up 10 of 30 steps peaked at 0.794 of the lr, never 1."""
+    trainer = _schedule_only(tiny_cfg, {"name": "cosine", "warmup_steps": 10}, 6, 5)
+    factors = [trainer._lr_factor(s) for s in range(30)]
+    assert factors[:10] == pytest.approx([(s + 1) / 10 for s in range(10)]) and max(factors) == 1.0
+    assert factors[10] == 1.0 and all(a > b for a, b in zip(factors[10:], factors[11:])) and factors[-1] < 0.01
+    step = _schedule_only(tiny_cfg, {"name": "step", "step_size": 2, "gamma": 0.5, "warmup_steps": 4}, 6, 5)
+    assert [step._lr_factor(s) for s in (0, 3, 9, 10, 29)] == pytest.approx([0.25, 1.0, 1.0, 0.5, 0.25])
+
+
+def test_a_run_saved_before_the_schedule_rule_resumes_with_the_old_one(tiny_cfg, straight_run):
+    """Checkpoints without "schedule_rule" ran the warm-up times the cosine over a fixed plan: kept on resume."""
+    run, _ = straight_run
+    state = run.load_checkpoint("last")
+    assert state["schedule_rule"] == 2
+    for key in ("schedule_rule", "plan_revisions"):
+        del state[key]
+    state["epoch"], state["budget_epochs"] = 5, 8
+    raw = {**tiny_cfg, "schedule": {"name": "cosine", "warmup_steps": 6},
+           "training": {**tiny_cfg["training"], "max_minutes": 1.0, "fit_to_budget": True}}
+    trainer = Trainer(validate(OperatorConfig, raw), RunDir.create(tiny_cfg["output"]["root"], "old_rule"))
+    trainer.load_state_dict(state)
+    assert trainer.schedule_rule == 1 and trainer.planned_epochs == 8 and trainer.plan_revisions == []
+    total = 8 * 4
+    old = [min(1.0, (s + 1) / 6) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) for s in range(total)]
+    assert [trainer._lr_factor(s) for s in range(total)] == old
