@@ -63,7 +63,9 @@ class TrainingConfig(StrictModel):
     # with max_minutes: after a few timed epochs, shorten `epochs` to what the budget affords and
     # compress the schedule to match (on the run's progress fraction: a step schedule's decays fall at the
     # same fractions and it ends at the configured final factor), so a capped run ends annealed instead of
-    # cut off mid-schedule
+    # cut off mid-schedule. The pace is re-estimated every lcm(eval_every, checkpoint_every) epochs (3 at
+    # least) and the rest of the plan re-fit when it would overrun the budget or leave over 10 % of it unused;
+    # the plan and its revisions are in the checkpoint, so a resume goes on with them
     fit_to_budget: bool = False
     # with fit_to_budget: end this sitting after these minutes (with a checkpoint) while the plan spans
     # max_minutes, so a budget longer than one sitting (a device call) runs across resumes

@@ -184,6 +184,7 @@ def predict_in_units(forward, x_norm: Normalizer, y_norm: Normalizer, x: torch.T
 
 # 2: warm-up then the schedule, on the run's progress fraction (plans revisable); 1: runs saved before
 SCHEDULE_RULE = 2
+UNDERUSE = 0.1  # a revised plan also lengthens a run projected to leave this share of its budget unused
 PLAN_AFTER = 3  # epochs run before fitting the schedule to the budget (the first one is not timed)
 
 
@@ -425,6 +426,30 @@ class Trainer:
         self._set_planned(epochs_within_budget(self.epoch, per_epoch, left, self.planned_epochs))
         self.run.log({"kind": "plan", "epoch": self.epoch, "s_per_epoch": per_epoch, "planned_epochs": self.planned_epochs})
 
+    def _revise_every(self) -> int:
+        """Epochs between re-estimates of the pace: whole cycles of evaluations and checkpoints (their lcm), at
+        least 3 epochs, so each window holds its share of both."""
+        cycle = math.lcm(self.cfg.training.eval_every, self.cfg.training.checkpoint_every)
+        return cycle * math.ceil(3 / cycle)
+
+    def _revise_plan(self, now: float, per_epoch: float) -> None:
+        """Re-fit the rest of the plan at the pace of the last window (`per_epoch`, evaluations and checkpoints
+        included) when the projected end overruns `max_minutes`, or leaves more than UNDERUSE of it unused while
+        the config's epochs allow more; the schedule goes on from its progress fraction (the lr stays continuous)."""
+        budget = 60 * self.cfg.training.max_minutes
+        spent = self.seconds_before + now - self.started
+        projected = spent + (self.planned_epochs - self.epoch) * per_epoch
+        planned = epochs_within_budget(self.epoch, per_epoch, budget - spent, self.cfg.training.epochs)
+        # lengthening holds one more epoch back: the final evaluation and checkpoint lie outside the windows
+        if projected < (1 - UNDERUSE) * budget and planned - 1 > self.planned_epochs:
+            planned -= 1
+        elif not (projected > budget and planned < self.planned_epochs):
+            return
+        previous = self.planned_epochs
+        self._set_planned(planned)
+        self.run.log({"kind": "plan", "epoch": self.epoch, "s_per_epoch": per_epoch, "planned_epochs": planned,
+                      "revised_from": previous, "projected_s": projected})
+
     def _upkeep_per_epoch(self) -> float:
         """One evaluation and one checkpoint, timed, as a share of an epoch: an eval every `eval_every`
         epochs, a "last" checkpoint every `checkpoint_every` and at most one "best" per eval. The epochs
@@ -658,6 +683,9 @@ class Trainer:
         planned_before = self.plan_revisions if self.schedule_rule > 1 else self.planned_epochs != t.epochs
         plan = t.fit_to_budget and not planned_before and self.epoch + PLAN_AFTER < t.epochs
         start_epoch, first_epoch_end = self.epoch, None
+        # re-estimate the pace every few epochs and re-fit the plan (SCHEDULE_RULE 2; older runs keep theirs)
+        revise = self._revise_every() if t.fit_to_budget and self.schedule_rule > 1 else 0
+        mark: tuple[float, int] | None = None  # (clock, epoch) where the current pace window began
         if not self.run.checkpoint_path("last").exists():  # a GuardError in the first epoch saves the start
             self._maybe_hold_state()
         while self.epoch < self.planned_epochs:
@@ -674,7 +702,14 @@ class Trainer:
                 first_epoch_end = self._device_clock()
             elif plan and self.epoch == start_epoch + PLAN_AFTER:
                 self._plan_to_budget(first_epoch_end, PLAN_AFTER - 1)
-                bar.total, plan = self.planned_epochs, False
+                bar.total, plan, mark = self.planned_epochs, False, None  # its timing evaluated: not a window
+            elif revise and self.plan_revisions and self.epoch % revise == 0 and self.epoch < self.planned_epochs:
+                # windows from one boundary to the next in this process (its first epoch holds compilation)
+                now = self._device_clock()
+                if mark is not None and mark[1] < self.epoch:
+                    self._revise_plan(now, (now - mark[0]) / (self.epoch - mark[1]))
+                    bar.total = self.planned_epochs
+                mark = (self._device_clock(), self.epoch)
             last = self.epoch == self.planned_epochs
             if self.epoch % t.eval_every == 0 or last:
                 record = {"kind": "eval", "epoch": self.epoch, "train_loss": train_loss.item(),

@@ -817,7 +817,7 @@ def test_fit_to_budget_counts_the_evaluations_and_checkpoints_ahead(tiny_cfg, on
     run, final = train(validate(OperatorConfig, raw))
     plan = [r for r in run.read_metrics() if r["kind"] == "plan"]
     assert plan[0]["s_per_epoch"] == pytest.approx(1.0 + 1.0 / 4 + 0.5 * (1 / 4 + 1 / 4))
-    assert not final["stopped_early"] and final["epoch"] == plan[0]["planned_epochs"]
+    assert not final["stopped_early"] and final["epoch"] == plan[-1]["planned_epochs"]
     assert final["train_seconds_total"] <= 30.0
 
 
@@ -1078,3 +1078,43 @@ def test_a_run_saved_before_the_schedule_rule_resumes_with_the_old_one(tiny_cfg,
     total = 8 * 4
     old = [min(1.0, (s + 1) / 6) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) for s in range(total)]
     assert [trainer._lr_factor(s) for s in range(total)] == old
+
+
+def test_a_plan_is_revised_when_the_pace_changes_and_resumes_with_its_revisions(tiny_cfg, monkeypatch):
+    """The plan was made once from 2 timed epochs: epochs that slowed from 1 s to 2 s under load overran it and
+    the cap cut the run off mid-schedule. Now the pace is re-estimated every few epochs and the rest of the
+    schedule re-fit: the run ends annealed within the budget, and a resume replays the recorded revisions."""
+    import sciml.train.trainer as trainer_mod
+
+    clock, real_epoch = [0.0], trainer_mod.Trainer.train_epoch
+
+    def train_epoch(self, epoch):
+        clock[0] += 1.0 if epoch < 5 else 2.0
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(trainer_mod.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(trainer_mod.Trainer, "train_epoch", train_epoch)
+    budget = {**tiny_cfg["training"], "epochs": 40, "eval_every": 2, "checkpoint_every": 2, "max_minutes": 20 / 60,
+              "fit_to_budget": True}
+    raw = {**tiny_cfg, "schedule": {"name": "cosine"}, "training": budget,
+           "output": {**tiny_cfg["output"], "name": "revised"}}
+    run, final = train(validate(OperatorConfig, raw))
+    plans = [r for r in run.read_metrics() if r["kind"] == "plan"]
+    assert len(plans) == 2 and plans[1]["planned_epochs"] < plans[0]["planned_epochs"], plans
+    assert not final["stopped_early"] and final["epoch"] == plans[1]["planned_epochs"]
+    assert final["train_seconds_total"] <= 20.0
+    lrs = [r["lr"] for r in run.read_metrics() if r["kind"] == "eval"]
+    assert lrs[-1] < 0.05 * lrs[0] and lrs == sorted(lrs, reverse=True)  # annealed, never raised
+    assert [tuple(r) for r in run.load_checkpoint("last")["plan_revisions"]] == \
+        [(p["epoch"] * 4, p["planned_epochs"]) for p in plans]
+
+    clock[0] = 0.0  # the same in sittings of at most 10 s: the same revisions, the same weights
+    sittings = {**raw, "training": {**budget, "stop_after_minutes": 10 / 60},
+                "output": {**raw["output"], "name": "revised_sittings"}}
+    part, first = train(validate(OperatorConfig, sittings))
+    assert first["stopped_early"]
+    clock[0] = 0.0
+    _, second = train(validate(OperatorConfig, sittings), run=part, resume=True)
+    assert second["epoch"] == final["epoch"] and not second["stopped_early"]
+    a, b = _params(run), _params(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
