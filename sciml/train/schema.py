@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+import numbers
+import warnings
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, PositiveFloat, model_validator
 
 from sciml.config import StrictModel
+
+
+def _whole_number(value: Any) -> Any:
+    """Integer fields take integers only: `training.epochs=true` ran 1 epoch, 2.5 or "3" slipped through."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"give a whole number, not {value!r}")
+    return int(value)
+
+
+PositiveInt = Annotated[int, BeforeValidator(_whole_number), Field(gt=0)]
+NonNegativeInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]
 
 
 class DataConfig(StrictModel):
@@ -40,8 +54,8 @@ class NamedConfig(StrictModel):
 
 class ScheduleConfig(StrictModel):
     name: Literal["none", "step", "cosine"] = "step"
-    step_size: PositiveInt = 100  # epochs between halvings ("step")
-    gamma: PositiveFloat = 0.5
+    step_size: PositiveInt = 100  # epochs between decays ("step")
+    gamma: float = Field(0.5, gt=0, le=1)  # the factor of each decay: above 1 the lr would grow
     # linear warm-up (optimizer steps) to optimizer.lr, then the schedule: "cosine" from the lr to ~0 over the
     # remaining steps; "step" keeps its decays at the configured epochs of the whole run (warm-up included)
     warmup_steps: NonNegativeInt = 0
@@ -153,7 +167,7 @@ def check_rollout_windows(model: str, input_time, output_time, n_times: int | No
 
 class OperatorConfig(StrictModel):
     task: Literal["operator"] = "operator"
-    seed: int = 0
+    seed: Annotated[int, BeforeValidator(_whole_number)] = 0
     device: str = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     model: NamedConfig
@@ -211,6 +225,23 @@ class OperatorConfig(StrictModel):
                                  f"outputs on one scale: set data.normalize_inputs: none and data.normalize_outputs: none "
                                  f"(now {', '.join(f'data.{k}: {getattr(data, k)}' for k in bad)})")
             check_rollout_windows(self.model.name, data.input_time, data.output_time)  # before the data is made
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_fits_the_run(self) -> "OperatorConfig":
+        """A warm-up as long as the run never reaches the schedule, a step schedule that never decays, an lr of
+        0 that no schedule or warm-up can raise (the registry accepts 0): caught before any training."""
+        t, s = self.training, self.schedule
+        total = math.ceil(self.data.n_train / t.batch_size) * t.epochs
+        if s.warmup_steps >= total:
+            raise ValueError(f"schedule.warmup_steps={s.warmup_steps} is not below the run's {total} optimizer steps "
+                             f"(training.epochs={t.epochs} x ceil(data.n_train / training.batch_size)); lower it")
+        if s.name == "step" and s.step_size >= t.epochs:
+            warnings.warn(f"schedule.step_size={s.step_size} is not below training.epochs={t.epochs}: the lr never "
+                          f"decays; lower it, or use schedule.name: none", stacklevel=2)
+        if self.optimizer.kwargs().get("lr", 1) == 0:
+            raise ValueError("optimizer.lr=0 never moves the weights (the schedule and warm-up scale it); give a "
+                             "positive lr")
         return self
 
     @model_validator(mode="after")

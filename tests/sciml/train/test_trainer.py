@@ -1118,3 +1118,21 @@ def test_a_plan_is_revised_when_the_pace_changes_and_resumes_with_its_revisions(
     assert second["epoch"] == final["epoch"] and not second["stopped_early"]
     a, b = _params(run), _params(part)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"schedule": {"name": "step", "gamma": 2.0}}, "less than or equal to 1"),
+    ({"schedule": {"name": "cosine", "warmup_steps": 80}}, "80 optimizer steps"),  # 20 epochs x 4 steps
+    ({"optimizer": {"name": "adam", "lr": 0.0}}, "optimizer.lr=0"),
+    ({"training": {"epochs": True}}, "whole number"),
+    ({"data": {"n_train": 16.0}}, "whole number"),
+])
+def test_out_of_range_schedule_and_training_values_are_refused(tiny_cfg, change, message):
+    raw = {**tiny_cfg, **{k: {**tiny_cfg.get(k, {}), **v} for k, v in change.items()}}
+    with pytest.raises(ConfigError, match=message):
+        validate(OperatorConfig, raw)
+
+
+def test_a_step_schedule_that_never_decays_is_warned_of(tiny_cfg):
+    with pytest.warns(UserWarning, match="never decays"):
+        validate(OperatorConfig, {**tiny_cfg, "schedule": {"name": "step", "step_size": 20}})
