@@ -65,7 +65,9 @@ class TrainingConfig(StrictModel):
     epochs: PositiveInt = 500
     batch_size: PositiveInt = 20
     loss: str = "rel_l2"
-    eval_every: PositiveInt = 10  # epochs
+    # epochs between test evaluations; each one may save "best": the lowest epoch-mean training loss so far
+    # (no validation split: the test split never chooses a checkpoint)
+    eval_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 10  # epochs
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     compile: bool = False

@@ -989,7 +989,8 @@ class _SavedRun:
 
 def load_operator(run_path: str | Path, *, which: str = "best", device: str | torch.device = "auto",
                   resolution: int | None = None, dataset: str | Path | None = None) -> TrainedOperator:
-    """A run's checkpoint (`which`: "best" or "last") as a `TrainedOperator` on `device`, built for the grid
+    """A run's checkpoint (`which`: "best", the evaluated epoch of lowest epoch-mean training loss, usually the
+    last one, or "last") as a `TrainedOperator` on `device`, built for the grid
     of `dataset` (default: the run's own; another must be of the run's family) at `resolution` (default: the
     training one, or another file's stored grid). Where the run's own file is gone (moved, another machine),
     the model is built from the shapes its checkpoint records (runs since 2026-11-27; physics models need it)."""
