@@ -194,7 +194,8 @@ class Normalizer(torch.nn.Module):
     Encoding divides by ``std + eps``. The guard ``eps`` is ``rel_eps`` times the channel's overall
     std (over samples and grid), so it scales with the field's units: a field in other units encodes
     to the same values (an absolute 1e-6 left a field of std 1e-7 at std ~0.1). A channel constant
-    over the whole split falls back to its ``|mean|`` (1 where that is 0). ``eps`` is a buffer, saved
+    over the whole split falls back to its ``|mean|`` (1 where that is 0); ``eps=`` gives an absolute guard
+    instead (the keyword's meaning before ``rel_eps``). ``eps`` is a buffer, saved
     with the state; states saved before it existed load with the old absolute 1e-6 (LEGACY_EPS), so
     they decode as they did.
     """
@@ -203,11 +204,11 @@ class Normalizer(torch.nn.Module):
     LEGACY_EPS = 1e-6
 
     def __init__(self, kind: str, data: torch.Tensor | None = None, *, rel_eps: float = 1e-6,
-                 shape: tuple[int, ...] | None = None):
+                 eps: float | None = None, shape: tuple[int, ...] | None = None):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"normalizer kind {kind!r} is not one of {self.KINDS}")
-        self.kind = kind
+        self.kind, absolute_eps = kind, eps
         if data is not None and kind != "none":
             if kind == "pointwise" and data.shape[0] < 2:
                 raise ValueError(f"pointwise normalisation needs at least 2 training samples (a spread per grid point), "
@@ -220,6 +221,8 @@ class Normalizer(torch.nn.Module):
             level = data.mean(whole, keepdim=True).abs()
             fallback = torch.where(level > 0, level, torch.ones_like(level))
             eps = torch.where(scale > 0, rel_eps * scale, fallback).expand_as(std).clone()
+            if absolute_eps is not None:  # the keyword's old meaning, for callers that pass it
+                eps = torch.full_like(std, absolute_eps)
         elif data is not None or kind == "none":
             mean, std = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
             eps = torch.zeros_like(std)  # the identity, exactly

@@ -24,6 +24,7 @@ import numbers
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Callable, Union
 
+import numpy as np
 import torch
 
 from sciml.pde.derivatives import Derivatives
@@ -34,15 +35,19 @@ Value = Union[float, Callable[[torch.Tensor], torch.Tensor]]
 def evaluate_value(g: Value, x: torch.Tensor) -> torch.Tensor:
     """g at points x ``(n, d)`` as an ``(n,)`` tensor of x's dtype."""
     if callable(g):
-        v = torch.as_tensor(g(x))
+        out = g(x)
+        if not isinstance(out, torch.Tensor) and np.ndim(out) == 0:
+            # a number (DeepXDE's `lambda x: 0`); a one-element tensor may be x[0] or a mean, so only numbers broadcast.
+            # Built from x, like the transform's `one`, so jvp tangents stay dense
+            return x[:, 0] * 0.0 + torch.as_tensor(out).to(x)
+        v = torch.as_tensor(out)
         if v.ndim == 2 and v.shape[1] == 1:
             v = v[:, 0]
-        if v.ndim <= 1 and v.numel() == 1 and x.shape[0] != 1:
-            # a constant (DeepXDE's `lambda x: 0`); built from x, like the transform's `one`, so jvp tangents stay dense
-            return x[:, 0] * 0.0 + v.reshape(()).to(x)
         if v.shape != (x.shape[0],):
-            raise ValueError(f"a condition's value function must map (n, d) points to (n,) values (or return one constant); "
-                             f"got shape {tuple(v.shape)} for n={x.shape[0]}")
+            hint = (" (one value for all points: x[0] where x[:, 0] was meant, or a reduction? a constant is a number: "
+                    "return 0.0, or pass it directly, e.g. Dirichlet(0.0))" if v.numel() == 1 else "")
+            raise ValueError(f"a condition's value function must map (n, d) points to (n,) values (or return a number); "
+                             f"got shape {tuple(v.shape)} for n={x.shape[0]}{hint}")
         return v.to(x)
     return torch.full((x.shape[0],), float(g), dtype=x.dtype, device=x.device)
 

@@ -26,8 +26,11 @@ def _save(fig, path: str | Path) -> None:
     _pyplot().close(fig)
 
 
-def plot_predictions(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, path: str | Path) -> None:
-    """One row per sample: 1D fields as curves (input, truth, prediction); 2D as images (+ error)."""
+def plot_predictions(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, path: str | Path) -> bool:
+    """One row per sample: 1D fields as curves (input, truth, prediction); 2D as images (+ error); 3D (e.g. FNO-3D's
+    x, y, t) as images of the last slice along the third axis. False where nothing was drawn (more dimensions)."""
+    if y.ndim == 5:  # (n, C, s1, s2, s3): the last slice, e.g. the last predicted time
+        x, y, pred = x[..., -1], y[..., -1], pred[..., -1]
     plt = _pyplot()
     n = len(x)
     if y.ndim == 3:  # (n, C, s)
@@ -52,8 +55,9 @@ def plot_predictions(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, path:
                 if i == 0:
                     axes[i, j].set_title(title)
     else:
-        return  # no picture for 3D fields
+        return False
     _save(fig, path)
+    return True
 
 
 def _as_grid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:

@@ -1038,15 +1038,15 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
             continue
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
                      **error_summary(err), **({} if saved.dataset == saved.trained_on else {"dataset": str(saved.dataset)})})
-        if cfg.training.plot:
-            rows[-1]["plot"] = str(_plot_eval(operator, split, cfg.training.n_plot, Path(run_path), rows[-1]))
+        if cfg.training.plot and (plot := _plot_eval(operator, split, cfg.training.n_plot, Path(run_path), rows[-1])):
+            rows[-1]["plot"] = str(plot)
     if failed:
         raise EvalFailed(rows, failed)
     return rows
 
 
 @torch.no_grad()
-def _plot_eval(operator: "TrainedOperator", split: Split, n_plot: int, run_path: Path, row: dict[str, Any]) -> Path:
+def _plot_eval(operator: "TrainedOperator", split: Split, n_plot: int, run_path: Path, row: dict[str, Any]) -> Path | None:
     """The first test samples, truth beside prediction, as training's final plot: eval_<resolution>_<checkpoint>.png
     (with the other file's name when evaluated on one)."""
     from sciml.train.plots import plot_predictions
@@ -1054,8 +1054,7 @@ def _plot_eval(operator: "TrainedOperator", split: Split, n_plot: int, run_path:
     n = min(n_plot, len(split.x))
     other = f"_{Path(row['dataset']).stem}" if "dataset" in row else ""
     path = run_path / f"eval_{row['resolution']}_{row['checkpoint']}{other}.png"
-    plot_predictions(split.x[:n].cpu(), split.y[:n].cpu(), operator(split.x[:n]).cpu(), path)
-    return path
+    return path if plot_predictions(split.x[:n].cpu(), split.y[:n].cpu(), operator(split.x[:n]).cpu(), path) else None
 
 
 class EvalFailed(ConfigError):

@@ -323,6 +323,14 @@ def test_normalizer_encodes_a_field_the_same_in_any_units(kind):
     assert z.std().item() == pytest.approx(1.0, rel=1e-4)
 
 
+def test_normalizer_eps_keyword_keeps_its_absolute_meaning():
+    """Normalizer(kind, data, eps=...) raised TypeError once the guard became relative (rel_eps)."""
+    data = torch.randn(10, 1, 6) * 1e-6
+    norm = Normalizer("channel", data, eps=1e-6)
+    assert torch.all(norm.eps == 1e-6)
+    torch.testing.assert_close(norm.encode(data), (data - norm.mean) / (norm.std + 1e-6))
+
+
 def test_normalizer_of_a_constant_channel_round_trips():
     data = torch.cat([torch.full((6, 1, 8), 3e-8), torch.zeros(6, 1, 8)], dim=1)
     for kind in ("channel", "pointwise"):

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,7 +51,7 @@ def test_a_negative_loss_weight_in_the_config_is_refused(w):
                 "points": {"interior": 8, "boundary": 4, "initial": 4}, "eval_every": 0})
 
 
-@pytest.mark.parametrize("g", [lambda x: 0, lambda x: 0.5, lambda x: torch.zeros(1), lambda x: torch.tensor(2.0, dtype=torch.float64)])
+@pytest.mark.parametrize("g", [lambda x: 0, lambda x: 0.5, lambda x: np.float64(2.0), lambda x: np.array(1.5)])
 def test_a_value_function_returning_one_constant_is_broadcast_to_the_points(g):
     x = torch.rand(8, 2, dtype=torch.float64)
     v = evaluate_value(g, x)
@@ -61,6 +62,14 @@ def test_a_value_function_returning_one_constant_is_broadcast_to_the_points(g):
 def test_a_value_function_of_another_shape_is_still_refused(g):
     with pytest.raises(ValueError, match=r"must map \(n, d\) points to \(n,\) values"):
         evaluate_value(g, torch.rand(8, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("g", [lambda x: x[0], lambda x: x[:1], lambda x: torch.sin(x).mean(), lambda x: torch.tensor([[3.0]]),
+                               lambda x: torch.zeros(1)])
+def test_a_one_element_tensor_is_refused_as_a_likely_slip_not_broadcast(g):
+    """x[0] for x[:, 0], or a mean, was broadcast as a constant to every point and trained against silently."""
+    with pytest.raises(ValueError, match=r"x\[0\] where x\[:, 0\] was meant, or a reduction\? a constant is a number"):
+        evaluate_value(g, torch.rand(8, 1, dtype=torch.float64))
 
 
 def test_dirichlet_lambda_x_0_trains_in_soft_and_hard_mode():
