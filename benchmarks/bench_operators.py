@@ -182,6 +182,12 @@ def main(argv=None):
     unknown = [r for r in args.rows.split(",") if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; known: {list(ROWS)}")
+    if args.small:
+        no_small = [r for r in args.rows.split(",") if r.split("_")[0] not in SMALL]
+        if args.rows != ",".join(ROWS) and no_small:
+            parser.error(f"rows {no_small} have no --small variant (their data need a GPU to generate); small rows: "
+                         f"{[r for r in ROWS if r.split('_')[0] in SMALL]}")
+        args.rows = ",".join(r for r in args.rows.split(",") if r not in no_small)  # the default: every small row
     if args.dry_run:  # every row's config with the extra overrides, as run_row will load it
         for name in args.rows.split(","):
             row_config(name, ["training.max_minutes=1"], label=name, out_root=args.out, small=args.small,

@@ -106,3 +106,13 @@ def test_a_longer_run_than_one_call_plans_for_its_total_and_finishes_in_a_second
     second = json.loads((tmp_path / "operators_small.json").read_text())["rows"][0]
     assert not second["stopped_early"] and second["epochs"] == 60 and second["sittings"] == 2
     assert second["run_dir"] == first["run_dir"]
+
+
+def test_small_runs_every_small_row_by_default_and_names_the_rows_without_one(capsys):
+    """--small without --rows raised a RuntimeError traceback at the first Navier-Stokes row."""
+    from benchmarks.bench_operators import main
+
+    main(["--small", "--dry-run"])
+    with pytest.raises(SystemExit):
+        main(["--small", "--dry-run", "--rows", "burgers_fno,ns_fno2d_nu1e-3"])
+    assert "rows ['ns_fno2d_nu1e-3'] have no --small variant" in capsys.readouterr().err
