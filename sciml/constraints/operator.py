@@ -39,6 +39,9 @@ class GridProblem:
     derived: fields the residuals read like the solution that are linear maps of it on the whole
         grid, name (or a tuple of names) -> ``f({output: field}, spacing)`` (see `HardConstraint`),
         e.g. ``("u", "v")``, the velocity of a vorticity (`periodic_velocity`).
+    families: the dataset families (a file's ``family``, e.g. "burgers1d") whose equation this is; an
+        operator config refuses a file of another family. Empty: not declared (not checked; the
+        parameters the file lacks are then warned of).
     """
 
     residual: Callable[..., Any]
@@ -49,6 +52,7 @@ class GridProblem:
     inputs: tuple[str, ...] = ("u0",)
     output: str = "u"
     derived: Mapping[str | tuple[str, ...], Callable] = field(default_factory=dict)
+    families: tuple[str, ...] = ()
 
     def __post_init__(self):
         # each residual's calling convention, found once: the loss evaluates them every step
@@ -92,7 +96,8 @@ GRID_PROBLEMS: Registry = Registry("grid problem")
                         source="Chalapathi et al. 2024 (PI-HC-MoE)")
 def burgers(nu: float = 0.02) -> GridProblem:
     return GridProblem(lambda d, p: d.u_t + d.u * d.u_x - p.nu * d.u_xx, ("x", "t"),
-                       (GridCondition(lambda d: d.u - d.u0, at={"t": 0}),), {"nu": nu}, periodic=("x",))
+                       (GridCondition(lambda d: d.u - d.u0, at={"t": 0}),), {"nu": nu}, periodic=("x",),
+                       families=("burgers1d",))
 
 
 def periodic_velocity(w: Tensor, spacing: Sequence[float], axes: tuple[int, int] = (-3, -2)) -> tuple[Tensor, Tensor]:
@@ -129,7 +134,8 @@ def navier_stokes(nu: float = 1e-4, forcing: float = 0.0) -> GridProblem:
     # the velocity is a linear, non-local map of w: taken per basis field on the whole grid
     return GridProblem(residual, ("x", "y", "t"), (GridCondition(lambda d: d.w - d.w0, at={"t": 0}),),
                        {"nu": nu, "forcing": forcing}, periodic=("x", "y"), inputs=("w0",), output="w",
-                       derived={("u", "v"): lambda f, h: periodic_velocity(f["w"], h[:2])})
+                       derived={("u", "v"): lambda f, h: periodic_velocity(f["w"], h[:2])},
+                       families=("navier_stokes2d",))
 
 
 @GRID_PROBLEMS.register("diffusion_sorption", description="1D diffusion-sorption u_t = D / R(u) u_xx with Freundlich "
@@ -165,12 +171,29 @@ def diffusion_sorption(D: float = 5e-4, porosity: float = 0.29, rho_s: float = 2
                   # the outflow's sign as PDEBench's code and our solver (its paper writes u = D u_x)
                   GridCondition(outflow, at={"x": -1, "t": after_start}))
     return GridProblem(residual, ("x", "t"), conditions, {"D": D, "porosity": porosity, "rho_s": rho_s, "k_f": k_f,
-                                                          "n_f": n_f, "resolution": resolution})
+                                                          "n_f": n_f, "resolution": resolution},
+                       families=("diffusion_sorption1d",))
 
 
 def get_grid_problem(name: str, **args: Any) -> GridProblem:
     """The problem registered as `name` (or ``"module:attr"``: a GridProblem or a factory of one)."""
     return GRID_PROBLEMS.instance(name, GridProblem, **args)
+
+
+def problems_for_family(family: str) -> list[str]:
+    """The registered grid problems whose declared `GridProblem.families` hold `family`."""
+    return [name for name in GRID_PROBLEMS if family in get_grid_problem(name).families]
+
+
+LAYER_OPTIONS = ("experts", "points", "shared_conditions", "overlap", "ridge", "max_steps", "rtol", "atol", "on_failure")
+
+
+def check_soft_options(constraint: str, options: Sequence[str], prefix: str = "") -> None:
+    """The soft constraint has no layer: layer options given with it would be ignored, so they are refused
+    (by `PhysicsOperator` and by the operator config alike; `prefix`: how the caller names them)."""
+    if constraint == "soft" and options:
+        names = [prefix + o for o in sorted(options)]
+        raise ValueError(f"the soft constraint has no layer; drop {names} or use {prefix}constraint 'hard'")
 
 
 def physics_loss(u: Tensor, x: Tensor, problem: GridProblem, spacing: Sequence[float],
@@ -211,8 +234,7 @@ class PhysicsOperator(nn.Module):
         super().__init__()
         if constraint not in ("soft", "hard"):
             raise ValueError(f"constraint must be 'soft' or 'hard', got {constraint!r}")
-        if constraint == "soft" and layer:
-            raise ValueError(f"the soft constraint has no layer; drop {sorted(layer)} or use constraint 'hard'")
+        check_soft_options(constraint, list(layer))
         self.backbone, self.problem, self.spacing = backbone, problem, tuple(float(h) for h in spacing)
         self.origin = (0.0,) * len(self.spacing) if origin is None else tuple(float(o) for o in origin)
         if len(self.origin) != len(self.spacing):

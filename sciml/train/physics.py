@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,31 @@ from sciml.train.schema import ROLLOUT_MODELS, OperatorConfig, check_rollout_win
 def saves_start(info: DatasetInfo) -> bool:
     """Whether the dataset's trajectories hold t = 0 as their first saved level (diffusion-sorption's
     do; Burgers' and Navier-Stokes' start at the first step, the initial value being an input)."""
+    check_trajectory(info)
     return float(info.grid["t"][0]) == 0.0
+
+
+def check_trajectory(info: DatasetInfo) -> None:
+    """A physics run needs data saved over time: checked before anything reads the times."""
+    if "t" not in info.grid:  # else a KeyError: 't' from the first reader of the times
+        raise ConfigError(f"physics: the data must be a trajectory (saved over time) and {info.path} (family "
+                          f"{info.family!r}) has no time axis; use a time-dependent recipe (e.g. burgers_spacetime) "
+                          "or drop physics: for a steady operator")
+
+
+def check_family(name: str, problem: Any, info: DatasetInfo) -> None:
+    """A problem that declares the data families it models refuses a file of another: its residual would be
+    trained on another equation's trajectories with default parameters, silently."""
+    from sciml.constraints.operator import problems_for_family
+
+    if not problem.families or info.family in problem.families:
+        return
+    fits = [p for p in problems_for_family(info.family) if p != name]
+    fix = (f"set physics.problem: {fits[0]} (it models {info.family!r})" if fits else
+           f"no built-in grid problem models {info.family!r}: write one (physics.problem: 'module:attr', a "
+           f"GridProblem) or use data of family {' or '.join(map(repr, problem.families))}")
+    raise ConfigError(f"physics.problem {name!r} models data of family {' or '.join(map(repr, problem.families))} "
+                      f"and {info.path} is of family {info.family!r}; {fix}")
 
 
 def spacetime_split(split: Split, *, with_start: bool = False) -> Split:
@@ -82,14 +107,19 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
         raise ConfigError(f"physics.problem {ph.problem!r}: {err}") from None
     if info is None or fields is None:
         raise ValueError("a physics model is built on a dataset: pass its info and the selected fields")
+    check_family(ph.problem, problem, info)
     inputs, outputs = fields
     if tuple(inputs) != problem.inputs:  # the model's input channels become the problem's data fields, in order
-        raise ConfigError(f"physics: the problem reads the input fields {list(problem.inputs)} and the data gives "
-                          f"{list(inputs)}; set data.inputs: {list(problem.inputs)}")
+        absent = [n for n in problem.inputs if n not in info.fields]
+        fix = (f"set data.inputs: {list(problem.inputs)}" if not absent else  # only a hint the file can follow
+               f"{info.path} has no field {absent[0]!r} (fields: {', '.join(info.fields)}); set physics.problem to "
+               f"one that reads this file's fields")
+        raise ConfigError(f"physics: the problem {ph.problem!r} reads the input fields {list(problem.inputs)} and the "
+                          f"data gives {list(inputs)}; {fix}")
     if len(outputs) != 1:
         raise ConfigError(f"physics: the problem solves for one field and the data gives {list(outputs)}; set "
                           f"data.outputs to the one it solves for")
-    problem = problem.with_params(_dataset_params(info, problem.params, ph.problem_args))
+    problem = problem.with_params(_dataset_params(info, problem, ph.problem, ph.problem_args))
     backbone = _backbone(cfg, in_channels, ph.n_basis if ph.constraint == "hard" else 1, n_dims)
     return PhysicsOperator(backbone, problem, spacetime_spacing(info, problem.coords, resolution, outputs[0]),
                            origin=spacetime_origin(info, problem.coords, resolution),
@@ -135,10 +165,18 @@ def _backbone(cfg: OperatorConfig, in_channels: int, out_channels: int, n_dims: 
                           f"channels): {err}; fix model.* in the config") from None
 
 
-def _dataset_params(info: DatasetInfo, params: dict[str, float], given: dict[str, Any]) -> dict[str, float]:
-    """The dataset's values of the problem's parameters; one set in problem_args to another value is an error."""
-    made_with = info.params
+def _dataset_params(info: DatasetInfo, problem: Any, name: str, given: dict[str, Any]) -> dict[str, float]:
+    """The dataset's values of the problem's parameters; one set in problem_args to another value is an error,
+    and one neither the file nor problem_args gives (it keeps the problem's default) is warned of."""
+    made_with, params = info.params, problem.params
     shared = {k: float(made_with[k]) for k in params if k in made_with}
+    defaulted = {k: v for k, v in params.items() if k not in made_with and k not in given}
+    if defaulted:
+        unchecked = "" if problem.families else (f"; it declares no data families (GridProblem.families), so "
+                                                 f"that the file's family {info.family!r} fits it is not checked")
+        warnings.warn(f"physics.problem {name!r}: {info.path} was not made with its parameter(s) "
+                      f"{', '.join(f'{k}={v:g}' for k, v in defaulted.items())}, which keep the problem's defaults"
+                      f"{unchecked}; set physics.problem_args to the values the data were made with", stacklevel=2)
     for k, v in shared.items():
         if k in given and not np.isclose(float(given[k]), v):
             raise ConfigError(f"physics.problem_args.{k}={given[k]} contradicts the dataset, made with {k}={v}; drop it "

@@ -1,6 +1,8 @@
 """Operator configs with `physics:`: trained from the PDE alone through the operator trainer and the CLI."""
 
+import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -176,8 +178,70 @@ V0_BURGERS = GridProblem(lambda d, p: d.u_t - p.nu * d.u_xx, ("x", "t"), (), {"n
 
 
 def test_a_problem_whose_inputs_the_data_does_not_give_is_refused(tiny, hard_run):
+    """The hint "set data.inputs: ['v0']" was given for a file with no field v0, where following it failed."""
     raw = _variant(tiny, "v0", physics={"problem": f"{__name__}:V0_BURGERS"})
-    with pytest.raises(ConfigError, match=r"reads the input fields \['v0'\] and the data gives \['u0'\]; set data.inputs: \['v0'\]"):
+    with pytest.raises(ConfigError, match=r"reads the input fields \['v0'\] and the data gives \['u0'\]; .* has no "
+                                          r"field 'v0' .*set physics.problem") as err:
+        train(validate(OperatorConfig, raw))
+    assert "set data.inputs" not in str(err.value)
+
+
+def _physics_model(config, info, fields, **physics):
+    from sciml.config import load_yaml
+    from sciml.train.physics import build_operator_model
+
+    raw = load_yaml(config)
+    raw["physics"].update(physics)
+    n_dims = len(info.spatial_shape) + 1
+    raw["model"].update({"modes": [2] * n_dims, "width": 4})
+    return build_operator_model(validate(OperatorConfig, raw), len(fields[0]), 1, n_dims, info=info, fields=fields)
+
+
+def _trajectories(family, params, fields=("u0", "u")):
+    s = 8
+    return DatasetInfo(Path("fake.h5"), "fake", family, 4, (s,), "periodic",
+                       {fields[0]: FieldSpec("inputs", fields[0], ("x",), (s,)),
+                        fields[1]: FieldSpec("outputs", fields[1], ("t", "x"), (3, s))},
+                       {"x": np.arange(s) / s, "t": np.asarray([0.1, 0.2, 0.3])}, {"params": json.dumps(params)})
+
+
+def test_a_built_in_problem_refuses_another_family_and_names_the_one_that_fits():
+    """configs/burgers/pi_hc.yaml data.recipe=kdv trained Burgers' residual on KdV trajectories with the default
+    nu (the file has none), silently; the NS config on Burgers data advised data.inputs: ['w0'], a field it lacks."""
+    kdv = _trajectories("kdv1d", {"length": 128.0})
+    with pytest.raises(ConfigError, match=r"physics.problem 'burgers' models data of family 'burgers1d' and .* is of "
+                                          r"family 'kdv1d'; no built-in grid problem models 'kdv1d'"):
+        _physics_model(CONFIG, kdv, (["u0"], ["u"]))
+    burgers = _trajectories("burgers1d", {"nu": 0.02})
+    with pytest.raises(ConfigError, match=r"physics.problem 'navier_stokes' .* family 'burgers1d'; set "
+                                          r"physics.problem: burgers") as err:
+        _physics_model(NS_CONFIG, burgers, (["u0"], ["u"]))
+    assert "w0" not in str(err.value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file gives every parameter: nothing to warn of
+        assert _physics_model(CONFIG, burgers, (["u0"], ["u"])).problem.params == {"nu": 0.02}
+
+
+def burgers_any_family(nu=0.02, c=1.0):
+    return GridProblem(lambda d, p: d.u_t + p.c * d.u * d.u_x - p.nu * d.u_xx, ("x", "t"), (), {"nu": nu, "c": c}, ("x",))
+
+
+def test_a_problem_parameter_the_file_lacks_is_warned_of():
+    """A user problem may declare no families (not checked); the parameters that keep their defaults are named."""
+    kdv = _trajectories("kdv1d", {"nu": 0.05})
+    with pytest.warns(UserWarning, match=r"was not made with its parameter\(s\) c=1, which keep the problem's defaults; "
+                                         r"it declares no data families .* 'kdv1d' fits it is not checked"):
+        model = _physics_model(CONFIG, kdv, (["u0"], ["u"]), problem=f"{__name__}:burgers_any_family")
+    assert model.problem.params == {"nu": 0.05, "c": 1.0}
+    with warnings.catch_warnings():  # given in problem_args: not a silent default
+        warnings.simplefilter("error")
+        _physics_model(CONFIG, kdv, (["u0"], ["u"]), problem=f"{__name__}:burgers_any_family", problem_args={"c": 2.0})
+
+
+def test_data_without_a_time_axis_is_refused_before_its_times_are_read(tiny, tmp_path):
+    """darcy data crashed with KeyError: 't' where the trainer first read the saved times."""
+    raw = _variant(tiny, "darcy", data={"recipe": "darcy", "root": str(tmp_path / "data"), "n_train": 4, "n_test": 2})
+    with pytest.raises(ConfigError, match=r"physics: the data must be a trajectory .*family 'darcy2d'\) has no time axis"):
         train(validate(OperatorConfig, raw))
 
 
