@@ -193,7 +193,8 @@ def check_soft_options(constraint: str, options: Sequence[str], prefix: str = ""
     (by `PhysicsOperator` and by the operator config alike; `prefix`: how the caller names them)."""
     if constraint == "soft" and options:
         names = [prefix + o for o in sorted(options)]
-        raise ValueError(f"the soft constraint has no layer; drop {names} or use {prefix}constraint 'hard'")
+        raise ValueError(f"the soft constraint has no layer; drop {names} or use {prefix}constraint 'hard'"
+                         + (" (an override such as physics.points=null clears a config's value)" if prefix else ""))
 
 
 def physics_loss(u: Tensor, x: Tensor, problem: GridProblem, spacing: Sequence[float],

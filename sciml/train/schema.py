@@ -132,12 +132,23 @@ class PhysicsConfig(StrictModel):
     atol: PositiveFloat = 1e-4
     on_failure: Literal["record", "warn", "raise"] = "record"
 
+    @model_validator(mode="after")
+    def _soft_has_no_layer(self) -> "PhysicsConfig":
+        """Layer options with the soft constraint would be ignored: refused, by PhysicsOperator's rule. Only those
+        away from their defaults, so that e.g. physics.points=null clears a config's value."""
+        from sciml.constraints.operator import LAYER_OPTIONS, check_soft_options
+
+        changed = [k for k in LAYER_OPTIONS if getattr(self, k) != type(self).model_fields[k].default]
+        check_soft_options(self.constraint, changed, prefix="physics.")
+        return self
+
     def layer_options(self) -> dict[str, Any]:
         """The HardConstraint keywords (empty for the soft constraint)."""
+        from sciml.constraints.operator import LAYER_OPTIONS
+
         if self.constraint == "soft":
             return {}
-        return self.model_dump(include={"experts", "points", "shared_conditions", "overlap", "ridge", "max_steps", "rtol",
-                                        "atol", "on_failure"})
+        return self.model_dump(include=set(LAYER_OPTIONS))
 
 
 class OutputConfig(StrictModel):

@@ -78,7 +78,8 @@ def test_a_physics_run_evaluates_and_resumes_like_any_operator_run(tiny, hard_ru
 
 def test_training_never_reads_the_solutions(tiny):
     """The soft constraint's steps are the same when the training solutions are NaN."""
-    cfg = validate(OperatorConfig, _variant(tiny, "soft", physics={"constraint": "soft"}, training={"epochs": 2}))
+    cfg = validate(OperatorConfig, _variant(tiny, "soft", physics={"constraint": "soft", "points": None},
+                                                training={"epochs": 2}))
     params = []
     for poison in (False, True):
         trainer = Trainer(cfg, RunDir.create(cfg.output.root, None))
@@ -250,6 +251,10 @@ def test_data_without_a_time_axis_is_refused_before_its_times_are_read(tiny, tmp
     ({"data": {"output_time": -1}}, "set data.output_time: null"),
     ({"training": {"compile": True}}, "set training.compile: false and training.cuda_graph: false"),
     ({"optimizer": {"name": "lbfgs", "lr": 1.0}}, "set physics.points: null"),
+    # trained silently without its layer options; PhysicsOperator refused the same in Python
+    ({"physics": {"constraint": "soft", "experts": [4, 1]}},
+     r"soft constraint has no layer; drop \['physics.experts', 'physics.points'\] or use physics.constraint 'hard'"),
+    ({"physics": {"constraint": "soft", "points": None, "on_failure": "raise"}}, r"drop \['physics.on_failure'\]"),
 ])
 def test_bad_physics_settings_fail_before_the_data_is_made(tiny, tmp_path, change, message):
     raw = _variant(tiny, "bad", **change)
@@ -270,7 +275,7 @@ def test_the_cli_trains_the_soft_variant_by_override(tiny, tmp_path, capsys):
 
     config = tmp_path / "pi.yaml"
     config.write_text(yaml.safe_dump(tiny))
-    assert main(["train", str(config), "physics.constraint=soft", "training.epochs=2", f"output.root={tmp_path}/runs"]) == 0
+    assert main(["train", str(config), "physics.constraint=soft", "physics.points=null", "training.epochs=2", f"output.root={tmp_path}/runs"]) == 0
     out = capsys.readouterr().out
     assert "test relative L2:" in out
 
@@ -384,7 +389,7 @@ def test_navier_stokes_is_learnt_from_the_pde_alone_by_two_by_two_experts(tmp_pa
 def test_the_soft_constraint_trains_in_graph_mode_like_eager_mode(tiny, simulate, captures):
     """The physics loss (finite differences on the grid) replays as a captured step (checked off CUDA
     by the simulation) and trains as the eager step does."""
-    runs = [train(validate(OperatorConfig, _variant(tiny, f"soft_graph_{graph}", physics={"constraint": "soft"},
+    runs = [train(validate(OperatorConfig, _variant(tiny, f"soft_graph_{graph}", physics={"constraint": "soft", "points": None},
                                                     guard={"check_every": 4}, schedule={"name": "cosine"},
                                                     training={"epochs": 3, "cuda_graph": graph})))[0]
             for graph in (False, True)]
