@@ -250,13 +250,16 @@ class HardConstraint(nn.Module):
         self._blocks: list[_Block] | None = None
         self._layouts: dict = {}
         self.last_stats: dict[str, Tensor] = {}
-        # training solves, failed ones and their LM steps since `pop_solve_totals`: summed on the device
-        self.register_buffer("_solve_totals", torch.zeros(3, dtype=torch.float64), persistent=False)
+        # solves, failed ones and their LM steps since `pop_solve_totals`, training [0] and eval [1] apart:
+        # summed on the device, read only when popped
+        self.register_buffer("_solve_totals", torch.zeros(2, 3, dtype=torch.float64), persistent=False)
 
-    def pop_solve_totals(self) -> dict[str, float]:
-        """Training solves since the last call: how many failed, and their mean LM steps (one host read)."""
-        n, failed, steps = self._solve_totals.tolist()
-        self._solve_totals.zero_()
+    def pop_solve_totals(self, training: bool = True) -> dict[str, float]:
+        """Training (or with `training=False` eval-mode) solves since the last call: how many failed, and their
+        mean LM steps (one host read)."""
+        totals = self._solve_totals[0 if training else 1]
+        n, failed, steps = totals.tolist()
+        totals.zero_()
         return {} if n == 0 else {"solve_failures": int(failed), "solves": int(n), "solve_steps_mean": steps / n}
 
     @property
@@ -541,12 +544,10 @@ class HardConstraint(nn.Module):
     def _report(self, sol) -> None:
         self.last_stats = {"status": sol.status.detach(), "num_steps": sol.stats["num_steps"].detach(),
                            "residual_norm": sol.stats["residual_norm"].detach()}
-        if self.training:
-            status = self.last_stats["status"]
-            self._solve_totals += torch.stack([torch.full((), float(status.numel()), dtype=torch.float64,
-                                                          device=status.device),  # a fill, not a host copy
-                                               (status != Status.SUCCESS).sum().double(),
-                                               self.last_stats["num_steps"].double().sum()])
+        status = self.last_stats["status"]  # eval solves count too, apart: a test prediction may rest on a failed one
+        self._solve_totals[0 if self.training else 1] += torch.stack([
+            torch.full((), float(status.numel()), dtype=torch.float64, device=status.device),  # a fill, not a host copy
+            (status != Status.SUCCESS).sum().double(), self.last_stats["num_steps"].double().sum()])
         if self.on_failure == "record":
             return
         failed = bool((sol.status != Status.SUCCESS).any())

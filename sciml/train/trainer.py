@@ -316,6 +316,7 @@ class Trainer:
         self._interrupt = [False]  # set by Ctrl-C while fit runs
         self.sittings_before, self.seconds_before = 0, 0.0  # a resumed run's earlier processes (checkpointed)
         self._held: dict[str, Any] | None = None  # the newest epoch-end state not on disk (see _maybe_hold_state)
+        self.failed_solves = {"training": [0, 0], "test": [0, 0]}  # [failed, solves] of this process (`_solve_totals`)
 
     # -- setup helpers -------------------------------------------------------------------------
     def _load(self, path: Path):
@@ -409,11 +410,16 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def _solve_totals(self) -> dict[str, float]:
-        """A hard-constraint layer's training solves since the last record: failures and mean LM steps
-        (its default on_failure, "record", would otherwise keep them out of sight)."""
+    def _solve_totals(self, training: bool = True) -> dict[str, float]:
+        """A hard-constraint layer's training (or eval) solves since the last record: failures and mean LM steps
+        (its default on_failure, "record", would otherwise keep them out of sight); failures summed for the warning
+        at the end of `fit`."""
         layer = getattr(self.model, "layer", None)
-        return layer.pop_solve_totals() if hasattr(layer, "pop_solve_totals") else {}
+        totals = layer.pop_solve_totals(training) if hasattr(layer, "pop_solve_totals") else {}
+        if totals:
+            seen = self.failed_solves["training" if training else "test"]
+            seen[0], seen[1] = seen[0] + totals["solve_failures"], seen[1] + totals["solves"]
+        return totals
 
     def _plan_to_budget(self, first_epoch_end: float, epochs_timed: int) -> None:
         """Shorten `planned_epochs` to what is left of `max_minutes` at the pace of the epochs timed
@@ -661,8 +667,9 @@ class Trainer:
     def evaluate(self, split: Split | None = None, batch_size: int | None = None) -> dict[str, float]:
         self.model.eval()
         bs = batch_size or eval_batch_size(self.cfg)
-        return error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device,
-                                             beyond=train_levels(self.cfg)))
+        errors = error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device,
+                                               beyond=train_levels(self.cfg)))
+        return {**errors, **self._solve_totals(training=False)}  # read with the errors: no extra host sync
 
     def fit(self) -> dict[str, float]:
         """Train to `training.epochs` (or `max_minutes`); TF32 on exactly when the policy is "tf32"."""
@@ -741,6 +748,7 @@ class Trainer:
                  **self._sittings(), **self._solve_totals(),
                  **{f"test_{k}": v for k, v in self.evaluate().items()}}
         self.run.log(final)
+        warn_failed_solves(self.failed_solves, "this run")
         if t.plot:
             self.plot(self.run.path / "predictions.png")
         return final
@@ -753,6 +761,15 @@ class Trainer:
         self.model.eval()
         pred = self.predict(self.test_split.x[:n]).cpu()
         plot_predictions(self.test_split.x[:n].cpu(), self.test_split.y[:n].cpu(), pred, path)
+
+
+def warn_failed_solves(counts: dict[str, list[int]], what: str) -> None:
+    """One warning line when any hard-constraint solve of `what` did not converge (`counts`: kind -> [failed,
+    solves]); under on_failure "record" (the default) they are otherwise only in metrics.jsonl / eval.json."""
+    failed = [f"{f} of {n} {kind} solves" for kind, (f, n) in counts.items() if f]
+    if failed:
+        warnings.warn(f"{what}: {' and '.join(failed)} did not converge (their outputs are least-squares iterates, not "
+                      f"solutions); raise physics.max_steps or loosen physics.rtol/atol", RuntimeWarning, stacklevel=2)
 
 
 def train_levels(cfg: OperatorConfig) -> int | None:
@@ -1026,6 +1043,8 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
             at = int(split.x.shape[2])
             operator = saved.operator(split, resolution, dev)
             err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=saved.beyond())
+            layer = getattr(operator.model, "layer", None)
+            solves = layer.pop_solve_totals(training=False) if hasattr(layer, "pop_solve_totals") else {}
         except (TrainingGridOnly, DatasetError, ConfigError) as error:  # these name their fix
             failed.append(f"at resolution {at}: {error}")
             continue
@@ -1037,7 +1056,11 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
             failed.append(f"at resolution {at}: {error} (this run's settings are fixed{advice}")
             continue
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
-                     **error_summary(err), **({} if saved.dataset == saved.trained_on else {"dataset": str(saved.dataset)})})
+                     **error_summary(err), **solves,
+                     **({} if saved.dataset == saved.trained_on else {"dataset": str(saved.dataset)})})
+        if solves:
+            warn_failed_solves({"test": [solves["solve_failures"], solves["solves"]]},
+                               f"the evaluation at resolution {rows[-1]['resolution']}")
         if cfg.training.plot and (plot := _plot_eval(operator, split, cfg.training.n_plot, Path(run_path), rows[-1])):
             rows[-1]["plot"] = str(plot)
     if failed:

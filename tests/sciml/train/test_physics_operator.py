@@ -414,6 +414,23 @@ def test_a_hard_run_logs_its_failed_solves_and_lm_steps(tiny, hard_run):
     assert [r["solve_failures"] for r in evals] == [16, 16] and evals[0]["solve_steps_mean"] == 1.0
 
 
+def test_failed_eval_solves_are_counted_and_any_failure_is_warned_of_at_the_end(tiny, hard_run):
+    """max_steps=2 failed every solve with nothing on the console (on_failure "record"), and the eval and test
+    solves were never counted."""
+    run, _ = hard_run
+    evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
+    assert all(r["test_solves"] == 8 and r["test_solve_failures"] == 0 for r in evals)  # 8 test samples, one expert
+    with pytest.warns(RuntimeWarning, match=r"this run: 16 of 16 training solves and 16 of 16 test solves did not "
+                                            r"converge .*raise physics.max_steps"):
+        capped, final = train(validate(OperatorConfig, _variant(tiny, "one_step_each", physics={"max_steps": 1},
+                                                                training={"epochs": 1, "eval_every": 1})))
+    (last,) = [r for r in capped.read_metrics() if r["kind"] == "eval"]
+    assert last["solve_failures"] == 16 and last["test_solve_failures"] == 8 == final["test_solve_failures"]
+    with pytest.warns(RuntimeWarning, match=r"the evaluation at resolution 64: 8 of 8 test solves did not converge"):
+        rows = evaluate_run(capped.path, which="last", device="cpu")
+    assert rows[0]["solve_failures"] == 8
+
+
 def test_physics_needs_three_time_levels_and_eval_names_a_too_coarse_resolution(tiny, hard_run):
     """train_levels 1 or 2 crashed in torch.gradient; a coarse eval resolution failed with training
     advice (lower points) the evaluation cannot take."""
