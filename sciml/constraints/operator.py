@@ -3,8 +3,10 @@
 A `GridProblem` is a PDE on a tensor-product grid (space and time axes) with its conditions and
 the data fields the operator takes as input (e.g. the initial value ``u0``). `PhysicsOperator`
 maps those inputs to the solution on the whole grid: a backbone (an FNO) outputs u itself
-("soft": the PDE is only the loss) or N basis fields that a `HardConstraint` combines so that the
-PDE and the conditions hold at collocation nodes ("hard"; with ``experts`` one set of coefficients
+("soft": the PDE is only the loss) or N basis fields that a `HardConstraint` combines by the
+coefficients minimising the PDE's residual at collocation nodes and the conditions in least squares
+(exact only where the basis can meet every row; with the built-in problems' many more rows than
+fields, a compromise) ("hard"; with ``experts`` one set of coefficients
 per block, PI-HC-MoE). `physics_loss` is the training loss of both: residual and condition norms on
 the grid, no solution data.
 """
@@ -224,7 +226,7 @@ class PhysicsOperator(nn.Module):
     """Inputs ``(batch, len(problem.inputs), *grid)`` in physical units -> u ``(batch, 1, *grid)``.
 
     constraint "soft": the backbone outputs u (one channel). "hard": it outputs `n_basis` fields
-    and a `HardConstraint` makes u satisfy the problem at sampled nodes; `layer` options
+    and a `HardConstraint` fits u to the problem at sampled nodes in least squares; `layer` options
     (``experts``, ``points``, ``overlap``, ``ridge``, ``max_steps``, ...) go to that layer.
     `backbone` is built by the caller with ``out_channels = 1`` (soft) or ``n_basis`` (hard). `origin`: the
     grid's first coordinate per axis (default 0), for the loss and the layer alike.
