@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PDES = {
     "burgers": {
         "config": "configs/burgers/pi_hc.yaml",  # its default is "hc"
-        "variants": {"soft": ["physics.constraint=soft", "physics.points=null"], "hc": [],
+        "variants": {"soft": ["physics.constraint=soft"], "hc": [],
                      "moe": [f"physics.experts=[{EXPERTS},1]", "physics.points=200"],
                      "moe_overlap": [f"physics.experts=[{EXPERTS},1]", "physics.points=200", "physics.overlap=[4,0]"]},
         "small": ["data.preset=small", "data.n_train=64", "data.n_test=16", "training.epochs=50",

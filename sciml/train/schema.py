@@ -132,15 +132,15 @@ class PhysicsConfig(StrictModel):
     atol: PositiveFloat = 1e-4
     on_failure: Literal["record", "warn", "raise"] = "record"
 
-    @model_validator(mode="after")
-    def _soft_has_no_layer(self) -> "PhysicsConfig":
-        """Layer options with the soft constraint would be ignored: refused, by PhysicsOperator's rule. Only those
-        away from their defaults, so that e.g. physics.points=null clears a config's value."""
-        from sciml.constraints.operator import LAYER_OPTIONS, check_soft_options
+    def ignored_layer_options(self) -> list[str]:
+        """Layer options set away from their defaults that the soft constraint (no layer) leaves unused. Training
+        warns of them; they are not refused, since every pi_hc config sets them and its PI-SC variant is one
+        override (physics.constraint=soft), and runs saved with them must still load."""
+        from sciml.constraints.operator import LAYER_OPTIONS
 
-        changed = [k for k in LAYER_OPTIONS if getattr(self, k) != type(self).model_fields[k].default]
-        check_soft_options(self.constraint, changed, prefix="physics.")
-        return self
+        if self.constraint != "soft":
+            return []
+        return [f"physics.{k}" for k in LAYER_OPTIONS if getattr(self, k) != type(self).model_fields[k].default]
 
     def layer_options(self) -> dict[str, Any]:
         """The HardConstraint keywords (empty for the soft constraint)."""

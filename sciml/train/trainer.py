@@ -1097,6 +1097,9 @@ def _normalizer_from_state(state: dict[str, Any]) -> Normalizer:
 
 def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = False) -> tuple[RunDir, dict[str, float]]:
     """Train `cfg` into a new run folder, or continue `run` from its last checkpoint."""
+    if cfg.physics is not None and (unused := cfg.physics.ignored_layer_options()):
+        warnings.warn(f"physics.constraint=soft has no layer: {unused} are not used (they set the hard constraint's "
+                      f"layer; physics.constraint=hard uses them)", stacklevel=2)
     if run is None:
         run = RunDir.create(cfg.output.root, cfg.output.name, prefix=f"{cfg.model.name.replace(':', '_')}")
     with run.removed_if_left_empty():

@@ -251,10 +251,6 @@ def test_data_without_a_time_axis_is_refused_before_its_times_are_read(tiny, tmp
     ({"data": {"output_time": -1}}, "set data.output_time: null"),
     ({"training": {"compile": True}}, "set training.compile: false and training.cuda_graph: false"),
     ({"optimizer": {"name": "lbfgs", "lr": 1.0}}, "set physics.points: null"),
-    # trained silently without its layer options; PhysicsOperator refused the same in Python
-    ({"physics": {"constraint": "soft", "experts": [4, 1]}},
-     r"soft constraint has no layer; drop \['physics.experts', 'physics.points'\] or use physics.constraint 'hard'"),
-    ({"physics": {"constraint": "soft", "points": None, "on_failure": "raise"}}, r"drop \['physics.on_failure'\]"),
 ])
 def test_bad_physics_settings_fail_before_the_data_is_made(tiny, tmp_path, change, message):
     raw = _variant(tiny, "bad", **change)
@@ -270,12 +266,20 @@ def test_problem_args_that_contradict_the_data_are_refused(tiny, hard_run):
         train(validate(OperatorConfig, raw))
 
 
+def test_soft_training_warns_of_the_layer_options_it_does_not_use(tiny):
+    """physics.constraint=soft physics.experts=[4,1] trained without a word that the experts were unused."""
+    cfg = validate(OperatorConfig, _variant(tiny, "soft_experts", physics={"constraint": "soft", "experts": [4, 1]},
+                                            training={"epochs": 1}))
+    with pytest.warns(UserWarning, match=r"soft has no layer: \['physics.experts', 'physics.points'\] are not used"):
+        train(cfg)
+
+
 def test_the_cli_trains_the_soft_variant_by_override(tiny, tmp_path, capsys):
     import yaml
 
     config = tmp_path / "pi.yaml"
     config.write_text(yaml.safe_dump(tiny))
-    assert main(["train", str(config), "physics.constraint=soft", "physics.points=null", "training.epochs=2", f"output.root={tmp_path}/runs"]) == 0
+    assert main(["train", str(config), "physics.constraint=soft", "training.epochs=2", f"output.root={tmp_path}/runs"]) == 0
     out = capsys.readouterr().out
     assert "test relative L2:" in out
 
