@@ -32,7 +32,9 @@ Wall time is the ensemble's time divided by its members (or the member's own tim
 
 Budgets sized to the session (``--session-minutes M``): the issue asks the whole grid to fit the GPU
 time of one session. Before the grid, each task times short and long probes (an Adam ensemble, a
-SOAP ensemble, one Adam member, one SOAP member) and the per-step and per-run costs give every pair's time; the
+SOAP ensemble, one Adam member, one SOAP member; with CUDA graphs on, also an eager ensemble of each kind of
+rule that cannot be captured, and one Newton-CG member with its HVPs, since those never replay) and the
+per-step and per-run costs give every pair's time; the
 minutes are shared among tasks, equally or by ``--task-weights`` (what a cheap task leaves goes to the others), and each
 task's budget is the most that fits its share, never above its own default. All optimizers of a
 task keep one budget; the plan is saved in the results (``budgets``) and reused by later parts.
@@ -352,7 +354,8 @@ def _spikes(losses: Tensor) -> Tensor:
 
 def _replays(cfg) -> bool:
     """Whether this run replays steps as CUDA graphs: ``cfg.graph``, by default on CUDA."""
-    return getattr(cfg, "graph", cfg.device.type == "cuda")
+    graph = getattr(cfg, "graph", None)
+    return graph if graph is not None else getattr(cfg, "device", torch.device("cpu")).type == "cuda"
 
 
 def _build(params, name: str, cfg, **kwargs) -> tuple[torch.optim.Optimizer, bool]:
@@ -582,6 +585,11 @@ def runs_on(task: TaskSpec, name: str) -> bool:
 
 
 PROBE_STEPS = (5, 25)  # two probe lengths: their difference separates the per-step and per-pair costs
+# Newton-CG probe budgets (evaluations + HVPs): its first step alone (Nystrom sketch + CG) takes ~20-30
+NEWTON_PROBE_EVALS = (30, 90)
+# with graphs on, rules that cannot be captured run eagerly: one probe per kind of step. torch's rules take
+# a few multi-tensor (foreach) kernels per step, pytorch-optimizer's loop over every member's tensors
+EAGER_PROBES = {"eager_torch": "nadam", "eager_lib": "gravity"}
 
 
 def _probe(task: TaskSpec, name: str, n_lrs: int, n_seeds: int, cfg) -> tuple[float, float]:
@@ -600,21 +608,55 @@ def _probe(task: TaskSpec, name: str, n_lrs: int, n_seeds: int, cfg) -> tuple[fl
     return per_step, max(short - PROBE_STEPS[0] * per_step, 0.0)
 
 
-def pair_cost(name: str, probe: dict[str, tuple[float, float]], n_seeds: int) -> tuple[float, float]:
+def _probe_newton(task: TaskSpec, cfg) -> tuple[float, float]:
+    """(seconds per budget evaluation, seconds besides) of one NysNewton-CG member, run as the grid runs
+    it (second-order dtype, HVPs, always eager): an evaluation is a loss or an HVP, as its budget counts."""
+    def timed(budget: int) -> tuple[float, int]:
+        start = time.perf_counter()
+        run = run_second_order(replace(task, steps=budget), "nys_newton_cg", [default_lr("nys_newton_cg")], [0], cfg)
+        return time.perf_counter() - start, run[0]["evals"]  # a step is taken whole: the evaluations done
+
+    timed(NEWTON_PROBE_EVALS[0])  # warm-up, as for _probe
+    (short, n_short), (long, n_long) = timed(NEWTON_PROBE_EVALS[0]), timed(NEWTON_PROBE_EVALS[1])
+    per_eval = max((long - short) / max(n_long - n_short, 1), long / (4 * n_long))
+    return per_eval, max(short - n_short * per_eval, 0.0)
+
+
+def eager_probe(name: str, cfg) -> str | None:
+    """The probe that prices first-order rule `name` where it runs eagerly while graphs are on (it
+    cannot be captured); None where its step replays as the Adam ensemble's, or nothing replays (CPU)."""
+    if not _replays(cfg) or name == "soap" or graph_safe(name, _opt_kwargs(name)):
+        return None  # soap: its own (eager) probe
+    spec = optimizer_spec(name)
+    cls = spec.resolve() if spec is not None else None
+    return "eager_torch" if cls is not None and cls.__module__.startswith("torch.") else "eager_lib"
+
+
+def pair_cost(name: str, probe: dict[str, tuple[float, float]], n_seeds: int, cfg=None) -> tuple[float, float]:
     """(seconds per budget step, seconds besides) of pair `name`, from the task's probe: first-order
-    rules cost an Adam ensemble, SOAP its own (preconditioner refreshes); L-BFGS, Newton-CG and the
+    rules cost an Adam ensemble, SOAP its own (preconditioner refreshes); with graphs on, a rule that
+    cannot be captured costs an eager ensemble of its kind (`eager_probe`). L-BFGS, Newton-CG and the
     recipes run member by member, each step about one single-member evaluation, a SOAP phase's step
     one single-member SOAP step (timed itself: an eager SOAP step is launch-bound, so one member costs
-    far more than 1/members of an ensemble's step)."""
+    far more than 1/members of an ensemble's step), a Newton-CG phase's evaluation one of a Newton-CG
+    member where it was probed (graphs on: the Adam member replays, Newton-CG's HVPs never do)."""
     (one, one_fixed), (soap, soap_fixed) = probe["one"], probe["soap"]
+    newton = probe.get("newton", probe["one"])
+
+    def member(ph: str) -> tuple[float, float]:
+        return probe["soap_one"] if ph == "soap" else newton if ph == "nys_newton_cg" else (one, one_fixed)
+
     if name in RECIPES:
         phases = RECIPES[name][1]
-        soap_one, soap_one_fixed = probe["soap_one"]
-        return (n_seeds * sum(frac * (soap_one if ph == "soap" else one) for ph, frac in phases),
-                n_seeds * sum(soap_one_fixed if ph == "soap" else one_fixed for ph, _ in phases))
+        return (n_seeds * sum(frac * member(ph)[0] for ph, frac in phases),
+                n_seeds * sum(member(ph)[1] for ph, _ in phases))
     if name in SECOND_ORDER:
-        return n_seeds * one, n_seeds * one_fixed
-    return (soap, soap_fixed) if name == "soap" else probe["adam"]
+        per, fixed = member(name)
+        return n_seeds * per, n_seeds * fixed
+    if name == "soap":
+        return soap, soap_fixed
+    kind = eager_probe(name, cfg) if cfg is not None else None
+    return probe[kind] if kind in probe else probe["adam"]
 
 
 def share_time(need: dict[str, float], total: float, weights: dict[str, float] | None = None) -> dict[str, float]:
@@ -653,7 +695,9 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
                  weights: dict[str, float] | None = None) -> dict[str, dict]:
     """Per task, the gradient-evaluation budget at which the whole grid (every pair, every LR and
     seed) takes about `minutes` on this device; never above the task's own budget. Every optimizer
-    of a task keeps one budget. Measured: Adam and SOAP ensembles, one Adam member and one SOAP member."""
+    of a task keeps one budget. Measured: Adam and SOAP ensembles, one Adam member and one SOAP member;
+    with graphs on (CUDA), also what runs eagerly there: an ensemble of each kind of uncapturable rule
+    (`EAGER_PROBES`) and one Newton-CG member, where the grid has them."""
     start = time.perf_counter()
     costs = {}
     for tname, task in tasks.items():
@@ -661,7 +705,14 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
                  "soap": _probe(task, "soap", len(factors), len(seeds), cfg),
                  "one": _probe(task, "adam", 1, 1, cfg),
                  "soap_one": _probe(task, "soap", 1, 1, cfg)}
-        pairs = [pair_cost(n, probe, len(seeds)) for n in names if runs_on(task, n)]
+        todo = [n for n in names if runs_on(task, n)]
+        # graphs on: what the grid runs eagerly is timed eagerly (on CPU every path is eager: the probes above)
+        for kind in sorted({eager_probe(n, cfg) for n in todo if n not in RECIPES and n not in SECOND_ORDER} - {None}):
+            probe[kind] = _probe(task, EAGER_PROBES[kind], len(factors), len(seeds), cfg)
+        phases = [ph for n in todo for ph, _ in (RECIPES[n][1] if n in RECIPES else [(n, 1.0)])]
+        if _replays(cfg) and "nys_newton_cg" in phases:
+            probe["newton"] = _probe_newton(task, cfg)
+        pairs = [pair_cost(n, probe, len(seeds), cfg) for n in todo]
         costs[tname] = (sum(c for c, _ in pairs), sum(f for _, f in pairs), probe)
     left = 60 * minutes - (time.perf_counter() - start)
     shares = share_time({t: fixed + per * tasks[t].steps for t, (per, fixed, _) in costs.items()}, max(left, 0.0),
@@ -674,7 +725,9 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
         print(f"budget {tname:18s} {steps:6d} of {tasks[tname].steps} evaluations, ~{(fixed + steps * per) / 60:.1f} min "
               f"({fixed:.0f} s of set-up; a step: Adam ensemble {1e3 * probe['adam'][0]:.2f} ms, "
               f"SOAP {1e3 * probe['soap'][0]:.2f} ms, one member {1e3 * probe['one'][0]:.2f} ms, "
-              f"one SOAP member {1e3 * probe['soap_one'][0]:.2f} ms)", flush=True)
+              f"one SOAP member {1e3 * probe['soap_one'][0]:.2f} ms"
+              + "".join(f", {k.replace('_', ' ')} {1e3 * probe[k][0]:.2f} ms" for k in ("eager_torch", "eager_lib", "newton")
+                        if k in probe) + ")", flush=True)
     print(f"budget plan took {time.perf_counter() - start:.0f} s of the {minutes:g} minutes", flush=True)
     return plan
 

@@ -149,3 +149,41 @@ def test_task_weights_share_the_session_in_proportion():
     for bad in ("pinn_convektion=2", "pinn_convection", "pinn_convection=0"):
         bench.parse_task_weights(bad, list(bench.TASKS), errors.append)
     assert len(errors) == 3 and all("--task-weights" in e for e in errors)
+
+
+def test_with_graphs_on_uncapturable_rules_and_newton_cg_are_priced_by_eager_probes(monkeypatch):
+    # a replayed Adam step is cheap; what runs eagerly under --graph (nadam, grams: not capturable;
+    # Newton-CG's HVPs) must be priced by probes of that eager path, or the plan overruns the session
+    import argparse
+
+    costs = {"adam": (0.01, 0.0), "soap": (0.04, 0.0), "nadam": (0.03, 0.0), "gravity": (0.05, 0.0)}
+    probed = []
+
+    def fake_probe(task, name, n_lrs, n_seeds, cfg):
+        probed.append(name)
+        return costs[name]
+
+    monkeypatch.setattr(bench, "_probe", fake_probe)
+    monkeypatch.setattr(bench, "_probe_newton", lambda task, cfg: probed.append("newton") or (0.02, 0.0))
+    task = replace(_toy_task(argparse.Namespace(steps=None, dtype=torch.float32)), steps=5000)
+    names = ["adam", "nadam", "grams", "nys_newton_cg", "soap+lbfgs+nys_newton_cg"]
+    eager = argparse.Namespace(steps=None, dtype=torch.float32, device=torch.device("cpu"), graph=False)
+    graphs = argparse.Namespace(**{**vars(eager), "graph": True})
+    plan = {}
+    for cfg in (eager, graphs):
+        probed.clear()
+        plan[cfg.graph] = bench.plan_budgets({"toy": task}, names, (1.0,), [0], cfg, minutes=6 / 60)["toy"]
+        assert ({"nadam", "gravity", "newton"} <= set(probed)) == cfg.graph  # no extra probe without graphs
+    # without graphs: adam 0.01 x 3 + nys 0.01 + recipe 0.7*0.04 + 0.3*0.01 = 0.071 s a step
+    assert plan[False]["steps"] in (83, 84)
+    # graphs on: adam 0.01 + nadam 0.03 (torch's eager) + grams 0.05 (library eager) + nys 0.02
+    # + recipe 0.7*0.04 + 0.2*0.01 + 0.1*0.02 = 0.142 s a step: 6 s -> 42 steps
+    assert plan[True]["steps"] in (41, 42)
+
+
+def test_the_newton_cg_probe_times_real_member_runs():
+    import argparse
+
+    cfg = argparse.Namespace(steps=None, dtype=torch.float32, device=torch.device("cpu"), graph=False, small=True)
+    per_eval, fixed = bench._probe_newton(_toy_task(cfg), cfg)
+    assert 0 < per_eval < 1 and fixed >= 0
