@@ -187,3 +187,35 @@ def test_the_newton_cg_probe_times_real_member_runs():
     cfg = argparse.Namespace(steps=None, dtype=torch.float32, device=torch.device("cpu"), graph=False, small=True)
     per_eval, fixed = bench._probe_newton(_toy_task(cfg), cfg)
     assert 0 < per_eval < 1 and fixed >= 0
+
+
+def _lr_runs():
+    # lr 1e-3: three finite seeds near 2e-2; lr 3e-3: one seed at 5e-3, two diverged (the reviewer's case)
+    nan = float("nan")
+    run = dict(loss=1.0, spikes=0, wall_s=1.0, evals=100)
+    return ([{**run, "seed": s, "lr": 1e-3, "rel_l2": e, "diverged": False} for s, e in enumerate([2e-2, 2.1e-2, 2.2e-2])]
+            + [{**run, "seed": s, "lr": 3e-3, "rel_l2": e, "diverged": d}
+               for s, (e, d) in enumerate([(5e-3, False), (nan, True), (nan, True)])])
+
+
+def test_the_best_lr_has_the_fewest_divergences_then_the_lowest_median():
+    rows = bench.summarise("toy", "opt", _lr_runs())
+    best = bench.best_row(rows)
+    assert best["lr"] == 1e-3 and best["diverged"] == 0  # not the lone survivor of lr 3e-3
+    only_diverging = [r for r in rows if r["lr"] == 3e-3]
+    assert bench.best_row(only_diverging)["lr"] == 3e-3
+
+
+def test_the_plot_shows_the_same_best_lr_and_its_divergences(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    labels = []
+    real = matplotlib.axes.Axes.set_yticks
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_yticks",
+                        lambda self, ticks, lbls=None, **kw: (labels.extend(lbls or []), real(self, ticks, lbls, **kw))[1])
+    rows = bench.summarise("toy", "opt", _lr_runs())
+    bench.plot_task("toy", rows, tmp_path / "a.png")
+    assert labels == ["opt (lr 0.001)"]
+    labels.clear()
+    bench.plot_task("toy", [r for r in rows if r["lr"] == 3e-3], tmp_path / "b.png")
+    assert labels == ["opt (lr 0.003, 2/3 div)"]
