@@ -219,3 +219,21 @@ def test_the_plot_shows_the_same_best_lr_and_its_divergences(tmp_path, monkeypat
     labels.clear()
     bench.plot_task("toy", [r for r in rows if r["lr"] == 3e-3], tmp_path / "b.png")
     assert labels == ["opt (lr 0.003, 2/3 div)"]
+
+
+def test_lbfgs_spikes_are_counted_on_the_points_it_accepts(monkeypatch):
+    # a line search's rejected trials (e.g. its first, at full step) are not points the run moved through
+    import argparse
+
+    seen = []
+    real = bench._spikes
+    monkeypatch.setattr(bench, "_spikes", lambda losses: (seen.append(losses[:, 0].clone()), real(losses))[1])
+    monkeypatch.setitem(bench.TASKS, "toy", _toy_task)  # its float64 copy for the L-BFGS phase
+    cfg = argparse.Namespace(steps=None, dtype=torch.float32, device=torch.device("cpu"), graph=False,
+                             second_order_dtype=torch.float64, small=True)
+    task = replace(_toy_task(cfg), steps=60)
+    run = bench.run_second_order(task, "lbfgs", [1.0], [0], cfg, [("adam", 0.5), ("lbfgs", 0.5)])[0]
+    losses = seen[-1]
+    lbfgs = losses[30:]  # its start (Adam's last point), then one accepted point per iteration
+    assert len(lbfgs) < run["evals"] - 30  # fewer than its evaluations: some trials were rejected ...
+    assert bool((lbfgs[1:] <= lbfgs[:-1]).all())  # ... and strong Wolfe accepts only decreases
