@@ -385,7 +385,10 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
     arithmetic in one launch instead of hundreds of small ones per step."""
     members = [(s, lr) for lr in lrs for s in seeds]
     ens = Ensemble(task.make_model, [s for s, _ in members], cfg.device, cfg.dtype)
-    groups = [{"params": ens.params(e), "lr": lr} for e, (_, lr) in enumerate(members)]
+    # Gravity draws each member's initial velocity from the member's seed, not from the global RNG
+    # (whose state would depend on the members before it: sciml.optim._library)
+    seeded = {"velocity_seed"} if name == "gravity" else set()
+    groups = [{"params": ens.params(e), "lr": lr, **{k: s for k in seeded}} for e, (s, lr) in enumerate(members)]
     opt, graphed = _build(groups, name, cfg)
     err0 = task.error(ens).detach()
 

@@ -13,6 +13,10 @@ per group when every parameter has the same count, as in the usual case.
 step. With η the group's current lr a warm-up from 0 divided by zero; η is the paper's (constant)
 learning rate, so the draw uses the rate the group was built with (``group["velocity_lr"]``), which
 a schedule scales but does not replace: a warm-up then starts with displacements η_t·V₀ below α.
+The draw uses torch's global RNG, so it depends on every draw made before it; a parameter group with
+a ``"velocity_seed"`` key (an int) draws its parameters' V₀ instead from a CPU generator of its own,
+seeded with it when the group is added (its parameters draw in the order they start; the same V₀ on
+every device): an ensemble member's V₀ then depends on its seed alone, not on the members before it.
 """
 
 from __future__ import annotations
@@ -85,10 +89,24 @@ def gravity_adapter(cls: type) -> type:
                     raise ValueError(f"gravity: the initial velocity's standard deviation alpha/lr needs a positive lr, "
                                      f"got {rate!r} for a parameter group added without one; give the group a positive lr "
                                      "(or start its warm-up above 0)")
-                self.state[p]["v"] = torch.empty_like(p).normal_(mean=0.0, std=group["alpha"] / rate)
+                std = group["alpha"] / rate
+                # the group's own stream where it has one (module doc); `group` may be a per-count copy
+                gen = self.__dict__.get("_velocity_streams", {}).get(p)
+                if gen is None:
+                    self.state[p]["v"] = torch.empty_like(p).normal_(mean=0.0, std=std)
+                else:
+                    v = torch.empty(p.shape, dtype=p.dtype).normal_(mean=0.0, std=std, generator=gen)
+                    self.state[p]["v"] = v.to(p.device)
         return cls.init_group(self, group, **kwargs)
 
+    def add_param_group(self, param_group):
+        cls.add_param_group(self, param_group)
+        group = self.param_groups[-1]
+        if group.get("velocity_seed") is not None:  # one generator per group, shared by its parameters
+            gen = torch.Generator().manual_seed(int(group["velocity_seed"]))
+            self.__dict__.setdefault("_velocity_streams", {}).update({p: gen for p in group["params"]})
+
     return type(f"Sciml{cls.__name__}", (cls,), {
-        "__init__": __init__, "init_group": init_group, "__module__": __name__,
+        "__init__": __init__, "init_group": init_group, "add_param_group": add_param_group, "__module__": __name__,
         "__doc__": f"{cls.__name__} with a checked lr and the initial velocity scaled by the built rate (sciml.optim).",
     })

@@ -237,3 +237,21 @@ def test_lbfgs_spikes_are_counted_on_the_points_it_accepts(monkeypatch):
     lbfgs = losses[30:]  # its start (Adam's last point), then one accepted point per iteration
     assert len(lbfgs) < run["evals"] - 30  # fewer than its evaluations: some trials were rejected ...
     assert bool((lbfgs[1:] <= lbfgs[:-1]).all())  # ... and strong Wolfe accepts only decreases
+
+
+def test_a_gravity_member_runs_the_same_alone_and_in_any_ensemble(monkeypatch):
+    # its initial velocity was drawn from the global RNG after the members before it
+    import argparse
+
+    cfg = argparse.Namespace(steps=None, dtype=torch.float32, device=torch.device("cpu"), graph=False, small=True)
+    task = replace(_toy_task(cfg), steps=20)
+    lr = bench.default_lr("gravity")
+
+    def member(lrs, seeds):
+        return next(r for r in bench.run_first_order(task, "gravity", lrs, seeds, cfg) if r["seed"] == 1 and r["lr"] == lr)
+
+    alone = member([lr], [1])
+    for lrs, seeds in (([lr], [0, 1]), ([lr], [2, 0, 1]), ([3 * lr, lr], [0, 1, 2])):
+        other = member(lrs, seeds)
+        assert other["loss"] == pytest.approx(alone["loss"], rel=1e-4)
+        assert other["rel_l2"] == pytest.approx(alone["rel_l2"], rel=1e-4)

@@ -712,3 +712,26 @@ def test_a_sparse_spam_state_saved_before_resets_moved_keeps_its_subset_to_the_n
     state["step"] = 499
     opt.step()  # t = 500, a reset: the new rule from here on
     assert state["subsets_at_resets"] is True and opt.momentum_subset(W).tolist() != old
+
+
+def test_gravity_group_with_a_velocity_seed_draws_its_velocity_from_that_seed_alone():
+    """V₀ comes from the global RNG at the first step, so in an ensemble (one group per member) a member's
+    V₀ depended on the members drawn before it. A group's ``velocity_seed`` gives it a stream of its own."""
+    def velocities(seeds, shapes=((3, 2), (2,))):
+        groups = [{"params": [torch.nn.Parameter(torch.zeros(s)) for s in shapes], "lr": 0.1, "velocity_seed": seed}
+                  for seed in seeds]
+        opt = build_optimizer(groups, "gravity")
+        for g in groups:
+            for p in g["params"]:
+                p.grad = torch.ones_like(p)
+        torch.manual_seed(len(seeds))  # the global RNG's state differs between the calls
+        opt.step()
+        return [[opt.state[p]["v"].clone() for p in g["params"]] for g in groups]
+
+    alone = velocities([5])[0]
+    first, later = velocities([5, 9]), velocities([9, 5])  # before and after another member
+    for a, b, c in zip(alone, first[0], later[1]):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert not torch.equal(first[0][0], first[1][0])  # another seed, another draw
+    a, b = velocities([None, None])  # without one: the global RNG, as before (one stream for all groups)
+    assert not torch.equal(a[0], b[0])
