@@ -7,16 +7,22 @@
     python benchmarks/bench_optimizers.py --session-minutes 11 --merge --skip-done --max-minutes 8.5
         # budgets sized so the whole grid takes ~11 minutes on this device (kept for the later parts)
 
-Protocol (the project's optimizer study, reduced to fit a session): for each optimizer, learning rates
-``default_lr x LR_FACTORS`` and seeds 0..n-1; every run of a task gets the same budget of
+Protocol (the project's optimizer study, reduced to fit a session): for each first-order optimizer,
+learning rates ``default_lr x LR_FACTORS``; L-BFGS, NysNewton-CG and the recipes run one lr each, not
+the grid (the second-order rule at 1.0, ``LR_OVERRIDE``; a recipe's first-order phase at its rule's
+default), so their rows are not picked from a grid; seeds 0..n-1. Every run of a task gets the same budget of
 gradient evaluations (``steps``; L-BFGS counts every closure call, Newton-CG every loss, gradient
-and Hessian-vector evaluation; a Newton-CG step is taken whole, so its phase may end up to one step
-over, which ``grad_evals`` records); the same seed gives the same initial weights for every
-optimizer; no guard, no schedule, weight decay 0 (the raw optimizer is measured). Per run:
-final relative L2 error against the reference, divergence (non-finite, or final loss above the
-initial loss; for minibatch tasks, final test error above the initial one), spike count (log10 loss more than 1 above the median of the previous 50 steps),
-wall time. Reported per (task, optimizer, lr): median, min, max and IQR over the seeds that stayed
-finite, and the number diverged. An optimizer's best LR (log, plot) is the one with the fewest diverged
+and Hessian-vector evaluation). Both check the budget only between whole steps: L-BFGS after each
+full line search, so its phase may end up to one line search over (e.g. 188 evaluations of 187), and
+a Newton-CG step is taken whole, so its phase may end up to one step over; ``grad_evals`` records
+what was spent. The same seed gives the same initial weights for every optimizer; no guard, no
+schedule, weight decay 0 (the raw optimizer is measured). Per run: final relative L2 error against
+the reference, divergence (non-finite, or final loss above the initial loss; for minibatch tasks,
+final test error above the initial one), spike count (log10 loss more than 1 above the median of the
+previous 50 steps, counted from step 10 on so that a median exists; over the points a run moves
+through: each first-order step, L-BFGS's accepted points, not its line-search trials), wall time.
+Reported per (task, optimizer, lr): median, min, max and IQR over the seeds that stayed finite, and
+the number diverged. An optimizer's best LR (log, plot) is the one with the fewest diverged
 seeds, then the lowest median (`best_row`); it is chosen on the reported metric itself (test / reference
 rel. L2; there is no validation split), as optimizer benchmarks commonly do, so it is slightly optimistic.
 
@@ -25,7 +31,11 @@ member has its own leaf tensors (so per-tensor rules — FAdam's RMS clip, MARS'
 Gravity's max|g|, SOAP's preconditioners, Subset-Norm, ⊥Grad — stay per member) and its own
 param group (its LR; Clip-RAdaGradD's group-level norm stays per member); the forward pass
 stacks the members' tensors and evaluates all members with one ``torch.func.vmap`` of
-``functional_call``. This equals separate runs for every first-order rule here. It does NOT
+``functional_call``. This equals separate runs for every first-order rule here, to rounding (the
+batched kernels sum in another order): where a rule amplifies rounding, as SOAP's eigenbasis of
+rank-deficient preconditioner matrices does, a member drifts from its separate run about as far as
+that run drifts under 1e-7 noise. Gravity's random initial velocity comes from each member's seed
+(``velocity_seed``), not from the global RNG. It does NOT
 hold for L-BFGS and NysNewton-CG (their line searches and curvature pairs treat all
 parameters as one vector: members would share step lengths), so those run member by member,
 and in float64 (``--second-order-dtype``; first-order rules in float32), as the PINN configs run
@@ -347,7 +357,8 @@ def _opt_kwargs(name: str) -> dict:
 
 
 def _spikes(losses: Tensor) -> Tensor:
-    """losses (steps, E) -> spike count per member: log10 L > 1 + median of the previous 50."""
+    """losses (steps, E) -> spike count per member: log10 L > 1 + median of the previous 50, from
+    step 10 on (the first steps have too few before them for a median)."""
     lg = torch.log10(losses.clamp_min(1e-300))
     count = torch.zeros(losses.shape[1], dtype=torch.long)
     for k in range(10, lg.shape[0]):
@@ -876,8 +887,8 @@ def main(argv=None) -> None:
     for tname, task in tasks.items():
         if stopped:
             break
-        notes[tname] = task.notes + f"; budget {task.steps} gradient evaluations (a Newton-CG phase may end one step " \
-            "over: grad_evals)" + (
+        notes[tname] = task.notes + f"; budget {task.steps} gradient evaluations (an L-BFGS phase may end one line " \
+            "search over, a Newton-CG phase one step: grad_evals)" + (
             f" (sized by --session-minutes from {budgets[tname]['default_steps']})" if tname in budgets else "") + (
             "" if task.deterministic else "; minibatch training, so no L-BFGS / Newton-CG rows")
         for name in names:
