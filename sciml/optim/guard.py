@@ -293,9 +293,14 @@ class Guard:
         the state a trainer saves serves a resume with a lower rate (kept, the resumed run gave up at its
         first burst, at a rate lowered twice); the loss statistics stay."""
         self.gave_up_lr_scale = self.lr_scale  # the scale it last tried: a resume's lr is advised below it
-        self.rollbacks = self.consecutive_skips = 0
-        self.lr_scale = 1.0
-        self.spike_steps = []
+        for key, value in self.afresh({}).items():
+            setattr(self, key, value)
+
+    @staticmethod
+    def afresh(state: dict[str, Any]) -> dict[str, Any]:
+        """`state` (a `state_dict`) with what giving up resets (`_start_afresh`): a trainer saving an older
+        copy after a GuardError must reset it too, or the resume gives up at its first burst."""
+        return {**state, "rollbacks": 0, "consecutive_skips": 0, "lr_scale": 1.0, "spike_steps": []}
 
     @property
     def holds_good_state(self) -> bool:

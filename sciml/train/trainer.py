@@ -565,6 +565,9 @@ class Trainer:
         held, path = self._held, self.run.checkpoint_path("last")
         if held is not None:
             held.update(self._sittings())  # the time spent counts against a budget all the same
+            # the guard as giving up left it: a copy with its lowered scale and spent rollbacks gave up at the
+            # resume's first burst and advised a rate lowered twice
+            held["guard"] = Guard.afresh(held["guard"])
             self.run.save_checkpoint(held, "last")
             self._held = None
             what = (f"'last' ({path}) now holds the state at the end of epoch {held['epoch']} (optimizer step "
@@ -576,7 +579,9 @@ class Trainer:
         scale = getattr(self.guard, "gave_up_lr_scale", 1.0) * self.guard.lr_factor
         lower = f"{float(lrs[0]) * scale:.3g}"
         return (f"{what}; continue from it with a lower rate, e.g. `sciml train --resume {self.run.path} "
-                f"optimizer.lr={lower}` (the guard's last rate times its lr_factor {self.guard.lr_factor:g})")
+                f"optimizer.lr={lower}` (a base lr for optimizer.lr, which the schedule scales as before: "
+                f"{float(lrs[0]):g} times the guard's last lr scale {scale / self.guard.lr_factor:g} times its "
+                f"lr_factor {self.guard.lr_factor:g})")
 
     # -- training ------------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> torch.Tensor:

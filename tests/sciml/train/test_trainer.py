@@ -1136,3 +1136,40 @@ def test_out_of_range_schedule_and_training_values_are_refused(tiny_cfg, change,
 def test_a_step_schedule_that_never_decays_is_warned_of(tiny_cfg):
     with pytest.warns(UserWarning, match="never decays"):
         validate(OperatorConfig, {**tiny_cfg, "schedule": {"name": "step", "step_size": 20}})
+
+
+def _nan_at_steps(monkeypatch, steps):
+    """Trainer._loss non-finite at these optimizer steps (the scheduler's count, from 0)."""
+    real_loss = Trainer._loss
+
+    def loss(self, x, y):
+        value = real_loss(self, x, y)
+        return value * float("nan") if self.scheduler.last_epoch in steps else value
+
+    monkeypatch.setattr(Trainer, "_loss", loss)
+
+
+def _nan_burst_cfg(tiny_cfg, name, **guard):
+    return {**tiny_cfg, "schedule": {"name": "none"},
+            "guard": {"max_consecutive_skips": 2, "max_rollbacks": 1, "snapshot_every": 4, **guard},
+            "training": {**tiny_cfg["training"], "epochs": 10}, "output": {**tiny_cfg["output"], "name": name}}
+
+
+def test_the_resume_a_guard_error_advises_survives_a_burst_with_a_fresh_guard(tiny_cfg, monkeypatch):
+    """The held end-of-epoch copy kept the guard mid-trouble (lr scale 0.5, its one rollback spent): the resume
+    with the advised lr gave up at its first burst and advised a rate lowered twice. Saved as giving up resets it."""
+    from sciml.optim import GuardError
+
+    _nan_at_steps(monkeypatch, {22, 23, 26, 27})  # epoch 6: a rollback; epoch 7: gives up
+    raw = _nan_burst_cfg(tiny_cfg, "fresh_guard")
+    with pytest.raises(GuardError, match=r"end of epoch 6") as err:
+        train(validate(OperatorConfig, raw))
+    assert "optimizer.lr=0.00125" in str(err.value)  # 5e-3 x the last scale 0.5 x lr_factor 0.5
+    assert "a base lr for optimizer.lr" in str(err.value)
+    run = RunDir(raw["output"]["root"] + "/fresh_guard")
+    guard = run.load_checkpoint("last")["guard"]
+    assert guard["lr_scale"] == 1.0 and guard["rollbacks"] == 0 and guard["spike_steps"] == []
+    lower = {**raw, "optimizer": {**raw["optimizer"], "lr": 0.00125}}
+    _, final = train(validate(OperatorConfig, lower), run=run, resume=True)  # steps 26, 27 burst again
+    assert final["epoch"] == 10 and math.isfinite(final["test_rel_l2"])
+    assert [r["event"] for r in run.read_metrics() if r["kind"] == "guard"][-2:] == ["rollback", "lr_lowered"]
