@@ -545,6 +545,8 @@ class Trainer:
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self.run.truncate_metrics(state["metrics_lines"])  # drop what a crashed run logged after it
+        for record in state.get("carried_metrics", []):  # a GuardError's events, kept across its resume
+            self.run.log(record)
 
     def checkpoint(self, which: str = "last") -> None:
         self.run.save_checkpoint(self.state_dict(), which)
@@ -559,22 +561,34 @@ class Trainer:
         if self._held is None or steps - self._held["scheduler"]["last_epoch"] >= self.guard.snapshot_every:
             self._held = copy.deepcopy(self.state_dict())
 
-    def _save_after_guard_error(self) -> str:
+    def _save_after_guard_error(self, error: GuardError, failed_epoch: int) -> str:
         """Save the newest consistent good state as 'last' (unless the one on disk is newer) and say what
-        it is and how to go on: every part of it from one epoch's end, never the guard's mid-epoch weights."""
+        it is and how to go on: every part of it from one epoch's end, never the guard's mid-epoch weights.
+
+        The guard in it is reset as giving up resets it (a copy with its lowered scale and spent rollbacks gave
+        up at the resume's first burst). A resume truncates metrics.jsonl to the state's line count, which
+        erased the failure's own record: its guard events (and those of earlier failures, and a `guard_error`
+        record saying which epoch training goes on from) are kept in the state as `carried_metrics` and
+        written again after that point, while the epochs' other records are dropped and logged anew when
+        the resume replays those epochs."""
         held, path = self._held, self.run.checkpoint_path("last")
+        self._held = None
+        state = held if held is not None else self.run.load_checkpoint("last") if path.exists() else None
+        if state is None:  # not reached from fit (it holds the start when no 'last' exists)
+            return "no good state was saved; start again with a lower optimizer.lr"
+        self.run.log({"kind": "guard_error", "epoch": failed_epoch, "resumes_from_epoch": state["epoch"],
+                      "message": str(error)})
+        state["carried_metrics"] = [r for r in self.run.read_metrics()[state["metrics_lines"]:]
+                                    if r["kind"] in ("guard", "guard_error")]
+        state["guard"] = Guard.afresh(state["guard"])
+        state.update(self._sittings())  # the time spent counts against a budget all the same
+        self.run.save_checkpoint(state, "last")
         if held is not None:
-            held.update(self._sittings())  # the time spent counts against a budget all the same
-            # the guard as giving up left it: a copy with its lowered scale and spent rollbacks gave up at the
-            # resume's first burst and advised a rate lowered twice
-            held["guard"] = Guard.afresh(held["guard"])
-            self.run.save_checkpoint(held, "last")
-            self._held = None
             what = (f"'last' ({path}) now holds the state at the end of epoch {held['epoch']} (optimizer step "
                     f"{held['scheduler']['last_epoch']})" if held["epoch"] else
                     f"'last' ({path}) now holds the state before the first epoch")
         else:
-            what = f"'last' ({path}) holds epoch {self.run.load_checkpoint('last')['epoch']}, the newest good state"
+            what = f"'last' ({path}) holds epoch {state['epoch']}, the newest good state"
         lrs = [g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups]
         scale = getattr(self.guard, "gave_up_lr_scale", 1.0) * self.guard.lr_factor
         lower = f"{float(lrs[0]) * scale:.3g}"
@@ -706,7 +720,7 @@ class Trainer:
                 train_loss = self.train_epoch(epoch)
             except GuardError as err:
                 self._log_guard_events(epoch + 1, judge_pending=False)
-                raise GuardError(f"{err} (epoch {epoch + 1}). {self._save_after_guard_error()}") from err
+                raise GuardError(f"{err} (epoch {epoch + 1}). {self._save_after_guard_error(err, epoch + 1)}") from err
             self.epoch = epoch + 1
             bar.update()
             self._log_guard_events(self.epoch)

@@ -1173,3 +1173,34 @@ def test_the_resume_a_guard_error_advises_survives_a_burst_with_a_fresh_guard(ti
     _, final = train(validate(OperatorConfig, lower), run=run, resume=True)  # steps 26, 27 burst again
     assert final["epoch"] == 10 and math.isfinite(final["test_rel_l2"])
     assert [r["event"] for r in run.read_metrics() if r["kind"] == "guard"][-2:] == ["rollback", "lr_lowered"]
+
+
+@pytest.mark.parametrize("checkpoint_every, steps, max_rollbacks", [(5, {22, 23, 26, 27}, 1), (1, {22, 23, 26, 27}, 1),
+                                                                     (5, {1, 2}, 0)])
+def test_a_guard_errors_events_stay_in_the_log_across_its_resume(tiny_cfg, monkeypatch, checkpoint_every, steps,
+                                                                 max_rollbacks):
+    """The resume truncated metrics.jsonl to the saved epoch's end, erasing the failure's gave_up and the events
+    before it (all of them for a failure in the first epoch). They stay, with a guard_error record, and the
+    replayed epochs log their records once. With 'last' on disk newer than any held copy (checkpoint_every=1)
+    the guard in it is reset as well."""
+    from sciml.optim import GuardError
+
+    _nan_at_steps(monkeypatch, steps)
+    name = f"kept_events_{checkpoint_every}_{min(steps)}"
+    raw = _nan_burst_cfg(tiny_cfg, name, max_rollbacks=max_rollbacks)
+    raw["training"] = {**raw["training"], "checkpoint_every": checkpoint_every}
+    with pytest.raises(GuardError):
+        train(validate(OperatorConfig, raw))
+    run = RunDir(raw["output"]["root"] + "/" + name)
+    failed = [r for r in run.read_metrics() if r["kind"] in ("guard", "guard_error")]
+    assert failed[-2]["event"] == "gave_up" and failed[-1]["kind"] == "guard_error"
+    guard = run.load_checkpoint("last")["guard"]
+    assert guard["lr_scale"] == 1.0 and guard["rollbacks"] == 0
+    monkeypatch.undo()
+    _, final = train(validate(OperatorConfig, {**raw, "optimizer": {**raw["optimizer"], "lr": 1e-3}}), run=run,
+                     resume=True)
+    assert final["epoch"] == 10
+    records = run.read_metrics()
+    assert [r for r in records if r["kind"] in ("guard", "guard_error")][:len(failed)] == failed
+    evals = [r["epoch"] for r in records if r["kind"] == "eval"]
+    assert evals == [5, 10], "the replayed epochs are logged once"
