@@ -718,12 +718,12 @@ class Trainer:
             epoch = self.epoch
             try:
                 train_loss = self.train_epoch(epoch)
+                self._log_guard_events(epoch + 1)  # polled mode judges the epoch's last steps here: it may give up
             except GuardError as err:
                 self._log_guard_events(epoch + 1, judge_pending=False)
                 raise GuardError(f"{err} (epoch {epoch + 1}). {self._save_after_guard_error(err, epoch + 1)}") from err
             self.epoch = epoch + 1
             bar.update()
-            self._log_guard_events(self.epoch)
             if plan and self.epoch == start_epoch + 1:
                 first_epoch_end = self._device_clock()
             elif plan and self.epoch == start_epoch + PLAN_AFTER:

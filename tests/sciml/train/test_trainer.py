@@ -1204,3 +1204,18 @@ def test_a_guard_errors_events_stay_in_the_log_across_its_resume(tiny_cfg, monke
     assert [r for r in records if r["kind"] in ("guard", "guard_error")][:len(failed)] == failed
     evals = [r["epoch"] for r in records if r["kind"] == "eval"]
     assert evals == [5, 10], "the replayed epochs are logged once"
+
+
+def test_a_polled_guard_giving_up_at_the_epochs_end_saves_and_says_how_to_go_on(tiny_cfg, monkeypatch):
+    """With guard.check_every > 1 (graph mode's default) the epoch's last steps are judged after it: a GuardError
+    there escaped the handler (no message, no state saved, no gave_up logged)."""
+    from sciml.optim import GuardError
+
+    _nan_at_steps(monkeypatch, {25, 26})  # judged at the poll of step 30, after epoch 7's last step
+    raw = _nan_burst_cfg(tiny_cfg, "polled_gives_up", check_every=10, max_rollbacks=0)
+    with pytest.raises(GuardError, match=r"\(epoch 7\)\. 'last' .* optimizer\.lr="):
+        train(validate(OperatorConfig, raw))
+    run = RunDir(raw["output"]["root"] + "/polled_gives_up")
+    assert [r.get("event", r["kind"]) for r in run.read_metrics()][-2:] == ["gave_up", "guard_error"]
+    saved = run.load_checkpoint("last")
+    assert saved["epoch"] <= 6 and saved["carried_metrics"]
