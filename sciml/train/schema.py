@@ -13,9 +13,13 @@ from sciml.config import StrictModel
 
 
 def _whole_number(value: Any) -> Any:
-    """Integer fields take integers only: `training.epochs=true` ran 1 epoch, 2.5 or "3" slipped through."""
+    """Integer fields take whole numbers: `training.epochs=true` ran 1 epoch, 2.5 or "3" slipped through. A float
+    with no fractional part (`training.epochs=1e3`, 100.0) is that integer, as it was before the check."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+        if math.isfinite(value) and float(value).is_integer():
+            return int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"give a whole number, not {value!r}")
+        raise ValueError("give a whole number (e.g. 3 or 1e3)")  # the caller names the key and the value
     return int(value)
 
 

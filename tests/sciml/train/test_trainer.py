@@ -1125,7 +1125,8 @@ def test_a_plan_is_revised_when_the_pace_changes_and_resumes_with_its_revisions(
     ({"schedule": {"name": "cosine", "warmup_steps": 80}}, "80 optimizer steps"),  # 20 epochs x 4 steps
     ({"optimizer": {"name": "adam", "lr": 0.0}}, "optimizer.lr=0"),
     ({"training": {"epochs": True}}, "whole number"),
-    ({"data": {"n_train": 16.0}}, "whole number"),
+    ({"data": {"n_train": 16.5}}, "whole number"),
+    ({"data": {"n_train": "16"}}, "whole number"),
 ])
 def test_out_of_range_schedule_and_training_values_are_refused(tiny_cfg, change, message):
     raw = {**tiny_cfg, **{k: {**tiny_cfg.get(k, {}), **v} for k, v in change.items()}}
@@ -1219,3 +1220,19 @@ def test_a_polled_guard_giving_up_at_the_epochs_end_saves_and_says_how_to_go_on(
     assert [r.get("event", r["kind"]) for r in run.read_metrics()][-2:] == ["gave_up", "guard_error"]
     saved = run.load_checkpoint("last")
     assert saved["epoch"] <= 6 and saved["carried_metrics"]
+
+
+def test_whole_number_floats_are_integers_in_integer_fields(tiny_cfg):
+    """f2fd897 refused `training.epochs=1e3`, `100.0` and `seed=1.0`, accepted before: a float with no fractional
+    part is that integer; bools, strings and fractions stay refused (above)."""
+    from sciml.config import load_config
+
+    cfg = validate(OperatorConfig, {**tiny_cfg, "seed": 1.0, "data": {**tiny_cfg["data"], "n_train": 16.0},
+                                    "training": {**tiny_cfg["training"], "epochs": 1e3}})
+    assert (cfg.seed, cfg.data.n_train, cfg.training.epochs) == (1, 16, 1000)
+    assert all(type(v) is int for v in (cfg.seed, cfg.data.n_train, cfg.training.epochs))
+    cfg = load_config(OperatorConfig, str(Path(__file__).parents[3] / "configs/burgers/fno.yaml"),
+                      ["training.epochs=100.0", "schedule.step_size=10"])
+    assert cfg.training.epochs == 100 and type(cfg.training.epochs) is int
+    with pytest.raises(ConfigError, match=r"training\.epochs.*whole number.*2\.5"):
+        validate(OperatorConfig, {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 2.5}})
