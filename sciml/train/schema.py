@@ -246,16 +246,15 @@ class OperatorConfig(StrictModel):
 
     @model_validator(mode="after")
     def _schedule_fits_the_run(self) -> "OperatorConfig":
-        """A warm-up as long as the run never reaches the schedule, a step schedule that never decays, an lr of
-        0 that no schedule or warm-up can raise (the registry accepts 0): caught before any training."""
+        """A warm-up as long as the run never reaches the schedule, an lr of 0 that no schedule or warm-up can
+        raise (the registry accepts 0): caught before any training. A step schedule that never decays is only
+        warned of, by the trainer (`warn_schedule_never_decays`): validation alone (eval, load_operator, a dry
+        run) has nothing to warn of."""
         t, s = self.training, self.schedule
         total = math.ceil(self.data.n_train / t.batch_size) * t.epochs
         if s.warmup_steps >= total:
             raise ValueError(f"schedule.warmup_steps={s.warmup_steps} is not below the run's {total} optimizer steps "
                              f"(training.epochs={t.epochs} x ceil(data.n_train / training.batch_size)); lower it")
-        if s.name == "step" and s.step_size >= t.epochs:
-            warnings.warn(f"schedule.step_size={s.step_size} is not below training.epochs={t.epochs}: the lr never "
-                          f"decays; lower it, or use schedule.name: none", stacklevel=2)
         if self.optimizer.kwargs().get("lr", 1) == 0:
             raise ValueError("optimizer.lr=0 never moves the weights (the schedule and warm-up scale it); give a "
                              "positive lr")

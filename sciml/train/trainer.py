@@ -196,6 +196,14 @@ def epochs_within_budget(done: int, seconds_per_epoch: float, seconds_left: floa
     return max(done + 1, min(planned, affordable))
 
 
+def warn_schedule_never_decays(cfg: OperatorConfig) -> None:
+    """A warning, once per training run, when a step schedule's step_size is not below the run's epochs."""
+    s, epochs = cfg.schedule, cfg.training.epochs
+    if s.name == "step" and s.step_size >= epochs:
+        warnings.warn(f"schedule.step_size={s.step_size} is not below training.epochs={epochs}: the lr never decays; "
+                      f"lower schedule.step_size, or set schedule.name: none", stacklevel=4)
+
+
 def warn_periodic_model_on_open_grid(cfg: OperatorConfig, info) -> None:
     """A warning when a non-periodic file ("nodes" or "cells") meets a model left at its periodic
     defaults: an FNO without domain padding treats the field as periodic (its ends as neighbours),
@@ -693,6 +701,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train to `training.epochs` (or `max_minutes`); TF32 on exactly when the policy is "tf32"."""
         self._interrupt[0] = False
+        warn_schedule_never_decays(self.cfg)  # here, not in the schema: loading a trained run is no reason to warn
         with tf32_matmuls(self.cfg.training.precision == "tf32"), _sigint_sets(self._interrupt):
             final = self._fit()
         if self._interrupt[0] and final.get("interrupted"):

@@ -1134,9 +1134,19 @@ def test_out_of_range_schedule_and_training_values_are_refused(tiny_cfg, change,
         validate(OperatorConfig, raw)
 
 
-def test_a_step_schedule_that_never_decays_is_warned_of(tiny_cfg):
-    with pytest.warns(UserWarning, match="never decays"):
-        validate(OperatorConfig, {**tiny_cfg, "schedule": {"name": "step", "step_size": 20}})
+def test_a_step_schedule_that_never_decays_is_warned_of_when_training_only(tiny_cfg, recwarn):
+    """Warned of at validation, it fired on loading a trained run (eval, load_operator) and in dry runs, with its
+    stacklevel in pydantic: now once, when the run trains, from the caller's line."""
+    raw = {**tiny_cfg, "schedule": {"name": "step", "step_size": 2}, "training": {**tiny_cfg["training"], "epochs": 2},
+           "output": {**tiny_cfg["output"], "name": "never_decays"}}
+    cfg = validate(OperatorConfig, raw)
+    assert not [w for w in recwarn if "never decays" in str(w.message)]
+    run, _ = train(cfg)
+    warned = [w for w in recwarn if "never decays" in str(w.message)]
+    assert len(warned) == 1 and "schedule.step_size=2" in str(warned[0].message)
+    assert warned[0].filename == __file__
+    evaluate_run(run.path, which="last", device="cpu")
+    assert len([w for w in recwarn if "never decays" in str(w.message)]) == 1
 
 
 def _nan_at_steps(monkeypatch, steps):
