@@ -88,7 +88,10 @@ class TrainingConfig(StrictModel):
     # the plan and its revisions are in the checkpoint, so a resume goes on with them
     fit_to_budget: bool = False
     # with fit_to_budget: end this sitting after these minutes (with a checkpoint) while the plan spans
-    # max_minutes, so a budget longer than one sitting (a device call) runs across resumes
+    # max_minutes, so a budget longer than one sitting (a device call) runs across resumes. A resumed sitting
+    # starts a fresh timing window at its first re-estimate point (its first epochs hold compilation and capture)
+    # and makes no revision there: the split run revises and trains exactly as one sitting would only when the
+    # pace did not change within the window ending at the first re-estimate point after each resume
     stop_after_minutes: PositiveFloat | None = None
     progress: bool = True
     plot: bool = True
