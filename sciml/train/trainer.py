@@ -360,16 +360,36 @@ class Trainer:
             return self._lr_factor_v1(step)
         s, spe = self.cfg.schedule, self.steps_per_epoch
         configured = self.cfg.training.epochs * spe
-        ramp = min(1.0, (step + 1) / s.warmup_steps) if s.warmup_steps else 1.0
+        ramp, warm_end = self._warmup(step)
         if s.name == "step":  # the configured step index this step stands for (equal to it without a plan)
             virtual = self._progress(step, 0) * (configured - 1)
             return ramp * s.gamma ** (int(virtual / spe + 1e-9) // s.step_size)
         if s.name == "cosine":
-            if step < s.warmup_steps:
+            if step < warm_end:
                 return ramp
             span = configured - s.warmup_steps
-            return 0.5 * (1.0 + math.cos(math.pi * self._progress(step, s.warmup_steps) * (span - 1) / span))
+            return 0.5 * (1.0 + math.cos(math.pi * self._progress(step, warm_end) * (span - 1) / span))
         return ramp
+
+    def _warmup(self, step: int) -> tuple[float, int]:
+        """The warm-up's factor at `step` and the step it ends at (the schedule's start): linear to the base lr
+        over `warmup_steps`. A plan (or revision) of no more steps than the warm-up would end on the ramp,
+        un-annealed: what is left of the ramp is shortened in proportion to what is left of the run, going on
+        from its value where the plan is made (the lr stays continuous), so the schedule still runs after it."""
+        w = self.cfg.schedule.warmup_steps
+        if not w:
+            return 1.0, 0
+        a, ra, end, total = -1, 0.0, w, self.cfg.training.epochs * self.steps_per_epoch  # ramp from (a, ra) to (end - 1, 1)
+        for at, planned in self.plan_revisions:
+            if at > step:
+                break
+            steps = planned * self.steps_per_epoch
+            if steps <= end and at < end - 1:
+                ra = ra + (1.0 - ra) * (at - a) / (end - 1 - a)
+                left = int((end - 1 - at) * (steps - at) / (total - at))
+                end, a = at + 1 + max(1, min(left, steps - at - 2)), at
+            total = steps
+        return (1.0 if step >= end - 1 else ra + (1.0 - ra) * (step - a) / (end - 1 - a)), end
 
     def _progress(self, step: int, start: int) -> float:
         """The fraction of the schedule from step `start` to the plan's last step that `step` stands at:

@@ -1246,3 +1246,21 @@ def test_whole_number_floats_are_integers_in_integer_fields(tiny_cfg):
     assert cfg.training.epochs == 100 and type(cfg.training.epochs) is int
     with pytest.raises(ConfigError, match=r"training\.epochs.*whole number.*2\.5"):
         validate(OperatorConfig, {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 2.5}})
+
+
+@pytest.mark.parametrize("name", ["cosine", "step"])
+def test_a_plan_shorter_than_the_warm_up_still_ends_annealed(tiny_cfg, name):
+    """The warm-up was checked against the configured epochs only: a plan of fewer steps ended on the ramp (an
+    lr of 0.6 of the base at its last step). The rest of the ramp is shortened with the run, continuously."""
+    spe, schedule = 4, {"name": name, "warmup_steps": 200, **({"step_size": 25, "gamma": 0.5} if name == "step" else {})}
+    plain = _schedule_only(tiny_cfg, schedule, 100, spe)
+    trainer = _schedule_only(tiny_cfg, schedule, 100, spe, [(12, 30)])  # 120 steps planned at step 12
+    factors = [trainer._lr_factor(k) for k in range(120)]
+    assert factors[:12] == [plain._lr_factor(k) for k in range(12)]
+    assert abs(factors[12] - factors[11]) < 0.05  # no jump where the plan is made
+    if name == "cosine":  # (a step schedule's decays are its own jumps)
+        assert max(abs(b - a) for a, b in zip(factors, factors[1:])) < 0.15
+    final = 0.5 ** ((100 - 1) // 25) if name == "step" else 0.0  # the configured end
+    assert factors[-1] == pytest.approx(final, abs=1e-3)
+    ramp, end = trainer._warmup(119)
+    assert ramp == 1.0 and end < 119  # the ramp ends before the plan does
