@@ -307,15 +307,18 @@ class Guard:
         """Whether a snapshot exists: a GuardError then leaves the model and optimizer at it."""
         return self._snapshot is not None
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, to_host: bool = True) -> dict[str, Any]:
+        """``to_host=False`` keeps the ZClip tensors on their device (copies): no host sync, for a copy held in
+        memory between steps (a trainer's end-of-epoch copy in graph mode)."""
+        host = (lambda t: t.detach().cpu().clone()) if to_host else (lambda t: t.detach().clone())
         return {
             "step_count": self.step_count, "lr_scale": self.lr_scale, "log_loss_ema": self.log_loss_ema,
             "log_loss_var": self.log_loss_var, "log_loss_samples": self.log_loss_samples, "log_loss_prev": self.log_loss_prev,
             "healthy_steps": self.healthy_steps, "spike_steps": list(self.spike_steps),
             "consecutive_skips": self.consecutive_skips, "rollbacks": self.rollbacks, "counts": dict(self.counts),
-            "clip_mean": None if self._clip_mean is None else self._clip_mean.detach().cpu().clone(),
-            "clip_var": None if self._clip_var is None else self._clip_var.detach().cpu().clone(),
-            "warm_norms": [n.detach().cpu().clone() for n in self._warm_norms],
+            "clip_mean": None if self._clip_mean is None else host(self._clip_mean),
+            "clip_var": None if self._clip_var is None else host(self._clip_var),
+            "warm_norms": [host(n) for n in self._warm_norms],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:

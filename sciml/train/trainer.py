@@ -506,13 +506,14 @@ class Trainer:
             self.best = math.inf
 
     # -- state -------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, to_host: bool = True) -> dict[str, Any]:
+        """The whole state; ``to_host=False`` leaves the guard's tensors on the device (no host sync)."""
         return {
             "epoch": self.epoch, "best": self.best,
             "budget_epochs": self.planned_epochs if self.planned_epochs != self.cfg.training.epochs else None,
             "schedule_rule": self.schedule_rule, "plan_revisions": [list(r) for r in self.plan_revisions],
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "guard": self.guard.state_dict(to_host=to_host),
             "x_norm": {"kind": self.x_norm.kind, **self.x_norm.state_dict()},
             "y_norm": {"kind": self.y_norm.kind, **self.y_norm.state_dict()},
             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
@@ -587,7 +588,8 @@ class Trainer:
         step or RNG state. Taken at most every `snapshot_every` steps, as the guard's, to bound the cost."""
         steps = self.scheduler.last_epoch
         if self._held is None or steps - self._held["scheduler"]["last_epoch"] >= self.guard.snapshot_every:
-            self._held = copy.deepcopy(self.state_dict())
+            # device copies queued on the stream, no host sync (the guard's state went through .cpu())
+            self._held = copy.deepcopy(self.state_dict(to_host=False))
 
     def _save_after_guard_error(self, error: GuardError, failed_epoch: int) -> str:
         """Save the newest consistent good state as 'last' (unless the one on disk is newer) and say what
@@ -608,7 +610,8 @@ class Trainer:
                       "message": str(error)})
         state["carried_metrics"] = [r for r in self.run.read_metrics()[state["metrics_lines"]:]
                                     if r["kind"] in ("guard", "guard_error")]
-        state["guard"] = Guard.afresh(state["guard"])
+        state["guard"] = {k: v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] if k == "warm_norms" else v
+                          for k, v in Guard.afresh(state["guard"]).items()}  # a held copy kept them on the device
         state.update(self._sittings())  # the time spent counts against a budget all the same
         self.run.save_checkpoint(state, "last")
         if held is not None:

@@ -1264,3 +1264,21 @@ def test_a_plan_shorter_than_the_warm_up_still_ends_annealed(tiny_cfg, name):
     assert factors[-1] == pytest.approx(final, abs=1e-3)
     ramp, end = trainer._warmup(119)
     assert ramp == 1.0 and end < 119  # the ramp ends before the plan does
+
+
+def test_the_held_end_of_epoch_copy_reads_nothing_back_to_the_host(tiny_cfg, monkeypatch):
+    """The copy a GuardError saves is taken at epochs without a checkpoint; the guard's state went through
+    .cpu() (a host sync per epoch in graph mode). Its tensors are now copied on their device."""
+    raw = {**tiny_cfg, "guard": {"clip_warmup": 2}, "output": {**tiny_cfg["output"], "name": "held_no_sync"}}
+    trainer = Trainer(validate(OperatorConfig, raw), RunDir.create(raw["output"]["root"], "held_no_sync"))
+    trainer.train_epoch(0)
+    assert trainer.guard._clip_mean is not None
+
+    def no_host_read(self, *args, **kwargs):
+        raise AssertionError("a host read while holding the state")
+
+    trainer._held = None
+    monkeypatch.setattr(torch.Tensor, "cpu", no_host_read)
+    trainer._maybe_hold_state()
+    monkeypatch.undo()
+    assert trainer._held["guard"]["clip_mean"] is not trainer.guard._clip_mean
