@@ -1,6 +1,7 @@
 """A user's own arrays as a dataset file: round trip through the loaders, training on it, refusals."""
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -163,7 +164,8 @@ def test_a_physics_run_reads_the_grid_and_parameters_of_user_arrays(tmp_path):
                          spatial_dims=1, times=[0.1, 0.2, 0.3, 0.4, 0.5], coords={"x": x}, params={"nu": 0.02})
     info = read_info(path)
     assert spacetime_spacing(info, ("x", "t"), None, "u") == pytest.approx((2 * np.pi / 32, 0.1))
-    assert _dataset_params(info, {"nu": 1.0}, {}) == {"nu": 0.02}
+    problem = SimpleNamespace(params={"nu": 1.0}, families=())
+    assert _dataset_params(info, problem, "mine", {}) == {"nu": 0.02}
 
 
 def test_a_cells_grid_coarsens_by_cell_averages_onto_the_coarse_centres(tmp_path):
