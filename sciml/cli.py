@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, nargs="*", help="grid sizes to evaluate at, points on the first axis (default: the training one; with --dataset, "
                         "that file's stored grid)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="best: the evaluated epoch of lowest training loss (no validation split; usually last)")
+                   help="best: the evaluated epoch of lowest validation rel. L2 (val_rel_l2) with data.n_val > 0, otherwise of lowest "
+                        "training loss (usually last)")
     p.add_argument("--dataset", help="another dataset file of the run's family to test on, its last n_test samples (new draws: generate it "
                         "with another seed=; a finer grid), saved at the training file's times within the run's windows "
                         "(other recipe params, e.g. nu, are warned of)")

@@ -128,18 +128,26 @@ def _more_times(info: DatasetInfo, need: int) -> str | None:
 
 def check_selection(info: DatasetInfo, *, inputs: list[str], outputs: list[str], n_train: int | None, n_test: int,
                     resolution: int | None = None, input_time: TimeSelect = -1, output_time: TimeSelect = -1,
-                    run_windows: bool = False, flag: str | None = None) -> tuple[int, int | slice | None, int | slice | None]:
+                    run_windows: bool = False, flag: str | None = None,
+                    n_val: int = 0) -> tuple[int, int | slice | None, int | slice | None]:
     """What `load_splits` (or `load_test`: `n_train` None) takes from a file, checked on its layout alone (no data
-    read, so a file a recipe is about to make can be checked before it is): the fields, the sample counts, the
+    read, so a file a recipe is about to make can be checked before it is): the fields, the sample counts (the
+    training, validation and test rows disjoint: n_train + n_val + n_test at most the file's samples), the
     grid and the saved times. Returns the grid's stride and the input and output time selectors. `run_windows`:
     the windows are a trained run's (see `_check_time`); `flag`: the option `resolution` came from, for errors."""
     for name in [*inputs, *outputs]:
         info.field(name)
+    if n_val < 0:
+        raise DatasetError(f"n_val={n_val} must be 0 (no validation split) or more")
     if n_train is None:
         if n_test > info.n_samples:
             raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_test = {n_test}")
     elif n_train < 1 or n_test < 1:
         raise DatasetError(f"n_train={n_train} and n_test={n_test} must both be at least 1")
+    elif n_val and n_train + n_val + n_test > info.n_samples:
+        raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_train + n_val + n_test = "
+                           f"{n_train} + {n_val} + {n_test} = {n_train + n_val + n_test} (the training, validation and "
+                           f"test rows may not overlap): lower them or generate a larger dataset")
     elif n_train + n_test > info.n_samples:
         raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_train + n_test = {n_train + n_test}: "
                            f"lower them or generate a larger dataset")
@@ -158,16 +166,30 @@ def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_tr
     `resolution` subsamples the stored grid (e.g. 8192 -> 1024 by stride 8). `input_time` and
     `output_time` select saved times of time-varying fields: one index, a window ``[start, stop)``
     whose times become channels (e.g. Navier-Stokes: inputs [0, 10), outputs [10, 50)), or None
-    for all.
+    for all. With a validation split, `load_train_val_test`.
     """
+    info, train, _, test = load_train_val_test(path, inputs=inputs, outputs=outputs, n_train=n_train, n_val=0,
+                                               n_test=n_test, resolution=resolution, input_time=input_time,
+                                               output_time=output_time)
+    return info, train, test
+
+
+def load_train_val_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_train: int, n_val: int,
+                        n_test: int, resolution: int | None = None, input_time: TimeSelect = -1,
+                        output_time: TimeSelect = -1) -> tuple[DatasetInfo, Split, Split | None, Split]:
+    """As `load_splits`, with a validation split of the `n_val` samples right after the training ones (rows
+    ``[n_train, n_train + n_val)``), None when `n_val` is 0; the test split stays the file's last `n_test` rows,
+    and the three may not overlap (`check_selection`)."""
     info = read_info(path)
     stride, tin, tout = check_selection(info, inputs=inputs, outputs=outputs, n_train=n_train, n_test=n_test,
-                                        resolution=resolution, input_time=input_time, output_time=output_time)
+                                        resolution=resolution, input_time=input_time, output_time=output_time,
+                                        n_val=n_val)
     train_rows = slice(0, n_train)
     test_rows = slice(info.n_samples - n_test, info.n_samples)
     train = _split(info, inputs, outputs, train_rows, stride, tin, tout)
+    val = _split(info, inputs, outputs, slice(n_train, n_train + n_val), stride, tin, tout) if n_val else None
     test = _split(info, inputs, outputs, test_rows, stride, tin, tout)
-    return info, train, test
+    return info, train, val, test
 
 
 def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test: int,

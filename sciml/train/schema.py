@@ -37,6 +37,11 @@ class DataConfig(StrictModel):
     outputs: list[str] | None = None  # default: every output field
     n_train: PositiveInt = 1000
     n_test: PositiveInt = 200
+    # a validation split: the n_val samples right after the training ones (rows [n_train, n_train + n_val)), apart
+    # from the test rows (the file's last n_test: n_train + n_val + n_test <= the file's samples). With n_val > 0
+    # each evaluation logs val_rel_l2 and "best" is the evaluated epoch of lowest val_rel_l2; 0: no validation
+    # split, "best" on the training loss
+    n_val: NonNegativeInt = 0
     resolution: PositiveInt | None = None  # subsample the stored grid to this many points on its first axis (one stride on all)
     # Saved times of time-varying fields: an index, a window [start, stop) (one channel per time), or null (all)
     input_time: int | tuple[int, int] | None = -1
@@ -68,8 +73,8 @@ class TrainingConfig(StrictModel):
     epochs: PositiveInt = 500
     batch_size: PositiveInt = 20
     loss: str = "rel_l2"
-    # epochs between test evaluations; each one may save "best": the lowest epoch-mean training loss so far
-    # (no validation split: the test split never chooses a checkpoint)
+    # epochs between evaluations; each one may save "best": the lowest validation rel. L2 so far (val_rel_l2) with
+    # data.n_val > 0, otherwise the lowest epoch-mean training loss (the test split never chooses a checkpoint)
     eval_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 10  # epochs
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"

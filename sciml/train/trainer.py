@@ -3,7 +3,8 @@
 One `Trainer` per run. It resolves the dataset (generating it from its recipe when missing),
 normalises with train-split statistics, builds model, optimizer, schedule, loss and guard by name,
 trains in epochs over a seeded, stateless shuffle (epoch e's order depends only on seed and e, so a
-resumed run replays exactly), evaluates on the test split, and checkpoints atomically.
+resumed run replays exactly), evaluates on the test split (and on a validation split, with data.n_val > 0,
+which chooses the "best" checkpoint), and checkpoints atomically.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from sciml.config import ConfigError, dump
 from sciml.data.h5 import DatasetError
-from sciml.data.loading import Normalizer, Split, check_selection, load_splits, load_test, time_range
+from sciml.data.loading import Normalizer, Split, check_selection, load_test, load_train_val_test, time_range
 from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors, set_lr
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
@@ -68,7 +69,7 @@ def check_data_selection(cfg: OperatorConfig, info) -> None:
     inputs, outputs = dataset_fields(cfg, info)
     d = cfg.data
     check_selection(info, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test, resolution=d.resolution,
-                    input_time=d.input_time, output_time=d.output_time)
+                    input_time=d.input_time, output_time=d.output_time, n_val=d.n_val)
     check_rollout_fields(cfg, inputs, outputs, info=info)
 
 
@@ -278,11 +279,14 @@ class Trainer:
         self.loss_fn = LOSSES.get(cfg.training.loss)
 
         self.dataset_path = resolve_dataset(cfg, device=self.device, progress=cfg.training.progress)
-        self.info, train, test = self._load(self.dataset_path)
+        self.info, train, val, test = self._load(self.dataset_path)
+        # the statistics of the training rows only (never the validation or test ones)
         self.x_norm = Normalizer(cfg.data.normalize_inputs, train.x).to(self.device)
         self.y_norm = Normalizer(cfg.data.normalize_outputs, train.y).to(self.device)
         self.train_split = Split(train.x.to(self.device), train.y.to(self.device), train.y_fields)
         self.test_split = Split(test.x.to(self.device), test.y.to(self.device), test.y_fields)
+        # data.n_val > 0: the rows that choose "best" (`_evaluations`), None without them
+        self.val_split = None if val is None else Split(val.x.to(self.device), val.y.to(self.device), val.y_fields)
 
         warn_periodic_model_on_open_grid(cfg, self.info)
         warn_closed_model_on_periodic_grid(cfg, self.info)
@@ -292,7 +296,9 @@ class Trainer:
                                           resolution=cfg.data.resolution).to(self.device)
         layer = getattr(self.model, "layer", None)
         if hasattr(layer, "check_grid"):  # e.g. points beyond a block of the training window: now, not at the first step
-            for split in (self.train_split, self.test_split):
+            for split in (self.train_split, self.val_split, self.test_split):
+                if split is None:
+                    continue
                 try:
                     layer.check_grid(tuple(split.y.shape[2:]), self.device)
                 except ValueError as err:
@@ -332,11 +338,14 @@ class Trainer:
 
         self.fields = inputs, outputs = dataset_fields(self.cfg, read_info(path))
         d = self.cfg.data
-        info, train, test = load_splits(path, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test,
-                                        resolution=d.resolution, input_time=d.input_time, output_time=d.output_time)
+        info, train, val, test = load_train_val_test(path, inputs=inputs, outputs=outputs, n_train=d.n_train,
+                                                     n_val=d.n_val, n_test=d.n_test, resolution=d.resolution,
+                                                     input_time=d.input_time, output_time=d.output_time)
         if self.cfg.physics is not None:  # trained on the space-time grid; the solutions only evaluate
             start = saves_start(info)
             train, test = spacetime_split(train, with_start=start), spacetime_split(test, with_start=start)
+            if val is not None:  # validated as tested: on every level (those beyond train_levels too)
+                val = spacetime_split(val, with_start=start)
             levels, window = train.y.shape[-1], self.cfg.physics.train_levels
             if min(levels, window or levels) < 3:  # torch.gradient's error named neither
                 raise ConfigError(f"physics needs at least 3 time levels (second-order differences on every axis); the "
@@ -347,7 +356,7 @@ class Trainer:
                     raise ConfigError(f"physics.train_levels={window} leaves no level to extrapolate to: the data have "
                                       f"{levels} (t = 0 included); set it below {levels} or to null")
                 train = Split(train.x[..., :window].contiguous(), train.y[..., :window].contiguous())
-        return info, train, test
+        return info, train, val, test
 
     def _lr_factor(self, step: int) -> float:
         """The schedule's factor at optimizer step `step` (SCHEDULE_RULE 2): a linear warm-up over `warmup_steps`
@@ -489,9 +498,9 @@ class Trainer:
         epochs, a "last" checkpoint every `checkpoint_every` and at most one "best" per eval. The epochs
         a plan times hold neither; with them left out, small epochs overran the budget by half."""
         t = self.cfg.training
-        self.evaluate()  # untimed: a first call holds one-off costs (compilation, caches) the later ones do not
+        self._evaluations()  # untimed: a first call holds one-off costs (compilation, caches) the later ones do not
         start = self._device_clock()
-        self.evaluate()
+        self._evaluations()
         evaluated = self._device_clock()
         self.checkpoint("last")
         saved = time.perf_counter()
@@ -534,6 +543,12 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_channel_layout(state, self.cfg, self.info, self.run.path)
+        saved_val = _saved_n_val(state)
+        if saved_val is not None and saved_val != self.cfg.data.n_val:  # a config saved before n_val lacks the key,
+            # which `RunDir.check_resume` skips: its checkpoint says the run had no validation split
+            raise ConfigError(f"data.n_val={self.cfg.data.n_val}, and {self.run.path} was trained with data.n_val="
+                              f"{saved_val}: a resume may not change the validation split (it chooses 'best' and its "
+                              f"record): start a new run for that")
         self.epoch, self.best = state["epoch"], state["best"]
         if self.cfg.training.epochs < self.epoch:  # config.yaml would say fewer epochs than the weights have had
             raise ConfigError(f"training.epochs={self.cfg.training.epochs} is below the {self.epoch} epochs this run has "
@@ -721,6 +736,18 @@ class Trainer:
                                                beyond=train_levels(self.cfg)))
         return {**errors, **self._solve_totals(training=False)}  # read with the errors: no extra host sync
 
+    def _evaluations(self) -> dict[str, float]:
+        """One evaluation's metrics: on the validation split as ``val_*`` (with data.n_val > 0) and on the test split
+        as ``test_*``, both by `evaluate` (the same metric, normalisation and precision policy)."""
+        val = {} if self.val_split is None else {f"val_{k}": v for k, v in self.evaluate(self.val_split).items()}
+        return {**val, **{f"test_{k}": v for k, v in self.evaluate().items()}}
+
+    @property
+    def selects_on(self) -> str:
+        """The eval record's key that chooses "best" (lowest wins): the validation rel. L2 with a validation split,
+        the epoch-mean training loss without one; never a test figure."""
+        return "val_rel_l2" if self.val_split is not None else "train_loss"
+
     def fit(self) -> dict[str, float]:
         """Train to `training.epochs` (or `max_minutes`); TF32 on exactly when the policy is "tf32"."""
         self._interrupt[0] = False
@@ -772,12 +799,14 @@ class Trainer:
             if self.epoch % t.eval_every == 0 or last:
                 record = {"kind": "eval", "epoch": self.epoch, "train_loss": train_loss.item(),
                           "lr": self._logged_lr(), "time_s": time.perf_counter() - self.started,
-                          **self._solve_totals(), **{f"test_{k}": v for k, v in self.evaluate().items()}}
+                          **self._solve_totals(), **self._evaluations()}
                 self.run.log(record)
-                bar.set_postfix(train=f"{record['train_loss']:.4f}", test=f"{record['test_rel_l2']:.4f}")
-                # "best" is chosen on the training loss: the test split stays untouched by model selection.
-                if record["train_loss"] < self.best:
-                    self.best = record["train_loss"]
+                bar.set_postfix(train=f"{record['train_loss']:.4f}", test=f"{record['test_rel_l2']:.4f}",
+                                **({"val": f"{record['val_rel_l2']:.4f}"} if "val_rel_l2" in record else {}))
+                # "best" is chosen on the validation error, or without a validation split on the training loss:
+                # the test split stays untouched by model selection.
+                if record[self.selects_on] < self.best:
+                    self.best = record[self.selects_on]
                     self.checkpoint("best")
             if self.epoch % t.checkpoint_every == 0 or last:
                 self.checkpoint("last")
@@ -796,8 +825,7 @@ class Trainer:
                  **({"interrupted": True} if stopped_early and self._interrupt[0] else {}),
                  **({"planned_epochs": self.planned_epochs} if t.fit_to_budget else {}),
                  "wall_time_s": time.perf_counter() - self.started,  # this sitting's
-                 **self._sittings(), **self._solve_totals(),
-                 **{f"test_{k}": v for k, v in self.evaluate().items()}}
+                 **self._sittings(), **self._solve_totals(), **self._evaluations()}
         self.run.log(final)
         warn_failed_solves(self.failed_solves, "this run")
         if t.plot:
@@ -889,6 +917,18 @@ class TrainedOperator(torch.nn.Module):
         y = predict_in_units(self.model, self.x_norm, self.y_norm, x[None] if one else x,
                              precision=self.config.training.precision, device=x.device)
         return y[0] if one else y
+
+
+def _saved_n_val(state: dict[str, Any]) -> int | None:
+    """The data.n_val a checkpoint was trained with (0 for a run saved before the key existed), or None where
+    the checkpoint does not record its config."""
+    import yaml
+
+    config = state.get("config")
+    if not isinstance(config, str):
+        return None
+    data = (yaml.safe_load(config) or {}).get("data") or {}
+    return int(data.get("n_val", 0))
 
 
 def dataset_record(info) -> dict[str, Any]:
@@ -994,16 +1034,20 @@ class _SavedRun:
                                      if span else ""))
 
     def _refuse_training_rows(self) -> None:
-        """The test rows (the file's last `n_test`) must lie past the rows the run trained on, in its own
+        """The test rows (the file's last `n_test`) must lie past the rows the run trained on (and the validation
+        rows after them, which chose its 'best', with data.n_val > 0), in its own
         file and in another generated with the training file's seed, which may draw the same samples in the
         same order (it does with the same batch size and sampling grid; the NS family draws at its simulation
         grid, so a finer stored file repeats them): refused rather than compared sample by sample."""
-        n_train, first_test = self.cfg.data.n_train, self.info.n_samples - self.n_test
-        if first_test >= n_train:
+        n_train, n_val = self.cfg.data.n_train, self.cfg.data.n_val
+        used, first_test = n_train + n_val, self.info.n_samples - self.n_test  # trained on, then validated on
+        if first_test >= used:
             return
         if self.dataset == self.trained_on:
-            raise ConfigError(f"the last {self.n_test} samples of {self.dataset} include rows the run trained on (its first "
-                              f"{n_train}): give --n-test {self.info.n_samples - n_train} or fewer")
+            rows = (f"its first {n_train}" if not n_val else
+                    f"its first {used}: {n_train} training rows, then {n_val} validation rows that chose its 'best'")
+            raise ConfigError(f"the last {self.n_test} samples of {self.dataset} include rows the run trained on ({rows}): "
+                              f"give --n-test {self.info.n_samples - used} or fewer")
         trained = self.trained_info
         seed = None if trained is None else trained.attrs.get("seed")
         other_seed = self.info.attrs.get("seed")
@@ -1012,7 +1056,8 @@ class _SavedRun:
                               f"seed share their draws wherever the family draws them alike (the same batch size and "
                               f"sampling grid; the NS family draws at its simulation grid, whatever it stores), so its "
                               f"test rows {first_test}..{self.info.n_samples - 1} may be rows the run trained on "
-                              f"(0..{n_train - 1}). For new draws generate it with another seed (e.g. `sciml generate "
+                              f"(0..{n_train - 1}" + (f", and validated on {n_train}..{used - 1}" if n_val else "")
+                              + f"). For new draws generate it with another seed (e.g. `sciml generate "
                               f"{self.info.attrs.get('name', self.info.family)} seed=1 ...`)")
 
     def beyond(self) -> int | None:
@@ -1057,8 +1102,9 @@ class _SavedRun:
 
 def load_operator(run_path: str | Path, *, which: str = "best", device: str | torch.device = "auto",
                   resolution: int | None = None, dataset: str | Path | None = None) -> TrainedOperator:
-    """A run's checkpoint (`which`: "best", the evaluated epoch of lowest epoch-mean training loss, usually the
-    last one, or "last") as a `TrainedOperator` on `device`, built for the grid
+    """A run's checkpoint (`which`: "best", the evaluated epoch of lowest validation rel. L2 with data.n_val > 0,
+    otherwise of lowest epoch-mean training loss, usually the last one; or "last") as a `TrainedOperator` on
+    `device`, built for the grid
     of `dataset` (default: the run's own; another must be of the run's family) at `resolution` (default: the
     training one, or another file's stored grid). Where the run's own file is gone (moved, another machine),
     the model is built from the shapes its checkpoint records (runs since 2026-11-27; physics models need it)."""

@@ -221,6 +221,31 @@ def test_load_subsamples_and_splits(data_root):
         load_splits(path, inputs=["v"], outputs=["u"], n_train=8, n_test=4)
 
 
+def test_a_validation_split_takes_the_rows_after_the_training_ones_apart_from_the_test_rows(data_root):
+    """data.n_val: rows [n_train, n_train + n_val) of the file, never the test rows (its last n_test); the three
+    counts must fit the file, said with the three keys, on a recipe's planned layout as on the file itself."""
+    from sciml.data.generate import planned_info
+    from sciml.data.loading import check_selection, load_train_val_test
+
+    recipe = load_recipe("burgers", overrides=TINY)
+    planned = planned_info(recipe, data_root)
+    path = generate(recipe, root=data_root, progress=False)
+    kw = dict(inputs=["u0"], outputs=["u"], resolution=16)
+    _, train, val, test = load_train_val_test(path, n_train=6, n_val=3, n_test=3, **kw)
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(train.x[:, 0].numpy(), f["inputs/u0"][:6, ::4])
+        np.testing.assert_array_equal(val.x[:, 0].numpy(), f["inputs/u0"][6:9, ::4])
+        np.testing.assert_array_equal(val.y[:, 0].numpy(), f["outputs/u"][6:9, -1, ::4])
+        np.testing.assert_array_equal(test.x[:, 0].numpy(), f["inputs/u0"][9:, ::4])
+    assert load_train_val_test(path, n_train=6, n_val=0, n_test=3, **kw)[2] is None
+    for check in (lambda **k: check_selection(planned, **k), lambda **k: load_train_val_test(path, **k)):
+        with pytest.raises(DatasetError, match=r"holds 12 samples, fewer than n_train \+ n_val \+ n_test = 6 \+ 4 \+ 3 "
+                                               r"= 13 \(the training, validation and test rows may not overlap\)"):
+            check(n_train=6, n_val=4, n_test=3, **kw)
+        with pytest.raises(DatasetError, match="n_val=-1 must be 0"):
+            check(n_train=6, n_val=-1, n_test=3, **kw)
+
+
 def test_a_recipes_planned_layout_fails_the_checks_its_file_fails_with_the_same_messages(data_root):
     """A window, grid or sample count the file cannot give was found only after generating it (a whole NS set for
     an output_time left at [10, 50) with t_end=20): the planned layout gets the loader's own check, and the error

@@ -1282,3 +1282,144 @@ def test_the_held_end_of_epoch_copy_reads_nothing_back_to_the_host(tiny_cfg, mon
     trainer._maybe_hold_state()
     monkeypatch.undo()
     assert trainer._held["guard"]["clip_mean"] is not trainer.guard._clip_mean
+
+
+# -- a validation split (data.n_val) ---------------------------------------------------------------------------------
+def _val_cfg(tiny_cfg, name, **training):
+    """4 training rows (a set the model overfits), the 8 after them for validation, the file's last 8 for testing;
+    at a constant lr of 1e-2 the validation error is lowest at epoch 20 and the training loss at 24 (CPU, 2026-11-27)."""
+    return {**tiny_cfg, "data": {**tiny_cfg["data"], "n_train": 4, "n_val": 8, "n_test": 8},
+            "optimizer": {"name": "adam", "lr": 1e-2}, "schedule": {"name": "none"},
+            "training": {**tiny_cfg["training"], "epochs": 24, "eval_every": 4, "checkpoint_every": 4, **training},
+            "output": {**tiny_cfg["output"], "name": name}}
+
+
+@pytest.fixture(scope="module")
+def val_run(tiny_cfg):
+    return train(validate(OperatorConfig, _val_cfg(tiny_cfg, "val")))
+
+
+def test_a_default_run_has_no_validation_split_and_trains_as_before(tiny_cfg, straight_run):
+    """data.n_val: 0 (the default) is the run before the key existed: the same weights bit for bit, the same eval
+    records (no val_* key) and "best" on the training loss."""
+    explicit, _ = train(validate(OperatorConfig, {**tiny_cfg, "data": {**tiny_cfg["data"], "n_val": 0},
+                                                  "output": {**tiny_cfg["output"], "name": "n_val_0"}}))
+    straight, _ = straight_run
+    for which in ("best", "last"):
+        a, b = _params(straight, which), _params(explicit, which)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), which
+    drop = lambda r: {k: v for k, v in r.items() if k not in ("time_s", "wall_time_s", "train_seconds_total")}
+    assert [drop(r) for r in straight.read_metrics()] == [drop(r) for r in explicit.read_metrics()]
+    evals = [r for r in explicit.read_metrics() if r["kind"] == "eval"]
+    assert set(evals[0]) == {"kind", "epoch", "train_loss", "lr", "time_s", "test_rel_l2", "test_rel_l2_median",
+                             "test_rel_l2_max"}
+    lowest = min(evals, key=lambda r: r["train_loss"])
+    assert explicit.load_checkpoint("best")["epoch"] == lowest["epoch"]
+
+
+def test_a_validation_split_logs_val_rel_l2_and_chooses_best_on_it(tiny_cfg, val_run):
+    run, final = val_run
+    evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
+    assert [r["epoch"] for r in evals] == [4, 8, 12, 16, 20, 24]
+    assert all({"val_rel_l2", "val_rel_l2_median", "val_rel_l2_max", "test_rel_l2"} <= set(r) for r in evals)
+    on_val = min(evals, key=lambda r: r["val_rel_l2"])
+    on_train, on_test = min(evals, key=lambda r: r["train_loss"]), min(evals, key=lambda r: r["test_rel_l2"])
+    assert on_val["epoch"] != on_train["epoch"], "the case must tell validation from training loss apart"
+    best = run.load_checkpoint("best")
+    assert best["epoch"] == on_val["epoch"] and best["best"] == on_val["val_rel_l2"]
+    assert "val_rel_l2" in final
+    # the logged figure is the test's metric on rows [n_train, n_train + n_val) of the file, as the checkpoint predicts
+    from sciml.data.loading import load_train_val_test
+
+    trainer = Trainer(validate(OperatorConfig, _val_cfg(tiny_cfg, "val")), RunDir(run.path), device="cpu")
+    trainer.model.load_state_dict(best["model"])  # (not Trainer.load_state_dict: it truncates the run's metrics)
+    _, train_rows, val_rows, _ = load_train_val_test(trainer.dataset_path, inputs=["u0"], outputs=["u"], n_train=4,
+                                                     n_val=8, n_test=8, resolution=32)
+    assert torch.equal(trainer.val_split.x, val_rows.x)
+    assert trainer.evaluate(trainer.val_split)["rel_l2"] == pytest.approx(on_val["val_rel_l2"], rel=1e-6)
+    # normalisation statistics from the training rows alone
+    assert torch.allclose(trainer.x_norm.mean.flatten(), train_rows.x.double().mean().float().flatten())
+    # eval reads "best" by default: the validation choice
+    (row,) = evaluate_run(run.path, device="cpu")
+    assert row["epoch"] == on_val["epoch"]
+
+
+def test_a_run_with_a_validation_split_resumes_exactly(tiny_cfg, val_run):
+    straight, _ = val_run
+    half, _ = train(validate(OperatorConfig, _val_cfg(tiny_cfg, "val_half", epochs=12)))
+    resumed, _ = train(validate(OperatorConfig, _val_cfg(tiny_cfg, "val_half")), run=half, resume=True)
+    for which in ("best", "last"):
+        a, b = _params(straight, which), _params(resumed, which)
+        assert all(torch.equal(a[k], b[k]) for k in a), which
+        assert straight.load_checkpoint(which)["best"] == resumed.load_checkpoint(which)["best"]
+    evals = lambda run: [{k: v for k, v in r.items() if k != "time_s"} for r in run.read_metrics() if r["kind"] == "eval"]
+    assert evals(straight) == evals(resumed)  # val_rel_l2 included: the resumed half chooses 'best' as one run does
+
+
+def test_a_resume_may_not_change_the_validation_split(tiny_cfg, val_run):
+    run, _ = val_run
+    before = run.config_path.read_text()
+    with pytest.raises(ConfigError, match="these overrides would change it: data.n_val. Start a new run"):
+        train(validate(OperatorConfig, {**_val_cfg(tiny_cfg, "val"), "data": {**_val_cfg(tiny_cfg, "val")["data"],
+                                                                               "n_val": 4}}), run=run, resume=True)
+    assert run.config_path.read_text() == before
+    # a run saved before data.n_val existed: its config.yaml lacks the key, which the resume check skips
+    import yaml
+
+    no_val = _val_cfg(tiny_cfg, "no_val", epochs=4)
+    no_val["data"] = {**no_val["data"], "n_val": 0}
+    old = train(validate(OperatorConfig, no_val))[0].path
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    del saved["data"]["n_val"]
+    (old / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    for which in ("best", "last"):
+        path = old / "checkpoints" / f"{which}.pt"
+        state = torch.load(path, weights_only=False)
+        state["config"] = (old / "config.yaml").read_text()
+        torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"data.n_val=8, and .* was trained with data.n_val=0: a resume may not change "
+                                          r"the validation split"):
+        train(validate(OperatorConfig, _val_cfg(tiny_cfg, "no_val", epochs=8)), run=RunDir(old), resume=True)
+    assert "n_val" not in (old / "config.yaml").read_text()
+
+
+def test_eval_refuses_test_rows_the_run_validated_on(val_run):
+    """`sciml eval --n-test` took the last rows of the training file, refused when they reached the training rows;
+    the validation rows, which chose 'best', are refused as well."""
+    run, _ = val_run
+    with pytest.raises(ConfigError, match=r"the last 13 samples of .* include rows the run trained on \(its first 12: 4 "
+                                          r"training rows, then 8 validation rows that chose its 'best'\): give --n-test "
+                                          r"12 or fewer"):
+        evaluate_run(run.path, which="last", device="cpu", n_test=13)
+    (row,) = evaluate_run(run.path, which="last", device="cpu", n_test=12)
+    assert row["epoch"] == 24
+
+
+def test_a_validation_split_larger_than_the_file_allows_fails_before_the_data_is_made(tiny_cfg, tmp_path):
+    raw = {**tiny_cfg, "data": {**tiny_cfg["data"], "root": str(tmp_path / "data"), "n_val": 1},
+           "output": {"root": str(tmp_path / "runs")}}
+    with pytest.raises(ValueError, match=r"holds 24 samples, fewer than n_train \+ n_val \+ n_test = 16 \+ 1 \+ 8 = 25 .*"
+                                         r"before generating the file"):
+        train(validate(OperatorConfig, raw))
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_physics_run_validates_on_every_level_as_it_tests(tmp_path):
+    """configs/burgers/pi_hc.yaml, soft, trained on the first levels: the validation rows are evaluated as the test
+    rows are (all levels, the error beyond the window too) and choose 'best'."""
+    from sciml.config import load_yaml
+
+    raw = load_yaml(Path(__file__).resolve().parents[3] / "configs" / "burgers" / "pi_hc.yaml")
+    raw["data"].update({"preset": "tiny", "n_train": 8, "n_val": 4, "n_test": 8, "root": str(tmp_path / "data")})
+    raw["model"].update({"modes": [8, 6], "width": 12})
+    raw["physics"].update({"constraint": "soft", "train_levels": 12})
+    for key in ("n_basis", "points", "experts", "shared_conditions", "overlap"):
+        raw["physics"].pop(key, None)
+    raw["schedule"] = {"name": "none"}
+    raw["training"].update({"epochs": 6, "batch_size": 4, "eval_every": 2, "checkpoint_every": 2, "progress": False,
+                            "plot": False})
+    raw["output"] = {"root": str(tmp_path / "runs")}
+    run, _ = train(validate(OperatorConfig, raw))
+    evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
+    assert all({"val_rel_l2", "val_rel_l2_beyond", "test_rel_l2_beyond"} <= set(r) for r in evals)
+    assert run.load_checkpoint("best")["epoch"] == min(evals, key=lambda r: r["val_rel_l2"])["epoch"]
