@@ -158,6 +158,13 @@ class HardConstraint(nn.Module):
         jacobian: "pointwise" (default: J = sum_q diag(dR/df_q) B_q, all partials dR/df_q from one
             reverse pass per residual term) or "autodiff" (one JVP per coefficient; for residuals
             that are not pointwise).
+        initial: output name -> data field holding its value on the first node of `initial_axis`, to hold
+            there by construction (the paper's code's ``ic_mollifier``): that output is
+            ``u = u0 + m(t) sum_i w_i b_i`` with ``m(t) = (t - t_0) / (t_last - t_0)``, so u = u0 exactly on
+            the first time level whatever w. The basis fields are multiplied by m before the partials are
+            taken, so ``u_t`` holds ``m' b``; u0 (and its derived fields) enter every row as a fixed offset.
+            Conditions on that level are then constant rows: leave them out (`GridProblem.layer` does).
+        initial_axis: the coordinate whose first node the initial value holds on (default "t"; not periodic).
 
     Forward: basis ``(batch, N, *grid)`` (one output) or ``(batch, N, C, *grid)``; data
     ``{name: (batch, *grid)}`` -> ``(batch, *grid)`` or ``(batch, C, *grid)``.
@@ -175,7 +182,7 @@ class HardConstraint(nn.Module):
                  ridge: float = 1e-4, max_steps: int = 50, rtol: float = 1e-4,
                  atol: float = 1e-4, gtol: float = 0.0, tau: float = 1e-3, init: str = "zeros",
                  dtype: torch.dtype = torch.float64, backward_solve: str = "lu", on_failure: str = "record",
-                 jacobian: str = "pointwise"):
+                 jacobian: str = "pointwise", initial: Mapping[str, str] | None = None, initial_axis: str = "t"):
         super().__init__()
         self.coords, self.outputs, self.data_fields = tuple(coords), tuple(outputs), tuple(data_fields)
         self.derived = dict(derived or {})
@@ -216,6 +223,15 @@ class HardConstraint(nn.Module):
                                  f"layer's solve gives them no gradient: pass such a coefficient as a float in params, "
                                  f"or as a data field")
         self.params = Params(dict(params or {}))
+        self.initial, self.initial_axis = dict(initial or {}), initial_axis
+        if self.initial:
+            bad = {k: v for k, v in self.initial.items() if k not in self.outputs or v not in self.data_fields}
+            if bad:
+                raise ValueError(f"initial maps outputs {self.outputs} to data fields {self.data_fields} holding their "
+                                 f"values at {initial_axis} = its first node; got {bad}")
+            if initial_axis not in self.coords or initial_axis in self.periodic:
+                raise ValueError(f"initial_axis must be a non-periodic coordinate of {self.coords} (periodic: "
+                                 f"{self.periodic}), got {initial_axis!r}")
         self.experts = tuple(int(e) for e in (experts if experts is not None else (1,) * D))
         if len(self.experts) != D or any(e < 1 for e in self.experts):
             raise ValueError(f"experts needs one positive block count per coordinate {self.coords}, got {experts!r}")
@@ -268,7 +284,7 @@ class HardConstraint(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"coords={self.coords}, experts={self.experts}, points={self.points}, "
-                f"conditions={len(self.conditions)}, ridge={self.ridge}")
+                f"conditions={len(self.conditions)}, ridge={self.ridge}" + (f", initial={self.initial}" if self.initial else ""))
 
     # --- what the residuals read (one probe call each) ----------------------------------------
     def _probe(self) -> list[_Block]:
@@ -387,6 +403,13 @@ class HardConstraint(nn.Module):
         K, S = self.n_experts, B * self.n_experts
         work = basis_c.to(self.dtype)
         on_grid = dict(origin=self.origin, periodic=self.periodic, method=self.method, spatial=self.spatial)
+        offset = of_offset = None
+        if self.initial:  # u = u0 + m(t) b . w: the basis is m b from here on, partials included (u_t holds m' b)
+            work = work * self._mollifier(grid, work.device)
+            offset = {name: (data[self.initial[name]].to(self.dtype) if name in self.initial else
+                             torch.zeros((B, *grid), dtype=self.dtype, device=basis.device))[:, None]
+                      for name in self.outputs}  # (B, 1, *grid) each
+            of_offset = GridDerivatives({**offset, **self._derive(offset)}, self.coords, self.spacing, **on_grid)
         outputs = {name: work[:, :, k] for k, name in enumerate(self.outputs)}  # (B, N, *grid) each
         of_basis = GridDerivatives({**outputs, **self._derive(outputs)}, self.coords, self.spacing, **on_grid)
         of_data = GridDerivatives({name: data[name].to(self.dtype)[:, None] for name in self.data_fields},
@@ -403,6 +426,9 @@ class HardConstraint(nn.Module):
                 full = (of_basis if k < M else of_data)(self.names[k], *(self.coords[i] for i in path)).flatten(2)
                 picked = torch.gather(full, 2, flat_idx.expand(-1, full.shape[1], -1)).view(B, -1, K, m)
                 tensors.append(picked.permute(0, 2, 3, 1).reshape(S, m, -1) if k < M else picked.reshape(S, m))
+            for k, path in blk.model_keys if of_offset is not None else ():  # u0's part of each model partial
+                full = of_offset(self.names[k], *(self.coords[i] for i in path)).flatten(2)
+                tensors.append(torch.gather(full, 2, flat_idx).reshape(S, m))
             coords = [self._coordinate(a, idx, grid).reshape(S, m) for a in range(D)]
             plan.append((coords, valid.reshape(S, m).to(self.dtype)))
 
@@ -424,6 +450,8 @@ class HardConstraint(nn.Module):
         # u = b . sum_k phi_k w_k: each node takes its block's coefficients (blended across an overlap)
         w_node = torch.einsum("kn,bki->bni", layout["weights"], w.view(B, K, N))  # (B, n_nodes, N)
         u = torch.einsum("bicn,bni->bcn", work.flatten(3), w_node).reshape(B, C, *grid)
+        if offset is not None:  # + u0: on the first time level m b . w is exactly 0, so u there is u0 exactly
+            u = u + torch.cat(list(offset.values()), dim=1)
         u = u.to(basis.dtype)
         return u if C > 1 else u[:, 0]
 
@@ -462,6 +490,23 @@ class HardConstraint(nn.Module):
                           f"sets it (e.g. Dirichlet values on two sides of a 2D block); {fix}. Checked once, on the "
                           f"first solve", stacklevel=_caller_level())
 
+    def _mollifier(self, grid: tuple[int, ...], device) -> Tensor:
+        """m on the grid, ``(1, 1, C, *grid)``: (t - t_0) / (t_last - t_0) on the outputs with an initial value, 1 on
+        the others. Linear rather than the paper's code's 1 - exp(-t / 0.005): that time scale is far below these
+        problems' time steps (Burgers 0.02, Navier-Stokes 0.078 at the paper's 65 levels and 0.31 at the CPU size's
+        17, diffusion-sorption 5 s), where 1 - exp(-t / tau) is 0 on the first level and 1 on every other: a jump that
+        the time differences read as u_t. t / T is smooth on any grid, and (u - u0) / m stays bounded (-> T u_t(0)
+        at t = 0), so the basis need not grow near t = 0."""
+        a = self.coords.index(self.initial_axis)
+        n = grid[a]
+        if n < 2:
+            raise ValueError(f"initial holds the value on the first {self.initial_axis} node; the grid {grid} has {n} there")
+        shape = [1] * len(grid)
+        shape[a] = n
+        m = (torch.arange(n, dtype=self.dtype, device=device) / (n - 1)).reshape(shape)
+        return torch.stack([m.expand(grid) if name in self.initial else torch.ones(grid, dtype=self.dtype, device=device)
+                            for name in self.outputs])[None, None]
+
     def _derive(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The derived fields of `outputs` (each ``(..., *grid)``); the first call checks each map's linearity."""
         if self.derived and not self._derived_checked:
@@ -498,6 +543,10 @@ class HardConstraint(nn.Module):
         for key in blk.data_keys:
             given[key] = tensors[pos]
             pos += 1
+        if self.initial:  # the fixed offset u0 (its partials, derived fields) after the block's data tensors
+            for key in blk.model_keys:
+                model[key] = model[key] + tensors[pos]
+                pos += 1
         return model, given, pos
 
     def _rows(self, blk: _Block, coords, valid, model: dict, given: dict) -> Tensor:

@@ -44,6 +44,9 @@ class GridProblem:
     families: the dataset families (a file's ``family``, e.g. "burgers1d") whose equation this is; an
         operator config refuses a file of another family. Empty: not declared (not checked; the
         parameters the file lacks are then warned of).
+    initial: the input (data field) holding the solution at the first time node, for the layer's
+        ``initial="exact"``; None: the input that the problem's condition at ``{"t": 0}`` compares the
+        solution with (``d.u - d.u0``), found by evaluating it (`initial_field`).
     """
 
     residual: Callable[..., Any]
@@ -55,6 +58,7 @@ class GridProblem:
     output: str = "u"
     derived: Mapping[str | tuple[str, ...], Callable] = field(default_factory=dict)
     families: tuple[str, ...] = ()
+    initial: str | None = None
 
     def __post_init__(self):
         # each residual's calling convention, found once: the loss evaluates them every step
@@ -72,12 +76,78 @@ class GridProblem:
                              f"{x.shape[1]} channel(s)")
         return {name: x[:, i] for i, name in enumerate(self.inputs)}
 
-    def layer(self, spacing: Sequence[float], origin: Sequence[float] | None = None, **options: Any) -> HardConstraint:
+    def layer(self, spacing: Sequence[float], origin: Sequence[float] | None = None, *, initial: str = "rows",
+              **options: Any) -> HardConstraint:
         """The hard-constraint layer for this problem on a grid of `spacing` whose first node is at `origin`
-        (default 0 on every axis; `options`: the layer's)."""
+        (default 0 on every axis; `options`: the layer's).
+
+        initial: "rows" (default): the initial condition is least-squares rows like any condition, met only as
+        well as the basis allows. "exact": the solution is ``u0 + m(t) sum_i w_i b_i`` with m(0) = 0
+        (`HardConstraint`'s ``initial``), so u = u0 on the first time level by construction, and the
+        initial-condition rows are dropped (`initial_field` says which problems allow it)."""
+        if initial not in INITIAL_MODES:
+            raise ValueError(f"initial must be one of {INITIAL_MODES}, got {initial!r}")
+        conditions, exact = self.conditions, {}
+        if initial == "exact":
+            field, at_start = self.initial_field()
+            conditions = tuple(c for i, c in enumerate(self.conditions) if i not in at_start)
+            exact = {"initial": {self.output: field}, "initial_axis": "t"}
         return HardConstraint(self.residual, coords=self.coords, spacing=spacing, origin=origin, periodic=self.periodic,
                               params=dict(self.params), outputs=(self.output,), data_fields=self.inputs,
-                              derived=dict(self.derived), conditions=self.conditions, **options)
+                              derived=dict(self.derived), conditions=conditions, **exact, **options)
+
+    def initial_field(self) -> tuple[str, list[int]]:
+        """The input holding the solution at t = 0 and the indices of the conditions on that level, which
+        ``initial="exact"`` replaces; a ValueError where it cannot apply: no non-periodic "t" axis, no condition
+        at ``{"t": 0}``, one there that is not ``c * (u - field)`` for an input (`initial`, else any), or one
+        fixing t = 0 together with another axis (a corner: u is u0 there already)."""
+        fix = "use initial='rows' (the initial condition as least-squares rows)"
+        if "t" not in self.coords or "t" in self.periodic:
+            raise ValueError(f"initial='exact' holds the solution's value on the first node of a non-periodic 't' axis; "
+                             f"the problem's coordinates are {self.coords} (periodic {self.periodic}); {fix}")
+        if self.initial is not None and self.initial not in self.inputs:
+            raise ValueError(f"GridProblem.initial {self.initial!r} is not one of its inputs {self.inputs}")
+        at_start = [i for i, c in enumerate(self.conditions) if c.at.get("t") == 0]
+        corner = [dict(self.conditions[i].at) for i in at_start if set(self.conditions[i].at) != {"t"}]
+        if corner:
+            raise ValueError(f"initial='exact' fixes the solution on the whole t = 0 level, and condition(s) at {corner} "
+                             f"constrain part of it too: drop them, or {fix}")
+        if not at_start and self.initial is not None:  # declared, with no rows to drop
+            return self.initial, []
+        if not at_start:
+            raise ValueError(f"initial='exact' replaces the initial condition, a GridCondition(lambda d: d.{self.output} - "
+                             f"d.<input>, at={{'t': 0}}), and the problem has none at {{'t': 0}}; add it (or set "
+                             f"GridProblem.initial to the input holding the initial value), or {fix}")
+        fields = None
+        for i in at_start:
+            matches = [f for f in ((self.initial,) if self.initial else self.inputs) if self._compares(self.conditions[i], f)]
+            if not matches:
+                raise ValueError(f"initial='exact' needs the condition at {{'t': 0}} to be c * (d.{self.output} - d.<input>) "
+                                 f"for an input among {(self.initial,) if self.initial else self.inputs}; condition {i} is "
+                                 f"not (a derivative or another combination cannot be built into the field); {fix}")
+            fields = matches if fields is None else [f for f in fields if f in matches]
+        if fields is None or len(fields) != 1:
+            raise ValueError(f"initial='exact': the conditions at {{'t': 0}} do not name one input as the initial value "
+                             f"({fields}); set GridProblem.initial, or {fix}")
+        return fields[0], at_start
+
+    def _compares(self, condition: GridCondition, name: str) -> bool:
+        """Whether `condition` is a nonzero multiple of (output - `name`), on random fields of a small grid."""
+        g = torch.Generator().manual_seed(0)
+        grid = tuple(8 for _ in self.coords)
+        out = torch.randn(grid, generator=g, dtype=torch.float64)
+        fields = {self.output: out, **derive(self.derived, {self.output: out}, (0.125,) * len(grid)),
+                  **{f: torch.randn(grid, generator=g, dtype=torch.float64) for f in self.inputs}}
+        d = GridDerivatives(fields, self.coords, (0.125,) * len(grid), periodic=self.periodic, method="fd")
+        try:
+            terms = residual_terms(condition.residual, d, Params(dict(self.params)))
+        except Exception:  # noqa: BLE001 -- a residual that cannot run on these fields is not of the form
+            return False
+        if len(terms) != 1 or terms[0].shape != out.shape:
+            return False
+        diff = out - fields[name]
+        scale = float((terms[0] * diff).sum() / (diff * diff).sum())
+        return abs(scale) > 1e-12 and torch.allclose(terms[0], scale * diff, rtol=1e-10, atol=1e-10 * abs(scale))
 
     def fields(self, u: Tensor, x: Tensor, spacing: Sequence[float]) -> dict[str, Tensor]:
         """The solution ``(batch, *grid)``, its derived fields and the inputs' data fields, by name."""
@@ -91,6 +161,7 @@ class GridProblem:
         return out[0], out[1:]
 
 
+INITIAL_MODES = ("rows", "exact")  # how the hard layer meets the initial condition (GridProblem.layer)
 GRID_PROBLEMS: Registry = Registry("grid problem")
 
 
@@ -99,7 +170,7 @@ GRID_PROBLEMS: Registry = Registry("grid problem")
 def burgers(nu: float = 0.02) -> GridProblem:
     return GridProblem(lambda d, p: d.u_t + d.u * d.u_x - p.nu * d.u_xx, ("x", "t"),
                        (GridCondition(lambda d: d.u - d.u0, at={"t": 0}),), {"nu": nu}, periodic=("x",),
-                       families=("burgers1d",))
+                       families=("burgers1d",), initial="u0")
 
 
 def periodic_velocity(w: Tensor, spacing: Sequence[float], axes: tuple[int, int] = (-3, -2)) -> tuple[Tensor, Tensor]:
@@ -137,7 +208,7 @@ def navier_stokes(nu: float = 1e-4, forcing: float = 0.0) -> GridProblem:
     return GridProblem(residual, ("x", "y", "t"), (GridCondition(lambda d: d.w - d.w0, at={"t": 0}),),
                        {"nu": nu, "forcing": forcing}, periodic=("x", "y"), inputs=("w0",), output="w",
                        derived={("u", "v"): lambda f, h: periodic_velocity(f["w"], h[:2])},
-                       families=("navier_stokes2d",))
+                       families=("navier_stokes2d",), initial="w0")
 
 
 @GRID_PROBLEMS.register("diffusion_sorption", description="1D diffusion-sorption u_t = D / R(u) u_xx with Freundlich "
@@ -174,7 +245,7 @@ def diffusion_sorption(D: float = 5e-4, porosity: float = 0.29, rho_s: float = 2
                   GridCondition(outflow, at={"x": -1, "t": after_start}))
     return GridProblem(residual, ("x", "t"), conditions, {"D": D, "porosity": porosity, "rho_s": rho_s, "k_f": k_f,
                                                           "n_f": n_f, "resolution": resolution},
-                       families=("diffusion_sorption1d",))
+                       families=("diffusion_sorption1d",), initial="u0")
 
 
 def get_grid_problem(name: str, **args: Any) -> GridProblem:
@@ -187,7 +258,8 @@ def problems_for_family(family: str) -> list[str]:
     return [name for name in GRID_PROBLEMS if family in get_grid_problem(name).families]
 
 
-LAYER_OPTIONS = ("experts", "points", "shared_conditions", "overlap", "ridge", "max_steps", "rtol", "atol", "on_failure")
+LAYER_OPTIONS = ("experts", "points", "shared_conditions", "overlap", "ridge", "max_steps", "rtol", "atol", "on_failure",
+                 "initial")
 
 
 def check_soft_options(constraint: str, options: Sequence[str], prefix: str = "") -> None:
@@ -227,7 +299,8 @@ class PhysicsOperator(nn.Module):
 
     constraint "soft": the backbone outputs u (one channel). "hard": it outputs `n_basis` fields
     and a `HardConstraint` fits u to the problem at sampled nodes in least squares; `layer` options
-    (``experts``, ``points``, ``overlap``, ``ridge``, ``max_steps``, ...) go to that layer.
+    (``experts``, ``points``, ``overlap``, ``ridge``, ``max_steps``, ...) go to that layer, and
+    ``initial="exact"`` builds the initial value into the field (`GridProblem.layer`).
     `backbone` is built by the caller with ``out_channels = 1`` (soft) or ``n_basis`` (hard). `origin`: the
     grid's first coordinate per axis (default 0), for the loss and the layer alike.
     """

@@ -142,6 +142,10 @@ class PhysicsConfig(StrictModel):
     rtol: PositiveFloat = 1e-4
     atol: PositiveFloat = 1e-4
     on_failure: Literal["record", "warn", "raise"] = "record"
+    # the initial condition (hard only): "rows", least-squares rows like the other conditions (met only as well as
+    # the basis allows); "exact", built into the field, u = u0 + (t / T) sum_i w_i b_i, so u(., 0) = u0 exactly and
+    # those rows are dropped (as the PI-HC-MoE paper's code's mollifier; `GridProblem.layer`)
+    initial: Literal["rows", "exact"] = "rows"
 
     def ignored_layer_options(self) -> list[str]:
         """Layer options set away from their defaults that the soft constraint (no layer) leaves unused. Training
