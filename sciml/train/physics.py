@@ -120,6 +120,11 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
         raise ConfigError(f"physics: the problem solves for one field and the data gives {list(outputs)}; set "
                           f"data.outputs to the one it solves for")
     problem = problem.with_params(_dataset_params(info, problem, ph.problem, ph.problem_args))
+    if ph.constraint == "hard" and ph.initial == "exact":  # before the model: the problem's reason, in config terms
+        try:
+            problem.initial_field()
+        except ValueError as err:
+            raise ConfigError(f"physics.initial: exact with physics.problem {ph.problem!r}: {err}") from None
     backbone = _backbone(cfg, in_channels, ph.n_basis if ph.constraint == "hard" else 1, n_dims)
     return PhysicsOperator(backbone, problem, spacetime_spacing(info, problem.coords, resolution, outputs[0]),
                            origin=spacetime_origin(info, problem.coords, resolution),

@@ -251,6 +251,7 @@ def test_data_without_a_time_axis_is_refused_before_its_times_are_read(tiny, tmp
     ({"data": {"output_time": -1}}, "set data.output_time: null"),
     ({"training": {"compile": True}}, "set training.compile: false and training.cuda_graph: false"),
     ({"optimizer": {"name": "lbfgs", "lr": 1.0}}, "set physics.points: null"),
+    ({"physics": {"initial": "sometimes"}}, "'rows' or 'exact'"),
 ])
 def test_bad_physics_settings_fail_before_the_data_is_made(tiny, tmp_path, change, message):
     raw = _variant(tiny, "bad", **change)
@@ -282,6 +283,30 @@ def test_the_cli_trains_the_soft_variant_by_override(tiny, tmp_path, capsys):
     assert main(["train", str(config), "physics.constraint=soft", "training.epochs=2", f"output.root={tmp_path}/runs"]) == 0
     out = capsys.readouterr().out
     assert "test relative L2:" in out
+
+
+def test_the_cli_trains_with_the_initial_value_built_in(tiny, tmp_path, capsys):
+    """physics.initial=exact by override: the run's layer has no initial-condition rows and its predictions start
+    at u0 exactly (float32, one expert and four)."""
+    import yaml
+
+    from sciml.train.trainer import load_operator
+
+    config = tmp_path / "pi.yaml"
+    config.write_text(yaml.safe_dump(tiny))
+    for name, experts in (("exact", []), ("exact_moe", ["physics.experts=[4,1]", "physics.points=40"])):
+        assert main(["train", str(config), "physics.initial=exact", "training.epochs=2", "training.eval_every=2",
+                     f"output.root={tmp_path}/runs", f"output.name={name}", *experts]) == 0
+        assert "test relative L2:" in capsys.readouterr().out
+        op = load_operator(tmp_path / "runs" / name, which="last", device="cpu")
+        layer = op.model.layer
+        assert layer.initial == {"u": "u0"} and layer.conditions == () and layer.n_experts == (4 if experts else 1)
+        trainer = Trainer(op.config, RunDir.create(tmp_path / "scratch", None))
+        x = trainer.test_split.x[:4]
+        with torch.no_grad():
+            u = op.model.eval()(x)
+        assert u.dtype == torch.float32 and torch.equal(u[..., 0], x[:, :1, ..., 0])
+        assert op.model.loss(u, x) > 0
 
 
 def test_cli_lists_the_grid_problems(capsys):
