@@ -496,7 +496,9 @@ class HardConstraint(nn.Module):
         problems' time steps (Burgers 0.02, Navier-Stokes 0.078 at the paper's 65 levels and 0.31 at the CPU size's
         17, diffusion-sorption 5 s), where 1 - exp(-t / tau) is 0 on the first level and 1 on every other: a jump that
         the time differences read as u_t. t / T is smooth on any grid, and (u - u0) / m stays bounded (-> T u_t(0)
-        at t = 0), so the basis need not grow near t = 0."""
+        at t = 0), so the basis need not grow near t = 0. T is the grid's span: on a grid of other
+        levels (physics.train_levels, then the whole test grid) m changes by one factor for every basis field, which the
+        solve's coefficients absorb (bar the ridge)."""
         a = self.coords.index(self.initial_axis)
         n = grid[a]
         if n < 2:

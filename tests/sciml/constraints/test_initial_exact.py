@@ -108,6 +108,9 @@ def test_diffusion_sorption_keeps_its_boundary_rows():
     problem = get_grid_problem("diffusion_sorption")
     layer = problem.layer((1 / 32, 5.0), initial="exact")
     assert [dict(c.at) for c in layer.conditions] == [{"x": 0, "t": slice(1, None)}, {"x": -1, "t": slice(1, None)}]
+    u0 = 0.2 * _initial_value(2, (32, 6)).abs()
+    basis = torch.randn(2, 4, 32, 6, generator=torch.Generator().manual_seed(2), dtype=DT)
+    assert torch.equal(layer(basis, {"u0": u0})[..., 0], u0[..., 0])
 
 
 def test_a_user_problem_declares_its_initial_value_by_its_condition_or_by_name():
