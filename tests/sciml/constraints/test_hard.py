@@ -7,7 +7,6 @@ import torch
 
 from sciml.constraints import GridCondition, HardConstraint
 from sciml.constraints.hard import _expert_weights
-from solvers.implicit import Implicit
 from solvers.nonlinear import jacobian
 from solvers.solution import SolveError
 
@@ -199,7 +198,7 @@ def test_pointwise_jacobian_equals_the_autodiff_one():
 
 
 @pytest.mark.parametrize("overlap", [0, 2])
-def test_gradients_through_the_solve_match_finite_differences(overlap):
+def test_gradients_through_the_solve_match_finite_differences(overlap, check_layer_gradients):
     """Implicit differentiation of the whole layer: viscous Burgers residual, two experts (disjoint or
     blended), an initial condition from data. Here the residual stays large at the solution, so the
     Gauss-Newton backward (J^T J for the Hessian) is 30% off: the check can tell the two apart."""
@@ -208,21 +207,8 @@ def test_gradients_through_the_solve_match_finite_differences(overlap):
                            periodic=("x",), experts=(2, 1), overlap=(overlap, 0), ridge=1e-2, data_fields=("u0",),
                            on_failure="raise",
                            conditions=[GridCondition(lambda d: d.u - d.u0, at={"t": 0})], **TIGHT)
-    weights = torch.randn(1, NX, NT, generator=g, dtype=DT)
     basis, u0 = smooth_basis(1, 4, seed=4).requires_grad_(), initial(1).requires_grad_()
-    f = lambda b, v: (layer(b, {"u0": v}) * weights).sum()
-    full, full_u0 = torch.autograd.grad(f(basis, u0), (basis, u0))
-    for _ in range(2):  # central differences along random directions
-        db, dv = torch.randn(basis.shape, generator=g, dtype=DT), torch.randn(u0.shape, generator=g, dtype=DT)
-        # step 1e-7: the directions' grid-scale (Nyquist) content meets u_xx's k_N^2, so the O(step^2)
-        # truncation is 1.4e-6 relative at 1e-6 (it falls as step^2: 9e-9 at 1e-7, the gradient is exact)
-        with torch.no_grad():
-            fd = (f(basis + 1e-7 * db, u0 + 1e-7 * dv) - f(basis - 1e-7 * db, u0 - 1e-7 * dv)) / 2e-7
-        predicted = (full * db).sum() + (full_u0 * dv).sum()
-        assert abs(fd - predicted) < 1e-6 * abs(predicted), (float(fd), float(predicted))
-    layer.adjoint = Implicit("lu", hessian="gauss-newton")
-    gauss_newton = torch.autograd.grad(f(basis, u0), basis)[0]
-    assert (gauss_newton - full).norm() > 0.1 * full.norm()
+    check_layer_gradients(layer, basis, u0, g)
 
 
 def test_collocation_nodes_are_drawn_inside_each_block_without_repeats_and_anew_each_call():
