@@ -330,7 +330,8 @@ class Trainer:
         self._interrupt = [False]  # set by Ctrl-C while fit runs
         self.sittings_before, self.seconds_before = 0, 0.0  # a resumed run's earlier processes (checkpointed)
         self._held: dict[str, Any] | None = None  # the newest epoch-end state not on disk (see _maybe_hold_state)
-        self.failed_solves = {"training": [0, 0], "test": [0, 0]}  # [failed, solves] of this process (`_solve_totals`)
+        # [failed, solves] of this process by split (`_solve_totals`); the plan's timing evaluations are not counted
+        self.failed_solves = {"training": [0, 0], "validation": [0, 0], "test": [0, 0]}
 
     # -- setup helpers -------------------------------------------------------------------------
     def _load(self, path: Path):
@@ -447,14 +448,14 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def _solve_totals(self, training: bool = True) -> dict[str, float]:
+    def _solve_totals(self, training: bool = True, split: str = "test") -> dict[str, float]:
         """A hard-constraint layer's training (or eval) solves since the last record: failures and mean LM steps
         (its default on_failure, "record", would otherwise keep them out of sight); failures summed for the warning
         at the end of `fit`."""
         layer = getattr(self.model, "layer", None)
         totals = layer.pop_solve_totals(training) if hasattr(layer, "pop_solve_totals") else {}
         if totals:
-            seen = self.failed_solves["training" if training else "test"]
+            seen = self.failed_solves["training" if training else split]
             seen[0], seen[1] = seen[0] + totals["solve_failures"], seen[1] + totals["solves"]
         return totals
 
@@ -498,10 +499,12 @@ class Trainer:
         epochs, a "last" checkpoint every `checkpoint_every` and at most one "best" per eval. The epochs
         a plan times hold neither; with them left out, small epochs overran the budget by half."""
         t = self.cfg.training
+        counted = copy.deepcopy(self.failed_solves)  # timing runs, not evaluations: their solves are not reported
         self._evaluations()  # untimed: a first call holds one-off costs (compilation, caches) the later ones do not
         start = self._device_clock()
         self._evaluations()
         evaluated = self._device_clock()
+        self.failed_solves = counted
         self.checkpoint("last")
         saved = time.perf_counter()
         return (evaluated - start) / t.eval_every + (saved - evaluated) * (1 / t.checkpoint_every + 1 / t.eval_every)
@@ -729,17 +732,17 @@ class Trainer:
         for event in self.guard.pop_events(judge_pending):
             self.run.log({"kind": "guard", "epoch": epoch, **event})
 
-    def evaluate(self, split: Split | None = None, batch_size: int | None = None) -> dict[str, float]:
+    def evaluate(self, split: Split | None = None, batch_size: int | None = None, name: str = "test") -> dict[str, float]:
         self.model.eval()
         bs = batch_size or eval_batch_size(self.cfg)
         errors = error_summary(relative_errors(self.predict, split or self.test_split, batch_size=bs, device=self.device,
                                                beyond=train_levels(self.cfg)))
-        return {**errors, **self._solve_totals(training=False)}  # read with the errors: no extra host sync
+        return {**errors, **self._solve_totals(training=False, split=name)}  # read with the errors: no extra host sync
 
     def _evaluations(self) -> dict[str, float]:
         """One evaluation's metrics: on the validation split as ``val_*`` (with data.n_val > 0) and on the test split
         as ``test_*``, both by `evaluate` (the same metric, normalisation and precision policy)."""
-        val = {} if self.val_split is None else {f"val_{k}": v for k, v in self.evaluate(self.val_split).items()}
+        val = {} if self.val_split is None else {f"val_{k}": v for k, v in self.evaluate(self.val_split, name="validation").items()}
         return {**val, **{f"test_{k}": v for k, v in self.evaluate().items()}}
 
     @property

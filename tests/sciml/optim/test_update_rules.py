@@ -717,14 +717,14 @@ def test_a_sparse_spam_state_saved_before_resets_moved_keeps_its_subset_to_the_n
 def test_gravity_group_with_a_velocity_seed_draws_its_velocity_from_that_seed_alone():
     """V₀ comes from the global RNG at the first step, so in an ensemble (one group per member) a member's
     V₀ depended on the members drawn before it. A group's ``velocity_seed`` gives it a stream of its own."""
-    def velocities(seeds, shapes=((3, 2), (2,))):
+    def velocities(seeds, shapes=((3, 2), (2,)), global_seed=None):
         groups = [{"params": [torch.nn.Parameter(torch.zeros(s)) for s in shapes], "lr": 0.1, "velocity_seed": seed}
                   for seed in seeds]
         opt = build_optimizer(groups, "gravity")
         for g in groups:
             for p in g["params"]:
                 p.grad = torch.ones_like(p)
-        torch.manual_seed(len(seeds))  # the global RNG's state differs between the calls
+        torch.manual_seed(len(seeds) if global_seed is None else global_seed)  # differs between the calls
         opt.step()
         return [[opt.state[p]["v"].clone() for p in g["params"]] for g in groups]
 
@@ -735,3 +735,6 @@ def test_gravity_group_with_a_velocity_seed_draws_its_velocity_from_that_seed_al
     assert not torch.equal(first[0][0], first[1][0])  # another seed, another draw
     a, b = velocities([None, None])  # without one: the global RNG, as before (one stream for all groups)
     assert not torch.equal(a[0], b[0])
+    again, other = velocities([None, None]), velocities([None, None], global_seed=7)  # the global RNG's draws, alone
+    assert all(torch.equal(x, y) for x, y in zip([*a, *b], [*again[0], *again[1]]))
+    assert not torch.equal(a[0], other[0][0])

@@ -496,3 +496,17 @@ def test_the_extrapolation_split_of_another_file_follows_its_times(tmp_path):
     assert saved.beyond() == 15  # t = 0, 0.05, ..., 0.7 on the finer grid
     saved.dataset = saved.trained_on
     assert saved.beyond() == 8
+
+
+def test_validation_solves_are_warned_of_as_such_and_timing_evaluations_are_not_counted(tiny):
+    """Failed solves on the validation rows were reported as test solves, and a budget plan's two timing
+    evaluations added their solves to the test count."""
+    raw = _variant(tiny, "val_and_plan", physics={"max_steps": 1}, data={"n_train": 12, "n_val": 4},
+                   training={"epochs": 4, "eval_every": 4, "max_minutes": 5, "fit_to_budget": True})
+    with pytest.warns(RuntimeWarning) as caught:
+        run, _ = train(validate(OperatorConfig, raw))
+    (message,) = [str(w.message) for w in caught if "did not converge" in str(w.message)]
+    # two evaluations (epoch 4's record and the final one) of 4 validation and 8 test rows, one expert each;
+    # the plan's two timing evaluations are not counted
+    assert "8 of 8 validation solves" in message and "16 of 16 test solves" in message, message
+    assert any(r["kind"] == "plan" for r in run.read_metrics())
