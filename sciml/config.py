@@ -8,6 +8,8 @@ the close matches, before anything is trained or written.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import typing
 import re
@@ -149,6 +151,25 @@ def validate(schema: type[M], data: dict[str, Any], *, source: str = "config") -
     except ValidationError as err:
         problems = "\n  ".join(_describe(e, schema) for e in err.errors())
         raise ConfigError(f"{source} has errors:\n  {problems}") from None
+
+
+_READING_SAVED_RUN = contextvars.ContextVar("reading_saved_run", default=False)
+
+
+@contextlib.contextmanager
+def reading_saved_run():
+    """Validate a finished run's config for evaluation or loading: the checks that only training needs (that the
+    optimizer and guard build) are skipped, so a run trained with a user's optimizer module loads without it."""
+    token = _READING_SAVED_RUN.set(True)
+    try:
+        yield
+    finally:
+        _READING_SAVED_RUN.reset(token)
+
+
+def checks_training_components() -> bool:
+    """False while `reading_saved_run` is active."""
+    return not _READING_SAVED_RUN.get()
 
 
 def load_config(schema: type[M], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> M:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from sciml.config import ConfigError, StrictModel, dump, validate
+from sciml.config import ConfigError, StrictModel, checks_training_components, dump, validate
 from sciml.optim import (build_optimizer, check_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state,
                          lrs_as_tensors, set_lr)
 from sciml.optim.guard import Guard, GuardError
@@ -190,6 +190,8 @@ class PINNConfig(StrictModel):
         """Every phase's optimizer and guard settings build, and with cuda_graph its step can be
         captured: checked before any training, not when a later phase starts after hours of the
         earlier ones."""
+        if not checks_training_components():  # a saved run, to evaluate or load: no phase runs again
+            return self
         for i, ph in enumerate(self.phases):
             kwargs = dict(ph.optimizer)
             name = kwargs.pop("name", None)
@@ -766,11 +768,12 @@ def load_pinn(run_path: str | Path, *, which: str = "last", problem: Problem | N
     """A PINN run folder's checkpoint ("last", or "best" where written) as its trained model (points ``(n, dims)``
     -> outputs ``(n, n_outputs)``, conditions built in where hard), with the run's config and problem. `problem`:
     the one it was trained with, where the config cannot name it (a Problem defined in a script)."""
-    from sciml.config import load_yaml
+    from sciml.config import load_yaml, reading_saved_run
     from sciml.train.run import RunDir
 
     run = RunDir(run_path)
-    cfg = validate(PINNConfig, load_yaml(run.config_path), source=str(run.config_path))
+    with reading_saved_run():  # its phases' optimizers need not build: only the model is rebuilt
+        cfg = validate(PINNConfig, load_yaml(run.config_path), source=str(run.config_path))
     if problem is None:
         try:
             problem = load_problem(cfg)

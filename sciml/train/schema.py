@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, PositiveFloat, model_validator
 
-from sciml.config import StrictModel
+from sciml.config import StrictModel, checks_training_components
 
 
 def _whole_number(value: Any) -> Any:
@@ -279,6 +279,8 @@ class OperatorConfig(StrictModel):
         from sciml.optim import Guard, check_optimizer, closure_kind
 
         check_model(self.model.name, self.model.kwargs())
+        if not checks_training_components():  # a saved run, to evaluate: only its model is rebuilt
+            return self
         name, graph = self.optimizer.name, self.training.cuda_graph
         try:
             if graph and closure_kind(name) != "none":

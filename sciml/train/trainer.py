@@ -958,11 +958,12 @@ class _SavedRun:
 
     def __init__(self, run_path: str | Path, which: str, device: torch.device, dataset: str | Path | None,
                  n_test: int | None = None, *, need_data: bool = True):
-        from sciml.config import load_config
+        from sciml.config import load_config, reading_saved_run
         from sciml.data.h5 import read_info
 
         run = RunDir(run_path)
-        self.cfg = load_config(OperatorConfig, run.config_path)
+        with reading_saved_run():
+            self.cfg = load_config(OperatorConfig, run.config_path)
         self.n_test = n_test or self.cfg.data.n_test
         self.state = run.load_checkpoint(which, map_location=device)
         self.trained_on = Path(self.state["dataset"])

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from sciml.cli import main
-from sciml.config import ConfigError, validate
+from sciml.config import ConfigError, load_config, validate
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
-from sciml.train.trainer import Trainer, evaluate_run, train
+from sciml.train.trainer import Trainer, evaluate_run, load_operator, train
 
 
 @pytest.fixture(scope="module")
@@ -1423,3 +1423,25 @@ def test_a_physics_run_validates_on_every_level_as_it_tests(tmp_path):
     evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
     assert all({"val_rel_l2", "val_rel_l2_beyond", "test_rel_l2_beyond"} <= set(r) for r in evals)
     assert run.load_checkpoint("best")["epoch"] == min(evals, key=lambda r: r["val_rel_l2"])["epoch"]
+
+
+def test_a_run_trained_with_a_users_optimizer_module_evaluates_without_it(tiny_cfg, tmp_path, monkeypatch):
+    """sciml eval and load_operator validated the saved config's optimizer, so a finished run needed the training-only
+    module 'myopt' on the path ("optimizer: cannot import module 'myopt'")."""
+    import sys
+
+    (tmp_path / "myopt_for_eval.py").write_text(
+        "import torch\n\nclass MyAdam(torch.optim.Adam):\n    def __init__(self, params, lr=1e-3, damping=0.0):\n"
+        "        super().__init__(params, lr=lr)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = {**tiny_cfg, "optimizer": {"name": "myopt_for_eval:MyAdam", "lr": 5e-3, "damping": 0.1},
+           "training": {**tiny_cfg["training"], "epochs": 2}, "output": {**tiny_cfg["output"], "name": "own_optimizer"}}
+    run, final = train(validate(OperatorConfig, raw))
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
+    sys.path.remove(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "myopt_for_eval")
+    (row,) = evaluate_run(run.path, which="last", device="cpu")
+    assert row["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-6)
+    assert load_operator(run.path, which="last") is not None
+    with pytest.raises(ConfigError, match="cannot import module 'myopt_for_eval'"):  # training still checks it
+        load_config(OperatorConfig, run.config_path)
