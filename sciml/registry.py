@@ -87,6 +87,9 @@ def load_object(path: str) -> Any:
     try:
         obj: Any = _import_here_too(module_name)
     except ModuleNotFoundError as err:
+        named = err.name is None or module_name == err.name or module_name.startswith(err.name + ".")
+        if not named:  # the module was found; an import inside it failed: the user's traceback says where
+            raise
         raise ValueError(f"cannot import module {module_name!r} named in {path!r}: {err} (looked in the working "
                          f"directory and on sys.path; install it or run from the folder that holds it)") from err
     for part in attr.split("."):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sciml.registry import Registry, check_kwargs, load_object, signature_kwargs
+from sciml.registry import Registry, check_kwargs, load_object, signature_kwargs, takes_any_kwargs
 
 from ._complex import complex_as_real
 
@@ -121,7 +121,7 @@ def build_optimizer(params, name: str, **kwargs) -> torch.optim.Optimizer:
     obj = OPTIMIZERS.get(name)
     if isinstance(obj, OptimizerSpec) or getattr(obj, "takes_registry_name", False):
         return obj(params, _name=name, **kwargs)
-    if isinstance(obj, type):
+    if isinstance(obj, type) and not takes_any_kwargs(obj):  # a **kwargs class checks its own keywords
         check_kwargs(f"optimizer {name!r}", kwargs, signature_kwargs(obj))
     return obj(params, **kwargs)
 

@@ -94,3 +94,32 @@ def test_a_users_module_in_the_working_directory_is_found_as_the_console_script_
     with pytest.raises(ValueError, match="cannot import module 'no_such_user_module'.*working directory"):
         load_object("no_such_user_module:x")
     assert sys.path.count(str(tmp_path)) == 1  # added once, for the module found there
+
+
+def test_an_import_failing_inside_a_users_module_keeps_its_own_error(tmp_path, monkeypatch):
+    """A module found but importing a missing dependency was reported as 'cannot import module ...; install it or
+    run from the folder that holds it', its traceback to the user's line lost."""
+    from sciml.registry import load_object
+
+    (tmp_path / "sciml_user_badimport.py").write_text("import no_such_dependency_here\nNet = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_here"):
+        load_object("sciml_user_badimport:Net")
+
+
+def test_a_user_optimizer_taking_kwargs_checks_its_own_keywords(monkeypatch):
+    """A class with **kwargs was refused: "unknown keyword argument 'lr'; valid: " (an empty list)."""
+    import sys
+    import types
+
+    import torch
+
+    from sciml.optim import build_optimizer
+
+    class KwargsAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setitem(sys.modules, "sciml_user_kwopt", types.SimpleNamespace(KwargsAdam=KwargsAdam))
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], "sciml_user_kwopt:KwargsAdam", lr=0.01)
+    assert opt.param_groups[0]["lr"] == 0.01
