@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sciml.registry import user_code_traceback
     from sciml.data.h5 import DatasetError
     from sciml.optim.guard import GuardError
     from solvers.solution import SolveError
@@ -293,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, (PermissionError, NotADirectoryError, IsADirectoryError)) or \
                 getattr(err, "errno", None) == errno.EROFS:
             hint = " (choose a writable folder: output.root=... for runs, --root ... for datasets)"
+        where = user_code_traceback(err)
+        if where:  # the error came out of the user's own module (a model, problem or optimizer): show where
+            print(where, file=sys.stderr, end="")
         print(f"sciml {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

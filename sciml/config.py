@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sciml.registry import close_matches
+from sciml.registry import close_matches, user_code_traceback
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -150,7 +150,10 @@ def validate(schema: type[M], data: dict[str, Any], *, source: str = "config") -
         return schema.model_validate(data)
     except ValidationError as err:
         problems = "\n  ".join(_describe(e, schema) for e in err.errors())
-        raise ConfigError(f"{source} has errors:\n  {problems}") from None
+        # an error raised inside a user's module (module:attr) keeps its traceback as the cause; others are ours
+        causes = [e.get("ctx", {}).get("error") for e in err.errors()]
+        cause = next((c for c in causes if isinstance(c, BaseException) and user_code_traceback(c)), None)
+        raise ConfigError(f"{source} has errors:\n  {problems}") from cause
 
 
 _READING_SAVED_RUN = contextvars.ContextVar("reading_saved_run", default=False)

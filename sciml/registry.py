@@ -14,6 +14,7 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -186,3 +187,24 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def user_code_traceback(err: BaseException) -> str:
+    """The traceback of `err` or of the error it was raised from, when one of its frames is in a file outside
+    sciml, solvers and installed packages that sciml called (a user's module named as module:attr); "" otherwise."""
+    import traceback
+
+    ours = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "solvers"))  # sciml's and solvers' files
+    seen, chain = set(), err
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        called_by_us = False  # frames above sciml's first are the caller's (a script, a test), not a component's
+        for frame in traceback.extract_tb(chain.__traceback__):
+            path = str(Path(frame.filename).resolve())
+            if path.startswith(ours):
+                called_by_us = True
+            elif called_by_us and "site-packages" not in path and "/lib/python" not in path \
+                    and not frame.filename.startswith("<"):
+                return "".join(traceback.format_exception(type(chain), chain, chain.__traceback__, chain=False))
+        chain = chain.__cause__ or chain.__context__
+    return ""

@@ -193,7 +193,7 @@ def check_optimizer(name: str, kwargs: dict, *, graph: bool = False) -> None:
     except Exception as err:  # a value of the wrong type or length (betas: [0.9]), or pytorch-optimizer's own
         # exceptions, which are not ValueErrors (NegativeLRError for lr: -1)
         raise ValueError(f"optimizer {name!r} rejects its settings {kwargs}: {type(err).__name__}: {err}; "
-                         "fix the value or leave the key out for the default") from None
+                         "fix the value or leave the key out for the default") from err
     if graph and not getattr(optimizer, "graph_capturable", True):
         raise ValueError(f"optimizer {name!r} cannot run inside a CUDA graph with these settings ({kwargs}): "
                          f"{type(optimizer).graph_capturable.__doc__.strip()}; change them or set cuda_graph: false")

@@ -104,7 +104,7 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
     try:
         problem = get_grid_problem(ph.problem, **ph.problem_args)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"physics.problem {ph.problem!r}: {err}") from None
+        raise ConfigError(f"physics.problem {ph.problem!r}: {err}") from err
     if info is None or fields is None:
         raise ValueError("a physics model is built on a dataset: pass its info and the selected fields")
     check_family(ph.problem, problem, info)
@@ -167,7 +167,7 @@ def _backbone(cfg: OperatorConfig, in_channels: int, out_channels: int, n_dims: 
         raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model {cfg.model.name!r} (a {n_dims}-d grid, {in_channels} input and {out_channels} output "
-                          f"channels): {err}; fix model.* in the config") from None
+                          f"channels): {err}; fix model.* in the config") from err
 
 
 def _dataset_params(info: DatasetInfo, problem: Any, name: str, given: dict[str, Any]) -> dict[str, float]:

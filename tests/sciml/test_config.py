@@ -123,3 +123,23 @@ def test_a_user_optimizer_taking_kwargs_checks_its_own_keywords(monkeypatch):
     monkeypatch.setitem(sys.modules, "sciml_user_kwopt", types.SimpleNamespace(KwargsAdam=KwargsAdam))
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], "sciml_user_kwopt:KwargsAdam", lr=0.01)
     assert opt.param_groups[0]["lr"] == 0.01
+
+
+def test_a_bug_inside_a_users_component_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    """An error raised inside a user's optimizer class was reported as a config mistake, its traceback to the
+    user's line dropped ('rejects its settings ... fix the value')."""
+    from sciml.registry import user_code_traceback
+    from sciml.train.schema import OperatorConfig
+
+    (tmp_path / "sciml_user_buggy_opt.py").write_text(
+        "import torch\n\nclass Buggy(torch.optim.Adam):\n    def __init__(self, params, lr=1e-3):\n"
+        "        super().__init__(params, lr=lr)\n        self.buf = torch.zeros('3')  # the user's bug\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = {"data": {"recipe": "burgers"}, "model": {"name": "fno"}, "optimizer": {"name": "sciml_user_buggy_opt:Buggy"}}
+    with pytest.raises(ConfigError, match="rejects its settings") as caught:
+        validate(OperatorConfig, raw)
+    where = user_code_traceback(caught.value)
+    assert "sciml_user_buggy_opt.py" in where and "the user's bug" in where
+    with pytest.raises(ConfigError) as ours:  # a plain config mistake has no user frame: no traceback shown
+        validate(OperatorConfig, {**raw, "optimizer": {"name": "adam", "lrr": 1.0}})
+    assert user_code_traceback(ours.value) == ""
