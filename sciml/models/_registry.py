@@ -56,7 +56,11 @@ def build_model(name: str, *, in_channels: int, out_channels: int, n_dims: int, 
     """Build model `name` for data with `in_channels`/`out_channels` channels on an `n_dims`-d grid."""
     if _any_neuralop_class(name):
         return neuralop_model(name.split(".", 1)[1], in_channels=in_channels, out_channels=out_channels, n_dims=n_dims, **options)
-    return MODELS.build(name, in_channels=in_channels, out_channels=out_channels, n_dims=n_dims, **options)
+    model = MODELS.build(name, in_channels=in_channels, out_channels=out_channels, n_dims=n_dims, **options)
+    if not isinstance(model, nn.Module):  # a user's class or factory of another kind failed later, deep in training
+        raise ValueError(f"model {name!r} built a {type(model).__name__}, not a torch.nn.Module: a model is a Module "
+                         f"(or a function returning one) taking in_channels, out_channels and n_dims")
+    return model
 
 
 _GIVEN_BY_THE_DATA = ("self", "in_channels", "out_channels", "n_dims")

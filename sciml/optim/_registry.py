@@ -123,7 +123,11 @@ def build_optimizer(params, name: str, **kwargs) -> torch.optim.Optimizer:
         return obj(params, _name=name, **kwargs)
     if isinstance(obj, type) and not takes_any_kwargs(obj):  # a **kwargs class checks its own keywords
         check_kwargs(f"optimizer {name!r}", kwargs, signature_kwargs(obj))
-    return obj(params, **kwargs)
+    optimizer = obj(params, **kwargs)
+    if not isinstance(optimizer, torch.optim.Optimizer):  # a user's class of another kind failed in the scheduler
+        raise ValueError(f"optimizer {name!r} built a {type(optimizer).__name__}, not a torch.optim.Optimizer: a "
+                         f"user's optimizer subclasses it (or is a function returning one) and takes (params, **kwargs)")
+    return optimizer
 
 
 _HOW_TO_STEP = ("fused", "foreach", "capturable", "differentiable")

@@ -143,3 +143,29 @@ def test_a_bug_inside_a_users_component_keeps_its_traceback(tmp_path, monkeypatc
     with pytest.raises(ConfigError) as ours:  # a plain config mistake has no user frame: no traceback shown
         validate(OperatorConfig, {**raw, "optimizer": {"name": "adam", "lrr": 1.0}})
     assert user_code_traceback(ours.value) == ""
+
+
+def test_a_users_model_or_optimizer_of_another_kind_is_named_as_such(monkeypatch):
+    """A model that was not an nn.Module failed with "'NotModule' object has no attribute 'to'" inside the trainer,
+    an optimizer that was not an Optimizer with "no attribute 'param_groups'" inside torch's scheduler."""
+    import sys
+    import types
+
+    import torch
+
+    from sciml.models import build_model
+    from sciml.optim import build_optimizer
+
+    class NotModule:
+        def __init__(self, in_channels, out_channels, n_dims):
+            pass
+
+    class NotOptimizer:
+        def __init__(self, params, lr=1e-3):
+            self.params = list(params)
+
+    monkeypatch.setitem(sys.modules, "sciml_user_kinds", types.SimpleNamespace(NotModule=NotModule, NotOptimizer=NotOptimizer))
+    with pytest.raises(ValueError, match="built a NotModule, not a torch.nn.Module"):
+        build_model("sciml_user_kinds:NotModule", in_channels=1, out_channels=1, n_dims=1)
+    with pytest.raises(ValueError, match="built a NotOptimizer, not a torch.optim.Optimizer"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(2))], "sciml_user_kinds:NotOptimizer")
