@@ -303,7 +303,7 @@ class HardConstraint(nn.Module):
                                      f"tensor of a fixed shape, such as a source or coefficient given on the grid. Pass "
                                      f"such a field as a data field, HardConstraint(..., data_fields=('f',)) and "
                                      f"layer(basis, {{'f': (batch, *grid)}}), and read it as d.f") from err
-                terms = [None] if out is None else as_terms(out)  # None (a missing return): the shape message
+                terms = as_terms(out)  # a None term (a missing return) gets the shape message
                 keys = [k for k in rec.asked if k[0] < n_out]
                 if not keys and None not in terms:  # None (a missing return) gets the shape message
                     raise ValueError(f"{what} reads none of the outputs {self.outputs}; write it against d.u, d.u_x, ...")

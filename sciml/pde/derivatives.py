@@ -401,7 +401,7 @@ def as_terms(out) -> list[Tensor]:
         out = list(out)
     else:
         out = [out]
-    return [torch.as_tensor(r) for r in out]
+    return [None if r is None else torch.as_tensor(r) for r in out]  # None (a missing return): callers name it
 
 
 def residual_terms(fn: Callable, d: "Derivatives", p: "Params", with_params: bool | None = None) -> list[Tensor]:

@@ -311,6 +311,7 @@ def test_bad_inputs_are_refused_with_the_fix():
     (lambda d, p: [d.u_t - p.k * d.u_xx, d.u.mean()], r"got terms of shapes \[\(4,\), \(\)\]"),
     (lambda d, p: (d.u_t - p.k * d.u_xx)[..., None], r"got \(4, 1\)"),
     (lambda d, p: None, "got None"),
+    (lambda d, p: (d.u_t - p.k * d.u_xx, None), r"got terms of shapes \[\(4,\), None\]"),  # raised inside torch
 ])
 def test_a_residual_that_is_not_one_value_per_node_is_refused_with_the_fix(residual, got):
     """A reduced residual was broadcast onto every row and solved as if pointwise: -u_xx = 2 with (u_xx + 2).norm()
