@@ -24,6 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from sciml.models._validate import check_input
 from solvers.implicit import Implicit, OneStep, Phantom, Unrolled, default_rtol, fixed_point
 from solvers.linear import GMRES
 from solvers.nonlinear import Anderson
@@ -176,10 +177,7 @@ class DEQNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, in_channels, *grid) -> (batch, out_channels, *grid)."""
-        if x.dim() != 2 + self.n_dims or x.shape[1] != self.in_channels:
-            grid = ", ".join(f"n{i}" for i in range(1, self.n_dims + 1))
-            raise ValueError(f"DEQNet: expected x of shape (batch, {self.in_channels}, {grid}) (in_channels="
-                             f"{self.in_channels}, n_dims={self.n_dims}), got {tuple(x.shape)}")
+        check_input("DEQNet", x, self.in_channels, self.n_dims)
         _check_dtypes("DEQNet", x, None, list(self.lift.parameters()))
         return self.head(self.deq(self.lift(x)))
 

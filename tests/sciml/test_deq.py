@@ -129,9 +129,9 @@ def test_deq_bad_inputs_name_the_fix():
     with pytest.raises(TypeError, match=r"z0 is torch.float64"):
         deq(x, z0=torch.zeros(5, 4, dtype=DT))
     net = DEQNet(in_channels=1, out_channels=1, n_dims=2, width=4)
-    with pytest.raises(ValueError, match=r"expected x of shape \(batch, 1, n1, n2\).*got \(2, 1, 16\)"):
+    with pytest.raises(ValueError, match=r"DEQNet expects input of shape \(batch, 1, \*grid\) with 2 grid dimension\(s\), got \(2, 1, 16\)"):
         net(torch.randn(2, 1, 16))
-    with pytest.raises(ValueError, match=r"expected x of shape \(batch, 1, n1, n2\).*got \(2, 3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"DEQNet expects input of shape \(batch, 1, \*grid\) with 2 grid dimension\(s\), got \(2, 3, 8, 8\)"):
         net(torch.randn(2, 3, 8, 8))
     with pytest.raises(TypeError, match="DEQNet: x is torch.float64"):
         net(torch.randn(2, 1, 8, 8, dtype=DT))
