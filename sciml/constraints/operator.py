@@ -262,13 +262,11 @@ LAYER_OPTIONS = ("experts", "points", "shared_conditions", "overlap", "ridge", "
                  "initial")
 
 
-def check_soft_options(constraint: str, options: Sequence[str], prefix: str = "") -> None:
-    """The soft constraint has no layer: layer options given with it would be ignored, so they are refused
-    (by `PhysicsOperator` and by the operator config alike; `prefix`: how the caller names them)."""
+def check_soft_options(constraint: str, options: Sequence[str]) -> None:
+    """The soft constraint has no layer: layer options given to `PhysicsOperator` with it would be ignored, so they
+    are refused (a config's are warned of when it trains: `PhysicsConfig.ignored_layer_options`)."""
     if constraint == "soft" and options:
-        names = [prefix + o for o in sorted(options)]
-        raise ValueError(f"the soft constraint has no layer; drop {names} or use {prefix}constraint 'hard'"
-                         + (" (an override such as physics.points=null clears a config's value)" if prefix else ""))
+        raise ValueError(f"the soft constraint has no layer; drop {sorted(options)} or use constraint 'hard'")
 
 
 def physics_loss(u: Tensor, x: Tensor, problem: GridProblem, spacing: Sequence[float],

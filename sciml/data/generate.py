@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from sciml.data.h5 import DatasetInfo, Writer, read_info
-from sciml.data.recipes import DATASETS_DIR, Recipe, batch_seed
+from sciml.data.recipes import DATASETS_DIR, SEED_STRIDE, Recipe, batch_seed
 from sciml.utils import environment, resolve_device
 
 
@@ -87,7 +87,7 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
         "name": recipe.name, "family": recipe.family, "description": recipe.description,
         "spatial_shape": list(layout.spatial_shape), "grid_kind": layout.grid_kind,
         "params": params.model_dump(mode="json"), "seed": recipe.seed,
-        "rng": f"torch.Generator({device.type}), batch b seeded with seed * 1000003 + b",
+        "rng": f"torch.Generator({device.type}), batch b seeded with seed * {SEED_STRIDE} + b",
         "recipe_yaml": recipe.model_dump_json(exclude={"presets"}),
         **layout.attrs,
         **{k: v for k, v in environment(device).items() if k not in ("command",)},
