@@ -321,6 +321,16 @@ class Guard:
             "warm_norms": [host(n) for n in self._warm_norms],
         }
 
+    @staticmethod
+    def state_to_host(sd: dict[str, Any]) -> dict[str, Any]:
+        """A `state_dict(to_host=False)` with its tensors (alone or in lists) moved to the host, as
+        `state_dict()` gives them."""
+        def host(v):
+            if torch.is_tensor(v):
+                return v.cpu()
+            return [host(t) for t in v] if isinstance(v, list) else v
+        return {k: host(v) for k, v in sd.items()}
+
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         dev = self._device()
         self.step_count, self.lr_scale, self.log_loss_ema = sd["step_count"], sd["lr_scale"], sd["log_loss_ema"]

@@ -628,8 +628,7 @@ class Trainer:
                       "message": str(error)})
         state["carried_metrics"] = [r for r in self.run.read_metrics()[state["metrics_lines"]:]
                                     if r["kind"] in ("guard", "guard_error")]
-        state["guard"] = {k: v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] if k == "warm_norms" else v
-                          for k, v in Guard.afresh(state["guard"]).items()}  # a held copy kept them on the device
+        state["guard"] = Guard.state_to_host(Guard.afresh(state["guard"]))  # a held copy kept them on the device
         state.update(self._sittings())  # the time spent counts against a budget all the same
         self.run.save_checkpoint(state, "last")
         if held is not None:
@@ -757,7 +756,7 @@ class Trainer:
         warn_schedule_never_decays(self.cfg)  # here, not in the schema: loading a trained run is no reason to warn
         with tf32_matmuls(self.cfg.training.precision == "tf32"), _sigint_sets(self._interrupt):
             final = self._fit()
-        if self._interrupt[0] and final.get("interrupted"):
+        if final.get("interrupted"):
             raise TrainingInterrupted(self.run.path, self.epoch)
         return final
 
