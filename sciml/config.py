@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import math
+import numbers
 import typing
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from sciml.registry import close_matches, user_code_traceback
 
@@ -154,6 +156,23 @@ def validate(schema: type[M], data: dict[str, Any], *, source: str = "config") -
         causes = [e.get("ctx", {}).get("error") for e in err.errors()]
         cause = next((c for c in causes if isinstance(c, BaseException) and user_code_traceback(c)), None)
         raise ConfigError(f"{source} has errors:\n  {problems}") from cause
+
+
+def _whole_number(value: Any) -> Any:
+    """Integer fields take whole numbers (operator and PINN configs alike): `training.epochs=true` ran 1 epoch, 2.5
+    or "3" slipped through. A float
+    with no fractional part (`training.epochs=1e3`, 100.0) is that integer, as it was before the check."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+        if math.isfinite(value) and float(value).is_integer():
+            return int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError("give a whole number (e.g. 3 or 1e3)")  # the caller names the key and the value
+    return int(value)
+
+
+PositiveInt = Annotated[int, BeforeValidator(_whole_number), Field(gt=0)]
+NonNegativeInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]
+WholeInt = Annotated[int, BeforeValidator(_whole_number)]  # bounds by Field(...) where the field sets them
 
 
 _READING_SAVED_RUN = contextvars.ContextVar("reading_saved_run", default=False)

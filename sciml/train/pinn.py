@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from sciml.config import ConfigError, StrictModel, checks_training_components, dump, validate
+from sciml.config import ConfigError, StrictModel, WholeInt, checks_training_components, dump, validate
 from sciml.optim import (build_optimizer, check_optimizer, closure_kind, graph_optimizer_kwargs, load_optimizer_state,
                          lrs_as_tensors, set_lr)
 from sciml.optim.guard import Guard, GuardError
@@ -62,27 +62,27 @@ class WeightFactorizationConfig(StrictModel):
 class NetConfig(StrictModel):
     """`sciml.pde.nets.MLP`'s options."""
 
-    width: int = Field(20, ge=1)
-    depth: int = Field(3, ge=1)
+    width: WholeInt = Field(20, ge=1)
+    depth: WholeInt = Field(3, ge=1)
     activation: str = "tanh"
-    fourier_features: int = Field(0, ge=0)
+    fourier_features: WholeInt = Field(0, ge=0)
     fourier_scale: float = Field(1.0, gt=0)
-    harmonics: int = Field(1, ge=1)
+    harmonics: WholeInt = Field(1, ge=1)
     modified: bool = False  # gated hidden layers (modified MLP)
     weight_factorization: WeightFactorizationConfig | None = None  # {mean, std}: random weight factorisation
 
 
 class PointsConfig(StrictModel):
-    interior: int = Field(2540, ge=1)
-    boundary: int = Field(80, ge=1)
-    initial: int = Field(160, ge=1)
+    interior: WholeInt = Field(2540, ge=1)
+    boundary: WholeInt = Field(80, ge=1)
+    initial: WholeInt = Field(160, ge=1)
     method: Literal["uniform", "pseudo", "sobol", "lhs", "halton"] = "sobol"  # the first draw; redraws are pseudo-random
-    resample_every: int = Field(0, ge=0)  # redraw / RAD-resample every k first-order steps (L-BFGS keeps one objective); 0: fixed
+    resample_every: WholeInt = Field(0, ge=0)  # redraw / RAD-resample every k first-order steps (L-BFGS keeps one objective); 0: fixed
     adaptive: Literal["none", "rad", "rar"] = "none"
     rad_k: float = Field(1.0, ge=0)
     rad_c: float = Field(1.0, ge=0)
-    candidates: int = Field(20000, ge=1)
-    rar_add: int = Field(10, ge=1)
+    candidates: WholeInt = Field(20000, ge=1)
+    rar_add: WholeInt = Field(10, ge=1)
 
     @model_validator(mode="after")
     def _adaptive_needs_a_period(self) -> "PointsConfig":
@@ -95,13 +95,13 @@ class PointsConfig(StrictModel):
 class CausalConfig(StrictModel):
     enabled: bool = False
     eps: float = Field(1.0, ge=0)
-    bins: int = Field(32, ge=2)
+    bins: WholeInt = Field(32, ge=2)
 
 
 class LossConfig(StrictModel):
     weights: dict[str, float] = {}  # by term name: residual, dirichlet_0, initial_1, ...
     adaptive: Literal["fixed", "grad_norm", "ntk"] = "fixed"
-    update_every: int = Field(100, ge=1)
+    update_every: WholeInt = Field(100, ge=1)
     alpha: float = Field(0.9, ge=0, lt=1)
     causal: CausalConfig = CausalConfig()
 
@@ -125,12 +125,12 @@ PINN_GUARD = {"clip": None, "check_every": 10, "spike_factor": 100.0}
 
 class PhaseConfig(StrictModel):
     optimizer: dict[str, Any]
-    steps: int = Field(ge=1)
+    steps: WholeInt = Field(ge=1)
     dtype: Literal["float32", "float64"] | None = None
     guard: dict[str, Any] | None = {}
-    decay_every: int = Field(0, ge=0)  # exponential LR decay: lr · rate^(step / decay_every)
+    decay_every: WholeInt = Field(0, ge=0)  # exponential LR decay: lr · rate^(step / decay_every)
     decay_rate: float = Field(1.0, gt=0, le=1)
-    warmup_steps: int = Field(0, ge=0)  # linear warm-up over the first steps: lr · min(1, step / warmup_steps)
+    warmup_steps: WholeInt = Field(0, ge=0)  # linear warm-up over the first steps: lr · min(1, step / warmup_steps)
     cuda_graph: bool | None = None  # this phase's graph mode; None: the run's `cuda_graph`
 
 
@@ -152,7 +152,7 @@ class PINNConfig(StrictModel):
     task: Literal["pinn"] = "pinn"
     problem: str
     problem_args: dict[str, Any] = {}
-    seed: int = 0
+    seed: WholeInt = 0
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     constraints: Literal["soft", "hard"] = "soft"
@@ -170,9 +170,9 @@ class PINNConfig(StrictModel):
     points: PointsConfig = PointsConfig()
     loss: LossConfig = LossConfig()
     phases: list[PhaseConfig] = Field(default_factory=_default_phases)
-    log_every: int = Field(100, ge=1)
-    eval_every: int = Field(1000, ge=0)
-    checkpoint_every: int = Field(1000, ge=0)
+    log_every: WholeInt = Field(100, ge=1)
+    eval_every: WholeInt = Field(1000, ge=0)
+    checkpoint_every: WholeInt = Field(1000, ge=0)
     max_minutes: float | None = Field(None, gt=0)  # stop (with a checkpoint) after this wall time; --resume goes on
     output: OutputConfig = OutputConfig()
 

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import ConfigDict, Field, PositiveFloat, model_validator
 
-from sciml.config import StrictModel, checks_training_components
-
-
-def _whole_number(value: Any) -> Any:
-    """Integer fields take whole numbers: `training.epochs=true` ran 1 epoch, 2.5 or "3" slipped through. A float
-    with no fractional part (`training.epochs=1e3`, 100.0) is that integer, as it was before the check."""
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
-        if math.isfinite(value) and float(value).is_integer():
-            return int(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError("give a whole number (e.g. 3 or 1e3)")  # the caller names the key and the value
-    return int(value)
+from sciml.config import NonNegativeInt, PositiveInt, StrictModel, WholeInt, checks_training_components
 
 
-PositiveInt = Annotated[int, BeforeValidator(_whole_number), Field(gt=0)]
-NonNegativeInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]
 
 
 class DataConfig(StrictModel):
@@ -195,7 +181,7 @@ def check_rollout_windows(model: str, input_time, output_time, n_times: int | No
 
 class OperatorConfig(StrictModel):
     task: Literal["operator"] = "operator"
-    seed: Annotated[int, BeforeValidator(_whole_number)] = 0
+    seed: WholeInt = 0
     device: str = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     model: NamedConfig

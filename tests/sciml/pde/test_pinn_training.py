@@ -629,3 +629,19 @@ def test_hard_periodicity_holds_for_the_whole_model_and_boundary_conditions_skip
     y[:, 0] = 0.0
     with torch.no_grad():  # u is free on x = 0 (a periodic face), zero on the walls
         assert model.double()(y).abs().max() > 1e-3
+
+
+def test_pinn_integer_fields_take_whole_numbers_as_the_operator_schema_does():
+    """The PINN schema's plain int fields took `steps: true` as 1 step and "3" as 3 (the operator schema refused
+    them since f2fd897); 1e3 stays 1000."""
+    from sciml.config import validate
+
+    def phases(steps):
+        return {"problem": "burgers", "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": steps}]}
+
+    assert validate(PINNConfig, phases(1e3)).phases[0].steps == 1000
+    for bad in (True, "3", 2.5):
+        with pytest.raises(ConfigError, match=r"steps.*whole number"):
+            validate(PINNConfig, phases(bad))
+    with pytest.raises(ConfigError, match=r"net\.width.*whole number"):
+        validate(PINNConfig, {**phases(10), "net": {"width": True}})
