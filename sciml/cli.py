@@ -226,6 +226,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, desc, source in rows:
             print(f"  {name:<{width}}  {desc}" + (f"  [{source}]" if source else ""))
         print()
+    if not args.kinds or set(args.kinds) - {"datasets"}:
+        print("Each kind but datasets also takes your own object as 'package.module:Attribute' (e.g. model: "
+              "mynets:MyNet), imported from the working directory or sys.path.")
     return 0
 
 

@@ -62,6 +62,23 @@ def check_kwargs(what: str, kwargs, valid: list[str]) -> None:
                              f"valid: {', '.join(valid)}")
 
 
+def check_call_args(what: str, obj, args: dict, label: str = "the arguments") -> None:
+    """A ValueError if calling `obj` with keyword `args` would fail on the arguments themselves (an unknown or
+    missing one), naming the close matches and what it takes; nothing is called. Objects without a signature
+    (builtins) are left to the call."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(**args)
+    except TypeError as err:
+        takes = [p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [k for k in args if k not in takes]
+        hint = close_matches(unknown[0], takes) if unknown and not takes_any_kwargs(obj) else ""
+        raise ValueError(f"{what} rejected {label} {args}: {err}{hint}; it takes {takes}") from None
+
+
 def _import_here_too(module_name: str):
     """`importlib.import_module`, also from the working directory: `python script.py` puts the script's
     folder on sys.path, but the `sciml` console script does not, so `problem: mypde:problem` with mypde.py
@@ -164,6 +181,7 @@ class Registry(Generic[T]):
             return obj
         if not callable(obj):
             raise TypeError(f"{name!r} is neither a {cls.__name__} nor a function returning one (got {type(obj).__name__})")
+        check_call_args(f"{self.kind} {name!r}", obj, args)
         made = obj(**args)
         if not isinstance(made, cls):
             raise TypeError(f"{name!r} returned {type(made).__name__}, not a {cls.__module__}.{cls.__name__}")
@@ -189,22 +207,53 @@ class Registry(Generic[T]):
         return len(self._entries)
 
 
+_SCIML_FOLDERS = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "solvers"))
+
+
+def _is_users_file(path: str) -> bool:
+    """A file outside sciml, solvers, the standard library and installed packages."""
+    path = str(Path(path).resolve())
+    return not path.startswith(_SCIML_FOLDERS) and "site-packages" not in path and "/lib/python" not in path
+
+
+def user_modules(config: Any) -> dict[str, dict[str, str]]:
+    """For each ``module:attr`` in `config` (nested dicts and lists) whose module is a user's file already
+    imported: its path and the sha256 of its source, so a run folder says which code it ran."""
+    import hashlib
+
+    found: dict[str, dict[str, str]] = {}
+
+    def walk(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and ":" in value:
+            module = sys.modules.get(value.partition(":")[0])
+            path = getattr(module, "__file__", None)
+            if path and _is_users_file(path) and Path(path).is_file():
+                found[module.__name__] = {"file": str(Path(path).resolve()),
+                                          "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+
+    walk(config)
+    return found
+
+
 def user_code_traceback(err: BaseException) -> str:
     """The traceback of `err` or of the error it was raised from, when one of its frames is in a file outside
     sciml, solvers and installed packages that sciml called (a user's module named as module:attr); "" otherwise."""
     import traceback
 
-    ours = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "solvers"))  # sciml's and solvers' files
     seen, chain = set(), err
     while chain is not None and id(chain) not in seen:
         seen.add(id(chain))
         called_by_us = False  # frames above sciml's first are the caller's (a script, a test), not a component's
         for frame in traceback.extract_tb(chain.__traceback__):
-            path = str(Path(frame.filename).resolve())
-            if path.startswith(ours):
+            if str(Path(frame.filename).resolve()).startswith(_SCIML_FOLDERS):
                 called_by_us = True
-            elif called_by_us and "site-packages" not in path and "/lib/python" not in path \
-                    and not frame.filename.startswith("<"):
+            elif called_by_us and _is_users_file(frame.filename) and not frame.filename.startswith("<"):
                 return "".join(traceback.format_exception(type(chain), chain, chain.__traceback__, chain=False))
         chain = chain.__cause__ or chain.__context__
     return ""

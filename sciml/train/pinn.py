@@ -454,7 +454,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         run.truncate_metrics(state["metric_lines"])
     if run is not None:  # a resume's overrides too (max_minutes, a lower lr): the next resume and eval read them
         run.write_config(dump(cfg))
-        run.write_environment(device)
+        run.write_environment(device, cfg.model_dump())
 
     def log(record):  # counts every line, so a checkpoint knows where its metrics end
         nonlocal metric_lines
@@ -730,26 +730,15 @@ def _save(run, model, opt, guard, weights, cpu_points, phase, step, elapsed, his
 def load_problem(cfg: PINNConfig) -> Problem:
     """The config's problem built with its problem_args. Arguments the factory's signature does not take are a
     ConfigError; an error raised inside the factory (a bug in the user's code) propagates with its traceback."""
-    import inspect
-
     from sciml.pde.problems import PROBLEMS
+    from sciml.registry import check_call_args
 
     factory = PROBLEMS.get(cfg.problem)
     if callable(factory) and not isinstance(factory, Problem):
         try:
-            signature = inspect.signature(factory)
-        except (TypeError, ValueError):  # no signature to check (a builtin): the call itself decides
-            signature = None
-        if signature is not None:
-            try:
-                signature.bind(**cfg.problem_args)
-            except TypeError as err:
-                takes = [p.name for p in signature.parameters.values()
-                         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-                unknown = [k for k in cfg.problem_args if k not in takes]
-                hint = close_matches(unknown[0], takes) if unknown else ""
-                raise ConfigError(f"problem {cfg.problem!r} rejected problem_args {cfg.problem_args}: {err}{hint}; it "
-                                  f"takes {takes}") from None
+            check_call_args(f"problem {cfg.problem!r}", factory, cfg.problem_args, "problem_args")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     return get_problem(cfg.problem, **cfg.problem_args)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from sciml.config import ConfigError, load_yaml
+from sciml.registry import user_modules
 from sciml.utils import atomic_path, atomic_write_text, environment
 
 
@@ -126,8 +127,12 @@ class RunDir:
     def write_config(self, text: str) -> None:
         atomic_write_text(self.config_path, text)
 
-    def write_environment(self, device: torch.device | None = None) -> None:
-        atomic_write_text(self.path / "environment.json", json.dumps(environment(device), indent=2))
+    def write_environment(self, device: torch.device | None = None, config: dict[str, Any] | None = None) -> None:
+        """Versions, device and commit, and the path and source hash of each user's module `config` names."""
+        info = environment(device)
+        if config is not None and (modules := user_modules(config)):
+            info["user_modules"] = modules
+        atomic_write_text(self.path / "environment.json", json.dumps(info, indent=2))
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line (non-finite floats are written as strings so the file stays JSON)."""

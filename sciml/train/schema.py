@@ -279,6 +279,13 @@ class OperatorConfig(StrictModel):
                 message += (f"; a name given by override keeps the file's other optimizer settings: replace the "
                             f"whole section instead, e.g. 'optimizer={{name: {name}, lr: ...}}'")
             raise ValueError(message if message.startswith("optimizer") else f"optimizer: {message}") from None
+        if self.physics is None:  # physics-informed training has its own loss
+            from sciml.train.losses import build_loss
+
+            try:
+                build_loss(self.training.loss)
+            except TypeError as err:
+                raise ValueError(f"training.{err}") from None
         guard = self.guard_settings()
         try:
             Guard.check_settings(guard)

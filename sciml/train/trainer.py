@@ -27,7 +27,7 @@ from sciml.data.loading import Normalizer, Split, check_selection, load_test, lo
 from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors, set_lr
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
-from sciml.train.losses import LOSSES, relative_l2_per_sample
+from sciml.train.losses import build_loss, check_scalar_loss, relative_l2_per_sample
 from sciml.train.physics import build_operator_model, check_rollout_fields, saves_start, spacetime_split
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
@@ -276,7 +276,7 @@ class Trainer:
         self.cfg, self.run = cfg, run
         self.device = resolve_device(device or cfg.device)
         torch.manual_seed(cfg.seed)
-        self.loss_fn = LOSSES.get(cfg.training.loss)
+        self.loss_fn = build_loss(cfg.training.loss)
 
         self.dataset_path = resolve_dataset(cfg, device=self.device, progress=cfg.training.progress)
         self.info, train, val, test = self._load(self.dataset_path)
@@ -677,7 +677,9 @@ class Trainer:
         """The training loss on a batch: the config's loss against y, or with ``physics:`` the
         PDE's residual and conditions, which never read y."""
         pred = self.predict(x)
-        return self.model.loss(pred, x) if self.cfg.physics is not None else self.loss_fn(pred, y)
+        if self.cfg.physics is not None:
+            return self.model.loss(pred, x)
+        return check_scalar_loss(self.loss_fn(pred, y), self.cfg.training.loss)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch, stepped the way the optimizer needs; returns the loss."""
@@ -836,12 +838,17 @@ class Trainer:
 
     @torch.no_grad()
     def plot(self, path: Path) -> None:
-        from sciml.train.plots import plot_predictions
-
-        n = min(self.cfg.training.n_plot, len(self.test_split.x))
         self.model.eval()
-        pred = self.predict(self.test_split.x[:n]).cpu()
-        plot_predictions(self.test_split.x[:n].cpu(), self.test_split.y[:n].cpu(), pred, path)
+        plot_first_samples(self.predict, self.test_split, self.cfg.training.n_plot, path)
+
+
+def plot_first_samples(predict, split: Split, n_plot: int, path: Path) -> bool:
+    """The first `n_plot` samples of `split`, truth beside `predict`'s output, saved to `path` (False when nothing
+    could be plotted)."""
+    from sciml.train.plots import plot_predictions
+
+    n = min(n_plot, len(split.x))
+    return plot_predictions(split.x[:n].cpu(), split.y[:n].cpu(), predict(split.x[:n]).cpu(), path)
 
 
 def warn_failed_solves(counts: dict[str, list[int]], what: str) -> None:
@@ -1172,12 +1179,9 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
 def _plot_eval(operator: "TrainedOperator", split: Split, n_plot: int, run_path: Path, row: dict[str, Any]) -> Path | None:
     """The first test samples, truth beside prediction, as training's final plot: eval_<resolution>_<checkpoint>.png
     (with the other file's name when evaluated on one)."""
-    from sciml.train.plots import plot_predictions
-
-    n = min(n_plot, len(split.x))
     other = f"_{Path(row['dataset']).stem}" if "dataset" in row else ""
     path = run_path / f"eval_{row['resolution']}_{row['checkpoint']}{other}.png"
-    return path if plot_predictions(split.x[:n].cpu(), split.y[:n].cpu(), operator(split.x[:n]).cpu(), path) else None
+    return path if plot_first_samples(operator, split, n_plot, path) else None
 
 
 class EvalFailed(ConfigError):
@@ -1200,6 +1204,9 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
     if cfg.physics is not None and (unused := cfg.physics.ignored_layer_options()):
         warnings.warn(f"physics.constraint=soft has no layer: {unused} are not used (they set the hard constraint's "
                       f"layer; physics.constraint=hard uses them)", stacklevel=2)
+    if cfg.physics is not None and "loss" in cfg.training.model_fields_set:
+        warnings.warn(f"physics: the loss is the PDE's residual and conditions; training.loss={cfg.training.loss!r} "
+                      "is not used (drop it)", stacklevel=2)
     if run is None:
         run = RunDir.create(cfg.output.root, cfg.output.name, prefix=f"{cfg.model.name.replace(':', '_')}")
     with run.removed_if_left_empty():
@@ -1210,5 +1217,5 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
             trainer.load_state_dict(run.load_checkpoint("last", map_location=trainer.device))
             trainer.forget_best_ahead()
         run.write_config(dump(cfg))
-        run.write_environment(trainer.device)
+        run.write_environment(trainer.device, cfg.model_dump())
         return run, trainer.fit()

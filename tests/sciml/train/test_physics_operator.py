@@ -261,6 +261,14 @@ def test_bad_physics_settings_fail_before_the_data_is_made(tiny, tmp_path, chang
     assert not (tmp_path / "data").exists()
 
 
+def test_a_misspelt_problem_argument_names_its_close_match(tiny, tmp_path):
+    """physics.problem_args.nuu got Python's "burgers() got an unexpected keyword argument 'nuu'"."""
+    raw = _variant(tiny, "misspelt", physics={"problem_args": {"nuu": 0.02}})
+    with pytest.raises(ConfigError, match=r"physics.problem 'burgers': grid problem 'burgers' rejected the arguments "
+                                          r"\{'nuu': 0.02\}: .*'nuu' \(did you mean 'nu'\?\); it takes \['nu'\]"):
+        train(validate(OperatorConfig, raw))
+
+
 def test_problem_args_that_contradict_the_data_are_refused(tiny, hard_run):
     raw = _variant(tiny, "contradicts", physics={"problem_args": {"nu": 0.05}})
     with pytest.raises(ConfigError, match=r"problem_args.nu=0.05 contradicts the dataset, made with nu=0.02"):
@@ -272,6 +280,13 @@ def test_soft_training_warns_of_the_layer_options_it_does_not_use(tiny):
     cfg = validate(OperatorConfig, _variant(tiny, "soft_experts", physics={"constraint": "soft", "experts": [4, 1]},
                                             training={"epochs": 1}))
     with pytest.warns(UserWarning, match=r"soft has no layer: \['physics.experts', 'physics.points'\] are not used"):
+        train(cfg)
+
+
+def test_physics_training_warns_that_a_configured_data_loss_is_not_used(tiny):
+    cfg = validate(OperatorConfig, _variant(tiny, "with_loss", training={"epochs": 1, "loss": "mse"}))
+    with pytest.warns(UserWarning, match=r"physics: the loss is the PDE's residual and conditions; training.loss='mse' "
+                                         r"is not used"):
         train(cfg)
 
 

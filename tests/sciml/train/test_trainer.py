@@ -359,6 +359,8 @@ def test_cli_list_shows_registries(capsys):
     out = capsys.readouterr().out
     assert "fno" in out and "burgers" in out and "rel_l2" in out and "burgers1d" in out
     assert ":math:" not in out and "the last `history`  [" not in out  # no docstring cut mid-sentence or raw LaTeX
+    assert "your own object as 'package.module:Attribute'" in out
+    assert main(["list", "datasets"]) == 0 and "module:Attribute" not in capsys.readouterr().out
     assert main(["list", "modles"]) == 2
     assert "nothing to list as 'modles' (did you mean 'models'?)" in capsys.readouterr().err
 
@@ -1437,6 +1439,11 @@ def test_a_run_trained_with_a_users_optimizer_module_evaluates_without_it(tiny_c
     raw = {**tiny_cfg, "optimizer": {"name": "myopt_for_eval:MyAdam", "lr": 5e-3, "damping": 0.1},
            "training": {**tiny_cfg["training"], "epochs": 2}, "output": {**tiny_cfg["output"], "name": "own_optimizer"}}
     run, final = train(validate(OperatorConfig, raw))
+    import hashlib  # the run folder says which code it ran
+    recorded = json.loads((run.path / "environment.json").read_text())["user_modules"]
+    source = tmp_path / "myopt_for_eval.py"
+    assert recorded == {"myopt_for_eval": {"file": str(source.resolve()),
+                                           "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}}
     monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
     sys.path.remove(str(tmp_path))
     monkeypatch.delitem(sys.modules, "myopt_for_eval")
@@ -1445,3 +1452,44 @@ def test_a_run_trained_with_a_users_optimizer_module_evaluates_without_it(tiny_c
     assert load_operator(run.path, which="last") is not None
     with pytest.raises(ConfigError, match="cannot import module 'myopt_for_eval'"):  # training still checks it
         load_config(OperatorConfig, run.config_path)
+
+
+_USER_LOSSES = (
+    "import torch\n\n"
+    "def per_sample(pred, y):\n    return (pred - y).flatten(1).norm(dim=1)\n\n"
+    "class NotAModule:\n    pass\n\n"
+    "class Weighted(torch.nn.Module):\n    def __init__(self, weight):\n        super().__init__()\n\n"
+    "    def forward(self, pred, y):\n        return (pred - y).abs().mean()\n")
+
+
+@pytest.mark.parametrize("loss, message", [
+    ("mae", "unknown loss 'mae' \\(did you mean 'mse'"),
+    ("users_losses:NotAModule", "training.loss 'users_losses:NotAModule' is the class NotAModule, which is not a "
+                                "torch.nn.Module"),
+    ("users_losses:Weighted", "cannot be built without arguments"),
+])
+def test_a_loss_that_cannot_be_a_loss_fails_before_the_data_is_made(tiny_cfg, tmp_path, monkeypatch, loss, message):
+    """A torch.nn loss class was called as the loss (L1Loss(pred, y) builds a module with size_average=pred), which
+    failed inside the first step with torch's own error; an unknown name failed only when the trainer was built."""
+    (tmp_path / "users_losses.py").write_text(_USER_LOSSES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = {**tiny_cfg, "data": {**tiny_cfg["data"], "root": str(tmp_path / "data")},
+           "training": {**tiny_cfg["training"], "loss": loss}}
+    with pytest.raises(ConfigError, match=message):
+        validate(OperatorConfig, raw)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_torch_loss_class_trains_as_its_loss_and_a_per_sample_loss_names_the_fix(tiny_cfg, tmp_path, monkeypatch):
+    (tmp_path / "users_losses.py").write_text(_USER_LOSSES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 1}, "output": {"root": str(tmp_path / "runs")}}
+    cfg = validate(OperatorConfig, {**base, "training": {**base["training"], "loss": "torch.nn:L1Loss"}})
+    trainer = Trainer(cfg, RunDir.create(tmp_path / "runs", "l1"))
+    x, y = trainer.train_split.x[:4], trainer.train_split.y[:4]
+    expected = (trainer.predict(x) - y).abs().mean()
+    assert trainer._loss(x, y).item() == pytest.approx(expected.item(), rel=1e-6)
+    cfg = validate(OperatorConfig, {**base, "training": {**base["training"], "loss": "users_losses:per_sample"}})
+    with pytest.raises(TypeError, match=r"loss 'users_losses:per_sample' returned shape \(4,\); a training loss must be "
+                                        r"one number \(reduce it, e.g. .mean\(\)\)"):
+        Trainer(cfg, RunDir.create(tmp_path / "runs", "vector"))._loss(x, y)
