@@ -450,6 +450,15 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             if i < len(cfg.phases) and cfg.phases[i].steps < steps:
                 raise ConfigError(f"phases.{i}.steps={cfg.phases[i].steps} is below the {steps} steps this run has taken "
                                   f"in that phase; give at least that many to go on")
+        # a finished phase is not run again: a changed setting of one (more steps, another lr) would be written to
+        # config.yaml as if it had trained so
+        finished = [k for k in run.changed_keys(dump(cfg)) if k.startswith("phases.")
+                    and k.split(".")[1].isdigit() and int(k.split(".")[1]) < start_phase]
+        if finished:
+            where = (f"the run is in phase {start_phase}" if start_phase < len(cfg.phases) else "the run has finished")
+            raise ConfigError(f"{', '.join(finished)}: a resume goes on from where it stopped ({where}) and does not "
+                              f"run a finished phase again; change only the current or later phases, or start a new run "
+                              f"for the change")
         opt_state, guard_state = state["optimizer"], state.get("guard")
         run.truncate_metrics(state["metric_lines"])
     if run is not None:  # a resume's overrides too (max_minutes, a lower lr): the next resume and eval read them

@@ -104,7 +104,7 @@ class RunDir:
         import yaml
 
         allowed = RESUMABLE[task]
-        refused = [k for k in _changed_keys(load_yaml(self.config_path), yaml.safe_load(resolved))
+        refused = [k for k in self.changed_keys(resolved)
                    if not any(fnmatch.fnmatchcase(k, pattern) for pattern in allowed) or k.endswith("optimizer.name")]
         if refused:
             # the optimizer's name is refused under optimizer.*: the saved state is that optimizer's
@@ -112,6 +112,12 @@ class RunDir:
             raise ConfigError(f"a resume goes on with what {self.path} trains; these overrides would change it: "
                               f"{', '.join(refused)}. Start a new run for that (`sciml train CONFIG ...`, or without "
                               f"resume in Python); a resume may change {', '.join(may)}")
+
+    def changed_keys(self, resolved: str) -> list[str]:
+        """The dotted keys in which ``resolved`` (as `sciml.config.dump` writes a config) differs from the run's."""
+        import yaml
+
+        return _changed_keys(load_yaml(self.config_path), yaml.safe_load(resolved))
 
     @property
     def config_path(self) -> Path:

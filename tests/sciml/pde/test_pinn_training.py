@@ -578,6 +578,21 @@ def test_a_pinn_resume_with_fewer_steps_than_taken_is_refused(tmp_path, capsys):
     assert "unknown key 'stop_after_minutes'" in capsys.readouterr().err
 
 
+def test_a_pinn_resume_that_changes_a_finished_phase_is_refused(tmp_path, capsys):
+    """phases.0.steps=9 after the run had finished phase 0 exited 0 with no step taken, and config.yaml then said 9."""
+    from sciml.cli import main
+
+    phases = [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 4}, {"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 4}]
+    run_pinn({**TINY, "phases": phases}, run_dir=tmp_path / "p")
+    saved = (tmp_path / "p" / "config.yaml").read_text()
+    for change in ("phases.0.steps=9", "phases.1.steps=9", "phases.0.optimizer.lr=0.1"):
+        assert main(["train", "--resume", str(tmp_path / "p"), change]) == 2
+        err = capsys.readouterr().err
+        assert f"{change.split('=')[0]}: a resume goes on from where it stopped (the run has finished) and does not run a " \
+               "finished phase again" in err, err
+    assert (tmp_path / "p" / "config.yaml").read_text() == saved
+
+
 def test_causal_weights_held_through_a_step_are_each_terms_own():
     """Held within an L-BFGS step, one pair of buffers gave the second residual term the first's weights
     (a two-term NLS residual: 1.58 against its own 0.752)."""
