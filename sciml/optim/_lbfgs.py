@@ -149,6 +149,7 @@ class LBFGS(Optimizer):
 
         d, t = state.get("d"), state.get("t")
         prev_g, prev_loss = state.get("prev_flat_grad"), state.get("prev_loss")
+        ys_read = None  # y·s of the next pair, read with the stopping tests after a line search (one host read for three)
         n_iter = 0
         while n_iter < max_iter:
             n_iter += 1
@@ -160,8 +161,8 @@ class LBFGS(Optimizer):
                 d = g.neg()
             else:
                 y, s = g - prev_g, d * t
-                ys = y.dot(s)
-                if ys > 1e-10:  # curvature condition; otherwise the pair is skipped (one host read)
+                ys = y.dot(s)  # (as a tensor for gamma: float / tensor rounds differently)
+                if (ys if ys_read is None else ys_read) > 1e-10:  # curvature condition; otherwise the pair is skipped
                     self._store_pair(state, s, y, m)
                     state["gamma"] = ys / y.dot(y)
                 d = self._direction(state, g)
@@ -181,7 +182,8 @@ class LBFGS(Optimizer):
                 loss, g, t, ls_evals = _strong_wolfe(lambda x, step, direction: self._evaluate_at(closure, x, step, direction),
                                                      x0, t, d, loss, g, gtd)
                 self._set_params(x0 + t * d)  # the accepted point (the last trial need not be it)
-                converged = g.abs().max() <= tol_grad
+                g_max, step_max, ys_read = torch.stack([g.abs().max(), (d * t).abs().max(), (g - prev_g).dot(d * t)]).tolist()
+                converged = g_max <= tol_grad
             else:
                 self._move(t, d)
                 ls_evals = 0
@@ -196,7 +198,9 @@ class LBFGS(Optimizer):
 
             if n_iter == max_iter or evals >= max_eval or converged:
                 break
-            if (d * t).abs().max() <= tol_change or abs(loss - prev_loss) < tol_change:
+            if ys_read is None:
+                step_max = (d * t).abs().max()
+            if step_max <= tol_change or abs(loss - prev_loss) < tol_change:
                 break
 
         state.update(d=d, t=t, prev_flat_grad=prev_g, prev_loss=prev_loss)
