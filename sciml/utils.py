@@ -80,6 +80,17 @@ def durable_replace(tmp: str | Path, path: str | Path) -> None:
 
 
 @contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype set to `dtype` inside the block, the caller's restored after."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+@contextmanager
 def atomic_path(path: str | Path, suffix: str = ".partial") -> Iterator[Path]:
     """Yield a temporary sibling of `path`; move it onto `path` (durably) only if the block succeeds."""
     path = Path(path)

@@ -34,9 +34,24 @@ def activation(name: str, value: Any):
     return ACTIVATIONS[value]
 
 
-def check_input(model: str, x, in_channels: int, n_dims: int) -> None:
+def check_input(model: str, x, in_channels: int, n_dims: int, params=()) -> None:
+    """x's shape, and its dtype against the first floating tensor of `params` (the model's)."""
     if x.ndim != n_dims + 2 or x.shape[1] != in_channels:
         raise ValueError(
             f"{model} expects input of shape (batch, {in_channels}, *grid) with {n_dims} grid dimension(s), "
             f"got {tuple(x.shape)}; check in_channels/n_dims against the data"
         )
+    check_dtypes(model, {"x": x}, params)
+
+
+def check_dtypes(where: str, inputs: dict, params) -> None:
+    """A float64 input to a float32 model fails deep inside with a raw dtype error: say which to convert.
+    Attributes only (no host sync); not under autocast, which mixes dtypes on purpose."""
+    want = next((p.dtype for p in params if p.is_floating_point()), None)
+    if want is None:
+        return
+    for name, t in inputs.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != want \
+                and not torch.is_autocast_enabled(t.device.type):
+            raise TypeError(f"{where}: {name} is {t.dtype} but the model's parameters are {want}; convert one of them: "
+                            f"model.to({t.dtype}) (e.g. model.double()) or {name}.to({want})")

@@ -154,7 +154,7 @@ class DeepONet(nn.Module):
         (batch, C_out, p); 3. trunk basis at the grid points (points, C_out, p) (MLP) or the POD
         modes; 4. output ``einsum(coefficients, basis) + bias`` (+ POD mean), reshaped to the grid.
         """
-        check_input("DeepONet", x, self.in_channels, self.n_dims)
+        check_input("DeepONet", x, self.in_channels, self.n_dims, self.branch.parameters())
         batch, grid = x.shape[0], tuple(x.shape[2:])
         if grid != self.sensors:
             x = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[self.n_dims](x, self.sensors)

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sciml.models._validate import check_input
+from sciml.models._validate import check_dtypes, check_input
 from solvers.implicit import Implicit, OneStep, Phantom, Unrolled, default_rtol, fixed_point
 from solvers.linear import GMRES
 from solvers.nonlinear import Anderson
@@ -93,7 +93,7 @@ class DEQ(nn.Module):
         names = [n for n, _ in self.cell.named_parameters()]
         params = [p for _, p in self.cell.named_parameters()]
         cell = self.cell
-        _check_dtypes("DEQ", x, z0, params)
+        check_dtypes("DEQ", {"x": x, "z0": z0}, params)
         guessed = z0 is None
 
         def T(z, x, *ps):
@@ -119,18 +119,6 @@ class DEQ(nn.Module):
 
     def extra_repr(self) -> str:
         return f"backward={self.backward!r}, adjoint={self.adjoint!r}"
-
-
-def _check_dtypes(where: str, x: Tensor, z0: Optional[Tensor], params: list) -> None:
-    """A float64 input to a float32 model fails deep inside with a raw dtype error: say which to convert.
-    Attributes only (no host sync); not under autocast, which mixes dtypes on purpose."""
-    want = next((p.dtype for p in params if p.is_floating_point()), None)
-    if want is None or torch.is_autocast_enabled(x.device.type):
-        return
-    for name, t in (("x", x), ("z0", z0)):
-        if isinstance(t, Tensor) and t.is_floating_point() and t.dtype != want:
-            raise TypeError(f"{where}: {name} is {t.dtype} but the model's parameters are {want}; convert one of them: "
-                            f"model.to({t.dtype}) (e.g. model.double()) or {name}.to({want})")
 
 
 class _ConvCell(nn.Module):
@@ -178,6 +166,6 @@ class DEQNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, in_channels, *grid) -> (batch, out_channels, *grid)."""
         check_input("DEQNet", x, self.in_channels, self.n_dims)
-        _check_dtypes("DEQNet", x, None, list(self.lift.parameters()))
+        check_dtypes("DEQNet", {"x": x}, self.lift.parameters())
         return self.head(self.deq(self.lift(x)))
 

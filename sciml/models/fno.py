@@ -192,7 +192,7 @@ class FNO(nn.Module):
         pointwise kernel the activations inside are channel-major, (channels, batch, *grid), so that
         each pointwise map is one GEMM (see :class:`Pointwise`); input and output keep the batch first.
         """
-        check_input(type(self).__name__, x, self.in_channels, self.n_dims)
+        check_input(type(self).__name__, x, self.in_channels, self.n_dims, self.lifting.parameters())
         grid = x.shape[2:]
         channel_dim = 0 if self.pointwise[0].kernel_for(x.device) == "mm" else 1
         if channel_dim == 0:
@@ -297,7 +297,7 @@ class FNO3dSpaceTime(FNO):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, in, *grid) -> (batch, n_steps, *grid): expand in t, 3D FNO, time back to channels."""
-        check_input(type(self).__name__, x, self.in_channels, self.space_dims)
+        check_input(type(self).__name__, x, self.in_channels, self.space_dims, self.lifting.parameters())
         y = super().forward(self.expand_time(x, self.n_steps))  # (batch, 1, *grid, n_steps)
         return y[:, 0].movedim(-1, 1)
 

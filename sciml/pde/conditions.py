@@ -52,6 +52,33 @@ def evaluate_value(g: Value, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), float(g), dtype=x.dtype, device=x.device)
 
 
+def check_value_differentiable(g: Value, x: torch.Tensor, label: str) -> None:
+    """Under a hard constraint g enters the output (u = g + D N), so its derivatives enter the residual: a value
+    function must be a torch expression of x. A NumPy result failed deep inside autograd or the jet backend, and a
+    detached one trained to a wrong solution (rel. L2 0.87 where the torch expression gives 3e-6). Checked once."""
+    if not callable(g):
+        return
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        try:
+            out = g(x)
+        except (RuntimeError, TypeError) as err:
+            if "numpy" not in str(err).lower() and "requires grad" not in str(err):
+                raise
+            raise TypeError(f"{label}: its value function calls NumPy on the points ({str(err).splitlines()[0]}); a hard "
+                            f"constraint differentiates it, so write it with torch (torch.sin, not np.sin), or keep "
+                            f"the condition soft") from err
+    if not isinstance(out, torch.Tensor):
+        if np.ndim(out) == 0:
+            return  # a number: constant
+        raise TypeError(f"{label}: its value function returned {type(out).__name__}; a hard constraint differentiates it "
+                        f"(u = g + D N), so return a torch expression of x (torch.sin, not np.sin), or keep it soft")
+    if not out.requires_grad and out.numel() > 1 and bool((out != out.reshape(-1)[0]).any()):
+        raise ValueError(f"{label}: its value varies over the points but has no autograd path to them (detached, or "
+                         f"computed outside torch); a hard constraint differentiates it (u = g + D N), so compute it "
+                         f"from x with torch ops, or keep the condition soft")
+
+
 def check_value_finite(c: "Condition", x: torch.Tensor, label: str) -> None:
     """Raise if the target value of `c` (a ``value`` attribute) is NaN or inf at any of its points x. Run where the
     points are drawn (once, before training), not per step: a NaN target otherwise reached the guard, which blamed

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sciml.pde.conditions import (Condition, Data, Dirichlet, Initial, Periodic, check_value_finite, evaluate_value,
-                                  face_predicate, parse_face)
+from sciml.pde.conditions import (Condition, Data, Dirichlet, Initial, Periodic, check_value_differentiable,
+                                  check_value_finite, evaluate_value, face_predicate, parse_face)
 from sciml.pde.derivatives import (Derivatives, ForwardDerivatives, Params, ReverseDerivatives, default_coords,
                                    named_residual_terms, residual_terms, takes_params)
 from sciml.pde.geometry import Box, Geometry, SpaceTime, unit_samples
@@ -477,6 +477,9 @@ class Problem:
             covered += [i for i, _ in dirichlet] + [i for i, _ in init]
         if not plans:
             return None, ()
+        probe = self._box_points(16, "sobol", 3)
+        for i in sorted(set(covered)):
+            check_value_differentiable(self.conditions[i].value, probe, self._condition_label(self.conditions[i]))
         lo, hi = lo.tolist(), hi.tolist()  # Python floats: no host syncs or graph breaks inside the transform
         t_col = self.time_column
         t0 = float(lo[-1]) if t_col is not None else 0.0

@@ -93,7 +93,18 @@ def build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: in
                          resolution: int | None = None) -> torch.nn.Module:
     """The config's model for data of this shape; with ``physics:`` (which needs the dataset's `info`
     and the selected input and output `fields`) the backbone inside a `PhysicsOperator` on the
-    dataset's grid, its PDE parameters those the dataset was made with."""
+    dataset's grid, its PDE parameters those the dataset was made with. Built in float32, the data's dtype, whatever
+    torch's default (a float64 default made float64 weights that failed on the float32 batches)."""
+    from sciml.utils import default_dtype
+
+    with default_dtype(torch.float32):
+        return _build_operator_model(cfg, in_channels, out_channels, n_dims, info=info, fields=fields,
+                                     resolution=resolution)
+
+
+def _build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: int, n_dims: int, *,
+                          info: DatasetInfo | None, fields: tuple[list[str], list[str]] | None,
+                          resolution: int | None) -> torch.nn.Module:
     if cfg.physics is None:
         if fields is not None:
             check_rollout_fields(cfg, *fields, info=info)

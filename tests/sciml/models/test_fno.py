@@ -236,3 +236,21 @@ def test_neuralop_n_modes_as_one_number_is_a_clear_error():
     pytest.importorskip("neuralop")
     with pytest.raises(ValueError, match=r"n_modes takes one count per grid dim .* n_modes: \[16, 16\]"):
         build_model("neuralop.FNO", in_channels=1, out_channels=1, n_dims=2, n_modes=16)
+
+
+@pytest.mark.parametrize("name, kwargs, grid", [("fno", {"modes": 4, "width": 8}, (16,)),
+                                                ("fno3d", {"modes": 2, "width": 4}, (8, 8)),
+                                                ("deeponet", {"sensors": 8}, (16,))])
+def test_an_input_of_another_dtype_names_the_conversion_and_autocast_still_runs(name, kwargs, grid):
+    """A float64 batch to a float32 model failed inside a matmul with 'expected scalar type Float but found Double'."""
+    from sciml.models import build_model
+
+    n_dims = 2 if name == "fno3d" else len(grid)
+    model = build_model(name, in_channels=1, out_channels=1, n_dims=n_dims, **kwargs)
+    x = torch.rand(2, 1, *grid)
+    with pytest.raises(TypeError, match=r"x is torch.float64 but the model's parameters are torch.float32; convert one of "
+                                        r"them: model.to\(torch.float64\) \(e.g. model.double\(\)\) or x.to\(torch.float32\)"):
+        model(x.double())
+    torch.testing.assert_close(model.double()(x.double()), model.float()(x).double(), rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x).shape[0] == 2

@@ -101,3 +101,27 @@ def test_a_boundary_predicate_on_the_initial_time_points_at_initial(method):
 def test_a_time_face_on_a_space_time_domain_points_at_initial():
     with pytest.raises(ValueError, match=r"Dirichlet\(where='t=lo'\): face .*'x=lo', 'x=hi'.* Time is no boundary face .*Initial\(g\)"):
         Problem(DOM, residual=HEAT, conditions=[Dirichlet(0.0, where="t=lo")])
+
+
+@pytest.mark.parametrize("value, error, match", [
+    (lambda x: -np.sin(np.pi * x[:, 0]), TypeError, r"Initial \(conditions\[1\], component 'u'\): its value function calls "
+                                                    r"NumPy on the points .*torch.sin, not np.sin"),
+    (lambda x: -np.sin(np.pi * x[:, 0].detach().numpy()), TypeError, r"Initial \(conditions\[1\], component 'u'\): its value "
+                                                                     r"function returned ndarray"),
+    (lambda x: -torch.sin(math.pi * x[:, 0]).detach(), ValueError, r"Initial \(conditions\[1\], component 'u'\): its value "
+                                                                   r"varies over the points but has no autograd path"),
+])
+def test_a_hard_constraint_refuses_a_value_it_cannot_differentiate(value, error, match):
+    """The transform u = g + D N puts g's derivatives into the residual: a NumPy value failed deep inside autograd or
+    the jet backend, and a detached one (torch's own advice) trained to rel. L2 0.87 where torch.sin gives 3e-6."""
+    p = Problem(DOM, residual=HEAT, conditions=[Dirichlet(0.0), Initial(value)])
+    with pytest.raises(error, match=match):
+        build_model(p, PINNConfig(problem="custom", constraints="hard"))
+    fit(p, {"constraints": "soft", "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 1}],
+            "points": {"interior": 16, "boundary": 8, "initial": 8}, "eval_every": 0})  # a loss term needs no derivatives
+
+
+def test_a_hard_constraint_takes_constant_and_torch_values():
+    for value in (lambda x: 0.0, lambda x: torch.zeros(len(x), dtype=x.dtype), U0):
+        build_model(Problem(DOM, residual=HEAT, conditions=[Dirichlet(0.0), Initial(value)]),
+                    PINNConfig(problem="custom", constraints="hard"))

@@ -252,6 +252,8 @@ def test_data_without_a_time_axis_is_refused_before_its_times_are_read(tiny, tmp
     ({"training": {"compile": True}}, "set training.compile: false and training.cuda_graph: false"),
     ({"optimizer": {"name": "lbfgs", "lr": 1.0}}, "set physics.points: null"),
     ({"physics": {"initial": "sometimes"}}, "'rows' or 'exact'"),
+    ({"training": {"precision": "bf16"}}, "training.precision=bf16 fits near-zero fields; set training.precision: fp32"),
+    ({"training": {"precision": "tf32"}}, "training.precision=tf32 fits near-zero fields"),
 ])
 def test_bad_physics_settings_fail_before_the_data_is_made(tiny, tmp_path, change, message):
     raw = _variant(tiny, "bad", **change)

@@ -1493,3 +1493,19 @@ def test_a_torch_loss_class_trains_as_its_loss_and_a_per_sample_loss_names_the_f
     with pytest.raises(TypeError, match=r"loss 'users_losses:per_sample' returned shape \(4,\); a training loss must be "
                                         r"one number \(reduce it, e.g. .mean\(\)\)"):
         Trainer(cfg, RunDir.create(tmp_path / "runs", "vector"))._loss(x, y)
+
+
+def test_an_operator_trains_in_float32_under_a_users_float64_default(tiny_cfg, tmp_path):
+    """torch.set_default_dtype(torch.float64) in a user's script built float64 weights that failed on the float32
+    batches ('expected scalar type Float but found Double') and left an empty run folder."""
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 2}, "output": {"root": str(tmp_path / "runs")}}
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        run, final = train(validate(OperatorConfig, raw))
+        assert torch.get_default_dtype() == torch.float64, "the user's default is left as it was"
+        assert all(v.dtype == torch.float32 for v in run.load_checkpoint("last")["model"].values() if v.is_floating_point())
+        (row,) = evaluate_run(run.path, which="last", device="cpu")
+        assert row["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-6)
+    finally:
+        torch.set_default_dtype(before)
