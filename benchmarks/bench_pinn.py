@@ -507,8 +507,9 @@ def main(argv=None):
     name = "pinn_small" if args.small else "pinn"
 
     def save():  # after every part too: a command stopped by its time limit keeps the finished parts
-        notes = (f"{threads} torch threads. DeepXDE in a subprocess with DDE_BACKEND=pytorch, interleaved with sciml "
-                 f"runs; machine load average {os.getloadavg()[0]:.1f} at the end. Accuracy rows: "
+        notes = ("CPU torch threads: each speed row's own (threads, both libraries; accuracy runs use 1 each). DeepXDE "
+                 f"in a subprocess with DDE_BACKEND=pytorch, interleaved with sciml runs; machine load average "
+                 f"{os.getloadavg()[0]:.1f} at the end. Accuracy rows: "
                  f"configs/<problem>/pinn.yaml (--small: the CPU regression budgets), each run capped at "
                  f"--max-minutes, concurrent_runs at a time on one device.")
         write_result(name, title="PINN: speed vs DeepXDE and accuracy vs reference" + (" (CPU, --small)" if args.small else ""),

@@ -111,10 +111,19 @@ def time_call(fn: Callable[[], Any], *, device=None, warmup: int = 3, repeat: in
     return times[len(times) // 2]
 
 
+THREADS = re.compile(r", (\d+) threads")
+
+
 def same_device(a, b) -> bool:
-    """Two device names from `device_name`, ignoring CPU thread counts (they vary per part of a run)."""
-    strip = lambda name: re.sub(r", \d+ threads", "", str(name))  # noqa: E731
+    """Two device names from `device_name`, ignoring CPU thread counts (they vary per part of a run:
+    each row records its own, see `write_result`)."""
+    strip = lambda name: re.sub(r", (\d+ threads|threads per row)", "", str(name))  # noqa: E731
     return strip(a) == strip(b)
+
+
+def _threads(device: str) -> int | None:
+    found = THREADS.search(str(device))
+    return int(found.group(1)) if found else None
 
 
 def previous_result(name: str, device=None) -> dict[str, Any] | None:
@@ -141,16 +150,29 @@ def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: st
     row): rows of the existing file measured on this device whose key `rows` do not replace are
     kept, each stamped with the date and commit it was measured at, and so are the entries of
     its dict-valued extras that `extra` does not replace.
+
+    On CPU every row records the torch threads it was measured with (``threads``): rows merged from runs
+    with other counts keep theirs (unknown, None, for rows of an older file written in several runs), and the header's device then says "threads per row" instead of one count.
     """
     here = provenance(device)
+    threads = _threads(here["device"])
+    if threads is not None:
+        for r in rows:  # stamped in the caller's rows: a script rewriting its rows later keeps the count they ran with
+            r.setdefault("threads", threads)
     old = previous_result(name, device) if merge_key is not None else None
     if old is not None:
         replaced = {merge_key(r) for r in rows}
-        kept = [{**r, "measured": r.get("measured", f"{old['date']} {short_commit(old['commit'], 10)}")}
+        # an old file's header count is its rows' only where one run wrote them all (no row stamped)
+        single_run = not any("measured" in r for r in old.get("rows", []))
+        old_threads = _threads(old.get("device")) if single_run else None
+        kept = [{**r, "measured": r.get("measured", f"{old['date']} {short_commit(old['commit'], 10)}"),
+                 **({"threads": r.get("threads", old_threads)} if threads is not None else {})}
                 for r in old.get("rows", []) if merge_key(r) not in replaced]
         if kept:
             rows = kept + [{**r, "measured": f"{here['date']} {short_commit(here['commit'], 10)}"} for r in rows]
             extra = {k: ({**old.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in (extra or {}).items()}
+    if threads is not None and any(r.get("threads") != threads for r in rows):
+        here["device"] = THREADS.sub(", threads per row", here["device"])
     payload = {"name": name, "title": title, **here, "rows": rows, "notes": notes, **(extra or {})}
     return write_result_file(f"{name}.json", json.dumps(payload, indent=2, default=float))
 

@@ -31,6 +31,29 @@ def test_without_merge_key_or_on_another_device_the_file_is_replaced(results_dir
     assert common.previous_result("t", "cpu") is not None
 
 
+def test_rows_merged_from_runs_with_other_thread_counts_keep_their_own(results_dir, monkeypatch):
+    key = lambda r: r["task"]  # noqa: E731
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    common.write_result("t", title="T", rows=[{"task": "a"}], device="cpu", merge_key=key)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    common.write_result("t", title="T", rows=[{"task": "b"}], device="cpu", merge_key=key)
+    out = json.loads((results_dir / "t.json").read_text())
+    assert {r["task"]: r["threads"] for r in out["rows"]} == {"a": 2, "b": 1}
+    assert "threads per row" in out["device"] and "1 threads" not in out["device"]  # no one count claimed
+    common.write_result("t", title="T", rows=[{"task": "a"}], device="cpu", merge_key=key)  # a at 1 too now
+    out = json.loads((results_dir / "t.json").read_text())
+    assert [r["threads"] for r in out["rows"]] == [1, 1] and out["device"].endswith("1 threads)")
+
+
+def test_gpu_rows_carry_no_thread_count(results_dir, monkeypatch):
+    monkeypatch.setattr(common, "device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    common.write_result("t", title="T", rows=[{"task": "a"}], merge_key=lambda r: r["task"])
+    common.write_result("t", title="T", rows=[{"task": "b"}], merge_key=lambda r: r["task"])
+    out = json.loads((results_dir / "t.json").read_text())
+    assert out["device"] == "NVIDIA H100 80GB HBM3" and [r["task"] for r in out["rows"]] == ["a", "b"]
+    assert not any("threads" in r for r in out["rows"])
+
+
 def test_a_budget_inside_a_device_call_is_lowered_to_what_the_call_has_left(monkeypatch):
     import time
 
