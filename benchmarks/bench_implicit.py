@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -52,45 +53,68 @@ def saved_for_backward_bytes(fn):
     return sum(seen.values())
 
 
-def fixed_point_rows(device, batch, width, iters, repeat):
+def backward_time(fwd, params, device, repeat):
+    """Median wall time (s) of the backward alone: each call's forward is built just before it, untimed."""
+    times = []
+    for _ in range(repeat):
+        loss = fwd().square().sum()
+        sync(device)
+        start = time.perf_counter()
+        torch.autograd.grad(loss, params)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def fixed_point_rows(device, batch, width, iters, repeat, rounds=3):
+    """Forward and backward timed apart (the backward on a forward built just before it), every (K, mode)
+    once per round, round-robin against drift; the median over rounds, with the range."""
     g = torch.Generator(device="cpu").manual_seed(0)
     W = (torch.randn(width, width, generator=g) * 0.9 / width ** 0.5).to(device).requires_grad_()
     U = (torch.randn(width, width, generator=g) / width ** 0.5).to(device).requires_grad_()
     b = torch.zeros(width, device=device, requires_grad=True)
     x = torch.randn(batch, width, generator=g).to(device)
-    rows = []
+    fwds = {}
+
+    def forward(z0, solver, adjoint):
+        return lambda: fixed_point(cell, z0, W, U, x, b, solver=solver, adjoint=adjoint).value
+
     for K in iters:
         # rtol far below reachable: the forward always runs exactly K iterations.
         solver = FixedPointIteration(rtol=1e-30, atol=1e-30, max_steps=K, check_every=K)
         for mode, adjoint in (("implicit", Implicit(GMRES(rtol=1e-6, restart=30, max_steps=60), on_failure="warn")),
                               ("unrolled", Unrolled(on_failure="warn"))):
             z0 = torch.zeros(batch, width, device=device)
-
-            def fwd():
-                return fixed_point(cell, z0, W, U, x, b, solver=solver, adjoint=adjoint).value
-
-            def fwd_bwd():
-                z = fwd()
-                torch.autograd.grad(z.square().sum(), (W, U, b))
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # MAX_STEPS is intended here
-                t_f = time_call(fwd, device=device, warmup=1, repeat=repeat)
-                t_fb = time_call(fwd_bwd, device=device, warmup=1, repeat=repeat)
-                saved = saved_for_backward_bytes(fwd) / 2 ** 20
-                peak = None
-                if device.type == "cuda":
-                    sync(device)
-                    torch.cuda.reset_peak_memory_stats(device)
-                    base = torch.cuda.memory_allocated(device)
-                    fwd_bwd()
-                    sync(device)
-                    peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-            rows.append({"part": "fixed_point", "mode": mode, "iterations": K, "batch": batch, "width": width,
-                         "forward_ms": 1e3 * t_f, "backward_ms": 1e3 * max(t_fb - t_f, 0.0),
-                         "backward_over_forward": max(t_fb - t_f, 0.0) / t_f,
-                         "saved_for_backward_MiB": saved, "peak_mem_MiB": peak})
-            print(rows[-1], flush=True)
+            fwds[K, mode] = forward(z0, solver, adjoint)
+    f_times, b_times = {k: [] for k in fwds}, {k: [] for k in fwds}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # MAX_STEPS is intended here
+        for fwd in fwds.values():  # warm-up
+            backward_time(fwd, (W, U, b), device, 1)
+        for _ in range(rounds):
+            for k, fwd in fwds.items():
+                f_times[k].append(time_call(fwd, device=device, warmup=0, repeat=repeat))
+                b_times[k].append(backward_time(fwd, (W, U, b), device, repeat))
+    rows = []
+    span = lambda t: [round(1e3 * min(t), 3), round(1e3 * max(t), 3)]  # noqa: E731
+    for (K, mode), fwd in fwds.items():
+        t_f, t_b = (sorted(t)[len(t) // 2] for t in (f_times[K, mode], b_times[K, mode]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            saved = saved_for_backward_bytes(fwd) / 2 ** 20
+            peak = None
+            if device.type == "cuda":
+                sync(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                torch.autograd.grad(fwd().square().sum(), (W, U, b))
+                sync(device)
+                peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+        rows.append({"part": "fixed_point", "mode": mode, "iterations": K, "batch": batch, "width": width,
+                     "forward_ms": 1e3 * t_f, "backward_ms": 1e3 * t_b, "backward_over_forward": t_b / t_f,
+                     "forward_ms_range": span(f_times[K, mode]), "backward_ms_range": span(b_times[K, mode]),
+                     "rounds": rounds, "saved_for_backward_MiB": saved, "peak_mem_MiB": peak})
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -132,21 +156,34 @@ def lm_rows(device, sizes, repeat, on_row=lambda rows: None):
     return rows
 
 
-def main() -> None:
+def merge_key(row: dict) -> tuple:
+    """A row's identity in results/implicit*.json: a run cut short replaces only the rows it measured."""
+    if row["part"] == "fixed_point":
+        return (row["part"], row["mode"], row["iterations"], row["batch"], row["width"])
+    return (row["part"], row["jacobian"], row["problems"], row["N"], row["m"])
+
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true", help="CPU-sized problems")
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    args = ap.parse_args()
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (default 1: on a shared CPU, OpenMP oversubscription is 10x slower)")
+    args = ap.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
     mem_note = ("peak_mem_MiB: torch.cuda.max_memory_allocated above resident tensors" if device.type == "cuda"
                 else "peak_mem_MiB is null on CPU (GPU-only figure: tracemalloc does not see torch's allocator)")
     mem_note += "; saved_for_backward_MiB: storages saved by autograd during the forward (saved_tensors_hooks)"
 
     def write(rows):
         return write_result("implicit_small" if args.small else "implicit", title="Implicit vs unrolled backward; batched LM throughput",
-                            rows=rows, device=device,
+                            rows=rows, device=device, merge_key=merge_key,
                             notes=f"{'--small (CPU sizes); ' if args.small else ''}{mem_note}. Fixed point: forced to "
-                                  f"exactly K iterations; implicit backward = GMRES(rtol 1e-6, restart 30). "
+                                  f"exactly K iterations; implicit backward = GMRES(rtol 1e-6, restart 30); "
+                                  f"forward and backward timed apart (the backward on a forward built just before "
+                                  f"it), all (K, mode) round-robin, median over rounds (range: min, max). "
                                   f"LM: float64, rtol=atol=1e-4, max_steps 50, residual [u + 0.3u^3 - y; 1e-2 w].")
 
     if args.small:
@@ -155,7 +192,7 @@ def main() -> None:
                  (16, 64, 2000, ("analytic", "loop+columns"))]
         repeat = 2
     else:
-        fp = fixed_point_rows(device, batch=256, width=1024, iters=(25, 50, 100), repeat=5)
+        fp = fixed_point_rows(device, batch=256, width=1024, iters=(25, 50, 100), repeat=2)
         # the hard-constraint layer's largest shape first: a run cut short by a time limit still has it
         sizes = [(1024, 64, 20000, ("analytic",)), (1024, 16, 20000, ("analytic",)),
                  (256, 64, 20000, ("analytic", "loop")), (64, 16, 20000, ("fwd", "loop", "analytic"))]
