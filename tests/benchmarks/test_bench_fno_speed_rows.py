@@ -81,3 +81,26 @@ def test_the_built_peak_counts_from_before_the_step_is_built(monkeypatch):
 
     assert fno.built_peak_mb(build, torch.device("cuda")) == 350
     assert fno.built_peak_mb(build, torch.device("cpu")) is None
+
+
+def test_the_headline_ratio_is_the_default_variants_and_the_fastest_is_timed_again(monkeypatch):
+    """A fake timer: the conv variant looks fastest in the first rounds (3 ms) and is 3.6 ms when timed again,
+    as a variant picked by its luck in noisy rounds is; the default (eager dft) takes 5 ms, neuralop 10 ms."""
+    first = ["neuralop", "sciml_eager_dft", "sciml_eager_fft", "sciml_eager_dft_conv", "sciml_eager_dft_mm"]
+    ms = {"neuralop": 10.0, "sciml_eager_dft": 5.0, "sciml_eager_fft": 4.0, "sciml_eager_dft_conv": 3.0,
+          "sciml_eager_dft_mm": 6.0}
+    seen, count = {}, {}
+
+    def time_call(fn, *, device=None, warmup=3, repeat=10):
+        name = seen.setdefault(id(fn), first[len(seen)] if len(seen) < len(first) else "other")
+        count[name] = count.get(name, 0) + 1
+        late = name == "sciml_eager_dft_conv" and count[name] > 2  # its fresh rounds
+        return (3.6 if late else ms.get(name, 1.0)) / 1e3
+
+    monkeypatch.setattr(fno, "time_call", time_call)
+    row = fno.run_case(fno.CASES[0], small=True, device=torch.device("cpu"), rounds=2, repeat=1, compile_=False,
+                       precision="fp32", batch=2, write=False)
+    assert row["sciml_variant"] == "sciml_eager_dft" and row["sciml_ms"] == 5.0 and row["ratio"] == 0.5
+    assert row["sciml_best"] == "sciml_eager_dft_conv" and row["sciml_eager_dft_conv_ms"] == 3.0
+    assert row["best_ms"] == 3.6 and row["best_ratio"] == 0.36  # chosen on the first rounds, timed on fresh ones
+    assert row["neuralop_ms_range"] == [10.0, 10.0] and row["sciml_ms_range"] == [5.0, 5.0]
