@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -476,6 +477,8 @@ def main(argv=None):
     ap.add_argument("--ttt", default=None,
                     help="time_to_target variants in order, of graph,dde_setup,deepxde,eager,compile_graph (default: all "
                          "on GPU, eager,dde_setup,deepxde on CPU)")
+    ap.add_argument("--speed-rounds", type=int, default=3,
+                    help="speed: rounds, each timing every row once (DeepXDE's included), round-robin")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="also time sciml's jet step under torch.compile (default: on GPU only)")
     add_dry_run(ap)
@@ -508,7 +511,9 @@ def main(argv=None):
 
     def save():  # after every part too: a command stopped by its time limit keeps the finished parts
         notes = ("CPU torch threads: each speed row's own (threads, both libraries; accuracy runs use 1 each). DeepXDE "
-                 f"in a subprocess with DDE_BACKEND=pytorch, interleaved with sciml runs; machine load average "
+                 f"in a subprocess with DDE_BACKEND=pytorch, interleaved with sciml runs (every speed row once per "
+                 f"round, round-robin; ms_runs: the rounds' times; speedup_range: DeepXDE's time over this row's "
+                 f"in the same round, min and max); machine load average "
                  f"{os.getloadavg()[0]:.1f} at the end. Accuracy rows: "
                  f"configs/<problem>/pinn.yaml (--small: the CPU regression budgets), each run capped at "
                  f"--max-minutes, concurrent_runs at a time on one device.")
@@ -521,45 +526,63 @@ def main(argv=None):
         rows.append(row)
 
     if "speed" in parts:
-        # interleave: ours, DeepXDE, ours again, so a change in machine load shows up as spread
-        ours = {m: [] for m in ("reverse", "jet")}
-        dde = []
-        for _ in range(2):
-            for m in ours:
-                ours[m].append(sciml_ms_per_step(n_steps, warm, device, m))
-            dde.append(deepxde_ms_per_step(n_steps, warm, threads, gpu))
         bench = "Burgers Adam step, 3x20 tanh, 2540+80+160 points"
-        dde_ms = statistics.fmean(r["ms_per_step"] for r in dde)
-        emit({"benchmark": bench, "library": "DeepXDE 1.15 (pytorch)", "ms_per_step": dde_ms,
-              "ms_runs": [round(r["ms_per_step"], 3) for r in dde], "speedup_vs_deepxde": 1.0,
-              "deepxde_device": ", ".join(sorted({str(r.get("device", "?")) for r in dde}))})
-        for m, v in ours.items():
-            emit({"benchmark": bench, "library": f"sciml ({m})", "ms_per_step": statistics.fmean(v),
-                  "ms_runs": [round(x, 3) for x in v], "speedup_vs_deepxde": dde_ms / statistics.fmean(v)})
-        variants = []
-        if args.compile if args.compile is not None else gpu:
-            variants.append(("sciml (jet + torch.compile)", "jet", dict(compile_step=True)))
-        if gpu:
-            variants += [(f"sciml ({m}, whole step as one CUDA graph)", m, dict(graph=True)) for m in ("jet", "reverse")]
-            # replay is bound by kernel count (~240 small kernels in the eager jet step); Inductor fuses them
-            variants.append(("sciml (jet + torch.compile, whole step as one CUDA graph)", "jet",
-                             dict(compile_step=True, graph=True)))
+        dde_label = "DeepXDE 1.15 (pytorch)"
+        measures = {dde_label: lambda: deepxde_ms_per_step(n_steps, warm, threads, gpu)}
         # the trainer itself (`fit`): what `sciml train` costs per step, guard and logging included
-        trainer = [("sciml trainer (jet)", "jet", dict(trainer=True))]
+        measures["sciml trainer (jet)"] = lambda: sciml_trainer_ms_per_step(n_steps, device, "jet")
         if gpu:
-            trainer += [("sciml trainer (jet, cuda_graph: true)", "jet", dict(trainer=True, cuda_graph=True)),
-                        ("sciml trainer (jet, compile + cuda_graph)", "jet", dict(trainer=True, cuda_graph=True, compile=True))]
-        # the trainer rows first: what `sciml train` gives a user, kept when a device command is cut short
-        for label, mode, kw in trainer + variants:
-            try:
-                if kw.pop("trainer", False):
-                    v = sciml_trainer_ms_per_step(n_steps, device, mode, **kw)
-                else:
-                    v = sciml_ms_per_step(n_steps, warm, device, mode, **kw)
-                emit({"benchmark": bench, "library": label, "ms_per_step": v, "ms_runs": [round(v, 3)],
-                      "speedup_vs_deepxde": dde_ms / v})
-            except Exception as err:  # noqa: BLE001 - record why a lever failed, keep the other rows
-                emit({"benchmark": bench, "library": label, "error": f"{type(err).__name__}: {err}"[:300]})
+            measures["sciml trainer (jet, cuda_graph: true)"] = lambda: sciml_trainer_ms_per_step(
+                n_steps, device, "jet", cuda_graph=True)
+            measures["sciml trainer (jet, compile + cuda_graph)"] = lambda: sciml_trainer_ms_per_step(
+                n_steps, device, "jet", cuda_graph=True, compile=True)
+        # not `variants`: that name holds the time-to-target variants, read by that part below
+        steps = [(f"sciml ({m})", m, {}) for m in ("reverse", "jet")]
+        if args.compile if args.compile is not None else gpu:
+            steps.append(("sciml (jet + torch.compile)", "jet", dict(compile_step=True)))
+        if gpu:
+            steps += [(f"sciml ({m}, whole step as one CUDA graph)", m, dict(graph=True)) for m in ("jet", "reverse")]
+            # replay is bound by kernel count (~240 small kernels in the eager jet step); Inductor fuses them
+            steps.append(("sciml (jet + torch.compile, whole step as one CUDA graph)", "jet",
+                          dict(compile_step=True, graph=True)))
+        for label, mode, kw in steps:
+            measures[label] = partial(sciml_ms_per_step, n_steps, warm, device, mode, **kw)
+        # every row, DeepXDE's included, once per round, round-robin: each speed-up is over DeepXDE runs
+        # interleaved with its own, and a change in machine load shows up as spread
+        runs, dde_devices, failed = {k: [] for k in measures}, set(), {}
+
+        def speed_rows():
+            dde_ms = statistics.fmean(runs[dde_label])
+            out = [{"benchmark": bench, "library": dde_label, "ms_per_step": dde_ms,
+                    "ms_runs": [round(v, 3) for v in runs[dde_label]], "speedup_vs_deepxde": 1.0,
+                    "deepxde_device": ", ".join(sorted(dde_devices))}]
+            for label, v in runs.items():
+                if label in failed:
+                    out.append({"benchmark": bench, "library": label, "error": failed[label]})
+                elif label != dde_label and v:
+                    paired = [d / x for d, x in zip(runs[dde_label], v)]  # DeepXDE's run of the same round over ours
+                    out.append({"benchmark": bench, "library": label, "ms_per_step": statistics.fmean(v),
+                                "ms_runs": [round(x, 3) for x in v], "speedup_vs_deepxde": dde_ms / statistics.fmean(v),
+                                "speedup_range": [round(min(paired), 3), round(max(paired), 3)]})
+            return out
+
+        for _ in range(args.speed_rounds):
+            for label in measures:
+                if label in failed:
+                    continue
+                try:
+                    v = measures[label]()
+                except Exception as err:  # noqa: BLE001 - record why a lever failed, keep the other rows
+                    if label == dde_label:
+                        raise
+                    failed[label] = f"{type(err).__name__}: {err}"[:300]
+                    continue
+                if label == dde_label:
+                    dde_devices.add(str(v.get("device", "?")))
+                    v = v["ms_per_step"]
+                runs[label].append(v)
+            rows[:] = [r for r in rows if r["benchmark"] != bench] + speed_rows()  # after every round
+            print(json.dumps(rows[-len(measures):]), flush=True)
             save()
 
     if "lbfgs" in parts:
