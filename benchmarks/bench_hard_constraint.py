@@ -36,6 +36,7 @@ from benchmarks.common import add_dry_run, dry_run_done, minutes_left_in_session
 from sciml.constraints import HardConstraint, get_grid_problem  # noqa: E402
 
 VARIANTS = ("hc", "moe", "moe_overlap")
+SPEED_ROUNDS = 3  # speed: each variant timed once a round, round-robin
 PARTS = ("speed", "accuracy")
 EXPERTS = 4
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,21 +259,31 @@ def speed(pde: str, variants: list[str], nodes: list[int], grid: tuple[int, ...]
     data = {SPEED[pde]["data"]: basis[:, 0, ..., :1].detach().expand(batch, *grid).contiguous()}
     rows = []
     for n in nodes:
-        times = {}
-        for variant in variants:
-            layer = layer_for(pde, variant, n, grid)
-            torch.manual_seed(0)  # the same node draws whatever ran before: rows (LM steps) reproducible
+        layers = {variant: layer_for(pde, variant, n, grid) for variant in variants}
+        runs = {variant: [] for variant in variants}
 
+        def step_of(layer):
             def step():
                 basis.grad = None
                 layer(basis, data).square().mean().backward()
+            return step
 
-            times[variant] = 1e3 * time_call(step, device=device, warmup=1, repeat=3)
+        # round-robin over the variants, SPEED_ROUNDS rounds (warm-up in the first only): a change in machine
+        # load reaches every variant alike instead of one variant's three repeats
+        for i in range(SPEED_ROUNDS):
+            for variant, layer in layers.items():
+                torch.manual_seed(0)  # the same node draws whatever ran before: rows (LM steps) reproducible
+                runs[variant].append(1e3 * time_call(step_of(layer), device=device, warmup=int(i == 0), repeat=1))
+        times = {v: sorted(t)[len(t) // 2] for v, t in runs.items()}
+        for variant, layer in layers.items():
             rows.append({"nodes_per_sample": n, "variant": variant, "step_ms": times[variant],
+                         "step_ms_range": [round(min(runs[variant]), 3), round(max(runs[variant]), 3)],
                          "lm_steps": float(layer.last_stats["num_steps"].double().mean()),
                          "unconverged": int((layer.last_stats["status"] != 0).sum())})
             if "hc" in times and variant != "hc":
                 rows[-1]["hc_over_this"] = times["hc"] / times[variant]
+                paired = [a / b for a, b in zip(runs["hc"], runs[variant])]  # the same round's
+                rows[-1]["hc_over_this_range"] = [round(min(paired), 3), round(max(paired), 3)]
             print(rows[-1], flush=True)
         write_result(SPEED[pde]["result"] + ("_small" if small else ""),
                      title=f"Hard-constraint layer step, PI-HC vs PI-HC-MoE, {pde} "
@@ -280,7 +291,9 @@ def speed(pde: str, variants: list[str], nodes: list[int], grid: tuple[int, ...]
                      rows=rows, device=device, merge_key=lambda r: (r["nodes_per_sample"], r["variant"]),
                      notes=f"Grid {' x '.join(map(str, grid))}, batch {batch}, {n_basis} basis fields, the {pde} residual, "
                            f"experts {SPEED[pde]['experts']}, float64 solve; one step = forward (batched LM) + implicit "
-                           f"backward to the basis; median of 3. `hc_over_this` > 1: the experts are faster (given where both ran in one command).")
+                           f"backward to the basis; the variants round-robin, median of {SPEED_ROUNDS} rounds, *_range: min and max "
+                           f"(hc_over_this_range: hc's time over this one's in the same round). `hc_over_this` > 1: the "
+                           f"experts are faster (given where both ran in one command).")
 
 
 if __name__ == "__main__":
