@@ -12,6 +12,7 @@ test relative L2, the ratio to fp32, and seconds per epoch. Results: results/pre
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import add_dry_run, dry_run_done, write_result  # noqa: E402
 
 
-def train_policy(precision: str, *, epochs: int, small: bool, out: str) -> dict:
+def train_policy(precision: str, *, epochs: int, small: bool, out: str, tag: str = "") -> dict:
     from sciml.config import load_config
     from sciml.train.schema import OperatorConfig
     from sciml.train.trainer import train
@@ -31,7 +32,7 @@ def train_policy(precision: str, *, epochs: int, small: bool, out: str) -> dict:
             else ["data.recipe_overrides=[params.resolution=85]"])  # solved at 85 directly: seconds on a GPU
     overrides = [*data, f"training.epochs={epochs}", f"training.precision={precision}", "training.plot=false",
                  "training.progress=false", f"training.eval_every={epochs}", f"output.root={out}",
-                 f"output.name=darcy_fno_{precision}", "schedule.step_size=" + str(max(1, epochs // 5))]
+                 f"output.name=darcy_fno_{precision}{tag}", "schedule.step_size=" + str(max(1, epochs // 5))]
     cfg = load_config(OperatorConfig, ROOT / "configs" / "darcy" / "fno.yaml", overrides)
     _, final = train(cfg)
     return {"precision": precision, "epochs": final["epoch"], "rel_l2": final["test_rel_l2"],
@@ -43,6 +44,8 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--epochs", type=int, default=None, help="per policy (default 100 on GPU, 3 with --small)")
     parser.add_argument("--out", default="runs/bench_precision")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="each policy trained once a round, round-robin (s_per_epoch: the median)")
     add_dry_run(parser)
     args = parser.parse_args(argv)
     if dry_run_done(args):
@@ -50,18 +53,34 @@ def main(argv=None):
     cuda = torch.cuda.is_available() and not args.small
     policies = ["fp32", "tf32", "bf16"] if cuda else ["fp32", "bf16"]  # TF32 is a CUDA matmul mode
     epochs = args.epochs or (3 if args.small else 100)
-    rows = []
-    for p in policies:
-        rows.append(train_policy(p, epochs=epochs, small=args.small, out=args.out))
-        print(rows[-1], flush=True)
+    runs = {p: [] for p in policies}
+    # round-robin over the policies, --rounds rounds: a change in machine load reaches every policy alike
+    # instead of one policy's only run
+    for i in range(args.rounds):
+        for p in policies:
+            runs[p].append(train_policy(p, epochs=epochs, small=args.small, out=args.out, tag=f"_round{i}"))
+            print(runs[p][-1], flush=True)
+        rows = []
+        for p in policies:
+            per_epoch = sorted(r["s_per_epoch"] for r in runs[p])
+            rows.append({"precision": p, "epochs": runs[p][0]["epochs"],
+                         "rel_l2": statistics.median(r["rel_l2"] for r in runs[p]),
+                         "rel_l2_runs": [r["rel_l2"] for r in runs[p]],
+                         "s_per_epoch": statistics.median(per_epoch), "s_per_epoch_range": [per_epoch[0], per_epoch[-1]],
+                         "rounds": len(runs[p])})
         for r in rows:  # against fp32, the first policy
             r["vs_fp32"] = r["rel_l2"] / rows[0]["rel_l2"]
             r["speed_vs_fp32"] = rows[0]["s_per_epoch"] / r["s_per_epoch"]
-        # after every policy: a command stopped by its time limit keeps the finished ones
+        for r, p in zip(rows, policies):
+            paired = [f["s_per_epoch"] / x["s_per_epoch"] for f, x in zip(runs[policies[0]], runs[p])]  # one round's
+            r["speed_vs_fp32_range"] = [round(min(paired), 3), round(max(paired), 3)]
+        # after every round: a command stopped by its time limit keeps the finished ones
         path = write_result("precision_small" if args.small else "precision",
                             title="Precision policies: FNO on Darcy, same seed, same epochs", rows=rows,
                             notes=f"configs/darcy/fno.yaml, {epochs} epochs per policy (step schedule scaled to "
-                                  "them), test relative L2; vs_fp32 = rel_l2 / fp32's."
+                                  "them), test relative L2; vs_fp32 = rel_l2 / fp32's. Policies trained round-robin, "
+                                  "rounds as given; rel_l2 and s_per_epoch the medians over them, *_range min and max "
+                                  "(speed_vs_fp32_range: fp32's s/epoch over this one's in the same round)."
                                   + (" CPU smoke run on the tiny preset." if args.small else ""))
     print("wrote", path)
 
