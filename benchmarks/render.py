@@ -77,6 +77,10 @@ stub `python3` and each benchmark's `--dry-run` (rows, parts, cases, tasks, vari
 | 12e | `12e`: as `12d` trained on t <= 400 s (81 of 101 levels), the error beyond reported, soft / one expert / four, 2.5 minutes each | no issue yet: the paper's extrapolation in time (t > 400 s: PI-SC 805.6 %, PI-HC 48.0 %, PI-HC-MoE 14.8 %) |
 | 13 | `13`: the autoregressive FNO on Kuramoto–Sivashinsky (`configs/ks/fno.yaml`, data made in the call, ~7 minutes of training) | no issue: a chaotic 1D benchmark beside the FNO paper's |
 
+FNO step ratios of the sessions above (and of rows without `sciml_variant`) are each row's fastest sciml variant
+(`sciml_best`) picked in the same noisy rounds it was timed in, about 4 % optimistic by that choice alone; rows
+written since give the default variant's (`ratio`) and the fastest one timed again in fresh rounds (`best_ratio`).
+
 Operator rows are capped below 10 minutes of training so that loading, evaluation and start-up
 fit the command. A row that misses its bar records what a longer run reaches: `bench_operators.py
 --rows ROW --total-minutes T` plans the schedule for T minutes and trains until the call's end (a
