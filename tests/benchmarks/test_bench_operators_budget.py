@@ -93,3 +93,10 @@ def test_a_failed_row_is_printed_and_does_not_replace_a_measured_row(results_dir
     assert rows["darcy_fno"]["rel_l2"] == 0.009 and "error" not in rows["darcy_fno"]  # the result stays
     assert rows["burgers_fno"]["error"] == "RuntimeError: burgers_fno broke"  # an error replaces only an error
     assert rows["darcy_deeponet"]["error"] == "RuntimeError: darcy_deeponet broke"  # or stands where there was none
+
+
+@pytest.mark.parametrize("row", ["burgers_fno", "burgers_deeponet", "darcy_fno", "darcy_deeponet"])
+def test_a_small_rows_step_schedule_decays_within_its_epochs(row, tmp_path):
+    """--small rows train 5 epochs; the configs' step_size of 100 never decayed the lr (and warned)."""
+    cfg, _ = ops.row_config(row, ["training.max_minutes=1"], label=row, out_root=str(tmp_path), small=True, extra=[])
+    assert cfg.schedule.name != "step" or cfg.schedule.step_size < cfg.training.epochs
