@@ -11,7 +11,7 @@ import torch
 from sciml.config import ConfigError
 from sciml.data.h5 import DatasetInfo, subsample_stride
 from sciml.data.loading import Split
-from sciml.train.schema import ROLLOUT_MODELS, OperatorConfig, check_rollout_windows
+from sciml.train.schema import ROLLOUT_MODELS, OperatorConfig, check_rollout_windows, check_spacetime_outputs
 
 
 def saves_start(info: DatasetInfo) -> bool:
@@ -107,7 +107,7 @@ def _build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: i
                           resolution: int | None) -> torch.nn.Module:
     if cfg.physics is None:
         if fields is not None:
-            check_rollout_fields(cfg, *fields, info=info)
+            check_model_fields(cfg, *fields, info=info)
         return _backbone(cfg, in_channels, out_channels, n_dims)
     from sciml.constraints import PhysicsOperator, get_grid_problem
 
@@ -140,6 +140,19 @@ def _build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: i
     return PhysicsOperator(backbone, problem, spacetime_spacing(info, problem.coords, resolution, outputs[0]),
                            origin=spacetime_origin(info, problem.coords, resolution),
                            constraint=ph.constraint, **ph.layer_options())
+
+
+def check_model_fields(cfg: OperatorConfig, inputs: list[str], outputs: list[str],
+                       info: DatasetInfo | None = None) -> None:
+    """The selected fields against what the model can take: a space-time model one output field
+    (`check_spacetime_outputs`, here for data.outputs: null, which takes every output field of the file), a rollout
+    model its state (`check_rollout_fields`)."""
+    try:
+        check_spacetime_outputs(cfg.model.name, outputs, given="" if cfg.data.outputs is not None else
+                                f" (null: every output field of {info.path if info is not None else 'the file'})")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    check_rollout_fields(cfg, inputs, outputs, info=info)
 
 
 def check_rollout_fields(cfg: OperatorConfig, inputs: list[str], outputs: list[str],

@@ -179,6 +179,24 @@ def check_rollout_windows(model: str, input_time, output_time, n_times: int | No
                      f"(or move data.input_time to stop at {tout[0]})")
 
 
+SPACETIME_MODELS = ("fno3d",)  # time is a grid axis of one field: the output channels are that field's steps
+
+
+def check_spacetime_outputs(model: str, outputs, *, given: str = "") -> None:
+    """A space-time model's output channels are the time steps of one field, convolved along its time axis; the
+    loader stacks several fields' windows time by time (u(t1), v(t1), u(t2), ...), which it would read as one field
+    alternating along time (its time modes, time padding and time coordinate all mixed). Raises ValueError.
+    `given`: where the fields came from, for the message (data.outputs itself when empty)."""
+    if model not in SPACETIME_MODELS or outputs is None or len(outputs) < 2:
+        return
+    fields = list(outputs)
+    raise ValueError(f"model {model!r} predicts one field over time (its output channels are that field's steps, "
+                     f"along its time axis) and data.outputs{given}={fields} gives {len(fields)} fields, whose steps "
+                     f"it would interleave along that axis: train one model per field (data.outputs: [{fields[0]}], "
+                     f"...), or use model fno2d_time with model.state_channels: {len(fields)} (a state of several "
+                     f"fields per step; data.inputs the same fields)")
+
+
 class OperatorConfig(StrictModel):
     task: Literal["operator"] = "operator"
     seed: WholeInt = 0
@@ -246,6 +264,12 @@ class OperatorConfig(StrictModel):
                                  f"outputs on one scale: set data.normalize_inputs: none and data.normalize_outputs: none "
                                  f"(now {', '.join(f'data.{k}: {getattr(data, k)}' for k in bad)})")
             check_rollout_windows(self.model.name, data.input_time, data.output_time)  # before the data is made
+        return self
+
+    @model_validator(mode="after")
+    def _spacetime_model_predicts_one_field(self) -> "OperatorConfig":
+        """Checked on the config before the data is made; data.outputs: null is checked on the file's fields."""
+        check_spacetime_outputs(self.model.name, self.data.outputs)
         return self
 
     @model_validator(mode="after")

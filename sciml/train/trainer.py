@@ -28,7 +28,7 @@ from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_ten
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
 from sciml.train.losses import build_loss, check_scalar_loss, relative_l2_per_sample
-from sciml.train.physics import build_operator_model, check_rollout_fields, saves_start, spacetime_split
+from sciml.train.physics import build_operator_model, check_model_fields, saves_start, spacetime_split
 from sciml.train.run import RunDir
 from sciml.train.schema import OperatorConfig
 from sciml.utils import TrainingGridOnly, resolve_device
@@ -70,7 +70,7 @@ def check_data_selection(cfg: OperatorConfig, info) -> None:
     d = cfg.data
     check_selection(info, inputs=inputs, outputs=outputs, n_train=d.n_train, n_test=d.n_test, resolution=d.resolution,
                     input_time=d.input_time, output_time=d.output_time, n_val=d.n_val)
-    check_rollout_fields(cfg, inputs, outputs, info=info)
+    check_model_fields(cfg, inputs, outputs, info=info)
 
 
 def relative_errors(predict, split: Split, *, batch_size: int, device: torch.device,
@@ -337,7 +337,9 @@ class Trainer:
     def _load(self, path: Path):
         from sciml.data.h5 import read_info
 
-        self.fields = inputs, outputs = dataset_fields(self.cfg, read_info(path))
+        info = read_info(path)
+        self.fields = inputs, outputs = dataset_fields(self.cfg, info)
+        check_data_selection(self.cfg, info)  # the fields against the model too, before the arrays are read
         d = self.cfg.data
         info, train, val, test = load_train_val_test(path, inputs=inputs, outputs=outputs, n_train=d.n_train,
                                                      n_val=d.n_val, n_test=d.n_test, resolution=d.resolution,

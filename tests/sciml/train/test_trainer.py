@@ -1509,3 +1509,41 @@ def test_an_operator_trains_in_float32_under_a_users_float64_default(tiny_cfg, t
         assert row["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-6)
     finally:
         torch.set_default_dtype(before)
+
+
+def _two_field_file(path):
+    """(n, 8, 16, 16) trajectories of an input a and two output fields u and v."""
+    from sciml.data import write_dataset
+
+    g = torch.Generator().manual_seed(0)
+    a, u, v = (torch.randn(6, 8, 16, 16, generator=g) for _ in range(3))
+    return write_dataset(path, inputs={"a": a}, outputs={"u": u, "v": v}, spatial_dims=2)
+
+
+def test_fno3d_with_several_output_fields_is_refused_before_the_data_is_read(tmp_path, monkeypatch):
+    """The loader stacks the windows time by time, u(t5), v(t5), u(t6), ...: FNO-3D trained with no message on
+    that as one field alternating along its time axis (n_steps 8 for 4 steps of two fields)."""
+    import sciml.train.trainer as trainer_module
+
+    path = _two_field_file(tmp_path / "uv.h5")
+    overrides = [f"data.path={path}", "data.n_train=4", "data.n_test=2", "data.resolution=null",
+                 "data.input_time=[0,4]", "data.output_time=[4,8]", "training.epochs=1", "training.progress=false",
+                 "training.plot=false", f"output.root={tmp_path / 'runs'}", "model.modes=[4,4,2]", "model.width=4",
+                 "schedule.name=none"]
+    fix = r"train one model per field \(data.outputs: \[u\], ...\), or use model fno2d_time with model.state_channels: 2"
+    with pytest.raises(ConfigError, match=r"model 'fno3d' predicts one field over time .* data.outputs=\['u', 'v'\] "
+                                          r"gives 2 fields.*" + fix):
+        load_config(OperatorConfig, CONFIGS / "navier_stokes/fno3d.yaml", [*overrides, "data.outputs=[u,v]"])
+    # data.outputs: null takes every output field of the file: refused on its layout, before its arrays are read
+    monkeypatch.setattr(trainer_module, "load_train_val_test", lambda *a, **k: pytest.fail("the arrays were read"))
+    cfg = load_config(OperatorConfig, CONFIGS / "navier_stokes/fno3d.yaml", [*overrides, "data.inputs=[a]",
+                                                                             "data.outputs=null"])
+    with pytest.raises(ConfigError, match=r"data.outputs \(null: every output field of .*uv.h5\)=\['u', 'v'\] gives 2 "
+                                          r"fields.*" + fix):
+        train(cfg)
+    assert not any((tmp_path / "runs").iterdir()), "no run folder left behind"
+    # one field is what it models: n_steps = the 4 steps of u
+    monkeypatch.undo()
+    run, final = train(load_config(OperatorConfig, CONFIGS / "navier_stokes/fno3d.yaml",
+                                   [*overrides, "data.inputs=[a]", "data.outputs=[u]"]))
+    assert load_operator(run.path).model.n_steps == 4 and math.isfinite(final["test_rel_l2"])
