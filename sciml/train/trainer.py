@@ -30,7 +30,7 @@ from sciml.train.graphs import CapturedStep
 from sciml.train.losses import build_loss, check_scalar_loss, relative_l2_per_sample
 from sciml.train.physics import build_operator_model, check_model_fields, saves_start, spacetime_split
 from sciml.train.run import RunDir
-from sciml.train.schema import OperatorConfig
+from sciml.train.schema import SPACETIME_MODELS, OperatorConfig
 from sciml.utils import TrainingGridOnly, resolve_device
 
 
@@ -1040,10 +1040,23 @@ class _SavedRun:
                 span = {k: record["params"][k] for k in ("t_end", "n_times") if record["params"].get(k)}
                 raise ConfigError(f"{self.dataset} saves the times {_shown_times(here[c:d])} where the run's data.{key}="
                                   f"{list(select) if isinstance(select, (list, tuple)) else select} selects them, and the "
-                                  f"run was trained on {_shown_times(trained[a:b])} ({self.trained_on}): the model maps "
-                                  f"the training file's steps, so evaluate it on a file saved at those times"
+                                  f"run was trained on {_shown_times(trained[a:b])} ({self.trained_on}): "
+                                  f"{self._why_fixed_times()}, so evaluate it on a file saved at those times"
                                   + (f" (its recipe's {', '.join(f'params.{k}={v}' for k, v in span.items())})"
-                                     if span else ""))
+                                     if span else "")
+                                  + ("; a finer grid in space works (`sciml eval RUN --resolution N`, or --dataset a "
+                                     "file stored finer at these times)" if self.cfg.model.name in SPACETIME_MODELS
+                                     else ""))
+
+    def _why_fixed_times(self) -> str:
+        """Why the run's model cannot take another time grid, in its own terms."""
+        if self.cfg.model.name in SPACETIME_MODELS:
+            # the FNO paper (Li et al. 2021, Sec. 5.4) evaluates its FNO-3D on a finer space-time grid; ours cannot
+            normalised = ", each normalised with its own training statistics" \
+                if self.cfg.data.normalize_outputs != "none" else ""
+            return (f"model {self.cfg.model.name!r} has no time super-resolution: it predicts a fixed count of time "
+                    f"points (its output steps are channels{normalised}) and its time padding counts points")
+        return "the model maps the training file's steps"
 
     def _refuse_training_rows(self) -> None:
         """The test rows (the file's last `n_test`) must lie past the rows the run trained on (and the validation

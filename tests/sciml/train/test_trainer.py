@@ -1547,3 +1547,43 @@ def test_fno3d_with_several_output_fields_is_refused_before_the_data_is_read(tmp
     run, final = train(load_config(OperatorConfig, CONFIGS / "navier_stokes/fno3d.yaml",
                                    [*overrides, "data.inputs=[a]", "data.outputs=[u]"]))
     assert load_operator(run.path).model.n_steps == 4 and math.isfinite(final["test_rel_l2"])
+
+
+@pytest.fixture(scope="module")
+def fno3d_run(tmp_path_factory):
+    """A tiny FNO-3D trained one epoch on a's first 4 saved times -> u's last 4 (times 1..8, steps of 1)."""
+    from sciml.data import write_dataset
+
+    root = tmp_path_factory.mktemp("fno3d")
+    g = torch.Generator().manual_seed(0)
+    a, u = torch.randn(6, 8, 16, 16, generator=g), torch.randn(6, 8, 16, 16, generator=g)
+    path = write_dataset(root / "au.h5", inputs={"a": a}, outputs={"u": u}, spatial_dims=2, times=range(1, 9))
+    cfg = load_config(OperatorConfig, CONFIGS / "navier_stokes/fno3d.yaml", [
+        f"data.path={path}", "data.inputs=[a]", "data.outputs=[u]", "data.n_train=4", "data.n_test=2",
+        "data.resolution=null", "data.input_time=[0,4]", "data.output_time=[4,8]", "training.epochs=1",
+        "training.progress=false", "training.plot=false", "schedule.name=none", "model.modes=[4,4,2]",
+        "model.width=4", f"output.root={root / 'runs'}"])
+    run, final = train(cfg)
+    return run, final, a, u
+
+
+def test_fno3d_evaluated_on_finer_times_is_refused_for_its_own_reason(fno3d_run, tmp_path):
+    """The refusal said 'the model maps the training file's steps' (an autoregressive model's reason): FNO-3D's is
+    that its steps are per-step normalised channels, a fixed count of time points; in space it is resolution-free."""
+    from sciml.data import write_dataset
+
+    run, _, a, u = fno3d_run
+    fine_t = lambda f: f.repeat_interleave(2, dim=1)  # 16 times, steps of 0.5
+    finer = write_dataset(tmp_path / "finer.h5", inputs={"a": fine_t(a)}, outputs={"u": fine_t(u)}, spatial_dims=2,
+                          times=[0.5 * k for k in range(1, 17)])
+    with pytest.raises(ConfigError, match=r"saves the times \[0.5, 1, 1.5, 2\] where the run's data.input_time.*model "
+                                          r"'fno3d' has no time super-resolution: it predicts a fixed count of time "
+                                          r"points \(its output steps are channels, each normalised with its own "
+                                          r"training statistics\) and its time padding counts points.*a finer grid in "
+                                          r"space works \(`sciml eval RUN --resolution N`"):
+        evaluate_run(run.path, dataset=finer, n_test=2)
+    fine_x = lambda f: f.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)  # 32 x 32, the same times
+    wider = write_dataset(tmp_path / "wider.h5", inputs={"a": fine_x(a)}, outputs={"u": fine_x(u)}, spatial_dims=2,
+                          times=range(1, 9))
+    (row,) = evaluate_run(run.path, dataset=wider, n_test=2)
+    assert row["resolution"] == 32 and math.isfinite(row["rel_l2"])
