@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -26,30 +27,47 @@ def _save(fig, path: str | Path) -> None:
     _pyplot().close(fig)
 
 
-def plot_predictions(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, path: str | Path) -> bool:
-    """One row per sample: 1D fields as curves (input, truth, prediction); 2D as images (+ error); 3D (e.g. FNO-3D's
-    x, y, t) as images of the last slice along the third axis. False where nothing was drawn (more dimensions)."""
+def _shown_channel(n_channels: int, fields: Sequence[str]) -> tuple[int, str]:
+    """The output channel a figure shows and its label: the last step of the first field (multi-step outputs, as
+    FNO-3D's and a rollout's (n, T, *grid), stack their steps as channels, time by time), or without `fields` the
+    last channel."""
+    if not fields:
+        return n_channels - 1, "" if n_channels == 1 else f" (channel {n_channels} of {n_channels})"
+    steps = [c for c, name in enumerate(fields) if name == fields[0]]
+    return steps[-1], f": {fields[0]}" + (f", step {len(steps)} of {len(steps)}" if len(steps) > 1 else "")
+
+
+def plot_predictions(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, path: str | Path,
+                     y_fields: Sequence[str] = ()) -> bool:
+    """One row per sample: 1D fields as curves (input, truth, prediction); 2D as images (+ error), truth and
+    prediction on the truth's colour scale; 3D (a physics run's x, y, t) as images of the last slice along the third
+    axis. Of several output channels the last step of the first field is shown (`y_fields`: each channel's field;
+    without it the last channel), of the inputs channel 0. False where nothing was drawn (more dimensions)."""
     if y.ndim == 5:  # (n, C, s1, s2, s3): the last slice, e.g. the last predicted time
         x, y, pred = x[..., -1], y[..., -1], pred[..., -1]
+    c, shown = _shown_channel(y.shape[1], tuple(y_fields))
+    given = "input" + ("" if x.shape[1] == 1 else f" (channel 1 of {x.shape[1]})")
     plt = _pyplot()
     n = len(x)
     if y.ndim == 3:  # (n, C, s)
         fig, axes = plt.subplots(n, 2, figsize=(9, 2.2 * n), squeeze=False)
         grid = torch.arange(y.shape[-1]) / y.shape[-1]
         for i in range(n):
-            axes[i, 0].plot(grid, x[i, 0], color="0.4")
+            axes[i, 0].plot(grid.numpy(), x[i, 0].numpy(), color="0.4")  # numpy: torch tensors warn there
             axes[i, 0].set_ylabel(f"sample {i}")
-            axes[i, 1].plot(grid, y[i, 0], label="truth", lw=2)
-            axes[i, 1].plot(grid, pred[i, 0], "--", label="prediction")
-        axes[0, 0].set_title("input")
-        axes[0, 1].set_title("output")
+            axes[i, 1].plot(grid.numpy(), y[i, c].numpy(), label="truth", lw=2)
+            axes[i, 1].plot(grid.numpy(), pred[i, c].numpy(), "--", label="prediction")
+        axes[0, 0].set_title(given)
+        axes[0, 1].set_title(f"output{shown}")
         axes[0, 1].legend(loc="best", fontsize=8)
     elif y.ndim == 4:  # (n, C, s, s)
         fig, axes = plt.subplots(n, 4, figsize=(12, 3 * n), squeeze=False)
         for i in range(n):
-            for j, (img, title) in enumerate([(x[i, 0], "input"), (y[i, 0], "truth"), (pred[i, 0], "prediction"),
-                                               ((pred[i, 0] - y[i, 0]).abs(), "|error|")]):
-                im = axes[i, j].imshow(img.T, origin="lower", cmap="viridis")
+            # one scale for truth and prediction: each on its own made a near-zero prediction look like a match
+            scale = {"vmin": float(y[i, c].min()), "vmax": float(y[i, c].max())}
+            for j, (img, title) in enumerate([(x[i, 0], given), (y[i, c], f"truth{shown}"),
+                                               (pred[i, c], "prediction"), ((pred[i, c] - y[i, c]).abs(), "|error|")]):
+                im = axes[i, j].imshow(img.T.numpy(), origin="lower", cmap="viridis", **(scale if j in (1, 2) else {}))
                 axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
                 fig.colorbar(im, ax=axes[i, j], fraction=0.046)
                 if i == 0:

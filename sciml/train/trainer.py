@@ -850,7 +850,7 @@ def plot_first_samples(predict, split: Split, n_plot: int, path: Path) -> bool:
     from sciml.train.plots import plot_predictions
 
     n = min(n_plot, len(split.x))
-    return plot_predictions(split.x[:n].cpu(), split.y[:n].cpu(), predict(split.x[:n]).cpu(), path)
+    return plot_predictions(split.x[:n].cpu(), split.y[:n].cpu(), predict(split.x[:n]).cpu(), path, split.y_fields)
 
 
 def warn_failed_solves(counts: dict[str, list[int]], what: str) -> None:

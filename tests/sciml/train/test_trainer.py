@@ -1587,3 +1587,25 @@ def test_fno3d_evaluated_on_finer_times_is_refused_for_its_own_reason(fno3d_run,
                           times=range(1, 9))
     (row,) = evaluate_run(run.path, dataset=wider, n_test=2)
     assert row["resolution"] == 32 and math.isfinite(row["rel_l2"])
+
+
+def test_fno3d_figures_show_its_last_predicted_step_on_the_truth_s_scale(fno3d_run, monkeypatch, tmp_path):
+    """predictions.png and eval_<s>_best.png showed FNO-3D's first predicted step, on a scale of its own."""
+    import numpy as np
+
+    import sciml.train.plots as plots
+    from sciml.train.trainer import load_test_split, plot_first_samples
+
+    run, _, _, u = fno3d_run
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    op = load_operator(run.path)
+    split = load_test_split(op.config, op.dataset)
+    with torch.no_grad():
+        assert plot_first_samples(op, split, 1, tmp_path / "p.png")
+        pred = op(split.x[:1])
+    truth, prediction = [ax.images[0] for ax in figures[0].axes if ax.images][1:3]
+    assert np.array_equal(np.asarray(truth.get_array()), u[-2, -1].T.numpy())  # the first test row's last time
+    assert np.array_equal(np.asarray(prediction.get_array()), pred[0, -1].T.numpy())
+    assert prediction.get_clim() == truth.get_clim() == pytest.approx((u[-2, -1].min().item(), u[-2, -1].max().item()))
+    assert figures[0].axes[1].get_title() == "truth: u, step 4 of 4"
