@@ -24,6 +24,7 @@ import torch
 from sciml.config import ConfigError, dump
 from sciml.data.h5 import DatasetError
 from sciml.data.loading import Normalizer, Split, check_selection, load_test, load_train_val_test, time_range
+from sciml.models import count_parameters
 from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors, set_lr
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
@@ -294,6 +295,7 @@ class Trainer:
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
                                           fields=self.fields,
                                           resolution=cfg.data.resolution).to(self.device)
+        self.n_parameters = count_parameters(self.model)  # real ones, as the FNO paper's tables count them
         layer = getattr(self.model, "layer", None)
         if hasattr(layer, "check_grid"):  # e.g. points beyond a block of the training window: now, not at the first step
             for split in (self.train_split, self.val_split, self.test_split):
@@ -827,7 +829,7 @@ class Trainer:
                 stopped_early = True
                 break
         bar.close()
-        final = {"kind": "final", "epoch": self.epoch, "stopped_early": stopped_early,
+        final = {"kind": "final", "epoch": self.epoch, "n_parameters": self.n_parameters, "stopped_early": stopped_early,
                  **({"interrupted": True} if stopped_early and self._interrupt[0] else {}),
                  **({"planned_epochs": self.planned_epochs} if t.fit_to_budget else {}),
                  "wall_time_s": time.perf_counter() - self.started,  # this sitting's
@@ -1178,7 +1180,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
             failed.append(f"at resolution {at}: {error} (this run's settings are fixed{advice}")
             continue
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
-                     **error_summary(err), **solves,
+                     "n_parameters": count_parameters(operator.model), **error_summary(err), **solves,
                      **({} if saved.dataset == saved.trained_on else {"dataset": str(saved.dataset)})})
         if solves:
             warn_failed_solves({"test": [solves["solve_failures"], solves["solves"]]},
@@ -1228,6 +1230,7 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
         if resume:
             run.check_resume(dump(cfg), "operator")
         trainer = Trainer(cfg, run)
+        print(f"model {cfg.model.name}: {trainer.n_parameters:,} parameters", flush=True)  # beside the run folder
         if resume:
             trainer.load_state_dict(run.load_checkpoint("last", map_location=trainer.device))
             trainer.forget_best_ahead()

@@ -1609,3 +1609,24 @@ def test_fno3d_figures_show_its_last_predicted_step_on_the_truth_s_scale(fno3d_r
     assert np.array_equal(np.asarray(prediction.get_array()), pred[0, -1].T.numpy())
     assert prediction.get_clim() == truth.get_clim() == pytest.approx((u[-2, -1].min().item(), u[-2, -1].max().item()))
     assert figures[0].axes[1].get_title() == "truth: u, step 4 of 4"
+
+
+def test_an_operator_run_prints_and_records_its_parameter_count(fno3d_run, tmp_path, capsys):
+    """Neither the train output nor the run folder gave the model's size, which the FNO paper's tables quote."""
+    from sciml.models import FNO3dSpaceTime, count_parameters
+
+    run, final, _, _ = fno3d_run
+    # the fixture's model, built alone: 4 input and 4 output steps, real parameters (complex weights count twice)
+    expected = count_parameters(FNO3dSpaceTime(4, 4, 2, modes=[4, 4, 2], width=4, padding=[0, 0, 6]))
+    assert final["n_parameters"] == expected
+    assert [r["n_parameters"] for r in run.read_metrics() if r["kind"] == "final"] == [expected]
+    path = load_config(OperatorConfig, run.config_path).data.path
+    assert main(["train", str(CONFIGS / "navier_stokes/fno3d.yaml"), f"data.path={path}", "data.inputs=[a]",
+                 "data.outputs=[u]", "data.n_train=4", "data.n_test=2", "data.resolution=null", "data.input_time=[0,4]",
+                 "data.output_time=[4,8]", "training.epochs=1", "training.progress=false", "training.plot=false",
+                 "schedule.name=none", "model.modes=[4,4,2]", "model.width=4", f"output.root={tmp_path}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("run folder: ") and lines[1] == f"model fno3d: {expected:,} parameters", lines
+    (cli_run,) = tmp_path.iterdir()
+    assert main(["eval", str(cli_run)]) == 0
+    assert [row["n_parameters"] for row in json.loads((cli_run / "eval.json").read_text())] == [expected]
