@@ -4,6 +4,7 @@ optional POD trunk (Lu et al., CMAME 2022)."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -62,6 +63,41 @@ class CNNBranch(nn.Module):
         return self.mlp(x.flatten(1))
 
 
+def sensor_stride(n: int, m: int, coordinates: str) -> int | None:
+    """The stride at which `m` sensors sit on an axis of `n` points (``j/m`` on ``i/n`` when m divides n;
+    ``j/(m-1)`` on ``i/(n-1)`` when m-1 divides n-1), or None where some sensor falls between points."""
+    if m == 1:
+        return n  # the one sensor at 0, the first point
+    if coordinates == "periodic":
+        return n // m if n % m == 0 else None
+    return (n - 1) // (m - 1) if n > 1 and (n - 1) % (m - 1) == 0 else None
+
+
+def sensor_interpolation(n: int, m: int, coordinates: str) -> Tensor:
+    """(m, n) float64 weights giving the `m` sensor values from the `n` grid values of one axis.
+
+    "periodic": the trigonometric interpolant of the samples at ``i/n`` evaluated at ``j/m``, cardinal
+    function ``sin(pi n t)/(n sin(pi t))`` (n odd) or ``sin(pi n t)/(n tan(pi t))`` (n even, the
+    Nyquist mode as a cosine); spectrally accurate on smooth periodic data. "closed": linear
+    interpolation of the samples at ``i/(n-1)`` at ``j/(m-1)`` (``align_corners=True``)."""
+    j, i = torch.arange(m, dtype=torch.int64)[:, None], torch.arange(n, dtype=torch.int64)[None]
+    if coordinates == "periodic":
+        d = (j * n - i * m).double()  # n m (j/m - i/n), exact in integers: d = 0 is a coinciding point
+        half = torch.sin(math.pi * d / (n * m))
+        denom = n * (half if n % 2 else torch.tan(math.pi * d / (n * m)))
+        return torch.where(d == 0, 1.0, torch.sin(math.pi * d / m) / torch.where(d == 0, 1.0, denom))
+    if n == 1:
+        return torch.ones(m, 1, dtype=torch.float64)
+    num = j[:, 0] * (n - 1)  # sensor j at fine position num / (m - 1)
+    den = max(m - 1, 1)
+    lo, frac = num // den, (num % den).double() / den
+    w = torch.zeros(m, n, dtype=torch.float64)
+    w[torch.arange(m), lo] = 1 - frac
+    inside = lo + 1 < n
+    w[torch.arange(m)[inside], lo[inside] + 1] += frac[inside]
+    return w
+
+
 class DeepONet(nn.Module):
     r"""Unstacked DeepONet :math:`G(a)(y)_c = \sum_{k=1}^{p} b_{c,k}(a)\, t_{c,k}(y) + \beta_c`.
 
@@ -72,8 +108,12 @@ class DeepONet(nn.Module):
 
     Args:
         in_channels, out_channels, n_dims: as for every model (see `sciml.models.build_model`).
-        sensors: branch input grid, int or one per dim. A data grid of a different size is
-            average-pooled onto it (``adaptive_avg_pool``), an equal one is used as is.
+        sensors: branch input grid, int or one per dim, at the points of `coordinates` (``j/m`` or
+            ``j/(m-1)``). A data grid of another size gives the branch its values there: taken
+            every k-th point where its points include the sensors (a multiple: 256 or 512 points for
+            128 periodic sensors; 169 or 253 for 85 closed ones), interpolated otherwise (with a
+            warning; see :func:`sensor_interpolation`). A checkpoint without a ``pooled_sensors`` entry
+            (saved before this rule) average-pools other grids onto the sensors, as it was trained.
         basis: ``p``, basis functions per output channel.
         width, depth: hidden width and number of hidden layers of the branch and trunk MLPs.
         branch: "mlp" (on the flattened field) or "cnn" (strided convolutions, then an MLP).
@@ -111,6 +151,10 @@ class DeepONet(nn.Module):
         self.register_buffer("pod_basis", torch.zeros(0))
         self.register_buffer("pod_grid", torch.zeros(0, dtype=torch.long))  # the training grid, saved with the modes
         self._pod_grid: tuple[int, ...] | None = None  # the same, read without a device sync in forward
+        # True only for a checkpoint from before sampling at the sensors: it was trained on pooled inputs
+        self.register_buffer("pooled_sensors", torch.tensor(False))
+        self._pooled_sensors = False  # the same, read without a device sync in forward
+        self._weights: dict[tuple, Tensor] = {}  # interpolation weights per (axis, n, dtype, device)
 
     @torch.no_grad()
     def prepare(self, train_inputs: Tensor, train_outputs: Tensor) -> None:
@@ -143,25 +187,58 @@ class DeepONet(nn.Module):
                 setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.bias.device,
                                                      dtype=self.bias.dtype))  # the model's dtype, as every loaded tensor
         grid = state_dict.setdefault(prefix + "pod_grid", torch.zeros(0, dtype=torch.long))  # absent before 2026-11-27
+        # absent before sampling at the sensors: such a model was trained on pooled inputs and keeps them
+        self._pooled_sensors = bool(state_dict.setdefault(prefix + "pooled_sensors", torch.tensor(True)))
         self.pod_grid = torch.empty(grid.shape, dtype=torch.long, device=self.bias.device)
         self._pod_grid = tuple(int(k) for k in grid.tolist()) or None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def sample_at_sensors(self) -> None:
+        """Let a checkpoint saved before sampling at the sensors (it pools other grids) take the sensor values
+        instead: right where it trained on its sensor grid, where pooling was the identity."""
+        self._pooled_sensors = False
+        self.pooled_sensors.fill_(False)
+
+    def branch_input(self, x: Tensor) -> Tensor:
+        """x: (batch, in, *grid) -> its values at the sensors, (batch, in, *sensors): x itself on the
+        sensor grid, every k-th point of a grid that includes the sensor points, else interpolated."""
+        grid = tuple(x.shape[2:])
+        if grid == self.sensors:
+            return x
+        if self._pooled_sensors:
+            return {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[self.n_dims](x, self.sensors)
+        interpolated = []
+        for axis, (n, m) in enumerate(zip(grid, self.sensors)):
+            if n == m:
+                continue
+            dim, stride = 2 + axis, sensor_stride(n, m, self.coordinates)
+            if stride is not None:  # exact: the sensor points are grid points
+                x = x[(slice(None),) * dim + (slice(None, stride * m, stride),)]
+                continue
+            key = (axis, n, x.dtype, x.device)
+            if key not in self._weights:
+                self._weights[key] = sensor_interpolation(n, m, self.coordinates).to(x.device, x.dtype)
+            x = torch.matmul(x.movedim(dim, -1), self._weights[key].T).movedim(-1, dim)
+            interpolated.append(m)
+        if interpolated:
+            how = "trigonometric" if self.coordinates == "periodic" else "linear"
+            exact = [2 * m if self.coordinates == "periodic" else 2 * m - 1 for m in self.sensors]
+            warnings.warn(f"DeepONet: the grid {grid} does not include the sensor points {self.sensors} "
+                          f"({self.coordinates} coordinates): the branch input is interpolated to them ({how} "
+                          f"interpolation), which adds its error; a grid that includes them (e.g. {self.sensors} or "
+                          f"{tuple(exact)}) gives their exact values", stacklevel=2)
+        return x
+
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, in_channels, *grid) -> (batch, out_channels, *grid).
 
-        1. branch input: x pooled onto the sensors, (batch, in, *sensors); 2. branch coefficients
+        1. branch input: x at the sensors, (batch, in, *sensors) (`branch_input`); 2. branch coefficients
         (batch, C_out, p); 3. trunk basis at the grid points (points, C_out, p) (MLP) or the POD
         modes; 4. output ``einsum(coefficients, basis) + bias`` (+ POD mean), reshaped to the grid.
         """
         check_input("DeepONet", x, self.in_channels, self.n_dims, self.branch.parameters())
         batch, grid = x.shape[0], tuple(x.shape[2:])
-        if grid != self.sensors:
-            x = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[self.n_dims](x, self.sensors)
-        if isinstance(self.branch, MLP):
-            x = x.flatten(1)
-        coef = self.branch(x).view(batch, self.out_channels, self.basis)
-        if self.trunk is None:
+        if self.trunk is None:  # before the branch: a grid the POD trunk refuses is not interpolated (and warned of)
             if self.pod_basis.numel() == 0:
                 raise RuntimeError("DeepONet(trunk='pod') has no basis yet: call model.prepare(train_inputs, train_outputs) first")
             if self.pod_basis.shape[-1] != math.prod(grid) or self._pod_grid not in (None, grid):  # 64x48 is not 48x64
@@ -169,6 +246,11 @@ class DeepONet(nn.Module):
                 raise TrainingGridOnly(f"the POD trunk is defined on the training grid only ({trained}), "
                                  f"got grid {grid}: evaluate at the training resolution, or train with trunk='mlp' "
                                  "(model.trunk=mlp), whose trunk takes any grid")
+        x = self.branch_input(x)
+        if isinstance(self.branch, MLP):
+            x = x.flatten(1)
+        coef = self.branch(x).view(batch, self.out_channels, self.basis)
+        if self.trunk is None:
             y = torch.einsum("bck,ckn->bcn", coef, self.pod_basis) + self.pod_mean
         else:
             coords = grid_coordinates(grid, self.coordinates, device=x.device, dtype=coef.dtype)

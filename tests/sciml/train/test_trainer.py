@@ -208,6 +208,28 @@ def test_eval_at_a_grid_only_the_training_one_fits_gives_no_finer_grid_advice(ti
     assert all("must be trained with data.normalize_inputs / data.normalize_outputs" in f for f in failed.value.failures)
 
 
+def test_a_deeponet_checkpoint_from_before_sampling_pools_only_where_it_trained_on_pooled_inputs(tiny_cfg):
+    """Checkpoints without "pooled_sensors" keep average pooling where they were trained off their sensor grid
+    (bit-identical to before), and take the sensor values where their training grid was the sensor grid."""
+    from torch.nn.functional import adaptive_avg_pool1d
+
+    x = torch.randn(2, 1, 64)
+    for resolution, pools in ((32, False), (64, True)):
+        raw = {**tiny_cfg, "model": {"name": "deeponet", "sensors": 32, "basis": 8, "width": 16, "depth": 1},
+               "data": {**tiny_cfg["data"], "resolution": resolution}, "schedule": {"name": "none"},
+               "training": {**tiny_cfg["training"], "epochs": 1, "eval_every": 1},
+               "output": {**tiny_cfg["output"], "name": f"legacy_deeponet_{resolution}"}}
+        run, final = train(validate(OperatorConfig, raw))
+        state = run.load_checkpoint("last")
+        del state["model"]["pooled_sensors"]
+        run.save_checkpoint(state, "last")
+        model = load_operator(run.path, which="last", device="cpu", resolution=64).model
+        assert torch.equal(model.branch_input(x), adaptive_avg_pool1d(x, 32) if pools else x[..., ::2]), resolution
+        if not pools:  # (the other run trained on sampled inputs, not the pooled ones a real old run had)
+            (row,) = evaluate_run(run.path, which="last", device="cpu")
+            assert row["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-5)
+
+
 def test_eval_on_another_dataset_of_the_family_at_a_finer_grid(straight_run, tmp_path, capsys):
     """New draws (seed 7) stored at 128 points: the run trained at 32 evaluates there as on its own set."""
     from sciml.data.generate import generate
