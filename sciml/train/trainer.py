@@ -270,6 +270,26 @@ def warn_uneven_grid(info) -> None:
                       f"even grid first", stacklevel=3)
 
 
+def check_sensors_within_grid(model: torch.nn.Module, grid: tuple[int, ...], cfg: OperatorConfig) -> None:
+    """Training refuses a DeepONet with more sensors than the training grid has points on an axis: its branch
+    would learn from values interpolated (before: repeated) onto the extra sensors, inputs it has no data for.
+    Evaluating a trained model on a coarser grid is allowed: its input is interpolated to the sensors, with a
+    warning (`DeepONet.branch_input`)."""
+    from sciml.models.deeponet import DeepONet
+
+    for module in model.modules():
+        sensors = getattr(module, "sensors", None) if isinstance(module, DeepONet) else None
+        if sensors is None or len(sensors) != len(grid) or all(m <= n for m, n in zip(sensors, grid)):
+            continue
+        given = cfg.model.kwargs().get("sensors", "its default")
+        shown = lambda t: str(t[0]) if len(set(t)) == 1 else "[" + ", ".join(map(str, t)) + "]"
+        raise ConfigError(f"model.sensors={given} asks for {'x'.join(map(str, sensors))} sensors and the training grid "
+                          f"is {'x'.join(map(str, grid))} (data.resolution={cfg.data.resolution or 'null'}): the branch would "
+                          f"see values made up between the grid points; set model.sensors: {shown(grid)} (or fewer), "
+                          f"or train on a grid of at least {shown(sensors)} points (data.resolution, where the file "
+                          f"stores that many)")
+
+
 def sample_legacy_sensors(model: torch.nn.Module, trained_grid: tuple[int, ...] | None) -> None:
     """A DeepONet checkpoint saved before sampling at the sensors pools other grids onto them (as it was trained);
     one trained on its sensor grid never saw a pooled input, so it takes the values at the sensors as a new one."""
@@ -317,6 +337,7 @@ class Trainer:
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
                                           fields=self.fields,
                                           resolution=cfg.data.resolution).to(self.device)
+        check_sensors_within_grid(self.model, tuple(train.x.shape[2:]), cfg)
         self.n_parameters = count_parameters(self.model)  # real ones, as the FNO paper's tables count them
         layer = getattr(self.model, "layer", None)
         if hasattr(layer, "check_grid"):  # e.g. points beyond a block of the training window: now, not at the first step

@@ -100,3 +100,11 @@ def test_a_small_rows_step_schedule_decays_within_its_epochs(row, tmp_path):
     """--small rows train 5 epochs; the configs' step_size of 100 never decayed the lr (and warned)."""
     cfg, _ = ops.row_config(row, ["training.max_minutes=1"], label=row, out_root=str(tmp_path), small=True, extra=[])
     assert cfg.schedule.name != "step" or cfg.schedule.step_size < cfg.training.epochs
+
+
+@pytest.mark.parametrize("row, grid", [("burgers_deeponet", 256), ("darcy_deeponet", 29)])
+def test_a_small_deeponet_rows_sensors_are_its_tiny_grid(row, grid, tmp_path):
+    """--small trained the configs' 1024 (85) sensors on the tiny presets' 256 (29) points, values repeated;
+    training now refuses more sensors than grid points."""
+    cfg, _ = ops.row_config(row, ["training.max_minutes=1"], label=row, out_root=str(tmp_path), small=True, extra=[])
+    assert cfg.model.kwargs()["sensors"] == grid

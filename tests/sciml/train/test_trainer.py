@@ -208,6 +208,28 @@ def test_eval_at_a_grid_only_the_training_one_fits_gives_no_finer_grid_advice(ti
     assert all("must be trained with data.normalize_inputs / data.normalize_outputs" in f for f in failed.value.failures)
 
 
+def test_deeponet_training_refuses_more_sensors_than_points_and_eval_interpolates_a_coarser_grid(tiny_cfg):
+    """sensors=1024 on a 256-point file trained silently (Linear(1024 -> 128) on every value repeated 4 times).
+    Training now refuses more sensors than points; eval on a coarser grid interpolates the input to the sensors
+    (warned), and on a finer grid that includes the sensor points gives the branch their exact values."""
+    model = {"name": "deeponet", "sensors": 64, "basis": 8, "width": 16, "depth": 1}
+    raw = {**tiny_cfg, "model": model, "schedule": {"name": "none"},
+           "training": {**tiny_cfg["training"], "epochs": 2, "eval_every": 2},
+           "output": {**tiny_cfg["output"], "name": "deeponet_sensors"}}
+    with pytest.raises(ConfigError, match=r"model.sensors=64 asks for 64 sensors and the training grid is 32 "
+                                          r"\(data.resolution=32\).*set model.sensors: 32 \(or fewer\), or train on a "
+                                          r"grid of at least 64 points \(data.resolution"):
+        train(validate(OperatorConfig, raw))
+    run, final = train(validate(OperatorConfig, {**raw, "model": {**model, "sensors": 32}}))
+    with pytest.warns(UserWarning, match=r"grid \(16,\) does not include the sensor points \(32,\).*interpolated"):
+        rows = evaluate_run(run.path, resolutions=[32, 64, 16], which="last", device="cpu")
+    assert [r["resolution"] for r in rows] == [32, 64, 16]
+    assert rows[0]["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-5)
+    fine = load_operator(run.path, which="last", device="cpu", resolution=64).model
+    x = torch.randn(2, 1, 64)
+    assert torch.equal(fine.branch_input(x), x[..., ::2])  # the 32 sensors are every 2nd of 64 points
+
+
 def test_a_deeponet_checkpoint_from_before_sampling_pools_only_where_it_trained_on_pooled_inputs(tiny_cfg):
     """Checkpoints without "pooled_sensors" keep average pooling where they were trained off their sensor grid
     (bit-identical to before), and take the sensor values where their training grid was the sensor grid."""
@@ -508,10 +530,11 @@ _TINY_NS = ["data.preset=tiny", "data.n_train=6", "data.n_test=2", "data.resolut
 _BENCH_MODELS = {
     "darcy/fno.yaml": ["data.preset=tiny", "data.n_train=8", "data.n_test=2", "data.resolution=null", "model.modes=4",
                        "model.width=8"],
+    # sensors: the tiny grids (training refuses more sensors than points)
     "darcy/deeponet.yaml": ["data.preset=tiny", "data.n_train=8", "data.n_test=2", "data.resolution=null",
-                            "model.basis=8"],
+                            "model.basis=8", "model.sensors=29"],
     "burgers/deeponet.yaml": ["data.preset=tiny", "data.n_train=8", "data.n_test=2", "data.resolution=64",
-                              "model.basis=8"],
+                              "model.basis=8", "model.sensors=64"],
     "navier_stokes/fno2d.yaml": [*_TINY_NS, "model.modes=4", "model.width=8"],
     "navier_stokes/fno3d.yaml": [*_TINY_NS, "model.modes=[4,4,4]", "model.width=8"],
 }
