@@ -169,8 +169,11 @@ class DeepONet(nn.Module):
         if points < self.basis:  # the SVD gives at most min(N, points) modes
             raise ValueError(f"POD trunk with basis={self.basis} needs at least that many grid points, got {points}; "
                              f"lower model.basis or use a finer grid")
-        if n < self.basis:
-            raise ValueError(f"POD trunk with basis={self.basis} needs at least that many training samples, got {n}; lower model.basis or train on more samples (data.n_train)")
+        if n <= self.basis:  # the mean is taken out: N centred samples span at most N - 1 directions
+            raise ValueError(f"POD trunk with basis={self.basis} needs more training samples than modes: the "
+                             f"mean-centred outputs of {n} samples have rank at most {n - 1}, so mode {n} and beyond "
+                             f"would be rounding noise: basis <= {n - 1}; lower model.basis or train on more samples "
+                             f"(data.n_train)")
         y = train_outputs.flatten(2).transpose(0, 1).double()  # (C_out, N, points)
         mean = y.mean(dim=1)
         _, s, vh = torch.linalg.svd(y - mean[:, None], full_matrices=False)

@@ -126,6 +126,17 @@ def test_pod_needs_enough_samples():
         model.prepare(torch.randn(5, 1, 16), torch.randn(5, 1, 16))
 
 
+def test_pod_basis_must_be_below_the_sample_count_since_the_outputs_are_centred():
+    """basis = N passed: the mean-centred outputs have rank <= N - 1, and the last mode had norm 1e-15."""
+    torch.manual_seed(0)
+    y = torch.randn(32, 1, 64)
+    with pytest.raises(ValueError, match=r"basis=32 .* 32 samples have rank at most 31.* basis <= 31; lower model.basis or train on more samples"):
+        DeepONet(1, 1, 1, sensors=64, basis=32, trunk="pod").prepare(y, y)
+    model = DeepONet(1, 1, 1, sensors=64, basis=31, trunk="pod")
+    model.prepare(y, y)
+    assert float(model.pod_basis[0, -1].norm()) > 0.1  # a real direction of the data, not rounding
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [(dict(branch="rnn"), "branch must be one of"), (dict(trunk="fourier"), "trunk must be one of"),
