@@ -281,9 +281,9 @@ def check_sensors_within_grid(model: torch.nn.Module, grid: tuple[int, ...], cfg
         sensors = getattr(module, "sensors", None) if isinstance(module, DeepONet) else None
         if sensors is None or len(sensors) != len(grid) or all(m <= n for m, n in zip(sensors, grid)):
             continue
-        given = cfg.model.kwargs().get("sensors", "its default")
+        given = cfg.model.kwargs().get("sensors")
         shown = lambda t: str(t[0]) if len(set(t)) == 1 else "[" + ", ".join(map(str, t)) + "]"
-        raise ConfigError(f"model.sensors={given} asks for {'x'.join(map(str, sensors))} sensors and the training grid "
+        raise ConfigError(f"{'model.sensors (unset: the default)' if given is None else f'model.sensors={given}'} asks for {'x'.join(map(str, sensors))} sensors and the training grid "
                           f"is {'x'.join(map(str, grid))} (data.resolution={cfg.data.resolution or 'null'}): the branch would "
                           f"see values made up between the grid points; set model.sensors: {shown(grid)} (or fewer), "
                           f"or train on a grid of at least {shown(sensors)} points (data.resolution, where the file "
@@ -1266,7 +1266,8 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
     if cfg.physics is not None and (unused := cfg.physics.ignored_layer_options()):
         warnings.warn(f"physics.constraint=soft has no layer: {unused} are not used (they set the hard constraint's "
                       f"layer; physics.constraint=hard uses them)", stacklevel=2)
-    if cfg.physics is not None and "loss" in cfg.training.model_fields_set:
+    if cfg.physics is not None and cfg.training.loss != type(cfg.training).model_fields["loss"].default:
+        # (compared with the default: a resume validates the saved config, which holds every field)
         warnings.warn(f"physics: the loss is the PDE's residual and conditions; training.loss={cfg.training.loss!r} "
                       "is not used (drop it)", stacklevel=2)
     if run is None:

@@ -319,7 +319,8 @@ def test_a_non_square_grid_subsamples_by_one_stride_on_every_axis(tmp_path, kind
 def test_training_on_unevenly_spaced_coordinates_warns(tmp_path):
     """x = (j/s)^3 trained bit-identically to an even grid, without a word: the models see sample j at j/s."""
     a = smooth_periodic(12, 16, seed=0)
-    raw = {"data": {"n_train": 8, "n_test": 4}, "model": {"name": "deeponet", "width": 8, "depth": 1, "basis": 4},
+    raw = {"data": {"n_train": 8, "n_test": 4},
+           "model": {"name": "deeponet", "width": 8, "depth": 1, "basis": 4, "sensors": 16},  # the grid's 16 points
            "training": {"epochs": 1, "batch_size": 4, "progress": False, "plot": False},
            "output": {"root": str(tmp_path / "runs")}}
     for name, x, warns in (("even", 2 * np.pi * np.arange(16) / 16, False), ("cubed", (np.arange(16) / 16) ** 3, True)):

@@ -290,6 +290,19 @@ def test_physics_training_warns_that_a_configured_data_loss_is_not_used(tiny):
     with pytest.warns(UserWarning, match=r"physics: the loss is the PDE's residual and conditions; training.loss='mse' "
                                          r"is not used"):
         train(cfg)
+    import warnings
+
+    import yaml
+
+    from sciml.config import dump
+
+    # a resume validates the saved config, which holds every default: no warning for a loss never set
+    saved = validate(OperatorConfig, yaml.safe_load(dump(validate(OperatorConfig, _variant(tiny, "no_loss",
+                                                                                            training={"epochs": 1})))))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(saved)
+    assert not [w for w in caught if "training.loss" in str(w.message)]
 
 
 def test_the_cli_trains_the_soft_variant_by_override(tiny, tmp_path, capsys):
