@@ -278,6 +278,15 @@ class HardConstraint(nn.Module):
         totals.zero_()
         return {} if n == 0 else {"solve_failures": int(failed), "solves": int(n), "solve_steps_mean": steps / n}
 
+    def pending_solve_totals(self) -> Tensor:
+        """A copy of the counts not yet popped, (2, 3) on the device (no host read): a checkpoint keeps them, as the
+        buffer is not in the state dict (older checkpoints load without it), and `restore_solve_totals` puts them
+        back, so a resumed run's next record counts the solves since the last one, as an uninterrupted run's does."""
+        return self._solve_totals.clone()
+
+    def restore_solve_totals(self, totals: Tensor) -> None:
+        self._solve_totals.copy_(totals)
+
     @property
     def n_experts(self) -> int:
         return math.prod(self.experts)

@@ -375,7 +375,8 @@ class Trainer:
         self._interrupt = [False]  # set by Ctrl-C while fit runs
         self.sittings_before, self.seconds_before = 0, 0.0  # a resumed run's earlier processes (checkpointed)
         self._held: dict[str, Any] | None = None  # the newest epoch-end state not on disk (see _maybe_hold_state)
-        # [failed, solves] of this process by split (`_solve_totals`); the plan's timing evaluations are not counted
+        # [failed, solves] of this run by split (`_solve_totals`), checkpointed so the final warning covers every
+        # sitting; the plan's timing evaluations are not counted
         self.failed_solves = {"training": [0, 0], "validation": [0, 0], "test": [0, 0]}
 
     # -- setup helpers -------------------------------------------------------------------------
@@ -581,10 +582,29 @@ class Trainer:
             "dataset": str(self.dataset_path.resolve()), "config": dump(self.cfg),  # absolute: loads from any folder
             # what `sciml eval --dataset` compares another file with, where this one is gone (moved, another machine)
             "dataset_info": dataset_record(self.info),
+            "solve_counts": self._solve_counts(to_host),
             # the model's shape without the data file: load_operator works where the file is gone
             "io": {"in_channels": self.train_split.x.shape[1], "out_channels": self.train_split.y.shape[1],
                    "n_dims": self.train_split.x.ndim - 2, "fields": [list(f) for f in self.fields]},
         }
+
+    def _solve_counts(self, to_host: bool) -> dict[str, Any]:
+        """The hard-constraint solves not yet in a record (the layer's pending totals) and the run's failed/solve
+        counts: a resume without them lost the solves since the last eval record (epoch 3 of a run stopped there
+        and evaluated at 4) from every record and from the final warning."""
+        layer = getattr(self.model, "layer", None)
+        pending = layer.pending_solve_totals() if hasattr(layer, "pending_solve_totals") else None
+        return {"pending": pending.cpu() if pending is not None and to_host else pending,
+                "failed": copy.deepcopy(self.failed_solves)}
+
+    def _load_solve_counts(self, counts: dict[str, Any] | None) -> None:
+        if counts is None:  # saved before they were: counted from this sitting on, as then
+            return
+        for split, seen in counts["failed"].items():
+            self.failed_solves[split] = list(seen)
+        layer = getattr(self.model, "layer", None)
+        if counts["pending"] is not None and hasattr(layer, "restore_solve_totals"):
+            layer.restore_solve_totals(counts["pending"])
 
     def _sittings(self) -> dict[str, Any]:
         """Processes this run has trained in, this one included, and their training time (s)."""
@@ -639,6 +659,7 @@ class Trainer:
         torch.set_rng_state(state["rng"].cpu())
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        self._load_solve_counts(state.get("solve_counts"))
         self.run.truncate_metrics(state["metrics_lines"])  # drop what a crashed run logged after it
         for record in state.get("carried_metrics", []):  # a GuardError's events, kept across its resume
             self.run.log(record)

@@ -490,6 +490,59 @@ def test_failed_eval_solves_are_counted_and_any_failure_is_warned_of_at_the_end(
     assert rows[0]["solve_failures"] == 8
 
 
+def _solve_fields(record):
+    return {k: v for k, v in record.items() if "solve" in k}
+
+
+@pytest.mark.parametrize("stop", ["ctrl_c", "killed"])
+def test_a_resumed_hard_run_counts_its_solves_as_an_uninterrupted_one(tiny, monkeypatch, stop):
+    """Stopped after epoch 3 and resumed, the epoch-4 eval record said 32 of 32 training solves (uninterrupted:
+    64 of 64; the pending counts of epoch 3 were not checkpointed) and the final warning counted only the last
+    sitting's solves. Ctrl-C stops at the epoch's end; a kill after epoch 3's checkpoint is an error in epoch 4."""
+    from sciml.train.trainer import TrainingInterrupted
+
+    changes = {"physics": {"max_steps": 2},  # every solve fails: failures and LM steps both counted
+               "training": {"epochs": 5, "eval_every": 2, "checkpoint_every": 1}}
+    cfg = validate(OperatorConfig, _variant(tiny, f"solves_whole_{stop}", **changes))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        whole, whole_final = train(cfg)
+    real = Trainer.train_epoch
+
+    def train_epoch(self, e):
+        if stop == "ctrl_c" and e + 1 == 3:
+            self._interrupt[0] = True  # as the SIGINT handler sets it: the loop stops at this epoch's end
+        if stop == "killed" and e + 1 == 4:
+            raise RuntimeError("killed")
+        return real(self, e)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    cfg = validate(OperatorConfig, _variant(tiny, f"solves_resumed_{stop}", **changes))
+    with pytest.raises(TrainingInterrupted if stop == "ctrl_c" else RuntimeError):
+        train(cfg)
+    monkeypatch.undo()
+    run = RunDir(Path(cfg.output.root) / cfg.output.name)
+    assert run.load_checkpoint("last")["epoch"] == 3
+    if stop == "killed":  # a checkpoint from before the counts were saved resumes as then: counted from its resume
+        import shutil
+
+        older = RunDir(shutil.copytree(run.path, Path(cfg.output.root) / f"{cfg.output.name}_older"))
+        state = older.load_checkpoint("last")
+        older.save_checkpoint({k: v for k, v in state.items() if k != "solve_counts"}, "last")
+        with pytest.warns(RuntimeWarning, match="this run: 32 of 32 training solves"):
+            train(cfg, run=older, resume=True)
+        assert [r["solves"] for r in older.read_metrics() if r["kind"] == "eval"] == [32, 16, 16]
+    with warnings.catch_warnings(record=True) as said_resumed:
+        warnings.simplefilter("always")
+        resumed, final = train(cfg, run=run, resume=True)
+    evals = [[_solve_fields(r) for r in r.read_metrics() if r["kind"] == "eval"] for r in (whole, resumed)]
+    assert [r["solves"] for r in evals[0]] == [32, 32, 16] and evals[0][1]["solve_failures"] == 32, evals[0]
+    assert evals[1] == evals[0]
+    assert _solve_fields(final) == _solve_fields(whole_final)
+    warned = [[str(w.message) for w in ws if "this run:" in str(w.message)] for ws in (said, said_resumed)]
+    assert warned[1] == warned[0] and "80 of 80 training solves" in warned[0][0], warned
+
+
 def test_physics_needs_three_time_levels_and_eval_names_a_too_coarse_resolution(tiny, hard_run):
     """train_levels 1 or 2 crashed in torch.gradient; a coarse eval resolution failed with training
     advice (lower points) the evaluation cannot take."""
