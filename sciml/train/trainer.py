@@ -612,6 +612,7 @@ class Trainer:
                 "train_seconds_total": self.seconds_before + time.perf_counter() - self.started}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_same_dataset(state.get("dataset_info"))
         check_channel_layout(state, self.cfg, self.info, self.run.path)
         saved_val = _saved_n_val(state)
         if saved_val is not None and saved_val != self.cfg.data.n_val:  # a config saved before n_val lacks the key,
@@ -663,6 +664,18 @@ class Trainer:
         self.run.truncate_metrics(state["metrics_lines"])  # drop what a crashed run logged after it
         for record in state.get("carried_metrics", []):  # a GuardError's events, kept across its resume
             self.run.log(record)
+
+    def _check_same_dataset(self, record: dict[str, Any] | None) -> None:
+        """A resume trains on the file now at the config's path: another one put there (another seed or viscosity)
+        was trained on silently. A deleted file regenerated from the run's recipe is the same and passes."""
+        if record is None:  # checkpoints before 2026-11-27 record nothing to compare with
+            return
+        if differ := dataset_differences(record, self.info):
+            d = self.cfg.data
+            regenerate = (f" (delete it and the resume generates it again from the run's recipe {d.recipe!r})"
+                          if d.path is None else "")
+            raise ConfigError(f"{self.dataset_path} is not the file {self.run.path} trained on: {', '.join(differ)}; "
+                              f"restore the run's file{regenerate}, or start a new run to train on this one")
 
     def checkpoint(self, which: str = "last") -> None:
         self.run.save_checkpoint(self.state_dict(), which)
@@ -1011,10 +1024,31 @@ def _saved_n_val(state: dict[str, Any]) -> int | None:
 
 def dataset_record(info) -> dict[str, Any]:
     """What a checkpoint keeps of its training file (besides its path): the family, the recipe params and the
-    saved times, which another file evaluated with the run must share."""
-    times = info.grid.get("t")
+    saved times, which another file evaluated with the run must share; and its seed and sample count, which tell
+    the file from another of the same recipe put at its path (`dataset_differences`)."""
+    times, seed = info.grid.get("t"), info.attrs.get("seed")
     return {"family": info.family, "params": info.params,
-            "times": None if times is None else [float(t) for t in times]}
+            "times": None if times is None else [float(t) for t in times],
+            "seed": None if seed is None else int(seed), "n_samples": int(info.n_samples)}
+
+
+def dataset_differences(record: dict[str, Any], info) -> list[str]:
+    """How the file `info` differs from a checkpoint's `dataset_record`, in the keys the record has (older runs
+    lack seed and n_samples): family, recipe params, saved times, seed, n_samples. When and where it was made
+    (created_utc, device) are not compared: a file regenerated from the same recipe differs only in those."""
+    here, differ = dataset_record(info), []
+    if here["family"] != record["family"]:
+        differ.append(f"family {here['family']} (trained on {record['family']})")
+    ours, theirs = here["params"], record["params"]
+    differ += [f"params.{k}={ours.get(k)} (trained on {theirs.get(k)})" for k in sorted({*ours, *theirs})
+               if ours.get(k) != theirs.get(k)]
+    a, b = record["times"], here["times"]
+    if (a is None) != (b is None) or a is not None and (len(a) != len(b) or not np.allclose(a, b, rtol=1e-9, atol=0)):
+        shown = lambda t: "none" if t is None else _shown_times(t)
+        differ.append(f"saved times {shown(b)} (trained on {shown(a)})")
+    differ += [f"{k}={here[k]} (trained on {record[k]})" for k in ("seed", "n_samples")
+               if k in record and here[k] != record[k]]
+    return differ
 
 
 # recipe params another file may differ in without a warning: its grids (a finer stored grid is the point of testing
@@ -1030,6 +1064,8 @@ def _shown_times(times) -> str:
 class _SavedRun:
     """A run's config and checkpoint, opened once, and the dataset file it is evaluated on (its own, or another
     of its family); `operator` builds the model for one split's grid."""
+
+    replaced = False  # the file at the run's path differs from the checkpoint's record of its training file
 
     def __init__(self, run_path: str | Path, which: str, device: torch.device, dataset: str | Path | None,
                  n_test: int | None = None, *, need_data: bool = True):
@@ -1052,7 +1088,17 @@ class _SavedRun:
         # read once: the family check, the training-rows rule and `beyond` (per resolution) all need it
         self.trained_info = read_info(self.trained_on) if self.trained_on.exists() else None
         self.info = self.trained_info if self.dataset == self.trained_on and self.trained_info else read_info(self.dataset)
-        if self.dataset != self.trained_on:
+        record = self.state.get("dataset_info")
+        if self.trained_info is not None and record is not None \
+                and (differ := dataset_differences(record, self.trained_info)):
+            # another file put at the run's path (another seed or viscosity) was scored as the run's own: the
+            # checkpoint's record is the training file now, and this one is compared with it as any other file
+            self.trained_info, self.replaced = None, True
+            if self.dataset == self.trained_on:
+                warnings.warn(f"{self.trained_on} is not the file the run trained on ({', '.join(differ)}): it is "
+                              f"evaluated as another file, against the checkpoint's record of the training file; "
+                              f"restore the run's file to evaluate on its own test rows", stacklevel=3)
+        if not self.own_file:
             self._compare_with_training_file()
         if self.n_test > self.info.n_samples:
             raise ConfigError(f"{self.dataset} holds {self.info.n_samples} samples, fewer than the {self.n_test} to test on "
@@ -1061,9 +1107,15 @@ class _SavedRun:
         check_channel_layout(self.state, self.cfg, self.info, run.path)
 
     @property
+    def own_file(self) -> bool:
+        """Evaluated on the file the run trained on (its training rows, grid and times)."""
+        return self.dataset == self.trained_on and not self.replaced
+
+    @property
     def trained(self) -> dict[str, Any] | None:
-        """The training file's family, params and saved times (`dataset_record`): from the file, or where it is gone
-        from the checkpoint (runs since 2026-11-27); None for an older run whose file is gone."""
+        """The training file's family, params and saved times (`dataset_record`): from the file where it matches the
+        checkpoint's record (its seed then known for an older record too), else from the record (runs since
+        2026-11-27); None for an older run whose file is gone."""
         return dataset_record(self.trained_info) if self.trained_info is not None else self.state.get("dataset_info")
 
     def _compare_with_training_file(self) -> None:
@@ -1135,13 +1187,13 @@ class _SavedRun:
         used, first_test = n_train + n_val, self.info.n_samples - self.n_test  # trained on, then validated on
         if first_test >= used:
             return
-        if self.dataset == self.trained_on:
+        if self.own_file:
             rows = (f"its first {n_train}" if not n_val else
                     f"its first {used}: {n_train} training rows, then {n_val} validation rows that chose its 'best'")
             raise ConfigError(f"the last {self.n_test} samples of {self.dataset} include rows the run trained on ({rows}): "
                               f"give --n-test {self.info.n_samples - used} or fewer")
-        trained = self.trained_info
-        seed = None if trained is None else trained.attrs.get("seed")
+        trained = self.trained  # the record's seed where the file at the run's path is another
+        seed = None if trained is None else trained.get("seed")
         other_seed = self.info.attrs.get("seed")
         if seed is not None and other_seed is not None and int(seed) == int(other_seed):
             raise ConfigError(f"{self.dataset} was generated with the training file's seed ({int(seed)}): files of one "
@@ -1156,7 +1208,7 @@ class _SavedRun:
         """The first test level past the run's training window (``physics.train_levels``) on this file's
         time grid: another file may save other times, and level k there is not level k of training."""
         window = train_levels(self.cfg)
-        if window is None or self.dataset == self.trained_on:
+        if window is None or self.own_file:
             return window
         record = self.trained
         if record is None or record["times"] is None:
@@ -1172,7 +1224,7 @@ class _SavedRun:
         stored grid for another file (the point of testing on new draws stored finer)."""
         if given is not None:
             return given
-        return self.cfg.data.resolution if self.dataset == self.trained_on else None
+        return self.cfg.data.resolution if self.own_file else None
 
     def operator(self, split: Split | None, resolution: int | None, device: torch.device) -> TrainedOperator:
         """The trained model for data shaped like `split` (its channels and grid) at `resolution`; with no split
@@ -1247,7 +1299,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
             continue
         rows.append({"resolution": int(split.x.shape[2]), "checkpoint": which, "epoch": operator.epoch,
                      "n_parameters": count_parameters(operator.model), **error_summary(err), **solves,
-                     **({} if saved.dataset == saved.trained_on else {"dataset": str(saved.dataset)})})
+                     **({} if saved.own_file else {"dataset": str(saved.dataset)})})
         if solves:
             warn_failed_solves({"test": [solves["solve_failures"], solves["solves"]]},
                                f"the evaluation at resolution {rows[-1]['resolution']}")

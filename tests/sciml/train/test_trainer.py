@@ -116,6 +116,61 @@ def test_ctrl_c_stops_at_the_epochs_end_with_a_checkpoint_and_resumes_exactly(ti
     assert evals == [5, 10, 15, 20]
 
 
+def test_a_resume_and_eval_check_the_file_at_the_runs_path_against_the_one_it_trained_on(tiny_cfg, straight_run,
+                                                                                          monkeypatch, tmp_path):
+    """Another file put at the run's path (params.nu=0.05, or the same recipe's seed 1) was trained on by
+    `--resume` (final test L2 0.02494 for seed 1, uninterrupted 0.01060) and scored by `sciml eval`, both
+    silently; a deleted file, generated again from the recipe, must still resume bit for bit."""
+    import shutil
+    import warnings
+
+    from sciml.data.generate import generate
+    from sciml.data.recipes import load_recipe
+
+    cfg = validate(OperatorConfig, {**tiny_cfg, "data": {**tiny_cfg["data"], "root": str(tmp_path / "data")},
+                                    "output": {**tiny_cfg["output"], "name": "file_swapped"}})
+    _sigint_during_epoch(monkeypatch, 7)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.undo()
+    run = RunDir(Path(cfg.output.root) / "file_swapped")
+    path = Path(run.load_checkpoint("last")["dataset"])
+    other = lambda *changes: generate(load_recipe("burgers", overrides=[*tiny_cfg["data"]["recipe_overrides"], *changes]),
+                                      root=tmp_path / "other", progress=False)
+    for changes, differ in ((["params.nu=0.05"], r"params.nu=0.05 \(trained on 0.1\)"),
+                            (["seed=1"], r"seed=1 \(trained on 0\)")):
+        shutil.copy(other(*changes), path)
+        with pytest.raises(ConfigError, match=rf"{path} is not the file {run.path} trained on: {differ}; restore the "
+                                              rf"run's file \(delete it and the resume generates it again .*\), or "
+                                              rf"start a new run"):
+            train(cfg, run=run, resume=True)
+        with pytest.warns(UserWarning, match=rf"{path} is not the file the run trained on \({differ}\): it is "
+                                             rf"evaluated as another file"):
+            (row,) = evaluate_run(run.path, which="last", device="cpu")
+        assert row["dataset"] == str(path)  # marked as another file's row
+    with pytest.warns(UserWarning, match=r"other recipe params than the run's training file .*nu=0.05 \(trained on 0.1\)"):
+        shutil.copy(other("params.nu=0.05"), path)
+        evaluate_run(run.path, which="last", device="cpu")
+    state = run.load_checkpoint("last")  # a checkpoint from before the seed was recorded: compared as then
+    older = RunDir(shutil.copytree(run.path, tmp_path / "older"))
+    older.save_checkpoint({**state, "dataset_info": {k: state["dataset_info"][k] for k in ("family", "params", "times")}},
+                          "last")
+    shutil.copy(other("seed=1"), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (row,) = evaluate_run(older.path, which="last", device="cpu")
+    assert "dataset" not in row
+    path.unlink()  # generated again, the same file but for when and where: resumed and scored silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed, final = train(cfg, run=run, resume=True)
+        (row,) = evaluate_run(run.path, which="last", device="cpu")
+    a, b = _params(straight_run[0]), _params(resumed)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert final["test_rel_l2"] == straight_run[1]["test_rel_l2"] and "dataset" not in row
+
+
 def test_a_second_ctrl_c_aborts_at_once(tiny_cfg, monkeypatch):
     from sciml.train.trainer import TrainingInterrupted
 
