@@ -92,9 +92,10 @@ def sensor_interpolation(n: int, m: int, coordinates: str) -> Tensor:
     den = max(m - 1, 1)
     lo, frac = num // den, (num % den).double() / den
     w = torch.zeros(m, n, dtype=torch.float64)
-    w[torch.arange(m), lo] = 1 - frac
-    inside = lo + 1 < n
-    w[torch.arange(m)[inside], lo[inside] + 1] += frac[inside]
+    rows = torch.arange(m)
+    w[rows, lo] = 1 - frac
+    # the right neighbour's share, 0 past the end (no boolean index: torch.compile traces this without a break)
+    w.index_put_((rows, (lo + 1).clamp(max=n - 1)), torch.where(lo + 1 < n, frac, 0.0), accumulate=True)
     return w
 
 
@@ -196,12 +197,6 @@ class DeepONet(nn.Module):
         self._pod_grid = tuple(int(k) for k in grid.tolist()) or None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def sample_at_sensors(self) -> None:
-        """Let a checkpoint saved before sampling at the sensors (it pools other grids) take the sensor values
-        instead: right where it trained on its sensor grid, where pooling was the identity."""
-        self._pooled_sensors = False
-        self.pooled_sensors.fill_(False)
-
     def branch_input(self, x: Tensor) -> Tensor:
         """x: (batch, in, *grid) -> its values at the sensors, (batch, in, *sensors): x itself on the
         sensor grid, every k-th point of a grid that includes the sensor points, else interpolated."""
@@ -223,7 +218,7 @@ class DeepONet(nn.Module):
                 self._weights[key] = sensor_interpolation(n, m, self.coordinates).to(x.device, x.dtype)
             x = torch.matmul(x.movedim(dim, -1), self._weights[key].T).movedim(-1, dim)
             interpolated.append(m)
-        if interpolated:
+        if interpolated and not torch.compiler.is_compiling():  # a warning inside a compiled graph would break it
             how = "trigonometric" if self.coordinates == "periodic" else "linear"
             exact = [2 * m if self.coordinates == "periodic" else 2 * m - 1 for m in self.sensors]
             warnings.warn(f"DeepONet: the grid {grid} does not include the sensor points {self.sensors} "

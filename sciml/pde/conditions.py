@@ -74,9 +74,15 @@ def check_value_differentiable(g: Value, x: torch.Tensor, label: str) -> None:
         raise TypeError(f"{label}: its value function returned {type(out).__name__}; a hard constraint differentiates it "
                         f"(u = g + D N), so return a torch expression of x (torch.sin, not np.sin), or keep it soft")
     if not out.requires_grad and out.numel() > 1 and bool((out != out.reshape(-1)[0]).any()):
-        raise ValueError(f"{label}: its value varies over the points but has no autograd path to them (detached, or "
-                         f"computed outside torch); a hard constraint differentiates it (u = g + D N), so compute it "
-                         f"from x with torch ops, or keep the condition soft")
+        # no graph, yet varying: a step (torch.where(x < 0, 1, 0): derivative 0 almost everywhere, as autograd says)
+        # keeps its value under a tiny move of the points; a smooth function that lost its graph does not
+        with torch.no_grad():
+            moved = torch.as_tensor(g(x.detach() + 1e-7 * (1 + x.detach().abs()))).reshape(out.shape).to(out)
+        if bool(((moved != out).double().mean() > 0.5)):
+            raise ValueError(f"{label}: its value varies smoothly over the points but has no autograd path to them "
+                             f"(detached, or made outside autograd: .numpy(), torch.tensor(...)); a hard constraint "
+                             f"differentiates it (u = g + D N), so compute it from x with torch ops, or keep the "
+                             f"condition soft")
 
 
 def check_value_finite(c: "Condition", x: torch.Tensor, label: str) -> None:

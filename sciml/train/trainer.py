@@ -290,28 +290,6 @@ def check_sensors_within_grid(model: torch.nn.Module, grid: tuple[int, ...], cfg
                           f"stores that many)")
 
 
-def sample_legacy_sensors(model: torch.nn.Module, trained_grid: tuple[int, ...] | None) -> None:
-    """A DeepONet checkpoint saved before sampling at the sensors pools other grids onto them (as it was trained);
-    one trained on its sensor grid never saw a pooled input, so it takes the values at the sensors as a new one."""
-    from sciml.models.deeponet import DeepONet
-
-    for module in model.modules():
-        if isinstance(module, DeepONet) and module._pooled_sensors and module.sensors == trained_grid:
-            module.sample_at_sensors()
-
-
-def training_grid(cfg: OperatorConfig, info) -> tuple[int, ...] | None:
-    """The spatial grid a run trained on: the file's at data.resolution (None when the file is unknown)."""
-    from sciml.data.h5 import subsample_stride
-
-    if info is None:
-        return None
-    try:
-        return info.coarse_shape(subsample_stride(info, cfg.data.resolution))
-    except DatasetError:
-        return None
-
-
 class Trainer:
     def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
         from sciml.optim import build_optimizer, closure_kind
@@ -640,7 +618,6 @@ class Trainer:
                 self.plan_revisions.append((self.epoch * self.steps_per_epoch, self.cfg.training.epochs))
                 self.planned_epochs = self.cfg.training.epochs
         self.model.load_state_dict(state["model"])
-        sample_legacy_sensors(self.model, tuple(self.train_split.x.shape[2:]))
         # the statistics (and eps rule) the weights were trained with: a run saved under the old absolute eps keeps it
         for norm, saved in ((self.x_norm, state["x_norm"]), (self.y_norm, state["y_norm"])):
             norm.load_state_dict({k: v for k, v in saved.items() if k != "kind"})
@@ -1237,7 +1214,6 @@ class _SavedRun:
             shape, fields = (split.x.shape[1], split.y.shape[1], split.x.ndim - 2), dataset_fields(cfg, self.info)
         model = build_operator_model(cfg, *shape, info=self.info, fields=fields, resolution=resolution)
         model.load_state_dict(self.state["model"])
-        sample_legacy_sensors(model, training_grid(cfg, self.trained_info))
         operator = TrainedOperator(model, _normalizer_from_state(self.state["x_norm"]),
                                    _normalizer_from_state(self.state["y_norm"]), config=cfg, epoch=self.state["epoch"],
                                    dataset=self.dataset, trained_on=self.trained_on, n_dims=shape[2],

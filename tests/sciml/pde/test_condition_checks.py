@@ -109,7 +109,8 @@ def test_a_time_face_on_a_space_time_domain_points_at_initial():
     (lambda x: -np.sin(np.pi * x[:, 0].detach().numpy()), TypeError, r"Initial \(conditions\[1\], component 'u'\): its value "
                                                                      r"function returned ndarray"),
     (lambda x: -torch.sin(math.pi * x[:, 0]).detach(), ValueError, r"Initial \(conditions\[1\], component 'u'\): its value "
-                                                                   r"varies over the points but has no autograd path"),
+                                                                   r"varies smoothly over the points but has no "
+                                                                   r"autograd path"),
 ])
 def test_a_hard_constraint_refuses_a_value_it_cannot_differentiate(value, error, match):
     """The transform u = g + D N puts g's derivatives into the residual: a NumPy value failed deep inside autograd or
@@ -121,7 +122,9 @@ def test_a_hard_constraint_refuses_a_value_it_cannot_differentiate(value, error,
             "points": {"interior": 16, "boundary": 8, "initial": 8}, "eval_every": 0})  # a loss term needs no derivatives
 
 
-def test_a_hard_constraint_takes_constant_and_torch_values():
-    for value in (lambda x: 0.0, lambda x: torch.zeros(len(x), dtype=x.dtype), U0):
+def test_a_hard_constraint_takes_constant_torch_and_step_values():
+    """A step (a Riemann initial value, a lid's wall value) has no autograd path yet the right derivative, 0."""
+    for value in (lambda x: 0.0, lambda x: torch.zeros(len(x), dtype=x.dtype), U0,
+                  lambda x: (x[:, 0] < 0).to(x.dtype), lambda x: torch.where(x[:, 0] < 0, 1.0, 0.0).to(x.dtype)):
         build_model(Problem(DOM, residual=HEAT, conditions=[Dirichlet(0.0), Initial(value)]),
                     PINNConfig(problem="custom", constraints="hard"))
