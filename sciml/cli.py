@@ -78,8 +78,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     source = str(run.config_path if run else args.config)
 
     if _task_of(raw) == "pinn":
-        from sciml.train.pinn import run_pinn
+        from sciml.train.pinn import PINNConfig, run_pinn
 
+        validate(PINNConfig, raw, source=source)  # before a run folder is named (a bad key's folder was removed)
         if run is None:
             out = raw.get("output", {}) or {}
             run = RunDir.create(out.get("root", "runs"), out.get("name"), prefix=f"pinn-{raw.get('problem', 'custom')}".replace(":", "_"))

@@ -58,15 +58,28 @@ class RunDir:
     def removed_if_left_empty(self):
         """Around a run's set-up and training: holds the folder against a second process (two resumes
         of one run interleaved their checkpoints and metric lines), and when the run fails before
-        writing anything (a bad value found only once the data is loaded, an import error), its
-        folder goes too, not left empty in runs/."""
+        writing any work (a bad value found only once the data is loaded, a model that fails its first
+        forward, an import error), its folder goes too, not left in runs/ with only its config and
+        environment, which neither eval nor a resume can use."""
         with self._held():
             try:
                 yield self
             except BaseException:
-                if self.path.is_dir() and not any(self.path.iterdir()):
-                    self.path.rmdir()
+                if self.path.is_dir() and self._holds_no_work():
+                    import shutil
+
+                    shutil.rmtree(self.path)
                 raise
+
+    def _holds_no_work(self) -> bool:
+        """Only what a run writes before its first step: config.yaml, environment.json, an empty checkpoints/."""
+        for entry in self.path.iterdir():
+            if entry.name in ("config.yaml", "environment.json") and entry.is_file():
+                continue
+            if entry.name == "checkpoints" and entry.is_dir() and not any(entry.iterdir()):
+                continue
+            return False
+        return True
 
     @contextmanager
     def _held(self):

@@ -479,7 +479,9 @@ def test_cli_list_shows_registries(capsys):
 def test_a_pinn_config_error_names_its_file(capsys):
     config = Path(__file__).resolve().parents[3] / "configs" / "burgers" / "pinn.yaml"
     assert main(["train", str(config), "phase.0.steps=2"]) == 2
-    assert f"{config} has errors" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert f"{config} has errors" in out.err
+    assert "run folder:" not in out.out, "a folder that was then removed was printed"
 
 
 @pytest.mark.parametrize("optimizer", [{"name": "lbfgs", "lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}, {"name": "adabelief", "lr": 5e-3}])
@@ -678,6 +680,11 @@ def test_a_model_value_the_data_rules_out_names_the_model_and_leaves_no_empty_ru
     with pytest.raises(ConfigError, match="model 'fno' \\(a 1-d grid, 1 input and 1 output channels\\): modes must be"):
         train(validate(OperatorConfig, raw))  # modes per axis: known wrong only once the 1-d data is read
     assert not any((tmp_path / "runs").iterdir())
+    # too many modes for the grid: known at the first forward, after config.yaml and environment.json were written
+    raw = {**raw, "model": {**tiny_cfg["model"], "modes": 20}}
+    with pytest.raises(Exception, match="modes"):
+        train(validate(OperatorConfig, raw))
+    assert not any((tmp_path / "runs").iterdir()), "a folder with only its config and environment was left"
 
 
 def test_graph_mode_refuses_what_it_cannot_capture(tiny_cfg):
