@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sciml.data.h5 import DatasetError, DatasetInfo, read_field, read_info, subsample_stride
+from sciml.data.h5 import DatasetError, DatasetInfo, _coarsen, read_field, read_info, subsample_stride
 from sciml.utils import TrainingGridOnly
 
 
@@ -20,20 +20,29 @@ class Split:
 
 
 def _split(info: DatasetInfo, inputs: list[str], outputs: list[str], rows: slice, stride: int,
-           tin: int | slice | None, tout: int | slice | None) -> Split:
-    x, _ = _stack(info, inputs, rows, stride, tin)
-    y, names = _stack(info, outputs, rows, stride, tout)
+           tin: int | slice | None, tout: int | slice | None, read=read_field) -> Split:
+    x, _ = _stack(info, inputs, rows, stride, tin, read)
+    y, names = _stack(info, outputs, rows, stride, tout, read)
     return Split(x, y, names)
 
 
+def _no_rows(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,
+             time: int | slice | None = None) -> np.ndarray:
+    """What `read_field` returns, without a row: its shape from the layout alone (a file not made yet)."""
+    spec = info.field(name)
+    index = tuple(slice(None) if time is None or dim != "t" else time for dim in spec.dims)
+    values = np.zeros((0, *spec.shape), dtype=np.float32)[(slice(None), *index)]
+    return values if stride == 1 else _coarsen(values, info, stride)
+
+
 def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int,
-           time: int | slice | None) -> tuple[torch.Tensor, tuple[str, ...]]:
+           time: int | slice | None, read=read_field) -> tuple[torch.Tensor, tuple[str, ...]]:
     """Fields as channels, and each channel's field: a time window of a time-varying field contributes one
     channel per step (`check_selection` checked `time` against the file)."""
     channels, windows, at = [], [], None  # channels: (array, field) pairs
     for name in fields:
         spec = info.field(name)
-        arr = read_field(info, name, samples=samples, stride=stride, time=time if spec.time_varying else None)
+        arr = read(info, name, samples=samples, stride=stride, time=time if spec.time_varying else None)
         if arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid): a time window, one channel per time
             at = len(channels) if at is None else at
             windows.append((arr, name))
@@ -190,6 +199,19 @@ def load_train_val_test(path: str | Path, *, inputs: list[str], outputs: list[st
     val = _split(info, inputs, outputs, slice(n_train, n_train + n_val), stride, tin, tout) if n_val else None
     test = _split(info, inputs, outputs, test_rows, stride, tin, tout)
     return info, train, val, test
+
+
+def planned_train_val_test(info: DatasetInfo, *, inputs: list[str], outputs: list[str], n_val: int,
+                           resolution: int | None = None, input_time: TimeSelect = -1,
+                           output_time: TimeSelect = -1) -> tuple[Split, Split | None, Split]:
+    """The splits `load_train_val_test` would give, without a row: ``(0, channels, *grid)`` each, from `info` alone
+    (read, or planned from a recipe before its file is made), so a model can be built and checked on their
+    channels and grids. The selection must have passed `check_selection`."""
+    stride = subsample_stride(info, resolution)
+    tin, tout = time_selector(input_time), time_selector(output_time)
+    train, test = (_split(info, inputs, outputs, slice(0, 0), stride, tin, tout, _no_rows) for _ in range(2))
+    val = _split(info, inputs, outputs, slice(0, 0), stride, tin, tout, _no_rows) if n_val else None
+    return train, val, test
 
 
 def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test: int,

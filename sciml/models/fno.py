@@ -183,6 +183,18 @@ class FNO(nn.Module):
         return tuple(p if isinstance(p, int) else max(0, round((1 + p) * m) - n)
                      for p, n, m in zip(self.padding, grid, spacings))
 
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """Raises the ValueError `forward` would raise for an input on `grid` (its grid dims, e.g. (64, 64)) whose
+        points, padding included, cannot hold the kept modes: a check without a forward pass, e.g. on the grid of
+        a file not yet generated."""
+        self._check_spectral_grid(tuple(grid))
+
+    def _check_spectral_grid(self, grid: Sequence[int]) -> tuple[int, ...]:
+        """The spectral layers' rule on the padded `grid` (`SpectralConv.check_grid`); returns the padding."""
+        pads = self.pad_sizes(grid)
+        self.spectral[0].check_grid([n + p for n, p in zip(grid, pads)], padding=pads)  # naming the padding
+        return pads
+
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, in_channels, *grid) -> (batch, out_channels, *grid).
 
@@ -203,8 +215,7 @@ class FNO(nn.Module):
             shape[channel_dim] = self.n_dims
             x = torch.cat([x, coords.movedim(1, channel_dim).expand(shape)], dim=channel_dim)
         x = self.lifting(x)
-        pads = self.pad_sizes(grid)
-        self.spectral[0].check_grid([n + p for n, p in zip(grid, pads)], padding=pads)  # naming the padding
+        pads = self._check_spectral_grid(grid)
         if any(pads):
             x = F.pad(x, [v for p in reversed(pads) for v in (0, p)])
         for i, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):
@@ -294,6 +305,10 @@ class FNO3dSpaceTime(FNO):
     def expand_time(x: Tensor, n_t: int) -> Tensor:
         """(batch, C, *grid) -> (batch, C, *grid, n_t): the input steps repeated along a time axis."""
         return x[..., None].expand(*x.shape, positive_int("n_t", n_t))
+
+    def check_grid(self, grid: Sequence[int]) -> None:
+        """As `FNO.check_grid` for an input on the space `grid`: the FNO runs on it with n_steps times appended."""
+        self._check_spectral_grid((*grid, self.n_steps))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, in, *grid) -> (batch, n_steps, *grid): expand in t, 3D FNO, time back to channels."""

@@ -23,8 +23,9 @@ import torch
 
 from sciml.config import ConfigError, dump
 from sciml.data.h5 import DatasetError
-from sciml.data.loading import Normalizer, Split, check_selection, load_test, load_train_val_test, time_range
-from sciml.models import count_parameters
+from sciml.data.loading import (Normalizer, Split, check_selection, load_test, load_train_val_test,
+                                planned_train_val_test, time_range)
+from sciml.models import FNO, count_parameters
 from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors, set_lr
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
@@ -49,12 +50,77 @@ def resolve_dataset(cfg: OperatorConfig, *, device: str | torch.device = "auto",
     path = dataset_path(recipe, data.root)
     if not path.exists():
         try:  # the config against the file's layout first: a wrong window or grid found after a long generation
-            check_data_selection(cfg, planned_info(recipe, data.root))
+            info = planned_info(recipe, data.root)
+            check_data_selection(cfg, info)
+            check_model_on_layout(cfg, info)  # e.g. modes the grid cannot hold, points beyond a hard layer's block
         except (ConfigError, DatasetError) as err:
             raise type(err)(f"{err} (checked on the layout of recipe {data.recipe!r}, before generating the file)") from None
         print(f"dataset {path} not found: generating it from recipe {data.recipe!r}", flush=True)
         generate(recipe, root=data.root, device=device, progress=progress)
     return path
+
+
+def physics_splits(cfg: OperatorConfig, info, train: Split, val: Split | None,
+                   test: Split) -> tuple[Split, Split | None, Split]:
+    """The splits as a physics run trains on them (the loaded ones without ``physics:``): space-time fields, the
+    training split cut to physics.train_levels."""
+    if cfg.physics is None:
+        return train, val, test
+    # trained on the space-time grid; the solutions only evaluate
+    start = saves_start(info)
+    train, test = spacetime_split(train, with_start=start), spacetime_split(test, with_start=start)
+    if val is not None:  # validated as tested: on every level (those beyond train_levels too)
+        val = spacetime_split(val, with_start=start)
+    levels, window = train.y.shape[-1], cfg.physics.train_levels
+    if min(levels, window or levels) < 3:  # torch.gradient's error named neither
+        raise ConfigError(f"physics needs at least 3 time levels (second-order differences on every axis); the "
+                          f"data give {levels} (t = 0 included)" + (f" and physics.train_levels={window}" if window
+                                                                  else "") + ": train on more levels")
+    if window is not None:  # trained on the first levels, tested on all: extrapolation in time
+        if window >= levels:
+            raise ConfigError(f"physics.train_levels={window} leaves no level to extrapolate to: the data have "
+                              f"{levels} (t = 0 included); set it below {levels} or to null")
+        train = Split(train.x[..., :window].contiguous(), train.y[..., :window].contiguous())
+    return train, val, test
+
+
+def check_model_on_splits(model: torch.nn.Module, cfg: OperatorConfig, splits, device: torch.device) -> None:
+    """What the splits' grids rule out of a built model, before its run begins: DeepONet sensors beyond the
+    training grid, a hard-constraint layer's layout (e.g. points beyond a block) and the FNO's modes (with its
+    padding) on each split's grid. `splits`: train, val, test, None for one not made."""
+    from sciml.constraints import PhysicsOperator
+
+    splits = [split for split in splits if split is not None]
+    check_sensors_within_grid(model, tuple(splits[0].x.shape[2:]), cfg)
+    net = model.backbone if isinstance(model, PhysicsOperator) else model
+    layer = getattr(model, "layer", None)
+    for split in splits:
+        if isinstance(net, FNO):  # checked without a forward pass: that is a first step's error, after the setup
+            try:
+                net.check_grid(tuple(split.x.shape[2:]))
+            except ValueError as err:
+                raise ConfigError(f"model {cfg.model.name!r}: {err}") from None
+        if hasattr(layer, "check_grid"):  # now, not at the first step
+            try:
+                layer.check_grid(tuple(split.y.shape[2:]), device)
+            except ValueError as err:
+                raise ConfigError(f"physics: {err}") from None
+
+
+def check_model_on_layout(cfg: OperatorConfig, info) -> None:
+    """The config's model built on the layout `info` (a file's, read or planned from a recipe): channels and grids
+    at data.resolution, as `Trainer` builds it from the loaded arrays, and checked on them (`check_model_on_splits`),
+    so that what the model rules out is found before a long generation rather than after it. The weights are
+    thrown away; torch's random state is left as it was (the trainer's model starts from the same seed)."""
+    inputs, outputs = dataset_fields(cfg, info)
+    d = cfg.data
+    splits = planned_train_val_test(info, inputs=inputs, outputs=outputs, n_val=d.n_val, resolution=d.resolution,
+                                    input_time=d.input_time, output_time=d.output_time)
+    train, val, test = physics_splits(cfg, info, *splits)
+    with torch.random.fork_rng(devices=[]):
+        model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=info,
+                                     fields=(inputs, outputs), resolution=d.resolution)
+    check_model_on_splits(model, cfg, (train, val, test), torch.device("cpu"))
 
 
 def dataset_fields(cfg: OperatorConfig, info) -> tuple[list[str], list[str]]:
@@ -315,17 +381,8 @@ class Trainer:
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
                                           fields=self.fields,
                                           resolution=cfg.data.resolution).to(self.device)
-        check_sensors_within_grid(self.model, tuple(train.x.shape[2:]), cfg)
+        check_model_on_splits(self.model, cfg, (self.train_split, self.val_split, self.test_split), self.device)
         self.n_parameters = count_parameters(self.model)  # real ones, as the FNO paper's tables count them
-        layer = getattr(self.model, "layer", None)
-        if hasattr(layer, "check_grid"):  # e.g. points beyond a block of the training window: now, not at the first step
-            for split in (self.train_split, self.val_split, self.test_split):
-                if split is None:
-                    continue
-                try:
-                    layer.check_grid(tuple(split.y.shape[2:]), self.device)
-                except ValueError as err:
-                    raise ConfigError(f"physics: {err}") from None
         if hasattr(self.model, "prepare"):  # e.g. a POD trunk fitted on the training outputs
             self.model.prepare(self.x_norm.encode(self.train_split.x), self.y_norm.encode(self.train_split.y))
         self.forward = torch.compile(self.model) if cfg.training.compile else self.model
@@ -368,22 +425,7 @@ class Trainer:
         info, train, val, test = load_train_val_test(path, inputs=inputs, outputs=outputs, n_train=d.n_train,
                                                      n_val=d.n_val, n_test=d.n_test, resolution=d.resolution,
                                                      input_time=d.input_time, output_time=d.output_time)
-        if self.cfg.physics is not None:  # trained on the space-time grid; the solutions only evaluate
-            start = saves_start(info)
-            train, test = spacetime_split(train, with_start=start), spacetime_split(test, with_start=start)
-            if val is not None:  # validated as tested: on every level (those beyond train_levels too)
-                val = spacetime_split(val, with_start=start)
-            levels, window = train.y.shape[-1], self.cfg.physics.train_levels
-            if min(levels, window or levels) < 3:  # torch.gradient's error named neither
-                raise ConfigError(f"physics needs at least 3 time levels (second-order differences on every axis); the "
-                                  f"data give {levels} (t = 0 included)" + (f" and physics.train_levels={window}" if window
-                                                                          else "") + ": train on more levels")
-            if window is not None:  # trained on the first levels, tested on all: extrapolation in time
-                if window >= levels:
-                    raise ConfigError(f"physics.train_levels={window} leaves no level to extrapolate to: the data have "
-                                      f"{levels} (t = 0 included); set it below {levels} or to null")
-                train = Split(train.x[..., :window].contiguous(), train.y[..., :window].contiguous())
-        return info, train, val, test
+        return (info, *physics_splits(self.cfg, info, train, val, test))
 
     def _lr_factor(self, step: int) -> float:
         """The schedule's factor at optimizer step `step` (SCHEDULE_RULE 2): a linear warm-up over `warmup_steps`

@@ -673,6 +673,45 @@ def test_windows_grids_and_sample_counts_the_recipe_cannot_give_fail_before_the_
     assert not root.exists()
 
 
+def test_a_model_the_recipes_grid_rules_out_fails_before_the_data_is_made(tmp_path):
+    """Modes the grid cannot hold and hard-layer points beyond a block were found once the generated file was
+    loaded (the modes at the first forward pass): the model is built and checked on the planned layout first."""
+    root, runs = tmp_path / "data", tmp_path / "runs"
+    common = [f"data.root={root}", f"output.root={runs}", "data.preset=tiny", "data.n_train=4", "data.n_test=4",
+              "training.epochs=1", "training.progress=false", "training.plot=false", "schedule.name=none"]
+    ns = ["data.recipe_overrides=[params.nu=1e-5,params.t_end=20]", "data.output_time=[10,20]", "data.resolution=16"]
+    ds = ["data.recipe_overrides=[]", "model.modes=[4,4]"]
+    for config, more, message in [
+            ("navier_stokes/fno2d", ns, r"model 'fno2d_time': modes\[0\]=12 needs a grid of at least 24 points on dim 0, "
+                                        r"got 16; .* \(checked on the layout of recipe 'navier_stokes', before generating"),
+            ("diffusion_sorption/pi_hc", ds + ["physics.points=200"],
+             r"physics: points=200 exceeds the 176 nodes of the smallest block \(grid \(64, 11\), experts \(4, 1\)\); "
+             r".*before generating the file")]:
+        with pytest.raises(ConfigError, match=message):
+            train(load_config(OperatorConfig, f"configs/{config}.yaml", common + more))
+        assert not root.exists() and not any(runs.iterdir())
+    from sciml.data.generate import dataset_path, planned_info
+    from sciml.data.loading import load_train_val_test, planned_train_val_test
+    from sciml.data.recipes import load_recipe
+    from sciml.train.trainer import dataset_fields
+    for config, more in [("navier_stokes/fno2d", ns + ["model.modes=8"]),
+                         ("diffusion_sorption/pi_hc", ds + ["physics.points=100", "data.n_train=3", "data.n_val=1"])]:
+        cfg = load_config(OperatorConfig, f"configs/{config}.yaml", common + more)
+        run, _ = train(cfg)
+        assert (run.path / "config.yaml").exists()
+        d = cfg.data
+        recipe = load_recipe(d.recipe, preset=d.preset, overrides=d.recipe_overrides)
+        info = planned_info(recipe, root)  # what the check built the model on
+        inputs, outputs = dataset_fields(cfg, info)
+        options = dict(inputs=inputs, outputs=outputs, n_val=d.n_val, resolution=d.resolution,
+                       input_time=d.input_time, output_time=d.output_time)
+        planned = planned_train_val_test(info, **options)
+        loaded = load_train_val_test(dataset_path(recipe, root), n_train=d.n_train, n_test=d.n_test, **options)[1:]
+        assert [s is None for s in planned] == [s is None for s in loaded]
+        for p, s in zip(planned, loaded):
+            assert p is None or (p.x.shape[1:], p.y.shape[1:], p.y_fields) == (s.x.shape[1:], s.y.shape[1:], s.y_fields)
+
+
 def test_a_model_value_the_data_rules_out_names_the_model_and_leaves_no_empty_run_folder(tiny_cfg, tmp_path):
     from sciml.config import ConfigError
 
