@@ -33,6 +33,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._n_metrics: int | None = None  # lines in metrics.jsonl, counted once, then kept by log()
+        self.made_here = False  # set by `create`: only a folder this process made is removed when its run fails
 
     @property
     def n_metrics(self) -> int:
@@ -52,7 +53,9 @@ class RunDir:
             suffix += 1
             path = root / f"{name}-{suffix}"
         path.mkdir(parents=True)
-        return cls(path)
+        run = cls(path)
+        run.made_here = True
+        return run
 
     @contextmanager
     def removed_if_left_empty(self):
@@ -60,15 +63,18 @@ class RunDir:
         of one run interleaved their checkpoints and metric lines), and when the run fails before
         writing any work (a bad value found only once the data is loaded, a model that fails its first
         forward, an import error), its folder goes too, not left in runs/ with only its config and
-        environment, which neither eval nor a resume can use."""
+        environment, which neither eval nor a resume can use. A folder this process did not make (a
+        resume's) is never removed: its config.yaml may be the only record of the run."""
         with self._held():
             try:
                 yield self
             except BaseException:
-                if self.path.is_dir() and self._holds_no_work():
+                if self.path.is_dir() and self.made_here and self._holds_no_work():
                     import shutil
 
                     shutil.rmtree(self.path)
+                elif self.path.is_dir() and not any(self.path.iterdir()):
+                    self.path.rmdir()
                 raise
 
     def _holds_no_work(self) -> bool:

@@ -726,6 +726,21 @@ def test_a_model_value_the_data_rules_out_names_the_model_and_leaves_no_empty_ru
     assert not any((tmp_path / "runs").iterdir()), "a folder with only its config and environment was left"
 
 
+def test_a_failed_resume_never_removes_the_folder_it_was_given(straight_run, tmp_path, capsys):
+    """A folder holding only config.yaml and environment.json (a run killed before its first checkpoint) was deleted by
+    a failed resume, its config the only record of the run."""
+    import shutil
+
+    run, _ = straight_run
+    kept = tmp_path / "killed_early"
+    kept.mkdir()
+    for name in ("config.yaml", "environment.json"):
+        shutil.copy(run.path / name, kept / name)
+    assert main(["train", "--resume", str(kept)]) == 2
+    assert "start it again" in capsys.readouterr().err
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "environment.json"]
+
+
 def test_graph_mode_refuses_what_it_cannot_capture(tiny_cfg):
     from sciml.config import ConfigError
 
