@@ -149,7 +149,9 @@ class LBFGS(Optimizer):
 
         d, t = state.get("d"), state.get("t")
         prev_g, prev_loss = state.get("prev_flat_grad"), state.get("prev_loss")
-        ys_read = None  # y·s of the next pair, read with the stopping tests after a line search (one host read for three)
+        # after a strong-Wolfe search: the next pair (y, s, y·s) and y·s on the host, read with the stopping tests
+        # (one host read for three)
+        pair, ys_read = None, None
         n_iter = 0
         while n_iter < max_iter:
             n_iter += 1
@@ -160,8 +162,11 @@ class LBFGS(Optimizer):
                 state["gamma"] = 1.0
                 d = g.neg()
             else:
-                y, s = g - prev_g, d * t
-                ys = y.dot(s)  # (as a tensor for gamma: float / tensor rounds differently)
+                if pair is None:
+                    y, s = g - prev_g, d * t
+                    ys = y.dot(s)
+                else:
+                    y, s, ys = pair
                 if (ys if ys_read is None else ys_read) > 1e-10:  # curvature condition; otherwise the pair is skipped
                     self._store_pair(state, s, y, m)
                     state["gamma"] = ys / y.dot(y)
@@ -181,8 +186,11 @@ class LBFGS(Optimizer):
                 x0 = self._flat_params()
                 loss, g, t, ls_evals = _strong_wolfe(lambda x, step, direction: self._evaluate_at(closure, x, step, direction),
                                                      x0, t, d, loss, g, gtd)
-                self._set_params(x0 + t * d)  # the accepted point (the last trial need not be it)
-                g_max, step_max, ys_read = torch.stack([g.abs().max(), (d * t).abs().max(), (g - prev_g).dot(d * t)]).tolist()
+                s, y = d * t, g - prev_g
+                self._set_params(x0 + s)  # the accepted point (the last trial need not be it)
+                stats = torch.stack([g.abs().max(), s.abs().max(), y.dot(s)])
+                g_max, step_max, ys_read = stats.tolist()
+                pair = (y, s, stats[2])  # (γ takes y·s as a tensor: float / tensor rounds differently)
                 converged = g_max <= tol_grad
             else:
                 self._move(t, d)
