@@ -26,9 +26,10 @@ def _split(info: DatasetInfo, inputs: list[str], outputs: list[str], rows: slice
     return Split(x, y, names)
 
 
-def _no_rows(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,
-             time: int | slice | None = None) -> np.ndarray:
-    """What `read_field` returns, without a row: its shape from the layout alone (a file not made yet)."""
+def no_rows(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,
+            time: int | slice | None = None) -> np.ndarray:
+    """What `read_field` returns, without a row: its shape from the layout alone (a file not made yet). As the
+    `read` of `load_train_val_test`, splits of ``(0, channels, *grid)`` to build and check a model on."""
     spec = info.field(name)
     index = tuple(slice(None) if time is None or dim != "t" else time for dim in spec.dims)
     values = np.zeros((0, *spec.shape), dtype=np.float32)[(slice(None), *index)]
@@ -183,35 +184,23 @@ def load_splits(path: str | Path, *, inputs: list[str], outputs: list[str], n_tr
     return info, train, test
 
 
-def load_train_val_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_train: int, n_val: int,
-                        n_test: int, resolution: int | None = None, input_time: TimeSelect = -1,
-                        output_time: TimeSelect = -1) -> tuple[DatasetInfo, Split, Split | None, Split]:
+def load_train_val_test(source: str | Path | DatasetInfo, *, inputs: list[str], outputs: list[str], n_train: int,
+                        n_val: int, n_test: int, resolution: int | None = None, input_time: TimeSelect = -1,
+                        output_time: TimeSelect = -1, read=read_field) -> tuple[DatasetInfo, Split, Split | None, Split]:
     """As `load_splits`, with a validation split of the `n_val` samples right after the training ones (rows
     ``[n_train, n_train + n_val)``), None when `n_val` is 0; the test split stays the file's last `n_test` rows,
-    and the three may not overlap (`check_selection`)."""
-    info = read_info(path)
+    and the three may not overlap (`check_selection`). `source`: the file, or its `DatasetInfo` already read (or
+    planned from a recipe, with ``read=no_rows``: the splits' shapes without their rows)."""
+    info = source if isinstance(source, DatasetInfo) else read_info(source)
     stride, tin, tout = check_selection(info, inputs=inputs, outputs=outputs, n_train=n_train, n_test=n_test,
                                         resolution=resolution, input_time=input_time, output_time=output_time,
                                         n_val=n_val)
     train_rows = slice(0, n_train)
     test_rows = slice(info.n_samples - n_test, info.n_samples)
-    train = _split(info, inputs, outputs, train_rows, stride, tin, tout)
-    val = _split(info, inputs, outputs, slice(n_train, n_train + n_val), stride, tin, tout) if n_val else None
-    test = _split(info, inputs, outputs, test_rows, stride, tin, tout)
+    train = _split(info, inputs, outputs, train_rows, stride, tin, tout, read)
+    val = _split(info, inputs, outputs, slice(n_train, n_train + n_val), stride, tin, tout, read) if n_val else None
+    test = _split(info, inputs, outputs, test_rows, stride, tin, tout, read)
     return info, train, val, test
-
-
-def planned_train_val_test(info: DatasetInfo, *, inputs: list[str], outputs: list[str], n_val: int,
-                           resolution: int | None = None, input_time: TimeSelect = -1,
-                           output_time: TimeSelect = -1) -> tuple[Split, Split | None, Split]:
-    """The splits `load_train_val_test` would give, without a row: ``(0, channels, *grid)`` each, from `info` alone
-    (read, or planned from a recipe before its file is made), so a model can be built and checked on their
-    channels and grids. The selection must have passed `check_selection`."""
-    stride = subsample_stride(info, resolution)
-    tin, tout = time_selector(input_time), time_selector(output_time)
-    train, test = (_split(info, inputs, outputs, slice(0, 0), stride, tin, tout, _no_rows) for _ in range(2))
-    val = _split(info, inputs, outputs, slice(0, 0), stride, tin, tout, _no_rows) if n_val else None
-    return train, val, test
 
 
 def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test: int,

@@ -23,8 +23,7 @@ import torch
 
 from sciml.config import ConfigError, dump
 from sciml.data.h5 import DatasetError
-from sciml.data.loading import (Normalizer, Split, check_selection, load_test, load_train_val_test,
-                                planned_train_val_test, time_range)
+from sciml.data.loading import Normalizer, Split, check_selection, load_test, load_train_val_test, no_rows, time_range
 from sciml.models import FNO, count_parameters
 from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors, set_lr
 from sciml.optim.guard import Guard, GuardError
@@ -114,8 +113,9 @@ def check_model_on_layout(cfg: OperatorConfig, info) -> None:
     thrown away; torch's random state is left as it was (the trainer's model starts from the same seed)."""
     inputs, outputs = dataset_fields(cfg, info)
     d = cfg.data
-    splits = planned_train_val_test(info, inputs=inputs, outputs=outputs, n_val=d.n_val, resolution=d.resolution,
-                                    input_time=d.input_time, output_time=d.output_time)
+    _, *splits = load_train_val_test(info, inputs=inputs, outputs=outputs, n_train=d.n_train, n_val=d.n_val,
+                                     n_test=d.n_test, resolution=d.resolution, input_time=d.input_time,
+                                     output_time=d.output_time, read=no_rows)
     train, val, test = physics_splits(cfg, info, *splits)
     with torch.random.fork_rng(devices=[]):
         model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=info,
@@ -422,7 +422,7 @@ class Trainer:
         self.fields = inputs, outputs = dataset_fields(self.cfg, info)
         check_data_selection(self.cfg, info)  # the fields against the model too, before the arrays are read
         d = self.cfg.data
-        info, train, val, test = load_train_val_test(path, inputs=inputs, outputs=outputs, n_train=d.n_train,
+        info, train, val, test = load_train_val_test(info, inputs=inputs, outputs=outputs, n_train=d.n_train,
                                                      n_val=d.n_val, n_test=d.n_test, resolution=d.resolution,
                                                      input_time=d.input_time, output_time=d.output_time)
         return (info, *physics_splits(self.cfg, info, train, val, test))

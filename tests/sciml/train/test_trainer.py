@@ -691,7 +691,7 @@ def test_a_model_the_recipes_grid_rules_out_fails_before_the_data_is_made(tmp_pa
             train(load_config(OperatorConfig, f"configs/{config}.yaml", common + more))
         assert not root.exists() and not any(runs.iterdir())
     from sciml.data.generate import dataset_path, planned_info
-    from sciml.data.loading import load_train_val_test, planned_train_val_test
+    from sciml.data.loading import load_train_val_test, no_rows
     from sciml.data.recipes import load_recipe
     from sciml.train.trainer import dataset_fields
     for config, more in [("navier_stokes/fno2d", ns + ["model.modes=8"]),
@@ -703,10 +703,10 @@ def test_a_model_the_recipes_grid_rules_out_fails_before_the_data_is_made(tmp_pa
         recipe = load_recipe(d.recipe, preset=d.preset, overrides=d.recipe_overrides)
         info = planned_info(recipe, root)  # what the check built the model on
         inputs, outputs = dataset_fields(cfg, info)
-        options = dict(inputs=inputs, outputs=outputs, n_val=d.n_val, resolution=d.resolution,
-                       input_time=d.input_time, output_time=d.output_time)
-        planned = planned_train_val_test(info, **options)
-        loaded = load_train_val_test(dataset_path(recipe, root), n_train=d.n_train, n_test=d.n_test, **options)[1:]
+        options = dict(inputs=inputs, outputs=outputs, n_train=d.n_train, n_val=d.n_val, n_test=d.n_test,
+                       resolution=d.resolution, input_time=d.input_time, output_time=d.output_time)
+        planned = load_train_val_test(info, **options, read=no_rows)[1:]
+        loaded = load_train_val_test(dataset_path(recipe, root), **options)[1:]
         assert [s is None for s in planned] == [s is None for s in loaded]
         for p, s in zip(planned, loaded):
             assert p is None or (p.x.shape[1:], p.y.shape[1:], p.y_fields) == (s.x.shape[1:], s.y.shape[1:], s.y_fields)
