@@ -83,6 +83,14 @@ def physics_splits(cfg: OperatorConfig, info, train: Split, val: Split | None,
     return train, val, test
 
 
+def hard_layer(model: torch.nn.Module):
+    """A physics model's hard-constraint layer (its solves, their counts, its grid rule), or None."""
+    from sciml.constraints import HardConstraint
+
+    layer = getattr(model, "layer", None)
+    return layer if isinstance(layer, HardConstraint) else None
+
+
 def check_model_on_splits(model: torch.nn.Module, cfg: OperatorConfig, splits, device: torch.device) -> None:
     """What the splits' grids rule out of a built model, before its run begins: DeepONet sensors beyond the
     training grid, a hard-constraint layer's layout (e.g. points beyond a block) and the FNO's modes (with its
@@ -92,14 +100,14 @@ def check_model_on_splits(model: torch.nn.Module, cfg: OperatorConfig, splits, d
     splits = [split for split in splits if split is not None]
     check_sensors_within_grid(model, tuple(splits[0].x.shape[2:]), cfg)
     net = model.backbone if isinstance(model, PhysicsOperator) else model
-    layer = getattr(model, "layer", None)
+    layer = hard_layer(model)
     for split in splits:
         if isinstance(net, FNO):  # checked without a forward pass: that is a first step's error, after the setup
             try:
                 net.check_grid(tuple(split.x.shape[2:]))
             except ValueError as err:
                 raise ConfigError(f"model {cfg.model.name!r}: {err}") from None
-        if hasattr(layer, "check_grid"):  # now, not at the first step
+        if layer is not None:  # now, not at the first step
             try:
                 layer.check_grid(tuple(split.y.shape[2:]), device)
             except ValueError as err:
@@ -520,8 +528,8 @@ class Trainer:
         """A hard-constraint layer's training (or eval) solves since the last record: failures and mean LM steps
         (its default on_failure, "record", would otherwise keep them out of sight); failures summed for the warning
         at the end of `fit`."""
-        layer = getattr(self.model, "layer", None)
-        totals = layer.pop_solve_totals(training) if hasattr(layer, "pop_solve_totals") else {}
+        layer = hard_layer(self.model)
+        totals = layer.pop_solve_totals(training) if layer is not None else {}
         if totals:
             seen = self.failed_solves["training" if training else split]
             seen[0], seen[1] = seen[0] + totals["solve_failures"], seen[1] + totals["solves"]
@@ -612,8 +620,8 @@ class Trainer:
         """The hard-constraint solves not yet in a record (the layer's pending totals) and the run's failed/solve
         counts: a resume without them lost the solves since the last eval record (epoch 3 of a run stopped there
         and evaluated at 4) from every record and from the final warning."""
-        layer = getattr(self.model, "layer", None)
-        pending = layer.pending_solve_totals() if hasattr(layer, "pending_solve_totals") else None
+        layer = hard_layer(self.model)
+        pending = layer.pending_solve_totals() if layer is not None else None
         return {"pending": pending.cpu() if pending is not None and to_host else pending,
                 "failed": copy.deepcopy(self.failed_solves)}
 
@@ -622,8 +630,8 @@ class Trainer:
             return
         for split, seen in counts["failed"].items():
             self.failed_solves[split] = list(seen)
-        layer = getattr(self.model, "layer", None)
-        if counts["pending"] is not None and hasattr(layer, "restore_solve_totals"):
+        layer = hard_layer(self.model)
+        if counts["pending"] is not None and layer is not None:
             layer.restore_solve_totals(counts["pending"])
 
     def _sittings(self) -> dict[str, Any]:
@@ -1058,9 +1066,7 @@ def dataset_differences(record: dict[str, Any], info) -> list[str]:
     here, differ = dataset_record(info), []
     if here["family"] != record["family"]:
         differ.append(f"family {here['family']} (trained on {record['family']})")
-    ours, theirs = here["params"], record["params"]
-    differ += [f"params.{k}={ours.get(k)} (trained on {theirs.get(k)})" for k in sorted({*ours, *theirs})
-               if ours.get(k) != theirs.get(k)]
+    differ += [f"params.{d}" for d in param_differences(here["params"], record["params"])]
     a, b = record["times"], here["times"]
     if (a is None) != (b is None) or a is not None and (len(a) != len(b) or not np.allclose(a, b, rtol=1e-9, atol=0)):
         shown = lambda t: "none" if t is None else _shown_times(t)
@@ -1068,6 +1074,12 @@ def dataset_differences(record: dict[str, Any], info) -> list[str]:
     differ += [f"{k}={here[k]} (trained on {record[k]})" for k in ("seed", "n_samples")
                if k in record and here[k] != record[k]]
     return differ
+
+
+def param_differences(ours: dict[str, Any], theirs: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """``"k=ours (trained on theirs)"`` for each recipe param (but `skip`) in which two files differ."""
+    return [f"{k}={ours.get(k)} (trained on {theirs.get(k)})" for k in sorted({*ours, *theirs})
+            if k not in skip and ours.get(k) != theirs.get(k)]
 
 
 # recipe params another file may differ in without a warning: its grids (a finer stored grid is the point of testing
@@ -1152,13 +1164,11 @@ class _SavedRun:
                               f"{trained['family']} ({self.trained_on}); evaluate on a file of its family")
         if self.cfg.physics is None:  # a physics model is built on the file's own space-time grid (see `beyond`)
             self._check_saved_times()
-        ours, theirs = self.info.params, trained["params"]
-        differ = [k for k in sorted({*ours, *theirs}) if k not in _FREE_PARAMS and ours.get(k) != theirs.get(k)]
+        differ = param_differences(self.info.params, trained["params"], skip=_FREE_PARAMS)
         if differ:
             warnings.warn(f"{self.dataset} was made with other recipe params than the run's training file "
-                          f"({self.trained_on}): " + ", ".join(f"{k}={ours.get(k)} (trained on {theirs.get(k)})"
-                                                               for k in differ)
-                          + ": its error measures the model on another problem", stacklevel=4)
+                          f"({self.trained_on}): {', '.join(differ)}: its error measures the model on another problem",
+                          stacklevel=4)
 
     def _check_saved_times(self) -> None:
         """The times the run's windows select, here and in the training file: a model maps the steps it was trained
@@ -1303,8 +1313,8 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
             at = int(split.x.shape[2])
             operator = saved.operator(split, resolution, dev)
             err = relative_errors(operator, split, batch_size=eval_batch_size(cfg), device=dev, beyond=saved.beyond())
-            layer = getattr(operator.model, "layer", None)
-            solves = layer.pop_solve_totals(training=False) if hasattr(layer, "pop_solve_totals") else {}
+            layer = hard_layer(operator.model)
+            solves = layer.pop_solve_totals(training=False) if layer is not None else {}
         except (TrainingGridOnly, DatasetError, ConfigError) as error:  # these name their fix
             failed.append(f"at resolution {at}: {error}")
             continue
