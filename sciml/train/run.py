@@ -120,8 +120,6 @@ class RunDir:
         config it goes on with, as `sciml.config.dump` writes it."""
         import fnmatch
 
-        import yaml
-
         allowed = RESUMABLE[task]
         refused = [k for k in self.changed_keys(resolved)
                    if not any(fnmatch.fnmatchcase(k, pattern) for pattern in allowed) or k.endswith("optimizer.name")]
@@ -136,7 +134,15 @@ class RunDir:
         """The dotted keys in which ``resolved`` (as `sciml.config.dump` writes a config) differs from the run's."""
         import yaml
 
-        return _changed_keys(load_yaml(self.config_path), yaml.safe_load(resolved))
+        saved = load_yaml(self.config_path)
+        for dotted, value in ADDED_KEYS.items():  # a run saved before a key existed had its old value
+            *parents, key = dotted.split(".")
+            section = saved
+            for name in parents:
+                section = section.get(name) if isinstance(section, dict) else None
+            if isinstance(section, dict):
+                section.setdefault(key, value)
+        return _changed_keys(saved, yaml.safe_load(resolved))
 
     @property
     def config_path(self) -> Path:
@@ -221,6 +227,11 @@ RESUMABLE = {
              "output.*", "phases.*.optimizer.*", "phases.*.steps", "phases.*.guard", "phases.*.guard.*",
              "phases.*.decay_every", "phases.*.decay_rate", "phases.*.warmup_steps", "phases.*.cuda_graph"),
 }
+
+
+# Keys added to a schema after runs were saved, with the value those runs had: compared as such on resume (the
+# comparison skips other keys a saved config lacks, as fields an older version did not write)
+ADDED_KEYS = {"data.n_val": 0}
 
 
 # Free mappings: their keys are the user's (a factory's arguments), not the schema's, so a key the run's config

@@ -642,12 +642,6 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_same_dataset(state.get("dataset_info"))
         check_channel_layout(state, self.cfg, self.info, self.run.path)
-        saved_val = _saved_n_val(state)
-        if saved_val is not None and saved_val != self.cfg.data.n_val:  # a config saved before n_val lacks the key,
-            # which `RunDir.check_resume` skips: its checkpoint says the run had no validation split
-            raise ConfigError(f"data.n_val={self.cfg.data.n_val}, and {self.run.path} was trained with data.n_val="
-                              f"{saved_val}: a resume may not change the validation split (it chooses 'best' and its "
-                              f"record): start a new run for that")
         self.epoch, self.best = state["epoch"], state["best"]
         if self.cfg.training.epochs < self.epoch:  # config.yaml would say fewer epochs than the weights have had
             raise ConfigError(f"training.epochs={self.cfg.training.epochs} is below the {self.epoch} epochs this run has "
@@ -1035,18 +1029,6 @@ class TrainedOperator(torch.nn.Module):
         y = predict_in_units(self.model, self.x_norm, self.y_norm, x[None] if one else x,
                              precision=self.config.training.precision, device=x.device)
         return y[0] if one else y
-
-
-def _saved_n_val(state: dict[str, Any]) -> int | None:
-    """The data.n_val a checkpoint was trained with (0 for a run saved before the key existed), or None where
-    the checkpoint does not record its config."""
-    import yaml
-
-    config = state.get("config")
-    if not isinstance(config, str):
-        return None
-    data = (yaml.safe_load(config) or {}).get("data") or {}
-    return int(data.get("n_val", 0))
 
 
 def dataset_record(info) -> dict[str, Any]:
