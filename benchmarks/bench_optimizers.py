@@ -59,7 +59,6 @@ are missing is reported as skipped.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
 import json
 import math
@@ -446,27 +445,6 @@ def _with_dtype(task: TaskSpec, cfg, dtype: torch.dtype) -> TaskSpec:
 _TASKS_IN_DTYPE: dict = {}
 
 
-@contextlib.contextmanager
-def _recording_line_searches(accepted: list[float]):
-    """Append the loss of every point sciml's L-BFGS accepts to `accepted` while inside. Its line search
-    (torch's strong Wolfe, a module global of sciml.optim._lbfgs) returns the accepted point's loss, and
-    the optimizer has no hook of its own, so the search is wrapped for the duration and then restored."""
-    from sciml.optim import _lbfgs
-
-    search = _lbfgs._strong_wolfe
-
-    def recorded(*args, **kwargs):
-        out = search(*args, **kwargs)
-        accepted.append(float(out[0]))
-        return out
-
-    _lbfgs._strong_wolfe = recorded
-    try:
-        yield
-    finally:
-        _lbfgs._strong_wolfe = search
-
-
 def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tuple[str, float]] | None = None) -> list[dict]:
     """Member by member. `phases`: [(optimizer, fraction of the budget)], e.g. Adam → L-BFGS.
     The budget counts gradient evaluations: L-BFGS closure calls; for Newton-CG the loss
@@ -518,8 +496,7 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                     # spikes count the points L-BFGS moves through (its start, then each accepted point), not
                     # the line search's rejected trials
                     accepted: list[float] = []
-                    with _recording_line_searches(accepted):
-                        start_loss = opt.step(closure).detach()
+                    start_loss = opt.step(closure, on_accept=accepted.append).detach()
                     hist += [start_loss] + [start_loss.new_tensor(v) for v in accepted]
                 elif ph_name == "nys_newton_cg":
                     opt = build_optimizer(params, "nys_newton_cg", lr=ph_lr, rank=min(60, max(1, budget // 4)),

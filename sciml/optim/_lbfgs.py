@@ -127,8 +127,10 @@ class LBFGS(Optimizer):
         return (S.T @ c_slot).sub_(gamma * (Y.T @ u_slot)).add_(gamma * g).neg_()
 
     @torch.no_grad()
-    def step(self, closure):
-        """One call runs up to max_iter iterations; returns the loss at the starting point."""
+    def step(self, closure, on_accept=None):
+        """One call runs up to max_iter iterations; returns the loss at the starting point. `on_accept`: called with
+        the loss (a float, no extra host read) of each point an iteration moves to and evaluates (not the line
+        search's rejected trials), e.g. to count loss spikes along the path."""
         if closure is None:
             raise ValueError("LBFGS.step needs a closure that zeroes the gradients, computes the loss, calls backward and returns it")
         closure = torch.enable_grad()(closure)
@@ -203,6 +205,8 @@ class LBFGS(Optimizer):
                     ls_evals = 1
             evals += ls_evals
             state["func_evals"] += ls_evals
+            if on_accept is not None and ls_evals:
+                on_accept(float(loss))
 
             if n_iter == max_iter or evals >= max_eval or converged:
                 break

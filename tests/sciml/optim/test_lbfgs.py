@@ -91,3 +91,19 @@ def test_registered_as_lbfgs_with_clear_errors():
         LBFGS([{"params": [w]}, {"params": [torch.nn.Parameter(torch.zeros(2))]}])
     with pytest.raises(ValueError, match="closure"):
         LBFGS([w]).step(None)
+
+
+@pytest.mark.parametrize("line_search_fn", ["strong_wolfe", None])
+def test_on_accept_gets_the_loss_of_each_point_an_iteration_moves_to(line_search_fn):
+    """The optimizer benchmark counted spikes along L-BFGS's path by patching the module's line search; the step's
+    own hook gives each accepted point's loss (never a rejected trial) with and without a line search."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = LBFGS(net.parameters(), lr=1.0 if line_search_fn else 0.2, max_iter=6, line_search_fn=line_search_fn)
+    closure = _closure(net, opt)
+    accepted = []
+    start = float(opt.step(closure, on_accept=accepted.append))
+    assert len(accepted) == (6 if line_search_fn else 5)  # without a search the last move is not evaluated
+    if line_search_fn:  # the last is the point the parameters were left at; each below the one before (Wolfe)
+        assert accepted[-1] == pytest.approx(float(closure()), rel=1e-12)
+        assert all(b < a for a, b in zip([start] + accepted, accepted))
