@@ -397,8 +397,8 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
     ens = Ensemble(task.make_model, [s for s, _ in members], cfg.device, cfg.dtype)
     # Gravity draws each member's initial velocity from the member's seed, not from the global RNG
     # (whose state would depend on the members before it: sciml.optim._library)
-    seeded = {"velocity_seed"} if name == "gravity" else set()
-    groups = [{"params": ens.params(e), "lr": lr, **{k: s for k in seeded}} for e, (s, lr) in enumerate(members)]
+    groups = [{"params": ens.params(e), "lr": lr, **({"velocity_seed": s} if name == "gravity" else {})}
+              for e, (s, lr) in enumerate(members)]
     opt, graphed = _build(groups, name, cfg)
     err0 = task.error(ens).detach()
 
