@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import RESULTS_DIR, add_dry_run, dry_run_done, cuda_graph, sync, time_call, write_result, write_result_file  # noqa: E402
+from benchmarks.common import (RESULTS_DIR, add_dry_run, dry_run_done, cuda_graph, median_range, round_robin, sync,  # noqa: E402
+                               time_call, write_result, write_result_file)
 from sciml.models import FNO, count_parameters  # noqa: E402
 
 # name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
@@ -125,16 +126,13 @@ def merge_key(row: dict, precision: str = "fp32") -> tuple:
             row.get("precision", precision))
 
 
-def interleaved(fns: dict, *, device, rounds: int, repeat: int, spread: dict | None = None) -> dict:
-    """Median over `rounds` of each callable's median time (ms), alternating them against drift; `spread`, when
-    given, gets each one's [min, max] over the rounds."""
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            times[k].append(1e3 * time_call(fn, device=device, warmup=1, repeat=repeat))
-    if spread is not None:
-        spread.update({k: [round(min(v), 3), round(max(v), 3)] for k, v in times.items()})
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+def interleaved(fns: dict, *, device, rounds: int, repeat: int) -> tuple[dict, dict]:
+    """Median over `rounds` of each callable's median time (ms), alternating them against drift, and each
+    one's [min, max] over the rounds."""
+    runs = round_robin({k: (lambda fn=fn: 1e3 * time_call(fn, device=device, warmup=1, repeat=repeat))
+                        for k, fn in fns.items()}, rounds)
+    spans = {k: median_range(v) for k, v in runs.items()}
+    return {k: m for k, (m, _) in spans.items()}, {k: r for k, (_, r) in spans.items()}
 
 
 DEFAULT = "sciml_eager_dft"  # what FNO(...) gives a user: transform "dft", pointwise "auto", eager
@@ -239,14 +237,12 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch,
             steps["neuralop"], neuralop_autocast = builders["neuralop"](), False
     if compile_:
         steps["sciml_compile_dft"]()  # compile outside the timing
-    spread = {}
-    times = interleaved(steps, device=device, rounds=rounds, repeat=repeat, spread=spread)
+    times, spread = interleaved(steps, device=device, rounds=rounds, repeat=repeat)
     # the headline is the default variant's: the fastest of several timed in the same noisy rounds is optimistic
     # by its selection alone, so the fastest is only chosen here and timed again against neuralop in fresh rounds
     best = min((k for k in times if k.startswith("sciml")), key=times.get)
-    fresh_spread = {}
-    fresh = interleaved({"neuralop": steps["neuralop"], best: steps[best]}, device=device, rounds=rounds,
-                        repeat=repeat, spread=fresh_spread)
+    fresh, fresh_spread = interleaved({"neuralop": steps["neuralop"], best: steps[best]}, device=device,
+                                      rounds=rounds, repeat=repeat)
     same_policy = autocast is None or neuralop_autocast
     row = {"case": name, "s": s, "batch": batch, "compile": bool(compile_), "precision": precision,
            "rounds": rounds, "repeat": repeat, "params_sciml": p_sci, "params_neuralop": p_neu,
@@ -281,8 +277,8 @@ def run_case(case, *, small, device, rounds, repeat, compile_, precision, batch,
     # inference latency per sample (batch 1)
     x1 = x[:1]
     with torch.inference_mode():
-        inf = interleaved({"neuralop": partial(neu, x1), "sciml": partial(models["dft"], x1)}, device=device,
-                          rounds=rounds, repeat=repeat)
+        inf, _ = interleaved({"neuralop": partial(neu, x1), "sciml": partial(models["dft"], x1)}, device=device,
+                             rounds=rounds, repeat=repeat)
     row["infer_neuralop_ms"] = round(inf["neuralop"], 3)
     row["infer_sciml_ms"] = round(inf["sciml"], 3)
     try:

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import add_dry_run, dry_run_done, minutes_left_in_session, time_call, write_result  # noqa: E402
+from benchmarks.common import (add_dry_run, dry_run_done, median_range, minutes_left_in_session, paired_range,  # noqa: E402
+                               round_robin, time_call, write_result)
 from sciml.constraints import HardConstraint, get_grid_problem  # noqa: E402
 
 VARIANTS = ("hc", "moe", "moe_overlap")
@@ -260,7 +261,6 @@ def speed(pde: str, variants: list[str], nodes: list[int], grid: tuple[int, ...]
     rows = []
     for n in nodes:
         layers = {variant: layer_for(pde, variant, n, grid) for variant in variants}
-        runs = {variant: [] for variant in variants}
 
         def step_of(layer):
             def step():
@@ -268,22 +268,27 @@ def speed(pde: str, variants: list[str], nodes: list[int], grid: tuple[int, ...]
                 layer(basis, data).square().mean().backward()
             return step
 
-        # round-robin over the variants, SPEED_ROUNDS rounds (warm-up in the first only): a change in machine
-        # load reaches every variant alike instead of one variant's three repeats
-        for i in range(SPEED_ROUNDS):
-            for variant, layer in layers.items():
+        def measure_of(layer):
+            first = [True]  # warm-up in the first round only
+
+            def measure():
                 torch.manual_seed(0)  # the same node draws whatever ran before: rows (LM steps) reproducible
-                runs[variant].append(1e3 * time_call(step_of(layer), device=device, warmup=int(i == 0), repeat=1))
-        times = {v: sorted(t)[len(t) // 2] for v, t in runs.items()}
+                warmup, first[0] = int(first[0]), False
+                return 1e3 * time_call(step_of(layer), device=device, warmup=warmup, repeat=1)
+            return measure
+
+        # round-robin over the variants, SPEED_ROUNDS rounds: a change in machine load reaches every variant
+        # alike instead of one variant's three repeats
+        runs = round_robin({variant: measure_of(layer) for variant, layer in layers.items()}, SPEED_ROUNDS)
+        times = {v: median_range(t) for v, t in runs.items()}  # (median, [min, max])
         for variant, layer in layers.items():
-            rows.append({"nodes_per_sample": n, "variant": variant, "step_ms": times[variant],
-                         "step_ms_range": [round(min(runs[variant]), 3), round(max(runs[variant]), 3)],
+            rows.append({"nodes_per_sample": n, "variant": variant, "step_ms": times[variant][0],
+                         "step_ms_range": times[variant][1],
                          "lm_steps": float(layer.last_stats["num_steps"].double().mean()),
                          "unconverged": int((layer.last_stats["status"] != 0).sum())})
             if "hc" in times and variant != "hc":
-                rows[-1]["hc_over_this"] = times["hc"] / times[variant]
-                paired = [a / b for a, b in zip(runs["hc"], runs[variant])]  # the same round's
-                rows[-1]["hc_over_this_range"] = [round(min(paired), 3), round(max(paired), 3)]
+                rows[-1]["hc_over_this"] = times["hc"][0] / times[variant][0]
+                rows[-1]["hc_over_this_range"] = paired_range(runs["hc"], runs[variant])  # the same round's
             print(rows[-1], flush=True)
         write_result(SPEED[pde]["result"] + ("_small" if small else ""),
                      title=f"Hard-constraint layer step, PI-HC vs PI-HC-MoE, {pde} "

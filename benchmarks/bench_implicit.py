@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import sync, time_call, write_result  # noqa: E402
+from benchmarks.common import median_range, round_robin, sync, time_call, write_result  # noqa: E402
 from solvers.implicit import Implicit, Unrolled, fixed_point  # noqa: E402
 from solvers.linear import GMRES  # noqa: E402
 from solvers.nonlinear import FixedPointIteration, LevenbergMarquardt  # noqa: E402
@@ -53,21 +53,28 @@ def saved_for_backward_bytes(fn):
     return sum(seen.values())
 
 
-def backward_time(fwd, params, device, repeat):
-    """Median wall time (s) of the backward alone: each call's forward is built just before it, untimed."""
-    times = []
+def fwd_bwd_times(fwd, params, device, repeat):
+    """Median wall times (s) of the forward and of the backward alone: each repeat times a forward, then the
+    backward on that same output (the loss built from it untimed)."""
+    f_times, b_times = [], []
     for _ in range(repeat):
-        loss = fwd().square().sum()
+        sync(device)
+        start = time.perf_counter()
+        out = fwd()
+        sync(device)
+        f_times.append(time.perf_counter() - start)
+        loss = out.square().sum()
         sync(device)
         start = time.perf_counter()
         torch.autograd.grad(loss, params)
         sync(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        b_times.append(time.perf_counter() - start)
+        del out, loss
+    return sorted(f_times)[repeat // 2], sorted(b_times)[repeat // 2]
 
 
 def fixed_point_rows(device, batch, width, iters, repeat, rounds=3):
-    """Forward and backward timed apart (the backward on a forward built just before it), every (K, mode)
+    """Forward and backward timed apart (the backward on the output of the forward just timed), every (K, mode)
     once per round, round-robin against drift; the median over rounds, with the range."""
     g = torch.Generator(device="cpu").manual_seed(0)
     W = (torch.randn(width, width, generator=g) * 0.9 / width ** 0.5).to(device).requires_grad_()
@@ -86,19 +93,16 @@ def fixed_point_rows(device, batch, width, iters, repeat, rounds=3):
                               ("unrolled", Unrolled(on_failure="warn"))):
             z0 = torch.zeros(batch, width, device=device)
             fwds[K, mode] = forward(z0, solver, adjoint)
-    f_times, b_times = {k: [] for k in fwds}, {k: [] for k in fwds}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # MAX_STEPS is intended here
         for fwd in fwds.values():  # warm-up
-            backward_time(fwd, (W, U, b), device, 1)
-        for _ in range(rounds):
-            for k, fwd in fwds.items():
-                f_times[k].append(time_call(fwd, device=device, warmup=0, repeat=repeat))
-                b_times[k].append(backward_time(fwd, (W, U, b), device, repeat))
+            fwd_bwd_times(fwd, (W, U, b), device, 1)
+        runs = round_robin({k: (lambda fwd=fwd: fwd_bwd_times(fwd, (W, U, b), device, repeat))
+                            for k, fwd in fwds.items()}, rounds)
     rows = []
-    span = lambda t: [round(1e3 * min(t), 3), round(1e3 * max(t), 3)]  # noqa: E731
     for (K, mode), fwd in fwds.items():
-        t_f, t_b = (sorted(t)[len(t) // 2] for t in (f_times[K, mode], b_times[K, mode]))
+        forward_ms, forward_range = median_range([1e3 * t_f for t_f, _ in runs[K, mode]])
+        backward_ms, backward_range = median_range([1e3 * t_b for _, t_b in runs[K, mode]])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             saved = saved_for_backward_bytes(fwd) / 2 ** 20
@@ -111,8 +115,9 @@ def fixed_point_rows(device, batch, width, iters, repeat, rounds=3):
                 sync(device)
                 peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
         rows.append({"part": "fixed_point", "mode": mode, "iterations": K, "batch": batch, "width": width,
-                     "forward_ms": 1e3 * t_f, "backward_ms": 1e3 * t_b, "backward_over_forward": t_b / t_f,
-                     "forward_ms_range": span(f_times[K, mode]), "backward_ms_range": span(b_times[K, mode]),
+                     "forward_ms": forward_ms, "backward_ms": backward_ms,
+                     "backward_over_forward": backward_ms / forward_ms,
+                     "forward_ms_range": forward_range, "backward_ms_range": backward_range,
                      "rounds": rounds, "saved_for_backward_MiB": saved, "peak_mem_MiB": peak})
         print(rows[-1], flush=True)
     return rows
@@ -182,8 +187,8 @@ def main(argv=None) -> None:
                             rows=rows, device=device, merge_key=merge_key,
                             notes=f"{'--small (CPU sizes); ' if args.small else ''}{mem_note}. Fixed point: forced to "
                                   f"exactly K iterations; implicit backward = GMRES(rtol 1e-6, restart 30); "
-                                  f"forward and backward timed apart (the backward on a forward built just before "
-                                  f"it), all (K, mode) round-robin, median over rounds (range: min, max). "
+                                  f"forward and backward timed apart (the backward on the output of the forward just "
+                                  f"timed), all (K, mode) round-robin, median over rounds (range: min, max). "
                                   f"LM: float64, rtol=atol=1e-4, max_steps 50, residual [u + 0.3u^3 - y; 1e-2 w].")
 
     if args.small:

@@ -48,7 +48,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (SessionTimeShort, add_dry_run, cuda_graph, dry_run_done,  # noqa: E402
-                               minutes_left_in_session, previous_row, session_budget, sync, write_result)
+                               minutes_left_in_session, paired_range, previous_row, round_robin, session_budget, sync,
+                               write_result)
 from sciml.utils import compile_jet_loss  # noqa: E402
 
 DDE_BURGERS = r"""
@@ -549,9 +550,27 @@ def main(argv=None):
             measures[label] = partial(sciml_ms_per_step, n_steps, warm, device, mode, **kw)
         # every row, DeepXDE's included, once per round, round-robin: each speed-up is over DeepXDE runs
         # interleaved with its own, and a change in machine load shows up as spread
-        runs, dde_devices, failed = {k: [] for k in measures}, set(), {}
+        dde_devices, failed = set(), {}
 
-        def speed_rows():
+        def guarded(label, measure):
+            """`measure`'s ms per step; None once it has failed (recorded in `failed`, skipped from then on)."""
+            def run():
+                if label in failed:
+                    return None
+                try:
+                    v = measure()
+                except Exception as err:  # noqa: BLE001 - record why a lever failed, keep the other rows
+                    if label == dde_label:
+                        raise
+                    failed[label] = f"{type(err).__name__}: {err}"[:300]
+                    return None
+                if label == dde_label:
+                    dde_devices.add(str(v.get("device", "?")))
+                    v = v["ms_per_step"]
+                return v
+            return run
+
+        def speed_rows(runs):
             dde_ms = statistics.fmean(runs[dde_label])
             out = [{"benchmark": bench, "library": dde_label, "ms_per_step": dde_ms,
                     "ms_runs": [round(v, 3) for v in runs[dde_label]], "speedup_vs_deepxde": 1.0,
@@ -560,30 +579,18 @@ def main(argv=None):
                 if label in failed:
                     out.append({"benchmark": bench, "library": label, "error": failed[label]})
                 elif label != dde_label and v:
-                    paired = [d / x for d, x in zip(runs[dde_label], v)]  # DeepXDE's run of the same round over ours
                     out.append({"benchmark": bench, "library": label, "ms_per_step": statistics.fmean(v),
                                 "ms_runs": [round(x, 3) for x in v], "speedup_vs_deepxde": dde_ms / statistics.fmean(v),
-                                "speedup_range": [round(min(paired), 3), round(max(paired), 3)]})
+                                # DeepXDE's run of the same round over ours
+                                "speedup_range": paired_range(runs[dde_label], v)})
             return out
 
-        for _ in range(args.speed_rounds):
-            for label in measures:
-                if label in failed:
-                    continue
-                try:
-                    v = measures[label]()
-                except Exception as err:  # noqa: BLE001 - record why a lever failed, keep the other rows
-                    if label == dde_label:
-                        raise
-                    failed[label] = f"{type(err).__name__}: {err}"[:300]
-                    continue
-                if label == dde_label:
-                    dde_devices.add(str(v.get("device", "?")))
-                    v = v["ms_per_step"]
-                runs[label].append(v)
-            rows[:] = [r for r in rows if r["benchmark"] != bench] + speed_rows()  # after every round
+        def after_round(runs):  # after every round: a command stopped by its time limit keeps the finished ones
+            rows[:] = [r for r in rows if r["benchmark"] != bench] + speed_rows(runs)
             print(json.dumps(rows[-len(measures):]), flush=True)
             save()
+
+        round_robin({label: guarded(label, m) for label, m in measures.items()}, args.speed_rounds, after_round)
 
     if "lbfgs" in parts:
         # torch's two-loop recursion against sciml's compact form: the same iterates, one closure each

@@ -12,15 +12,17 @@ test relative L2, the ratio to fp32, and seconds per epoch. Results: results/pre
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import add_dry_run, dry_run_done, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, dry_run_done, paired_range, round_robin, write_result  # noqa: E402
 
 
 def train_policy(precision: str, *, epochs: int, small: bool, out: str, tag: str = "") -> dict:
@@ -53,13 +55,15 @@ def main(argv=None):
     cuda = torch.cuda.is_available() and not args.small
     policies = ["fp32", "tf32", "bf16"] if cuda else ["fp32", "bf16"]  # TF32 is a CUDA matmul mode
     epochs = args.epochs or (3 if args.small else 100)
-    runs = {p: [] for p in policies}
-    # round-robin over the policies, --rounds rounds: a change in machine load reaches every policy alike
-    # instead of one policy's only run
-    for i in range(args.rounds):
-        for p in policies:
-            runs[p].append(train_policy(p, epochs=epochs, small=args.small, out=args.out, tag=f"_round{i}"))
-            print(runs[p][-1], flush=True)
+    round_of = {p: itertools.count() for p in policies}
+
+    def train(p):
+        run = train_policy(p, epochs=epochs, small=args.small, out=args.out, tag=f"_round{next(round_of[p])}")
+        print(run, flush=True)
+        return run
+
+    def write(runs):  # after every round: a command stopped by its time limit keeps the finished ones
+        nonlocal path
         rows = []
         for p in policies:
             per_epoch = sorted(r["s_per_epoch"] for r in runs[p])
@@ -71,10 +75,9 @@ def main(argv=None):
         for r in rows:  # against fp32, the first policy
             r["vs_fp32"] = r["rel_l2"] / rows[0]["rel_l2"]
             r["speed_vs_fp32"] = rows[0]["s_per_epoch"] / r["s_per_epoch"]
-        for r, p in zip(rows, policies):
-            paired = [f["s_per_epoch"] / x["s_per_epoch"] for f, x in zip(runs[policies[0]], runs[p])]  # one round's
-            r["speed_vs_fp32_range"] = [round(min(paired), 3), round(max(paired), 3)]
-        # after every round: a command stopped by its time limit keeps the finished ones
+        for r, p in zip(rows, policies):  # fp32's s/epoch over this one's, in the same round
+            r["speed_vs_fp32_range"] = paired_range([f["s_per_epoch"] for f in runs[policies[0]]],
+                                                    [x["s_per_epoch"] for x in runs[p]])
         path = write_result("precision_small" if args.small else "precision",
                             title="Precision policies: FNO on Darcy, same seed, same epochs", rows=rows,
                             notes=f"configs/darcy/fno.yaml, {epochs} epochs per policy (step schedule scaled to "
@@ -82,6 +85,11 @@ def main(argv=None):
                                   "rounds as given; rel_l2 and s_per_epoch the medians over them, *_range min and max "
                                   "(speed_vs_fp32_range: fp32's s/epoch over this one's in the same round)."
                                   + (" CPU smoke run on the tiny preset." if args.small else ""))
+
+    # round-robin over the policies, --rounds rounds: a change in machine load reaches every policy alike
+    # instead of one policy's only run
+    path = None
+    round_robin({p: partial(train, p) for p in policies}, args.rounds, after_round=write)
     print("wrote", path)
 
 

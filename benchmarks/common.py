@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 
@@ -109,6 +109,37 @@ def time_call(fn: Callable[[], Any], *, device=None, warmup: int = 3, repeat: in
         times.append(time.perf_counter() - start)
     times.sort()
     return times[len(times) // 2]
+
+
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+def round_robin(measures: Mapping[K, Callable[[], T]], rounds: int,
+                after_round: Callable[[dict[K, list[T]]], Any] | None = None) -> dict[K, list[T]]:
+    """Each measure once per round, in order: a change in machine load reaches all alike (instead of one
+    measure's every repeat). Returns each one's results, a round each; `after_round(runs)`, when given, runs
+    after every round with the results so far (so a run stopped by a time limit can keep the finished rounds)."""
+    runs: dict[K, list[T]] = {k: [] for k in measures}
+    for _ in range(rounds):
+        for k, measure in measures.items():
+            runs[k].append(measure())
+        if after_round is not None:
+            after_round(runs)
+    return runs
+
+
+def median_range(xs, ndigits: int = 3) -> tuple[float, list[float]]:
+    """The upper median of `xs` (``sorted(xs)[len(xs) // 2]``, unrounded) and their [min, max], rounded to
+    `ndigits`."""
+    xs = sorted(xs)
+    return xs[len(xs) // 2], [round(xs[0], ndigits), round(xs[-1], ndigits)]
+
+
+def paired_range(num, den, ndigits: int = 3) -> list[float]:
+    """[min, max] of ``num[i] / den[i]`` (the same round's pair), rounded to `ndigits`."""
+    ratios = [a / b for a, b in zip(num, den)]
+    return [round(min(ratios), ndigits), round(max(ratios), ndigits)]
 
 
 THREADS = re.compile(r", (\d+) threads")

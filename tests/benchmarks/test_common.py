@@ -149,3 +149,16 @@ def test_fno_profiles_of_several_runs_share_one_file(tmp_path, monkeypatch):
     text = (tmp_path / "fno_profiles.txt").read_text()
     assert [line for line in text.splitlines() if line.startswith("#### ")] == \
         ["#### darcy_85", "#### ns2d_64", "#### burgers_1024"]
+
+
+def test_round_robin_runs_each_measure_once_a_round_in_order_and_reports_after_each():
+    order, seen = [], []
+    measures = {k: (lambda k=k: order.append(k) or len(order)) for k in ("a", "b")}
+    runs = common.round_robin(measures, 3, after_round=lambda r: seen.append({k: list(v) for k, v in r.items()}))
+    assert order == ["a", "b"] * 3 and runs == {"a": [1, 3, 5], "b": [2, 4, 6]}
+    assert seen[0] == {"a": [1], "b": [2]} and seen[-1] == runs
+
+
+def test_median_range_is_the_upper_median_with_the_rounded_min_and_max():
+    assert common.median_range([3.0, 1.00004, 2.0, 4.12345]) == (3.0, [1.0, 4.123])
+    assert common.paired_range([2.0, 3.0], [1.0, 4.0]) == [0.75, 2.0]
