@@ -2,7 +2,6 @@
 each row records the spread of its time and of its ratio to hc."""
 
 import json
-import types
 
 import pytest
 import torch
