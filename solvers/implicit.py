@@ -125,13 +125,15 @@ class Implicit:
     def solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor) -> Solution:
         return self._solve(matvec, b)[0]
 
-    def _solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor) -> tuple[Solution, str, bool]:
+    def _solve(self, matvec: Callable[[Tensor], Tensor], b: Tensor,
+               At: Optional[Tensor] = None) -> tuple[Solution, str, bool]:
         """The Solution, the solver's own advice for a failure beyond its per-status summary, and whether
         the solver stops short by design (its SUCCESS says nothing of the residual). No host read here:
-        the caller reads the status once."""
+        the caller reads the status once. At: matvec's matrix where the caller has it already."""
         bs = self.backward_solve
         if isinstance(bs, str) and bs in _DENSE:
-            At = _materialize(matvec, b, vmap=self.materialize == "vmap")
+            if At is None:
+                At = _materialize(matvec, b, vmap=self.materialize == "vmap")
             if bs == "cholesky":
                 _check_symmetric(At)
             return Dense(bs)(At, b, throw=False), "", False
@@ -356,11 +358,12 @@ def _report(on_failure: str, message: str, sol: Optional[Solution]) -> None:
 class _Spec:
     """Everything the backward needs that is not a tensor."""
 
-    def __init__(self, F, adjoint: Implicit, batched: bool, x_shape, matvec_factory=None):
+    def __init__(self, F, adjoint: Implicit, batched: bool, x_shape, matvec_factory=None, matrix_factory=None):
         self.F, self.adjoint, self.batched, self.x_shape = F, adjoint, batched, x_shape
         self.B = x_shape[0] if batched else 1
         self.n = math.prod(x_shape) // self.B if self.B else 0
         self.matvec_factory = matvec_factory
+        self.matrix_factory = matrix_factory  # (x, params) -> (B, n, n) (dF/dx)^T, for first-order backwards
 
 
 def _transposed_jacobian(spec: _Spec, x: Tensor, params: list) -> Callable[[Tensor], Tensor]:
@@ -416,10 +419,15 @@ class _ImplicitRoot(torch.autograd.Function):
         B, n = spec.B, spec.n
         x0 = x.detach()
         p0 = [p.detach() if isinstance(p, Tensor) else p for p in params]
-        matvec_x = _transposed_jacobian(spec, x0, p0)  # the solve itself never needs a graph
-        matvec = lambda u: matvec_x(u).reshape(B, n)
+        At = None
+        if spec.matrix_factory is not None and not higher:  # the caller forms (dF/dx)^T faster than n VJPs
+            At = spec.matrix_factory(x0, p0).detach()
+            matvec = lambda u: (At @ u.reshape(B, n, 1))[..., 0]
+        else:
+            matvec_x = _transposed_jacobian(spec, x0, p0)  # the solve itself never needs a graph
+            matvec = lambda u: matvec_x(u).reshape(B, n)
         b = -v.detach().reshape(B, n).to(x.dtype)
-        sol, said, truncated = spec.adjoint._solve(matvec, b)
+        sol, said, truncated = spec.adjoint._solve(matvec, b, At)
         spec.adjoint.last_backward = sol
         failed = sol.status != Status.SUCCESS
         if bool(failed.any()):
@@ -492,7 +500,7 @@ def _check_forward(sol: Optional[Solution], on_failure: str, name: str) -> None:
 
 
 def _wrap(F: Callable, adjoint: Adjoint, batched: bool, name: str, T: Optional[Callable] = None,
-          matvec_factory=None) -> Callable:
+          matvec_factory=None, matrix_factory=None) -> Callable:
     if not isinstance(adjoint, (Implicit, Unrolled, Phantom)):
         raise TypeError(f"{name}: adjoint must be Implicit(), Unrolled(), Phantom() or OneStep(), got {adjoint!r}")
     if isinstance(adjoint, Phantom) and T is None:
@@ -534,7 +542,7 @@ def _wrap(F: Callable, adjoint: Adjoint, batched: bool, name: str, T: Optional[C
                                          f"of them in params, not inside a dict or list (for a module use "
                                          f"torch.func.functional_call); one F never reads (a kept loss, say) must "
                                          f"be out of its reach or detached: the check cannot tell")
-                spec = _Spec(F, adjoint, batched, tuple(value.shape), matvec_factory)
+                spec = _Spec(F, adjoint, batched, tuple(value.shape), matvec_factory, matrix_factory)
                 out = _ImplicitRoot.apply(value, spec, *params)
             return Solution(out, sol.status, sol.stats) if sol is not None else out
 
@@ -575,16 +583,23 @@ def _ls_gradient(residual: Callable) -> Callable:
 
 
 def custom_least_squares(residual: Callable, *, adjoint: Optional[Adjoint] = None, backward_solve: Any = None,
-                         batched: bool = True) -> Callable:
+                         batched: bool = True, hessian_matrix: Optional[Callable] = None) -> Callable:
     """Decorator for x* = argmin 1/2 ||r(x, *params)||^2: the root rule on F = J^T r.
 
     The adjoint system matrix is the full Hessian J^T J + sum_i r_i d2 r_i (applied by HVPs);
     ``Implicit(hessian="gauss-newton")`` uses J^T J only (biased when r(x*) != 0).  The default
     backward_solve here is "lu" (dense n x n, as optimistix); pass "cg" for large n at a minimum.
+    hessian_matrix: optional ``(x, *params) -> (batch, n, n)``, that full Hessian at x, for a caller
+    who forms it faster than n HVPs (a pointwise residual can); batched only, used by first-order
+    backwards with the full Hessian (a backward that builds a graph and Gauss-Newton keep the HVPs).
     """
     adj = _adjoint(adjoint, backward_solve if (backward_solve is not None or adjoint is not None) else "lu")
     F = _ls_gradient(residual)
-    factory = None
+    factory = matrix = None
+    if hessian_matrix is not None and not batched:
+        raise ValueError("custom_least_squares: hessian_matrix needs batched=True (a (batch, n, n) matrix)")
+    if hessian_matrix is not None and isinstance(adj, Implicit) and adj.hessian == "full":
+        matrix = lambda x, params: hessian_matrix(x, *params)  # symmetric: its own transpose
     if isinstance(adj, Implicit) and adj.hessian == "gauss-newton":
         def gauss_newton(x, params):
             f = lambda x_: residual(x_, *params)
@@ -592,7 +607,7 @@ def custom_least_squares(residual: Callable, *, adjoint: Optional[Adjoint] = Non
             # u arrives flat, (batch, n) or (1, n); the JVP needs it in x's shape, as the default path has it
             return lambda u: vjp(torch.func.jvp(f, (x,), (u.reshape(x.shape),))[1])[0]  # J^T (J u)
         factory = gauss_newton
-    return _wrap(F, adj, batched, "custom_least_squares", matvec_factory=factory)
+    return _wrap(F, adj, batched, "custom_least_squares", matvec_factory=factory, matrix_factory=matrix)
 
 
 def _adjoint(adjoint: Optional[Adjoint], backward_solve: Any) -> Adjoint:

@@ -156,8 +156,9 @@ class HardConstraint(nn.Module):
         on_failure: what a sample whose solve did not converge does: "record" (default: counted
             in `last_stats`, training goes on, as the paper's code does), "warn" or "raise".
         jacobian: "pointwise" (default: J = sum_q diag(dR/df_q) B_q, all partials dR/df_q from one
-            reverse pass per residual term) or "autodiff" (one JVP per coefficient; for residuals
-            that are not pointwise).
+            reverse pass per residual term; the implicit backward's Hessian likewise from Q + 1 passes
+            over the Q fields the rows read) or "autodiff" (one JVP per coefficient in the solve, one
+            HVP per coefficient in the backward; for residuals that are not pointwise).
         initial: output name -> data field holding its value on the first node of `initial_axis`, to hold
             there by construction (the paper's code's ``ic_mollifier``): that output is
             ``u = u0 + m(t) sum_i w_i b_i`` with ``m(t) = (t - t_0) / (t_last - t_0)``, so u = u0 exactly on
@@ -451,7 +452,8 @@ class HardConstraint(nn.Module):
             status["sol"] = solver(rows, x0, *params, throw=False)
             return status["sol"].value
 
-        w = custom_least_squares(rows, adjoint=self.adjoint)(solve)(w0, *tensors)
+        hessian = functools.partial(self._hessian, plan) if self.jacobian == "pointwise" else None
+        w = custom_least_squares(rows, adjoint=self.adjoint, hessian_matrix=hessian)(solve)(w0, *tensors)
         self._report(status["sol"])
         if not layout["determined_checked"] and not tracing():  # once per layout: one host read, off the per-step path
             layout["determined_checked"] = True
@@ -600,6 +602,30 @@ class HardConstraint(nn.Module):
         rows_out.append(self.ridge * w)
         jac_out.append(self.ridge * torch.eye(w.shape[1], dtype=w.dtype, device=w.device).expand(w.shape[0], -1, -1))
         return torch.cat(rows_out, dim=1), torch.cat(jac_out, dim=1)
+
+    def _hessian(self, plan, w: Tensor, *tensors: Tensor) -> Tensor:
+        """The Hessian of 1/2 ||rows(w)||^2, (S, N, N), for the implicit backward. Pointwise rows of fields
+        f_q = B_q w have, per node, a Q x Q Hessian h in the fields, so H = sum_{q,q'} B_q^T diag(h_qq') B_q'
+        (J^T J and the rows' curvature both): Q + 1 reverse passes per block instead of one HVP per coefficient."""
+        S, N = w.shape
+        H = (self.ridge ** 2) * torch.eye(N, dtype=w.dtype, device=w.device).expand(S, N, N)
+        pos = 0
+        for blk, (coords, valid) in zip(self._probe(), plan):
+            start = pos
+            model, given, pos = self._fields(blk, w, tensors, pos)
+            with torch.enable_grad():
+                fields = [v.detach().requires_grad_() for v in model.values()]
+                rows = self._rows(blk, coords, valid, dict(zip(model, fields)), given)
+                grads = torch.autograd.grad(0.5 * rows.square().sum(), fields, create_graph=True, allow_unused=True)
+                for q, g in enumerate(grads):
+                    if g is None or not g.requires_grad:  # unused, or linear in the fields: no curvature through it
+                        continue
+                    h = torch.autograd.grad(g.sum(), fields, retain_graph=True, allow_unused=True)  # row q: (S, m) each
+                    mixed = sum(d[..., None] * tensors[start + p] for p, d in enumerate(h) if d is not None)
+                    if isinstance(mixed, Tensor):  # sum_p diag(h_qp) B_p, then B_q^T of it
+                        H = H + tensors[start + q].mT @ mixed.detach()
+        return H
+        return H
 
     def _report(self, sol) -> None:
         self.last_stats = {"status": sol.status.detach(), "num_steps": sol.stats["num_steps"].detach(),

@@ -205,6 +205,43 @@ def test_least_squares_zero_residual_gauss_newton_exact():
     assert rel(out["gauss-newton"], out["full"]) < 1e-8
 
 
+def test_least_squares_hessian_matrix_replaces_the_hvps_for_first_order_gradients():
+    """A caller's formed Hessian (here autograd's, per sample) gives the same gradients as the n HVPs, is
+    used for a first-order backward with the full Hessian, and left out for second order and Gauss-Newton."""
+    basis, y = ls_problem()
+    calls = []
+
+    def hessian(w, basis, y):
+        calls.append(w.shape)
+        loss = lambda w_, b_, y_: 0.5 * ls_residual(w_[None], b_[None], y_[None]).square().sum()
+        return torch.func.vmap(torch.func.hessian(loss))(w, basis, y)
+
+    def value(adjoint, matrix, basis, y, **kw):
+        solve = lambda w0, *p: TIGHT_LM(ls_residual, w0, *p)
+        w = custom_least_squares(ls_residual, adjoint=adjoint, hessian_matrix=matrix, **kw)(solve)(
+            torch.zeros(basis.shape[0], basis.shape[2], dtype=DT), basis, y).value
+        return ((basis @ w[..., None])[..., 0] ** 2).sum()
+
+    params = [basis.clone().requires_grad_(), y.clone().requires_grad_()]
+    for bs in ("lu", "gmres"):
+        calls.clear()
+        formed = torch.autograd.grad(value(Implicit(bs), hessian, *params), params)
+        assert len(calls) == 1, bs
+        generic = torch.autograd.grad(value(Implicit(bs), None, *params), params)
+        assert all(rel(a, b) < 1e-10 for a, b in zip(formed, generic)), bs
+    calls.clear()  # a backward building a graph differentiates the HVPs; the first-order solves inside may use it
+    (g,) = torch.autograd.grad(value(Implicit("lu"), hessian, *params), params[1], create_graph=True)
+    assert not calls
+    (gg,) = torch.autograd.grad(g.square().sum(), params[1])
+    (g0,) = torch.autograd.grad(value(Implicit("lu"), None, *params), params[1], create_graph=True)
+    assert rel(gg, torch.autograd.grad(g0.square().sum(), params[1])[0]) < 1e-10
+    calls.clear()
+    torch.autograd.grad(value(Implicit("lu", hessian="gauss-newton"), hessian, *params), params)
+    assert not calls
+    with pytest.raises(ValueError, match="batched=True"):
+        custom_least_squares(ls_residual, hessian_matrix=hessian, batched=False)
+
+
 def test_gradcheck_least_squares():
     basis, y = ls_problem(B=2, m=6, N=2)
     f = lambda basis, y: least_squares(ls_residual, torch.zeros(2, 2, dtype=DT), basis, y, solver=TIGHT_LM,

@@ -197,6 +197,57 @@ def test_pointwise_jacobian_equals_the_autodiff_one():
     assert torch.allclose(rows, rows_of(w, *captured["tensors"]), rtol=1e-14, atol=0)
 
 
+@pytest.mark.parametrize("initial_exact", [False, True])
+def test_pointwise_hessian_equals_the_autodiff_one(initial_exact):
+    """The implicit backward's matrix, formed from the rows' per-node curvature in the fields, against
+    autograd's Hessian of 1/2 ||rows||^2: coupled nonlinear terms in two outputs, a condition, data, experts."""
+    B, N = 2, 5
+    g = torch.Generator().manual_seed(5)
+    basis = torch.stack([smooth_basis(B, N, seed=6), smooth_basis(B, N, seed=7)], dim=2)
+    layer = HardConstraint(lambda d, p: [d.u_t + d.u * d.v_x - p.nu * d.u_xx, d.v ** 3 - d.u_t * d.v + d.f,
+                                         torch.sin(d.u * d.v_x) * d.x],
+                           coords=("x", "t"), spacing=H, periodic=("x",), params={"nu": 0.05}, outputs=("u", "v"),
+                           data_fields=("f", "u0"), experts=(2, 1), points=20, ridge=1e-2,
+                           initial={"u": "u0"} if initial_exact else None,
+                           conditions=[GridCondition(lambda d: d.v * d.v_x - d.f, at={"x": -1})])
+    captured = {}
+    original = layer._hessian
+
+    def spy(plan, w, *tensors):
+        captured.update(plan=plan, tensors=tensors)
+        return original(plan, w, *tensors)
+
+    layer._hessian = spy
+    f, u0 = torch.randn(B, NX, NT, generator=g, dtype=DT), initial(B)
+    layer(basis.requires_grad_(), {"f": f, "u0": u0}).sum().backward()
+    assert captured, "the first-order backward did not use the pointwise Hessian"
+    w = torch.randn(B * 2, N, generator=g, dtype=DT)
+    loss = lambda w_: 0.5 * layer._residual_rows(captured["plan"], w_, *captured["tensors"]).square().sum()
+    full = torch.autograd.functional.hessian(loss, w)  # (S, N, S, N): samples are independent
+    expected = torch.stack([full[s, :, s] for s in range(w.shape[0])])
+    H_ = original(captured["plan"], w, *captured["tensors"])
+    assert torch.allclose(H_, expected, rtol=1e-12, atol=1e-12 * expected.abs().max())
+    assert expected.abs().max() > 10 * (layer.ridge ** 2)  # the rows, not the ridge, make the matrix
+
+
+def test_backward_through_the_pointwise_hessian_equals_the_generic_one():
+    """The layer's gradient with its formed Hessian equals the one by n Hessian-vector products ("autodiff")."""
+    g = torch.Generator().manual_seed(8)
+    make = lambda jac: HardConstraint(lambda d, p: d.u_t + d.u * d.u_x - 0.01 * d.u_xx, coords=("x", "t"), spacing=H,
+                                      periodic=("x",), experts=(2, 1), overlap=(2, 0), ridge=1e-2, data_fields=("u0",),
+                                      conditions=[GridCondition(lambda d: d.u - d.u0, at={"t": 0})], jacobian=jac,
+                                      on_failure="raise", **TIGHT)
+    basis, u0 = smooth_basis(2, 4, seed=4), initial(2)
+    weights = torch.randn(2, NX, NT, generator=g, dtype=DT)
+    grads = {}
+    for jac in ("pointwise", "autodiff"):
+        b, v = basis.clone().requires_grad_(), u0.clone().requires_grad_()
+        (make(jac)(b, {"u0": v}) * weights).sum().backward()
+        grads[jac] = (b.grad, v.grad)
+    for new, old in zip(grads["pointwise"], grads["autodiff"]):
+        assert torch.allclose(new, old, rtol=0, atol=1e-10 * old.abs().max())
+
+
 @pytest.mark.parametrize("overlap", [0, 2])
 def test_gradients_through_the_solve_match_finite_differences(overlap, check_layer_gradients):
     """Implicit differentiation of the whole layer: viscous Burgers residual, two experts (disjoint or
