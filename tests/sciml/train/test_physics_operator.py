@@ -349,10 +349,13 @@ def test_diffusion_sorption_is_learnt_from_the_pde_alone_with_its_boundary_condi
     """configs/diffusion_sorption/pi_hc.yaml (4 experts along x) at a CPU size: the recipe's tiny preset
     (64 cells x 11 times, t = 0 saved, so nothing is put in front), 24 trajectories, 160 steps (13 s) per
     seed. PDEBench's constants reach the problem from the file. One run's error spreads by +-0.1 over
-    seeds at this size, so the claims are judged on the median of three: physics loss from epoch 10 to
-    40 x 0.63 / 0.86 / 0.56, test rel. L2 0.424 / 0.254 / 0.303 (seeds 0-2; 0.303 / 0.248 / 0.560 for
-    3-5) against persistence's 0.847 (2026-11-26, CPU, 2 threads, compact u_xx stencil; with the wide
-    one x 0.66 / 0.69 / 0.60 and 0.366 / 0.240 / 0.354, seeds 3-5 0.363 / 0.303 / 0.470)."""
+    seeds at this size, so the claims are judged on the median of three: test rel. L2 0.424 / 0.254 /
+    0.303 (seeds 0-2; 0.303 / 0.248 / 0.560 for 3-5) against persistence's 0.847 (2026-11-26, CPU, 2
+    threads, compact u_xx stencil; with the wide one 0.366 / 0.240 / 0.354, seeds 3-5 0.363 / 0.303 /
+    0.470). The physics loss is judged from the first record (epoch 5) to the last: x 0.37 to 0.55 over
+    seeds 0-5 (2026-11-27, 1 thread). From epoch 10 it fell x 0.50 to 0.89 (median 0.64 over 14 seeds),
+    so a bar of 0.7 there sat at the median of one epoch's noisy mean: a change of rounding (threads,
+    summation order) flipped it."""
     from sciml.config import load_yaml
 
     raw = load_yaml(DS_CONFIG)
@@ -361,7 +364,7 @@ def test_diffusion_sorption_is_learnt_from_the_pde_alone_with_its_boundary_condi
     raw["model"].update({"modes": [8, 6], "width": 12})
     raw["physics"].update({"n_basis": 8, "points": 100})
     raw["schedule"] = {"name": "none"}
-    raw["training"].update({"epochs": 40, "batch_size": 4, "eval_every": 10, "checkpoint_every": 10,
+    raw["training"].update({"epochs": 40, "batch_size": 4, "eval_every": 5, "checkpoint_every": 10,
                             "progress": False, "plot": False})
     raw["output"] = {"root": str(tmp_path / "runs")}
     errors, loss_ratios = [], []
@@ -370,7 +373,7 @@ def test_diffusion_sorption_is_learnt_from_the_pde_alone_with_its_boundary_condi
         evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
         loss_ratios.append(evals[-1]["train_loss"] / evals[0]["train_loss"])
         errors.append(final["test_rel_l2"])
-    assert sorted(loss_ratios)[1] < 0.7, loss_ratios
+    assert sorted(loss_ratios)[1] < 0.6, loss_ratios
     trainer = Trainer(validate(OperatorConfig, raw), run)
     assert trainer.model.problem.params == {"D": 5e-4, "porosity": 0.29, "rho_s": 2880.0, "k_f": 3.5e-4, "n_f": 0.874,
                                             "resolution": 64}  # the solver's cells: where its ghost values sit
