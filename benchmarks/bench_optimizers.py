@@ -361,7 +361,8 @@ def _spikes(losses: Tensor) -> Tensor:
     lg = torch.log10(losses.clamp_min(1e-300))
     count = torch.zeros(losses.shape[1], dtype=torch.long)
     for k in range(10, lg.shape[0]):
-        med = lg[max(0, k - 50):k].median(dim=0).values
+        # the true median: Tensor.median takes the lower of the two middle values of an even window
+        med = lg[max(0, k - 50):k].quantile(0.5, dim=0)
         count += (lg[k] > med + 1).long()
     return count
 
@@ -552,7 +553,9 @@ def summarise(task: str, optimizer: str, runs: list[dict]) -> list[dict]:
     rows = []
     for lr in sorted({r["lr"] for r in runs}):
         rs = [r for r in runs if r["lr"] == lr]
-        errs = [r["rel_l2"] for r in rs if math.isfinite(r["rel_l2"])]  # divergences are counted apart
+        # a run that lost finiteness has no error to rank (NaN): it shows only in 'diverged'; a finite run counted
+        # diverged (final loss above its initial one) stays in the median, as the docstring says
+        errs = [r["rel_l2"] for r in rs if math.isfinite(r["rel_l2"])]
         rows.append({
             "task": task, "optimizer": optimizer, "lr": lr, "seeds": len(rs),
             "rel_l2_median": statistics.median(errs) if errs else float("nan"),

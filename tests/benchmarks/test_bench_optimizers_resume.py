@@ -255,3 +255,10 @@ def test_a_gravity_member_runs_the_same_alone_and_in_any_ensemble(monkeypatch):
         other = member(lrs, seeds)
         assert other["loss"] == pytest.approx(alone["loss"], rel=1e-4)
         assert other["rel_l2"] == pytest.approx(alone["rel_l2"], rel=1e-4)
+
+
+def test_a_spike_is_measured_against_the_true_median_of_an_even_window():
+    # ten earlier points, five at log10 L = 0 and five at 2: the median is 1 (Tensor.median said 0), so 1.5 is no spike
+    lg = torch.tensor([0.0, 2.0] * 5 + [1.5], dtype=torch.float64)
+    assert bench._spikes((10 ** lg)[:, None]).tolist() == [0]
+    assert bench._spikes((10 ** torch.cat([lg[:-1], lg.new_tensor([2.5])]))[:, None]).tolist() == [1]
