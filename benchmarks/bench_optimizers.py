@@ -22,7 +22,9 @@ final test error above the initial one), spike count (log10 loss more than 1 abo
 previous 50 steps, counted from step 10 on so that a median exists; over the points a run moves
 through: each first-order step, L-BFGS's accepted points, not its line-search trials), wall time.
 Reported per (task, optimizer, lr): median, min, max and IQR over the seeds that stayed finite, and
-the number diverged. An optimizer's best LR (log, plot) is the one with the fewest diverged
+the number diverged. A run whose loss or weights turn non-finite stops before its next phase (diverged);
+a pair that raises even eagerly is recorded with its ``error`` and every seed diverged, and the grid goes on.
+An optimizer's best LR (log, plot) is the one with the fewest diverged
 seeds, then the lowest median (`best_row`); it is chosen on the reported metric itself (test / reference
 rel. L2; there is no validation split), as optimizer benchmarks commonly do, so it is slightly optimistic.
 
@@ -367,6 +369,11 @@ def _spikes(losses: Tensor) -> Tensor:
     return count
 
 
+def _finite(params, loss: Tensor | None) -> bool:
+    """Whether `loss` (when given) and every parameter are finite."""
+    return (loss is None or bool(torch.isfinite(loss).all())) and all(bool(torch.isfinite(p).all()) for p in params)
+
+
 def _replays(cfg) -> bool:
     """Whether this run replays steps as CUDA graphs: ``cfg.graph``, by default on CUDA."""
     graph = getattr(cfg, "graph", None)
@@ -423,7 +430,7 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
     spikes = _spikes(losses)
     out = []
     for e, (seed, lr) in enumerate(members):
-        finite = bool(torch.isfinite(final[e])) and all(bool(torch.isfinite(p).all()) for p in ens.params(e))
+        finite = _finite(ens.params(e), final[e])
         grew = float(final[e]) > float(losses[0, e]) if task.deterministic else float(err[e]) > float(err0[e])
         out.append({"seed": seed, "lr": lr, "rel_l2": float(err[e]) if finite else float("nan"),
                     "loss": float(final[e]), "diverged": (not finite) or grew,
@@ -505,6 +512,8 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                     start_evals = count["evals"]  # this phase's budget, not the run's
                     while count["evals"] - start_evals + opt.state[params[0]].get("hvps", 0) < budget:
                         hist.append(opt.step(loss_only).detach())
+                        if not torch.isfinite(hist[-1]):  # its next sketch would factor NaN (eigh raises)
+                            break
                     spent += opt.state[params[0]].get("hvps", 0)
                 else:
                     opt, graphed = _build(params, ph_name, cfg, lr=ph_lr)
@@ -518,11 +527,15 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                     for _ in range(budget):
                         count["evals"] += 1
                         hist.append(run().clone())
+                # a diverged run stops (counted diverged): its later phases would only fail on NaN, e.g. Newton-CG's
+                # Nystrom eigh, and take the pair down with it (one host read a phase)
+                if not _finite(params, hist[-1] if hist else None):
+                    break
             final = task_now.loss(ens).detach()
             err = task_now.error(ens).detach()
             wall = time.perf_counter() - start
             losses = torch.stack(hist).double().cpu()[:, None]
-            finite = bool(torch.isfinite(final).all()) and all(bool(torch.isfinite(p).all()) for p in params)
+            finite = _finite(params, final)
             out.append({"seed": seed, "lr": lr, "rel_l2": float(err[0]) if finite else float("nan"),
                         "loss": float(final[0]), "diverged": (not finite) or float(final[0]) > float(losses[0, 0]),
                         "spikes": int(_spikes(losses)[0]), "wall_s": wall, "evals": count["evals"] + spent})
@@ -566,6 +579,7 @@ def summarise(task: str, optimizer: str, runs: list[dict]) -> list[dict]:
             "wall_s_per_run": statistics.median([r["wall_s"] for r in rs]),
             "grad_evals": max(r["evals"] for r in rs),
             "cuda_graph": any(r.get("cuda_graph", False) for r in rs),
+            **({"error": rs[0]["error"]} if "error" in rs[0] else {}),
         })
     return rows
 
@@ -886,14 +900,7 @@ def main(argv=None) -> None:
             if not runs_on(task, name):
                 print(f"{tname:18s} {name:26s} n/a: minibatch loss (L-BFGS / Newton-CG need a fixed loss)", flush=True)
                 continue
-            try:
-                runs = run_pair(task, name, factors, seeds, cfg)
-            except Exception as err:  # noqa: BLE001 - a failed capture must not cost the rest of the grid
-                if not cfg.graph:
-                    raise
-                print(f"{tname:18s} {name:26s} CUDA-graph run failed ({type(err).__name__}: {str(err)[:200]}); "
-                      "running it eagerly", flush=True)
-                runs = run_pair(task, name, factors, seeds, argparse.Namespace(**{**vars(cfg), "graph": False}))
+            runs = run_pair_or_record(task, name, factors, seeds, cfg)
             new = summarise(tname, name, runs)
             rows += new
             best = best_row(new)
@@ -904,14 +911,43 @@ def main(argv=None) -> None:
     save(plots=True)
 
 
+def pair_lrs(name: str, factors) -> list[float]:
+    """The LRs pair `name` runs: the grid for a first-order rule, one LR for the rest (module docstring)."""
+    if name in RECIPES:
+        return [default_lr(RECIPES[name][0])]
+    if name in SECOND_ORDER:
+        return [default_lr(name)]
+    return [default_lr(name) * f for f in factors]
+
+
 def run_pair(task: TaskSpec, name: str, factors, seeds, cfg) -> list[dict]:
     """Every run of one (task, optimizer or recipe) pair."""
+    lrs = pair_lrs(name, factors)
     if name in RECIPES:
         opt_name, phases = RECIPES[name]
-        return run_second_order(task, opt_name, [default_lr(opt_name)], seeds, cfg, phases)
+        return run_second_order(task, opt_name, lrs, seeds, cfg, phases)
     if name in SECOND_ORDER:
-        return run_second_order(task, name, [default_lr(name)], seeds, cfg)
-    return run_first_order(task, name, [default_lr(name) * f for f in factors], seeds, cfg)
+        return run_second_order(task, name, lrs, seeds, cfg)
+    return run_first_order(task, name, lrs, seeds, cfg)
+
+
+def run_pair_or_record(task: TaskSpec, name: str, factors, seeds, cfg) -> list[dict]:
+    """`run_pair`, eagerly again where its CUDA-graph run failed; a pair that still raises is recorded with its
+    error and every seed diverged, so the grid goes on and a later --skip-done part does not rerun it."""
+    if cfg.graph:
+        try:
+            return run_pair(task, name, factors, seeds, cfg)
+        except Exception as err:  # noqa: BLE001 - a failed capture must not cost the rest of the grid
+            print(f"{task.name:18s} {name:26s} CUDA-graph run failed ({type(err).__name__}: {str(err)[:200]}); "
+                  "running it eagerly", flush=True)
+    try:
+        return run_pair(task, name, factors, seeds, argparse.Namespace(**{**vars(cfg), "graph": False}))
+    except Exception as err:  # noqa: BLE001 - nor a pair that fails eagerly too
+        error = f"{type(err).__name__}: {str(err)[:300]}"
+        print(f"{task.name:18s} {name:26s} failed ({error}); recorded with every seed diverged", flush=True)
+        nan = float("nan")
+        return [{"seed": s, "lr": lr, "rel_l2": nan, "loss": nan, "diverged": True, "spikes": 0, "wall_s": nan,
+                 "evals": 0, "error": error} for lr in pair_lrs(name, factors) for s in seeds]
 
 
 if __name__ == "__main__":

@@ -262,3 +262,36 @@ def test_a_spike_is_measured_against_the_true_median_of_an_even_window():
     lg = torch.tensor([0.0, 2.0] * 5 + [1.5], dtype=torch.float64)
     assert bench._spikes((10 ** lg)[:, None]).tolist() == [0]
     assert bench._spikes((10 ** torch.cat([lg[:-1], lg.new_tensor([2.5])]))[:, None]).tolist() == [1]
+
+
+def test_a_run_whose_first_phase_diverges_stops_before_newton_cg(monkeypatch):
+    # at a huge SGD lr the weights are NaN after the first phase; Newton-CG's Nystrom eigh then raised
+    import argparse
+
+    monkeypatch.setitem(bench.LR_OVERRIDE, "sgd", 1e8)
+    monkeypatch.setitem(bench.TASKS, "toy", _toy_task)
+    cfg = argparse.Namespace(steps=None, dtype=torch.float32, device=torch.device("cpu"), graph=False,
+                             second_order_dtype=torch.float64, small=True)
+    run, = bench.run_second_order(replace(_toy_task(cfg), steps=40), "nys_newton_cg", [1.0], [0], cfg,
+                                  [("sgd", 0.5), ("nys_newton_cg", 0.5)])
+    assert run["diverged"] and run["evals"] == 20  # the SGD phase alone
+
+
+def test_a_pair_that_raises_is_recorded_as_diverged_and_the_grid_goes_on(results, capsys, monkeypatch):
+    real = bench.run_first_order
+
+    def failing(task, name, *args):
+        if name == "adabelief":
+            raise torch.linalg.LinAlgError("linalg.eigh: the input matrix is ill-conditioned")
+        return real(task, name, *args)
+
+    monkeypatch.setattr(bench, "run_first_order", failing)
+    _run("--merge", "--optimizers", "adabelief,adam")
+    assert "adabelief                  failed (_LinAlgError: linalg.eigh" in capsys.readouterr().out
+    rows = _pairs(results)
+    failed = [r for k, r in rows.items() if k[1] == "adabelief"]
+    assert len(failed) == len(bench.LR_FACTORS["small"]) and all(
+        r["diverged"] == r["seeds"] == 1 and "ill-conditioned" in r["error"] for r in failed)
+    assert any(k[1] == "adam" for k in rows)  # the grid went on
+    _run("--merge", "--skip-done", "--optimizers", "adabelief,adam")  # a recorded failure is done, not rerun
+    assert "adabelief                  already in results/grid.json" in capsys.readouterr().out
