@@ -52,7 +52,9 @@ rule that cannot be captured, and one Newton-CG member with its HVPs, since thos
 per-step and per-run costs give every pair's time; the
 minutes are shared among tasks, equally or by ``--task-weights`` (what a cheap task leaves goes to the others), and each
 task's budget is the most that fits its share, never above its own default. All optimizers of a
-task keep one budget; the plan is saved in the results (``budgets``) and reused by later parts.
+task keep one budget; the plan is saved in the results (``budgets``) and reused by later parts. The minutes
+count from before the tasks are built (their data is made on the task's device), a later part builds only
+tasks with pairs left, and no pair starts whose planned seconds (``pair_s``) end past the deadline.
 
 Tasks are functions ``task(cfg) -> TaskSpec``; add one to TASKS. A task whose dependencies
 are missing is reported as skipped.
@@ -268,7 +270,9 @@ def task_fno_darcy(cfg) -> TaskSpec:
 
     s, n_train, n_test = (29, 64, 32) if cfg.small else (85, 1000, 200)
     g = torch.Generator().manual_seed(7)
-    a = darcy_coefficient(n_train + n_test, s, generator=g)
+    # the coefficients drawn on the CPU (the same on every device), solved on the task's device: on one CPU
+    # thread the full set's 1200 solves took 35 s of the session
+    a = darcy_coefficient(n_train + n_test, s, generator=g).to(cfg.device)
     u = torch.cat([solve_darcy(a[i:i + 64]) for i in range(0, a.shape[0], 64)])
     a, u = a[:, None].float() / 12.0, u[:, None].float()
     width, modes = (12, 6) if cfg.small else (32, 12)
@@ -287,7 +291,7 @@ def task_deeponet_burgers(cfg) -> TaskSpec:
     n, n_train, n_test = (64, 128, 64) if cfg.small else (128, 1000, 200)
     g = torch.Generator().manual_seed(11)
     grf = GaussianRandomField((n,), alpha=2.5, tau=7.0, dtype=torch.float64)
-    u0 = grf.sample(n_train + n_test, generator=g)
+    u0 = grf.sample(n_train + n_test, generator=g).to(cfg.device)  # drawn on the CPU, solved on the device
     u1 = solve_burgers(u0, nu=0.1, times=[1.0])[:, 0]
     a, u = u0[:, None].float(), u1[:, None].float()
     width = 64 if cfg.small else 128
@@ -740,13 +744,15 @@ def parse_task_weights(text: str, tasks: list[str], error: Callable[[str], Any])
 
 
 def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, cfg, minutes: float,
-                 weights: dict[str, float] | None = None) -> dict[str, dict]:
+                 weights: dict[str, float] | None = None, start: float | None = None) -> dict[str, dict]:
     """Per task, the gradient-evaluation budget at which the whole grid (every pair, every LR and
     seed) takes about `minutes` on this device; never above the task's own budget. Every optimizer
     of a task keeps one budget. Measured: Adam and SOAP ensembles, one Adam member and one SOAP member;
     with graphs on (CUDA), also what runs eagerly there: an ensemble of each kind of uncapturable rule
-    (`EAGER_PROBES`) and one Newton-CG member, where the grid has them."""
-    start = time.perf_counter()
+    (`EAGER_PROBES`) and one Newton-CG member, where the grid has them. The minutes count from `start`
+    (``time.perf_counter()``; default now), e.g. from before the tasks were built. Each pair's planned
+    seconds go in ``pair_s``."""
+    start = time.perf_counter() if start is None else start
     costs = {}
     for tname, task in tasks.items():
         probe = {"adam": _probe(task, "adam", len(factors), len(seeds), cfg),
@@ -760,16 +766,17 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
         phases = [ph for n in todo for ph, _ in (RECIPES[n][1] if n in RECIPES else [(n, 1.0)])]
         if _replays(cfg) and "nys_newton_cg" in phases:
             probe["newton"] = _probe_newton(task, cfg)
-        pairs = [pair_cost(n, probe, len(seeds), cfg) for n in todo]
-        costs[tname] = (sum(c for c, _ in pairs), sum(f for _, f in pairs), probe)
+        pairs = {n: pair_cost(n, probe, len(seeds), cfg) for n in todo}
+        costs[tname] = (sum(c for c, _ in pairs.values()), sum(f for _, f in pairs.values()), probe, pairs)
     left = 60 * minutes - (time.perf_counter() - start)
-    shares = share_time({t: fixed + per * tasks[t].steps for t, (per, fixed, _) in costs.items()}, max(left, 0.0),
+    shares = share_time({t: fixed + per * tasks[t].steps for t, (per, fixed, *_) in costs.items()}, max(left, 0.0),
                         weights)
     plan = {}
-    for tname, (per, fixed, probe) in costs.items():
+    for tname, (per, fixed, probe, pairs) in costs.items():
         steps = max(1, min(tasks[tname].steps, int((shares[tname] - fixed) / per)))
         plan[tname] = {"steps": steps, "default_steps": tasks[tname].steps, "planned_s": round(fixed + steps * per, 1),
-                       "probe_ms": {k: round(1e3 * v[0], 3) for k, v in probe.items()}}
+                       "probe_ms": {k: round(1e3 * v[0], 3) for k, v in probe.items()},
+                       "pair_s": {n: round(f + steps * c, 1) for n, (c, f) in pairs.items()}}
         print(f"budget {tname:18s} {steps:6d} of {tasks[tname].steps} evaluations, ~{(fixed + steps * per) / 60:.1f} min "
               f"({fixed:.0f} s of set-up; a step: Adam ensemble {1e3 * probe['adam'][0]:.2f} ms, "
               f"SOAP {1e3 * probe['soap'][0]:.2f} ms, one member {1e3 * probe['one'][0]:.2f} ms, "
@@ -830,11 +837,12 @@ def main(argv=None) -> None:
     factors = LR_FACTORS["small" if cfg.small else "full"]
     seeds = list(range(cfg.seeds))
     scale = "small" if cfg.small else "full"
-    rows, skipped, notes, budgets = [], {}, {}, {}
+    rows, skipped, notes, budgets, not_applicable = [], {}, {}, {}, {}
     # the grid so far (--merge, this device and scale): its finished pairs (--skip-done) and its budget plan
     earlier = previous_result(cfg.name, cfg.device) if cfg.merge else None
     earlier = earlier if earlier is not None and earlier.get("scale") == scale else {}
-    done = {(r["task"], r["optimizer"]) for r in earlier.get("rows", [])} if cfg.skip_done else set()
+    done = ({(r["task"], r["optimizer"]) for r in earlier.get("rows", [])}
+            | {(t, n) for t, ns in earlier.get("not_applicable", {}).items() for n in ns}) if cfg.skip_done else set()
     # between pairs; a pair cut by the device call's end is lost, so the call's deadline counts too
     minutes = minutes_left_in_session(math.inf if cfg.max_minutes is None else cfg.max_minutes, reserve_s=60)
     deadline = None if math.isinf(minutes) else time.perf_counter() + 60 * minutes
@@ -852,7 +860,8 @@ def main(argv=None) -> None:
                                    "L-BFGS / NysNewton-CG rows member by member, their phases in "
                                    f"{str(cfg.second_order_dtype).replace('torch.', '')} (first-order ones in float32)."),
                             extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
-                                   "scale": scale, **({"budgets": budgets} if budgets else {})})
+                                   "scale": scale, "not_applicable": not_applicable,
+                                   **({"budgets": budgets} if budgets else {})})
         if plots:
             all_rows = json.loads(path.read_text())["rows"]  # after the merge: plots show every row
             for tname in sorted({r["task"] for r in all_rows}):
@@ -862,13 +871,20 @@ def main(argv=None) -> None:
                     (Path(os.environ["OUT"]) / "results").mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(plot, Path(os.environ["OUT"]) / "results" / plot.name)
 
-    tasks = {}
+    tasks, build_start = {}, time.perf_counter()  # building counts in the plan's minutes (Darcy: 1200 solves)
     for tname in cfg.tasks.split(","):
+        left = [n for n in names if (tname, n) not in done]
+        if not left:
+            print(f"{tname:18s} every pair already in results/{cfg.name}.json (--skip-done): not built", flush=True)
+            continue
         try:
             tasks[tname] = TASKS[tname](cfg)
         except (ImportError, ModuleNotFoundError, AttributeError) as err:
             skipped[tname] = f"{type(err).__name__}: {err}"
             print(f"[skip] {tname}: {skipped[tname]}", flush=True)
+            continue
+        if tasks[tname].deterministic and any(n in SECOND_ORDER or n in RECIPES for n in left):
+            _with_dtype(tasks[tname], cfg, cfg.second_order_dtype)  # its float64 copy, built now: in the clock too
     if cfg.session_minutes is not None:
         # one plan for the whole grid: later parts (--skip-done) reuse it, so a task's pairs share one budget
         kept = earlier.get("budgets", {})
@@ -877,7 +893,8 @@ def main(argv=None) -> None:
         if todo:
             w = {t: cfg.task_weights.get(t, 1.0) for t in tasks}
             budgets.update(plan_budgets(todo, names, factors, seeds, cfg,
-                                        cfg.session_minutes * sum(w[t] for t in todo) / sum(w.values()), cfg.task_weights))
+                                        cfg.session_minutes * sum(w[t] for t in todo) / sum(w.values()), cfg.task_weights,
+                                        start=build_start))
         for t, task in tasks.items():
             task.steps = budgets[t]["steps"]
     for tname, task in tasks.items():
@@ -899,6 +916,13 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             if not runs_on(task, name):
                 print(f"{tname:18s} {name:26s} n/a: minibatch loss (L-BFGS / Newton-CG need a fixed loss)", flush=True)
+                not_applicable.setdefault(tname, []).append(name)  # --skip-done: nothing left to build the task for
+                continue
+            planned = budgets.get(tname, {}).get("pair_s", {}).get(name)
+            if deadline is not None and planned is not None and t0 + planned > deadline:
+                # a pair cut at the call's end is lost: leave it whole to the next call
+                print(f"{tname:18s} {name:26s} not started: planned {planned:.0f} s, {deadline - t0:.0f} s left before "
+                      "the deadline; rerun with --merge --skip-done to run it", flush=True)
                 continue
             runs = run_pair_or_record(task, name, factors, seeds, cfg)
             new = summarise(tname, name, runs)

@@ -294,4 +294,58 @@ def test_a_pair_that_raises_is_recorded_as_diverged_and_the_grid_goes_on(results
         r["diverged"] == r["seeds"] == 1 and "ill-conditioned" in r["error"] for r in failed)
     assert any(k[1] == "adam" for k in rows)  # the grid went on
     _run("--merge", "--skip-done", "--optimizers", "adabelief,adam")  # a recorded failure is done, not rerun
-    assert "adabelief                  already in results/grid.json" in capsys.readouterr().out
+    assert "every pair already in results/grid.json" in capsys.readouterr().out
+
+
+def test_skip_done_builds_only_tasks_with_pairs_left(results, monkeypatch, capsys):
+    # a task's build is start-up time (Darcy: 1200 solves): a later part builds only what it still runs
+    built = []
+
+    def minibatch(cfg):  # no L-BFGS here: its n/a pair must not count as left
+        built.append("mb")
+        return replace(_toy_task(cfg), name="mb", deterministic=False)
+
+    monkeypatch.setitem(bench.TASKS, "mb", minibatch)
+    monkeypatch.setitem(bench.TASKS, "toy", lambda cfg: built.append("toy") or _toy_task(cfg))
+    _run("--merge", "--tasks", "toy,mb", "--optimizers", "adam,lbfgs")
+    assert built == ["toy", "mb"]
+    built.clear()
+    _run("--merge", "--skip-done", "--tasks", "toy,mb", "--optimizers", "adam,lbfgs")
+    assert built == []
+    _run("--merge", "--skip-done", "--tasks", "toy,mb", "--optimizers", "adam,sgd")
+    assert built == ["toy", "mb"]
+
+
+def test_the_darcy_data_is_solved_on_the_tasks_device(monkeypatch):
+    import argparse
+
+    import solvers.pde.darcy as darcy
+
+    seen = set()
+    monkeypatch.setattr(darcy, "solve_darcy", lambda a: seen.add(a.device) or torch.zeros_like(a))
+    cfg = argparse.Namespace(small=True, steps=None, device=torch.device("meta"), dtype=torch.float32)
+    task = bench.task_fno_darcy(cfg)
+    assert seen == {torch.device("meta")} and task.steps == 60
+
+
+def test_the_plans_clock_counts_the_task_build(results, monkeypatch, capsys):
+    import time
+
+    costs = {"adam": (0.01, 0.0), "soap": (0.01, 0.0)}
+    monkeypatch.setattr(bench, "_probe", lambda task, name, n_lrs, n_seeds, cfg: costs[name])
+    slow = lambda cfg: time.sleep(0.5) or replace(_toy_task(cfg), steps=5000)  # noqa: E731
+    monkeypatch.setitem(bench.TASKS, "toy", slow)
+    # 1 s of session: 0.5 s went to the build, so about 0.5 s / (0.01 + 0.01) s = 25 steps, not 50
+    bench.main(["--small", "--tasks", "toy", "--seeds", "1", "--device", "cpu", "--name", "grid", "--merge",
+                "--optimizers", "adam,soap", "--session-minutes", str(1 / 60)])
+    assert json.loads(results.read_text())["budgets"]["toy"]["steps"] <= 26
+
+
+def test_no_pair_starts_that_its_plan_ends_past_the_deadline(results, monkeypatch, capsys):
+    # at the call's end it would be lost: it is left whole to the next call
+    costs = {"adam": (1e-4, 0.0), "soap": (1e-4, 1000.0)}
+    monkeypatch.setattr(bench, "_probe", lambda task, name, n_lrs, n_seeds, cfg: costs[name])
+    bench.main(["--small", "--tasks", "toy", "--seeds", "1", "--device", "cpu", "--name", "grid2", "--merge",
+                "--optimizers", "adam,soap", "--session-minutes", "60", "--max-minutes", "1"])
+    assert "soap                       not started: planned 1000 s" in capsys.readouterr().out
+    assert {r["optimizer"] for r in json.loads((results.parent / "grid2.json").read_text())["rows"]} == {"adam"}
