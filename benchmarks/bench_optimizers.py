@@ -43,7 +43,15 @@ parameters as one vector: members would share step lengths), so those run member
 and in float64 (``--second-order-dtype``; first-order rules in float32), as the PINN configs run
 their L-BFGS phases: in float32 L-BFGS's tests trip early on PINNs (Xu et al. 2025), and from one
 float32 Burgers state both torch's L-BFGS and ours stopped at step length 0 (issue 6).
-Wall time is the ensemble's time divided by its members (or the member's own time).
+Wall time (``wall_s_per_run``) is the ensemble's time divided by its members (or the member's own time). A
+member run alone costs more per step than that share (about 2x on a CPU), so every row also records a
+solo-equivalent time (``wall_s_solo``): the share times one member's step over its share of an ensemble's
+step, as the planner's probes time them for Adam (used for every first-order rule but SOAP, whose own is
+timed; a rule's solo cost itself is not), or the member's own time. The budgets equal gradient evaluations;
+for equal wall time, each run keeps a 32-point training-loss trace (window means, collected on the device
+and read once, timed solo-equivalently: evenly between the synchronised phase ends) and ``equal_wall_time``
+gives each optimizer's training loss at one cut per task, the smallest solo-equivalent time any of its
+optimizers took (`EQUAL_WALL_TIME`). Every run's own numbers are saved in its row (``runs``).
 
 Budgets sized to the session (``--session-minutes M``): the issue asks the whole grid to fit the GPU
 time of one session. Before the grid, each task times short and long probes (an Adam ensemble, a
@@ -373,6 +381,22 @@ def _spikes(losses: Tensor) -> Tensor:
     return count
 
 
+TRACE_POINTS = 32  # saved points of a run's training-loss trace (the equal-wall-time comparison reads them)
+
+
+def _trace(losses: Tensor, marks: list[tuple[int, float]]) -> list[list[float]]:
+    """A run's training losses (n,) as at most TRACE_POINTS [seconds, loss] points: each the mean loss of a
+    window of consecutive points (minibatch noise averaged), timed at the window's end. `marks`: [(points
+    so far, seconds so far)] at synchronised moments (phase ends); points between two marks are spread evenly."""
+    ends, times = [0] + [n for n, _ in marks], [0.0] + [t for _, t in marks]
+    at = torch.empty(len(losses), dtype=torch.float64)
+    for (i0, t0), (i1, t1) in zip(zip(ends, times), zip(ends[1:], times[1:])):
+        at[i0:i1] = t0 + (t1 - t0) * torch.arange(1, i1 - i0 + 1, dtype=torch.float64) / max(i1 - i0, 1)
+    cuts = torch.linspace(0, len(losses), min(TRACE_POINTS, len(losses)) + 1).round().long().tolist()
+    return [[float(f"{float(at[b - 1]):.4g}"), float(f"{float(losses[a:b].double().mean()):.4g}")]
+            for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
 def _finite(params, loss: Tensor | None) -> bool:
     """Whether `loss` (when given) and every parameter are finite."""
     return (loss is None or bool(torch.isfinite(loss).all())) and all(bool(torch.isfinite(p).all()) for p in params)
@@ -382,6 +406,11 @@ def _replays(cfg) -> bool:
     """Whether this run replays steps as CUDA graphs: ``cfg.graph``, by default on CUDA."""
     graph = getattr(cfg, "graph", None)
     return graph if graph is not None else getattr(cfg, "device", torch.device("cpu")).type == "cuda"
+
+
+def _eager(cfg):
+    """`cfg` with CUDA graphs off."""
+    return argparse.Namespace(**{**vars(cfg), "graph": False})
 
 
 def _build(params, name: str, cfg, **kwargs) -> tuple[torch.optim.Optimizer, bool]:
@@ -438,7 +467,8 @@ def run_first_order(task: TaskSpec, name: str, lrs, seeds, cfg) -> list[dict]:
         grew = float(final[e]) > float(losses[0, e]) if task.deterministic else float(err[e]) > float(err0[e])
         out.append({"seed": seed, "lr": lr, "rel_l2": float(err[e]) if finite else float("nan"),
                     "loss": float(final[e]), "diverged": (not finite) or grew,
-                    "spikes": int(spikes[e]), "wall_s": wall, "evals": task.steps, "cuda_graph": graphed})
+                    "spikes": int(spikes[e]), "wall_s": wall, "evals": task.steps, "cuda_graph": graphed,
+                    "trace": _trace(losses[:, e], [(task.steps, wall)])})
     return out
 
 
@@ -476,6 +506,7 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
             params = ens.params(0)
             count = {"evals": 0}
             hist: list[Tensor] = []
+            marks: list[tuple[int, float]] = []  # (points, seconds) at each phase's end, for the trace
             start = time.perf_counter()
             spent = 0
             task_now = task
@@ -533,7 +564,9 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                         hist.append(run().clone())
                 # a diverged run stops (counted diverged): its later phases would only fail on NaN, e.g. Newton-CG's
                 # Nystrom eigh, and take the pair down with it (one host read a phase)
-                if not _finite(params, hist[-1] if hist else None):
+                stop = not _finite(params, hist[-1] if hist else None)  # a host read: the time below is the phase's
+                marks.append((len(hist), time.perf_counter() - start))
+                if stop:
                     break
             final = task_now.loss(ens).detach()
             err = task_now.error(ens).detach()
@@ -542,7 +575,8 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
             finite = _finite(params, final)
             out.append({"seed": seed, "lr": lr, "rel_l2": float(err[0]) if finite else float("nan"),
                         "loss": float(final[0]), "diverged": (not finite) or float(final[0]) > float(losses[0, 0]),
-                        "spikes": int(_spikes(losses)[0]), "wall_s": wall, "evals": count["evals"] + spent})
+                        "spikes": int(_spikes(losses)[0]), "wall_s": wall, "evals": count["evals"] + spent,
+                        "trace": _trace(losses[:, 0], marks)})
     return out
 
 
@@ -581,9 +615,12 @@ def summarise(task: str, optimizer: str, runs: list[dict]) -> list[dict]:
             "diverged": sum(r["diverged"] for r in rs),
             "spikes_median": statistics.median([r["spikes"] for r in rs]),
             "wall_s_per_run": statistics.median([r["wall_s"] for r in rs]),
+            "wall_s_solo": statistics.median([r.get("wall_s_solo", r["wall_s"]) for r in rs]),
             "grad_evals": max(r["evals"] for r in rs),
             "cuda_graph": any(r.get("cuda_graph", False) for r in rs),
             **({"error": rs[0]["error"]} if "error" in rs[0] else {}),
+            # every run's own numbers, so figures can be recomputed from the results
+            "runs": [{k: v for k, v in r.items() if k not in ("lr", "cuda_graph", "error")} for r in rs],
         })
     return rows
 
@@ -594,6 +631,38 @@ def best_row(rows: list[dict]) -> dict:
     Chosen on the reported metric itself (test / reference rel. L2, no separate validation split), as
     optimizer benchmarks commonly do: the table and the plot both use this."""
     return min(rows, key=lambda r: (r["diverged"], r["rel_l2_median"] if math.isfinite(r["rel_l2_median"]) else math.inf))
+
+
+EQUAL_WALL_TIME = (
+    "Equal wall time: per task, each optimizer's training loss (median over its best lr's seeds) at one cut, the "
+    "smallest solo-equivalent time any of the task's optimizers took (the budgets equal gradient evaluations, not "
+    "time). Solo-equivalent: an ensemble member's share of its ensemble's time times one member's step over that "
+    "share, timed for Adam (every rule but SOAP) and SOAP (L-BFGS, Newton-CG and recipes run alone: their own time). "
+    "The loss at the cut is the mean over the last of a run's 32 trace windows ending by then (a minibatch task's is "
+    "a mean of minibatch losses); a run with no window by then counts as not reached.")
+
+
+def equal_wall_time(rows: list[dict]) -> list[dict]:
+    """Rows of the equal-wall-time comparison (`EQUAL_WALL_TIME`) from the summary rows' per-run traces."""
+    out = []
+    for task in sorted({r["task"] for r in rows}):
+        by_opt: dict[str, list[dict]] = {}
+        for r in rows:
+            if r["task"] == task and any(run.get("trace") for run in r.get("runs", [])):
+                by_opt.setdefault(r["optimizer"], []).append(r)
+        best = {name: best_row(rs) for name, rs in by_opt.items()}
+        if not best:
+            continue
+        cut = min(b["wall_s_solo"] for b in best.values())
+        found = []
+        for name, b in best.items():
+            at = [next((v for t, v in reversed(run["trace"]) if t <= cut), None) for run in b["runs"]]
+            finite = [v for v in at if v is not None and math.isfinite(v)]
+            found.append({"task": task, "cut_s": round(cut, 3), "optimizer": name, "lr": b["lr"],
+                          "train_loss_at_cut": statistics.median(finite) if finite else float("nan"),
+                          "finite_at_cut": f"{len(finite)}/{len(at)}", "wall_s_solo": b["wall_s_solo"]})
+        out += sorted(found, key=lambda r: r["train_loss_at_cut"] if math.isfinite(r["train_loss_at_cut"]) else math.inf)
+    return out
 
 
 def plot_task(task: str, rows: list[dict], path: Path) -> None:
@@ -658,6 +727,28 @@ def _probe(task: TaskSpec, name: str, n_lrs: int, n_seeds: int, cfg) -> tuple[fl
     # timing noise can make the difference small or negative: not below a quarter of the long probe's mean
     per_step = max(long - short, long / 4) / (PROBE_STEPS[1] - PROBE_STEPS[0])
     return per_step, max(short - PROBE_STEPS[0] * per_step, 0.0)
+
+
+def member_probes(task: TaskSpec, factors, seeds, cfg) -> dict[str, tuple[float, float]]:
+    """`_probe` of an Adam and a SOAP ensemble of the grid's size, and of one member of each."""
+    return {"adam": _probe(task, "adam", len(factors), len(seeds), cfg),
+            "soap": _probe(task, "soap", len(factors), len(seeds), cfg),
+            "one": _probe(task, "adam", 1, 1, cfg),
+            "soap_one": _probe(task, "soap", 1, 1, cfg)}
+
+
+def solo_factors(probe: dict[str, tuple[float, float]], members: int) -> dict[str, float]:
+    """A step of one member run alone over its share of an ensemble's step (ensemble step / members), from
+    `member_probes`: SOAP's own, Adam's for every other first-order rule (a rule's solo cost is not timed)."""
+    return {k: round(probe[one][0] / (probe[k][0] / members), 3) for k, one in (("adam", "one"), ("soap", "soap_one"))}
+
+
+def solo_equivalent(runs: list[dict], factor: float) -> None:
+    """Each run's ``wall_s_solo`` and its trace's times: an ensemble member's time share scaled by `factor`
+    (`solo_factors`); 1 for runs already made alone (L-BFGS, Newton-CG, recipes)."""
+    for r in runs:
+        r["wall_s_solo"] = r["wall_s"] * factor
+        r["trace"] = [[float(f"{t * factor:.4g}"), v] for t, v in r.get("trace", [])]
 
 
 def _probe_newton(task: TaskSpec, cfg) -> tuple[float, float]:
@@ -755,10 +846,7 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
     start = time.perf_counter() if start is None else start
     costs = {}
     for tname, task in tasks.items():
-        probe = {"adam": _probe(task, "adam", len(factors), len(seeds), cfg),
-                 "soap": _probe(task, "soap", len(factors), len(seeds), cfg),
-                 "one": _probe(task, "adam", 1, 1, cfg),
-                 "soap_one": _probe(task, "soap", 1, 1, cfg)}
+        probe = member_probes(task, factors, seeds, cfg)
         todo = [n for n in names if runs_on(task, n)]
         # graphs on: what the grid runs eagerly is timed eagerly (on CPU every path is eager: the probes above)
         for kind in sorted({eager_probe(n, cfg) for n in todo if n not in RECIPES and n not in SECOND_ORDER} - {None}):
@@ -776,7 +864,8 @@ def plan_budgets(tasks: dict[str, TaskSpec], names: list[str], factors, seeds, c
         steps = max(1, min(tasks[tname].steps, int((shares[tname] - fixed) / per)))
         plan[tname] = {"steps": steps, "default_steps": tasks[tname].steps, "planned_s": round(fixed + steps * per, 1),
                        "probe_ms": {k: round(1e3 * v[0], 3) for k, v in probe.items()},
-                       "pair_s": {n: round(f + steps * c, 1) for n, (c, f) in pairs.items()}}
+                       "pair_s": {n: round(f + steps * c, 1) for n, (c, f) in pairs.items()},
+                       "solo_factor": solo_factors(probe, len(factors) * len(seeds))}
         print(f"budget {tname:18s} {steps:6d} of {tasks[tname].steps} evaluations, ~{(fixed + steps * per) / 60:.1f} min "
               f"({fixed:.0f} s of set-up; a step: Adam ensemble {1e3 * probe['adam'][0]:.2f} ms, "
               f"SOAP {1e3 * probe['soap'][0]:.2f} ms, one member {1e3 * probe['one'][0]:.2f} ms, "
@@ -837,7 +926,7 @@ def main(argv=None) -> None:
     factors = LR_FACTORS["small" if cfg.small else "full"]
     seeds = list(range(cfg.seeds))
     scale = "small" if cfg.small else "full"
-    rows, skipped, notes, budgets, not_applicable = [], {}, {}, {}, {}
+    rows, skipped, notes, budgets, not_applicable, solo = [], {}, {}, {}, {}, {}
     # the grid so far (--merge, this device and scale): its finished pairs (--skip-done) and its budget plan
     earlier = previous_result(cfg.name, cfg.device) if cfg.merge else None
     earlier = earlier if earlier is not None and earlier.get("scale") == scale else {}
@@ -858,10 +947,13 @@ def main(argv=None) -> None:
                                    "(no validation split); no guard, "
                                    "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
                                    "L-BFGS / NysNewton-CG rows member by member, their phases in "
-                                   f"{str(cfg.second_order_dtype).replace('torch.', '')} (first-order ones in float32)."),
+                                   f"{str(cfg.second_order_dtype).replace('torch.', '')} (first-order ones in float32); "
+                                   "wall_s_solo: the time of a run made alone (module docstring); every run's numbers "
+                                   "and training-loss trace are in the JSON (runs)."),
                             extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
                                    "scale": scale, "not_applicable": not_applicable,
-                                   **({"budgets": budgets} if budgets else {})})
+                                   "tables": {"equal_wall_time": EQUAL_WALL_TIME}, **({"budgets": budgets} if budgets else {})},
+                            derived=lambda all_rows: {"equal_wall_time": equal_wall_time(all_rows)})
         if plots:
             all_rows = json.loads(path.read_text())["rows"]  # after the merge: plots show every row
             for tname in sorted({r["task"] for r in all_rows}):
@@ -871,6 +963,7 @@ def main(argv=None) -> None:
                     (Path(os.environ["OUT"]) / "results").mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(plot, Path(os.environ["OUT"]) / "results" / plot.name)
 
+    eager = _eager(cfg)
     tasks, build_start = {}, time.perf_counter()  # building counts in the plan's minutes (Darcy: 1200 solves)
     for tname in cfg.tasks.split(","):
         left = [n for n in names if (tname, n) not in done]
@@ -925,6 +1018,16 @@ def main(argv=None) -> None:
                       "the deadline; rerun with --merge --skip-done to run it", flush=True)
                 continue
             runs = run_pair_or_record(task, name, factors, seeds, cfg)
+            factor = 1.0  # L-BFGS, Newton-CG and recipes run alone
+            if name not in RECIPES and name not in SECOND_ORDER:  # an ensemble's runs: their time alone
+                if tname not in solo:  # the plan's probes, else timed once now (eagerly where a capture fails)
+                    try:
+                        solo[tname] = budgets.get(tname, {}).get("solo_factor") or solo_factors(
+                            member_probes(task, factors, seeds, cfg), len(factors) * len(seeds))
+                    except Exception:  # noqa: BLE001
+                        solo[tname] = solo_factors(member_probes(task, factors, seeds, eager), len(factors) * len(seeds))
+                factor = solo[tname]["soap" if name == "soap" else "adam"]
+            solo_equivalent(runs, factor)
             new = summarise(tname, name, runs)
             rows += new
             best = best_row(new)
@@ -965,7 +1068,7 @@ def run_pair_or_record(task: TaskSpec, name: str, factors, seeds, cfg) -> list[d
             print(f"{task.name:18s} {name:26s} CUDA-graph run failed ({type(err).__name__}: {str(err)[:200]}); "
                   "running it eagerly", flush=True)
     try:
-        return run_pair(task, name, factors, seeds, argparse.Namespace(**{**vars(cfg), "graph": False}))
+        return run_pair(task, name, factors, seeds, _eager(cfg))
     except Exception as err:  # noqa: BLE001 - nor a pair that fails eagerly too
         error = f"{type(err).__name__}: {str(err)[:300]}"
         print(f"{task.name:18s} {name:26s} failed ({error}); recorded with every seed diverged", flush=True)

@@ -174,13 +174,16 @@ def previous_row(name: str, keep: Callable[[dict[str, Any]], bool], device=None)
 
 def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: str = "",
                  device=None, extra: dict[str, Any] | None = None,
-                 merge_key: Callable[[dict], Any] | None = None) -> Path:
+                 merge_key: Callable[[dict], Any] | None = None,
+                 derived: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> Path:
     """Write `results/<name>.json` atomically (and a copy under $OUT when set).
 
     merge_key: for a benchmark run in parts (one device command each, or a write after every
     row): rows of the existing file measured on this device whose key `rows` do not replace are
     kept, each stamped with the date and commit it was measured at, and so are the entries of
     its dict-valued extras that `extra` does not replace.
+
+    derived: entries computed from the rows as written (after the merge), e.g. a summary over every part.
 
     On CPU every row records the torch threads it was measured with (``threads``): rows merged from runs
     with other counts keep theirs (unknown, None, for rows of an older file written in several runs), and the header's device then says "threads per row" instead of one count.
@@ -204,7 +207,8 @@ def write_result(name: str, *, title: str, rows: list[dict[str, Any]], notes: st
             extra = {k: ({**old.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in (extra or {}).items()}
     if threads is not None and any(r.get("threads") != threads for r in rows):
         here["device"] = THREADS.sub(", threads per row", here["device"])
-    payload = {"name": name, "title": title, **here, "rows": rows, "notes": notes, **(extra or {})}
+    payload = {"name": name, "title": title, **here, "rows": rows, "notes": notes, **(extra or {}),
+               **(derived(rows) if derived is not None else {})}
     return write_result_file(f"{name}.json", json.dumps(payload, indent=2, default=float))
 
 

@@ -118,19 +118,27 @@ def render_one(result: dict) -> str:
         f"commit `{short_commit(result.get('commit', '?'))}`, torch {result.get('torch', '?')}"
     )
     lines.append("")
-    rows = result.get("rows", [])
-    if rows:
-        columns: list[str] = []
-        for row in rows:
-            columns += [c for c in row if c not in columns]
-        lines.append("| " + " | ".join(_cell(c) for c in columns) + " |")
-        lines.append("|" + "---|" * len(columns))
-        for row in rows:
-            lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
-        lines.append("")
+    lines += _table(result.get("rows", []))
     if result.get("notes"):
         lines += [result["notes"].strip(), ""]
+    # further tables of the result: {key: heading}, each result[key] a list of rows
+    for key, heading in result.get("tables", {}).items():
+        if result.get(key):
+            lines += [heading, ""] + _table(result[key])
     return "\n".join(lines)
+
+
+def _table(rows: list[dict]) -> list[str]:
+    """Markdown lines of `rows`; a column of structured per-run records (lists of dicts) stays in the JSON."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c, v in row.items() if c not in columns
+                    and not (isinstance(v, list) and any(isinstance(x, dict) for x in v))]
+    if not columns:
+        return []
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return lines + [""]
 
 
 def render(results_dir: Path = HERE / "results") -> str:

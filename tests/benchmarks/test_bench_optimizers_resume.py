@@ -349,3 +349,60 @@ def test_no_pair_starts_that_its_plan_ends_past_the_deadline(results, monkeypatc
                 "--optimizers", "adam,soap", "--session-minutes", "60", "--max-minutes", "1"])
     assert "soap                       not started: planned 1000 s" in capsys.readouterr().out
     assert {r["optimizer"] for r in json.loads((results.parent / "grid2.json").read_text())["rows"]} == {"adam"}
+
+
+def test_every_runs_numbers_are_saved_and_stay_out_of_the_rendered_table(results):
+    from benchmarks import render
+
+    bench.main(["--small", "--tasks", "toy", "--seeds", "2", "--steps", "20", "--device", "cpu", "--name", "grid",
+                "--optimizers", "adam,lbfgs"])
+    out = json.loads(results.read_text())
+    for row in out["rows"]:
+        runs = row["runs"]
+        assert [r["seed"] for r in runs] == [0, 1]
+        assert {"rel_l2", "loss", "diverged", "spikes", "evals", "wall_s", "wall_s_solo", "trace"} <= set(runs[0])
+        assert row["rel_l2_median"] == pytest.approx(sorted(r["rel_l2"] for r in runs)[0] / 2
+                                                     + sorted(r["rel_l2"] for r in runs)[1] / 2)
+        assert row["diverged"] == sum(r["diverged"] for r in runs)
+    page = render.render_one(out)
+    assert "| task | optimizer | lr |" in page and "'trace'" not in page and "| runs" not in page
+
+
+def test_ensemble_rows_record_a_solo_equivalent_wall_time(results, monkeypatch):
+    # one member alone: 0.02 s a step; its share of a 2-member ensemble's step: 0.01 / 2 -> 4x
+    costs = {"adam": (0.01, 0.0), "soap": (0.04, 0.0)}
+    monkeypatch.setattr(bench, "_probe", lambda task, name, n_lrs, n_seeds, cfg: costs[name] if n_lrs > 1 else (0.02, 0.0))
+    bench.main(["--small", "--tasks", "toy", "--seeds", "1", "--device", "cpu", "--name", "grid",
+                "--optimizers", "adam,lbfgs", "--session-minutes", "60"])
+    out = json.loads(results.read_text())
+    assert out["budgets"]["toy"]["solo_factor"] == {"adam": 4.0, "soap": 1.0}
+    for row in out["rows"]:
+        factor = 4.0 if row["optimizer"] == "adam" else 1.0  # L-BFGS runs alone: its own time
+        run, = row["runs"]
+        assert run["wall_s_solo"] == pytest.approx(factor * run["wall_s"])
+        assert 0 < run["trace"][-1][0] <= run["wall_s_solo"] * (1 + 1e-3)  # L-BFGS's ends before its final evaluation
+
+
+def test_a_trace_spreads_points_evenly_between_synchronised_marks():
+    losses = torch.arange(1.0, 21.0, dtype=torch.float64)
+    trace = bench._trace(losses, [(10, 1.0), (20, 3.0)])
+    assert len(trace) == 20 and trace[9] == [1.0, 10.0] and trace[14] == [2.0, 15.0] and trace[-1] == [3.0, 20.0]
+    long = bench._trace(torch.ones(1000, dtype=torch.float64), [(1000, 5.0)])
+    assert len(long) == bench.TRACE_POINTS and long[-1] == [5.0, 1.0]
+
+
+def test_equal_wall_time_compares_every_optimizer_at_the_fastest_ones_total(results):
+    from benchmarks import render
+
+    def row(name, solo, trace):
+        return {"task": "toy", "optimizer": name, "lr": 1e-3, "seeds": 1, "diverged": 0, "rel_l2_median": 0.1,
+                "wall_s_solo": solo, "runs": [{"seed": 0, "trace": trace}]}
+
+    rows = [row("fast", 10.0, [[5.0, 1.0], [10.0, 0.5]]), row("slow", 20.0, [[5.0, 2.0], [10.0, 0.2], [20.0, 0.1]])]
+    table = bench.equal_wall_time(rows)
+    assert [(r["optimizer"], r["cut_s"], r["train_loss_at_cut"]) for r in table] == [("slow", 10.0, 0.2), ("fast", 10.0, 0.5)]
+    bench.main(["--small", "--tasks", "toy", "--seeds", "1", "--steps", "10", "--device", "cpu", "--name", "grid",
+                "--optimizers", "adam,sgd"])
+    out = json.loads(results.read_text())
+    assert {r["optimizer"] for r in out["equal_wall_time"]} == {"adam", "sgd"}
+    assert "Equal wall time" in render.render_one(out) and "| train_loss_at_cut |" in render.render_one(out)
