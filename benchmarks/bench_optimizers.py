@@ -6,6 +6,10 @@
     python benchmarks/bench_optimizers.py --merge --skip-done --max-minutes 8.5   # the grid in parts
     python benchmarks/bench_optimizers.py --session-minutes 11 --merge --skip-done --max-minutes 8.5
         # budgets sized so the whole grid takes ~11 minutes on this device (kept for the later parts)
+    python benchmarks/bench_optimizers.py --plots-only   # plots and defaults from results/optimizers.json
+
+Each task's default optimizer (``defaults``, `DEFAULTS_RULE`) is chosen from the saved rows and printed; the
+plots are drawn at every exit, a deadline's SIGINT included, from every pair saved so far.
 
 Protocol (the project's optimizer study, reduced to fit a session): for each first-order optimizer,
 learning rates ``default_lr x LR_FACTORS``; L-BFGS, NysNewton-CG and the recipes run one lr each, not
@@ -642,6 +646,41 @@ EQUAL_WALL_TIME = (
     "a mean of minibatch losses); a run with no window by then counts as not reached.")
 
 
+DEFAULTS_RULE = (
+    "Default optimizer per task (a rule on the rows above, for the task configs; not applied by the benchmark): "
+    "each optimizer at its best lr; among those with no diverged seed (and no error), the lowest median final "
+    "rel. L2 leads; any whose median lies within the leader's seed range (at most its max) ties with it, and the "
+    "tie goes to the least solo-equivalent wall time per run. No default where every optimizer lost a seed.")
+
+
+def task_defaults(rows: list[dict]) -> list[dict]:
+    """Each task's default optimizer by `DEFAULTS_RULE`, with the reason."""
+    out = []
+    for task in sorted({r["task"] for r in rows}):
+        by_opt: dict[str, list[dict]] = {}
+        for r in rows:
+            if r["task"] == task:
+                by_opt.setdefault(r["optimizer"], []).append(r)
+        best = [best_row(rs) for rs in by_opt.values()]
+        clean = [b for b in best if b["diverged"] == 0 and "error" not in b and math.isfinite(b["rel_l2_median"])]
+        if not clean:
+            out.append({"task": task, "optimizer": None, "reason": f"every one of {len(best)} optimizers lost a seed"})
+            continue
+        lead = min(clean, key=lambda b: b["rel_l2_median"])
+        tied = [b for b in clean if b["rel_l2_median"] <= lead["rel_l2_max"]]
+        wall = lambda b: b.get("wall_s_solo", b["wall_s_per_run"])  # noqa: E731 - rows written before wall_s_solo
+        pick = min(tied, key=wall)
+        reason = (f"lowest median rel. L2 of the {len(clean)} optimizers of {len(best)} with no diverged seed"
+                  if pick is lead else
+                  f"median within {lead['optimizer']}'s seed range (lowest, {lead['rel_l2_median']:.3g}, max "
+                  f"{lead['rel_l2_max']:.3g}) and faster: {wall(pick):.3g} s a run against {wall(lead):.3g} s")
+        if len(tied) > 1:
+            reason += f"; tied with {', '.join(sorted(b['optimizer'] for b in tied if b is not pick))}, the fastest"
+        out.append({"task": task, "optimizer": pick["optimizer"], "lr": pick["lr"],
+                    "rel_l2_median": pick["rel_l2_median"], "wall_s_solo": wall(pick), "reason": reason})
+    return out
+
+
 def equal_wall_time(rows: list[dict]) -> list[dict]:
     """Rows of the equal-wall-time comparison (`EQUAL_WALL_TIME`) from the summary rows' per-run traces."""
     out = []
@@ -902,6 +941,8 @@ def main(argv=None) -> None:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="start no new (task, optimizer) pair after this; results are written after every pair, "
                          "so a rerun with --merge --skip-done continues the grid")
+    ap.add_argument("--plots-only", action="store_true",
+                    help="run nothing: draw the plots and print the defaults from results/<name>.json")
     add_dry_run(ap)
     cfg = ap.parse_args(argv)
     cfg.name = cfg.name or ("optimizers_small" if cfg.small else "optimizers")  # a CPU run never replaces the GPU table
@@ -915,6 +956,11 @@ def main(argv=None) -> None:
             ap.error(f"unknown {what} {sorted(set(given.split(',')) - set(known[what]))}; known: {known[what]}")
     cfg.task_weights = parse_task_weights(cfg.task_weights, known["tasks"], ap.error)
     if dry_run_done(cfg):
+        return
+    if cfg.plots_only:
+        if not (RESULTS_DIR / f"{cfg.name}.json").exists():
+            ap.error(f"--plots-only: no results/{cfg.name}.json to draw; run the grid first, or name its file with --name")
+        finish(cfg.name)
         return
     cfg.device = torch.device(cfg.device)
     cfg.graph = cfg.device.type == "cuda" if cfg.graph is None else cfg.graph
@@ -937,7 +983,7 @@ def main(argv=None) -> None:
     deadline = None if math.isinf(minutes) else time.perf_counter() + 60 * minutes
     stopped = False
 
-    def save(plots: bool) -> None:
+    def save() -> None:
         # --merge: replace only the (task, optimizer) rows rerun, and only rows from this machine
         path = write_result(cfg.name, title="Optimizers x PDE tasks" + (" (reduced CPU scale)" if cfg.small else ""),
                             rows=rows, device=cfg.device, merge_key=(lambda r: (r["task"], r["optimizer"])) if cfg.merge else None,
@@ -952,90 +998,89 @@ def main(argv=None) -> None:
                                    "and training-loss trace are in the JSON (runs)."),
                             extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
                                    "scale": scale, "not_applicable": not_applicable,
-                                   "tables": {"equal_wall_time": EQUAL_WALL_TIME}, **({"budgets": budgets} if budgets else {})},
-                            derived=lambda all_rows: {"equal_wall_time": equal_wall_time(all_rows)})
-        if plots:
-            all_rows = json.loads(path.read_text())["rows"]  # after the merge: plots show every row
-            for tname in sorted({r["task"] for r in all_rows}):
-                plot = RESULTS_DIR / f"{cfg.name}_{tname}.png"
-                plot_task(tname, all_rows, plot)
-                if os.environ.get("OUT"):  # the device machine returns only what is under $OUT
-                    (Path(os.environ["OUT"]) / "results").mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(plot, Path(os.environ["OUT"]) / "results" / plot.name)
+                                   "tables": {"defaults": DEFAULTS_RULE, "equal_wall_time": EQUAL_WALL_TIME},
+                                   **({"budgets": budgets} if budgets else {})},
+                            derived=lambda all_rows: {"defaults": task_defaults(all_rows),
+                                                      "equal_wall_time": equal_wall_time(all_rows)})
 
-    eager = _eager(cfg)
-    tasks, build_start = {}, time.perf_counter()  # building counts in the plan's minutes (Darcy: 1200 solves)
-    for tname in cfg.tasks.split(","):
-        left = [n for n in names if (tname, n) not in done]
-        if not left:
-            print(f"{tname:18s} every pair already in results/{cfg.name}.json (--skip-done): not built", flush=True)
-            continue
-        try:
-            tasks[tname] = TASKS[tname](cfg)
-        except (ImportError, ModuleNotFoundError, AttributeError) as err:
-            skipped[tname] = f"{type(err).__name__}: {err}"
-            print(f"[skip] {tname}: {skipped[tname]}", flush=True)
-            continue
-        if tasks[tname].deterministic and any(n in SECOND_ORDER or n in RECIPES for n in left):
-            _with_dtype(tasks[tname], cfg, cfg.second_order_dtype)  # its float64 copy, built now: in the clock too
-    if cfg.session_minutes is not None:
-        # one plan for the whole grid: later parts (--skip-done) reuse it, so a task's pairs share one budget
-        kept = earlier.get("budgets", {})
-        todo = {t: task for t, task in tasks.items() if t not in kept}
-        budgets.update({t: kept[t] for t in tasks if t in kept})
-        if todo:
-            w = {t: cfg.task_weights.get(t, 1.0) for t in tasks}
-            budgets.update(plan_budgets(todo, names, factors, seeds, cfg,
-                                        cfg.session_minutes * sum(w[t] for t in todo) / sum(w.values()), cfg.task_weights,
-                                        start=build_start))
-        for t, task in tasks.items():
-            task.steps = budgets[t]["steps"]
-    for tname, task in tasks.items():
-        if stopped:
-            break
-        notes[tname] = task.notes + f"; budget {task.steps} gradient evaluations (an L-BFGS phase may end one line " \
-            "search over, a Newton-CG phase one step: grad_evals)" + (
-            f" (sized by --session-minutes from {budgets[tname]['default_steps']})" if tname in budgets else "") + (
-            "" if task.deterministic else "; minibatch training, so no L-BFGS / Newton-CG rows")
-        for name in names:
-            if (tname, name) in done:
-                print(f"{tname:18s} {name:26s} already in results/{cfg.name}.json (--skip-done)", flush=True)
+    try:
+        eager = _eager(cfg)
+        tasks, build_start = {}, time.perf_counter()  # building counts in the plan's minutes (Darcy: 1200 solves)
+        for tname in cfg.tasks.split(","):
+            left = [n for n in names if (tname, n) not in done]
+            if not left:
+                print(f"{tname:18s} every pair already in results/{cfg.name}.json (--skip-done): not built", flush=True)
                 continue
-            if deadline is not None and time.perf_counter() > deadline:
-                print(f"stopped by --max-minutes before {tname} / {name}; rerun with --merge --skip-done to go on",
-                      flush=True)
-                stopped = True
+            try:
+                tasks[tname] = TASKS[tname](cfg)
+            except (ImportError, ModuleNotFoundError, AttributeError) as err:
+                skipped[tname] = f"{type(err).__name__}: {err}"
+                print(f"[skip] {tname}: {skipped[tname]}", flush=True)
+                continue
+            if tasks[tname].deterministic and any(n in SECOND_ORDER or n in RECIPES for n in left):
+                _with_dtype(tasks[tname], cfg, cfg.second_order_dtype)  # its float64 copy, built now: in the clock too
+        if cfg.session_minutes is not None:
+            # one plan for the whole grid: later parts (--skip-done) reuse it, so a task's pairs share one budget
+            kept = earlier.get("budgets", {})
+            todo = {t: task for t, task in tasks.items() if t not in kept}
+            budgets.update({t: kept[t] for t in tasks if t in kept})
+            if todo:
+                w = {t: cfg.task_weights.get(t, 1.0) for t in tasks}
+                budgets.update(plan_budgets(todo, names, factors, seeds, cfg,
+                                            cfg.session_minutes * sum(w[t] for t in todo) / sum(w.values()), cfg.task_weights,
+                                            start=build_start))
+            for t, task in tasks.items():
+                task.steps = budgets[t]["steps"]
+        for tname, task in tasks.items():
+            if stopped:
                 break
-            t0 = time.perf_counter()
-            if not runs_on(task, name):
-                print(f"{tname:18s} {name:26s} n/a: minibatch loss (L-BFGS / Newton-CG need a fixed loss)", flush=True)
-                not_applicable.setdefault(tname, []).append(name)  # --skip-done: nothing left to build the task for
-                continue
-            planned = budgets.get(tname, {}).get("pair_s", {}).get(name)
-            if deadline is not None and planned is not None and t0 + planned > deadline:
-                # a pair cut at the call's end is lost: leave it whole to the next call
-                print(f"{tname:18s} {name:26s} not started: planned {planned:.0f} s, {deadline - t0:.0f} s left before "
-                      "the deadline; rerun with --merge --skip-done to run it", flush=True)
-                continue
-            runs = run_pair_or_record(task, name, factors, seeds, cfg)
-            factor = 1.0  # L-BFGS, Newton-CG and recipes run alone
-            if name not in RECIPES and name not in SECOND_ORDER:  # an ensemble's runs: their time alone
-                if tname not in solo:  # the plan's probes, else timed once now (eagerly where a capture fails)
-                    try:
-                        solo[tname] = budgets.get(tname, {}).get("solo_factor") or solo_factors(
-                            member_probes(task, factors, seeds, cfg), len(factors) * len(seeds))
-                    except Exception:  # noqa: BLE001
-                        solo[tname] = solo_factors(member_probes(task, factors, seeds, eager), len(factors) * len(seeds))
-                factor = solo[tname]["soap" if name == "soap" else "adam"]
-            solo_equivalent(runs, factor)
-            new = summarise(tname, name, runs)
-            rows += new
-            best = best_row(new)
-            print(f"{tname:18s} {name:26s} best lr {best['lr']:.3g}: rel L2 {best['rel_l2_median']:.3e} "
-                  f"[{best['rel_l2_min']:.2e}-{best['rel_l2_max']:.2e}] div {best['diverged']} "
-                  f"spikes {best['spikes_median']} ({time.perf_counter() - t0:.1f}s)", flush=True)
-            save(plots=False)  # a command stopped by its time limit keeps every finished pair
-    save(plots=True)
+            notes[tname] = task.notes + f"; budget {task.steps} gradient evaluations (an L-BFGS phase may end one line " \
+                "search over, a Newton-CG phase one step: grad_evals)" + (
+                f" (sized by --session-minutes from {budgets[tname]['default_steps']})" if tname in budgets else "") + (
+                "" if task.deterministic else "; minibatch training, so no L-BFGS / Newton-CG rows")
+            for name in names:
+                if (tname, name) in done:
+                    print(f"{tname:18s} {name:26s} already in results/{cfg.name}.json (--skip-done)", flush=True)
+                    continue
+                if deadline is not None and time.perf_counter() > deadline:
+                    print(f"stopped by --max-minutes before {tname} / {name}; rerun with --merge --skip-done to go on",
+                          flush=True)
+                    stopped = True
+                    break
+                t0 = time.perf_counter()
+                if not runs_on(task, name):
+                    print(f"{tname:18s} {name:26s} n/a: minibatch loss (L-BFGS / Newton-CG need a fixed loss)", flush=True)
+                    not_applicable.setdefault(tname, []).append(name)  # --skip-done: nothing left to build the task for
+                    continue
+                planned = budgets.get(tname, {}).get("pair_s", {}).get(name)
+                if deadline is not None and planned is not None and t0 + planned > deadline:
+                    # a pair cut at the call's end is lost: leave it whole to the next call
+                    print(f"{tname:18s} {name:26s} not started: planned {planned:.0f} s, {deadline - t0:.0f} s left before "
+                          "the deadline; rerun with --merge --skip-done to run it", flush=True)
+                    continue
+                runs = run_pair_or_record(task, name, factors, seeds, cfg)
+                factor = 1.0  # L-BFGS, Newton-CG and recipes run alone
+                if name not in RECIPES and name not in SECOND_ORDER:  # an ensemble's runs: their time alone
+                    if tname not in solo:  # the plan's probes, else timed once now (eagerly where a capture fails)
+                        try:
+                            solo[tname] = budgets.get(tname, {}).get("solo_factor") or solo_factors(
+                                member_probes(task, factors, seeds, cfg), len(factors) * len(seeds))
+                        except Exception:  # noqa: BLE001
+                            solo[tname] = solo_factors(member_probes(task, factors, seeds, eager), len(factors) * len(seeds))
+                    factor = solo[tname]["soap" if name == "soap" else "adam"]
+                solo_equivalent(runs, factor)
+                new = summarise(tname, name, runs)
+                rows += new
+                best = best_row(new)
+                print(f"{tname:18s} {name:26s} best lr {best['lr']:.3g}: rel L2 {best['rel_l2_median']:.3e} "
+                      f"[{best['rel_l2_min']:.2e}-{best['rel_l2_max']:.2e}] div {best['diverged']} "
+                      f"spikes {best['spikes_median']} ({time.perf_counter() - t0:.1f}s)", flush=True)
+                save()  # a command stopped by its time limit keeps every finished pair
+        save()
+    finally:
+        # at every exit, a deadline's SIGINT (KeyboardInterrupt) too: the pairs saved so far keep their plots
+        if (RESULTS_DIR / f"{cfg.name}.json").exists():
+            finish(cfg.name)
 
 
 def pair_lrs(name: str, factors) -> list[float]:
@@ -1045,6 +1090,21 @@ def pair_lrs(name: str, factors) -> list[float]:
     if name in SECOND_ORDER:
         return [default_lr(name)]
     return [default_lr(name) * f for f in factors]
+
+
+def finish(name: str) -> None:
+    """Plots of every task in results/<name>.json (copied under $OUT), and each task's default printed."""
+    result = json.loads((RESULTS_DIR / f"{name}.json").read_text())
+    rows = result["rows"]  # after the merge: plots show every row
+    for tname in sorted({r["task"] for r in rows}):
+        plot = RESULTS_DIR / f"{name}_{tname}.png"
+        plot_task(tname, rows, plot)
+        if os.environ.get("OUT"):  # the device machine returns only what is under $OUT
+            (Path(os.environ["OUT"]) / "results").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(plot, Path(os.environ["OUT"]) / "results" / plot.name)
+    for d in result.get("defaults", []):
+        pick = f"{d['optimizer']} (lr {d['lr']:.3g}, rel L2 {d['rel_l2_median']:.3e})" if d["optimizer"] else "none"
+        print(f"default {d['task']:18s} {pick}: {d['reason']}", flush=True)
 
 
 def run_pair(task: TaskSpec, name: str, factors, seeds, cfg) -> list[dict]:

@@ -406,3 +406,52 @@ def test_equal_wall_time_compares_every_optimizer_at_the_fastest_ones_total(resu
     out = json.loads(results.read_text())
     assert {r["optimizer"] for r in out["equal_wall_time"]} == {"adam", "sgd"}
     assert "Equal wall time" in render.render_one(out) and "| train_loss_at_cut |" in render.render_one(out)
+
+
+def _summary(task, name, median, top, diverged=0, wall=1.0):
+    return {"task": task, "optimizer": name, "lr": 1e-3, "seeds": 3, "diverged": diverged, "rel_l2_median": median,
+            "rel_l2_min": median, "rel_l2_max": top, "wall_s_per_run": wall / 2, "wall_s_solo": wall}
+
+
+def test_a_tasks_default_is_the_lowest_clean_median_with_ties_in_its_spread_going_to_the_faster():
+    rows = [_summary("a", "lead", 0.10, 0.12, wall=10.0), _summary("a", "close", 0.11, 0.13, wall=5.0),
+            _summary("a", "lucky", 0.01, 0.01, diverged=1), _summary("a", "far", 0.5, 0.6, wall=1.0),
+            _summary("b", "only", 0.2, 0.3), {**_summary("b", "broken", 0.1, 0.1), "error": "LinAlgError: eigh"},
+            _summary("c", "lost", 0.2, 0.3, diverged=2)]
+    got = {d["task"]: d for d in bench.task_defaults(rows)}
+    assert got["a"]["optimizer"] == "close" and "lead" in got["a"]["reason"] and "faster" in got["a"]["reason"]
+    assert got["b"]["optimizer"] == "only" and got["b"]["reason"].startswith("lowest median")
+    assert got["c"]["optimizer"] is None and "lost a seed" in got["c"]["reason"]
+
+
+def test_the_defaults_are_saved_printed_and_rendered(results, capsys):
+    from benchmarks import render
+
+    _run("--merge", "--optimizers", "adam,sgd")
+    out = json.loads(results.read_text())
+    default, = out["defaults"]
+    assert default["task"] == "toy" and default["optimizer"] in ("adam", "sgd") and default["reason"]
+    assert f"default toy                {default['optimizer']} (lr" in capsys.readouterr().out
+    page = render.render_one(out)
+    assert "Default optimizer per task" in page and f"| toy | {default['optimizer']} |" in page
+
+
+def test_plots_are_drawn_when_a_deadline_interrupts_the_grid_and_by_plots_only(results, monkeypatch, capsys):
+    real = bench.run_pair
+
+    def interrupted(task, name, *args):
+        if name == "sgd":
+            raise KeyboardInterrupt  # what the deadline's SIGINT raises
+        return real(task, name, *args)
+
+    monkeypatch.setattr(bench, "run_pair", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run("--merge", "--optimizers", "adam,sgd")
+    plot = results.parent / "grid_toy.png"
+    assert plot.exists() and {k[1] for k in _pairs(results)} == {"adam"}
+    plot.unlink()
+    _run("--plots-only")
+    assert plot.exists() and "default toy" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["--plots-only", "--name", "nothing_here"])
+    assert "--plots-only: no results/nothing_here.json" in capsys.readouterr().err
