@@ -639,7 +639,7 @@ def best_row(rows: list[dict]) -> dict:
 
 EQUAL_WALL_TIME = (
     "Equal wall time: per task, each optimizer's training loss (median over its best lr's seeds) at one cut, the "
-    "smallest solo-equivalent time any of the task's optimizers took (the budgets equal gradient evaluations, not "
+    "smallest solo-equivalent time any of the task's optimizers without a diverged seed took (the budgets equal gradient evaluations, not "
     "time). Solo-equivalent: an ensemble member's share of its ensemble's time times one member's step over that "
     "share, timed for Adam (every rule but SOAP) and SOAP (L-BFGS, Newton-CG and recipes run alone: their own time). "
     "The loss at the cut is the mean over the last of a run's 32 trace windows ending by then (a minibatch task's is "
@@ -692,7 +692,9 @@ def equal_wall_time(rows: list[dict]) -> list[dict]:
         best = {name: best_row(rs) for name, rs in by_opt.items()}
         if not best:
             continue
-        cut = min(b["wall_s_solo"] for b in best.values())
+        # a run that diverged may stop early (its later phases skipped): its short time sets no cut
+        clean = [b for b in best.values() if b["diverged"] == 0] or list(best.values())
+        cut = min(b["wall_s_solo"] for b in clean)
         found = []
         for name, b in best.items():
             at = [next((v for t, v in reversed(run["trace"]) if t <= cut), None) for run in b["runs"]]

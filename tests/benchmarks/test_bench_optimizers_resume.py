@@ -401,6 +401,8 @@ def test_equal_wall_time_compares_every_optimizer_at_the_fastest_ones_total(resu
     rows = [row("fast", 10.0, [[5.0, 1.0], [10.0, 0.5]]), row("slow", 20.0, [[5.0, 2.0], [10.0, 0.2], [20.0, 0.1]])]
     table = bench.equal_wall_time(rows)
     assert [(r["optimizer"], r["cut_s"], r["train_loss_at_cut"]) for r in table] == [("slow", 10.0, 0.2), ("fast", 10.0, 0.5)]
+    stopped = {**row("stopped", 1.0, [[1.0, float("nan")]]), "diverged": 1}  # its phases cut short: no cut of 1 s
+    assert {r["cut_s"] for r in bench.equal_wall_time(rows + [stopped])} == {10.0}
     bench.main(["--small", "--tasks", "toy", "--seeds", "1", "--steps", "10", "--device", "cpu", "--name", "grid",
                 "--optimizers", "adam,sgd"])
     out = json.loads(results.read_text())
