@@ -754,20 +754,30 @@ NEWTON_PROBE_EVALS = (30, 90)
 EAGER_PROBES = {"eager_torch": "nadam", "eager_lib": "gravity"}
 
 
+def _fit_probe(run: Callable[[int], int], budgets: tuple[int, int]) -> tuple[float, float]:
+    """(seconds per unit, seconds besides) from `run(budget)` (it returns the units done: steps, or a
+    Newton-CG member's evaluations, taken whole) timed at two budgets after a warm-up at the first."""
+    def timed(budget: int) -> tuple[float, int]:
+        start = time.perf_counter()
+        done = run(budget)
+        return time.perf_counter() - start, done
+
+    timed(budgets[0])  # first use: tracing, allocator and kernel caches warm up
+    (short, n_short), (long, n_long) = timed(budgets[0]), timed(budgets[1])
+    # timing noise can make the difference small or negative: not below a quarter of the long probe's mean
+    per = max((long - short) / max(n_long - n_short, 1), long / (4 * n_long))
+    return per, max(short - n_short * per, 0.0)
+
+
 def _probe(task: TaskSpec, name: str, n_lrs: int, n_seeds: int, cfg) -> tuple[float, float]:
     """(seconds per budget step, seconds per run besides its steps) of `name` on `task` with
     n_lrs x n_seeds members, as the grid runs it (ensemble set-up, capture and evaluations are
     the per-run part)."""
-    def timed(steps: int) -> float:
-        start = time.perf_counter()
+    def run(steps: int) -> int:
         run_first_order(replace(task, steps=steps), name, [default_lr(name)] * n_lrs, list(range(n_seeds)), cfg)
-        return time.perf_counter() - start
+        return steps
 
-    timed(PROBE_STEPS[0])  # first use: tracing, allocator and kernel caches warm up
-    short, long = timed(PROBE_STEPS[0]), timed(PROBE_STEPS[1])
-    # timing noise can make the difference small or negative: not below a quarter of the long probe's mean
-    per_step = max(long - short, long / 4) / (PROBE_STEPS[1] - PROBE_STEPS[0])
-    return per_step, max(short - PROBE_STEPS[0] * per_step, 0.0)
+    return _fit_probe(run, PROBE_STEPS)
 
 
 def member_probes(task: TaskSpec, factors, seeds, cfg) -> dict[str, tuple[float, float]]:
@@ -795,15 +805,11 @@ def solo_equivalent(runs: list[dict], factor: float) -> None:
 def _probe_newton(task: TaskSpec, cfg) -> tuple[float, float]:
     """(seconds per budget evaluation, seconds besides) of one NysNewton-CG member, run as the grid runs
     it (second-order dtype, HVPs, always eager): an evaluation is a loss or an HVP, as its budget counts."""
-    def timed(budget: int) -> tuple[float, int]:
-        start = time.perf_counter()
-        run = run_second_order(replace(task, steps=budget), "nys_newton_cg", [default_lr("nys_newton_cg")], [0], cfg)
-        return time.perf_counter() - start, run[0]["evals"]  # a step is taken whole: the evaluations done
+    def run(budget: int) -> int:  # a step is taken whole: the evaluations done
+        return run_second_order(replace(task, steps=budget), "nys_newton_cg", [default_lr("nys_newton_cg")], [0],
+                                cfg)[0]["evals"]
 
-    timed(NEWTON_PROBE_EVALS[0])  # warm-up, as for _probe
-    (short, n_short), (long, n_long) = timed(NEWTON_PROBE_EVALS[0]), timed(NEWTON_PROBE_EVALS[1])
-    per_eval = max((long - short) / max(n_long - n_short, 1), long / (4 * n_long))
-    return per_eval, max(short - n_short * per_eval, 0.0)
+    return _fit_probe(run, NEWTON_PROBE_EVALS)
 
 
 def eager_probe(name: str, cfg) -> str | None:
@@ -987,23 +993,23 @@ def main(argv=None) -> None:
 
     def save() -> None:
         # --merge: replace only the (task, optimizer) rows rerun, and only rows from this machine
-        path = write_result(cfg.name, title="Optimizers x PDE tasks" + (" (reduced CPU scale)" if cfg.small else ""),
-                            rows=rows, device=cfg.device, merge_key=(lambda r: (r["task"], r["optimizer"])) if cfg.merge else None,
-                            notes=("Median/min/max/IQR of final rel. L2 over the finite seeds per (task, optimizer, lr), "
-                                   "'diverged' counting the rest; an optimizer's best lr (log, plot) has the fewest "
-                                   "diverged seeds, then the lowest median, chosen on this same test / reference rel. L2 "
-                                   "(no validation split); no guard, "
-                                   "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
-                                   "L-BFGS / NysNewton-CG rows member by member, their phases in "
-                                   f"{str(cfg.second_order_dtype).replace('torch.', '')} (first-order ones in float32); "
-                                   "wall_s_solo: the time of a run made alone (module docstring); every run's numbers "
-                                   "and training-loss trace are in the JSON (runs)."),
-                            extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
-                                   "scale": scale, "not_applicable": not_applicable,
-                                   "tables": {"defaults": DEFAULTS_RULE, "equal_wall_time": EQUAL_WALL_TIME},
-                                   **({"budgets": budgets} if budgets else {})},
-                            derived=lambda all_rows: {"defaults": task_defaults(all_rows),
-                                                      "equal_wall_time": equal_wall_time(all_rows)})
+        write_result(cfg.name, title="Optimizers x PDE tasks" + (" (reduced CPU scale)" if cfg.small else ""),
+                     rows=rows, device=cfg.device, merge_key=(lambda r: (r["task"], r["optimizer"])) if cfg.merge else None,
+                     notes=("Median/min/max/IQR of final rel. L2 over the finite seeds per (task, optimizer, lr), "
+                            "'diverged' counting the rest; an optimizer's best lr (log, plot) has the fewest "
+                            "diverged seeds, then the lowest median, chosen on this same test / reference rel. L2 "
+                            "(no validation split); no guard, "
+                            "no schedule, weight decay 0; first-order seeds x LRs trained as one vmap ensemble; "
+                            "L-BFGS / NysNewton-CG rows member by member, their phases in "
+                            f"{str(cfg.second_order_dtype).replace('torch.', '')} (first-order ones in float32); "
+                            "wall_s_solo: the time of a run made alone (module docstring); every run's numbers "
+                            "and training-loss trace are in the JSON (runs)."),
+                     extra={"tasks": notes, "skipped": skipped, "lr_factors": list(factors), "seeds": seeds,
+                            "scale": scale, "not_applicable": not_applicable,
+                            "tables": {"defaults": DEFAULTS_RULE, "equal_wall_time": EQUAL_WALL_TIME},
+                            **({"budgets": budgets} if budgets else {})},
+                     derived=lambda all_rows: {"defaults": task_defaults(all_rows),
+                                               "equal_wall_time": equal_wall_time(all_rows)})
 
     try:
         eager = _eager(cfg)
