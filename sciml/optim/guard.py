@@ -10,10 +10,16 @@ Per step ``guard.step`` does, in order:
 
 1. global gradient norm ``n = ‖g‖₂`` (one fused reduction, stays on device);
 2. non-finite check: if the loss or ``n`` is NaN/Inf the update is skipped (event
-   ``skip_nonfinite``); `max_consecutive_skips` skips in a row raise `GuardError`;
+   ``skip_nonfinite``, its ``cause`` "loss" or "gradient"); `max_consecutive_skips` skips in a
+   row roll back to the last good snapshot (as for spikes, below; without a snapshot they raise
+   `GuardError`). If the first step after a rollback is non-finite again, the loss or gradient is
+   non-finite at weights that were good, which no learning rate can change: the guard raises at
+   once (``GuardError.lr_helps`` False), naming the data, the model or the PDE residual;
 3. adaptive clipping (ZClip, Kumar et al. 2025, arXiv:2504.02507): EMA mean μ and variance σ²
    of ``n`` (initialised over `clip_warmup` steps); when ``n > μ + z·σ`` the gradient is scaled
-   to ``μ + z·σ`` (event ``clip``); ``clip="norm"`` clips to a fixed `max_norm` instead;
+   to ``μ + z·σ`` (event ``clip``); ``clip="norm"`` clips to a fixed `max_norm` instead. During
+   the warm-up a norm above `WARMUP_CLIP` times the median of the warm-up's earlier norms is
+   clipped to that (a divergence in the first steps must not run unclipped);
 4. spike detection against a running estimate of log(loss) over healthy steps: an EMA ``ℓ̄`` and
    an EMA ``s²`` of ``min(ℓ_t − ℓ_prev, 0)²``, the squared falls of log loss from one healthy step
    to the next. For i.i.d. noise of any distribution the difference of two samples is symmetric
@@ -31,17 +37,31 @@ Per step ``guard.step`` does, in order:
    (batch 1) and χ²₂/2 (batch 2) losses, no healthy step in 6·10⁴ was flagged, and a bad batch
    whose loss is 10³ times the noise floor is (tests/sciml/optim/test_guard.py); with 3 the
    batch-1 threshold is ~8000 times the geometric mean and most such batches pass. A single-sample
-   loss multiplied by 10³ is not always a spike: 10³ times a tiny residual is a typical loss;
+   loss multiplied by 10³ is not always a spike: 10³ times a tiny residual is a typical loss.
+   During the first `spike_warmup` healthy steps, before the noise is known, a loss above
+   `spike_factor` times the *largest* healthy loss so far (two at least) is a spike: healthy
+   training rarely climbs far above where it started (i.i.d. χ²₁ losses trip it ~0.1 times in a
+   10-step warm-up, against the smallest loss ~5 times), and a divergence in its first steps does
+   (an lr 100x too high: 1, 3.3, 40, 913);
 5. `max_spikes` spikes within `spike_window` steps roll the model and optimizer back to the last
    good snapshot (taken every `snapshot_every` healthy steps, in memory) and multiply the
-   effective learning rate by `lr_factor` (events ``rollback``, ``lr_lowered``). The running
+   effective learning rate by `lr_factor` (events ``rollback``, ``lr_lowered``). Where a spike's
+   update is skipped (exact mode, closure steps) the weights at the first spike of a window are
+   copied, and become the snapshot once a healthy loss is evaluated at them (the next step, as the
+   spike's update was skipped), so a later rollback keeps the healthy steps before the spike. Spikes
+   in a row leave those weights unvouched: the spike may be theirs (a divergence: an lr 10⁴ too high
+   put 2·10¹³ there), and the rollback returns to the periodic snapshot, as in polled mode, where the
+   spikes' updates were taken. The running
    estimate then restarts from the restored state's losses: a level that persists after a
    rollback is the objective's, not a spike, and must not roll back again and again.
 
 Closure optimizers (L-BFGS, Newton-CG) step inside ``optimizer.step(closure)``, so the guard judges
 the step afterwards and, for a skip (non-finite loss or weights, or a spike), restores the model
 and optimizer state it copied before the step; clipping is not applied to their inner
-evaluations. The loss they return is the one evaluated at the weights *before* their step: the
+evaluations. A step whose weights came out non-finite (``cause`` "weights") is retried at the
+learning rate times `lr_factor`, as the same step from the same state would fail the same way;
+that reduction is undone after `RETRY_RECOVERY` healthy steps in a row (event ``lr_restored``),
+only a rollback lowers the rate for good. The loss they return is the one evaluated at the weights *before* their step: the
 check of a closure step therefore judges the previous step's result, one step late. A spike
 caused by step k is seen at step k+1, whose update is skipped, while step k's weights stay
 (until a rollback replaces them).
@@ -49,6 +69,9 @@ caused by step k is seen at step k+1, whose update is skipped, while step k's we
 When the objective itself changes (a PINN resamples its collocation points, adaptive loss
 weights move) the loss may jump for no fault of the optimizer: the trainer calls
 ``guard.rebase()``, which forgets the running estimate and relearns it over `spike_warmup` steps.
+When only the optimizer changes (a PINN's next phase), ``guard.carry_level(previous)`` keeps the
+previous guard's loss level as the warm-up's reference and relearns the noise, which the new
+optimizer changes (L-BFGS is smooth where Adam was noisy).
 
 The learning-rate reduction is kept as ``guard.lr_scale`` and applied around each
 ``optimizer.step`` (lr ← lr·scale, step, lr ← lr/scale), so it composes with any LR schedule
@@ -83,10 +106,18 @@ from ._base import check_range
 from ._lr import scale_lr
 
 _CLIP_MODES = ("zclip", "norm", None)
+WARMUP_CLIP = 10.0  # ZClip warm-up: clip a norm above this multiple of the median of the earlier ones
+RETRY_RECOVERY = 10  # healthy closure steps in a row after which a retry's lr reduction is undone
+_FLOATS = ("max_norm", "clip_alpha", "clip_z", "spike_factor", "spike_z", "spike_beta", "lr_factor")
 
 
 class GuardError(RuntimeError):
-    """Training cannot continue: repeated non-finite steps or too many rollbacks."""
+    """Training cannot continue: repeated non-finite steps or too many rollbacks. ``lr_helps`` is False
+    when the loss was non-finite at good weights: the data, model or residual is at fault, not the rate."""
+
+    def __init__(self, message: str, *, lr_helps: bool = True):
+        super().__init__(message)
+        self.lr_helps = lr_helps
 
 
 class Guard:
@@ -116,6 +147,14 @@ class Guard:
                  spike_beta: float = 0.9, spike_warmup: int = 10, max_spikes: int = 3,
                  spike_window: int = 50, lr_factor: float = 0.5, snapshot_every: int = 50,
                  max_consecutive_skips: int = 20, max_rollbacks: int = 10, check_every: int = 1):
+        if not isinstance(enabled, bool):
+            raise ValueError(f"guard enabled={enabled!r} must be true or false")
+        given = locals()
+        for name in _FLOATS:  # float() would take "1" and True, which then fail mid-training
+            v = given[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"guard {name}={v!r} must be a number (int or float), not {type(v).__name__}: "
+                                 "write a plain number, unquoted (infinity: .inf)")
         if clip not in _CLIP_MODES:
             raise ValueError(f"guard clip={clip!r} is not one of {_CLIP_MODES}; use 'zclip', 'norm' or null")
         check_range("guard max_norm", max_norm, 0.0, lo_open=True)
@@ -131,7 +170,7 @@ class Guard:
                             ("max_rollbacks", max_rollbacks, 0), ("check_every", check_every, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"guard {name}={v!r} must be an integer >= {lo}")
-        self.model, self.optimizer, self.enabled = model, optimizer, bool(enabled)
+        self.model, self.optimizer, self.enabled = model, optimizer, enabled
         self.clip, self.max_norm, self.clip_alpha, self.clip_z, self.clip_warmup = clip, max_norm, clip_alpha, clip_z, clip_warmup
         self.spike_factor, self.spike_z, self.spike_beta, self.spike_warmup = spike_factor, spike_z, spike_beta, spike_warmup
         self.max_spikes, self.spike_window, self.lr_factor = max_spikes, spike_window, lr_factor
@@ -144,11 +183,15 @@ class Guard:
         self.log_loss_var = 0.0  # EMA of min(log loss − previous healthy log loss, 0)², the test's noise level
         self.log_loss_prev: float | None = None
         self.log_loss_samples = 0  # log-loss values in these statistics (for the averaged start)
+        self.log_loss_max: float | None = None  # the warm-up's reference: the largest healthy log loss
+        self.log_loss_max_n = 0  # values behind it (a carried level counts as established)
         self.healthy_steps = 0
         self.spike_steps: list[int] = []
         self.consecutive_skips = 0
         self.rollbacks = 0
         self.counts = {"skip_nonfinite": 0, "spike": 0, "rollback": 0, "clip": 0}
+        self.retry_lowered = 0  # closure retries' lr reductions not yet undone (RETRY_RECOVERY)
+        self.retry_healthy = 0
         self._clip_mean: torch.Tensor | None = None  # ZClip statistics, on device
         self._clip_var: torch.Tensor | None = None
         self._warm_norms: list[torch.Tensor] = []
@@ -158,6 +201,8 @@ class Guard:
         self._since_snapshot = 0
         self._pending: list[tuple[int, torch.Tensor]] = []  # (step, [loss, norm, thr, finite]) awaiting a poll
         self._on_restore: list[Callable[[], None]] = []
+        self._restored = False  # a rollback loaded the last good state and no step has been judged since
+        self._at_spike: dict | None = None  # the weights at a window's first skipped spike, until a healthy loss vouches
 
     # ------------------------------------------------------------------ public API
     def step(self, loss: torch.Tensor | float | None = None, closure: Callable[[], torch.Tensor] | None = None):
@@ -232,6 +277,15 @@ class Guard:
         cls(probe, torch.optim.SGD(probe.parameters(), lr=0.0), **settings)  # the constructor's range checks
 
     @staticmethod
+    def parse_settings(settings: dict[str, Any]) -> dict[str, Any]:
+        """`settings` with a number setting written as ``inf`` or ``nan`` (a string to YAML 1.1, which spells
+        them ``.inf``, ``.nan``) as that float: a number field means the number, as pydantic's float fields do."""
+        def number(key, v):
+            word = v.strip().lower().replace(".", "") if isinstance(v, str) else ""
+            return float(word) if key in _FLOATS and word.lstrip("+-") in ("inf", "infinity", "nan") else v
+        return {k: number(k, v) for k, v in settings.items()}
+
+    @staticmethod
     def syncs_with(*, enabled: bool = True, check_every: int = 1, **_other_settings) -> bool:
         """Whether a guard with these settings reads the host every step (exact mode, ``check_every=1``),
         so that no step can be captured; a config is checked before any guard is built."""
@@ -264,7 +318,7 @@ class Guard:
                 clean = False
                 continue
             if self._is_spike(lval):
-                self._spike(step, lval)
+                self._spike(step, lval, skipped=False)  # its update was taken
                 clean = False
                 continue
             if self.clip is not None and nval > tval:
@@ -279,6 +333,39 @@ class Guard:
         against the old running loss, then relearn it over `spike_warmup` healthy steps."""
         self.poll()
         self._forget_loss_level()
+
+    def carry_level(self, previous: "Guard") -> None:
+        """Start from `previous`'s loss level (same objective, another optimizer: a PINN's next phase): the
+        warm-up tests spikes against it from the first step, and the noise, which the optimizer changes, is
+        relearnt. Its counts carry on too, for the run's summary; the lr scale and rollbacks do not (they
+        belonged to its optimizer)."""
+        previous.poll()
+        self.log_loss_ema = previous.log_loss_ema
+        self.counts = {k: self.counts[k] + previous.counts[k] for k in self.counts}
+        self._restored = previous._restored  # the weights it hands on are a restored good state, not yet judged
+        self._relearn_noise()
+
+    def finish(self) -> None:
+        """This guard's training ends (a PINN phase): judge the buffered steps, and if they end on non-finite
+        steps roll back to the last good state (events ``rollback``, ``lr_lowered``) rather than hand on
+        weights no healthy step vouched for; the next phase's first non-finite step then raises at once."""
+        self.poll()
+        if self.consecutive_skips and self._snapshot is not None:
+            self._rollback(self.step_count, reason="nonfinite")
+            self.consecutive_skips = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The run's guard figures for its final record: events by kind and the final lr scale."""
+        return {"skips": self.counts["skip_nonfinite"], "spikes": self.counts["spike"],
+                "rollbacks": self.counts["rollback"], "clips": self.counts["clip"], "lr_scale": self.lr_scale}
+
+    @staticmethod
+    def describe(summary: dict[str, Any] | None) -> str | None:
+        """One line for a `summary`, or None when the guard did nothing (or there is none)."""
+        if not summary or not any(summary[k] for k in ("skips", "spikes", "rollbacks", "clips")):
+            return None
+        return (f"guard: {summary['skips']} non-finite skips, {summary['spikes']} spikes, {summary['rollbacks']} "
+                f"rollbacks, {summary['clips']} clips; final lr scale {summary['lr_scale']:g}")
 
     def pop_events(self, judge_pending: bool = True) -> list[dict[str, Any]]:
         """Events since the last call, each ``{"step", "event", ...details}``; clears them.
@@ -315,6 +402,8 @@ class Guard:
             "step_count": self.step_count, "lr_scale": self.lr_scale, "log_loss_ema": self.log_loss_ema,
             "log_loss_var": self.log_loss_var, "log_loss_samples": self.log_loss_samples, "log_loss_prev": self.log_loss_prev,
             "healthy_steps": self.healthy_steps, "spike_steps": list(self.spike_steps),
+            "log_loss_max": self.log_loss_max, "log_loss_max_n": self.log_loss_max_n,
+            "retry_lowered": self.retry_lowered, "retry_healthy": self.retry_healthy,
             "consecutive_skips": self.consecutive_skips, "rollbacks": self.rollbacks, "counts": dict(self.counts),
             "clip_mean": None if self._clip_mean is None else host(self._clip_mean),
             "clip_var": None if self._clip_var is None else host(self._clip_var),
@@ -338,10 +427,13 @@ class Guard:
         if "log_loss_var" in sd:
             self.log_loss_var, self.log_loss_samples = sd["log_loss_var"], sd["log_loss_samples"]
             self.log_loss_prev = sd["log_loss_prev"]
+            # a checkpoint from before the warm-up rule: the level as its reference (none before a level)
+            self.log_loss_max = sd.get("log_loss_max", self.log_loss_ema)
+            self.log_loss_max_n = sd.get("log_loss_max_n", 0 if self.log_loss_ema is None else 2)
         else:  # a checkpoint from before the noise term: keep the level, relearn the noise over the warm-up
-            self.log_loss_var, self.log_loss_samples = 0.0, 0 if self.log_loss_ema is None else 1
-            self.log_loss_prev, self.healthy_steps = self.log_loss_ema, 0
+            self._relearn_noise()
         self.consecutive_skips, self.rollbacks, self.counts = sd["consecutive_skips"], sd["rollbacks"], dict(sd["counts"])
+        self.retry_lowered, self.retry_healthy = sd.get("retry_lowered", 0), sd.get("retry_healthy", 0)
         self._clip_mean = None if sd["clip_mean"] is None else sd["clip_mean"].to(dev, copy=True)  # updated in place
         self._clip_var = None if sd["clip_var"] is None else sd["clip_var"].to(dev, copy=True)
         self._warm_norms = [n.to(dev) for n in sd["warm_norms"]]
@@ -396,12 +488,17 @@ class Guard:
             thr = torch.full_like(norm, self.max_norm)
             return torch.clamp(thr / (norm + 1e-12), max=1.0), thr
         safe = torch.where(finite, norm, torch.zeros_like(norm))
-        if self._clip_mean is None:  # warm-up: collect, do not clip
-            self._warm_norms.append(torch.where(finite, norm, torch.full_like(norm, math.nan)))  # NaN: not counted
+        if self._clip_mean is None:  # warm-up: collect; clip only far above the median so far (on device, no sync)
+            thr = inf
+            if self._warm_norms:
+                median = torch.stack(self._warm_norms).nanmedian()  # NaN while no finite norm was seen
+                thr = torch.where(torch.isnan(median), inf, WARMUP_CLIP * median)
+            # NaN: not counted; the statistics follow the clipped norm, as after the warm-up
+            self._warm_norms.append(torch.where(finite, torch.minimum(norm, thr), torch.full_like(norm, math.nan)))
             if len(self._warm_norms) >= self.clip_warmup:
                 self._clip_mean, self._clip_var = self._warm_statistics(torch.stack(self._warm_norms))
                 self._warm_norms = []
-            return None, inf
+            return torch.clamp(thr / (norm + 1e-12), max=1.0), thr
         # NaN statistics: the warm-up saw no finite norm; the first finite one after it starts them
         unset = torch.isnan(self._clip_mean)
         thr = self._clip_mean + self.clip_z * self._clip_var.clamp_min(0).sqrt()
@@ -442,20 +539,27 @@ class Guard:
                     scale_lr(g, scale, undo=True)
 
     def _spike_threshold(self) -> float:
-        """The log-loss above which a loss is a spike: ℓ̄ + log(spike_factor) + spike_z·s."""
+        """The log-loss above which a loss is a spike: ℓ̄ + log(spike_factor) + spike_z·s; during the warm-up,
+        while the noise is not known, the largest healthy log loss + log(spike_factor) (inf before two)."""
+        if self.healthy_steps < self.spike_warmup:
+            return self.log_loss_max + math.log(self.spike_factor) if self.log_loss_max_n >= 2 else math.inf
         return self.log_loss_ema + math.log(self.spike_factor) + self.spike_z * math.sqrt(self.log_loss_var)
 
     def _is_spike(self, lval: float) -> bool:
-        if self.log_loss_ema is None or self.healthy_steps < self.spike_warmup or lval <= 0:
+        if self.log_loss_ema is None or lval <= 0:
             return False
         return math.log(lval) > self._spike_threshold()
 
-    def _healthy(self, lval: float, snapshot: bool = True) -> None:
-        """A step judged healthy; `snapshot=False` while polling (the weights already hold later steps)."""
+    def _healthy(self, lval: float, snapshot: bool | dict = True) -> None:
+        """A step judged healthy; `snapshot=False` while polling (the weights already hold later steps); a
+        dict: the state to snapshot instead of the current one (a closure step's, from before its update)."""
         self.consecutive_skips = 0
+        self._restored = False
         self.healthy_steps += 1
         if lval > 0:
             ll = math.log(lval)
+            self.log_loss_max = ll if self.log_loss_max is None else max(self.log_loss_max, ll)
+            self.log_loss_max_n += 1
             b = self.spike_beta
             if self.log_loss_ema is None:
                 self.log_loss_ema = ll
@@ -473,27 +577,50 @@ class Guard:
             self.log_loss_prev = ll
             self.log_loss_samples += 1
         self._since_snapshot += 1
-        if snapshot:
-            self._maybe_snapshot()
+        if self._at_spike is not None:  # this healthy loss was evaluated at those weights (the updates since were skipped)
+            self._take_snapshot(self._at_spike, self._at_spike["step"])
+            self._at_spike = None
+        if snapshot is not False:
+            self._maybe_snapshot(None if snapshot is True else snapshot)
 
-    def _maybe_snapshot(self) -> None:
+    def _maybe_snapshot(self, state: dict | None = None) -> None:
         recent_spike = self.spike_steps and self.step_count - self.spike_steps[-1] < self.spike_window
         if self._snapshot is None or (self._since_snapshot >= self.snapshot_every and not recent_spike):
-            self._take_snapshot()
+            self._take_snapshot(state)
 
-    def _take_snapshot(self) -> None:
-        self._snapshot = {**self._snapshot_light(), "step": self.step_count}
+    def _take_snapshot(self, state: dict | None = None, step: int | None = None) -> None:
+        """`state`: a `_snapshot_light` copy to keep (else one of the current state); `step`: the step whose
+        weights these are (else the current one)."""
+        self._snapshot = {**(state or self._snapshot_light()), "step": self.step_count if step is None else step}
         self._since_snapshot = 0
 
     def _forget_loss_level(self) -> None:
         self.log_loss_ema, self.healthy_steps, self.spike_steps = None, 0, []
         self.log_loss_var, self.log_loss_samples, self.log_loss_prev = 0.0, 0, None
+        self.log_loss_max, self.log_loss_max_n = None, 0
 
-    def _skip_nonfinite(self, step: int, lval: float, nval: float, zeroed: bool = False) -> None:
+    def _relearn_noise(self) -> None:
+        """Keep the loss level (the warm-up's reference too), relearn the noise over `spike_warmup` steps."""
+        self.log_loss_var, self.log_loss_samples = 0.0, 0 if self.log_loss_ema is None else 1
+        self.log_loss_prev, self.healthy_steps = self.log_loss_ema, 0
+        self.log_loss_max, self.log_loss_max_n = self.log_loss_ema, 0 if self.log_loss_ema is None else 2
+
+    def _skip_nonfinite(self, step: int, lval: float, nval: float | None, zeroed: bool = False) -> None:
+        """`nval` None: a closure step, whose loss was finite but its weights came out non-finite."""
+        cause = "loss" if not math.isfinite(lval) else "gradient" if nval is not None else "weights"
         self.counts["skip_nonfinite"] += 1
         self.consecutive_skips += 1
-        self._emit(step, "skip_nonfinite", loss=lval, grad_norm=nval,
+        self._emit(step, "skip_nonfinite", cause=cause, loss=lval, **({} if nval is None else {"grad_norm": nval}),
                    **({"note": "polled mode: gradient was zeroed, the optimizer still stepped"} if zeroed else {}))
+        if self._restored and cause != "weights":  # evaluated at the restored weights, before any update
+            # without a snapshot of its own, a guard's restored weights came from the one before (carry_level)
+            to = f"step {self._snapshot['step']}" if self._snapshot is not None else "handed on by the previous phase"
+            self._start_afresh()
+            raise GuardError(
+                f"the {cause} is non-finite at step {step}, the first step after rolling back to the last good weights "
+                f"({to}), so no learning rate can help: the data, the model or the PDE residual gives it. Check "
+                "the inputs and targets for NaN/Inf and the model or residual for overflow (training in float64 "
+                "tells overflow apart)", lr_helps=False)
         if self.consecutive_skips >= self.max_consecutive_skips:
             if self._snapshot is not None:  # past max_rollbacks this restores the last good state and gives up
                 self._rollback(step, reason="nonfinite")
@@ -505,15 +632,21 @@ class Guard:
                 f"{skips} consecutive steps had a non-finite loss or gradient (step {step}); "
                 "lower the learning rate, enable clipping (guard.clip), or train in float64")
 
-    def _spike(self, step: int, lval: float) -> None:
+    def _spike(self, step: int, lval: float, *, skipped: bool = True) -> None:
+        """`skipped`: the spike's update was not taken (exact mode, closure steps), so the weights are those
+        the healthy steps led to; the first spike of a window snapshots them for a rollback to keep."""
         self.counts["spike"] += 1
-        self.spike_steps = [s for s in self.spike_steps if step - s < self.spike_window] + [step]
+        self._restored = False
+        self.spike_steps = [s for s in self.spike_steps if step - s < self.spike_window]
+        if skipped and not self.spike_steps:
+            self._at_spike = {**self._snapshot_light(), "step": step - 1}
+        self.spike_steps.append(step)
         self._emit(step, "spike", loss=lval, running=math.exp(self.log_loss_ema), threshold=math.exp(self._spike_threshold()))
         if len(self.spike_steps) >= self.max_spikes:
             self._rollback(step, reason="spikes")
 
     def _rollback(self, step: int, reason: str) -> None:
-        snap = self._snapshot
+        snap, self._at_spike = self._snapshot, None
         if snap is not None:  # also when giving up: the caller may then save the last good state
             self._restore(snap["model"], copy.deepcopy(snap["optimizer"]))
         if self.rollbacks >= self.max_rollbacks:
@@ -526,7 +659,9 @@ class Guard:
         self.rollbacks += 1
         self.counts["rollback"] += 1
         self._forget_loss_level()
+        self._restored = snap is not None
         self._emit(step, "rollback", reason=reason, to_step=None if snap is None else snap["step"])
+        self.retry_lowered = 0  # a rollback lowers the rate for good, retries' reductions included
         self._lower_lr(step)
 
     def _lower_lr(self, step: int) -> None:
@@ -534,6 +669,17 @@ class Guard:
         self.lr_scale *= self.lr_factor
         self._emit(step, "lr_lowered", lr_scale=self.lr_scale, previous=old,
                    lr=[g["lr"] * self.lr_scale for g in self.optimizer.param_groups])
+
+    def _retried_healthy(self, step: int) -> None:
+        """A healthy closure step: after RETRY_RECOVERY in a row, undo the retries' lr reductions."""
+        if not self.retry_lowered:
+            return
+        self.retry_healthy += 1
+        if self.retry_healthy >= RETRY_RECOVERY:
+            old = self.lr_scale
+            self.lr_scale /= self.lr_factor ** self.retry_lowered
+            self.retry_lowered = self.retry_healthy = 0
+            self._emit(step, "lr_restored", lr_scale=self.lr_scale, previous=old)
 
     def _closure_step(self, loss, closure):
         # closure methods take several inner evaluations; clipping is not applied to them.
@@ -548,14 +694,18 @@ class Guard:
                                     params_ok.to(torch.float64)]).tolist()
         if not (ok and math.isfinite(lval)):
             self._restore(before["model"], before["optimizer"])
-            self._skip_nonfinite(self.step_count, lval, float("nan"))
-            self._lower_lr(self.step_count)
+            rollbacks = self.rollbacks
+            self._skip_nonfinite(self.step_count, lval, None)
+            if math.isfinite(lval) and self.rollbacks == rollbacks:  # the weights blew up: retry at a lower rate
+                self.retry_lowered, self.retry_healthy = self.retry_lowered + 1, 0
+                self._lower_lr(self.step_count)
             return ret
         if self._is_spike(lval):  # skip the update, as for a non-finite step (the optimizer has taken it)
             self._restore(before["model"], before["optimizer"])
             self._spike(self.step_count, lval)
-        else:
-            self._healthy(lval)
+        else:  # the loss judged the weights before this step: those are the ones a snapshot may keep
+            self._healthy(lval, snapshot=before)
+            self._retried_healthy(self.step_count)
         return ret
 
     def _restore(self, model_state: dict, optimizer_state: dict) -> None:

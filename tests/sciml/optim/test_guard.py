@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sciml.optim import Guard, GuardError, build_optimizer
+from sciml.optim.guard import RETRY_RECOVERY, WARMUP_CLIP
 
 
 def _problem(seed=0):
@@ -318,7 +319,9 @@ def test_closure_path_lbfgs_and_nan_revert():
 
     guard.step(None, closure=bad)
     assert all(torch.equal(a, b) for a, b in zip(w, model.parameters()))
-    assert [e["event"] for e in guard.pop_events()] == ["skip_nonfinite", "lr_lowered"]
+    # a non-finite loss is no reason to lower the rate (it was evaluated before the step)
+    assert [(e["event"], e["cause"]) for e in guard.pop_events()] == [("skip_nonfinite", "loss")]
+    assert guard.lr_scale == 1.0
 
 
 def _same(a, b) -> bool:
@@ -589,7 +592,153 @@ def test_a_checkpoint_without_the_noise_statistic_loads_and_relearns_it():
     fresh = Guard(model, opt, clip=None, spike_warmup=4)
     fresh.load_state_dict(old)
     assert fresh.log_loss_ema == sd["log_loss_ema"] and fresh.log_loss_var == 0.0 and fresh.healthy_steps == 0
-    assert not fresh._is_spike(1e6), "no spike test before the noise is relearnt"
+    level = math.exp(sd["log_loss_ema"])  # before the noise is relearnt, only the warm-up's test, against the level
+    assert not fresh._is_spike(9 * level) and fresh._is_spike(11 * level)
     _train(model, opt, fresh, x, y, 4)
     assert fresh.log_loss_samples == 5 and fresh.log_loss_var > 0 and fresh._is_spike(1e6)
     assert fresh.pop_events() == []
+
+
+def test_a_divergence_in_the_first_steps_is_caught_during_the_warm_up():
+    """An lr far too high: the loss climbs ~10x a step from the first. The spike test waited for spike_warmup
+    healthy steps, by which time the weights had blown up unnoticed; the warm-up compares each loss with the
+    largest healthy one so far, rolls back and lowers the rate, and training converges."""
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "sgd", lr=2.0)  # the loss: 7, 77, 1159, ...
+    guard = Guard(model, opt, clip=None)
+    losses = _train(model, opt, guard, x, y, 200)
+    events = guard.pop_events()
+    first = [e["step"] for e in events if e["event"] == "spike"][0]
+    assert first < guard.spike_warmup, events
+    assert guard.counts["rollback"] >= 1 and guard.lr_scale < 1
+    assert losses[-1] < 1e-6 * losses[0]
+
+
+def test_zclip_clips_a_gradient_blow_up_during_its_warm_up():
+    model = torch.nn.Linear(2, 1)
+    opt = build_optimizer(model.parameters(), "sgd", lr=0.0)
+    guard = Guard(model, opt, clip="zclip", clip_warmup=25)
+    _zclip_feed(guard, model, [1.0, 2.0, 3.0])
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    guard.step(torch.tensor(1.0))
+    clip = [e for e in guard.pop_events() if e["event"] == "clip"]
+    assert len(clip) == 1 and clip[0]["threshold"] == pytest.approx(WARMUP_CLIP * 2 * math.sqrt(3))  # 10x the median
+    assert math.sqrt(sum((p.grad ** 2).sum() for p in model.parameters())) == pytest.approx(clip[0]["threshold"])
+
+
+def test_a_guard_carries_the_loss_level_into_the_next_phase():
+    """A PINN's next phase builds a new guard: without the level it ran spike_warmup steps unguarded."""
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    first = Guard(model, opt, clip=None)
+    _train(model, opt, first, x, y, 30)
+    lbfgs = build_optimizer(model.parameters(), "lbfgs", lr=1.0)
+    second = Guard(model, lbfgs, clip=None, spike_factor=100.0)
+    second.carry_level(first)
+    level = math.exp(first.log_loss_ema)
+    assert not second._is_spike(90 * level) and second._is_spike(110 * level)  # from its first step
+    assert second.healthy_steps == 0 and second.log_loss_var == 0.0  # the noise is the new optimizer's
+
+
+@pytest.mark.parametrize("check_every", [1, 5])
+def test_a_loss_non_finite_again_after_a_rollback_raises_at_once_naming_the_data(check_every):
+    """Non-finite at the restored last good weights: the data or model is at fault, and the guard used to
+    roll back max_rollbacks times, lowering the rate each time, then advise a lower rate."""
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt, clip=None, max_consecutive_skips=3, check_every=check_every)
+    with pytest.raises(GuardError, match="no learning rate can help: the data, the model or the PDE residual") as err:
+        _train(model, opt, guard, x, y, 200, inject=lambda k, loss: loss * float("nan") if k > 20 else loss)
+    assert not err.value.lr_helps
+    events = guard.pop_events(judge_pending=False)
+    assert [e["event"] for e in events].count("rollback") == 1 and guard.step_count <= 20 + 3 + 2 * check_every
+    assert {e["cause"] for e in events if e["event"] == "skip_nonfinite"} == {"loss"}
+
+
+class _BlowsUp(torch.optim.SGD):
+    """SGD whose closure steps write inf into the weights on the calls in `bad` (1-based)."""
+
+    def __init__(self, params, bad, **kw):
+        super().__init__(params, **kw)
+        self.bad, self.calls = bad, 0
+
+    def step(self, closure=None):
+        loss = super().step(closure)
+        self.calls += 1
+        if self.calls in self.bad:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(math.inf)
+        return loss
+
+
+def test_a_closure_step_whose_weights_blow_up_is_retried_at_a_lower_rate_for_a_while():
+    """Every non-finite closure step halved the rate for good, and a blown-up step was logged with its finite
+    loss and grad_norm nan, saying nothing of what was non-finite."""
+    model, x, y = _problem()
+    opt = _BlowsUp(model.parameters(), bad={5}, lr=1e-2)
+
+    def closure():
+        opt.zero_grad()
+        loss = _loss(model, x, y)
+        loss.backward()
+        return loss
+
+    guard = Guard(model, opt, clip=None)
+    for k in range(1, 6 + RETRY_RECOVERY):
+        guard.step(None, closure=closure)
+        if k == 5:
+            assert guard.lr_scale == 0.5 and all(torch.isfinite(p).all() for p in model.parameters())
+    events = guard.pop_events()
+    skip = [e for e in events if e["event"] == "skip_nonfinite"]
+    assert len(skip) == 1 and skip[0]["cause"] == "weights" and "grad_norm" not in skip[0]
+    assert [(e["step"], e["event"]) for e in events if e["event"].startswith("lr_")] == [
+        (5, "lr_lowered"), (5 + RETRY_RECOVERY, "lr_restored")]
+    assert guard.lr_scale == 1.0
+
+
+def test_an_exact_rollback_keeps_the_healthy_steps_before_a_window_of_spikes():
+    """The spikes' updates are skipped: the weights at the first spike, vouched for by the healthy step after
+    it, are newer than the periodic snapshot (step 31 here), which the rollback used to return to."""
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=5e-2)
+    guard = Guard(model, opt, clip=None, snapshot_every=10, max_spikes=3, spike_window=20)
+    kept = {}
+    for k in range(1, 61):
+        opt.zero_grad(set_to_none=True)
+        loss = _loss(model, x, y) * (1e3 if k in (40, 45, 50) else 1.0)
+        loss.backward()
+        guard.step(loss)
+        if k == 39:
+            kept = {n: p.detach().clone() for n, p in model.named_parameters()}
+        if k == 50:
+            assert all(torch.equal(p, kept[n]) for n, p in model.named_parameters())
+    rollback = [e for e in guard.pop_events() if e["event"] == "rollback"]
+    assert [(e["step"], e["to_step"]) for e in rollback] == [(50, 39)]
+
+
+@pytest.mark.parametrize("kw, match", [({"max_norm": "1"}, "max_norm='1' must be a number"),
+                                       ({"spike_factor": True}, "spike_factor=True must be a number"),
+                                       ({"spike_factor": "inf"}, "spike_factor='inf' must be a number"),
+                                       ({"enabled": "maybe"}, "enabled='maybe' must be true or false")])
+def test_guard_settings_of_the_wrong_type_fail_when_built_not_mid_training(kw, match):
+    model, _, _ = _problem()
+    with pytest.raises(ValueError, match=match):
+        Guard(model, build_optimizer(model.parameters(), "sgd", lr=1e-2), **kw)
+
+
+def test_number_settings_written_inf_or_nan_read_as_floats():
+    parsed = Guard.parse_settings({"spike_factor": "inf", "max_norm": "-.Inf", "clip_z": "nan", "clip": "norm"})
+    assert parsed["spike_factor"] == math.inf and parsed["max_norm"] == -math.inf and math.isnan(parsed["clip_z"])
+    assert parsed["clip"] == "norm"
+
+
+def test_the_summary_counts_the_guards_events():
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt, clip=None)
+    assert Guard.describe(guard.summary()) is None
+    _train(model, opt, guard, x, y, 12, inject=lambda k, loss: loss * float("nan") if k == 12 else loss)
+    assert guard.summary() == {"skips": 1, "spikes": 0, "rollbacks": 0, "clips": 0, "lr_scale": 1.0}
+    assert Guard.describe(guard.summary()) == ("guard: 1 non-finite skips, 0 spikes, 0 rollbacks, 0 clips; "
+                                               "final lr scale 1")
