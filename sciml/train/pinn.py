@@ -48,6 +48,7 @@ from sciml.pde.problems import get_problem
 from sciml.pde.sampling import rad_sample, rar_add
 from sciml.registry import close_matches
 from sciml.train.graphs import CapturedStep
+from sciml.train.schema import GuardSettings
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -127,7 +128,7 @@ class PhaseConfig(StrictModel):
     optimizer: dict[str, Any]
     steps: WholeInt = Field(ge=1)
     dtype: Literal["float32", "float64"] | None = None
-    guard: dict[str, Any] | None = {}
+    guard: GuardSettings = {}
     decay_every: WholeInt = Field(0, ge=0)  # exponential LR decay: lr · rate^(step / decay_every)
     decay_rate: float = Field(1.0, gt=0, le=1)
     warmup_steps: WholeInt = Field(0, ge=0)  # linear warm-up over the first steps: lr · min(1, step / warmup_steps)
@@ -477,6 +478,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
 
     metric_lines = len(run.read_metrics()) if run is not None else 0
     total_steps = 0
+    last_guard = None  # the latest phase's guard: its level carries on, its counts sum the run's
     deadline = None if cfg.max_minutes is None else time.perf_counter() + 60 * cfg.max_minutes
     stopped_early = False
     for i, ph in enumerate(cfg.phases):
@@ -498,12 +500,16 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             opt_kw.update(graph_optimizer_kwargs(name, device, opt_kw))
         opt = build_optimizer(_param_groups(model, kind, opt_state if i == start_phase else None), name, **opt_kw)
         guard_settings = cfg.phase_guard(ph)
-        guard = None if guard_settings is None else Guard(model, opt, **guard_settings)
+        off = guard_settings is None or guard_settings.get("enabled") is False  # a non-finite loss then raises
+        guard = None if off else Guard(model, opt, **guard_settings)
         first = start_step + 1 if i == start_phase else 1
         if guard is not None:
             guard.step_count = first - 1  # its events then carry the phase's step numbers
             if i == start_phase and guard_state is not None:  # its lr scale, running loss, spike history
                 guard.load_state_dict(guard_state)
+            elif last_guard is not None:  # the same objective: its loss level is this phase's reference
+                guard.carry_level(last_guard)
+            last_guard = guard
         base_lrs = [float(g["lr"]) for g in opt.param_groups]  # the config's: a checkpoint holds decayed ones
         if i == start_phase and opt_state is not None:
             load_optimizer_state(opt, opt_state, from_config=opt_kw)
@@ -624,13 +630,18 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 if deadline is not None and time.perf_counter() > deadline and (step < ph.steps or i + 1 < len(cfg.phases)):
                     stopped_early = True
                     break
+            if guard is not None and step == ph.steps:  # a phase ending on non-finite steps hands on its last good state
+                guard.finish()
+                log_guard_events(guard, i)
         except GuardError as err:  # keep the events and the last good state (the guard restored it)
             log_guard_events(guard, i, judge_pending=False)
             if run is not None:
                 _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
-            where = f"sciml train --resume {run.path} " if run is not None else "resume "
-            raise GuardError(f"{err} (phase {i}, {name}). The last good state is saved; continue with a lower rate, "
-                             f"e.g. `{where}phases.{i}.optimizer.lr=...`") from err
+            where = f"sciml train --resume {run.path}" if run is not None else "resume"
+            then = (f"continue with a lower rate, e.g. `{where} phases.{i}.optimizer.lr=...`" if err.lr_helps else
+                    f"continue once the problem's data or residual is fixed: `{where}`")
+            raise GuardError(f"{err} (phase {i}, {name}). The last good state is saved; {then}",
+                             lr_helps=err.lr_helps) from err
         seconds = time.perf_counter() - t_phase
         elapsed += seconds
         if stopped_early and step < ph.steps:  # mid-phase: resume continues with this optimizer's state
@@ -654,7 +665,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     last_loss = float(weights.total(terms_fn(at), cond_weights).detach())
     pred = evaluate.predict(model) if evaluate.x is not None else None  # once: for the final errors and the picture
     final = {"kind": "final", **(evaluate.errors(pred) if pred is not None else {}), "loss": last_loss,
-             "seconds": elapsed, "stopped_early": stopped_early, **inferred_unknowns(problem, model)}
+             "seconds": elapsed, "stopped_early": stopped_early, **inferred_unknowns(problem, model),
+             **({"guard": last_guard.summary()} if last_guard is not None else {})}
     log(final)
     if run is not None and pred is not None:
         from sciml.train.plots import plot_pinn_fields

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, PositiveFloat, model_validator
 
 from sciml.config import NonNegativeInt, PositiveInt, StrictModel, WholeInt, checks_training_components
 
@@ -197,6 +197,16 @@ def check_spacetime_outputs(model: str, outputs, *, given: str = "") -> None:
                      f"fields per step; data.inputs the same fields)")
 
 
+def _guard_numbers(value: Any) -> Any:
+    from sciml.optim.guard import Guard
+
+    return Guard.parse_settings(value) if isinstance(value, dict) else value
+
+
+# a `guard:` mapping (null: no guard), its `inf`/`nan` words read as the numbers they mean
+GuardSettings = Annotated[dict[str, Any] | None, BeforeValidator(_guard_numbers)]
+
+
 class OperatorConfig(StrictModel):
     task: Literal["operator"] = "operator"
     seed: WholeInt = 0
@@ -206,12 +216,15 @@ class OperatorConfig(StrictModel):
     optimizer: NamedConfig = Field(default_factory=lambda: NamedConfig(name="adam", lr=1e-3))
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    guard: dict[str, Any] = Field(default_factory=dict)  # options of sciml.optim.guard.Guard
+    guard: GuardSettings = Field(default_factory=dict)  # options of sciml.optim.guard.Guard; null: off
     physics: PhysicsConfig | None = None  # train from the PDE alone (see PhysicsConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     def guard_settings(self) -> dict[str, Any]:
-        """The guard's settings: the config's, polled every 10 steps in graph mode unless it says otherwise."""
+        """The guard's settings: the config's, polled every 10 steps in graph mode unless it says otherwise;
+        ``guard: null`` is ``enabled: false``, as a PINN phase's ``guard: null`` is no guard."""
+        if self.guard is None:
+            return {"enabled": False}
         return {"check_every": 10, **self.guard} if self.training.cuda_graph else dict(self.guard)
 
     @model_validator(mode="after")
