@@ -62,6 +62,15 @@ def _run_folder(path: str):
     return run
 
 
+def _print_guard_summary(final: dict | None, file=None) -> None:
+    """The guard's one-line summary of a run's final record, when it skipped, clipped or rolled back anything."""
+    from sciml.optim.guard import Guard
+
+    line = Guard.describe((final or {}).get("guard"))
+    if line:
+        print(line, file=file)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from sciml.config import apply_overrides, load_yaml, validate
     from sciml.train.run import RunDir
@@ -110,6 +119,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         for line in describe_unknowns(final):  # an inverse problem's result
             print(line)
+    _print_guard_summary(final)
     if final.get("stopped_early"):
         pinn = _task_of(raw) == "pinn"
         cap = "max_minutes" if pinn else "training.max_minutes"
@@ -183,6 +193,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for row in rows:
         print(json.dumps(row))
     atomic_write_text(Path(args.run) / "eval.json", json.dumps(rows, indent=2))
+    finals = [r for r in _run_folder(args.run).read_metrics() if r.get("kind") == "final"]
+    _print_guard_summary(finals[-1] if finals else None, file=sys.stderr)  # stdout holds the JSON rows
     return 0
 
 

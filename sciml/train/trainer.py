@@ -726,7 +726,8 @@ class Trainer:
         self._held = None
         state = held if held is not None else self.run.load_checkpoint("last") if path.exists() else None
         if state is None:  # not reached from fit (it holds the start when no 'last' exists)
-            return "no good state was saved; start again with a lower optimizer.lr"
+            return ("no good state was saved; start again with a lower optimizer.lr" if error.lr_helps else
+                    "no good state was saved; start again once the data or model is fixed")
         self.run.log({"kind": "guard_error", "epoch": failed_epoch, "resumes_from_epoch": state["epoch"],
                       "message": str(error)})
         state["carried_metrics"] = [r for r in self.run.read_metrics()[state["metrics_lines"]:]
@@ -740,6 +741,8 @@ class Trainer:
                     f"'last' ({path}) now holds the state before the first epoch")
         else:
             what = f"'last' ({path}) holds epoch {state['epoch']}, the newest good state"
+        if not error.lr_helps:
+            return f"{what}; continue from it once the data or model is fixed: `sciml train --resume {self.run.path}`"
         lrs = [g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups]
         scale = getattr(self.guard, "gave_up_lr_scale", 1.0) * self.guard.lr_factor
         lower = f"{float(lrs[0]) * scale:.3g}"
@@ -887,7 +890,12 @@ class Trainer:
                 self._log_guard_events(epoch + 1)  # polled mode judges the epoch's last steps here: it may give up
             except GuardError as err:
                 self._log_guard_events(epoch + 1, judge_pending=False)
-                raise GuardError(f"{err} (epoch {epoch + 1}). {self._save_after_guard_error(err, epoch + 1)}") from err
+                raise GuardError(f"{err} (epoch {epoch + 1}). {self._save_after_guard_error(err, epoch + 1)}",
+                                 lr_helps=err.lr_helps) from err
+            if not self.guard.enabled and not math.isfinite(train_loss.item()):  # one host read per epoch
+                raise FloatingPointError(
+                    f"the training loss of epoch {epoch + 1} is non-finite and the guard is off: lower optimizer.lr, "
+                    "turn the guard on (guard.enabled: true) to skip such steps, or check the data for NaN/Inf")
             self.epoch = epoch + 1
             bar.update()
             if plan and self.epoch == start_epoch + 1:
@@ -932,7 +940,8 @@ class Trainer:
                  **({"interrupted": True} if stopped_early and self._interrupt[0] else {}),
                  **({"planned_epochs": self.planned_epochs} if t.fit_to_budget else {}),
                  "wall_time_s": time.perf_counter() - self.started,  # this sitting's
-                 **self._sittings(), **self._solve_totals(), **self._evaluations()}
+                 **self._sittings(), **self._solve_totals(), **self._evaluations(),
+                 **({"guard": self.guard.summary()} if self.guard.enabled else {})}
         self.run.log(final)
         warn_failed_solves(self.failed_solves, "this run")
         if t.plot:
