@@ -578,27 +578,33 @@ class HardConstraint(nn.Module):
         out.append(self.ridge * w)
         return torch.cat(out, dim=1)
 
+    def _blocks_at(self, plan, w: Tensor, tensors):
+        """Per block: (block, its bases B_q, the fields f_q = B_q w (+ offset) as fresh leaves, the rows built
+        on them with their graph); iterate under torch.enable_grad()."""
+        pos = 0
+        for blk, (coords, valid) in zip(self._probe(), plan):
+            start = pos
+            model, given, pos = self._fields(blk, w, tensors, pos)
+            fields = [v.detach().requires_grad_() for v in model.values()]
+            yield blk, tensors[start:start + len(fields)], fields, self._rows(blk, coords, valid, dict(zip(model, fields)), given)
+
     def _jacobian(self, plan, w: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor]:
         # A pointwise residual of fields f_q = B_q w has dr/dw = sum_q diag(dr/df_q) B_q; the partials
         # dr/df_q of all q come from one reverse pass per residual term (the rows are pointwise).
         # Returns the rows too (computed on the way), so the solver does not evaluate them again.
-        rows_out, jac_out, pos = [], [], 0
-        for blk, (coords, valid) in zip(self._probe(), plan):
-            start = pos
-            model, given, pos = self._fields(blk, w, tensors, pos)
-            with torch.enable_grad():
-                fields = {k: v.detach().requires_grad_() for k, v in model.items()}
-                rows = self._rows(blk, coords, valid, fields, given)
+        rows_out, jac_out = [], []
+        with torch.enable_grad():
+            for blk, bases, fields, rows in self._blocks_at(plan, w, tensors):
                 per_term = rows.view(w.shape[0], blk.n_terms, -1)
                 for t in range(blk.n_terms):
-                    partials = torch.autograd.grad(per_term[:, t].sum(), list(fields.values()), allow_unused=True,
+                    partials = torch.autograd.grad(per_term[:, t].sum(), fields, allow_unused=True,
                                                    retain_graph=t < blk.n_terms - 1)
-                    J = torch.zeros_like(tensors[start])
-                    for q, d in enumerate(partials):
+                    J = per_term.new_zeros(*per_term[:, t].shape, w.shape[1])
+                    for d, basis in zip(partials, bases):
                         if d is not None:
-                            J.addcmul_(d[..., None], tensors[start + q])
+                            J.addcmul_(d[..., None], basis)
                     jac_out.append(J)
-            rows_out.append(rows.detach())
+                rows_out.append(rows.detach())
         rows_out.append(self.ridge * w)
         jac_out.append(self.ridge * torch.eye(w.shape[1], dtype=w.dtype, device=w.device).expand(w.shape[0], -1, -1))
         return torch.cat(rows_out, dim=1), torch.cat(jac_out, dim=1)
@@ -609,22 +615,16 @@ class HardConstraint(nn.Module):
         (J^T J and the rows' curvature both): Q + 1 reverse passes per block instead of one HVP per coefficient."""
         S, N = w.shape
         H = (self.ridge ** 2) * torch.eye(N, dtype=w.dtype, device=w.device).expand(S, N, N)
-        pos = 0
-        for blk, (coords, valid) in zip(self._probe(), plan):
-            start = pos
-            model, given, pos = self._fields(blk, w, tensors, pos)
-            with torch.enable_grad():
-                fields = [v.detach().requires_grad_() for v in model.values()]
-                rows = self._rows(blk, coords, valid, dict(zip(model, fields)), given)
+        with torch.enable_grad():
+            for _, bases, fields, rows in self._blocks_at(plan, w, tensors):
                 grads = torch.autograd.grad(0.5 * rows.square().sum(), fields, create_graph=True, allow_unused=True)
-                for q, g in enumerate(grads):
+                for basis, g in zip(bases, grads):
                     if g is None or not g.requires_grad:  # unused, or linear in the fields: no curvature through it
                         continue
                     h = torch.autograd.grad(g.sum(), fields, retain_graph=True, allow_unused=True)  # row q: (S, m) each
-                    mixed = sum(d[..., None] * tensors[start + p] for p, d in enumerate(h) if d is not None)
+                    mixed = sum(d[..., None] * b for d, b in zip(h, bases) if d is not None)
                     if isinstance(mixed, Tensor):  # sum_p diag(h_qp) B_p, then B_q^T of it
-                        H = H + tensors[start + q].mT @ mixed.detach()
-        return H
+                        H = H + basis.mT @ mixed.detach()
         return H
 
     def _report(self, sol) -> None:
