@@ -173,6 +173,18 @@ def test_several_outputs_share_the_coefficients_and_match_the_closed_form():
     assert torch.allclose(out, expected, rtol=0, atol=1e-10 * expected.abs().max())
 
 
+def spy_on(layer, name):
+    """Record the (plan, tensors) of the layer's calls to its method `name`; returns the record and the method."""
+    captured, original = {}, getattr(layer, name)
+
+    def spy(plan, w, *tensors):
+        captured.update(plan=plan, tensors=tensors)
+        return original(plan, w, *tensors)
+
+    setattr(layer, name, spy)
+    return captured, original
+
+
 def test_pointwise_jacobian_equals_the_autodiff_one():
     B, N = 2, 5
     g = torch.Generator().manual_seed(3)
@@ -180,14 +192,7 @@ def test_pointwise_jacobian_equals_the_autodiff_one():
     layer = HardConstraint(lambda d, p: [d.u_t + d.u * d.u_x - p.nu * d.u_xx, d.u ** 3 - d.u_t * d.x],
                            coords=("x", "t"), spacing=H, periodic=("x",), params={"nu": 0.05}, experts=(2, 1),
                            points=20, conditions=[GridCondition(lambda d, p: d.u - 0.3 * d.u_x, at={"x": -1})])
-    captured = {}
-    original = layer._jacobian
-
-    def spy(plan, w, *tensors):
-        captured.update(plan=plan, tensors=tensors)
-        return original(plan, w, *tensors)
-
-    layer._jacobian = spy
+    captured, original = spy_on(layer, "_jacobian")
     layer(basis)
     w = torch.randn(B * 2, N, generator=g, dtype=DT)
     rows_of = lambda w_, *t: layer._residual_rows(captured["plan"], w_, *t)
@@ -210,14 +215,7 @@ def test_pointwise_hessian_equals_the_autodiff_one(initial_exact):
                            data_fields=("f", "u0"), experts=(2, 1), points=20, ridge=1e-2,
                            initial={"u": "u0"} if initial_exact else None,
                            conditions=[GridCondition(lambda d: d.v * d.v_x - d.f, at={"x": -1})])
-    captured = {}
-    original = layer._hessian
-
-    def spy(plan, w, *tensors):
-        captured.update(plan=plan, tensors=tensors)
-        return original(plan, w, *tensors)
-
-    layer._hessian = spy
+    captured, original = spy_on(layer, "_hessian")
     f, u0 = torch.randn(B, NX, NT, generator=g, dtype=DT), initial(B)
     layer(basis.requires_grad_(), {"f": f, "u0": u0}).sum().backward()
     assert captured, "the first-order backward did not use the pointwise Hessian"
