@@ -36,6 +36,20 @@ def no_rows(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,
     return values if stride == 1 else _coarsen(values, info, stride)
 
 
+def _check_finite(info: DatasetInfo, spec, values: np.ndarray, samples: slice) -> None:
+    """Loaded rows hold finite values only: one NaN made the normaliser's statistics NaN, and training 'finished'
+    with a NaN test error (a file written by hand, or by h5py, is not checked as `write_dataset` checks). Per-sample
+    sums in float64 (buffered, no full-size temporary; NaN and inf propagate, finite float32 values cannot overflow)."""
+    bad = np.flatnonzero(~np.isfinite(values.sum(tuple(range(1, values.ndim)), dtype=np.float64)))
+    if bad.size:
+        first = samples.indices(info.n_samples)[0] + int(bad[0])
+        raise DatasetError(f"{info.path}:/{spec.group}/{spec.name} holds NaN or infinite values (or values beyond "
+                           f"float32's range, which loading makes infinite) in {bad.size} of the {len(values)} samples "
+                           f"loaded, the first at sample {first}: drop or repair those samples in every field "
+                           f"(np.isfinite(u).all(axis=tuple(range(1, u.ndim))) marks the clean ones) and rewrite the "
+                           f"file, e.g. with sciml.data.write_dataset, which refuses such values")
+
+
 def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int,
            time: int | slice | None, read=read_field) -> tuple[torch.Tensor, tuple[str, ...]]:
     """Fields as channels, and each channel's field: a time window of a time-varying field contributes one
@@ -44,6 +58,7 @@ def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int,
     for name in fields:
         spec = info.field(name)
         arr = read(info, name, samples=samples, stride=stride, time=time if spec.time_varying else None)
+        _check_finite(info, spec, arr, samples)
         if arr.ndim == info.n_spatial_dims + 2:  # (n, T, *grid): a time window, one channel per time
             at = len(channels) if at is None else at
             windows.append((arr, name))
