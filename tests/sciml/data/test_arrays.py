@@ -107,6 +107,15 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
      r"fields differ in samples or grid: 'a' \(8, 8, 6\), 'u' \(6, 8, 8\)\. .*samples on the first axis.*samples "
      r"last in 'a'\? np.moveaxis\(a, -1, 0\)"),
     (dict(inputs={"a/b": np.zeros((6, 8))}), "field name 'a/b' cannot name an HDF5 dataset"),  # a broken file left
+    # channels last: stored as a time series on a grid (8, 1) (or (8, 3)), then trained on one image row
+    (dict(inputs={"a": np.zeros((6, 8, 8, 1))}, outputs={"u": np.zeros((6, 8, 8, 1))}, spatial_dims=2),
+     r"field 'a' has shape \(6, 8, 8, 1\), read as grid \(8, 1\) .*looks like channels\. Channels last\? store each "
+     r"channel as its own field: \{'a': x\[\.\.\., 0\]\}; a time axis goes second, \(n, T, \*grid\)"),
+    (dict(inputs={"a": np.zeros((6, 8, 8, 3))}, outputs={"u": np.zeros((6, 8, 8))}, spatial_dims=2),
+     r"read as grid \(8, 3\) .*\{'a0': x\[\.\.\., 0\], 'a1': x\[\.\.\., 1\], \.\.\.\}"),
+    (dict(inputs={"a": np.zeros((6, 8, 2))}, outputs={"u": np.zeros((6, 8, 2))}), r"read as grid \(2,\) .*Channels last"),
+    (dict(inputs={"a": np.zeros((6, 1, 8))}, outputs={"u": np.zeros((6, 1, 8))}, spatial_dims=2),
+     r"a grid axis of 1 point is no grid\. Drop a size-1 axis with np.squeeze"),
     (dict(outputs={"": np.zeros((6, 8))}), "field name '' cannot name"),
 ])
 def test_bad_arrays_are_refused_naming_the_fix(tmp_path, change, message):
