@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,10 @@ def _stack(info: DatasetInfo, fields: list[str], samples: slice, stride: int,
         steps = [(w[:, k], n) for k in range(windows[0][0].shape[1]) for w, n in windows] \
             if len({w.shape[1] for w, _ in windows}) == 1 else [(w[:, k], n) for w, n in windows for k in range(w.shape[1])]
         channels[at:at] = steps
-    return torch.from_numpy(np.stack([c for c, _ in channels], axis=1)), tuple(n for _, n in channels)
+    names = tuple(n for _, n in channels)
+    if len(channels) == 1:  # a view (np.stack would copy the whole split once more)
+        return torch.from_numpy(np.ascontiguousarray(channels[0][0][:, None])), names
+    return torch.from_numpy(np.stack([c for c, _ in channels], axis=1)), names
 
 
 TimeSelect = int | tuple[int, int] | list[int] | None
@@ -232,6 +236,25 @@ def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test
     return _split(info, inputs, outputs, rows, stride, tin, tout)
 
 
+def _moments(data: torch.Tensor, groups: list[tuple[int, ...]],
+             block: int = 2 ** 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Mean and (unbiased) std over each tuple of dims in `groups` (the sample axis 0 among them), in float64 as
+    ``data.double().mean(dims)`` / ``.std(dims)`` give them, without that float64 copy of the whole split (twice the
+    float32 split, on top of it): two passes over blocks of rows, `block` float64 elements at a time."""
+    blocks = data.split(max(1, block // max(1, data[0].numel())))
+    counts = [data.numel() // math.prod(data.shape[d] for d in range(data.ndim) if d not in dims) for dims in groups]
+    sums = [0.0] * len(groups)
+    for b in blocks:
+        b = b.double()
+        sums = [s + b.sum(dims, keepdim=True) for s, dims in zip(sums, groups)]
+    means = [s / n for s, n in zip(sums, counts)]
+    squares = [0.0] * len(groups)
+    for b in blocks:  # deviations from the mean, not E[x^2] - E[x]^2 (which cancels for a large mean)
+        b = b.double()
+        squares = [q + (b - m).square().sum(dims, keepdim=True) for q, m, dims in zip(squares, means, groups)]
+    return [(m, (q / (n - 1)).sqrt()) for m, q, n in zip(means, squares, counts)]
+
+
 class Normalizer(torch.nn.Module):
     """z-scoring with train-split statistics: per channel (any resolution) or per grid point.
 
@@ -263,10 +286,9 @@ class Normalizer(torch.nn.Module):
                                  f"got {data.shape[0]}: train on more or use channel")
             whole = (0,) + tuple(range(2, data.ndim))  # a channel over samples and grid
             dims = whole if kind == "channel" else (0,)
-            data = data.double()
-            mean, std = data.mean(dims, keepdim=True), data.std(dims, keepdim=True)
-            scale = data.std(whole, keepdim=True)
-            level = data.mean(whole, keepdim=True).abs()
+            moments = _moments(data, [dims] if dims == whole else [dims, whole])
+            (mean, std), (level, scale) = moments[0], moments[-1]
+            level = level.abs()
             fallback = torch.where(level > 0, level, torch.ones_like(level))
             eps = torch.where(scale > 0, rel_eps * scale, fallback).expand_as(std).clone()
             if absolute_eps is not None:  # the keyword's old meaning, for callers that pass it

@@ -1,6 +1,7 @@
 """Generate -> HDF5 -> load round trips on small Burgers sets, and the file's failure modes."""
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -346,6 +347,59 @@ def test_normalizer_encodes_a_field_the_same_in_any_units(kind):
         assert abs((z if kind == "channel" else z[:, :, 1:]).std().item() - 1) < 0.05
     z = Normalizer("channel", (data * 1e-9).float()).encode((data * 1e-9).float())
     assert z.std().item() == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["channel", "pointwise"])
+def test_normalizer_statistics_by_blocks_are_the_whole_splits_in_float64(kind, monkeypatch):
+    """The moments are summed over blocks of rows (no float64 copy of the split): the same float32 statistics as
+    data.double().mean / .std over all of it, a large mean (where E[x^2] - E[x]^2 would cancel) and blocks that
+    split samples unevenly included."""
+    import sciml.data.loading as loading
+
+    data = (torch.randn(203, 2, 12, 10) * torch.tensor([1e-3, 5.0])[None, :, None, None] + 1e3).float()
+    monkeypatch.setattr(loading._moments, "__defaults__", (7 * 120 + 5,))  # 7 samples a block, 29 blocks
+    norm = Normalizer(kind, data)
+    dims = (0, 2, 3) if kind == "channel" else (0,)
+    whole = data.double().std((0, 2, 3), keepdim=True)
+    for got, want in ((norm.mean, data.double().mean(dims, keepdim=True)), (norm.std, data.double().std(dims, keepdim=True)),
+                      (norm.eps, (1e-6 * whole).expand_as(norm.std))):
+        assert torch.equal(got, want.float())
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS read from Linux's /proc")
+def test_normalizer_and_loading_hold_no_second_copy_of_the_split(tmp_path):
+    """Training set-up held about twice the file: the normaliser's float64 copy of each split (2x its float32
+    size) and np.stack's copy of a one-channel split. Measured in a fresh process (its peak RSS)."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, torch
+from sciml.data.loading import Normalizer, load_train_val_test
+rss = lambda k: int(open("/proc/self/status").read().split(k + ":")[1].split()[0]) / 1024
+a = np.random.default_rng(0).standard_normal((1000, 128, 128), dtype=np.float32)  # 62.5 MiB
+read = lambda info, name, **kw: a
+def extra(make):
+    open("/proc/self/clear_refs", "w").write("5")
+    before = rss("VmRSS")
+    out = make()
+    return out, rss("VmHWM") - before
+x, loaded = extra(lambda: load_train_val_test(info, inputs=["a"], outputs=["u"], n_train=1, n_val=0, n_test=1,
+                                               read=read)[1].x)
+assert np.shares_memory(x.numpy(), a), "one channel: a view of the field read, not a copy"
+_, normalised = extra(lambda: (Normalizer("channel", torch.from_numpy(a[:, None])),
+                               Normalizer("pointwise", torch.from_numpy(a[:, None]))))
+print(loaded, normalised)
+"""
+    path = tmp_path / "one.h5"
+    from sciml.data import write_dataset
+
+    write_dataset(path, inputs={"a": np.zeros((2, 128, 128))}, outputs={"u": np.zeros((2, 128, 128))}, spatial_dims=2)
+    out = subprocess.run([sys.executable, "-c", f"from sciml.data.h5 import read_info; info = read_info({str(path)!r})"
+                          + code], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    loaded, normalised = map(float, out.stdout.split())
+    assert loaded < 16 and normalised < 16, (loaded, normalised)  # MiB, of a 62.5 MiB split; before: 62.5 and 125
 
 
 def test_normalizer_eps_keyword_keeps_its_absolute_meaning():
