@@ -162,9 +162,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if _task_of(raw) == "pinn":
         from sciml.train.pinn import evaluate_pinn_run
 
-        if args.dataset or args.n_test or args.resolution:
-            raise ConfigError("--dataset, --n-test and --resolution are for operator runs; a PINN run is evaluated "
-                              "against its problem's reference at its own points")
+        if args.dataset or args.n_test or args.resolution or args.batch_size:
+            raise ConfigError("--dataset, --n-test, --batch-size and --resolution are for operator runs; a PINN run is "
+                              "evaluated against its problem's reference at its own points")
 
         rows = [evaluate_pinn_run(Path(args.run), which=args.checkpoint)]
         from sciml.train.pinn import describe_unknowns
@@ -182,7 +182,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         try:
             rows = evaluate_run(args.run, resolutions=args.resolution or [None], which=args.checkpoint,
                                 device=resolve_device(args.device, flag="--device"),
-                                dataset=args.dataset, n_test=args.n_test, flag="--resolution")
+                                dataset=args.dataset, n_test=args.n_test, flag="--resolution",
+                                batch_size=args.batch_size)
         except EvalFailed as failed:  # the resolutions that worked are reported; then each failure (exit 2)
             for row in failed.rows:
                 print(json.dumps(row))
@@ -277,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "with another seed=; a finer grid), saved at the training file's times within the run's windows "
                         "(other recipe params, e.g. nu, are warned of)")
     p.add_argument("--n-test", type=_positive_int, help="test on the last N samples of the file (default: the run's data.n_test)")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="test samples per forward pass (default: 50, or training.batch_size where larger or for a "
+                        "physics model, cut in proportion on a grid finer than the training one); lower it if "
+                        "memory runs out, the errors do not change")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval)
 
