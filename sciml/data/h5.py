@@ -38,6 +38,10 @@ SCHEMA_VERSION = "1.0"
 # excluded); nodes: x_j = L j/(s-1) (both ends); cells: x_j = L (j + 1/2)/s
 GRID_KINDS = ("periodic", "nodes", "cells")
 GROUPS = ("inputs", "outputs")
+REQUIRED_ATTRS = ("schema", "complete", "n_samples", "spatial_shape")  # at the root; the others have defaults
+# where a reader's error sends a user whose own file does not follow the layout (the section's title, tested)
+HOW_TO_WRITE = ("; write arrays with sciml.data.write_dataset, which makes a valid file, or see the layout in "
+                "datasets/README.md, section 'File schema'")
 
 
 class DatasetError(ValueError):
@@ -313,9 +317,18 @@ def read_info(path: str | Path) -> DatasetInfo:
     with f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         if attrs.get("schema") != SCHEMA:
-            raise DatasetError(f"{path} is not a sciml dataset (root attribute schema={attrs.get('schema')!r}, expected {SCHEMA!r})")
-        if not attrs.get("complete", False):
-            raise DatasetError(f"{path} is incomplete (its generation did not finish); run `sciml generate` again")
+            raise DatasetError(f"{path} is not a sciml dataset (root attribute schema={attrs.get('schema')!r}, expected "
+                               f"{SCHEMA!r}){HOW_TO_WRITE}")
+        missing = [key for key in REQUIRED_ATTRS if key not in attrs]
+        if missing:  # a file written by hand: a KeyError traceback, or "its generation did not finish"
+            raise DatasetError(f"{path} lacks the root attribute(s) {', '.join(missing)} (required: "
+                               f"{', '.join(REQUIRED_ATTRS)}; e.g. f.attrs['n_samples'] = N, f.attrs['spatial_shape'] "
+                               f"= [s1, s2], f.attrs['complete'] = True){HOW_TO_WRITE}")
+        if not attrs["complete"]:
+            if "recipe_yaml" in attrs:  # made by `sciml generate`
+                raise DatasetError(f"{path} is incomplete (its generation did not finish); run `sciml generate` again")
+            raise DatasetError(f"{path} is incomplete (root attribute complete={attrs['complete']}): set it to True "
+                               f"once all its data is written (a reader refuses a file still being written)")
         n = int(attrs["n_samples"])
         spatial_shape = tuple(int(s) for s in np.atleast_1d(attrs["spatial_shape"]))
         grid = {axis: f[f"grid/{axis}"][()] for axis in f.get("grid", {})}
@@ -333,6 +346,13 @@ def read_info(path: str | Path) -> DatasetInfo:
                 if name in fields:
                     raise DatasetError(f"{path}: field name {name!r} appears in both inputs and outputs")
                 fields[name] = FieldSpec(group, name, dims, tuple(dset.shape[1:]), str(dset.attrs.get("description", "")))
+        empty = [group for group in GROUPS if not any(spec.group == group for spec in fields.values())]
+        if empty:  # read as a file of no fields, it failed later with messages about something else
+            loose = [k for k in f if k not in (*GROUPS, "grid", "diagnostics")]
+            at_root = f" (at the root: {', '.join(loose)}; move them, e.g. f.move({loose[0]!r}, " \
+                      f"'{empty[0]}/{loose[0]}'))" if loose else ""
+            raise DatasetError(f"{path} has no field under /{' or /'.join(empty)}{at_root}: a dataset needs at least one "
+                               f"input field, /inputs/<name>, and one output field, /outputs/<name>{HOW_TO_WRITE}")
     grid_kind = attrs.get("grid_kind", "periodic")
     if grid_kind not in GRID_KINDS:
         raise DatasetError(f"{path}: grid_kind={grid_kind!r}, expected one of {GRID_KINDS}")

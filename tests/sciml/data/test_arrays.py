@@ -448,3 +448,39 @@ def test_non_finite_values_in_a_hand_written_file_are_refused_at_load_naming_the
            "output": {"root": str(tmp_path / "runs")}}
     with pytest.raises(DatasetError, match="/outputs/u holds NaN or infinite values"):  # before any training step
         train(validate(OperatorConfig, raw))
+
+
+def _drop(key):
+    return lambda f: f.attrs.__delitem__(key)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_drop("n_samples"), r"lacks the root attribute\(s\) n_samples \(required: schema, complete, n_samples, spatial_shape"),
+    (_drop("spatial_shape"), r"lacks the root attribute\(s\) spatial_shape \(required"),  # both were a KeyError
+    # "its generation did not finish; run `sciml generate` again": not what a file of one's own needs
+    (_drop("complete"), r"lacks the root attribute\(s\) complete \(required.*f.attrs\['complete'\] = True"),
+    (lambda f: f.attrs.__setitem__("complete", False), r"is incomplete \(root attribute complete=.*False\): set it to True"),
+    # fields at the root, not under inputs/ and outputs/: read as a file of no fields, refused later for other reasons
+    (lambda f: (f.move("inputs/a", "a"), f.move("outputs/u", "u")),
+     r"has no field under /inputs or /outputs \(at the root: a, u; move them, e.g. f.move\('a', 'inputs/a'\)\)"),
+    (lambda f: f.move("outputs/u", "u"), r"has no field under /outputs \(at the root: u; .*at least one input field"),
+])
+def test_a_hand_written_file_missing_part_of_the_layout_is_refused_naming_it(tmp_path, edit, message):
+    import h5py
+
+    path = _own_file(tmp_path / "own.h5")
+    with h5py.File(path, "a") as f:
+        edit(f)
+    with pytest.raises(DatasetError, match=message + r".*sciml.data.write_dataset.*datasets/README.md, section 'File schema'"
+                       if "incomplete" not in message else message):
+        read_info(path)
+
+
+def test_the_schema_section_that_errors_point_to_exists():
+    from pathlib import Path
+
+    from sciml.data.h5 import HOW_TO_WRITE
+
+    readme = Path(__file__).parents[3] / "datasets" / "README.md"
+    section = HOW_TO_WRITE.split("section ")[1].strip("'")
+    assert any(line.startswith(f"## {section} ") for line in readme.read_text().splitlines()), section
