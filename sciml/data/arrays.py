@@ -55,9 +55,20 @@ def _check_samples_and_grid(shapes: Mapping[str, tuple[int, ...]], spatial_dims:
     key = lambda s: (s[0], s[-spatial_dims:])
     if len({key(s) for s in shapes.values()}) <= 1:
         return
-    last = [k for k, s in shapes.items()  # with its last axis first, it would agree with another field
-            if any(key((s[-1], *s[:-1])) == key(o) != key(s) for j, o in shapes.items() if j != k)]
-    hint = f"; samples last in {' or '.join(map(repr, last))}? np.moveaxis(a, -1, 0) puts them first" if last else ""
+    # an axis misplaced in a field, named where moving it makes the field agree with another one: (move, whether
+    # only a field with a time axis can have it, hint); the time moves of a static field would transpose its grid
+    moves = [(lambda s: (s[-1], *s[:-1]), False, "samples last in {}? np.moveaxis({}, -1, 0) puts them first"),
+             (lambda s: (s[0], s[-1], *s[1:-1]), True, "time last in {}? np.moveaxis({}, -1, 1) puts it second, "
+                                                       "(n, T, *grid)"),
+             (lambda s: (s[1], s[0], *s[2:]), True, "time first in {}? np.swapaxes({}, 0, 1) puts the samples first, "
+                                                    "(n, T, *grid)")]
+    hints = []
+    for move, timed, hint in moves:
+        names = [k for k, s in shapes.items() if not timed or len(s) == 2 + spatial_dims
+                 if any(key(move(s)) == key(o) != key(s) for j, o in shapes.items() if j != k)]
+        if names:
+            hints.append(hint.format(" or ".join(map(repr, names)), names[0] if names[0].isidentifier() else "a"))
+    hint = "".join(f"; {h}" for h in hints)
     raise DatasetError(f"fields differ in samples or grid: {', '.join(f'{k!r} {tuple(s)}' for k, s in shapes.items())}. "
                        f"Each is (n, *grid) or (n, T, *grid), samples on the first axis: every field needs the same "
                        f"samples and grid (spatial_dims={spatial_dims}){hint}")

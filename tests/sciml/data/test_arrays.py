@@ -106,6 +106,15 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
     (dict(inputs={"a": np.zeros((8, 8, 6))}, outputs={"u": np.zeros((6, 8, 8))}, spatial_dims=2),
      r"fields differ in samples or grid: 'a' \(8, 8, 6\), 'u' \(6, 8, 8\)\. .*samples on the first axis.*samples "
      r"last in 'a'\? np.moveaxis\(a, -1, 0\)"),
+    # a time axis last or first: the generic "fields differ" error, with no word of which axis to move
+    (dict(outputs={"u": np.zeros((6, 8, 5))}),
+     r"'a' \(6, 8\), 'u' \(6, 8, 5\)\..*; time last in 'u'\? np.moveaxis\(u, -1, 1\) puts it second, \(n, T, \*grid\)$"),
+    (dict(outputs={"u": np.zeros((5, 6, 8))}),
+     r"'u' \(5, 6, 8\)\..*; time first in 'u'\? np.swapaxes\(u, 0, 1\) puts the samples first, \(n, T, \*grid\)$"),
+    (dict(inputs={"a": np.zeros((6, 8, 8))}, outputs={"u": np.zeros((6, 8, 8, 5))}, spatial_dims=2),
+     r"time last in 'u'\? np.moveaxis\(u, -1, 1\)"),
+    (dict(inputs={"a": np.zeros((6, 8, 10))}, outputs={"u": np.zeros((6, 10, 8))}, spatial_dims=2),  # a grid transposed
+     r"samples and grid \(spatial_dims=2\)$"),  # is no time axis moved
     (dict(inputs={"a/b": np.zeros((6, 8))}), "field name 'a/b' cannot name an HDF5 dataset"),  # a broken file left
     # channels last: stored as a time series on a grid (8, 1) (or (8, 3)), then trained on one image row
     (dict(inputs={"a": np.zeros((6, 8, 8, 1))}, outputs={"u": np.zeros((6, 8, 8, 1))}, spatial_dims=2),
