@@ -493,3 +493,29 @@ def test_the_schema_section_that_errors_point_to_exists():
     readme = Path(__file__).parents[3] / "datasets" / "README.md"
     section = HOW_TO_WRITE.split("section ")[1].strip("'")
     assert any(line.startswith(f"## {section} ") for line in readme.read_text().splitlines()), section
+
+
+def test_the_readme_example_of_training_on_ones_own_data_from_python_runs(tmp_path, monkeypatch):
+    """README's Python example under "Your own data", run as written on a small file (a smaller model and run added
+    to its overrides, the file written as its bullet says)."""
+    import re
+    from pathlib import Path
+
+    import sciml.config
+
+    root = Path(__file__).parents[3]
+    block = re.search(r"\*\*Your own data\*\*.*?```python\n(.*?)```", (root / "README.md").read_text(), re.S).group(1)
+    code = "\n".join(line[2:] for line in block.splitlines())  # the bullet's indent
+    rng = np.random.default_rng(0)
+    a = rng.uniform(3, 12, size=(12, 16, 16))
+    write_dataset(tmp_path / "mine.h5", inputs={"a": a}, outputs={"u": a ** 2}, spatial_dims=2, grid_kind="nodes")
+    (tmp_path / "configs").symlink_to(root / "configs")
+    monkeypatch.chdir(tmp_path)
+    real = sciml.config.load_config
+    small = ["data.n_train=8", "data.n_test=4", "model.modes=4", "model.width=4", "model.projection_channels=8",
+             "training.epochs=1", "schedule.name=none", "training.batch_size=4", "training.plot=false", "training.progress=false"]
+    monkeypatch.setattr(sciml.config, "load_config", lambda schema, path, overrides=(): real(schema, path, [*overrides, *small]))
+    scope = {"a_new": a[:3]}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["run"].path.resolve().parent == tmp_path.resolve() / "runs" and np.isfinite(scope["final"]["test_rel_l2"])
+    assert scope["u_new"].shape == (3, 1, 16, 16) and torch.isfinite(scope["u_new"]).all()
