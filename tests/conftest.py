@@ -37,3 +37,34 @@ def captures(monkeypatch) -> list:
     real = graphs.CapturedStep._capture
     monkeypatch.setattr(graphs.CapturedStep, "_capture", lambda self: seen.append(self) or real(self))
     return seen
+
+
+_PEAK_PRELUDE = '''
+def extra(make):
+    """make()'s result and the MiB its peak RSS rose above the RSS before it (Linux /proc)."""
+    rss = lambda key: int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) / 1024
+    open("/proc/self/clear_refs", "w").write("5")  # resets the peak (VmHWM) to the current RSS
+    before = rss("VmRSS")
+    out = make()
+    return out, rss("VmHWM") - before
+'''
+
+
+@pytest.fixture
+def peak_mib():
+    """Runs Python `code` in a fresh process (one thread) where `extra(make)` measures the peak memory `make()`
+    adds, and returns the numbers its last printed line holds; skipped where Linux's /proc cannot measure it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("peak RSS is read from Linux's /proc")
+
+    def run(code: str) -> list[float]:
+        out = subprocess.run([sys.executable, "-c", _PEAK_PRELUDE + code], capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert out.returncode == 0, out.stderr
+        return [float(v) for v in out.stdout.splitlines()[-1].split()]
+    return run

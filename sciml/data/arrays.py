@@ -38,7 +38,7 @@ def _as_field(name: str, value: Any) -> np.ndarray:
         raise DatasetError(f"field name {name!r} cannot name an HDF5 dataset: use a non-empty name without '/'")
     array = _as_array(name, value)
     big, tiny = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)  # compared as float64
-    top = float(np.abs(array).max(initial=0))
+    top = max(abs(float(array.max(initial=0))), abs(float(array.min(initial=0))))  # max |v|, no |array| temporary
     if top > big:  # would be stored as inf
         raise DatasetError(f"field {name!r} holds values beyond float32's range (|v| up to {top:.3g} > "
                            f"{big:.3g}), and files store float32: rescale it (and record the scale in params)")
@@ -181,7 +181,8 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
     writer = Writer(path, attrs=attrs, fields=specs, grid=grid_coords, n_samples=n, batch_size=n,
                     resume_key=uuid.uuid4().hex)
     try:
-        writer.write_batch(0, {f"{group}/{k}": a.astype(np.float32) for (group, k), a in arrays.items()}, {})
+        # copy=False: float32 arrays are written as they are (a copy of every field made the call hold them twice)
+        writer.write_batch(0, {f"{group}/{k}": a.astype(np.float32, copy=False) for (group, k), a in arrays.items()}, {})
     except BaseException:
         writer.close()
         writer.partial.unlink(missing_ok=True)

@@ -1,7 +1,6 @@
 """Generate -> HDF5 -> load round trips on small Burgers sets, and the file's failure modes."""
 
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -366,39 +365,25 @@ def test_normalizer_statistics_by_blocks_are_the_whole_splits_in_float64(kind, m
         assert torch.equal(got, want.float())
 
 
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS read from Linux's /proc")
-def test_normalizer_and_loading_hold_no_second_copy_of_the_split(tmp_path):
+def test_normalizer_and_loading_hold_no_second_copy_of_the_split(tmp_path, peak_mib):
     """Training set-up held about twice the file: the normaliser's float64 copy of each split (2x its float32
-    size) and np.stack's copy of a one-channel split. Measured in a fresh process (its peak RSS)."""
-    import subprocess
-    import sys
+    size) and np.stack's copy of a one-channel split."""
+    from sciml.data import write_dataset
 
-    code = """
+    path = write_dataset(tmp_path / "one.h5", inputs={"a": np.zeros((2, 128, 128))}, outputs={"u": np.zeros((2, 128, 128))},
+                         spatial_dims=2)
+    loaded, normalised = peak_mib(f"""
 import numpy as np, torch
+from sciml.data.h5 import read_info
 from sciml.data.loading import Normalizer, load_train_val_test
-rss = lambda k: int(open("/proc/self/status").read().split(k + ":")[1].split()[0]) / 1024
 a = np.random.default_rng(0).standard_normal((1000, 128, 128), dtype=np.float32)  # 62.5 MiB
-read = lambda info, name, **kw: a
-def extra(make):
-    open("/proc/self/clear_refs", "w").write("5")
-    before = rss("VmRSS")
-    out = make()
-    return out, rss("VmHWM") - before
-x, loaded = extra(lambda: load_train_val_test(info, inputs=["a"], outputs=["u"], n_train=1, n_val=0, n_test=1,
-                                               read=read)[1].x)
+x, loaded = extra(lambda: load_train_val_test(read_info({str(path)!r}), inputs=["a"], outputs=["u"], n_train=1, n_val=0,
+                                               n_test=1, read=lambda info, name, **kw: a)[1].x)
 assert np.shares_memory(x.numpy(), a), "one channel: a view of the field read, not a copy"
 _, normalised = extra(lambda: (Normalizer("channel", torch.from_numpy(a[:, None])),
                                Normalizer("pointwise", torch.from_numpy(a[:, None]))))
 print(loaded, normalised)
-"""
-    path = tmp_path / "one.h5"
-    from sciml.data import write_dataset
-
-    write_dataset(path, inputs={"a": np.zeros((2, 128, 128))}, outputs={"u": np.zeros((2, 128, 128))}, spatial_dims=2)
-    out = subprocess.run([sys.executable, "-c", f"from sciml.data.h5 import read_info; info = read_info({str(path)!r})"
-                          + code], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    loaded, normalised = map(float, out.stdout.split())
+""")
     assert loaded < 16 and normalised < 16, (loaded, normalised)  # MiB, of a 62.5 MiB split; before: 62.5 and 125
 
 
