@@ -21,6 +21,12 @@ def dataset_path(recipe: Recipe, root: str | Path | None = None) -> Path:
     return Path(root or DATASETS_DIR) / recipe.filename()
 
 
+def recipe_text(recipe: Recipe) -> str:
+    """The resolved recipe as a file stores it (root attribute recipe_yaml): re-runnable, and the mark of a file
+    `sciml generate` made (`DatasetInfo.from_recipe`)."""
+    return recipe.model_dump_json(exclude={"presets"})
+
+
 def planned_info(recipe: Recipe, root: str | Path | None = None) -> DatasetInfo:
     """The `DatasetInfo` of the file `generate` would write for `recipe`, from the family's layout alone (no
     sample made): a config's fields, sample counts, grid and time windows are checked on it before a long
@@ -28,7 +34,7 @@ def planned_info(recipe: Recipe, root: str | Path | None = None) -> DatasetInfo:
     params = recipe.typed_params()
     layout = recipe.family_obj().layout(params)
     attrs = {"name": recipe.name, "family": recipe.family, "seed": recipe.seed,
-             "params": json.dumps(params.model_dump(mode="json")), **layout.attrs}
+             "params": json.dumps(params.model_dump(mode="json")), "recipe_yaml": recipe_text(recipe), **layout.attrs}
     return DatasetInfo(dataset_path(recipe, root), recipe.name, recipe.family, recipe.n_samples,
                        tuple(layout.spatial_shape), layout.grid_kind, {spec.name: spec for spec in layout.fields},
                        {axis: np.asarray(coords, dtype=np.float64) for axis, coords in layout.grid.items()}, attrs)
@@ -88,7 +94,7 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
         "spatial_shape": list(layout.spatial_shape), "grid_kind": layout.grid_kind,
         "params": params.model_dump(mode="json"), "seed": recipe.seed,
         "rng": f"torch.Generator({device.type}), batch b seeded with seed * {SEED_STRIDE} + b",
-        "recipe_yaml": recipe.model_dump_json(exclude={"presets"}),
+        "recipe_yaml": recipe_text(recipe),
         **layout.attrs,
         **{k: v for k, v in environment(device).items() if k not in ("command",)},
     }

@@ -82,6 +82,12 @@ class DatasetInfo:
         return len(self.spatial_shape)
 
     @property
+    def from_recipe(self) -> bool:
+        """Made (or planned) by `sciml generate`, which can make it again, larger or finished; not arrays of one's
+        own (`write_dataset`, h5py)."""
+        return "recipe_yaml" in self.attrs
+
+    @property
     def params(self) -> dict[str, Any]:
         """The recipe parameters the file was made with."""
         return json.loads(self.attrs.get("params", "{}"))

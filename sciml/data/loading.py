@@ -168,6 +168,8 @@ def check_selection(info: DatasetInfo, *, inputs: list[str], outputs: list[str],
         info.field(name)
     if n_val < 0:
         raise DatasetError(f"n_val={n_val} must be 0 (no validation split) or more")
+    # a file a recipe made (or is about to) can be generated larger; one's own file cannot
+    larger = "generate a larger dataset" if info.from_recipe else "use a file with more samples"
     if n_train is None:
         if n_test > info.n_samples:
             raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_test = {n_test}")
@@ -176,10 +178,10 @@ def check_selection(info: DatasetInfo, *, inputs: list[str], outputs: list[str],
     elif n_val and n_train + n_val + n_test > info.n_samples:
         raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_train + n_val + n_test = "
                            f"{n_train} + {n_val} + {n_test} = {n_train + n_val + n_test} (the training, validation and "
-                           f"test rows may not overlap): lower them or generate a larger dataset")
+                           f"test rows may not overlap): lower them or {larger}")
     elif n_train + n_test > info.n_samples:
         raise DatasetError(f"{info.path} holds {info.n_samples} samples, fewer than n_train + n_test = {n_train + n_test}: "
-                           f"lower them or generate a larger dataset")
+                           f"lower them or {larger}")
     stride = subsample_stride(info, resolution, flag=flag)
     tin, tout = time_selector(input_time), time_selector(output_time)
     _check_times(info, inputs, tin, "input_time", run_windows)

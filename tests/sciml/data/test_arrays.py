@@ -533,3 +533,19 @@ print(extra(lambda: write_dataset({str(tmp_path / "big.h5")!r}, inputs={{"a": a[
 """)
     assert mib < 0.6 * 125, mib  # measured 2026-11-27: 49 MiB (h5py's and HDF5's own)
 
+
+def test_the_advice_for_too_few_samples_fits_where_the_file_came_from(tmp_path):
+    """"generate a larger dataset" was said of one's own file too, which no recipe can make larger."""
+    from sciml.data.generate import planned_info
+    from sciml.data.loading import check_selection
+    from sciml.data.recipes import load_recipe
+
+    own = read_info(_own_file(tmp_path / "own.h5"))  # 6 samples
+    with pytest.raises(DatasetError, match=r"fewer than n_train \+ n_test = 7: lower them or use a file with more samples$"):
+        check_selection(own, inputs=["a"], outputs=["u"], n_train=5, n_test=2)
+    with pytest.raises(DatasetError, match=r"may not overlap\): lower them or use a file with more samples$"):
+        check_selection(own, inputs=["a"], outputs=["u"], n_train=4, n_val=1, n_test=2)
+    planned = planned_info(load_recipe("burgers", overrides=["n_samples=6"]), tmp_path)
+    with pytest.raises(DatasetError, match=r"lower them or generate a larger dataset$"):
+        check_selection(planned, inputs=["u0"], outputs=["u"], n_train=5, n_test=2)
+
