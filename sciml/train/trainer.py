@@ -433,6 +433,9 @@ class Trainer:
         info, train, val, test = load_train_val_test(info, inputs=inputs, outputs=outputs, n_train=d.n_train,
                                                      n_val=d.n_val, n_test=d.n_test, resolution=d.resolution,
                                                      input_time=d.input_time, output_time=d.output_time)
+        warn_zero_targets(test, info.n_samples - d.n_test, "test")
+        if val is not None:
+            warn_zero_targets(val, d.n_train, "validation")
         return (info, *physics_splits(self.cfg, info, train, val, test))
 
     def _lr_factor(self, step: int) -> float:
@@ -995,6 +998,19 @@ def eval_batch_at(cfg: OperatorConfig, trained_at: int | None, at: int, n_dims: 
     return max(1, base * trained_at ** n_dims // at ** n_dims)
 
 
+def warn_zero_targets(split: Split, first_row: int, name: str) -> None:
+    """Warns of samples whose target is zero everywhere: their relative L2 divides by a zero norm (clamped to
+    1e-12), and one such test sample made the run's test rel. L2 8e10 without a word. `first_row`: the split's first
+    row in the file."""
+    y = split.y.flatten(1)
+    zero = torch.nonzero((y.amax(1) == 0) & (y.amin(1) == 0)).flatten() if y.numel() else []  # no |y| temporary
+    if len(zero):
+        warnings.warn(f"{len(zero)} of the {len(y)} {name} samples have a target of zeros only (the first: sample "
+                      f"{first_row + int(zero[0])} of the file): their relative L2 error divides by a zero norm, and "
+                      f"their huge errors swamp the {name} mean; drop them from the file, or keep them out of its "
+                      f"{name} rows", stacklevel=3)
+
+
 def load_test_split(cfg: OperatorConfig, dataset: str | Path, *, resolution: int | None = None,
                     n_test: int | None = None, info=None, flag: str | None = None) -> Split:
     """The config's test split of `dataset` at `resolution`, as the model sees it (space-time with ``physics:``);
@@ -1312,6 +1328,7 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
         try:
             split = load_test_split(cfg, saved.dataset, resolution=resolution, n_test=saved.n_test, info=saved.info,
                                     flag=flag)
+            warn_zero_targets(split, saved.info.n_samples - saved.n_test, "test")
             at = int(split.x.shape[2])
             operator = saved.operator(split, resolution, dev)
             bs = batch_size or eval_batch_at(cfg, trained_at, at, saved.info.n_spatial_dims)

@@ -549,3 +549,22 @@ def test_the_advice_for_too_few_samples_fits_where_the_file_came_from(tmp_path):
     with pytest.raises(DatasetError, match=r"lower them or generate a larger dataset$"):
         check_selection(planned, inputs=["u0"], outputs=["u"], n_train=5, n_test=2)
 
+
+def test_a_test_sample_with_a_zero_target_is_warned_of(tmp_path):
+    """Its relative L2 divides by a zero norm: one such sample made the test rel. L2 8e10, without a warning."""
+    a = smooth_periodic(12, 16, seed=0)
+    u = antiderivative(a)
+    u[10] = 0.0
+    path = write_dataset(tmp_path / "zero.h5", inputs={"a": a}, outputs={"u": u}, spatial_dims=1)
+    raw = {"data": {"path": str(path), "n_train": 8, "n_test": 4},
+           "model": {"name": "fno", "modes": 4, "width": 4, "n_layers": 1},
+           "training": {"epochs": 1, "batch_size": 4, "progress": False, "plot": False},
+           "schedule": {"name": "none"}, "output": {"root": str(tmp_path / "runs")}}
+    message = r"1 of the 4 test samples have a target of zeros only \(the first: sample 10 of the file\)"
+    with pytest.warns(UserWarning, match=message):
+        run, _ = train(validate(OperatorConfig, raw))
+    with pytest.warns(UserWarning, match=message):
+        evaluate_run(run.path, which="last", device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate_run(run.path, which="last", device="cpu", n_test=1)  # sample 11 alone: nothing to warn of
