@@ -991,7 +991,8 @@ def eval_batch_size(cfg: OperatorConfig) -> int:
 def eval_batch_at(cfg: OperatorConfig, trained_at: int | None, at: int, n_dims: int) -> int:
     """`eval_batch_size`, on a grid finer than the training one (`at` against `trained_at` points on the first of
     `n_dims` axes) cut to the same points per batch: 50 samples at 256^2 took a width-32 FNO 4.1 GB (643 MB at
-    64^2). Each sample's error does not depend on its batch."""
+    64^2). A sample's error does not depend on its batch but for float32 rounding (~1e-7: batched kernels sum in
+    another order)."""
     base = eval_batch_size(cfg)
     if not trained_at or at <= trained_at:
         return base
