@@ -74,16 +74,21 @@ def _check_samples_and_grid(shapes: Mapping[str, tuple[int, ...]], spatial_dims:
                        f"samples and grid (spatial_dims={spatial_dims}){hint}")
 
 
-def _check_grid_axes(name: str, shape: tuple[int, ...], spatial_dims: int) -> None:
+def _check_grid_axes(name: str, shape: tuple[int, ...], spatial_dims: int, declared: Mapping[str, Any]) -> None:
     """No channel axis taken for a grid axis: channels last, (n, *grid, C), has 2 + spatial_dims axes and was stored
-    as a time series on a grid ending in C points, and training then ran on one image row."""
+    as a time series on a grid ending in C points, and training then ran on one image row. A small last axis whose
+    coordinates are `declared` (write_dataset's coords) is a grid axis the user named."""
     grid, last = shape[-spatial_dims:], shape[-1]
-    channels_last = len(shape) >= 3 and last <= 4 and last != shape[-2]  # a small last axis unlike the one before
+    axis = SPATIAL_AXES[spatial_dims - 1]
+    named = axis in declared and np.size(_as_array(axis, declared[axis])) == last
+    channels_last = len(shape) >= 3 and last <= 4 and last != shape[-2] and not named  # small, unlike the one before
     if 1 not in grid and not channels_last:
         return
     split = ", ".join(f"{f'{name}{c}'!r}: x[..., {c}]" for c in range(min(last, 2))) + (", ..." if last > 2 else "")
     one = f"{{{name!r}: x[..., 0]}}" if last == 1 else f"{{{split}}}"
-    hint = f"channels last? store each channel as its own field: {one}" if channels_last or grid[-1] == 1 else \
+    declare = f" (a grid axis of {last} points: give its coordinates, coords={{{axis!r}: ...}})" \
+        if channels_last and last > 1 else ""
+    hint = f"channels last? store each channel as its own field: {one}{declare}" if channels_last or grid[-1] == 1 else \
         "drop a size-1 axis with np.squeeze(x, axis)"
     what = f"its last axis, of {last} point{'s' * (last > 1)} beside {shape[-2]}, looks like channels" if channels_last else \
         "a grid axis of 1 point is no grid"
@@ -107,7 +112,7 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
     inputs, outputs: name -> array (numpy or torch) of shape ``(n, *grid)`` (a static field) or
     ``(n, T, *grid)`` (a time-varying one), with `spatial_dims` grid axes (named x, y, z) and the same
     n and grid in every field; fields are scalar (channels last, ``(n, *grid, C)``, is refused: write one field per
-    channel, ``{"a0": x[..., 0], ...}``). times: the T saved times (default 0..T-1; every time-varying field
+    channel, ``{"a0": x[..., 0], ...}``; a last grid axis of 2-4 points passes with its `coords`). times: the T saved times (default 0..T-1; every time-varying field
     has the same T). coords: per axis its coordinates (default `unit_coordinates`). grid_kind:
     "periodic" (x_j = j/s), "nodes" (both ends) or "cells" (centres); it decides how the grid may be
     subsampled, and training warns when the model's settings treat a non-periodic grid as periodic
@@ -139,7 +144,7 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
         if a.ndim not in (1 + spatial_dims, 2 + spatial_dims):
             raise DatasetError(f"field {k!r} has shape {a.shape}: expected (n, *grid) or (n, T, *grid) with "
                                f"{spatial_dims} grid axes (spatial_dims={spatial_dims})")
-        _check_grid_axes(k, a.shape, spatial_dims)
+        _check_grid_axes(k, a.shape, spatial_dims, coords or {})
         timed = a.ndim == 2 + spatial_dims
         if a.shape[0] == 0:
             raise DatasetError(f"field {k!r} has no samples (shape {a.shape}); a dataset needs at least one")

@@ -121,7 +121,8 @@ def test_an_fno_trains_on_user_arrays_from_a_config(tmp_path):
      r"field 'a' has shape \(6, 8, 8, 1\), read as grid \(8, 1\) .*looks like channels\. Channels last\? store each "
      r"channel as its own field: \{'a': x\[\.\.\., 0\]\}; a time axis goes second, \(n, T, \*grid\)"),
     (dict(inputs={"a": np.zeros((6, 8, 8, 3))}, outputs={"u": np.zeros((6, 8, 8))}, spatial_dims=2),
-     r"read as grid \(8, 3\) .*\{'a0': x\[\.\.\., 0\], 'a1': x\[\.\.\., 1\], \.\.\.\}"),
+     r"read as grid \(8, 3\) .*\{'a0': x\[\.\.\., 0\], 'a1': x\[\.\.\., 1\], \.\.\.\} \(a grid axis of 3 "
+     r"points: give its coordinates, coords=\{'y': \.\.\.\}\)"),
     (dict(inputs={"a": np.zeros((6, 8, 2))}, outputs={"u": np.zeros((6, 8, 2))}), r"read as grid \(2,\) .*Channels last"),
     (dict(inputs={"a": np.zeros((6, 1, 8))}, outputs={"u": np.zeros((6, 1, 8))}, spatial_dims=2),
      r"a grid axis of 1 point is no grid\. Drop a size-1 axis with np.squeeze"),
@@ -132,6 +133,16 @@ def test_bad_arrays_are_refused_naming_the_fix(tmp_path, change, message):
     with pytest.raises(DatasetError, match=message):
         write_dataset(tmp_path / "bad.h5", **kwargs)
     assert not list(tmp_path.iterdir()), "a refused call leaves no file behind"
+
+
+def test_a_thin_grid_axis_is_written_when_its_coordinates_are_given(tmp_path):
+    # 64 x 4 looks like channels last; coordinates of 4 points on y say it is a grid axis
+    a = np.random.default_rng(0).normal(size=(3, 16, 4))
+    info = read_info(write_dataset(tmp_path / "thin.h5", inputs={"a": a}, outputs={"u": a}, spatial_dims=2,
+                                   coords={"y": np.linspace(0, 0.3, 4)}))
+    assert info.spatial_shape == (16, 4)
+    with pytest.raises(DatasetError, match="looks like channels"):  # coordinates of another length name nothing
+        write_dataset(tmp_path / "x.h5", inputs={"a": a}, outputs={"u": a}, spatial_dims=2, coords={"y": np.arange(3)})
 
 
 def test_a_nodes_grid_written_as_periodic_is_named_when_it_will_not_subsample(tmp_path, recwarn):
