@@ -18,7 +18,7 @@ Per step ``guard.step`` does, in order:
 3. adaptive clipping (ZClip, Kumar et al. 2025, arXiv:2504.02507): EMA mean μ and variance σ²
    of ``n`` (initialised over `clip_warmup` steps); when ``n > μ + z·σ`` the gradient is scaled
    to ``μ + z·σ`` (event ``clip``); ``clip="norm"`` clips to a fixed `max_norm` instead. During
-   the warm-up a norm above `WARMUP_CLIP` times the median of the warm-up's earlier norms is
+   the warm-up a norm above `WARMUP_CLIP` times the largest of the warm-up's earlier norms is
    clipped to that (a divergence in the first steps must not run unclipped);
 4. spike detection against a running estimate of log(loss) over healthy steps: an EMA ``ℓ̄`` and
    an EMA ``s²`` of ``min(ℓ_t − ℓ_prev, 0)²``, the squared falls of log loss from one healthy step
@@ -106,7 +106,7 @@ from ._base import check_range
 from ._lr import scale_lr
 
 _CLIP_MODES = ("zclip", "norm", None)
-WARMUP_CLIP = 10.0  # ZClip warm-up: clip a norm above this multiple of the median of the earlier ones
+WARMUP_CLIP = 100.0  # ZClip warm-up: clip a norm above this multiple of the largest earlier one
 RETRY_RECOVERY = 10  # healthy closure steps in a row after which a retry's lr reduction is undone
 _FLOATS = ("max_norm", "clip_alpha", "clip_z", "spike_factor", "spike_z", "spike_beta", "lr_factor")
 
@@ -232,7 +232,7 @@ class Guard:
                 self._emit(self.step_count, "clip", grad_norm=nval, threshold=tval)
                 self.counts["clip"] += 1
         self._scaled_step(None)
-        self._healthy(lval)
+        self._healthy(lval, self.step_count)
         return loss
 
     def update_on_device(self, loss: torch.Tensor) -> torch.Tensor | None:
@@ -324,7 +324,7 @@ class Guard:
             if self.clip is not None and nval > tval:
                 self._emit(step, "clip", grad_norm=nval, threshold=tval)
                 self.counts["clip"] += 1
-            self._healthy(lval, snapshot=False)
+            self._healthy(lval, step, snapshot=False)
         if clean:  # the weights hold every buffered update: snapshot them only when all were healthy
             self._maybe_snapshot()
 
@@ -404,6 +404,8 @@ class Guard:
             "healthy_steps": self.healthy_steps, "spike_steps": list(self.spike_steps),
             "log_loss_max": self.log_loss_max, "log_loss_max_n": self.log_loss_max_n,
             "retry_lowered": self.retry_lowered, "retry_healthy": self.retry_healthy,
+            # pending first-spike weights: the current ones (the spikes' updates were skipped), rebuilt on load
+            "at_spike_step": None if self._at_spike is None else self._at_spike["step"],
             "consecutive_skips": self.consecutive_skips, "rollbacks": self.rollbacks, "counts": dict(self.counts),
             "clip_mean": None if self._clip_mean is None else host(self._clip_mean),
             "clip_var": None if self._clip_var is None else host(self._clip_var),
@@ -438,6 +440,8 @@ class Guard:
         self._clip_var = None if sd["clip_var"] is None else sd["clip_var"].to(dev, copy=True)
         self._warm_norms = [n.to(dev) for n in sd["warm_norms"]]
         self._snapshot, self._since_snapshot, self._pending = None, 0, []
+        # loaded with the model's weights (the trainer loads those first): the weights of a pending first spike
+        self._at_spike = None if sd.get("at_spike_step") is None else {**self._snapshot_light(), "step": sd["at_spike_step"]}
 
     # ------------------------------------------------------------------ internals
     def _device(self) -> torch.device:
@@ -488,11 +492,12 @@ class Guard:
             thr = torch.full_like(norm, self.max_norm)
             return torch.clamp(thr / (norm + 1e-12), max=1.0), thr
         safe = torch.where(finite, norm, torch.zeros_like(norm))
-        if self._clip_mean is None:  # warm-up: collect; clip only far above the median so far (on device, no sync)
+        if self._clip_mean is None:  # warm-up: collect; clip only far above every norm so far (on device, no sync)
             thr = inf
-            if self._warm_norms:
-                median = torch.stack(self._warm_norms).nanmedian()  # NaN while no finite norm was seen
-                thr = torch.where(torch.isnan(median), inf, WARMUP_CLIP * median)
+            if self._warm_norms:  # healthy norms grow as the model leaves its start (x1.8 a step, 0.05 -> 4.3 in 10)
+                seen = torch.stack(self._warm_norms)
+                largest = torch.where(torch.isnan(seen), torch.zeros_like(seen), seen).amax()
+                thr = torch.where(largest > 0, WARMUP_CLIP * largest, inf)
             # NaN: not counted; the statistics follow the clipped norm, as after the warm-up
             self._warm_norms.append(torch.where(finite, torch.minimum(norm, thr), torch.full_like(norm, math.nan)))
             if len(self._warm_norms) >= self.clip_warmup:
@@ -550,9 +555,11 @@ class Guard:
             return False
         return math.log(lval) > self._spike_threshold()
 
-    def _healthy(self, lval: float, snapshot: bool | dict = True) -> None:
-        """A step judged healthy; `snapshot=False` while polling (the weights already hold later steps); a
+    def _healthy(self, lval: float, step: int, snapshot: bool | dict = True) -> None:
+        """Step `step` judged healthy; `snapshot=False` while polling (the weights already hold later steps); a
         dict: the state to snapshot instead of the current one (a closure step's, from before its update)."""
+        if self._snapshot is not None and step == self._snapshot["step"] + 1:  # its loss was taken at those weights
+            self._snapshot["vouched"] = True
         self.consecutive_skips = 0
         self._restored = False
         self.healthy_steps += 1
@@ -589,9 +596,11 @@ class Guard:
             self._take_snapshot(state)
 
     def _take_snapshot(self, state: dict | None = None, step: int | None = None) -> None:
-        """`state`: a `_snapshot_light` copy to keep (else one of the current state); `step`: the step whose
-        weights these are (else the current one)."""
-        self._snapshot = {**(state or self._snapshot_light()), "step": self.step_count if step is None else step}
+        """`state`: a `_snapshot_light` copy to keep, of weights a healthy loss judged (else one of the current
+        state, vouched for once the next step's loss, taken at it, is healthy); `step`: the step whose weights
+        these are (else the current one)."""
+        self._snapshot = {**(state or self._snapshot_light()), "step": self.step_count if step is None else step,
+                          "vouched": state is not None}
         self._since_snapshot = 0
 
     def _forget_loss_level(self) -> None:
@@ -659,7 +668,9 @@ class Guard:
         self.rollbacks += 1
         self.counts["rollback"] += 1
         self._forget_loss_level()
-        self._restored = snap is not None
+        # weights a healthy loss judged: a non-finite loss there again is the data's, not the rate's; unjudged
+        # weights (an update of a too-high rate, say) may be what diverged
+        self._restored = snap is not None and snap["vouched"]
         self._emit(step, "rollback", reason=reason, to_step=None if snap is None else snap["step"])
         self.retry_lowered = 0  # a rollback lowers the rate for good, retries' reductions included
         self._lower_lr(step)
@@ -704,7 +715,7 @@ class Guard:
             self._restore(before["model"], before["optimizer"])
             self._spike(self.step_count, lval)
         else:  # the loss judged the weights before this step: those are the ones a snapshot may keep
-            self._healthy(lval, snapshot=before)
+            self._healthy(lval, self.step_count, snapshot=before)
             self._retried_healthy(self.step_count)
         return ret
 
