@@ -22,11 +22,18 @@ problem = Problem(
     reference=exact,                                                         # only used to report rel. L2
 )
 
-if __name__ == "__main__":
+def main(adam_steps: int = 300, lbfgs_steps: int = 20, interior: int = 1000, boundary: int = 200) -> dict:
+    """Train (Adam, then L-BFGS) and print the error; the arguments shrink the run (tests/test_examples.py)."""
     result = fit(problem, {
         "dtype": "float64", "derivatives": "jet", "net": {"width": 20, "depth": 3},
-        "points": {"interior": 1000, "boundary": 200}, "log_every": 100, "eval_every": 100,
-        "phases": [{"optimizer": {"name": "adam", "lr": 2e-3}, "steps": 300},
-                   {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 20, "line_search_fn": "strong_wolfe"}, "steps": 20}],
+        "points": {"interior": interior, "boundary": boundary}, "log_every": 100, "eval_every": 100,
+        "phases": [{"optimizer": {"name": "adam", "lr": 2e-3}, "steps": adam_steps},
+                   {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 20, "line_search_fn": "strong_wolfe"},
+                    "steps": lbfgs_steps}],
     }, progress=lambda r: print({k: r[k] for k in ("phase", "step", "loss", "rel_l2") if k in r}))
     print(f"relative L2 error vs the manufactured solution: {result.metrics['rel_l2']:.2e}")
+    return result.metrics
+
+
+if __name__ == "__main__":
+    main()
