@@ -1,3 +1,7 @@
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -68,3 +72,22 @@ def peak_mib():
         assert out.returncode == 0, out.stderr
         return [float(v) for v in out.stdout.splitlines()[-1].split()]
     return run
+
+
+@pytest.fixture(scope="session")
+def load_example():
+    """``load_example("name")``: examples/name.py as a module (the examples are scripts, not a package)."""
+    loaded = {}
+
+    def load(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "examples" / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # dataclasses look their module up there
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        return loaded[name]
+
+    yield load
+    for name in loaded:
+        del sys.modules[name]

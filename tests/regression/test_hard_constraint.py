@@ -1,23 +1,13 @@
 """PI-HC learns an operator from the PDE alone (examples/hard_constraint_moe.py at a CPU size)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hard_constraint_moe.py"
 SMALL = dict(n_train=32, n_test=8, batch=4, n_basis=8, width=16, modes=(8, 6), points=60, grid={"nx": 32, "nt": 17})
 
 
 @pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location("hard_constraint_moe", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def example(load_example):
+    return load_example("hard_constraint_moe")
 
 
 def test_hard_constraint_operator_learns_burgers_from_the_residual_alone(example):
