@@ -4,6 +4,8 @@
 
 Unknown parameters are `Unknown(init)`: they become trainable tensors of the model and are logged
 as ``param_D``; ``Data`` supplies the observations. Run: python examples/custom_pde_inverse.py
+Measured (CPU, one thread, torch 2.13.0+cpu, 2026-11-27): D = 0.6999 (rel. error 1.3e-04), u rel. L2 1.2e-04
+after 400 Adam + 20 L-BFGS steps, in 8 s.
 """
 
 import math

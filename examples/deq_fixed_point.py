@@ -6,6 +6,9 @@ Fits y = sin(3 x) on [-1, 1].  The forward solves the fixed point with Anderson 
 (no graph is stored); backward="implicit" solves (I - df/dz)^T u = dL/dz* with GMRES, while
 backward="one_step" backpropagates through one application of the cell (cheaper, approximate).
 Run:  PYTHONPATH=. python examples/deq_fixed_point.py
+Measured (CPU, one thread, torch 2.13.0+cpu, 2026-11-27; 300 steps): final MSE 3.6e-05 implicit, 4.7e-04 one-step;
+the implicit backward took 3.4x as long (20.7 s against 6.0 s, on a shared machine under load); 3 forward and 1
+backward solves of the implicit run's 300 steps did not converge (warned and went on), none of the one-step run's.
 """
 
 import time
