@@ -5,15 +5,17 @@
 A plain MLP, the modified (gated) MLP, random weight factorisation, and both; 3 × 50 tanh, 1024 interior points
 redrawn every step and 256 fixed boundary points, Adam 1e-3 (× 0.9 every 1000 steps), three seeds each.
 
-Run: python examples/pinn_net_options.py [--steps 3000] [--weights fixed|grad_norm] [--variants plain,modified_rwf]
-Measured (CPU, one thread, 2026-11-26, commit 9eb2976; rel. L2, seeds 0 / 1 / 2; the point sampling has changed
-since, and a rerun of 2026-11-27 gave plain 2.77 and modified + factorised 0.265 for seed 0):
-  --steps 3000 --weights fixed:      plain 1.91 / 0.624 / 2.52; modified 0.359 / 0.660 / 0.812;
-                                     factorised 0.829 / 0.328 / 1.43; modified + factorised 0.263 / 0.259 / 0.343
-  --steps 10000 --weights grad_norm: plain 0.0804 / 0.126 / 0.0985; modified + factorised 0.105 / 0.117 / 0.128
-With fixed loss weights the gated, factorised net gets furthest in this budget (0.26 against the plain net's 0.6-2.5,
-still far from solved: the residual's gradients swamp the boundary's, the failure the paper describes); once the
-same paper's gradient-norm weights balance the terms, the plain net does as well, at half the cost per step.
+Run: python examples/pinn_net_options.py [--steps 3000] [--weights fixed|grad_norm] [--variants plain,modified_rwf] [--seeds 3]
+Measured (CPU, one thread, torch 2.13.0+cpu, 2026-11-27, at d59db97; rel. L2, seeds 0 / 1 / 2; the default run is
+5 minutes of CPU, 8.5 minutes on a shared machine; the grad_norm one 8 minutes):
+  --steps 3000 --weights fixed:      plain 2.77 / 1.01 / 1.28; modified 0.333 / 0.537 / 0.771;
+                                     factorised 1.27 / 0.579 / 0.519; modified + factorised 0.265 / 0.25 / 0.309
+  --steps 10000 --weights grad_norm --variants plain,modified_rwf:
+                                     plain 0.0143 / 0.0112 / 0.0203; modified + factorised 0.0156 / 0.00709 / 0.00598
+With fixed loss weights the gated, factorised net gets furthest in this budget (0.25-0.31 against the plain net's
+1.0-2.8, still far from solved: the residual's gradients swamp the boundary's, the failure the paper describes); once
+the same paper's gradient-norm weights balance the terms, both reach about 1e-2, the plain net at half the cost per
+step (2.5-3.4 s of CPU per 500 steps against 5.7-6.4 s).
 """
 
 import argparse
