@@ -80,7 +80,7 @@ def _check_grid_axes(name: str, shape: tuple[int, ...], spatial_dims: int, decla
     coordinates are `declared` (write_dataset's coords) is a grid axis the user named."""
     grid, last = shape[-spatial_dims:], shape[-1]
     axis = SPATIAL_AXES[spatial_dims - 1]
-    named = axis in declared and np.size(_as_array(axis, declared[axis])) == last
+    named = axis in declared  # coordinates of another length are refused by their own check, naming both
     channels_last = len(shape) >= 3 and last <= 4 and last != shape[-2] and not named  # small, unlike the one before
     if 1 not in grid and not channels_last:
         return

@@ -352,13 +352,13 @@ def read_info(path: str | Path) -> DatasetInfo:
                 if name in fields:
                     raise DatasetError(f"{path}: field name {name!r} appears in both inputs and outputs")
                 fields[name] = FieldSpec(group, name, dims, tuple(dset.shape[1:]), str(dset.attrs.get("description", "")))
-        empty = [group for group in GROUPS if not any(spec.group == group for spec in fields.values())]
-        if empty:  # read as a file of no fields, it failed later with messages about something else
+        if not fields:  # read as a file of no fields, it failed later with messages about something else
             loose = [k for k in f if k not in (*GROUPS, "grid", "diagnostics")]
             at_root = f" (at the root: {', '.join(loose)}; move them, e.g. f.move({loose[0]!r}, " \
-                      f"'{empty[0]}/{loose[0]}'))" if loose else ""
-            raise DatasetError(f"{path} has no field under /{' or /'.join(empty)}{at_root}: a dataset needs at least one "
-                               f"input field, /inputs/<name>, and one output field, /outputs/<name>{HOW_TO_WRITE}")
+                      f"'inputs/{loose[0]}'))" if loose else ""
+            # one group may be empty: a rollout takes its inputs from the outputs' fields by name (data.inputs)
+            raise DatasetError(f"{path} has no field under /inputs or /outputs{at_root}: a dataset holds its fields "
+                               f"there, /inputs/<name> and /outputs/<name>{HOW_TO_WRITE}")
     grid_kind = attrs.get("grid_kind", "periodic")
     if grid_kind not in GRID_KINDS:
         raise DatasetError(f"{path}: grid_kind={grid_kind!r}, expected one of {GRID_KINDS}")

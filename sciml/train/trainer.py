@@ -133,9 +133,14 @@ def check_model_on_layout(cfg: OperatorConfig, info) -> None:
 
 def dataset_fields(cfg: OperatorConfig, info) -> tuple[list[str], list[str]]:
     """The config's input/output fields, or by default every input and every output field of the file."""
-    inputs = cfg.data.inputs or [n for n, s in info.fields.items() if s.group == "inputs"]
-    outputs = cfg.data.outputs or [n for n, s in info.fields.items() if s.group == "outputs"]
-    return inputs, outputs
+    chosen = {}
+    for group, given in (("inputs", cfg.data.inputs), ("outputs", cfg.data.outputs)):
+        chosen[group] = given or [n for n, s in info.fields.items() if s.group == group]
+        if not chosen[group]:  # the default is the group's fields, and it has none
+            raise DatasetError(f"{info.path} has no field under /{group}, where data.{group} takes its fields by "
+                               f"default: name them, e.g. data.{group}=[{next(iter(info.fields))}] (any field of the "
+                               f"file, as a rollout's input is its output field)")
+    return chosen["inputs"], chosen["outputs"]
 
 
 def check_data_selection(cfg: OperatorConfig, info) -> None:
