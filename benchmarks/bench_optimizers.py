@@ -643,8 +643,9 @@ def best_row(rows: list[dict]) -> dict:
 EQUAL_WALL_TIME = (
     "Equal wall time: per task, each optimizer's training loss (median over its best lr's seeds) at one cut, the "
     "smallest solo-equivalent time any of the task's optimizers without a diverged seed took (the budgets equal gradient evaluations, not "
-    "time). Solo-equivalent: an ensemble member's share of its ensemble's time times one member's step over that "
-    "share, timed for Adam (every rule but SOAP) and SOAP (L-BFGS, Newton-CG and recipes run alone: their own time). "
+    "time). Solo-equivalent: an ensemble member's share of its ensemble's time times a member's whole run alone over "
+    "that share (the planner's long probes), timed for Adam (every rule but SOAP) and SOAP (L-BFGS, Newton-CG and "
+    "recipes run alone: their own time). "
     "The loss at the cut is the mean over the last of a run's 32 trace windows ending by then (a minibatch task's is "
     "a mean of minibatch losses); a run with no window by then counts as not reached.")
 
