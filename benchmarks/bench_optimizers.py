@@ -554,7 +554,7 @@ def run_second_order(task: TaskSpec, name: str, lrs, seeds, cfg, phases: list[tu
                     start_evals = count["evals"]  # this phase's budget, not the run's
                     while count["evals"] - start_evals + opt.state[params[0]].get("hvps", 0) < budget:
                         hist.append(opt.step(loss_only).detach())
-                        if not torch.isfinite(hist[-1]):  # its next sketch would factor NaN (eigh raises)
+                        if not torch.isfinite(hist[-1]):  # NysNewtonCG stands still on NaN: no budget left to use
                             break
                     spent += opt.state[params[0]].get("hvps", 0)
                 else:

@@ -99,6 +99,8 @@ class NysNewtonCG(torch.optim.Optimizer):
                     f"calling backward() (original error: {err})") from err
         g_graph = self._flat(grads)
         g = g_graph.detach()
+        if not bool(torch.isfinite(g).all() & torch.isfinite(loss.detach())):  # one host sync, beside the step's others
+            return loss.detach()  # no move: a sketch of a NaN gradient would factor NaN (eigh raises)
 
         def hvp(v: Tensor) -> Tensor:
             state["hvps"] = state.get("hvps", 0) + 1  # cost accounting (benchmarks count it)
