@@ -17,11 +17,15 @@ from torch import Tensor
 
 
 def check_range(name: str, value: Any, lo: float, hi: float = math.inf, *, lo_open=False, hi_open=False, fix: str = "") -> None:
-    """Raise a ValueError naming the argument, its value, the allowed range and a fix."""
+    """Raise a ValueError naming the argument, its value, the allowed range and a fix. A string or bool is no number
+    here: float() takes "1" and True, which then fail (or train) mid-run."""
     try:
-        v = float(value)
+        if isinstance(value, (bool, str)):
+            raise TypeError
+        v = float(value)  # ints, floats, 0-d tensors (a captured optimizer's lr)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+        raise ValueError(f"{name}={value!r} must be a number (int or float), not {type(value).__name__}: write a "
+                         "plain number, unquoted (infinity: .inf)") from None
     ok_lo = v > lo if lo_open else v >= lo
     ok_hi = v < hi if hi_open else v <= hi
     if not (ok_lo and ok_hi and math.isfinite(v) or (v == hi == math.inf)):

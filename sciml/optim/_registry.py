@@ -16,6 +16,7 @@ import torch
 
 from sciml.registry import Registry, check_kwargs, load_object, signature_kwargs, takes_any_kwargs
 
+from ._base import check_range
 from ._complex import complex_as_real
 
 OPTIMIZERS: Registry = Registry("optimizer")
@@ -76,6 +77,8 @@ class OptimizerSpec:
         check_kwargs(f"optimizer {_name!r}" if _name else f"optimizer {cls.__name__}", kwargs, self.valid_kwargs())
         params = [_listed(p) for p in params]  # read below, then passed on: no generator may be spent
         kw = {**self.defaults, **kwargs, **self.fixed}
+        if isinstance(kw.get("lr"), (bool, str)):  # torch's classes take lr=True, and fail on "0.01" in their own
+            check_range(f"optimizer {_name or cls.__name__} lr", kw["lr"], 0.0)  # comparison; its range is theirs
         if (self.fuse_by_default and "fused" not in kw and "foreach" not in kw and not kw.get("differentiable")
                 and _all_real_fusable(params)):  # torch's fused step refuses differentiable=True
             kw["fused"] = True

@@ -122,3 +122,11 @@ def test_a_bad_value_for_a_library_optimizer_is_a_config_error_not_its_own_excep
 
     with pytest.raises(ValueError, match=f"(optimizer '{name}' rejects its settings.*NegativeLRError|Invalid learning rate)"):
         check_optimizer(name, {"lr": -1.0})
+
+
+@pytest.mark.parametrize("name", ["adam", "adabelief", "lbfgs"])
+@pytest.mark.parametrize("lr", [True, "0.01"])
+def test_an_lr_that_is_no_number_is_refused_by_every_optimizer(name, lr):
+    # float() took "1" and True: torch's Adam trained with lr=True, and "0.01" failed at its own comparison
+    with pytest.raises(ValueError, match=f"lr={lr!r} must be a number"):
+        build_optimizer([torch.nn.Parameter(torch.ones(2))], name, lr=lr)

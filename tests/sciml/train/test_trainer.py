@@ -654,7 +654,7 @@ def test_every_benchmarked_model_trains_in_graph_mode_like_eager_mode(config, tm
     ({"model": {"name": "fnoo"}}, "unknown model 'fnoo' \\(did you mean 'fno'"),
     ({"optimizer": {"name": "adam", "betaz": [0.9, 0.99]}}, "unknown keyword argument 'betaz' \\(did you mean 'betas'"),
     ({"optimizer": {"name": "adam", "betas": [0.9]}}, "optimizer 'adam' rejects its settings .*IndexError"),
-    ({"optimizer": {"name": "adamw", "lr": "fast"}}, "optimizer 'adamw' rejects its settings .*TypeError"),
+    ({"optimizer": {"name": "adamw", "lr": "fast"}}, "optimizer adamw lr='fast' must be a number"),  # was torch's TypeError
     ({"guard": {"chek_every": 5}}, "no setting 'chek_every' \\(did you mean 'check_every'"),
     ({"guard": {"spike_factor": 0.5}}, "spike_factor=0.5 is outside"),
     ({"guard": {"max_norm": "1"}}, "guard max_norm='1' must be a number"),  # a string failed mid-training
