@@ -613,6 +613,7 @@ class Guard:
         cause = "loss" if not math.isfinite(lval) else "gradient" if nval is not None else "weights"
         self.counts["skip_nonfinite"] += 1
         self.consecutive_skips += 1
+        self.retry_healthy = 0
         self._emit(step, "skip_nonfinite", cause=cause, loss=lval, **({} if nval is None else {"grad_norm": nval}),
                    **({"note": "polled mode: gradient was zeroed, the optimizer still stepped"} if zeroed else {}))
         if self._restored and cause != "weights":  # evaluated at the restored weights, before any update
@@ -639,6 +640,7 @@ class Guard:
         """`skipped`: the spike's update was not taken (exact mode, closure steps), so the weights are those
         the healthy steps led to; the first spike of a window snapshots them for a rollback to keep."""
         self.counts["spike"] += 1
+        self.retry_healthy = 0  # RETRY_RECOVERY counts healthy steps in a row
         self._restored = False
         self.spike_steps = [s for s in self.spike_steps if step - s < self.spike_window]
         if skipped and not self.spike_steps:

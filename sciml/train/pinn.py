@@ -183,8 +183,11 @@ class PINNConfig(StrictModel):
 
     @staticmethod
     def phase_guard(phase: PhaseConfig) -> dict[str, Any] | None:
-        """The guard settings of `phase`: `PINN_GUARD` with the phase's own on top; None: no guard."""
-        return None if phase.guard is None else {**PINN_GUARD, **phase.guard}
+        """The guard settings of `phase`: `PINN_GUARD` with the phase's own on top; None: no guard (``guard: null``
+        or ``enabled: false``)."""
+        if phase.guard is None or phase.guard.get("enabled") is False:
+            return None
+        return {**PINN_GUARD, **phase.guard}
 
     @model_validator(mode="after")
     def _phases_can_run(self) -> "PINNConfig":
@@ -500,8 +503,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             opt_kw.update(graph_optimizer_kwargs(name, device, opt_kw))
         opt = build_optimizer(_param_groups(model, kind, opt_state if i == start_phase else None), name, **opt_kw)
         guard_settings = cfg.phase_guard(ph)
-        off = guard_settings is None or guard_settings.get("enabled") is False  # a non-finite loss then raises
-        guard = None if off else Guard(model, opt, **guard_settings)
+        guard = None if guard_settings is None else Guard(model, opt, **guard_settings)  # None: NaN raises
         first = start_step + 1 if i == start_phase else 1
         if guard is not None:
             guard.step_count = first - 1  # its events then carry the phase's step numbers

@@ -746,6 +746,27 @@ def test_a_closure_step_whose_weights_blow_up_is_retried_at_a_lower_rate_for_a_w
     assert guard.lr_scale == 1.0
 
 
+def test_a_retrys_lr_cut_is_undone_only_after_healthy_steps_in_a_row():
+    """A NaN loss between the healthy closure steps restarts the count, as the docstring says ("in a row"); the
+    counter only restarted at the next retry."""
+    model, x, y = _problem()
+    opt = _BlowsUp(model.parameters(), bad={2}, lr=1e-2)
+    nan_at = 2 + RETRY_RECOVERY // 2
+
+    def closure():
+        opt.zero_grad()
+        loss = _loss(model, x, y) * (float("nan") if opt.calls + 1 == nan_at else 1.0)
+        loss.backward()
+        return loss
+
+    guard = Guard(model, opt, clip=None)
+    for _ in range(nan_at + RETRY_RECOVERY - 1):
+        guard.step(None, closure=closure)
+    assert guard.lr_scale == 0.5  # RETRY_RECOVERY - 1 healthy steps since the NaN
+    guard.step(None, closure=closure)
+    assert guard.lr_scale == 1.0
+
+
 def test_an_exact_rollback_keeps_the_healthy_steps_before_a_window_of_spikes():
     """The spikes' updates are skipped: the weights at the first spike, vouched for by the healthy step after
     it, are newer than the periodic snapshot (step 31 here), which the rollback used to return to."""
