@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import uuid
 from pathlib import Path
@@ -21,24 +22,31 @@ from sciml.data.h5 import GRID_KINDS, DatasetError, FieldSpec, Writer, read_info
 SPATIAL_AXES = ("x", "y", "z")
 
 
-def _as_array(name: str, value: Any) -> np.ndarray:
+def _as_array(name: str, value: Any, check_finite: bool = True) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor, on any device
         value = value.detach().cpu().numpy()
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise DatasetError(f"field {name!r} must hold real numbers, got dtype {array.dtype}")
-    if not np.isfinite(array).all():
-        raise DatasetError(f"field {name!r} holds NaN or infinite values; clean them before writing")
+    if check_finite and not np.isfinite(array).all():
+        _refuse_non_finite(name)
     return array
+
+
+def _refuse_non_finite(name: str):
+    raise DatasetError(f"field {name!r} holds NaN or infinite values; clean them before writing")
 
 
 def _as_field(name: str, value: Any) -> np.ndarray:
     """A field's values, which files store as float32 (coordinates and times stay float64)."""
     if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
         raise DatasetError(f"field name {name!r} cannot name an HDF5 dataset: use a non-empty name without '/'")
-    array = _as_array(name, value)
+    array = _as_array(name, value, check_finite=False)  # max and min below carry NaN and inf: no isfinite pass
     big, tiny = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)  # compared as float64
-    top = max(abs(float(array.max(initial=0))), abs(float(array.min(initial=0))))  # max |v|, no |array| temporary
+    hi, lo = float(array.max(initial=0)), float(array.min(initial=0))
+    if not (math.isfinite(hi) and math.isfinite(lo)):
+        _refuse_non_finite(name)
+    top = max(abs(hi), abs(lo))  # max |v|, no |array| temporary
     if top > big:  # would be stored as inf
         raise DatasetError(f"field {name!r} holds values beyond float32's range (|v| up to {top:.3g} > "
                            f"{big:.3g}), and files store float32: rescale it (and record the scale in params)")

@@ -224,13 +224,13 @@ def load_train_val_test(source: str | Path | DatasetInfo, *, inputs: list[str], 
     return info, train, val, test
 
 
-def load_test(path: str | Path, *, inputs: list[str], outputs: list[str], n_test: int,
+def load_test(source: str | Path | DatasetInfo, *, inputs: list[str], outputs: list[str], n_test: int,
               resolution: int | None = None, input_time: TimeSelect = -1, output_time: TimeSelect = -1,
               run_windows: bool = False, flag: str | None = None) -> Split:
-    """Only the test split (the last `n_test` samples), e.g. for evaluation at another resolution; `run_windows`:
-    the time windows are a trained run's (see `_check_time`); `flag`: the option `resolution` came from, for errors
-    (default the config key data.resolution)."""
-    info = read_info(path)
+    """Only the test split (the last `n_test` samples), e.g. for evaluation at another resolution; `source`: the
+    file or its `DatasetInfo` already read; `run_windows`: the time windows are a trained run's (see `_check_time`);
+    `flag`: the option `resolution` came from, for errors (default the config key data.resolution)."""
+    info = source if isinstance(source, DatasetInfo) else read_info(source)
     stride, tin, tout = check_selection(info, inputs=inputs, outputs=outputs, n_train=None, n_test=n_test,
                                         resolution=resolution, input_time=input_time, output_time=output_time,
                                         run_windows=run_windows, flag=flag)

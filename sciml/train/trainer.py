@@ -1026,7 +1026,7 @@ def load_test_split(cfg: OperatorConfig, dataset: str | Path, *, resolution: int
 
     info = info or read_info(dataset)
     inputs, outputs = dataset_fields(cfg, info)
-    split = load_test(dataset, inputs=inputs, outputs=outputs, n_test=n_test or cfg.data.n_test, resolution=resolution,
+    split = load_test(info, inputs=inputs, outputs=outputs, n_test=n_test or cfg.data.n_test, resolution=resolution,
                       input_time=cfg.data.input_time, output_time=cfg.data.output_time, run_windows=True, flag=flag)
     return spacetime_split(split, with_start=saves_start(info)) if cfg.physics is not None else split
 
