@@ -431,7 +431,7 @@ class _ImplicitRoot(torch.autograd.Function):
         spec.adjoint.last_backward = sol
         failed = sol.status != Status.SUCCESS
         if bool(failed.any()):
-            _report(spec.adjoint.on_failure, _backward_failure(spec, sol, said, matvec, b), sol)
+            _report(spec.adjoint.on_failure, _backward_failure(spec, sol, said, matvec, b, At), sol)
         if truncated:
             warn_inexact(sol, b, "implicit backward")
         u = sol.value.reshape(x.shape)
@@ -451,7 +451,8 @@ class _ImplicitRoot(torch.autograd.Function):
         return (None, None, *grads)
 
 
-def _backward_failure(spec: _Spec, sol: Solution, said: str, matvec: Callable[[Tensor], Tensor], b: Tensor) -> str:
+def _backward_failure(spec: _Spec, sol: Solution, said: str, matvec: Callable[[Tensor], Tensor], b: Tensor,
+                      At: Optional[Tensor] = None) -> str:
     """What failed in the adjoint solve and, where it can be told, why: a NaN cotangent or a singular dF/dx."""
     failed = sol.status != Status.SUCCESS
     ended = "; ".join(line.strip().split(":")[0] for line in describe(sol.status).splitlines()[1:])
@@ -465,7 +466,7 @@ def _backward_failure(spec: _Spec, sol: Solution, said: str, matvec: Callable[[T
         lines.append("  the cotangent v is not finite: a NaN/Inf reaches this layer from the loss above it")
     elif spec.n <= 256:  # small enough to settle the cause: the singular values of dF/dx at x*
         with torch.no_grad():
-            sv = torch.linalg.svdvals(_materialize(matvec, b)[failed])
+            sv = torch.linalg.svdvals((At if At is not None else _materialize(matvec, b))[failed])
         ratio = sv[:, -1] / sv[:, 0].clamp_min(torch.finfo(sv.dtype).tiny)
         singular = ratio <= spec.n * torch.finfo(sv.dtype).eps
         if bool(singular.any()):
