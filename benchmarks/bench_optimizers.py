@@ -640,6 +640,15 @@ def best_row(rows: list[dict]) -> dict:
     return min(rows, key=lambda r: (r["diverged"], r["rel_l2_median"] if math.isfinite(r["rel_l2_median"]) else math.inf))
 
 
+def best_per_optimizer(rows: list[dict], task: str, keep: Callable[[dict], bool] = lambda r: True) -> dict[str, dict]:
+    """Each optimizer's `best_row` among `task`'s rows that `keep` takes."""
+    by_opt: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["task"] == task and keep(r):
+            by_opt.setdefault(r["optimizer"], []).append(r)
+    return {name: best_row(rs) for name, rs in by_opt.items()}
+
+
 EQUAL_WALL_TIME = (
     "Equal wall time: per task, each optimizer's training loss (median over its best lr's seeds) at one cut, the "
     "smallest solo-equivalent time any of the task's optimizers without a diverged seed took (the budgets equal gradient evaluations, not "
@@ -664,11 +673,7 @@ def task_defaults(rows: list[dict]) -> list[dict]:
     """Each task's default optimizer by `DEFAULTS_RULE`, with the reason."""
     out = []
     for task in sorted({r["task"] for r in rows}):
-        by_opt: dict[str, list[dict]] = {}
-        for r in rows:
-            if r["task"] == task:
-                by_opt.setdefault(r["optimizer"], []).append(r)
-        best = [best_row(rs) for rs in by_opt.values()]
+        best = list(best_per_optimizer(rows, task).values())
         clean = [b for b in best if b["diverged"] == 0 and "error" not in b and math.isfinite(b["rel_l2_median"])]
         if not clean:
             out.append({"task": task, "optimizer": None, "reason": f"every one of {len(best)} optimizers lost a seed"})
@@ -696,11 +701,7 @@ def equal_wall_time(rows: list[dict]) -> list[dict]:
     """Rows of the equal-wall-time comparison (`EQUAL_WALL_TIME`) from the summary rows' per-run traces."""
     out = []
     for task in sorted({r["task"] for r in rows}):
-        by_opt: dict[str, list[dict]] = {}
-        for r in rows:
-            if r["task"] == task and any(run.get("trace") for run in r.get("runs", [])):
-                by_opt.setdefault(r["optimizer"], []).append(r)
-        best = {name: best_row(rs) for name, rs in by_opt.items()}
+        best = best_per_optimizer(rows, task, keep=lambda r: any(run.get("trace") for run in r.get("runs", [])))
         if not best:
             continue
         # a run that diverged may stop early (its later phases skipped): its short time sets no cut
@@ -723,11 +724,7 @@ def plot_task(task: str, rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_opt: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["task"] == task:
-            by_opt.setdefault(r["optimizer"], []).append(r)
-    best = [best_row(rs) for rs in by_opt.values()]
+    best = list(best_per_optimizer(rows, task).values())
     items = sorted((r for r in best if math.isfinite(r["rel_l2_median"])), key=lambda r: r["rel_l2_median"])
     fig, ax = plt.subplots(figsize=(7, 0.32 * max(len(items), 4) + 1.2))
     ys = range(len(items))

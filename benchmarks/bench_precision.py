@@ -22,7 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import add_dry_run, dry_run_done, paired_range, round_robin, write_result  # noqa: E402
+from benchmarks.common import add_dry_run, dry_run_done, median_range, paired_range, round_robin, write_result  # noqa: E402
 
 
 def train_policy(precision: str, *, epochs: int, small: bool, out: str, tag: str = "") -> dict:
@@ -66,11 +66,11 @@ def main(argv=None):
         nonlocal path
         rows = []
         for p in policies:
-            per_epoch = sorted(r["s_per_epoch"] for r in runs[p])
+            per_epoch, per_epoch_range = median_range([r["s_per_epoch"] for r in runs[p]], ndigits=6)
             rows.append({"precision": p, "epochs": runs[p][0]["epochs"],
                          "rel_l2": statistics.median(r["rel_l2"] for r in runs[p]),
                          "rel_l2_runs": [r["rel_l2"] for r in runs[p]],
-                         "s_per_epoch": statistics.median(per_epoch), "s_per_epoch_range": [per_epoch[0], per_epoch[-1]],
+                         "s_per_epoch": per_epoch, "s_per_epoch_range": per_epoch_range,
                          "rounds": len(runs[p])})
         for r in rows:  # against fp32, the first policy
             r["vs_fp32"] = r["rel_l2"] / rows[0]["rel_l2"]
