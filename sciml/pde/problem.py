@@ -477,9 +477,6 @@ class Problem:
             covered += [i for i, _ in dirichlet] + [i for i, _ in init]
         if not plans:
             return None, ()
-        probe = self._box_points(16, "sobol", 3)
-        for i in sorted(set(covered)):
-            check_value_differentiable(self.conditions[i].value, probe, self._condition_label(self.conditions[i]))
         lo, hi = lo.tolist(), hi.tolist()  # Python floats: no host syncs or graph breaks inside the transform
         t_col = self.time_column
         t0 = float(lo[-1]) if t_col is not None else 0.0
@@ -519,7 +516,9 @@ class Problem:
 
         transform.affine_parts = affine_parts
         for i in sorted(set(covered)):  # the trainer draws no points for them: check their values here, once
-            self.sample_condition(self.conditions[i], 64, "sobol", 7919 + i)
+            c = self.conditions[i]
+            check_value_differentiable(c.value, self.sample_condition(c, 64, "sobol", 7919 + i)["x"],
+                                       self._condition_label(c))
         self._check_compatible(plans)
         return transform, tuple(sorted(set(covered)))
 
