@@ -126,9 +126,8 @@ def run_row(name: str, *, max_minutes: float, small: bool, extra: list[str], out
         run = None  # made, but stopped before its first checkpoint: start afresh
     start = time.perf_counter()
     if run is not None:  # the saved config, with this sitting's stop
-        finals = [r for r in run.read_metrics() if r["kind"] == "final"]
-        if finals and not finals[-1]["stopped_early"]:
-            final = finals[-1]
+        final = run.final_record()
+        if final is not None and not final["stopped_early"]:
             overrides = sitting[1:] if total_minutes is not None else sitting
         else:
             cfg = load_config(OperatorConfig, run.config_path, [])

@@ -318,9 +318,9 @@ def accuracy_run(problem_name: str, seed: int, small: bool, device: str, max_min
     raw = {**raw, "seed": seed, "device": device, "max_minutes": max_minutes,
            "phases": [{**ph, "cuda_graph": g} for ph, g in zip(raw["phases"], graph)]}
     run = RunDir(Path(out) / (f"{problem_name}-seed{seed}" + ("-small" if small else "")))
-    final = [r for r in run.read_metrics() if r.get("kind") == "final"] if run.path.exists() else []
-    if final and not final[-1].get("stopped_early"):
-        return {"problem": problem_name, "seed": seed, **final[-1], "cuda_graph": graph}
+    final = run.final_record()
+    if final is not None and not final.get("stopped_early"):
+        return {"problem": problem_name, "seed": seed, **final, "cuda_graph": graph}
     resume = (run.path / "checkpoints" / "last.pt").exists()
     run.path.mkdir(parents=True, exist_ok=True)
     metrics = run_pinn(raw, run_dir=run.path, resume=resume)

@@ -194,8 +194,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for row in rows:
         print(json.dumps(row))
     atomic_write_text(Path(args.run) / "eval.json", json.dumps(rows, indent=2))
-    finals = [r for r in _run_folder(args.run).read_metrics() if r.get("kind") == "final"]
-    _print_guard_summary(finals[-1] if finals else None, file=sys.stderr)  # stdout holds the JSON rows
+    _print_guard_summary(_run_folder(args.run).final_record(), file=sys.stderr)  # stdout holds the JSON rows
     return 0
 
 

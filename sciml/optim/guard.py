@@ -119,6 +119,10 @@ class GuardError(RuntimeError):
         super().__init__(message)
         self.lr_helps = lr_helps
 
+    def with_context(self, text: str) -> "GuardError":
+        """This error with `text` (where it happened, how to resume) after its message, its diagnosis kept."""
+        return GuardError(f"{self} {text}", lr_helps=self.lr_helps)
+
 
 class Guard:
     """Protects an optimizer's steps; see the module docstring for the rules.

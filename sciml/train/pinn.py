@@ -642,8 +642,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             where = f"sciml train --resume {run.path}" if run is not None else "resume"
             then = (f"continue with a lower rate, e.g. `{where} phases.{i}.optimizer.lr=...`" if err.lr_helps else
                     f"continue once the problem's data or residual is fixed: `{where}`")
-            raise GuardError(f"{err} (phase {i}, {name}). The last good state is saved; {then}",
-                             lr_helps=err.lr_helps) from err
+            raise err.with_context(f"(phase {i}, {name}). The last good state is saved; {then}") from err
         seconds = time.perf_counter() - t_phase
         elapsed += seconds
         if stopped_early and step < ph.steps:  # mid-phase: resume continues with this optimizer's state

@@ -178,6 +178,11 @@ class RunDir:
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
 
+    def final_record(self) -> dict[str, Any] | None:
+        """The last ``kind: final`` record of metrics.jsonl (a finished sitting), or None."""
+        finals = [r for r in self.read_metrics() if r.get("kind") == "final"]
+        return finals[-1] if finals else None
+
     def truncate_metrics(self, keep: int) -> None:
         """Keep the first `keep` metric lines: a resumed run drops what was logged after its checkpoint."""
         lines = self.metrics_path.read_text().splitlines(keepends=True) if self.metrics_path.exists() else []

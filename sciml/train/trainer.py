@@ -898,8 +898,7 @@ class Trainer:
                 self._log_guard_events(epoch + 1)  # polled mode judges the epoch's last steps here: it may give up
             except GuardError as err:
                 self._log_guard_events(epoch + 1, judge_pending=False)
-                raise GuardError(f"{err} (epoch {epoch + 1}). {self._save_after_guard_error(err, epoch + 1)}",
-                                 lr_helps=err.lr_helps) from err
+                raise err.with_context(f"(epoch {epoch + 1}). {self._save_after_guard_error(err, epoch + 1)}") from err
             if not self.guard.enabled and not math.isfinite(train_loss.item()):  # one host read per epoch
                 raise FloatingPointError(
                     f"the training loss of epoch {epoch + 1} is non-finite and the guard is off: lower optimizer.lr, "
