@@ -403,8 +403,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
     from sciml.utils import compile_jet_loss, resolve_device
 
-    if resume and run is not None:
-        run.check_resume(dump(cfg), "pinn")
+    changed = run.check_resume(dump(cfg), "pinn") if resume and run is not None else []
     device = resolve_device(cfg.device)
     dtype = _DTYPES[cfg.dtype]
     if cfg.loss.causal.enabled and not problem.is_time_dependent:
@@ -456,7 +455,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                                   f"in that phase; give at least that many to go on")
         # a finished phase is not run again: a changed setting of one (more steps, another lr) would be written to
         # config.yaml as if it had trained so
-        finished = [k for k in run.changed_keys(dump(cfg)) if k.startswith("phases.")
+        finished = [k for k in changed if k.startswith("phases.")
                     and k.split(".")[1].isdigit() and int(k.split(".")[1]) < start_phase]
         if finished:
             where = (f"the run is in phase {start_phase}" if start_phase < len(cfg.phases) else "the run has finished")

@@ -115,13 +115,13 @@ class RunDir:
             path = root / f"{name}-{suffix}"
         return None if found is None else cls(found)
 
-    def check_resume(self, resolved: str, task: str) -> None:
+    def check_resume(self, resolved: str, task: str) -> list[str]:
         """A resume may change how the run goes on, not what it trains (RESUMABLE[task]): ``resolved`` is the
-        config it goes on with, as `sciml.config.dump` writes it."""
+        config it goes on with, as `sciml.config.dump` writes it. Returns the keys it changes (all allowed)."""
         import fnmatch
 
-        allowed = RESUMABLE[task]
-        refused = [k for k in self.changed_keys(resolved)
+        allowed, changed = RESUMABLE[task], self.changed_keys(resolved)
+        refused = [k for k in changed
                    if not any(fnmatch.fnmatchcase(k, pattern) for pattern in allowed) or k.endswith("optimizer.name")]
         if refused:
             # the optimizer's name is refused under optimizer.*: the saved state is that optimizer's
@@ -129,6 +129,7 @@ class RunDir:
             raise ConfigError(f"a resume goes on with what {self.path} trains; these overrides would change it: "
                               f"{', '.join(refused)}. Start a new run for that (`sciml train CONFIG ...`, or without "
                               f"resume in Python); a resume may change {', '.join(may)}")
+        return changed
 
     def changed_keys(self, resolved: str) -> list[str]:
         """The dotted keys in which ``resolved`` (as `sciml.config.dump` writes a config) differs from the run's."""
