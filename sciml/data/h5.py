@@ -394,6 +394,11 @@ def subsample_stride(info: DatasetInfo, resolution: int | None, *, flag: str | N
                        f"{info.resolutions()} ({fix})")
 
 
+def field_index(spec: FieldSpec, time: int | slice | None) -> tuple:
+    """The index of a field's non-sample axes that takes `time` (an index or window) on its time axis."""
+    return tuple(slice(None) if time is None or dim != "t" else time for dim in spec.dims)
+
+
 def read_field(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,
                time: int | slice | None = None) -> np.ndarray:
     """Samples `samples` of one field as float32 [n, (T,) *grid], coarsened in space by `stride`
@@ -403,7 +408,7 @@ def read_field(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,
     import h5py
 
     spec = info.field(name)
-    index = tuple(slice(None) if time is None or dim != "t" else time for dim in spec.dims)
+    index = field_index(spec, time)
     with h5py.File(info.path, "r") as f:
         dset = f[f"{spec.group}/{name}"]
         start, stop, _ = samples.indices(dset.shape[0])

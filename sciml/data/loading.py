@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sciml.data.h5 import DatasetError, DatasetInfo, _coarsen, read_field, read_info, subsample_stride
+from sciml.data.h5 import DatasetError, DatasetInfo, _coarsen, field_index, read_field, read_info, subsample_stride
 from sciml.utils import TrainingGridOnly
 
 
@@ -32,8 +32,7 @@ def no_rows(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,
     """What `read_field` returns, without a row: its shape from the layout alone (a file not made yet). As the
     `read` of `load_train_val_test`, splits of ``(0, channels, *grid)`` to build and check a model on."""
     spec = info.field(name)
-    index = tuple(slice(None) if time is None or dim != "t" else time for dim in spec.dims)
-    values = np.zeros((0, *spec.shape), dtype=np.float32)[(slice(None), *index)]
+    values = np.zeros((0, *spec.shape), dtype=np.float32)[(slice(None), *field_index(spec, time))]
     return values if stride == 1 else _coarsen(values, info, stride)
 
 
