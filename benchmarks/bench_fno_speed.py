@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (RESULTS_DIR, add_dry_run, dry_run_done, cuda_graph, median_range, round_robin, sync,  # noqa: E402
-                               time_call, write_result, write_result_file)
+from benchmarks.common import (RESULTS_DIR, add_dry_run, add_threads, dry_run_done, cuda_graph, median_range,  # noqa: E402
+                               round_robin, sync, time_call, use_threads, write_result, write_result_file)
 from sciml.models import FNO, count_parameters  # noqa: E402
 
 # name, n_dims, grid size, modes, width, in_channels; neuralop's published H100 step time (ms)
@@ -309,8 +309,7 @@ def main(argv=None):
                         help="CUDA: also time sciml's eager dft step with foreach Adam (neuralop's), a control "
                              "that is never the row's best")
     parser.add_argument("--cases", default="", help="comma-separated case indices (default: all)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads (default 1: on a shared CPU, OpenMP oversubscription is 10x slower)")
+    add_threads(parser)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--profile", action="store_true",
                         help="also write a kernel-by-kernel profile per case (a section <case>_<s> of results/fno_profiles[_small].txt)")
@@ -323,8 +322,7 @@ def main(argv=None):
     if dry_run_done(args):
         return []
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
+    use_threads(args, device)
     repeat = args.repeat or (20 if device.type == "cuda" else 3)
     # the policy for both libraries, both flags: torch's default leaves cuDNN's TF32 on, which under "fp32"
     # would run neuralop's 1x1-convolution skips (and our conv kernel) in TF32 and its matmuls in FP32

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import median_range, round_robin, sync, time_call, write_result  # noqa: E402
+from benchmarks.common import add_threads, median_range, round_robin, sync, time_call, use_threads, write_result  # noqa: E402
 from solvers.implicit import Implicit, Unrolled, fixed_point  # noqa: E402
 from solvers.linear import GMRES  # noqa: E402
 from solvers.nonlinear import FixedPointIteration, LevenbergMarquardt  # noqa: E402
@@ -172,12 +172,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true", help="CPU-sized problems")
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="CPU threads (default 1: on a shared CPU, OpenMP oversubscription is 10x slower)")
+    add_threads(ap)
     args = ap.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
+    use_threads(args, device)
     mem_note = ("peak_mem_MiB: torch.cuda.max_memory_allocated above resident tensors" if device.type == "cuda"
                 else "peak_mem_MiB is null on CPU (GPU-only figure: tracemalloc does not see torch's allocator)")
     mem_note += "; saved_for_backward_MiB: storages saved by autograd during the forward (saved_tensors_hooks)"

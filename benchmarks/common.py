@@ -78,6 +78,17 @@ def session_budget(requested: float, *, reserve_s: float, at_least: float, what:
 DRY_RUN_OK = "dry run: arguments OK"
 
 
+def add_threads(parser) -> None:
+    """``--threads``: CPU torch threads for a timed benchmark (`use_threads`)."""
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default 1: on a shared CPU, OpenMP oversubscription is 10x slower)")
+
+
+def use_threads(args, device: torch.device) -> None:
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+
+
 def add_dry_run(parser) -> None:
     """``--dry-run``: check the arguments (the names of rows, parts, cases, tasks, overrides) and stop,
     so a GPU plan's commands are checked here before a device minute is spent on them."""
