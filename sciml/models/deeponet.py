@@ -13,13 +13,14 @@ from torch import Tensor, nn
 
 from ._validate import activation as check_activation
 from ._validate import check_input, per_dim_ints, positive_int
+from sciml.data.h5 import cell_means
 from sciml.utils import TrainingGridOnly
 
 from .fno import grid_coordinates
 
 BRANCHES = ("mlp", "cnn")
 TRUNKS = ("mlp", "pod")
-COORDINATES = ("periodic", "closed")
+COORDINATES = ("periodic", "closed", "cells")
 
 
 class MLP(nn.Module):
@@ -65,10 +66,11 @@ class CNNBranch(nn.Module):
 
 def sensor_stride(n: int, m: int, coordinates: str) -> int | None:
     """The stride at which `m` sensors sit on an axis of `n` points (``j/m`` on ``i/n`` when m divides n;
-    ``j/(m-1)`` on ``i/(n-1)`` when m-1 divides n-1), or None where some sensor falls between points."""
+    ``j/(m-1)`` on ``i/(n-1)`` when m-1 divides n-1), or None where some sensor falls between points. For
+    "cells", where m divides n: the blocks of n/m cells that make up the sensor cells."""
     if m == 1:
-        return n  # the one sensor at 0, the first point
-    if coordinates == "periodic":
+        return n  # the one sensor at 0, the first point (cells: the one cell, all n)
+    if coordinates != "closed":
         return n // m if n % m == 0 else None
     return (n - 1) // (m - 1) if n > 1 and (n - 1) % (m - 1) == 0 else None
 
@@ -79,7 +81,9 @@ def sensor_interpolation(n: int, m: int, coordinates: str) -> Tensor:
     "periodic": the trigonometric interpolant of the samples at ``i/n`` evaluated at ``j/m``, cardinal
     function ``sin(pi n t)/(n sin(pi t))`` (n odd) or ``sin(pi n t)/(n tan(pi t))`` (n even, the
     Nyquist mode as a cosine); spectrally accurate on smooth periodic data. "closed": linear
-    interpolation of the samples at ``i/(n-1)`` at ``j/(m-1)`` (``align_corners=True``)."""
+    interpolation of the samples at ``i/(n-1)`` at ``j/(m-1)`` (``align_corners=True``). "cells": linear
+    interpolation of the cell values at ``(i + 1/2)/n`` at ``(j + 1/2)/m``, constant beyond the outermost
+    centres (``align_corners=False``)."""
     j, i = torch.arange(m, dtype=torch.int64)[:, None], torch.arange(n, dtype=torch.int64)[None]
     if coordinates == "periodic":
         d = (j * n - i * m).double()  # n m (j/m - i/n), exact in integers: d = 0 is a coinciding point
@@ -88,8 +92,12 @@ def sensor_interpolation(n: int, m: int, coordinates: str) -> Tensor:
         return torch.where(d == 0, 1.0, torch.sin(math.pi * d / m) / torch.where(d == 0, 1.0, denom))
     if n == 1:
         return torch.ones(m, 1, dtype=torch.float64)
-    num = j[:, 0] * (n - 1)  # sensor j at fine position num / (m - 1)
-    den = max(m - 1, 1)
+    if coordinates == "cells":  # sensor j at fine index ((2j + 1) n - m) / (2m), held within the first and last centre
+        den = 2 * m
+        num = ((2 * j[:, 0] + 1) * n - m).clamp(0, (n - 1) * den)
+    else:
+        num = j[:, 0] * (n - 1)  # sensor j at fine position num / (m - 1)
+        den = max(m - 1, 1)
     lo, frac = num // den, (num % den).double() / den
     w = torch.zeros(m, n, dtype=torch.float64)
     rows = torch.arange(m)
@@ -109,10 +117,12 @@ class DeepONet(nn.Module):
 
     Args:
         in_channels, out_channels, n_dims: as for every model (see `sciml.models.build_model`).
-        sensors: branch input grid, int or one per dim, at the points of `coordinates` (``j/m`` or
-            ``j/(m-1)``). A data grid of another size gives the branch its values there: taken
+        sensors: branch input grid, int or one per dim, at the points of `coordinates` (``j/m``,
+            ``j/(m-1)`` or ``(j + 1/2)/m``). A data grid of another size gives the branch its values there: taken
             every k-th point where its points include the sensors (a multiple: 256 or 512 points for
-            128 periodic sensors; 169 or 253 for 85 closed ones), interpolated otherwise (with a
+            128 periodic sensors; 169 or 253 for 85 closed ones), for cells the mean of each block of k
+            cells where k m cells tile the sensor cells (256 or 512 for 128), as the loader coarsens a
+            "cells" file (:func:`sciml.data.h5.cell_means`); interpolated otherwise (with a
             warning; see :func:`sensor_interpolation`). A checkpoint without a ``pooled_sensors`` entry
             (saved before this rule) average-pools other grids onto the sensors, as it was trained.
         basis: ``p``, basis functions per output channel.
@@ -122,7 +132,10 @@ class DeepONet(nn.Module):
             principal components of the training outputs, computed by :meth:`prepare` (POD-DeepONet;
             the output is then defined on the training grid only).
         activation: "gelu", "relu", "tanh", "silu", "elu" or a callable.
-        coordinates: trunk inputs ``i/n`` ("periodic") or ``i/(n-1)`` ("closed").
+        coordinates: where the grid's points are, for the trunk inputs and the sensors: ``i/n``
+            ("periodic"), ``i/(n-1)`` ("closed", a file of grid kind "nodes") or the cell centres
+            ``(i + 1/2)/n`` ("cells", grid kind "cells"). The file's kind keeps a point's coordinate the same at
+            every resolution (the trainer warns of another).
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_dims: int = 1, *, sensors: int | Sequence[int] = 128,
@@ -199,7 +212,8 @@ class DeepONet(nn.Module):
 
     def branch_input(self, x: Tensor) -> Tensor:
         """x: (batch, in, *grid) -> its values at the sensors, (batch, in, *sensors): x itself on the
-        sensor grid, every k-th point of a grid that includes the sensor points, else interpolated."""
+        sensor grid, every k-th point of a grid that includes the sensor points (cells: the mean of each block
+        of k cells), else interpolated."""
         grid = tuple(x.shape[2:])
         if grid == self.sensors:
             return x
@@ -210,8 +224,9 @@ class DeepONet(nn.Module):
             if n == m:
                 continue
             dim, stride = 2 + axis, sensor_stride(n, m, self.coordinates)
-            if stride is not None:  # exact: the sensor points are grid points
-                x = x[(slice(None),) * dim + (slice(None, stride * m, stride),)]
+            if stride is not None:  # exact: the sensor points are grid points, or the sensor cells blocks of cells
+                x = cell_means(x, dim, stride) if self.coordinates == "cells" else \
+                    x[(slice(None),) * dim + (slice(None, stride * m, stride),)]
                 continue
             key = (axis, n, x.dtype, x.device)
             if key not in self._weights:
@@ -220,10 +235,11 @@ class DeepONet(nn.Module):
             interpolated.append(m)
         if interpolated and not torch.compiler.is_compiling():  # a warning inside a compiled graph would break it
             how = "trigonometric" if self.coordinates == "periodic" else "linear"
-            exact = [2 * m if self.coordinates == "periodic" else 2 * m - 1 for m in self.sensors]
+            exact = [2 * m - 1 if self.coordinates == "closed" else 2 * m for m in self.sensors]
+            gives = "whose cells tile the sensor cells (e.g." if self.coordinates == "cells" else "that includes them (e.g."
             warnings.warn(f"DeepONet: the grid {grid} does not include the sensor points {self.sensors} "
                           f"({self.coordinates} coordinates): the branch input is interpolated to them ({how} "
-                          f"interpolation), which adds its error; a grid that includes them (e.g. {self.sensors} or "
+                          f"interpolation), which adds its error; a grid {gives} {self.sensors} or "
                           f"{tuple(exact)}) gives their exact values", stacklevel=2)
         return x
 

@@ -14,7 +14,7 @@ from ._validate import activation as check_activation
 from ._validate import check_input, per_dim_ints, positive_int
 from .spectral import SpectralConv
 
-GRID_EMBEDDINGS = {True: "periodic", False: None, "periodic": "periodic", "closed": "closed", None: None}
+GRID_EMBEDDINGS = {True: "periodic", False: None, "periodic": "periodic", "closed": "closed", "cells": "cells", None: None}
 
 
 KERNELS = ("auto", "gemm", "conv", "mm")
@@ -105,11 +105,15 @@ class PointwiseMLP(nn.Module):
 
 
 def grid_coordinates(grid: Sequence[int], kind: str, *, device=None, dtype=None) -> Tensor:
-    """(1, len(grid), *grid) coordinates: ``i/n`` in [0, 1) ("periodic") or ``i/(n-1)`` in [0, 1] ("closed")."""
+    """(1, len(grid), *grid) coordinates: ``i/n`` in [0, 1) ("periodic"), ``i/(n-1)`` in [0, 1] ("closed") or
+    the cell centres ``(i + 1/2)/n`` ("cells"): where a file of grid kind "periodic", "nodes" or "cells" puts its
+    points (`sciml.data.arrays.unit_coordinates`, made here on the device in the model's dtype)."""
     axes = []
     for n in grid:
         if kind == "periodic":
             axes.append(torch.arange(n, device=device, dtype=dtype) / n)
+        elif kind == "cells":
+            axes.append((torch.arange(n, device=device, dtype=dtype) + 0.5) / n)
         else:
             axes.append(torch.linspace(0.0, 1.0, n, device=device, dtype=dtype))
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
@@ -140,7 +144,9 @@ class FNO(nn.Module):
             dim. 0 (default) for periodic data.
         grid_embedding: append the grid coordinates as input channels: True/"periodic" uses
             ``i/n`` (periodic nodes), "closed" uses ``i/(n-1)`` (nodes including the right end, for
-            non-periodic data), False none.
+            non-periodic data: a file of grid kind "nodes"), "cells" uses the cell centres
+            ``(i + 1/2)/n`` (grid kind "cells"), False none. The file's kind keeps a point's coordinate
+            the same at every resolution (the trainer warns of another).
         transform: how the spectral layers reach the kept modes, "dft" (truncated DFT matrices)
             or "fft" (pruned FFTs); same result to rounding, see :class:`SpectralConv`.
         pointwise_kernel: how the lifting, skips and projection run: "auto" (conv on CUDA, gemm
@@ -165,7 +171,7 @@ class FNO(nn.Module):
         self.act = check_activation("activation", activation)
         self.padding = _check_padding(padding, self.n_dims)
         if grid_embedding not in GRID_EMBEDDINGS or isinstance(grid_embedding, (int, float)) and not isinstance(grid_embedding, bool):
-            raise ValueError(f"grid_embedding must be True, False, 'periodic' or 'closed', got {grid_embedding!r}")
+            raise ValueError(f"grid_embedding must be True, False, 'periodic', 'closed' or 'cells', got {grid_embedding!r}")
         self.grid_embedding = GRID_EMBEDDINGS[grid_embedding]
         n_in = in_channels + (self.n_dims if self.grid_embedding else 0)
         self.lifting = PointwiseMLP(n_in, width, lifting, self.act, kernel=pointwise_kernel)
@@ -176,7 +182,7 @@ class FNO(nn.Module):
 
     def pad_sizes(self, grid: Sequence[int]) -> tuple[int, ...]:
         """Points of zero padding per grid dim. A fraction f pads to a period of (1 + f) domain
-        lengths in this grid's spacing (1/n periodic, 1/(n - 1) closed), so the spectral layers see
+        lengths in this grid's spacing (1/n periodic or cells, 1/(n - 1) closed), so the spectral layers see
         one physical period, and so one kernel, at every resolution. (f of the points would not:
         on a closed grid, 9 of 85 points and 45 of 421 give periods 94/84 and 466/420.)"""
         spacings = (n - 1 if self.grid_embedding == "closed" else n for n in grid)

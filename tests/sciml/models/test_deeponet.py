@@ -81,6 +81,58 @@ def test_a_grid_without_the_sensor_points_interpolates_the_branch_input_and_warn
         assert (got[0, 0] - want).abs().max() < (1 / (n - 1)) ** 2 / 8 * 27, n  # linear's h^2/8 max|f''|, |f''| <= 27
 
 
+def test_cells_coordinates_put_the_trunk_at_the_cell_centres_a_cells_file_stores():
+    """The trunk knew i/n and i/(n-1) only: on a "cells" file (diffusion-sorption) i/n is half a cell off the points
+    (i + 1/2)/n, an offset that changes with the resolution."""
+    from sciml.data.arrays import unit_coordinates
+
+    torch.manual_seed(0)
+    seen = []
+    for grid in ((8,), (32,), (8, 4)):
+        model = DeepONet(1, 1, len(grid), sensors=(4,) * len(grid), basis=4, width=8, depth=1, coordinates="cells").double()
+        model.trunk.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+        model(torch.randn(2, 1, *grid, dtype=torch.float64))
+        axes = [torch.from_numpy(unit_coordinates(n, "cells")) for n in grid]
+        want = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))  # (points, n_dims)
+        assert torch.equal(seen[-1], want), grid
+
+
+def test_cells_sensors_are_the_block_means_the_loader_coarsens_a_cells_file_to(tmp_path):
+    """Taking every k-th cell (the periodic rule) gave each sensor a value (k - 1)/2 fine cells off its centre, so a
+    model evaluated on the file it was trained on coarsened (data.resolution) saw other inputs than in training.
+    The sensor cells now get the means of their blocks: the loader's coarse values, to the bit."""
+    import numpy as np
+
+    from sciml.data import write_dataset
+    from sciml.data.loading import load_splits
+
+    a = np.random.default_rng(0).normal(size=(4, 32, 32)) * np.geomspace(1e-3, 1e3, 32)  # rounding shows
+    path = write_dataset(tmp_path / "cells.h5", inputs={"a": a}, outputs={"u": a}, spatial_dims=2, grid_kind="cells")
+    _, fine, _ = load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2)
+    for m in (16, 8, 4):  # blocks of 2, 4 and 8 cells (from 8 on, numpy's own mean would sum them pairwise)
+        _, coarse, _ = load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, resolution=m)
+        model = DeepONet(1, 1, 2, sensors=m, basis=2, width=4, depth=1, coordinates="cells")
+        assert torch.equal(model.branch_input(fine.x), coarse.x), m
+    x = torch.randn(2, 1, 12, dtype=torch.float64)  # 1-d, 3 cells a sensor: the middle cell alone is not the mean
+    got = DeepONet(1, 1, 1, sensors=4, basis=2, width=4, depth=1, coordinates="cells").branch_input(x)
+    torch.testing.assert_close(got, x.view(2, 1, 4, 3).mean(-1), rtol=0, atol=1e-15)
+
+
+def test_a_cells_grid_that_does_not_tile_the_sensor_cells_is_interpolated_at_the_centres_and_warned_of():
+    """Linear interpolation of the cell values at (i + 1/2)/n onto (j + 1/2)/m, held at the outermost centres: torch's
+    own ``interpolate(align_corners=False)``."""
+    torch.manual_seed(0)
+    model = DeepONet(1, 1, 1, sensors=12, basis=4, width=8, depth=1, coordinates="cells").double()
+    for n in (20, 8, 13):  # finer, coarser (sensors beyond the outermost centres), off by one
+        x = torch.randn(3, 1, n, dtype=torch.float64)
+        with pytest.warns(UserWarning, match=r"grid \(%d,\) does not include the sensor points \(12,\) \(cells coordinates\)"
+                                             r".*linear interpolation.*whose cells tile the sensor cells \(e.g. \(12,\) or "
+                                             r"\(24,\)\)" % n):
+            got = model.branch_input(x)
+        want = torch.nn.functional.interpolate(x, size=12, mode="linear", align_corners=False)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-14)
+
+
 def test_a_checkpoint_saved_before_sampling_keeps_the_pooling_it_was_trained_with():
     torch.manual_seed(0)
     model = DeepONet(1, 1, 1, sensors=16, basis=4, width=8, depth=1).double()

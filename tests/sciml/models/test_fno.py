@@ -52,6 +52,19 @@ def test_grid_embedding_kinds():
     assert none.lifting.layers[0].weight.shape[1] == 1 and periodic.lifting.layers[0].weight.shape[1] == 2
 
 
+def test_a_cells_embedding_is_the_cell_centres_a_cells_file_stores():
+    """grid_embedding knew i/n and i/(n-1) only: on a "cells" file, half a cell off its points (i + 1/2)/n."""
+    from sciml.data.arrays import unit_coordinates
+
+    model = FNO(1, 1, 2, modes=2, width=4, grid_embedding="cells").double()
+    seen = []
+    model.lifting.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(torch.zeros(1, 1, 8, 6, dtype=torch.float64))
+    x, y = (torch.from_numpy(unit_coordinates(n, "cells")) for n in (8, 6))
+    assert torch.equal(seen[0][0, 1], x[:, None].expand(8, 6)) and torch.equal(seen[0][0, 2], y[None].expand(8, 6))
+    assert model.pad_sizes((64,)) == (0,) and FNO(1, 1, 1, padding=0.25, grid_embedding="cells").pad_sizes((64,)) == (16,)
+
+
 def test_padding_is_cropped_and_changes_result():
     torch.manual_seed(0)
     plain = FNO(1, 1, 2, modes=4, width=8).double()
