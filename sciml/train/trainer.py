@@ -285,10 +285,20 @@ def warn_schedule_never_decays(cfg: OperatorConfig) -> None:
                       f"lower schedule.step_size, or set schedule.name: none", stacklevel=4)
 
 
+# the model setting (grid_embedding / coordinates) that puts a file's points where they are, per grid kind
+MODEL_COORDINATES = {"periodic": "periodic", "nodes": "closed", "cells": "cells"}
+
+
+def _one_kind_fits(cfg: OperatorConfig, info) -> bool:
+    """Whether one coordinate kind fits every axis the model sees: a space-time model's or a physics run's time axis
+    (saved times from t = 0) has no cell centres, so on a "cells" file no kind fits both it and x."""
+    return not (info.grid_kind == "cells" and (cfg.physics is not None or cfg.model.name in SPACETIME_MODELS))
+
+
 def warn_periodic_model_on_open_grid(cfg: OperatorConfig, info) -> None:
     """A warning when a non-periodic file ("nodes" or "cells") meets a model left at its periodic
     defaults: an FNO without domain padding treats the field as periodic (its ends as neighbours),
-    and periodic coordinates i/s on nodes j/(s - 1) shift with the resolution."""
+    and periodic coordinates i/s on nodes j/(s - 1) or on cell centres (j + 1/2)/s shift with the resolution."""
     from sciml.models import MODELS
     from sciml.registry import signature_kwargs
 
@@ -302,25 +312,38 @@ def warn_periodic_model_on_open_grid(cfg: OperatorConfig, info) -> None:
     pads = kw.get("padding", 0)
     if "padding" in accepted and all(float(p) == 0 for p in (pads if isinstance(pads, (list, tuple)) else [pads])):
         advice.append("model.padding (e.g. 0.1 of each axis, as configs/darcy/fno.yaml)")
-    if info.grid_kind == "nodes" and "grid_embedding" in accepted and kw.get("grid_embedding", True) in (True, "periodic"):
-        advice.append("model.grid_embedding: closed")
-    if info.grid_kind == "nodes" and "coordinates" in accepted and kw.get("coordinates", "periodic") == "periodic":
-        advice.append("model.coordinates: closed")
+    fix, fits = MODEL_COORDINATES[info.grid_kind], _one_kind_fits(cfg, info)
+    if fits and "grid_embedding" in accepted and kw.get("grid_embedding", True) in (True, "periodic"):
+        advice.append(f"model.grid_embedding: {fix}")
+    if fits and "coordinates" in accepted and kw.get("coordinates", "periodic") == "periodic":
+        advice.append(f"model.coordinates: {fix}")
     if advice:
         warnings.warn(f"{info.path} holds a non-periodic grid (grid_kind {info.grid_kind!r}) and model {cfg.model.name!r} "
                       f"is set up for periodic fields: set {' and '.join(advice)}", stacklevel=3)
 
 
-def warn_closed_model_on_periodic_grid(cfg: OperatorConfig, info) -> None:
-    """The opposite of `warn_periodic_model_on_open_grid`: a "periodic" file (write_dataset's default, so
-    often arrays with both ends left at it) met by a model set up for a closed grid (configs/darcy/*)."""
-    kw = cfg.model.kwargs()
-    closed = [k for k in ("grid_embedding", "coordinates") if kw.get(k) == "closed"]
-    if info.grid_kind == "periodic" and closed:
-        warnings.warn(f"{info.path} holds a periodic grid (grid_kind 'periodic', write_dataset's default) and model "
-                      f"{cfg.model.name!r} is set up for a closed one ({', '.join(f'model.{k}: closed' for k in closed)}): "
-                      f"if the arrays include both ends, write them with grid_kind='nodes'; if they are periodic, set "
-                      f"{' and '.join(f'model.{k}: periodic' for k in closed)}", stacklevel=3)
+# per grid kind: the grid in words, and what arrays of that kind are
+GRID_WORDS = {"periodic": ("a periodic grid", "are periodic"), "nodes": ("a closed grid", "include both ends"),
+              "cells": ("a grid of cells", "are cell values")}
+
+
+def warn_model_set_for_another_grid(cfg: OperatorConfig, info) -> None:
+    """The opposite of `warn_periodic_model_on_open_grid`: a model set up for a closed grid (configs/darcy/*) or for
+    cell centres, met by a file of another grid kind, e.g. a "periodic" one (write_dataset's default, so often
+    arrays with both ends or cell values left at it)."""
+    if not _one_kind_fits(cfg, info):
+        return
+    kw, want = cfg.model.kwargs(), MODEL_COORDINATES[info.grid_kind]
+    for kind, file_kind, what in (("closed", "nodes", "a closed one"), ("cells", "cells", "cell centres")):
+        keys = [k for k in ("grid_embedding", "coordinates") if kw.get(k) == kind]
+        if kind == want or not keys:
+            continue
+        default = ", write_dataset's default" if info.grid_kind == "periodic" else ""
+        warnings.warn(f"{info.path} holds {GRID_WORDS[info.grid_kind][0]} (grid_kind {info.grid_kind!r}{default}) and "
+                      f"model {cfg.model.name!r} is set up for {what} ({', '.join(f'model.{k}: {kind}' for k in keys)}): "
+                      f"if the arrays {GRID_WORDS[file_kind][1]}, write them with grid_kind={file_kind!r}; if they "
+                      f"{GRID_WORDS[info.grid_kind][1]}, set {' and '.join(f'model.{k}: {want}' for k in keys)}",
+                      stacklevel=3)
 
 
 def check_channel_layout(state: dict[str, Any], cfg: OperatorConfig, info, where: Path) -> None:
@@ -338,14 +361,15 @@ def check_channel_layout(state: dict[str, Any], cfg: OperatorConfig, info, where
 
 def warn_uneven_grid(info) -> None:
     """A warning when a file's coordinates are not evenly spaced: the models see sample j at j/s (FNO's
-    spectral layers and grid embedding, DeepONet's trunk), whatever coordinates the file stores."""
+    spectral layers and grid embedding, DeepONet's trunk; j/(s - 1) or (j + 1/2)/s as their grid_embedding or
+    coordinates say), whatever coordinates the file stores."""
     import numpy as np
 
     uneven = [axis for axis, c in info.grid.items() if axis != "t" and len(c) > 2 and
               not np.allclose(np.diff(c), np.diff(c)[0], rtol=1e-4, atol=0)]
     if uneven:
         warnings.warn(f"{info.path} stores unevenly spaced coordinates on {', '.join(uneven)}; the models treat its "
-                      f"samples as evenly spaced (FNO and DeepONet see sample j at j/s): interpolate the data onto an "
+                      f"samples as evenly spaced (FNO and DeepONet see sample j at j/s, j/(s - 1) or (j + 1/2)/s): interpolate the data onto an "
                       f"even grid first", stacklevel=3)
 
 
@@ -389,7 +413,7 @@ class Trainer:
         self.val_split = None if val is None else Split(val.x.to(self.device), val.y.to(self.device), val.y_fields)
 
         warn_periodic_model_on_open_grid(cfg, self.info)
-        warn_closed_model_on_periodic_grid(cfg, self.info)
+        warn_model_set_for_another_grid(cfg, self.info)
         warn_uneven_grid(self.info)
         self.model = build_operator_model(cfg, train.x.shape[1], train.y.shape[1], train.x.ndim - 2, info=self.info,
                                           fields=self.fields,

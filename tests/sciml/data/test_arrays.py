@@ -150,7 +150,7 @@ def test_a_nodes_grid_written_as_periodic_is_named_when_it_will_not_subsample(tm
     from sciml.config import validate
     from sciml.data.h5 import subsample_stride
     from sciml.train.schema import OperatorConfig
-    from sciml.train.trainer import warn_closed_model_on_periodic_grid
+    from sciml.train.trainer import warn_model_set_for_another_grid
 
     a = np.zeros((4, 9, 9))
     info = read_info(write_dataset(tmp_path / "d.h5", inputs={"a": a}, outputs={"u": a}, spatial_dims=2))
@@ -164,8 +164,8 @@ def test_a_nodes_grid_written_as_periodic_is_named_when_it_will_not_subsample(tm
            "model": {"name": "fno", "modes": 2, "width": 4, "grid_embedding": "closed"}}
     with pytest.warns(UserWarning, match=r"periodic grid .* set up for a closed one \(model.grid_embedding: closed\): "
                                          r"if the arrays include both ends, write them with grid_kind='nodes'"):
-        warn_closed_model_on_periodic_grid(validate(OperatorConfig, raw), info)
-    warn_closed_model_on_periodic_grid(validate(OperatorConfig, {**raw, "model": {"name": "fno"}}), info)
+        warn_model_set_for_another_grid(validate(OperatorConfig, raw), info)
+    warn_model_set_for_another_grid(validate(OperatorConfig, {**raw, "model": {"name": "fno"}}), info)
     assert not [w for w in recwarn if "closed one" in str(w.message)]
 
 
@@ -263,6 +263,49 @@ def test_training_warns_when_a_non_periodic_file_meets_a_periodic_model(tmp_path
         warnings.simplefilter("error")
         warn_periodic_model_on_open_grid(cfg({"name": "fno", "padding": 0.1, "grid_embedding": "closed"}), info)
         warn_periodic_model_on_open_grid(cfg({"name": "deeponet", "coordinates": "closed"}), info)
+
+
+def test_training_warns_when_cells_meet_a_model_set_for_other_points_and_the_other_way_round(tmp_path):
+    """A "cells" file (diffusion-sorption) met by a model at its periodic defaults was advised padding only: its
+    coordinates i/n, half a cell off the centres (i + 1/2)/n, went unmentioned. A model set for cells on another
+    kind of file is warned of as one set for a closed grid on a periodic file is."""
+    from sciml.train.trainer import warn_model_set_for_another_grid, warn_periodic_model_on_open_grid
+
+    a = smooth_periodic(8, 16, seed=1)
+    info = {kind: read_info(write_dataset(tmp_path / f"{kind}.h5", inputs={"a": a}, outputs={"u": a}, spatial_dims=1,
+                                          grid_kind=kind)) for kind in ("periodic", "nodes", "cells")}
+    cfg = lambda kind, model: validate(OperatorConfig, {"data": {"path": str(info[kind].path), "n_train": 4,
+                                                                 "n_test": 4}, "model": model})
+    with pytest.warns(UserWarning, match=r"non-periodic grid \(grid_kind 'cells'\).*set model.padding .* and "
+                                         r"model.grid_embedding: cells$"):
+        warn_periodic_model_on_open_grid(cfg("cells", {"name": "fno"}), info["cells"])
+    with pytest.warns(UserWarning, match=r"set model.coordinates: cells$"):
+        warn_periodic_model_on_open_grid(cfg("cells", {"name": "deeponet"}), info["cells"])
+    for kind, model, message in [
+            ("periodic", {"name": "deeponet", "coordinates": "cells"},
+             r"holds a periodic grid \(grid_kind 'periodic', write_dataset's default\) and model 'deeponet' is set up for "
+             r"cell centres \(model.coordinates: cells\): if the arrays are cell values, write them with grid_kind='cells'; "
+             r"if they are periodic, set model.coordinates: periodic$"),
+            ("nodes", {"name": "fno", "grid_embedding": "cells", "padding": 0.1},
+             r"holds a closed grid \(grid_kind 'nodes'\) and model 'fno' is set up for cell centres "
+             r"\(model.grid_embedding: cells\): if the arrays are cell values, write them with grid_kind='cells'; if they "
+             r"include both ends, set model.grid_embedding: closed$"),
+            ("cells", {"name": "deeponet", "coordinates": "closed"},
+             r"holds a grid of cells \(grid_kind 'cells'\) and model 'deeponet' is set up for a closed one "
+             r"\(model.coordinates: closed\): if the arrays include both ends, write them with grid_kind='nodes'; if "
+             r"they are cell values, set model.coordinates: cells$")]:
+        with pytest.warns(UserWarning, match=message):
+            warn_model_set_for_another_grid(cfg(kind, model), info[kind])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kind, model in [("cells", {"name": "fno", "padding": 0.1, "grid_embedding": "cells"}),
+                            ("cells", {"name": "deeponet", "coordinates": "cells"}),
+                            # time, a space-time model's last axis, has no cell centres: no one kind to advise
+                            ("cells", {"name": "fno3d", "padding": 0.1}),
+                            ("nodes", {"name": "deeponet", "coordinates": "closed"}),
+                            ("periodic", {"name": "fno", "grid_embedding": "periodic"})]:
+            warn_periodic_model_on_open_grid(cfg(kind, model), info[kind])
+            warn_model_set_for_another_grid(cfg(kind, model), info[kind])
 
 
 def test_a_time_selection_on_static_fields_is_an_error(tmp_path):
