@@ -124,7 +124,8 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
     has the same T). coords: per axis its coordinates (default `unit_coordinates`). grid_kind:
     "periodic" (x_j = j/s), "nodes" (both ends) or "cells" (centres); it decides how the grid may be
     subsampled, and training warns when the model's settings treat a non-periodic grid as periodic
-    (set the FNO's ``padding`` and ``grid_embedding: closed`` for "nodes", as configs/darcy/fno.yaml). params: the PDE's parameters (what a physics-informed
+    (set the FNO's ``padding`` and ``grid_embedding: closed`` for "nodes", as configs/darcy/fno.yaml, or
+    ``grid_embedding: cells`` for "cells"; a DeepONet's ``coordinates`` likewise). params: the PDE's parameters (what a physics-informed
     run reads as the dataset's). Values are stored as float32, like generated data.
     """
     path = Path(path)
