@@ -51,7 +51,7 @@ def test_run_folder_contents_and_learning(straight_run):
     evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
     assert [r["epoch"] for r in evals] == [5, 10, 15, 20]
     assert evals[-1]["train_loss"] < 0.5 * evals[0]["train_loss"], "training must reduce the loss"
-    assert final["test_rel_l2"] < 0.6
+    assert final["test_rel_l2"] < 0.07  # measured 0.0349 (seed 3, CPU); the best constant predictor scores 0.524
     # "lr" is what the epoch's last step used: halved for epochs 11 to 20
     assert [r["lr"] for r in evals] == pytest.approx([5e-3, 5e-3, 2.5e-3, 2.5e-3])
     env = json.loads((run.path / "environment.json").read_text())
