@@ -551,13 +551,18 @@ def test_a_pinn_config_error_names_its_file(capsys):
     assert "run folder:" not in out.out, "a folder that was then removed was printed"
 
 
-@pytest.mark.parametrize("optimizer", [{"name": "lbfgs", "lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}, {"name": "adabelief", "lr": 5e-3}])
-def test_closure_and_registry_optimizers_train_the_fno(tiny_cfg, optimizer):
+# measured (seed 3, CPU): L-BFGS, 5 epochs: test rel. L2 0.0149, train loss (rel. L2) 0.0213; AdaBelief, 10
+# epochs: 0.0689, 0.129 (5 epochs gave 0.280, too near the baseline for a 2x bar). The best constant predictor
+# scores 0.524. The closure's zero_grad dropped (gradients pile up over the line search) gave L-BFGS 0.242.
+@pytest.mark.parametrize("optimizer, epochs, test_bar, train_bar", [
+    ({"name": "lbfgs", "lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}, 5, 0.03, 0.04),
+    ({"name": "adabelief", "lr": 5e-3}, 10, 0.14, 0.25)])
+def test_closure_and_registry_optimizers_train_the_fno(tiny_cfg, optimizer, epochs, test_bar, train_bar):
     raw = {**tiny_cfg, "optimizer": optimizer, "schedule": {"name": "none"},
-           "training": {**tiny_cfg["training"], "epochs": 5}}
+           "training": {**tiny_cfg["training"], "epochs": epochs}}
     run, final = train(validate(OperatorConfig, raw))
     evals = [r for r in run.read_metrics() if r["kind"] == "eval"]
-    assert final["test_rel_l2"] < 0.9 and evals[-1]["train_loss"] < 0.9, optimizer["name"]
+    assert final["test_rel_l2"] < test_bar and evals[-1]["train_loss"] < train_bar, optimizer["name"]
 
 
 def test_a_guard_that_gives_up_logs_its_events_and_names_the_resume_command(tiny_cfg, tmp_path, capsys):
