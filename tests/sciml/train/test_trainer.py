@@ -658,9 +658,10 @@ def test_graph_mode_resumes_where_it_stopped(tiny_cfg, simulate):
 
 def test_graph_mode_without_a_guard_still_captures(tiny_cfg, simulate, captures):
     raw = {**tiny_cfg, "guard": {"enabled": False}, "output": {**tiny_cfg["output"], "name": "unguarded_graph"},
-           "training": {**tiny_cfg["training"], "epochs": 3, "cuda_graph": True}}
+           "training": {**tiny_cfg["training"], "epochs": 10, "cuda_graph": True}}
     run, final = train(validate(OperatorConfig, raw))
-    assert len(captures) == 1 and final["test_rel_l2"] < 1.0
+    # measured (seed 3, CPU): 0.103 after 10 epochs (3 epochs gave 0.873, above the best constant predictor's 0.524)
+    assert len(captures) == 1 and final["test_rel_l2"] < 0.2
 
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
