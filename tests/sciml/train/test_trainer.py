@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -812,9 +813,12 @@ def test_a_model_value_the_data_rules_out_names_the_model_and_leaves_no_empty_ru
     with pytest.raises(ConfigError, match="model 'fno' \\(a 1-d grid, 1 input and 1 output channels\\): modes must be"):
         train(validate(OperatorConfig, raw))  # modes per axis: known wrong only once the 1-d data is read
     assert not any((tmp_path / "runs").iterdir())
-    # too many modes for the grid: known at the first forward, after config.yaml and environment.json were written
+    # too many modes for the grid: the FNO's own rule, checked on the data's grid before the first step and said
+    # as a config error naming the model and the fix (the first forward's bare ValueError named neither)
     raw = {**raw, "model": {**tiny_cfg["model"], "modes": 20}}
-    with pytest.raises(Exception, match="modes"):
+    with pytest.raises(ConfigError, match=re.escape(
+            "model 'fno': modes[0]=20 needs a grid of at least 39 points on dim 0, got 32; lower modes (one per dim is "
+            "allowed, e.g. modes=(16,)) or refine the grid")):
         train(validate(OperatorConfig, raw))
     assert not any((tmp_path / "runs").iterdir()), "a folder with only its config and environment was left"
 
