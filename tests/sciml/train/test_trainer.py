@@ -1718,7 +1718,18 @@ def test_a_run_trained_with_a_users_optimizer_module_evaluates_without_it(tiny_c
     monkeypatch.delitem(sys.modules, "myopt_for_eval")
     (row,) = evaluate_run(run.path, which="last", device="cpu")
     assert row["rel_l2"] == pytest.approx(final["test_rel_l2"], rel=1e-6)
-    assert load_operator(run.path, which="last") is not None
+    from sciml.train.trainer import load_test_split
+
+    operator = load_operator(run.path, which="last", device="cpu")
+    split = load_test_split(operator.config, operator.dataset, resolution=raw["data"]["resolution"])
+    with torch.no_grad():
+        pred = operator(split.x)
+    # the loaded operator predicts what the run evaluated: its per-sample rel. L2, computed here, has the mean,
+    # median and max the run recorded (measured: equal to the last digit)
+    err = (pred - split.y).flatten(1).norm(dim=1) / split.y.flatten(1).norm(dim=1)
+    assert pred.shape == split.y.shape == (raw["data"]["n_test"], 1, raw["data"]["resolution"])
+    assert [err.mean().item(), err.double().quantile(0.5).item(), err.max().item()] == pytest.approx(
+        [final["test_rel_l2"], final["test_rel_l2_median"], final["test_rel_l2_max"]], rel=1e-6)
     with pytest.raises(ConfigError, match="cannot import module 'myopt_for_eval'"):  # training still checks it
         load_config(OperatorConfig, run.config_path)
 
