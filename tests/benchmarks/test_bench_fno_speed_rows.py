@@ -4,11 +4,9 @@ CUDA the peak memory of the variant whose time is claimed."""
 import json
 import types
 
-import pytest
 import torch
 
-fno = pytest.importorskip("benchmarks.bench_fno_speed")
-pytest.importorskip("neuralop")
+import benchmarks.bench_fno_speed as fno
 
 TINY = ["--small", "--cases", "0", "--rounds", "1", "--repeat", "1", "--threads", "1"]
 

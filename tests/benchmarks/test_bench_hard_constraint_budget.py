@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-common = pytest.importorskip("benchmarks.common")
-hc = pytest.importorskip("benchmarks.bench_hard_constraint")
+import benchmarks.bench_hard_constraint as hc
+import benchmarks.common as common
 VARIANTS = ["soft", "hc", "moe", "moe_overlap"]
 
 

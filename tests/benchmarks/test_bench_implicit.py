@@ -7,8 +7,8 @@ import types
 import pytest
 import torch
 
-common = pytest.importorskip("benchmarks.common")
-bi = pytest.importorskip("benchmarks.bench_implicit")
+import benchmarks.bench_implicit as bi
+import benchmarks.common as common
 
 
 def test_the_backward_is_timed_apart_from_the_forward_under_drift(monkeypatch):

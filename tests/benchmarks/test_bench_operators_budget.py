@@ -5,8 +5,8 @@ import types
 
 import pytest
 
-common = pytest.importorskip("benchmarks.common")
-ops = pytest.importorskip("benchmarks.bench_operators")
+import benchmarks.bench_operators as ops
+import benchmarks.common as common
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-pinn = pytest.importorskip("benchmarks.bench_pinn")
+import benchmarks.bench_pinn as pinn
 
 
 def test_every_speedup_row_is_interleaved_with_deepxde_and_repeated(results_dir, monkeypatch):

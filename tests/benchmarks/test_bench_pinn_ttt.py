@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-common = pytest.importorskip("benchmarks.common")
-pinn = pytest.importorskip("benchmarks.bench_pinn")
+import benchmarks.bench_pinn as pinn
+import benchmarks.common as common
 BENCH = "Burgers wall time to rel. L2 <= 0.01"
 EAGER = "sciml, configs/burgers/pinn.yaml"
 

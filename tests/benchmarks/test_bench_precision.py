@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-bp = pytest.importorskip("benchmarks.bench_precision")
+import benchmarks.bench_precision as bp
 
 
 def test_policies_are_trained_round_robin_and_the_speed_is_a_median_with_its_range(results_dir, monkeypatch):

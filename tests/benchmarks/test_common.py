@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-common = pytest.importorskip("benchmarks.common")
+import benchmarks.common as common
 
 
 def test_a_part_keeps_the_earlier_parts_rows_and_extras_on_the_same_device(results_dir):
@@ -67,7 +67,7 @@ def test_a_budget_inside_a_device_call_is_lowered_to_what_the_call_has_left(monk
 def test_an_operator_row_with_too_little_call_left_is_skipped_and_the_measured_row_kept(results_dir, monkeypatch):
     import time
 
-    ops = pytest.importorskip("benchmarks.bench_operators")
+    import benchmarks.bench_operators as ops
     common.write_result("operators", title="T", rows=[{"row": "darcy_fno", "rel_l2": 0.009}], device="cpu",
                         merge_key=lambda r: r["row"])
     monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(int(time.time()) + ops.RESERVE_S + 20))
@@ -80,7 +80,7 @@ def test_an_operator_row_with_too_little_call_left_is_skipped_and_the_measured_r
 def test_pinn_accuracy_runs_start_only_with_time_left_in_the_call(tmp_path, monkeypatch):
     import time
 
-    pinn = pytest.importorskip("benchmarks.bench_pinn")
+    import benchmarks.bench_pinn as pinn
     monkeypatch.setenv(common.SESSION_DEADLINE_ENV, str(int(time.time()) + 50))  # 50 s, 45 of them kept back
     assert pinn.accuracy(["poisson_lshape"], [0], small=True, device="cpu", max_minutes=5, jobs=1,
                          out=str(tmp_path)) == []
@@ -90,7 +90,7 @@ def test_pinn_accuracy_runs_start_only_with_time_left_in_the_call(tmp_path, monk
 def test_pinn_accuracy_keeps_the_finished_runs_when_one_fails(tmp_path, monkeypatch):
     """pool.map raised on the first failed run and rows were saved only once all nine had returned: one failure,
     or the call's end, lost the whole part's ~8.5 device-minutes."""
-    pinn = pytest.importorskip("benchmarks.bench_pinn")
+    import benchmarks.bench_pinn as pinn
 
     def run(problem, seed, *rest):
         if seed == 1:
@@ -137,7 +137,7 @@ def test_a_pinn_speed_run_replaces_every_speed_row():
 def test_fno_profiles_of_several_runs_share_one_file(tmp_path, monkeypatch):
     """Part 1's profiles in one file (a device call returns 8 files; it wrote 10), and part 1q run after it keeps
     part 1's cases (a per-process table rewrote the file with its own cases only)."""
-    speed = pytest.importorskip("benchmarks.bench_fno_speed")
+    import benchmarks.bench_fno_speed as speed
     monkeypatch.setattr(speed, "RESULTS_DIR", tmp_path)
     monkeypatch.setattr(speed, "write_result_file", lambda name, text: (tmp_path / name).write_text(text) and tmp_path / name)
     monkeypatch.setattr(speed, "_PROFILES", {})

@@ -2,10 +2,8 @@
 
 import json
 
-import pytest
-
-render = pytest.importorskip("benchmarks.render")
-common = pytest.importorskip("benchmarks.common")
+import benchmarks.common as common
+import benchmarks.render as render
 
 DIRTY = "e13a56cd980f61b782fb0aaae69d531217ef0b47-dirty"
 

@@ -274,7 +274,6 @@ def test_bf16_autocast_leaves_the_spectral_layer_exactly_in_float32(device, tran
 
 
 def test_neuralop_n_modes_as_one_number_is_a_clear_error():
-    pytest.importorskip("neuralop")
     with pytest.raises(ValueError, match=r"n_modes takes one count per grid dim .* n_modes: \[16, 16\]"):
         build_model("neuralop.FNO", in_channels=1, out_channels=1, n_dims=2, n_modes=16)
 

@@ -4,13 +4,13 @@ Also pins neuraloperator 2.0.0's odd-grid bug (fftshift used to shift back: mode
 bin on odd sizes), which our dense-DFT tests (test_spectral.py) show we do not have.
 """
 
+import neuralop
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sciml.models import FNO, count_parameters
 
-neuralop = pytest.importorskip("neuralop")
 
 
 def _pair(modes: int, width: int):
