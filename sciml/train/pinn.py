@@ -436,7 +436,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     compiled_terms = compile_jet_loss(terms_fn) if cfg.compile else terms_fn  # first-order steps only
 
     start_phase, start_step, elapsed, history = 0, 0, 0.0, []
-    opt_state = guard_state = None
+    opt_state = guard_state = resumed = None
+    saved_config = dump(cfg)  # in each checkpoint: what the state was trained with
     if resume:
         if run is None:
             raise ValueError("resume=True needs the run folder")
@@ -464,9 +465,13 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                               f"for the change")
         opt_state, guard_state = state["optimizer"], state.get("guard")
         run.truncate_metrics(state["metric_lines"])
+        # what this sitting changed, from where: the config it goes on from is the checkpoint's (config.yaml for
+        # one saved before checkpoints held it)
+        resumed = run.resume_record(state.get("config"), saved_config, "pinn", device=device,
+                                    at={"phase": start_phase, "step": start_step})
     if run is not None:  # a resume's overrides too (max_minutes, a lower lr): the next resume and eval read them
-        run.write_config(dump(cfg))
-        run.write_environment(device, cfg.model_dump())
+        run.write_config(saved_config)  # headed by a note once a resume changed settings (its history: `resumed`)
+        run.write_environment(device, cfg.model_dump(), resumed=resumed)
 
     def log(record):  # counts every line, so a checkpoint knows where its metrics end
         nonlocal metric_lines
@@ -627,7 +632,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
                 if run is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < ph.steps:
                     if guard is not None:  # judge the buffered steps: the checkpoint holds no unjudged ones
                         log_guard_events(guard, i)
-                    _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
+                    _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines, saved_config)
                 if deadline is not None and time.perf_counter() > deadline and (step < ph.steps or i + 1 < len(cfg.phases)):
                     stopped_early = True
                     break
@@ -637,7 +642,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         except GuardError as err:  # keep the events and the last good state (the guard restored it)
             log_guard_events(guard, i, judge_pending=False)
             if run is not None:
-                _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines)
+                _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines, saved_config)
             where = f"sciml train --resume {run.path}" if run is not None else "resume"
             then = (f"continue with a lower rate, e.g. `{where} phases.{i}.optimizer.lr=...`" if err.lr_helps else
                     f"continue once the problem's data or residual is fixed: `{where}`")
@@ -648,13 +653,13 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
             if guard is not None:
                 log_guard_events(guard, i)
             if run is not None:
-                _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed, history, metric_lines)
+                _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed, history, metric_lines, saved_config)
             break
         total_steps += step - first + 1
         history.append({"phase": i, "optimizer": name, "steps": step, "loss": float(loss.detach()), "seconds": seconds})
         opt_state = None
         if run is not None:  # phase boundary: the next phase starts fresh
-            _save(run, model, None, None, weights, cpu_points, i + 1, 0, elapsed, history, metric_lines)
+            _save(run, model, None, None, weights, cpu_points, i + 1, 0, elapsed, history, metric_lines, saved_config)
         if stopped_early:
             break
 
@@ -667,6 +672,8 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     final = {"kind": "final", **(evaluate.errors(pred) if pred is not None else {}), "loss": last_loss,
              "seconds": elapsed, "stopped_early": stopped_early, **inferred_unknowns(problem, model),
              **({"guard": last_guard.summary()} if last_guard is not None else {})}
+    if run is not None and (changes := run.settings_history()):  # config.yaml alone is not the run
+        final["resumed_with_changes"] = changes
     log(final)
     if run is not None and pred is not None:
         from sciml.train.plots import plot_pinn_fields
@@ -739,8 +746,9 @@ def _resample(problem, model, cfg, points, step, covered, dtype, device) -> Coll
     return CollocationSet(x.to(device=device, dtype=dtype), points.conditions)
 
 
-def _save(run, model, opt, guard, weights, cpu_points, phase, step, elapsed, history, metric_lines):
-    run.save_checkpoint({
+def _save(run, model, opt, guard, weights, cpu_points, phase, step, elapsed, history, metric_lines, config):
+    """`config`: the config this state was trained with (`dump`): a resume's record of what it changes."""
+    run.save_checkpoint({"config": config,
         "model": model.state_dict(), "optimizer": None if opt is None else opt.state_dict(),
         "guard": None if guard is None else guard.state_dict(), "weights": weights.state_dict(),
         "interior": cpu_points.interior, "phase": phase, "step": step, "elapsed": elapsed, "history": list(history),

@@ -1,11 +1,15 @@
 """Run folders: everything a training run leaves behind, written so that nothing is half-written.
 
     runs/<name>/
-        config.yaml        the resolved config (defaults included)
-        environment.json   versions, device, git commit, command
+        config.yaml        the resolved config (defaults included); after a resume, the values it went on
+                           with, headed by a comment when a resume changed settings (`history_note`)
+        environment.json   versions, device, git commit, command of the latest sitting (process), and
+                           "sittings": every sitting's, oldest first, a resumed one with "resumed_at" and "changed"
         metrics.jsonl      one JSON object per line, each with a "kind": "eval" (operators, per
                            evaluation), "step" (PINNs, per logged step), "guard" (a guard event:
-                           "event", "step" and its details), "final"
+                           "event", "step" and its details), "resume" (a resumed sitting: where it went
+                           on from, the settings it changed with their old and new values, its command,
+                           commit and environment; `resume_record`), "final"
         checkpoints/last.pt, checkpoints/best.pt   (each written to a temporary name, then renamed)
         predictions.png    a few test samples, prediction vs truth
 """
@@ -135,15 +139,59 @@ class RunDir:
         """The dotted keys in which ``resolved`` (as `sciml.config.dump` writes a config) differs from the run's."""
         import yaml
 
-        saved = load_yaml(self.config_path)
-        for dotted, value in ADDED_KEYS.items():  # a run saved before a key existed had its old value
-            *parents, key = dotted.split(".")
-            section = saved
-            for name in parents:
-                section = section.get(name) if isinstance(section, dict) else None
-            if isinstance(section, dict):
-                section.setdefault(key, value)
-        return _changed_keys(saved, yaml.safe_load(resolved))
+        return _changed_keys(_with_added_keys(load_yaml(self.config_path)), yaml.safe_load(resolved))
+
+    def resume_record(self, before: str | None, after: str, task: str, at: dict[str, int],
+                      device: torch.device | None = None) -> dict[str, Any]:
+        """Append this sitting's ``kind: resume`` record to metrics.jsonl and return it (for `write_environment`):
+        `at`, where the run goes on from (operators: "epoch" and optimizer "step"; PINNs: "phase" and "step"),
+        from which point the new values apply; "changed": each key in which ``after`` (the config this sitting
+        trains with) differs from ``before`` (the config of the checkpoint it goes on from; None: config.yaml),
+        with its "old" and "new" value; "changes_result": those of them that can change what the run computes
+        (not `NO_EFFECT_ON_RESULT`); the sitting's command (and working folder), commit and environment. Appended after the
+        checkpoint's metric lines, so a later resume keeps it: the run folder's history of its settings."""
+        import fnmatch
+
+        import yaml
+
+        old = _with_added_keys(yaml.safe_load(before) if before is not None else load_yaml(self.config_path))
+        new = yaml.safe_load(after)
+        changed = {k: {"old": _dotted_value(old, k), "new": _dotted_value(new, k)} for k in _changed_keys(old, new)}
+        env = environment(device)
+        record = {"kind": "resume", **at, "changed": changed,
+                  "changes_result": [k for k in changed if not any(fnmatch.fnmatchcase(k, pattern)
+                                                                   for pattern in NO_EFFECT_ON_RESULT[task])],
+                  "command": env["command"], "cwd": os.getcwd(), "git_commit": env["git_commit"], "environment": env}
+        self.log(record)
+        return record
+
+    def settings_history(self) -> list[dict[str, Any]]:
+        """The resumes that changed what the run computes (`resume_record`'s with "changes_result"), oldest first,
+        each as where it went on from and its changes ``{key: {"old", "new"}}``: what a final record carries."""
+        out = []
+        for r in self.read_metrics():
+            if r.get("kind") == "resume" and r.get("changes_result"):
+                at = {k: r[k] for k in ("phase", "epoch", "step") if k in r}
+                out.append({**at, "changed": {k: r["changed"][k] for k in r["changes_result"]}})
+        return out
+
+    def history_note(self) -> str:
+        """The comment heading config.yaml once a resume changed what the run computes (empty before): the file
+        holds the values the run went on with, which alone do not reproduce it, and where its history is."""
+        history = self.settings_history()
+        if not history:
+            return ""
+        lines = ["# This run was resumed with changed settings. This file holds the values it went on with (what the",
+                 "# next resume starts from), not the ones every epoch used: trained from this file alone, the run is",
+                 "# not reproduced. The history is in metrics.jsonl (its \"resume\" records: the changed keys with old",
+                 "# and new values, where they apply from, each sitting's command and commit) and in environment.json",
+                 "# (\"sittings\"). Changes:"]
+        for entry in history:
+            where = (f"from phase {entry['phase']} step {entry['step']}" if "phase" in entry else
+                     f"from epoch {entry['epoch']} (optimizer step {entry['step']})")
+            lines += [f"#   {k}: {json.dumps(v['old'])} -> {json.dumps(v['new'])}, {where}"
+                      for k, v in entry["changed"].items()]
+        return "\n".join(lines) + "\n"
 
     @property
     def config_path(self) -> Path:
@@ -157,14 +205,33 @@ class RunDir:
         return self.path / "checkpoints" / f"{which}.pt"
 
     def write_config(self, text: str) -> None:
-        atomic_write_text(self.config_path, text)
+        """`text` (as `sciml.config.dump` writes it), headed by `history_note` once a resume changed settings."""
+        atomic_write_text(self.config_path, self.history_note() + text)
 
-    def write_environment(self, device: torch.device | None = None, config: dict[str, Any] | None = None) -> None:
-        """Versions, device and commit, and the path and source hash of each user's module `config` names."""
-        info = environment(device)
+    def write_environment(self, device: torch.device | None = None, config: dict[str, Any] | None = None,
+                          resumed: dict[str, Any] | None = None) -> None:
+        """Versions, device and commit, and the path and source hash of each user's module `config` names: this
+        sitting's at the top level, and under "sittings" every sitting's, oldest first. `resumed`: this sitting's
+        `resume_record` (its environment is this sitting's), which keeps the earlier sittings and adds where it went
+        on from ("resumed_at") and what it changed; without it (a new run) the file starts afresh."""
+        info = dict(resumed["environment"]) if resumed is not None else environment(device)
         if config is not None and (modules := user_modules(config)):
             info["user_modules"] = modules
-        atomic_write_text(self.path / "environment.json", json.dumps(info, indent=2))
+        sittings = []
+        path = self.path / "environment.json"
+        if resumed is not None and path.exists():
+            try:
+                before = json.loads(path.read_text())
+            except ValueError:  # cut off: what it held is lost, this sitting's is still written
+                before = {}
+            # a run written before sittings were kept: its file was its latest sitting's
+            sittings = before.get("sittings", [before] if before else [])
+        this = dict(info)
+        if resumed is not None:
+            this["resumed_at"] = {k: resumed[k] for k in ("phase", "epoch", "step") if k in resumed}
+            this["changed"] = resumed["changed"]
+        info["sittings"] = [*sittings, this]
+        atomic_write_text(path, json.dumps(info, indent=2))
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line (non-finite floats are written as strings so the file stays JSON)."""
@@ -235,6 +302,15 @@ RESUMABLE = {
 }
 
 
+# Settings a resume may change that cannot change what the run computes (its weights and figures): how it shows
+# progress, when a sitting stops (the run goes on exactly from its checkpoint), where its folder is. A resume record
+# lists every change; config.yaml's note and the final record, those outside these.
+NO_EFFECT_ON_RESULT = {
+    "operator": ("training.progress", "training.plot", "training.n_plot", "training.stop_after_minutes", "output.*"),
+    "pinn": ("max_minutes", "output.*"),
+}
+
+
 # Keys added to a schema after runs were saved, with the value those runs had: compared as such on resume (the
 # comparison skips other keys a saved config lacks, as fields an older version did not write)
 ADDED_KEYS = {"data.n_val": 0}
@@ -243,6 +319,30 @@ ADDED_KEYS = {"data.n_val": 0}
 # Free mappings: their keys are the user's (a factory's arguments), not the schema's, so a key the run's config
 # lacks is a new argument, not a field an older version did not write.
 FREE_DICTS = ("problem_args", "*.problem_args")
+
+
+def _with_added_keys(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with `ADDED_KEYS` it lacks at their old values (a run saved before a key existed had it)."""
+    for dotted, value in ADDED_KEYS.items():
+        *parents, key = dotted.split(".")
+        section = saved
+        for name in parents:
+            section = section.get(name) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.setdefault(key, value)
+    return saved
+
+
+def _dotted_value(config: Any, dotted: str) -> Any:
+    """The value at a dotted key of `_changed_keys` (list items by index), None where it is absent."""
+    for name in dotted.split("."):
+        if isinstance(config, dict):
+            config = config.get(name)
+        elif isinstance(config, list) and name.isdigit() and int(name) < len(config):
+            config = config[int(name)]
+        else:
+            return None
+    return config
 
 
 def _changed_keys(before: Any, after: Any, prefix: str = "", free: bool = False) -> list[str]:

@@ -973,6 +973,8 @@ class Trainer:
                  "wall_time_s": time.perf_counter() - self.started,  # this sitting's
                  **self._sittings(), **self._solve_totals(), **self._evaluations(),
                  **({"guard": self.guard.summary()} if self.guard.enabled else {})}
+        if history := self.run.settings_history():  # resumed with changed settings: config.yaml alone is not the run
+            final["resumed_with_changes"] = history
         self.run.log(final)
         warn_failed_solves(self.failed_solves, "this run")
         if t.plot:
@@ -1427,9 +1429,14 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
             run.check_resume(dump(cfg), "operator")
         trainer = Trainer(cfg, run)
         print(f"model {cfg.model.name}: {trainer.n_parameters:,} parameters", flush=True)  # beside the run folder
+        resumed = None
         if resume:
-            trainer.load_state_dict(run.load_checkpoint("last", map_location=trainer.device))
+            state = run.load_checkpoint("last", map_location=trainer.device)
+            trainer.load_state_dict(state)
             trainer.forget_best_ahead()
+            # what this sitting changed, from where: the config it goes on from is the checkpoint's
+            resumed = run.resume_record(state.get("config"), dump(cfg), "operator", device=trainer.device,
+                                        at={"epoch": trainer.epoch, "step": trainer.scheduler.last_epoch})
         run.write_config(dump(cfg))
-        run.write_environment(trainer.device, cfg.model_dump())
+        run.write_environment(trainer.device, cfg.model_dump(), resumed=resumed)
         return run, trainer.fit()

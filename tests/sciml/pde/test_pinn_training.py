@@ -660,3 +660,28 @@ def test_pinn_integer_fields_take_whole_numbers_as_the_operator_schema_does():
             validate(PINNConfig, phases(bad))
     with pytest.raises(ConfigError, match=r"net\.width.*whole number"):
         validate(PINNConfig, {**phases(10), "net": {"width": True}})
+
+
+def test_a_pinn_resume_with_changed_settings_keeps_the_runs_history(tmp_path):
+    """config.yaml and environment.json were rewritten as if the whole run had used a resume's new values."""
+    import yaml
+    from sciml.config import validate
+
+    run = RunDir.create(tmp_path, "h")
+    fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**TINY, "max_minutes": 1e-9}), run=run)  # stops at (0, 1)
+    lower = {**TINY, "phases": [{**TINY["phases"][0], "optimizer": {"name": "adam", "lr": 5e-3}}, TINY["phases"][1]]}
+    result = fit(get_problem("diffusion_reaction"), validate(PINNConfig, lower), run=run, resume=True)
+    (record,) = [r for r in run.read_metrics() if r["kind"] == "resume"]
+    assert (record["phase"], record["step"]) == (0, 1)
+    assert record["changed"] == {"max_minutes": {"old": 1e-9, "new": None},
+                                 "phases.0.optimizer.lr": {"old": 1e-2, "new": 5e-3}}
+    assert record["changes_result"] == ["phases.0.optimizer.lr"]  # a time cap only stops a sitting
+    assert {"command", "git_commit", "environment"} <= set(record)
+    env = json.loads((run.path / "environment.json").read_text())
+    assert [s.get("resumed_at") for s in env["sittings"]] == [None, {"phase": 0, "step": 1}]
+    text = run.config_path.read_text()
+    assert text.startswith("# This run was resumed with changed settings")
+    assert "#   phases.0.optimizer.lr: 0.01 -> 0.005, from phase 0 step 1" in text and "max_minutes" not in text.split("task:")[0]
+    assert yaml.safe_load(text)["phases"][0]["optimizer"]["lr"] == 5e-3
+    assert result.metrics["resumed_with_changes"] == [{"phase": 0, "step": 1, "changed": {
+        "phases.0.optimizer.lr": {"old": 1e-2, "new": 5e-3}}}]

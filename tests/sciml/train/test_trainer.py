@@ -1961,3 +1961,56 @@ def test_the_final_record_and_the_cli_give_the_guards_summary(tiny_cfg, tmp_path
     assert final["guard"]["skips"] == 1 and final["guard"]["lr_scale"] == 1.0
     assert main(["eval", str(run.path)]) == 0
     assert line in capsys.readouterr().err
+
+
+# -- the run folder's record of its own result -------------------------------------------------------------------
+def test_a_resume_with_changed_settings_keeps_the_runs_history(tiny_cfg):
+    """A resume that changed training.epochs (or an lr) rewrote config.yaml and environment.json as if the whole run had
+    used the new values, and nothing recorded the change: `sciml train runs/X/config.yaml` then trained another run
+    (a cosine over 6 epochs extended to 12 ended at 0.95406; trained from its config.yaml, 0.84299)."""
+    import yaml
+
+    raw = {**tiny_cfg, "schedule": {"name": "cosine"}, "training": {**tiny_cfg["training"], "epochs": 2},
+           "output": {**tiny_cfg["output"], "name": "history"}}
+    run, _ = train(validate(OperatorConfig, raw))
+    env = json.loads((run.path / "environment.json").read_text())
+    assert len(env["sittings"]) == 1 and "resumed_at" not in env["sittings"][0]
+    assert not run.config_path.read_text().startswith("#")  # a run of one config: no note
+    for epochs in (4, 6):
+        cfg = validate(OperatorConfig, {**raw, "training": {**raw["training"], "epochs": epochs, "plot": True}})
+        _, final = train(cfg, run=run, resume=True)
+    records = [r for r in run.read_metrics() if r["kind"] == "resume"]
+    steps = 4  # 16 training rows in batches of 4
+    assert [(r["epoch"], r["step"], r["changed"], r["changes_result"]) for r in records] == [
+        (2, 2 * steps, {"training.epochs": {"old": 2, "new": 4}, "training.plot": {"old": False, "new": True}},
+         ["training.epochs"]),
+        (4, 4 * steps, {"training.epochs": {"old": 4, "new": 6}}, ["training.epochs"])]
+    assert all({"command", "git_commit", "environment", "cwd"} <= set(r) for r in records)
+    # every sitting's environment, the latest at the top level as before
+    env = json.loads((run.path / "environment.json").read_text())
+    assert {"torch", "git_commit", "device"} <= set(env)
+    assert [s.get("resumed_at") for s in env["sittings"]] == [None, {"epoch": 2, "step": 8}, {"epoch": 4, "step": 16}]
+    assert env["sittings"][2]["changed"] == {"training.epochs": {"old": 4, "new": 6}}
+    # config.yaml: the values the next resume goes on with, under a note saying it alone is not the run
+    text = run.config_path.read_text()
+    assert text.startswith("# This run was resumed with changed settings")
+    assert "#   training.epochs: 2 -> 4, from epoch 2 (optimizer step 8)" in text
+    assert "#   training.epochs: 4 -> 6, from epoch 4 (optimizer step 16)" in text and "metrics.jsonl" in text
+    assert yaml.safe_load(text)["training"]["epochs"] == 6
+    assert final["resumed_with_changes"] == [{"epoch": 2, "step": 8, "changed": {"training.epochs": {"old": 2, "new": 4}}},
+                                             {"epoch": 4, "step": 16, "changed": {"training.epochs": {"old": 4, "new": 6}}}]
+
+
+def test_a_resume_that_changes_nothing_the_run_computes_adds_no_note(tiny_cfg):
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 4, "checkpoint_every": 2},
+           "output": {**tiny_cfg["output"], "name": "same_settings"}}
+    run, _ = train(validate(OperatorConfig, raw))
+    state = run.load_checkpoint("last")
+    run.truncate_metrics(0)  # as if killed after epoch 4's checkpoint but before the final record: resumed as it was
+    run.save_checkpoint({**state, "metrics_lines": 0}, "last")
+    _, final = train(validate(OperatorConfig, {**raw, "training": {**raw["training"], "plot": True}}), run=run,
+                     resume=True)
+    (record,) = [r for r in run.read_metrics() if r["kind"] == "resume"]
+    assert record["changed"] == {"training.plot": {"old": False, "new": True}} and record["changes_result"] == []
+    assert not run.config_path.read_text().startswith("#") and "resumed_with_changes" not in final
+    assert len(json.loads((run.path / "environment.json").read_text())["sittings"]) == 2
