@@ -71,6 +71,18 @@ def _print_guard_summary(final: dict | None, file=None) -> None:
         print(line, file=file)
 
 
+def _print_test_figures(final: dict) -> None:
+    """An operator run's test figure and which weights it is of (the last), and the "best" checkpoint's beside it
+    where that is another epoch's: `sciml eval` and `load_operator` read "best" by default."""
+    best = final.get("best_epoch")
+    also = ", also the 'best' checkpoint" if best == final["epoch"] else ""
+    print(f"test relative L2: {final['test_rel_l2']:.5f} (the last weights, epoch {final['epoch']}{also})")
+    if "best_test_rel_l2" in final:
+        print(f"test relative L2 of the 'best' checkpoint (epoch {best}, lowest {final['best_selected_on']}): "
+              f"{final['best_test_rel_l2']:.5f}; `sciml eval` and load_operator read 'best' unless told "
+              f"--checkpoint last / which=\"last\"")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from sciml.config import apply_overrides, load_yaml, validate
     from sciml.train.run import RunDir
@@ -111,7 +123,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"fit to the time budget: {final['planned_epochs']} of {cfg.training.epochs} epochs, "
                   "the schedule compressed to them")
     if "test_rel_l2" in final:
-        print(f"test relative L2: {final['test_rel_l2']:.5f}")
+        _print_test_figures(final)
     elif "rel_l2" in final:
         print(f"relative L2 vs reference: {final['rel_l2']:.5e}")
     if _task_of(raw) == "pinn":

@@ -669,7 +669,7 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     at = cpu_points.to(device, next(model.parameters()).dtype)
     last_loss = float(weights.total(terms_fn(at), cond_weights).detach())
     pred = evaluate.predict(model) if evaluate.x is not None else None  # once: for the final errors and the picture
-    final = {"kind": "final", **(evaluate.errors(pred) if pred is not None else {}), "loss": last_loss,
+    final = {"kind": "final", "weights": "last", **(evaluate.errors(pred) if pred is not None else {}), "loss": last_loss,
              "seconds": elapsed, "stopped_early": stopped_early, **inferred_unknowns(problem, model),
              **({"guard": last_guard.summary()} if last_guard is not None else {})}
     if run is not None and (changes := run.settings_history()):  # config.yaml alone is not the run

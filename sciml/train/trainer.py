@@ -967,11 +967,14 @@ class Trainer:
                 stopped_early = True
                 break
         bar.close()
+        # the figures are of the last weights ("weights"); "best" (what eval and load_operator read by default)
+        # is named beside them, with its own test figures where it is another epoch's
         final = {"kind": "final", "epoch": self.epoch, "n_parameters": self.n_parameters, "stopped_early": stopped_early,
                  **({"interrupted": True} if stopped_early and self._interrupt[0] else {}),
                  **({"planned_epochs": self.planned_epochs} if t.fit_to_budget else {}),
                  "wall_time_s": time.perf_counter() - self.started,  # this sitting's
-                 **self._sittings(), **self._solve_totals(), **self._evaluations(),
+                 **self._sittings(), **self._solve_totals(), "weights": "last", **self._evaluations(),
+                 **self._best_figures(),
                  **({"guard": self.guard.summary()} if self.guard.enabled else {})}
         if history := self.run.settings_history():  # resumed with changed settings: config.yaml alone is not the run
             final["resumed_with_changes"] = history
@@ -980,6 +983,26 @@ class Trainer:
         if t.plot:
             self.plot(self.run.path / "predictions.png")
         return final
+
+    def _best_figures(self) -> dict[str, Any]:
+        """The "best" checkpoint beside the final record's last weights: its epoch and what chose it, and where it
+        is another epoch's, its test figures (``best_test_*``, as `_evaluations`' ``test_*``), measured with its
+        weights loaded and the last ones put back (hard-constraint solves of that evaluation are not counted)."""
+        path = self.run.checkpoint_path("best")
+        if not path.exists():
+            return {}
+        state = self.run.load_checkpoint("best", map_location=self.device)
+        out = {"best_epoch": state["epoch"], "best_selected_on": self.selects_on}
+        if state["epoch"] == self.epoch:
+            return out
+        last, counted = copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.failed_solves)
+        try:
+            self.model.load_state_dict(state["model"])
+            figures = self.evaluate()
+        finally:
+            self.model.load_state_dict(last)
+            self.failed_solves = counted
+        return {**out, **{f"best_test_{k}": v for k, v in figures.items() if k.startswith("rel_l2")}}
 
     @torch.no_grad()
     def plot(self, path: Path) -> None:

@@ -685,3 +685,7 @@ def test_a_pinn_resume_with_changed_settings_keeps_the_runs_history(tmp_path):
     assert yaml.safe_load(text)["phases"][0]["optimizer"]["lr"] == 5e-3
     assert result.metrics["resumed_with_changes"] == [{"phase": 0, "step": 1, "changed": {
         "phases.0.optimizer.lr": {"old": 1e-2, "new": 5e-3}}}]
+
+
+def test_a_pinn_final_record_names_its_weights(tmp_path):
+    assert run_pinn(TINY, run_dir=RunDir.create(tmp_path, "w").path)["weights"] == "last"

@@ -2014,3 +2014,33 @@ def test_a_resume_that_changes_nothing_the_run_computes_adds_no_note(tiny_cfg):
     assert record["changed"] == {"training.plot": {"old": False, "new": True}} and record["changes_result"] == []
     assert not run.config_path.read_text().startswith("#") and "resumed_with_changes" not in final
     assert len(json.loads((run.path / "environment.json").read_text())["sittings"]) == 2
+
+
+def test_the_final_record_names_the_weights_of_its_figures_and_the_best_checkpoints(val_run, capsys):
+    """With a validation split `sciml train` printed the last weights' test figure (0.12222) and `sciml eval` the best
+    checkpoint's (0.060689, epoch 11), neither saying which weights it was of."""
+    from sciml.cli import _print_test_figures
+
+    run, final = val_run
+    best = run.load_checkpoint("best")["epoch"]
+    assert best != final["epoch"]  # (the case: epoch 20 of 24)
+    assert final["weights"] == "last" and final["best_epoch"] == best and final["best_selected_on"] == "val_rel_l2"
+    last_row, best_row = (evaluate_run(run.path, which=w, device="cpu")[0] for w in ("last", "best"))
+    assert final["test_rel_l2"] == pytest.approx(last_row["rel_l2"], rel=1e-6)
+    assert final["best_test_rel_l2"] == pytest.approx(best_row["rel_l2"], rel=1e-6) and best_row["epoch"] == best
+    assert final["best_test_rel_l2_max"] == pytest.approx(best_row["rel_l2_max"], rel=1e-6)
+    _print_test_figures(final)
+    out = capsys.readouterr().out
+    assert f"test relative L2: {final['test_rel_l2']:.5f} (the last weights, epoch {final['epoch']})" in out
+    assert (f"test relative L2 of the 'best' checkpoint (epoch {best}, lowest val_rel_l2): "
+            f"{final['best_test_rel_l2']:.5f}") in out
+
+
+def test_the_final_record_says_when_the_last_weights_are_the_best(straight_run, capsys):
+    from sciml.cli import _print_test_figures
+
+    run, final = straight_run
+    assert run.load_checkpoint("best")["epoch"] == final["epoch"] == final["best_epoch"]
+    assert final["best_selected_on"] == "train_loss" and "best_test_rel_l2" not in final
+    _print_test_figures(final)
+    assert "(the last weights, epoch 20, also the 'best' checkpoint)" in capsys.readouterr().out
