@@ -59,6 +59,21 @@ def resolve_dataset(cfg: OperatorConfig, *, device: str | torch.device = "auto",
     return path
 
 
+def resumed_dataset(cfg: OperatorConfig, recorded: str | None, *, device: str | torch.device = "auto",
+                    progress: bool = True) -> Path:
+    """The dataset file a resumed run goes on with: the one its checkpoint records (`recorded`, an absolute path)
+    while that file exists, wherever the config's data.root or data.path (relative ones from the working folder)
+    points now; where it is gone, said so, then the config's file (`resolve_dataset`: generated from the recipe
+    when missing too). The file is then checked against the checkpoint's record of the one it trained on."""
+    if recorded is not None and Path(recorded).exists():
+        return Path(recorded)
+    if recorded is not None:
+        print(f"the dataset file this run trained on, {recorded}, is gone: going on with the config's file "
+              f"(data.{'path' if cfg.data.path is not None else 'root'}, from {Path.cwd()}), checked against the "
+              f"checkpoint's record of the one it trained on", flush=True)
+    return resolve_dataset(cfg, device=device, progress=progress)
+
+
 def physics_splits(cfg: OperatorConfig, info, train: Split, val: Split | None,
                    test: Split) -> tuple[Split, Split | None, Split]:
     """The splits as a physics run trains on them (the loaded ones without ``physics:``): space-time fields, the
@@ -394,7 +409,10 @@ def check_sensors_within_grid(model: torch.nn.Module, grid: tuple[int, ...], cfg
 
 
 class Trainer:
-    def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None):
+    def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None,
+                 dataset: Path | None = None):
+        """`dataset`: the file to train on (a resume's, `resumed_dataset`); by default the config's
+        (`resolve_dataset`)."""
         from sciml.optim import build_optimizer, closure_kind
 
         self.cfg, self.run = cfg, run
@@ -402,7 +420,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.loss_fn = build_loss(cfg.training.loss)
 
-        self.dataset_path = resolve_dataset(cfg, device=self.device, progress=cfg.training.progress)
+        self.dataset_path = dataset if dataset is not None else \
+            resolve_dataset(cfg, device=self.device, progress=cfg.training.progress)
         self.info, train, val, test = self._load(self.dataset_path)
         # the statistics of the training rows only (never the validation or test ones)
         self.x_norm = Normalizer(cfg.data.normalize_inputs, train.x).to(self.device)
@@ -1448,13 +1467,16 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
     if run is None:
         run = RunDir.create(cfg.output.root, cfg.output.name, prefix=f"{cfg.model.name.replace(':', '_')}")
     with run.removed_if_left_empty():
+        state = dataset = resumed = None
         if resume:
             run.check_resume(dump(cfg), "operator")
-        trainer = Trainer(cfg, run)
+            state = run.load_checkpoint("last", map_location=resolve_device(cfg.device))
+            # the file the checkpoint trained on, not the config's relative data.root seen from another folder
+            dataset = resumed_dataset(cfg, state.get("dataset"), device=resolve_device(cfg.device),
+                                      progress=cfg.training.progress)
+        trainer = Trainer(cfg, run, dataset=dataset)
         print(f"model {cfg.model.name}: {trainer.n_parameters:,} parameters", flush=True)  # beside the run folder
-        resumed = None
         if resume:
-            state = run.load_checkpoint("last", map_location=trainer.device)
             trainer.load_state_dict(state)
             trainer.forget_best_ahead()
             # what this sitting changed, from where: the config it goes on from is the checkpoint's

@@ -2044,3 +2044,28 @@ def test_the_final_record_says_when_the_last_weights_are_the_best(straight_run, 
     assert final["best_selected_on"] == "train_loss" and "best_test_rel_l2" not in final
     _print_test_figures(final)
     assert "(the last weights, epoch 20, also the 'best' checkpoint)" in capsys.readouterr().out
+
+
+def test_a_resume_from_another_folder_trains_on_the_file_its_checkpoint_recorded(tiny_cfg, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """A relative data.root was resolved again from the resume's working folder: the file was not there, so a new
+    copy was generated silently and the checkpoint pointed at it from then on."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    raw = {**tiny_cfg, "data": {**tiny_cfg["data"], "root": "data"}, "training": {**tiny_cfg["training"], "epochs": 2},
+           "output": {"root": str(tmp_path / "runs"), "name": "moved"}}
+    run, _ = train(validate(OperatorConfig, raw))
+    trained_on = Path(run.load_checkpoint("last")["dataset"])
+    assert trained_on.is_absolute() and trained_on.parent == tmp_path / "data"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    train(validate(OperatorConfig, {**raw, "training": {**raw["training"], "epochs": 4}}), run=run, resume=True)
+    assert "generating" not in capsys.readouterr().out
+    assert not (tmp_path / "elsewhere" / "data").exists()
+    assert Path(run.load_checkpoint("last")["dataset"]) == trained_on
+    trained_on.unlink()  # gone: said so before the config's file is made again
+    train(validate(OperatorConfig, {**raw, "training": {**raw["training"], "epochs": 6}}), run=run, resume=True)
+    out = capsys.readouterr().out
+    gone = out.index(f"the dataset file this run trained on, {trained_on}, is gone")
+    assert gone < out.index("not found: generating it from recipe")
+    assert Path(run.load_checkpoint("last")["dataset"]).parent == tmp_path / "elsewhere" / "data"
