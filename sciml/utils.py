@@ -91,6 +91,16 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 @contextmanager
+def callers_rng_kept() -> Iterator[None]:
+    """Torch's global generators (CPU, and every CUDA device's, which `torch.manual_seed` seeds too) put back on exit
+    as they were on entry: a training run seeds them and draws from them, and its caller's random state is its own.
+    What happens inside is unchanged (the states are only saved and restored)."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextmanager
 def atomic_path(path: str | Path, suffix: str = ".partial") -> Iterator[Path]:
     """Yield a temporary sibling of `path`; move it onto `path` (durably) only if the block succeeds."""
     path = Path(path)

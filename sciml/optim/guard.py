@@ -271,7 +271,7 @@ class Guard:
             if key not in valid:
                 raise ValueError(f"the guard has no setting {key!r}{close_matches(key, valid)}; its settings: "
                                  f"{', '.join(valid)}")
-        probe = torch.nn.Linear(1, 1)
+        probe = torch.nn.utils.skip_init(torch.nn.Linear, 1, 1)  # no random init: checking draws nothing from torch's RNG
         cls(probe, torch.optim.SGD(probe.parameters(), lr=0.0), **settings)  # the constructor's range checks
 
     @staticmethod

@@ -399,7 +399,15 @@ def _lr_schedule(opt, base_lrs, ph: PhaseConfig, step: int):
 
 
 def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
-    """Train a PINN for ``problem``; see the module docstring. ``run``: a `RunDir` for logs and checkpoints."""
+    """Train a PINN for ``problem``; see the module docstring. ``run``: a `RunDir` for logs and checkpoints. The
+    caller's global random state is left as it was (building the net draws from it before its seeded init)."""
+    from sciml.utils import callers_rng_kept
+
+    with callers_rng_kept():
+        return _fit(problem, config, run=run, resume=resume, progress=progress)
+
+
+def _fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
     from sciml.utils import compile_jet_loss, resolve_device
 

@@ -32,7 +32,7 @@ from sciml.train.losses import build_loss, check_scalar_loss, relative_l2_per_sa
 from sciml.train.physics import build_operator_model, check_model_fields, saves_start, spacetime_split
 from sciml.train.run import RunDir
 from sciml.train.schema import SPACETIME_MODELS, OperatorConfig
-from sciml.utils import TrainingGridOnly, resolve_device
+from sciml.utils import TrainingGridOnly, callers_rng_kept, resolve_device
 
 
 def resolve_dataset(cfg: OperatorConfig, *, device: str | torch.device = "auto", progress: bool = True) -> Path:
@@ -412,7 +412,7 @@ class Trainer:
     def __init__(self, cfg: OperatorConfig, run: RunDir, *, device: str | torch.device | None = None,
                  dataset: Path | None = None):
         """`dataset`: the file to train on (a resume's, `resumed_dataset`); by default the config's
-        (`resolve_dataset`)."""
+        (`resolve_dataset`). Seeds torch's global generator with cfg.seed: `train` restores the caller's."""
         from sciml.optim import build_optimizer, closure_kind
 
         self.cfg, self.run = cfg, run
@@ -1466,7 +1466,8 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
                       "is not used (drop it)", stacklevel=2)
     if run is None:
         run = RunDir.create(cfg.output.root, cfg.output.name, prefix=f"{cfg.model.name.replace(':', '_')}")
-    with run.removed_if_left_empty():
+    # the run seeds torch's global generator (and draws from it): the caller's state is put back on return
+    with run.removed_if_left_empty(), callers_rng_kept():
         state = dataset = resumed = None
         if resume:
             run.check_resume(dump(cfg), "operator")

@@ -689,3 +689,10 @@ def test_a_pinn_resume_with_changed_settings_keeps_the_runs_history(tmp_path):
 
 def test_a_pinn_final_record_names_its_weights(tmp_path):
     assert run_pinn(TINY, run_dir=RunDir.create(tmp_path, "w").path)["weights"] == "last"
+
+
+def test_a_pinn_fit_leaves_the_callers_global_random_state_as_it_was(tmp_path):
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    run_pinn(TINY, run_dir=RunDir.create(tmp_path, "rng").path)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -2069,3 +2069,14 @@ def test_a_resume_from_another_folder_trains_on_the_file_its_checkpoint_recorded
     gone = out.index(f"the dataset file this run trained on, {trained_on}, is gone")
     assert gone < out.index("not found: generating it from recipe")
     assert Path(run.load_checkpoint("last")["dataset"]).parent == tmp_path / "elsewhere" / "data"
+
+
+def test_training_leaves_the_callers_global_random_state_as_it_was(tiny_cfg):
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 1}, "output": {**tiny_cfg["output"], "name": "rng"}}
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    run, first = train(validate(OperatorConfig, raw))
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(99)  # and the run itself does not depend on the caller's state
+    _, again = train(validate(OperatorConfig, raw))
+    assert again["test_rel_l2"] == first["test_rel_l2"]
