@@ -471,6 +471,13 @@ def _fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool 
             raise ConfigError(f"{', '.join(finished)}: a resume goes on from where it stopped ({where}) and does not "
                               f"run a finished phase again; change only the current or later phases, or start a new run "
                               f"for the change")
+        final_before = run.final_record()
+        if start_phase >= len(cfg.phases) and final_before is not None and not final_before.get("stopped_early"):
+            # it only wrote the final record, config and environment again as a new sitting's
+            raise ConfigError(f"{run.path} has finished: all its {len(cfg.phases)} phases are done, so a resume would "
+                              f"train nothing, and a finished phase does not run again; to train longer, start a new "
+                              f"run with more steps (`sciml train CONFIG phases.{len(cfg.phases) - 1}.steps=N`, or a "
+                              f"phase more); `sciml eval {run.path}` evaluates this one")
         opt_state, guard_state = state["optimizer"], state.get("guard")
         run.truncate_metrics(state["metric_lines"])
         # what this sitting changed, from where: the config it goes on from is the checkpoint's (config.yaml for

@@ -733,9 +733,30 @@ class Trainer:
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self._load_solve_counts(state.get("solve_counts"))
+        self._refuse_a_finished_run()  # before the truncation below drops its final record
         self.run.truncate_metrics(state["metrics_lines"])  # drop what a crashed run logged after it
         for record in state.get("carried_metrics", []):  # a GuardError's events, kept across its resume
             self.run.log(record)
+
+    def _refuse_a_finished_run(self) -> None:
+        """A resume of a run that finished (its final record is of the checkpoint's epoch, not stopped early) and
+        would train no epoch: it only wrote its final record, config.yaml and environment.json again as a new
+        sitting's. Refused, naming how to train further."""
+        final = self.run.final_record()
+        if final is None or final.get("stopped_early") or final.get("epoch") != self.epoch \
+                or self.epoch < self.planned_epochs:
+            return
+        t, path = self.cfg.training, self.run.path
+        if self.planned_epochs < t.epochs:  # a plan fit to the time budget, which a resume keeps
+            how = (f"it was fit to its time budget ({self.planned_epochs} of training.epochs={t.epochs}), a plan a "
+                   f"resume keeps: to train further, `sciml train --resume {path} training.fit_to_budget=false "
+                   f"training.epochs=N` (N > {self.epoch})")
+        else:
+            how = (f"to train further, raise training.epochs: `sciml train --resume {path} training.epochs=N` "
+                   f"(N > {self.epoch})")
+        raise ConfigError(f"{path} has finished: its last checkpoint is epoch {self.epoch} of training.epochs={t.epochs}, "
+                          f"so a resume would train nothing (only write the final record, config and environment "
+                          f"again); {how}; `sciml eval {path}` evaluates it")
 
     def _check_same_dataset(self, record: dict[str, Any] | None) -> None:
         """A resume trains on the file now at the config's path: another one put there (another seed or viscosity)

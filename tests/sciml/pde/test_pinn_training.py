@@ -696,3 +696,15 @@ def test_a_pinn_fit_leaves_the_callers_global_random_state_as_it_was(tmp_path):
     before = torch.get_rng_state()
     run_pinn(TINY, run_dir=RunDir.create(tmp_path, "rng").path)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_resume_of_a_finished_pinn_run_is_refused(tmp_path, capsys):
+    """It wrote a new final record, config.yaml and environment.json as a second sitting's, having trained nothing."""
+    from sciml.cli import main
+
+    run_pinn({**TINY, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 3}]}, run_dir=tmp_path / "p")
+    files = {name: (tmp_path / "p" / name).read_bytes() for name in ("config.yaml", "environment.json", "metrics.jsonl")}
+    assert main(["train", "--resume", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'p'} has finished: all its 1 phases are done, so a resume would train nothing" in err, err
+    assert {name: (tmp_path / "p" / name).read_bytes() for name in files} == files

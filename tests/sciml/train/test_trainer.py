@@ -914,10 +914,14 @@ def test_fit_to_budget_ends_annealed_within_the_budget(tiny_cfg, one_second_epoc
         assert lrs[-1] < 0.05 * lrs[0]
     else:  # step_size 8 of 20 epochs becomes round(8 * planned / 20): two halvings within the plan
         assert lrs[-1] == pytest.approx(lrs[0] * 0.25)
-    # the plan is in the checkpoint, and a resume keeps it instead of making a new one
+    # the plan is in the checkpoint, and a resume keeps it instead of making a new one: this run has trained all of
+    # it, so a resume, which would train nothing, is refused, naming how to go on
     assert run.load_checkpoint("last")["budget_epochs"] == planned
-    _, again = train(validate(OperatorConfig, raw), run=run, resume=True)
-    assert again["epoch"] == planned and len([r for r in run.read_metrics() if r["kind"] == "plan"]) == 1
+    with pytest.raises(ConfigError, match=rf"has finished: .* fit to its time budget \({planned} of training.epochs=20\), "
+                                          "a plan a resume keeps: to train further, `sciml train --resume .* "
+                                          "training.fit_to_budget=false training.epochs=N`"):
+        train(validate(OperatorConfig, raw), run=run, resume=True)
+    assert len([r for r in run.read_metrics() if r["kind"] == "plan"]) == 1
 
 
 def test_a_budget_longer_than_one_sitting_runs_across_resumes_like_one_run(tiny_cfg, one_second_epochs):
@@ -2080,3 +2084,16 @@ def test_training_leaves_the_callers_global_random_state_as_it_was(tiny_cfg):
     torch.manual_seed(99)  # and the run itself does not depend on the caller's state
     _, again = train(validate(OperatorConfig, raw))
     assert again["test_rel_l2"] == first["test_rel_l2"]
+
+
+def test_a_resume_of_a_finished_run_is_refused_and_names_the_fix(straight_run, tiny_cfg, capsys):
+    """It wrote a new final record, config.yaml and environment.json as a second sitting's, having trained nothing."""
+    run, final = straight_run
+    files = {name: (run.path / name).read_bytes() for name in ("config.yaml", "environment.json", "metrics.jsonl")}
+    assert main(["train", "--resume", str(run.path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run.path} has finished: its last checkpoint is epoch 20 of training.epochs=20, so a resume would train " \
+           "nothing" in err and f"`sciml train --resume {run.path} training.epochs=N` (N > 20)" in err
+    with pytest.raises(ConfigError, match="has finished"):  # a change that trains no epoch neither
+        train(validate(OperatorConfig, {**tiny_cfg, "optimizer": {"name": "adam", "lr": 1e-3}}), run=run, resume=True)
+    assert {name: (run.path / name).read_bytes() for name in files} == files
