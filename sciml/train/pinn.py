@@ -863,7 +863,11 @@ def _load_weights(model: PINNModel, state: dict, where: Path) -> None:
 
 
 def evaluate_pinn_run(run_path: Path, *, which: str = "last") -> dict:
-    """Reload a PINN run folder's checkpoint and measure its relative L2 vs the reference."""
+    """Reload a PINN run folder's checkpoint and measure its relative L2 vs the reference; "checkpoint" names the one
+    measured (`load_pinn` reads "last" where `which` was not written, as a PINN run writes no "best")."""
+    from sciml.train.run import RunDir
+
+    used = which if RunDir(run_path).checkpoint_path(which).exists() else "last"
     model, cfg, problem = load_pinn(run_path, which=which)
-    return {"run": str(run_path), "problem": cfg.problem, **_Evaluator(problem, "cpu")(model),
+    return {"run": str(run_path), "problem": cfg.problem, "checkpoint": used, **_Evaluator(problem, "cpu")(model),
             **inferred_unknowns(problem, model)}

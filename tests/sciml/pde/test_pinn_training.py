@@ -708,3 +708,14 @@ def test_a_resume_of_a_finished_pinn_run_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'p'} has finished: all its 1 phases are done, so a resume would train nothing" in err, err
     assert {name: (tmp_path / "p" / name).read_bytes() for name in files} == files
+
+
+def test_eval_of_a_pinn_run_names_the_checkpoint_it_measured(tmp_path, capsys):
+    """A PINN run writes no "best": eval's default fell back to "last" and its row did not say so."""
+    from sciml.cli import main
+
+    final = run_pinn({**TINY, "phases": [{"optimizer": {"name": "adam", "lr": 1e-2}, "steps": 3}]}, run_dir=tmp_path / "p")
+    assert main(["eval", str(tmp_path / "p")]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["checkpoint"] == "last" and row["rel_l2"] == pytest.approx(final["rel_l2"], rel=1e-12)
+    assert evaluate_pinn_run(tmp_path / "p", which="last")["checkpoint"] == "last"
