@@ -18,7 +18,7 @@ def fake(results_dir, monkeypatch):
 
     import sciml.train.trainer as trainer
 
-    now, made, trained, overhead = [1_000_000.0], [], {}, {}
+    now, made, trained, overhead, metrics = [1_000_000.0], [], {}, {}, {}
     monkeypatch.setattr(common, "time", types.SimpleNamespace(time=lambda: now[0], perf_counter=time.perf_counter))
 
     def resolve(cfg, **_):
@@ -31,14 +31,15 @@ def fake(results_dir, monkeypatch):
         name = cfg.output.name
         trained[name] = cfg.training.max_minutes
         now[0] += 60 * cfg.training.max_minutes + overhead.get(name, 10)
-        run = types.SimpleNamespace(read_metrics=lambda: [{"kind": "eval", "train_loss": 1.0}])
+        records = metrics.get(name, [{"kind": "eval", "epoch": 3, "train_loss": 1.0}])
+        run = types.SimpleNamespace(read_metrics=lambda: records)
         return run, {"test_rel_l2": 0.1, "test_rel_l2_max": 0.2, "epoch": 3, "train_seconds_total": 1.0,
                      "stopped_early": True}
 
     monkeypatch.setattr(trainer, "resolve_dataset", resolve)
     monkeypatch.setattr(trainer, "train", train)
     monkeypatch.setattr(hc, "persistence", lambda cfg, levels=None: {"variant": "persistence"})
-    return types.SimpleNamespace(now=now, made=made, trained=trained, overhead=overhead, dir=results_dir)
+    return types.SimpleNamespace(now=now, made=made, trained=trained, overhead=overhead, metrics=metrics, dir=results_dir)
 
 
 def test_variants_share_what_the_call_has_left_evenly(fake, monkeypatch):
@@ -64,3 +65,16 @@ def test_a_variant_left_short_by_an_earlier_overrun_is_skipped_not_trimmed(fake,
     hc.accuracy("burgers", VARIANTS, small=False, minutes=2.0)
     assert list(fake.trained) == ["soft", "hc", "moe"] and len(set(fake.trained.values())) == 1
     assert "skipping moe_overlap" in capsys.readouterr().out
+
+
+def test_a_variant_capped_before_its_first_evaluation_is_recorded_as_such(fake, monkeypatch, capsys):
+    # --small, a slow variant: its --minutes cap came before epoch eval_every, so no eval record was logged
+    fake.metrics["moe_small"] = [{"kind": "plan", "epoch": 1}]
+    hc.accuracy("burgers", VARIANTS, small=True, minutes=2.0)
+    assert set(fake.trained) == {f"{v}_small" for v in VARIANTS}  # the part went on past it
+    rows = {r["variant"]: r for r in json.loads((fake.dir / "hard_constraint_accuracy_small.json").read_text())["rows"]}
+    assert set(rows) == {"persistence", *VARIANTS}
+    moe = rows["moe"]
+    assert moe["final_physics_loss"] is None and moe["epochs"] == 3 and moe["test_rel_l2"] == 0.1
+    assert "stopped at epoch 3, before its first evaluation (every 10 epochs)" in moe["note"]
+    assert rows["soft"]["final_physics_loss"] == 1.0 and "note" not in rows["soft"]
