@@ -14,15 +14,17 @@ trains in minutes. Test error against our own solvers.
     python examples/hard_constraint_moe.py                       # the three side by side
     python examples/hard_constraint_moe.py --kinds moe --overlap 4
 
-Measured (CPU, one thread, torch 2.13.0+cpu, 2026-11-27, at d59db97; test rel. L2 after 400 steps, the hard
-layers evaluated in eval mode; times on a shared machine under load): soft 0.0094 (19 s), hard 0.0236 (38 s),
-moe 0.531 (34 s), moe with --overlap 4 0.0519 (67 s). On this mild problem the soft constraint wins; the
-disjoint experts' fields jump at the block interfaces, which overlapping blocks remove. Earlier figures (2 cores,
-2026-11-26, commit 1aa754f: 0.0094, 0.0240, 0.587, 0.0460; before the compact u_xx stencil, 5bfccc0: 0.0105,
-0.0284, 0.247, 0.0573: the disjoint variant lost most, likely because a jump's squared u_xx residual is 8x larger
-under the compact stencil than under the wide one) show how much they depend on the number of threads, the torch
-build (summation order) and the hard layer's code (one thread, recorded in c028891: hard 0.0305, moe 0.513,
-overlap 0.0456).
+Measured (CPU, one thread, torch 2.13.0+cpu, 2026-11-27, at 7471d7b; test rel. L2 after 400 steps, the hard
+layers evaluated in eval mode; times on a shared machine under heavy load): soft 0.0094 (102 s), hard 0.0283
+(290 s), moe 0.452 (171 s), moe with --overlap 4 0.0460 (132 s). On this mild problem the soft constraint wins;
+the disjoint experts' fields jump at the block interfaces, which overlapping blocks remove. Earlier figures (2
+cores, 2026-11-26, commit 1aa754f: 0.0094, 0.0240, 0.587, 0.0460; before the compact u_xx stencil, 5bfccc0:
+0.0105, 0.0284, 0.247, 0.0573: the disjoint variant lost most, likely because a jump's squared u_xx residual is
+8x larger under the compact stencil than under the wide one) show how much they depend on the number of threads,
+the torch build (summation order) and the hard layer's code: one thread, hard 0.0305, moe 0.513, overlap 0.0456
+recorded in c028891; hard 0.0268 before 7442abc (the Hessian from per-node curvature, gradients equal to 1e-10
+rel.) and 0.0283 from it on. The one-thread figures once given for d59db97 (hard 0.0236, moe 0.531, overlap
+0.0519) do not reproduce there: a fresh run at d59db97 gives hard 0.0283 on one thread, as here (0.0259 on two).
 The same from a config, on generated data:
 `sciml train configs/burgers/pi_hc.yaml` (benchmarks/bench_hard_constraint.py --parts accuracy).
 """
