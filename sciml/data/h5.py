@@ -422,26 +422,13 @@ def read_field(info: DatasetInfo, name: str, *, samples: slice, stride: int = 1,
                                         info, stride) for a in range(start, stop, block)])
 
 
-def cell_means(values, axis: int, k: int):
-    """The means of consecutive blocks of `k` cells along `axis` (a length divisible by k), the finite-volume
-    restriction onto the coarse cells; `values` a numpy array or a torch tensor. The cells are summed one by one
-    in order, on either: a DeepONet's cell sensors (`DeepONet.branch_input`) then get the bits the loader's
-    coarse cells have (numpy's mean sums a contiguous axis of 8 or more pairwise, torch's in its own order)."""
-    shape = values.shape
-    blocks = values.reshape(*shape[:axis], shape[axis] // k, k, *shape[axis + 1:])
-    cell = lambda i: blocks[(slice(None),) * (axis + 1) + (i,)]
-    total = cell(0)
-    for i in range(1, k):
-        total = total + cell(i)
-    return total / k
-
-
 def _coarsen(values: np.ndarray, info: DatasetInfo, stride: int) -> np.ndarray:
     """The last `info.n_spatial_dims` axes of `values` taken to every stride-th point, or for cells
-    averaged over blocks of stride (`cell_means`)."""
+    averaged over blocks of stride."""
     for axis in range(values.ndim - info.n_spatial_dims, values.ndim):
         if info.grid_kind == "cells":
-            values = cell_means(values, axis, stride)
+            shape = values.shape
+            values = values.reshape(*shape[:axis], shape[axis] // stride, stride, *shape[axis + 1:]).mean(axis + 1)
         else:
             values = values[(slice(None),) * axis + (slice(None, None, stride),)]
     return np.ascontiguousarray(values)

@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from ._validate import activation as check_activation
 from ._validate import check_input, per_dim_ints, positive_int
-from sciml.data.h5 import cell_means
 from sciml.utils import TrainingGridOnly
 
 from .fno import grid_coordinates
@@ -122,7 +121,7 @@ class DeepONet(nn.Module):
             every k-th point where its points include the sensors (a multiple: 256 or 512 points for
             128 periodic sensors; 169 or 253 for 85 closed ones), for cells the mean of each block of k
             cells where k m cells tile the sensor cells (256 or 512 for 128), as the loader coarsens a
-            "cells" file (:func:`sciml.data.h5.cell_means`); interpolated otherwise (with a
+            "cells" file (equal to rounding); interpolated otherwise (with a
             warning; see :func:`sensor_interpolation`). A checkpoint without a ``pooled_sensors`` entry
             (saved before this rule) average-pools other grids onto the sensors, as it was trained.
         basis: ``p``, basis functions per output channel.
@@ -225,7 +224,7 @@ class DeepONet(nn.Module):
                 continue
             dim, stride = 2 + axis, sensor_stride(n, m, self.coordinates)
             if stride is not None:  # exact: the sensor points are grid points, or the sensor cells blocks of cells
-                x = cell_means(x, dim, stride) if self.coordinates == "cells" else \
+                x = x.unflatten(dim, (m, stride)).mean(dim + 1) if self.coordinates == "cells" else \
                     x[(slice(None),) * dim + (slice(None, stride * m, stride),)]
                 continue
             key = (axis, n, x.dtype, x.device)
