@@ -471,7 +471,8 @@ def _fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool 
             raise ConfigError(f"{', '.join(finished)}: a resume goes on from where it stopped ({where}) and does not "
                               f"run a finished phase again; change only the current or later phases, or start a new run "
                               f"for the change")
-        final_before = run.final_record()
+        # only the lines after the checkpoint's: a crashed sitting may have cut the last one off (dropped below)
+        final_before = run.final_after(state["metric_lines"])
         if start_phase >= len(cfg.phases) and final_before is not None and not final_before.get("stopped_early"):
             # it only wrote the final record, config and environment again as a new sitting's
             raise ConfigError(f"{run.path} has finished: all its {len(cfg.phases)} phases are done, so a resume would "

@@ -251,6 +251,23 @@ class RunDir:
         finals = [r for r in self.read_metrics() if r.get("kind") == "final"]
         return finals[-1] if finals else None
 
+    def final_after(self, lines: int) -> dict[str, Any] | None:
+        """The ``kind: final`` record among the metric lines after the first `lines` (a checkpoint's
+        "metrics_lines"/"metric_lines"), or None: whether the sitting that wrote the checkpoint finished (its final
+        record is the line right after the last checkpoint's lines). Read before a resume drops those lines, so a
+        line there that does not parse (the last one, cut off by a kill or a full disk) is skipped, not an error."""
+        if not self.metrics_path.exists():
+            return None
+        final = None
+        for line in self.metrics_path.read_text().splitlines()[lines:]:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a torn write: what the resume drops
+                continue
+            if isinstance(record, dict) and record.get("kind") == "final":
+                final = record
+        return final
+
     def truncate_metrics(self, keep: int) -> None:
         """Keep the first `keep` metric lines: a resumed run drops what was logged after its checkpoint."""
         lines = self.metrics_path.read_text().splitlines(keepends=True) if self.metrics_path.exists() else []

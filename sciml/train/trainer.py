@@ -733,16 +733,17 @@ class Trainer:
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self._load_solve_counts(state.get("solve_counts"))
-        self._refuse_a_finished_run()  # before the truncation below drops its final record
+        self._refuse_a_finished_run(state["metrics_lines"])  # before the truncation below drops its final record
         self.run.truncate_metrics(state["metrics_lines"])  # drop what a crashed run logged after it
         for record in state.get("carried_metrics", []):  # a GuardError's events, kept across its resume
             self.run.log(record)
 
-    def _refuse_a_finished_run(self) -> None:
-        """A resume of a run that finished (its final record is of the checkpoint's epoch, not stopped early) and
-        would train no epoch: it only wrote its final record, config.yaml and environment.json again as a new
-        sitting's. Refused, naming how to train further."""
-        final = self.run.final_record()
+    def _refuse_a_finished_run(self, metrics_lines: int) -> None:
+        """A resume of a run that finished (a final record after the checkpoint's `metrics_lines`, of its epoch, not
+        stopped early) and would train no epoch: it only wrote its final record, config.yaml and environment.json
+        again as a new sitting's. Refused, naming how to train further. Only the lines after the checkpoint's are
+        read: a crashed sitting may have left a cut-off line there, which the resume then drops."""
+        final = self.run.final_after(metrics_lines)
         if final is None or final.get("stopped_early") or final.get("epoch") != self.epoch \
                 or self.epoch < self.planned_epochs:
             return

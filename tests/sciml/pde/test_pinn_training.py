@@ -719,3 +719,24 @@ def test_eval_of_a_pinn_run_names_the_checkpoint_it_measured(tmp_path, capsys):
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["checkpoint"] == "last" and row["rel_l2"] == pytest.approx(final["rel_l2"], rel=1e-12)
     assert evaluate_pinn_run(tmp_path / "p", which="last")["checkpoint"] == "last"
+
+
+def test_a_pinn_resume_goes_on_past_a_metric_line_cut_off_after_the_checkpoint(tmp_path):
+    """A sitting killed while writing a metric line leaves it cut off after the checkpoint's lines: the check for a
+    finished run parsed the whole file before the resume dropped them, and failed on it (JSONDecodeError)."""
+    from sciml.config import validate
+
+    full = run_pinn(TINY, run_dir=RunDir.create(tmp_path, "a").path)
+    run = RunDir.create(tmp_path, "b")
+    fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**TINY, "max_minutes": 1e-9}), run=run)
+    run.truncate_metrics(run.load_checkpoint("last")["metric_lines"])  # killed after the checkpoint ...
+    with run.metrics_path.open("a") as fh:
+        fh.write('{"kind": "step", "pha')  # ... while writing the next line
+    resumed = fit(get_problem("diffusion_reaction"), validate(PINNConfig, TINY), run=RunDir(run.path), resume=True)
+    assert resumed.metrics["rel_l2"] == pytest.approx(full["rel_l2"], rel=1e-10)
+    steps = [(r["phase"], r["step"]) for r in run.read_metrics() if r.get("kind") == "step"]
+    assert steps == [(0, s) for s in range(1, 7)] + [(1, 1), (1, 2)]
+    with run.metrics_path.open("a") as fh:  # finished, then a cut-off line: still refused as finished
+        fh.write('{"kind": "st')
+    with pytest.raises(ConfigError, match="has finished"):
+        fit(get_problem("diffusion_reaction"), validate(PINNConfig, TINY), run=RunDir(run.path), resume=True)

@@ -2097,3 +2097,38 @@ def test_a_resume_of_a_finished_run_is_refused_and_names_the_fix(straight_run, t
     with pytest.raises(ConfigError, match="has finished"):  # a change that trains no epoch neither
         train(validate(OperatorConfig, {**tiny_cfg, "optimizer": {"name": "adam", "lr": 1e-3}}), run=run, resume=True)
     assert {name: (run.path / name).read_bytes() for name in files} == files
+
+
+def test_a_resume_goes_on_past_a_metric_line_cut_off_after_the_checkpoint(tiny_cfg, monkeypatch):
+    """A sitting killed while writing a metric line (or on a full disk) leaves it cut off after the checkpoint's lines:
+    the check for a finished run parsed the whole file before the resume dropped them, and failed on it
+    (JSONDecodeError) where the resume had gone on before."""
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 4, "eval_every": 2, "checkpoint_every": 2},
+           "output": {**tiny_cfg["output"], "name": "torn"}}
+    cfg = validate(OperatorConfig, raw)
+    straight, _ = train(validate(OperatorConfig, {**raw, "output": {**raw["output"], "name": "torn_straight"}}))
+    orig = Trainer.train_epoch
+
+    def killed_in_epoch_3(self, epoch):
+        if epoch == 2:  # after epoch 2's checkpoint, cut off mid-line
+            with self.run.metrics_path.open("a") as fh:
+                fh.write('{"kind": "eval", "epoch": 3, "train_lo')
+            raise RuntimeError("killed")
+        return orig(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", killed_in_epoch_3)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg)
+    monkeypatch.setattr(Trainer, "train_epoch", orig)
+    run = RunDir(Path(raw["output"]["root"]) / "torn")
+    assert run.load_checkpoint("last")["epoch"] == 2
+    _, final = train(cfg, run=run, resume=True)
+    assert final["epoch"] == 4
+    a, b = _params(straight), _params(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["kind"] for r in run.read_metrics()] == ["eval", "resume", "eval", "final"]
+    # a finished run with a cut-off line after its final record is still refused as finished
+    with run.metrics_path.open("a") as fh:
+        fh.write('{"kind": "ev')
+    with pytest.raises(ConfigError, match="has finished"):
+        train(cfg, run=RunDir(run.path), resume=True)
