@@ -148,10 +148,9 @@ class RunDir:
         from which point the new values apply; "changed": each key in which ``after`` (the config this sitting
         trains with) differs from ``before`` (the config of the checkpoint it goes on from; None: config.yaml),
         with its "old" and "new" value; "changes_result": those of them that can change what the run computes
-        (not `NO_EFFECT_ON_RESULT`); the sitting's command (and working folder), commit and environment. Appended after the
-        checkpoint's metric lines, so a later resume keeps it: the run folder's history of its settings."""
-        import fnmatch
-
+        (`changes_result`: not `NO_EFFECT_ON_RESULT`, nor `NO_EFFECT_WHEN` in the case at hand); the sitting's command
+        (and working folder), commit and environment. Appended after the checkpoint's metric lines, so a later resume
+        keeps it: the run folder's history of its settings."""
         import yaml
 
         old = _with_added_keys(yaml.safe_load(before) if before is not None else load_yaml(self.config_path))
@@ -159,8 +158,7 @@ class RunDir:
         changed = {k: {"old": _dotted_value(old, k), "new": _dotted_value(new, k)} for k in _changed_keys(old, new)}
         env = environment(device)
         record = {"kind": "resume", **at, "changed": changed,
-                  "changes_result": [k for k in changed if not any(fnmatch.fnmatchcase(k, pattern)
-                                                                   for pattern in NO_EFFECT_ON_RESULT[task])],
+                  "changes_result": [k for k in changed if changes_result(task, k, old, new, at)],
                   "command": env["command"], "cwd": os.getcwd(), "git_commit": env["git_commit"], "environment": env}
         self.log(record)
         return record
@@ -176,16 +174,16 @@ class RunDir:
         return out
 
     def history_note(self) -> str:
-        """The comment heading config.yaml once a resume changed what the run computes (empty before): the file
-        holds the values the run went on with, which alone do not reproduce it, and where its history is."""
+        """The comment heading config.yaml once a resume changed what the run may compute (empty before): the file
+        holds the values the run went on with, which alone may not reproduce it, and where its history is."""
         history = self.settings_history()
         if not history:
             return ""
-        lines = ["# This run was resumed with changed settings. This file holds the values it went on with (what the",
-                 "# next resume starts from), not the ones every epoch used: trained from this file alone, the run is",
-                 "# not reproduced. The history is in metrics.jsonl (its \"resume\" records: the changed keys with old",
-                 "# and new values, where they apply from, each sitting's command and commit) and in environment.json",
-                 "# (\"sittings\"). Changes:"]
+        lines = ["# This run was resumed with changed settings that can change what it computes. This file holds the",
+                 "# values it went on with (what the next resume starts from), not the ones every epoch used: trained",
+                 "# from this file alone, the run may not be reproduced. The history is in metrics.jsonl (its \"resume\"",
+                 "# records: every changed key with old and new values, where they apply from, each sitting's command",
+                 "# and commit) and in environment.json (\"sittings\"). The changes that can change the result:"]
         for entry in history:
             where = (f"from phase {entry['phase']} step {entry['step']}" if "phase" in entry else
                      f"from epoch {entry['epoch']} (optimizer step {entry['step']})")
@@ -319,13 +317,70 @@ RESUMABLE = {
 }
 
 
-# Settings a resume may change that cannot change what the run computes (its weights and figures): how it shows
-# progress, when a sitting stops (the run goes on exactly from its checkpoint), where its folder is. A resume record
-# lists every change; config.yaml's note and the final record, those outside these.
+# Settings a resume may change that cannot change what the run computes (its weights, checkpoints and figures): how
+# it shows progress, when a sitting stops (the run goes on exactly from its checkpoint), where its folder is. A resume
+# record lists every change; config.yaml's note and the final record, those that can change the result: outside
+# these, and outside `NO_EFFECT_WHEN` in the case at hand (each checked: resumed with the change, the run's weights
+# are bit for bit those of a run trained from the new config alone).
 NO_EFFECT_ON_RESULT = {
     "operator": ("training.progress", "training.plot", "training.n_plot", "training.stop_after_minutes", "output.*"),
     "pinn": ("max_minutes", "output.*"),
 }
+
+# Operator schedules whose lr at an optimizer step does not depend on training.epochs (without a plan fit to the
+# budget): "step" decays at the configured epochs, "none" holds the lr, and their warm-up is of warmup_steps;
+# "cosine" anneals over the whole length, which a changed training.epochs moves.
+LENGTH_FREE_SCHEDULES = ("none", "step")
+
+
+def _fits_to_budget(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return bool(_dotted_value(old, "training.fit_to_budget") or _dotted_value(new, "training.fit_to_budget"))
+
+
+def _epochs_change_nothing(old: dict[str, Any], new: dict[str, Any], at: dict[str, int]) -> bool:
+    """training.epochs changes no weight where the schedule does not depend on the length and no plan is fit to the
+    budget; the run also evaluated its last epoch, so one that stopped there (at.epoch == the old epochs) off the
+    eval_every cycle holds an evaluation a run of the new length would not make, which may have chosen "best"."""
+    schedule = _dotted_value(new, "schedule.name") or "step"
+    epoch, epochs, every = at.get("epoch"), _dotted_value(old, "training.epochs"), _dotted_value(old, "training.eval_every")
+    extra_eval = epoch is not None and epoch == epochs and bool(every) and epoch % every != 0
+    return schedule in LENGTH_FREE_SCHEDULES and not _fits_to_budget(old, new) and not extra_eval
+
+
+def _pinn_checkpoints_on_logged_steps(old: dict[str, Any], new: dict[str, Any], at: dict[str, int]) -> bool:
+    """A PINN checkpoint polls a polled guard (the PINN default, check_every 10), which moves its snapshots (what a
+    rollback goes back to); a logged step polls it anyway: no effect where every checkpoint step is a logged one."""
+    def on_logged(config: dict[str, Any]) -> bool:
+        every, log = _dotted_value(config, "checkpoint_every"), _dotted_value(config, "log_every") or 1
+        return not every or every % log == 0
+
+    return on_logged(old) and on_logged(new)
+
+
+# Settings that change nothing the run computes in some cases only: key -> (old config, new config, where the resume
+# goes on from) -> True where it changes nothing
+NO_EFFECT_WHEN = {
+    "operator": {
+        # without fit_to_budget, a time cap only stops a sitting; with it, it sets the plan and so the schedule
+        "training.max_minutes": lambda old, new, at: not _fits_to_budget(old, new),
+        # with fit_to_budget the pace is re-estimated over windows of lcm(eval_every, checkpoint_every) epochs
+        "training.checkpoint_every": lambda old, new, at: not _fits_to_budget(old, new),
+        "training.epochs": _epochs_change_nothing,
+    },
+    "pinn": {"checkpoint_every": _pinn_checkpoints_on_logged_steps},
+}
+
+
+def changes_result(task: str, key: str, old: dict[str, Any], new: dict[str, Any], at: dict[str, int]) -> bool:
+    """Whether a resume's change of `key` from config `old` to `new` (from `at`: its epoch or phase, and step) can make
+    the run compute other weights than a run trained from `new` alone (listed in config.yaml's note and the final
+    record): not for `NO_EFFECT_ON_RESULT`, nor for `NO_EFFECT_WHEN` where its rule holds."""
+    import fnmatch
+
+    if any(fnmatch.fnmatchcase(key, pattern) for pattern in NO_EFFECT_ON_RESULT[task]):
+        return False
+    rule = NO_EFFECT_WHEN[task].get(key)
+    return rule is None or not rule(old, new, at)
 
 
 # Keys added to a schema after runs were saved, with the value those runs had: compared as such on resume (the

@@ -740,3 +740,25 @@ def test_a_pinn_resume_goes_on_past_a_metric_line_cut_off_after_the_checkpoint(t
         fh.write('{"kind": "st')
     with pytest.raises(ConfigError, match="has finished"):
         fit(get_problem("diffusion_reaction"), validate(PINNConfig, TINY), run=RunDir(run.path), resume=True)
+
+
+def test_a_pinn_resume_with_another_checkpoint_interval_on_logged_steps_is_said_to_reproduce(tmp_path):
+    from sciml.config import load_yaml, validate
+
+    run = RunDir.create(tmp_path, "c")
+    fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**TINY, "max_minutes": 1e-9}), run=run)
+    result = fit(get_problem("diffusion_reaction"), validate(PINNConfig, {**TINY, "checkpoint_every": 2}), run=run,
+                 resume=True)
+    (record,) = [r for r in run.read_metrics() if r["kind"] == "resume"]
+    assert set(record["changed"]) == {"max_minutes", "checkpoint_every"} and record["changes_result"] == []
+    assert not run.config_path.read_text().startswith("#") and "resumed_with_changes" not in result.metrics
+    fresh = fit(get_problem("diffusion_reaction"), validate(PINNConfig, load_yaml(run.config_path)),
+                run=RunDir.create(tmp_path, "fresh"))
+    a, b = run.load_checkpoint("last")["model"], fresh.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and result.metrics["rel_l2"] == fresh.metrics["rel_l2"]
+    # a checkpoint off the logged steps polls the (polled) guard where nothing else does: it may move its snapshots
+    from sciml.train.run import changes_result
+
+    old, new = ({**TINY, "log_every": 2, "checkpoint_every": every} for every in (4, 3))
+    assert changes_result("pinn", "checkpoint_every", old, new, {"phase": 0, "step": 1})
+    assert not changes_result("pinn", "checkpoint_every", old, {**new, "checkpoint_every": 0}, {"phase": 0, "step": 1})

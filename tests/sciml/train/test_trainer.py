@@ -2132,3 +2132,60 @@ def test_a_resume_goes_on_past_a_metric_line_cut_off_after_the_checkpoint(tiny_c
         fh.write('{"kind": "ev')
     with pytest.raises(ConfigError, match="has finished"):
         train(cfg, run=RunDir(run.path), resume=True)
+
+
+@pytest.mark.parametrize("schedule", [{"name": "step", "step_size": 3, "gamma": 0.5}, {"name": "none"}])
+def test_a_resume_that_raises_epochs_under_a_length_free_schedule_is_said_to_reproduce(tiny_cfg, schedule):
+    """config.yaml's note and the final record said such a resume (more epochs under a step or no schedule, another
+    checkpoint interval, a time cap without fit_to_budget) did not reproduce the run, where a run trained from its
+    config.yaml alone ends with the same weights bit for bit."""
+    from sciml.config import load_yaml
+
+    raw = {**tiny_cfg, "schedule": schedule,
+           "training": {**tiny_cfg["training"], "epochs": 4, "eval_every": 2, "checkpoint_every": 2},
+           "output": {**tiny_cfg["output"], "name": f"longer_{schedule['name']}"}}
+    run, _ = train(validate(OperatorConfig, raw))
+    more = {**raw, "training": {**raw["training"], "epochs": 6, "checkpoint_every": 3, "max_minutes": 60.0}}
+    _, final = train(validate(OperatorConfig, more), run=run, resume=True)
+    (record,) = [r for r in run.read_metrics() if r["kind"] == "resume"]
+    assert set(record["changed"]) == {"training.epochs", "training.checkpoint_every", "training.max_minutes"}
+    assert record["changes_result"] == []
+    assert not run.config_path.read_text().startswith("#") and "resumed_with_changes" not in final
+    again = load_yaml(run.config_path)
+    again["output"]["name"] = f"longer_{schedule['name']}_from_its_config"
+    fresh, fresh_final = train(validate(OperatorConfig, again))
+    for which in ("last", "best"):
+        a, b = _params(run, which), _params(fresh, which)
+        assert all(torch.equal(a[k], b[k]) for k in a), which
+    assert final["test_rel_l2"] == fresh_final["test_rel_l2"]
+
+
+def test_which_resumed_changes_can_change_what_an_operator_run_computes(tiny_cfg):
+    import yaml
+
+    from sciml.config import dump
+    from sciml.train.run import changes_result
+
+    def config(schedule="step", **training):
+        raw = {**tiny_cfg, "schedule": {"name": schedule},
+               "training": {**tiny_cfg["training"], "epochs": 4, "eval_every": 2, **training}}
+        return yaml.safe_load(dump(validate(OperatorConfig, raw)))
+
+    def result(key, old, new, epoch=4):
+        return changes_result("operator", key, old, new, {"epoch": epoch, "step": 4 * epoch})
+
+    epochs6 = lambda c: {**c, "training": {**c["training"], "epochs": 6}}
+    assert not result("training.epochs", config(), epochs6(config()))
+    assert not result("training.epochs", config("none"), epochs6(config("none")))
+    assert result("training.epochs", config("cosine"), epochs6(config("cosine")))  # anneals over another length
+    budget = config(max_minutes=5.0, fit_to_budget=True)
+    assert result("training.epochs", budget, epochs6(budget))  # the plan is fit within the epochs
+    # stopped at its last epoch off the eval cycle: that evaluation may have chosen "best"
+    assert result("training.epochs", config(epochs=3), epochs6(config(epochs=3)), epoch=3)
+    assert not result("training.epochs", config(epochs=8), epochs6(config(epochs=8)), epoch=3)  # not its last epoch
+    for key, value in (("checkpoint_every", 3), ("max_minutes", 60.0)):
+        change = lambda c: {**c, "training": {**c["training"], key: value}}
+        assert not result(f"training.{key}", config(), change(config()))
+        assert result(f"training.{key}", budget, change(budget)), key  # the plan and its revisions follow them
+    assert result("optimizer.lr", config(), {**config(), "optimizer": {**config()["optimizer"], "lr": 1e-3}})
+    assert not result("training.progress", config(), config())
