@@ -91,13 +91,35 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 @contextmanager
-def callers_rng_kept() -> Iterator[None]:
+def callers_rng_kept(device: str | torch.device | None = None) -> Iterator[None]:
     """Torch's global generators (CPU, and every CUDA device's, which `torch.manual_seed` seeds too) put back on exit
     as they were on entry: a training run seeds them and draws from them, and its caller's random state is its own.
-    What happens inside is unchanged (the states are only saved and restored)."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        yield
+    What happens inside is unchanged (the states are only saved and restored).
+
+    `device`: the run's (None: it may use CUDA). Reading a CUDA generator initialises CUDA (a context on the GPU:
+    seconds and hundreds of MB), which a CPU run never needed: where CUDA is not initialised yet, a CPU run reads none,
+    and the seed its `torch.manual_seed` queued for CUDA's initialisation (in place of the caller's) is taken back.
+    A CUDA run initialises CUDA anyway, and once it is, `torch.manual_seed` seeds every device's generator, whose
+    state is then read from the host: all of them are kept."""
+    uses_cuda = torch.cuda.is_available() and (
+        torch.cuda.is_initialized() or device is None or resolve_device(device).type == "cuda")
+    devices = list(range(torch.cuda.device_count())) if uses_cuda else []
+    queued = None if uses_cuda else _queued_cuda_seeds()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        if queued is not None and not torch.cuda.is_initialized():
+            queued[0].__dict__.update(queued[1])
+
+
+def _queued_cuda_seeds():
+    """torch's tracker of the seeds `torch.manual_seed` queues while CUDA is not initialised, and a copy of what it
+    holds (None where this torch has none)."""
+    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
+    if tracker is None or not hasattr(tracker, "__dict__"):
+        return None
+    return tracker, {k: list(v) if isinstance(v, list) else v for k, v in vars(tracker).items()}
 
 
 @contextmanager

@@ -401,14 +401,14 @@ def _lr_schedule(opt, base_lrs, ph: PhaseConfig, step: int):
 def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
     """Train a PINN for ``problem``; see the module docstring. ``run``: a `RunDir` for logs and checkpoints. The
     caller's global random state is left as it was (building the net draws from it before its seeded init)."""
-    from sciml.utils import callers_rng_kept
+    from sciml.utils import callers_rng_kept, resolve_device
 
-    with callers_rng_kept():
-        return _fit(problem, config, run=run, resume=resume, progress=progress)
-
-
-def _fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
+    with callers_rng_kept(resolve_device(cfg.device)):  # a CPU run leaves CUDA uninitialised
+        return _fit(problem, cfg, run=run, resume=resume, progress=progress)
+
+
+def _fit(problem: Problem, cfg: PINNConfig, *, run=None, resume: bool = False, progress=None) -> FitResult:
     from sciml.utils import compile_jet_loss, resolve_device
 
     changed = run.check_resume(dump(cfg), "pinn") if resume and run is not None else []

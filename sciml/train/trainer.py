@@ -1489,7 +1489,7 @@ def train(cfg: OperatorConfig, *, run: RunDir | None = None, resume: bool = Fals
     if run is None:
         run = RunDir.create(cfg.output.root, cfg.output.name, prefix=f"{cfg.model.name.replace(':', '_')}")
     # the run seeds torch's global generator (and draws from it): the caller's state is put back on return
-    with run.removed_if_left_empty(), callers_rng_kept():
+    with run.removed_if_left_empty(), callers_rng_kept(resolve_device(cfg.device)):
         state = dataset = resumed = None
         if resume:
             run.check_resume(dump(cfg), "operator")
