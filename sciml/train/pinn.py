@@ -802,6 +802,13 @@ def load_pinn(run_path: str | Path, *, which: str = "last", problem: Problem | N
     """A PINN run folder's checkpoint ("last", or "best" where written) as its trained model (points ``(n, dims)``
     -> outputs ``(n, n_outputs)``, conditions built in where hard), with the run's config and problem. `problem`:
     the one it was trained with, where the config cannot name it (a Problem defined in a script)."""
+    model, cfg, problem, _ = _load_pinn(run_path, which=which, problem=problem)
+    return model, cfg, problem
+
+
+def _load_pinn(run_path: str | Path, *, which: str, problem: Problem | None) -> tuple[PINNModel, PINNConfig, Problem, str]:
+    """`load_pinn`, and the name of the checkpoint it read: `which`, or "last" where `which` was not written (a PINN
+    run writes no "best")."""
     from sciml.config import load_yaml, reading_saved_run
     from sciml.train.run import RunDir
 
@@ -828,10 +835,11 @@ def load_pinn(run_path: str | Path, *, which: str = "last", problem: Problem | N
             raise ConfigError(f"{run.path} trained problem {cfg.problem!r} (problem_args {cfg.problem_args}); the problem "
                               f"given differs from it in {'; '.join(differs)}: pass the problem it was trained with")
     model, _ = build_model(problem, cfg)
-    state = run.load_checkpoint(which if run.checkpoint_path(which).exists() else "last")
+    used = which if run.checkpoint_path(which).exists() else "last"
+    state = run.load_checkpoint(used)
     cast_model(model, _DTYPES[state["dtype"]])
     _load_weights(model, state, run.path)
-    return model.eval(), cfg, problem
+    return model.eval(), cfg, problem, used
 
 
 def _problem_differences(a: Problem, b: Problem) -> list[str]:
@@ -866,9 +874,6 @@ def _load_weights(model: PINNModel, state: dict, where: Path) -> None:
 def evaluate_pinn_run(run_path: Path, *, which: str = "last") -> dict:
     """Reload a PINN run folder's checkpoint and measure its relative L2 vs the reference; "checkpoint" names the one
     measured (`load_pinn` reads "last" where `which` was not written, as a PINN run writes no "best")."""
-    from sciml.train.run import RunDir
-
-    used = which if RunDir(run_path).checkpoint_path(which).exists() else "last"
-    model, cfg, problem = load_pinn(run_path, which=which)
+    model, cfg, problem, used = _load_pinn(run_path, which=which, problem=None)
     return {"run": str(run_path), "problem": cfg.problem, "checkpoint": used, **_Evaluator(problem, "cpu")(model),
             **inferred_unknowns(problem, model)}

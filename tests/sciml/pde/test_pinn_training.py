@@ -719,6 +719,10 @@ def test_eval_of_a_pinn_run_names_the_checkpoint_it_measured(tmp_path, capsys):
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["checkpoint"] == "last" and row["rel_l2"] == pytest.approx(final["rel_l2"], rel=1e-12)
     assert evaluate_pinn_run(tmp_path / "p", which="last")["checkpoint"] == "last"
+    assert evaluate_pinn_run(tmp_path / "p", which="best")["checkpoint"] == "last"  # none written: "last" read
+    run = RunDir(tmp_path / "p")
+    run.checkpoint_path("best").write_bytes(run.checkpoint_path("last").read_bytes())  # a "best" where one is written
+    assert evaluate_pinn_run(tmp_path / "p", which="best")["checkpoint"] == "best"
 
 
 def test_a_pinn_resume_goes_on_past_a_metric_line_cut_off_after_the_checkpoint(tmp_path):
