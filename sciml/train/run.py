@@ -245,15 +245,15 @@ class RunDir:
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
 
     def final_record(self) -> dict[str, Any] | None:
-        """The last ``kind: final`` record of metrics.jsonl (a finished sitting), or None."""
-        finals = [r for r in self.read_metrics() if r.get("kind") == "final"]
-        return finals[-1] if finals else None
+        """The last ``kind: final`` record of metrics.jsonl (a finished sitting), or None (`final_after`: a line a
+        kill cut off, which a crashed run leaves until its resume drops it, does not stop `sciml eval` reading it)."""
+        return self.final_after(0)
 
     def final_after(self, lines: int) -> dict[str, Any] | None:
-        """The ``kind: final`` record among the metric lines after the first `lines` (a checkpoint's
-        "metrics_lines"/"metric_lines"), or None: whether the sitting that wrote the checkpoint finished (its final
-        record is the line right after the last checkpoint's lines). Read before a resume drops those lines, so a
-        line there that does not parse (the last one, cut off by a kill or a full disk) is skipped, not an error."""
+        """The last ``kind: final`` record among the metric lines after the first `lines` (a checkpoint's
+        "metrics_lines"/"metric_lines": whether the sitting that wrote the checkpoint finished, its final record
+        being the line right after the last checkpoint's lines), or None. A line that does not parse (the last one,
+        cut off by a kill or a full disk) is skipped, not an error: a resume reads this before it drops that line."""
         if not self.metrics_path.exists():
             return None
         final = None

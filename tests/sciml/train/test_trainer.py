@@ -247,6 +247,22 @@ def test_eval_on_a_finer_grid_batches_fewer_samples_and_reports_the_same_errors(
         assert again == {k: pytest.approx(v, rel=1e-5) if isinstance(v, float) else v for k, v in row.items()}
 
 
+def test_eval_reads_a_run_whose_last_metric_line_a_kill_cut_off(straight_run, tmp_path, capsys):
+    """A run killed while writing a metric line keeps the cut-off line until a resume drops it; `sciml eval` read the
+    final record with a parser of its own that failed on it (JSONDecodeError) where the resume's reader skips it."""
+    import shutil
+
+    from sciml.cli import main
+
+    run, _ = straight_run
+    copy = RunDir(shutil.copytree(run.path, tmp_path / "torn_eval"))
+    with copy.metrics_path.open("a") as fh:
+        fh.write('{"kind": "eval", "epoch": 9, "train_lo')
+    assert copy.final_record() == run.final_record() is not None
+    assert main(["eval", str(copy.path), "--checkpoint", "last", "--device", "cpu"]) == 0
+    assert "rel_l2" in json.loads(capsys.readouterr().out.splitlines()[0])
+
+
 def test_eval_reports_every_resolution_it_can_and_names_each_failure(straight_run, capsys):
     # the first failing resolution aborted `sciml eval`, and the ones that worked were never printed
     from sciml.train.trainer import EvalFailed
