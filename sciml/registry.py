@@ -48,6 +48,21 @@ def signature_kwargs(obj, skip=("self", "params")) -> list[str]:
                   if p.name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
+def accepted_kwargs(obj, skip=("self", "params")) -> list[str] | None:
+    """`signature_kwargs` of `obj`, following a class's ``**kwargs`` up its bases (FNO3dSpaceTime passes its
+    own to FNO's ``__init__``): the names it takes, or None where a ``**kwargs`` leads nowhere named."""
+    names: set[str] = set()
+    for cls in obj.__mro__ if isinstance(obj, type) else (obj,):
+        if cls is object:
+            break
+        if "__init__" not in vars(cls) and cls is not obj:
+            continue  # its __init__ is a base's, met later in the walk
+        names.update(signature_kwargs(cls, skip))
+        if not takes_any_kwargs(cls):
+            return sorted(names)
+    return None
+
+
 def takes_any_kwargs(obj) -> bool:
     """Whether `obj`'s signature ends in ``**kwargs``."""
     return any(p.kind is p.VAR_KEYWORD for p in _parameters(obj))

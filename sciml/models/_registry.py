@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from ..registry import Registry, check_kwargs, signature_kwargs, takes_any_kwargs
+from ..registry import Registry, accepted_kwargs, check_kwargs
 
 MODELS: Registry = Registry("model")
 
@@ -73,5 +73,6 @@ def check_model(name: str, options: dict[str, Any]) -> None:
     if _any_neuralop_class(name):
         return  # checked when built (importing neuralop here would cost seconds)
     obj = MODELS.get(name)
-    if callable(obj) and not takes_any_kwargs(obj):
-        check_kwargs(f"model {name!r}", options, signature_kwargs(obj, skip=_GIVEN_BY_THE_DATA))
+    valid = accepted_kwargs(obj, skip=_GIVEN_BY_THE_DATA) if callable(obj) else None
+    if valid is not None:  # fno3d's and fno2d_time's **kwargs are FNO's: checked against those too
+        check_kwargs(f"model {name!r}", options, valid)
