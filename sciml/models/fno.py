@@ -15,6 +15,7 @@ from ._validate import check_input, per_dim_ints, positive_int
 from .spectral import SpectralConv
 
 GRID_EMBEDDINGS = {True: "periodic", False: None, "periodic": "periodic", "closed": "closed", "cells": "cells", None: None}
+COORDINATE_KINDS = ("periodic", "closed", "cells")
 
 
 KERNELS = ("auto", "gemm", "conv", "mm")
@@ -104,19 +105,34 @@ class PointwiseMLP(nn.Module):
         return x
 
 
-def grid_coordinates(grid: Sequence[int], kind: str, *, device=None, dtype=None) -> Tensor:
+def grid_coordinates(grid: Sequence[int], kind: str | Sequence[str], *, device=None, dtype=None) -> Tensor:
     """(1, len(grid), *grid) coordinates: ``i/n`` in [0, 1) ("periodic"), ``i/(n-1)`` in [0, 1] ("closed") or
     the cell centres ``(i + 1/2)/n`` ("cells"): where a file of grid kind "periodic", "nodes" or "cells" puts its
-    points (`sciml.data.arrays.unit_coordinates`, made here on the device in the model's dtype)."""
+    points (`sciml.data.arrays.unit_coordinates`, made here on the device in the model's dtype). `kind` is one
+    kind for every axis or one per axis (a cell-centred x beside saved times t from 0 to T: ``("cells", "closed")``)."""
+    kinds = (kind,) * len(grid) if isinstance(kind, str) else tuple(kind)
     axes = []
-    for n in grid:
-        if kind == "periodic":
+    for n, k in zip(grid, kinds, strict=True):
+        if k == "periodic":
             axes.append(torch.arange(n, device=device, dtype=dtype) / n)
-        elif kind == "cells":
+        elif k == "cells":
             axes.append((torch.arange(n, device=device, dtype=dtype) + 0.5) / n)
         else:
             axes.append(torch.linspace(0.0, 1.0, n, device=device, dtype=dtype))
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
+
+
+def _check_grid_embedding(value: Any, n_dims: int) -> str | tuple[str, ...] | None:
+    """One kind (or True / False) for every axis, or one of "periodic", "closed", "cells" per axis; one kind
+    repeated comes back as that kind."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) == n_dims and all(isinstance(v, str) and v in COORDINATE_KINDS for v in value):
+            return value[0] if len(set(value)) == 1 else tuple(value)
+    elif isinstance(value, bool) or value is None or isinstance(value, str) and value in GRID_EMBEDDINGS:
+        return GRID_EMBEDDINGS[value]
+    raise ValueError(f"grid_embedding must be True, False, 'periodic', 'closed', 'cells' or a list of {n_dims} of "
+                     f"those kinds (one per grid dim, e.g. [cells, closed] for cell-centred x and times from 0 to T), "
+                     f"got {value!r}")
 
 
 class FNO(nn.Module):
@@ -145,8 +161,9 @@ class FNO(nn.Module):
         grid_embedding: append the grid coordinates as input channels: True/"periodic" uses
             ``i/n`` (periodic nodes), "closed" uses ``i/(n-1)`` (nodes including the right end, for
             non-periodic data: a file of grid kind "nodes"), "cells" uses the cell centres
-            ``(i + 1/2)/n`` (grid kind "cells"), False none. The file's kind keeps a point's coordinate
-            the same at every resolution (the trainer warns of another).
+            ``(i + 1/2)/n`` (grid kind "cells"), False none; or one of those kinds per grid dim (a
+            space-time grid of cells in x and saved times from 0 to T: ``["cells", "closed"]``). The
+            file's kind keeps a point's coordinate the same at every resolution (the trainer warns of another).
         transform: how the spectral layers reach the kept modes, "dft" (truncated DFT matrices)
             or "fft" (pruned FFTs); same result to rounding, see :class:`SpectralConv`.
         pointwise_kernel: how the lifting, skips and projection run: "auto" (conv on CUDA, gemm
@@ -170,9 +187,7 @@ class FNO(nn.Module):
         projection = 2 * width if projection_channels is None else positive_int("projection_channels", projection_channels, allow_zero=True)
         self.act = check_activation("activation", activation)
         self.padding = _check_padding(padding, self.n_dims)
-        if grid_embedding not in GRID_EMBEDDINGS or isinstance(grid_embedding, (int, float)) and not isinstance(grid_embedding, bool):
-            raise ValueError(f"grid_embedding must be True, False, 'periodic', 'closed' or 'cells', got {grid_embedding!r}")
-        self.grid_embedding = GRID_EMBEDDINGS[grid_embedding]
+        self.grid_embedding = _check_grid_embedding(grid_embedding, self.n_dims)
         n_in = in_channels + (self.n_dims if self.grid_embedding else 0)
         self.lifting = PointwiseMLP(n_in, width, lifting, self.act, kernel=pointwise_kernel)
         self.spectral = nn.ModuleList(SpectralConv(width, width, self.modes, transform=transform) for _ in range(n_layers))
@@ -182,10 +197,11 @@ class FNO(nn.Module):
 
     def pad_sizes(self, grid: Sequence[int]) -> tuple[int, ...]:
         """Points of zero padding per grid dim. A fraction f pads to a period of (1 + f) domain
-        lengths in this grid's spacing (1/n periodic or cells, 1/(n - 1) closed), so the spectral layers see
+        lengths in this grid's spacing (1/n periodic or cells, 1/(n - 1) closed, per axis), so the spectral layers see
         one physical period, and so one kernel, at every resolution. (f of the points would not:
         on a closed grid, 9 of 85 points and 45 of 421 give periods 94/84 and 466/420.)"""
-        spacings = (n - 1 if self.grid_embedding == "closed" else n for n in grid)
+        kinds = (self.grid_embedding,) * len(grid) if not isinstance(self.grid_embedding, tuple) else self.grid_embedding
+        spacings = (n - 1 if kind == "closed" else n for n, kind in zip(grid, kinds))
         return tuple(p if isinstance(p, int) else max(0, round((1 + p) * m) - n)
                      for p, n, m in zip(self.padding, grid, spacings))
 
@@ -329,4 +345,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["FNO", "FNO2dTime", "FNO3dSpaceTime", "Pointwise", "PointwiseMLP", "SpectralConv", "count_parameters",
-           "grid_coordinates"]
+           "grid_coordinates", "COORDINATE_KINDS"]

@@ -304,10 +304,26 @@ def warn_schedule_never_decays(cfg: OperatorConfig) -> None:
 MODEL_COORDINATES = {"periodic": "periodic", "nodes": "closed", "cells": "cells"}
 
 
-def _one_kind_fits(cfg: OperatorConfig, info) -> bool:
-    """Whether one coordinate kind fits every axis the model sees: a space-time model's or a physics run's time axis
-    (saved times from t = 0) has no cell centres, so on a "cells" file no kind fits both it and x."""
-    return not (info.grid_kind == "cells" and (cfg.physics is not None or cfg.model.name in SPACETIME_MODELS))
+def _wanted_coordinates(cfg: OperatorConfig, info) -> dict[str, str | list[str]]:
+    """Per model key (FNO's grid_embedding, DeepONet's coordinates), the setting that puts the file's points where
+    they are: its kind on every axis, except that a space-time model's or a physics run's last axis is time (saved
+    times from t = 0 to T), which has no cell centres: on a "cells" file, a kind per axis, "closed" for t (the FNO
+    takes such a list; DeepONet's trunk one kind, so none fits it there)."""
+    want = MODEL_COORDINATES[info.grid_kind]
+    if info.grid_kind == "cells" and (cfg.physics is not None or cfg.model.name in SPACETIME_MODELS):
+        return {"grid_embedding": [want] * info.n_spatial_dims + ["closed"]}
+    return {"grid_embedding": want, "coordinates": want}
+
+
+def _space_kinds(cfg: OperatorConfig, setting) -> set:
+    """The kinds a model's setting (one kind, or one per axis) gives the file's space axes."""
+    if isinstance(setting, (list, tuple)):
+        return set(setting[:-1] if cfg.physics is not None or cfg.model.name in SPACETIME_MODELS else setting)
+    return {setting}
+
+
+def _as_yaml(setting) -> str:
+    return f"[{', '.join(setting)}]" if isinstance(setting, (list, tuple)) else str(setting)
 
 
 def warn_periodic_model_on_open_grid(cfg: OperatorConfig, info) -> None:
@@ -315,23 +331,22 @@ def warn_periodic_model_on_open_grid(cfg: OperatorConfig, info) -> None:
     defaults: an FNO without domain padding treats the field as periodic (its ends as neighbours),
     and periodic coordinates i/s on nodes j/(s - 1) or on cell centres (j + 1/2)/s shift with the resolution."""
     from sciml.models import MODELS
-    from sciml.registry import signature_kwargs
+    from sciml.registry import accepted_kwargs
 
     if info.grid_kind == "periodic":
         return
     try:
-        accepted = signature_kwargs(MODELS.get(cfg.model.name))
+        accepted = accepted_kwargs(MODELS.get(cfg.model.name)) or []
     except Exception:  # a model whose signature cannot be read: nothing to advise
         return
     kw, advice = cfg.model.kwargs(), []
     pads = kw.get("padding", 0)
     if "padding" in accepted and all(float(p) == 0 for p in (pads if isinstance(pads, (list, tuple)) else [pads])):
         advice.append("model.padding (e.g. 0.1 of each axis, as configs/darcy/fno.yaml)")
-    fix, fits = MODEL_COORDINATES[info.grid_kind], _one_kind_fits(cfg, info)
-    if fits and "grid_embedding" in accepted and kw.get("grid_embedding", True) in (True, "periodic"):
-        advice.append(f"model.grid_embedding: {fix}")
-    if fits and "coordinates" in accepted and kw.get("coordinates", "periodic") == "periodic":
-        advice.append(f"model.coordinates: {fix}")
+    wanted = _wanted_coordinates(cfg, info)
+    for key, default in (("grid_embedding", True), ("coordinates", "periodic")):
+        if key in wanted and key in accepted and _space_kinds(cfg, kw.get(key, default)) <= {True, "periodic"}:
+            advice.append(f"model.{key}: {_as_yaml(wanted[key])}")
     if advice:
         warnings.warn(f"{info.path} holds a non-periodic grid (grid_kind {info.grid_kind!r}) and model {cfg.model.name!r} "
                       f"is set up for periodic fields: set {' and '.join(advice)}", stacklevel=3)
@@ -346,18 +361,16 @@ def warn_model_set_for_another_grid(cfg: OperatorConfig, info) -> None:
     """The opposite of `warn_periodic_model_on_open_grid`: a model set up for a closed grid (configs/darcy/*) or for
     cell centres, met by a file of another grid kind, e.g. a "periodic" one (write_dataset's default, so often
     arrays with both ends or cell values left at it)."""
-    if not _one_kind_fits(cfg, info):
-        return
-    kw, want = cfg.model.kwargs(), MODEL_COORDINATES[info.grid_kind]
+    kw, wanted, want = cfg.model.kwargs(), _wanted_coordinates(cfg, info), MODEL_COORDINATES[info.grid_kind]
     for kind, file_kind, what in (("closed", "nodes", "a closed one"), ("cells", "cells", "cell centres")):
-        keys = [k for k in ("grid_embedding", "coordinates") if kw.get(k) == kind]
+        keys = [k for k in wanted if k in kw and kind in _space_kinds(cfg, kw[k])]
         if kind == want or not keys:
             continue
         default = ", write_dataset's default" if info.grid_kind == "periodic" else ""
         warnings.warn(f"{info.path} holds {GRID_WORDS[info.grid_kind][0]} (grid_kind {info.grid_kind!r}{default}) and "
-                      f"model {cfg.model.name!r} is set up for {what} ({', '.join(f'model.{k}: {kind}' for k in keys)}): "
+                      f"model {cfg.model.name!r} is set up for {what} ({', '.join(f'model.{k}: {_as_yaml(kw[k])}' for k in keys)}): "
                       f"if the arrays {GRID_WORDS[file_kind][1]}, write them with grid_kind={file_kind!r}; if they "
-                      f"{GRID_WORDS[info.grid_kind][1]}, set {' and '.join(f'model.{k}: {want}' for k in keys)}",
+                      f"{GRID_WORDS[info.grid_kind][1]}, set {' and '.join(f'model.{k}: {_as_yaml(wanted[k])}' for k in keys)}",
                       stacklevel=3)
 
 

@@ -281,6 +281,19 @@ def test_training_warns_when_cells_meet_a_model_set_for_other_points_and_the_oth
         warn_periodic_model_on_open_grid(cfg("cells", {"name": "fno"}), info["cells"])
     with pytest.warns(UserWarning, match=r"set model.coordinates: cells$"):
         warn_periodic_model_on_open_grid(cfg("cells", {"name": "deeponet"}), info["cells"])
+    # time, a space-time model's or a physics run's last axis, has no cell centres: a kind per axis (got no advice)
+    physics = validate(OperatorConfig, {"data": {"path": str(info["cells"].path), "n_train": 4, "n_test": 4},
+                                        "physics": {"problem": "diffusion_sorption"}, "model": {"name": "fno"}})
+    for config in (cfg("cells", {"name": "fno3d"}), physics):
+        with pytest.warns(UserWarning, match=r"set model.padding .* and model.grid_embedding: \[cells, closed\]$"):
+            warn_periodic_model_on_open_grid(config, info["cells"])
+    with pytest.warns(UserWarning, match=r"set up for a closed one \(model.grid_embedding: closed\): .* if they are cell "
+                                         r"values, set model.grid_embedding: \[cells, closed\]$"):
+        warn_model_set_for_another_grid(cfg("cells", {"name": "fno3d", "grid_embedding": "closed"}), info["cells"])
+    with pytest.warns(UserWarning, match=r"set up for cell centres \(model.grid_embedding: \[cells, closed\]\): .* "
+                                         r"set model.grid_embedding: periodic$"):
+        warn_model_set_for_another_grid(cfg("periodic", {"name": "fno3d", "grid_embedding": ["cells", "closed"]}),
+                                        info["periodic"])
     for kind, model, message in [
             ("periodic", {"name": "deeponet", "coordinates": "cells"},
              r"holds a periodic grid \(grid_kind 'periodic', write_dataset's default\) and model 'deeponet' is set up for "
@@ -300,8 +313,9 @@ def test_training_warns_when_cells_meet_a_model_set_for_other_points_and_the_oth
         warnings.simplefilter("error")
         for kind, model in [("cells", {"name": "fno", "padding": 0.1, "grid_embedding": "cells"}),
                             ("cells", {"name": "deeponet", "coordinates": "cells"}),
-                            # time, a space-time model's last axis, has no cell centres: no one kind to advise
-                            ("cells", {"name": "fno3d", "padding": 0.1}),
+                            ("cells", {"name": "fno3d", "padding": 0.1, "grid_embedding": ["cells", "closed"]}),
+                            ("cells", {"name": "fno3d", "padding": 0.1, "grid_embedding": "cells"}),  # t's kind is free
+                            ("periodic", {"name": "fno3d", "grid_embedding": ["periodic", "closed"]}),
                             ("nodes", {"name": "deeponet", "coordinates": "closed"}),
                             ("periodic", {"name": "fno", "grid_embedding": "periodic"})]:
             warn_periodic_model_on_open_grid(cfg(kind, model), info[kind])

@@ -65,6 +65,21 @@ def test_a_cells_embedding_is_the_cell_centres_a_cells_file_stores():
     assert model.pad_sizes((64,)) == (0,) and FNO(1, 1, 1, padding=0.25, grid_embedding="cells").pad_sizes((64,)) == (16,)
 
 
+def test_an_embedding_kind_per_axis_puts_cell_centred_x_beside_times_from_0_to_t():
+    """One kind served every axis: a space-time grid of cells in x and saved times from t = 0 to T (diffusion-
+    sorption's) had no setting that put both where the file stores them."""
+    from sciml.data.arrays import unit_coordinates
+
+    model = FNO(1, 1, 2, modes=2, width=4, grid_embedding=["cells", "closed"], padding=0.25).double()
+    seen = []
+    model.lifting.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(torch.zeros(1, 1, 8, 6, dtype=torch.float64))
+    x, t = torch.from_numpy(unit_coordinates(8, "cells")), torch.from_numpy(unit_coordinates(6, "nodes"))
+    assert torch.equal(seen[0][0, 1], x[:, None].expand(8, 6)) and torch.equal(seen[0][0, 2], t[None].expand(8, 6))
+    assert model.pad_sizes((64, 101)) == (16, 24)  # a quarter of 64 cells; of the 100 steps between 101 times
+    assert FNO(1, 1, 2, grid_embedding=["closed", "closed"]).grid_embedding == "closed"  # one kind repeated is that kind
+
+
 def test_padding_is_cropped_and_changes_result():
     torch.manual_seed(0)
     plain = FNO(1, 1, 2, modes=4, width=8).double()
@@ -114,6 +129,8 @@ def test_fno_evaluates_at_finer_grid():
         (dict(padding=-1), "padding"),
         (dict(padding=1.5), "padding"),
         (dict(grid_embedding="yes"), "grid_embedding"),
+        (dict(grid_embedding=["cells", "closed"]), r"a list of 1 of those kinds"),  # one per grid dim
+        (dict(grid_embedding=["nodes"]), r"'periodic', 'closed', 'cells'"),  # the file's word, not the model's
         (dict(lifting_channels=-2), "lifting_channels"),
         (dict(pointwise_kernel="cudnn"), "kernel must be one of"),
     ],
