@@ -120,8 +120,8 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
     inputs, outputs: name -> array (numpy or torch) of shape ``(n, *grid)`` (a static field) or
     ``(n, T, *grid)`` (a time-varying one), with `spatial_dims` grid axes (named x, y, z) and the same
     n and grid in every field; fields are scalar (channels last, ``(n, *grid, C)``, is refused: write one field per
-    channel, ``{"a0": x[..., 0], ...}``; a last grid axis of 2-4 points passes with its `coords`). times: the T saved times (default 0..T-1; every time-varying field
-    has the same T). coords: per axis its coordinates (default `unit_coordinates`). grid_kind:
+    channel, ``{"a0": x[..., 0], ...}``; a last grid axis of 2-4 points passes with its `coords`). times: the T saved times, required when a field has a time axis (so that an extra grid axis is never
+    taken for time; every time-varying field has the same T). coords: per axis its coordinates (default `unit_coordinates`). grid_kind:
     "periodic" (x_j = j/s), "nodes" (both ends) or "cells" (centres); it decides how the grid may be
     subsampled, and training warns when the model's settings treat a non-periodic grid as periodic
     (set the FNO's ``padding`` and ``grid_embedding: closed`` for "nodes", as configs/darcy/fno.yaml, or
@@ -177,8 +177,15 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
     unknown = set(coords or {}) - set(axes)
     if unknown:
         raise DatasetError(f"coords names axes {sorted(unknown)} that the grid does not have ({list(axes)})")
+    if n_times is not None and times is None:  # an extra axis read as time unasked: a 2-D grid trained as 1-D on one row
+        timed = {k: a.shape for (_, k), a in arrays.items() if a.ndim == 2 + spatial_dims}
+        grid_fix = f"spatial_dims={spatial_dims + 1}" if spatial_dims < len(SPATIAL_AXES) else "at most 3 grid axes"
+        raise DatasetError(
+            f"{', '.join(f'field {k!r} {s}' for k, s in timed.items())}: with spatial_dims={spatial_dims} axis 1 "
+            f"({n_times} points) would be a time axis, but no times were given. If it is a grid axis, pass {grid_fix}; "
+            f"if it is time, pass times= (its {n_times} saved times, e.g. times=np.arange({n_times}))")
     if n_times is not None:
-        t = np.arange(n_times, dtype=np.float64) if times is None else _as_array("times", times).astype(np.float64)
+        t = _as_array("times", times).astype(np.float64)
         if t.shape != (n_times,):
             raise DatasetError(f"times has shape {t.shape}; the time-varying fields have {n_times} times")
         grid_coords["t"] = t

@@ -206,7 +206,8 @@ def test_a_cells_grid_coarsens_by_cell_averages_onto_the_coarse_centres(tmp_path
         fine = grid(s)
         plane = fine[:, None] + 2 * fine[None, :]  # linear: a cell's mean is its centre value
         path = write_dataset(tmp_path / f"{kind}.h5", inputs={"a": np.broadcast_to(plane, (4, s, s))},
-                             outputs={"u": np.broadcast_to(plane, (4, 3, s, s))}, spatial_dims=2, grid_kind=kind)
+                             outputs={"u": np.broadcast_to(plane, (4, 3, s, s))}, spatial_dims=2, grid_kind=kind,
+                             times=np.arange(3))
         for m in (8, 4, 2):
             _, train_split, _ = load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, resolution=m,
                                             output_time=(0, 3))
@@ -223,7 +224,7 @@ def test_a_cells_grid_coarsens_by_cell_averages_onto_the_coarse_centres(tmp_path
 ])
 def test_a_time_selection_outside_the_saved_times_is_an_error_not_a_shorter_window(tmp_path, window, message):
     path = write_dataset(tmp_path / "t.h5", inputs={"a": np.zeros((4, 8))}, outputs={"u": np.zeros((4, 5, 8))},
-                         spatial_dims=1)
+                         spatial_dims=1, times=np.arange(5))
     with pytest.raises(DatasetError, match=message):
         load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, output_time=window)
     _, train_split, _ = load_splits(path, inputs=["a"], outputs=["u"], n_train=2, n_test=2, output_time=(1, 5))
@@ -337,7 +338,7 @@ def test_time_windows_of_several_fields_stack_time_major_for_rollouts(tmp_path):
     stacking ([u_0..u_2, v_0..v_2]) fed it v_0 as u_1, and an exact one-step map scored rel. L2 1.12."""
     t = np.arange(4.0)[None, :, None] * np.ones((6, 4, 8))
     path = write_dataset(tmp_path / "uv.h5", inputs={"a": np.full((6, 8), -1.0)}, outputs={"u": t, "v": 100 + t},
-                         spatial_dims=1)
+                         spatial_dims=1, times=np.arange(4))
     _, train_split, _ = load_splits(path, inputs=["a", "u", "v"], outputs=["u", "v"], n_train=4, n_test=2,
                                     input_time=(0, 3), output_time=(3, 4))
     assert train_split.x[0, :, 0].tolist() == [-1, 0, 100, 1, 101, 2, 102]
@@ -426,7 +427,7 @@ def test_a_run_from_before_time_major_stacking_with_several_windowed_fields_is_r
 
     t = np.arange(3.0)[None, :, None] * np.ones((8, 3, 16))
     path = write_dataset(tmp_path / "uv.h5", inputs={"a": smooth_periodic(8, 16, seed=0)}, outputs={"u": t, "v": t + 1},
-                         spatial_dims=1)
+                         spatial_dims=1, times=np.arange(3))
     raw = {"data": {"path": str(path), "n_train": 4, "n_test": 4, "inputs": ["u", "v"], "outputs": ["a"],
                     "input_time": [0, 3]},
            "model": {"name": "fno", "modes": 4, "width": 8}, "training": {"epochs": 1, "batch_size": 4,
@@ -665,3 +666,19 @@ def test_a_test_sample_with_a_zero_target_is_warned_of(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate_run(run.path, which="last", device="cpu", n_test=1)  # sample 11 alone: nothing to warn of
+
+
+def test_an_extra_axis_is_time_only_when_times_are_given(tmp_path):
+    """(40, 16, 16) fields with spatial_dims=1 were stored as 16 times on a 16-point line, and the darcy FNO config
+    then trained a 1-D model on the last row of each 2-D field, silently."""
+    a = np.random.default_rng(0).random((6, 16, 16))
+    with pytest.raises(DatasetError, match=r"field 'a' \(6, 16, 16\).*no times were given.*pass spatial_dims=2.*"
+                                           r"pass times="):
+        write_dataset(tmp_path / "d.h5", inputs={"a": a}, outputs={"u": a + 1}, spatial_dims=1)
+    assert not list(tmp_path.iterdir())
+    assert read_info(write_dataset(tmp_path / "grid.h5", inputs={"a": a}, outputs={"u": a + 1},
+                                   spatial_dims=2)).spatial_shape == (16, 16)
+    timed = write_dataset(tmp_path / "timed.h5", inputs={"a": a[:, 0]}, outputs={"u": a}, spatial_dims=1,
+                          times=np.arange(16))
+    assert list(read_info(timed).grid["t"]) == list(range(16))
+

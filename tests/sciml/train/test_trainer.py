@@ -1820,7 +1820,7 @@ def _two_field_file(path):
 
     g = torch.Generator().manual_seed(0)
     a, u, v = (torch.randn(6, 8, 16, 16, generator=g) for _ in range(3))
-    return write_dataset(path, inputs={"a": a}, outputs={"u": u, "v": v}, spatial_dims=2)
+    return write_dataset(path, inputs={"a": a}, outputs={"u": u, "v": v}, spatial_dims=2, times=range(8))
 
 
 def test_fno3d_with_several_output_fields_is_refused_before_the_data_is_read(tmp_path, monkeypatch):
