@@ -25,7 +25,11 @@ SPATIAL_AXES = ("x", "y", "z")
 def _as_array(name: str, value: Any, check_finite: bool = True) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor, on any device
         value = value.detach().cpu().numpy()
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except ValueError as err:  # a ragged list: numpy's "inhomogeneous shape" named no field
+        raise DatasetError(f"field {name!r} is not a rectangular array ({err}); give an array (numpy or torch) of one "
+                           f"shape, e.g. np.stack(...) of equal-shaped parts") from None
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise DatasetError(f"field {name!r} must hold real numbers, got dtype {array.dtype}")
     if check_finite and not np.isfinite(array).all():
@@ -129,6 +133,9 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
     run reads as the dataset's). Values are stored as float32, like generated data.
     """
     path = Path(path)
+    if path.is_dir():  # overwrite=True met a raw IsADirectoryError at the rename, after writing <path>.partial
+        raise DatasetError(f"{path} is a directory; write_dataset writes one file: give a file path, e.g. "
+                           f"{path / 'data.h5'}")
     if path.exists() and not overwrite:
         raise DatasetError(f"{path} exists; pass overwrite=True or choose another path")
     if grid_kind not in GRID_KINDS:

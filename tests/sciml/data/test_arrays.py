@@ -682,3 +682,21 @@ def test_an_extra_axis_is_time_only_when_times_are_given(tmp_path):
                           times=np.arange(16))
     assert list(read_info(timed).grid["t"]) == list(range(16))
 
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_directory_as_the_path_is_refused_naming_it_and_leaves_nothing(tmp_path, overwrite):
+    """Without overwrite the message said "pass overwrite=True" (which then met a raw IsADirectoryError and left
+    victim.partial behind)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    with pytest.raises(DatasetError, match=r"victim is a directory.*give a file path") as caught:
+        write_dataset(victim, inputs={"a": np.zeros((4, 8))}, outputs={"u": np.ones((4, 8))}, spatial_dims=1,
+                      overwrite=overwrite)
+    assert "overwrite" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim"] and not list(victim.iterdir())
+
+
+def test_a_ragged_list_field_is_refused_naming_the_field(tmp_path):
+    with pytest.raises(DatasetError, match=r"field 'a' is not a rectangular array"):
+        write_dataset(tmp_path / "r.h5", inputs={"a": [[0.0] * 8, [0.0] * 7]}, outputs={"u": np.ones((2, 8))},
+                      spatial_dims=1)
