@@ -13,8 +13,9 @@ import contextvars
 import copy
 import math
 import numbers
-import typing
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -109,19 +110,89 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | tuple[str, ..
     return result
 
 
+def _members(annotation: Any) -> list[Any]:
+    """The types a field's annotation allows: `X | None` and `Union[...]` split into their members."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _members(a)]
+    return [annotation]
+
+
+def _model_of(annotation: Any) -> Any:
+    """The config section (a pydantic model) a field holds, through `X | None`, `list[X]` and `Annotated[X, ...]`,
+    else None (`physics.constrain=soft` got no did-you-mean: `physics` is `PhysicsConfig | None`)."""
+    for member in _members(annotation):
+        if typing.get_origin(member) is Annotated:
+            member = typing.get_args(member)[0]
+        if typing.get_origin(member) in (list, tuple) and typing.get_args(member):
+            member = typing.get_args(member)[0]
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+def _allowed(annotation: Any) -> str:
+    """What a field takes, in a config's words: "an integer >= 0, or a list of them"."""
+    def one(a: Any) -> str:
+        bounds = ""
+        if typing.get_origin(a) is Annotated:
+            a, *meta = typing.get_args(a)
+            for m in meta:
+                for item in getattr(m, "metadata", [m]):
+                    for name, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                        if getattr(item, name, None) is not None:
+                            bounds += f" {sign} {getattr(item, name)}"
+        origin, args = typing.get_origin(a), typing.get_args(a)
+        if a is type(None):
+            return "null"
+        if origin is typing.Literal:
+            return "one of " + ", ".join(map(repr, args))
+        if origin is tuple and args and args[-1] is not Ellipsis and len(set(args)) == 1:
+            return f"a list of {len(args)}, each {one(args[0])}"
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} ({', '.join(one(x) for x in args)})"
+        if origin in (list, tuple):
+            return f"a list, each {one(args[0])}" if args else "a list"
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return f"a section with keys {', '.join(a.model_fields)}"
+        names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+        return names.get(a, getattr(a, "__name__", str(a))) + bounds
+    return ", or ".join(one(m) for m in _members(annotation))
+
+
+def _user_key(loc: tuple[Any, ...], schema: type[BaseModel]) -> tuple[list[str], Any]:
+    """An error's location as the user's key, and the annotation of the field whose union members pydantic put in
+    the location (``physics.overlap.function-after[functools.partial(...)]``), or None when it put none."""
+    model: Any = schema
+    annotation, parts = None, []
+    for part in map(str, loc):
+        if annotation is not None and part.isdigit() and typing.get_origin(annotation) in (list, tuple):
+            parts.append(part)  # an index into a list field: its items
+            annotation = typing.get_args(annotation)[0] if typing.get_args(annotation) else None
+            model = _model_of(annotation)
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            if annotation is not None and len([m for m in _members(annotation) if m is not type(None)]) > 1:
+                return parts, annotation  # a union's member tag follows the user's key
+            return parts + [str(p) for p in loc[len(parts):]], None
+        parts.append(part)
+        annotation = fields[part].annotation
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        model = _model_of(annotation)
+    return parts, None
+
+
 def _describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
     loc = [str(p) for p in error["loc"]]
     key = ".".join(loc)
     if error["type"] == "extra_forbidden":
         model: Any = schema
-        for part in loc[:-1]:  # walk down to the model that owns the unknown key (through list items)
+        for part in loc[:-1]:  # walk down to the model that owns the unknown key (through list items and `X | None`)
             if part.isdigit() and model is not None:
                 continue  # an index into the list field the previous part named: its items' model
             field = getattr(model, "model_fields", {}).get(part)
-            annotation = getattr(field, "annotation", None)
-            if typing.get_origin(annotation) in (list, tuple) and typing.get_args(annotation):
-                annotation = typing.get_args(annotation)[0]
-            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            model = _model_of(getattr(field, "annotation", None))
             if model is None:
                 break
         known = list(getattr(model, "model_fields", {})) if model is not None else []
@@ -138,11 +209,33 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
     return f"bad value for {key!r}: {error['msg']} (got {given!r}){hint}"
 
 
+def _describe_all(errors: list[dict[str, Any]], schema: type[BaseModel]) -> list[str]:
+    """One line per problem: the errors pydantic gives per member of a union-typed field (keyed
+    ``data.input_time.int`` and ``data.input_time.tuple[int, int]``) become one line naming the user's key, the
+    value and what the field allows."""
+    lines: list[str] = []
+    unions: dict[str, int] = {}
+    for error in errors:
+        parts, annotation = _user_key(error["loc"], schema) if error["type"] != "extra_forbidden" else ([], None)
+        if annotation is None:
+            lines.append(_describe(error, schema))
+            continue
+        key = ".".join(parts)
+        inner = [str(p) for p in error["loc"][len(parts) + 1:]]  # past the member tag: an item of a list member
+        if key not in unions:
+            unions[key] = len(lines)
+            lines.append(f"bad value for {key!r}: got {error.get('input')!r}; allowed: {_allowed(annotation)}")
+        if inner:
+            lines[unions[key]] += f" ({key}.{'.'.join(inner)}={error.get('input')!r}: {error['msg']})"
+    return lines
+
+
 def _nested_match(model: Any, name: str, prefix: str) -> str:
     """" (did you mean 'training.max_minutes'?)" for a key given one level too high."""
     for field_name, field in getattr(model, "model_fields", {}).items():
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name in annotation.model_fields:
+        annotation = _model_of(annotation)
+        if annotation is not None and name in annotation.model_fields:
             return f" (did you mean {'.'.join(p for p in (prefix, field_name, name) if p)!r}?)"
     return ""
 
@@ -151,7 +244,7 @@ def validate(schema: type[M], data: dict[str, Any], *, source: str = "config") -
     try:
         return schema.model_validate(data)
     except ValidationError as err:
-        problems = "\n  ".join(_describe(e, schema) for e in err.errors())
+        problems = "\n  ".join(_describe_all(err.errors(), schema))
         # an error raised inside a user's module (module:attr) keeps its traceback as the cause; others are ours
         causes = [e.get("ctx", {}).get("error") for e in err.errors()]
         cause = next((c for c in causes if isinstance(c, BaseException) and user_code_traceback(c)), None)

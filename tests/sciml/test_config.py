@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from sciml.config import ConfigError, apply_overrides, load_config, validate
@@ -169,3 +171,33 @@ def test_a_users_model_or_optimizer_of_another_kind_is_named_as_such(monkeypatch
         build_model("sciml_user_kinds:NotModule", in_channels=1, out_channels=1, n_dims=1)
     with pytest.raises(ValueError, match="built a NotOptimizer, not a torch.optim.Optimizer"):
         build_optimizer([torch.nn.Parameter(torch.zeros(2))], "sciml_user_kinds:NotOptimizer")
+
+
+def test_misspelt_keys_under_an_optional_section_get_a_close_match():
+    """`physics` and `net.weight_factorization` are `X | None`: the walk to their keys stopped there, and the error
+    said only "unknown key 'physics.constrain'"."""
+    from sciml.train.pinn import PINNConfig
+
+    with pytest.raises(ConfigError, match=r"unknown key 'physics.constrain' \(did you mean 'constraint'\?\); "
+                                          r"allowed here: .*constraint"):
+        load_config(OperatorConfig, "configs/burgers/pi_hc.yaml", ["physics.constrain=soft"])
+    with pytest.raises(ConfigError, match=r"unknown key 'net.weight_factorization.sd' \(did you mean 'std'\?\); "
+                                          r"allowed here: mean, std"):
+        load_config(PINNConfig, "configs/burgers/pinn.yaml", ["net.weight_factorization.sd=1"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("physics.overlap=-1", r"bad value for 'physics.overlap': got -1; allowed: an integer >= 0, or a list, each an "
+                           r"integer >= 0$"),
+    ("physics.overlap=[1,-1]", r"bad value for 'physics.overlap': got \[1, -1\]; .*\(physics.overlap.1=-1: Input "
+                               r"should be greater than or equal to 0\)$"),
+    ("data.input_time=[0,4,6]", r"bad value for 'data.input_time': got \[0, 4, 6\]; allowed: an integer, or a list "
+                                r"of 2, each an integer, or null$"),
+])
+def test_a_union_typed_field_is_one_line_naming_the_users_key_and_what_it_allows(override, message):
+    """pydantic keys each union member: 'physics.overlap.function-after[functools.partial(<function
+    greater_than_or_equal_validator ...' and two lines 'data.input_time.int', 'data.input_time.tuple[int, int]'."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(OperatorConfig, "configs/burgers/pi_hc.yaml", [override])
+    lines = str(caught.value).splitlines()[1:]
+    assert len(lines) == 1 and re.search(message, lines[0].strip()), lines
