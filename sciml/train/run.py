@@ -27,8 +27,10 @@ from typing import Any
 import torch
 
 from sciml.config import ConfigError, load_yaml
-from sciml.registry import user_modules
+from sciml.registry import close_matches, user_modules
 from sciml.utils import atomic_path, atomic_write_text, environment
+
+CHECKPOINTS = ("best", "last")
 
 
 class RunDir:
@@ -200,7 +202,22 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     def checkpoint_path(self, which: str = "last") -> Path:
+        if which not in CHECKPOINTS:  # which="bset" said "no bset checkpoint ...; use the last one"
+            raise ConfigError(f"unknown checkpoint {which!r}: use which='best' or 'last' (--checkpoint best / last)"
+                              + close_matches(str(which), list(CHECKPOINTS)))
         return self.path / "checkpoints" / f"{which}.pt"
+
+    def require_config(self, what: str = "a run folder") -> None:
+        """A clear error where the folder holds no run (a missing folder said "config file .../config.yaml does
+        not exist")."""
+        if self.config_path.exists():
+            return
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            raise ConfigError(f"{self.path} is an empty run folder: its run stopped before training began (while making "
+                              f"its data, say); start it again with `sciml train CONFIG`")
+        missing = "" if self.path.is_dir() else " (no such folder)" if not self.path.exists() else " (a file)"
+        raise ConfigError(f"{self.path} is not {what}{missing}: it holds no config.yaml; give a folder `sciml train` "
+                          f"made")
 
     def write_config(self, text: str) -> None:
         """`text` (as `sciml.config.dump` writes it), headed by `history_note` once a resume changed settings."""

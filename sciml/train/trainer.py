@@ -1225,10 +1225,16 @@ class _SavedRun:
 
     def __init__(self, run_path: str | Path, which: str, device: torch.device, dataset: str | Path | None,
                  n_test: int | None = None, *, need_data: bool = True):
-        from sciml.config import load_config, reading_saved_run
+        from sciml.config import load_config, load_yaml, reading_saved_run
         from sciml.data.h5 import read_info
 
         run = RunDir(run_path)
+        run.checkpoint_path(which)  # an unknown `which` fails before the config is read
+        run.require_config()
+        if load_yaml(run.config_path).get("task") == "pinn":  # its schema errors were listed instead
+            raise ConfigError(f"{run.path} is a PINN run (task: pinn), not an operator one: load it with "
+                              f"sciml.train.pinn.load_pinn(run) and evaluate it with evaluate_pinn_run(run) or "
+                              f"`sciml eval {run.path}`")
         with reading_saved_run():
             self.cfg = load_config(OperatorConfig, run.config_path)
         self.n_test = n_test or self.cfg.data.n_test

@@ -2208,3 +2208,23 @@ def test_which_resumed_changes_can_change_what_an_operator_run_computes(tiny_cfg
         assert result(f"training.{key}", budget, change(budget)), key  # the plan and its revisions follow them
     assert result("optimizer.lr", config(), {**config(), "optimizer": {**config()["optimizer"], "lr": 1e-3}})
     assert not result("training.progress", config(), config())
+
+
+def test_load_operator_names_a_pinn_run_an_unknown_checkpoint_and_a_missing_folder(tmp_path):
+    """A PINN run listed the operator schema's errors; which="bset" said "no bset checkpoint ... use the last one";
+    a missing folder said "config file .../config.yaml does not exist"."""
+    import shutil
+
+    from sciml.config import ConfigError
+
+    pinn = tmp_path / "pinn-run"
+    pinn.mkdir()
+    shutil.copy(CONFIGS / "burgers/pinn.yaml", pinn / "config.yaml")
+    with pytest.raises(ConfigError, match=r"is a PINN run \(task: pinn\).*load_pinn"):
+        load_operator(pinn, device="cpu")
+    with pytest.raises(ConfigError, match=r"unknown checkpoint 'bset': use which='best' or 'last'.*did you mean 'best'"):
+        load_operator(pinn, which="bset", device="cpu")
+    with pytest.raises(ConfigError, match=r"nowhere is not a run folder \(no such folder\)"):
+        load_operator(tmp_path / "nowhere", device="cpu")
+    with pytest.raises(ConfigError, match=r"unknown checkpoint 'bset'"):
+        evaluate_run(pinn, which="bset", device="cpu")
