@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test split")
     p.add_argument("run", help="run folder")
-    p.add_argument("--resolution", type=int, nargs="*", help="grid sizes to evaluate at, points on the first axis (default: the training one; with --dataset, "
+    p.add_argument("--resolution", type=_positive_int, nargs="*", help="grid sizes to evaluate at, points on the first axis (default: the training one; with --dataset, "
                         "that file's stored grid)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"],
                    help="best: the evaluated epoch of lowest validation rel. L2 (val_rel_l2) with data.n_val > 0, otherwise of lowest "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 import time
 import warnings
@@ -1295,11 +1296,32 @@ class _SavedRun:
                               f"{trained['family']} ({self.trained_on}); evaluate on a file of its family")
         if self.cfg.physics is None:  # a physics model is built on the file's own space-time grid (see `beyond`)
             self._check_saved_times()
+        else:
+            self._check_time_levels()
         differ = param_differences(self.info.params, trained["params"], skip=_FREE_PARAMS)
         if differ:
             warnings.warn(f"{self.dataset} was made with other recipe params than the run's training file "
                           f"({self.trained_on}): {', '.join(differ)}: its error measures the model on another problem",
                           stacklevel=4)
+
+    def _check_time_levels(self) -> None:
+        """A physics model predicts the solution on the file's own space-time grid: a file saving fewer time levels
+        than the run trained on (a Burgers file of the start and end only, not a trajectory) was refused as "modes[1]=8
+        needs a grid of at least 15 points ... lower modes", which no setting of the finished run can follow."""
+        trained = self.trained["times"]
+        if trained is None:
+            return
+        levels = lambda times: len(times) + (float(times[0]) != 0.0) if len(times) else 0  # t = 0 saved or the input
+        here = self.info.grid.get("t")
+        have, need = levels(here if here is not None else []), levels(trained)
+        need = min(need, train_levels(self.cfg) or need)
+        if have < need:
+            saved = f"saves {len(here)} time{'s' * (len(here) != 1)} ({_shown_times(here)})" if here is not None \
+                else "saves no time axis"
+            raise ConfigError(f"{self.dataset} {saved}: {have} time level{'s' * (have != 1)}, and the physics-informed run "
+                              f"predicts the space-time solution on the file's time levels, {need} of them in training "
+                              f"({self.trained_on}, times {_shown_times(trained)}); evaluate it on a file that saves the "
+                              f"trajectory (at least {need} levels), e.g. one generated with the run's recipe")
 
     def _check_saved_times(self) -> None:
         """The times the run's windows select, here and in the training file: a model maps the steps it was trained
@@ -1404,6 +1426,14 @@ class _SavedRun:
         return operator.to(device).eval()
 
 
+def _check_resolution(given: Any, flag: str) -> None:
+    """A grid size asked for is a positive whole number: 0 was reported "at resolution 256" (the stored grid's)."""
+    if given is not None and (isinstance(given, bool) or not isinstance(given, numbers.Integral) or given < 1):
+        shown = f"{flag}{given!r}" if flag.endswith("=") else f"{flag} {given!r}"
+        raise ConfigError(f"{shown}: a resolution is a positive grid size (points on the first axis), or None for the "
+                          f"default")
+
+
 def load_operator(run_path: str | Path, *, which: str = "best", device: str | torch.device = "auto",
                   resolution: int | None = None, dataset: str | Path | None = None) -> TrainedOperator:
     """A run's checkpoint (`which`: "best", the evaluated epoch of lowest validation rel. L2 with data.n_val > 0,
@@ -1412,6 +1442,7 @@ def load_operator(run_path: str | Path, *, which: str = "best", device: str | to
     of `dataset` (default: the run's own; another must be of the run's family) at `resolution` (default: the
     training one, or another file's stored grid). Where the run's own file is gone (moved, another machine),
     the model is built from the shapes its checkpoint records (runs since 2026-11-27; physics models need it)."""
+    _check_resolution(resolution, "resolution=")
     dev = resolve_device(device)
     saved = _SavedRun(run_path, which, dev, dataset, need_data=False)
     resolution = saved.resolution(resolution)
@@ -1433,6 +1464,8 @@ def evaluate_run(run_path: str | Path, *, resolutions: list[int | None] = (None,
     if any fails, `EvalFailed` carries the rows of those that did and why each other failed (`flag`: the option
     the resolutions came from, for its messages). `batch_size`: test samples per forward pass (default
     `eval_batch_at`: fewer on a grid finer than the training one)."""
+    for given in resolutions:
+        _check_resolution(given, flag)
     dev = resolve_device(device)
     saved = _SavedRun(run_path, which, dev, dataset, n_test=n_test)
     cfg, rows, failed = saved.cfg, [], []

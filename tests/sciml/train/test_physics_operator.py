@@ -600,3 +600,45 @@ def test_validation_solves_are_warned_of_as_such_and_timing_evaluations_are_not_
     # the plan's two timing evaluations are not counted
     assert "8 of 8 validation solves" in message and "16 of 16 test solves" in message, message
     assert any(r["kind"] == "plan" for r in run.read_metrics())
+
+
+def test_another_file_with_fewer_time_levels_than_training_is_refused_as_such(tmp_path):
+    """A Burgers file of the start and end only (2 levels) was refused as "modes[1]=8 needs a grid of at least 15
+    points ... lower modes": the file, not the finished run's modes, is what to change."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from sciml.config import ConfigError
+    from sciml.data import write_dataset
+    from sciml.data.h5 import read_info
+    from sciml.train.trainer import _SavedRun
+
+    u = np.zeros((4, 1, 8))
+    trained = write_dataset(tmp_path / "trajectory.h5", inputs={"u0": u[:, 0]}, outputs={"u": np.repeat(u, 20, 1)},
+                            spatial_dims=1, times=np.arange(1, 21) * 0.1)
+    ends = write_dataset(tmp_path / "ends.h5", inputs={"u0": u[:, 0]}, outputs={"u": u}, spatial_dims=1, times=[1.0])
+    saved = _SavedRun.__new__(_SavedRun)
+    saved.cfg = SimpleNamespace(physics=SimpleNamespace(train_levels=None))
+    saved.trained_on, saved.dataset, saved.info = trained, ends, read_info(ends)
+    saved.trained_info = read_info(trained)
+    with pytest.raises(ConfigError, match=r"ends.h5 saves 1 time \(\[1\]\): 2 time levels, and the physics-informed "
+                                          r"run .* 21 of them in training .*a file that saves the trajectory"):
+        saved._check_time_levels()
+    saved.cfg.physics.train_levels = 2  # trained on the first two levels only: these two are enough
+    saved._check_time_levels()
+
+
+@pytest.mark.parametrize("resolution", [0, -64])
+def test_a_non_positive_resolution_is_refused_before_the_run_is_opened(tmp_path, resolution):
+    """--resolution 0 was reported "at resolution 256" (the stored grid's), as if 256 had failed."""
+    from sciml.cli import main
+    from sciml.config import ConfigError
+    from sciml.train.trainer import evaluate_run, load_operator
+
+    with pytest.raises(ConfigError, match=rf"--resolution {resolution}: a resolution is a positive grid size"):
+        evaluate_run(tmp_path / "no-run", resolutions=[resolution])
+    with pytest.raises(ConfigError, match=rf"resolution={resolution}: a resolution is a positive grid size"):
+        load_operator(tmp_path / "no-run", resolution=resolution)
+    with pytest.raises(SystemExit):
+        main(["eval", str(tmp_path / "no-run"), "--resolution", str(resolution)])
