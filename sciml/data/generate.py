@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sciml.data.h5 import DatasetInfo, Writer, read_info
+from sciml.data.h5 import DatasetError, DatasetInfo, Writer, read_info
 from sciml.data.recipes import DATASETS_DIR, SEED_STRIDE, Recipe, batch_seed
 from sciml.utils import environment, resolve_device
 
@@ -84,6 +84,12 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
     if path.exists():
         read_info(path)  # a complete, valid file: nothing to do
         return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a bare "[Errno 2] No such file or directory: '/proc/nope'" named neither key nor fix
+        raise DatasetError(f"cannot make the dataset folder {path.parent} ({err.strerror or err}): choose a folder "
+                           f"that can be made and written (`sciml generate --root DIR`, or data.root in a training "
+                           f"config)") from None
     device = resolve_device(device)
     family = recipe.family_obj()
     params = recipe.typed_params()

@@ -2228,3 +2228,21 @@ def test_load_operator_names_a_pinn_run_an_unknown_checkpoint_and_a_missing_fold
         load_operator(tmp_path / "nowhere", device="cpu")
     with pytest.raises(ConfigError, match=r"unknown checkpoint 'bset'"):
         evaluate_run(pinn, which="bset", device="cpu")
+
+
+def test_a_root_folder_that_cannot_be_made_is_named_with_its_key(tmp_path, capsys):
+    """output.root=/proc/foo and `sciml generate --root /proc/nope` said only "[Errno 2] No such file or directory"."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["train", "configs/burgers/fno.yaml", f"output.root={blocker}/runs"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot make the run folder {blocker}/runs/" in err and f"under output.root='{blocker}/runs'" in err \
+        and "output.root=..." in err, err
+    assert main(["generate", "burgers", "--preset", "tiny", "--root", f"{blocker}/data", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot make the dataset folder {blocker}/data" in err and "--root DIR" in err, err
+    if Path("/proc/self").is_dir():  # Linux: mkdir there fails with ENOENT, which got no hint at all
+        assert main(["train", "configs/burgers/fno.yaml", "output.root=/proc/sciml-nope"]) == 2
+        assert "under output.root='/proc/sciml-nope' (No such file or directory)" in capsys.readouterr().err
+        assert main(["generate", "burgers", "--preset", "tiny", "--root", "/proc/sciml-nope", "--quiet"]) == 2
+        assert "cannot make the dataset folder /proc/sciml-nope (No such file or directory)" in capsys.readouterr().err
