@@ -415,7 +415,7 @@ def named_residual_terms(fn: Callable, d: "Derivatives", p: "Params", with_param
     ``residual_<key>`` for a dict's keys (as metrics and ``loss.weights`` name them)."""
     out = _call_residual(fn, d, p, with_params)
     if isinstance(out, Mapping):
-        return {f"residual_{key}": torch.as_tensor(r) for key, r in out.items()}
+        return {f"residual_{key}": None if r is None else torch.as_tensor(r) for key, r in out.items()}  # as as_terms
     terms = as_terms(out)
     return {"residual": terms[0]} if len(terms) == 1 else {f"residual_{j}": r for j, r in enumerate(terms)}
 

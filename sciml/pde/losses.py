@@ -116,6 +116,9 @@ def loss_terms(model: PINNModel, problem: Problem, points: CollocationSet, *, mo
         d = problem.derivatives(model, points.interior, mode)
     terms, residuals = {}, {}
     for name, r in problem.named_residual_terms(d, p).items():
+        if r is None:  # "'NoneType' object has no attribute 'shape'"
+            raise ValueError(f"residual term {name} is None: the problem's residual returned nothing (a missing "
+                             f"`return`?); return a tensor of shape (n,), e.g. `return d.u_xx + 1.0`")
         if r.shape != points.interior.shape[:1]:
             raise ValueError(f"residual term {name} has shape {tuple(r.shape)}; it must be (n,) for n={points.interior.shape[0]} points")
         r2 = r.square()

@@ -28,9 +28,10 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
+from torch import nn
 from pydantic import Field, model_validator
 
 from sciml.config import ConfigError, StrictModel, WholeInt, checks_training_components, dump, validate
@@ -244,7 +245,7 @@ def build_model(problem: Problem, cfg: PINNConfig) -> tuple[PINNModel, tuple[int
                           "own output_transform (otherwise every condition is already a loss term); remove keep_soft or "
                           "set constraints: hard")
     if problem.network is not None:  # the problem's own net owns its constraints
-        return PINNModel(problem.network(**net_kw, seed=cfg.seed), None, problem.unknowns), ()
+        return PINNModel(_own_net(problem, net_kw, cfg.seed), None, problem.unknowns), ()
     model, covered, periodic = _assemble(problem, cfg, net_kw, keep_soft)
     if periodic:
         # the embedding makes the net periodic, not the transform's offset around it: a boundary value g(x, y) that
@@ -264,6 +265,36 @@ def build_model(problem: Problem, cfg: PINNConfig) -> tuple[PINNModel, tuple[int
     if cfg.constraints == "hard":
         _warn_left_soft(problem, covered, keep_soft)
     return model, tuple(sorted(covered))
+
+
+def _own_net(problem: Problem, net_kw: dict, seed: int) -> nn.Module:
+    """`problem.network(**net options, seed=...)`, checked to be a module with weights that takes the domain's points:
+    a builder returning a function met "'function' object has no attribute 'parameters'", and a net of another
+    input width torch's "mat1 and mat2 shapes cannot be multiplied" at the first step."""
+    net = problem.network(**net_kw, seed=seed)
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"problem {problem.name!r}: its network builder must return a torch.nn.Module mapping (n, "
+                        f"{problem.domain.dim}) points to (n, {len(problem.outputs)}) outputs, got "
+                        f"{type(net).__name__}{' (wrap a function in an nn.Module)' if callable(net) else ''}")
+    first = next(net.parameters(), None)
+    if first is None:
+        raise ValueError(f"problem {problem.name!r}: its network has no parameters to train")
+    probe = torch.zeros(2, problem.domain.dim, dtype=first.dtype if first.is_floating_point() else None,
+                        device=first.device)
+    training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()  # no batch-norm statistics taken from the probe
+            net(probe)
+    except RuntimeError as err:
+        width = next((m.in_features for m in net.modules() if isinstance(getattr(m, "in_features", None), int)), None)
+        hint = f": its first layer takes {width} input{'s' * (width != 1)}" if width not in (None, problem.domain.dim) else ""
+        raise ValueError(f"problem {problem.name!r}: its network must take (n, {problem.domain.dim}) points, one column "
+                         f"per coordinate {problem.coords}{hint}; on (2, {problem.domain.dim}) points it failed: "
+                         f"{str(err).splitlines()[0]}") from err
+    finally:
+        net.train(training)
+    return net
 
 
 def _assemble(problem: Problem, cfg: PINNConfig, net_kw: dict, keep_soft: tuple[int, ...]):
@@ -403,7 +434,15 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
     caller's global random state is left as it was (building the net draws from it before its seeded init)."""
     from sciml.utils import callers_rng_kept, resolve_device
 
-    cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source="PINN config")
+    source = "PINN config"
+    if isinstance(config, (str, Path)):  # a YAML file, as `sciml train` reads one ('str' object is not a mapping)
+        from sciml.config import load_yaml
+
+        config, source = load_yaml(config), str(config)
+    elif not isinstance(config, (PINNConfig, Mapping)):
+        raise ConfigError(f"fit's config must be a mapping (e.g. {{'phases': [...]}}), a PINNConfig or the path of a "
+                          f"YAML config file, got {type(config).__name__}")
+    cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source=source)
     with callers_rng_kept(resolve_device(cfg.device)):  # a CPU run leaves CUDA uninitialised
         return _fit(problem, cfg, run=run, resume=resume, progress=progress)
 

@@ -766,3 +766,50 @@ def test_a_pinn_resume_with_another_checkpoint_interval_on_logged_steps_is_said_
     old, new = ({**TINY, "log_every": 2, "checkpoint_every": every} for every in (4, 3))
     assert changes_result("pinn", "checkpoint_every", old, new, {"phase": 0, "step": 1})
     assert not changes_result("pinn", "checkpoint_every", old, {**new, "checkpoint_every": 0}, {"phase": 0, "step": 1})
+
+
+_TINY_FIT = {"net": {"width": 8, "depth": 2}, "points": {"interior": 32, "boundary": 8, "initial": 8},
+             "log_every": 1, "eval_every": 0, "checkpoint_every": 0,
+             "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 1}]}
+
+
+def _poisson_1d(**kw):
+    from sciml.pde import Dirichlet, Interval, Problem
+
+    return Problem(**{"domain": Interval(0, 1), "residual": lambda d, p: d.u_xx + 1.0,
+                      "conditions": [Dirichlet(0.0)], **kw})
+
+
+@pytest.mark.parametrize("network, error, message", [
+    # torch's "mat1 and mat2 shapes cannot be multiplied (64x1 and 2x1)" at the first step
+    (lambda **kw: torch.nn.Linear(2, 1), ValueError,
+     r"network must take \(n, 1\) points, one column per coordinate \('x',\): its first layer takes 2 inputs"),
+    # "'function' object has no attribute 'parameters'"
+    (lambda **kw: (lambda x: x), TypeError, r"network builder must return a torch.nn.Module .* got function"),
+])
+def test_a_problems_own_net_of_the_wrong_kind_or_input_width_is_named(network, error, message):
+    with pytest.raises(error, match=message):
+        fit(_poisson_1d(network=network), _TINY_FIT)
+
+
+def test_a_residual_returning_none_is_named_as_a_missing_return():
+    """loss_terms met "'NoneType' object has no attribute 'shape'"."""
+    with pytest.raises(ValueError, match=r"residual term residual is None: .*a missing `return`"):
+        fit(_poisson_1d(residual=lambda d, p: None), _TINY_FIT)
+    with pytest.raises(ValueError, match=r"residual term residual_a is None"):
+        fit(_poisson_1d(residual=lambda d, p: {"a": None}), _TINY_FIT)
+
+
+def test_fit_takes_the_path_of_a_yaml_config(tmp_path):
+    """fit(problem, "x.yaml") said "'str' object is not a mapping"."""
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(_TINY_FIT))
+    result = fit(_poisson_1d(), str(path))
+    assert math.isfinite(result.metrics["loss"])
+    with pytest.raises(ConfigError, match=r"tiny.yaml has errors:\n  unknown key 'lr'"):
+        path.write_text(yaml.safe_dump({**_TINY_FIT, "lr": 1}))
+        fit(_poisson_1d(), path)
+    with pytest.raises(ConfigError, match=r"config must be a mapping .* got list"):
+        fit(_poisson_1d(), [1])
