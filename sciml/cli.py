@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import shlex
 import sys
@@ -166,6 +167,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_minutes(text: str) -> float:
+    """--max-minutes -1 stopped after the first batch with exit status 0."""
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return value
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from sciml.config import load_yaml
     from sciml.utils import atomic_write_text
@@ -269,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "the folder of the built-in recipes, whatever the recipe's path or the working directory)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--max-minutes", type=float, help="stop after the batch that passes this wall time (resumable)")
+    p.add_argument("--max-minutes", type=_positive_minutes, help="stop after the batch that passes this wall time (resumable)")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("train", help="train from a YAML config")

@@ -80,6 +80,8 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
     """
     from tqdm.auto import tqdm
 
+    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and max_minutes > 0):
+        raise ValueError(f"max_minutes must be a positive number of minutes (or None for no limit), got {max_minutes!r}")
     path = dataset_path(recipe, root)
     if path.exists():
         read_info(path)  # a complete, valid file: nothing to do

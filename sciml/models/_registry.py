@@ -37,6 +37,9 @@ def neuralop_model(class_name: str, *, in_channels: int, out_channels: int, n_di
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         known = sorted(n for n in dir(nm) if isinstance(getattr(nm, n), type) and issubclass(getattr(nm, n), nn.Module))
         raise ValueError(f"neuralop.models has no model {class_name!r}; known: {', '.join(known)}")
+    valid = accepted_kwargs(cls, skip=("self", "in_channels", "out_channels"))
+    if valid is not None:  # "FNO.__init__() got an unexpected keyword argument 'modes'" listed none
+        check_kwargs(f"model 'neuralop.{class_name}'", kwargs, valid)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     n_modes = kwargs.get("n_modes")
     if isinstance(n_modes, int):

@@ -5,11 +5,26 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, PositiveFloat, model_validator
 
 from sciml.config import NonNegativeInt, PositiveInt, StrictModel, WholeInt, checks_training_components
 
 
+
+
+def _field_list(names: list[str]) -> list[str]:
+    """A selection of fields: `[]` meant every field but was recorded as `[]` in config.yaml, and `[a, a]` gave the
+    model one field twice as two channels."""
+    if not names:
+        raise ValueError("an empty list selects no field: leave the key out (null) for every field of the file, or "
+                         "name the fields, e.g. [a]")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{twice} given more than once: name each field once")
+    return names
+
+
+FieldList = Annotated[list[str], AfterValidator(_field_list)]
 
 
 class DataConfig(StrictModel):
@@ -19,8 +34,8 @@ class DataConfig(StrictModel):
     path: str | None = Field(None, description="an existing dataset file; replaces recipe")
     root: str | None = Field(None, description="folder for generated files (default: <repo>/datasets, the folder of the "
                              "built-in recipes, whatever the recipe's path or the working directory)")
-    inputs: list[str] | None = None  # default: every input field
-    outputs: list[str] | None = None  # default: every output field
+    inputs: FieldList | None = None  # default: every input field
+    outputs: FieldList | None = None  # default: every output field
     n_train: PositiveInt = 1000
     n_test: PositiveInt = 200
     # a validation split: the n_val samples right after the training ones (rows [n_train, n_train + n_val)), apart

@@ -201,3 +201,50 @@ def test_a_union_typed_field_is_one_line_naming_the_users_key_and_what_it_allows
         load_config(OperatorConfig, "configs/burgers/pi_hc.yaml", [override])
     lines = str(caught.value).splitlines()[1:]
     assert len(lines) == 1 and re.search(message, lines[0].strip()), lines
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.inputs=[]", r"bad value for 'data.inputs': .*an empty list selects no field: leave the key out \(null\)"),
+    ("data.inputs=[a,a]", r"bad value for 'data.inputs': .*\['a'\] given more than once"),
+    ("data.outputs=[u,a,u]", r"bad value for 'data.outputs': .*\['u'\] given more than once"),
+])
+def test_an_empty_or_repeated_field_selection_is_refused(override, message):
+    """[] meant every field yet config.yaml recorded []; [a, a] fed field a twice as two channels."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(OperatorConfig, "configs/darcy/fno.yaml", [override])
+
+
+def test_a_key_given_twice_in_a_yaml_config_is_refused_naming_it_and_its_lines(tmp_path):
+    """The last one won silently (a second `model:` replaced the first, modes and all)."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("model: {name: fno, modes: 8}\ndata: {n_train: 4}\nmodel: {name: fno, modes: 4}\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml is not valid YAML: duplicate key 'model' \(line 3, first given on "
+                                          r"line 1\)"):
+        load_config(OperatorConfig, path)
+    path.write_text("training: {epochs: 1, epochs: 2}\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'epochs' \(line 1, first given on line 1\)"):
+        load_config(OperatorConfig, path)
+    # keys merged in with << may be overridden, as YAML allows
+    path.write_text("base: &b {epochs: 1, batch_size: 2}\ntraining:\n  <<: *b\n  epochs: 3\n")
+    from sciml.config import load_yaml
+    assert load_yaml(path)["training"] == {"epochs": 3, "batch_size": 2}
+
+
+def test_generate_refuses_a_non_positive_max_minutes(capsys):
+    """--max-minutes -1 stopped after the first batch with exit status 0."""
+    from sciml.cli import main
+
+    for value in ("-1", "0", "nan"):
+        with pytest.raises(SystemExit):
+            main(["generate", "burgers", "--preset", "tiny", "--max-minutes", value])
+        assert "--max-minutes: must be a positive number of minutes" in capsys.readouterr().err
+
+
+def test_an_unknown_keyword_of_a_neuralop_model_lists_the_valid_ones():
+    """"FNO.__init__() got an unexpected keyword argument 'modes'" named neither n_modes nor the others."""
+    pytest.importorskip("neuralop")
+    from sciml.models import build_model
+
+    with pytest.raises(ValueError, match=r"model 'neuralop.FNO' got an unknown keyword argument 'modes' \(did you "
+                                         r"mean 'n_modes'.*valid: .*hidden_channels.*n_modes"):
+        build_model("neuralop.FNO", in_channels=1, out_channels=1, n_dims=1, modes=[8], hidden_channels=8)
