@@ -89,8 +89,8 @@ def generate(recipe: Recipe, *, root: str | Path | None = None, device: str | to
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a bare "[Errno 2] No such file or directory: '/proc/nope'" named neither key nor fix
-        raise DatasetError(f"cannot make the dataset folder {path.parent} ({err.strerror or err}): choose a folder "
-                           f"that can be made and written (`sciml generate --root DIR`, or data.root in a training "
+        raise DatasetError(f"cannot make the dataset folder {path.parent} ({err.strerror or err}): choose a writable "
+                           f"folder (`sciml generate --root DIR`, or data.root in a training "
                            f"config)") from None
     device = resolve_device(device)
     family = recipe.family_obj()

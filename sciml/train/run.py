@@ -64,8 +64,7 @@ class RunDir:
             raise
         except OSError as err:  # a bare "[Errno 2] No such file or directory: '/proc/foo'" named neither key nor fix
             raise ConfigError(f"cannot make the run folder {path} under output.root={str(root)!r} "
-                              f"({err.strerror or err}): choose a folder that can be made and written, "
-                              f"output.root=...") from None
+                              f"({err.strerror or err}): choose a writable folder, output.root=...") from None
         run = cls(path)
         run.made_here = True
         return run
