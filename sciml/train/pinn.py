@@ -430,7 +430,8 @@ def _lr_schedule(opt, base_lrs, ph: PhaseConfig, step: int):
 
 
 def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool = False, progress=None) -> FitResult:
-    """Train a PINN for ``problem``; see the module docstring. ``run``: a `RunDir` for logs and checkpoints. The
+    """Train a PINN for ``problem``; see the module docstring. ``config``: a mapping, a `PINNConfig` or the path of
+    a YAML config file. ``run``: a `RunDir` for logs and checkpoints. The
     caller's global random state is left as it was (building the net draws from it before its seeded init)."""
     from sciml.utils import callers_rng_kept, resolve_device
 
