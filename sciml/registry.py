@@ -226,7 +226,11 @@ _SCIML_FOLDERS = (str(Path(__file__).resolve().parent), str(Path(__file__).resol
 
 
 def _is_users_file(path: str) -> bool:
-    """A file outside sciml, solvers, the standard library and installed packages."""
+    """A file outside sciml, solvers, the standard library and installed packages. A relative name that is no file
+    is not one: a compiled module's frame names its source as built (h5py's "h5py/_objects.pyx"), which resolved
+    against the working folder looked like a user's file, and every h5py error was shown with a traceback."""
+    if not Path(path).is_absolute() and not Path(path).is_file():
+        return False
     path = str(Path(path).resolve())
     return not path.startswith(_SCIML_FOLDERS) and "site-packages" not in path and "/lib/python" not in path
 

@@ -242,9 +242,28 @@ def test_generate_refuses_a_non_positive_max_minutes(capsys):
 
 def test_an_unknown_keyword_of_a_neuralop_model_lists_the_valid_ones():
     """"FNO.__init__() got an unexpected keyword argument 'modes'" named neither n_modes nor the others."""
-    pytest.importorskip("neuralop")
     from sciml.models import build_model
 
     with pytest.raises(ValueError, match=r"model 'neuralop.FNO' got an unknown keyword argument 'modes' \(did you "
                                          r"mean 'n_modes'.*valid: .*hidden_channels.*n_modes"):
         build_model("neuralop.FNO", in_channels=1, out_channels=1, n_dims=1, modes=[8], hidden_channels=8)
+
+
+def test_an_h5py_error_is_not_shown_as_the_users_code(tmp_path):
+    """h5py's Cython frames name their source relatively ("h5py/_objects.pyx"): resolved against the working
+    folder, it was taken for a user's file, and every h5py error came with a traceback as if from the user's code."""
+    from sciml.data.h5 import DatasetError, read_info
+    from sciml.registry import user_code_traceback
+
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5" * 16)
+    with pytest.raises(DatasetError, match="not a readable HDF5 file") as caught:
+        read_info(bad)
+    assert any(".pyx" in f for f in _frame_files(caught.value.__cause__))  # the case at hand: a compiled frame
+    assert user_code_traceback(caught.value) == ""
+
+
+def _frame_files(err):
+    import traceback
+
+    return [frame.filename for frame in traceback.extract_tb(err.__traceback__)]
