@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -115,6 +116,24 @@ def unit_coordinates(n: int, grid_kind: str) -> np.ndarray:
     return {"periodic": j / n, "nodes": j / max(n - 1, 1), "cells": (j + 0.5) / n}[grid_kind]
 
 
+def content_digest(fields: Mapping[str, np.ndarray], grid: Mapping[str, np.ndarray]) -> str:
+    """The sha256 of the values a file stores (each field's path, shape and float32 values, and the grid's
+    coordinates): the root attribute content_sha256 of write_dataset's files. A file of one's own has no seed or
+    recipe that tells other arrays written at its path from the ones a run trained on; this does, and costs one
+    pass over arrays being written anyway."""
+    digest = hashlib.sha256()
+    for key in sorted(fields):
+        values = fields[key]
+        digest.update(f"{key} {tuple(values.shape)} {values.dtype.str};".encode())
+        block = max(1, 2 ** 26 // max(values[:1].nbytes, 1))  # ~64 MB at a time: a strided field is copied by blocks
+        for start in range(0, len(values), block):
+            digest.update(np.ascontiguousarray(values[start:start + block]).data)
+    for axis in sorted(grid):
+        digest.update(f"grid/{axis};".encode())
+        digest.update(np.ascontiguousarray(grid[axis], dtype=np.float64).data)
+    return digest.hexdigest()
+
+
 def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mapping[str, Any], spatial_dims: int,
                   times: Any = None, coords: Mapping[str, Any] | None = None, grid_kind: str = "periodic",
                   params: Mapping[str, Any] | None = None, family: str = "user", name: str | None = None,
@@ -210,12 +229,14 @@ def write_dataset(path: str | Path, *, inputs: Mapping[str, Any], outputs: Mappi
                     resume_key=uuid.uuid4().hex)
     try:
         # copy=False: float32 arrays are written as they are (a copy of every field made the call hold them twice)
-        writer.write_batch(0, {f"{group}/{k}": a.astype(np.float32, copy=False) for (group, k), a in arrays.items()}, {})
+        batch = {f"{group}/{k}": a.astype(np.float32, copy=False) for (group, k), a in arrays.items()}
+        digest = content_digest(batch, grid_coords)
+        writer.write_batch(0, batch, {})
     except BaseException:
         writer.close()
         writer.partial.unlink(missing_ok=True)
         raise
-    out = writer.finish({"wall_time_s": writer.seconds})
+    out = writer.finish({"wall_time_s": writer.seconds, "content_sha256": digest})
     try:
         read_info(out)  # what every reader will check, checked now
     except BaseException:

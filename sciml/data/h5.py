@@ -6,7 +6,8 @@ Layout (documented for users in ``datasets/README.md``)::
                       n_samples, spatial_shape, grid_kind, domain (JSON), boundary_conditions (JSON),
                       params (JSON), recipe_yaml, seed, batch_size, rng, solver, solver_options (JSON),
                       sciml_version, git_commit, torch, device, created_utc, wall_time_s,
-                      complete (False until the last write), batches_done
+                      complete (False until the last write), batches_done; content_sha256 (files of
+                      `write_dataset`: a digest of the stored values, which a resume checks)
     /grid/<axis>      float64 coordinates: x, y, ... and t (exactly as long as the time axis)
     /inputs/<field>   float32 [N, (T,) *grid]   (dims attribute names the axes)
     /outputs/<field>  float32 [N, (T,) *grid]

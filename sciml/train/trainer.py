@@ -1178,16 +1178,25 @@ class TrainedOperator(torch.nn.Module):
 def dataset_record(info) -> dict[str, Any]:
     """What a checkpoint keeps of its training file (besides its path): the family, the recipe params and the
     saved times, which another file evaluated with the run must share; and its seed and sample count, which tell
-    the file from another of the same recipe put at its path (`dataset_differences`)."""
+    the file from another of the same recipe put at its path (`dataset_differences`). A file of one's own has no
+    seed: its content_sha256 (write_dataset's digest of the values) tells other arrays put at its path from it; one
+    without (written by an older write_dataset or with h5py) is known by its fields' shapes only, all that can be
+    compared without reading the whole file, so other values of the same shapes pass there."""
     times, seed = info.grid.get("t"), info.attrs.get("seed")
-    return {"family": info.family, "params": info.params,
-            "times": None if times is None else [float(t) for t in times],
-            "seed": None if seed is None else int(seed), "n_samples": int(info.n_samples)}
+    record = {"family": info.family, "params": info.params,
+              "times": None if times is None else [float(t) for t in times],
+              "seed": None if seed is None else int(seed), "n_samples": int(info.n_samples)}
+    if not info.from_recipe:
+        digest = info.attrs.get("content_sha256")
+        record["content_sha256"] = None if digest is None else str(digest)
+        record["shapes"] = {name: list(spec.shape) for name, spec in info.fields.items()}
+    return record
 
 
 def dataset_differences(record: dict[str, Any], info) -> list[str]:
     """How the file `info` differs from a checkpoint's `dataset_record`, in the keys the record has (older runs
-    lack seed and n_samples): family, recipe params, saved times, seed, n_samples. When and where it was made
+    lack seed and n_samples, and a file of one's own its content_sha256 and shapes): family, recipe params, saved
+    times, seed, n_samples, and for a file of one's own its digest and fields' shapes. When and where it was made
     (created_utc, device) are not compared: a file regenerated from the same recipe differs only in those."""
     here, differ = dataset_record(info), []
     if here["family"] != record["family"]:
@@ -1199,6 +1208,13 @@ def dataset_differences(record: dict[str, Any], info) -> list[str]:
         differ.append(f"saved times {shown(b)} (trained on {shown(a)})")
     differ += [f"{k}={here[k]} (trained on {record[k]})" for k in ("seed", "n_samples")
                if k in record and here[k] != record[k]]
+    digest, trained = here.get("content_sha256"), record.get("content_sha256")
+    if trained is not None and digest != trained:  # other values (a record without one: the shapes below only)
+        short = lambda d: "none" if d is None else d[:12]
+        differ.append(f"content_sha256={short(digest)} (trained on {short(trained)}): other values")
+    if "shapes" in record and here.get("shapes") != record["shapes"]:
+        shown = lambda s: "none" if s is None else ", ".join(f"{k} {tuple(v)}" for k, v in s.items())
+        differ.append(f"fields {shown(here.get('shapes'))} (trained on {shown(record['shapes'])})")
     return differ
 
 

@@ -2246,3 +2246,48 @@ def test_a_root_folder_that_cannot_be_made_is_named_with_its_key(tmp_path, capsy
         assert "under output.root='/proc/sciml-nope' (No such file or directory)" in capsys.readouterr().err
         assert main(["generate", "burgers", "--preset", "tiny", "--root", "/proc/sciml-nope", "--quiet"]) == 2
         assert "cannot make the dataset folder /proc/sciml-nope (No such file or directory)" in capsys.readouterr().err
+
+
+def test_a_resume_notices_other_arrays_written_at_the_path_of_a_users_file(tiny_cfg, tmp_path):
+    """A file of one's own (write_dataset: no recipe, no seed) replaced by other arrays under its path was trained
+    on by `--resume` silently: the record compared family, params, seed and sample count only. Its values' digest
+    (content_sha256) tells them apart; a file without one is compared by its fields' shapes."""
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    from sciml.data import write_dataset
+
+    path = tmp_path / "mine.h5"
+
+    def write(seed, grid=32, digest=True):
+        a = np.random.default_rng(seed).standard_normal((24, grid)).astype("f4")
+        write_dataset(path, inputs={"a": a}, outputs={"u": np.cumsum(a, 1) / 8}, spatial_dims=1, overwrite=True)
+        if not digest:  # as an older write_dataset, or h5py, wrote it
+            with h5py.File(path, "a") as f:
+                del f.attrs["content_sha256"]
+
+    write(0)
+    raw = {**tiny_cfg, "data": {"path": str(path), "n_train": 16, "n_test": 8, "resolution": None},
+           "schedule": {"name": "none"}, "output": {"root": str(tmp_path / "runs"), "name": "own"},
+           "training": {**tiny_cfg["training"], "epochs": 2, "eval_every": 1, "checkpoint_every": 1}}
+    run, _ = train(validate(OperatorConfig, raw))
+    more = validate(OperatorConfig, {**raw, "training": {**raw["training"], "epochs": 3}})
+    kept = shutil.copy(path, tmp_path / "kept.h5")
+    write(1)  # other values, same shapes
+    with pytest.raises(ConfigError, match=rf"{path} is not the file {run.path} trained on: content_sha256=\w{{12}} "
+                                          rf"\(trained on \w{{12}}\): other values; restore the run's file, or start "
+                                          rf"a new run to train on this one"):
+        train(more, run=run, resume=True)
+    with pytest.warns(UserWarning, match=rf"{path} is not the file the run trained on \(content_sha256="):
+        evaluate_run(run.path, which="last", device="cpu")
+    shutil.copy(kept, path)  # the run's own file again: resumed
+    train(more, run=run, resume=True)
+
+    write(0, digest=False)  # a file without a digest: its shapes are compared
+    older = train(validate(OperatorConfig, {**raw, "output": {**raw["output"], "name": "older"}}))[0]
+    write(0, grid=64, digest=False)
+    with pytest.raises(ConfigError, match=r"trained on: fields a \(64,\), u \(64,\) \(trained on a \(32,\), u \(32,\)\); "
+                                          r"restore the run's file"):
+        train(more, run=older, resume=True)
