@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -122,15 +124,76 @@ def _queued_cuda_seeds():
     return tracker, {k: list(v) if isinstance(v, list) else v for k, v in vars(tracker).items()}
 
 
+class NoSpaceLeft(OSError):
+    """A write that failed for want of disk space (errno ENOSPC), its message naming the file and what to do (the
+    bare "[Errno 28] No space left on device" names neither, and torch's "unexpected pos 28416 vs 28308" not even
+    the cause)."""
+
+    def __init__(self, message: str, path: str | Path):
+        super().__init__(errno.ENOSPC, message, str(path))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # a full disk, or a full quota
+
+
+def out_of_space(err: BaseException, folder: str | Path | None = None) -> bool:
+    """Whether `err` (or an error it was raised from) is a write that failed for want of space: its errno, also as
+    HDF5 writes it into its message ("errno = 28"); or, for an error that carries none (torch's zip writer given a
+    path fails with "unexpected pos ..."), no room left on the disk of `folder`."""
+    seen, e = set(), err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if getattr(e, "errno", None) in _NO_SPACE or any(f"errno = {code}," in str(e) for code in _NO_SPACE):
+            return True
+        e = e.__cause__ or e.__context__
+    if folder is None or getattr(err, "errno", None) is not None:  # an errno that is not ENOSPC: another failure
+        return False
+    try:
+        return shutil.disk_usage(folder).free < 2 ** 20  # what a failed write leaves: (next to) nothing
+    except OSError:
+        return False
+
+
+def free_space(folder: str | Path) -> str:
+    """The space left on the disk of `folder`, in words ("12 KiB free"), or "" where it cannot be read."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if free < 1024 or unit == "GiB":
+            return f"{free:.0f} {unit} free" if unit == "bytes" else f"{free:.1f} {unit} free"
+        free /= 1024
+    return ""
+
+
+def no_space_left(path: str | Path, err: BaseException, what: str = "") -> NoSpaceLeft:
+    """The error for a write of `path` that failed for want of space (`out_of_space`), naming it and the space left;
+    `what` says what was kept and how to go on (default: free space on that disk)."""
+    free = free_space(Path(path).parent)
+    return NoSpaceLeft(f"no space left on device to write {path}{f' ({free})' if free else ''}"
+                       f"{what or ': free space on that disk and run again'}", path)
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ".partial") -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; move it onto `path` (durably) only if the block succeeds."""
+    """Yield a temporary sibling of `path`; move it onto `path` (durably) only if the block succeeds. The file at
+    `path` is untouched by a block that fails; a full disk is said so, naming `path` (`NoSpaceLeft`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + suffix)
     try:
         yield tmp
         durable_replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch.save's zip writer, given a path
+        if isinstance(err, NoSpaceLeft) or not out_of_space(err, path.parent):
+            raise
+        tmp.unlink(missing_ok=True)  # first: the space it names is what is left without it
+        raise no_space_left(path, err) from err
     finally:
         if tmp.exists():
             tmp.unlink()

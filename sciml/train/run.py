@@ -28,7 +28,7 @@ import torch
 
 from sciml.config import ConfigError, load_yaml
 from sciml.registry import close_matches, user_modules
-from sciml.utils import atomic_path, atomic_write_text, environment
+from sciml.utils import NoSpaceLeft, atomic_path, atomic_write_text, environment, no_space_left, out_of_space
 
 CHECKPOINTS = ("best", "last")
 
@@ -257,8 +257,15 @@ class RunDir:
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line (non-finite floats are written as strings so the file stays JSON)."""
         clean = {k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps(clean, default=_to_builtin) + "\n")
+        try:
+            with self.metrics_path.open("a") as fh:
+                fh.write(json.dumps(clean, default=_to_builtin) + "\n")
+        except OSError as err:
+            if not out_of_space(err):
+                raise
+            how = (f"go on from the last checkpoint with `sciml train --resume {self.path}`"
+                   if self.checkpoint_path("last").exists() else "start the run again")
+            raise no_space_left(self.metrics_path, err, f": free space on that disk and {how}") from err
         if self._n_metrics is not None:
             self._n_metrics += 1
 
@@ -296,7 +303,15 @@ class RunDir:
         self._n_metrics = min(keep, len(lines))
 
     def save_checkpoint(self, state: dict[str, Any], which: str = "last") -> Path:
-        return save_checkpoint(state, self.checkpoint_path(which))
+        path = self.checkpoint_path(which)
+        try:
+            return save_checkpoint(state, path)
+        except NoSpaceLeft as err:  # the file at `path` is untouched (written to a temporary name, then renamed)
+            kept = path.exists()
+            how = (f"go on from the last one with `sciml train --resume {self.path}`"
+                   if self.checkpoint_path("last").exists() else "start the run again")
+            raise no_space_left(path, err, f": {'the one from before is kept' if kept else 'none was written'}; free "
+                                           f"space on that disk and {how}") from err
 
     def load_checkpoint(self, which: str = "last", map_location: Any = "cpu") -> dict[str, Any]:
         path = self.checkpoint_path(which)
@@ -315,7 +330,10 @@ class RunDir:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        # written through a Python file, whose full disk raises ENOSPC: torch's own writer, given the path, failed
+        # with "[enforce fail at inline_container.cc:672] . unexpected pos 28416 vs 28308"
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
     return Path(path)
 
 

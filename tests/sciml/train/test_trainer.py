@@ -2291,3 +2291,48 @@ def test_a_resume_notices_other_arrays_written_at_the_path_of_a_users_file(tiny_
     with pytest.raises(ConfigError, match=r"trained on: fields a \(64,\), u \(64,\) \(trained on a \(32,\), u \(32,\)\); "
                                           r"restore the run's file"):
         train(more, run=older, resume=True)
+
+
+def _full_disk_at_save(monkeypatch, after: int):
+    """torch.save as on a full disk from its call number `after` (1-based) on: into a file it was given, the write
+    fails with ENOSPC; into a path (torch's own writer), with "unexpected pos", the error measured on a full tmpfs."""
+    import collections
+    import errno
+
+    real, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        calls.append(f)
+        if len(calls) < after:
+            return real(obj, f, *args, **kwargs)
+        if isinstance(f, (str, Path)):
+            Path(f).write_bytes(b"PK\x03\x04")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        f.write(b"PK\x03\x04")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save)
+    full = collections.namedtuple("usage", "total used free")(2 ** 21, 2 ** 21, 0)
+    monkeypatch.setattr("shutil.disk_usage", lambda path: full)
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_is_said_so_and_the_one_before_is_kept(tiny_cfg, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """torch.save on a full disk raised "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos
+    28416 vs 28308": `sciml train` printed a traceback (exit 1) naming neither the file nor the cause."""
+    import yaml
+
+    raw = {**tiny_cfg, "training": {**tiny_cfg["training"], "epochs": 4, "eval_every": 1, "checkpoint_every": 1},
+           "schedule": {"name": "none"}, "output": {"root": str(tmp_path / "runs"), "name": "full"}}
+    path = tmp_path / "full.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    _full_disk_at_save(monkeypatch, after=4)  # epoch 1: best, last; epoch 2: best (the loss falls), then last fails
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    run = RunDir(tmp_path / "runs" / "full")
+    last = run.checkpoint_path("last")
+    assert f"sciml train: error: no space left on device to write {last} (0 bytes free): the one from before is kept; " \
+           f"free space on that disk and go on from the last one with `sciml train --resume {run.path}`" in err
+    monkeypatch.undo()
+    assert run.load_checkpoint("last")["epoch"] == 1 and run.load_checkpoint("best")["epoch"] == 2
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"]  # no .partial left
