@@ -124,17 +124,24 @@ def _queued_cuda_seeds():
     return tracker, {k: list(v) if isinstance(v, list) else v for k, v in vars(tracker).items()}
 
 
-class NoSpaceLeft(OSError):
-    """A write that failed for want of disk space (errno ENOSPC), its message naming the file and what to do (the
-    bare "[Errno 28] No space left on device" names neither, and torch's "unexpected pos 28416 vs 28308" not even
-    the cause)."""
+class WriteFailed(OSError):
+    """A write that failed, its message naming the file, the cause and what to do (shown as it is, without the
+    "[Errno N]" of an OSError)."""
 
-    def __init__(self, message: str, path: str | Path):
-        super().__init__(errno.ENOSPC, message, str(path))
+    def __init__(self, message: str, path: str | Path, code: int = errno.EIO):
+        super().__init__(code, message, str(path))
         self.message = message
 
     def __str__(self) -> str:
         return self.message
+
+
+class NoSpaceLeft(WriteFailed):
+    """A write that failed for want of disk space (errno ENOSPC): the bare "[Errno 28] No space left on device" named
+    no file, and torch's "unexpected pos 28416 vs 28308" not even the cause."""
+
+    def __init__(self, message: str, path: str | Path):
+        super().__init__(message, path, errno.ENOSPC)
 
 
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # a full disk, or a full quota
@@ -158,17 +165,21 @@ def out_of_space(err: BaseException, folder: str | Path | None = None) -> bool:
         return False
 
 
+def size_text(nbytes: float) -> str:
+    """A size in words: "512 bytes", "12.0 KiB", ..."""
+    for unit in ("bytes", "KiB", "MiB"):
+        if nbytes < 1024:
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GiB"
+
+
 def free_space(folder: str | Path) -> str:
-    """The space left on the disk of `folder`, in words ("12 KiB free"), or "" where it cannot be read."""
+    """The space left on the disk of `folder`, in words ("12.0 KiB free"), or "" where it cannot be read."""
     try:
-        free = shutil.disk_usage(folder).free
+        return f"{size_text(shutil.disk_usage(folder).free)} free"
     except OSError:
         return ""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if free < 1024 or unit == "GiB":
-            return f"{free:.0f} {unit} free" if unit == "bytes" else f"{free:.1f} {unit} free"
-        free /= 1024
-    return ""
 
 
 def no_space_left(path: str | Path, err: BaseException, what: str = "") -> NoSpaceLeft:

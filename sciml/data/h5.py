@@ -23,6 +23,8 @@ import errno
 import json
 import math
 import os
+import re
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -31,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sciml.utils import durable_replace
+from sciml.utils import NoSpaceLeft, WriteFailed, durable_replace, no_space_left, out_of_space, size_text
 
 SCHEMA = "sciml.dataset"
 SCHEMA_VERSION = "1.0"
@@ -130,6 +132,9 @@ def _attr(key: str, value: Any) -> Any:
     return value
 
 
+METADATA_ROOM = 2 ** 16  # bytes a write may add besides its data (chunk index nodes, attributes): `_check_room`
+
+
 SITTING_KEYS = ("git_commit", "sciml_version", "torch", "numpy", "host", "device", "created_utc")  # in "resumed"
 
 
@@ -146,6 +151,9 @@ class Writer:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.n_samples, self.batch_size = n_samples, batch_size
+        self.failed = False  # a write failed: HDF5 holds what it could not write (`close`)
+        self.batches_done = 0
+        self._open: dict[str, Any] = {}  # datasets written to (`_dataset`)
         if self.partial.exists():
             try:
                 self.file = h5py.File(self.partial, "a")
@@ -184,8 +192,11 @@ class Writer:
                                            "again to resume it") from None
                     raise
                 if self.file.id.valid:
-                    self.file.close()
+                    _drop_unwritten(self.file)  # the file goes: nothing need reach it (after a failed write, a close
+                    self.file.close()           # that wrote it failed again and left the process to crash)
                 self.partial.unlink(missing_ok=True)
+                if isinstance(err, (OSError, RuntimeError)) and out_of_space(err):
+                    raise self._write_failed(err) from err
                 raise
         self.batches_done = int(self.file.attrs["batches_done"])
         self._clock = time.perf_counter()
@@ -197,6 +208,7 @@ class Writer:
 
     def _create(self, h5py, attrs, fields, grid, resume_key) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_room(sum(np.asarray(c).nbytes for c in grid.values()))
         # "x": fail if it exists. "w" truncated a file another writer had just made, before HDF5's lock refused,
         # and the clean-up then deleted it: two generations started together left no file at all
         self.file = f = h5py.File(self.partial, "x")
@@ -225,27 +237,72 @@ class Writer:
         if index != self.batches_done:
             raise RuntimeError(f"batch {index} written out of order (next is {self.batches_done})")
         start = index * self.batch_size
-        for key, value in arrays.items():
-            dset = self.file[key]
-            dset[start:start + len(value)] = value
-        for name, value in diagnostics.items():
-            key = f"diagnostics/{name}"
-            if key not in self.file:
-                self.file.create_dataset(key, shape=(self.n_samples,), dtype=np.float64)
-            self.file[key][start:start + len(value)] = value
-        self.file.flush()  # the batch's data to the OS ...
-        _fsync(self.partial)  # ... and to the disk, before anything says it is there
-        self.file.attrs["batches_done"] = index + 1
-        now = time.perf_counter()  # this batch's share: since the file was opened or the last batch
-        self.file.attrs["generation_seconds"] = self.seconds + (now - self._clock)
-        self.file.flush()
+        self._check_room(sum(v.nbytes for v in (*arrays.values(), *diagnostics.values())))
+        try:
+            for key, value in arrays.items():
+                self._dataset(key)[start:start + len(value)] = value
+            for name, value in diagnostics.items():
+                self._dataset(f"diagnostics/{name}", (self.n_samples,))[start:start + len(value)] = value
+            self.file.flush()  # the batch's data to the OS ...
+            _fsync(self.partial)  # ... and to the disk, before anything says it is there
+            self.file.attrs["batches_done"] = index + 1
+            now = time.perf_counter()  # this batch's share: since the file was opened or the last batch
+            self.file.attrs["generation_seconds"] = self.seconds + (now - self._clock)
+            self.file.flush()
+        except (OSError, RuntimeError) as err:  # what h5py raises for a failed write
+            raise self._write_failed(err) from err
         self.batches_done = index + 1
         self._clock = now
 
+    def _check_room(self, nbytes: int) -> None:
+        """Refuse a write the disk has no room for, before HDF5 starts it: a write HDF5 fails part way can leave the
+        file in a state it cannot close ("slist already enabled?"), which crashed the process as it was freed.
+        `nbytes` of data, and room for the metadata it adds; a disk that fills up meanwhile fails in the write."""
+        try:
+            free = shutil.disk_usage(self.partial.parent).free
+        except OSError:  # no figure (some network filesystems): the write says it
+            return
+        need = nbytes + METADATA_ROOM
+        if free < need:
+            raise NoSpaceLeft(f"no space left on device to write {self.partial} ({size_text(free)} free, the next "
+                              f"write needs about {size_text(need)}){self._kept(failed=False)}; free space on that disk "
+                              f"(or choose a folder on another one) and run again", self.partial)
+
+    def _kept(self, failed: bool = True) -> str:
+        unreadable = " (or starts over, where the failed write left the file unreadable)" if failed else ""
+        return (f": the {self.batches_done} batch(es) finished before are kept in it, which a run of the same command "
+                f"goes on from{unreadable}" if self.batches_done else "")
+
+    def _write_failed(self, err: BaseException) -> WriteFailed:
+        """The error for a write that failed, naming the file, the cause and what is kept; `close` then drops what
+        HDF5 could not write."""
+        self.failed = True
+        kept = self._kept()
+        if out_of_space(err):
+            return no_space_left(self.partial, err, f"{kept}; free space on that disk (or choose a folder on another "
+                                                    f"one) and run again")
+        # h5py's RuntimeError went past the command line's errors as a traceback (e.g. a file size limit)
+        return WriteFailed(f"cannot write {self.partial}: {_write_error(err)}{kept}", self.partial,
+                           getattr(err, "errno", None) or errno.EIO)
+
+    def _dataset(self, key: str, shape: tuple[int, ...] | None = None):
+        """The dataset `key` (made with `shape` where missing), kept open until the file closes: a dataset object
+        released after each write flushed its chunks as it was freed, where a full disk's error could not be caught
+        (h5py prints "Exception ignored") and left an id HDF5 could not close, which crashed the process at exit."""
+        if key not in self._open:
+            if key not in self.file and shape is not None:
+                self.file.create_dataset(key, shape=shape, dtype=np.float64)
+            self._open[key] = self.file[key]
+        return self._open[key]
+
     def finish(self, final_attrs: Mapping[str, Any]) -> Path:
-        for key, value in final_attrs.items():
-            self.file.attrs[key] = _attr(key, value)
-        self.file.attrs["complete"] = True
+        try:
+            for key, value in final_attrs.items():
+                self.file.attrs[key] = _attr(key, value)
+            self.file.attrs["complete"] = True
+            self.file.flush()  # a full disk fails here, where `close` can recover; a close that failed cannot
+        except (OSError, RuntimeError) as err:
+            raise self._write_failed(err) from err
         self.file.close()
         durable_replace(self.partial, self.path)
         return self.path
@@ -253,6 +310,8 @@ class Writer:
     def close(self) -> None:
         """Close without completing (the partial file stays for a later resume)."""
         if self.file.id.valid:
+            if self.failed:
+                _drop_unwritten(self.file)
             self.file.close()
 
 
@@ -272,6 +331,36 @@ def _locked(err: OSError) -> bool:
     "unable to lock file". Not any text with "lock" in it: a truncated file's "sblock->base_addr"
     was taken for a live writer, and the partial was never started over."""
     return err.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(err)
+
+
+def _write_error(err: BaseException) -> str:
+    """HDF5's failed write in a few words: the system's message and h5py's, e.g. "File too large (Unable to
+    synchronously flush file)"; its own text runs over lines of buffer addresses and offsets."""
+    text = str(err)
+    system = re.search(r"error message = '([^']*)'", text)
+    head = text.split(" (")[0].strip()
+    return f"{system.group(1)} ({head})" if system else text.splitlines()[0] if text else type(err).__name__
+
+
+def _drop_unwritten(file) -> None:
+    """Let HDF5 close a file a write to which failed (a full disk) by pointing its descriptor at /dev/null. Each close
+    retried the flush that had failed, failed again and left a half-closed handle, whose release then crashed the
+    process (a segfault, exit 139, after the error had been printed). What a resume reads is on disk already (a
+    batch's counter is written only after its data is fsynced); what HDF5 still holds is the failed batch's, which a
+    resume writes again: dropping it loses nothing."""
+    if os.name != "posix":
+        return
+    try:
+        fd = file.id.get_vfd_handle()  # the sec2 driver's descriptor
+    except Exception:  # another driver: nothing to point elsewhere
+        return
+    if not isinstance(fd, int):
+        return
+    sink = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(sink, fd)  # closes the file's own description, which releases HDF5's lock on it too
+    finally:
+        os.close(sink)
 
 
 def _fsync(path: Path) -> None:

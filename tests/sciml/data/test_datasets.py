@@ -80,10 +80,11 @@ def test_a_write_failing_mid_batch_is_written_again_on_resume(data_root, monkeyp
         real_flush(self)
 
     monkeypatch.setattr(h5py.File, "flush", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    partial = dataset_path(recipe, data_root / "r").with_suffix(".h5.partial")
+    with pytest.raises(OSError, match=rf"no space left on device to write {partial}.*: the 1 batch\(es\) finished "
+                                      rf"before are kept in it"):
         generate(recipe, root=data_root / "r", progress=False)
     monkeypatch.setattr(h5py.File, "flush", real_flush)
-    partial = dataset_path(recipe, data_root / "r").with_suffix(".h5.partial")
     with h5py.File(partial) as f:
         assert f.attrs["batches_done"] == 1  # batch 1 is not on disk
     resumed = generate(recipe, root=data_root / "r", progress=False)
@@ -760,3 +761,62 @@ def test_a_dims_error_suggests_as_many_names_as_the_field_has_axes(data_root):
         f["outputs/u"].attrs["dims"] = json.dumps(["sample", "x"])  # (sample, t, x): the example named two
     with pytest.raises(DatasetError, match=r"""has 3 axes .* but dims names 2.*'\["sample", "x", "y"\]' for its 3 axes"""):
         read_info(path)
+
+
+def test_a_write_hdf5_cannot_finish_ends_the_command_with_its_error_not_a_crash(data_root):
+    """A full disk during `sciml generate`: after the error the process crashed (a segfault, exit 139) as h5py freed
+    the objects HDF5 could no longer close, each retrying the write that had failed ("Exception ignored in
+    ObjectID.__dealloc__"). A file size limit (RLIMIT_FSIZE) fails HDF5's writes the same way, without a full disk
+    or root. The partial left is resumed (or started over) to the same file as an uninterrupted run."""
+    import re
+    import subprocess
+    import sys
+
+    resource = pytest.importorskip("resource")
+    overrides = ["n_samples=48", "batch_size=4", "params.resolution=64"]
+    root = data_root / "limited"
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"  # the write fails with EFBIG, the process lives
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, (30000, {resource.RLIM_INFINITY}))\n"
+              "from sciml.cli import main\n"
+              f"sys.exit(main(['generate', 'burgers', *{overrides!r}, '--root', {str(root)!r}, '--quiet']))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Exception ignored" not in done.stderr
+    assert re.search(r"sciml generate: error: cannot write \S+\.h5\.partial: File too large \(.*\): the \d+ "
+                     r"batch\(es\) finished before are kept in it", done.stderr), done.stderr[-3000:]
+    recipe = load_recipe("burgers", overrides=overrides)
+    again = generate(recipe, root=root, progress=False)
+    straight = generate(recipe, root=data_root / "s", progress=False)
+    with h5py.File(again) as f, h5py.File(straight) as g:
+        for key in ("inputs/u0", "outputs/u", "diagnostics/max_abs"):
+            assert np.array_equal(f[key][()], g[key][()]), key
+
+
+def test_a_batch_the_disk_has_no_room_for_is_refused_before_hdf5_writes_it(data_root, monkeypatch):
+    """A write HDF5 fails part way can leave the file in a state it cannot close (and the process crashed as it was
+    freed): a batch is checked against the disk's free space first, and the partial stays whole for the resume."""
+    import collections
+    import shutil
+
+    recipe = load_recipe("burgers", overrides=TINY)
+    partial = dataset_path(recipe, data_root).with_suffix(".h5.partial")
+    usage, real = collections.namedtuple("usage", "total used free"), shutil.disk_usage
+
+    def filling(path):  # room for the file and two batches
+        done = h5py.File(partial, "r").attrs["batches_done"] if partial.exists() else 0
+        return usage(2 ** 30, 2 ** 30, 2 ** 30 if done < 2 else 5000)
+
+    monkeypatch.setattr(shutil, "disk_usage", filling)
+    with pytest.raises(OSError, match=rf"no space left on device to write {partial} \(4.9 KiB free, the next write "
+                                      rf"needs about .* KiB\): the 2 batch\(es\) finished before are kept in it, which "
+                                      rf"a run of the same command goes on from; free space"):
+        generate(recipe, root=data_root, progress=False)
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    with h5py.File(partial) as f:
+        assert f.attrs["batches_done"] == 2
+    resumed = generate(recipe, root=data_root, progress=False)
+    straight = generate(recipe, root=data_root / "s", progress=False)
+    with h5py.File(resumed) as f, h5py.File(straight) as g:
+        assert json.loads(f.attrs["resumed"])[0]["from_batch"] == 2
+        assert np.array_equal(f["outputs/u"][()], g["outputs/u"][()])
