@@ -23,6 +23,7 @@ evaluates and checkpoints mid-phase so that ``--resume`` continues exactly where
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -444,7 +445,10 @@ def fit(problem: Problem, config: PINNConfig | dict, *, run=None, resume: bool =
         raise ConfigError(f"fit's config must be a mapping (e.g. {{'phases': [...]}}), a PINNConfig or the path of a "
                           f"YAML config file, got {type(config).__name__}")
     cfg = config if isinstance(config, PINNConfig) else validate(PINNConfig, {"problem": problem.name, **config}, source=source)
-    with callers_rng_kept(resolve_device(cfg.device)):  # a CPU run leaves CUDA uninitialised
+    # the run folder held against a second process (two resumes of one folder both trained, their metric lines
+    # interleaved), as the command line and the operator trainer hold it
+    with run.held() if run is not None else contextlib.nullcontext(), \
+            callers_rng_kept(resolve_device(cfg.device)):  # a CPU run leaves CUDA uninitialised
         return _fit(problem, cfg, run=run, resume=resume, progress=progress)
 
 

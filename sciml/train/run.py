@@ -33,6 +33,11 @@ from sciml.utils import NoSpaceLeft, atomic_path, atomic_write_text, environment
 CHECKPOINTS = ("best", "last")
 
 
+# run folders (device, inode) this process holds (`RunDir.held`), with how many holds: a second lock on another
+# descriptor would be refused as another process's
+_HELD: dict[tuple[int, int], int] = {}
+
+
 class RunDir:
     """Paths and writers of one run folder."""
 
@@ -77,7 +82,7 @@ class RunDir:
         forward, an import error), its folder goes too, not left in runs/ with only its config and
         environment, which neither eval nor a resume can use. A folder this process did not make (a
         resume's) is never removed: its config.yaml may be the only record of the run."""
-        with self._held():
+        with self.held():
             try:
                 yield self
             except BaseException:
@@ -100,22 +105,33 @@ class RunDir:
         return True
 
     @contextmanager
-    def _held(self):
+    def held(self):
+        """The folder held against a second process training it (`removed_if_left_empty`, a PINN's `fit`); a hold
+        this process has already (the command line's around `run_pinn`) is taken again, not refused."""
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock
             yield
             return
+        self.path.mkdir(parents=True, exist_ok=True)  # a PINN's `fit` may be given a folder to make
         fd = os.open(self.path, os.O_RDONLY)  # a lock on the folder itself: no file to leave behind
+        key = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
         try:
+            if key not in _HELD:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise ConfigError(f"{self.path} is being trained by another process; wait for it, or stop it and "
+                                      f"resume") from None
+            _HELD[key] = _HELD.get(key, 0) + 1
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(f"{self.path} is being trained by another process; wait for it, or stop it and "
-                                  f"resume") from None
-            yield
+                yield
+            finally:
+                _HELD[key] -= 1
+                if not _HELD[key]:
+                    del _HELD[key]
         finally:
-            os.close(fd)
+            os.close(fd)  # the outermost hold's descriptor: its lock goes with it
 
     @classmethod
     def latest(cls, root: str | Path, name: str) -> "RunDir | None":

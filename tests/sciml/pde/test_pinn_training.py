@@ -813,3 +813,31 @@ def test_fit_takes_the_path_of_a_yaml_config(tmp_path):
         fit(_poisson_1d(), path)
     with pytest.raises(ConfigError, match=r"config must be a mapping .* got list"):
         fit(_poisson_1d(), [1])
+
+
+def test_a_pinn_run_folder_is_held_against_a_second_process_in_python_too(tmp_path):
+    """`sciml train` held the folder, the Python API (`run_pinn`, `fit`) did not: two processes resuming one folder
+    both trained, their metric lines interleaved."""
+    import subprocess
+    import sys
+
+    run = RunDir.create(tmp_path, "p")
+    run_pinn({**TINY, "max_minutes": 1e-9}, run_dir=run.path)  # stopped after its first step, resumable
+    lines = run.metrics_path.read_text()
+    other = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, time\n"
+        f"fd = os.open({str(run.path)!r}, os.O_RDONLY)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"  # as another process training it holds it
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=f"{run.path} is being trained by another process; wait for it"):
+            run_pinn(TINY, run_dir=run.path, resume=True)
+        with pytest.raises(ConfigError, match="is being trained by another process"):
+            fit(get_problem("diffusion_reaction"), TINY, run=run, resume=True)
+        assert run.metrics_path.read_text() == lines  # nothing written beside the other process
+    finally:
+        other.kill()
+        other.wait()
+    assert run_pinn(TINY, run_dir=run.path, resume=True)["stopped_early"] is False  # once it is gone
