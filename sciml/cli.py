@@ -311,6 +311,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _write_hint(args: argparse.Namespace, err: BaseException) -> str:
+    """Where the command may write instead, for an error writing a folder: no permission, not a folder, a read-only
+    filesystem (EROFS, which Python raises as a plain OSError) or a full disk; "" for other errors. Each command is
+    named what applies to it: `sciml train` takes data.root=, a resume and `sciml eval` write into their run folder."""
+    from sciml.utils import NoSpaceLeft, out_of_space
+
+    code = getattr(err, "errno", None)
+    unwritable = isinstance(err, (PermissionError, NotADirectoryError, IsADirectoryError)) or code == errno.EROFS
+    full = isinstance(err, OSError) and out_of_space(err)
+    if not (unwritable or full):
+        return ""
+    disk = "another disk" if full else "a writable disk"
+    if args.command == "train" and args.resume:  # output.root does not move a run folder that exists
+        why, fix = "a resume writes into its run folder", f"copy {args.resume} to {disk} and resume the copy"
+    elif args.command == "eval":
+        why, fix = "`sciml eval` writes eval.json into the run folder", f"copy {args.run} to {disk} and evaluate the copy"
+    else:
+        why = None
+        fix = ("--root ... for the dataset file" if args.command == "generate" else
+               "output.root=... for the run folder, data.root=... for a dataset it generates")
+        fix = f"choose a folder on another disk: {fix}" if full else f"choose a writable folder: {fix}"
+    if unwritable:
+        return f" ({why}: {fix})" if why else f" ({fix})"
+    if isinstance(err, NoSpaceLeft):  # its message names the file and says to free space
+        return "" if why else f" (or {fix})"
+    # the bare "[Errno 28] No space left on device" of a write names no file
+    where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+    return f" (no space left{where}: free space on that disk, or {fix}{f'; {why}' if why else ''})"
+
+
 def main(argv: list[str] | None = None) -> int:
     from sciml.registry import user_code_traceback
     from sciml.data.h5 import DatasetError
@@ -329,12 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, GuardError, ValueError, OSError, SolveError, FloatingPointError) as err:
         if os.environ.get("SCIML_DEBUG"):
             raise
-        hint = ""
-        # a folder that cannot be written: no permission, not a folder, or a read-only filesystem (EROFS,
-        # which Python raises as a plain OSError)
-        if isinstance(err, (PermissionError, NotADirectoryError, IsADirectoryError)) or \
-                getattr(err, "errno", None) == errno.EROFS:
-            hint = " (choose a writable folder: output.root=... for runs, --root ... for datasets)"
+        hint = _write_hint(args, err)
         where = user_code_traceback(err)
         if where:  # the error came out of the user's own module (a model, problem or optimizer): show where
             print(where, file=sys.stderr, end="")

@@ -266,7 +266,7 @@ class Writer:
         if free < need:
             raise NoSpaceLeft(f"no space left on device to write {self.partial} ({size_text(free)} free, the next "
                               f"write needs about {size_text(need)}){self._kept(failed=False)}; free space on that disk "
-                              f"(or choose a folder on another one) and run again", self.partial)
+                              f"and run again", self.partial)
 
     def _kept(self, failed: bool = True) -> str:
         unreadable = " (or starts over, where the failed write left the file unreadable)" if failed else ""
@@ -279,8 +279,7 @@ class Writer:
         self.failed = True
         kept = self._kept()
         if out_of_space(err):
-            return no_space_left(self.partial, err, f"{kept}; free space on that disk (or choose a folder on another "
-                                                    f"one) and run again")
+            return no_space_left(self.partial, err, f"{kept}; free space on that disk and run again")
         # h5py's RuntimeError went past the command line's errors as a traceback (e.g. a file size limit)
         return WriteFailed(f"cannot write {self.partial}: {_write_error(err)}{kept}", self.partial,
                            getattr(err, "errno", None) or errno.EIO)

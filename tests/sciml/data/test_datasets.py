@@ -650,7 +650,7 @@ def test_a_read_only_filesystem_gets_the_writable_folder_hint(data_root, monkeyp
     monkeypatch.setattr(generate_module, "generate", read_only)
     assert main(["generate", "burgers", *TINY, "--root", str(data_root), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "[Errno 30] Read-only file system" in err and "(choose a writable folder: output.root=... for runs, --root ... for datasets)" in err
+    assert "[Errno 30] Read-only file system" in err and "(choose a writable folder: --root ... for the dataset file)" in err
 
 
 def test_generated_files_go_to_the_repository_datasets_folder_whatever_the_recipe_path(tmp_path):

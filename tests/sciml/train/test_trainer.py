@@ -2336,3 +2336,52 @@ def test_a_full_disk_while_a_checkpoint_is_written_is_said_so_and_the_one_before
     monkeypatch.undo()
     assert run.load_checkpoint("last")["epoch"] == 1 and run.load_checkpoint("best")["epoch"] == 2
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.pt", "last.pt"]  # no .partial left
+
+
+def test_each_command_is_told_the_folder_it_can_write_instead(tiny_cfg, tmp_path, monkeypatch, capsys):
+    """Every command was told "output.root=... for runs, --root ... for datasets": `sciml train` takes data.root=, not
+    --root, and a resume and `sciml eval` write into their run folder, which output.root does not move. A full disk
+    at a run's start said only "[Errno 28] No space left on device", naming no file."""
+    import errno
+
+    import yaml
+
+    import sciml.train.trainer as trainer_module
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**tiny_cfg, "output": {"root": str(tmp_path / "runs")}}))
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(config.read_text())
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "x"))
+
+    monkeypatch.setattr(trainer_module, "train", read_only)
+    monkeypatch.setattr(trainer_module, "evaluate_run", read_only)
+    for argv, hint in (
+            (["train", str(config)], "(choose a writable folder: output.root=... for the run folder, data.root=... "
+                                     "for a dataset it generates)"),
+            (["train", "--resume", str(run)], f"(a resume writes into its run folder: copy {run} to a writable disk "
+                                              f"and resume the copy)"),
+            (["eval", str(run)], f"(`sciml eval` writes eval.json into the run folder: copy {run} to a writable disk "
+                                 f"and evaluate the copy)")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"[Errno 30] Read-only file system: '{tmp_path / 'x'}' {hint}" in err, err
+        assert "--root" not in err and ("output.root" in err) == (argv[1] == str(config))
+
+    monkeypatch.undo()
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):  # config.yaml, the first file a run writes
+        if self.name == "config.yaml.partial":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert main(["train", str(config), "output.name=full"]) == 2
+    err = capsys.readouterr().err
+    assert f"sciml train: error: no space left on device to write {tmp_path / 'runs' / 'full' / 'config.yaml'}" in err
+    assert "free space on that disk and run again (or choose a folder on another disk: output.root=... for the run " \
+           "folder, data.root=... for a dataset it generates)" in err
