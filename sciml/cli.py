@@ -335,7 +335,9 @@ def _write_hint(args: argparse.Namespace, err: BaseException) -> str:
     if unwritable:
         return f" ({why}: {fix})" if why else f" ({fix})"
     if isinstance(err, NoSpaceLeft):  # its message names the file and says to free space
-        return "" if why else f" (or {fix})"
+        run_path = getattr(args, "run_path", None)  # a run with a checkpoint goes on where it is (its message says so)
+        started = run_path is not None and (Path(run_path) / "checkpoints" / "last.pt").exists()
+        return "" if why or started else f" (or {fix})"
     # the bare "[Errno 28] No space left on device" of a write names no file
     where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
     return f" (no space left{where}: free space on that disk, or {fix}{f'; {why}' if why else ''})"
