@@ -1,6 +1,7 @@
 """Generate -> HDF5 -> load round trips on small Burgers sets, and the file's failure modes."""
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -840,7 +841,9 @@ def _other_generation(root, overrides, then: str):
               "            time.sleep(0.05)\n"
               "h5.Writer.write_batch = slow\n"
               f"generate(load_recipe('burgers', overrides={overrides!r}), root={str(root)!r}, progress=False)\n")
-    other = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    # this process's thread count: a partial begun with another is started over, not gone on from (resume_key)
+    other = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
     assert other.stdout.readline().strip() == "wrote"
     return other
 
