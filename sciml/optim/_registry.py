@@ -9,6 +9,9 @@ class handles complex parameters itself or needs the complex-as-real adapter.
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,6 +194,7 @@ def check_optimizer(name: str, kwargs: dict, *, graph: bool = False) -> None:
     `graph`, its step must also be capturable (`graph_optimizer_kwargs`; some optimizers only in
     some modes). Raises ValueError."""
     kw = dict(kwargs)
+    _check_setting_types(name, kwargs)
     if graph:
         kw.update(graph_optimizer_kwargs(name, "cpu", kwargs))
     try:
@@ -199,11 +203,68 @@ def check_optimizer(name: str, kwargs: dict, *, graph: bool = False) -> None:
         raise
     except Exception as err:  # a value of the wrong type or length (betas: [0.9]), or pytorch-optimizer's own
         # exceptions, which are not ValueErrors (NegativeLRError for lr: -1)
-        raise ValueError(f"optimizer {name!r} rejects its settings {kwargs}: {type(err).__name__}: {err}; "
-                         "fix the value or leave the key out for the default") from err
+        raise ValueError(f"optimizer {name!r} rejects its settings {kwargs}: {type(err).__name__}: {err}"
+                         f"{_sequence_hints(name, kwargs)}; fix the value or leave the key out for the default") from err
     if graph and not getattr(optimizer, "graph_capturable", True):
         raise ValueError(f"optimizer {name!r} cannot run inside a CUDA graph with these settings ({kwargs}): "
                          f"{type(optimizer).graph_capturable.__doc__.strip()}; change them or set cuda_graph: false")
+
+
+def optimizer_defaults(name: str) -> dict[str, Any]:
+    """The defaults optimizer `name` builds with: its constructor's, sciml's on top (`OptimizerSpec.defaults`);
+    empty where they cannot be read (a user's factory of ``**kwargs`` alone)."""
+    obj = OPTIMIZERS.get(name)
+    spec = obj if isinstance(obj, OptimizerSpec) else None
+    target = spec.resolve() if spec is not None else obj
+    try:
+        params = inspect.signature(target.__init__ if isinstance(target, type) else target).parameters.values()
+    except (TypeError, ValueError):
+        params = ()
+    found = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return {**found, **(spec.defaults if spec is not None else {})}
+
+
+def _sequence_hints(name: str, kwargs: dict) -> str:
+    """"; betas needs 2 numbers, ..." for each setting whose default is a tuple of numbers and whose value is not
+    a sequence of as many: the cause of an optimizer's IndexError or TypeError, named for the config."""
+    try:
+        defaults = optimizer_defaults(name)
+    except ValueError:
+        return ""
+    hints = []
+    for key, value in kwargs.items():
+        default = defaults.get(key)
+        if (isinstance(default, (tuple, list)) and default and all(_is_number(d) for d in default)
+                and not (isinstance(value, (tuple, list)) and len(value) == len(default))):
+            hints.append(f"{key} needs {len(default)} numbers, as its default {list(default)!r} (got {value!r})")
+    return "".join(f"; {h}" for h in hints)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _check_setting_types(name: str, kwargs: dict) -> None:
+    """Every optimizer, before it is built: a number setting (its default a number) must be one number, a
+    sequence setting (its default a tuple, as betas) as many numbers as the default has, and no number given may
+    be non-finite unless the default is (torch takes lr=inf and trains to NaN). Raises ValueError naming the key."""
+    try:
+        defaults = optimizer_defaults(name)
+    except ValueError:  # an unknown name: build_optimizer says which names there are
+        return
+    for key, value in kwargs.items():
+        default = defaults.get(key)
+        shown = f"optimizer {name!r} {key}={value!r}"
+        if _is_number(default) and isinstance(value, (list, tuple, dict)):
+            raise ValueError(f"{shown} must be one number (its default is {default!r}); write a plain number, "
+                             f"e.g. {key}: {default!r}")
+        numbers_given = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if _is_number(v)]
+        default_finite = all(math.isfinite(d) for d in (default if isinstance(default, (list, tuple)) else [default])
+                             if _is_number(d))
+        if default_finite and any(not math.isfinite(v) for v in numbers_given):
+            example = f" (its default is {default!r})" if default is not None else ""
+            raise ValueError(f"{shown} is not a finite number{example}: an optimizer setting of inf or nan trains "
+                             f"the weights to NaN; give a finite value")
 
 
 def closure_kind(name: str) -> str:

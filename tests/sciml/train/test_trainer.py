@@ -727,6 +727,11 @@ def test_every_benchmarked_model_trains_in_graph_mode_like_eager_mode(config, tm
     ({"model": {"name": "fno3d", "grid_embeding": "closed"}}, "unknown keyword argument 'grid_embeding' \\(did you mean 'grid_embedding'"),
     ({"optimizer": {"name": "adam", "betaz": [0.9, 0.99]}}, "unknown keyword argument 'betaz' \\(did you mean 'betas'"),
     ({"optimizer": {"name": "adam", "betas": [0.9]}}, "optimizer 'adam' rejects its settings .*IndexError"),
+    ({"optimizer": {"name": "adam", "betas": [0.9]}}, "betas needs 2 numbers, as its default \\[0.9, 0.999\\]"),
+    # torch takes lr=inf (and 1e10): trained to NaN and exited 0
+    ({"optimizer": {"name": "adam", "lr": math.inf}}, "optimizer 'adam' lr=inf is not a finite number"),
+    ({"optimizer": {"name": "sgd", "lr": 0.1, "momentum": math.nan}}, "optimizer 'sgd' momentum=nan is not a finite"),
+    ({"optimizer": {"name": "adam", "lr": [1e-3]}}, "optimizer 'adam' lr=\\[0.001\\] must be one number"),  # a raw TypeError
     ({"optimizer": {"name": "adamw", "lr": "fast"}}, "optimizer adamw lr='fast' must be a number"),  # was torch's TypeError
     ({"guard": {"chek_every": 5}}, "no setting 'chek_every' \\(did you mean 'check_every'"),
     ({"guard": {"spike_factor": 0.5}}, "spike_factor=0.5 is outside"),
