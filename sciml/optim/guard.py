@@ -217,9 +217,9 @@ class Guard:
             return loss
         self.step_count += 1
         grads, finite, coef, record = self._measure(loss)
-        lval, nval, tval, fval = record.tolist()  # the one host sync of this step
+        lval, nval, tval, fval, wval = record.tolist()  # the one host sync of this step
         if not fval:
-            self._skip_nonfinite(self.step_count, lval, nval)
+            self._skip_nonfinite(self.step_count, lval, nval, weights_ok=bool(wval))
             return loss
         if self._is_spike(lval):
             self._spike(self.step_count, lval)
@@ -308,11 +308,11 @@ class Guard:
         values = torch.stack([r for _, r in self._pending]).tolist()
         self._pending = []
         rollbacks, clean = self.rollbacks, True
-        for step, (lval, nval, tval, fval) in zip(steps, values):
+        for step, (lval, nval, tval, fval, wval) in zip(steps, values):
             if self.rollbacks != rollbacks:  # the steps after a rollback belong to the undone trajectory
                 break
             if not fval:
-                self._skip_nonfinite(step, lval, nval, zeroed=True)
+                self._skip_nonfinite(step, lval, nval, zeroed=True, weights_ok=bool(wval))
                 clean = False
                 continue
             if self._is_spike(lval):
@@ -343,14 +343,36 @@ class Guard:
         self._restored = previous._restored  # the weights it hands on are a restored good state, not yet judged
         self._relearn_noise()
 
-    def finish(self) -> None:
-        """This guard's training ends (a PINN phase): judge the buffered steps, and if they end on non-finite
-        steps roll back to the last good state (events ``rollback``, ``lr_lowered``) rather than hand on
-        weights no healthy step vouched for; the next phase's first non-finite step then raises at once."""
+    def weights_finite(self) -> bool:
+        """Whether every model parameter is finite (one host read)."""
+        return bool(self._weights_finite())
+
+    def check_weights(self) -> None:
+        """Judge the buffered steps, then the weights the latest update left, which no step's loss has judged yet:
+        non-finite ones roll back to the last good state at once (events ``skip_nonfinite`` with cause "weights",
+        ``rollback``), or raise `GuardError` without one. One host read; a trainer calls it before it keeps a state
+        (an epoch's checkpoint, a phase's end), so that no non-finite state is ever saved or handed on."""
+        if not self.enabled:
+            return
         self.poll()
+        if not self.weights_finite():
+            self._skip_nonfinite(self.step_count, math.nan, None, weights_ok=False)
+
+    def finish(self) -> None:
+        """This guard's training ends (a PINN phase): judge the buffered steps and the final weights
+        (`check_weights`), and if they end on non-finite steps roll back to the last good state (events
+        ``rollback``, ``lr_lowered``) rather than hand on weights no healthy step vouched for; the next phase's
+        first non-finite step then raises at once."""
+        self.check_weights()
         if self.consecutive_skips and self._snapshot is not None:
             self._rollback(self.step_count, reason="nonfinite")
             self.consecutive_skips = 0
+        elif self.consecutive_skips:
+            skips = self.consecutive_skips
+            self._start_afresh()
+            raise GuardError(f"training ended on {skips} steps in a row with a non-finite loss or gradient (the last at "
+                             f"step {self.step_count}) and no good state was kept to return to; lower the learning "
+                             "rate, enable clipping (guard.clip), or train in float64")
 
     def summary(self) -> dict[str, Any]:
         """The run's guard figures for its final record: events by kind and the final lr scale."""
@@ -475,11 +497,20 @@ class Guard:
         loss_t = torch.as_tensor(loss).detach().reshape(()).to(torch.float64)
         grads = self._grads()
         norm = self._grad_norm(grads, loss_t.device)
-        finite = torch.isfinite(loss_t) & torch.isfinite(norm)
+        # the weights this loss was taken at: the previous update's result. A finite loss can come with weights an
+        # update left non-finite (no loss of them is ever finite again): the update is not taken, and the step
+        # is judged non-finite, cause "weights" (`_skip_nonfinite` rolls back at once)
+        weights_ok = self._weights_finite().to(loss_t.device)
+        finite = torch.isfinite(loss_t) & torch.isfinite(norm) & weights_ok
         coef, thr = self._clip_coef(norm, finite)
         record = torch.stack([loss_t, norm.to(loss_t.device, torch.float64), thr.to(loss_t.device, torch.float64),
-                              finite.to(loss_t.device, torch.float64)])
+                              finite.to(loss_t.device, torch.float64), weights_ok.to(torch.float64)])
         return grads, finite, coef, record
+
+    def _weights_finite(self) -> torch.Tensor:
+        """Whether every parameter is finite, on device (no host read)."""
+        checks = [torch.isfinite(p).all() for p in self.model.parameters()]
+        return torch.stack(checks).all() if checks else torch.ones((), dtype=torch.bool)
 
     def _clip_coef(self, norm: torch.Tensor, finite: torch.Tensor):
         """(coefficient or None, threshold); updates ZClip statistics on device."""
@@ -597,8 +628,12 @@ class Guard:
         """`state`: a `_snapshot_light` copy to keep, of weights a healthy loss judged (else one of the current
         state, vouched for once the next step's loss, taken at it, is healthy); `step`: the step whose weights
         these are (else the current one)."""
-        self._snapshot = {**(state or self._snapshot_light()), "step": self.step_count if step is None else step,
-                          "vouched": state is not None}
+        judged, state = state is not None, state or self._snapshot_light()
+        checks = [torch.isfinite(v).all() for v in state["model"].values()
+                  if torch.is_tensor(v) and (v.is_floating_point() or v.is_complex())]
+        if checks and not bool(torch.stack([c.to(checks[0].device) for c in checks]).all()):  # one host read
+            return  # an update left non-finite weights: never the good state (the next step finds them)
+        self._snapshot = {**state, "step": self.step_count if step is None else step, "vouched": judged}
         self._since_snapshot = 0
 
     def _forget_loss_level(self) -> None:
@@ -612,14 +647,32 @@ class Guard:
         self.log_loss_prev, self.healthy_steps = self.log_loss_ema, 0
         self.log_loss_max, self.log_loss_max_n = self.log_loss_ema, 0 if self.log_loss_ema is None else 2
 
-    def _skip_nonfinite(self, step: int, lval: float, nval: float | None, zeroed: bool = False) -> None:
-        """`nval` None: a closure step, whose loss was finite but its weights came out non-finite."""
-        cause = "loss" if not math.isfinite(lval) else "gradient" if nval is not None else "weights"
+    def _skip_nonfinite(self, step: int, lval: float, nval: float | None, zeroed: bool = False,
+                        weights_ok: bool = True) -> None:
+        """`nval` None: a closure step, whose loss was finite but its weights came out non-finite. `weights_ok`
+        False: a first-order step found the weights non-finite, left so by an earlier update (its loss may be
+        finite): no later step can mend them, so the guard rolls back to its last good state at once, or raises
+        without one."""
+        cause = ("weights" if not weights_ok else "loss" if not math.isfinite(lval) else
+                 "gradient" if nval is not None else "weights")
         self.counts["skip_nonfinite"] += 1
         self.consecutive_skips += 1
         self.retry_healthy = 0
         self._emit(step, "skip_nonfinite", cause=cause, loss=lval, **({} if nval is None else {"grad_norm": nval}),
                    **({"note": "polled mode: gradient was zeroed, the optimizer still stepped"} if zeroed else {}))
+        snap = self._snapshot
+        if snap is not None and not snap["vouched"] and step == snap["step"] + 1 and nval is not None:
+            self._snapshot = None  # this non-finite loss was taken at its weights: they are no good state
+        if not weights_ok:
+            if self._snapshot is not None:  # past max_rollbacks this restores the last good state and gives up
+                self._rollback(step, reason="nonfinite")
+                self.consecutive_skips = 0
+                return
+            self._start_afresh()
+            raise GuardError(
+                f"an update before step {step} left non-finite weights and no good state was kept to return to: the "
+                "learning rate (or another optimizer setting) is far too high for this model; lower it, enable "
+                "clipping (guard.clip), or train in float64")
         if self._restored and cause != "weights":  # evaluated at the restored weights, before any update
             # without a snapshot of its own, a guard's restored weights came from the one before (carry_level)
             to = f"step {self._snapshot['step']}" if self._snapshot is not None else "handed on by the previous phase"

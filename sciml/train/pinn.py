@@ -196,9 +196,15 @@ class PINNConfig(StrictModel):
         """Every phase's optimizer and guard settings build, and with cuda_graph its step can be
         captured: checked before any training, not when a later phase starts after hours of the
         earlier ones."""
+        if not self.phases:  # it trained 0 steps and reported the untrained net's error
+            raise ValueError("phases is empty: give at least one training phase, e.g. phases: [{optimizer: {name: adam, "
+                             "lr: 0.001}, steps: 1000}]")
         if not checks_training_components():  # a saved run, to evaluate or load: no phase runs again
             return self
         for i, ph in enumerate(self.phases):
+            if ph.optimizer.get("lr", 1) == 0 and not isinstance(ph.optimizer.get("lr"), bool):
+                raise ValueError(f"phases.{i}.optimizer.lr=0 never moves the weights (warm-up and decay scale it); "
+                                 "give a positive lr")
             kwargs = dict(ph.optimizer)
             name = kwargs.pop("name", None)
             graphed = False
@@ -690,7 +696,8 @@ def _fit(problem: Problem, cfg: PINNConfig, *, run=None, resume: bool = False, p
                     if progress:
                         progress(rec)
                 if run is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < ph.steps:
-                    if guard is not None:  # judge the buffered steps: the checkpoint holds no unjudged ones
+                    if guard is not None:  # judge the buffered steps and the weights: the checkpoint holds no unjudged ones
+                        guard.check_weights()
                         log_guard_events(guard, i)
                     _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines, saved_config)
                 if deadline is not None and time.perf_counter() > deadline and (step < ph.steps or i + 1 < len(cfg.phases)):
@@ -701,9 +708,16 @@ def _fit(problem: Problem, cfg: PINNConfig, *, run=None, resume: bool = False, p
                 log_guard_events(guard, i)
         except GuardError as err:  # keep the events and the last good state (the guard restored it)
             log_guard_events(guard, i, judge_pending=False)
-            if run is not None:
+            good = guard.weights_finite()  # without a snapshot the weights may be the non-finite ones
+            if run is not None and good:
                 _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines, saved_config)
             where = f"sciml train --resume {run.path}" if run is not None else "resume"
+            if not good:  # never saved: a resume starts from the newest checkpoint before, if any
+                kept = (f" (the run's earlier checkpoint stays as it was)" if run is not None and
+                        run.checkpoint_path("last").exists() else "")
+                raise err.with_context(f"(phase {i}, {name}). The weights are non-finite and the guard kept no good "
+                                       f"state, so none is saved{kept}: start again with a much lower "
+                                       f"phases.{i}.optimizer.lr") from err
             then = (f"continue with a lower rate, e.g. `{where} phases.{i}.optimizer.lr=...`" if err.lr_helps else
                     f"continue once the problem's data or residual is fixed: `{where}`")
             raise err.with_context(f"(phase {i}, {name}). The last good state is saved; {then}") from err

@@ -27,6 +27,7 @@ from sciml.data.h5 import DatasetError
 from sciml.data.loading import Normalizer, Split, check_selection, load_test, load_train_val_test, no_rows, time_range
 from sciml.models import FNO, count_parameters
 from sciml.optim import graph_optimizer_kwargs, load_optimizer_state, lrs_as_tensors, set_lr
+from sciml.optim._registry import optimizer_defaults
 from sciml.optim.guard import Guard, GuardError
 from sciml.train.graphs import CapturedStep
 from sciml.train.losses import build_loss, check_scalar_loss, relative_l2_per_sample
@@ -832,7 +833,19 @@ class Trainer:
             return f"{what}; continue from it once the data or model is fixed: `sciml train --resume {self.run.path}`"
         lrs = [g.get("initial_lr", g["lr"]) for g in self.optimizer.param_groups]
         scale = getattr(self.guard, "gave_up_lr_scale", 1.0) * self.guard.lr_factor
-        lower = f"{float(lrs[0]) * scale:.3g}"
+        lower, name = float(lrs[0]) * scale, self.cfg.optimizer.name
+        default = optimizer_defaults(name).get("lr") if name else None
+        default = float(default) if isinstance(default, (int, float)) and not isinstance(default, bool) else None
+        if not math.isfinite(lower) or default is not None and lower > 100 * default:
+            # the guard's halvings from an lr far off the optimizer's scale: the lowered one is as far off
+            start = (f"optimizer.lr={default:g}` ({name}'s default)" if default is not None and default > 0 else
+                     "optimizer.lr=...` (a much lower rate)")
+            return (f"{what}; the configured optimizer.lr={float(lrs[0]):g} is far too high ({name}'s default is "
+                    f"{default:g}): continue from it with a rate on the optimizer's scale, e.g. `sciml train --resume "
+                    f"{self.run.path} {start}" if default is not None else
+                    f"{what}; the configured optimizer.lr={float(lrs[0]):g} is far too high: continue from it with "
+                    f"a much lower rate, e.g. `sciml train --resume {self.run.path} {start}")
+        lower = f"{lower:.3g}"
         return (f"{what}; continue from it with a lower rate, e.g. `sciml train --resume {self.run.path} "
                 f"optimizer.lr={lower}` (a base lr for optimizer.lr, which the schedule scales as before: "
                 f"{float(lrs[0]):g} times the guard's last lr scale {scale / self.guard.lr_factor:g} times its "
@@ -974,6 +987,12 @@ class Trainer:
             epoch = self.epoch
             try:
                 train_loss = self.train_epoch(epoch)
+                # judges the epoch's buffered steps (polled mode) and the weights its last update left, before any
+                # state of this epoch is kept: non-finite weights roll back or give up, never reach a checkpoint
+                if epoch + 1 >= self.planned_epochs:  # the last epoch: it may not end on non-finite steps either
+                    self.guard.finish()
+                else:
+                    self.guard.check_weights()
                 self._log_guard_events(epoch + 1)  # polled mode judges the epoch's last steps here: it may give up
             except GuardError as err:
                 self._log_guard_events(epoch + 1, judge_pending=False)
@@ -1009,7 +1028,9 @@ class Trainer:
                 if record[self.selects_on] < self.best:
                     self.best = record[self.selects_on]
                     self.checkpoint("best")
-            if self.epoch % t.checkpoint_every == 0 or last:
+            if self.guard.enabled and self.guard.consecutive_skips:
+                pass  # the epoch ended on non-finite steps: its weights may be what gives them; keep the state before
+            elif self.epoch % t.checkpoint_every == 0 or last:
                 self.checkpoint("last")
             else:
                 self._maybe_hold_state()

@@ -812,3 +812,31 @@ def test_the_summary_counts_the_guards_events():
     assert guard.summary() == {"skips": 1, "spikes": 0, "rollbacks": 0, "clips": 0, "lr_scale": 1.0}
     assert Guard.describe(guard.summary()) == ("guard: 1 non-finite skips, 0 spikes, 0 rollbacks, 0 clips; "
                                                "final lr scale 1")
+
+
+@pytest.mark.parametrize("check_every", [1, 10])
+def test_an_update_that_leaves_nan_weights_is_never_the_good_state(check_every):
+    """lr=inf (a config refuses it; a user's optimizer can still blow up): step 1's loss is finite, its update
+    leaves NaN weights. Those were snapshotted as the good state and rolled back to again and again."""
+    model, x, y = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=math.inf)
+    guard = Guard(model, opt, check_every=check_every, snapshot_every=1)
+    with pytest.raises(GuardError, match="non-finite weights and no good state"):
+        _train(model, opt, guard, x, y, 30)
+        guard.finish()
+    assert not guard.holds_good_state
+    assert all(torch.isfinite(v).all() for v in (guard._snapshot or {}).get("model", {}).values())
+
+
+def test_weights_whose_loss_is_non_finite_are_no_good_state_and_a_run_may_not_end_on_them():
+    """A finite lr far too high (1e10 in float32): finite weights at which the loss overflows. The snapshot of them (taken
+    after the healthy first step) was rolled back to, and a run ending on such steps ended without an error."""
+    model, x, y = _problem()
+    model, x, y = model.double(), x.double(), y.double()
+    opt = torch.optim.SGD(model.parameters(), lr=1e200)  # weights ~1e200, a loss of their squares overflows
+    guard = Guard(model, opt)
+    _train(model, opt, guard, x, y, 5)
+    assert all(torch.isfinite(p).all() for p in model.parameters()) and guard.counts["skip_nonfinite"] == 4
+    assert not guard.holds_good_state
+    with pytest.raises(GuardError, match="training ended on 4 steps in a row with a non-finite loss"):
+        guard.finish()

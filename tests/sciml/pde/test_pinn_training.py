@@ -841,3 +841,16 @@ def test_a_pinn_run_folder_is_held_against_a_second_process_in_python_too(tmp_pa
         other.kill()
         other.wait()
     assert run_pinn(TINY, run_dir=run.path, resume=True)["stopped_early"] is False  # once it is gone
+
+
+@pytest.mark.parametrize("phases, message", [
+    ([], "phases is empty: give at least one training phase"),  # trained 0 steps, reported the untrained net
+    ([{"optimizer": {"name": "adam", "lr": 0}, "steps": 5}], "phases.0.optimizer.lr=0 never moves the weights"),
+    ([{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 5}, {"optimizer": {"name": "lbfgs", "lr": math.inf},
+                                                                 "steps": 5}],
+     r"phases\[1\]: optimizer 'lbfgs' lr=inf is not a finite number"),  # trained to NaN
+])
+def test_phases_that_cannot_train_are_refused_before_training(phases, message):
+    problem = get_problem("diffusion_reaction")
+    with pytest.raises(ConfigError, match=message):
+        fit(problem, {**{k: v for k, v in TINY.items() if k not in ("problem", "phases")}, "phases": phases})
