@@ -287,6 +287,10 @@ def _whole_number(value: Any) -> Any:
     return int(value)
 
 
+# number arguments of problem factories (`sciml.registry.typed_call_args` checks a config's problem_args on them)
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFiniteFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
 PositiveInt = Annotated[int, BeforeValidator(_whole_number), Field(gt=0)]
 NonNegativeInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]
 WholeInt = Annotated[int, BeforeValidator(_whole_number)]  # bounds by Field(...) where the field sets them

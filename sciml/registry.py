@@ -94,6 +94,51 @@ def check_call_args(what: str, obj, args: dict, label: str = "the arguments") ->
         raise ValueError(f"{what} rejected {label} {args}: {err}{hint}; it takes {takes}") from None
 
 
+def typed_call_args(what: str, obj, args: dict, label: str) -> dict:
+    """`args` checked against the types (and ``Annotated`` bounds, e.g. ``Field(gt=0)``) `obj`'s signature
+    declares for them, with pydantic, as a config's own keys are: the values converted to those types (a
+    ``float`` given as 1 becomes 1.0), or a ValueError naming ``{label}.{key}``, the value and what it must be,
+    before anything is built. Arguments without an annotation, and objects whose signature or annotations cannot
+    be read, pass unchanged; `check_call_args` judges unknown or missing names."""
+    import typing
+
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    try:
+        parameters = inspect.signature(obj).parameters
+        hints = typing.get_type_hints(obj, include_extras=True)
+    except Exception:  # a builtin, or an annotation naming what its module does not import
+        return dict(args)
+    out = dict(args)
+    for key, value in args.items():
+        if key not in parameters or key not in hints or hints[key] is Any:
+            continue
+        try:
+            adapter = TypeAdapter(hints[key], config=ConfigDict(arbitrary_types_allowed=True))
+        except Exception:  # a type pydantic cannot check: left to the call
+            continue
+        try:
+            out[key] = adapter.validate_python(value)
+        except ValidationError as err:
+            problem = "; ".join(e["msg"] for e in err.errors())
+            default = parameters[key].default
+            example = "" if default is inspect.Parameter.empty else f" (its default is {default!r})"
+            raise ValueError(f"{label}.{key}={value!r} is not accepted by {what}: {problem}{example}") from None
+    return out
+
+
+def checked_problem_args(registry: "Registry", what: str, name: str, args: dict, label: str) -> dict:
+    """`typed_call_args` of the factory `name` names in `registry` (registered or ``module:attr``); `args`
+    unchanged where `name` names an instance, or nothing yet (the build then says what is wrong)."""
+    try:
+        factory = registry.get(name)
+    except Exception:
+        return dict(args)
+    if not callable(factory) or not args:
+        return dict(args)
+    return typed_call_args(what, factory, args, label)
+
+
 def _import_here_too(module_name: str):
     """`importlib.import_module`, also from the working directory: `python script.py` puts the script's
     folder on sys.path, but the `sciml` console script does not, so `problem: mypde:problem` with mypde.py

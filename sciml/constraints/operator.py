@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Annotated, Any, Callable, Mapping, Sequence
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
+from sciml.config import FiniteFloat, PositiveFiniteFloat
 from sciml.constraints.hard import GridCondition, HardConstraint, derive
 from sciml.pde.derivatives import Derivatives, GridDerivatives, Params, residual_terms, takes_params
 from sciml.registry import Registry
@@ -167,7 +169,7 @@ GRID_PROBLEMS: Registry = Registry("grid problem")
 
 @GRID_PROBLEMS.register("burgers", description="viscous Burgers u_t + u u_x = nu u_xx, periodic x, from u0",
                         source="Chalapathi et al. 2024 (PI-HC-MoE)")
-def burgers(nu: float = 0.02) -> GridProblem:
+def burgers(nu: PositiveFiniteFloat = 0.02) -> GridProblem:
     return GridProblem(lambda d, p: d.u_t + d.u * d.u_x - p.nu * d.u_xx, ("x", "t"),
                        (GridCondition(lambda d: d.u - d.u0, at={"t": 0}),), {"nu": nu}, periodic=("x",),
                        families=("burgers1d",), initial="u0")
@@ -198,7 +200,7 @@ def periodic_velocity(w: Tensor, spacing: Sequence[float], axes: tuple[int, int]
 @GRID_PROBLEMS.register("navier_stokes", description="2D incompressible Navier-Stokes, vorticity form on the unit "
                         "torus: w_t + (u, v).grad w = nu Lap w + forcing (sin 2pi(x+y) + cos 2pi(x+y)), from w0",
                         source="Chalapathi et al. 2024 (PI-HC-MoE; unforced, nu = 1e-4); Li et al. 2021 (forcing)")
-def navier_stokes(nu: float = 1e-4, forcing: float = 0.0) -> GridProblem:
+def navier_stokes(nu: PositiveFiniteFloat = 1e-4, forcing: FiniteFloat = 0.0) -> GridProblem:
     def residual(d, p):
         phase = 2 * math.pi * (d.x + d.y)
         return (d.w_t + d.u * d.w_x + d.v * d.w_y - p.nu * (d.w_xx + d.w_yy)
@@ -215,8 +217,9 @@ def navier_stokes(nu: float = 1e-4, forcing: float = 0.0) -> GridProblem:
                         "retardation R, u = 1 at the inflow, u = -D u_x at the outflow, both in the data solver's ghost "
                         "cells (half a cell of its grid outside x = 0, 1), from u0", source="Takamoto et al. 2022 "
                         "(PDEBench); Chalapathi et al. 2024 (PI-HC-MoE)")
-def diffusion_sorption(D: float = 5e-4, porosity: float = 0.29, rho_s: float = 2880.0, k_f: float = 3.5e-4,
-                       n_f: float = 0.874, resolution: float = 1024) -> GridProblem:
+def diffusion_sorption(D: PositiveFiniteFloat = 5e-4, porosity: PositiveFiniteFloat = 0.29,
+                       rho_s: PositiveFiniteFloat = 2880.0, k_f: PositiveFiniteFloat = 3.5e-4,
+                       n_f: PositiveFiniteFloat = 0.874, resolution: Annotated[float, Field(gt=0)] = 1024) -> GridProblem:
     """`resolution`: the cell count of the solver that made the data (the dataset's recipe value replaces
     it, as the other parameters): its boundary values sit in ghost cells half such a cell outside the
     faces; ``float("inf")`` puts the conditions at the faces x = 0, 1 (the continuum problem)."""

@@ -24,6 +24,9 @@ import math
 import numpy as np
 import torch
 
+from pydantic import StrictBool
+
+from sciml.config import FiniteFloat, PositiveFiniteFloat
 from sciml.pde.conditions import Dirichlet, Initial, Periodic
 from sciml.pde.geometry import Interval
 from sciml.pde.problem import Problem
@@ -36,7 +39,7 @@ PI = math.pi
 # --------------------------------------------------------------------------------------------
 @PROBLEMS.register("burgers", description="viscous Burgers, ν = 0.01/π, shock at x = 0 (Raissi et al. 2019)",
                    source="Raissi, Perdikaris & Karniadakis, JCP 2019: rel. L2 6.7e-4")
-def burgers(nu: float = 0.01 / PI) -> Problem:
+def burgers(nu: PositiveFiniteFloat = 0.01 / PI) -> Problem:
     """u_t + u u_x − ν u_xx = 0, x ∈ [−1, 1], t ∈ [0, 1], u(±1, t) = 0, u(x, 0) = −sin(πx).
 
     Reference: Hopf–Cole quadrature (`solvers.pde.burgers.burgers_raissi_reference`), only for
@@ -75,7 +78,7 @@ def _grid_xt(x0, x1, nx, t0, t1, nt, periodic=False):
 # --------------------------------------------------------------------------------------------
 @PROBLEMS.register("allen_cahn", description="Allen–Cahn, ε = 1e-4, periodic (jaxpi setup)",
                    source="Wang et al., An expert's guide to training PINNs (2023): rel. L2 5.37e-5")
-def allen_cahn(eps: float = 1e-4, k: float = 5.0) -> Problem:
+def allen_cahn(eps: PositiveFiniteFloat = 1e-4, k: FiniteFloat = 5.0) -> Problem:
     """u_t − ε u_xx + k u³ − k u = 0, x ∈ [−1, 1] periodic, t ∈ [0, 1], u(x, 0) = x² cos(πx).
 
     Reference: Fourier pseudo-spectral in x (512 modes) with ETDRK4 in time (Kassam & Trefethen
@@ -145,7 +148,7 @@ def _allen_cahn_eval(x: torch.Tensor, eps: float, k: float) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 @PROBLEMS.register("convection", description="linear convection u_t + β u_x = 0, periodic, u0 = sin x",
                    source="Krishnapriyan et al. 2021; Rathore et al. 2024 (at β=40: Adam+L-BFGS 4.19e-3)")
-def convection(beta: float = 30.0) -> Problem:
+def convection(beta: FiniteFloat = 30.0) -> Problem:
     """u_t + β u_x = 0, x ∈ [0, 2π] periodic, t ∈ [0, 1], u(x, 0) = sin x; exact u = sin(x − βt)."""
     return Problem(
         domain=Interval(0, 2 * PI).with_time(0, 1),
@@ -163,7 +166,7 @@ def _dr_exact(x):
 
 @PROBLEMS.register("diffusion_reaction", description="diffusion with a multiscale source, exact solution (gPINN paper)",
                    source="Yu, Lu, Meng & Karniadakis, gPINN, CMAME 2022 (DeepXDE diffusion_reaction example)")
-def diffusion_reaction(d: float = 1.0) -> Problem:
+def diffusion_reaction(d: FiniteFloat = 1.0) -> Problem:
     """u_t − d u_xx − e^{−t}(3/2 sin 2x + 8/3 sin 3x + 15/4 sin 4x + 63/8 sin 8x) = 0 (d = 1),
     x ∈ [−π, π], t ∈ [0, 1], u(±π, t) = 0, u(x, 0) = Σ_{k∈{1,2,3,4,8}} sin(kx)/k;
     exact u = e^{−t} Σ sin(kx)/k (only for d = 1)."""
@@ -184,7 +187,7 @@ def diffusion_reaction(d: float = 1.0) -> Problem:
 # --------------------------------------------------------------------------------------------
 @PROBLEMS.register("poisson_lshape", description="−Δu = 1 on the L-shaped domain, u = 0 on the boundary",
                    source="DeepXDE Poisson_Lshape example (Lu et al., SIAM Rev. 2021); no published rel. L2")
-def poisson_lshape(hard: bool = False) -> Problem:
+def poisson_lshape(hard: StrictBool = False) -> Problem:
     """−Δu − 1 = 0 on Ω = [−1, 1]² \\ [0, 1]², u = 0 on ∂Ω (the re-entrant corner makes u ~ r^{2/3}).
 
     Args: hard: make u = 0 exact with the polygon's approximate distance function (u = φ N).
@@ -256,7 +259,7 @@ def _wave_exact(x, c=2.0):
 
 @PROBLEMS.register("wave", description="1D wave u_tt = 4 u_xx, two modes (Wang, Yu & Perdikaris 2022)",
                    source="Wang, Yu & Perdikaris, NTK of PINNs, JCP 2022")
-def wave(c: float = 2.0) -> Problem:
+def wave(c: PositiveFiniteFloat = 2.0) -> Problem:
     """u_tt − c² u_xx = 0 (c = 2), x ∈ [0, 1], t ∈ [0, 1], u(0, t) = u(1, t) = 0,
     u(x, 0) = sin πx + ½ sin 4πx, u_t(x, 0) = 0; exact u = sin πx cos cπt + ½ sin 4πx cos 4cπt."""
     return Problem(

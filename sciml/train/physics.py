@@ -110,10 +110,14 @@ def _build_operator_model(cfg: OperatorConfig, in_channels: int, out_channels: i
             check_model_fields(cfg, *fields, info=info)
         return _backbone(cfg, in_channels, out_channels, n_dims)
     from sciml.constraints import PhysicsOperator, get_grid_problem
+    from sciml.constraints.operator import GRID_PROBLEMS
+    from sciml.registry import checked_problem_args
 
     ph = cfg.physics
     try:
-        problem = get_grid_problem(ph.problem, **ph.problem_args)
+        args = checked_problem_args(GRID_PROBLEMS, f"grid problem {ph.problem!r}", ph.problem, ph.problem_args,
+                                    "physics.problem_args")
+        problem = get_grid_problem(ph.problem, **args)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"physics.problem {ph.problem!r}: {err}") from err
     if info is None or fields is None:

@@ -834,15 +834,18 @@ def load_problem(cfg: PINNConfig) -> Problem:
     """The config's problem built with its problem_args. Arguments the factory's signature does not take are a
     ConfigError; an error raised inside the factory (a bug in the user's code) propagates with its traceback."""
     from sciml.pde.problems import PROBLEMS
-    from sciml.registry import check_call_args
+    from sciml.registry import check_call_args, typed_call_args
 
     factory = PROBLEMS.get(cfg.problem)
+    args = cfg.problem_args
     if callable(factory) and not isinstance(factory, Problem):
         try:
             check_call_args(f"problem {cfg.problem!r}", factory, cfg.problem_args, "problem_args")
+            # the values as the factory's annotations say (nu: a positive finite float): checked before training
+            args = typed_call_args(f"problem {cfg.problem!r}", factory, cfg.problem_args, "problem_args")
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    return get_problem(cfg.problem, **cfg.problem_args)
+    return get_problem(cfg.problem, **args)
 
 
 def run_pinn(config: dict, *, run_dir: Path, resume: bool = False, source: str = "PINN config") -> dict:

@@ -854,3 +854,18 @@ def test_phases_that_cannot_train_are_refused_before_training(phases, message):
     problem = get_problem("diffusion_reaction")
     with pytest.raises(ConfigError, match=message):
         fit(problem, {**{k: v for k, v in TINY.items() if k not in ("problem", "phases")}, "phases": phases})
+
+
+@pytest.mark.parametrize("problem, args, message", [
+    ("poisson_lshape", {"hard": "maybe"}, r"problem_args.hard='maybe' .* valid boolean"),  # was taken as True
+    ("burgers", {"nu": -1}, r"problem_args.nu=-1 .* greater than 0"),  # trained
+    ("burgers", {"nu": "abc"}, r"problem_args.nu='abc' .* valid number"),  # a raw TypeError in the factory
+    ("burgers", {"nu": math.nan}, r"problem_args.nu=nan .* finite number"),
+    ("convection", {"beta": "abc"}, r"problem_args.beta='abc' .* valid number"),  # "Unknown format code 'g'"
+])
+def test_problem_args_are_checked_on_the_factorys_types_before_training(problem, args, message):
+    from sciml.train.pinn import load_problem
+
+    with pytest.raises(ConfigError, match=message):
+        load_problem(PINNConfig(problem=problem, problem_args=args))
+    assert load_problem(PINNConfig(problem="burgers", problem_args={"nu": 1})).params["nu"] == 1.0

@@ -271,6 +271,15 @@ def test_a_misspelt_problem_argument_names_its_close_match(tiny, tmp_path):
         train(validate(OperatorConfig, raw))
 
 
+@pytest.mark.parametrize("value, message", [("abc", "Input should be a valid number"),  # "could not convert string"
+                                            (-1, "Input should be greater than 0")])
+def test_problem_args_of_the_wrong_type_or_range_name_the_key(tiny, value, message):
+    raw = _variant(tiny, "typed", physics={"problem_args": {"nu": value}})
+    with pytest.raises(ConfigError, match=rf"physics.problem_args.nu={value!r} is not accepted by grid problem "
+                                          rf"'burgers': {message}"):
+        train(validate(OperatorConfig, raw))
+
+
 def test_problem_args_that_contradict_the_data_are_refused(tiny, hard_run):
     raw = _variant(tiny, "contradicts", physics={"problem_args": {"nu": 0.05}})
     with pytest.raises(ConfigError, match=r"problem_args.nu=0.05 contradicts the dataset, made with nu=0.02"):
