@@ -218,6 +218,10 @@ class Box(Geometry):
         if lo_t.numel() == 0 and hi_t.numel() == 0:  # (lo < hi).all() holds for no coordinates; sampling then failed
             raise ValueError("Box needs at least one coordinate, got Box([], []); for an ODE (time only) use the time "
                              "interval itself: Problem(Interval(t0, t1), coords=('t',), ...)")
+        for name, given, t in (("lo", lo, lo_t), ("hi", hi, hi_t)):
+            if not bool(torch.isfinite(t).all()):  # inf: sampling drew NaN points; nan failed no comparison below
+                raise ValueError(f"Box {name}={list(t.tolist())} must be finite numbers (an unbounded or NaN "
+                                 f"bound has no points to sample); got {given!r}")
         if lo_t.shape != hi_t.shape or not bool((lo_t < hi_t).all()):
             raise ValueError(f"Box needs lo < hi componentwise with equal lengths, got lo={list(lo_t.tolist())}, hi={list(hi_t.tolist())}")
         self.lo, self.hi, self.dim = lo_t, hi_t, lo_t.numel()
@@ -319,11 +323,17 @@ class Disk(Geometry):
     """Ω = {x ∈ R²: |x − c| ≤ r}."""
 
     def __init__(self, center: Sequence[float], radius: float):
-        if radius <= 0:
-            raise ValueError(f"Disk radius must be > 0, got {radius}")
+        try:
+            r = math.nan if isinstance(radius, (bool, str)) else float(radius)
+        except (TypeError, ValueError):
+            r = math.nan
+        if not (math.isfinite(r) and r > 0):  # nan failed no comparison, inf drew NaN points
+            raise ValueError(f"Disk radius must be a finite number > 0, got {radius!r}")
         self.c = torch.as_tensor(center, dtype=_F64)
         if self.c.shape != (2,):
             raise ValueError(f"Disk center must be a 2-vector, got {center}")
+        if not bool(torch.isfinite(self.c).all()):
+            raise ValueError(f"Disk center must be finite numbers, got {center!r}")
         self.r, self.dim = float(radius), 2
         self.lo, self.hi = self.c - self.r, self.c + self.r
 
@@ -360,6 +370,8 @@ class Polygon(Geometry):
         v = torch.as_tensor(vertices, dtype=_F64)
         if v.ndim != 2 or v.shape[1] != 2 or v.shape[0] < 3:
             raise ValueError(f"Polygon vertices must have shape (m >= 3, 2), got {tuple(v.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"Polygon vertices must be finite numbers, got {v.tolist()}")
         # a repeated vertex makes a zero-length edge, whose normal and distance are NaN
         v = v[(v - v.roll(1, 0)).abs().amax(-1) > 1e-14 * max(1.0, float(v.abs().max()))]
         if v.shape[0] < 3:
@@ -575,6 +587,8 @@ class SpaceTime:
 
     def __init__(self, space: Geometry, time: tuple[float, float]):
         t0, t1 = map(float, time)
+        if not (math.isfinite(t0) and math.isfinite(t1)):
+            raise ValueError(f"time interval needs finite t0 < t1, got ({t0}, {t1})")
         if not t1 > t0:
             raise ValueError(f"time interval needs t0 < t1, got ({t0}, {t1})")
         self.space, self.t0, self.t1 = space, t0, t1

@@ -109,6 +109,16 @@ class Problem:
             raise TypeError("residual must be a function f(d, p) of a Derivatives object and the parameters")
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "conditions", tuple(self.conditions))
+        for key, value in dict(self.params).items():  # a nan or inf parameter made every residual NaN: fit ran on
+            if isinstance(value, Unknown) or isinstance(value, bool):
+                continue
+            try:
+                finite = bool(torch.isfinite(torch.as_tensor(value)).all())
+            except (TypeError, ValueError, RuntimeError):
+                continue  # not a number: the residual says what it makes of it
+            if not finite:
+                raise ValueError(f"params[{key!r}]={value!r} must be finite (a NaN or inf parameter makes every "
+                                 f"residual non-finite); give a finite value")
         coords = self.coords or default_coords(self.space_dim, self.is_time_dependent)
         if len(coords) != self.domain.dim:
             raise ValueError(f"coords {tuple(coords)} must name all {self.domain.dim} domain columns")

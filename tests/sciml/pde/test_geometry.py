@@ -305,3 +305,18 @@ def test_uniform_interior_of_other_shapes_is_even_and_distinct():
     assert len(torch.unique(x0, dim=0)) == 1200 and bool((x0[:, 2] == 0).all())
     share = torch.histc(x0[:, 0].float(), 4, -1, 1) / 1200  # formerly 0.357, 0.326, 0.164, 0.153
     torch.testing.assert_close(share.double(), torch.tensor([1 / 3, 1 / 3, 1 / 6, 1 / 6], dtype=torch.float64), atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Interval(0, math.inf), r"Box hi=\[inf\] must be finite"),  # sampled NaN points
+    (lambda: Interval(math.nan, 1), r"Box lo=\[nan\] must be finite"),
+    (lambda: Disk([0, 0], math.nan), "Disk radius must be a finite number > 0, got nan"),  # accepted
+    (lambda: Disk([0, 0], math.inf), "Disk radius must be a finite number > 0, got inf"),
+    (lambda: Disk([0, math.nan], 1.0), "Disk center must be finite"),
+    (lambda: Polygon([[0, 0], [1, 0], [math.inf, 1]]), "Polygon vertices must be finite"),
+    (lambda: Interval(0, 1).with_time(0, math.nan), "time interval needs finite t0 < t1"),
+])
+def test_non_finite_shapes_are_refused_naming_the_argument(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+    assert Disk([0, 0], 2).r == 2.0 and Disk([0, 0], torch.tensor(0.5)).r == 0.5

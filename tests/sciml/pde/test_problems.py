@@ -345,3 +345,11 @@ def test_where_must_return_bools(method):
     p = problem(lambda x: x[:, 0] > 2)
     with pytest.raises(ValueError, match=r"selects \(almost\) no boundary points: 0 of \d+"):
         p.sample_condition(p.conditions[0], 50, method, 0)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, torch.tensor([1.0, math.nan])])
+def test_a_non_finite_parameter_is_refused_naming_it(value):
+    """Problem(params={"k": nan}) was taken, and fit returned loss nan."""
+    with pytest.raises(ValueError, match=r"params\['k'\]=.* must be finite"):
+        Problem(domain=Interval(0, 1), residual=lambda d, p: d.u_xx + p.k, conditions=[Dirichlet(0.0)],
+                params={"k": value})
