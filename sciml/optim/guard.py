@@ -190,6 +190,7 @@ class Guard:
         self.counts = {"skip_nonfinite": 0, "spike": 0, "rollback": 0, "clip": 0}
         self.retry_lowered = 0  # closure retries' lr reductions not yet undone (RETRY_RECOVERY)
         self.retry_healthy = 0
+        self.ever_healthy = False  # a step judged healthy (or a resumed or previous guard's run had some)
         self._clip_mean: torch.Tensor | None = None  # ZClip statistics, on device
         self._clip_var: torch.Tensor | None = None
         self._warm_norms: list[torch.Tensor] = []
@@ -341,6 +342,7 @@ class Guard:
         self.log_loss_ema = previous.log_loss_ema
         self.counts = {k: self.counts[k] + previous.counts[k] for k in self.counts}
         self._restored = previous._restored  # the weights it hands on are a restored good state, not yet judged
+        self.ever_healthy = previous.ever_healthy
         self._relearn_noise()
 
     def weights_finite(self) -> bool:
@@ -368,11 +370,25 @@ class Guard:
             self._rollback(self.step_count, reason="nonfinite")
             self.consecutive_skips = 0
         elif self.consecutive_skips:
-            skips = self.consecutive_skips
+            skips, first = self.consecutive_skips, not self.ever_healthy
             self._start_afresh()
+            if first:
+                raise GuardError(f"the loss or its gradient was non-finite at every one of the {skips} steps (the last at "
+                                 f"step {self.step_count}), from the first, at the initial weights before any update, "
+                                 "which no learning rate changes: the loss (the PDE residual or a condition, the data, or "
+                                 "the model's output) gives NaN/Inf; check the residual and its parameters for NaN/Inf "
+                                 "(or overflow: train in float64)", lr_helps=False)
             raise GuardError(f"training ended on {skips} steps in a row with a non-finite loss or gradient (the last at "
                              f"step {self.step_count}) and no good state was kept to return to; lower the learning "
                              "rate, enable clipping (guard.clip), or train in float64")
+
+    def _from_the_start(self) -> str:
+        """A GuardError's diagnosis when no step was ever healthy: the loss was non-finite at the first weights."""
+        if self.ever_healthy:
+            return ""
+        return (". Yet no step was ever finite: the loss (the PDE residual or a condition, the data, or the model's "
+                "output) is non-finite at the initial weights, before any update, which a lower rate does not change; "
+                "check the residual and its parameters for NaN/Inf (or overflow: train in float64)")
 
     def summary(self) -> dict[str, Any]:
         """The run's guard figures for its final record: events by kind and the final lr scale."""
@@ -456,6 +472,7 @@ class Guard:
             self._relearn_noise()
         self.consecutive_skips, self.rollbacks, self.counts = sd["consecutive_skips"], sd["rollbacks"], dict(sd["counts"])
         self.retry_lowered, self.retry_healthy = sd.get("retry_lowered", 0), sd.get("retry_healthy", 0)
+        self.ever_healthy = True  # a checkpoint is taken after healthy steps
         self._clip_mean = None if sd["clip_mean"] is None else sd["clip_mean"].to(dev, copy=True)  # updated in place
         self._clip_var = None if sd["clip_var"] is None else sd["clip_var"].to(dev, copy=True)
         self._warm_norms = [n.to(dev) for n in sd["warm_norms"]]
@@ -591,6 +608,7 @@ class Guard:
             self._snapshot["vouched"] = True
         self.consecutive_skips = 0
         self._restored = False
+        self.ever_healthy = True
         self.healthy_steps += 1
         if lval > 0:
             ll = math.log(lval)
@@ -687,11 +705,12 @@ class Guard:
                 self._rollback(step, reason="nonfinite")
                 self.consecutive_skips = 0
                 return
-            skips = self.consecutive_skips
+            skips, first = self.consecutive_skips, not self.ever_healthy
             self._start_afresh()
             raise GuardError(
                 f"{skips} consecutive steps had a non-finite loss or gradient (step {step}); "
-                "lower the learning rate, enable clipping (guard.clip), or train in float64")
+                "lower the learning rate, enable clipping (guard.clip), or train in float64" + self._from_the_start(),
+                lr_helps=not first)
 
     def _spike(self, step: int, lval: float, *, skipped: bool = True) -> None:
         """`skipped`: the spike's update was not taken (exact mode, closure steps), so the weights are those

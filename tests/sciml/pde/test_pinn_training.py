@@ -869,3 +869,16 @@ def test_problem_args_are_checked_on_the_factorys_types_before_training(problem,
     with pytest.raises(ConfigError, match=message):
         load_problem(PINNConfig(problem=problem, problem_args=args))
     assert load_problem(PINNConfig(problem="burgers", problem_args={"nu": 1})).params["nu"] == 1.0
+
+
+def test_a_residual_that_is_nan_from_the_start_stops_with_a_guard_error_naming_it():
+    """fit returned loss nan with no error: every step was skipped as non-finite and the phase ended on them."""
+    from sciml.optim import GuardError
+    from sciml.pde import Dirichlet, Interval, Problem
+
+    problem = Problem(domain=Interval(0, 1), residual=lambda d, p: d.u_xx * math.nan, conditions=[Dirichlet(0.0)])
+    cfg = {"net": {"width": 8, "depth": 2}, "points": {"interior": 32, "boundary": 8}, "log_every": 1,
+           "eval_every": 0, "checkpoint_every": 0, "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 3}]}
+    with pytest.raises(GuardError, match=r"non-finite at every one of the 3 steps .*the PDE residual .*\(phase 0, adam\)") as err:
+        fit(problem, cfg)
+    assert not err.value.lr_helps
