@@ -708,16 +708,19 @@ def _fit(problem: Problem, cfg: PINNConfig, *, run=None, resume: bool = False, p
                 log_guard_events(guard, i)
         except GuardError as err:  # keep the events and the last good state (the guard restored it)
             log_guard_events(guard, i, judge_pending=False)
-            good = guard.weights_finite()  # without a snapshot the weights may be the non-finite ones
+            # the guard's restored snapshot, never weights no healthy loss judged (non-finite, or finite ones an lr far
+            # too high left, at which the loss overflows)
+            good = guard.holds_good_state and guard.weights_finite()
             if run is not None and good:
                 _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines, saved_config)
             where = f"sciml train --resume {run.path}" if run is not None else "resume"
             if not good:  # never saved: a resume starts from the newest checkpoint before, if any
                 kept = (f" (the run's earlier checkpoint stays as it was)" if run is not None and
                         run.checkpoint_path("last").exists() else "")
-                raise err.with_context(f"(phase {i}, {name}). The weights are non-finite and the guard kept no good "
-                                       f"state, so none is saved{kept}: start again with a much lower "
-                                       f"phases.{i}.optimizer.lr") from err
+                fix = (f"start again with a much lower phases.{i}.optimizer.lr" if err.lr_helps else
+                       "start again once the problem's data or residual is fixed")
+                raise err.with_context(f"(phase {i}, {name}). The guard kept no good state of this phase, so none is "
+                                       f"saved{kept}: {fix}") from err
             then = (f"continue with a lower rate, e.g. `{where} phases.{i}.optimizer.lr=...`" if err.lr_helps else
                     f"continue once the problem's data or residual is fixed: `{where}`")
             raise err.with_context(f"(phase {i}, {name}). The last good state is saved; {then}") from err

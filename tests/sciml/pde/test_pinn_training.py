@@ -879,6 +879,23 @@ def test_a_residual_that_is_nan_from_the_start_stops_with_a_guard_error_naming_i
     problem = Problem(domain=Interval(0, 1), residual=lambda d, p: d.u_xx * math.nan, conditions=[Dirichlet(0.0)])
     cfg = {"net": {"width": 8, "depth": 2}, "points": {"interior": 32, "boundary": 8}, "log_every": 1,
            "eval_every": 0, "checkpoint_every": 0, "phases": [{"optimizer": {"name": "adam", "lr": 1e-3}, "steps": 3}]}
-    with pytest.raises(GuardError, match=r"non-finite at every one of the 3 steps .*the PDE residual .*\(phase 0, adam\)") as err:
+    with pytest.raises(GuardError, match=r"non-finite at every one of the 3 steps .*the PDE residual .*\(phase 0, adam\)\. The guard kept "
+                                         r"no good state of this phase, so none is saved: start again once the problem's data "
+                                         r"or residual is fixed") as err:
         fit(problem, cfg)
     assert not err.value.lr_helps
+
+
+def test_a_phase_that_diverges_is_the_one_named_and_its_bad_weights_are_never_saved(tmp_path):
+    """phases.0.optimizer.lr=inf (refused now; 1e300 is finite) left weights at which the loss is non-finite:
+    phase 0 handed them on, the GuardError named phase 1 (lbfgs), and the saved "last good state" was all NaN."""
+    from sciml.optim import GuardError
+
+    cfg = {**TINY, "points": {"interior": 64}, "log_every": 1, "eval_every": 0, "checkpoint_every": 0,
+           "phases": [{"optimizer": {"name": "sgd", "lr": 1e300}, "steps": 2}, TINY["phases"][1]]}
+    run = RunDir.create(tmp_path, "g")
+    with pytest.raises(GuardError, match=r"\(phase 0, sgd\)\. The guard kept no good state of this phase, so none is "
+                                         r"saved: start again with a much lower phases\.0\.optimizer\.lr") as err:
+        run_pinn(cfg, run_dir=run.path)
+    assert "optimizer.lr=1e+300" not in str(err.value) and "inf" not in str(err.value)
+    assert not (run.path / "checkpoints" / "last.pt").exists()
