@@ -836,7 +836,7 @@ class Trainer:
         lower, name = float(lrs[0]) * scale, self.cfg.optimizer.name
         default = optimizer_defaults(name).get("lr") if name else None
         default = float(default) if isinstance(default, (int, float)) and not isinstance(default, bool) else None
-        if not math.isfinite(lower) or default is not None and lower > 100 * default:
+        if not math.isfinite(lower) or default is not None and lower > 1000 * default:
             # the guard's halvings from an lr far off the optimizer's scale: the lowered one is as far off
             start = (f"optimizer.lr={default:g}` ({name}'s default)" if default is not None and default > 0 else
                      "optimizer.lr=...` (a much lower rate)")

@@ -1005,6 +1005,23 @@ def test_the_median_error_of_an_even_count_is_the_mean_of_the_middle_two():
     assert summary["rel_l2_median"] == pytest.approx(0.25) and summary["rel_l2"] == pytest.approx(0.25)
 
 
+def test_an_absurd_lr_fails_without_saving_its_weights_or_advising_a_halved_absurd_lr(tiny_cfg):
+    """optimizer.lr=1e10 (finite: validation takes it) trained to NaN and exited 0 after 5 epochs; with more, the
+    GuardError advised optimizer.lr=5e+09 and 'last' held weights at which the loss is NaN."""
+    from sciml.optim import GuardError
+
+    raw = {**tiny_cfg, "optimizer": {"name": "adam", "lr": 1e10}, "schedule": {"name": "none"},
+           "training": {**tiny_cfg["training"], "epochs": 5, "checkpoint_every": 1},
+           "output": {**tiny_cfg["output"], "name": "absurd_lr"}}
+    with pytest.raises(GuardError, match=r"optimizer.lr=1e\+10 is far too high \(adam's default is 0.001\).*"
+                                         r"optimizer\.lr=0\.001` \(adam's default\)") as err:
+        train(validate(OperatorConfig, raw))
+    assert "5e+09" not in str(err.value)
+    run = RunDir(raw["output"]["root"] + "/absurd_lr")
+    state = run.load_checkpoint("last")
+    assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
 def test_a_resume_takes_the_lr_and_weight_decay_it_is_given(tiny_cfg):
     """A GuardError says `sciml train --resume RUN optimizer.lr=...`: the checkpoint's param groups and
     scheduler used to put the old lr back (and config.yaml then said the new one)."""
