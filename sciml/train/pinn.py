@@ -715,7 +715,7 @@ def _fit(problem: Problem, cfg: PINNConfig, *, run=None, resume: bool = False, p
                 _save(run, model, opt, guard, weights, cpu_points, i, step, elapsed + time.perf_counter() - t_phase, history, metric_lines, saved_config)
             where = f"sciml train --resume {run.path}" if run is not None else "resume"
             if not good:  # never saved: a resume starts from the newest checkpoint before, if any
-                kept = (f" (the run's earlier checkpoint stays as it was)" if run is not None and
+                kept = (" (the run's earlier checkpoint stays as it was)" if run is not None and
                         run.checkpoint_path("last").exists() else "")
                 fix = (f"start again with a much lower phases.{i}.optimizer.lr" if err.lr_helps else
                        "start again once the problem's data or residual is fixed")
