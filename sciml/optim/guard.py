@@ -361,15 +361,18 @@ class Guard:
             self._skip_nonfinite(self.step_count, math.nan, None, weights_ok=False)
 
     def finish(self) -> None:
-        """This guard's training ends (a PINN phase): judge the buffered steps and the final weights
-        (`check_weights`), and if they end on non-finite steps roll back to the last good state (events
-        ``rollback``, ``lr_lowered``) rather than hand on weights no healthy step vouched for; the next phase's
-        first non-finite step then raises at once."""
+        """This guard's training ends (a PINN phase, an operator run's last epoch): judge the buffered steps and
+        the final weights (`check_weights`), and if they end on non-finite steps roll back to the last good state
+        (events ``rollback``, ``lr_lowered``) rather than hand on weights no healthy step vouched for; the next
+        phase's first non-finite step then raises at once. Without a vouched snapshot it raises `GuardError`."""
         self.check_weights()
-        if self.consecutive_skips and self._snapshot is not None:
+        if self.consecutive_skips and self._snapshot is not None and self._snapshot["vouched"]:
             self._rollback(self.step_count, reason="nonfinite")
             self.consecutive_skips = 0
         elif self.consecutive_skips:
+            # an unvouched snapshot holds an update's weights no healthy loss was taken at, which the non-finite
+            # steps after it may be the fault of (an lr far too high): never handed on as the good state
+            self._snapshot = None
             skips, first = self.consecutive_skips, not self.ever_healthy
             self._start_afresh()
             if first:
@@ -678,9 +681,6 @@ class Guard:
         self.retry_healthy = 0
         self._emit(step, "skip_nonfinite", cause=cause, loss=lval, **({} if nval is None else {"grad_norm": nval}),
                    **({"note": "polled mode: gradient was zeroed, the optimizer still stepped"} if zeroed else {}))
-        snap = self._snapshot
-        if snap is not None and not snap["vouched"] and step == snap["step"] + 1 and nval is not None:
-            self._snapshot = None  # this non-finite loss was taken at its weights: they are no good state
         if not weights_ok:
             if self._snapshot is not None:  # past max_rollbacks this restores the last good state and gives up
                 self._rollback(step, reason="nonfinite")
