@@ -111,6 +111,23 @@ RETRY_RECOVERY = 10  # healthy closure steps in a row after which a retry's lr r
 _FLOATS = ("max_norm", "clip_alpha", "clip_z", "spike_factor", "spike_z", "spike_beta", "lr_factor")
 
 
+# up to this many non-finite steps ending a run may be a bad batch rather than a divergence (said in the error)
+TRANSIENT_SKIPS = 2
+
+
+def _all_finite(tensors) -> torch.Tensor:
+    """Whether every element of `tensors` is finite, as a bool on device (no host read): each tensor's largest |x|,
+    NaN or inf where any element is, in one multi-tensor kernel (two kernels per tensor took a step's launch time on
+    a GPU). Empty tensors are skipped (the inf-norm refuses them)."""
+    ts = [torch.view_as_real(t.detach()) if t.is_complex() else t.detach() for t in tensors if t.numel()]
+    if not ts:
+        return torch.ones((), dtype=torch.bool)
+    largest = torch._foreach_norm(ts, ord=math.inf)
+    if len({(m.dtype, m.device) for m in largest}) > 1:  # torch.stack needs one dtype and device
+        largest = [m.to(largest[0].device, torch.float64) for m in largest]
+    return torch.isfinite(torch.stack(largest)).all()
+
+
 class GuardError(RuntimeError):
     """Training cannot continue: repeated non-finite steps or too many rollbacks. ``lr_helps`` is False
     when the loss was non-finite at good weights: the data, model or residual is at fault, not the rate."""
@@ -370,10 +387,10 @@ class Guard:
             self._rollback(self.step_count, reason="nonfinite")
             self.consecutive_skips = 0
         elif self.consecutive_skips:
+            skips, first = self.consecutive_skips, not self.ever_healthy
             # an unvouched snapshot holds an update's weights no healthy loss was taken at, which the non-finite
             # steps after it may be the fault of (an lr far too high): never handed on as the good state
             self._snapshot = None
-            skips, first = self.consecutive_skips, not self.ever_healthy
             self._start_afresh()
             if first:
                 raise GuardError(f"the loss or its gradient was non-finite at every one of the {skips} steps (the last at "
@@ -381,12 +398,18 @@ class Guard:
                                  "which no learning rate changes: the loss (the PDE residual or a condition, the data, or "
                                  "the model's output) gives NaN/Inf; check the residual and its parameters for NaN/Inf "
                                  "(or overflow: train in float64)", lr_helps=False)
+            # a bad batch or two at the very end looks the same as an update that broke the weights (an lr of 1e300:
+            # finite weights, every loss at them non-finite); handing them on was the worse error, so both stop here
+            maybe_batch = (f" (after {skips} step(s) only this may instead be a bad batch at the very end: if the "
+                           f"data or residual can give NaN there, resume the run from its last checkpoint)"
+                           if skips <= TRANSIENT_SKIPS else "")
             raise GuardError(f"training ended on {skips} steps in a row with a non-finite loss or gradient (the last at "
                              f"step {self.step_count}) and no good state was kept to return to; lower the learning "
-                             "rate, enable clipping (guard.clip), or train in float64")
+                             f"rate, enable clipping (guard.clip), or train in float64{maybe_batch}")
 
     def _from_the_start(self) -> str:
-        """A GuardError's diagnosis when no step was ever healthy: the loss was non-finite at the first weights."""
+        """A mid-run GuardError's diagnosis when no step was ever healthy: the loss was non-finite at the first
+        weights (`finish` says it in a sentence of its own)."""
         if self.ever_healthy:
             return ""
         return (". Yet no step was ever finite: the loss (the PDE residual or a condition, the data, or the model's "
@@ -528,15 +551,8 @@ class Guard:
         return grads, finite, coef, record
 
     def _weights_finite(self) -> torch.Tensor:
-        """Whether every parameter is finite, on device (no host read): each tensor's largest |w|, NaN or inf where
-        any element is, in one multi-tensor kernel (two kernels per tensor took a step's launch time on a GPU)."""
-        params = [torch.view_as_real(p.detach()) if p.is_complex() else p.detach() for p in self.model.parameters()]
-        if not params:
-            return torch.ones((), dtype=torch.bool)
-        largest = torch._foreach_norm(params, ord=math.inf)
-        if len({m.dtype for m in largest}) > 1:  # torch.stack needs one dtype
-            largest = [m.to(torch.float64) for m in largest]
-        return torch.isfinite(torch.stack(largest)).all()
+        """Whether every parameter is finite, on device (no host read)."""
+        return _all_finite(self.model.parameters())
 
     def _clip_coef(self, norm: torch.Tensor, finite: torch.Tensor):
         """(coefficient or None, threshold); updates ZClip statistics on device."""
@@ -656,9 +672,8 @@ class Guard:
         state, vouched for once the next step's loss, taken at it, is healthy); `step`: the step whose weights
         these are (else the current one)."""
         judged, state = state is not None, state or self._snapshot_light()
-        checks = [torch.isfinite(v).all() for v in state["model"].values()
-                  if torch.is_tensor(v) and (v.is_floating_point() or v.is_complex())]
-        if checks and not bool(torch.stack([c.to(checks[0].device) for c in checks]).all()):  # one host read
+        floats = [v for v in state["model"].values() if torch.is_tensor(v) and (v.is_floating_point() or v.is_complex())]
+        if not bool(_all_finite(floats)):  # one host read
             return  # an update left non-finite weights: never the good state (the next step finds them)
         self._snapshot = {**state, "step": self.step_count if step is None else step, "vouched": judged}
         self._since_snapshot = 0
@@ -775,7 +790,7 @@ class Guard:
         before = self._snapshot_light()
         ret = self._scaled_step(closure)
         val = ret if ret is not None else loss
-        params_ok = torch.stack([torch.isfinite(p).all() for g in self.optimizer.param_groups for p in g["params"]]).all()
+        params_ok = _all_finite([p for g in self.optimizer.param_groups for p in g["params"]])
         if val is None:
             lval, ok = float("nan"), 0.0
         else:  # one device→host copy for both (was one .cpu() each)

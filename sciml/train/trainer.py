@@ -1028,7 +1028,8 @@ class Trainer:
                 if record[self.selects_on] < self.best:
                     self.best = record[self.selects_on]
                     self.checkpoint("best")
-            if self.guard.enabled and self.guard.consecutive_skips:
+            ended_nonfinite = self.guard.enabled and self.guard.consecutive_skips
+            if ended_nonfinite:
                 pass  # the epoch ended on non-finite steps: its weights may be what gives them; keep the state before
             elif self.epoch % t.checkpoint_every == 0 or last:
                 self.checkpoint("last")
@@ -1039,7 +1040,8 @@ class Trainer:
             if interrupted or sitting is not None and time.perf_counter() - self.started > 60 * sitting and not last:
                 if plan:  # a sitting shorter than PLAN_AFTER epochs: plan at its pace, first epoch included
                     self._plan_to_budget(self.started, self.epoch - start_epoch)
-                self.checkpoint("last")
+                if not ended_nonfinite:  # as above: a resume goes on from the state before
+                    self.checkpoint("last")
                 stopped_early = True
                 break
         bar.close()

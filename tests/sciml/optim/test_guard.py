@@ -842,3 +842,26 @@ def test_weights_whose_loss_is_non_finite_are_no_good_state_and_a_run_may_not_en
     with pytest.raises(GuardError, match="training ended on 4 steps in a row with a non-finite loss"):
         guard.finish()
     assert not guard.holds_good_state
+
+
+def test_a_run_ending_on_one_bad_step_after_an_unvouched_snapshot_says_it_may_be_a_bad_batch():
+    """A NaN at the last step after a snapshot no healthy step had vouched for: a bad batch and an update that broke
+    the weights look the same there (handing such weights on was the worse error, so `finish` refuses both); the
+    error says which it may be and that the run resumes from its last checkpoint."""
+    model, x, y = _problem()
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt, snapshot_every=1)
+    _train(model, opt, guard, x, y, 6, inject=lambda k, loss: loss * math.nan if k == 6 else loss)
+    with pytest.raises(GuardError, match=r"training ended on 1 steps in a row .*may instead be a bad batch at the very "
+                                         r"end: .*resume the run from its last checkpoint"):
+        guard.finish()
+
+
+def test_a_model_with_an_empty_parameter_is_guarded():
+    """The fused weight check (an inf-norm per tensor) refused an empty tensor on every step."""
+    model, x, y = _problem()
+    model.extra = torch.nn.Parameter(torch.empty(0))
+    opt = build_optimizer(model.parameters(), "adam", lr=1e-2)
+    guard = Guard(model, opt)
+    _train(model, opt, guard, x, y, 3)
+    assert guard.counts["skip_nonfinite"] == 0 and guard.weights_finite()
