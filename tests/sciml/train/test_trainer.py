@@ -84,10 +84,13 @@ def test_a_run_saved_before_the_normalizer_stored_eps_resumes_with_the_old_rule(
 
 
 def _sigint_during_epoch(monkeypatch, epoch: int, times: int = 1):
-    """Ctrl-C, the real signal to this process, `times` times during the given (1-based) epoch."""
+    """Ctrl-C, the real signal to this process, `times` times during the given (1-based) epoch. SIGINT is handled
+    as at a terminal: a job started in the background (`.ci/run &`) inherits it ignored, which the trainer respects,
+    and these tests failed there."""
     import os
     import signal
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     real = Trainer.train_epoch
 
     def train_epoch(self, e):
